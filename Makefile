@@ -1,0 +1,40 @@
+# pillsnap — `make demo` and `make test` are the two commands a fresh clone needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pillsnap-installed
+
+.PHONY: install demo test lab docs readme clean-work
+
+# Reinstalls only when pyproject.toml changes (or the venv is missing).
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pillsnap)" >/dev/null
+	@git rev-parse --git-dir >/dev/null 2>&1 && $(BIN)/nbdev-install-hooks >/dev/null 2>&1 || true
+	@touch $@
+	@echo "pillsnap installed in $(VENV)"
+
+demo: install
+	$(BIN)/pillsnap demo
+
+# Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
+test: install
+	$(BIN)/python -m pytest
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+# Quarto renders the site when it is installed; without it, nbdev-proc-nbs checks the docs build.
+docs: install
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev-docs; else echo "quarto not found: processing notebooks only (nbdev-proc-nbs)"; $(BIN)/nbdev-proc-nbs; fi
+
+# README.md is generated from nbs/index.ipynb (a test fails when it is stale).
+readme:
+	$(PYTHON) tools/readme.py
+
+clean-work:
+	rm -rf work

@@ -1,0 +1,42 @@
+"Shared fixtures, and the one summary line CI counts: `N passed, N failed`."
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SAMPLES = ROOT/'tests'/'data'/'aihub'
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = terminalreporter.stats
+    passed = len(stats.get('passed', []))
+    failed = len(stats.get('failed', [])) + len(stats.get('error', []))
+    terminalreporter.write_line(f'{passed} passed, {failed} failed')
+
+
+def run_cli(*args, cwd=ROOT, env=None, check=True):
+    "Run the installed `pillsnap` console script; returns the CompletedProcess."
+    r = subprocess.run([str(BIN/'pillsnap'), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=600)
+    if check and r.returncode != 0: raise AssertionError(f'pillsnap {args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}')
+    return r
+
+
+TINY = dict(classes=12, per_class=3, combos=6, seed=3, image_size=(244, 320), val_per_class=1, photos_per_combo=2,
+            classes_per_shard=5, quirk_rate=0.0, workers=1)
+
+
+@pytest.fixture(scope='session')
+def tiny_root(tmp_path_factory):
+    "A small synthetic dataset without quirks (so label types must match the real samples exactly)."
+    from pillsnap.synth import synth_dataset
+    root = tmp_path_factory.mktemp('synth')/'tiny'
+    synth_dataset(root, **TINY)
+    return root
+
+
+@pytest.fixture(scope='session')
+def real_labels():
+    return [json.loads(p.read_text(encoding='utf-8')) for p in sorted(SAMPLES.glob('*.json'))]
