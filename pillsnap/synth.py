@@ -10,7 +10,7 @@ __all__ = ['LABEL_FIELDS', 'CAPTURE_FIELDS', 'DRUG_S', 'BACK_COLORS', 'DRUG_DIRS
            'sample_capture', 'plan_dataset', 'render_job', 'write_job', 'synth_dataset', 'summarise_dataset',
            'contact_sheet', 'bench_synth']
 
-# %% ../nbs/01_synth.ipynb #1fc3c577
+# %% ../nbs/01_synth.ipynb #616caae1
 import hashlib, json, math, os, shutil, time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, get_logger
 
-# %% ../nbs/01_synth.ipynb #946d7e2e
+# %% ../nbs/01_synth.ipynb #d629ae5b
 LABEL_FIELDS = (
     'file_name', 'width', 'height', 'imgfile', 'drug_N', 'drug_S', 'back_color', 'drug_dir', 'light_color',
     'camera_la', 'camera_lo', 'size', 'dl_idx', 'dl_mapping_code', 'dl_name', 'dl_name_en', 'img_key',
@@ -36,7 +36,7 @@ LABEL_FIELDS = (
     'change_date', 'id')
 CAPTURE_FIELDS = ('drug_S', 'back_color', 'drug_dir', 'light_color', 'camera_la', 'camera_lo', 'size')
 
-# %% ../nbs/01_synth.ipynb #2511d48a
+# %% ../nbs/01_synth.ipynb #9a84c482
 DRUG_S = {0: '정상알약'}
 BACK_COLORS = {0: '검은색 배경', 1: '파란색 배경', 2: '연회색 배경'}
 DRUG_DIRS = {0: '앞면', 1: '뒷면'}
@@ -56,7 +56,7 @@ COLOR_WEIGHTS = {'하양': 8, '노랑': 3, '주황': 2, '분홍': 3, '빨강': 1
                  '청록': 1, '파랑': 1, '남색': 1, '자주': 1, '보라': 1, '회색': 1, '검정': 0.5, '투명': 0.5}
 LINES = ('', '-', '+')  # no score line, one score line, a cross
 
-# %% ../nbs/01_synth.ipynb #e12f0298
+# %% ../nbs/01_synth.ipynb #3818717f
 _SYLLABLES = (('넥', 'nex'), ('시', 'si'), ('움', 'um'), ('타', 'ta'), ('레', 're'), ('놀', 'nol'), ('펜', 'pen'),
               ('졸', 'zol'), ('로', 'ro'), ('바', 'ba'), ('텍', 'tec'), ('린', 'rin'), ('세', 'se'), ('라', 'ra'),
               ('미', 'mi'), ('카', 'ca'), ('도', 'do'), ('나', 'na'), ('리', 'ri'), ('아', 'a'), ('본', 'bon'),
@@ -80,7 +80,7 @@ def _word(rng, n):
 
 def _pick(rng, weights:dict): return list(weights)[rng.choice(len(weights), p=np.array(list(weights.values()))/sum(weights.values()))]
 
-# %% ../nbs/01_synth.ipynb #7db9c376
+# %% ../nbs/01_synth.ipynb #cb6a2acd
 def drug_look(rng:np.random.Generator, # random source
              )->dict: # shape, form, colours, size (mm), score lines, tint
     "A random pill appearance (without imprint)."
@@ -98,7 +98,7 @@ def drug_look(rng:np.random.Generator, # random source
                 thick=round(rng.uniform(2.5, min(short, 7.0)), 2), line_front=lines[0], line_back=lines[1],
                 tint=tuple(np.round(rng.uniform(0.95, 1.05, 3), 3)))
 
-# %% ../nbs/01_synth.ipynb #983cb700
+# %% ../nbs/01_synth.ipynb #70663439
 _DOSES = (5, 10, 20, 25, 40, 50, 80, 100, 150, 200, 250, 500)
 _BACKS = ('10', '20', '40mG', 'A', 'K', 'M', 'SR', 'H', 'CR', 'XL', '1/2', 'T')
 
@@ -113,7 +113,7 @@ def _num(x): return int(x) if float(x).is_integer() else float(x)
 
 def _code(rng, n): return ''.join(str(d) for d in rng.integers(0, 10, n))
 
-# %% ../nbs/01_synth.ipynb #bc5a8b60
+# %% ../nbs/01_synth.ipynb #e573d2fa
 def drug_record(k_code:str, # 'K-000030'
                 look:dict, # from `drug_look`, plus 'print_front'/'print_back'
                 rng:np.random.Generator, # random source
@@ -150,7 +150,7 @@ def drug_record(k_code:str, # 'K-000030'
         mark_code_front_anal='', mark_code_back_anal='', mark_code_front_img='', mark_code_back_img='',
         mark_code_front='', mark_code_back='', change_date=f'{rng.integers(2015, 2021)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}')
 
-# %% ../nbs/01_synth.ipynb #a6591eff
+# %% ../nbs/01_synth.ipynb #47671b63
 _NULLABLE = ('dl_name_en', 'dl_material_en', 'dl_company_en', 'img_key', 'chart', 'di_class_no', 'form_code_name',
              'dl_custom_shape', 'change_date', 'img_regist_ts', 'print_back', 'color_class2')
 
@@ -171,7 +171,7 @@ def add_quirks(record:dict, # a registry record, changed in place
         else: record['di_edi_code'] = ''; done.append('empty:di_edi_code')
     return done
 
-# %% ../nbs/01_synth.ipynb #0e6b902f
+# %% ../nbs/01_synth.ipynb #4ae97c4f
 def make_drugs(n:int, # number of drugs (classes)
                seed:int=0, # random seed
                confusable_fraction:float=0.6, # share of drugs in look-alike groups
@@ -205,7 +205,7 @@ def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None
     k_code = f'K-{code:06d}'
     return dict(k_code=k_code, look=look, group=group, record=drug_record(k_code, look, rng, stem, company))
 
-# %% ../nbs/01_synth.ipynb #647cc08d
+# %% ../nbs/01_synth.ipynb #118ef354
 _FONT_FILE = Path(matplotlib.get_data_path())/'fonts'/'ttf'/'DejaVuSans-Bold.ttf'  # shipped with matplotlib: same glyphs everywhere
 
 @lru_cache(maxsize=256)
@@ -238,7 +238,7 @@ def shape_mask(shape:str, # a registry shape word
         im = im.filter(ImageFilter.GaussianBlur(0.07 * h)).point(lambda v: 255 if v > 127 else 0)
     return im
 
-# %% ../nbs/01_synth.ipynb #5373d0c9
+# %% ../nbs/01_synth.ipynb #5a21da97
 def _draw_marks(d, text, line, w, h, ink):
     "Imprint and score line(s) of one face, drawn on `d` with value `ink`."
     lw = max(2, int(0.05 * h))
@@ -256,7 +256,7 @@ def _draw_marks(d, text, line, w, h, ink):
         while px > 4 and d.multiline_textbbox((0, 0), t, font=_font(px))[2] > room: px -= 1
         d.multiline_text((x, h / 2), t, font=_font(px), fill=ink, anchor='mm', align='center', spacing=px // 5)
 
-# %% ../nbs/01_synth.ipynb #54e782a7
+# %% ../nbs/01_synth.ipynb #4e39ed88
 def pill_face(look:dict, # from `drug_look` (with imprints)
               face:str, # '앞면' or '뒷면'
               px_per_mm:float, # scale
@@ -289,7 +289,7 @@ def _downsample(a, ss):
     h, w = a.shape[0] // ss, a.shape[1] // ss
     return a[:h * ss, :w * ss].reshape(h, ss, w, ss, a.shape[2]).mean((1, 3))
 
-# %% ../nbs/01_synth.ipynb #2be5d6a6
+# %% ../nbs/01_synth.ipynb #63b9fcf9
 def show_rgba(arrays:list, # RGBA float arrays
               titles:list|None=None, # one title each
               bg=(0.77, 0.78, 0.79), # backdrop colour
@@ -303,7 +303,7 @@ def show_rgba(arrays:list, # RGBA float arrays
         if titles: ax.set_title(titles[i], fontsize=8)
     return fig
 
-# %% ../nbs/01_synth.ipynb #0fef1038
+# %% ../nbs/01_synth.ipynb #02b07286
 def posed_pill(face:np.ndarray, # RGBA from `pill_face`
                rotation:float, # in-plane rotation, degrees counter-clockwise
                camera_la:int, # camera elevation, degrees (90 = straight down)
@@ -329,7 +329,7 @@ def posed_pill(face:np.ndarray, # RGBA from `pill_face`
     out[:h, :, :3] = top[..., :3] * fa + out[:h, :, :3] * (1 - fa)
     return out
 
-# %% ../nbs/01_synth.ipynb #91dd84f3
+# %% ../nbs/01_synth.ipynb #1133799a
 def _box(alpha, x0, y0):
     ys, xs = np.nonzero(alpha > 0.5)
     return [int(x0 + xs.min()), int(y0 + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
@@ -357,7 +357,7 @@ def _place(sizes, W, H, rng, centred, margin):
                  int(c // cols * ch + rng.integers(0, ch - h - margin + 1) + margin // 2)) for c, (w, h) in zip(cells, sizes)]
     raise ValueError(f"cannot place {len(sizes)} pills without overlap in {W}x{H}: use fewer pills per combo or a larger image")
 
-# %% ../nbs/01_synth.ipynb #2cd29bc5
+# %% ../nbs/01_synth.ipynb #bb42cf53
 def render_photo(pills:list, # (look, rotation) per pill
                  capture:dict, # label capture fields (drug_dir, back_color, light_color, camera_la, ...)
                  size:tuple=(976, 1280), # (width, height)
@@ -396,7 +396,7 @@ def render_photo(pills:list, # (look, rotation) per pill
     r = rng.uniform(0, 1.0) * max(scale * 2, 0.5)
     return (im.filter(ImageFilter.GaussianBlur(r)) if r > 0.3 else im), boxes, masks
 
-# %% ../nbs/01_synth.ipynb #d8257152
+# %% ../nbs/01_synth.ipynb #07765e57
 def draw_boxes(im:Image.Image, # photo
                boxes:list, # [[x, y, w, h]]
                colour:str='#ff2d55', # outline colour
@@ -406,7 +406,7 @@ def draw_boxes(im:Image.Image, # photo
     for x, y, w, h in boxes: d.rectangle([x - 1, y - 1, x + w, y + h], outline=colour, width=max(1, im.width // 300))
     return im
 
-# %% ../nbs/01_synth.ipynb #b97359a2
+# %% ../nbs/01_synth.ipynb #23ab6243
 def iou(a:list, b:list)->float:
     "Intersection over union of two `[x, y, w, h]` boxes."
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -414,7 +414,7 @@ def iou(a:list, b:list)->float:
     inter = ix * iy
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
-# %% ../nbs/01_synth.ipynb #eea5c470
+# %% ../nbs/01_synth.ipynb #71fcd4f9
 def _index(vocab, word): return next(k for k, v in vocab.items() if v == word)
 
 def photo_name(k_code:str, # 'K-000030' or a combination 'K-001900-010224-...'
@@ -432,7 +432,7 @@ def parse_photo_name(name:str, # a release file name
     return dict(k_codes=['K-' + c for c in code[2:].split('-')], drug_S=DRUG_S[int(s)], back_color=BACK_COLORS[int(b)],
                 drug_dir=DRUG_DIRS[int(d)], light_color=LIGHT_COLORS[int(l)], camera_la=int(la), camera_lo=int(lo), size=int(size))
 
-# %% ../nbs/01_synth.ipynb #4412acaf
+# %% ../nbs/01_synth.ipynb #f141fb1e
 def photo_paths(root:str|Path, # dataset root (holds `data/`)
                 split:str, # 'train' or 'val' (AI Hub's names)
                 kind:str, # 'single' or 'combo'
@@ -450,7 +450,7 @@ def photo_paths(root:str|Path, # dataset root (holds `data/`)
     json_name = Path(name).with_suffix('.json').name
     return image, ([labels/json_name] if kind == 'single' else [labels/c/json_name for c in pill_codes])
 
-# %% ../nbs/01_synth.ipynb #c3c67f26
+# %% ../nbs/01_synth.ipynb #ddbc936a
 def make_label(drug:dict, # from `make_drugs`
                file_name:str, # photo file name
                size:tuple, # (width, height)
@@ -471,12 +471,12 @@ def make_label(drug:dict, # from `make_drugs`
                id=ann_id, image_id=image_id)
     return dict(images=[image], type='instances', annotations=[ann], categories=[category])
 
-# %% ../nbs/01_synth.ipynb #124f7cb5
+# %% ../nbs/01_synth.ipynb #85c22fe2
 def json_kind(v)->str:
     "JSON type name of a value, with ints and floats both 'number'."
     return {bool: 'bool', int: 'number', float: 'number', str: 'string', type(None): 'null', list: 'array', dict: 'object'}[type(v)]
 
-# %% ../nbs/01_synth.ipynb #dd598044
+# %% ../nbs/01_synth.ipynb #d6c47bb6
 def sample_capture(rng:np.random.Generator)->dict:
     "Random capture fields for one photo."
     return dict(drug_S=DRUG_S[0], back_color=_pick(rng, BACK_WEIGHTS), drug_dir=DRUG_DIRS[int(rng.integers(2))],
@@ -490,7 +490,7 @@ def _unique_capture(rng, code, used):
         if name not in used: used.add(name); return cap, name
     raise ValueError(f'ran out of distinct captures for {code}')
 
-# %% ../nbs/01_synth.ipynb #4da810eb
+# %% ../nbs/01_synth.ipynb #3781af56
 def plan_dataset(drugs:list, # from `make_drugs`
                  per_class:int, # single photos per class in 'train'
                  val_per_class:int, # single photos per class in 'val'
@@ -525,7 +525,7 @@ def plan_dataset(drugs:list, # from `make_drugs`
                                  ann_ids=[next(ann_ids) for _ in pills], seed=int(rng.integers(2**31))))
     return jobs
 
-# %% ../nbs/01_synth.ipynb #e05875c6
+# %% ../nbs/01_synth.ipynb #0799a41f
 def render_job(job:dict)->tuple:
     "Render one planned photo: (image, boxes, masks)."
     return render_photo([(d['look'], r) for d, r in zip(job['drugs'], job['rotations'])], job['capture'], job['size'], job['seed'])
@@ -549,7 +549,7 @@ def write_job(job:dict, # from `plan_dataset`
         _atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
 
-# %% ../nbs/01_synth.ipynb #f7e409d8
+# %% ../nbs/01_synth.ipynb #3637584c
 def _summary_path(out): return Path(out)/'synth_summary.json'
 
 def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `data/val`)
@@ -606,7 +606,7 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     log.info(f"wrote {len(jobs)} photos in {secs:.1f}s ({summary['images_per_s']} img/s)")
     return summary
 
-# %% ../nbs/01_synth.ipynb #b2a50bb6
+# %% ../nbs/01_synth.ipynb #6b42dcad
 def summarise_dataset(root:str|Path, # dataset root (holds `data/`)
                      )->dict: # counts per 'train'/'val' and kind
     "Count photos, labels, classes and combinations in the release layout."
@@ -626,7 +626,7 @@ def summarise_dataset(root:str|Path, # dataset root (holds `data/`)
                           shards=sorted({p.parent.parent.name for p in single_imgs + combo_imgs}))
     return out
 
-# %% ../nbs/01_synth.ipynb #005f0bd2
+# %% ../nbs/01_synth.ipynb #2d1f29a8
 def _hangul_font():
     from matplotlib import font_manager
     for f in font_manager.fontManager.ttflist:
@@ -640,10 +640,13 @@ def contact_sheet(root:str|Path, # dataset root
     "A grid of one single-pill crop per class with K-code and name."
     import matplotlib.pyplot as plt
     labels = sorted(Path(root, 'data', 'train', 'labels', 'single').glob('*/*/*.json'))
+    def typical(p):  # the release's usual look: front face on light grey
+        c = parse_photo_name(p.name)
+        return (c['drug_dir'] == '앞면') + (c['back_color'] == '연회색 배경')
     picks = {}
-    for p in labels:  # one per K-code, a front face when there is one
+    for p in labels:
         code = p.parent.name.removesuffix('_json')
-        if code not in picks or parse_photo_name(p.name)['drug_dir'] == '앞면' != parse_photo_name(picks[code].name)['drug_dir']: picks[code] = p
+        if code not in picks or typical(p) > typical(picks[code]): picks[code] = p
     picks = [picks[c] for c in sorted(picks)[:n]]
     if not picks: raise ConfigError(f"no single-pill labels under {root}/data/train — generate a dataset first (pillsnap synth)")
     font, rows = _hangul_font(), math.ceil(len(picks) / cols)
@@ -662,7 +665,7 @@ def contact_sheet(root:str|Path, # dataset root
     if out: Path(out).parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=110); plt.close(fig)
     return fig
 
-# %% ../nbs/01_synth.ipynb #4cc0c55b
+# %% ../nbs/01_synth.ipynb #16f84009
 def bench_synth(image_size:tuple, # (width, height)
                 n:int=24, # photos to render and write
                )->float: # images per second on one core
