@@ -43,10 +43,9 @@ def summary_table(summary:dict)->pd.DataFrame:
     return pd.DataFrame(cols).drop(index=['shards', 'pills_per_combo_photo'], errors='ignore')
 
 def _synth_from(cfg, out, force=False):
-    s = cfg.synth
-    return synth_dataset(out, s.classes, s.per_class, s.combos, cfg.seed, tuple(s.image_size), s.val_per_class,
-                         s.photos_per_combo, tuple(s.pills_per_combo), s.classes_per_shard, s.confusable_fraction,
-                         s.confusable_group_size, s.quirk_rate, s.workers, force)
+    "`synth_dataset` with the `synth.*` settings (each is one of its parameters) and the global seed."
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
+    return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
 # %% ../nbs/12_cli.ipynb #e1c6675b
 @command
