@@ -38,7 +38,7 @@ def config(*settings:str, # key=value settings to apply
 
 # %% ../nbs/12_cli.ipynb #176de9e3
 def summary_table(summary:dict)->pd.DataFrame:
-    "Counts per AI Hub split of a `synth_dataset`/`summarise_dataset` summary."
+    "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
     return pd.DataFrame(cols).drop(index=['shards', 'pills_per_combo_photo'], errors='ignore')
 

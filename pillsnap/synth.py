@@ -7,7 +7,7 @@ __all__ = ['LABEL_FIELDS', 'CAPTURE_FIELDS', 'DRUG_S', 'BACK_COLORS', 'DRUG_DIRS
            'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES', 'COLORS', 'COLOR_WEIGHTS', 'LINES', 'drug_look', 'drug_record',
            'add_quirks', 'make_drugs', 'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo',
            'draw_boxes', 'iou', 'photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind',
-           'sample_capture', 'plan_dataset', 'render_job', 'write_job', 'synth_dataset', 'summarise_dataset',
+           'sample_capture', 'plan_dataset', 'render_job', 'write_job', 'synth_dataset', 'count_release',
            'contact_sheet', 'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
@@ -600,14 +600,14 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     bar.close()
     secs = time.perf_counter() - t0
     summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(len(jobs) / secs, 1), workers=workers,
-                   **summarise_dataset(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
+                   **count_release(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
                    lookalike_groups=len({d['group'] for d in drugs if d['group'] is not None}))
     _summary_path(out).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     log.info(f"wrote {len(jobs)} photos in {secs:.1f}s ({summary['images_per_s']} img/s)")
     return summary
 
 # %% ../nbs/01_synth.ipynb #6b42dcad
-def summarise_dataset(root:str|Path, # dataset root (holds `data/`)
+def count_release(root:str|Path, # dataset root (holds `data/`)
                      )->dict: # counts per 'train'/'val' and kind
     "Count photos, labels, classes and combinations in the release layout."
     out = {}
