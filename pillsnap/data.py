@@ -671,7 +671,7 @@ def prepare(cfg, # resolved settings (`load_config`)
         pre = preprocessor_from(cfg)
         for n in ('train', 'val'):
             caches[n] = build_cache(pill_rows(manifests[n]), root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
-    skips = Counter({r: c for m in caches.values() for r, c in m.get('skips', {}).items()})
+    skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
     summary = summarize_dataset(manifests, report, dict(skips))
     write_json(data_dir/'summary.json', summary)
     log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS) +

@@ -1,0 +1,132 @@
+"The data pipeline as a user runs it: `pillsnap prepare` on a release with damaged files, splits, reuse, class map."
+import io, json, shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+SETTINGS = ('classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
+
+
+def prepare(root, exp, *settings):
+    return run_cli('prepare', '--root', root, '--exp', exp, *SETTINGS, *settings)
+
+
+def manifests(exp):
+    return {n: pd.read_parquet(Path(exp)/'data'/'manifests'/f'{n}.parquet') for n in ('train', 'val', 'test')}
+
+
+@pytest.fixture(scope='module')
+def prepared(tiny_root, tmp_path_factory):
+    exp = tmp_path_factory.mktemp('exp')/'e'
+    prepare(tiny_root, exp)
+    return exp
+
+
+def test_prepare_writes_every_artifact(prepared):
+    d = prepared/'data'
+    for f in ('label_index.parquet', 'index_report.json', 'drug_table.json', 'class_map.json', 'splits.json', 'summary.json',
+              'yolo/data.yaml', 'cache/train/cache.json', 'cache/val/cache.json'):
+        assert (d/f).exists(), f
+    table, cmap = json.loads((d/'drug_table.json').read_text()), json.loads((d/'class_map.json').read_text())
+    assert len(cmap) == 12 and sorted(cmap.values()) == list(range(12))
+    assert all(table[k]['class_index'] == i for k, i in cmap.items())
+    assert all(isinstance(r['edi_codes'], list) for r in table.values())
+    # the YOLO tree links (never copies) and has one label line per pill
+    links = list((d/'yolo'/'images').rglob('*.png'))
+    assert links and all(p.is_symlink() for p in links)
+    m = pd.concat(manifests(prepared).values())
+    pills = dict(zip(m.image.map(lambda p: Path(p).name), m.k_codes.map(len)))
+    for p in links:
+        lines = (d/'yolo'/'labels'/p.parent.name/(p.stem + '.txt')).read_text().splitlines()
+        assert len(lines) == pills[p.name] and all(l.startswith('0 ') for l in lines)
+
+
+def test_splits_are_stratified_grouped_and_the_test_set_is_isolated(prepared):
+    m = manifests(prepared)
+    train, val, test = m['train'], m['val'], m['test']
+    s_train, s_val = train[train.kind == 'single'], val[val.kind == 'single']
+    assert set(s_train.code) == set(s_val.code) and len(set(s_val.code)) == 12  # every class on both sides
+    assert abs(len(s_val) / (len(s_train) + len(s_val)) - 0.34) < 0.1
+    combos = pd.concat([train[train.kind == 'combo'].assign(s='train'), val[val.kind == 'combo'].assign(s='val')])
+    assert combos.groupby('code').s.nunique().max() == 1 and combos.s.nunique() == 2  # grouped, both sides used
+    assert all(p.startswith('data/train/') for p in pd.concat([train, val]).image)
+    assert len(test) and all(p.startswith('data/val/') for p in test.image)
+    assert not set(train.image) & set(val.image) and not set(test.image) & set(train.image)
+    from pillsnap.data import TestSetLocked, final_evaluation, load_manifest
+    with pytest.raises(TestSetLocked, match='reserved for the final evaluation'): load_manifest(prepared/'data', 'test')
+    with final_evaluation(): assert len(load_manifest(prepared/'data', 'test')) == len(test)
+
+
+def test_prepare_reuses_valid_results_and_rebuilds_when_the_data_changes(tiny_root, tmp_path):
+    root, exp = tmp_path/'release', tmp_path/'exp'
+    shutil.copytree(tiny_root, root)
+    first = prepare(root, exp)
+    assert 'building the split: no saved split' in first.stderr
+    split_file = exp/'data'/'splits.json'
+    before = split_file.read_text()
+    again = prepare(root, exp)
+    assert 'label index is up to date' in again.stderr and 'splits.json is valid' in again.stderr and 'complete — reusing' in again.stderr
+    assert split_file.read_text() == before
+    label = sorted((root/'data'/'train'/'labels'/'single').rglob('*.json'))[0]
+    lbl = json.loads(label.read_text()); lbl['annotations'][0]['bbox'][0] += 3
+    label.write_text(json.dumps(lbl, ensure_ascii=False))
+    changed = prepare(root, exp)
+    assert 'the release changed since the last index' in changed.stderr
+    assert 'building the split: the data changed: photo paths, K-codes or boxes differ' in changed.stderr
+    assert 'rebuilding it' in changed.stderr  # the crop cache of the changed rows
+    other = prepare(root, exp, 'split.seed=7')
+    assert 'building the split: split settings changed' in other.stderr
+
+
+def test_class_map_never_renumbers_when_classes_are_added(tiny_root, tmp_path):
+    exp = tmp_path/'exp'
+    prepare(tiny_root, exp, 'data.max_classes=5', 'data.cache=false')
+    small = json.loads((exp/'data'/'class_map.json').read_text())
+    prepare(tiny_root, exp, 'data.cache=false')
+    full = json.loads((exp/'data'/'class_map.json').read_text())
+    assert len(small) == 5 and len(full) == 12
+    assert {k: full[k] for k in small} == small and sorted(full.values()) == list(range(12))
+    prepare(tiny_root, exp, 'data.max_classes=3', 'data.cache=false')  # a smaller selection takes nothing away
+    assert json.loads((exp/'data'/'class_map.json').read_text()) == full
+
+
+def _png(im):
+    b = io.BytesIO(); im.save(b, 'PNG'); return b.getvalue()
+
+
+def test_damaged_photos_are_skipped_and_counted_by_reason(tiny_root, tmp_path):
+    "Every bad input is skipped with its reason, in `prepare`'s cache and in a multi-worker loader, and odd-but-valid images load."
+    root, exp = tmp_path/'release', tmp_path/'exp'
+    shutil.copytree(tiny_root, root)
+    photos = sorted((root/'data'/'train'/'images'/'single').rglob('*.png'))
+    good = photos[0].read_bytes()
+    damage = {'empty file': [b'', b''], 'not an image': [b'<html>not a photo</html>'], 'truncated': [good[:len(good) // 2]],
+              'corrupt': [good[:good.index(b'IDAT') + 204] + b'\xff' * 64 + good[good.index(b'IDAT') + 268:]],
+              'too large': [_png(Image.new('1', (12_000, 12_000)))]}
+    targets = iter(photos[1:])
+    for reason, blobs in damage.items():
+        for b in blobs: next(targets).write_bytes(b)
+    odd = [next(targets) for _ in range(4)]  # valid photos in other modes must load, not be skipped
+    rgb = Image.open(odd[0]).convert('RGB')
+    odd[0].write_bytes(_png(rgb.convert('L')))
+    odd[1].write_bytes(_png(rgb.convert('RGBA')))
+    odd[2].write_bytes(_png(rgb.convert('P')))
+    odd[3].write_bytes(_png(Image.fromarray((np.asarray(rgb.convert('L')).astype(np.uint16) * 257))))
+    prepare(root, exp)
+    expected = Counter({r: len(b) for r, b in damage.items()})
+    assert Counter(json.loads((exp/'data'/'summary.json').read_text())['unreadable']) == expected
+
+    from pillsnap.data import PillDataset, UnifiedPreprocessor, load_manifest, make_loader, pill_rows, skip_counts
+    next(targets).unlink()  # a photo that disappears after prepare
+    expected['missing'] = 1
+    rows = pd.concat([pill_rows(load_manifest(exp/'data', n)) for n in ('train', 'val')], ignore_index=True)
+    ds = PillDataset(rows, root, UnifiedPreprocessor(64), skip_dir=tmp_path/'skips')
+    seen = sum(len(yb) for _, yb in make_loader(ds, 8, num_workers=2, persistent_workers=False))
+    assert seen == len(rows) - sum(expected.values())
+    assert skip_counts(tmp_path/'skips') == expected
