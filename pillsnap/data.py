@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
@@ -435,7 +436,7 @@ class PillDataset(Dataset):
         if self.cache is not None:
             data = self.cache.get(i)
             if data is None: return None, 'unreadable when the cache was built'
-            return torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))).permute(2, 0, 1), None
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB), None
         img, why = open_image_safely(self.root/self.images[i])
         if img is None: return None, why
         return v2.functional.to_image(self.pre.crop(img, self.bboxes[i])), None
