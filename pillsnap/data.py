@@ -7,9 +7,10 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
            'open_image_safely', 'hash_rank', 'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked',
            'final_evaluation', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows', 'data_digest',
            'check_splits', 'UnifiedPreprocessor', 'crop_square', 'equalize', 'build_cache', 'CropCache',
-           'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts', 'seed_worker',
-           'make_loader', 'make_loaders', 'GpuFlips', 'class_weights', 'weighted_sampler', 'autotune_num_workers',
-           'summarize_dataset', 'plot_summary', 'preprocessor_from', 'split_settings', 'prepare']
+           'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
+           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
+           'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from', 'split_settings',
+           'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, time, warnings
@@ -395,18 +396,21 @@ class CropCache:
     def __getstate__(self): return {**self.__dict__, '_maps': {}, '_pid': None}
 
 # %% ../nbs/03_data.ipynb #e4f1f05a
+class RandomTranspose(torch.nn.Module):
+    "Swap height and width with probability `p`; with both flips this gives all 8 quarter-turn poses."
+    def __init__(self, p:float=0.5): super().__init__(); self.p = p
+    def forward(self, x): return x.transpose(-1, -2) if torch.rand(()) < self.p else x
+
 def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops these transform
-                     rotate:float=180, # maximum rotation in degrees
                      scale:tuple=(0.6, 1.0), # area range of the random resized crop (of the crop with margin)
                      brightness:float=0.15, contrast:float=0.15, saturation:float=0.05, # colour jitter, hue fixed
+                     rotate:float=0, # maximum arbitrary rotation in degrees (0: quarter turns only)
                     )->v2.Compose:
-    "Augmentation from a cached crop (uint8 CHW) to a normalised `img_size` tensor."
-    s = pre.img_size
-    return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
-                       v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR),
-                       v2.RandomResizedCrop(s, scale=scale, ratio=(0.9, 1.11), antialias=True),
-                       v2.ColorJitter(brightness, contrast, saturation, 0.0),
-                       v2.Lambda(pre.normalize)])
+    "Augmentation from a cached crop (uint8 CHW) to a normalised `img_size` float tensor."
+    tfms = [v2.RandomResizedCrop(pre.img_size, scale=scale, ratio=(0.9, 1.11), antialias=True),
+            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomTranspose(), v2.ToDtype(torch.float32, scale=True)]
+    if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
+    return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.Normalize(pre.mean, pre.std)])
 
 def eval_transforms(pre:UnifiedPreprocessor)->v2.Compose:
     "The evaluation/serving view of a crop: `pre.finish`."
@@ -426,7 +430,8 @@ class PillDataset(Dataset):
         self.labels = np.asarray(rows.class_index, dtype=np.int64)
         self.root, self.pre, self.tfm = Path(root), pre, tfm or eval_transforms(pre)
         self.cache = CropCache(cache) if isinstance(cache, (str, Path)) else cache
-        if self.cache is not None and len(self.cache) != len(self.images): raise ConfigError(f'crop cache {self.cache.path} has {len(self.cache)} rows, the table {len(self.images)} — rebuild it with prepare')
+        if self.cache is not None and self.cache.meta['rows_sha256'] != _rows_digest(rows):
+            raise ConfigError(f"crop cache {self.cache.path} was built for other rows than these — run 'pillsnap prepare' to rebuild it")
         self.skip_dir = Path(skip_dir) if skip_dir else None
 
     def __len__(self): return len(self.images)
@@ -503,15 +508,17 @@ def make_loaders(train_ds:Dataset, valid_ds:Dataset, # datasets
     return DataLoaders(train, valid, device=device)
 
 # %% ../nbs/03_data.ipynb #9c07d670
-class GpuFlips(torch.nn.Module):
-    "Random flips and 90° turns per image of a batch, on whatever device the batch is on."
+class GpuAugment(torch.nn.Module):
+    "Per-image random rotation of a batch (training mode only), on the batch's device."
+    def __init__(self, rotate:float=180): # maximum rotation in degrees
+        super().__init__(); self.rotate = rotate
     def forward(self, x:torch.Tensor)->torch.Tensor:
-        if not self.training: return x
-        n = x.shape[0]
-        r = torch.rand(n, 3, device=x.device)
-        x = torch.where((r[:, 0] < 0.5)[:, None, None, None], x.flip(-1), x)
-        x = torch.where((r[:, 1] < 0.5)[:, None, None, None], x.flip(-2), x)
-        return torch.where((r[:, 2] < 0.5)[:, None, None, None], x.transpose(-1, -2), x) if x.shape[-1] == x.shape[-2] else x
+        if not self.training or not self.rotate: return x
+        a = (torch.rand(x.shape[0], device=x.device) * 2 - 1) * math.radians(self.rotate)
+        cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        return torch.nn.functional.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
 
 # %% ../nbs/03_data.ipynb #1c62fd57
 def class_weights(labels, # class index per training item
