@@ -6,11 +6,11 @@
 __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'to_rgb',
            'open_image_safely', 'hash_rank', 'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked',
            'final_evaluation', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows', 'data_digest',
-           'check_splits', 'UnifiedPreprocessor', 'crop_square', 'equalize', 'build_cache', 'CropCache',
-           'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
-           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
-           'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from', 'split_settings',
-           'prepare']
+           'check_splits', 'UnifiedPreprocessor', 'crop_square', 'equalize', 'BatchNormalize', 'build_cache',
+           'CropCache', 'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping',
+           'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights',
+           'weighted_sampler', 'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from',
+           'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, time, warnings
@@ -300,19 +300,27 @@ def equalize(img:Image.Image)->Image.Image:
 UnifiedPreprocessor.crop = _crop
 
 # %% ../nbs/03_data.ipynb #a0d0f219
-def _finish(self:UnifiedPreprocessor, crop)->torch.Tensor:
-    "Step 3: the centre `img_size` square of a crop (PIL or uint8 CHW tensor) as a normalised float tensor."
-    return self.normalize(v2.functional.center_crop(v2.functional.to_image(crop), [self.img_size] * 2))
+class BatchNormalize(torch.nn.Module):
+    "Step 4: uint8 images (any batch shape, any device) to float, normalised with the model's mean and std."
+    def __init__(self, mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD):
+        super().__init__()
+        self.register_buffer('mean', torch.tensor(mean).view(3, 1, 1) * 255, persistent=False)
+        self.register_buffer('std', torch.tensor(std).view(3, 1, 1) * 255, persistent=False)
+    def forward(self, x:torch.Tensor)->torch.Tensor: return (x.float() - self.mean) / self.std
 
-def _normalize(self:UnifiedPreprocessor, x:torch.Tensor)->torch.Tensor:
-    "uint8 image(s) to floats normalised with the model's mean and std."
-    return v2.functional.normalize(v2.functional.to_dtype(x, torch.float32, scale=True), self.mean, self.std)
+def _finish(self:UnifiedPreprocessor, crop)->torch.Tensor:
+    "Step 3: the centre `img_size` square of a crop (PIL or uint8 CHW tensor), uint8 CHW."
+    return v2.functional.center_crop(v2.functional.to_image(crop), [self.img_size] * 2).as_subclass(torch.Tensor)
+
+def _normalizer(self:UnifiedPreprocessor)->BatchNormalize:
+    "Step 4 as a module (the classifier's first layer)."
+    return BatchNormalize(self.mean, self.std)
 
 def _call(self:UnifiedPreprocessor, img:Image.Image, box=None)->torch.Tensor:
-    "A photo (and the pill's box) to the model's input tensor."
-    return self.finish(self.crop(img, box))
+    "A photo (and the pill's box) to the normalised float input of the model, all four steps."
+    return self.normalizer()(self.finish(self.crop(img, box)))
 
-UnifiedPreprocessor.finish, UnifiedPreprocessor.normalize, UnifiedPreprocessor.__call__ = _finish, _normalize, _call
+UnifiedPreprocessor.finish, UnifiedPreprocessor.normalizer, UnifiedPreprocessor.__call__ = _finish, _normalizer, _call
 
 # %% ../nbs/03_data.ipynb #2dc928aa
 def _rows_digest(rows:pd.DataFrame)->str:
@@ -406,11 +414,11 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
                      brightness:float=0.15, contrast:float=0.15, saturation:float=0.05, # colour jitter, hue fixed
                      rotate:float=0, # maximum arbitrary rotation in degrees (0: quarter turns only)
                     )->v2.Compose:
-    "Augmentation from a cached crop (uint8 CHW) to a normalised `img_size` float tensor."
+    "Augmentation from a cached crop (uint8 CHW) to an `img_size` uint8 CHW tensor."
     tfms = [v2.RandomResizedCrop(pre.img_size, scale=scale, ratio=(0.9, 1.11), antialias=True),
             v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomTranspose(), v2.ToDtype(torch.float32, scale=True)]
     if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
-    return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.Normalize(pre.mean, pre.std)])
+    return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.ToDtype(torch.uint8, scale=True)])
 
 def eval_transforms(pre:UnifiedPreprocessor)->v2.Compose:
     "The evaluation/serving view of a crop: `pre.finish`."

@@ -4,7 +4,7 @@
 
 Writes OUT_DIR/bench_loader.json. Builds its own synthetic release at the real size, prepares it at
 384 px, then times epochs of the training loader (train transforms, batch 64, pinned memory, copied
-to the GPU when there is one). With a GPU it also times the classifier's training step on
+to the GPU when there is one, and normalised there). With a GPU it also times the classifier's training step on
 synthetic tensors (bf16 autocast, channels_last), the rate the loader has to keep up with.
 """
 import argparse, json, os, sys, time
@@ -17,14 +17,16 @@ from pillsnap.data import PillDataset, load_manifest, make_loader, pill_rows, pr
 from pillsnap.synth import synth_dataset
 
 
-def loader_rate(ds, workers, batch_size, device, epochs=2):
-    "Images per second over `epochs` full passes, after a warm-up batch (worker start-up excluded)."
+def loader_rate(ds, workers, batch_size, device, normalize, images=2000):
+    "Images per second delivered to `device` (normalised there) over at least `images`, after a warm-up batch."
     dl = make_loader(ds, batch_size, True, workers, prefetch_factor=4 if workers else 2, persistent_workers=workers > 0, drop_last=True)
     it = iter(dl); next(it)
     n, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in (it if _ == 0 else dl):
-            xb = xb.to(device, non_blocking=True); n += len(xb)
+    while n < images:
+        for xb, yb in it:
+            xb = normalize(xb.to(device, non_blocking=True)); n += len(xb)
+            if n >= images: break
+        it = iter(dl)
     if device.type == 'cuda': torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
 
@@ -72,7 +74,7 @@ def main():
     for source, cache in (('raw PNG', None), ('crop cache', out/'exp'/'data'/'cache'/'train')):
         ds = PillDataset(rows, cfg.data.root, pre, train_transforms(pre), cache=cache)
         for w in [int(x) for x in a.workers.split(',') if int(x) <= cores]:
-            r = loader_rate(ds, w, a.batch_size, device, epochs=1 if source == 'raw PNG' else 3)
+            r = loader_rate(ds, w, a.batch_size, device, pre.normalizer().to(device), images=500 if source == 'raw PNG' else 3000)
             res['loader_img_per_s'][f'{source}, {w} workers'] = round(r, 1)
             print(f'{source:>10}  workers={w:<3} {r:8.1f} img/s', flush=True)
     if device.type == 'cuda':
