@@ -510,7 +510,9 @@ def make_loaders(train_ds:Dataset, valid_ds:Dataset, # datasets
                  **kwargs, # passed to `make_loader`
                 ):
     "fastai `DataLoaders` over seeded PyTorch loaders."
-    from fastai.data.core import DataLoaders
+    with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        from fastai.data.core import DataLoaders
     train = make_loader(train_ds, batch_size, True, num_workers, seed, sampler, drop_last=len(train_ds) > batch_size, **kwargs)
     valid = make_loader(valid_ds, batch_size * 2, False, num_workers, seed, **kwargs)
     return DataLoaders(train, valid, device=device)
