@@ -87,6 +87,7 @@ def prepare(*settings:str, # key=value settings
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
     flags = {'data.root': root, 'paths.exp_dir': exp, 'data.stage': stage}
     cfg = load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config)
+    data.check_prepare(cfg)  # before the experiment folder is made
     start_run(cfg, 'prepare')
     outputs = data.prepare(cfg)
     print(split_table(json.loads(Path(outputs['summary']).read_text())).to_string())

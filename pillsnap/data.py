@@ -10,7 +10,7 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
            'build_cache', 'CropCache', 'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset',
            'collate_skipping', 'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment',
            'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset', 'plot_summary',
-           'preprocessor_from', 'split_settings', 'prepare']
+           'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, time, warnings
@@ -636,6 +636,12 @@ def preprocessor_from(cfg)->UnifiedPreprocessor:
     "The preprocessor the settings describe (`classifier.*`, `data.cache_margin`)."
     return UnifiedPreprocessor(cfg.classifier.img_size, cfg.classifier.crop_padding, cfg.data.cache_margin, cfg.classifier.clahe)
 
+def check_prepare(cfg):
+    "Fail fast, before any work, on a dataset root or split setting that cannot work."
+    root = Path(cfg.data.root)
+    if not (root/'data').is_dir(): raise ConfigError(f"{root} has no data/ folder — point --root (data.root) at the folder holding data/train and data/val")
+    if not 0 < cfg.split.val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {cfg.split.val_fraction})')
+
 def split_settings(cfg)->dict:
     "The settings that determine the split."
     return dict(val_fraction=cfg.split.val_fraction, seed=cfg.split.seed, max_classes=cfg.data.max_classes, max_samples=cfg.data.max_samples)
@@ -676,6 +682,7 @@ def prepare(cfg, # resolved settings (`load_config`)
     "Turn a dataset in the AI Hub layout into everything training needs, reusing what is still valid."
     log, paths = get_logger('prepare'), exp_paths(cfg.paths.exp_dir)
     root, data_dir = Path(cfg.data.root), paths.data
+    check_prepare(cfg)
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)

@@ -130,3 +130,9 @@ def test_damaged_photos_are_skipped_and_counted_by_reason(tiny_root, tmp_path):
     seen = sum(len(yb) for _, yb in make_loader(ds, 8, num_workers=2, persistent_workers=False))
     assert seen == len(rows) - sum(expected.values())
     assert skip_counts(tmp_path/'skips') == expected
+
+
+def test_prepare_fails_fast_on_a_wrong_root(tmp_path):
+    r = run_cli('prepare', '--root', tmp_path/'nowhere', '--exp', tmp_path/'exp', check=False)
+    assert r.returncode == 2 and 'has no data/ folder' in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'exp').exists()  # nothing made for a request that cannot work
