@@ -4,18 +4,20 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'REGISTRY_FIELDS', 'INDEX_COLUMNS', 'walk_files', 'classify_path', 'known', 'edi_codes',
-           'registry_record', 'validate_bbox', 'LabelError', 'parse_label', 'merge_record', 'parse_labels',
-           'index_release', 'save_index', 'load_index', 'write_json', 'release_fingerprint', 'load_class_map',
-           'update_class_map', 'DrugTable', 'coco_to_yolo', 'yolo_label', 'build_yolo_tree']
+           'registry_record', 'validate_bbox', 'LabelError', 'parse_label', 'merge_record', 'parse_labels', 'pool_map',
+           'index_release', 'write_parquet', 'read_parquet_lists', 'save_index', 'load_index', 'write_json',
+           'release_fingerprint', 'load_class_map', 'update_class_map', 'DrugTable', 'coco_to_yolo', 'yolo_label',
+           'build_yolo_tree']
 
 # %% ../nbs/02_aihub.ipynb #5740bf28
-import hashlib, json, os, re, time
+import hashlib, json, os, re, shutil, time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from tqdm.auto import tqdm
 
 from .config import ConfigError, get_logger
@@ -150,19 +152,21 @@ def parse_labels(items:list, # (path, folder K-code) pairs
     workers = workers or os.cpu_count() or 1
     parsed, bad, drugs, conflicts = {}, [], {}, {}
     bar = tqdm(total=len(items), desc='labels', unit='file', mininterval=1, disable=None)
-    with ProcessPoolExecutor(workers) if workers > 1 and len(chunks) > 1 else _Inline() as ex:
-        for ok, nok, recs, clash in ex.map(_parse_chunk, chunks):
-            parsed.update(ok); bad += nok; bar.update(len(ok) + len(nok))
-            for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
-            for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
+    for ok, nok, recs, clash in pool_map(_parse_chunk, chunks, workers):
+        parsed.update(ok); bad += nok; bar.update(len(ok) + len(nok))
+        for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
+        for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
     bar.close()
     return parsed, bad, drugs, conflicts
 
-class _Inline:
-    "A stand-in for an executor that maps in this process."
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
-    def map(self, f, xs): return map(f, xs)
+def pool_map(f, # a picklable function of one job
+             jobs:list, # its inputs
+             workers:int, # processes; 1 (or a single job) maps in this process
+            ):
+    "`map(f, jobs)` in order, in a process pool when that can help."
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as ex: yield from ex.map(f, jobs)
+    else: yield from map(f, jobs)
 
 # %% ../nbs/02_aihub.ipynb #61ba6477
 INDEX_COLUMNS = ('split', 'kind', 'shard', 'code', 'image', 'labels', 'k_codes', 'bboxes', 'width', 'height', *CAPTURE_FIELDS)
@@ -197,11 +201,12 @@ def _merge(key, image, info, parsed, labels, root):
 # %% ../nbs/02_aihub.ipynb #ef3c9448
 def index_release(root:str|Path, # dataset root holding data/{train,val}
                   workers:int=0, # label-parsing processes; 0 = one per core
+                  files:list|None=None, # the files under root/data, if already listed (`walk_files`)
                  )->tuple: # (index DataFrame, {k_code: registry record}, report dict)
     "Pair every photo with its label(s), parse them, merge the drug records, and report what is unusable."
     root, log, t0 = Path(root), get_logger('aihub'), time.perf_counter()
     if not (root/'data').is_dir(): raise ConfigError(f"{root} has no data/ folder — point data.root at the folder holding data/train and data/val")
-    files = walk_files(root/'data')
+    files = walk_files(root/'data') if files is None else files
     images, labels, dup_images, dup_labels, strays = _pair(files, root)
     label_paths = {p: pill for ls in labels.values() for pill, p in ls.items()}
     t_walk = time.perf_counter() - t0
@@ -230,19 +235,27 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
     return index, drugs, report
 
 # %% ../nbs/02_aihub.ipynb #36a5a87a
+def write_parquet(df:pd.DataFrame, path:str|Path):
+    "Write a table atomically (temp file + rename)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    df.to_parquet(tmp, index=False); os.replace(tmp, path)
+
+def read_parquet_lists(path:str|Path)->pd.DataFrame:
+    "A table written by `write_parquet`, its list columns as Python lists (`bboxes` as lists of lists)."
+    df = pd.read_parquet(path)
+    for c in [c for c in df.columns if isinstance(df[c].iloc[0], np.ndarray)] if len(df) else []:
+        df[c] = df[c].map(lambda a: [list(b) if isinstance(b, np.ndarray) else b for b in a])
+    return df
+
 def save_index(index:pd.DataFrame, report:dict, out:str|Path):
     "Write `label_index.parquet` and `index_report.json` into `out` (atomically)."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    tmp = out/'.label_index.parquet.tmp'
-    index.to_parquet(tmp, index=False); os.replace(tmp, out/'label_index.parquet')
-    write_json(out/'index_report.json', report)
+    write_parquet(index, Path(out)/'label_index.parquet')
+    write_json(Path(out)/'index_report.json', report)
 
 def load_index(out:str|Path)->pd.DataFrame:
-    "The label index saved by `save_index`, with list columns as Python lists."
-    df = pd.read_parquet(Path(out)/'label_index.parquet')
-    for c in ('labels', 'k_codes'): df[c] = df[c].map(list)
-    df['bboxes'] = df['bboxes'].map(lambda bs: [list(b) for b in bs])
-    return df
+    "The label index saved by `save_index`."
+    return read_parquet_lists(Path(out)/'label_index.parquet')
 
 def write_json(path:str|Path, obj):
     "Write JSON atomically (temp file + rename), UTF-8 with Korean text readable; an unchanged file is left untouched."
@@ -254,10 +267,12 @@ def write_json(path:str|Path, obj):
     os.replace(tmp, path)
 
 # %% ../nbs/02_aihub.ipynb #9e09d669
-def release_fingerprint(root:str|Path)->dict:
+def release_fingerprint(root:str|Path, # dataset root
+                        files:list|None=None, # the files under root/data, if already listed (`walk_files`)
+                       )->dict:
     "File count and a hash of every path (plus size and mtime for labels) under `root/data`."
     root, h = Path(root), hashlib.sha256()
-    files = sorted(walk_files(Path(root)/'data'))
+    files = sorted(walk_files(root/'data') if files is None else files)
     for p in files:
         h.update(os.path.relpath(p, root).encode())
         if p.endswith('.json'):
@@ -336,7 +351,7 @@ def _link(src, dst):
     except OSError: pass
     try: os.link(src, dst); return 'hardlink'
     except OSError: pass
-    import shutil; shutil.copy2(src, dst); return 'copy'
+    shutil.copy2(src, dst); return 'copy'
 
 def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, width, height}
                     root:str|Path, # dataset root the `image` paths are relative to
@@ -347,7 +362,7 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
     stamp = hashlib.sha256(json.dumps({s: sorted(df.image) for s, df in splits.items()}).encode() + str(root).encode()).hexdigest()
     if (out/'tree.json').exists() and json.loads((out/'tree.json').read_text()).get('sha256') == stamp:
         log.info(f"YOLO tree in {out} is up to date — reusing it"); return out/'data.yaml'
-    import shutil; shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     how = Counter()
     for split, df in splits.items():
         (out/'images'/split).mkdir(parents=True, exist_ok=True); (out/'labels'/split).mkdir(parents=True, exist_ok=True)
@@ -356,7 +371,6 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
             how[_link(root/image, out/'images'/split/name)] += 1
             (out/'labels'/split/Path(name).with_suffix('.txt')).write_text(yolo_label(bboxes, w, h))
     if how['copy']: log.warning(f"{how['copy']} images were copied into {out} because this file system allows no links")
-    import yaml
     (out/'data.yaml').write_text(yaml.safe_dump({'path': str(out.resolve()), **{s: f'images/{s}' for s in splits}, 'names': {0: 'pill'}}, sort_keys=False))
     write_json(out/'tree.json', dict(sha256=stamp, images={s: len(df) for s, df in splits.items()}, links=dict(how)))
     log.info(f"YOLO tree: {', '.join(f'{len(df)} {s}' for s, df in splits.items())} images in {out} ({dict(how)})")

@@ -15,7 +15,6 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, time, warnings
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,9 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .aihub import (DrugTable, build_yolo_tree, index_release, load_index, release_fingerprint, save_index,
-                            update_class_map, write_json)
+from .aihub import (DrugTable, build_yolo_tree, index_release, load_class_map, load_index, pool_map,
+                            read_parquet_lists, release_fingerprint, save_index, update_class_map, walk_files, write_json,
+                            write_parquet)
 from .config import ConfigError, exp_paths, get_logger
 from .synth import CAPTURE_FIELDS
 
@@ -179,8 +179,7 @@ def save_manifests(manifests:dict, out:str|Path)->dict:
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     digests = {}
     for name, df in manifests.items():
-        tmp = out/f'.{name}.parquet.tmp'
-        df.to_parquet(tmp, index=False); os.replace(tmp, out/f'{name}.parquet')
+        write_parquet(df, out/f'{name}.parquet')
         digests[name] = hashlib.sha256((out/f'{name}.parquet').read_bytes()).hexdigest()
     return digests
 
@@ -194,10 +193,7 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
                             "for development; only `with final_evaluation():` in pillsnap.evaluate may open it")
     path = Path(data_dir)/'manifests'/f'{split}.parquet'
     if not path.exists(): raise ConfigError(f"{path} not found — run 'pillsnap prepare' first")
-    df = pd.read_parquet(path)
-    for c in ('k_codes', 'class_indices'): df[c] = df[c].map(list)
-    df['bboxes'] = df.bboxes.map(lambda bs: [list(b) for b in bs])
-    return df
+    return read_parquet_lists(path)
 
 # %% ../nbs/03_data.ipynb #da6baabf
 def pill_rows(manifest:pd.DataFrame, # from `load_manifest`
@@ -357,8 +353,9 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
     meta_path = out/'cache.json'
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in key} == key and meta.get('complete'): log.info(f'crop cache {out} is complete — reusing it'); return meta
-        if {k: meta.get(k) for k in key} != key:
+        same = {k: meta.get(k) for k in key} == key
+        if same and meta.get('complete'): log.info(f'crop cache {out} is complete — reusing it'); return meta
+        if not same:
             log.info(f'crop cache {out} was built for other rows or preprocessing — rebuilding it'); shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(meta_path, {**key, 'complete': False})
@@ -369,9 +366,7 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
     jobs = [(pairs[k * chunk:(k + 1) * chunk], str(root), pre, str(out), k, quality) for k in todo]
     workers = workers or os.cpu_count() or 1
     t0, bar = time.perf_counter(), tqdm(total=len(rows), initial=len(rows) - sum(len(j[0]) for j in jobs), desc='crop cache', unit='img', mininterval=1, disable=None)
-    ctx = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else contextlib.nullcontext()
-    with ctx as ex:
-        for j, _ in zip(jobs, (ex.map if ex else map)(_cache_chunk, jobs)): bar.update(len(j[0]))
+    for j, _ in zip(jobs, pool_map(_cache_chunk, jobs, workers)): bar.update(len(j[0]))
     bar.close()
     skips = Counter(r for k in range(n_chunks) for r in json.loads((out/f'part-{k:05d}.skips.json').read_text()).values())
     meta = {**key, 'complete': True, 'size': pre.cache_size, 'bytes': sum(f.stat().st_size for f in out.glob('part-*.bin')),
@@ -648,24 +643,23 @@ def split_settings(cfg)->dict:
 
 # %% ../nbs/03_data.ipynb #61b99e1e
 def _index_step(root, data_dir, workers, log):
-    fp, rep_path = release_fingerprint(root), data_dir/'index_report.json'
-    saved = [rep_path, data_dir/'label_index.parquet', data_dir/'drug_table.json']
+    files, rep_path = walk_files(root/'data'), data_dir/'index_report.json'  # one walk for the fingerprint and the index
+    fp = release_fingerprint(root, files)
+    saved = [rep_path, data_dir/'label_index.parquet', data_dir/'drug_table.json']  # prepare writes the drug table last
     if all(p.exists() for p in saved) and json.loads(rep_path.read_text()).get('fingerprint') == fp:
         log.info('label index is up to date — reusing it')
         return load_index(data_dir), DrugTable.load(data_dir/'drug_table.json', {}).records, json.loads(rep_path.read_text())
     log.info(f'indexing {root}' + (' (the release changed since the last index)' if rep_path.exists() else ''))
-    index, drugs, report = index_release(root, workers)
+    index, drugs, report = index_release(root, workers, files)
     report['fingerprint'] = fp
-    DrugTable(drugs, {}).save(data_dir/'drug_table.json')
     save_index(index, report, data_dir)
-    return index, {k: {f: v for f, v in r.items() if f != 'class_index'} for k, r in drugs.items()}, report
+    return index, drugs, report
 
 def _split_step(index, drugs, settings, data_dir, log):
     digest = data_digest(index)
     why = check_splits(data_dir/'splits.json', settings, digest)
     if why is None:
-        log.info('splits.json is valid — reusing the split and manifests')
-        return json.loads((data_dir/'splits.json').read_text())['classes']
+        log.info('splits.json is valid — reusing the split and manifests'); return
     log.info(f'building the split: {why}')
     split, classes = assign_splits(index, strata={k: r.get('drug_shape') for k, r in drugs.items()}, **settings)
     cmap = update_class_map(data_dir/'class_map.json', classes)
@@ -674,7 +668,6 @@ def _split_step(index, drugs, settings, data_dir, log):
     counts = {n: dict(photos=len(m), single=int((m.kind == 'single').sum()), combo=int((m.kind == 'combo').sum())) for n, m in manifests.items()}
     write_json(data_dir/'splits.json', dict(settings=settings, settings_sha256=_sha(settings), data=digest, classes=classes,
                                             counts=counts, manifests=digests, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
-    return classes
 
 # %% ../nbs/03_data.ipynb #47785045
 def prepare(cfg, # resolved settings (`load_config`)
@@ -687,9 +680,9 @@ def prepare(cfg, # resolved settings (`load_config`)
     t0 = time.perf_counter()
     index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
     if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
-    classes = _split_step(index, drugs, split_settings(cfg), data_dir, log)
-    cmap = update_class_map(data_dir/'class_map.json', classes)
-    DrugTable(drugs, cmap).save(data_dir/'drug_table.json')
+    _split_step(index, drugs, split_settings(cfg), data_dir, log)
+    classes = json.loads((data_dir/'splits.json').read_text())['classes']
+    DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
     manifests = {n: load_manifest(data_dir, n) for n in ('train', 'val')}
     with final_evaluation(): manifests['test'] = load_manifest(data_dir, 'test')  # counted for the summary, never loaded as images
     yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed)
