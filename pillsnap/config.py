@@ -255,10 +255,13 @@ def pick_device(pref:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
 
 def amp_dtype(policy:str, # 'auto', 'bf16', 'fp16' or 'off'
               device, # a `torch.device`
+              bf16_supported:bool|None=None, # does the GPU do bf16? (default: ask CUDA)
              ):
-    "The autocast dtype for `policy` on `device`, or None for full precision."
+    "The autocast dtype for `policy` on `device`, or None for full precision (always on CPU)."
     import torch
     if policy not in ('auto', 'bf16', 'fp16', 'off'): raise ConfigError(f"amp={policy!r} — choose auto, bf16, fp16 or off")
     if policy == 'off' or device.type != 'cuda': return None
-    if policy == 'auto': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    if policy == 'bf16' and not bf16: raise ConfigError('train.amp=bf16 but this GPU has no bfloat16 — use train.amp=auto or fp16')
+    if policy == 'auto': return torch.bfloat16 if bf16 else torch.float16
     return torch.bfloat16 if policy == 'bf16' else torch.float16

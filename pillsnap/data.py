@@ -8,9 +8,9 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
            'TestSetLocked', 'final_evaluation', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows',
            'data_digest', 'check_splits', 'UnifiedPreprocessor', 'crop_square', 'equalize', 'BatchNormalize',
            'build_cache', 'CropCache', 'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset',
-           'collate_skipping', 'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment',
-           'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset', 'plot_summary',
-           'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
+           'collate_skipping', 'skip_counts', 'seed_worker', 'SkippingLoader', 'make_loader', 'make_loaders',
+           'GpuAugment', 'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset',
+           'plot_summary', 'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, time, warnings
@@ -481,6 +481,12 @@ def seed_worker(worker_id:int):
     s = torch.initial_seed() % 2**32
     np.random.seed(s); random.seed(s)
 
+class SkippingLoader(DataLoader):
+    "A `DataLoader` that never yields an empty batch (one whose every photo was unreadable); `to` tells fastai the device."
+    device = None
+    def __iter__(self): return (b for b in super().__iter__() if len(b[1]))
+    def to(self, device): self.device = torch.device(device); return self
+
 def make_loader(ds:Dataset, # a `PillDataset`
                 batch_size:int, # images per batch
                 shuffle:bool=False, # reshuffle every epoch
@@ -490,9 +496,9 @@ def make_loader(ds:Dataset, # a `PillDataset`
                 pin_memory:bool=True, persistent_workers:bool=True, prefetch_factor:int=4, # loader settings
                 drop_last:bool=False,
                )->DataLoader:
-    "A seeded PyTorch loader that drops unreadable items."
+    "A seeded PyTorch loader that drops unreadable items (and batches with none left)."
     workers = dict(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
+    return SkippingLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_skipping, pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
                       worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed), **workers)
 
