@@ -8,10 +8,11 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', '
            'EMA', 'save_checkpoint', 'load_checkpoint', 'check_checkpoint', 'find_checkpoint', 'Checkpointer',
            'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size',
            'top5', 'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
-           'top_confused', 'classifier_data', 'build_learner', 'build_classifier', 'predict_probs', 'load_classifier',
-           'evaluate_classifier', 'plot_reliability', 'plot_history', 'train_classifier', 'plot_confused_pairs']
+           'top_confused', 'classifier_data', 'build_learner', 'FloatImages', 'build_classifier', 'predict_probs',
+           'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_history', 'train_classifier',
+           'plot_confused_pairs']
 
-# %% ../nbs/04_classifier.ipynb #1139979b
+# %% ../nbs/04_classifier.ipynb #adf5ac7c
 import contextlib, copy, difflib, gc, json, math, os, pickle, random, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, auto
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
 
-# %% ../nbs/04_classifier.ipynb #4bccace5
+# %% ../nbs/04_classifier.ipynb #3e960d81
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
     warnings.filterwarnings('ignore', category=FutureWarning)
     from fastai.callback.channelslast import ChannelsLast
@@ -47,7 +48,7 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.optimizer import OptimWrapper
     from fastai.torch_core import find_bs, to_detach
 
-# %% ../nbs/04_classifier.ipynb #fc40f42e
+# %% ../nbs/04_classifier.ipynb #932d9b71
 def _first_line(e)->str: return (str(e).strip().splitlines() or [''])[0][:200]
 
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
@@ -70,7 +71,7 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
         raise ConfigError(f'classifier.pretrained=true, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=false') from None
 
-# %% ../nbs/04_classifier.ipynb #f59cc728
+# %% ../nbs/04_classifier.ipynb #eda7de87
 class PillClassifier(nn.Module):
     "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers."
     def __init__(self, backbone:nn.Module, # a timm model
@@ -85,7 +86,7 @@ def core(model:nn.Module)->nn.Module:
     "The module under a `torch.compile` wrapper (itself otherwise): its state dict has the plain names."
     return getattr(model, '_orig_mod', model)
 
-# %% ../nbs/04_classifier.ipynb #dfcc9cd7
+# %% ../nbs/04_classifier.ipynb #40f8d84f
 def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
                         device, # a `torch.device`
                         bf16_supported:bool|None=None, # default: ask CUDA
@@ -99,7 +100,7 @@ def enable_tf32():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# %% ../nbs/04_classifier.ipynb #d973c2bb
+# %% ../nbs/04_classifier.ipynb #90f95f47
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 def compile_model(model:nn.Module, # the model to compile
@@ -121,7 +122,7 @@ def compile_model(model:nn.Module, # the model to compile
     finally:
         model.load_state_dict(state); model.zero_grad(set_to_none=True)
 
-# %% ../nbs/04_classifier.ipynb #55bc9201
+# %% ../nbs/04_classifier.ipynb #aa2c23a9
 def adamw(fused:bool=False, # fused CUDA kernels
          ):
     "A fastai `opt_func` for PyTorch's AdamW."
@@ -147,7 +148,7 @@ def lr_schedule(kind:str, # 'one_cycle' or 'cosine'
         return {'lr': combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), cos]) if w > 0 else cos}
     raise ConfigError(f"train.schedule={kind!r} — choose one of {', '.join(SCHEDULES)}")
 
-# %% ../nbs/04_classifier.ipynb #7a619432
+# %% ../nbs/04_classifier.ipynb #2b9ca474
 class ReseedEpoch(Callback):
     "Seed Python, NumPy, torch and the training loader's generators from `seed + epoch` before every epoch."
     order = -20  # before anything draws
@@ -159,7 +160,7 @@ class ReseedEpoch(Callback):
         for g in (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None)):
             if g is not None: g.manual_seed(s)
 
-# %% ../nbs/04_classifier.ipynb #e517bd90
+# %% ../nbs/04_classifier.ipynb #68e4ad48
 class EMA(Callback):
     "An exponential moving average of the weights, updated after every optimizer step and used for validation."
     order = MixedPrecision.order + 5
@@ -179,7 +180,7 @@ class EMA(Callback):
     def after_validate(self):
         if self._train is not None: core(self.model).load_state_dict(self._train); self._train = None
 
-# %% ../nbs/04_classifier.ipynb #94025ec3
+# %% ../nbs/04_classifier.ipynb #42c76616
 CKPT_FORMAT = 'pillsnap-classifier/1'
 
 def save_checkpoint(state:dict, # tensors and plain data only
@@ -209,7 +210,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
-# %% ../nbs/04_classifier.ipynb #9f65c82b
+# %% ../nbs/04_classifier.ipynb #fb101fed
 def check_checkpoint(ck:dict, # from `load_checkpoint`
                      model_name:str, n_classes:int, preprocess:str, # what this run builds
                      path:str|Path='checkpoint', # named in the message
@@ -228,7 +229,7 @@ def find_checkpoint(which:str, # 'last', 'best' or a path
     if not p.is_file(): raise ConfigError(f'no checkpoint {p}' + (' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''))
     return p
 
-# %% ../nbs/04_classifier.ipynb #dbcf5999
+# %% ../nbs/04_classifier.ipynb #880ca4f1
 def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
 def _find_cb(learn, cls): return next((c for c in learn.cbs if isinstance(c, cls)), None)
@@ -242,12 +243,15 @@ class Checkpointer(TrackerCallback):
                  meta:dict, # plain data stored in every checkpoint (model name, class map, config, ...)
                  monitor:str='macro_f1', min_delta:float=0.0, # what "better" means
                  start_epoch:int=0, best:float|None=None, history:list|None=None, # resumed state
+                 smooth_loss:tuple|None=None, # resumed (value, count) of the Recorder's smoothed training loss
                 ):
         super().__init__(monitor=monitor, min_delta=min_delta, reset_on_fit=best is None)
         self.folder, self.meta, self.start, self._best, self.history = Path(folder), meta, start_epoch, best, list(history or [])
+        self._smooth = smooth_loss
     def before_fit(self):
         super().before_fit()
         if self._best is not None: self.best = self._best
+        if self._smooth: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = torch.tensor(self._smooth[0]), self._smooth[1]
     def after_epoch(self):
         if self.epoch < self.start: return
         super().after_epoch()
@@ -264,7 +268,7 @@ class Checkpointer(TrackerCallback):
         return {**self.meta, 'format': CKPT_FORMAT, 'epoch': epoch, 'monitor': self.monitor, 'best': float(self.best), 'history': list(self.history),
                 'model': _cpu_state(core(l.model)), 'ema': _cpu_state(ema.ema.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
                 'optimizer': l.opt.state_dict(), 'scaler': l.scaler.state_dict() if getattr(l, 'scaler', None) is not None else None,
-                'early_stop_wait': es.wait if es else 0, **extra}
+                'early_stop_wait': es.wait if es else 0, 'smooth_loss': (float(self.recorder.smooth_loss.val), int(self.recorder.smooth_loss.count)), **extra}
 
 class ResumableEarlyStopping(EarlyStoppingCallback):
     "fastai's early stopping, carrying its best value and patience count across a resume."
@@ -277,7 +281,7 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.start: super().after_epoch()
 
-# %% ../nbs/04_classifier.ipynb #cb1d34f6
+# %% ../nbs/04_classifier.ipynb #5b1d4ec4
 class TrainingStopped(RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
@@ -315,7 +319,7 @@ class OOMFallback(Callback):
                 self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
     # the recovery is in the next cell
 
-# %% ../nbs/04_classifier.ipynb #44d408c8
+# %% ../nbs/04_classifier.ipynb #73b2e41a
 def _oom_recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
     if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
@@ -360,7 +364,7 @@ def _oom_event(self:OOMFallback, rung, what, n):
 
 OOMFallback._recover, OOMFallback._event = _oom_recover, _oom_event
 
-# %% ../nbs/04_classifier.ipynb #88cb370f
+# %% ../nbs/04_classifier.ipynb #4a4e440a
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
 
 class StepLogger(Callback):
@@ -408,7 +412,7 @@ class StepLogger(Callback):
     def after_fit(self):
         if self.writer: self.writer.close(); self.writer = None
 
-# %% ../nbs/04_classifier.ipynb #790d3d30
+# %% ../nbs/04_classifier.ipynb #31c83cf5
 def largest_batch(fits, # fits(batch_size) -> bool
                   start:int=16, # first size tried
                   limit:int=1024, # never more than this
@@ -428,7 +432,7 @@ def largest_batch(fits, # fits(batch_size) -> bool
             else: hi = mid
     return lo // 8 * 8 if lo >= 8 else lo
 
-# %% ../nbs/04_classifier.ipynb #e978dbf2
+# %% ../nbs/04_classifier.ipynb #7bbe7c61
 def auto_batch_size(model:nn.Module, # the model, on its device
                     img_size:int, # input side
                     device, # a `torch.device`
@@ -455,7 +459,7 @@ def auto_batch_size(model:nn.Module, # the model, on its device
     log.info(f'auto batch size: {b} (peak memory under {headroom:.0%} of {total / 2**30:.0f} GiB)')
     return b
 
-# %% ../nbs/04_classifier.ipynb #756d411f
+# %% ../nbs/04_classifier.ipynb #33507bb6
 def top5(inp, targ):
     "Top-5 accuracy (top-k with k = the class count when there are fewer classes)."
     return top_k_accuracy(inp, targ, k=min(5, inp.shape[-1]))
@@ -464,7 +468,7 @@ def training_metrics()->list:
     "fastai metrics for the Learner: 'accuracy', 'top5' and 'macro_f1' (scikit-learn's macro F1)."
     return [accuracy, top5, AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]
 
-# %% ../nbs/04_classifier.ipynb #f6642b7d
+# %% ../nbs/04_classifier.ipynb #f95af868
 def calibration_bins(confidence:np.ndarray, # top-1 probability per image
                      correct:np.ndarray, # whether top-1 was right
                      bins:int=15, # equal-width confidence bins
@@ -479,7 +483,7 @@ def expected_calibration_error(confidence, correct, bins:int=15)->float:
     t = calibration_bins(confidence, correct, bins)
     return float((t['count'] / t['count'].sum() * (t.accuracy - t.confidence).abs()).sum())
 
-# %% ../nbs/04_classifier.ipynb #48041928
+# %% ../nbs/04_classifier.ipynb #b54ef28a
 def classification_metrics(probs:np.ndarray, # (images, classes) probabilities
                            targets:np.ndarray, # true class index per image
                            bins:int=15, # for the ECE
@@ -502,7 +506,7 @@ def top_confused(targets, preds, # true and predicted class indices
     wrong = pd.DataFrame(dict(true=np.asarray(targets), predicted=np.asarray(preds))).query('true != predicted')
     return wrong.value_counts().rename('count').reset_index().head(n)
 
-# %% ../nbs/04_classifier.ipynb #818b049c
+# %% ../nbs/04_classifier.ipynb #44f18e1e
 def classifier_data(cfg, # resolved settings
                    )->dict:
     "Training and validation pill rows, class map, preprocessor and crop caches of a prepared experiment."
@@ -523,7 +527,7 @@ def classifier_data(cfg, # resolved settings
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
 
-# %% ../nbs/04_classifier.ipynb #f423b8c7
+# %% ../nbs/04_classifier.ipynb #a8810190
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
 def build_learner(cfg, # resolved settings
@@ -532,6 +536,7 @@ def build_learner(cfg, # resolved settings
                  )->Learner:
     "The fastai `Learner` with every training callback the settings ask for."
     t, log, paths = cfg.train, get_logger('classifier'), exp_paths(cfg.paths.exp_dir)
+    if t.mix not in ('none', 'mixup', 'cutmix'): raise ConfigError(f'train.mix={t.mix!r} — choose none, mixup or cutmix')
     device, n_classes, pre = pick_device(cfg.device), len(d['class_map']), d['pre']
     if device.type == 'cuda': enable_tf32()
     seed_everything(cfg.seed)
@@ -557,13 +562,13 @@ def build_learner(cfg, # resolved settings
                 batch_size=bs, lr=lr, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
     start = ck['epoch'] if ck else 0
     cbs = [ReseedEpoch(cfg.seed), *precision_callbacks(t.amp, device),
-           Checkpointer(paths.classifier, meta, t.monitor, t.min_delta, start, ck['best'] if ck else None, ck['history'] if ck else None),
+           Checkpointer(paths.classifier, meta, t.monitor, t.min_delta, start, *((ck['best'], ck['history'], ck['smooth_loss']) if ck else ())),
            StepLogger(paths.tb/'classifier', t.log_every),
            OOMFallback(save=lambda learn: save_checkpoint(_find_cb(learn, Checkpointer).state(learn.epoch, partial_epoch=True), paths.classifier/'oom.pt'))]
     if t.channels_last: cbs.append(ChannelsLast())
     if t.grad_accum > 1: cbs.append(GradientAccumulation(bs * t.grad_accum))
     if t.grad_clip: cbs.append(GradientClip(t.grad_clip))
-    if t.mix != 'none': cbs.append({'mixup': MixUp, 'cutmix': CutMix}[t.mix](t.mix_alpha))
+    if t.mix != 'none': cbs += [FloatImages(), {'mixup': MixUp, 'cutmix': CutMix}[t.mix](t.mix_alpha)]
     if t.ema: cbs.append(EMA(t.ema, ck['ema'] if ck else None, ck['ema_steps'] if ck else 0))
     if t.patience: cbs.append(ResumableEarlyStopping(t.monitor, t.min_delta, t.patience, start, ck['best'] if ck else None, ck['early_stop_wait'] if ck else 0))
     loss = CrossEntropyLossFlat(weight=weights, label_smoothing=t.label_smoothing)
@@ -576,6 +581,11 @@ def build_learner(cfg, # resolved settings
     learn.precision, learn.start_epoch_, learn.schedule = (str(dtype).replace('torch.', '') if dtype else 'float32'), start, lr_schedule(t.schedule, lr, t.epochs, t.warmup_epochs, t.pct_start)
     return learn
 
+class FloatImages(Callback):
+    "uint8 batches to float (still 0-255: the model's first layer normalises either) so that mixup can blend them."
+    order, run_valid = -1, False
+    def before_batch(self): self.learn.xb = tuple(x.float() for x in self.xb)
+
 class _RestoreScaler(Callback):
     "Load a saved GradScaler state once fastai's `MixedPrecision` has made the scaler."
     order = MixedPrecision.order + 1
@@ -583,7 +593,7 @@ class _RestoreScaler(Callback):
     def before_fit(self):
         if getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.state)
 
-# %% ../nbs/04_classifier.ipynb #6d2bd976
+# %% ../nbs/04_classifier.ipynb #d58b7afe
 def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)
                      n_classes:int, # the class map's size
                      pre:UnifiedPreprocessor, # the preprocessing
@@ -594,7 +604,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
     bb = create_backbone(c.model, n_classes, c.pretrained and load_weights, c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
 
-# %% ../nbs/04_classifier.ipynb #283fd5f2
+# %% ../nbs/04_classifier.ipynb #2ea93372
 @torch.inference_mode()
 def predict_probs(model:nn.Module, # a `PillClassifier`
                   loader, # yields (uint8 images, labels)
@@ -622,7 +632,7 @@ def load_classifier(path:str|Path, # a checkpoint
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])
     return model.eval(), ck
 
-# %% ../nbs/04_classifier.ipynb #5bc1be74
+# %% ../nbs/04_classifier.ipynb #bba74e64
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
                         d:dict|None=None, # from `classifier_data` (read when None)
@@ -655,7 +665,7 @@ def evaluate_classifier(cfg, # resolved settings
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
     return out
 
-# %% ../nbs/04_classifier.ipynb #e3c3e33c
+# %% ../nbs/04_classifier.ipynb #8c1e8e23
 def plot_reliability(bins:pd.DataFrame, # from `calibration_bins`
                      ece:float|None=None, # shown in the title
                     ):
@@ -683,7 +693,7 @@ def plot_history(history:list, # `history.json` rows
     fig.tight_layout()
     return fig
 
-# %% ../nbs/04_classifier.ipynb #fac399ca
+# %% ../nbs/04_classifier.ipynb #38fc53fe
 def train_classifier(cfg, # resolved settings (`load_config`)
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
@@ -715,7 +725,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     write_json(paths.classifier/'metrics.json', out)
     return out
 
-# %% ../nbs/04_classifier.ipynb #d09a714a
+# %% ../nbs/04_classifier.ipynb #79b6736e
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`
                         d:dict, # from `classifier_data`
                         n:int=6, # pairs shown
@@ -731,7 +741,8 @@ def plot_confused_pairs(result:dict, # from `evaluate_classifier`
     for row, p in zip(axs, pairs):
         for ax, k, role in zip(row, (p['true'], p['predicted']), ('true', 'taken for')):
             ax.axis('off')
-            name = (drug_table[k].get('dl_name') or '') if drug_table and k in drug_table.records else ''
+            rec = drug_table[k] if drug_table and k in drug_table.records else {}
+            name = rec.get('dl_name_en') or rec.get('dl_name') or ''  # English where the label has it: plot fonts rarely have Hangul
             ax.set_title(f'{role}: {k}\n{name[:22]}' + (f" ({p['count']}x)" if role == 'true' else ''), fontsize=7)
             item = ds[first[k]] if k in first else None
             if item is not None: ax.imshow(item[0].permute(1, 2, 0).numpy())

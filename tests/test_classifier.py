@@ -1,0 +1,110 @@
+"The classifier stage end to end through the `pillsnap` command: papermill report, resume equivalence, safe checkpoints."
+import json, os, re, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, run_cli
+
+TINY_TRAIN = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01',
+              'loader.num_workers=0', 'train.log_every=2', 'data.workers=1']
+STEP_LINE = re.compile(r'e=\d+ s=\d+ loss=[\d.]+ lr=[\d.e-]+ data=[\d.]+s comp=[\d.]+s thr=[\d.]+/s cuda=\d+MB')
+
+
+@pytest.fixture(scope='module')
+def prepared(tiny_root, tmp_path_factory):
+    "An experiment folder with prepared data (copy it before training in it)."
+    exp = tmp_path_factory.mktemp('cls')/'prepared'
+    run_cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN)
+    return exp
+
+
+def fresh(prepared, tmp_path, name):
+    exp = tmp_path/name
+    shutil.copytree(prepared, exp)
+    return exp
+
+
+def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    exp = fresh(prepared, tmp_path, 'exp')
+    r = run_cli('train-cls', '--exp', exp, *TINY_TRAIN, 'train.epochs=2')
+    reports = list((exp/'runs').glob('train-cls-*.ipynb'))
+    assert len(reports) == 1
+    nb = json.loads(reports[0].read_text())
+    assert any(o.get('output_type') == 'display_data' and 'image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    m = json.loads((exp/'classifier'/'metrics.json').read_text())
+    assert {'top1', 'top5', 'macro_f1', 'ece', 'per_class', 'top_confused', 'training'} <= set(m)
+    assert 0 <= m['top1'] <= m['top5'] <= 1 and m['training']['epochs'] == 2 and m['training']['precision'] == 'float32'
+    assert 'top1' in r.stdout and 'report' in r.stdout
+    for name in ('best.pt', 'last.pt'):
+        ck = torch.load(exp/'classifier'/name, weights_only=True)
+        assert ck['model_name'] == 'test_efficientnet' and ck['k_codes'] and ck['preprocess'].startswith('unified-1')
+        assert {'optimizer', 'model', 'config', 'epoch', 'best', 'history'} <= set(ck)
+    assert torch.load(exp/'classifier'/'last.pt', weights_only=True)['epoch'] == 2
+    log = (exp/'logs'/'train-cls.log').read_text()
+    assert STEP_LINE.search(log), log[-2000:]
+    events = EventAccumulator(str(exp/'tb'/'classifier')); events.Reload()
+    tags = set(events.Tags()['scalars'])
+    assert {'train/loss', 'train/lr', 'perf/data_time', 'perf/compute_time', 'perf/throughput', 'perf/cuda_mem',
+            'val/loss', 'val/accuracy', 'val/macro_f1', 'val/top5'} <= tags, tags
+    r = run_cli('evaluate', '--exp', exp, '--checkpoint', 'last', *TINY_TRAIN)
+    assert 'last.pt (epoch 2' in r.stdout
+
+
+def _train(exp, *extra):
+    return [str(BIN/'pillsnap'), 'train-cls', '--exp', str(exp), '--no-notebook', *TINY_TRAIN, 'train.epochs=4', 'train.ema=0.9',
+            'train.mix=mixup', *extra]
+
+
+def test_resume_after_kill_matches_unbroken_run(prepared, tmp_path):
+    unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
+    subprocess.run(_train(unbroken), check=True, capture_output=True, timeout=600)
+    p = subprocess.Popen(_train(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, t0 = killed/'logs'/'train-cls.log', time.time()
+    while not (log.exists() and 'epoch 2: saved last.pt' in log.read_text()):
+        assert p.poll() is None and time.time() - t0 < 300, 'training ended before the kill'
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait()
+    r = subprocess.run(_train(killed, 'train.resume=last'), check=True, capture_output=True, text=True, timeout=600)
+    k = int(re.search(r'after epoch (\d) of 4', (killed/'logs'/'train-cls.log').read_text()).group(1))
+    assert 2 <= k < 4
+    a, b = (json.loads((e/'classifier'/'metrics.json').read_text()) for e in (unbroken, killed))
+    for key in ('top1', 'top5', 'macro_f1', 'ece', 'epoch'): assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    ha, hb = (json.loads((e/'classifier'/'history.json').read_text()) for e in (unbroken, killed))
+    assert [h['epoch'] for h in hb] == [1, 2, 3, 4]
+    for x, y in zip(ha, hb): assert x == pytest.approx(y, rel=1e-5), (x, y)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
+    exp = fresh(prepared, tmp_path, 'exp')
+    run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1')
+    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=2', 'train.resume=last',
+                'classifier.model=test_resnet', check=False)
+    assert r.returncode == 2 and "the backbone is 'test_efficientnet' there but 'test_resnet' here" in r.stderr, r.stderr
+    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'classifier.weights_path=/nonexistent/w.safetensors', check=False)
+    assert r.returncode == 2 and 'is not a file' in r.stderr
+
+
+KILL_WRITER = '''
+import sys, torch
+from pillsnap.classifier import save_checkpoint, CKPT_FORMAT
+i = 0
+while True:
+    i += 1
+    save_checkpoint({'format': CKPT_FORMAT, 'i': i, 'w': torch.full((4_000_000,), float(i))}, sys.argv[1])
+    print(i, flush=True)
+'''
+
+
+def test_kill_during_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
+    from pillsnap.classifier import load_checkpoint
+    path = tmp_path/'last.pt'
+    for delay in (0.05, 0.27):
+        p = subprocess.Popen([sys.executable, '-c', KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        p.stdout.readline()  # one checkpoint is complete
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL); p.wait()
+        ck = load_checkpoint(path)
+        assert ck['w'].shape == (4_000_000,) and float(ck['w'][0]) == float(ck['w'][-1]) == ck['i']
