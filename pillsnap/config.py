@@ -45,7 +45,7 @@ def read_yaml(path:str|Path, # a YAML file
     return data
 
 # %% ../nbs/00_config.ipynb #b329531c
-_WHOLE = {'demo'}  # sections whose value is a mapping of dotted settings, validated when applied
+_WHOLE = {'demo', 'bench'}  # presets: sections whose value is a mapping of dotted settings, validated when applied
 
 def flat_settings(cfg:dict, # nested settings
                   prefix:str='', # key prefix (used by the recursion)

@@ -7,7 +7,7 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
            'to_rgb', 'open_image_safely', 'hash_rank', 'select_classes', 'per_class_quota', 'assign_splits',
            'TestSetLocked', 'final_evaluation', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows',
            'data_digest', 'check_splits', 'UnifiedPreprocessor', 'crop_square', 'equalize', 'BatchNormalize',
-           'build_cache', 'CropCache', 'RandomTranspose', 'train_transforms', 'eval_transforms', 'PillDataset',
+           'build_cache', 'CropCache', 'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset',
            'collate_skipping', 'skip_counts', 'seed_worker', 'SkippingLoader', 'make_loader', 'make_loaders',
            'GpuAugment', 'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset',
            'plot_summary', 'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
@@ -399,10 +399,9 @@ class CropCache:
     def __getstate__(self): return {**self.__dict__, '_maps': {}, '_pid': None}
 
 # %% ../nbs/03_data.ipynb #e4f1f05a
-class RandomTranspose(torch.nn.Module):
-    "Swap height and width with probability `p`; with both flips this gives all 8 quarter-turn poses."
-    def __init__(self, p:float=0.5): super().__init__(); self.p = p
-    def forward(self, x): return x.transpose(-1, -2) if torch.rand(()) < self.p else x
+class RandomQuarterTurn(torch.nn.Module):
+    "Rotate by 0, 90, 180 or 270 degrees at random (rotations only: imprints are never mirrored)."
+    def forward(self, x): return torch.rot90(x, int(torch.randint(4, ())), dims=(-2, -1))
 
 def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops these transform
                      scale:tuple=(0.6, 1.0), # area range of the random resized crop (of the crop with margin)
@@ -411,7 +410,7 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
                     )->v2.Compose:
     "Augmentation from a cached crop (uint8 CHW) to an `img_size` uint8 CHW tensor."
     tfms = [v2.RandomResizedCrop(pre.img_size, scale=scale, ratio=(0.9, 1.11), antialias=True),
-            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomTranspose(), v2.ToDtype(torch.float32, scale=True)]
+            RandomQuarterTurn(), v2.ToDtype(torch.float32, scale=True)]
     if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
     return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.ToDtype(torch.uint8, scale=True)])
 
