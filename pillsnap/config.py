@@ -45,7 +45,7 @@ def read_yaml(path:str|Path, # a YAML file
     return data
 
 # %% ../nbs/00_config.ipynb #b329531c
-_WHOLE = {'demo', 'bench'}  # presets: sections whose value is a mapping of dotted settings, validated when applied
+_WHOLE = {'demo', 'bench'}  # presets: mappings of dotted settings, validated when applied (any section with dotted keys is one)
 
 def flat_settings(cfg:dict, # nested settings
                   prefix:str='', # key prefix (used by the recursion)
@@ -54,7 +54,7 @@ def flat_settings(cfg:dict, # nested settings
     out = {}
     for k, v in cfg.items():
         key = f'{prefix}{k}'
-        if isinstance(v, dict) and v and key not in _WHOLE: out.update(flat_settings(v, key + '.'))
+        if isinstance(v, dict) and v and key not in _WHOLE and not any('.' in str(k) for k in v): out.update(flat_settings(v, key + '.'))
         else: out[key] = v
     return out
 
