@@ -12,7 +12,7 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', '
            'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_history', 'train_classifier',
            'plot_confused_pairs']
 
-# %% ../nbs/04_classifier.ipynb #3ac776a5
+# %% ../nbs/04_classifier.ipynb #6ff044d1
 import contextlib, copy, difflib, gc, json, math, os, pickle, random, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, auto
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
 
-# %% ../nbs/04_classifier.ipynb #e7fbba5f
+# %% ../nbs/04_classifier.ipynb #26237576
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
     warnings.filterwarnings('ignore', category=FutureWarning)
     from fastai.callback.channelslast import ChannelsLast
@@ -48,7 +48,7 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.optimizer import OptimWrapper
     from fastai.torch_core import find_bs, to_detach
 
-# %% ../nbs/04_classifier.ipynb #3109e505
+# %% ../nbs/04_classifier.ipynb #d79e4e80
 def _first_line(e)->str: return (str(e).strip().splitlines() or [''])[0][:200]
 
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
@@ -71,7 +71,7 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
         raise ConfigError(f'classifier.pretrained=true, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=false') from None
 
-# %% ../nbs/04_classifier.ipynb #36e87cc5
+# %% ../nbs/04_classifier.ipynb #44aa9f97
 class PillClassifier(nn.Module):
     "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers."
     def __init__(self, backbone:nn.Module, # a timm model
@@ -86,7 +86,7 @@ def core(model:nn.Module)->nn.Module:
     "The module under a `torch.compile` wrapper (itself otherwise): its state dict has the plain names."
     return getattr(model, '_orig_mod', model)
 
-# %% ../nbs/04_classifier.ipynb #2efe7119
+# %% ../nbs/04_classifier.ipynb #53994a1a
 def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
                         device, # a `torch.device`
                         bf16_supported:bool|None=None, # default: ask CUDA
@@ -100,7 +100,7 @@ def enable_tf32():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# %% ../nbs/04_classifier.ipynb #35abf95d
+# %% ../nbs/04_classifier.ipynb #1ebcc317
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 def compile_model(model:nn.Module, # the model to compile
@@ -122,7 +122,7 @@ def compile_model(model:nn.Module, # the model to compile
     finally:
         model.load_state_dict(state); model.zero_grad(set_to_none=True)
 
-# %% ../nbs/04_classifier.ipynb #47bb2b05
+# %% ../nbs/04_classifier.ipynb #fd844907
 def adamw(fused:bool=False, # fused CUDA kernels
          ):
     "A fastai `opt_func` for PyTorch's AdamW."
@@ -148,7 +148,7 @@ def lr_schedule(kind:str, # 'one_cycle' or 'cosine'
         return {'lr': combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), cos]) if w > 0 else cos}
     raise ConfigError(f"train.schedule={kind!r} — choose one of {', '.join(SCHEDULES)}")
 
-# %% ../nbs/04_classifier.ipynb #f3fc52ec
+# %% ../nbs/04_classifier.ipynb #f5bca0f4
 class ReseedEpoch(Callback):
     "Seed Python, NumPy, torch and the training loader's generators from `seed + epoch` before every epoch."
     order = -20  # before anything draws
@@ -160,7 +160,7 @@ class ReseedEpoch(Callback):
         for g in (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None)):
             if g is not None: g.manual_seed(s)
 
-# %% ../nbs/04_classifier.ipynb #0d90c9f8
+# %% ../nbs/04_classifier.ipynb #9b0fb1bf
 class EMA(Callback):
     "An exponential moving average of the weights, updated after every optimizer step and used for validation."
     order = MixedPrecision.order + 5
@@ -180,7 +180,7 @@ class EMA(Callback):
     def after_validate(self):
         if self._train is not None: core(self.model).load_state_dict(self._train); self._train = None
 
-# %% ../nbs/04_classifier.ipynb #2da24d9f
+# %% ../nbs/04_classifier.ipynb #6152cf4a
 CKPT_FORMAT = 'pillsnap-classifier/1'
 
 def save_checkpoint(state:dict, # tensors and plain data only
@@ -210,7 +210,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
-# %% ../nbs/04_classifier.ipynb #aa26c71a
+# %% ../nbs/04_classifier.ipynb #85a66db3
 def check_checkpoint(ck:dict, # from `load_checkpoint`
                      model_name:str, n_classes:int, preprocess:str, # what this run builds
                      path:str|Path='checkpoint', # named in the message
@@ -229,7 +229,7 @@ def find_checkpoint(which:str, # 'last', 'best' or a path
     if not p.is_file(): raise ConfigError(f'no checkpoint {p}' + (' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''))
     return p
 
-# %% ../nbs/04_classifier.ipynb #b0abae4b
+# %% ../nbs/04_classifier.ipynb #a50f9d54
 def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
 def _find_cb(learn, cls): return next((c for c in learn.cbs if isinstance(c, cls)), None)
@@ -281,7 +281,7 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.start: super().after_epoch()
 
-# %% ../nbs/04_classifier.ipynb #9adf7fe0
+# %% ../nbs/04_classifier.ipynb #1821da67
 class TrainingStopped(RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
@@ -319,7 +319,7 @@ class OOMFallback(Callback):
                 self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
     # the recovery is in the next cell
 
-# %% ../nbs/04_classifier.ipynb #5d50dd0c
+# %% ../nbs/04_classifier.ipynb #c28b07ed
 def _oom_recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
     if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
@@ -364,22 +364,24 @@ def _oom_event(self:OOMFallback, rung, what, n):
 
 OOMFallback._recover, OOMFallback._event = _oom_recover, _oom_event
 
-# %% ../nbs/04_classifier.ipynb #679e75f8
+# %% ../nbs/04_classifier.ipynb #00dcffcc
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
 
 class StepLogger(Callback):
-    "Step lines in the log and TensorBoard scalars; `perf` sums the time split for the run's report."
+    "Step lines in the log and TensorBoard scalars; `perf` sums the time split for the run's report (after a warm-up)."
     order = 70
     def __init__(self, tb_dir:str|Path|None=None, # TensorBoard folder (None: log lines only)
                  every:int=50, # optimizer steps between log lines
+                 warmup:int=10, # first training steps left out of `perf` (loader start, cudnn autotuning, compilation)
                 ):
-        self.tb_dir, self.every, self.writer = tb_dir, every, None
+        self.tb_dir, self.every, self.warmup, self.writer, self.seen = tb_dir, every, warmup, None, 0
         self.perf = dict(images=0, data_s=0.0, compute_s=0.0, peak_cuda_mb=0.0)
     def before_fit(self):
         if self.tb_dir:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.tb_dir))
         self.cuda = _device(self.learn).type == 'cuda'
+        self.skip = min(self.warmup, self.n_epoch * len(self.dls.train) // 5)  # short runs keep most of their steps
         if self.cuda: torch.cuda.reset_peak_memory_stats()
     def before_train(self): self._t, self._win = time.perf_counter(), [0, 0.0, 0.0, 0.0, 0]
     def before_batch(self):
@@ -389,7 +391,9 @@ class StepLogger(Callback):
         if self.cuda: torch.cuda.synchronize()
         self._t = time.perf_counter()
         comp, n, step = self._t - self._t0, find_bs(self.yb), self.epoch * self.n_iter + self.iter
-        for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
+        self.seen += 1
+        if self.seen > self.skip:
+            for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
         w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += float(self.loss); w[4] += 1
         lr = self.opt.hypers[-1]['lr']
         if self.writer: self.writer.add_scalar('train/loss', float(self.loss), step); self.writer.add_scalar('train/lr', lr, step)
@@ -412,7 +416,7 @@ class StepLogger(Callback):
     def after_fit(self):
         if self.writer: self.writer.close(); self.writer = None
 
-# %% ../nbs/04_classifier.ipynb #f4b5d47f
+# %% ../nbs/04_classifier.ipynb #af61c3b2
 def largest_batch(fits, # fits(batch_size) -> bool
                   start:int=16, # first size tried
                   limit:int=1024, # never more than this
@@ -432,7 +436,7 @@ def largest_batch(fits, # fits(batch_size) -> bool
             else: hi = mid
     return lo // 8 * 8 if lo >= 8 else lo
 
-# %% ../nbs/04_classifier.ipynb #22675495
+# %% ../nbs/04_classifier.ipynb #dcc750a9
 def auto_batch_size(model:nn.Module, # the model, on its device
                     img_size:int, # input side
                     device, # a `torch.device`
@@ -459,7 +463,7 @@ def auto_batch_size(model:nn.Module, # the model, on its device
     log.info(f'auto batch size: {b} (peak memory under {headroom:.0%} of {total / 2**30:.0f} GiB)')
     return b
 
-# %% ../nbs/04_classifier.ipynb #bb511937
+# %% ../nbs/04_classifier.ipynb #ee03dd06
 def top5(inp, targ):
     "Top-5 accuracy (top-k with k = the class count when there are fewer classes)."
     return top_k_accuracy(inp, targ, k=min(5, inp.shape[-1]))
@@ -468,7 +472,7 @@ def training_metrics()->list:
     "fastai metrics for the Learner: 'accuracy', 'top5' and 'macro_f1' (scikit-learn's macro F1)."
     return [accuracy, top5, AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]
 
-# %% ../nbs/04_classifier.ipynb #4966f97c
+# %% ../nbs/04_classifier.ipynb #5566d107
 def calibration_bins(confidence:np.ndarray, # top-1 probability per image
                      correct:np.ndarray, # whether top-1 was right
                      bins:int=15, # equal-width confidence bins
@@ -483,7 +487,7 @@ def expected_calibration_error(confidence, correct, bins:int=15)->float:
     t = calibration_bins(confidence, correct, bins)
     return float((t['count'] / t['count'].sum() * (t.accuracy - t.confidence).abs()).sum())
 
-# %% ../nbs/04_classifier.ipynb #20c44b04
+# %% ../nbs/04_classifier.ipynb #1f6ef4d5
 def classification_metrics(probs:np.ndarray, # (images, classes) probabilities
                            targets:np.ndarray, # true class index per image
                            bins:int=15, # for the ECE
@@ -506,7 +510,7 @@ def top_confused(targets, preds, # true and predicted class indices
     wrong = pd.DataFrame(dict(true=np.asarray(targets), predicted=np.asarray(preds))).query('true != predicted')
     return wrong.value_counts().rename('count').reset_index().head(n)
 
-# %% ../nbs/04_classifier.ipynb #b8f47e72
+# %% ../nbs/04_classifier.ipynb #748d28fd
 def classifier_data(cfg, # resolved settings
                    )->dict:
     "Training and validation pill rows, class map, preprocessor and crop caches of a prepared experiment."
@@ -527,7 +531,7 @@ def classifier_data(cfg, # resolved settings
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
 
-# %% ../nbs/04_classifier.ipynb #7909f34b
+# %% ../nbs/04_classifier.ipynb #723bfbd7
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
 def build_learner(cfg, # resolved settings
@@ -593,7 +597,7 @@ class _RestoreScaler(Callback):
     def before_fit(self):
         if getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.state)
 
-# %% ../nbs/04_classifier.ipynb #c5f2cad3
+# %% ../nbs/04_classifier.ipynb #c8eb5958
 def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)
                      n_classes:int, # the class map's size
                      pre:UnifiedPreprocessor, # the preprocessing
@@ -604,7 +608,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
     bb = create_backbone(c.model, n_classes, c.pretrained and load_weights, c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
 
-# %% ../nbs/04_classifier.ipynb #701a147b
+# %% ../nbs/04_classifier.ipynb #e4da0bd3
 @torch.inference_mode()
 def predict_probs(model:nn.Module, # a `PillClassifier`
                   loader, # yields (uint8 images, labels)
@@ -632,7 +636,7 @@ def load_classifier(path:str|Path, # a checkpoint
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])
     return model.eval(), ck
 
-# %% ../nbs/04_classifier.ipynb #3ac517a2
+# %% ../nbs/04_classifier.ipynb #a0cec53b
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
                         d:dict|None=None, # from `classifier_data` (read when None)
@@ -665,7 +669,7 @@ def evaluate_classifier(cfg, # resolved settings
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
     return out
 
-# %% ../nbs/04_classifier.ipynb #e106acbf
+# %% ../nbs/04_classifier.ipynb #60067078
 def plot_reliability(bins:pd.DataFrame, # from `calibration_bins`
                      ece:float|None=None, # shown in the title
                     ):
@@ -693,7 +697,7 @@ def plot_history(history:list, # `history.json` rows
     fig.tight_layout()
     return fig
 
-# %% ../nbs/04_classifier.ipynb #5dd11084
+# %% ../nbs/04_classifier.ipynb #a675c7d5
 def train_classifier(cfg, # resolved settings (`load_config`)
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
@@ -725,7 +729,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     write_json(paths.classifier/'metrics.json', out)
     return out
 
-# %% ../nbs/04_classifier.ipynb #899b2f47
+# %% ../nbs/04_classifier.ipynb #210b2177
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`
                         d:dict, # from `classifier_data`
                         n:int=6, # pairs shown
