@@ -33,7 +33,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     reports = list((exp/'runs').glob('train-cls-*.ipynb'))
     assert len(reports) == 1
     nb = json.loads(reports[0].read_text())
-    assert any(o.get('output_type') == 'display_data' and 'image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    assert any(o.get('output_type') == 'display_data' and {'image/png', 'image/jpeg'} & set(o.get('data', {})) for c in nb['cells'] for o in c.get('outputs', []))
     m = json.loads((exp/'classifier'/'metrics.json').read_text())
     assert {'top1', 'top5', 'macro_f1', 'ece', 'per_class', 'top_confused', 'training'} <= set(m)
     assert 0 <= m['top1'] <= m['top5'] <= 1 and m['training']['epochs'] == 2 and m['training']['precision'] == 'float32'
