@@ -119,7 +119,8 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         pm.execute_notebook(str(nb), str(out), parameters=dict(config=str(paths.config)), kernel_name='python3', cwd=str(paths.root),
                             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
     except pm.PapermillExecutionError as e:
-        if e.ename in ('ConfigError', 'TrainingStopped'): raise ConfigError(f'{e.evalue} (report: {out})') from None
+        if e.ename == 'ConfigError': raise ConfigError(f'{e.evalue} (report: {out})') from None
+        if e.ename == 'TrainingStopped': raise classifier.TrainingStopped(f'{e.evalue} (report: {out})') from None
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
