@@ -9,10 +9,10 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', '
            'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size',
            'top5', 'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
            'top_confused', 'classifier_data', 'build_learner', 'FloatImages', 'build_classifier', 'predict_probs',
-           'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_history', 'train_classifier',
-           'plot_confused_pairs']
+           'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history',
+           'train_classifier', 'plot_confused_pairs']
 
-# %% ../nbs/04_classifier.ipynb #6ff044d1
+# %% ../nbs/04_classifier.ipynb #7e6a6a5c
 import contextlib, copy, difflib, gc, json, math, os, pickle, random, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, auto
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
 
-# %% ../nbs/04_classifier.ipynb #26237576
+# %% ../nbs/04_classifier.ipynb #1394392b
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
     warnings.filterwarnings('ignore', category=FutureWarning)
     from fastai.callback.channelslast import ChannelsLast
@@ -48,7 +48,7 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.optimizer import OptimWrapper
     from fastai.torch_core import find_bs, to_detach
 
-# %% ../nbs/04_classifier.ipynb #d79e4e80
+# %% ../nbs/04_classifier.ipynb #3c61dcfb
 def _first_line(e)->str: return (str(e).strip().splitlines() or [''])[0][:200]
 
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
@@ -71,7 +71,7 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
         raise ConfigError(f'classifier.pretrained=true, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=false') from None
 
-# %% ../nbs/04_classifier.ipynb #44aa9f97
+# %% ../nbs/04_classifier.ipynb #09995354
 class PillClassifier(nn.Module):
     "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers."
     def __init__(self, backbone:nn.Module, # a timm model
@@ -86,7 +86,7 @@ def core(model:nn.Module)->nn.Module:
     "The module under a `torch.compile` wrapper (itself otherwise): its state dict has the plain names."
     return getattr(model, '_orig_mod', model)
 
-# %% ../nbs/04_classifier.ipynb #53994a1a
+# %% ../nbs/04_classifier.ipynb #aa1876d7
 def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
                         device, # a `torch.device`
                         bf16_supported:bool|None=None, # default: ask CUDA
@@ -100,7 +100,7 @@ def enable_tf32():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# %% ../nbs/04_classifier.ipynb #1ebcc317
+# %% ../nbs/04_classifier.ipynb #3a3348ec
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 def compile_model(model:nn.Module, # the model to compile
@@ -122,7 +122,7 @@ def compile_model(model:nn.Module, # the model to compile
     finally:
         model.load_state_dict(state); model.zero_grad(set_to_none=True)
 
-# %% ../nbs/04_classifier.ipynb #fd844907
+# %% ../nbs/04_classifier.ipynb #6bfefab0
 def adamw(fused:bool=False, # fused CUDA kernels
          ):
     "A fastai `opt_func` for PyTorch's AdamW."
@@ -148,7 +148,7 @@ def lr_schedule(kind:str, # 'one_cycle' or 'cosine'
         return {'lr': combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), cos]) if w > 0 else cos}
     raise ConfigError(f"train.schedule={kind!r} — choose one of {', '.join(SCHEDULES)}")
 
-# %% ../nbs/04_classifier.ipynb #f5bca0f4
+# %% ../nbs/04_classifier.ipynb #32df43cc
 class ReseedEpoch(Callback):
     "Seed Python, NumPy, torch and the training loader's generators from `seed + epoch` before every epoch."
     order = -20  # before anything draws
@@ -160,7 +160,7 @@ class ReseedEpoch(Callback):
         for g in (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None)):
             if g is not None: g.manual_seed(s)
 
-# %% ../nbs/04_classifier.ipynb #9b0fb1bf
+# %% ../nbs/04_classifier.ipynb #e9aa7ff4
 class EMA(Callback):
     "An exponential moving average of the weights, updated after every optimizer step and used for validation."
     order = MixedPrecision.order + 5
@@ -180,7 +180,7 @@ class EMA(Callback):
     def after_validate(self):
         if self._train is not None: core(self.model).load_state_dict(self._train); self._train = None
 
-# %% ../nbs/04_classifier.ipynb #6152cf4a
+# %% ../nbs/04_classifier.ipynb #3cf7bb69
 CKPT_FORMAT = 'pillsnap-classifier/1'
 
 def save_checkpoint(state:dict, # tensors and plain data only
@@ -210,7 +210,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
-# %% ../nbs/04_classifier.ipynb #85a66db3
+# %% ../nbs/04_classifier.ipynb #464ef7ad
 def check_checkpoint(ck:dict, # from `load_checkpoint`
                      model_name:str, n_classes:int, preprocess:str, # what this run builds
                      path:str|Path='checkpoint', # named in the message
@@ -229,7 +229,7 @@ def find_checkpoint(which:str, # 'last', 'best' or a path
     if not p.is_file(): raise ConfigError(f'no checkpoint {p}' + (' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''))
     return p
 
-# %% ../nbs/04_classifier.ipynb #a50f9d54
+# %% ../nbs/04_classifier.ipynb #9562a436
 def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
 def _find_cb(learn, cls): return next((c for c in learn.cbs if isinstance(c, cls)), None)
@@ -281,7 +281,7 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.start: super().after_epoch()
 
-# %% ../nbs/04_classifier.ipynb #1821da67
+# %% ../nbs/04_classifier.ipynb #ea779772
 class TrainingStopped(RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
@@ -319,7 +319,7 @@ class OOMFallback(Callback):
                 self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
     # the recovery is in the next cell
 
-# %% ../nbs/04_classifier.ipynb #c28b07ed
+# %% ../nbs/04_classifier.ipynb #dc14351b
 def _oom_recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
     if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
@@ -364,7 +364,7 @@ def _oom_event(self:OOMFallback, rung, what, n):
 
 OOMFallback._recover, OOMFallback._event = _oom_recover, _oom_event
 
-# %% ../nbs/04_classifier.ipynb #00dcffcc
+# %% ../nbs/04_classifier.ipynb #23d6fab7
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
 
 class StepLogger(Callback):
@@ -416,7 +416,7 @@ class StepLogger(Callback):
     def after_fit(self):
         if self.writer: self.writer.close(); self.writer = None
 
-# %% ../nbs/04_classifier.ipynb #af61c3b2
+# %% ../nbs/04_classifier.ipynb #afe90468
 def largest_batch(fits, # fits(batch_size) -> bool
                   start:int=16, # first size tried
                   limit:int=1024, # never more than this
@@ -436,7 +436,7 @@ def largest_batch(fits, # fits(batch_size) -> bool
             else: hi = mid
     return lo // 8 * 8 if lo >= 8 else lo
 
-# %% ../nbs/04_classifier.ipynb #dcc750a9
+# %% ../nbs/04_classifier.ipynb #f3f89c7d
 def auto_batch_size(model:nn.Module, # the model, on its device
                     img_size:int, # input side
                     device, # a `torch.device`
@@ -463,7 +463,7 @@ def auto_batch_size(model:nn.Module, # the model, on its device
     log.info(f'auto batch size: {b} (peak memory under {headroom:.0%} of {total / 2**30:.0f} GiB)')
     return b
 
-# %% ../nbs/04_classifier.ipynb #ee03dd06
+# %% ../nbs/04_classifier.ipynb #1d8dbf0c
 def top5(inp, targ):
     "Top-5 accuracy (top-k with k = the class count when there are fewer classes)."
     return top_k_accuracy(inp, targ, k=min(5, inp.shape[-1]))
@@ -472,7 +472,7 @@ def training_metrics()->list:
     "fastai metrics for the Learner: 'accuracy', 'top5' and 'macro_f1' (scikit-learn's macro F1)."
     return [accuracy, top5, AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]
 
-# %% ../nbs/04_classifier.ipynb #5566d107
+# %% ../nbs/04_classifier.ipynb #f4fab838
 def calibration_bins(confidence:np.ndarray, # top-1 probability per image
                      correct:np.ndarray, # whether top-1 was right
                      bins:int=15, # equal-width confidence bins
@@ -487,7 +487,7 @@ def expected_calibration_error(confidence, correct, bins:int=15)->float:
     t = calibration_bins(confidence, correct, bins)
     return float((t['count'] / t['count'].sum() * (t.accuracy - t.confidence).abs()).sum())
 
-# %% ../nbs/04_classifier.ipynb #1f6ef4d5
+# %% ../nbs/04_classifier.ipynb #cbfd6e28
 def classification_metrics(probs:np.ndarray, # (images, classes) probabilities
                            targets:np.ndarray, # true class index per image
                            bins:int=15, # for the ECE
@@ -510,7 +510,7 @@ def top_confused(targets, preds, # true and predicted class indices
     wrong = pd.DataFrame(dict(true=np.asarray(targets), predicted=np.asarray(preds))).query('true != predicted')
     return wrong.value_counts().rename('count').reset_index().head(n)
 
-# %% ../nbs/04_classifier.ipynb #748d28fd
+# %% ../nbs/04_classifier.ipynb #31a0577f
 def classifier_data(cfg, # resolved settings
                    )->dict:
     "Training and validation pill rows, class map, preprocessor and crop caches of a prepared experiment."
@@ -531,7 +531,7 @@ def classifier_data(cfg, # resolved settings
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
 
-# %% ../nbs/04_classifier.ipynb #723bfbd7
+# %% ../nbs/04_classifier.ipynb #a6d27b58
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
 def build_learner(cfg, # resolved settings
@@ -597,7 +597,7 @@ class _RestoreScaler(Callback):
     def before_fit(self):
         if getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.state)
 
-# %% ../nbs/04_classifier.ipynb #c8eb5958
+# %% ../nbs/04_classifier.ipynb #d5759f98
 def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)
                      n_classes:int, # the class map's size
                      pre:UnifiedPreprocessor, # the preprocessing
@@ -608,7 +608,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
     bb = create_backbone(c.model, n_classes, c.pretrained and load_weights, c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
 
-# %% ../nbs/04_classifier.ipynb #e4da0bd3
+# %% ../nbs/04_classifier.ipynb #d3445e6b
 @torch.inference_mode()
 def predict_probs(model:nn.Module, # a `PillClassifier`
                   loader, # yields (uint8 images, labels)
@@ -636,7 +636,7 @@ def load_classifier(path:str|Path, # a checkpoint
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])
     return model.eval(), ck
 
-# %% ../nbs/04_classifier.ipynb #a0cec53b
+# %% ../nbs/04_classifier.ipynb #45bc1291
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
                         d:dict|None=None, # from `classifier_data` (read when None)
@@ -662,14 +662,15 @@ def evaluate_classifier(cfg, # resolved settings
                top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count'])) for _, r in confused.iterrows()])
     write_json(paths.classifier/'metrics.json', out)
     np.savez_compressed(paths.classifier/'val_predictions.npz', probs=probs.astype(np.float16), labels=ys)
-    fig = plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])
-    fig.savefig(paths.classifier/'reliability.png', dpi=100)
-    import matplotlib.pyplot as plt; plt.close(fig)
+    import matplotlib.pyplot as plt
+    for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
+                      ('confusion', plot_confusion(ys, preds, k_codes))):
+        if fig is not None: fig.savefig(paths.classifier/f'{name}.png', dpi=100); plt.close(fig)
     log.info(f"val ({out['images']} crops, {out['classes']} classes) with {path.name} (epoch {ck['epoch']}, {out['weights']} weights): "
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
     return out
 
-# %% ../nbs/04_classifier.ipynb #60067078
+# %% ../nbs/04_classifier.ipynb #69c6fd07
 def plot_reliability(bins:pd.DataFrame, # from `calibration_bins`
                      ece:float|None=None, # shown in the title
                     ):
@@ -685,6 +686,29 @@ def plot_reliability(bins:pd.DataFrame, # from `calibration_bins`
     fig.tight_layout()
     return fig
 
+def plot_confusion(targets, preds, # true and predicted class indices
+                   k_codes:list, # K-code of each class index
+                   max_classes:int=30, # beyond this, only the classes of the most confused pairs are shown
+                  ):
+    "Row-normalised confusion matrix; with many classes, the classes involved in the most frequent mistakes."
+    import matplotlib.pyplot as plt
+    targets, preds = np.asarray(targets), np.asarray(preds)
+    shown = np.unique(np.concatenate([targets, preds]))
+    if len(shown) > max_classes:
+        pairs = top_confused(targets, preds, n=max_classes)
+        shown = np.array(sorted(dict.fromkeys([*pairs.true, *pairs.predicted])))[:max_classes]
+    if not len(shown): return None
+    cm = confusion_matrix(targets, preds, labels=shown).astype(float)
+    cm /= np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(shown)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.22 * n, 1.8 + 0.22 * n))
+    ax.imshow(cm, cmap='Blues', vmin=0, vmax=1)
+    ax.set(xticks=range(n), yticks=range(n), xlabel='predicted', ylabel='true',
+           title='confusion' + (' (classes of the top mistakes)' if n < len(np.unique(targets)) else ''))
+    ax.set_xticklabels([k_codes[i] for i in shown], rotation=90, fontsize=6); ax.set_yticklabels([k_codes[i] for i in shown], fontsize=6)
+    fig.tight_layout()
+    return fig
+
 def plot_history(history:list, # `history.json` rows
                  monitor:str='macro_f1',
                 ):
@@ -697,7 +721,7 @@ def plot_history(history:list, # `history.json` rows
     fig.tight_layout()
     return fig
 
-# %% ../nbs/04_classifier.ipynb #a675c7d5
+# %% ../nbs/04_classifier.ipynb #63c38990
 def train_classifier(cfg, # resolved settings (`load_config`)
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
@@ -729,7 +753,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     write_json(paths.classifier/'metrics.json', out)
     return out
 
-# %% ../nbs/04_classifier.ipynb #210b2177
+# %% ../nbs/04_classifier.ipynb #70d36611
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`
                         d:dict, # from `classifier_data`
                         n:int=6, # pairs shown
