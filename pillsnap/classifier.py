@@ -12,8 +12,8 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', '
            'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history',
            'train_classifier', 'plot_confused_pairs']
 
-# %% ../nbs/04_classifier.ipynb #7e6a6a5c
-import contextlib, copy, difflib, gc, json, math, os, pickle, random, tempfile, time, warnings
+# %% ../nbs/04_classifier.ipynb #9fd9b125
+import contextlib, difflib, gc, json, os, pickle, random, time, warnings
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, auto
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
 
-# %% ../nbs/04_classifier.ipynb #1394392b
+# %% ../nbs/04_classifier.ipynb #32c40ef1
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
     warnings.filterwarnings('ignore', category=FutureWarning)
     from fastai.callback.channelslast import ChannelsLast
@@ -46,9 +46,9 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import AccumMetric, top_k_accuracy, accuracy
     from fastai.optimizer import OptimWrapper
-    from fastai.torch_core import find_bs, to_detach
+    from fastai.torch_core import find_bs
 
-# %% ../nbs/04_classifier.ipynb #3c61dcfb
+# %% ../nbs/04_classifier.ipynb #5a61dd37
 def _first_line(e)->str: return (str(e).strip().splitlines() or [''])[0][:200]
 
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
@@ -71,7 +71,7 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
         raise ConfigError(f'classifier.pretrained=true, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=false') from None
 
-# %% ../nbs/04_classifier.ipynb #09995354
+# %% ../nbs/04_classifier.ipynb #841e29bd
 class PillClassifier(nn.Module):
     "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers."
     def __init__(self, backbone:nn.Module, # a timm model
@@ -86,7 +86,9 @@ def core(model:nn.Module)->nn.Module:
     "The module under a `torch.compile` wrapper (itself otherwise): its state dict has the plain names."
     return getattr(model, '_orig_mod', model)
 
-# %% ../nbs/04_classifier.ipynb #aa1876d7
+def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
+# %% ../nbs/04_classifier.ipynb #66b188cc
 def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
                         device, # a `torch.device`
                         bf16_supported:bool|None=None, # default: ask CUDA
@@ -100,7 +102,7 @@ def enable_tf32():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# %% ../nbs/04_classifier.ipynb #3a3348ec
+# %% ../nbs/04_classifier.ipynb #86bd9c7f
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 def compile_model(model:nn.Module, # the model to compile
@@ -111,7 +113,7 @@ def compile_model(model:nn.Module, # the model to compile
     "`torch.compile(model)` checked on `example`, or `model` itself (with one warning) when compilation fails."
     if mode not in COMPILE_MODES: raise ConfigError(f"train.compile={mode!r} — choose one of {', '.join(COMPILE_MODES)}")
     if mode == 'none': return model
-    state = copy.deepcopy(model.state_dict())
+    state = _cpu_state(model)
     try:
         compiled = torch.compile(model, backend=backend, **(dict(mode=mode) if backend == 'inductor' else {}))
         if example is not None: compiled(example).float().sum().backward()
@@ -122,7 +124,7 @@ def compile_model(model:nn.Module, # the model to compile
     finally:
         model.load_state_dict(state); model.zero_grad(set_to_none=True)
 
-# %% ../nbs/04_classifier.ipynb #6bfefab0
+# %% ../nbs/04_classifier.ipynb #4759464f
 def adamw(fused:bool=False, # fused CUDA kernels
          ):
     "A fastai `opt_func` for PyTorch's AdamW."
@@ -148,7 +150,7 @@ def lr_schedule(kind:str, # 'one_cycle' or 'cosine'
         return {'lr': combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), cos]) if w > 0 else cos}
     raise ConfigError(f"train.schedule={kind!r} — choose one of {', '.join(SCHEDULES)}")
 
-# %% ../nbs/04_classifier.ipynb #32df43cc
+# %% ../nbs/04_classifier.ipynb #9e22b5fa
 class ReseedEpoch(Callback):
     "Seed Python, NumPy, torch and the training loader's generators from `seed + epoch` before every epoch."
     order = -20  # before anything draws
@@ -160,7 +162,7 @@ class ReseedEpoch(Callback):
         for g in (getattr(dl, 'generator', None), getattr(getattr(dl, 'sampler', None), 'generator', None)):
             if g is not None: g.manual_seed(s)
 
-# %% ../nbs/04_classifier.ipynb #e9aa7ff4
+# %% ../nbs/04_classifier.ipynb #dd988554
 class EMA(Callback):
     "An exponential moving average of the weights, updated after every optimizer step and used for validation."
     order = MixedPrecision.order + 5
@@ -180,7 +182,7 @@ class EMA(Callback):
     def after_validate(self):
         if self._train is not None: core(self.model).load_state_dict(self._train); self._train = None
 
-# %% ../nbs/04_classifier.ipynb #3cf7bb69
+# %% ../nbs/04_classifier.ipynb #516758e3
 CKPT_FORMAT = 'pillsnap-classifier/1'
 
 def save_checkpoint(state:dict, # tensors and plain data only
@@ -210,7 +212,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
-# %% ../nbs/04_classifier.ipynb #464ef7ad
+# %% ../nbs/04_classifier.ipynb #6eaedf41
 def check_checkpoint(ck:dict, # from `load_checkpoint`
                      model_name:str, n_classes:int, preprocess:str, # what this run builds
                      path:str|Path='checkpoint', # named in the message
@@ -229,9 +231,7 @@ def find_checkpoint(which:str, # 'last', 'best' or a path
     if not p.is_file(): raise ConfigError(f'no checkpoint {p}' + (' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''))
     return p
 
-# %% ../nbs/04_classifier.ipynb #9562a436
-def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
-
+# %% ../nbs/04_classifier.ipynb #04427cad
 def _find_cb(learn, cls): return next((c for c in learn.cbs if isinstance(c, cls)), None)
 
 def _device(learn): return next(learn.model.parameters()).device
@@ -281,7 +281,7 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.start: super().after_epoch()
 
-# %% ../nbs/04_classifier.ipynb #ea779772
+# %% ../nbs/04_classifier.ipynb #21824602
 class TrainingStopped(RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
@@ -319,7 +319,7 @@ class OOMFallback(Callback):
                 self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
     # the recovery is in the next cell
 
-# %% ../nbs/04_classifier.ipynb #dc14351b
+# %% ../nbs/04_classifier.ipynb #96254490
 def _oom_recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
     if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
@@ -339,14 +339,13 @@ def _oom_recover(self:OOMFallback, err, n):
                 return self._event(rung, 'switched to fp16 mixed precision', n)
             continue
         c = (self.chunk or self.global_bs) // 2
+        if c >= 1 and acc is None: acc = GradientAccumulation(self.global_bs); self.learn.add_cb(acc); acc.before_fit()
         if rung == 'micro_batch':
             if c >= 1 and self.global_bs / c <= self.max_accum:
-                if acc is None: acc = GradientAccumulation(self.global_bs); self.learn.add_cb(acc); acc.before_fit()
                 self.chunk = c
                 return self._event(rung, f'micro-batches of {c}, still one optimizer step per {self.global_bs} images', n)
             self.rung += 1; continue
         if rung == 'smaller_batch' and c >= 1:
-            if acc is None: acc = GradientAccumulation(self.global_bs); self.learn.add_cb(acc); acc.before_fit()
             self.chunk, self.global_bs, self.lr_scale = c, self.global_bs // 2, self.lr_scale / 2
             acc.n_acc = self.global_bs
             return self._event(rung, f'global batch {self.global_bs} (micro-batches of {c}), learning rate x{self.lr_scale:g}', n)
@@ -364,7 +363,7 @@ def _oom_event(self:OOMFallback, rung, what, n):
 
 OOMFallback._recover, OOMFallback._event = _oom_recover, _oom_event
 
-# %% ../nbs/04_classifier.ipynb #23d6fab7
+# %% ../nbs/04_classifier.ipynb #1ca0c1c0
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
 
 class StepLogger(Callback):
@@ -416,7 +415,7 @@ class StepLogger(Callback):
     def after_fit(self):
         if self.writer: self.writer.close(); self.writer = None
 
-# %% ../nbs/04_classifier.ipynb #afe90468
+# %% ../nbs/04_classifier.ipynb #0e336ceb
 def largest_batch(fits, # fits(batch_size) -> bool
                   start:int=16, # first size tried
                   limit:int=1024, # never more than this
@@ -436,7 +435,7 @@ def largest_batch(fits, # fits(batch_size) -> bool
             else: hi = mid
     return lo // 8 * 8 if lo >= 8 else lo
 
-# %% ../nbs/04_classifier.ipynb #f3f89c7d
+# %% ../nbs/04_classifier.ipynb #d10f8986
 def auto_batch_size(model:nn.Module, # the model, on its device
                     img_size:int, # input side
                     device, # a `torch.device`
@@ -447,7 +446,7 @@ def auto_batch_size(model:nn.Module, # the model, on its device
     "The largest training batch whose forward, backward and AdamW step stay under `headroom` of GPU memory."
     log = get_logger('classifier')
     if device.type != 'cuda': log.info('auto batch size: skipped (no GPU); train.batch_size is used'); return None
-    total, state = torch.cuda.get_device_properties(device).total_memory, copy.deepcopy(model.state_dict())
+    total, state = torch.cuda.get_device_properties(device).total_memory, _cpu_state(model)  # on the CPU: no GPU memory taken from the search
     opt = torch.optim.AdamW(model.parameters())
     def fits(b):
         try:
@@ -459,11 +458,11 @@ def auto_batch_size(model:nn.Module, # the model, on its device
         except torch.OutOfMemoryError: return False
         finally: opt.zero_grad(set_to_none=True); torch.cuda.empty_cache()
     b = largest_batch(fits, limit=limit)
-    model.load_state_dict(state); del opt; torch.cuda.empty_cache()
+    model.load_state_dict(state); opt.state.clear(); torch.cuda.empty_cache()
     log.info(f'auto batch size: {b} (peak memory under {headroom:.0%} of {total / 2**30:.0f} GiB)')
     return b
 
-# %% ../nbs/04_classifier.ipynb #1d8dbf0c
+# %% ../nbs/04_classifier.ipynb #ec284d24
 def top5(inp, targ):
     "Top-5 accuracy (top-k with k = the class count when there are fewer classes)."
     return top_k_accuracy(inp, targ, k=min(5, inp.shape[-1]))
@@ -472,7 +471,7 @@ def training_metrics()->list:
     "fastai metrics for the Learner: 'accuracy', 'top5' and 'macro_f1' (scikit-learn's macro F1)."
     return [accuracy, top5, AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]
 
-# %% ../nbs/04_classifier.ipynb #f4fab838
+# %% ../nbs/04_classifier.ipynb #cffe588b
 def calibration_bins(confidence:np.ndarray, # top-1 probability per image
                      correct:np.ndarray, # whether top-1 was right
                      bins:int=15, # equal-width confidence bins
@@ -487,7 +486,7 @@ def expected_calibration_error(confidence, correct, bins:int=15)->float:
     t = calibration_bins(confidence, correct, bins)
     return float((t['count'] / t['count'].sum() * (t.accuracy - t.confidence).abs()).sum())
 
-# %% ../nbs/04_classifier.ipynb #cbfd6e28
+# %% ../nbs/04_classifier.ipynb #2ba7e79a
 def classification_metrics(probs:np.ndarray, # (images, classes) probabilities
                            targets:np.ndarray, # true class index per image
                            bins:int=15, # for the ECE
@@ -510,7 +509,7 @@ def top_confused(targets, preds, # true and predicted class indices
     wrong = pd.DataFrame(dict(true=np.asarray(targets), predicted=np.asarray(preds))).query('true != predicted')
     return wrong.value_counts().rename('count').reset_index().head(n)
 
-# %% ../nbs/04_classifier.ipynb #31a0577f
+# %% ../nbs/04_classifier.ipynb #67a6c4a2
 def classifier_data(cfg, # resolved settings
                    )->dict:
     "Training and validation pill rows, class map, preprocessor and crop caches of a prepared experiment."
@@ -531,7 +530,7 @@ def classifier_data(cfg, # resolved settings
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
 
-# %% ../nbs/04_classifier.ipynb #a6d27b58
+# %% ../nbs/04_classifier.ipynb #e8b9941c
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
 def build_learner(cfg, # resolved settings
@@ -597,7 +596,7 @@ class _RestoreScaler(Callback):
     def before_fit(self):
         if getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.state)
 
-# %% ../nbs/04_classifier.ipynb #d5759f98
+# %% ../nbs/04_classifier.ipynb #dd0a5789
 def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)
                      n_classes:int, # the class map's size
                      pre:UnifiedPreprocessor, # the preprocessing
@@ -608,7 +607,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
     bb = create_backbone(c.model, n_classes, c.pretrained and load_weights, c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
 
-# %% ../nbs/04_classifier.ipynb #d3445e6b
+# %% ../nbs/04_classifier.ipynb #b431eb24
 @torch.inference_mode()
 def predict_probs(model:nn.Module, # a `PillClassifier`
                   loader, # yields (uint8 images, labels)
@@ -636,7 +635,7 @@ def load_classifier(path:str|Path, # a checkpoint
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])
     return model.eval(), ck
 
-# %% ../nbs/04_classifier.ipynb #45bc1291
+# %% ../nbs/04_classifier.ipynb #cd607973
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
                         d:dict|None=None, # from `classifier_data` (read when None)
@@ -670,7 +669,7 @@ def evaluate_classifier(cfg, # resolved settings
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
     return out
 
-# %% ../nbs/04_classifier.ipynb #69c6fd07
+# %% ../nbs/04_classifier.ipynb #e2aaa9e7
 def plot_reliability(bins:pd.DataFrame, # from `calibration_bins`
                      ece:float|None=None, # shown in the title
                     ):
@@ -721,7 +720,7 @@ def plot_history(history:list, # `history.json` rows
     fig.tight_layout()
     return fig
 
-# %% ../nbs/04_classifier.ipynb #63c38990
+# %% ../nbs/04_classifier.ipynb #71641ed4
 def train_classifier(cfg, # resolved settings (`load_config`)
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
@@ -753,7 +752,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     write_json(paths.classifier/'metrics.json', out)
     return out
 
-# %% ../nbs/04_classifier.ipynb #70d36611
+# %% ../nbs/04_classifier.ipynb #10436bd4
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`
                         d:dict, # from `classifier_data`
                         n:int=6, # pairs shown
