@@ -23,7 +23,7 @@ demo: install
 
 # The CPU accuracy benchmark of the classifier (README): 50 drugs at 488x640, resnet10t at 128 px.
 bench-cls: install
-	$(BIN)/pillsnap demo --preset bench
+	$(BIN)/pillsnap demo --preset bench --classifier-only
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install

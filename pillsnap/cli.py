@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
-           'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'demo', 'usage', 'main']
+           'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
+           'predict', 'demo', 'demo_predictions', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #eb7f9659
+# %% ../nbs/12_cli.ipynb #45577744
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -14,11 +15,12 @@ import pandas as pd
 from fastcore.script import anno_parser, store_true
 
 import pillsnap
-from . import classifier, data
+from . import classifier, data, detector, pipeline
+from .aihub import write_json
 from .config import ConfigError, exp_paths, get_logger, load_config, parse_overrides, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #b0510a9c
+# %% ../nbs/12_cli.ipynb #d4ea83d6
 COMMANDS = {}
 
 def command(f):
@@ -26,7 +28,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #dfff9463
+# %% ../nbs/12_cli.ipynb #1e3c3612
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -39,7 +41,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #176de9e3
+# %% ../nbs/12_cli.ipynb #4756dfcc
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -50,7 +52,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #e1c6675b
+# %% ../nbs/12_cli.ipynb #5400de01
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -73,7 +75,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #42a5aee2
+# %% ../nbs/12_cli.ipynb #b77015d8
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -96,7 +98,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #b95ca654
+# %% ../nbs/12_cli.ipynb #9fe370c2
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -124,7 +126,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #44290f6f
+# %% ../nbs/12_cli.ipynb #fb0e5a6c
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -157,25 +159,112 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #a50a7c79
+# %% ../nbs/12_cli.ipynb #b5668864
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
-             checkpoint:str='best', # best, last or a checkpoint path
+             what:str='classifier', # classifier, detector or pipeline (both stages on the validation photos)
+             checkpoint:str='best', # classifier checkpoint: best, last or a path
+             data:str=None, # detector: a YOLO data.yaml to evaluate on (default: the experiment's)
+             split:str='val', # detector: the split of that data.yaml
              preset:str=None, # a preset from config.yaml to apply first
              config:str=None, # config file (default: the nearest config.yaml)
             ):
-    "Evaluate a classifier checkpoint on the validation split (metrics.json, reliability diagram)."
+    "Evaluate an experiment: the classifier, the detector (on any YOLO dataset) or the two stages together."
     cfg = _cfg(settings, config, preset, **{'paths.exp_dir': exp})
-    setup_logging(cfg, exp_paths(cfg.paths.exp_dir).logs/'evaluate.log')
-    result = classifier.evaluate_classifier(cfg, checkpoint)
-    print(metrics_table(result).to_string())
+    paths = exp_paths(cfg.paths.exp_dir)
+    setup_logging(cfg, paths.logs/'evaluate.log')
+    if what == 'classifier':
+        result = classifier.evaluate_classifier(cfg, checkpoint)
+        print(metrics_table(result).to_string())
+    elif what == 'detector':
+        weights = paths.detector/'detector.safetensors'
+        if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
+        src = Path(data).resolve() if data else detector.detector_data(cfg)
+        if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
+        tag = f"{src.parent.name}-{split}"
+        result = detector.evaluate_detector(cfg, weights, src, split, name=f'eval-{tag}')
+        write_json(paths.reports/f'detector-{tag}.json', result)
+        print(det_table(result).to_string()); print(f"  written  {paths.reports/f'detector-{tag}.json'}")
+    elif what == 'pipeline':
+        result = pipeline.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint))
+        print(pd.DataFrame({k: result[k] for k in ('combo', 'single')}).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
+    else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #0094ea94
+# %% ../nbs/12_cli.ipynb #b3c9f613
+def det_table(m:dict)->pd.DataFrame:
+    "The headline numbers of a detector `metrics.json`."
+    rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
+    if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
+    return pd.DataFrame({m.get('split', 'val'): rows})
+
+@command
+def train_det(*settings:str, # key=value settings
+              exp:str=None, # experiment folder (default: paths.exp_dir)
+              data:str=None, # a YOLO data.yaml to train on (default: the experiment's data/yolo tree)
+              resume:store_true=False, # continue the interrupted run in {exp}/detector/train
+              preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
+              no_notebook:store_true=False, # train in this process, without the papermill report
+              config:str=None, # config file (default: the nearest config.yaml)
+             ):
+    "Train the pill detector (nbs/05_detector through papermill; the executed notebook in {exp}/runs/ is the report)."
+    cfg = _cfg(settings, config, preset, **{'paths.exp_dir': exp, 'detector.data_path': data and str(Path(data).resolve()),
+                                              'detector.resume': 'last' if resume else None})
+    detector.check_detector(cfg)  # fail fast, before any work
+    paths = start_run(cfg, 'train-det')
+    report = None
+    if stage_notebook('05_detector') is None or no_notebook: result = detector.train_detector(cfg)
+    else: report = run_stage('05_detector', cfg, 'train-det'); result = json.loads((paths.detector/'metrics.json').read_text())
+    print(det_table(result).to_string())
+    print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
+    return result
+
+# %% ../nbs/12_cli.ipynb #a34eba14
+def prediction_table(r:dict)->pd.DataFrame:
+    "One row per pill and candidate of a prediction."
+    rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
+             'confidence': round(c['confidence'], 3), 'name': c.get('dl_name'), 'company': c.get('dl_company'), 'imprint': ' / '.join(
+                 x for x in (c.get('print_front'), c.get('print_back')) if x)} for i, p in enumerate(r['pills']) for j, c in enumerate(p['candidates'])]
+    return pd.DataFrame(rows)
+
+@command
+def predict(*images:str, # photos to identify
+            exp:str=None, # experiment folder with a trained classifier (default: paths.exp_dir)
+            mode:str='single', # single (one pill per photo) or combo (several: detect, then classify each)
+            top_k:int=None, # candidates per pill (default: pipeline.top_k)
+            json_out:store_true=False, # print the prediction schema as JSON (also: --json)
+            draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
+            checkpoint:str='best', # classifier checkpoint: best, last or a path
+            config:str=None, # config file (default: the nearest config.yaml), for --exp's default
+           ):
+    "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
+    if mode not in pipeline.MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
+    if not images: raise ConfigError('give at least one photo')
+    exp = exp or load_config(path=config).paths.exp_dir
+    pred = pipeline.Predictor.from_exp(exp, checkpoint)
+    results = []
+    for f in images:
+        try: r = pred.predict(f, mode, top_k)
+        except pipeline.ImageError as e: raise ConfigError(f'cannot read {f}: {e}') from None
+        r['image'] = str(f); results.append(r)
+        if draw:
+            out = Path(draw)/f'{Path(f).stem}.png' if len(images) > 1 else Path(draw)
+            pipeline.draw_prediction(f, r, out); r['drawn'] = str(out)
+    if json_out: print(json.dumps(results[0] if len(results) == 1 else results, indent=1, ensure_ascii=False))
+    else:
+        for r in results:
+            print(f"{r['image']} — {r['mode']} mode, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
+                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else ''))
+            if r['pills']: print(prediction_table(r).to_string(index=False))
+            if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+    return results
+
+# %% ../nbs/12_cli.ipynb #762a63ac
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
+         classifier_only:store_true=False, # stop after the classifier (make bench-cls)
          config:str=None, # config file (default: the nearest config.yaml)
         ):
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
@@ -193,15 +282,48 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     if report is None: classifier.train_classifier(cfg)
     metrics = json.loads((paths.classifier/'metrics.json').read_text())
     log.info('classifier\n' + metrics_table(metrics).to_string())
+    if classifier_only:
+        print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+              f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; report: {report}")
+        return {'metrics': paths.classifier/'metrics.json', 'training report': report}
+    det_report = run_stage('05_detector', cfg, 'train-det') if stage_notebook('05_detector') else None
+    if det_report is None: detector.train_detector(cfg)
+    det = json.loads((paths.detector/'metrics.json').read_text())
+    log.info('detector\n' + det_table(det).to_string())
+    predicted = demo_predictions(cfg)
     outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
                'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
                'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
-               'training report': report, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
-    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}. Outputs:")
+               'training report': report, 'detector': paths.detector/'detector.safetensors', 'detector metrics': paths.detector/'metrics.json',
+               'detector report': det_report, **predicted, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
+    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}. Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #b7a6b240
+# %% ../nbs/12_cli.ipynb #d5792658
+def demo_predictions(cfg)->dict:
+    "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    pred, m = pipeline.Predictor.from_exp(paths.root), data.load_manifest(paths.data, 'val')
+    out = {}
+    for mode, kind in (('single', 'single'), ('combo', 'combo')):
+        rows = m[m.kind == kind]
+        if not len(rows): continue
+        row = rows.iloc[0]
+        photo = Path(cfg.data.root)/row.image
+        r = pred.predict(photo, mode)
+        truth = [row.code] if kind == 'single' else list(row.k_codes)
+        r.update(image=str(photo), truth=truth)
+        write_json(paths.reports/f'predict-{mode}.json', r)
+        pipeline.draw_prediction(photo, r, paths.reports/f'predict-{mode}.png')
+        log.info(f"{mode} photo {photo.name}: truth {', '.join(truth)}; predicted " +
+                 ', '.join(f"{p['candidates'][0]['k_code']} ({p['candidates'][0]['confidence']:.2f})" for p in r['pills']))
+        out[f'{mode} prediction'] = paths.reports/f'predict-{mode}.json'
+        out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
+    return out
+
+# %% ../nbs/12_cli.ipynb #6b824728
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))
@@ -222,11 +344,14 @@ def main(argv:list|None=None, # words after `pillsnap` (default: sys.argv[1:])
         return 2
     f = COMMANDS[name]
     parser = anno_parser(f, prog=f'pillsnap {name}')
-    args = vars(parser.parse_intermixed_args(rest))
+    args = vars(parser.parse_intermixed_args(['--json-out' if a == '--json' else a for a in rest]))
     args.pop('pdb', None); args.pop('xtra', None)
     pos = [args.pop(k) for k in list(args) if k in _positional(f)]
-    try: f(*pos, *args.pop('settings', []), **args)
+    try: f(*pos, *args.pop(_var_positional(f), []), **args)
     except ConfigError as e:
+        print(f'pillsnap {name}: error: {e}', file=sys.stderr)
+        return 2
+    except pipeline.ImageError as e:
         print(f'pillsnap {name}: error: {e}', file=sys.stderr)
         return 2
     except (StageFailed, classifier.TrainingStopped) as e:
@@ -237,3 +362,7 @@ def main(argv:list|None=None, # words after `pillsnap` (default: sys.argv[1:])
 def _positional(f):
     import inspect
     return [k for k, p in inspect.signature(f).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+
+def _var_positional(f):
+    import inspect
+    return next((k for k, p in inspect.signature(f).parameters.items() if p.kind is p.VAR_POSITIONAL), 'settings')

@@ -13,7 +13,7 @@ __all__ = ['MAX_PIXELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IM
            'plot_summary', 'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
-import contextlib, hashlib, io, json, math, os, shutil, time, warnings
+import contextlib, hashlib, io, json, math, os, shutil, sys, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -55,6 +55,11 @@ def _cv2_open(data):
     return Image.fromarray(np.ascontiguousarray(a[..., 2::-1] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2)))
 
 # %% ../nbs/03_data.ipynb #277ec9d6
+def _pil_open():
+    "Pillow's own `Image.open`: importing ultralytics replaces it with one that tries to install a HEIF plugin on unknown bytes."
+    patches = sys.modules.get('ultralytics.utils.patches')
+    return getattr(patches, '_image_open', Image.open)
+
 def open_image_safely(src, # a path, bytes, or an open binary file
                       max_pixels:int=MAX_PIXELS, # refuse images with more pixels than this
                      )->tuple: # (RGB PIL image, None) or (None, reason)
@@ -66,7 +71,7 @@ def open_image_safely(src, # a path, bytes, or an open binary file
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _pil_open()(io.BytesIO(data))
             if im.width * im.height > max_pixels: return None, 'too large'
             im.load()
             return to_rgb(ImageOps.exif_transpose(im)), None

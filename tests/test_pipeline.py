@@ -1,0 +1,154 @@
+"The two-stage predictor: the prediction schema in both modes, crop geometry, no mode switching, batches, the predict command."
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+
+TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'train.batch_size=8', 'loader.num_workers=0',
+        'data.workers=1', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
+        'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001', 'detector.max_det=12']
+
+
+@pytest.fixture(scope='module')
+def exp(tiny_root, tmp_path_factory):
+    "A trained tiny experiment (classifier and detector; their answers are not meant to be right)."
+    from pillsnap.classifier import train_classifier
+    from pillsnap.config import load_config, save_config, exp_paths
+    from pillsnap.data import prepare
+    from pillsnap.detector import train_detector
+    e = tmp_path_factory.mktemp('pipe')/'exp'
+    cfg = load_config([f'paths.exp_dir={e}', f'data.root={tiny_root}', *TINY])
+    save_config(cfg, exp_paths(e).config)
+    prepare(cfg); train_classifier(cfg)
+    no_det = tmp_path_factory.mktemp('pipe')/'no-detector'
+    import shutil; shutil.copytree(e, no_det)
+    train_detector(cfg)
+    return e, no_det
+
+
+@pytest.fixture(scope='module')
+def pred(exp):
+    from pillsnap.pipeline import Predictor
+    return Predictor.from_exp(exp[0])
+
+
+@pytest.fixture(scope='module')
+def photos(pred):
+    from pillsnap.data import load_manifest
+    m = load_manifest(Path(pred.cfg.paths.exp_dir)/'data', 'val')
+    root = Path(pred.cfg.data.root)
+    return root/m[m.kind == 'single'].image.iloc[0], root/m[m.kind == 'combo'].image.iloc[0]
+
+
+REGISTRY = {'dl_name', 'dl_name_en', 'dl_company', 'edi_codes', 'print_front', 'print_back', 'drug_shape', 'color_class1', 'chart'}
+
+
+def check_schema(r, mode, k):
+    assert set(r) >= {'mode', 'pills', 'hints', 'timing_ms', 'models'} and r['mode'] == mode
+    assert set(r['timing_ms']) >= {'detect', 'classify', 'total'} and all(v >= 0 for v in r['timing_ms'].values())
+    assert set(r['models']) == {'classifier', 'detector', 'preprocess'} and r['models']['preprocess'].startswith('unified-1')
+    assert isinstance(r['hints']['combo_recommended'], bool)
+    for p in r['pills']:
+        assert len(p['box']) == 4 and len(p['candidates']) == k
+        confs = [c['confidence'] for c in p['candidates']]
+        assert confs == sorted(confs, reverse=True) and all(0 <= c <= 1 for c in confs)
+        for c in p['candidates']:
+            assert c['k_code'].startswith('K-') and REGISTRY <= set(c) and isinstance(c['edi_codes'], list)
+    json.dumps(r, ensure_ascii=False)  # the schema is JSON as it is
+
+
+def test_single_mode_schema_and_no_switching(pred, photos):
+    single, combo = photos
+    r = pred.predict(single, 'single', top_k=3)
+    check_schema(r, 'single', 3)
+    w, h = Image.open(single).size
+    assert len(r['pills']) == 1 and r['pills'][0]['box'] == [0.0, 0.0, float(w), float(h)] and r['pills'][0]['det_score'] is None
+    r = pred.predict(combo, 'single')  # several pills, single mode: still one answer; at most a hint
+    check_schema(r, 'single', 5)
+    assert len(r['pills']) == 1 and r['mode'] == 'single'
+    assert r['hints']['combo_recommended'] and r['hints']['reason']
+    assert r['models']['detector'] is not None  # the hint came from the detector
+
+
+def test_combo_mode_schema(pred, photos):
+    single, combo = photos
+    for photo in (combo, single):  # combo mode on a single-pill photo stays combo mode
+        r = pred.predict(photo, 'combo', top_k=2)
+        check_schema(r, 'combo', 2)
+        w, h = Image.open(photo).size
+        assert 1 <= len(r['pills']) <= 12 and r['timing_ms']['detect'] > 0
+        for p in r['pills']:
+            x1, y1, x2, y2 = p['box']
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h and 0 <= p['det_score'] <= 1
+
+
+def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
+    "A detection running past the photo is clipped, and the crop classified is the padded, edge-repeated training crop."
+    from pillsnap.pipeline import xyxy_to_xywh
+    im = Image.open(photos[1]).convert('RGB')
+    W, H = im.size
+    seen = []
+    orig = pred.classify
+    pred.detect = lambda ims: [(np.array([[-30.0, -20.0, 40.0, 50.0], [W - 20, H - 30, W + 15, H + 5]]), np.array([0.9, 0.8]))]
+    pred.classify = lambda crops, k: (seen.extend(crops), orig(crops, k))[1]
+    try: r = pred.predict(im, 'combo')
+    finally: del pred.detect, pred.classify
+    assert [p['box'] for p in r['pills']] == [[0.0, 0.0, 40.0, 50.0], [W - 20.0, H - 30.0, float(W), float(H)]]
+    want = pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh([0, 0, 40, 50])))
+    assert torch.equal(seen[0], want) and seen[0].shape == (3, pred.pre.img_size, pred.pre.img_size)
+    # the square crop around a corner box runs past the photo: its outside is the repeated edge, not black
+    full = np.asarray(pred.pre.crop(im, [0, 0, 40, 50]))
+    assert (full[0] == full[1]).all() and (full[:, 0] == full[:, 1]).all()
+
+
+def test_batch_gives_the_per_photo_answers(pred, photos):
+    for mode in ('single', 'combo'):
+        batch = pred.predict_batch([photos[0], Image.open(photos[1]), photos[1].read_bytes()], mode)
+        assert len(batch) == 3 and all(b['timing_ms']['batch'] == 3 for b in batch)
+        for b, src in zip(batch, [photos[0], photos[1], photos[1]]):
+            one = pred.predict(src, mode)
+            assert [p['box'] for p in b['pills']] == [p['box'] for p in one['pills']]
+            for p, q in zip(b['pills'], one['pills']):
+                assert [c['k_code'] for c in p['candidates']] == [c['k_code'] for c in q['candidates']]
+                assert np.allclose([c['confidence'] for c in p['candidates']], [c['confidence'] for c in q['candidates']], atol=1e-4)
+
+
+def test_bad_inputs_and_missing_detector(exp, pred, photos, tmp_path):
+    from pillsnap.config import ConfigError
+    from pillsnap.pipeline import ImageError, Predictor
+    for bad, why in ((b'', 'empty file'), (b'\x89PNG\r\n\x1a\n' + b'\0' * 20, 'truncated|corrupt|not an image'), (np.zeros((4, 4), np.float64), 'uint8')):
+        with pytest.raises(ImageError, match=why): pred.predict(bad)
+    with pytest.raises(ValueError, match="mode must be 'single' or 'combo'"): pred.predict(photos[0], 'auto')
+    p = Predictor.from_exp(exp[1])
+    assert p.predict(photos[0], 'single')['hints'] is not None  # single mode works without a detector
+    with pytest.raises(ConfigError, match='pillsnap train-det'): p.predict(photos[1], 'combo')
+
+
+def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
+    e = exp[0]
+    r = run_cli('predict', photos[1], '--exp', e, '--mode', 'combo', '--json', '--top-k', '2', '--draw', tmp_path/'combo.png')
+    out = json.loads(r.stdout)
+    check_schema(out, 'combo', 2)
+    assert out['drawn'] == str(tmp_path/'combo.png') and Image.open(tmp_path/'combo.png').size[0] > 100
+    r = run_cli('predict', photos[0], photos[1], '--exp', e, '--draw', tmp_path/'drawn')
+    assert r.stdout.count('single mode, 1 pill(s)') == 2 and 'k_code' in r.stdout
+    assert sorted(p.name for p in (tmp_path/'drawn').iterdir()) == sorted({f'{photos[0].stem}.png', f'{photos[1].stem}.png'})
+    (tmp_path/'bad.png').write_bytes(b'not an image')
+    r = run_cli('predict', tmp_path/'bad.png', '--exp', e, check=False)
+    assert r.returncode == 2 and 'not an image' in r.stderr, r.stderr
+    r = run_cli('predict', photos[0], '--exp', e, '--mode', 'both', check=False)
+    assert r.returncode == 2 and '--mode must be single or combo' in r.stderr
+
+
+def test_evaluate_pipeline_command(exp):
+    r = run_cli('evaluate', '--exp', exp[0], '--what', 'pipeline')
+    out = json.loads((exp[0]/'reports'/'pipeline.json').read_text())
+    assert out['combo']['photos'] > 0 and out['combo']['pills'] >= out['combo']['photos'] and out['single']['photos'] > 0
+    for k in ('pill_recall', 'pill_top1', 'pill_top1_true_boxes', 'end_to_end', 'end_to_end_strict'): assert 0 <= out['combo'][k] <= 1
+    assert out['combo']['end_to_end_strict'] <= out['combo']['end_to_end']
+    assert 'whole_photo_top1' in r.stdout
