@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['ARCH_RE', 'DET_FORMAT', 'detector_arch', 'build_detector', 'save_detector', 'detector_meta', 'load_detector',
-           'detector_data', 'check_detector', 'yolo_device', 'offline_amp_check', 'log_epoch', 'train_detector',
-           'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections',
-           'save_samples']
+           'detector_data', 'check_detector', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics',
+           'train_detector', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
+           'plot_detections', 'save_samples']
 
-# %% ../nbs/05_detector.ipynb #f4a0acfc
+# %% ../nbs/05_detector.ipynb #32f98a4e
 import os
 os.environ.setdefault('YOLO_OFFLINE', '1')  # before ultralytics is imported: no hub sync, no online checks, no downloads
 os.environ.setdefault('YOLO_AUTOINSTALL', 'false')  # and never a pip install at run time
-import contextlib, json, re, shutil, tempfile, time
+import contextlib, json, logging, re, shutil, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import yaml
 from .aihub import write_json
 from .config import ConfigError, exp_paths, get_logger, pick_device
 
-# %% ../nbs/05_detector.ipynb #4619f40c
+# %% ../nbs/05_detector.ipynb #addcbc9d
 ARCH_RE = re.compile(r'yolo(v8|v9|v10|11|12|26)([nsmlxtce])')
 
 def detector_arch(model:str, # e.g. 'yolo11m'
@@ -35,7 +35,7 @@ def detector_arch(model:str, # e.g. 'yolo11m'
         raise ConfigError(f"unknown detector.model '{model}' — use an ultralytics YOLO name with its size, e.g. yolo11n, yolo11s, yolo11m, yolo11l, yolo11x")
     return f'{model}.yaml'
 
-# %% ../nbs/05_detector.ipynb #4c51f281
+# %% ../nbs/05_detector.ipynb #0d1da9f2
 def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
                    weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors or ultralytics .pt
                   ):
@@ -53,7 +53,7 @@ def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
     get_logger('detector').info(f'loading ultralytics checkpoint {p} (a pickle: only load files you trust)')
     return YOLO(str(p), task='detect')
 
-# %% ../nbs/05_detector.ipynb #ef816760
+# %% ../nbs/05_detector.ipynb #9db6da53
 DET_FORMAT = 'pillsnap-detector/1'
 
 def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting with it)
@@ -100,7 +100,7 @@ def load_detector(path:str|Path):
     yolo.imgsz = meta['imgsz']
     return yolo
 
-# %% ../nbs/05_detector.ipynb #bf080872
+# %% ../nbs/05_detector.ipynb #778fab0c
 def detector_data(cfg)->Path:
     "The data.yaml the detector trains and validates on; a clear error when it is missing."
     p = Path(cfg.detector.data_path) if cfg.detector.data_path else exp_paths(cfg.paths.exp_dir).data/'yolo'/'data.yaml'
@@ -125,7 +125,7 @@ def yolo_device(device:torch.device)->str:
     "ultralytics' spelling of a torch device: 'cpu' or the GPU index."
     return 'cpu' if device.type != 'cuda' else str(device.index or 0)
 
-# %% ../nbs/05_detector.ipynb #5755ca28
+# %% ../nbs/05_detector.ipynb #595f98d9
 @contextlib.contextmanager
 def offline_amp_check():
     "Skip ultralytics' AMP self-test when the model it downloads is not already on disk."
@@ -150,6 +150,15 @@ def log_epoch(trainer):
                                 f'R={m.get("metrics/recall(B)", 0):.3f} mAP50={m.get("metrics/mAP50(B)", 0):.3f} '
                                 f'mAP50-95={m.get("metrics/mAP50-95(B)", 0):.3f} ({trainer.epoch_time or 0:.1f}s)')
 
+@contextlib.contextmanager
+def quiet_ultralytics(verbose:bool=False):
+    "Unless `verbose`, ultralytics' console output (progress bars, tables) is off; pillsnap's per-epoch lines remain."
+    lg = logging.getLogger('ultralytics')
+    old = lg.level
+    if not verbose: lg.setLevel(logging.WARNING)
+    try: yield
+    finally: lg.setLevel(old)
+
 def _train_args(cfg, data:Path, run_dir:Path)->dict:
     d = cfg.detector
     return dict(data=str(data), epochs=d.epochs, imgsz=d.img_size, batch=d.batch_size, patience=d.patience or 10**6,
@@ -157,7 +166,7 @@ def _train_args(cfg, data:Path, run_dir:Path)->dict:
                 exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True, amp=cfg.train.amp != 'off',
                 close_mosaic=min(d.close_mosaic, d.epochs), verbose=False, val=True)
 
-# %% ../nbs/05_detector.ipynb #d87427d6
+# %% ../nbs/05_detector.ipynb #1996a003
 def train_detector(cfg, # resolved settings (`load_config`)
                   )->dict: # the metrics.json written
     "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
@@ -165,7 +174,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
     data, run_dir = check_detector(cfg), paths.detector/'train'
     last = run_dir/'weights'/'last.pt'
     t0 = time.perf_counter()
-    with offline_amp_check():
+    with offline_amp_check(), quiet_ultralytics(d.verbose):
         if d.resume:
             from ultralytics import YOLO
             ck = torch.load(last, map_location='cpu', weights_only=False)  # ultralytics' own checkpoint of this run
@@ -195,7 +204,7 @@ def _epochs_done(run_dir):
     f = run_dir/'results.csv'
     return max(0, len(f.read_text().strip().splitlines()) - 1) if f.is_file() else 0
 
-# %% ../nbs/05_detector.ipynb #0cbcf508
+# %% ../nbs/05_detector.ipynb #77ff629f
 def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                       weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                       data:str|Path, # a YOLO data.yaml
@@ -205,16 +214,17 @@ def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
     "Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset."
     paths = exp_paths(cfg.paths.exp_dir)
     model = build_detector(cfg.detector.model, weights)
-    r = model.val(data=str(data), split=split, imgsz=cfg.detector.img_size, batch=cfg.detector.batch_size, single_cls=True,
-                  device=yolo_device(pick_device(cfg.device)), plots=False, verbose=False, project=str(paths.detector),
-                  name=name or f'val-{split}', exist_ok=True, workers=0)
+    with quiet_ultralytics(cfg.detector.verbose):
+        r = model.val(data=str(data), split=split, imgsz=cfg.detector.img_size, batch=cfg.detector.batch_size, single_cls=True,
+                      device=yolo_device(pick_device(cfg.device)), plots=False, verbose=False, project=str(paths.detector),
+                      name=name or f'val-{split}', exist_ok=True, workers=0)
     box = r.box
     return dict(precision=round(float(box.mp), 4), recall=round(float(box.mr), 4), map50=round(float(box.map50), 4),
                 map50_95=round(float(box.map), 4), images=len(split_images(data, split)), instances=int(r.nt_per_class.sum()),
                 split=split, data=str(data), weights=str(weights), img_size=cfg.detector.img_size,
                 speed_ms=({k: round(v, 2) for k, v in r.speed.items()}))
 
-# %% ../nbs/05_detector.ipynb #61fd3fea
+# %% ../nbs/05_detector.ipynb #8e5977d4
 def yolo_boxes(label_file:str|Path, # a YOLO label file (`class cx cy w h` per line, normalised)
                width:int, height:int, # image size
               )->np.ndarray: # (n, 4) x1, y1, x2, y2 in pixels
@@ -241,7 +251,7 @@ def draw_boxes(ax, image, # a matplotlib axis and the photo (PIL or array)
         text = labels[i] if labels is not None else (f'{scores[i]:.2f}' if scores is not None else None)
         if text: ax.text(b[0], b[1], text, color='black', fontsize=6, va='bottom', bbox=dict(fc='orange', ec='none', pad=0.5, alpha=0.8))
 
-# %% ../nbs/05_detector.ipynb #a8d46fe9
+# %% ../nbs/05_detector.ipynb #e5147e3e
 def split_images(data:str|Path, split:str='val')->list:
     "The image files of one split of a YOLO data.yaml."
     from ultralytics.data.utils import IMG_FORMATS

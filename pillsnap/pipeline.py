@@ -6,7 +6,7 @@
 __all__ = ['MODES', 'ImageError', 'load_image', 'clip_box', 'xyxy_to_xywh', 'box_iou', 'registry', 'Predictor', 'draw_prediction',
            'evaluate_pipeline']
 
-# %% ../nbs/06_pipeline.ipynb #044f845b
+# %% ../nbs/06_pipeline.ipynb #1de163df
 import hashlib, io, json, time
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .config import ConfigError, exp_paths, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, crop_square, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, yolo_device
 
-# %% ../nbs/06_pipeline.ipynb #91ff9ba7
+# %% ../nbs/06_pipeline.ipynb #6c940046
 MODES = ('single', 'combo')
 
 class ImageError(ValueError):
@@ -46,7 +46,7 @@ def load_image(src, # path, bytes, binary file, PIL image or uint8 array
     if im is None: raise ImageError(why if isinstance(src, bytes) or hasattr(src, 'read') else f'{src}: {why}')
     return im
 
-# %% ../nbs/06_pipeline.ipynb #0a07638f
+# %% ../nbs/06_pipeline.ipynb #c97e9c38
 def clip_box(box, # [x1, y1, x2, y2] in pixels
              width:int, height:int, # photo size
             )->list: # the box inside the photo
@@ -69,7 +69,7 @@ def box_iou(a:np.ndarray, # (n, 4) x1 y1 x2 y2
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
-# %% ../nbs/06_pipeline.ipynb #a495caf9
+# %% ../nbs/06_pipeline.ipynb #1216fb7f
 def _file_id(path:Path, name:str)->str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -130,7 +130,7 @@ class Predictor:
     @property
     def has_detector(self)->bool: return self._detector is not None or (self.detector_path is not None and self.detector_path.is_file())
 
-# %% ../nbs/06_pipeline.ipynb #eea36158
+# %% ../nbs/06_pipeline.ipynb #909fe917
 def _detect(self:Predictor, images:list)->list:
     "[(boxes (n, 4) xyxy, scores (n,))] per photo."
     d = self.cfg.detector
@@ -155,7 +155,7 @@ def _classify(self:Predictor, crops:list, # uint8 CHW tensors
 
 Predictor.detect, Predictor.classify = _detect, _classify
 
-# %% ../nbs/06_pipeline.ipynb #1f91e45b
+# %% ../nbs/06_pipeline.ipynb #8d861849
 def _predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
                    mode:str='single', # single | combo — the user's choice
                    top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
@@ -172,11 +172,12 @@ def _predict_batch(self:Predictor, images:list, # photos (anything `load_image` 
         for b, s in self.detect(ims): boxes.append(b); scores.append(s)
         t_det = time.perf_counter() - t1
     else: boxes, scores = [np.array([[0, 0, im.width, im.height]], float) for im in ims], [np.array([None])] * len(ims)
+    hint_det = self._hint_counts(ims) if mode == 'single' else [None] * len(ims)  # the detector's pill count, for the hint only
     t2 = time.perf_counter()
+    if mode == 'single': t_det = t2 - t1
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, bs in zip(ims, boxes) for b in bs]
     cands = iter(self.classify(crops, top_k))
     t3 = time.perf_counter()
-    hint_det = self._hint_counts(ims) if mode == 'single' else [None] * len(ims)
     n, out = len(ims), []
     for im, bs, ss, nd in zip(ims, boxes, scores, hint_det):
         pills = [{'box': [round(v, 1) for v in clip_box(b, im.width, im.height)], 'det_score': None if s is None else round(float(s), 4),
@@ -197,7 +198,7 @@ def _predict(self:Predictor, image, # a photo (anything `load_image` takes)
 
 Predictor.predict_batch, Predictor.predict = _predict_batch, _predict
 
-# %% ../nbs/06_pipeline.ipynb #28020428
+# %% ../nbs/06_pipeline.ipynb #2ad83b00
 def _hint_counts(self:Predictor, ims:list)->list:
     if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
     return [len(b) for b, _ in self.detect(ims)]
@@ -218,7 +219,7 @@ def _models(self:Predictor, mode:str)->dict:
 
 Predictor._hint_counts, Predictor._hints, Predictor.models = _hint_counts, _hints, _models
 
-# %% ../nbs/06_pipeline.ipynb #1c5a55e0
+# %% ../nbs/06_pipeline.ipynb #8796fa6d
 def draw_prediction(image, # the photo
                     result:dict, # from `Predictor.predict`
                     out:str|Path|None=None, # write here (PNG/JPEG by suffix)
@@ -243,7 +244,7 @@ def draw_prediction(image, # the photo
         fig.savefig(out, dpi=120); plt.close(fig)
     return fig
 
-# %% ../nbs/06_pipeline.ipynb #94c24652
+# %% ../nbs/06_pipeline.ipynb #6f546a73
 def _match(pred_boxes, true_boxes, thr=0.5):
     "One-to-one matches (pred index, true index) with IoU ≥ thr, best first."
     from scipy.optimize import linear_sum_assignment

@@ -61,7 +61,8 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     exp, data = tmp_path/'exp', tmp_path/'data'
     r = run_cli('demo', f'paths.exp_dir={exp}', f'data.root={data}', 'synth.classes=6', 'synth.per_class=2',
                 'synth.combos=3', 'synth.val_per_class=1', 'synth.sheet_classes=6', 'synth.workers=1',
-                'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'loader.num_workers=0')
+                'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'loader.num_workers=0',
+                'detector.img_size=128', 'detector.epochs=1', 'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001')
     snap = yaml.safe_load((exp/'config.yaml').read_text())
     assert snap['synth']['classes'] == 6 and snap['synth']['image_size'] == [244, 320] and snap['paths']['exp_dir'] == str(exp)
     assert load_config(path=exp/'config.yaml').synth.per_class == 2
@@ -71,3 +72,7 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     summary = json.loads((exp/'reports'/'synth_summary.json').read_text())
     assert summary['train']['classes'] == 6 and summary['val']['single_images'] == 6
     assert re.search(r'classifier val top-1 [\d.]+', r.stdout) and list((exp/'runs').glob('train-cls-*.ipynb'))
+    assert re.search(r'detector mAP@0.5 [\d.]+', r.stdout) and list((exp/'runs').glob('train-det-*.ipynb'))
+    for mode in ('single', 'combo'):  # the demo ends by identifying one photo in each mode
+        pred = json.loads((exp/'reports'/f'predict-{mode}.json').read_text())
+        assert pred['mode'] == mode and pred['truth'] and (exp/'reports'/f'predict-{mode}.png').stat().st_size > 5000
