@@ -12,7 +12,8 @@ val and test). Roboflow saves each training photo several times with augmentatio
 - eval:    SRC val + test, the photos the README reports mAP on.
 
 Images are linked, not copied; labels are rewritten with every class as 0 ("pill"). OUT/data.yaml is
-what `pillsnap train-det --data` and `pillsnap evaluate --what detector --data` take.
+what `pillsnap train-det --data` and `pillsnap evaluate --what detector --data ... --split test` take
+(ultralytics knows the split names train, val and test: val is the holdout, test the eval photos).
 """
 import argparse, hashlib, json, re
 from pathlib import Path
@@ -48,7 +49,7 @@ def main():
             lines = (src/'labels'/f.parent.name/f'{f.stem}.txt').read_text().splitlines()
             (out/'labels'/split/f'{f.stem}.txt').write_text(''.join('0 ' + ' '.join(l.split()[1:5]) + '\n' for l in lines if l.strip()))
     (out/'data.yaml').write_text(yaml.safe_dump({'path': str(out.resolve()), 'train': 'images/train', 'val': 'images/holdout',
-                                                 'eval': 'images/eval', 'names': {0: 'pill'}}, sort_keys=False))
+                                                 'test': 'images/eval', 'names': {0: 'pill'}}, sort_keys=False))
     counts = {s: dict(images=len(f), sources=len({source_of(x.name) for x in f}),
                       pills=sum(len((out/'labels'/s/f'{x.stem}.txt').read_text().splitlines()) for x in f)) for s, f in splits.items()}
     assert not {source_of(x.name) for x in splits['train']} & {source_of(x.name) for x in splits['holdout']}
