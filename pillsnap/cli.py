@@ -7,7 +7,7 @@ __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_tab
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
            'predict', 'demo', 'demo_predictions', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #45577744
+# %% ../nbs/12_cli.ipynb #b483e9c6
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .aihub import write_json
 from .config import ConfigError, exp_paths, get_logger, load_config, parse_overrides, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #d4ea83d6
+# %% ../nbs/12_cli.ipynb #904293d5
 COMMANDS = {}
 
 def command(f):
@@ -28,7 +28,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #1e3c3612
+# %% ../nbs/12_cli.ipynb #9c8c4e5f
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -41,7 +41,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #4756dfcc
+# %% ../nbs/12_cli.ipynb #94698363
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -52,7 +52,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #5400de01
+# %% ../nbs/12_cli.ipynb #a203a9a2
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -75,7 +75,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #b77015d8
+# %% ../nbs/12_cli.ipynb #b3c4e31c
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -98,7 +98,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #9fe370c2
+# %% ../nbs/12_cli.ipynb #597d163c
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -126,7 +126,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #fb0e5a6c
+# %% ../nbs/12_cli.ipynb #2cfe3cd1
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -159,7 +159,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #b5668864
+# %% ../nbs/12_cli.ipynb #8cecda64
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -192,7 +192,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #b3c9f613
+# %% ../nbs/12_cli.ipynb #11b28d9a
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -220,7 +220,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #a34eba14
+# %% ../nbs/12_cli.ipynb #ed55d81c
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -260,7 +260,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #762a63ac
+# %% ../nbs/12_cli.ipynb #c0cc0224
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -301,7 +301,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #d5792658
+# %% ../nbs/12_cli.ipynb #a0430f62
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -309,6 +309,9 @@ def demo_predictions(cfg)->dict:
     out = {}
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
         rows = m[m.kind == kind]
+        if not len(rows):  # a tiny dataset may put every combination in train
+            rows = (t := data.load_manifest(paths.data, 'train'))[t.kind == kind]
+            log.info(f'no {kind} photo in the validation split; predicting a training photo (the models have seen it)')
         if not len(rows): continue
         row = rows.iloc[0]
         photo = Path(cfg.data.root)/row.image
@@ -323,7 +326,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #6b824728
+# %% ../nbs/12_cli.ipynb #7149702c
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))
