@@ -8,11 +8,11 @@ __all__ = ['ARCH_RE', 'DET_FORMAT', 'detector_arch', 'build_detector', 'save_det
            'train_detector', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
            'plot_detections', 'save_samples']
 
-# %% ../nbs/05_detector.ipynb #9387ce76
+# %% ../nbs/05_detector.ipynb #54e2c719
 import os
 os.environ.setdefault('YOLO_OFFLINE', '1')  # before ultralytics is imported: no hub sync, no online checks, no downloads
 os.environ.setdefault('YOLO_AUTOINSTALL', 'false')  # and never a pip install at run time
-import contextlib, json, logging, re, shutil, tempfile, time
+import contextlib, json, logging, re, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import yaml
 from .aihub import write_json
 from .config import ConfigError, exp_paths, get_logger, pick_device
 
-# %% ../nbs/05_detector.ipynb #21feb3cf
+# %% ../nbs/05_detector.ipynb #63371703
 ARCH_RE = re.compile(r'yolo(v8|v9|v10|11|12|26)([nsmlxtce])')
 
 def detector_arch(model:str, # e.g. 'yolo11m'
@@ -35,7 +35,7 @@ def detector_arch(model:str, # e.g. 'yolo11m'
         raise ConfigError(f"unknown detector.model '{model}' — use an ultralytics YOLO name with its size, e.g. yolo11n, yolo11s, yolo11m, yolo11l, yolo11x")
     return f'{model}.yaml'
 
-# %% ../nbs/05_detector.ipynb #eaa6e82f
+# %% ../nbs/05_detector.ipynb #b94cf242
 def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
                    weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors or ultralytics .pt
                   ):
@@ -53,7 +53,7 @@ def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
     get_logger('detector').info(f'loading ultralytics checkpoint {p} (a pickle: only load files you trust)')
     return YOLO(str(p), task='detect')
 
-# %% ../nbs/05_detector.ipynb #8167279a
+# %% ../nbs/05_detector.ipynb #69434870
 DET_FORMAT = 'pillsnap-detector/1'
 
 def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting with it)
@@ -100,7 +100,7 @@ def load_detector(path:str|Path):
     yolo.imgsz = meta['imgsz']
     return yolo
 
-# %% ../nbs/05_detector.ipynb #ca64fca8
+# %% ../nbs/05_detector.ipynb #82ac40d8
 def detector_data(cfg)->Path:
     "The data.yaml the detector trains and validates on; a clear error when it is missing."
     p = Path(cfg.detector.data_path) if cfg.detector.data_path else exp_paths(cfg.paths.exp_dir).data/'yolo'/'data.yaml'
@@ -125,7 +125,7 @@ def yolo_device(device:torch.device)->str:
     "ultralytics' spelling of a torch device: 'cpu' or the GPU index."
     return 'cpu' if device.type != 'cuda' else str(device.index or 0)
 
-# %% ../nbs/05_detector.ipynb #3158000e
+# %% ../nbs/05_detector.ipynb #6d9cdbe6
 @contextlib.contextmanager
 def offline_amp_check():
     "Skip ultralytics' AMP self-test when the model it downloads is not already on disk."
@@ -166,7 +166,7 @@ def _train_args(cfg, data:Path, run_dir:Path)->dict:
                 exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True, amp=cfg.train.amp != 'off',
                 close_mosaic=min(d.close_mosaic, d.epochs), verbose=False, val=True)
 
-# %% ../nbs/05_detector.ipynb #dcd16dbc
+# %% ../nbs/05_detector.ipynb #4ab71762
 def train_detector(cfg, # resolved settings (`load_config`)
                   )->dict: # the metrics.json written
     "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
@@ -204,7 +204,7 @@ def _epochs_done(run_dir):
     f = run_dir/'results.csv'
     return max(0, len(f.read_text().strip().splitlines()) - 1) if f.is_file() else 0
 
-# %% ../nbs/05_detector.ipynb #47badda4
+# %% ../nbs/05_detector.ipynb #c2b5dd30
 def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                       weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                       data:str|Path, # a YOLO data.yaml
@@ -226,7 +226,7 @@ def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                 split=split, data=str(data), weights=str(weights), img_size=cfg.detector.img_size,
                 speed_ms=({k: round(v, 2) for k, v in r.speed.items()}))
 
-# %% ../nbs/05_detector.ipynb #cec02ad3
+# %% ../nbs/05_detector.ipynb #9474aa0b
 def yolo_boxes(label_file:str|Path, # a YOLO label file (`class cx cy w h` per line, normalised)
                width:int, height:int, # image size
               )->np.ndarray: # (n, 4) x1, y1, x2, y2 in pixels
@@ -253,7 +253,7 @@ def draw_boxes(ax, image, # a matplotlib axis and the photo (PIL or array)
         text = labels[i] if labels is not None else (f'{scores[i]:.2f}' if scores is not None else None)
         if text: ax.text(b[0], b[1], text, color='black', fontsize=6, va='bottom', bbox=dict(fc='orange', ec='none', pad=0.5, alpha=0.8))
 
-# %% ../nbs/05_detector.ipynb #9133e2ba
+# %% ../nbs/05_detector.ipynb #be8c738f
 def split_images(data:str|Path, split:str='val')->list:
     "The image files of one split of a YOLO data.yaml."
     from ultralytics.data.utils import IMG_FORMATS

@@ -6,8 +6,8 @@
 __all__ = ['MODES', 'ImageError', 'load_image', 'clip_box', 'xyxy_to_xywh', 'box_iou', 'registry', 'Predictor', 'draw_prediction',
            'evaluate_pipeline']
 
-# %% ../nbs/06_pipeline.ipynb #1de163df
-import hashlib, io, json, time
+# %% ../nbs/06_pipeline.ipynb #1d223ce6
+import hashlib, time
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,10 @@ from PIL import Image
 from .aihub import DrugTable, write_json
 from .classifier import find_checkpoint, load_classifier
 from .config import ConfigError, exp_paths, get_logger, load_config, pick_device
-from .data import MAX_PIXELS, crop_square, load_manifest, open_image_safely, to_rgb
+from .data import MAX_PIXELS, UnifiedPreprocessor, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, yolo_device
 
-# %% ../nbs/06_pipeline.ipynb #6c940046
+# %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
 
 class ImageError(ValueError):
@@ -46,7 +46,7 @@ def load_image(src, # path, bytes, binary file, PIL image or uint8 array
     if im is None: raise ImageError(why if isinstance(src, bytes) or hasattr(src, 'read') else f'{src}: {why}')
     return im
 
-# %% ../nbs/06_pipeline.ipynb #c97e9c38
+# %% ../nbs/06_pipeline.ipynb #feb15a45
 def clip_box(box, # [x1, y1, x2, y2] in pixels
              width:int, height:int, # photo size
             )->list: # the box inside the photo
@@ -69,7 +69,7 @@ def box_iou(a:np.ndarray, # (n, 4) x1 y1 x2 y2
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
-# %% ../nbs/06_pipeline.ipynb #1216fb7f
+# %% ../nbs/06_pipeline.ipynb #85152ac4
 def _file_id(path:Path, name:str)->str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -93,9 +93,8 @@ class Predictor:
         self.device = pick_device(device)
         self.model = classifier.to(self.device).eval()
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
-        self.table = DrugTable({k: v for k, v in drug_table.records.items()}, {k: i for i, k in enumerate(self.k_codes)})
+        self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # class indices of this checkpoint
         c = checkpoint['config']
-        from pillsnap.data import UnifiedPreprocessor
         self.pre = UnifiedPreprocessor(c['classifier']['img_size'], c['classifier']['crop_padding'], c['data']['cache_margin'], c['classifier']['clahe'])
         self.detector_path, self._detector, self.classifier_id = Path(detector_path) if detector_path else None, None, classifier_id
         self.log = get_logger('pipeline')
@@ -130,7 +129,7 @@ class Predictor:
     @property
     def has_detector(self)->bool: return self._detector is not None or (self.detector_path is not None and self.detector_path.is_file())
 
-# %% ../nbs/06_pipeline.ipynb #909fe917
+# %% ../nbs/06_pipeline.ipynb #5fbb9dfa
 def _detect(self:Predictor, images:list)->list:
     "[(boxes (n, 4) xyxy, scores (n,))] per photo."
     d = self.cfg.detector
@@ -155,7 +154,7 @@ def _classify(self:Predictor, crops:list, # uint8 CHW tensors
 
 Predictor.detect, Predictor.classify = _detect, _classify
 
-# %% ../nbs/06_pipeline.ipynb #8d861849
+# %% ../nbs/06_pipeline.ipynb #b1adfe67
 def _predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
                    mode:str='single', # single | combo — the user's choice
                    top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
@@ -198,7 +197,7 @@ def _predict(self:Predictor, image, # a photo (anything `load_image` takes)
 
 Predictor.predict_batch, Predictor.predict = _predict_batch, _predict
 
-# %% ../nbs/06_pipeline.ipynb #2ad83b00
+# %% ../nbs/06_pipeline.ipynb #85dd27bb
 def _hint_counts(self:Predictor, ims:list)->list:
     if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
     return [len(b) for b, _ in self.detect(ims)]
@@ -219,7 +218,7 @@ def _models(self:Predictor, mode:str)->dict:
 
 Predictor._hint_counts, Predictor._hints, Predictor.models = _hint_counts, _hints, _models
 
-# %% ../nbs/06_pipeline.ipynb #8796fa6d
+# %% ../nbs/06_pipeline.ipynb #b4ebd9fc
 def draw_prediction(image, # the photo
                     result:dict, # from `Predictor.predict`
                     out:str|Path|None=None, # write here (PNG/JPEG by suffix)
@@ -244,7 +243,7 @@ def draw_prediction(image, # the photo
         fig.savefig(out, dpi=120); plt.close(fig)
     return fig
 
-# %% ../nbs/06_pipeline.ipynb #6f546a73
+# %% ../nbs/06_pipeline.ipynb #760476a4
 def _match(pred_boxes, true_boxes, thr=0.5):
     "One-to-one matches (pred index, true index) with IoU ≥ thr, best first."
     from scipy.optimize import linear_sum_assignment
