@@ -137,15 +137,31 @@ def apply_stage(cfg:dict, # nested settings, changed in place
     return cfg
 
 # %% ../nbs/00_config.ipynb #c2ae770e
-def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
-                path:str|Path|None=None, # config file (default: `find_config()`)
-                preset:str|None=None, # name of a mapping of dotted settings in the file, e.g. 'demo'
-               )->AttrDict:
-    "The resolved configuration: file, then `preset`, then `overrides`; paths made absolute."
-    path = Path(path).resolve() if path else find_config()
+def _merge_missing(cfg:dict, base:dict)->list:
+    "Copy into `cfg` the keys of `base` it lacks (recursively); the dotted keys added."
+    added = []
+    for k, v in base.items():
+        if k not in cfg: cfg[k] = v; added.append(k)
+        elif isinstance(v, dict) and isinstance(cfg[k], dict): added += [f'{k}.{a}' for a in _merge_missing(cfg[k], v)]
+    return added
+
+def _read_resolved(path:Path)->dict:
     cfg = read_yaml(path)
     for key, value in flat_settings(cfg).items():
         if is_path_setting(key): apply_settings(cfg, {key: value}, base=path.parent)
+    return cfg
+
+def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
+                path:str|Path|None=None, # config file (default: `find_config()`)
+                preset:str|None=None, # name of a mapping of dotted settings in the file, e.g. 'demo'
+                defaults:str|Path|None=None, # a config whose settings fill the ones `path` lacks (an older snapshot)
+               )->AttrDict:
+    "The resolved configuration: file (over `defaults`), then `preset`, then `overrides`; paths made absolute."
+    path = Path(path).resolve() if path else find_config()
+    cfg = _read_resolved(path)
+    if defaults and Path(defaults).resolve() != path:
+        if added := _merge_missing(cfg, _read_resolved(Path(defaults).resolve())):
+            get_logger('pillsnap.config').info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: {', '.join(added[:8])}{' …' if len(added) > 8 else ''}")
     if preset:
         if not isinstance(cfg.get(preset), dict): raise ConfigError(f"no preset '{preset}' in {path}")
         apply_settings(cfg, cfg[preset], base=path.parent)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .aihub import DrugTable, write_json
 from .classifier import find_checkpoint, load_classifier
-from .config import ConfigError, exp_paths, get_logger, load_config, pick_device
+from .config import ConfigError, exp_paths, find_config, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, UnifiedPreprocessor, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, yolo_device
 
@@ -98,6 +98,10 @@ class Predictor:
         self.pre = UnifiedPreprocessor(c['classifier']['img_size'], c['classifier']['crop_padding'], c['data']['cache_margin'], c['classifier']['clahe'])
         self.detector_path, self._detector, self.classifier_id = Path(detector_path) if detector_path else None, None, classifier_id
         self.log = get_logger('pipeline')
+        self.single_view = cfg.pipeline.single_view
+        if self.single_view not in ('photo', 'pill'): raise ConfigError(f"pipeline.single_view must be 'photo' or 'pill' (got {self.single_view!r})")
+        if self.single_view == 'pill' and not self.has_detector:
+            raise ConfigError(f'pipeline.single_view=pill needs a detector and {self.detector_path} does not exist — train one with pillsnap train-det, or set pipeline.single_view=photo')
 
     @classmethod
     def from_exp(cls, exp:str|Path, # an experiment folder with a trained classifier
@@ -108,7 +112,9 @@ class Predictor:
         "The predictor of a trained experiment."
         exp = Path(exp)
         if not (exp/'config.yaml').is_file(): raise ConfigError(f'{exp} is not an experiment folder (no config.yaml) — train one with pillsnap train-cls --exp {exp}')
-        cfg = load_config([f'paths.exp_dir={exp.resolve()}', *settings], path=exp/'config.yaml')
+        try: defaults = find_config()  # the settings an older snapshot lacks
+        except ConfigError: defaults = None
+        cfg = load_config([f'paths.exp_dir={exp.resolve()}', *settings], path=exp/'config.yaml', defaults=defaults)
         paths = exp_paths(exp)
         path = find_checkpoint(checkpoint, paths.classifier)
         model, ck = load_classifier(path)
@@ -166,14 +172,21 @@ def _predict_batch(self:Predictor, images:list, # photos (anything `load_image` 
     t0 = time.perf_counter()
     ims = [load_image(x) for x in images]
     t1 = time.perf_counter()
-    boxes, scores, t_det = [], [], 0.0
+    boxes, scores, hint_det = [], [], [None] * len(ims)
     if mode == 'combo':
         for b, s in self.detect(ims): boxes.append(b); scores.append(s)
-        t_det = time.perf_counter() - t1
-    else: boxes, scores = [np.array([[0, 0, im.width, im.height]], float) for im in ims], [np.array([None])] * len(ims)
-    hint_det = self._hint_counts(ims) if mode == 'single' else [None] * len(ims)  # the detector's pill count, for the hint only
+    elif self.single_view == 'pill':  # one pill: the detector's best box is what gets classified (the whole photo if it finds none)
+        dets = self.detect(ims)
+        for im, (b, s) in zip(ims, dets):
+            top = s.argmax() if len(s) else None
+            boxes.append(b[top:top + 1] if top is not None else np.array([[0, 0, im.width, im.height]], float))
+            scores.append(s[top:top + 1] if top is not None else np.array([None]))
+        hint_det = [len(b) for b, _ in dets]
+    else:
+        boxes, scores = [np.array([[0, 0, im.width, im.height]], float) for im in ims], [np.array([None])] * len(ims)
+        hint_det = self._hint_counts(ims)  # the detector's pill count, for the hint only
     t2 = time.perf_counter()
-    if mode == 'single': t_det = t2 - t1
+    t_det = t2 - t1
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, bs in zip(ims, boxes) for b in bs]
     cands = iter(self.classify(crops, top_k))
     t3 = time.perf_counter()
@@ -282,21 +295,25 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
             c['identified_true_box'] += sum(next(true_top)[0]['k_code'] == k for k in ks)
             c['end_to_end'] += ok == len(ks)
             c['end_to_end_strict'] += ok == len(ks) and len(pb) == len(ks)
-    s = dict(photos=0, whole_photo_top1=0, true_box_top1=0)
+    s = dict(photos=0, whole_photo_top1=0, pill_view_top1=0, true_box_top1=0)
+    hits = lambda crops, codes: sum(t[0]['k_code'] == k for t, k in zip(pred.classify(crops, 1), codes))
+    crop = lambda im, xywh: pred.pre.finish(pred.pre.crop(im, list(xywh)))
     for i in progress_bar(range(0, len(singles), batch), leave=False):
         rows = singles.iloc[i:i + batch]
         ims = [load_image(root/p) for p in rows.image]
-        res = pred.predict_batch(ims, 'single', top_k=1)
-        crops = [pred.pre.finish(pred.pre.crop(im, list(bs[0]))) for im, bs in zip(ims, rows.bboxes)]
         s['photos'] += len(rows)
-        s['whole_photo_top1'] += sum(r['pills'][0]['candidates'][0]['k_code'] == k for r, k in zip(res, rows.code))
-        s['true_box_top1'] += sum(t[0]['k_code'] == k for t, k in zip(pred.classify(crops, 1), rows.code))
+        s['whole_photo_top1'] += hits([crop(im, [0, 0, im.width, im.height]) for im in ims], rows.code)  # single_view=photo
+        s['true_box_top1'] += hits([crop(im, bs[0]) for im, bs in zip(ims, rows.bboxes)], rows.code)
+        if pred.has_detector:  # single_view=pill: the detector's best box
+            tops = [b[s_.argmax()] if len(s_) else np.array([0, 0, im.width, im.height], float) for im, (b, s_) in zip(ims, pred.detect(ims))]
+            s['pill_view_top1'] += hits([crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))) for im, b in zip(ims, tops)], rows.code)
     rate = lambda a, b: round(a / b, 4) if b else None
     out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                                        pill_top1=rate(c['identified'], c['pills']), pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
                                        extra_detections=c['extra'], end_to_end=rate(c['end_to_end'], c['photos']),
                                        end_to_end_strict=rate(c['end_to_end_strict'], c['photos'])),
                single=dict(photos=s['photos'], whole_photo_top1=rate(s['whole_photo_top1'], s['photos']),
+                           pill_view_top1=rate(s['pill_view_top1'], s['photos']) if pred.has_detector else None,
                            true_box_top1=rate(s['true_box_top1'], s['photos'])),
                models=pred.models('combo' if pred.has_detector else 'single'))
     write_json(paths.reports/'pipeline.json', out)

@@ -75,6 +75,26 @@ def test_single_mode_schema_and_no_switching(pred, photos):
     assert r['models']['detector'] is not None  # the hint came from the detector
 
 
+def test_single_view_pill_classifies_the_detectors_best_box(exp, pred, photos):
+    "pipeline.single_view=pill: still one answer in single mode, but the crop is the top detection (the whole photo when none)."
+    from pillsnap.config import ConfigError
+    from pillsnap.pipeline import Predictor
+    p = Predictor.from_exp(exp[0], settings=['pipeline.single_view=pill'])
+    combo = p.predict(photos[1], 'combo', top_k=2)
+    r = p.predict(photos[1], 'single', top_k=2)
+    check_schema(r, 'single', 2)
+    best = max(combo['pills'], key=lambda q: q['det_score'])
+    assert r['mode'] == 'single' and len(r['pills']) == 1
+    assert r['pills'][0]['box'] == best['box'] and r['pills'][0]['det_score'] == best['det_score']
+    assert [c['k_code'] for c in r['pills'][0]['candidates']] == [c['k_code'] for c in best['candidates']]
+    assert r['hints']['combo_recommended']  # the detector still sees several pills
+    p.detect = lambda ims: [(np.zeros((0, 4)), np.zeros(0)) for _ in ims]  # nothing found: the whole photo is read
+    w, h = Image.open(photos[0]).size
+    assert p.predict(photos[0], 'single')['pills'][0]['box'] == [0.0, 0.0, float(w), float(h)]
+    with pytest.raises(ConfigError, match='single_view=pill needs a detector'): Predictor.from_exp(exp[1], settings=['pipeline.single_view=pill'])
+    with pytest.raises(ConfigError, match="'photo' or 'pill'"): Predictor.from_exp(exp[0], settings=['pipeline.single_view=crop'])
+
+
 def test_combo_mode_schema(pred, photos):
     single, combo = photos
     for photo in (combo, single):  # combo mode on a single-pill photo stays combo mode
@@ -152,3 +172,4 @@ def test_evaluate_pipeline_command(exp):
     for k in ('pill_recall', 'pill_top1', 'pill_top1_true_boxes', 'end_to_end', 'end_to_end_strict'): assert 0 <= out['combo'][k] <= 1
     assert out['combo']['end_to_end_strict'] <= out['combo']['end_to_end']
     assert 'whole_photo_top1' in r.stdout
+    assert all(0 <= out['single'][k] <= 1 for k in ('whole_photo_top1', 'pill_view_top1', 'true_box_top1'))
