@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
-           'predict', 'demo', 'demo_predictions', 'usage', 'main']
+           'predict', 'export_table', 'export', 'demo', 'demo_predictions', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #b483e9c6
+# %% ../nbs/12_cli.ipynb #530aa406
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -16,11 +16,12 @@ from fastcore.script import anno_parser, store_true
 
 import pillsnap
 from . import classifier, data, detector, pipeline
+from .export import ExportError, export_experiment
 from .aihub import write_json
-from .config import ConfigError, exp_paths, get_logger, load_config, parse_overrides, setup_logging, start_run
+from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #904293d5
+# %% ../nbs/12_cli.ipynb #91a84895
 COMMANDS = {}
 
 def command(f):
@@ -28,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #9c8c4e5f
+# %% ../nbs/12_cli.ipynb #51f8079e
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -41,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #94698363
+# %% ../nbs/12_cli.ipynb #64f7f9b6
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -52,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #a203a9a2
+# %% ../nbs/12_cli.ipynb #31aae420
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -75,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #b3c4e31c
+# %% ../nbs/12_cli.ipynb #aa2d8288
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -98,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #597d163c
+# %% ../nbs/12_cli.ipynb #7c8eef80
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -111,6 +112,8 @@ def stage_notebook(name:str, # e.g. '04_classifier'
 def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
               cfg, # resolved settings, already snapshotted by `start_run`
               run:str, # the run's name, e.g. 'train-cls'
+              config_file:str|Path|None=None, # the settings file the job reads (default: the experiment's snapshot)
+              **params, # more notebook parameters (besides `config`)
              )->Path: # the executed notebook
     "Execute a stage notebook with papermill; the executed copy in `{exp}/runs/` is the report."
     import papermill as pm
@@ -118,15 +121,16 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
     out = paths.runs/f"{run}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
     get_logger('cli').info(f'running {nb.name} with papermill; the report will be {out}')
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=dict(config=str(paths.config)), kernel_name='python3', cwd=str(paths.root),
+        pm.execute_notebook(str(nb), str(out), parameters=dict(config=str(config_file or paths.config), **params), kernel_name='python3', cwd=str(paths.root),
                             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
     except pm.PapermillExecutionError as e:
         if e.ename == 'ConfigError': raise ConfigError(f'{e.evalue} (report: {out})') from None
         if e.ename == 'TrainingStopped': raise classifier.TrainingStopped(f'{e.evalue} (report: {out})') from None
+        if e.ename == 'ExportError': raise ExportError(f'{e.evalue} (report: {out})') from None
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #2cfe3cd1
+# %% ../nbs/12_cli.ipynb #6731815a
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -137,6 +141,15 @@ def metrics_table(m:dict)->pd.DataFrame:
 
 def _cfg(settings, config, preset, **flags):
     return load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config, preset=preset)
+
+def _exp_cfg(exp, settings, config, preset, **flags):
+    "The settings of an existing experiment: its snapshot (over the current defaults), then the command line."
+    root = Path(exp or load_config(path=config).paths.exp_dir)
+    if not (root/'config.yaml').is_file(): return _cfg(settings, config, preset, **{'paths.exp_dir': exp, **flags})
+    try: defaults = Path(config) if config else find_config()
+    except ConfigError: defaults = None
+    return load_config({'paths.exp_dir': str(root.resolve()), **{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)},
+                       path=root/'config.yaml', preset=preset, defaults=defaults)
 
 @command
 def train_cls(*settings:str, # key=value settings
@@ -159,7 +172,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #8cecda64
+# %% ../nbs/12_cli.ipynb #d15ad18f
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -171,7 +184,7 @@ def evaluate(*settings:str, # key=value settings
              config:str=None, # config file (default: the nearest config.yaml)
             ):
     "Evaluate an experiment: the classifier, the detector (on any YOLO dataset) or the two stages together."
-    cfg = _cfg(settings, config, preset, **{'paths.exp_dir': exp})
+    cfg = _exp_cfg(exp, settings, config, preset)
     paths = exp_paths(cfg.paths.exp_dir)
     setup_logging(cfg, paths.logs/'evaluate.log')
     if what == 'classifier':
@@ -192,7 +205,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #11b28d9a
+# %% ../nbs/12_cli.ipynb #6840a860
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -220,7 +233,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #ed55d81c
+# %% ../nbs/12_cli.ipynb #ec931c79
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -236,13 +249,15 @@ def predict(*images:str, # photos to identify
             json_out:store_true=False, # print the prediction schema as JSON (also: --json)
             draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
             checkpoint:str='best', # classifier checkpoint: best, last or a path
+            backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
             config:str=None, # config file (default: the nearest config.yaml), for --exp's default
            ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     if mode not in pipeline.MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
+    if backend is not None and backend not in pipeline.BACKENDS: raise ConfigError(f"--backend must be {', '.join(pipeline.BACKENDS)} (got '{backend}')")
     if not images: raise ConfigError('give at least one photo')
     exp = exp or load_config(path=config).paths.exp_dir
-    pred = pipeline.Predictor.from_exp(exp, checkpoint)
+    pred = pipeline.Predictor.from_exp(exp, checkpoint, backend=backend)
     results = []
     for f in images:
         try: r = pred.predict(f, mode, top_k)
@@ -260,7 +275,47 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #c0cc0224
+# %% ../nbs/12_cli.ipynb #593f8025
+def export_table(result:dict)->pd.DataFrame:
+    "Parity and benchmark headline numbers of an export."
+    p, rows = result['parity'], {}
+    rows['classifier logits MSE'] = f"{p['classifier']['logits_mse']:.2e}"
+    rows['classifier top-1 agreement'] = p['classifier']['top1_agreement']
+    if 'detector' in p: rows['detector mAP@0.5 torch / onnx'] = f"{p['detector']['map50_torch']} / {p['detector']['map50_onnx']}"
+    if 'int8' in p: rows['int8 top-1 change'] = p['int8']['top1_change']
+    for net, b in result.get('bench', {}).items():
+        if net in ('classifier', 'detector'):
+            for k, r in b['models'].items(): rows[f'{net} {k} p50 ms (speed-up)'] = f"{r['batch1']['p50_ms']:.2f} (×{r['speedup_p50']})"
+    return pd.DataFrame({'export': rows})
+
+@command
+def export(*settings:str, # key=value settings
+           exp:str=None, # experiment folder (default: paths.exp_dir)
+           checkpoint:str='best', # classifier checkpoint: best, last or a path
+           no_bench:store_true=False, # skip the benchmark
+           no_notebook:store_true=False, # export in this process, without the papermill report
+           preset:str=None, # a preset from config.yaml to apply first
+           config:str=None, # config file (default: the nearest config.yaml)
+          ):
+    "Export the classifier and detector to ONNX with parity checks, INT8 and a benchmark (nbs/09_export; files in {exp}/export)."
+    cfg = _exp_cfg(exp, settings, config, preset, **{'export.bench': False if no_bench else None})
+    paths = exp_paths(cfg.paths.exp_dir)
+    classifier.find_checkpoint(checkpoint, paths.classifier)  # fail fast: nothing to export
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    setup_logging(cfg, paths.logs/'export.log')
+    job = save_config(cfg, paths.runs/'export-config.yaml')  # the experiment's own snapshot stays as training left it
+    report = None
+    if stage_notebook('09_export') is None or no_notebook: result = export_experiment(cfg, checkpoint)
+    else:
+        report = run_stage('09_export', cfg, 'export', config_file=job, checkpoint=str(checkpoint))
+        result = dict(parity=json.loads((paths.export/'parity.json').read_text()))
+        if cfg.export.bench: result['bench'] = json.loads((paths.export/'bench.json').read_text())
+    print(export_table(result).to_string())
+    print(f"  files    {paths.export}\n  parity   {paths.export/'parity.json'}" + (f"\n  bench    {paths.export/'bench.json'}" if 'bench' in result else '')
+          + (f'\n  report   {report}' if report else ''))
+    return result
+
+# %% ../nbs/12_cli.ipynb #867821d7
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -291,17 +346,22 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     predicted = demo_predictions(cfg)
+    exp_report = run_stage('09_export', cfg, 'export') if stage_notebook('09_export') else None
+    exported = export_experiment(cfg) if exp_report is None else dict(
+        parity=json.loads((paths.export/'parity.json').read_text()), bench=json.loads((paths.export/'bench.json').read_text()))
+    log.info('ONNX export\n' + export_table(exported).to_string())
     outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
                'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
                'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
                'training report': report, 'detector': paths.detector/'detector.safetensors', 'detector metrics': paths.detector/'metrics.json',
-               'detector report': det_report, **predicted, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
+               'detector report': det_report, **predicted, 'onnx export': paths.export, 'export parity': paths.export/'parity.json',
+               'export bench': paths.export/'bench.json', 'export report': exp_report, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
     print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
-          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}. Outputs:")
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity. Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #a0430f62
+# %% ../nbs/12_cli.ipynb #a61a381b
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -326,7 +386,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #7149702c
+# %% ../nbs/12_cli.ipynb #06d65d89
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))
@@ -357,7 +417,7 @@ def main(argv:list|None=None, # words after `pillsnap` (default: sys.argv[1:])
     except pipeline.ImageError as e:
         print(f'pillsnap {name}: error: {e}', file=sys.stderr)
         return 2
-    except (StageFailed, classifier.TrainingStopped) as e:
+    except (StageFailed, classifier.TrainingStopped, ExportError) as e:
         print(f'pillsnap {name}: {e}', file=sys.stderr)
         return 1
     return 0

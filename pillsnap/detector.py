@@ -37,7 +37,7 @@ def detector_arch(model:str, # e.g. 'yolo11m'
 
 # %% ../nbs/05_detector.ipynb #b94cf242
 def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
-                   weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors or ultralytics .pt
+                   weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors, .onnx (pillsnap export) or ultralytics .pt
                   ):
     "An ultralytics YOLO detector, from local weights or from its architecture; never downloads."
     from ultralytics import YOLO
@@ -50,6 +50,8 @@ def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
         raise ConfigError(f"detector.weights_path {p} does not exist — give a local weights file, or set detector.weights_path=null "
                           f"to build {model} from its architecture (random weights); nothing is downloaded")
     if p.suffix == '.safetensors': return load_detector(p)
+    if p.suffix == '.onnx':  # ONNX Runtime behind ultralytics' own pre- and post-processing (see nbs/09_export)
+        with quiet_ultralytics(): return YOLO(str(p), task='detect')
     get_logger('detector').info(f'loading ultralytics checkpoint {p} (a pickle: only load files you trust)')
     return YOLO(str(p), task='detect')
 
@@ -95,7 +97,7 @@ def load_detector(path:str|Path):
         yolo = YOLO(str(f), task='detect')
     missing, unexpected = yolo.model.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected: raise ConfigError(f'{path}: weights do not fit the stored architecture (missing {missing[:3]}, unexpected {unexpected[:3]})')
-    yolo.model.names, yolo.model.args = meta['names'], {'imgsz': meta['imgsz']}
+    yolo.model.names, yolo.model.args = meta['names'], {'imgsz': meta['imgsz'], 'data': None}  # what ultralytics' exporter reads
     yolo.model.float().eval()
     yolo.imgsz = meta['imgsz']
     return yolo
