@@ -7,7 +7,7 @@ __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_tab
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
            'predict', 'export_table', 'export', 'demo', 'demo_predictions', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #530aa406
+# %% ../nbs/12_cli.ipynb #8f917094
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .aihub import write_json
 from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #91a84895
+# %% ../nbs/12_cli.ipynb #367acfe3
 COMMANDS = {}
 
 def command(f):
@@ -29,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #51f8079e
+# %% ../nbs/12_cli.ipynb #46b38b31
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -42,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #64f7f9b6
+# %% ../nbs/12_cli.ipynb #0d7db340
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -53,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #31aae420
+# %% ../nbs/12_cli.ipynb #2477bf78
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -76,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #aa2d8288
+# %% ../nbs/12_cli.ipynb #dd58ec0f
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -99,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #7c8eef80
+# %% ../nbs/12_cli.ipynb #addf4058
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -130,7 +130,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #6731815a
+# %% ../nbs/12_cli.ipynb #f8b8bdb4
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -172,7 +172,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #d15ad18f
+# %% ../nbs/12_cli.ipynb #7b9bd4c4
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -205,7 +205,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #6840a860
+# %% ../nbs/12_cli.ipynb #1c8714ba
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -233,7 +233,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #ec931c79
+# %% ../nbs/12_cli.ipynb #8cc21a8a
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -275,7 +275,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #593f8025
+# %% ../nbs/12_cli.ipynb #e3313134
 def export_table(result:dict)->pd.DataFrame:
     "Parity and benchmark headline numbers of an export."
     p, rows = result['parity'], {}
@@ -315,7 +315,7 @@ def export(*settings:str, # key=value settings
           + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #867821d7
+# %% ../nbs/12_cli.ipynb #d3df6765
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -361,7 +361,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #a61a381b
+# %% ../nbs/12_cli.ipynb #fc08400e
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -386,7 +386,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #06d65d89
+# %% ../nbs/12_cli.ipynb #264de8eb
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))

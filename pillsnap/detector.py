@@ -155,7 +155,7 @@ def log_epoch(trainer):
 @contextlib.contextmanager
 def quiet_ultralytics(verbose:bool=False):
     "Unless `verbose`, ultralytics' console output (progress bars, tables) is off; pillsnap's per-epoch lines remain."
-    lg = logging.getLogger('ultralytics')
+    from ultralytics.utils import LOGGER as lg  # imported first: its import (re)sets the level
     old = lg.level
     if not verbose: lg.setLevel(logging.WARNING)
     try: yield

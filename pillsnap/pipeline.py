@@ -18,7 +18,7 @@ from .aihub import DrugTable, write_json
 from .classifier import find_checkpoint, load_classifier
 from .config import ConfigError, exp_paths, find_config, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, UnifiedPreprocessor, load_manifest, open_image_safely, to_rgb
-from .detector import build_detector, detector_meta, yolo_device
+from .detector import build_detector, detector_meta, quiet_ultralytics, yolo_device
 
 # %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
@@ -155,8 +155,9 @@ class Predictor:
 def _detect(self:Predictor, images:list)->list:
     "[(boxes (n, 4) xyxy, scores (n,))] per photo."
     d = self.cfg.detector
-    res = self.detector.predict(images, imgsz=d.img_size, conf=d.conf, iou=d.iou, max_det=d.max_det,
-                                device=yolo_device(self.device), verbose=False)
+    with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
+        res = self.detector.predict(images, imgsz=d.img_size, conf=d.conf, iou=d.iou, max_det=d.max_det,
+                                    device=yolo_device(self.device), verbose=False)
     return [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
 
 @torch.inference_mode()

@@ -40,3 +40,25 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope='session')
 def real_labels():
     return [json.loads(p.read_text(encoding='utf-8')) for p in sorted(SAMPLES.glob('*.json'))]
+
+
+EXP_TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'train.batch_size=8', 'loader.num_workers=0',
+            'data.workers=1', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
+            'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001', 'detector.max_det=12']
+
+
+@pytest.fixture(scope='session')
+def trained_exp(tiny_root, tmp_path_factory):
+    "A trained tiny experiment (classifier and detector; their answers are not meant to be right), and a copy without the detector."
+    from pillsnap.classifier import train_classifier
+    from pillsnap.config import exp_paths, load_config, save_config
+    from pillsnap.data import prepare
+    from pillsnap.detector import train_detector
+    e = tmp_path_factory.mktemp('pipe')/'exp'
+    cfg = load_config([f'paths.exp_dir={e}', f'data.root={tiny_root}', *EXP_TINY])
+    save_config(cfg, exp_paths(e).config)
+    prepare(cfg); train_classifier(cfg)
+    no_det = tmp_path_factory.mktemp('pipe')/'no-detector'
+    shutil.copytree(e, no_det)
+    train_detector(cfg)
+    return e, no_det

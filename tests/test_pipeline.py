@@ -9,26 +9,10 @@ from PIL import Image
 
 from conftest import run_cli
 
-TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'train.batch_size=8', 'loader.num_workers=0',
-        'data.workers=1', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
-        'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001', 'detector.max_det=12']
-
 
 @pytest.fixture(scope='module')
-def exp(tiny_root, tmp_path_factory):
-    "A trained tiny experiment (classifier and detector; their answers are not meant to be right)."
-    from pillsnap.classifier import train_classifier
-    from pillsnap.config import load_config, save_config, exp_paths
-    from pillsnap.data import prepare
-    from pillsnap.detector import train_detector
-    e = tmp_path_factory.mktemp('pipe')/'exp'
-    cfg = load_config([f'paths.exp_dir={e}', f'data.root={tiny_root}', *TINY])
-    save_config(cfg, exp_paths(e).config)
-    prepare(cfg); train_classifier(cfg)
-    no_det = tmp_path_factory.mktemp('pipe')/'no-detector'
-    import shutil; shutil.copytree(e, no_det)
-    train_detector(cfg)
-    return e, no_det
+def exp(trained_exp):
+    return trained_exp
 
 
 @pytest.fixture(scope='module')
