@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls test lab docs readme clean-work
+.PHONY: install demo bench-cls test browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -26,8 +26,16 @@ bench-cls: install
 	$(BIN)/pillsnap demo --preset bench --classifier-only
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# The web page's test drives Debian's Chromium headless (no browser download); installed when missing and apt is usable.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian chromium and chromium-driver for the web page test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null; \
+	  else echo "chromium/chromedriver missing and apt-get not usable: the browser test will be skipped"; fi; }
 
 lab: install
 	$(BIN)/jupyter lab nbs

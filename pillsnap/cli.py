@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
-           'predict', 'export_table', 'export', 'demo', 'demo_predictions', 'usage', 'main']
+           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #8f917094
+# %% ../nbs/12_cli.ipynb #0c0ce06c
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .aihub import write_json
 from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #367acfe3
+# %% ../nbs/12_cli.ipynb #091a9db8
 COMMANDS = {}
 
 def command(f):
@@ -29,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #46b38b31
+# %% ../nbs/12_cli.ipynb #0b8e1f07
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -42,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #0d7db340
+# %% ../nbs/12_cli.ipynb #388e30aa
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -53,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #2477bf78
+# %% ../nbs/12_cli.ipynb #c3594a10
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -76,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #dd58ec0f
+# %% ../nbs/12_cli.ipynb #4059f052
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -99,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #addf4058
+# %% ../nbs/12_cli.ipynb #e9d3e2a8
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -130,7 +130,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #f8b8bdb4
+# %% ../nbs/12_cli.ipynb #653f0644
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -172,7 +172,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #7b9bd4c4
+# %% ../nbs/12_cli.ipynb #fdbe8e12
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -205,7 +205,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #1c8714ba
+# %% ../nbs/12_cli.ipynb #398061fd
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -233,7 +233,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #8cc21a8a
+# %% ../nbs/12_cli.ipynb #8c6fe9ed
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -275,7 +275,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #e3313134
+# %% ../nbs/12_cli.ipynb #fa886af6
 def export_table(result:dict)->pd.DataFrame:
     "Parity and benchmark headline numbers of an export."
     p, rows = result['parity'], {}
@@ -315,7 +315,27 @@ def export(*settings:str, # key=value settings
           + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #d3df6765
+# %% ../nbs/12_cli.ipynb #8e2f1850
+@command
+def serve(*settings:str, # key=value settings over the experiment's snapshot
+          exp:str=None, # experiment folder (default: paths.exp_dir)
+          host:str=None, # interface to listen on (default: serve.host, loopback)
+          port:int=None, # port (default: serve.port)
+          backend:str=None, # torch, onnx or onnx-int8 (default: pipeline.backend)
+          config:str=None, # config file (default: the nearest config.yaml)
+         ):
+    "Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / (API keys from PILLSNAP_API_KEYS)."
+    import uvicorn
+    from pillsnap.serve import app_from_exp
+    flags = {'serve.host': host, 'serve.port': port, 'pipeline.backend': backend}
+    cfg = _exp_cfg(exp, settings, config, None, **flags)
+    setup_logging(cfg, exp_paths(cfg.paths.exp_dir).logs/'serve.log')
+    words = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
+    app = app_from_exp(cfg.paths.exp_dir, words, env_file=cfg.serve.env_file)
+    print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API docs /docs); Ctrl-C stops it', flush=True)
+    uvicorn.run(app, host=cfg.serve.host, port=int(cfg.serve.port), log_level='warning', access_log=False)
+
+# %% ../nbs/12_cli.ipynb #18a81dd7
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -361,7 +381,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #fc08400e
+# %% ../nbs/12_cli.ipynb #29f5e8d9
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -386,7 +406,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #264de8eb
+# %% ../nbs/12_cli.ipynb #e44dc44c
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))
