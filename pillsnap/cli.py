@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
-           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'usage', 'main']
+           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'demo_serve', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #0c0ce06c
+# %% ../nbs/12_cli.ipynb #83b4e531
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .aihub import write_json
 from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #091a9db8
+# %% ../nbs/12_cli.ipynb #1dad2d3f
 COMMANDS = {}
 
 def command(f):
@@ -29,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #0b8e1f07
+# %% ../nbs/12_cli.ipynb #7ad268da
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -42,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #388e30aa
+# %% ../nbs/12_cli.ipynb #00b9df80
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -53,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #c3594a10
+# %% ../nbs/12_cli.ipynb #a2df5f4a
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -76,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #4059f052
+# %% ../nbs/12_cli.ipynb #a9ee23a9
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -99,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #e9d3e2a8
+# %% ../nbs/12_cli.ipynb #d89b09e8
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -130,7 +130,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #653f0644
+# %% ../nbs/12_cli.ipynb #7c7adce7
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -172,7 +172,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #fdbe8e12
+# %% ../nbs/12_cli.ipynb #c10b356a
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -205,7 +205,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #398061fd
+# %% ../nbs/12_cli.ipynb #0d0c6d74
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -233,7 +233,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #8c6fe9ed
+# %% ../nbs/12_cli.ipynb #9de607e6
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -275,7 +275,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #fa886af6
+# %% ../nbs/12_cli.ipynb #3cbd9566
 def export_table(result:dict)->pd.DataFrame:
     "Parity and benchmark headline numbers of an export."
     p, rows = result['parity'], {}
@@ -315,7 +315,7 @@ def export(*settings:str, # key=value settings
           + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #8e2f1850
+# %% ../nbs/12_cli.ipynb #d9388ec3
 @command
 def serve(*settings:str, # key=value settings over the experiment's snapshot
           exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -335,7 +335,7 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API docs /docs); Ctrl-C stops it', flush=True)
     uvicorn.run(app, host=cfg.serve.host, port=int(cfg.serve.port), log_level='warning', access_log=False)
 
-# %% ../nbs/12_cli.ipynb #18a81dd7
+# %% ../nbs/12_cli.ipynb #abcfa59e
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -370,18 +370,19 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     exported = export_experiment(cfg) if exp_report is None else dict(
         parity=json.loads((paths.export/'parity.json').read_text()), bench=json.loads((paths.export/'bench.json').read_text()))
     log.info('ONNX export\n' + export_table(exported).to_string())
+    served = demo_serve(cfg)
     outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
                'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
                'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
                'training report': report, 'detector': paths.detector/'detector.safetensors', 'detector metrics': paths.detector/'metrics.json',
                'detector report': det_report, **predicted, 'onnx export': paths.export, 'export parity': paths.export/'parity.json',
-               'export bench': paths.export/'bench.json', 'export report': exp_report, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
+               'export bench': paths.export/'bench.json', 'export report': exp_report, **served, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
     print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
-          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity. Outputs:")
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity; the service answered. Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #29f5e8d9
+# %% ../nbs/12_cli.ipynb #ef5e3502
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -406,7 +407,50 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #e44dc44c
+# %% ../nbs/12_cli.ipynb #d62e050c
+def _multipart(field:str, path:Path)->tuple:
+    "A multipart/form-data body with one file (stdlib only)."
+    import uuid
+    b = uuid.uuid4().hex
+    body = (f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+            + path.read_bytes() + f'\r\n--{b}--\r\n'.encode())
+    return body, f'multipart/form-data; boundary={b}'
+
+def demo_serve(cfg, backend:str='onnx')->dict:
+    "Start `pillsnap serve` on a free loopback port, POST one combination photo with a fresh key, print the answer, stop the server."
+    import os, secrets, signal, socket, subprocess, urllib.error, urllib.request
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    photo = Path(json.loads((paths.reports/'predict-combo.json').read_text())['image'])
+    key = secrets.token_urlsafe(24)
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    url, out = f'http://127.0.0.1:{port}', paths.logs/'demo-serve.log'
+    with open(out, 'w') as f:
+        proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--exp', str(paths.root),
+                                 '--port', str(port), '--backend', backend], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': key})
+    try:
+        t0 = time.time()
+        while True:
+            if proc.poll() is not None: raise ConfigError(f'the demo service exited ({proc.returncode}) — see {out}')
+            try:
+                with urllib.request.urlopen(url + '/health', timeout=2) as r: health = json.loads(r.read()); break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.time() - t0 > 180: raise ConfigError(f'the demo service did not start in 180 s — see {out}') from None
+                time.sleep(0.5)
+        body, ctype = _multipart('image', photo)
+        req = urllib.request.Request(url + '/predict?pipeline=combo&top_k=3', data=body, method='POST', headers={'X-API-Key': key, 'Content-Type': ctype})
+        with urllib.request.urlopen(req, timeout=120) as r: answer, rid = json.loads(r.read()), r.headers['X-Request-ID']
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: proc.kill()
+    write_json(paths.reports/'serve-answer.json', answer)
+    print(f"\nPOST {url}/predict?pipeline=combo ({health['backend']} backend) with {photo.name} → request {rid}, {len(answer['pills'])} pill(s), "
+          f"{answer['timing_ms']['total']:.0f} ms:")
+    print(prediction_table(answer).query('rank == 1').to_string(index=False))
+    log.info(f'the demo service answered request {rid} and stopped')
+    return {'service answer': paths.reports/'serve-answer.json', 'service log': out}
+
+# %% ../nbs/12_cli.ipynb #21131bce
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))
