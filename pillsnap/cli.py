@@ -7,7 +7,7 @@ __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_tab
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
            'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'demo_serve', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #83b4e531
+# %% ../nbs/12_cli.ipynb #e039c424
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .aihub import write_json
 from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #1dad2d3f
+# %% ../nbs/12_cli.ipynb #9582d579
 COMMANDS = {}
 
 def command(f):
@@ -29,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #7ad268da
+# %% ../nbs/12_cli.ipynb #ca791536
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -42,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #00b9df80
+# %% ../nbs/12_cli.ipynb #1ed5f4d8
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -53,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #a2df5f4a
+# %% ../nbs/12_cli.ipynb #090d0248
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -76,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #a9ee23a9
+# %% ../nbs/12_cli.ipynb #0b69cf7c
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -99,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #d89b09e8
+# %% ../nbs/12_cli.ipynb #08b5a775
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -130,7 +130,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #7c7adce7
+# %% ../nbs/12_cli.ipynb #eb27031d
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -172,7 +172,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #c10b356a
+# %% ../nbs/12_cli.ipynb #bc919f42
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -205,7 +205,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #0d0c6d74
+# %% ../nbs/12_cli.ipynb #d5dc4184
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -233,7 +233,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #9de607e6
+# %% ../nbs/12_cli.ipynb #83ade88a
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -275,7 +275,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #3cbd9566
+# %% ../nbs/12_cli.ipynb #8e3d761c
 def export_table(result:dict)->pd.DataFrame:
     "Parity and benchmark headline numbers of an export."
     p, rows = result['parity'], {}
@@ -315,7 +315,7 @@ def export(*settings:str, # key=value settings
           + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #d9388ec3
+# %% ../nbs/12_cli.ipynb #d694ad1d
 @command
 def serve(*settings:str, # key=value settings over the experiment's snapshot
           exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -335,7 +335,7 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API docs /docs); Ctrl-C stops it', flush=True)
     uvicorn.run(app, host=cfg.serve.host, port=int(cfg.serve.port), log_level='warning', access_log=False)
 
-# %% ../nbs/12_cli.ipynb #abcfa59e
+# %% ../nbs/12_cli.ipynb #cccf95dd
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -382,7 +382,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #ef5e3502
+# %% ../nbs/12_cli.ipynb #f4eeb92f
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -407,7 +407,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #d62e050c
+# %% ../nbs/12_cli.ipynb #e2528033
 def _multipart(field:str, path:Path)->tuple:
     "A multipart/form-data body with one file (stdlib only)."
     import uuid
@@ -450,7 +450,7 @@ def demo_serve(cfg, backend:str='onnx')->dict:
     log.info(f'the demo service answered request {rid} and stopped')
     return {'service answer': paths.reports/'serve-answer.json', 'service log': out}
 
-# %% ../nbs/12_cli.ipynb #21131bce
+# %% ../nbs/12_cli.ipynb #b1cedb15
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))

@@ -7,7 +7,7 @@ __all__ = ['ONNX_FORMAT', 'PARITY', 'ExportError', 'set_onnx_meta', 'onnx_meta',
            'OnnxClassifier', 'export_detector', 'classifier_parity', 'detector_parity', 'quantize_classifier',
            'bench_models', 'machine', 'plot_bench', 'export_experiment', 'bench_experiment']
 
-# %% ../nbs/09_export.ipynb #ed9e78ad
+# %% ../nbs/09_export.ipynb #d121b905
 import json, os, platform, time, warnings
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .config import ConfigError, exp_paths, get_logger, pick_device
 from .data import PillDataset, UnifiedPreprocessor, eval_transforms, make_loader
 from .detector import build_detector, detector_data, evaluate_detector, load_detector, quiet_ultralytics, split_images, yolo_device
 
-# %% ../nbs/09_export.ipynb #4eea5129
+# %% ../nbs/09_export.ipynb #66537b50
 ONNX_FORMAT = 'pillsnap-classifier-onnx/1'
 
 class ExportError(RuntimeError):
@@ -70,7 +70,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
                              cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S'))
     return path
 
-# %% ../nbs/09_export.ipynb #b5b45e2c
+# %% ../nbs/09_export.ipynb #8c6bb9c7
 def ort_providers(device:str|torch.device='auto')->list:
     "ONNX Runtime providers for a device: CUDA first when asked for and available, CPU always."
     import onnxruntime as ort
@@ -109,7 +109,7 @@ class OnnxClassifier:
                     config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'], clahe=m['clahe']),
                                 data=dict(cache_margin=m['cache_margin'])))
 
-# %% ../nbs/09_export.ipynb #1741daf3
+# %% ../nbs/09_export.ipynb #e09805da
 def export_detector(weights:str|Path, # detector.safetensors
                     path:str|Path, # the .onnx file to write
                     imgsz:int=640, # the export's nominal image size (the axes stay dynamic)
@@ -130,7 +130,7 @@ def export_detector(weights:str|Path, # detector.safetensors
     set_onnx_meta(path, dict(pillsnap_format='pillsnap-detector-onnx/1', arch=arch, source=Path(weights).name))
     return path
 
-# %% ../nbs/09_export.ipynb #057e081c
+# %% ../nbs/09_export.ipynb #da4b6b1e
 PARITY = dict(logits_mse=1e-6, box_iou=0.95, map50_diff=0.01, borderline=0.02)
 
 @torch.inference_mode()
@@ -182,7 +182,7 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                 map50_95_torch=e_pt['map50_95'], map50_95_onnx=e_ox['map50_95'],
                 passed=bool(c['mismatched'] == 0 and diff <= PARITY['map50_diff']))
 
-# %% ../nbs/09_export.ipynb #418d22ce
+# %% ../nbs/09_export.ipynb #5f809e85
 def _calibration_reader(loader, n:int):
     from onnxruntime.quantization import CalibrationDataReader
     class Reader(CalibrationDataReader):
@@ -216,7 +216,7 @@ def quantize_classifier(src:str|Path, # classifier.onnx
     set_onnx_meta(dst, {**onnx_meta(src), 'quantization': 'int8 static QDQ per-channel'})
     return dst
 
-# %% ../nbs/09_export.ipynb #a1297626
+# %% ../nbs/09_export.ipynb #84075e11
 def _latency(fn, x, warmup:int, runs:int)->dict:
     for _ in range(warmup): fn(x)
     ts = []
@@ -278,7 +278,7 @@ def plot_bench(bench:dict):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09_export.ipynb #db0bb830
+# %% ../nbs/09_export.ipynb #7d31e04a
 def _replace(tmp:Path, final:Path): os.replace(tmp, final); return final
 
 def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)

@@ -6,7 +6,7 @@
 __all__ = ['KEY_ENV', 'IMAGE_STATUS', 'BUCKETS_MS', 'PAGE', 'api_keys', 'key_matches', 'image_status', 'BodyLimit', 'Batcher',
            'Metrics', 'create_app', 'app_from_exp']
 
-# %% ../nbs/10_serve.ipynb #7101323c
+# %% ../nbs/10_serve.ipynb #642432fd
 import asyncio, hmac, json, re, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,7 +23,7 @@ import pillsnap
 from .config import ConfigError, get_logger, load_dotenv, secret
 from .pipeline import ImageError, Predictor, load_image
 
-# %% ../nbs/10_serve.ipynb #9882ffe9
+# %% ../nbs/10_serve.ipynb #639bd10c
 KEY_ENV = 'PILLSNAP_API_KEYS'
 
 def api_keys(env_file:str|Path|None='.env', # a `.env` file read first (variables already set win)
@@ -42,14 +42,14 @@ def key_matches(given:str|None, keys:list)->bool:
     for k in keys: ok |= hmac.compare_digest(g, k)
     return ok
 
-# %% ../nbs/10_serve.ipynb #2cf962f0
+# %% ../nbs/10_serve.ipynb #c980541a
 IMAGE_STATUS = {'empty file': 400, 'truncated': 400, 'corrupt': 400, 'too large': 413, 'not an image': 415}
 
 def image_status(reason:str)->int:
     "The HTTP status for an `ImageError` message."
     return next((s for k, s in IMAGE_STATUS.items() if k in str(reason)), 400)
 
-# %% ../nbs/10_serve.ipynb #a80adac6
+# %% ../nbs/10_serve.ipynb #36d38941
 class BodyLimit:
     "ASGI middleware: 413 for a request body larger than `limit(path)` bytes, counted as it arrives."
     def __init__(self, app, limit): self.app, self.limit = app, limit
@@ -80,7 +80,7 @@ class BodyLimit:
     async def _too_large(self, scope, send, limit):
         await JSONResponse({'detail': f'request body over {limit / 2**20:.0f} MB — send a smaller photo (serve.max_upload_mb)'}, 413)(scope, None, send)
 
-# %% ../nbs/10_serve.ipynb #2de217b8
+# %% ../nbs/10_serve.ipynb #be303f65
 class Batcher:
     "Queue of prediction jobs run in batches on one inference thread."
     def __init__(self, pred:Predictor, # the predictor (used only from the worker thread)
@@ -136,7 +136,7 @@ class Batcher:
                     out = [next(it) for _ in j[0]]
                     if not j[3].done(): j[3].set_result(out)
 
-# %% ../nbs/10_serve.ipynb #634f33b9
+# %% ../nbs/10_serve.ipynb #23845229
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float('inf'))
 
 class Metrics:
@@ -160,7 +160,7 @@ class Metrics:
         out += ['# TYPE pillsnap_uptime_seconds gauge', f'pillsnap_uptime_seconds {time.time() - self.started:.1f}']
         return '\n'.join(out) + '\n'
 
-# %% ../nbs/10_serve.ipynb #02130842
+# %% ../nbs/10_serve.ipynb #a0601f09
 _RID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 
 def _route(request:Request)->str:
@@ -258,7 +258,7 @@ def create_app(pred:Predictor, # the loaded predictor
     app.state.batcher, app.state.metrics = batcher, metrics
     return app
 
-# %% ../nbs/10_serve.ipynb #ae8fec3b
+# %% ../nbs/10_serve.ipynb #b51338db
 PAGE = r'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pillsnap</title>
@@ -346,7 +346,7 @@ $('go').onclick = async () => {
 </script></body></html>
 '''
 
-# %% ../nbs/10_serve.ipynb #6939b4d4
+# %% ../nbs/10_serve.ipynb #7db7c551
 def app_from_exp(exp:str|Path, # a trained experiment
                  settings:list=(), # key=value settings over its snapshot
                  backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
