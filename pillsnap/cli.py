@@ -7,7 +7,7 @@ __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_tab
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
            'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'demo_serve', 'usage', 'main']
 
-# %% ../nbs/12_cli.ipynb #e039c424
+# %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, sys, time
 from pathlib import Path
 
@@ -18,10 +18,10 @@ import pillsnap
 from . import classifier, data, detector, pipeline
 from .export import ExportError, export_experiment
 from .aihub import write_json
-from .config import ConfigError, exp_paths, find_config, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
+from .config import ConfigError, exp_config, exp_paths, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
 from .synth import contact_sheet, synth_dataset
 
-# %% ../nbs/12_cli.ipynb #9582d579
+# %% ../nbs/12_cli.ipynb #022b7325
 COMMANDS = {}
 
 def command(f):
@@ -29,7 +29,7 @@ def command(f):
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
 
-# %% ../nbs/12_cli.ipynb #ca791536
+# %% ../nbs/12_cli.ipynb #861f6471
 @command
 def config(*settings:str, # key=value settings to apply
            preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
@@ -42,7 +42,7 @@ def config(*settings:str, # key=value settings to apply
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
-# %% ../nbs/12_cli.ipynb #1ed5f4d8
+# %% ../nbs/12_cli.ipynb #68d65cf2
 def summary_table(summary:dict)->pd.DataFrame:
     "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
     cols = {k: summary[k] for k in ('train', 'val') if k in summary}
@@ -53,7 +53,7 @@ def _synth_from(cfg, out, force=False):
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
     return synth_dataset(out, seed=cfg.seed, force=force, **kw)
 
-# %% ../nbs/12_cli.ipynb #090d0248
+# %% ../nbs/12_cli.ipynb #7ea3c248
 @command
 def synth(out:str, # dataset folder to create (it gets data/train and data/val)
           *settings:str, # key=value settings
@@ -76,7 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
-# %% ../nbs/12_cli.ipynb #0b69cf7c
+# %% ../nbs/12_cli.ipynb #be251a07
 def split_table(summary:dict)->pd.DataFrame:
     "Photos, pills and classes per split of a `summarize_dataset` summary."
     rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
@@ -99,7 +99,7 @@ def prepare(*settings:str, # key=value settings
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #08b5a775
+# %% ../nbs/12_cli.ipynb #276b6a6f
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
@@ -130,7 +130,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
         raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
 
-# %% ../nbs/12_cli.ipynb #eb27031d
+# %% ../nbs/12_cli.ipynb #aac8a3fb
 def metrics_table(m:dict)->pd.DataFrame:
     "The headline numbers of a `metrics.json`."
     t = m.get('training', {})
@@ -146,10 +146,7 @@ def _exp_cfg(exp, settings, config, preset, **flags):
     "The settings of an existing experiment: its snapshot (over the current defaults), then the command line."
     root = Path(exp or load_config(path=config).paths.exp_dir)
     if not (root/'config.yaml').is_file(): return _cfg(settings, config, preset, **{'paths.exp_dir': exp, **flags})
-    try: defaults = Path(config) if config else find_config()
-    except ConfigError: defaults = None
-    return load_config({'paths.exp_dir': str(root.resolve()), **{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)},
-                       path=root/'config.yaml', preset=preset, defaults=defaults)
+    return exp_config(root, {**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, config, preset)
 
 @command
 def train_cls(*settings:str, # key=value settings
@@ -172,7 +169,7 @@ def train_cls(*settings:str, # key=value settings
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #bc919f42
+# %% ../nbs/12_cli.ipynb #2f4ac4da
 @command
 def evaluate(*settings:str, # key=value settings
              exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -205,7 +202,7 @@ def evaluate(*settings:str, # key=value settings
     else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     return result
 
-# %% ../nbs/12_cli.ipynb #d5dc4184
+# %% ../nbs/12_cli.ipynb #1d6f3a96
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -233,7 +230,7 @@ def train_det(*settings:str, # key=value settings
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #83ade88a
+# %% ../nbs/12_cli.ipynb #1ff7ba5b
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
@@ -275,7 +272,7 @@ def predict(*images:str, # photos to identify
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     return results
 
-# %% ../nbs/12_cli.ipynb #8e3d761c
+# %% ../nbs/12_cli.ipynb #dde05cd9
 def export_table(result:dict)->pd.DataFrame:
     "Parity and benchmark headline numbers of an export."
     p, rows = result['parity'], {}
@@ -315,7 +312,7 @@ def export(*settings:str, # key=value settings
           + (f'\n  report   {report}' if report else ''))
     return result
 
-# %% ../nbs/12_cli.ipynb #d694ad1d
+# %% ../nbs/12_cli.ipynb #9f3d3837
 @command
 def serve(*settings:str, # key=value settings over the experiment's snapshot
           exp:str=None, # experiment folder (default: paths.exp_dir)
@@ -335,7 +332,7 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API docs /docs); Ctrl-C stops it', flush=True)
     uvicorn.run(app, host=cfg.serve.host, port=int(cfg.serve.port), log_level='warning', access_log=False)
 
-# %% ../nbs/12_cli.ipynb #cccf95dd
+# %% ../nbs/12_cli.ipynb #312b19da
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
@@ -382,7 +379,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
-# %% ../nbs/12_cli.ipynb #f4eeb92f
+# %% ../nbs/12_cli.ipynb #c65cb650
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo; write predict-{mode}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -407,7 +404,7 @@ def demo_predictions(cfg)->dict:
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     return out
 
-# %% ../nbs/12_cli.ipynb #e2528033
+# %% ../nbs/12_cli.ipynb #ff969167
 def _multipart(field:str, path:Path)->tuple:
     "A multipart/form-data body with one file (stdlib only)."
     import uuid
@@ -418,31 +415,16 @@ def _multipart(field:str, path:Path)->tuple:
 
 def demo_serve(cfg, backend:str='onnx')->dict:
     "Start `pillsnap serve` on a free loopback port, POST one combination photo with a fresh key, print the answer, stop the server."
-    import os, secrets, signal, socket, subprocess, urllib.error, urllib.request
+    import secrets, urllib.request
+    from pillsnap.serve import serving
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     photo = Path(json.loads((paths.reports/'predict-combo.json').read_text())['image'])
-    key = secrets.token_urlsafe(24)
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    url, out = f'http://127.0.0.1:{port}', paths.logs/'demo-serve.log'
-    with open(out, 'w') as f:
-        proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--exp', str(paths.root),
-                                 '--port', str(port), '--backend', backend], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': key})
-    try:
-        t0 = time.time()
-        while True:
-            if proc.poll() is not None: raise ConfigError(f'the demo service exited ({proc.returncode}) — see {out}')
-            try:
-                with urllib.request.urlopen(url + '/health', timeout=2) as r: health = json.loads(r.read()); break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.time() - t0 > 180: raise ConfigError(f'the demo service did not start in 180 s — see {out}') from None
-                time.sleep(0.5)
+    key, out = secrets.token_urlsafe(24), paths.logs/'demo-serve.log'
+    with serving(paths.root, key, '--backend', backend, log_file=out) as (url, _):
+        with urllib.request.urlopen(url + '/health', timeout=10) as r: health = json.loads(r.read())
         body, ctype = _multipart('image', photo)
         req = urllib.request.Request(url + '/predict?pipeline=combo&top_k=3', data=body, method='POST', headers={'X-API-Key': key, 'Content-Type': ctype})
         with urllib.request.urlopen(req, timeout=120) as r: answer, rid = json.loads(r.read()), r.headers['X-Request-ID']
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try: proc.wait(30)
-        except subprocess.TimeoutExpired: proc.kill()
     write_json(paths.reports/'serve-answer.json', answer)
     print(f"\nPOST {url}/predict?pipeline=combo ({health['backend']} backend) with {photo.name} → request {rid}, {len(answer['pills'])} pill(s), "
           f"{answer['timing_ms']['total']:.0f} ms:")
@@ -450,7 +432,7 @@ def demo_serve(cfg, backend:str='onnx')->dict:
     log.info(f'the demo service answered request {rid} and stopped')
     return {'service answer': paths.reports/'serve-answer.json', 'service log': out}
 
-# %% ../nbs/12_cli.ipynb #b1cedb15
+# %% ../nbs/12_cli.ipynb #2bd9fe5b
 def usage()->str:
     "The top-level help text."
     width = max(map(len, COMMANDS))

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['EXP_PARTS', 'ConfigError', 'find_config', 'read_yaml', 'flat_settings', 'typed_setting', 'parse_overrides',
-           'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'load_dotenv', 'secret', 'exp_paths',
-           'save_config', 'get_logger', 'setup_logging', 'seed_everything', 'start_run', 'pick_device', 'amp_dtype']
+           'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'exp_config', 'load_dotenv', 'secret',
+           'exp_paths', 'save_config', 'get_logger', 'setup_logging', 'seed_everything', 'start_run', 'pick_device',
+           'amp_dtype']
 
 # %% ../nbs/00_config.ipynb #0dde7a8f
 import difflib, logging, os, random, re
@@ -170,6 +171,18 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
     apply_stage(cfg, explicit=set(overrides))
     cfg['config_file'] = str(path)
     return dict2obj(cfg, list_func=list)
+
+def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
+               overrides:list|dict=(), # `key=value` words or a mapping, over the snapshot
+               config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml, if any)
+               preset:str|None=None, # a preset of the snapshot to apply first
+              )->AttrDict:
+    "The settings of an existing experiment: its snapshot over the current defaults, then `overrides`."
+    root = Path(exp)
+    try: defaults = Path(config) if config else find_config()
+    except ConfigError: defaults = None
+    overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
+    return load_config({'paths.exp_dir': str(root.resolve()), **overrides}, path=root/'config.yaml', preset=preset, defaults=defaults)
 
 # %% ../nbs/00_config.ipynb #f46e9c7b
 def load_dotenv(path:str|Path='.env', # a file of `KEY=value` lines

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .aihub import DrugTable, write_json
 from .classifier import find_checkpoint, load_classifier
-from .config import ConfigError, exp_paths, find_config, get_logger, load_config, pick_device
+from .config import ConfigError, exp_config, exp_paths, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, UnifiedPreprocessor, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, quiet_ultralytics, yolo_device
 
@@ -115,9 +115,7 @@ class Predictor:
         "The predictor of a trained experiment: its PyTorch checkpoint, or the ONNX files of `pillsnap export`."
         exp = Path(exp)
         if not (exp/'config.yaml').is_file(): raise ConfigError(f'{exp} is not an experiment folder (no config.yaml) — train one with pillsnap train-cls --exp {exp}')
-        try: defaults = find_config()  # the settings an older snapshot lacks
-        except ConfigError: defaults = None
-        cfg = load_config([f'paths.exp_dir={exp.resolve()}', *settings], path=exp/'config.yaml', defaults=defaults)
+        cfg = exp_config(exp, list(settings))
         paths, backend, device = exp_paths(exp), backend or cfg.pipeline.backend, device or cfg.device
         table = DrugTable.load(paths.data/'drug_table.json', {})
         if backend == 'torch':

@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['KEY_ENV', 'IMAGE_STATUS', 'BUCKETS_MS', 'PAGE', 'api_keys', 'key_matches', 'image_status', 'BodyLimit', 'Batcher',
-           'Metrics', 'create_app', 'app_from_exp']
+           'Metrics', 'create_app', 'app_from_exp', 'serving']
 
-# %% ../nbs/10_serve.ipynb #642432fd
+# %% ../nbs/10_serve.ipynb #2162f4b4
 import asyncio, hmac, json, re, time, uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +23,7 @@ import pillsnap
 from .config import ConfigError, get_logger, load_dotenv, secret
 from .pipeline import ImageError, Predictor, load_image
 
-# %% ../nbs/10_serve.ipynb #639bd10c
+# %% ../nbs/10_serve.ipynb #3b6f5c7e
 KEY_ENV = 'PILLSNAP_API_KEYS'
 
 def api_keys(env_file:str|Path|None='.env', # a `.env` file read first (variables already set win)
@@ -42,14 +42,14 @@ def key_matches(given:str|None, keys:list)->bool:
     for k in keys: ok |= hmac.compare_digest(g, k)
     return ok
 
-# %% ../nbs/10_serve.ipynb #c980541a
+# %% ../nbs/10_serve.ipynb #7011070c
 IMAGE_STATUS = {'empty file': 400, 'truncated': 400, 'corrupt': 400, 'too large': 413, 'not an image': 415}
 
 def image_status(reason:str)->int:
     "The HTTP status for an `ImageError` message."
     return next((s for k, s in IMAGE_STATUS.items() if k in str(reason)), 400)
 
-# %% ../nbs/10_serve.ipynb #36d38941
+# %% ../nbs/10_serve.ipynb #203a09bd
 class BodyLimit:
     "ASGI middleware: 413 for a request body larger than `limit(path)` bytes, counted as it arrives."
     def __init__(self, app, limit): self.app, self.limit = app, limit
@@ -80,7 +80,7 @@ class BodyLimit:
     async def _too_large(self, scope, send, limit):
         await JSONResponse({'detail': f'request body over {limit / 2**20:.0f} MB — send a smaller photo (serve.max_upload_mb)'}, 413)(scope, None, send)
 
-# %% ../nbs/10_serve.ipynb #be303f65
+# %% ../nbs/10_serve.ipynb #afebdf23
 class Batcher:
     "Queue of prediction jobs run in batches on one inference thread."
     def __init__(self, pred:Predictor, # the predictor (used only from the worker thread)
@@ -136,7 +136,7 @@ class Batcher:
                     out = [next(it) for _ in j[0]]
                     if not j[3].done(): j[3].set_result(out)
 
-# %% ../nbs/10_serve.ipynb #23845229
+# %% ../nbs/10_serve.ipynb #b09ca384
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float('inf'))
 
 class Metrics:
@@ -160,7 +160,7 @@ class Metrics:
         out += ['# TYPE pillsnap_uptime_seconds gauge', f'pillsnap_uptime_seconds {time.time() - self.started:.1f}']
         return '\n'.join(out) + '\n'
 
-# %% ../nbs/10_serve.ipynb #a0601f09
+# %% ../nbs/10_serve.ipynb #55b7a552
 _RID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 
 def _route(request:Request)->str:
@@ -258,7 +258,7 @@ def create_app(pred:Predictor, # the loaded predictor
     app.state.batcher, app.state.metrics = batcher, metrics
     return app
 
-# %% ../nbs/10_serve.ipynb #b51338db
+# %% ../nbs/10_serve.ipynb #f21f3ceb
 PAGE = r'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pillsnap</title>
@@ -346,7 +346,7 @@ $('go').onclick = async () => {
 </script></body></html>
 '''
 
-# %% ../nbs/10_serve.ipynb #7db7c551
+# %% ../nbs/10_serve.ipynb #2e70c92f
 def app_from_exp(exp:str|Path, # a trained experiment
                  settings:list=(), # key=value settings over its snapshot
                  backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
@@ -355,3 +355,34 @@ def app_from_exp(exp:str|Path, # a trained experiment
     "The service of a trained experiment."
     keys = api_keys(env_file)
     return create_app(Predictor.from_exp(exp, settings=list(settings), backend=backend), keys)
+
+# %% ../nbs/10_serve.ipynb #c0c49292
+@contextmanager
+def serving(exp:str|Path, # a trained experiment
+            key:str, # the API key the service accepts
+            *args:str, # more `pillsnap serve` arguments (e.g. '--backend', 'onnx', 'serve.batch_max=1')
+            log_file:str|Path|None=None, # the service's output (default: discarded)
+            timeout:float=180, # seconds to wait for /health
+           ):
+    "`pillsnap serve` in a child process on a free loopback port; yields (url, process) once /health answers, stops it (SIGINT) after."
+    import os, signal, socket, subprocess, sys, urllib.error, urllib.request
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    url, out = f'http://127.0.0.1:{port}', open(log_file, 'w') if log_file else subprocess.DEVNULL
+    see = f' — see {log_file}' if log_file else ''
+    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--exp', str(exp),
+                             '--port', str(port), *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, KEY_ENV: key})
+    try:
+        t0 = time.time()
+        while True:
+            if proc.poll() is not None: raise ConfigError(f'the service exited ({proc.returncode}){see}')
+            try:
+                with urllib.request.urlopen(url + '/health', timeout=2): break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.time() - t0 > timeout: raise ConfigError(f'the service did not start in {timeout:.0f} s{see}') from None
+                time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: proc.kill()
+        if log_file: out.close()

@@ -6,7 +6,7 @@ and the server's resident memory sampled every second (start, end, slope).
 
     python tools/loadtest.py --exp work/exp/demo --clients 8 --seconds 30 [--backend onnx] [serve.batch_max=1]
 """
-import argparse, json, os, secrets, signal, socket, subprocess, sys, threading, time
+import argparse, json, os, secrets, threading, time
 from pathlib import Path
 
 import httpx
@@ -35,19 +35,10 @@ def main():
     cfg = load_config(path=exp/'config.yaml')
     m = load_manifest(exp/'data', 'val')
     photos = {k: (Path(cfg.data.root)/m[m.kind == k].image.iloc[0]).read_bytes() for k in ('single', 'combo')}
-    key = secrets.token_urlsafe(24)
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    cmd = [sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--exp', str(exp), '--port', str(port), *a.settings]
-    if a.backend: cmd += ['--backend', a.backend]
-    log = open(exp/'logs'/'loadtest-serve.log', 'w')
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': key})
-    url = f'http://127.0.0.1:{port}'
-    try:
-        for _ in range(600):
-            try:
-                health = httpx.get(url + '/health', timeout=1).json(); break
-            except httpx.TransportError: time.sleep(0.3)
-        else: raise SystemExit('the server did not start')
+    from pillsnap.serve import serving
+    key, args = secrets.token_urlsafe(24), [*a.settings, *(['--backend', a.backend] if a.backend else [])]
+    with serving(exp, key, *args, log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):
+        health = httpx.get(url + '/health').json()
         report = dict(exp=str(exp), backend=health['backend'], settings=a.settings, clients=a.clients, seconds=a.seconds,
                       cpu_count=os.cpu_count(), rss_mb_idle=round(rss_mb(proc.pid), 1), modes={})
         for mode in a.modes.split(','):
@@ -71,8 +62,6 @@ def main():
                                          rss_mb_end=round(rss[-1], 1), rss_mb_per_s=round(slope, 3))
         metrics = httpx.get(url + '/metrics', headers={'X-API-Key': key}).text
         report['batch_size_mean'] = next((float(l.split()[-1]) for l in metrics.splitlines() if l.startswith('pillsnap_batch_size_mean')), None)
-    finally:
-        proc.send_signal(signal.SIGINT); proc.wait(30)
     out = Path(a.out or exp/'reports'/f"loadtest-{report['backend']}.json")
     out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
