@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls test browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det test browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -24,6 +24,10 @@ demo: install
 # The CPU accuracy benchmark of the classifier (README): 50 drugs at 488x640, resnet10t at 128 px.
 bench-cls: install
 	$(BIN)/pillsnap demo --preset bench --classifier-only
+
+# The detector's benchmark (README): 480 synthetic combination photos at 244x320, yolo11n at 320 px, 60 epochs.
+bench-det: install
+	$(BIN)/pillsnap demo --preset bench-det --detector-only
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install browser

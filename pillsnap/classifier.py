@@ -169,16 +169,16 @@ class EMA(Callback):
     def __init__(self, decay:float=0.9998, # timm ModelEmaV3 decay
                  state:dict|None=None, steps:int=0, # a resumed average and its step count
                 ):
-        self.decay, self.state, self.steps, self.ema, self._train = decay, state, steps, None, None
+        self.decay, self.state, self.steps, self.average, self._train = decay, state, steps, None, None
     def before_fit(self):
-        self.ema = ModelEmaV3(core(self.model), decay=self.decay, use_warmup=True)
-        if self.state is not None: self.ema.module.load_state_dict(self.state)
+        self.average = ModelEmaV3(core(self.model), decay=self.decay, use_warmup=True)
+        if self.state is not None: self.average.module.load_state_dict(self.state)
     def after_step(self):
         self.steps += 1
-        self.ema.update(core(self.model), step=self.steps)
+        self.average.update(core(self.model), step=self.steps)
     def before_validate(self):
         self._train = {k: v.detach().clone() for k, v in core(self.model).state_dict().items()}
-        core(self.model).load_state_dict(self.ema.module.state_dict())
+        core(self.model).load_state_dict(self.average.module.state_dict())
     def after_validate(self):
         if self._train is not None: core(self.model).load_state_dict(self._train); self._train = None
 
@@ -266,7 +266,7 @@ class Checkpointer(TrackerCallback):
         "Everything to resume from after `epoch` finished epochs."
         l, ema, es = self.learn, _find_cb(self.learn, EMA), _find_cb(self.learn, ResumableEarlyStopping)
         return {**self.meta, 'format': CKPT_FORMAT, 'epoch': epoch, 'monitor': self.monitor, 'best': float(self.best), 'history': list(self.history),
-                'model': _cpu_state(core(l.model)), 'ema': _cpu_state(ema.ema.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
+                'model': _cpu_state(core(l.model)), 'ema': _cpu_state(ema.average.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
                 'optimizer': l.opt.state_dict(), 'scaler': l.scaler.state_dict() if getattr(l, 'scaler', None) is not None else None,
                 'early_stop_wait': es.wait if es else 0, 'smooth_loss': (float(self.recorder.smooth_loss.val), int(self.recorder.smooth_loss.count)), **extra}
 
@@ -379,27 +379,27 @@ class StepLogger(Callback):
         if self.tb_dir:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.tb_dir))
-        self.cuda = _device(self.learn).type == 'cuda'
+        self.on_cuda = _device(self.learn).type == 'cuda'
         self.skip = min(self.warmup, self.n_epoch * len(self.dls.train) // 5)  # short runs keep most of their steps
-        if self.cuda: torch.cuda.reset_peak_memory_stats()
+        if self.on_cuda: torch.cuda.reset_peak_memory_stats()
     def before_train(self): self._t, self._win = time.perf_counter(), [0, 0.0, 0.0, 0.0, 0]
     def before_batch(self):
         if self.training: self._t0 = time.perf_counter(); self._data = self._t0 - self._t
     def after_batch(self):
         if not self.training: return
-        if self.cuda: torch.cuda.synchronize()
+        if self.on_cuda: torch.cuda.synchronize()
         self._t = time.perf_counter()
-        comp, n, step = self._t - self._t0, find_bs(self.yb), self.epoch * self.n_iter + self.iter
+        comp, n, step, loss = self._t - self._t0, find_bs(self.yb), self.epoch * self.n_iter + self.iter, float(self.loss.detach())
         self.seen += 1
         if self.seen > self.skip:
             for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
-        w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += float(self.loss); w[4] += 1
+        w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += loss; w[4] += 1
         lr = self.opt.hypers[-1]['lr']
-        if self.writer: self.writer.add_scalar('train/loss', float(self.loss), step); self.writer.add_scalar('train/lr', lr, step)
+        if self.writer: self.writer.add_scalar('train/loss', loss, step); self.writer.add_scalar('train/lr', lr, step)
         if step % self.every == 0 or self.iter == self.n_iter - 1: self._log_line(step, lr)
     def _log_line(self, step, lr):
         n, data, comp, loss, k = self._win
-        mb = torch.cuda.max_memory_allocated() / 2**20 if self.cuda else 0.0
+        mb = torch.cuda.max_memory_allocated() / 2**20 if self.on_cuda else 0.0
         self.perf['peak_cuda_mb'] = max(self.perf['peak_cuda_mb'], mb)
         thr = n / max(data + comp, 1e-9)
         get_logger('classifier').info(f'e={self.epoch} s={step} loss={loss / k:.4f} lr={lr:.3g} data={data / k:.3f}s comp={comp / k:.3f}s thr={thr:.1f}/s cuda={mb:.0f}MB')

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
-           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_predictions', 'demo_serve', 'usage', 'main']
+           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_detector', 'demo_predictions', 'demo_serve',
+           'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, sys, time
@@ -337,9 +338,11 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
 def demo(*settings:str, # key=value settings (applied after the preset)
          preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
          classifier_only:store_true=False, # stop after the classifier (make bench-cls)
+         detector_only:store_true=False, # train and evaluate only the detector (make bench-det)
          config:str=None, # config file (default: the nearest config.yaml)
         ):
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
+    if classifier_only and detector_only: raise ConfigError('--classifier-only and --detector-only exclude each other: choose one (or neither for the whole demo)')
     cfg = load_config(list(settings), path=config, preset=preset)
     paths = start_run(cfg, 'demo')
     log = get_logger('demo')
@@ -350,6 +353,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
     prepared = data.prepare(cfg)
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
+    if detector_only: return demo_detector(cfg)
     report = run_stage('04_classifier', cfg, 'train-cls') if stage_notebook('04_classifier') else None
     if report is None: classifier.train_classifier(cfg)
     metrics = json.loads((paths.classifier/'metrics.json').read_text())
@@ -378,6 +382,21 @@ def demo(*settings:str, # key=value settings (applied after the preset)
           f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity; the service answered. Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
+
+# %% ../nbs/12_cli.ipynb #ebd1ef8c
+def demo_detector(cfg)->dict:
+    "The detector-only demo: train through `nbs/05_detector`, evaluate on val and test; print both."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    report = run_stage('05_detector', cfg, 'train-det') if stage_notebook('05_detector') else None
+    if report is None: detector.train_detector(cfg)
+    val = json.loads((paths.detector/'metrics.json').read_text())
+    test = detector.evaluate_detector(cfg, paths.detector/'detector.safetensors', detector.detector_data(cfg), 'test', name='eval-test')
+    write_json(paths.reports/'detector-test.json', test)
+    log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
+    print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
+          f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "
+          f"Metrics: {paths.detector/'metrics.json'}, {paths.reports/'detector-test.json'}; report: {report}")
+    return {'detector metrics': paths.detector/'metrics.json', 'test metrics': paths.reports/'detector-test.json', 'detector report': report}
 
 # %% ../nbs/12_cli.ipynb #c65cb650
 def demo_predictions(cfg)->dict:

@@ -42,3 +42,21 @@ def test_synth_refuses_a_folder_it_did_not_make(tmp_path):
     r = run_cli('synth', tmp_path, '--classes', 2, check=False)
     assert r.returncode == 2 and 'not made by pillsnap synth' in r.stderr
     assert (tmp_path/'data'/'train'/'precious.txt').read_text() == 'real data'
+
+
+def test_demo_detector_only_runs_the_bench_det_preset_without_a_classifier(tmp_path):
+    exp, root = tmp_path/'exp', tmp_path/'data'
+    r = run_cli('demo', '--preset', 'bench-det', '--detector-only', f'paths.exp_dir={exp}', f'data.root={root}',
+                'synth.classes=6', 'synth.combos=12', 'synth.photos_per_combo=2', 'synth.val_per_class=1', 'synth.sheet_classes=6',
+                'synth.workers=1', 'data.workers=1', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
+                'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001')
+    val, test = json.loads((exp/'detector'/'metrics.json').read_text()), json.loads((exp/'reports'/'detector-test.json').read_text())
+    assert (val['split'], test['split']) == ('val', 'test') and val['images'] and test['images']
+    assert f"{val['map50']:.3f} on val ({val['images']} photos" in r.stdout and f"{test['map50']:.3f} on test" in r.stdout
+    # the preset's detector data holds combination photos only, and no classifier was trained (nor its crop cache built)
+    tree = Path(val['data']).parent
+    assert all(p.name.split('_')[0].count('-') > 1 for p in (tree/'images'/'test').iterdir())  # K-xxxxxx-yyyyyy-…: a combination
+    assert not (exp/'classifier'/'best.pt').exists() and not (exp/'data'/'cache').exists()
+    assert list((exp/'runs').glob('train-det-*.ipynb')) and not list((exp/'runs').glob('train-cls-*.ipynb'))
+    both = run_cli('demo', '--classifier-only', '--detector-only', check=False)
+    assert both.returncode == 2 and 'exclude each other' in both.stderr
