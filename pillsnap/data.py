@@ -45,15 +45,6 @@ def to_rgb(im:Image.Image)->Image.Image:
     if im.mode == 'P': im = im.convert('RGBA')
     return im.convert('RGB')
 
-def _cv2_open(data):
-    "OpenCV's reading of bytes Pillow did not recognise, as RGB, or None."
-    import cv2
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if a is None: return None
-    if a.dtype != np.uint8: a = (a.astype(np.float32) / (257.0 if a.max() > 255 else 1.0)).clip(0, 255).astype(np.uint8)
-    if a.ndim == 2: a = np.repeat(a[..., None], 3, axis=2)
-    return Image.fromarray(np.ascontiguousarray(a[..., 2::-1] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2)))
-
 # %% ../nbs/03_data.ipynb #277ec9d6
 def _pil_open():
     "Pillow's own `Image.open`: importing ultralytics replaces it with one that tries to install a HEIF plugin on unknown bytes."
@@ -76,9 +67,7 @@ def open_image_safely(src, # a path, bytes, or an open binary file
             im.load()
             return to_rgb(ImageOps.exif_transpose(im)), None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning): return None, 'too large'
-    except UnidentifiedImageError:
-        im = _cv2_open(data)
-        return (im, None) if im is not None else (None, 'not an image')
+    except UnidentifiedImageError: return None, 'not an image'
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         return None, 'truncated' if 'truncated' in str(e) else 'corrupt'
 

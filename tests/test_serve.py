@@ -105,6 +105,12 @@ def bomb_png():
     return bytes(b)
 
 
+def hdr_bomb(side=8000):
+    "A valid 4 MB run-length-coded Radiance HDR of side x side pixels: a format Pillow does not read (OpenCV would, to 64 Mpx / 3 GB)."
+    runs = bytes([255, 128]) * (side // 127) + bytes([128 + side % 127, 128])
+    return b'#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n' % (side, side) + (bytes([2, 2, side >> 8, side & 255]) + runs * 4) * side
+
+
 def corpus(photo):
     good = Path(photo).read_bytes()
     return {
@@ -116,6 +122,7 @@ def corpus(photo):
         'png header only': (good[:20], 400, 'corrupt'),
         'jpeg garbage': (b'\xff\xd8\xff\xe0' + os.urandom(2000), 400, 'truncated|corrupt'),
         'decompression bomb': (bomb_png(), 413, 'too large'),
+        'hdr bomb': (hdr_bomb(), 415, 'not an image'),
         'over 10 MB': (os.urandom(11 * 2**20), 413, 'over'),
     }
 
