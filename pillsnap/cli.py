@@ -336,7 +336,7 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
 # %% ../nbs/12_cli.ipynb #312b19da
 @command
 def demo(*settings:str, # key=value settings (applied after the preset)
-         preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench for the CPU benchmark)
+         preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench and bench-det for the benchmarks)
          classifier_only:store_true=False, # stop after the classifier (make bench-cls)
          detector_only:store_true=False, # train and evaluate only the detector (make bench-det)
          config:str=None, # config file (default: the nearest config.yaml)

@@ -193,13 +193,13 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
 def pill_rows(manifest:pd.DataFrame, # from `load_manifest`
               kinds:tuple=('single',), # photo kinds to include
               known_only:bool=True, # drop pills whose class is not in the class map
-             )->pd.DataFrame: # row, pill, image, k_code, class_index, bbox, width, height
+             )->pd.DataFrame: # row, pill, image, k_code, class_index, bbox, width, height (and drug_dir, the face up)
     "One row per pill of a manifest."
     df = manifest[manifest.kind.isin(kinds)]
     df = df.assign(pill=df.k_codes.map(lambda ks: list(range(len(ks))))).explode(['k_codes', 'class_indices', 'bboxes', 'pill'])
     df = df.rename(columns={'k_codes': 'k_code', 'class_indices': 'class_index', 'bboxes': 'bbox'}).astype({'class_index': int, 'pill': int})
     if known_only: df = df[df.class_index >= 0]
-    return df[['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height']].reset_index(drop=True)
+    return df[['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height'] + [c for c in ('drug_dir',) if c in df]].reset_index(drop=True)
 
 # %% ../nbs/03_data.ipynb #47978720
 def data_digest(index:pd.DataFrame)->dict:

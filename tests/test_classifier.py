@@ -58,23 +58,49 @@ def _train(exp, *extra):
             'train.mix=mixup', *extra]
 
 
-def test_resume_after_kill_matches_unbroken_run(prepared, tmp_path):
-    unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
-    subprocess.run(_train(unbroken), check=True, capture_output=True, timeout=600)
-    p = subprocess.Popen(_train(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log, t0 = killed/'logs'/'train-cls.log', time.time()
+def _kill_then_resume(exp, train, epochs):
+    "Start `train(exp)`, SIGKILL it once epoch 2 is saved, resume with train.resume=last; the epoch it resumed after."
+    p = subprocess.Popen(train(exp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, t0 = exp/'logs'/'train-cls.log', time.time()
     while not (log.exists() and 'epoch 2: saved last.pt' in log.read_text()):
         assert p.poll() is None and time.time() - t0 < 300, 'training ended before the kill'
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()
-    r = subprocess.run(_train(killed, 'train.resume=last'), check=True, capture_output=True, text=True, timeout=600)
-    k = int(re.search(r'after epoch (\d) of 4', (killed/'logs'/'train-cls.log').read_text()).group(1))
-    assert 2 <= k < 4
-    a, b = (json.loads((e/'classifier'/'metrics.json').read_text()) for e in (unbroken, killed))
-    for key in ('top1', 'top5', 'macro_f1', 'ece', 'epoch'): assert a[key] == pytest.approx(b[key], abs=1e-6), key
-    ha, hb = (json.loads((e/'classifier'/'history.json').read_text()) for e in (unbroken, killed))
-    assert [h['epoch'] for h in hb] == [1, 2, 3, 4]
+    subprocess.run(train(exp, 'train.resume=last'), check=True, capture_output=True, text=True, timeout=600)
+    return int(re.search(rf'after epoch (\d) of {epochs}', log.read_text()).group(1))
+
+
+def assert_same_run(a, b):
+    "Two experiments ended with the same metrics and the same per-epoch history."
+    ma, mb = (json.loads((e/'classifier'/'metrics.json').read_text()) for e in (a, b))
+    for key in ('top1', 'top5', 'macro_f1', 'ece', 'epoch'): assert ma[key] == pytest.approx(mb[key], abs=1e-6), key
+    ha, hb = (json.loads((e/'classifier'/'history.json').read_text()) for e in (a, b))
+    assert [h['epoch'] for h in hb] == list(range(1, len(ha) + 1))
     for x, y in zip(ha, hb): assert x == pytest.approx(y, rel=1e-5), (x, y)
+
+
+def test_resume_after_kill_matches_unbroken_run(prepared, tmp_path):
+    unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
+    subprocess.run(_train(unbroken), check=True, capture_output=True, timeout=600)
+    assert 2 <= _kill_then_resume(killed, _train, 4) < 4
+    assert_same_run(unbroken, killed)
+
+
+def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exactly(prepared, tmp_path):
+    import torch
+    def train(exp, *extra):
+        return [str(BIN/'pillsnap'), 'train-cls', '--exp', str(exp), '--no-notebook', *TINY_TRAIN, 'train.epochs=3', 'train.imprint_aux=1.0', *extra]
+    unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
+    subprocess.run(train(unbroken), check=True, capture_output=True, timeout=600)
+    assert re.search(r'imprint auxiliary task: \d+ characters', (unbroken/'logs'/'train-cls.log').read_text())
+    ck = torch.load(unbroken/'classifier'/'last.pt', weights_only=True)
+    head, n_chars = ck['imprint_head'], len({c for r in json.loads((unbroken/'data'/'drug_table.json').read_text()).values()
+                                             for c in (r['print_front'] or '') + (r['print_back'] or '') if not c.isspace()})
+    assert head['weight'].shape[0] == n_chars and not any(k.startswith('imprint') for k in ck['model'])
+    assert 2 <= _kill_then_resume(killed, train, 3) < 3
+    assert_same_run(unbroken, killed)
+    r = run_cli('train-cls', '--exp', killed, '--no-notebook', *TINY_TRAIN, 'train.imprint_aux=0.5', 'train.mix=mixup', check=False)
+    assert r.returncode == 2 and 'needs train.mix=none' in r.stderr
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
