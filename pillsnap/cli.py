@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
-           'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'det_table', 'train_det', 'prediction_table',
-           'predict', 'export_table', 'export', 'serve', 'demo', 'demo_detector', 'demo_predictions', 'demo_serve',
-           'usage', 'main']
+           'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'detector_report', 'det_table', 'train_det',
+           'prediction_table', 'predict', 'export_table', 'export', 'serve', 'demo', 'demo_detector',
+           'demo_predictions', 'demo_serve', 'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, sys, time
@@ -193,10 +193,8 @@ def evaluate(*settings:str, # key=value settings
         if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
         src = Path(data).resolve() if data else detector.detector_data(cfg)
         if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
-        tag = f"{src.parent.name}-{split}"
-        result = detector.evaluate_detector(cfg, weights, src, split, name=f'eval-{tag}')
-        write_json(paths.reports/f'detector-{tag}.json', result)
-        print(det_table(result).to_string()); print(f"  written  {paths.reports/f'detector-{tag}.json'}")
+        result, out = detector_report(cfg, src, split)
+        print(det_table(result).to_string()); print(f"  written  {out}")
     elif what == 'pipeline':
         result = pipeline.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint))
         print(pd.DataFrame({k: result[k] for k in ('combo', 'single')}).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
@@ -204,6 +202,14 @@ def evaluate(*settings:str, # key=value settings
     return result
 
 # %% ../nbs/12_cli.ipynb #1d6f3a96
+def detector_report(cfg, src:Path, split:str)->tuple:
+    "Evaluate the experiment's detector on `split` of the YOLO data `src`; (metrics, the reports/detector-{data}-{split}.json written)."
+    paths = exp_paths(cfg.paths.exp_dir)
+    tag = f"{src.parent.name}-{split}"
+    result, out = detector.evaluate_detector(cfg, paths.detector/'detector.safetensors', src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
+    write_json(out, result)
+    return result, out
+
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
@@ -354,16 +360,14 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     prepared = data.prepare(cfg)
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     if detector_only: return demo_detector(cfg)
-    report = run_stage('04_classifier', cfg, 'train-cls') if stage_notebook('04_classifier') else None
-    if report is None: classifier.train_classifier(cfg)
+    report = _train_stage(cfg, '04_classifier', 'train-cls', classifier.train_classifier)
     metrics = json.loads((paths.classifier/'metrics.json').read_text())
     log.info('classifier\n' + metrics_table(metrics).to_string())
     if classifier_only:
         print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
               f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; report: {report}")
         return {'metrics': paths.classifier/'metrics.json', 'training report': report}
-    det_report = run_stage('05_detector', cfg, 'train-det') if stage_notebook('05_detector') else None
-    if det_report is None: detector.train_detector(cfg)
+    det_report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector)
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     predicted = demo_predictions(cfg)
@@ -384,19 +388,22 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     return outputs
 
 # %% ../nbs/12_cli.ipynb #ebd1ef8c
+def _train_stage(cfg, notebook:str, run:str, train)->Path|None:
+    "A training stage through its notebook (the report's path), or `train(cfg)` in process when the notebooks are not installed (None)."
+    if stage_notebook(notebook): return run_stage(notebook, cfg, run)
+    train(cfg)
+
 def demo_detector(cfg)->dict:
     "The detector-only demo: train through `nbs/05_detector`, evaluate on val and test; print both."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    report = run_stage('05_detector', cfg, 'train-det') if stage_notebook('05_detector') else None
-    if report is None: detector.train_detector(cfg)
+    report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector)
     val = json.loads((paths.detector/'metrics.json').read_text())
-    test = detector.evaluate_detector(cfg, paths.detector/'detector.safetensors', detector.detector_data(cfg), 'test', name='eval-test')
-    write_json(paths.reports/'detector-test.json', test)
+    test, test_file = detector_report(cfg, detector.detector_data(cfg), 'test')
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
     print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
           f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "
-          f"Metrics: {paths.detector/'metrics.json'}, {paths.reports/'detector-test.json'}; report: {report}")
-    return {'detector metrics': paths.detector/'metrics.json', 'test metrics': paths.reports/'detector-test.json', 'detector report': report}
+          f"Metrics: {paths.detector/'metrics.json'}, {test_file}; report: {report}")
+    return {'detector metrics': paths.detector/'metrics.json', 'test metrics': test_file, 'detector report': report}
 
 # %% ../nbs/12_cli.ipynb #c65cb650
 def demo_predictions(cfg)->dict:

@@ -50,7 +50,7 @@ def test_demo_detector_only_runs_the_bench_det_preset_without_a_classifier(tmp_p
                 'synth.classes=6', 'synth.combos=12', 'synth.photos_per_combo=2', 'synth.val_per_class=1', 'synth.sheet_classes=6',
                 'synth.workers=1', 'data.workers=1', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
                 'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001')
-    val, test = json.loads((exp/'detector'/'metrics.json').read_text()), json.loads((exp/'reports'/'detector-test.json').read_text())
+    val, test = json.loads((exp/'detector'/'metrics.json').read_text()), json.loads((exp/'reports'/'detector-yolo-test.json').read_text())
     assert (val['split'], test['split']) == ('val', 'test') and val['images'] and test['images']
     assert f"{val['map50']:.3f} on val ({val['images']} photos" in r.stdout and f"{test['map50']:.3f} on test" in r.stdout
     # the preset's detector data holds combination photos only, and no classifier was trained (nor its crop cache built)
