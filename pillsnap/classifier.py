@@ -6,12 +6,12 @@
 __all__ = ['COMPILE_MODES', 'SCHEDULES', 'FACES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', 'create_backbone', 'PillClassifier',
            'core', 'precision_callbacks', 'enable_tf32', 'compile_model', 'adamw', 'decay_groups', 'lr_schedule',
            'ReseedEpoch', 'EMA', 'imprint_targets', 'face_codes', 'ClassOf', 'ImprintAux', 'save_checkpoint',
-           'load_checkpoint', 'check_checkpoint', 'find_checkpoint', 'Checkpointer', 'ResumableEarlyStopping',
-           'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size', 'top5',
-           'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
-           'top_confused', 'classifier_data', 'build_learner', 'FloatImages', 'build_classifier', 'predict_probs',
-           'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history',
-           'train_classifier', 'plot_confused_pairs']
+           'load_checkpoint', 'clean_stale_temps', 'check_checkpoint', 'find_checkpoint', 'Checkpointer',
+           'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size',
+           'top5', 'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
+           'top_confused', 'classifier_data', 'check_classifier', 'build_learner', 'FloatImages', 'build_classifier',
+           'predict_probs', 'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion',
+           'plot_history', 'train_classifier', 'plot_confused_pairs']
 
 # %% ../nbs/04_classifier.ipynb #9fd9b125
 import contextlib, difflib, gc, json, os, pickle, random, time, warnings
@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from .aihub import DrugTable, load_class_map, write_json
+from .aihub import DrugTable, load_class_map, read_json, write_json
 from .config import ConfigError, amp_dtype, exp_paths, get_logger, pick_device, seed_everything
 from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
@@ -271,6 +271,17 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
+# %% ../nbs/04_classifier.ipynb #0494899f
+def clean_stale_temps(folder:str|Path, # a checkpoint folder
+                     )->list: # the names removed
+    "Remove the temporary files of `save_checkpoint` writes whose process is gone (killed mid-write)."
+    import psutil  # an ultralytics dependency
+    gone = []
+    for f in sorted(Path(folder).glob('.*.tmp')):
+        pid = f.name.rsplit('.', 2)[-2]  # .NAME.PID.tmp
+        if pid.isdigit() and not psutil.pid_exists(int(pid)): f.unlink(missing_ok=True); gone.append(f.name)
+    return gone
+
 # %% ../nbs/04_classifier.ipynb #6eaedf41
 def check_checkpoint(ck:dict, # from `load_checkpoint`
                      model_name:str, n_classes:int, preprocess:str, # what this run builds
@@ -316,8 +327,8 @@ class Checkpointer(TrackerCallback):
         super().after_epoch()
         self.history.append({'epoch': self.epoch + 1, **{n: float(v) for n, v in zip(self.recorder.metric_names[1:], self.recorder.values[-1])}})
         state = self.state(self.epoch + 1)
+        if self.new_best: save_checkpoint(state, self.folder/'best.pt')  # first: killed before last.pt, a resume redoes this epoch
         save_checkpoint(state, self.folder/'last.pt')
-        if self.new_best: save_checkpoint(state, self.folder/'best.pt')
         write_json(self.folder/'history.json', self.history)
         get_logger('classifier').info(f'epoch {self.epoch + 1}: saved last.pt' + (f' and best.pt ({self.monitor}={self.best:.4f})' if self.new_best else ''))
 
@@ -575,8 +586,7 @@ def classifier_data(cfg, # resolved settings
     paths = exp_paths(cfg.paths.exp_dir)
     data_dir, split = paths.data, paths.data/'splits.json'
     if not split.exists(): raise ConfigError(f"{paths.root} has no prepared data — run 'pillsnap prepare --exp {paths.root}' first")
-    saved = json.loads(split.read_text())
-    why = check_splits(split, split_settings(cfg), saved['data'])
+    why = check_splits(split, split_settings(cfg))  # a damaged splits.json is a reason too, not a traceback
     if why: raise ConfigError(f"the experiment's data does not match the settings ({why}) — run 'pillsnap prepare --exp {paths.root}' again")
     pre, cmap = preprocessor_from(cfg), load_class_map(data_dir/'class_map.json')
     out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap, k_codes=[k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])])
@@ -584,10 +594,24 @@ def classifier_data(cfg, # resolved settings
         rows = pill_rows(load_manifest(data_dir, name))
         if not len(rows): raise ConfigError(f'the {name} split has no single-pill photos — check data.max_classes / data.max_samples')
         cache = data_dir/'cache'/name
-        ok = (cache/'cache.json').exists() and json.loads((cache/'cache.json').read_text()).get('version') == pre.version
+        meta, _ = read_json(cache/'cache.json')
+        ok = isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version
         if not ok: get_logger('classifier').warning(f'no crop cache for {name} with this preprocessing — reading the photos (slower); pillsnap prepare builds it')
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
+
+# %% ../nbs/04_classifier.ipynb #7da99ec9
+def check_classifier(cfg, # resolved settings
+                     force:bool=False, # train afresh even when the experiment already has a trained classifier (replacing it)
+                    )->dict: # from `classifier_data`
+    "Fail fast, before any work, on what the classifier stage cannot use and on a trained classifier it would replace."
+    folder, t, w = exp_paths(cfg.paths.exp_dir).classifier, cfg.train, cfg.classifier.weights_path
+    d = classifier_data(cfg)
+    if t.resume: find_checkpoint(t.resume, folder)
+    elif w and not Path(w).is_file(): raise ConfigError(f'classifier.weights_path={w} is not a file')
+    elif (folder/'best.pt').is_file() and not force:
+        raise ConfigError(f"the experiment already has a trained classifier ({folder/'best.pt'}); train into a new experiment, or pass --force to replace it")
+    return d
 
 # %% ../nbs/04_classifier.ipynb #e8b9941c
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
@@ -707,9 +731,12 @@ def load_classifier(path:str|Path, # a checkpoint
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
                         d:dict|None=None, # from `classifier_data` (read when None)
+                        out_dir:str|Path|None=None, # where the results go (default: the classifier folder, as training writes them)
                        )->dict:
     "Evaluate a checkpoint on the validation split; write `metrics.json`, the reliability diagram and the confusion table."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('classifier')
+    out_dir = Path(out_dir or paths.classifier)
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = find_checkpoint(checkpoint, paths.classifier)
     model, ck = load_classifier(path)
     d = d or classifier_data(cfg)
@@ -727,12 +754,12 @@ def evaluate_classifier(cfg, # resolved settings
                **{k: v for k, v in m.items() if k != 'per_class'},
                per_class={k_codes[c]: v for c, v in m['per_class'].items()},
                top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count'])) for _, r in confused.iterrows()])
-    write_json(paths.classifier/'metrics.json', out)
-    np.savez_compressed(paths.classifier/'val_predictions.npz', probs=probs.astype(np.float16), labels=ys)
+    write_json(out_dir/'metrics.json', out)
+    np.savez_compressed(out_dir/'val_predictions.npz', probs=probs.astype(np.float16), labels=ys)
     import matplotlib.pyplot as plt
     for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
                       ('confusion', plot_confusion(ys, preds, k_codes))):
-        if fig is not None: fig.savefig(paths.classifier/f'{name}.png', dpi=100); plt.close(fig)
+        if fig is not None: fig.savefig(out_dir/f'{name}.png', dpi=100); plt.close(fig)
     log.info(f"val ({out['images']} crops, {out['classes']} classes) with {path.name} (epoch {ck['epoch']}, {out['weights']} weights): "
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
     return out
@@ -794,6 +821,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
     paths, log, t = exp_paths(cfg.paths.exp_dir), get_logger('classifier'), cfg.train
     d = classifier_data(cfg)
+    if gone := clean_stale_temps(paths.classifier): log.info(f"removed the temporary files of killed checkpoint writes: {', '.join(gone)}")
     ck = None
     if t.resume:
         path = find_checkpoint(t.resume, paths.classifier)

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_table', 'prepare', 'StageFailed', 'stage_notebook',
            'run_stage', 'metrics_table', 'train_cls', 'evaluate', 'detector_report', 'det_table', 'train_det',
-           'prediction_table', 'predict', 'export_table', 'export', 'serve', 'demo', 'demo_detector',
-           'demo_predictions', 'demo_serve', 'usage', 'main']
+           'prediction_table', 'photos_and_settings', 'predict', 'export_table', 'export', 'serve', 'demo',
+           'demo_detector', 'demo_predictions', 'demo_serve', 'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
-import difflib, json, sys, time
+import difflib, json, re, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,8 @@ import pillsnap
 from . import classifier, data, detector, pipeline
 from .export import ExportError, export_experiment
 from .aihub import write_json
-from .config import ConfigError, exp_config, exp_paths, get_logger, load_config, parse_overrides, save_config, setup_logging, start_run
+from .config import (ConfigError, exp_paths, get_logger, load_config, parse_overrides, record_settings, run_config, save_config,
+                             setup_logging, start_run)
 from .synth import contact_sheet, synth_dataset
 
 # %% ../nbs/12_cli.ipynb #022b7325
@@ -29,6 +30,14 @@ def command(f):
     "Register `f` as the sub-command named after it (underscores become dashes)."
     COMMANDS[f.__name__.replace('_', '-')] = f
     return f
+
+def _overrides(settings:tuple, **flags)->dict:
+    "The command line's settings: flags given (by their dotted key), then the `key=value` words."
+    return {**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(list(settings))}
+
+def _settings(exp, settings:tuple, config=None, preset=None, **flags)->tuple:
+    "(settings, changes) of a command: the experiment's snapshot (or, for a new one, config.yaml) with the command line on top."
+    return run_config(exp, _overrides(settings, **flags), config, preset)
 
 # %% ../nbs/12_cli.ipynb #861f6471
 @command
@@ -91,10 +100,9 @@ def prepare(*settings:str, # key=value settings
             config:str=None, # config file (default: the nearest config.yaml)
            ):
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
-    flags = {'data.root': root, 'paths.exp_dir': exp, 'data.stage': stage}
-    cfg = load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config)
+    cfg, changes = _settings(exp, settings, config, **{'data.root': root, 'data.stage': stage})
     data.check_prepare(cfg)  # before the experiment folder is made
-    start_run(cfg, 'prepare')
+    start_run(cfg, 'prepare', changes)
     outputs = data.prepare(cfg)
     print(split_table(json.loads(Path(outputs['summary']).read_text())).to_string())
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
@@ -140,39 +148,34 @@ def metrics_table(m:dict)->pd.DataFrame:
     if t: rows.update(epochs_run=t['epochs'], seconds=t['seconds'], images_per_s=t['images_per_s'], data_share=t['data_share'], precision=t['precision'])
     return pd.DataFrame({'val': rows})
 
-def _cfg(settings, config, preset, **flags):
-    return load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config, preset=preset)
-
-def _exp_cfg(exp, settings, config, preset, **flags):
-    "The settings of an existing experiment: its snapshot (over the current defaults), then the command line."
-    root = Path(exp or load_config(path=config).paths.exp_dir)
-    if not (root/'config.yaml').is_file(): return _cfg(settings, config, preset, **{'paths.exp_dir': exp, **flags})
-    return exp_config(root, {**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, config, preset)
+def _job_config(cfg, run:str)->Path:
+    "The settings file a stage job reads: the whole resolved configuration, one-shot requests (resume) included."
+    return save_config(cfg, exp_paths(cfg.paths.exp_dir).runs/f'{run}-config.yaml')
 
 @command
-def train_cls(*settings:str, # key=value settings
+def train_cls(*settings:str, # key=value settings over the experiment's snapshot
               exp:str=None, # experiment folder (default: paths.exp_dir)
               resume:str=None, # last, best or a checkpoint path (default: train.resume)
+              force:store_true=False, # train afresh even though the experiment has a trained classifier (it is replaced)
               preset:str=None, # a preset from config.yaml to apply first (e.g. demo, bench)
               no_notebook:store_true=False, # train in this process, without the papermill report
               config:str=None, # config file (default: the nearest config.yaml)
              ):
     "Train the pill classifier (nbs/04_classifier through papermill; the executed notebook in {exp}/runs/ is the report)."
-    cfg = _cfg(settings, config, preset, **{'paths.exp_dir': exp, 'train.resume': resume})
-    classifier.classifier_data(cfg)  # fail fast, before any work: prepared data that matches the settings
-    if cfg.train.resume: classifier.find_checkpoint(cfg.train.resume, exp_paths(cfg.paths.exp_dir).classifier)
-    paths = start_run(cfg, 'train-cls')
+    cfg, changes = _settings(exp, settings, config, preset, **{'train.resume': resume})
+    classifier.check_classifier(cfg, force=force)  # fail fast, before the snapshot is written: prepared data that matches, a checkpoint to resume
+    paths = start_run(cfg, 'train-cls', changes)
     nb, report = stage_notebook('04_classifier'), None
     if nb is None and not no_notebook: get_logger('cli').warning('the stage notebooks are not installed beside pillsnap: training without the report')
     if nb is None or no_notebook: result = classifier.train_classifier(cfg)
-    else: report = run_stage('04_classifier', cfg, 'train-cls'); result = json.loads((paths.classifier/'metrics.json').read_text())
+    else: report = run_stage('04_classifier', cfg, 'train-cls', config_file=_job_config(cfg, 'train-cls')); result = json.loads((paths.classifier/'metrics.json').read_text())
     print(metrics_table(result).to_string())
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
 # %% ../nbs/12_cli.ipynb #2f4ac4da
 @command
-def evaluate(*settings:str, # key=value settings
+def evaluate(*settings:str, # key=value settings over the experiment's snapshot (for this run only)
              exp:str=None, # experiment folder (default: paths.exp_dir)
              what:str='classifier', # classifier, detector or pipeline (both stages on the validation photos)
              checkpoint:str='best', # classifier checkpoint: best, last or a path
@@ -181,13 +184,16 @@ def evaluate(*settings:str, # key=value settings
              preset:str=None, # a preset from config.yaml to apply first
              config:str=None, # config file (default: the nearest config.yaml)
             ):
-    "Evaluate an experiment: the classifier, the detector (on any YOLO dataset) or the two stages together."
-    cfg = _exp_cfg(exp, settings, config, preset)
+    "Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset) or the two stages together."
+    if what not in ('classifier', 'detector', 'pipeline'): raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
+    cfg, changes = _settings(exp, settings, config, preset)
     paths = exp_paths(cfg.paths.exp_dir)
+    if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — create it with 'pillsnap prepare --exp {paths.root}'")
     setup_logging(cfg, paths.logs/'evaluate.log')
+    record_settings(paths.root, f'evaluate --what {what}', changes, snapshot=False)
     if what == 'classifier':
-        result = classifier.evaluate_classifier(cfg, checkpoint)
-        print(metrics_table(result).to_string())
+        result = classifier.evaluate_classifier(cfg, checkpoint, out_dir=paths.reports/'classifier')
+        print(metrics_table(result).to_string()); print(f"  written  {paths.reports/'classifier'/'metrics.json'}")
     elif what == 'detector':
         weights = paths.detector/'detector.safetensors'
         if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
@@ -195,10 +201,9 @@ def evaluate(*settings:str, # key=value settings
         if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
         result, out = detector_report(cfg, src, split)
         print(det_table(result).to_string()); print(f"  written  {out}")
-    elif what == 'pipeline':
-        result = pipeline.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint))
-        print(pd.DataFrame({k: result[k] for k in ('combo', 'single')}).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
-    else: raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
+    else:
+        result = pipeline.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint, settings=_overrides(settings)))
+        print(pipeline.pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
     return result
 
 # %% ../nbs/12_cli.ipynb #1d6f3a96
@@ -217,22 +222,25 @@ def det_table(m:dict)->pd.DataFrame:
     return pd.DataFrame({m.get('split', 'val'): rows})
 
 @command
-def train_det(*settings:str, # key=value settings
+def train_det(*settings:str, # key=value settings over the experiment's snapshot
               exp:str=None, # experiment folder (default: paths.exp_dir)
               data:str=None, # a YOLO data.yaml to train on (default: the experiment's data/yolo tree)
               resume:store_true=False, # continue the interrupted run in {exp}/detector/train
+              force:store_true=False, # train afresh even though the experiment has a trained detector (it is replaced)
               preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
               no_notebook:store_true=False, # train in this process, without the papermill report
               config:str=None, # config file (default: the nearest config.yaml)
              ):
     "Train the pill detector (nbs/05_detector through papermill; the executed notebook in {exp}/runs/ is the report)."
-    cfg = _cfg(settings, config, preset, **{'paths.exp_dir': exp, 'detector.data_path': data and str(Path(data).resolve()),
-                                              'detector.resume': 'last' if resume else None})
-    detector.check_detector(cfg)  # fail fast, before any work
-    paths = start_run(cfg, 'train-det')
+    cfg, changes = _settings(exp, settings, config, preset, **{'detector.data_path': data and str(Path(data).resolve()),
+                                                                'detector.resume': 'last' if resume else None})
+    detector.check_detector(cfg, force=force)  # fail fast, before the snapshot is written
+    paths = start_run(cfg, 'train-det', changes)
     report = None
-    if stage_notebook('05_detector') is None or no_notebook: result = detector.train_detector(cfg)
-    else: report = run_stage('05_detector', cfg, 'train-det'); result = json.loads((paths.detector/'metrics.json').read_text())
+    if stage_notebook('05_detector') is None or no_notebook: result = detector.train_detector(cfg, force=force)
+    else:
+        report = run_stage('05_detector', cfg, 'train-det', config_file=_job_config(cfg, 'train-det'), force=force)
+        result = json.loads((paths.detector/'metrics.json').read_text())
     print(det_table(result).to_string())
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}" + (f'\n  report   {report}' if report else ''))
     return result
@@ -240,15 +248,23 @@ def train_det(*settings:str, # key=value settings
 # %% ../nbs/12_cli.ipynb #1ff7ba5b
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
-    rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'],
-             'confidence': round(c['confidence'], 3), 'name': c.get('dl_name'), 'company': c.get('dl_company'), 'imprint': ' / '.join(
-                 x for x in (c.get('print_front'), c.get('print_back')) if x)} for i, p in enumerate(r['pills']) for j, c in enumerate(p['candidates'])]
+    rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'found_by': p.get('found_by'), 'det_score': p['det_score'],
+             'rank': j + 1, 'k_code': c['k_code'], 'confidence': round(c['confidence'], 3), 'name': c.get('dl_name'), 'company': c.get('dl_company'),
+             'imprint': ' / '.join(x for x in (c.get('print_front'), c.get('print_back')) if x)}
+            for i, p in enumerate(r['pills']) for j, c in enumerate(p['candidates'])]
     return pd.DataFrame(rows)
 
+_SETTING = re.compile(r'[A-Za-z_]\w*(\.[\w-]+)*=')
+
+def photos_and_settings(words:tuple)->tuple:
+    "Split `predict`'s words into photos and `key=value` settings (a word that names an existing file is a photo)."
+    settings = [w for w in words if _SETTING.match(w) and not Path(w).exists()]
+    return [w for w in words if w not in settings], settings
+
 @command
-def predict(*images:str, # photos to identify
+def predict(*images:str, # photos to identify, and key=value settings over the experiment's snapshot
             exp:str=None, # experiment folder with a trained classifier (default: paths.exp_dir)
-            mode:str='single', # single (one pill per photo) or combo (several: detect, then classify each)
+            mode:str='single', # single (one pill: found, then classified) or combo (several: each detected, then classified)
             top_k:int=None, # candidates per pill (default: pipeline.top_k)
             json_out:store_true=False, # print the prediction schema as JSON (also: --json)
             draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
@@ -259,12 +275,14 @@ def predict(*images:str, # photos to identify
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     if mode not in pipeline.MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
     if backend is not None and backend not in pipeline.BACKENDS: raise ConfigError(f"--backend must be {', '.join(pipeline.BACKENDS)} (got '{backend}')")
+    images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo')
-    exp = exp or load_config(path=config).paths.exp_dir
-    pred = pipeline.Predictor.from_exp(exp, checkpoint, backend=backend)
+    cfg, changes = _settings(exp, settings, config, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
+    pred = pipeline.Predictor.from_exp(cfg.paths.exp_dir, checkpoint, settings=_overrides(settings, **{'pipeline.top_k': top_k, 'pipeline.backend': backend}))
+    record_settings(cfg.paths.exp_dir, 'predict', changes, snapshot=False)
     results = []
     for f in images:
-        try: r = pred.predict(f, mode, top_k)
+        try: r = pred.predict(f, mode)
         except pipeline.ImageError as e: raise ConfigError(f'cannot read {f}: {e}') from None
         r['image'] = str(f); results.append(r)
         if draw:
@@ -293,7 +311,7 @@ def export_table(result:dict)->pd.DataFrame:
     return pd.DataFrame({'export': rows})
 
 @command
-def export(*settings:str, # key=value settings
+def export(*settings:str, # key=value settings over the experiment's snapshot (for this run only)
            exp:str=None, # experiment folder (default: paths.exp_dir)
            checkpoint:str='best', # classifier checkpoint: best, last or a path
            no_bench:store_true=False, # skip the benchmark
@@ -302,11 +320,12 @@ def export(*settings:str, # key=value settings
            config:str=None, # config file (default: the nearest config.yaml)
           ):
     "Export the classifier and detector to ONNX with parity checks, INT8 and a benchmark (nbs/09_export; files in {exp}/export)."
-    cfg = _exp_cfg(exp, settings, config, preset, **{'export.bench': False if no_bench else None})
+    cfg, changes = _settings(exp, settings, config, preset, **{'export.bench': False if no_bench else None})
     paths = exp_paths(cfg.paths.exp_dir)
     classifier.find_checkpoint(checkpoint, paths.classifier)  # fail fast: nothing to export
     paths.runs.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg, paths.logs/'export.log')
+    record_settings(paths.root, 'export', changes, snapshot=False)
     job = save_config(cfg, paths.runs/'export-config.yaml')  # the experiment's own snapshot stays as training left it
     report = None
     if stage_notebook('09_export') is None or no_notebook: result = export_experiment(cfg, checkpoint)
@@ -321,7 +340,7 @@ def export(*settings:str, # key=value settings
 
 # %% ../nbs/12_cli.ipynb #9f3d3837
 @command
-def serve(*settings:str, # key=value settings over the experiment's snapshot
+def serve(*settings:str, # key=value settings over the experiment's snapshot (for this run only)
           exp:str=None, # experiment folder (default: paths.exp_dir)
           host:str=None, # interface to listen on (default: serve.host, loopback)
           port:int=None, # port (default: serve.port)
@@ -329,15 +348,15 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot
           config:str=None, # config file (default: the nearest config.yaml)
          ):
     "Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / (API keys from PILLSNAP_API_KEYS)."
-    import uvicorn
-    from pillsnap.serve import app_from_exp
+    from pillsnap.serve import app_from_exp, run_server
     flags = {'serve.host': host, 'serve.port': port, 'pipeline.backend': backend}
-    cfg = _exp_cfg(exp, settings, config, None, **flags)
+    cfg, changes = _settings(exp, settings, config, **flags)
+    if not Path(cfg.paths.exp_dir, 'config.yaml').is_file(): raise ConfigError(f'{cfg.paths.exp_dir} is not an experiment folder (no config.yaml) — train one first')
     setup_logging(cfg, exp_paths(cfg.paths.exp_dir).logs/'serve.log')
-    words = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
-    app = app_from_exp(cfg.paths.exp_dir, words, env_file=cfg.serve.env_file)
-    print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API docs /docs); Ctrl-C stops it', flush=True)
-    uvicorn.run(app, host=cfg.serve.host, port=int(cfg.serve.port), log_level='warning', access_log=False)
+    record_settings(cfg.paths.exp_dir, 'serve', changes, snapshot=False)
+    app = app_from_exp(cfg.paths.exp_dir, [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)], env_file=cfg.serve.env_file)
+    print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API description /openapi.json); Ctrl-C stops it', flush=True)
+    run_server(app, cfg)
 
 # %% ../nbs/12_cli.ipynb #312b19da
 @command
@@ -367,7 +386,7 @@ def demo(*settings:str, # key=value settings (applied after the preset)
         print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
               f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; report: {report}")
         return {'metrics': paths.classifier/'metrics.json', 'training report': report}
-    det_report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector)
+    det_report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     predicted = demo_predictions(cfg)
@@ -388,15 +407,15 @@ def demo(*settings:str, # key=value settings (applied after the preset)
     return outputs
 
 # %% ../nbs/12_cli.ipynb #ebd1ef8c
-def _train_stage(cfg, notebook:str, run:str, train)->Path|None:
-    "A training stage through its notebook (the report's path), or `train(cfg)` in process when the notebooks are not installed (None)."
-    if stage_notebook(notebook): return run_stage(notebook, cfg, run)
-    train(cfg)
+def _train_stage(cfg, notebook:str, run:str, train, **params)->Path|None:
+    "A training stage through its notebook (the report's path), or `train(cfg, **params)` in process when the notebooks are not installed (None)."
+    if stage_notebook(notebook): return run_stage(notebook, cfg, run, **params)
+    train(cfg, **params)
 
 def demo_detector(cfg)->dict:
     "The detector-only demo: train through `nbs/05_detector`, evaluate on val and test; print both."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector)
+    report = _train_stage(cfg, '05_detector', 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
     val = json.loads((paths.detector/'metrics.json').read_text())
     test, test_file = detector_report(cfg, detector.detector_data(cfg), 'test')
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())

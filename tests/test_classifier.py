@@ -99,8 +99,57 @@ def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exact
     assert head['weight'].shape[0] == n_chars and not any(k.startswith('imprint') for k in ck['model'])
     assert 2 <= _kill_then_resume(killed, train, 3) < 3
     assert_same_run(unbroken, killed)
-    r = run_cli('train-cls', '--exp', killed, '--no-notebook', *TINY_TRAIN, 'train.imprint_aux=0.5', 'train.mix=mixup', check=False)
+    r = run_cli('train-cls', '--exp', fresh(prepared, tmp_path, 'mixed'), '--no-notebook', *TINY_TRAIN, 'train.imprint_aux=0.5', 'train.mix=mixup', check=False)
     assert r.returncode == 2 and 'needs train.mix=none' in r.stderr
+
+
+KILL_BETWEEN_WRITES = '''
+import os, signal, sys
+from pathlib import Path
+import pillsnap.classifier as C
+from pillsnap.cli import main
+epoch, save = int(sys.argv[1]), C.save_checkpoint
+def save_then_die(state, path):
+    "The epoch's first checkpoint write completes; the second is killed half-way, leaving its temporary file."
+    save(state, path)
+    if state.get('epoch') == epoch and Path(path).name in ('best.pt', 'last.pt'):
+        other = {'best.pt': 'last.pt', 'last.pt': 'best.pt'}[Path(path).name]
+        Path(path).with_name(f'.{other}.{os.getpid()}.tmp').write_bytes(b'half a checkpoint')
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Path(path)
+C.save_checkpoint = save_then_die
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+def test_kill_between_the_best_and_last_writes_then_resume_delivers_the_right_best(prepared, tmp_path):
+    "Killed in the epoch of the final best model, between its two checkpoint writes: the resumed run ends like the unbroken one."
+    import torch
+    unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
+    subprocess.run(_train(unbroken), check=True, capture_output=True, timeout=600)
+    best = torch.load(unbroken/'classifier'/'best.pt', weights_only=True)['epoch']
+    assert best >= 2, 'the run must improve after epoch 1 for the kill to fall between two writes of a resumable run'
+    r = subprocess.run([sys.executable, '-c', KILL_BETWEEN_WRITES, str(best), *_train(killed)[1:]], capture_output=True, text=True, timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert [f.name for f in (killed/'classifier').glob('.*.tmp')]
+    subprocess.run(_train(killed, 'train.resume=last'), check=True, capture_output=True, timeout=600)
+    assert not list((killed/'classifier').glob('.*.tmp'))
+    assert 'removed the temporary files of killed checkpoint writes: .' in (killed/'logs'/'train-cls.log').read_text()
+    assert torch.load(killed/'classifier'/'best.pt', weights_only=True)['epoch'] == best
+    assert_same_run(unbroken, killed)
+
+
+def test_training_afresh_over_a_trained_classifier_needs_force(prepared, tiny_root, tmp_path):
+    from pillsnap.classifier import check_classifier
+    from pillsnap.config import ConfigError, load_config
+    exp = fresh(prepared, tmp_path, 'exp')
+    cfg = load_config([f'paths.exp_dir={exp}', f'data.root={tiny_root}', *TINY_TRAIN])
+    check_classifier(cfg)
+    (exp/'classifier').mkdir(); (exp/'classifier'/'best.pt').write_bytes(b'a trained classifier')
+    with pytest.raises(ConfigError, match=r'already has a trained classifier .*pass --force to replace it'): check_classifier(cfg)
+    assert check_classifier(cfg, force=True)['k_codes']
+    cfg.train.resume = 'last'
+    with pytest.raises(ConfigError, match=r'no checkpoint .*last\.pt'): check_classifier(cfg)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):

@@ -88,7 +88,7 @@ def test_class_map_never_renumbers_when_classes_are_added(tiny_root, tmp_path):
     exp = tmp_path/'exp'
     prepare(tiny_root, exp, 'data.max_classes=5', 'data.cache=false')
     small = json.loads((exp/'data'/'class_map.json').read_text())
-    prepare(tiny_root, exp, 'data.cache=false')
+    prepare(tiny_root, exp, 'data.max_classes=null')  # the experiment's own max_classes=5 stays unless changed
     full = json.loads((exp/'data'/'class_map.json').read_text())
     assert len(small) == 5 and len(full) == 12
     assert {k: full[k] for k in small} == small and sorted(full.values()) == list(range(12))
@@ -136,3 +136,105 @@ def test_prepare_fails_fast_on_a_wrong_root(tmp_path):
     r = run_cli('prepare', '--root', tmp_path/'nowhere', '--exp', tmp_path/'exp', check=False)
     assert r.returncode == 2 and 'has no data/ folder' in r.stderr and 'Traceback' not in r.stderr
     assert not (tmp_path/'exp').exists()  # nothing made for a request that cannot work
+
+
+MEMORY_CHECK = r'''
+import json, resource
+from PIL import Image
+from pillsnap.data import UnifiedPreprocessor, open_image_safely
+vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (2 << 30), resource.RLIM_INFINITY))  # the old crop asked for 3-10 GB: fail, don't swap
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+pre, out = UnifiedPreprocessor(), {}
+for w in (14_000, 40_000):
+    im = Image.new('RGB', (w, 1), (200, 30, 30))
+    before = peak(); crop = pre.crop(im)
+    out[f'crop {w}x1'] = dict(growth_mb=peak() - before, size=crop.size, colour=crop.getpixel((0, 0)))
+im = Image.new('L', (49_999_999, 1)); im.save('skinny.png'); del im
+before = peak(); _, why = open_image_safely('skinny.png')
+out['open 49999999x1'] = dict(growth_mb=peak() - before, reason=why)
+print(json.dumps(out))
+'''
+
+
+def test_memory_per_photo_is_bounded_whatever_its_shape(tmp_path):
+    "A skinny photo's whole-photo crop costs megabytes, not the square of its long side (2.9 GB and 9 s for 14000x1 before); a 50 Mpx 1-pixel-high PNG is refused from its header."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, '-c', MEMORY_CHECK], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    for w in (14_000, 40_000):
+        c = out[f'crop {w}x1']
+        assert c['growth_mb'] < 64 and c['size'] == [442, 442] and c['colour'] == [200, 30, 30], c
+    o = out['open 49999999x1']
+    assert o['growth_mb'] < 64 and o['reason'].startswith('aspect ratio 49999999:1 is beyond 20:1'), o
+
+
+def _damaged_release(tiny_root, tmp_path):
+    root = tmp_path/'release'
+    shutil.copytree(tiny_root, root)
+    photos = sorted((root/'data'/'train'/'images'/'single').rglob('*.png'))
+    truncated, empty, unlabelled = photos[0], photos[3], photos[6]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    empty.write_bytes(b'')
+    label = next((root/'data'/'train'/'labels'/'single').rglob(unlabelled.stem + '.json'))
+    label.write_text('{"images": [{"file_name": ')
+    rel = lambda p: str(p.relative_to(root))
+    return root, {('photo', rel(truncated), 'truncated', 'crop cache'), ('photo', rel(empty), 'empty file', 'crop cache'),
+                  ('label', rel(label), 'broken JSON', 'index'), ('photo', rel(unlabelled), 'unusable label (broken JSON)', 'index')}
+
+
+def test_problems_are_listed_by_path_and_reason(tiny_root, tmp_path):
+    "`prepare` names every unreadable photo and bad label in {exp}/data/problems.csv, and the log says where the list is."
+    root, expected = _damaged_release(tiny_root, tmp_path)
+    r = prepare(root, tmp_path/'exp')
+    report = tmp_path/'exp'/'data'/'problems.csv'
+    rows = pd.read_csv(report, dtype=str)
+    assert list(rows.columns) == ['kind', 'path', 'reason', 'stage']
+    assert set(map(tuple, rows.values)) == expected and len(rows) == len(expected)
+    assert f'4 unusable files, listed by path and reason in {report}' in r.stderr
+    assert '1 truncated' in r.stderr and '1 empty file' in r.stderr and '1 broken JSON' in r.stderr
+    again = prepare(root, tmp_path/'exp')  # reused steps report the same list
+    assert pd.read_csv(report, dtype=str).equals(rows) and str(report) in again.stderr
+
+
+def test_damaged_prepared_files_are_rebuilt_with_the_reason_logged(tiny_root, tmp_path):
+    "Unreadable means missing: each damaged file of a prepared experiment is rebuilt, the class map with its old numbering."
+    exp = tmp_path/'exp'; d = exp/'data'
+    prepare(tiny_root, exp)
+    cmap = json.loads((d/'class_map.json').read_text())
+    cut = lambda f: (d/f).write_bytes((d/f).read_bytes()[:len((d/f).read_bytes()) // 2])
+    expected = {'splits.json': 'building the split: splits.json is damaged',
+                'class_map.json': 'class_map.json is damaged',
+                'label_index.parquet': 'label_index.parquet is missing or damaged',
+                'index_report.json': 'index_report.json is damaged',
+                'drug_table.json': 'drug_table.json is damaged',
+                'cache/train/cache.json': 'cache.json is damaged',
+                'cache/val/part-00000.npy': 'damaged chunk(s), rebuilding them: part-00000 is unreadable'}
+    for f, why in expected.items():
+        cut(f)
+        r = prepare(tiny_root, exp)
+        assert why in r.stderr and 'Traceback' not in r.stderr, (f, r.stderr[-3000:])
+        assert json.loads((d/'class_map.json').read_text()) == cmap, f
+    bin_ = d/'cache'/'train'/'part-00000.bin'
+    garbled = bytearray(bin_.read_bytes()); garbled[2000:2100] = bytes(100); bin_.write_bytes(garbled)
+    r = prepare(tiny_root, exp)
+    assert 'part-00000.bin does not match its SHA-256' in r.stderr
+    assert 'crop cache' in r.stderr and 'is complete — reusing it' in r.stderr  # the val cache, untouched
+
+
+def test_a_garbled_cache_still_yields_every_item(tiny_root, tmp_path):
+    "Cache bytes damaged after prepare: the dataset crops those items from their photos instead of crashing or feeding noise."
+    from pillsnap.data import PillDataset, UnifiedPreprocessor, load_manifest, make_loader, pill_rows
+    exp = tmp_path/'exp'
+    prepare(tiny_root, exp)
+    bin_ = exp/'data'/'cache'/'train'/'part-00000.bin'
+    offsets = np.load(bin_.with_suffix('.npy'))
+    i = len(offsets) // 2  # garble the middle of one crop
+    garbled = bytearray(bin_.read_bytes()); garbled[offsets[i] + 200:offsets[i] + 400] = bytes(200); bin_.write_bytes(garbled)
+    rows, pre = pill_rows(load_manifest(exp/'data', 'train')), UnifiedPreprocessor(64)
+    ds, photos = PillDataset(rows, tiny_root, pre, cache=exp/'data'/'cache'/'train'), PillDataset(rows, tiny_root, pre)
+    assert all(ds.crop(i)[0] is not None for i in range(len(rows)))
+    import torch
+    assert torch.equal(ds.crop(i)[0], photos.crop(i)[0])
+    assert sum(len(yb) for _, yb in make_loader(ds, 8, num_workers=2, persistent_workers=False)) == len(rows)

@@ -1,10 +1,10 @@
-"The detector stage through the `pillsnap` command: papermill report, metrics, safe weights, resume after a kill, offline errors."
-import json, os, signal, subprocess, time
+"The detector stage through the `pillsnap` command: papermill report, metrics, safe weights, resume after a kill, offline errors, files that must not run code, finished work that must not be destroyed."
+import json, os, re, shutil, signal, subprocess, time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import BIN, EXP_TINY, run_cli
 
 TINY_DET = ['detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
             'detector.close_mosaic=0', 'data.workers=1', 'data.cache=false']
@@ -23,16 +23,21 @@ def _rows(exp):
     return len(f.read_text().strip().splitlines()) - 1 if f.is_file() else 0
 
 
+def _saved(exp):
+    "last.pt is whole and its hash recorded: a kill now leaves a run that can be resumed."
+    from pillsnap.detector import sha256, weights_record
+    w = exp/'detector'/'train'/'weights'
+    return (w/'last.pt').is_file() and weights_record(w).get('last.pt') == sha256(w/'last.pt')
+
+
 def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_weights(det_exp):
     import torch
     from pillsnap.detector import detector_meta, load_detector
     cmd = [str(BIN/'pillsnap'), 'train-det', '--exp', str(det_exp), '--no-notebook', *TINY_DET, 'detector.epochs=3']
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    last, size = det_exp/'detector'/'train'/'weights'/'last.pt', -1
-    while p.poll() is None and time.time() < deadline:  # wait for epoch 1's row and a fully written last.pt
-        if _rows(det_exp) >= 1 and last.is_file() and last.stat().st_size == size: break
-        size = last.stat().st_size if last.is_file() else -1
+    while p.poll() is None and time.time() < deadline:  # wait for epoch 1's row and a fully written, recorded last.pt
+        if _rows(det_exp) >= 1 and _saved(det_exp): break
         time.sleep(0.3)
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     done = _rows(det_exp)
@@ -75,3 +80,89 @@ def test_ultralytics_is_kept_offline():
     code = "import pillsnap.detector; import ultralytics.utils as u; print(u.ONLINE)"
     r = subprocess.run([str(BIN/'python'), '-c', code], capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != 'YOLO_OFFLINE'})
     assert r.stdout.strip() == 'False', r.stdout + r.stderr
+
+
+class Touch:
+    "A pickled object that creates a file when it is unpickled."
+    def __init__(self, path): self.path = path
+    def __reduce__(self): return (os.system, (f'touch {self.path}',))
+
+
+def _copy(trained_exp, tmp_path):
+    "A copy of the trained tiny experiment, its files' bytes, and its settings."
+    from pillsnap.config import load_config
+    exp = tmp_path/'exp'
+    shutil.copytree(trained_exp[0], exp)
+    kept = {f: f.read_bytes() for f in (exp/'config.yaml', exp/'detector'/'detector.safetensors', exp/'detector'/'metrics.json')}
+    return exp, kept, load_config([f'paths.exp_dir={exp}', *EXP_TINY])
+
+
+def test_a_detector_file_cannot_name_code(trained_exp, tmp_path):
+    "A hostile detector.safetensors (code in its stored architecture) is refused before anything is built; a file pillsnap wrote loads."
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import load_detector
+    good, pwned = trained_exp[0]/'detector'/'detector.safetensors', tmp_path/'PWNED'
+    assert load_detector(good).model.yaml['nc'] == 1
+    with safe_open(str(good), 'pt') as f: meta = f.metadata()
+    arch, code = json.loads(meta['yaml']), f"__import__('os').system('touch {pwned}') or __import__('torch').nn.SiLU()"
+    for name, change in (('activation', {'activation': code}), ('head', {'head': [*arch['head'][:-1], [-1, 1, 'eval', [code]]]})):
+        evil = tmp_path/f'{name}.safetensors'
+        save_file(load_file(str(good)), str(evil), metadata={**meta, 'yaml': json.dumps({**arch, **change})})
+        with pytest.raises(ConfigError, match=re.escape(f"{evil}: its architecture differs from ultralytics' own yolo11n in {name} ")):
+            load_detector(evil)
+        assert not pwned.exists(), f'the {name} payload ran'
+    save_file({**load_file(str(good)), 'extra': torch.zeros(1)}, str(tmp_path/'extra.safetensors'), metadata=meta)
+    with pytest.raises(ConfigError, match='its tensors do not fit yolo11n.yaml'): load_detector(tmp_path/'extra.safetensors')
+
+
+def test_an_architecture_file_in_the_working_folder_is_not_used(tmp_path, monkeypatch):
+    "ultralytics looks a bare architecture name up in the working folder first; pillsnap builds from ultralytics' own package."
+    import yaml
+    from ultralytics.utils import ROOT
+    from pillsnap.detector import build_detector
+    pwned = tmp_path/'PWNED'
+    planted = {**yaml.safe_load((ROOT/'cfg'/'models'/'11'/'yolo11.yaml').read_text()),
+               'activation': f"__import__('os').system('touch {pwned}') or __import__('torch').nn.SiLU()"}
+    for name in ('yolo11n.yaml', 'yolo11.yaml'): (tmp_path/name).write_text(yaml.safe_dump(planted))
+    monkeypatch.chdir(tmp_path)
+    m = build_detector('yolo11n')
+    assert 'activation' not in m.model.yaml and not pwned.exists()
+
+
+def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
+    "An interrupted run whose last.pt was replaced by a pickle that runs code: resume refuses it unread."
+    import torch
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import WEIGHTS_RECORD, check_detector
+    exp, kept, cfg = _copy(trained_exp, tmp_path)
+    w, pwned = exp/'detector'/'train'/'weights', tmp_path/'PWNED'
+    rec = json.loads((w/WEIGHTS_RECORD).read_text())
+    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))  # as a run killed mid-training leaves it
+    torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
+    cfg.detector.resume = 'last'
+    with pytest.raises(ConfigError, match=r'last\.pt was not written by pillsnap \(hash mismatch\) — delete it and train afresh'): check_detector(cfg)
+    r = run_cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
+    assert r.returncode == 2 and 'was not written by pillsnap (hash mismatch)' in r.stderr, r.stderr
+    assert not pwned.exists()
+    assert all(f.read_bytes() == b for f, b in kept.items())
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained_exp, tmp_path):
+    exp, kept, _ = _copy(trained_exp, tmp_path)
+    r = run_cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
+    assert r.returncode == 2 and 'finished and was saved' in r.stderr and 'nothing was changed' in r.stderr, r.stderr
+    assert all(f.read_bytes() == b for f, b in kept.items())
+
+
+def test_training_afresh_over_a_trained_detector_needs_force(trained_exp, tmp_path):
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import check_detector, detector_data
+    exp, kept, cfg = _copy(trained_exp, tmp_path)
+    r = run_cli('train-det', '--exp', exp, '--no-notebook', *EXP_TINY, check=False)
+    assert r.returncode == 2 and 'already has a trained detector' in r.stderr and 'pass --force' in r.stderr, r.stderr
+    assert all(f.read_bytes() == b for f, b in kept.items())
+    with pytest.raises(ConfigError, match='already has a trained detector'): check_detector(cfg)
+    assert check_detector(cfg, force=True) == detector_data(cfg)

@@ -46,37 +46,53 @@ def check_schema(r, mode, k):
     json.dumps(r, ensure_ascii=False)  # the schema is JSON as it is
 
 
-def test_single_mode_schema_and_no_switching(pred, photos):
-    single, combo = photos
-    r = pred.predict(single, 'single', top_k=3)
+def _label_box(pred, photo):
+    from pillsnap.data import load_manifest
+    for split in ('val', 'train'):
+        m = load_manifest(Path(pred.cfg.paths.exp_dir)/'data', split)
+        row = m[m.image == str(photo.relative_to(pred.cfg.data.root))]
+        if len(row): x, y, w, h = row.bboxes.iloc[0][0]; return [x, y, x + w, y + h]
+
+
+def test_single_mode_finds_the_pill_without_a_detector(exp, photos):
+    "No detector: the localiser finds the pill; the answer's box is the pill's (not the photo's) and says how it was found."
+    from pillsnap.pipeline import Predictor, box_iou
+    p = Predictor.from_exp(exp[1])
+    assert p.single_locator == 'localiser'
+    r = p.predict(photos[0], 'single', top_k=3)
     check_schema(r, 'single', 3)
-    w, h = Image.open(single).size
-    assert len(r['pills']) == 1 and r['pills'][0]['box'] == [0.0, 0.0, float(w), float(h)] and r['pills'][0]['det_score'] is None
-    r = pred.predict(combo, 'single')  # several pills, single mode: still one answer; at most a hint
-    check_schema(r, 'single', 5)
-    assert len(r['pills']) == 1 and r['mode'] == 'single'
-    assert r['hints']['combo_recommended'] and r['hints']['reason']
-    assert r['models']['detector'] is not None  # the hint came from the detector
+    pill = r['pills'][0]
+    w, h = Image.open(photos[0]).size
+    assert pill['found_by'] == 'localiser' and pill['det_score'] is None and pill['box'] != [0.0, 0.0, float(w), float(h)]
+    assert box_iou([pill['box']], [_label_box(p, photos[0])])[0, 0] > 0.6, (pill['box'], _label_box(p, photos[0]))
+    assert r['models']['detector'] is None
+    r = p.predict(photos[1], 'single')  # several pills, single mode: still one answer; the localiser's count gives the hint
+    assert len(r['pills']) == 1 and r['mode'] == 'single' and r['hints']['combo_recommended']
+    whole = Predictor.from_exp(exp[1], settings=['pipeline.locate=photo']).predict(photos[0])['pills'][0]
+    assert (whole['box'], whole['found_by']) == ([0.0, 0.0, float(w), float(h)], 'photo')
 
 
-def test_single_view_pill_classifies_the_detectors_best_box(exp, pred, photos):
-    "pipeline.single_view=pill: still one answer in single mode, but the crop is the top detection (the whole photo when none)."
+def test_single_mode_with_a_detector_reads_its_best_box(exp, pred, photos):
+    "With a detector: still one answer in single mode, and the crop is the top detection (the whole photo when none)."
     from pillsnap.config import ConfigError
     from pillsnap.pipeline import Predictor
-    p = Predictor.from_exp(exp[0], settings=['pipeline.single_view=pill'])
-    combo = p.predict(photos[1], 'combo', top_k=2)
-    r = p.predict(photos[1], 'single', top_k=2)
+    assert pred.single_locator == 'detector'
+    combo = pred.predict(photos[1], 'combo', top_k=2)
+    r = pred.predict(photos[1], 'single', top_k=2)
     check_schema(r, 'single', 2)
     best = max(combo['pills'], key=lambda q: q['det_score'])
-    assert r['mode'] == 'single' and len(r['pills']) == 1
+    assert r['mode'] == 'single' and len(r['pills']) == 1 and r['pills'][0]['found_by'] == 'detector'
     assert r['pills'][0]['box'] == best['box'] and r['pills'][0]['det_score'] == best['det_score']
     assert [c['k_code'] for c in r['pills'][0]['candidates']] == [c['k_code'] for c in best['candidates']]
-    assert r['hints']['combo_recommended']  # the detector still sees several pills
-    p.detect = lambda ims: [(np.zeros((0, 4)), np.zeros(0)) for _ in ims]  # nothing found: the whole photo is read
+    assert r['hints']['combo_recommended'] and r['models']['detector'] is not None  # the detector sees several pills
+    p = Predictor.from_exp(exp[0])
+    p.detect = lambda ims: [(np.zeros((0, 4)), np.zeros(0)) for _ in ims]  # nothing found: the whole photo is read, and says so
     w, h = Image.open(photos[0]).size
-    assert p.predict(photos[0], 'single')['pills'][0]['box'] == [0.0, 0.0, float(w), float(h)]
-    with pytest.raises(ConfigError, match='single_view=pill needs a detector'): Predictor.from_exp(exp[1], settings=['pipeline.single_view=pill'])
-    with pytest.raises(ConfigError, match="'photo' or 'pill'"): Predictor.from_exp(exp[0], settings=['pipeline.single_view=crop'])
+    pill = p.predict(photos[0], 'single')['pills'][0]
+    assert (pill['box'], pill['found_by']) == ([0.0, 0.0, float(w), float(h)], 'photo')
+    assert Predictor.from_exp(exp[0], settings={'pipeline.locate': 'localiser'}).predict(photos[0])['pills'][0]['found_by'] == 'localiser'
+    with pytest.raises(ConfigError, match='pipeline.locate=detector needs a detector'): Predictor.from_exp(exp[1], settings=['pipeline.locate=detector'])
+    with pytest.raises(ConfigError, match='pipeline.locate must be one of'): Predictor.from_exp(exp[0], settings=['pipeline.locate=crop'])
 
 
 def test_combo_mode_schema(pred, photos):
@@ -127,7 +143,7 @@ def test_bad_inputs_and_missing_detector(exp, pred, photos, tmp_path):
     from pillsnap.pipeline import ImageError, Predictor
     for bad, why in ((b'', 'empty file'), (b'\x89PNG\r\n\x1a\n' + b'\0' * 20, 'truncated|corrupt|not an image'), (np.zeros((4, 4), np.float64), 'uint8')):
         with pytest.raises(ImageError, match=why): pred.predict(bad)
-    with pytest.raises(ValueError, match="mode must be 'single' or 'combo'"): pred.predict(photos[0], 'auto')
+    with pytest.raises(ConfigError, match="mode must be 'single' or 'combo'"): pred.predict(photos[0], 'auto')
     p = Predictor.from_exp(exp[1])
     assert p.predict(photos[0], 'single')['hints'] is not None  # single mode works without a detector
     with pytest.raises(ConfigError, match='pillsnap train-det'): p.predict(photos[1], 'combo')
@@ -147,6 +163,11 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     assert r.returncode == 2 and 'not an image' in r.stderr, r.stderr
     r = run_cli('predict', photos[0], '--exp', e, '--mode', 'both', check=False)
     assert r.returncode == 2 and '--mode must be single or combo' in r.stderr
+    r = run_cli('predict', photos[0], 'pipeline.locate=photo', '--exp', e, '--json')  # settings mix with the photos, for this run only
+    assert json.loads(r.stdout)['pills'][0]['found_by'] == 'photo'
+    assert json.loads((e/'logs'/'settings.jsonl').read_text().splitlines()[-1])['changed'] == {'pipeline.locate': ['auto', 'photo']}
+    r = run_cli('predict', photos[0], '--exp', e, '--top-k', '0', check=False)
+    assert r.returncode == 2 and 'top_k must be between 1 and 100' in r.stderr
 
 
 def test_evaluate_pipeline_command(exp):
@@ -155,5 +176,8 @@ def test_evaluate_pipeline_command(exp):
     assert out['combo']['photos'] > 0 and out['combo']['pills'] >= out['combo']['photos'] and out['single']['photos'] > 0
     for k in ('pill_recall', 'pill_top1', 'pill_top1_true_boxes', 'end_to_end', 'end_to_end_strict'): assert 0 <= out['combo'][k] <= 1
     assert out['combo']['end_to_end_strict'] <= out['combo']['end_to_end']
-    assert 'whole_photo_top1' in r.stdout
-    assert all(0 <= out['single'][k] <= 1 for k in ('whole_photo_top1', 'pill_view_top1', 'true_box_top1'))
+    single = out['single']
+    assert single['found_by'] == 'detector' and single['default']['top1'] == single['detector']['top1']
+    assert {'default', 'true_box', 'photo', 'localiser', 'detector'} <= set(single)
+    assert 0 <= single['localiser']['iou50'] <= 1 and single['localiser']['box_iou'] > 0.5  # the localiser finds the synthetic pills
+    assert 'single top-1 default (detector)' in r.stdout and 'single top-1 true_box' in r.stdout

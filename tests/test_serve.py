@@ -1,5 +1,5 @@
 "The HTTP service on a real uvicorn server: auth, CORS, schema, limits, the bad-input corpus, concurrency, logs, the web page in Chromium."
-import io, json, os, shutil, socket, struct, subprocess, sys, time, zlib
+import io, json, os, shutil, socket, struct, subprocess, sys, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,10 +18,23 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def start_server(exp, tmp, *extra, env=None):
+# `run_server` in a child process; `delay` seconds are added to every inference batch, so that requests queue up behind it
+GUARDED = """import sys, time
+from pillsnap.serve import app_from_exp, run_server
+exp, delay, *settings = sys.argv[1:]
+app = app_from_exp(exp, settings, env_file=None)
+pred, delay = app.state.batcher.pred, float(delay)
+if delay: pred.predict_batch = lambda *a, f=pred.predict_batch: (time.sleep(delay), f(*a))[1]
+run_server(app)
+"""
+
+
+def start_server(exp, tmp, *extra, env=None, guarded=None):
+    "`pillsnap serve`, or with `guarded=delay` the `GUARDED` script (its extra arguments are settings)."
     port, log = free_port(), open(tmp/f'serve-{time.time_ns()}.log', 'w+')
-    proc = subprocess.Popen([str(BIN/'pillsnap'), 'serve', '--exp', str(exp), '--port', str(port), *extra], cwd=tmp, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': f'{KEY},{KEY2}', **(env or {})})
+    cmd = ([sys.executable, '-c', GUARDED, str(exp), str(guarded), f'serve.port={port}', *extra] if guarded is not None else
+           [str(BIN/'pillsnap'), 'serve', '--exp', str(exp), '--port', str(port), *extra])
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': f'{KEY},{KEY2}', **(env or {})})
     url = f'http://127.0.0.1:{port}'
     for _ in range(600):
         if proc.poll() is not None: log.seek(0); raise AssertionError(f'server exited {proc.returncode}:\n{log.read()}')
@@ -50,9 +63,9 @@ def photos(trained_exp):
     return root/m[m.kind == 'single'].image.iloc[0], root/m[m.kind == 'combo'].image.iloc[0]
 
 
-def post(url, path, photo=None, key=KEY, files=None, **params):
+def post(url, path, photo=None, key=KEY, files=None, timeout=60, **params):
     files = files if files is not None else {'image': (Path(photo).name, Path(photo).read_bytes(), 'image/png')}
-    return httpx.post(url + path, params=params, files=files, headers={'X-API-Key': key} if key else {}, timeout=60)
+    return httpx.post(url + path, params=params, files=files, headers={'X-API-Key': key} if key else {}, timeout=timeout)
 
 
 def check_prediction(r, mode, k):
@@ -201,6 +214,142 @@ def test_service_refuses_to_start_without_keys(trained_exp, tmp_path):
     (tmp_path/'.env').write_text('PILLSNAP_API_KEYS=short\n')
     r = subprocess.run([str(BIN/'pillsnap'), 'serve', '--exp', str(trained_exp[0])], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and 'at least 16 characters' in r.stderr and 'short' not in r.stderr.replace('at least', ''), r.stderr
+
+
+def png(side):
+    "A one-colour PNG of side x side pixels: about 150 kB to upload at 7000, 147 MB to decode."
+    buf = io.BytesIO(); Image.new('RGB', (side, side), (200, 120, 40)).save(buf, 'PNG'); return buf.getvalue()
+
+
+def proc_mb(proc, field):
+    "A memory figure of /proc/PID/status in MB (VmRSS, VmHWM: the peak, VmSize: the address space)."
+    line = next(l for l in Path(f'/proc/{proc.pid}/status').read_text().splitlines() if l.startswith(field + ':'))
+    return int(line.split()[1]) / 1024
+
+
+def test_photos_that_decode_too_large_are_refused_before_decoding(server, photos):
+    "16 PNGs of 7000 x 7000 (2.4 MB) took the server from 1.3 GB to a 7.8 GB peak and left it at 6.7 GB; now their headers are enough."
+    url, _, proc = server
+    Path(f'/proc/{proc.pid}/clear_refs').write_text('5')  # reset the peak
+    before, big = proc_mb(proc, 'VmRSS'), png(7000)
+    r = post(url, '/batch', files=[('images', (f'{i}.png', big, 'image/png')) for i in range(16)])
+    assert r.status_code == 413 and 'serve.max_decoded_mpx' in r.json()['detail'], r.text
+    assert proc_mb(proc, 'VmHWM') - before < 300, (before, proc_mb(proc, 'VmHWM'))
+    assert post(url, '/predict', photos[0]).status_code == 200
+
+
+def test_out_of_memory_is_the_requests_413(server, photos):
+    "A MemoryError while decoding (the server's address space capped 100 MB above its size, a 147 MB photo) is a one-line 413, not a 500."
+    import resource
+    url, _, proc = server
+    assert post(url, '/predict', photos[0]).status_code == 200  # the decoding thread exists
+    try:
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (int((proc_mb(proc, 'VmSize') + 100) * 2**20), resource.RLIM_INFINITY))
+        r = post(url, '/predict', files={'image': ('big.png', png(7000), 'image/png')})
+    finally: resource.prlimit(proc.pid, resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert r.status_code == 413 and list(r.json()) == ['detail'] and 'out of memory' in r.json()['detail'], r.text
+    assert post(url, '/predict', photos[0]).status_code == 200 and proc.poll() is None
+
+
+def test_errors_are_short_and_no_page_loads_a_cdn(server):
+    url = server[0]
+    r = post(url, '/predict', files={'image': (None, 'x' * 900_000)})  # a 900 kB text field where the photo belongs
+    assert r.status_code == 422 and len(r.content) < 500 and r.json()['detail'][0]['loc'] == ['body', 'image'], r.text[:300]
+    assert [httpx.get(url + p).status_code for p in ('/docs', '/redoc', '/docs/oauth2-redirect')] == [404] * 3
+    r = httpx.get(url + '/metrics/', headers={'X-API-Key': KEY, 'Host': 'evil.example'})
+    assert r.status_code == 404 and 'location' not in r.headers
+    assert httpx.head(url + '/health').status_code == 200
+    page = httpx.get(url + '/').text
+    assert 'cdn' not in page.lower() and 'src="http' not in page
+
+
+@pytest.fixture(scope='module')
+def slow_server(trained_exp, tmp_path_factory):
+    "`run_server` with 1.5 s per inference batch, one request per batch, 4 photos in the queue and a 2.5 s deadline."
+    proc, url, log = start_server(trained_exp[0], tmp_path_factory.mktemp('slow'), 'serve.batch_max=1', 'serve.queue_max=4',
+                                  'serve.request_timeout_s=2.5', guarded=1.5)
+    yield url, log, proc
+    proc.terminate(); proc.wait(20)
+
+
+def abandon(url, photo, wait=0.3):
+    try: post(url, '/predict', photo, timeout=wait)
+    except httpx.TimeoutException: pass
+
+
+def test_requests_whose_client_left_are_not_computed(slow_server, photos):
+    "Before: 20 abandoned /batch requests were all computed, and the next request waited 18.9 s behind them."
+    url = slow_server[0]
+    with ThreadPoolExecutor(4) as ex: list(ex.map(lambda _: abandon(url, photos[0]), range(4)))  # one runs, three wait
+    t = time.time()
+    assert post(url, '/predict', photos[0]).status_code == 200
+    waited = time.time() - t
+    assert waited < 4.5, f'{waited:.1f} s: the abandoned requests were computed'  # 1.5 s of the one running, 1.5 s of its own (all four: 7 s)
+    m = httpx.get(url + '/metrics', headers={'X-API-Key': KEY}).text
+    assert 'pillsnap_requests_total{route="/predict",status="499"} 3' in m, m
+
+
+def test_a_full_queue_or_a_passed_deadline_is_503_with_retry_after(slow_server, photos):
+    url = slow_server[0]
+    time.sleep(3)  # the previous test's last batch is done
+    with ThreadPoolExecutor(6) as ex:
+        first = ex.submit(post, url, '/predict', photos[0])  # runs at once, for 1.5 s
+        time.sleep(0.3)
+        rest = list(ex.map(lambda _: post(url, '/predict', photos[0]), range(5)))  # four wait (one runs at 1.5 s, three pass their deadline), one finds the queue full
+    res = [first.result(), *rest]
+    assert sorted(r.status_code for r in res) == [200, 200, 503, 503, 503, 503], [(r.status_code, r.text) for r in res]
+    busy = [r for r in res if r.status_code == 503]
+    assert all(int(r.headers['retry-after']) >= 1 for r in busy)
+    assert sum('serve.queue_max' in r.json()['detail'] for r in busy) == 1 and sum('serve.request_timeout_s' in r.json()['detail'] for r in busy) == 3
+
+
+@pytest.fixture(scope='module')
+def guarded(trained_exp, tmp_path_factory):
+    "`run_server` with one-second deadlines on requests arriving, a 4 KB head and 12 connections at most."
+    proc, url, log = start_server(trained_exp[0], tmp_path_factory.mktemp('guarded'), 'serve.header_timeout_s=1', 'serve.read_timeout_s=1',
+                                  'serve.max_header_kb=4', 'serve.max_connections=12', guarded=0)
+    yield url, log, proc
+    proc.terminate(); proc.wait(20)
+
+
+def talk(url, *parts, pause=0.0):
+    "Send `parts` on a new connection, `pause` s apart: the answer's status line ('' when the server just closes) and the seconds until it came."
+    t0 = time.time()
+    with socket.create_connection(('127.0.0.1', int(url.rsplit(':', 1)[1])), timeout=20) as c:
+        def feed():
+            try:
+                for p in parts: c.sendall(p); time.sleep(pause)
+            except OSError: pass
+        threading.Thread(target=feed, daemon=True).start()
+        try: answer = c.recv(300).split(b'\r\n')[0].decode()
+        except ConnectionResetError: answer = 'reset'
+        return answer, round(time.time() - t0, 1)
+
+
+def test_server_closes_idle_slow_and_oversized_requests(guarded):
+    "Before (uvicorn.run's defaults): the first three were still open after 15 s, and a 64 MB header was read and answered 200."
+    url = guarded[0]
+    form = (b'POST /predict HTTP/1.1\r\nHost: x\r\nX-API-Key: ' + KEY.encode() + b'\r\nContent-Type: multipart/form-data; boundary=b\r\n'
+            b'Content-Length: 1000\r\n\r\n--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n0123')
+    seen = {'idle': talk(url), 'slowloris': talk(url, b'GET /health HTTP/1.1\r\n', *[b'X-A: b\r\n'] * 30, pause=0.3), 'stalled body': talk(url, form),
+            '64 MB header': talk(url, b'GET /health HTTP/1.1\r\nX-Big: ', *[b'a' * 2**20] * 64, b'\r\n\r\n'),
+            '5 kB header at once': talk(url, b'GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ' + b'a' * 5000 + b'\r\n\r\n')}
+    assert {k: v[0] for k, v in seen.items()} == {'idle': '', 'slowloris': 'HTTP/1.1 408 Request Timeout', 'stalled body': 'HTTP/1.1 408 Request Timeout',
+                                                  '64 MB header': 'HTTP/1.1 431 Request Header Fields Too Large',
+                                                  '5 kB header at once': 'HTTP/1.1 431 Request Header Fields Too Large'}, seen
+    assert all(v[1] < 3 for v in seen.values()), seen
+    assert talk(url, b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')[0] == 'HTTP/1.1 200 OK'
+
+
+def test_server_caps_open_connections(guarded):
+    url = guarded[0]
+    time.sleep(2.5)  # connections of the previous test are gone
+    idle = [socket.create_connection(('127.0.0.1', int(url.rsplit(':', 1)[1]))) for _ in range(12)]
+    try: assert httpx.get(url + '/health').status_code == 503
+    finally:
+        for c in idle: c.close()
+    time.sleep(0.5)
+    assert httpx.get(url + '/health').status_code == 200
 
 
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')

@@ -1,0 +1,79 @@
+"""A user's path through the command line only: synth → prepare (settings given once) → train-cls → train-det →
+evaluate → export → predict → serve, each later command given only --exp (and, where it trains, how long)."""
+import json, secrets
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import run_cli
+
+# The experiment's own settings, given once at prepare: tiny models for a 2-core machine.
+EXP_SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'loader.num_workers=0', 'train.batch_size=8',
+                'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
+                'detector.close_mosaic=0', 'data.workers=1', 'export.calib_images=16', 'export.bench_runs=5', 'export.bench_warmup=1']
+
+
+@pytest.fixture(scope='module')
+def user_exp(tmp_path_factory):
+    "A release, and an experiment prepared from it at stage 1 with the tiny settings (the README's first two commands)."
+    tmp = tmp_path_factory.mktemp('user')
+    run_cli('synth', tmp/'release', '--classes', '6', '--per-class', '4', '--combos', '6', '--image-size', '244,320',
+            'synth.val_per_class=1', 'synth.workers=1', 'synth.quirk_rate=0.0')
+    run_cli('prepare', '--root', tmp/'release', '--exp', tmp/'exp', '--stage', '1', *EXP_SETTINGS, 'data.max_samples=200')
+    return tmp/'exp'
+
+
+def snapshot(exp): return yaml.safe_load((exp/'config.yaml').read_text())
+
+
+def settings_log(exp): return [json.loads(l) for l in (exp/'logs'/'settings.jsonl').read_text().splitlines()]
+
+
+def test_the_users_path_needs_the_experiments_settings_only_once(user_exp):
+    e = user_exp
+    first = snapshot(e)
+    assert (first['data']['stage'], first['data']['max_samples'], first['data']['max_classes']) == (1, 200, 50)
+    run_cli('train-cls', '--exp', e, 'train.epochs=1')  # no --stage, no data.root: they are the experiment's
+    after = snapshot(e)
+    assert after['data'] == first['data'] and after['train']['epochs'] == 1 and after['train']['resume'] is None
+    assert settings_log(e)[-1]['run'] == 'train-cls' and settings_log(e)[-1]['changed'] == {'train.epochs': [30, 1]}
+    metrics = (e/'classifier'/'metrics.json').read_bytes()
+
+    run_cli('train-det', '--exp', e, 'detector.epochs=1', 'detector.conf=0.001')
+    assert snapshot(e)['detector']['epochs'] == 1 and (e/'detector'/'detector.safetensors').is_file()
+
+    r = run_cli('evaluate', '--exp', e)
+    assert (e/'reports'/'classifier'/'metrics.json').is_file() and (e/'classifier'/'metrics.json').read_bytes() == metrics
+    r = run_cli('evaluate', '--exp', e, '--what', 'pipeline', 'device=cpu')
+    single = json.loads((e/'reports'/'pipeline.json').read_text())['single']
+    assert single['found_by'] == 'detector' and all(single[v]['top1'] is not None for v in ('default', 'true_box', 'photo'))
+    assert settings_log(e)[-1] == {**settings_log(e)[-1], 'run': 'evaluate --what pipeline', 'changed': {'device': ['auto', 'cpu']}, 'snapshot': False}
+    assert snapshot(e)['device'] == 'auto'  # a reading command leaves the snapshot alone
+
+    run_cli('export', '--exp', e, '--no-bench')
+    assert (e/'export'/'classifier.onnx').is_file() and (e/'export'/'detector.onnx').is_file()
+
+    from pillsnap.data import load_manifest
+    m = load_manifest(e/'data', 'val')
+    row = m[m.kind == 'single'].iloc[0]
+    photo = Path(snapshot(e)['data']['root'])/row.image
+    answer = json.loads(run_cli('predict', photo, '--exp', e, '--json').stdout)
+    assert answer['mode'] == 'single' and answer['pills'][0]['found_by'] == 'detector'
+
+    from pillsnap.serve import serving
+    key = secrets.token_urlsafe(24)
+    with serving(e, key, '--backend', 'onnx') as (url, _):
+        r = httpx.post(url + '/predict', params={'pipeline': 'single'}, files={'image': (photo.name, photo.read_bytes(), 'image/png')},
+                       headers={'X-API-Key': key}, timeout=120)
+    assert r.status_code == 200 and r.json()['pills'][0]['found_by'] == 'detector', r.text
+
+    # every check runs before the snapshot is written: a refused command leaves the experiment as it was
+    before = (e/'config.yaml').read_bytes()
+    r = run_cli('train-cls', '--exp', e, '--resume', 'nowhere.pt', 'train.epochs=3', check=False)
+    assert r.returncode == 2 and (e/'config.yaml').read_bytes() == before, r.stderr
+    r = run_cli('train-cls', '--exp', e, 'train.epochs=3', check=False)  # a trained classifier is replaced only on request
+    assert r.returncode == 2 and '--force' in r.stderr and (e/'config.yaml').read_bytes() == before
+    r = run_cli('train-cls', '--exp', e, 'data.max_samples=10', '--force', check=False)  # data settings belong to prepare
+    assert r.returncode == 2 and "run 'pillsnap prepare" in r.stderr and (e/'config.yaml').read_bytes() == before
