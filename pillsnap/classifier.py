@@ -646,13 +646,13 @@ def build_learner(cfg, # resolved settings
         train_ds.labels = train_ds.labels + n_classes * face_codes(d['train'].get('drug_dir', [None] * len(d['train'])))
         aux = ImprintAux(table, t.imprint_aux, core(model).backbone.get_classifier().in_features, ck.get('imprint_head') if ck else None)
         log.info(f'imprint auxiliary task: {len(vocab)} characters ({vocab[:40]}{"…" if len(vocab) > 40 else ""}), weight {t.imprint_aux}')
-    workers = cfg.loader.num_workers
+    workers = ck.get('num_workers', cfg.loader.num_workers) if ck else cfg.loader.num_workers  # a resumed run keeps its count: workers seed augmentation
     if workers == 'auto': workers, _ = autotune_num_workers(train_ds, bs)
     sampler = weighted_sampler(labels, weights if weights is not None else class_weights(labels, n_classes), cfg.seed) if cfg.loader.weighted_sampler else None
     dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version, k_codes=d['k_codes'],
-                batch_size=bs, lr=lr, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
+                batch_size=bs, lr=lr, num_workers=int(workers), config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
     start = ck['epoch'] if ck else 0
     cbs = [ReseedEpoch(cfg.seed), *precision_callbacks(t.amp, device),
            Checkpointer(paths.classifier, meta, t.monitor, t.min_delta, start, *((ck['best'], ck['history'], ck['smooth_loss']) if ck else ())),

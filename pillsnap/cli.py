@@ -9,7 +9,7 @@ __all__ = ['COMMANDS', 'command', 'config', 'summary_table', 'synth', 'split_tab
            'demo_detector', 'demo_predictions', 'demo_serve', 'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
-import difflib, json, re, sys, time
+import difflib, json, os, re, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -65,13 +65,14 @@ def _synth_from(cfg, out, force=False):
 
 # %% ../nbs/12_cli.ipynb #7ea3c248
 @command
-def synth(out:str, # dataset folder to create (it gets data/train and data/val)
+def synth(out:str, # dataset folder to create (it gets data/train and data/val, or with --as-shipped the archives)
           *settings:str, # key=value settings
           classes:int=None, # number of drugs (default: synth.classes)
           per_class:int=None, # single-pill photos per class in AI Hub 'train' (default: synth.per_class)
           combos:int=None, # combination photos in 'train' (default: synth.combos)
           seed:int=None, # random seed (default: seed)
           image_size:str=None, # W,H — e.g. 244,320 for fast tests (default: synth.image_size)
+          as_shipped:store_true=False, # write it as AI Hub ships it: zip archives in Korean-named folders, which prepare extracts
           force:store_true=False, # replace a different synthetic dataset already in OUT
           sheet:store_true=False, # also write OUT/contact_sheet.png
           config:str=None, # config file (default: the nearest config.yaml)
@@ -79,10 +80,13 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val)
     "Write a synthetic dataset in the AI Hub layout and label schema."
     flags = {'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed, 'synth.image_size': image_size}
     cfg = load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config)
+    if as_shipped and sheet: raise ConfigError('--sheet draws from the photos on disk, which --as-shipped leaves in archives — make the sheet from a dataset without --as-shipped')
+    if as_shipped: cfg.synth['as_shipped'] = True  # one more `synth_dataset` parameter, passed on with the synth.* settings
     out = Path(out).resolve()
     setup_logging(cfg)
     summary = _synth_from(cfg, out, force)
     print(summary_table(summary).to_string())
+    if as_shipped: print(f"shipped as {sum(1 for _ in out.rglob('*.zip'))} zip archives in {out} — 'pillsnap prepare --root {out}' extracts them")
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
     return summary
 
@@ -254,6 +258,15 @@ def prediction_table(r:dict)->pd.DataFrame:
             for i, p in enumerate(r['pills']) for j, c in enumerate(p['candidates'])]
     return pd.DataFrame(rows)
 
+def _check_drawable(out:Path):
+    "Fail before any work when a drawing cannot be written to `out` (unknown format, folder not writable)."
+    import matplotlib.pyplot as plt
+    formats = plt.gcf().canvas.get_supported_filetypes(); plt.close()
+    if out.suffix.lower().lstrip('.') not in formats: raise ConfigError(f"--draw {out}: '{out.suffix}' is not an image format matplotlib writes — use .png or .jpg")
+    try: out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ConfigError(f'--draw {out}: cannot create {out.parent} ({e.strerror})') from None
+    if not os.access(out.parent, os.W_OK): raise ConfigError(f'--draw {out}: {out.parent} is not writable')
+
 _SETTING = re.compile(r'[A-Za-z_]\w*(\.[\w-]+)*=')
 
 def photos_and_settings(words:tuple)->tuple:
@@ -280,21 +293,26 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
     cfg, changes = _settings(exp, settings, config, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
     pred = pipeline.Predictor.from_exp(cfg.paths.exp_dir, checkpoint, settings=_overrides(settings, **{'pipeline.top_k': top_k, 'pipeline.backend': backend}))
     record_settings(cfg.paths.exp_dir, 'predict', changes, snapshot=False)
-    results = []
-    for f in images:
+    if draw: _check_drawable(Path(draw) if len(images) == 1 else Path(draw)/'x.png')
+    results, failed = [], []
+    for f in images:  # one unreadable photo never costs the answers of the others
         try: r = pred.predict(f, mode)
-        except pipeline.ImageError as e: raise ConfigError(f'cannot read {f}: {e}') from None
+        except pipeline.ImageError as e:
+            if len(images) == 1: raise ConfigError(f'cannot read {f}: {e}') from None
+            failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
         r['image'] = str(f); results.append(r)
         if draw:
             out = Path(draw)/f'{Path(f).stem}.png' if len(images) > 1 else Path(draw)
             pipeline.draw_prediction(f, r, out); r['drawn'] = str(out)
-    if json_out: print(json.dumps(results[0] if len(results) == 1 else results, indent=1, ensure_ascii=False))
+    if json_out: print(json.dumps(results[0] if len(images) == 1 else results + [{'image': str(f), 'error': why} for f, why in failed],
+                                  indent=1, ensure_ascii=False))
     else:
         for r in results:
             print(f"{r['image']} — {r['mode']} mode, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
                   (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else ''))
             if r['pills']: print(prediction_table(r).to_string(index=False))
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+    if failed: raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): ' + '; '.join(f'{f} ({why})' for f, why in failed))
     return results
 
 # %% ../nbs/12_cli.ipynb #dde05cd9

@@ -27,9 +27,9 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .aihub import (PROBLEM_COLUMNS, DrugTable, build_yolo_tree, file_sha256, index_problems, index_release, load_class_map,
-                            load_index, pool_map, read_class_map, read_json, read_parquet_lists, release_fingerprint, save_index,
-                            update_class_map, walk_files, write_json, write_parquet, write_text)
+from .aihub import (PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, file_sha256, index_problems, index_release,
+                            load_class_map, load_index, pool_map, read_class_map, read_json, read_parquet_lists, release_fingerprint,
+                            save_index, shipped_archives, update_class_map, walk_files, write_json, write_parquet, write_text)
 from .config import ConfigError, exp_paths, get_logger
 from .synth import CAPTURE_FIELDS
 
@@ -735,7 +735,9 @@ def preprocessor_from(cfg)->UnifiedPreprocessor:
 def check_prepare(cfg):
     "Fail fast, before any work, on a dataset root or split setting that cannot work."
     root = Path(cfg.data.root)
-    if not (root/'data').is_dir(): raise ConfigError(f"{root} has no data/ folder — point --root (data.root) at the folder holding data/train and data/val")
+    if not (root/'data').is_dir() and not any(shipped_archives(root)):  # archives, or pieces of them
+        raise ConfigError(f"{root} has no data/ folder and no AI Hub archives (TS_1_단일.zip, TL_1_단일.zip, … at any depth) — point --root (data.root) "
+                          "at the folder holding data/train and data/val, or at the download folder holding the archives")
     if not 0 < cfg.split.val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {cfg.split.val_fraction})')
 
 def split_settings(cfg)->dict:
@@ -797,10 +799,10 @@ def _split_step(index, drugs, settings, data_dir, log, why=None):
                                             counts=counts, manifests=digests, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
 
 # %% ../nbs/03_data.ipynb #47785045
-def _write_problems(report:dict, caches:dict, data_dir:Path, log)->Path:
-    "`problems.csv`: every file the index left out and every photo the crop cache could not read, by path and reason."
-    rows = index_problems(report) + [dict(kind='photo', path=p, reason=r, stage='crop cache')
-                                     for m in caches.values() for p, r in sorted(m.get('skipped', {}).items())]
+def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list=())->Path:
+    "`problems.csv`: every archive member that could not be extracted, every file the index left out and every photo the crop cache could not read, by path and reason."
+    rows = list(extracted) + index_problems(report) + [dict(kind='photo', path=p, reason=r, stage='crop cache')
+                                                       for m in caches.values() for p, r in sorted(m.get('skipped', {}).items())]
     path = data_dir/'problems.csv'
     write_text(path, pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS)).to_csv(index=False))
     if rows: log.warning(f'{len(rows)} unusable files, listed by path and reason in {path}: ' +
@@ -809,12 +811,15 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log)->Path:
 
 def prepare(cfg, # resolved settings (`load_config`)
            )->dict: # {what: path} of everything written
-    "Turn a dataset in the AI Hub layout into everything training needs, reusing what is still valid and rebuilding what is damaged."
+    "Turn a dataset in the AI Hub layout (or a download as shipped) into everything training needs, reusing what is still valid and rebuilding what is damaged."
     log, paths = get_logger('prepare'), exp_paths(cfg.paths.exp_dir)
     root, data_dir = Path(cfg.data.root), paths.data
     check_prepare(cfg)
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    extracted = extract_release(root, cfg.data.workers)['problems']  # a download as shipped becomes root/data first; once
+    if not (root/'data').is_dir():
+        raise ConfigError(f'nothing could be extracted from the archives under {root}: ' + '; '.join(f"{p['path']}: {p['reason']}" for p in extracted[:3]))
     index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
     if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
     _split_step(index, drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log))
@@ -832,7 +837,7 @@ def prepare(cfg, # resolved settings (`load_config`)
     skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
     summary = summarize_dataset(manifests, report, dict(skips))
     write_json(data_dir/'summary.json', summary)
-    problems = _write_problems(report, caches, data_dir, log)
+    problems = _write_problems(report, caches, data_dir, log, extracted)
     log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS) +
              f", {len(classes)} classes" + (f'; unreadable photos skipped: {dict(skips)}' if skips else ''))
     return dict(index=data_dir/'label_index.parquet', report=data_dir/'index_report.json', drug_table=data_dir/'drug_table.json',

@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['LABEL_FIELDS', 'CAPTURE_FIELDS', 'DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'BACK_RGB',
-           'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES', 'COLORS', 'COLOR_WEIGHTS', 'LINES', 'drug_look', 'drug_record',
-           'add_quirks', 'make_drugs', 'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo',
-           'draw_boxes', 'iou', 'photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind',
-           'sample_capture', 'plan_dataset', 'render_job', 'write_job', 'synth_dataset', 'count_release',
-           'contact_sheet', 'bench_synth']
+           'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES', 'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SHIPPED_TOP', 'SHIPPED_NAMES',
+           'drug_look', 'drug_record', 'add_quirks', 'make_drugs', 'shape_mask', 'pill_face', 'show_rgba', 'posed_pill',
+           'render_photo', 'draw_boxes', 'iou', 'photo_name', 'parse_photo_name', 'photo_paths', 'make_label',
+           'json_kind', 'sample_capture', 'plan_dataset', 'render_job', 'write_job', 'shipped_archive', 'ship_release',
+           'synth_dataset', 'count_release', 'contact_sheet', 'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
-import hashlib, json, math, os, shutil, time
+import hashlib, json, math, os, shutil, time, zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -549,6 +549,47 @@ def write_job(job:dict, # from `plan_dataset`
         _atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
 
+# %% ../nbs/01_synth.ipynb #175b5588
+SHIPPED_TOP = '166.약품식별 인공지능 개발을 위한 경구약제 이미지 데이터/01.데이터'  # the download's own top folders
+SHIPPED_NAMES = {'split': {'train': '1.Training', 'val': '2.Validation'},  # canonical name -> shipped name, per level
+                 'role': {'images': '원천데이터', 'labels': '라벨링데이터'},
+                 'set': {'single': '단일경구약제 5000종', 'combination': '경구약제조합 5000종'},
+                 'shard': {'single': '단일', 'combo': '조합'}}  # TS_1_single/ <-> TS_1_단일.zip
+
+def shipped_archive(shard:str|Path, # a shard folder relative to the dataset root: 'data/train/images/single/TS_1_single'
+                   )->str: # its archive below SHIPPED_TOP: '1.Training/원천데이터/단일경구약제 5000종/TS_1_단일.zip'
+    "The archive AI Hub ships a canonical shard folder in."
+    _, split, role, kind_set, folder = Path(shard).parts
+    prefix, n, kind = folder.split('_')
+    return '/'.join((SHIPPED_NAMES['split'][split], SHIPPED_NAMES['role'][role], SHIPPED_NAMES['set'][kind_set],
+                     f"{prefix}_{n}_{SHIPPED_NAMES['shard'][kind]}.zip"))
+
+# %% ../nbs/01_synth.ipynb #cc87b89b
+_ZIP_TIME = (2021, 12, 1, 0, 0, 0)  # one time stamp for every entry: the same release, the same bytes
+
+def _zip_folder(src:Path, dest:Path):
+    "Write the files under `src` as the zip `dest` (through a temp file), deterministically."
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f'.{dest.name}.tmp')
+    with zipfile.ZipFile(tmp, 'w') as zf:
+        for p in sorted(src.rglob('*')):
+            info = zipfile.ZipInfo(p.relative_to(src).as_posix() + ('/' if p.is_dir() else ''), _ZIP_TIME)
+            info.external_attr = (0o40755 if p.is_dir() else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED if p.suffix == '.json' else zipfile.ZIP_STORED
+            zf.writestr(info, b'' if p.is_dir() else p.read_bytes())
+    os.replace(tmp, dest)
+
+def ship_release(src:str|Path, # a release in the canonical layout (holds data/)
+                 out:str|Path, # the download folder to write; gets SHIPPED_TOP/…/*.zip
+                )->list: # the archives written
+    "Pack a canonical release the way AI Hub ships it: one zip per shard folder, in the Korean-named folders."
+    src, out = Path(src), Path(out)
+    shards = sorted(p for p in (src/'data').glob('*/*/*/*') if p.is_dir())
+    if not shards: raise ConfigError(f"{src}/data holds no shard folders (data/{{train,val}}/{{images,labels}}/…/TS_n_…) — nothing to ship")
+    archives = [out/SHIPPED_TOP/shipped_archive(s.relative_to(src)) for s in shards]
+    for s, a in zip(shards, archives): _zip_folder(s, a)
+    return archives
+
 # %% ../nbs/01_synth.ipynb #3637584c
 def _summary_path(out): return Path(out)/'synth_summary.json'
 
@@ -567,6 +608,7 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
                   quirk_rate:float=0.05, # share of drug records with null/""/0 fields
                   workers:int=0, # processes (0 = one per core)
                   force:bool=False, # replace a different dataset already in `out`
+                  as_shipped:bool=False, # write it as AI Hub ships it (`ship_release`): zip archives in Korean-named folders, no data/
                  )->dict: # the summary also written to `synth_summary.json`
     "Write a synthetic dataset in the AI Hub layout and label schema."
     log, out = get_logger('synth'), Path(out)
@@ -574,11 +616,12 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     spec = dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
                 val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
                 classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
-                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate)
+                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}))
     spec_path = out/'synth_spec.json'
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
         if not force: raise ConfigError(f"{out} already holds a synthetic dataset with other settings — pass --force to replace it, or choose another folder")
-        shutil.rmtree(out/'data', ignore_errors=True); _summary_path(out).unlink(missing_ok=True)
+        for d in ('data', SHIPPED_TOP.split('/')[0]): shutil.rmtree(out/d, ignore_errors=True)
+        _summary_path(out).unlink(missing_ok=True)
     elif (out/'data').exists() and not spec_path.exists() and any((out/'data').iterdir()):
         raise ConfigError(f"{out}/data exists and was not made by pillsnap synth — refusing to write into it")
     if spec_path.exists() and _summary_path(out).exists():
@@ -602,6 +645,7 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(len(jobs) / secs, 1), workers=workers,
                    **count_release(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
                    lookalike_groups=len({d['group'] for d in drugs if d['group'] is not None}))
+    if as_shipped: ship_release(out, out); shutil.rmtree(out/'data')  # only the archives remain, as downloaded
     _summary_path(out).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     log.info(f"wrote {len(jobs)} photos in {secs:.1f}s ({summary['images_per_s']} img/s)")
     return summary

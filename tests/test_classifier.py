@@ -183,3 +183,17 @@ def test_kill_during_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
         p.send_signal(signal.SIGKILL); p.wait()
         ck = load_checkpoint(path)
         assert ck['w'].shape == (4_000_000,) and float(ck['w'][0]) == float(ck['w'][-1]) == ck['i']
+
+
+def test_a_resumed_run_keeps_the_loader_worker_count_it_started_with(prepared, tmp_path, monkeypatch):
+    "loader.num_workers=auto is measured once, at the start of a run; a resume reuses the count (workers seed augmentation)."
+    import pillsnap.classifier as C
+    from pillsnap.config import exp_config
+    exp = fresh(prepared, tmp_path, 'auto-workers')
+    cfg = exp_config(exp, ['train.epochs=1', 'loader.num_workers=auto'])
+    C.train_classifier(cfg)
+    ck = C.load_checkpoint(exp/'classifier'/'last.pt')
+    assert isinstance(ck['num_workers'], int)
+    monkeypatch.setattr(C, 'autotune_num_workers', lambda *a, **k: pytest.fail('a resumed run measured the workers again'))
+    learn = C.build_learner(cfg, C.classifier_data(cfg), ck)
+    assert learn.dls.train.num_workers == ck['num_workers']

@@ -181,3 +181,13 @@ def test_evaluate_pipeline_command(exp):
     assert {'default', 'true_box', 'photo', 'localiser', 'detector'} <= set(single)
     assert 0 <= single['localiser']['iou50'] <= 1 and single['localiser']['box_iou'] > 0.5  # the localiser finds the synthetic pills
     assert 'single top-1 default (detector)' in r.stdout and 'single top-1 true_box' in r.stdout
+
+
+def test_predict_answers_every_readable_photo_and_refuses_a_bad_drawing_at_once(exp, photos, tmp_path):
+    (tmp_path/'bad.png').write_bytes(b'not an image')
+    r = run_cli('predict', photos[0], tmp_path/'bad.png', '--exp', exp[0], '--json', check=False)
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and '1 of 2 photos could not be read' in r.stderr and 'Traceback' not in r.stderr
+    assert out[0]['mode'] == 'single' and out[1]['image'] == str(tmp_path/'bad.png') and 'not an image' in out[1]['error']
+    r = run_cli('predict', photos[0], '--exp', exp[0], '--draw', tmp_path/'out.xyz', check=False)
+    assert r.returncode == 2 and "'.xyz' is not an image format" in r.stderr and not r.stdout

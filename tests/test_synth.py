@@ -175,3 +175,17 @@ def test_lookalike_groups_differ_only_by_imprint():
         body = {(l['shape'], l['color1'], l['color2'], l['long'], l['short'], l['line_front']) for l in looks}
         assert len(body) == 1 and len({l['print_front'] for l in looks}) == 3 and len({l['print_back'] for l in looks}) == 3
     assert len({d['look']['print_front'] for d in drugs}) == 60
+
+
+def test_as_shipped_is_reused_and_force_replaces_its_archives(tmp_path):
+    from pillsnap.config import ConfigError
+    kw = dict(classes=2, per_class=1, combos=0, seed=1, image_size=(122, 160), val_per_class=1, classes_per_shard=1, workers=1)
+    synth_dataset(tmp_path, **kw, as_shipped=True)
+    zips = sorted(tmp_path.rglob('*.zip'))
+    assert len(zips) == 8 and not (tmp_path/'data').exists()  # 2 shards x (photos, labels) x (train, val)
+    stamps = [p.stat().st_mtime_ns for p in zips]
+    synth_dataset(tmp_path, **kw, as_shipped=True)  # the same request: nothing rewritten
+    assert [p.stat().st_mtime_ns for p in zips] == stamps
+    with pytest.raises(ConfigError, match='pass --force'): synth_dataset(tmp_path, **kw)  # the canonical tree is another dataset
+    synth_dataset(tmp_path, **kw, force=True)
+    assert not list(tmp_path.rglob('*.zip')) and (tmp_path/'data'/'train').is_dir()
