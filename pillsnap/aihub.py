@@ -549,7 +549,8 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
             how[_link(root/image, out/'images'/split/name)] += 1
             (out/'labels'/split/Path(name).with_suffix('.txt')).write_text(yolo_label(bboxes, w, h))
     if how['copy']: log.warning(f"{how['copy']} images were copied into {out} because this file system allows no links")
-    (out/'data.yaml').write_text(yaml.safe_dump({'path': str(out.resolve()), **{s: f'images/{s}' for s in splits}, 'names': {0: 'pill'}}, sort_keys=False))
+    # no `path:` — ultralytics then reads the splits beside data.yaml, so a copied experiment trains on its own copy
+    (out/'data.yaml').write_text(yaml.safe_dump({**{s: f'images/{s}' for s in splits}, 'names': {0: 'pill'}}, sort_keys=False))
     write_json(out/'tree.json', dict(sha256=stamp, images={s: len(df) for s, df in splits.items()}, links=dict(how)))
     log.info(f"YOLO tree: {', '.join(f'{len(df)} {s}' for s, df in splits.items())} images in {out} ({dict(how)})")
     return out/'data.yaml'

@@ -651,6 +651,8 @@ def build_learner(cfg, # resolved settings
     sampler = weighted_sampler(labels, weights if weights is not None else class_weights(labels, n_classes), cfg.seed) if cfg.loader.weighted_sampler else None
     dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
+    if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError after 0 batches
+        raise ConfigError(f'no training photo could be read ({len(train_ds)} listed) — the reasons are in {skip_dir}; pillsnap prepare lists them in data/problems.csv')
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version, k_codes=d['k_codes'],
                 batch_size=bs, lr=lr, num_workers=int(workers), config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
     start = ck['epoch'] if ck else 0

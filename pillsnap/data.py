@@ -661,7 +661,8 @@ def autotune_num_workers(ds:Dataset, # the training dataset
     times = {}
     for n in candidates:
         dl = make_loader(ds, batch_size, True, n, persistent_workers=False, prefetch_factor=2)
-        it = iter(dl); next(it)
+        it = iter(dl)
+        if next(it, None) is None: raise ConfigError(f'no training photo could be read ({len(ds)} listed) — see the skip log and data/problems.csv')
         t0, k = time.perf_counter(), 0
         for _ in range(batches):
             try: next(it); k += 1

@@ -257,6 +257,11 @@ def check_detector(cfg, # resolved settings
             raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: there is nothing to resume, and nothing was changed '
                               '— to train again, use a new experiment, or train afresh (without resume) with --force to replace it')
         recorded(wdir/'last.pt')
+        args = wdir.parent/'args.yaml'  # ultralytics resumes into the folder the run started in, wherever the experiment is now
+        started = (yaml.safe_load(args.read_text()) or {}).get('save_dir') if args.is_file() else None
+        if started and Path(started).resolve() != wdir.parent.resolve():
+            raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, and ultralytics would resume it there — '
+                              'resume it in that experiment, or train afresh here with --force')
     elif safe.is_file() and not force:
         raise ConfigError(f'the experiment already has a trained detector ({safe}); train into a new experiment, or pass --force to replace it')
     return data

@@ -197,3 +197,14 @@ def test_a_resumed_run_keeps_the_loader_worker_count_it_started_with(prepared, t
     monkeypatch.setattr(C, 'autotune_num_workers', lambda *a, **k: pytest.fail('a resumed run measured the workers again'))
     learn = C.build_learner(cfg, C.classifier_data(cfg), ck)
     assert learn.dls.train.num_workers == ck['num_workers']
+
+
+def test_no_readable_training_photo_is_one_line(tiny_root, tmp_path):
+    "Every photo unreadable: one line and exit 2 (it was a StopIteration traceback in worker autotuning, a TypeError at 0 batches)."
+    root, exp = tmp_path/'release', tmp_path/'exp'
+    shutil.copytree(tiny_root, root)
+    run_cli('prepare', '--root', root, '--exp', exp, *TINY_TRAIN, 'data.cache=false')
+    for p in (root/'data'/'train'/'images').rglob('*.png'): p.write_bytes(b'not a photo')
+    for workers in ('auto', '0'):
+        r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', f'loader.num_workers={workers}', '--no-notebook', check=False)
+        assert r.returncode == 2 and 'no training photo could be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr

@@ -166,3 +166,18 @@ def test_training_afresh_over_a_trained_detector_needs_force(trained_exp, tmp_pa
     assert all(f.read_bytes() == b for f, b in kept.items())
     with pytest.raises(ConfigError, match='already has a trained detector'): check_detector(cfg)
     assert check_detector(cfg, force=True) == detector_data(cfg)
+
+
+def test_a_copied_experiment_never_resumes_into_the_original(trained_exp, tmp_path):
+    "ultralytics resumes into the folder a run started in: on a copy of the experiment, resume is refused, and the original stays as it was."
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import WEIGHTS_RECORD, check_detector
+    exp, kept, cfg = _copy(trained_exp, tmp_path)
+    w = exp/'detector'/'train'/'weights'
+    rec = json.loads((w/WEIGHTS_RECORD).read_text())
+    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))  # interrupted, not finished
+    cfg.detector.resume = 'last'
+    original = trained_exp[0]/'detector'/'train'
+    before = {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()}
+    with pytest.raises(ConfigError, match=f'was started in {original}'): check_detector(cfg)
+    assert {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()} == before

@@ -17,9 +17,9 @@ EXP_SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 
 
 @pytest.fixture(scope='module')
 def user_exp(tmp_path_factory):
-    "A release, and an experiment prepared from it at stage 1 with the tiny settings (the README's first two commands)."
+    "A release as AI Hub ships it (zips in Korean-named folders), and an experiment prepared from it at stage 1 with the tiny settings."
     tmp = tmp_path_factory.mktemp('user')
-    run_cli('synth', tmp/'release', '--classes', '6', '--per-class', '4', '--combos', '6', '--image-size', '244,320',
+    run_cli('synth', tmp/'release', '--as-shipped', '--classes', '6', '--per-class', '4', '--combos', '6', '--image-size', '244,320',
             'synth.val_per_class=1', 'synth.workers=1', 'synth.quirk_rate=0.0')
     run_cli('prepare', '--root', tmp/'release', '--exp', tmp/'exp', '--stage', '1', *EXP_SETTINGS, 'data.max_samples=200')
     return tmp/'exp'
