@@ -208,3 +208,9 @@ def test_no_readable_training_photo_is_one_line(tiny_root, tmp_path):
     for workers in ('auto', '0'):
         r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', f'loader.num_workers={workers}', '--no-notebook', check=False)
         assert r.returncode == 2 and 'no training photo could be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_a_training_set_smaller_than_the_batch_trains(prepared, tmp_path):
+    exp = fresh(prepared, tmp_path, 'small')
+    r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', 'train.batch_size=256', 'train.auto_batch=false', '--no-notebook')
+    assert (exp/'classifier'/'best.pt').is_file() and 'Traceback' not in r.stderr

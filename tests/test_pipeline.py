@@ -191,3 +191,13 @@ def test_predict_answers_every_readable_photo_and_refuses_a_bad_drawing_at_once(
     assert out[0]['mode'] == 'single' and out[1]['image'] == str(tmp_path/'bad.png') and 'not an image' in out[1]['error']
     r = run_cli('predict', photos[0], '--exp', exp[0], '--draw', tmp_path/'out.xyz', check=False)
     assert r.returncode == 2 and "'.xyz' is not an image format" in r.stderr and not r.stdout
+
+
+def test_predict_flags_that_cannot_work_are_one_line(exp, photos, tmp_path):
+    from pillsnap.cli import main
+    import contextlib, io
+    (tmp_path/'a-file').write_text('')
+    for args, says in ((['--top-k', '1000'], 'top_k must be between 1 and 100'), (['--draw', str(tmp_path/'a-file'/'out.png')], 'cannot create')):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): code = main(['predict', str(photos[0]), '--exp', str(exp[0]), *args])
+        assert code == 2 and says in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
