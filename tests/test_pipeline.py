@@ -46,6 +46,15 @@ def check_schema(r, mode, k):
     json.dumps(r, ensure_ascii=False)  # the schema is JSON as it is
 
 
+def _main(*args):
+    "The `pillsnap` command in this process (no interpreter start-up): (exit status, stdout, stderr)."
+    import contextlib, io
+    from pillsnap.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
 def _label_box(pred, photo):
     from pillsnap.data import load_manifest
     for split in ('val', 'train'):
@@ -163,11 +172,11 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     assert r.returncode == 2 and 'not an image' in r.stderr, r.stderr
     r = run_cli('predict', photos[0], '--exp', e, '--mode', 'both', check=False)
     assert r.returncode == 2 and '--mode must be single or combo' in r.stderr
-    r = run_cli('predict', photos[0], 'pipeline.locate=photo', '--exp', e, '--json')  # settings mix with the photos, for this run only
-    assert json.loads(r.stdout)['pills'][0]['found_by'] == 'photo'
+    code, out, err = _main('predict', photos[0], 'pipeline.locate=photo', '--exp', e, '--json')  # settings mix with the photos, for this run only
+    assert code == 0 and json.loads(out)['pills'][0]['found_by'] == 'photo'
     assert json.loads((e/'logs'/'settings.jsonl').read_text().splitlines()[-1])['changed'] == {'pipeline.locate': ['auto', 'photo']}
-    r = run_cli('predict', photos[0], '--exp', e, '--top-k', '0', check=False)
-    assert r.returncode == 2 and 'top_k must be between 1 and 100' in r.stderr
+    code, out, err = _main('predict', photos[0], '--exp', e, '--top-k', '0')
+    assert code == 2 and 'top_k must be between 1 and 100' in err
 
 
 def test_evaluate_pipeline_command(exp):
@@ -185,19 +194,16 @@ def test_evaluate_pipeline_command(exp):
 
 def test_predict_answers_every_readable_photo_and_refuses_a_bad_drawing_at_once(exp, photos, tmp_path):
     (tmp_path/'bad.png').write_bytes(b'not an image')
-    r = run_cli('predict', photos[0], tmp_path/'bad.png', '--exp', exp[0], '--json', check=False)
-    out = json.loads(r.stdout)
-    assert r.returncode == 2 and '1 of 2 photos could not be read' in r.stderr and 'Traceback' not in r.stderr
-    assert out[0]['mode'] == 'single' and out[1]['image'] == str(tmp_path/'bad.png') and 'not an image' in out[1]['error']
-    r = run_cli('predict', photos[0], '--exp', exp[0], '--draw', tmp_path/'out.xyz', check=False)
-    assert r.returncode == 2 and "'.xyz' is not an image format" in r.stderr and not r.stdout
+    code, out, err = _main('predict', photos[0], tmp_path/'bad.png', '--exp', exp[0], '--json')
+    answers = json.loads(out)
+    assert code == 2 and '1 of 2 photos could not be read' in err and 'Traceback' not in err
+    assert answers[0]['mode'] == 'single' and answers[1]['image'] == str(tmp_path/'bad.png') and 'not an image' in answers[1]['error']
+    code, out, err = _main('predict', photos[0], '--exp', exp[0], '--draw', tmp_path/'out.xyz')
+    assert code == 2 and "'.xyz' is not an image format" in err and not out
 
 
 def test_predict_flags_that_cannot_work_are_one_line(exp, photos, tmp_path):
-    from pillsnap.cli import main
-    import contextlib, io
     (tmp_path/'a-file').write_text('')
-    for args, says in ((['--top-k', '1000'], 'top_k must be between 1 and 100'), (['--draw', str(tmp_path/'a-file'/'out.png')], 'cannot create')):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): code = main(['predict', str(photos[0]), '--exp', str(exp[0]), *args])
-        assert code == 2 and says in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+    for args, says in ((['--top-k', '1000'], 'top_k must be between 1 and 100'), (['--draw', tmp_path/'a-file'/'out.png'], 'cannot create')):
+        code, out, err = _main('predict', photos[0], '--exp', exp[0], *args)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
