@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'detector_arch', 'shipped_arch', 'build_detector',
            'save_detector', 'detector_meta', 'shipped_detector', 'load_detector', 'detector_data', 'yolo_device',
-           'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'sha256', 'weights_record', 'record_weights',
-           'recorded', 'record_saved', 'recording_checkpoints', 'check_detector', 'train_detector', 'evaluate_detector',
+           'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'weights_record', 'record_weights', 'recorded',
+           'record_saved', 'recording_checkpoints', 'check_detector', 'train_detector', 'evaluate_detector',
            'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
@@ -18,13 +18,13 @@ import torch
 # PyTorch CPU op of this process — the classifier, the service — single-threaded; keep torch's own count
 os.environ.setdefault('OMP_NUM_THREADS', str(torch.get_num_threads()))
 TORCH_THREADS = torch.get_num_threads()  # restored after every ultralytics call (see `quiet_ultralytics`)
-import contextlib, hashlib, json, logging, re, time
+import contextlib, json, logging, re, time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from .aihub import write_json
+from .aihub import file_sha256, write_json
 from .config import ConfigError, exp_paths, get_logger, pick_device
 
 # %% ../nbs/05_detector.ipynb #63371703
@@ -192,13 +192,6 @@ def _train_args(cfg, data:Path, run_dir:Path)->dict:
 # %% ../nbs/05_detector.ipynb #f7352793
 WEIGHTS_RECORD = 'hashes.json'
 
-def sha256(path:str|Path)->str:
-    "The sha256 of a file, in hex."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
-    return h.hexdigest()
-
 def weights_record(wdir:str|Path)->dict:
     "What pillsnap recorded about the checkpoints in a run's `weights` folder (empty when nothing was)."
     try: rec = json.loads((Path(wdir)/WEIGHTS_RECORD).read_text())
@@ -210,7 +203,7 @@ def record_weights(wdir:str|Path, # a run's weights folder
                    **state, # flags: trained, finished
                   )->dict:
     "Add the sha256 of `names` and the `state` flags to the run's record (written atomically)."
-    rec = {**weights_record(wdir), **{n: sha256(Path(wdir)/n) for n in names}, **state}
+    rec = {**weights_record(wdir), **{n: file_sha256(Path(wdir)/n) for n in names}, **state}
     write_json(Path(wdir)/WEIGHTS_RECORD, rec)
     return rec
 
@@ -218,7 +211,7 @@ def recorded(path:str|Path)->Path:
     "`path`, a run's last.pt or best.pt, if it is the file the training wrote (its recorded hash); else a ConfigError."
     path = Path(path)
     want = weights_record(path.parent).get(path.name)
-    if want is None or want != sha256(path):
+    if want is None or want != file_sha256(path):
         raise ConfigError(f"{path} was not written by pillsnap (hash mismatch{'' if want else ': none recorded'}) — delete it and train afresh")
     return path
 

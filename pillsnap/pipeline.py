@@ -7,7 +7,7 @@ __all__ = ['MODES', 'BACKENDS', 'LOCATORS', 'ImageError', 'load_image', 'clip_bo
            'registry', 'Predictor', 'draw_prediction', 'evaluate_pipeline', 'pipeline_table']
 
 # %% ../nbs/06_pipeline.ipynb #1d223ce6
-import hashlib, time
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .aihub import DrugTable, write_json
+from .aihub import DrugTable, file_sha256, write_json
 from .classifier import find_checkpoint, load_classifier
 from .config import ConfigError, exp_config, exp_paths, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, UnifiedPreprocessor, downscale, load_manifest, open_image_safely, to_rgb
@@ -131,11 +131,7 @@ def locate_pills(im:Image.Image, # an RGB photo
     return boxes, np.array([s[4] / regions[0][4] for s in regions], float)
 
 # %% ../nbs/06_pipeline.ipynb #85152ac4
-def _file_id(path:Path, name:str)->str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return f'{name}-{h.hexdigest()[:12]}'
+def _file_id(path:Path, name:str)->str: return f'{name}-{file_sha256(path)[:12]}'
 
 def registry(rec:dict)->dict:
     "The registry fields of a drug-table record, for a candidate."

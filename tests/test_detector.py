@@ -25,9 +25,10 @@ def _rows(exp):
 
 def _saved(exp):
     "last.pt is whole and its hash recorded: a kill now leaves a run that can be resumed."
-    from pillsnap.detector import sha256, weights_record
+    from pillsnap.aihub import file_sha256
+    from pillsnap.detector import weights_record
     w = exp/'detector'/'train'/'weights'
-    return (w/'last.pt').is_file() and weights_record(w).get('last.pt') == sha256(w/'last.pt')
+    return (w/'last.pt').is_file() and weights_record(w).get('last.pt') == file_sha256(w/'last.pt')
 
 
 def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_weights(det_exp):
