@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det test browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline test browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -28,6 +28,11 @@ bench-cls: install
 # The detector's benchmark (README): 480 synthetic combination photos at 244x320, yolo11n at 320 px, 60 epochs.
 bench-det: install
 	$(BIN)/pillsnap demo --preset bench-det --detector-only
+
+# Single mode as users get it (README): the bench experiment's own detector, then both stages on its validation photos.
+bench-pipeline: bench-cls
+	$(BIN)/pillsnap train-det --exp work/exp/bench
+	$(BIN)/pillsnap evaluate --exp work/exp/bench --what pipeline
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install browser
