@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline test browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -38,6 +38,10 @@ bench-pipeline: bench-cls
 test: install browser
 	$(BIN)/python -m pytest
 
+# The fast tier (under 5 minutes on 2 cores): everything but the tests marked slow (training, kill/resume, demo, browser).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
 # The web page's test drives Debian's Chromium headless (no browser download); installed when missing and apt is usable.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
@@ -49,9 +53,9 @@ browser:
 lab: install
 	$(BIN)/jupyter lab nbs
 
-# Quarto renders the site when it is installed; without it, nbdev-proc-nbs checks the docs build.
+# The docs site, offline, into _docs/ (tools/docs.py): Quarto when it is installed, else smalldocs (pure Python) from the same _quarto.yml.
 docs: install
-	@if command -v quarto >/dev/null; then $(BIN)/nbdev-docs; else echo "quarto not found: processing notebooks only (nbdev-proc-nbs)"; $(BIN)/nbdev-proc-nbs; fi
+	$(BIN)/python tools/docs.py
 
 # README.md is generated from nbs/index.ipynb (a test fails when it is stale).
 readme:

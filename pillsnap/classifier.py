@@ -6,9 +6,9 @@
 __all__ = ['COMPILE_MODES', 'SCHEDULES', 'FACES', 'CKPT_FORMAT', 'OOM_RUNGS', 'TB_VAL', 'create_backbone', 'PillClassifier',
            'core', 'precision_callbacks', 'enable_tf32', 'compile_model', 'adamw', 'decay_groups', 'lr_schedule',
            'ReseedEpoch', 'EMA', 'imprint_targets', 'face_codes', 'ClassOf', 'ImprintAux', 'save_checkpoint',
-           'load_checkpoint', 'clean_stale_temps', 'check_checkpoint', 'find_checkpoint', 'Checkpointer',
-           'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size',
-           'top5', 'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
+           'load_checkpoint', 'check_checkpoint', 'find_checkpoint', 'Checkpointer', 'ResumableEarlyStopping',
+           'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size', 'top5',
+           'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
            'top_confused', 'classifier_data', 'check_classifier', 'build_learner', 'FloatImages', 'build_classifier',
            'predict_probs', 'load_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion',
            'plot_history', 'train_classifier', 'plot_confused_pairs']
@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
+from fastcore.basics import patch
 from fastcore.xtras import obj2dict
 from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from .aihub import DrugTable, load_class_map, read_json, write_json
-from .config import ConfigError, amp_dtype, exp_paths, get_logger, pick_device, seed_everything
+from .aihub import DrugTable, load_class_map
+from .io import atomic_write, clean_stale_temps, read_json, write_json
+from .config import ConfigError, JobFailed, UserError, amp_dtype, exp_paths, get_logger, pick_device, seed_everything
 from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
@@ -247,40 +249,22 @@ CKPT_FORMAT = 'pillsnap-classifier/1'
 def save_checkpoint(state:dict, # tensors and plain data only
                     path:str|Path, # destination
                    )->Path:
-    "`torch.save` to a temporary file beside `path`, fsync, then an atomic rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
+    "`torch.save` whole or not at all, flushed to disk (`atomic_write`)."
+    return atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
 
 def load_checkpoint(path:str|Path, # a checkpoint file
                     map_location='cpu',
                    )->dict:
     "A pillsnap checkpoint, read with `weights_only=True`; anything else is a `ConfigError` saying what is wrong."
     path = Path(path)
-    if not path.is_file(): raise ConfigError(f'no checkpoint at {path}')
+    if not path.is_file(): raise UserError(f'no checkpoint at {path}')
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ConfigError(f'{path} holds Python objects other than tensors and plain data — refusing to load it '
+        raise UserError(f'{path} holds Python objects other than tensors and plain data — refusing to load it '
                           f'(pillsnap reads checkpoints with weights_only=True): {_first_line(e)}') from None
-    except (RuntimeError, EOFError, OSError) as e: raise ConfigError(f'{path} is not a readable checkpoint: {_first_line(e)}') from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise ConfigError(f'{path} is not a pillsnap classifier checkpoint')
+    except (RuntimeError, EOFError, OSError) as e: raise UserError(f'{path} is not a readable checkpoint: {_first_line(e)}') from None
+    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise UserError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
-
-# %% ../nbs/04_classifier.ipynb #0494899f
-def clean_stale_temps(folder:str|Path, # a checkpoint folder
-                     )->list: # the names removed
-    "Remove the temporary files of `save_checkpoint` writes whose process is gone (killed mid-write)."
-    import psutil  # an ultralytics dependency
-    gone = []
-    for f in sorted(Path(folder).glob('.*.tmp')):
-        pid = f.name.rsplit('.', 2)[-2]  # .NAME.PID.tmp
-        if pid.isdigit() and not psutil.pid_exists(int(pid)): f.unlink(missing_ok=True); gone.append(f.name)
-    return gone
 
 # %% ../nbs/04_classifier.ipynb #6eaedf41
 def check_checkpoint(ck:dict, # from `load_checkpoint`
@@ -352,7 +336,7 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
         if self.epoch >= self.start: super().after_epoch()
 
 # %% ../nbs/04_classifier.ipynb #21824602
-class TrainingStopped(RuntimeError):
+class TrainingStopped(JobFailed, RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
 OOM_RUNGS = ('empty_cache', 'fp16', 'micro_batch', 'smaller_batch', 'stop')
@@ -387,10 +371,10 @@ class OOMFallback(Callback):
             Learner.one_batch(self.learn, i, tuple(t[k:k + size] for t in b))
             if self.training and k + size < n:  # one loader batch moves the schedule once, whatever its pieces
                 self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
-    # the recovery is in the next cell
 
 # %% ../nbs/04_classifier.ipynb #96254490
-def _oom_recover(self:OOMFallback, err, n):
+@patch
+def _recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
     if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
     self.opt.zero_grad()
@@ -427,11 +411,11 @@ def _oom_recover(self:OOMFallback, err, n):
         self.learn.stopped = msg
         raise CancelFitException()
 
-def _oom_event(self:OOMFallback, rung, what, n):
+@patch
+def _event(self:OOMFallback, rung, what, n):
     self.events.append(dict(rung=rung, epoch=int(self.epoch), iter=int(self.iter), batch=int(n), action=what))
     get_logger('classifier').warning(f'out of memory at e={self.epoch} s={self.iter} (batch of {n}): {what}')
 
-OOMFallback._recover, OOMFallback._event = _oom_recover, _oom_event
 
 # %% ../nbs/04_classifier.ipynb #1ca0c1c0
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
@@ -722,7 +706,7 @@ def load_classifier(path:str|Path, # a checkpoint
     "The deployable model of a checkpoint (EMA weights when present)."
     ck = load_checkpoint(path)
     c = ck['config']['classifier']
-    pre = UnifiedPreprocessor(c['img_size'], c['crop_padding'], ck['config']['data']['cache_margin'], c['clahe'])
+    pre = preprocessor_from(ck['config'])
     if pre.version != ck['preprocess']: raise ConfigError(f"{path}: stored preprocessing {ck['preprocess']} does not match its config")
     bb = create_backbone(ck['model_name'], ck['n_classes'], drop_rate=c.get('drop_rate', 0.0))
     model = PillClassifier(bb, pre)

@@ -9,15 +9,15 @@ __all__ = ['MAX_PIXELS', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPL
            'save_manifests', 'load_manifest', 'pill_rows', 'data_digest', 'check_splits', 'UnifiedPreprocessor',
            'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'CacheDamaged', 'CropCache', 'RandomQuarterTurn',
            'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts', 'seed_worker',
-           'SkippingLoader', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
-           'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from', 'check_prepare',
-           'split_settings', 'prepare']
+           'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler', 'autotune_num_workers',
+           'summarize_dataset', 'plot_summary', 'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, sys, time, warnings, zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from fastcore.basics import patch
 import numpy as np
 import pandas as pd
 import torch
@@ -27,11 +27,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .aihub import (PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, file_sha256, index_problems, index_release,
-                            load_class_map, load_index, pool_map, read_class_map, read_json, read_parquet_lists, release_fingerprint,
-                            save_index, shipped_archives, update_class_map, walk_files, write_json, write_parquet, write_text)
-from .config import ConfigError, exp_paths, get_logger
-from .synth import CAPTURE_FIELDS
+from .aihub import (PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems, index_release, load_class_map,
+                            load_index, read_class_map, release_fingerprint, save_index, shipped_archives, update_class_map)
+from .config import ConfigError, UserError, exp_paths, get_logger
+from .io import (atomic_write, file_sha256, pool_map, read_json, read_parquet_lists, walk_files, write_json, write_parquet,
+                         write_text)
+from .schema import CAPTURE_FIELDS
 
 # %% ../nbs/03_data.ipynb #aa4d6d92
 MAX_PIXELS = 50_000_000  # 40x a release photo (976x1280); larger headers are refused unread
@@ -168,7 +169,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     return df.drop(columns='name'), classes
 
 # %% ../nbs/03_data.ipynb #ea90f4dd
-class TestSetLocked(PermissionError):
+class TestSetLocked(UserError, PermissionError):
     "Raised when anything but the final evaluation asks for the test split."
 
 _final = {'open': False}
@@ -319,7 +320,8 @@ def _resize_then_pad(sub:Image.Image, # the part of the crop inside the photo
     cols = np.r_[np.zeros(x0, int), 1:size[0] + 1, np.full(out - x1, size[0] + 1)]
     return Image.fromarray(e[np.ix_(rows, cols)])
 
-def _crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
+@patch
+def crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
           box=None, # [x, y, w, h] of the pill; None = the whole photo
          )->Image.Image: # cache_size x cache_size RGB
     "Step 1: the padded, squared, widened crop around the pill, edges repeated past the photo."
@@ -340,7 +342,6 @@ def equalize(img:Image.Image)->Image.Image:
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
 
-UnifiedPreprocessor.crop = _crop
 
 # %% ../nbs/03_data.ipynb #a0d0f219
 class BatchNormalize(torch.nn.Module):
@@ -351,25 +352,31 @@ class BatchNormalize(torch.nn.Module):
         self.register_buffer('std', torch.tensor(std).view(3, 1, 1) * 255, persistent=False)
     def forward(self, x:torch.Tensor)->torch.Tensor: return (x.float() - self.mean) / self.std
 
-def _finish(self:UnifiedPreprocessor, crop)->torch.Tensor:
+@patch
+def finish(self:UnifiedPreprocessor, crop)->torch.Tensor:
     "Step 3: the centre `img_size` square of a crop (PIL or uint8 CHW tensor), uint8 CHW."
     return v2.functional.center_crop(v2.functional.to_image(crop), [self.img_size] * 2).as_subclass(torch.Tensor)
 
-def _normalizer(self:UnifiedPreprocessor)->BatchNormalize:
+@patch
+def normalizer(self:UnifiedPreprocessor)->BatchNormalize:
     "Step 4 as a module (the classifier's first layer)."
     return BatchNormalize(self.mean, self.std)
 
-def _call(self:UnifiedPreprocessor, img:Image.Image, box=None)->torch.Tensor:
+@patch
+def __call__(self:UnifiedPreprocessor, img:Image.Image, box=None)->torch.Tensor:
     "A photo (and the pill's box) to the normalised float input of the model, all four steps."
     return self.normalizer()(self.finish(self.crop(img, box)))
 
-UnifiedPreprocessor.finish, UnifiedPreprocessor.normalizer, UnifiedPreprocessor.__call__ = _finish, _normalizer, _call
 
 # %% ../nbs/03_data.ipynb #2dc928aa
 CACHE_FORMAT = 2  # chunks carry a record of their size and checksums
 
 def _rows_digest(rows:pd.DataFrame)->str:
     return _sha([[r, p, i, [round(float(v), 2) for v in b]] for r, p, i, b in zip(rows.row, rows.pill, rows.image, rows.bbox)])
+
+def _npy_bytes(a:np.ndarray)->bytes:
+    "`a` as the bytes of a `.npy` file."
+    f = io.BytesIO(); np.save(f, a); return f.getvalue()
 
 def _cache_chunk(job):
     "Crop and encode one chunk of rows; write its JPEGs and its record, then commit it with its offsets file. Returns {row in chunk: skip reason}."
@@ -385,8 +392,7 @@ def _cache_chunk(job):
     part.with_suffix('.bin').write_bytes(data)
     write_json(part.with_suffix('.json'), dict(rows=len(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                                offsets_sha256=hashlib.sha256(offsets.tobytes()).hexdigest(), crc32=crcs, skips=skips))
-    np.save(part.parent/f'.{part.name}.tmp.npy', offsets)
-    os.replace(part.parent/f'.{part.name}.tmp.npy', part.with_suffix('.npy'))
+    atomic_write(part.with_suffix('.npy'), lambda tmp: tmp.write_bytes(_npy_bytes(offsets)))
     return skips
 
 def _chunk_problem(job)->str|None:
@@ -454,7 +460,7 @@ class CropCache:
         self.path = Path(path)
         meta, why = read_json(self.path/'cache.json')
         if why or not (isinstance(meta, dict) and meta.get('complete')):
-            raise ConfigError(f"{self.path} is not a finished crop cache" + (f' (cache.json is {why})' if why not in (None, 'missing') else '') +
+            raise UserError(f"{self.path} is not a finished crop cache" + (f' (cache.json is {why})' if why not in (None, 'missing') else '') +
                               " — run 'pillsnap prepare' (it resumes and repairs)")
         self.meta, self.chunk = meta, meta['chunk']
         self._parts, self._pid = {}, None
@@ -522,7 +528,7 @@ class PillDataset(Dataset):
         self.root, self.pre, self.tfm = Path(root), pre, tfm or eval_transforms(pre)
         self.cache = CropCache(cache) if isinstance(cache, (str, Path)) else cache
         if self.cache is not None and self.cache.meta['rows_sha256'] != _rows_digest(rows):
-            raise ConfigError(f"crop cache {self.cache.path} was built for other rows than these — run 'pillsnap prepare' to rebuild it")
+            raise UserError(f"crop cache {self.cache.path} was built for other rows than these — run 'pillsnap prepare' to rebuild it")
         self.skip_dir, self._warned = Path(skip_dir) if skip_dir else None, False
 
     def __len__(self): return len(self.images)
@@ -569,18 +575,20 @@ def skip_counts(skip_dir:str|Path)->Counter:
             r = json.loads(line); seen[r['image']] = r['reason']
     return Counter(seen.values())
 
+# %% ../nbs/03_data.ipynb #a5e2178d
+# internal: show_doc cannot read the signature torch's DataLoader inherits (string annotations of torch's own names)
+class SkippingLoader(DataLoader):
+    "A `DataLoader` that never yields an empty batch (one whose every photo was unreadable); `to` tells fastai the device."
+    device = None
+    def __iter__(self): return (b for b in super().__iter__() if len(b[1]))
+    def to(self, device): self.device = torch.device(device); return self
+
 # %% ../nbs/03_data.ipynb #349f6a94
 def seed_worker(worker_id:int):
     "Seed numpy and `random` in a loader worker from the seed torch gave it."
     import random
     s = torch.initial_seed() % 2**32
     np.random.seed(s); random.seed(s)
-
-class SkippingLoader(DataLoader):
-    "A `DataLoader` that never yields an empty batch (one whose every photo was unreadable); `to` tells fastai the device."
-    device = None
-    def __iter__(self): return (b for b in super().__iter__() if len(b[1]))
-    def to(self, device): self.device = torch.device(device); return self
 
 def make_loader(ds:Dataset, # a `PillDataset`
                 batch_size:int, # images per batch
@@ -675,7 +683,9 @@ def autotune_num_workers(ds:Dataset, # the training dataset
     return choice, times
 
 # %% ../nbs/03_data.ipynb #a0d38dd3
-def _quantiles(a): return {q: round(float(np.quantile(a, p)), 1) for q, p in (('min', 0), ('p05', .05), ('median', .5), ('p95', .95), ('max', 1))} if len(a) else {}
+def _round(v:float)->float: return round(v, 1) if abs(v) >= 10 else float(f'{v:.3g}')  # pixels to a tenth, fractions to 3 digits
+
+def _quantiles(a): return {q: _round(float(np.quantile(a, p))) for q, p in (('min', 0), ('p05', .05), ('median', .5), ('p95', .95), ('max', 1))} if len(a) else {}
 
 def summarize_dataset(manifests:dict, # {split: manifest}
                       report:dict|None=None, # the index report (orphans, duplicates, bad labels)
@@ -729,9 +739,11 @@ def plot_summary(summary:dict, # from `summarize_dataset`
     return fig
 
 # %% ../nbs/03_data.ipynb #9fbf92d6
-def preprocessor_from(cfg)->UnifiedPreprocessor:
-    "The preprocessor the settings describe (`classifier.*`, `data.cache_margin`)."
-    return UnifiedPreprocessor(cfg.classifier.img_size, cfg.classifier.crop_padding, cfg.data.cache_margin, cfg.classifier.clahe)
+def preprocessor_from(config, # resolved settings, or the settings a checkpoint stores (`ck['config']`)
+                     )->UnifiedPreprocessor:
+    "The preprocessor a configuration describes (`classifier.img_size/crop_padding/clahe`, `data.cache_margin`): one way, for settings and checkpoints alike."
+    c = config['classifier']
+    return UnifiedPreprocessor(c['img_size'], c['crop_padding'], config['data']['cache_margin'], c['clahe'])
 
 def check_prepare(cfg):
     "Fail fast, before any work, on a dataset root or split setting that cannot work."

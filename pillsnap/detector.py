@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .aihub import file_sha256, write_json
+from .io import atomic_write, file_sha256, write_json
 from .config import ConfigError, exp_paths, get_logger, pick_device
 
 # %% ../nbs/05_detector.ipynb #63371703
@@ -86,11 +86,7 @@ def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting w
         raise ValueError('save_detector needs the unfused training model — save it before predicting with it')
     state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in m.state_dict().items()}
     meta = dict(format=DET_FORMAT, yaml=json.dumps(_arch_record(m.yaml)), names=json.dumps({0: 'pill'}), imgsz=str(imgsz))  # one class, whatever the data called it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 def detector_meta(path:str|Path)->dict:
     "The metadata of a pillsnap detector file (format, architecture, names, image size)."

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'LOCATORS', 'ImageError', 'load_image', 'clip_box', 'xyxy_to_xywh', 'box_iou', 'locate_pills',
-           'registry', 'Predictor', 'draw_prediction', 'evaluate_pipeline', 'pipeline_table']
+           'registry', 'Predictor', 'draw_prediction', 'match_boxes', 'evaluate_pipeline', 'pipeline_table']
 
 # %% ../nbs/06_pipeline.ipynb #1d223ce6
 import time
@@ -18,17 +18,19 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .aihub import DrugTable, file_sha256, write_json
+from .aihub import DrugTable
+from .io import file_sha256, write_json
 from .classifier import find_checkpoint, load_classifier
-from .config import ConfigError, exp_config, exp_paths, get_logger, load_config, pick_device
-from .data import MAX_PIXELS, UnifiedPreprocessor, downscale, load_manifest, open_image_safely, to_rgb
+from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, load_config, pick_device
+from .data import MAX_PIXELS, downscale, preprocessor_from, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
+from .runtime import OnnxClassifier, onnx_meta, ort_providers
 
 # %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
 BACKENDS = ('torch', 'onnx', 'onnx-int8')  # onnx: the files of `pillsnap export` (nbs/09_export)
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     "An input that is not a usable image; the message says why."
 
 def load_image(src, # path, bytes, binary file, PIL image or uint8 array
@@ -155,7 +157,7 @@ class Predictor:
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # class indices of this checkpoint
         c = checkpoint['config']
-        self.pre = UnifiedPreprocessor(c['classifier']['img_size'], c['classifier']['crop_padding'], c['data']['cache_margin'], c['classifier']['clahe'])
+        self.pre = preprocessor_from(c)
         self.detector_path, self._detector, self.classifier_id = Path(detector_path) if detector_path else None, None, classifier_id
         self.log = get_logger('pipeline')
         self.locate = cfg.pipeline.locate
@@ -183,7 +185,6 @@ class Predictor:
             model, ck = load_classifier(path)
             return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device, _file_id(path, ck['model_name']), backend)
         if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        from pillsnap.export import OnnxClassifier  # nbs/09_export
         path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
         if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
         model = OnnxClassifier(path, device)
@@ -199,7 +200,6 @@ class Predictor:
             p = self.detector_path
             self._detector = build_detector(self.cfg.detector.model, p)
             if p.suffix == '.onnx':
-                from pillsnap.export import onnx_meta, ort_providers
                 self.detector_id = _file_id(p, f"{onnx_meta(p).get('arch', 'yolo')}.onnx")
                 self.log.info(f'detector {p.name} runs on ONNX Runtime ({ort_providers(self.device)[0]})')
             else: self.detector_id = _file_id(p, detector_meta(p)['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml'))
@@ -352,8 +352,11 @@ def draw_prediction(image, # the photo
     return fig
 
 # %% ../nbs/06_pipeline.ipynb #760476a4
-def _match(pred_boxes, true_boxes, thr=0.5):
-    "One-to-one matches (pred index, true index) with IoU ≥ thr, best first."
+def match_boxes(pred_boxes, # (n, 4) xyxy
+                true_boxes, # (m, 4) xyxy
+                thr:float=0.5, # the least IoU of a match
+               )->list: # [(pred index, true index)]
+    "One-to-one matches between predicted and true boxes that maximise the total IoU, each with IoU ≥ `thr`."
     from scipy.optimize import linear_sum_assignment
     if not len(pred_boxes) or not len(true_boxes): return []
     iou = box_iou(pred_boxes, true_boxes)
@@ -370,7 +373,7 @@ def _combo_counts(pred:Predictor, ims:list, rows)->Counter:
     true_top = iter(pred.classify([pred.pre.finish(pred.pre.crop(im, list(b))) for im, bs in zip(ims, rows.bboxes) for b in bs], 1))
     for r, ks, bs in zip(pred.predict_batch(ims, 'combo', top_k=1), rows.k_codes, rows.bboxes):
         pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
-        mt = _match(pb, _xyxy(bs))
+        mt = match_boxes(pb, _xyxy(bs))
         ok = sum(r['pills'][pi]['candidates'][0]['k_code'] == ks[ti] for pi, ti in mt)
         c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt), end_to_end=ok == len(ks),
                  end_to_end_strict=ok == len(ks) and len(pb) == len(ks), identified_true_box=sum(next(true_top)[0]['k_code'] == k for k in ks))

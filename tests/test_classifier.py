@@ -25,6 +25,7 @@ def fresh(prepared, tmp_path, name):
     return exp
 
 
+@pytest.mark.slow  # two epochs through the papermill report, then evaluate
 def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -79,6 +80,7 @@ def assert_same_run(a, b):
     for x, y in zip(ha, hb): assert x == pytest.approx(y, rel=1e-5), (x, y)
 
 
+@pytest.mark.slow  # three training runs, one killed
 def test_resume_after_kill_matches_unbroken_run(prepared, tmp_path):
     unbroken, killed = fresh(prepared, tmp_path, 'unbroken'), fresh(prepared, tmp_path, 'killed')
     subprocess.run(_train(unbroken), check=True, capture_output=True, timeout=600)
@@ -86,6 +88,7 @@ def test_resume_after_kill_matches_unbroken_run(prepared, tmp_path):
     assert_same_run(unbroken, killed)
 
 
+@pytest.mark.slow  # three training runs, one killed
 def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exactly(prepared, tmp_path):
     import torch
     def train(exp, *extra):
@@ -122,6 +125,7 @@ sys.exit(main(sys.argv[2:]))
 '''
 
 
+@pytest.mark.slow  # three training runs, one killed
 def test_kill_between_the_best_and_last_writes_then_resume_delivers_the_right_best(prepared, tmp_path):
     "Killed in the epoch of the final best model, between its two checkpoint writes: the resumed run ends like the unbroken one."
     import torch
@@ -152,6 +156,7 @@ def test_training_afresh_over_a_trained_classifier_needs_force(prepared, tiny_ro
     with pytest.raises(ConfigError, match=r'no checkpoint .*last\.pt'): check_classifier(cfg)
 
 
+@pytest.mark.slow  # three launches of pillsnap
 def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
     exp = fresh(prepared, tmp_path, 'exp')
     run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1')
@@ -173,6 +178,7 @@ while True:
 '''
 
 
+@pytest.mark.slow  # kills two writer processes
 def test_kill_during_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
     from pillsnap.classifier import load_checkpoint
     path = tmp_path/'last.pt'
@@ -199,6 +205,7 @@ def test_a_resumed_run_keeps_the_loader_worker_count_it_started_with(prepared, t
     assert learn.dls.train.num_workers == ck['num_workers']
 
 
+@pytest.mark.slow  # three launches of pillsnap
 def test_no_readable_training_photo_is_one_line(tiny_root, tmp_path):
     "Every photo unreadable: one line and exit 2 (it was a StopIteration traceback in worker autotuning, a TypeError at 0 batches)."
     root, exp = tmp_path/'release', tmp_path/'exp'

@@ -2,11 +2,13 @@
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import run_cli
 
 
+@pytest.mark.slow  # two launches of pillsnap
 def test_help_lists_commands_and_command_help_shows_docments():
     out = run_cli('--help').stdout
     assert all(c in out for c in ('synth', 'demo', 'config'))
@@ -19,6 +21,7 @@ def test_unknown_command_suggests_the_closest(tmp_path):
     assert r.returncode == 2 and "did you mean 'synth'?" in r.stderr
 
 
+@pytest.mark.slow  # three launches, and a dataset written
 def test_synth_writes_a_dataset_and_contact_sheet(tmp_path):
     out = tmp_path/'ds'
     r = run_cli('synth', out, '--classes', 5, '--per-class', 2, '--combos', 2, '--seed', 1, '--image-size', '244,320',
@@ -44,6 +47,7 @@ def test_synth_refuses_a_folder_it_did_not_make(tmp_path):
     assert (tmp_path/'data'/'train'/'precious.txt').read_text() == 'real data'
 
 
+@pytest.mark.slow  # the demo job: synth, prepare, a detector trained and evaluated
 def test_demo_detector_only_runs_the_bench_det_preset_without_a_classifier(tmp_path):
     exp, root = tmp_path/'exp', tmp_path/'data'
     r = run_cli('demo', '--preset', 'bench-det', '--detector-only', f'paths.exp_dir={exp}', f'data.root={root}',

@@ -63,6 +63,7 @@ def test_splits_are_stratified_grouped_and_the_test_set_is_isolated(prepared):
     with final_evaluation(): assert len(load_manifest(prepared/'data', 'test')) == len(test)
 
 
+@pytest.mark.slow  # several runs of pillsnap prepare
 def test_prepare_reuses_valid_results_and_rebuilds_when_the_data_changes(tiny_root, tmp_path):
     root, exp = tmp_path/'release', tmp_path/'exp'
     shutil.copytree(tiny_root, root)
@@ -84,6 +85,7 @@ def test_prepare_reuses_valid_results_and_rebuilds_when_the_data_changes(tiny_ro
     assert 'building the split: split settings changed' in other.stderr
 
 
+@pytest.mark.slow  # several runs of pillsnap prepare
 def test_class_map_never_renumbers_when_classes_are_added(tiny_root, tmp_path):
     exp = tmp_path/'exp'
     prepare(tiny_root, exp, 'data.max_classes=5', 'data.cache=false')
@@ -184,6 +186,7 @@ def _damaged_release(tiny_root, tmp_path):
                   ('label', rel(label), 'broken JSON', 'index'), ('photo', rel(unlabelled), 'unusable label (broken JSON)', 'index')}
 
 
+@pytest.mark.slow  # several runs of pillsnap prepare
 def test_problems_are_listed_by_path_and_reason(tiny_root, tmp_path):
     "`prepare` names every unreadable photo and bad label in {exp}/data/problems.csv, and the log says where the list is."
     root, expected = _damaged_release(tiny_root, tmp_path)
@@ -198,6 +201,7 @@ def test_problems_are_listed_by_path_and_reason(tiny_root, tmp_path):
     assert pd.read_csv(report, dtype=str).equals(rows) and str(report) in again.stderr
 
 
+@pytest.mark.slow  # several runs of pillsnap prepare
 def test_damaged_prepared_files_are_rebuilt_with_the_reason_logged(tiny_root, tmp_path):
     "Unreadable means missing: each damaged file of a prepared experiment is rebuilt, the class map with its old numbering."
     exp = tmp_path/'exp'; d = exp/'data'

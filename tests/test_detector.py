@@ -25,12 +25,13 @@ def _rows(exp):
 
 def _saved(exp):
     "last.pt is whole and its hash recorded: a kill now leaves a run that can be resumed."
-    from pillsnap.aihub import file_sha256
+    from pillsnap.io import file_sha256
     from pillsnap.detector import weights_record
     w = exp/'detector'/'train'/'weights'
     return (w/'last.pt').is_file() and weights_record(w).get('last.pt') == file_sha256(w/'last.pt')
 
 
+@pytest.mark.slow  # two training runs, one killed
 def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_weights(det_exp):
     import torch
     from pillsnap.detector import detector_meta, load_detector
@@ -60,14 +61,16 @@ def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_wei
     assert res[0].boxes.xyxy.shape[1] == 4
 
 
-def test_evaluate_detector_on_another_yolo_dataset(det_exp, tmp_path):
-    "The real-photo check's command: a trained detector measured on a foreign data.yaml (here the same tree, copied)."
-    if not (det_exp/'detector'/'detector.safetensors').exists(): pytest.skip('needs the trained detector of the test above')
-    r = run_cli('evaluate', '--exp', det_exp, '--what', 'detector', '--data', det_exp/'data'/'yolo'/'data.yaml', '--split', 'test', *TINY_DET)
-    out = json.loads((det_exp/'reports'/'detector-yolo-test.json').read_text())
+@pytest.mark.slow  # the evaluation job, on a copy of the experiment
+def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
+    "The real-photo check's command: a trained detector measured on a foreign data.yaml (here the experiment's own tree, on a copy)."
+    exp = _copy(trained_exp, tmp_path)[0]
+    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', exp/'data'/'yolo'/'data.yaml', '--split', 'test')
+    out = json.loads((exp/'reports'/'detector-yolo-test.json').read_text())
     assert out['split'] == 'test' and out['images'] > 0 and 'map50' in r.stdout
 
 
+@pytest.mark.slow  # three launches of pillsnap, on a prepared experiment of its own
 def test_offline_errors_name_the_fix(det_exp):
     r = run_cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.weights_path=/nowhere/yolo11n.pt', check=False)
     assert r.returncode == 2 and 'nothing is downloaded' in r.stderr, r.stderr

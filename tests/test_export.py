@@ -23,8 +23,9 @@ def exported(trained_exp):
     return e, r.stdout
 
 
+@pytest.mark.slow  # the `exported` fixture runs the whole export job, its benchmark included
 def test_export_writes_checked_files_and_a_benchmark(exported):
-    from pillsnap.export import ONNX_FORMAT, onnx_meta
+    from pillsnap.runtime import ONNX_FORMAT, onnx_meta
     e, out = exported
     x = e/'export'
     assert sorted(p.name for p in x.iterdir()) == ['bench.json', 'bench.png', 'classifier.int8.onnx', 'classifier.onnx', 'detector.onnx', 'parity.json']
@@ -52,6 +53,7 @@ def test_export_writes_checked_files_and_a_benchmark(exported):
     assert list((e/'runs').glob('export-*.ipynb'))  # the stage report
 
 
+@pytest.mark.slow  # the `exported` fixture runs the whole export job, its benchmark included
 def test_onnx_backends_answer_like_pytorch(exported, trained_exp):
     from pillsnap.data import load_manifest
     from pillsnap.pipeline import Predictor
@@ -76,6 +78,7 @@ def test_onnx_backends_answer_like_pytorch(exported, trained_exp):
     assert json.loads(r.stdout)['models']['classifier'].startswith('test_efficientnet.onnx-')
 
 
+@pytest.mark.slow  # the `exported` fixture runs the whole export job, its benchmark included
 def test_failed_parity_keeps_the_previous_export(exported, monkeypatch):
     "An export that fails its check raises ExportError, records the numbers and leaves the previous files untouched."
     import pillsnap.export as ex
@@ -89,6 +92,7 @@ def test_failed_parity_keeps_the_previous_export(exported, monkeypatch):
     assert json.loads((e/'export'/'parity.json').read_text())['passed'] is False
 
 
+@pytest.mark.slow  # two launches of pillsnap
 def test_export_errors_name_the_fix(trained_exp, tmp_path):
     from pillsnap.config import ConfigError
     from pillsnap.pipeline import Predictor

@@ -6,10 +6,17 @@ import pytest
 
 from conftest import BIN, ROOT
 
-NOTEBOOKS = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
+# these notebooks train a tiny classifier and/or detector (and export or serve it) in their lessons: minutes each on 2 cores
+TRAINS = {'04_classifier.ipynb', '05_detector.ipynb', '06_pipeline.ipynb', '09_export.ipynb', '10_serve.ipynb', '12_cli.ipynb'}
+NOTEBOOKS = [pytest.param(p.name, marks=pytest.mark.slow) if p.name in TRAINS else p.name for p in sorted((ROOT/'nbs').glob('*.ipynb'))]
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS)
 def test_notebook(nb):
     r = subprocess.run([str(BIN/'nbdev-test'), f'nbs/{nb}'], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and 'Success' in r.stdout + r.stderr, f'{nb} failed:\n{r.stdout[-6000:]}\n{r.stderr[-6000:]}'
+
+
+def test_every_notebook_named_slow_exists():
+    "A renamed training notebook would otherwise land in the fast tier unnoticed."
+    assert TRAINS <= {p.name for p in (ROOT/'nbs').glob('*.ipynb')}

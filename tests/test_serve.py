@@ -18,23 +18,30 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-# `run_server` in a child process; `delay` seconds are added to every inference batch, so that requests queue up behind it
-GUARDED = """import sys, time
+@pytest.fixture(scope='module')
+def server(trained_exp, tmp_path_factory):
+    "`pillsnap serve` as `serving` starts it (the demo's and the load test's helper), with two keys; its output in a log file."
+    from pillsnap.serve import serving
+    log = tmp_path_factory.mktemp('serve')/'serve.log'
+    with serving(trained_exp[0], f'{KEY},{KEY2}', log_file=log) as (url, proc): yield url, log, proc
+
+
+# `run_server` in a child process with `delay` seconds added to every inference batch, so that requests queue up behind it
+DELAYED = """import sys, time
 from pillsnap.serve import app_from_exp, run_server
 exp, delay, *settings = sys.argv[1:]
 app = app_from_exp(exp, settings, env_file=None)
 pred, delay = app.state.batcher.pred, float(delay)
-if delay: pred.predict_batch = lambda *a, f=pred.predict_batch: (time.sleep(delay), f(*a))[1]
+pred.predict_batch = lambda *a, f=pred.predict_batch: (time.sleep(delay), f(*a))[1]
 run_server(app)
 """
 
 
-def start_server(exp, tmp, *extra, env=None, guarded=None):
-    "`pillsnap serve`, or with `guarded=delay` the `GUARDED` script (its extra arguments are settings)."
-    port, log = free_port(), open(tmp/f'serve-{time.time_ns()}.log', 'w+')
-    cmd = ([sys.executable, '-c', GUARDED, str(exp), str(guarded), f'serve.port={port}', *extra] if guarded is not None else
-           [str(BIN/'pillsnap'), 'serve', '--exp', str(exp), '--port', str(port), *extra])
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': f'{KEY},{KEY2}', **(env or {})})
+def start_delayed_server(exp, tmp, delay, *settings):
+    "The `DELAYED` script: `serving` runs `pillsnap serve` as it is, and a delay inside the process cannot be given to it."
+    port, log = free_port(), open(tmp/'serve.log', 'w+')
+    proc = subprocess.Popen([sys.executable, '-c', DELAYED, str(exp), str(delay), f'serve.port={port}', *settings], cwd=tmp, stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, 'PILLSNAP_API_KEYS': f'{KEY},{KEY2}'})
     url = f'http://127.0.0.1:{port}'
     for _ in range(600):
         if proc.poll() is not None: log.seek(0); raise AssertionError(f'server exited {proc.returncode}:\n{log.read()}')
@@ -43,14 +50,6 @@ def start_server(exp, tmp, *extra, env=None, guarded=None):
         except httpx.TransportError: pass
         time.sleep(0.2)
     proc.kill(); raise AssertionError('server did not start in 120 s')
-
-
-@pytest.fixture(scope='module')
-def server(trained_exp, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('serve')
-    proc, url, log = start_server(trained_exp[0], tmp)
-    yield url, log, proc
-    proc.terminate(); proc.wait(20)
 
 
 @pytest.fixture(scope='module')
@@ -199,13 +198,14 @@ def test_access_log_has_request_ids_and_never_the_keys(server, photos):
     r = post(url, '/predict', photos[0], key=KEY2)
     rid = r.headers['x-request-id']
     time.sleep(0.3)
-    log.flush(); text = Path(log.name).read_text()
+    text = log.read_text()
     lines = [json.loads(l.split(' | ', 1)[1]) for l in text.splitlines() if '"event": "access"' in l]
     mine = [l for l in lines if l['request_id'] == rid]
     assert mine and mine[0]['route'] == '/predict' and mine[0]['status'] == 200 and mine[0]['latency_ms'] > 0
     assert KEY not in text and KEY2 not in text and 'wrong-key' not in text
 
 
+@pytest.mark.slow  # two launches of pillsnap serve
 def test_service_refuses_to_start_without_keys(trained_exp, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'PILLSNAP_API_KEYS'}
     r = subprocess.run([str(BIN/'pillsnap'), 'serve', '--exp', str(trained_exp[0]), '--port', str(free_port())], cwd=tmp_path,
@@ -266,8 +266,8 @@ def test_errors_are_short_and_no_page_loads_a_cdn(server):
 @pytest.fixture(scope='module')
 def slow_server(trained_exp, tmp_path_factory):
     "`run_server` with 1.5 s per inference batch, one request per batch, 4 photos in the queue and a 2.5 s deadline."
-    proc, url, log = start_server(trained_exp[0], tmp_path_factory.mktemp('slow'), 'serve.batch_max=1', 'serve.queue_max=4',
-                                  'serve.request_timeout_s=2.5', guarded=1.5)
+    proc, url, log = start_delayed_server(trained_exp[0], tmp_path_factory.mktemp('slow'), 1.5, 'serve.batch_max=1', 'serve.queue_max=4',
+                                          'serve.request_timeout_s=2.5')
     yield url, log, proc
     proc.terminate(); proc.wait(20)
 
@@ -277,6 +277,7 @@ def abandon(url, photo, wait=0.3):
     except httpx.TimeoutException: pass
 
 
+@pytest.mark.slow  # a second server, and timings that need idle cores
 def test_requests_whose_client_left_are_not_computed(slow_server, photos):
     "Before: 20 abandoned /batch requests were all computed, and the next request waited 18.9 s behind them."
     url = slow_server[0]
@@ -289,6 +290,7 @@ def test_requests_whose_client_left_are_not_computed(slow_server, photos):
     assert 'pillsnap_requests_total{route="/predict",status="499"} 3' in m, m
 
 
+@pytest.mark.slow  # a second server, and timings that need idle cores
 def test_a_full_queue_or_a_passed_deadline_is_503_with_retry_after(slow_server, photos):
     url = slow_server[0]
     time.sleep(3)  # the previous test's last batch is done
@@ -305,11 +307,10 @@ def test_a_full_queue_or_a_passed_deadline_is_503_with_retry_after(slow_server, 
 
 @pytest.fixture(scope='module')
 def guarded(trained_exp, tmp_path_factory):
-    "`run_server` with one-second deadlines on requests arriving, a 4 KB head and 12 connections at most."
-    proc, url, log = start_server(trained_exp[0], tmp_path_factory.mktemp('guarded'), 'serve.header_timeout_s=1', 'serve.read_timeout_s=1',
-                                  'serve.max_header_kb=4', 'serve.max_connections=12', guarded=0)
-    yield url, log, proc
-    proc.terminate(); proc.wait(20)
+    "`pillsnap serve` with one-second deadlines on requests arriving, a 4 KB head and 12 connections at most."
+    from pillsnap.serve import serving
+    with serving(trained_exp[0], KEY, 'serve.header_timeout_s=1', 'serve.read_timeout_s=1', 'serve.max_header_kb=4', 'serve.max_connections=12',
+                 log_file=tmp_path_factory.mktemp('guarded')/'serve.log') as (url, proc): yield url, proc
 
 
 def talk(url, *parts, pause=0.0):
@@ -326,6 +327,7 @@ def talk(url, *parts, pause=0.0):
         return answer, round(time.time() - t0, 1)
 
 
+@pytest.mark.slow  # a third server
 def test_server_closes_idle_slow_and_oversized_requests(guarded):
     "Before (uvicorn.run's defaults): the first three were still open after 15 s, and a 64 MB header was read and answered 200."
     url = guarded[0]
@@ -341,6 +343,7 @@ def test_server_closes_idle_slow_and_oversized_requests(guarded):
     assert talk(url, b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')[0] == 'HTTP/1.1 200 OK'
 
 
+@pytest.mark.slow  # a third server
 def test_server_caps_open_connections(guarded):
     url = guarded[0]
     time.sleep(2.5)  # connections of the previous test are gone
@@ -355,6 +358,7 @@ def test_server_caps_open_connections(guarded):
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 
 
+@pytest.mark.slow  # drives Chromium
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
 def test_web_page_in_headless_chromium(server, photos):
     "Upload a synthetic combination photo in the page, in combo mode, and see the boxes and candidates."

@@ -8,6 +8,8 @@ import yaml
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # two synth and several prepare runs of the console script
+
 TINY = ('--classes', '4', '--per-class', '2', '--combos', '2', '--image-size', '244,320', '--seed', '7')
 SETTINGS = ('classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
 TOP = Path('166.약품식별 인공지능 개발을 위한 경구약제 이미지 데이터')/'01.데이터'

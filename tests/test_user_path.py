@@ -9,6 +9,8 @@ import yaml
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # the whole job: trains both models, exports and serves
+
 # The experiment's own settings, given once at prepare: tiny models for a 2-core machine.
 EXP_SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'loader.num_workers=0', 'train.batch_size=8',
                 'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',

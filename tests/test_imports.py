@@ -1,0 +1,55 @@
+"The book's one-way rule, enforced: a module imports only modules of earlier notebooks (at the top or inside a function)."
+import ast, json, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def book_order()->dict:
+    "{module: the stem of the notebook that exports it}; notebooks sort by name, as in the book's table of contents."
+    order = {}
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+            m = re.search(r'^#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
+            if m: order[m.group(1)] = nb.stem; break
+    return order
+
+
+def pillsnap_imports(source:str)->list:
+    "(line, module) for every import of a pillsnap module in `source`, wherever it sits."
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module: out.append((node.lineno, node.module.split('.')[0]))
+            elif node.level == 1 or node.module == 'pillsnap': out += [(node.lineno, a.name) for a in node.names]
+            elif node.module and node.module.startswith('pillsnap.'): out.append((node.lineno, node.module.split('.')[1]))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split('.')[1]) for a in node.names if a.name.startswith('pillsnap.')]
+    return out
+
+
+def backward_violations(order:dict, modules:dict)->list:
+    "Imports of a module whose notebook does not come before the importer's ({module: source} in, messages out)."
+    bad = []
+    for mod, source in modules.items():
+        for line, target in pillsnap_imports(source):
+            if target in order and not order[target] < order[mod]:
+                bad.append(f'pillsnap/{mod}.py:{line} imports {target} ({order[target]}), which does not come before {order[mod]}')
+    return bad
+
+
+def test_every_module_imports_only_earlier_chapters():
+    order = book_order()
+    modules = {m: (ROOT/'pillsnap'/f'{m}.py').read_text(encoding='utf-8') for m in order}
+    assert len(order) >= 12 and order['io'] < order['synth'] and order['runtime'] < order['pipeline']
+    assert backward_violations(order, modules) == []
+
+
+def test_the_gate_sees_lazy_and_relative_imports():
+    order = {'config': '00_config', 'io': '00a_io', 'pipeline': '06_pipeline', 'export': '09_export'}
+    source = ('from .io import write_json\nfrom . import config\n'
+              'def f():\n    from pillsnap.export import onnx_meta\n    import pillsnap.export\n')
+    assert backward_violations(order, {'pipeline': source}) == [
+        'pillsnap/pipeline.py:4 imports export (09_export), which does not come before 06_pipeline',
+        'pillsnap/pipeline.py:5 imports export (09_export), which does not come before 06_pipeline']
+    assert backward_violations(order, {'export': source.replace('export', 'pipeline')}) == []
