@@ -10,7 +10,7 @@ __all__ = ['DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'B
            'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
-import hashlib, json, math, os, shutil, time, zipfile
+import hashlib, json, math, os, shutil, tempfile, time, zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
