@@ -18,7 +18,7 @@ import torch
 # PyTorch CPU op of this process — the classifier, the service — single-threaded; keep torch's own count
 os.environ.setdefault('OMP_NUM_THREADS', str(torch.get_num_threads()))
 TORCH_THREADS = torch.get_num_threads()  # restored after every ultralytics call (see `quiet_ultralytics`)
-import contextlib, json, logging, re, time
+import atexit, contextlib, functools, json, logging, re, shutil, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +51,29 @@ def shipped_arch(model:str, # e.g. 'yolo11m'
         raise ConfigError(f"ultralytics has no architecture file {name} — check detector.model")
     return f
 
+@functools.cache
+def _arch_dir()->Path:
+    d = Path(tempfile.mkdtemp(prefix='pillsnap-arch-'))  # private to this user, removed at exit
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+def _shipped_yolo(model:str):
+    "ultralytics' own build of `model`, from its shipped file under a name that states the scale."
+    from ultralytics import YOLO
+    f = shipped_arch(model)
+    if not f.is_file():  # yolo11m is yolo11.yaml at scale m. ultralytics finds that file by a regex over the whole path, which
+        g = _arch_dir()/f.name  # a folder named like /tmp/run1s breaks, and reads the scale from the file's name: so copy it to yolo11m.yaml
+        if not g.is_file(): shutil.copyfile(f.with_name(re.sub(r'[nslmx]\.yaml$', '.yaml', f.name)), g)
+        f = g
+    return YOLO(str(f), task='detect')
+
 def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
                    weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors, .onnx (pillsnap export) or ultralytics .pt
                   ):
     "An ultralytics YOLO detector, from local weights or from its architecture; never downloads."
     from ultralytics import YOLO
     detector_arch(model)
-    if weights_path is None: return YOLO(str(shipped_arch(model)), task='detect')
+    if weights_path is None: return _shipped_yolo(model)
     p = Path(weights_path)
     if not p.is_file():
         raise ConfigError(f"detector.weights_path {p} does not exist — give a local weights file, or set detector.weights_path=null "
