@@ -73,14 +73,12 @@ def drop_remote_imports(site:Path)->list:
 
 
 def main():
-    t0 = time.perf_counter()
-    if shutil.which('quarto'):
-        subprocess.run([str(Path(sys.executable).parent/'nbdev-docs')], cwd=ROOT, check=True)
-        return print(f'Quarto built {ROOT/"_docs"}')
-    site = render_smalldocs(process(), ROOT/'_docs')
-    drop_remote_imports(site)
+    t0, site = time.perf_counter(), ROOT/'_docs'
+    if shutil.which('quarto'): subprocess.run([str(Path(sys.executable).parent/'nbdev-docs')], cwd=ROOT, check=True); by = 'Quarto'
+    else: render_smalldocs(process(), site); by = 'smalldocs (quarto not installed)'
+    dropped = drop_remote_imports(site)  # either renderer ships the theme's web-font import
     pages = sorted(p.name for p in site.glob('*.html'))
-    print(f'smalldocs built {len(pages)} pages into {site} in {time.perf_counter() - t0:.0f} s (quarto not installed); open {site/"index.html"}')
-
+    print(f'{by} built {len(pages)} pages into {site} in {time.perf_counter() - t0:.0f} s; open {site/"index.html"}'
+          + (f'; removed {len(dropped)} remote CSS import(s)' if dropped else ''))
 
 if __name__ == '__main__': main()
