@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'BACK_RGB', 'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES',
-           'COLORS', 'COLOR_WEIGHTS', 'LINES', 'drug_look', 'drug_record', 'add_quirks', 'make_drugs', 'shape_mask',
-           'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou', 'photo_name',
-           'parse_photo_name', 'photo_paths', 'make_label', 'json_kind', 'sample_capture', 'plan_dataset', 'render_job',
-           'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'bench_synth']
+           'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SCENES', 'drug_look', 'drug_record', 'add_quirks', 'make_drugs',
+           'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou', 'render_wild',
+           'photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind', 'sample_capture', 'plan_dataset',
+           'render_job', 'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
-import hashlib, json, math, os, shutil, tempfile, time, zipfile
+import json, math, os, shutil, tempfile, time, zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, get_logger
 from .io import atomic_write
+from .scenes import wild_photo, wild_ppm
 from .schema import CAPTURE_FIELDS, LABEL_FIELDS, SHIPPED_TOP, shipped_archive
 
 # %% ../nbs/01_synth.ipynb #9a84c482
@@ -403,6 +404,24 @@ def iou(a:list, b:list)->float:
     inter = ix * iy
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
+# %% ../nbs/01_synth.ipynb #bab1282a
+SCENES = ('studio', 'wild', 'mixed')
+
+def render_wild(pills:list, # (look, rotation) per pill
+                capture:dict, # label capture fields (drug_dir, camera_la, ...; the backdrop and light fields are not used)
+                size:tuple=(976, 1280), # (width, height)
+                seed:int=0, # random seed
+               )->tuple: # (PIL image, boxes [[x, y, w, h]] of the visible parts, masks [(alpha, x0, y0)], hidden share per pill)
+    "A phone-style photo of `pills` in a wild scene, with exact boxes."
+    rng = np.random.default_rng([seed, 7])
+    ppm = wild_ppm([look['long'] for look, _ in pills], size, rng)
+    for zoom in (1.0, 0.8, 0.64, 0.5, 0.4):  # too many pills for the frame: step back
+        posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm * zoom * j), rot, capture['camera_la'], look['thick'] * ppm * zoom * j)
+                 for (look, rot), j in zip(pills, rng.uniform(0.9, 1.1, len(pills)))]  # a little depth: not all pills at one distance
+        try: return wild_photo(posed, size, rng)
+        except ValueError:
+            if zoom == 0.4: raise
+
 # %% ../nbs/01_synth.ipynb #71fcd4f9
 def _index(vocab, word): return next(k for k, v in vocab.items() if v == word)
 
@@ -447,6 +466,7 @@ def make_label(drug:dict, # from `make_drugs`
                bbox:list, # [x, y, w, h] of this pill
                image_id:int, ann_id:int, # ids, unique within the split
                combo:bool, # combination photos use `dl_idx` as category, singles use 1 (as in the release)
+               occluded:float|None=None, # wild photos: the share of this pill another pill hides (an extra annotation key)
               )->dict:
     "A label in the release's schema, keys in the release's order."
     rec = drug['record']
@@ -457,7 +477,7 @@ def make_label(drug:dict, # from `make_drugs`
     category = (dict(id=cat_id, name=rec['dl_name'], supercategory='pill') if combo
                 else dict(supercategory='pill', id=1, name='Drug'))
     ann = dict(area=bbox[2] * bbox[3], iscrowd=0, bbox=list(bbox), category_id=cat_id, ignore=0, segmentation=[],
-               id=ann_id, image_id=image_id)
+               id=ann_id, image_id=image_id, **({} if occluded is None else {'occluded': occluded}))
     return dict(images=[image], type='instances', annotations=[ann], categories=[category])
 
 # %% ../nbs/01_synth.ipynb #85c22fe2
@@ -489,9 +509,11 @@ def plan_dataset(drugs:list, # from `make_drugs`
                  image_size:tuple=(976, 1280), # (width, height)
                  classes_per_shard:int=25, # K-codes (or combinations) per shard folder
                  seed:int=0, # random seed
+                 scene:str='studio', # 'studio', 'wild' or 'mixed' (each photo either, half and half)
                 )->list: # one job per photo
     "Every photo of the dataset as a render job."
     rng, jobs, used = np.random.default_rng([seed, 2]), [], set()
+    if scene not in SCENES: raise ConfigError(f"synth.scene is {scene!r} — use one of {', '.join(SCENES)}")
     lo, hi = pills_per_combo
     if combos and not 2 <= lo <= hi <= len(drugs): raise ConfigError(f"pills_per_combo={list(pills_per_combo)} needs 2 <= min <= max <= classes ({len(drugs)})")
     for split, n_single, n_combo in (('train', per_class, combos), ('val', val_per_class, (combos + 4) // 5)):
@@ -512,24 +534,28 @@ def plan_dataset(drugs:list, # from `make_drugs`
                 jobs.append(dict(split=split, kind='combo', shard=c // classes_per_shard + 1, code=code, name=name,
                                  drugs=pills, rotations=rots, capture=cap, size=tuple(image_size), image_id=next(ids),
                                  ann_ids=[next(ann_ids) for _ in pills], seed=int(rng.integers(2**31))))
+    pick = np.random.default_rng([seed, 3])  # its own stream: a studio plan is the same as before scenes existed
+    for j in jobs: j['scene'] = scene if scene != 'mixed' else ('wild' if pick.random() < 0.5 else 'studio')
     return jobs
 
 # %% ../nbs/01_synth.ipynb #0799a41f
 def render_job(job:dict)->tuple:
-    "Render one planned photo: (image, boxes, masks)."
-    return render_photo([(d['look'], r) for d, r in zip(job['drugs'], job['rotations'])], job['capture'], job['size'], job['seed'])
+    "Render one planned photo: (image, boxes, masks, hidden share per pill or None for a studio photo)."
+    pills = [(d['look'], r) for d, r in zip(job['drugs'], job['rotations'])]
+    if job.get('scene', 'studio') == 'wild': return render_wild(pills, job['capture'], job['size'], job['seed'])
+    return *render_photo(pills, job['capture'], job['size'], job['seed']), None
 
 def write_job(job:dict, # from `plan_dataset`
               root:str|Path, # dataset root
              )->int: # pills written
     "Render one photo and write its image and label(s) in the release layout."
-    im, boxes, _ = render_job(job)
+    im, boxes, _, hidden = render_job(job)
     combo = job['kind'] == 'combo'
     image_path, label_paths = photo_paths(root, job['split'], job['kind'], job['shard'], job['code'], job['name'],
                                           [d['k_code'] for d in job['drugs']])
     atomic_write(image_path, lambda p: im.save(p, format='PNG', compress_level=3))
-    for d, box, ann_id, lp in zip(job['drugs'], boxes, job['ann_ids'], label_paths):
-        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, combo)
+    for i, (d, box, ann_id, lp) in enumerate(zip(job['drugs'], boxes, job['ann_ids'], label_paths)):
+        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, combo, None if hidden is None else hidden[i])
         atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
 
@@ -576,6 +602,7 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
                   quirk_rate:float=0.05, # share of drug records with null/""/0 fields
                   workers:int=0, # processes (0 = one per core)
                   force:bool=False, # replace a different dataset already in `out`
+                  scene:str='studio', # 'studio' (the release's look), 'wild' (phone photos: `00c_scenes`) or 'mixed'
                   as_shipped:bool=False, # write it as AI Hub ships it (`ship_release`): zip archives in Korean-named folders, no data/
                  )->dict: # the summary also written to `synth_summary.json`
     "Write a synthetic dataset in the AI Hub layout and label schema."
@@ -584,7 +611,8 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     spec = dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
                 val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
                 classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
-                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}))
+                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}),
+                **({'scene': scene} if scene != 'studio' else {}))  # a studio spec stays what it was
     spec_path = out/'synth_spec.json'
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
         if not force: raise ConfigError(f"{out} already holds a synthetic dataset with other settings — pass --force to replace it, or choose another folder")
@@ -599,7 +627,7 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     spec_path.write_text(json.dumps(spec, indent=1))
     t0 = time.perf_counter()
     drugs = make_drugs(classes, seed, confusable_fraction, confusable_group_size, quirk_rate)
-    jobs = plan_dataset(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size, classes_per_shard, seed)
+    jobs = plan_dataset(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size, classes_per_shard, seed, scene)
     workers = workers or os.cpu_count() or 1
     log.info(f"rendering {len(jobs)} photos of {classes} drugs at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
     bar = tqdm(total=len(jobs), desc='synth', unit='img', mininterval=1, disable=None)

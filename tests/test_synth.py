@@ -131,7 +131,7 @@ def test_boxes_are_tight_around_the_render_mask(tiny_root):
     labels = {(l['images'][0]['file_name'], l['images'][0]['drug_N']): l for l in _labels(tiny_root).values()}
     checked = 0
     for job in jobs[::3]:
-        im, boxes, masks = render_job(job)
+        im, boxes, masks, _ = render_job(job)
         for d, box, (alpha, x0, y0) in zip(job['drugs'], boxes, masks):
             ys, xs = np.nonzero(alpha > 0.5)
             mask_box = [x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
