@@ -31,6 +31,7 @@ from torch import nn
 from .aihub import DrugTable, load_class_map
 from .io import atomic_write, clean_stale_temps, read_json, write_json
 from .config import ConfigError, JobFailed, UserError, amp_dtype, exp_paths, get_logger, pick_device, seed_everything
+from .pretrained import check_start, load_start, start_of
 from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
@@ -56,11 +57,11 @@ def _first_line(e)->str: return (str(e).strip().splitlines() or [''])[0][:200]
 
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
                     n_classes:int, # outputs
-                    pretrained:bool=False, # timm's pretrained weights (they must be reachable)
+                    pretrained:str|bool='none', # 'none' (random), 'timm' (timm's weights: they must be reachable) or an offline start of `03a_pretrained` ('lite0')
                     weights_path:str|None=None, # a local weights file (.safetensors or .pth), its head replaced
                     drop_rate:float=0.0, # dropout before the head
                    )->nn.Module:
-    "A timm classifier with `n_classes` outputs: random, timm's pretrained weights, or a local weights file."
+    "A timm classifier with `n_classes` outputs: random, timm's pretrained weights, an offline start, or a local weights file."
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ConfigError(f"classifier.model={name!r} is not a timm model" + (f" — did you mean {', '.join(close)}?" if close else ''))
@@ -68,11 +69,13 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
     if weights_path:
         if not Path(weights_path).is_file(): raise ConfigError(f'classifier.weights_path={weights_path} is not a file')
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path)), **kw)
-    if not pretrained: return timm.create_model(name, **kw)
+    start = start_of(pretrained)
+    if start == 'none': return timm.create_model(name, **kw)
+    if start != 'timm': return load_start(timm.create_model(name, **kw), start)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e:
-        raise ConfigError(f'classifier.pretrained=true, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
-                          'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=false') from None
+        raise ConfigError(f'classifier.pretrained=timm, but the weights of {name} could not be fetched ({type(e).__name__}: {_first_line(e)}) — '
+                          'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=none (or lite0, offline)') from None
 
 # %% ../nbs/04_classifier.ipynb #841e29bd
 class PillClassifier(nn.Module):
@@ -682,7 +685,8 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
                     )->PillClassifier:
     "The classifier the settings describe."
     c = cfg.classifier
-    bb = create_backbone(c.model, n_classes, c.pretrained and load_weights, c.weights_path if load_weights else None, c.drop_rate)
+    if load_weights: check_start(c)
+    bb = create_backbone(c.model, n_classes, c.pretrained if load_weights else 'none', c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
 
 # %% ../nbs/04_classifier.ipynb #b431eb24

@@ -741,9 +741,10 @@ def plot_summary(summary:dict, # from `summarize_dataset`
 # %% ../nbs/03_data.ipynb #9fbf92d6
 def preprocessor_from(config, # resolved settings, or the settings a checkpoint stores (`ck['config']`)
                      )->UnifiedPreprocessor:
-    "The preprocessor a configuration describes (`classifier.img_size/crop_padding/clahe`, `data.cache_margin`): one way, for settings and checkpoints alike."
+    "The preprocessor a configuration describes (`classifier.img_size/crop_padding/clahe/mean/std`, `data.cache_margin`): one way, for settings and checkpoints alike."
     c = config['classifier']
-    return UnifiedPreprocessor(c['img_size'], c['crop_padding'], config['data']['cache_margin'], c['clahe'])
+    return UnifiedPreprocessor(c['img_size'], c['crop_padding'], config['data']['cache_margin'], c['clahe'],
+                               c.get('mean') or IMAGENET_MEAN, c.get('std') or IMAGENET_STD)  # checkpoints older than these settings: ImageNet's
 
 def check_prepare(cfg):
     "Fail fast, before any work, on a dataset root or split setting that cannot work."

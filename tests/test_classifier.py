@@ -221,3 +221,31 @@ def test_a_training_set_smaller_than_the_batch_trains(prepared, tmp_path):
     exp = fresh(prepared, tmp_path, 'small')
     r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', 'train.batch_size=256', 'train.auto_batch=false', '--no-notebook')
     assert (exp/'classifier'/'best.pt').is_file() and 'Traceback' not in r.stderr
+
+
+LITE0 = ['classifier.pretrained=lite0', 'classifier.model=tf_efficientnet_lite0', 'classifier.img_size=224', 'classifier.mean=0.5,0.5,0.5',
+         'classifier.std=0.5,0.5,0.5']
+
+
+def test_an_offline_start_that_does_not_fit_the_settings_is_refused(prepared, tmp_path):
+    exp = fresh(prepared, tmp_path, 'wrong-start')
+    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', 'classifier.pretrained=lite0', check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert 'set classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5' in r.stderr, r.stderr[-1000:]
+
+
+@pytest.mark.slow  # EfficientNet-Lite0 at 224 px for one epoch on the tiny data
+def test_train_from_the_offline_lite0_start(tiny_root, tmp_path):
+    import timm, torch
+    from pillsnap.pretrained import start_state
+    exp = tmp_path/'lite0'
+    run_cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN, *LITE0)
+    run_cli('train-cls', '--exp', exp, '--no-notebook', 'train.epochs=1', 'train.lr=0.0003')
+    ck = torch.load(exp/'classifier'/'last.pt', weights_only=True)
+    assert ck['model_name'] == 'tf_efficientnet_lite0' and ck['config']['classifier']['pretrained'] == 'lite0'
+    assert ':mean=0.5,0.5,0.5:std=0.5,0.5,0.5' in ck['preprocess']
+    ref = timm.create_model('tf_efficientnet_lite0', num_classes=1000)
+    start = start_state('lite0', ref)['blocks.6.0.conv_pwl.weight']
+    trained = ck['model']['backbone.blocks.6.0.conv_pwl.weight']
+    # one epoch at a small learning rate moves the ImageNet weights a little, not to something else
+    assert 0 < (trained - start).norm() / start.norm() < 0.2
