@@ -14,7 +14,7 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'FACES', 'CKPT_FORMAT', 'OOM_RUNGS', 'T
            'plot_history', 'train_classifier', 'plot_confused_pairs']
 
 # %% ../nbs/04_classifier.ipynb #9fd9b125
-import contextlib, difflib, gc, json, os, pickle, random, time, warnings
+import contextlib, difflib, gc, json, pickle, random, time, warnings
 from functools import partial
 from pathlib import Path
 
@@ -29,10 +29,10 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from .aihub import DrugTable, load_class_map
-from .io import atomic_write, clean_stale_temps, read_json, write_json
+from .io import atomic_write, clean_stale_temps, write_json
 from .config import ConfigError, JobFailed, UserError, amp_dtype, exp_paths, get_logger, pick_device, seed_everything
 from .pretrained import check_start, load_start, start_of
-from .data import (CropCache, GpuAugment, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
+from .data import (CropCache, GpuAugment, cache_fits, crop_kinds, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
                            eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
 
@@ -578,12 +578,11 @@ def classifier_data(cfg, # resolved settings
     pre, cmap = preprocessor_from(cfg), load_class_map(data_dir/'class_map.json')
     out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap, k_codes=[k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])])
     for name in ('train', 'val'):
-        rows = pill_rows(load_manifest(data_dir, name))
-        if not len(rows): raise ConfigError(f'the {name} split has no single-pill photos — check data.max_classes / data.max_samples')
+        rows = pill_rows(load_manifest(data_dir, name), crop_kinds(cfg))
+        if not len(rows): raise ConfigError(f'the {name} split has no pills to learn from — check data.max_classes / data.max_samples (and data.combo_crops)')
         cache = data_dir/'cache'/name
-        meta, _ = read_json(cache/'cache.json')
-        ok = isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version
-        if not ok: get_logger('classifier').warning(f'no crop cache for {name} with this preprocessing — reading the photos (slower); pillsnap prepare builds it')
+        ok = cache_fits(cache, rows, pre)
+        if not ok: get_logger('classifier').warning(f'no crop cache for {name} with these rows and preprocessing — reading the photos (slower); pillsnap prepare builds it')
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return out
 

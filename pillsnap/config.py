@@ -118,6 +118,13 @@ def _resolve(value, base):
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (Path(base)/p).resolve())
 
+def _resolve_setting(key, value, base):
+    "A path setting resolved against `base`; in a list of mappings (`data.sources`), each one's `path`."
+    if is_path_setting(key): return _resolve(value, base)
+    if isinstance(value, list) and key.endswith('sources'):
+        return [{**v, 'path': _resolve(v.get('path'), base)} if isinstance(v, dict) else v for v in value]
+    return value
+
 # %% ../nbs/00_config.ipynb #588a4826
 def apply_settings(cfg:dict, # nested settings, changed in place
                    settings:dict, # dotted key -> value (string or parsed)
@@ -132,7 +139,7 @@ def apply_settings(cfg:dict, # nested settings, changed in place
             hint = f" — did you mean '{close[0]}'?" if close else " — see config.yaml for the settings that exist"
             raise ConfigError(f"unknown setting '{key}'{hint}")
         value = typed_setting(key, value, known[key], key in nullable)
-        if is_path_setting(key): value = _resolve(value, base)
+        value = _resolve_setting(key, value, base)
         *parents, last = key.split('.')
         node = cfg
         for p in parents: node = node[p]
@@ -165,7 +172,7 @@ def _merge_missing(cfg:dict, base:dict)->list:
 def _read_resolved(path:Path)->dict:
     cfg = read_yaml(path)
     for key, value in flat_settings(cfg).items():
-        if is_path_setting(key): apply_settings(cfg, {key: value}, base=path.parent)
+        if is_path_setting(key) or key.endswith('sources'): apply_settings(cfg, {key: value}, base=path.parent)
     return cfg
 
 def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)

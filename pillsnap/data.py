@@ -7,10 +7,11 @@ __all__ = ['MAX_PIXELS', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPL
            'IMAGENET_STD', 'CACHE_FORMAT', 'CAPTURE_EN', 'to_rgb', 'open_image_safely', 'downscale', 'hash_rank',
            'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked', 'final_evaluation', 'make_manifests',
            'save_manifests', 'load_manifest', 'pill_rows', 'data_digest', 'check_splits', 'UnifiedPreprocessor',
-           'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'CacheDamaged', 'CropCache', 'RandomQuarterTurn',
-           'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts', 'seed_worker',
-           'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler', 'autotune_num_workers',
-           'summarize_dataset', 'plot_summary', 'preprocessor_from', 'check_prepare', 'split_settings', 'prepare']
+           'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache',
+           'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
+           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
+           'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from', 'check_prepare',
+           'crop_kinds', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, sys, time, warnings, zlib
@@ -27,12 +28,13 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .aihub import (PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems, index_release, load_class_map,
+from .aihub import (INDEX_COLUMNS, PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems, index_release, load_class_map,
                             load_index, read_class_map, release_fingerprint, save_index, shipped_archives, update_class_map)
 from .config import ConfigError, UserError, exp_paths, get_logger
 from .io import (atomic_write, file_sha256, pool_map, read_json, read_parquet_lists, walk_files, write_json, write_parquet,
                          write_text)
 from .schema import CAPTURE_FIELDS
+from .sources import index_sources
 
 # %% ../nbs/03_data.ipynb #aa4d6d92
 MAX_PIXELS = 50_000_000  # 40x a release photo (976x1280); larger headers are refused unread
@@ -144,6 +146,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   max_classes:int|None=None, # stage cap on classes
                   max_samples:int|None=None, # stage cap on single-pill photos (train + val)
                   strata:dict|None=None, # {k_code: stratum} for class selection
+                  mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
@@ -155,9 +158,15 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     singles = singles[singles.code.isin(set(classes))]
     quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
     for code, g in singles.groupby('code', sort=True):
-        order = g.index[hash_rank(seed, g.name)]
+        keys = _groups(g)  # a source photo's copies share a group; a release photo is its own
+        uniq = sorted(set(keys))
+        rank = {uniq[j]: r for r, j in enumerate(hash_rank(seed, uniq))}
+        pos = np.argsort([rank[k] for k in keys], kind='stable')
+        order, ks = g.index[pos], [keys[i] for i in pos]
         order = order[:quota] if quota else order
         n_val = max(1, round(len(order) * val_fraction)) if len(order) >= 2 else 0
+        while 0 < n_val < len(order) and ks[n_val] == ks[n_val - 1]: n_val += 1  # a group stays on one side
+        if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
         df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
     groups = sorted(combos.code.unique())
@@ -166,7 +175,24 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val', 'train')
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
+    if mix is not None: _mix(df, mix, seed)
     return df.drop(columns='name'), classes
+
+def _groups(g:pd.DataFrame)->list:
+    "Each row's split group: its `group` (set for `data.sources` photos), else its file name."
+    return [k if isinstance(k, str) and k else n for k, n in zip(g['group'] if 'group' in g else [None] * len(g), g['name'])]
+
+def _mix(df:pd.DataFrame, mix:float, seed:int):
+    "Leave out training photos of the larger side until release : source photos = mix : 1 - mix."
+    if not 0 < mix < 1: raise ConfigError(f'data.mix must be between 0 and 1 — the share of release photos in training (got {mix})')
+    train = df[df.subset == 'train']
+    real = train['group'].notna() if 'group' in train else pd.Series(False, index=train.index)
+    n_real, n_rel = int(real.sum()), int((~real).sum())
+    if not n_real or not n_rel: return
+    keep_rel, keep_real = min(n_rel, round(n_real * mix / (1 - mix))), min(n_real, round(n_rel * (1 - mix) / mix))
+    for side, keep in ((train[~real], keep_rel), (train[real], keep_real)):
+        drop = side.index[hash_rank(seed, side.name)[keep:]]
+        df.loc[drop, 'subset'] = None
 
 # %% ../nbs/03_data.ipynb #ea90f4dd
 class TestSetLocked(UserError, PermissionError):
@@ -449,6 +475,14 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
     write_json(meta_path, meta)
     log.info(f"crop cache {out}: {len(rows)} crops, {meta['bytes'] / 2**20:.1f} MiB" + (f", skipped {meta['skips']}" if skipped else ''))
     return meta
+
+def cache_fits(out:str|Path, # a cache folder
+               rows:pd.DataFrame, # the rows it should hold, in order
+               pre:UnifiedPreprocessor, # the preprocessing it should have used
+              )->bool:
+    "Whether a finished crop cache holds exactly these rows with this preprocessing (a cache is read by position)."
+    meta, _ = read_json(Path(out)/'cache.json')
+    return isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version and meta.get('rows_sha256') == _rows_digest(rows)
 
 # %% ../nbs/03_data.ipynb #18e6661f
 class CacheDamaged(OSError):
@@ -748,15 +782,23 @@ def preprocessor_from(config, # resolved settings, or the settings a checkpoint 
 
 def check_prepare(cfg):
     "Fail fast, before any work, on a dataset root or split setting that cannot work."
+    if not cfg.data.root:
+        if not cfg.data.get('sources'): raise ConfigError('data.root is empty and data.sources lists nothing — give a release (data.root) or real datasets (data.sources), or both')
+        return
     root = Path(cfg.data.root)
     if not (root/'data').is_dir() and not any(shipped_archives(root)):  # archives, or pieces of them
         raise ConfigError(f"{root} has no data/ folder and no AI Hub archives (TS_1_단일.zip, TL_1_단일.zip, … at any depth) — point --root (data.root) "
                           "at the folder holding data/train and data/val, or at the download folder holding the archives")
     if not 0 < cfg.split.val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {cfg.split.val_fraction})')
 
+def crop_kinds(cfg)->tuple:
+    "The photo kinds whose pills the classifier learns from: single-pill photos, and with `data.combo_crops` the pills of combinations too."
+    return ('single', 'combo') if cfg.data.get('combo_crops') else ('single',)
+
 def split_settings(cfg)->dict:
     "The settings that determine the split."
-    return dict(val_fraction=cfg.split.val_fraction, seed=cfg.split.seed, max_classes=cfg.data.max_classes, max_samples=cfg.data.max_samples)
+    return dict(val_fraction=cfg.split.val_fraction, seed=cfg.split.seed, max_classes=cfg.data.max_classes, max_samples=cfg.data.max_samples,
+                **({'mix': cfg.data.mix} if cfg.data.get('mix') is not None else {}))  # older splits.json stay valid
 
 # %% ../nbs/03_data.ipynb #61b99e1e
 def _saved_index(data_dir:Path, fp:dict)->tuple:
@@ -813,9 +855,10 @@ def _split_step(index, drugs, settings, data_dir, log, why=None):
                                             counts=counts, manifests=digests, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
 
 # %% ../nbs/03_data.ipynb #47785045
-def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list=())->Path:
+def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list=(), sources:dict|None=None)->Path:
     "`problems.csv`: every archive member that could not be extracted, every file the index left out and every photo the crop cache could not read, by path and reason."
-    rows = list(extracted) + index_problems(report) + [dict(kind='photo', path=p, reason=r, stage='crop cache')
+    rows = list(extracted) + (index_problems(report) if report else []) + [
+        dict(kind='photo', path=p, reason=why, stage='sources') for r in (sources or {}).values() for why, ps in r['left_out_paths'].items() for p in ps] + [dict(kind='photo', path=p, reason=r, stage='crop cache')
                                                        for m in caches.values() for p, r in sorted(m.get('skipped', {}).items())]
     path = data_dir/'problems.csv'
     write_text(path, pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS)).to_csv(index=False))
@@ -831,11 +874,15 @@ def prepare(cfg, # resolved settings (`load_config`)
     check_prepare(cfg)
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    extracted = extract_release(root, cfg.data.workers)['problems']  # a download as shipped becomes root/data first; once
-    if not (root/'data').is_dir():
-        raise ConfigError(f'nothing could be extracted from the archives under {root}: ' + '; '.join(f"{p['path']}: {p['reason']}" for p in extracted[:3]))
-    index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
-    if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
+    extracted, index, drugs, report = [], pd.DataFrame(columns=list(INDEX_COLUMNS)), {}, {}
+    if cfg.data.root:
+        extracted = extract_release(root, cfg.data.workers)['problems']  # a download as shipped becomes root/data first; once
+        if not (root/'data').is_dir():
+            raise ConfigError(f'nothing could be extracted from the archives under {root}: ' + '; '.join(f"{p['path']}: {p['reason']}" for p in extracted[:3]))
+        index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
+        if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
+    src, src_drugs, src_report = index_sources(cfg.data.get('sources'))
+    if len(src): index, drugs = pd.concat([index, src], ignore_index=True), {**drugs, **src_drugs}  # photos of real datasets beside the release's
     _split_step(index, drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log))
     classes = read_json(data_dir/'splits.json')[0]['classes']
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
@@ -847,11 +894,12 @@ def prepare(cfg, # resolved settings (`load_config`)
     if cfg.data.cache:
         pre = preprocessor_from(cfg)
         for n in ('train', 'val'):
-            caches[n] = build_cache(pill_rows(manifests[n]), root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
+            caches[n] = build_cache(pill_rows(manifests[n], crop_kinds(cfg)), root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
     skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
     summary = summarize_dataset(manifests, report, dict(skips))
+    if src_report: summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
     write_json(data_dir/'summary.json', summary)
-    problems = _write_problems(report, caches, data_dir, log, extracted)
+    problems = _write_problems(report, caches, data_dir, log, extracted, src_report)
     log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS) +
              f", {len(classes)} classes" + (f'; unreadable photos skipped: {dict(skips)}' if skips else ''))
     return dict(index=data_dir/'label_index.parquet', report=data_dir/'index_report.json', drug_table=data_dir/'drug_table.json',
