@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -33,6 +33,14 @@ bench-det: install
 bench-pipeline: bench-cls
 	$(BIN)/pillsnap train-det --exp work/exp/bench
 	$(BIN)/pillsnap evaluate --exp work/exp/bench --what pipeline
+
+# Real photos, never seen in training (README): a detector trained on wild synthetic scenes only, then judged on
+# REAL (a YOLO export; by default the pushin-pill phone photos beside this checkout), its val + test photos.
+REAL ?= ../shared/realdata/pushin-pill
+bench-wild: install
+	$(BIN)/pillsnap demo --preset wild-det --detector-only
+	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
+	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install browser

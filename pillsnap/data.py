@@ -146,6 +146,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   max_classes:int|None=None, # stage cap on classes
                   max_samples:int|None=None, # stage cap on single-pill photos (train + val)
                   strata:dict|None=None, # {k_code: stratum} for class selection
+                  combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`), not only from single-pill photos
                   mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
@@ -154,7 +155,9 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df['name'] = df.image.map(lambda p: os.path.basename(p))
     df['subset'] = None
     singles = df[(df.split == 'train') & (df.kind == 'single')]
-    classes = select_classes(singles.code, max_classes, seed, strata)
+    combos = df[(df.split == 'train') & (df.kind == 'combo')]
+    candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
+    classes = select_classes(candidates, max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
     quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
     for code, g in singles.groupby('code', sort=True):
@@ -168,7 +171,6 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
         while 0 < n_val < len(order) and ks[n_val] == ks[n_val - 1]: n_val += 1  # a group stays on one side
         if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
         df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
-    combos = df[(df.split == 'train') & (df.kind == 'combo')]
     groups = sorted(combos.code.unique())
     n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
     val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
@@ -798,7 +800,8 @@ def crop_kinds(cfg)->tuple:
 def split_settings(cfg)->dict:
     "The settings that determine the split."
     return dict(val_fraction=cfg.split.val_fraction, seed=cfg.split.seed, max_classes=cfg.data.max_classes, max_samples=cfg.data.max_samples,
-                **({'mix': cfg.data.mix} if cfg.data.get('mix') is not None else {}))  # older splits.json stay valid
+                **({'mix': cfg.data.mix} if cfg.data.get('mix') is not None else {}),
+                **({'combo_classes': True} if cfg.data.get('combo_crops') else {}))  # older splits.json stay valid
 
 # %% ../nbs/03_data.ipynb #61b99e1e
 def _saved_index(data_dir:Path, fp:dict)->tuple:

@@ -56,3 +56,14 @@ def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
     (tmp_path/'config.yaml').write_text('seed: 1\ntrain: [unclosed\n')
     with pytest.raises(ConfigError, match=r'cannot parse .*config.yaml:\d+'): load_config(path=tmp_path/'config.yaml')
 
+
+
+
+def test_source_paths_resolve_like_other_paths(tmp_path, monkeypatch):
+    text = (ROOT/'config.yaml').read_text(encoding='utf-8').replace('  sources: []', '  sources: [{path: real/phone, format: yolo}]')
+    (tmp_path/'proj').mkdir(); (tmp_path/'proj'/'config.yaml').write_text(text, encoding='utf-8')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path=tmp_path/'proj'/'config.yaml')
+    assert cfg.data.sources[0]['path'] == str(tmp_path/'proj'/'real'/'phone')             # config.yaml: the file's folder
+    cfg = load_config({'data.sources': '[{path: cli/phone}, {path: /abs/crops, format: folders}]'}, path=tmp_path/'proj'/'config.yaml')
+    assert [s['path'] for s in cfg.data.sources] == [str(tmp_path/'cli'/'phone'), '/abs/crops']  # command line: the working directory

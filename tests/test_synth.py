@@ -189,3 +189,17 @@ def test_as_shipped_is_reused_and_force_replaces_its_archives(tmp_path):
     with pytest.raises(ConfigError, match='pass --force'): synth_dataset(tmp_path, **kw)  # the canonical tree is another dataset
     synth_dataset(tmp_path, **kw, force=True)
     assert not list(tmp_path.rglob('*.zip')) and (tmp_path/'data'/'train').is_dir()
+
+
+def test_wild_scenes_through_the_cli_keep_the_layout_and_record_what_is_hidden(tmp_path):
+    from conftest import run_cli
+    out = tmp_path/'wild'
+    run_cli('synth', out, '--classes', '6', '--per-class', '2', '--combos', '6', '--image-size', '160,200', '--scene', 'wild',
+            'synth.pills_per_combo=[3,6]', 'synth.val_per_class=1', 'synth.workers=1')
+    labels = _labels(out)
+    for rel in _files(out, 'png'): assert any(re.fullmatch(rx, rel) for rx in IMAGE_RE.values()), rel
+    anns = [l['annotations'][0] for l in labels.values()]
+    assert all('occluded' in a and 0 <= a['occluded'] <= 0.5 for a in anns)
+    assert json.loads((out/'synth_spec.json').read_text())['scene'] == 'wild'
+    sizes = [a['bbox'][2] * a['bbox'][3] / (160 * 200) for a in anns]
+    assert min(sizes) < 0.01 < 0.05 < max(sizes)  # pills near and far
