@@ -34,6 +34,7 @@ from .config import ConfigError, UserError, exp_paths, get_logger
 from .io import (atomic_write, file_sha256, pool_map, read_json, read_parquet_lists, walk_files, write_json, write_parquet,
                          write_text)
 from .schema import CAPTURE_FIELDS
+from .paste import paste_dataset
 from .sources import index_sources
 
 # %% ../nbs/03_data.ipynb #aa4d6d92
@@ -236,6 +237,7 @@ def save_manifests(manifests:dict, out:str|Path)->dict:
 
 def load_manifest(data_dir:str|Path, # the experiment's data folder
                   split:str, # 'train', 'val' or 'test'
+                  pasted:bool=True, # the training split with the pasted photos of `data.paste_photos` (`02b_paste`), if any
                  )->pd.DataFrame:
     "Read one split's manifest; the test split only inside `final_evaluation()`."
     if split not in SPLITS: raise ConfigError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
@@ -244,7 +246,11 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
                             "for development; only `with final_evaluation():` in pillsnap.evaluate may open it")
     path = Path(data_dir)/'manifests'/f'{split}.parquet'
     if not path.exists(): raise ConfigError(f"{path} not found — run 'pillsnap prepare' first")
-    return read_parquet_lists(path)
+    df, extra = read_parquet_lists(path), path.with_name('pasted.parquet')
+    if split == 'train' and pasted and extra.exists():
+        p = read_parquet_lists(extra).assign(row=lambda d: np.arange(len(df), len(df) + len(d)))
+        df = pd.concat([df, p], ignore_index=True)
+    return df
 
 # %% ../nbs/03_data.ipynb #da6baabf
 def pill_rows(manifest:pd.DataFrame, # from `load_manifest`
@@ -869,6 +875,22 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
                          ', '.join(f'{n} {r}' for r, n in Counter(r['reason'] for r in rows).most_common()))
     return path
 
+def _paste_step(cfg, train:pd.DataFrame, root:Path, data_dir:Path, log)->bool:
+    "The pasted training photos of `data.paste_photos`: made once per training split and settings, reused after; whether there are any."
+    path, rec, n = data_dir/'manifests'/'pasted.parquet', data_dir/'pasted.json', cfg.data.paste_photos
+    if not n:
+        path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
+    pills = pill_rows(train)  # the training split's single-pill photos: nothing of validation or test is cut
+    key = dict(pills=len(pills), pills_sha256=_rows_digest(pills), photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.paste_pills), seed=cfg.split.seed)
+    if read_json(rec)[0] == key and path.exists(): log.info(f'{n} pasted photos are up to date — reusing them'); return True
+    log.info(f'pasting {n} wild photos of real pills cut from {len(pills)} training photos into {data_dir/"pasted"}')
+    shutil.rmtree(data_dir/'pasted', ignore_errors=True)
+    rows = pd.DataFrame(paste_dataset(pills, root, data_dir/'pasted', n, tuple(cfg.data.paste_size), tuple(cfg.data.paste_pills), cfg.split.seed, cfg.data.workers))
+    cmap = load_class_map(data_dir/'class_map.json')
+    rows = rows.assign(row=0, class_indices=rows.k_codes.map(lambda ks: [cmap.get(k, -1) for k in ks]), **{k: None for k in CAPTURE_FIELDS})
+    write_parquet(rows[list(MANIFEST_COLUMNS)], path); write_json(rec, key)
+    return True
+
 def prepare(cfg, # resolved settings (`load_config`)
            )->dict: # {what: path} of everything written
     "Turn a dataset in the AI Hub layout (or a download as shipped) into everything training needs, reusing what is still valid and rebuilding what is damaged."
@@ -889,7 +911,8 @@ def prepare(cfg, # resolved settings (`load_config`)
     _split_step(index, drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log))
     classes = read_json(data_dir/'splits.json')[0]['classes']
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
-    manifests = {n: load_manifest(data_dir, n) for n in ('train', 'val')}
+    manifests = {n: load_manifest(data_dir, n, pasted=False) for n in ('train', 'val')}
+    if _paste_step(cfg, manifests['train'], root, data_dir, log): manifests['train'] = load_manifest(data_dir, 'train')
     with final_evaluation(): manifests['test'] = load_manifest(data_dir, 'test')  # counted for the summary, never loaded as images
     yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed)
     data_yaml = build_yolo_tree(yolo, root, data_dir/'yolo')
