@@ -30,6 +30,9 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     for mode in ('single', 'combo'):  # the demo ends by identifying one photo in each mode
         pred = json.loads((exp/'reports'/f'predict-{mode}.json').read_text())
         assert pred['mode'] == mode and pred['truth'] and (exp/'reports'/f'predict-{mode}.png').stat().st_size > 5000
+    wild = json.loads((exp/'reports'/'predict-wild.json').read_text())  # and a wild-scene photo rendered after training, in combo mode
+    assert wild['mode'] == 'combo' and len(wild['truth']) == 4 and (exp/'reports'/'predict-wild.png').stat().st_size > 5000
+    assert 'wild-scene photo (rendered now, never trained on)' in (exp/'logs'/'demo.log').read_text()
     # then the ONNX export passes parity, and the service answers one request on loopback and stops
     assert json.loads((exp/'export'/'parity.json').read_text())['passed'] and (exp/'export'/'bench.json').is_file()
     answer = json.loads((exp/'reports'/'serve-answer.json').read_text())
