@@ -18,7 +18,7 @@ from .config import (ConfigError, PillsnapError, UserError, exp_paths, load_conf
 from .demo import run_demo
 from .stages import (classifier, data, det_table, detector, detector_report, export_table, metrics_table, onnx_export, pipeline,
                              prediction_table, run_job, split_table, summary_table, synth_from)
-from .synth import contact_sheet
+from .synth import contact_sheet, scene_sheet
 
 # %% ../nbs/12_cli.ipynb #022b7325
 COMMANDS = {}
@@ -62,6 +62,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val, 
           as_shipped:store_true=False, # write it as AI Hub ships it: zip archives in Korean-named folders, which prepare extracts
           force:store_true=False, # replace a different synthetic dataset already in OUT
           sheet:store_true=False, # also write OUT/contact_sheet.png
+          real:str=None, # with --sheet: a folder of real photos for OUT/scene_sheet.png (the dataset's photos above them)
           config:str=None, # config file (default: the nearest config.yaml)
          ):
     "Write a synthetic dataset in the AI Hub layout and label schema."
@@ -75,6 +76,7 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val, 
     print(summary_table(summary).to_string())
     if as_shipped: print(f"shipped as {sum(1 for _ in out.rglob('*.zip'))} zip archives in {out} — 'pillsnap prepare --root {out}' extracts them")
     if sheet: contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes); print(f'contact sheet: {out/"contact_sheet.png"}')
+    if sheet: scene_sheet(out, out/'scene_sheet.png', real=real); print(f'scene sheet: {out/"scene_sheet.png"}')
     return summary
 
 # %% ../nbs/12_cli.ipynb #be251a07

@@ -12,7 +12,6 @@ from io import BytesIO
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from scipy.ndimage import convolve
 
 # %% ../nbs/00c_scenes.ipynb #bc8df5d9
 SURFACES = {'wood': 3, 'stone': 3, 'fabric': 3, 'paper': 2, 'metal': 1, 'flat': 2, 'gradient': 1}  # kind: weight
@@ -193,6 +192,7 @@ def place(sizes:list, region:np.ndarray, rng, pile:bool, margin:int)->list|None:
 # %% ../nbs/00c_scenes.ipynb #f5f04a48
 def camera(img:np.ndarray, rng)->Image.Image:
     "What a phone does to a scene: defocus or motion blur, sensor noise, white balance, JPEG."
+    from scipy.ndimage import convolve  # here: the command line imports this chapter and should start fast
     H, W = img.shape[:2]
     img = img * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # white balance
     img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)  # exposure

@@ -7,7 +7,8 @@ __all__ = ['DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'B
            'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SCENES', 'drug_look', 'drug_record', 'add_quirks', 'make_drugs',
            'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou', 'render_wild',
            'photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind', 'sample_capture', 'plan_dataset',
-           'render_job', 'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'bench_synth']
+           'render_job', 'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'scene_sheet',
+           'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
 import json, math, os, shutil, tempfile, time, zipfile
@@ -701,6 +702,30 @@ def contact_sheet(root:str|Path, # dataset root
         ax.imshow(Image.open(img_path).crop((x - pad, y - pad, x + w + pad, y + h + pad)))
         name = rec['dl_name'] if font else (rec['dl_name_en'] or rec['dl_name'])
         ax.set_title(f"{rec['drug_N']}\n{(name or '?')[:22]}", fontsize=7, fontfamily=font or 'DejaVu Sans')
+    fig.tight_layout()
+    if out: Path(out).parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=110); plt.close(fig)
+    return fig
+
+# %% ../nbs/01_synth.ipynb #0b9c8298
+def scene_sheet(root:str|Path, # dataset root
+                out:str|Path|None=None, # PNG to write (optional)
+                real:str|Path|None=None, # a folder of real photos to show below (searched recursively)
+                n:int=6, # photos per row
+                seed:int=0, # which photos
+               ):
+    "A row of the dataset's photos (combinations first) above a row of real photos, at the same height."
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(seed)
+    def pick(files): return [files[i] for i in sorted(rng.choice(len(files), min(n, len(files)), replace=False))] if files else []
+    ours = sorted(Path(root, 'data').glob('*/images/combination/*/*/*.png')) or sorted(Path(root, 'data').glob('*/images/*/*/*/*.png'))
+    if not ours: raise ConfigError(f"no photos under {root}/data — generate a dataset first (pillsnap synth)")
+    rows = [pick(ours)] + ([pick(sorted(p for p in Path(real).rglob('*') if p.suffix.lower() in ('.jpg', '.jpeg', '.png')))] if real else [])
+    fig, axs = plt.subplots(len(rows), n, figsize=(n * 1.7, len(rows) * 2.3), squeeze=False)
+    for r, files in enumerate(rows):
+        for ax, f in zip(axs[r], files + [None] * (n - len(files))):
+            ax.set_axis_off()
+            if f is not None: ax.imshow(Image.open(f).convert('RGB'))
+        axs[r][0].set_title('synthetic' if r == 0 else 'real', fontsize=8, loc='left')
     fig.tight_layout()
     if out: Path(out).parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=110); plt.close(fig)
     return fig
