@@ -6,8 +6,9 @@
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'detector_arch', 'shipped_arch', 'build_detector',
            'save_detector', 'detector_meta', 'shipped_detector', 'load_detector', 'detector_data', 'yolo_device',
            'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'weights_record', 'record_weights', 'recorded',
-           'record_saved', 'recording_checkpoints', 'check_detector', 'train_detector', 'evaluate_detector',
-           'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
+           'record_saved', 'recording_checkpoints', 'check_detector', 'trainable_detector', 'train_detector',
+           'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections',
+           'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
 import os
@@ -277,6 +278,16 @@ def _watched(model):
     model.add_callback('on_fit_epoch_end', log_epoch); model.add_callback('on_model_save', record_saved)
     return model
 
+def trainable_detector(model:str, # architecture name (`detector.model`)
+                       weights_path:str|Path|None=None, # the start: a pillsnap .safetensors or an ultralytics .pt (None: random weights)
+                      ):
+    "The YOLO that training starts from: `model` from random weights, or the start's architecture and weights."
+    if not weights_path or Path(weights_path).suffix == '.pt': return build_detector(model, weights_path)  # a .pt carries its checkpoint
+    if Path(weights_path).suffix != '.safetensors': raise ConfigError(f'{weights_path}: training starts from a .safetensors (or an ultralytics .pt) detector, not an ONNX export')
+    start = build_detector(model, weights_path)  # its own architecture, checked against ultralytics' (the file says which)
+    yolo = build_detector(Path(start.model.yaml['yaml_file']).stem)
+    return yolo.load(start.model)  # ultralytics seeds training from the loaded model only through YOLO.load (it sets the checkpoint train() reads)
+
 def train_detector(cfg, # resolved settings (`load_config`)
                    force:bool=False, # train afresh even when the experiment already has a trained detector (replacing it)
                   )->dict: # the metrics.json written
@@ -294,7 +305,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
             log.info(f"resuming the detector from {last} after epoch {model.ckpt['epoch'] + 1}")
             model.train(resume=True, device=yolo_device(pick_device(cfg.device)))
         else:
-            model = _watched(build_detector(d.model, d.weights_path))
+            model = _watched(trainable_detector(d.model, d.weights_path))
             if d.weights_path and Path(d.weights_path).suffix == '.pt': shipped_detector(model.model.yaml, d.weights_path)  # else it trains, then will not load
             (wdir/WEIGHTS_RECORD).unlink(missing_ok=True)  # the checkpoints of a run this one replaces can no longer be read
             log.info(f'training {d.model} on {data} at {d.img_size} px for {d.epochs} epochs, batch {d.batch_size}, '
