@@ -6,7 +6,7 @@
 __all__ = ['matte', 'paste_photo', 'paste_dataset']
 
 # %% ../nbs/02b_paste.ipynb #591df939
-import math, os
+import os
 from pathlib import Path
 
 import cv2
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError
 from .io import atomic_write, pool_map
-from .scenes import wild_photo
+from .scenes import wild_photo, wild_ppm
 
 # %% ../nbs/02b_paste.ipynb #e5f81c95
 def matte(img:np.ndarray, # an RGB photo, HxWx3 uint8
@@ -47,10 +47,7 @@ def paste_photo(pills:list, # RGBA mattes from `matte`, in one studio framing
                 rng:np.random.Generator, # random source
                )->tuple: # (PIL image, boxes, masks, hidden share per pill)
     "A wild photo of real pills: the mattes rotated, scaled together and put on a scene."
-    W, H = size
-    longest = max(max(p.shape[:2]) for p in pills)
-    scale = math.exp(rng.uniform(math.log(0.02), math.log(0.40))) * min(W, H) / longest
-    scale = min(scale, math.sqrt(0.25 * W * H / sum(p.shape[0] * p.shape[1] for p in pills)) * 0.9)
+    scale = wild_ppm([max(p.shape[:2]) for p in pills], size, rng)  # the scenes' own scale rule, in pixels of the studio photos
     for step in (1.0, 0.8, 0.64, 0.5, 0.4):
         posed = []
         for p in pills:

@@ -15,17 +15,13 @@ Images are linked, not copied; labels are rewritten with every class as 0 ("pill
 what `pillsnap train-det --data` and `pillsnap evaluate --what detector --data ... --split test` take
 (ultralytics knows the split names train, val and test: val is the holdout, test the eval photos).
 """
-import argparse, hashlib, json, re
+import argparse, hashlib, json
 from pathlib import Path
 
 import yaml
 
 from pillsnap.aihub import _link
-
-
-def source_of(name:str)->str:
-    "The source photo of a Roboflow file name (`<source>_jpeg.rf.<hash>.jpg` → `<source>`)."
-    return re.sub(r'_(jpe?g|png)\.rf\.[0-9a-f]+$', '', Path(name).stem)
+from pillsnap.sources import source_group as source_of  # Roboflow's copies of one photo share it
 
 
 def main():
