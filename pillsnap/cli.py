@@ -16,7 +16,7 @@ import pillsnap
 from .config import (ConfigError, PillsnapError, UserError, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
                              start_run)
 from .demo import run_demo
-from .stages import (classifier, data, det_table, detector, detector_report, export_table, metrics_table, onnx_export, pipeline,
+from .stages import (calibrated, classifier, data, det_table, detector, detector_report, evaluate as evaluation, export_table, metrics_table, onnx_export, pipeline,
                              prediction_table, run_job, split_table, summary_table, synth_from)
 from .synth import contact_sheet, scene_sheet
 
@@ -110,8 +110,8 @@ def train_cls(*settings:str, # key=value settings over the experiment's snapshot
     cfg, changes = _settings(exp, settings, config, preset, **{'train.resume': resume})
     classifier.check_classifier(cfg, force=force)  # fail fast, before the snapshot is written: prepared data that matches, a checkpoint to resume
     paths = start_run(cfg, 'train-cls', changes)
-    result, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier, no_notebook)
-    result = result or json.loads((paths.classifier/'metrics.json').read_text())
+    _, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier, no_notebook)
+    result = calibrated(cfg)
     print(metrics_table(result).to_string())
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
@@ -124,19 +124,30 @@ def evaluate(*settings:str, # key=value settings over the experiment's snapshot 
              checkpoint:str='best', # classifier checkpoint: best, last or a path
              data:str=None, # detector: a YOLO data.yaml to evaluate on (default: the experiment's)
              split:str='val', # detector: the split of that data.yaml
+             final:store_true=False, # open the locked test split, once: classifier, detector and both modes (reports/final_test_results.json)
+             force:store_true=False, # with --final: open it again (recorded)
              preset:str=None, # a preset from config.yaml to apply first
              config:str=None, # config file (default: the nearest config.yaml)
             ):
-    "Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset) or the two stages together."
+    "Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset), the two stages together, or --final the test split once."
     if what not in ('classifier', 'detector', 'pipeline'): raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     cfg, changes = _settings(exp, settings, config, preset)
     paths = exp_paths(cfg.paths.exp_dir)
     if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — create it with 'pillsnap prepare --exp {paths.root}'")
     setup_logging(cfg, paths.logs/'evaluate.log')
-    record_settings(paths.root, f'evaluate --what {what}', changes, snapshot=False)
+    if what == 'detector' and split == 'test' and not data:
+        raise ConfigError(f"the experiment's own test split is locked — pillsnap evaluate --exp {paths.root} --final opens it, once (or give another YOLO dataset with --data)")
+    record_settings(paths.root, 'evaluate --final' if final else f'evaluate --what {what}', changes, snapshot=False)
+    if final:
+        result = evaluation.final_test(cfg, checkpoint, force=force)
+        num = lambda v: '-' if v is None else f'{v:.4f}'
+        print(f"  {'':<28} {'val':>8} {'test':>8}")
+        for k, v in result['test'].items(): print(f"  {k:<28} {num(result['val'].get(k)):>8} {num(v):>8}")
+        print(f"  verdict  {result['verdict']} (look {result['looks']})\n  written  {paths.reports/'final_test_results.json'}")
+        return result
     if what == 'classifier':
-        result = classifier.evaluate_classifier(cfg, checkpoint, out_dir=paths.reports/'classifier')
-        print(metrics_table(result).to_string()); print(f"  written  {paths.reports/'classifier'/'metrics.json'}")
+        result = evaluation.classifier_report(cfg, checkpoint)
+        print(metrics_table(result).to_string()); print(f"  written  {paths.reports/'classifier'} (metrics, calibration, per class, curves, hard cases)")
     elif what == 'detector':
         weights = paths.detector/'detector.safetensors'
         if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
-from .stages import (classifier, data, det_table, detector, detector_report, export_table, metrics_table, onnx_export, pipeline,
+from .stages import (calibrated, classifier, data, det_table, detector, detector_report, export_table, metrics_table, onnx_export, pipeline,
                              prediction_table, run_job, split_table, synth_from)
 from .synth import contact_sheet, make_drugs, render_wild
 
@@ -39,7 +39,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     if detector_only: return demo_detector(cfg)
     _, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier)
-    metrics = json.loads((paths.classifier/'metrics.json').read_text())
+    metrics = calibrated(cfg)
     log.info('classifier\n' + metrics_table(metrics).to_string())
     if classifier_only:
         print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "

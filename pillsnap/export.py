@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .io import write_json
-from .classifier import classifier_data, find_checkpoint, load_classifier
+from .callbacks import find_checkpoint
+from .classifier import classifier_data, load_classifier
 from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .data import PillDataset, UnifiedPreprocessor, eval_transforms, make_loader
 from .pipeline import match_boxes

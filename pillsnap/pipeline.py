@@ -20,7 +20,8 @@ from PIL import Image
 
 from .aihub import DrugTable
 from .io import file_sha256, write_json
-from .classifier import find_checkpoint, load_classifier
+from .callbacks import find_checkpoint
+from .classifier import load_classifier
 from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, load_config, pick_device
 from .data import MAX_PIXELS, downscale, preprocessor_from, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
@@ -155,6 +156,7 @@ class Predictor:
         self.device, self.backend = pick_device(device), backend
         self.model = classifier.to(self.device).eval()
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
+        self.temperature = float(checkpoint.get('temperature') or 1.0)  # the calibration of `07_evaluate` (1: none)
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # class indices of this checkpoint
         c = checkpoint['config']
         self.pre = preprocessor_from(c)
@@ -236,7 +238,7 @@ def classify(self:Predictor, crops:list, # uint8 CHW tensors
     k, out = min(top_k, len(self.k_codes)), []
     for i in range(0, len(crops), self.cfg.pipeline.batch_size):
         x = torch.stack(crops[i:i + self.cfg.pipeline.batch_size]).to(self.device)
-        p = self.model(x).float().softmax(1).cpu()
+        p = (self.model(x).float() / self.temperature).softmax(1).cpu()
         conf, idx = p.topk(k, 1)
         for cs, ix in zip(conf.tolist(), idx.tolist()):
             out.append([{'k_code': self.k_codes[j], 'confidence': round(c, 6), **registry(self.table.by_index(j))} for c, j in zip(cs, ix)])
@@ -413,13 +415,14 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                       split:str='val', # manifest split
                       max_photos:int|None=None, # cap per kind (None: all)
                       batch:int=16, # photos per predictor call
+                      write:bool=True, # write {exp}/reports/pipeline.json (the final test writes its own file)
                      )->dict:
-    "End-to-end rates of combo mode on combination photos and of single mode (each way of reading) on single-pill photos; written to {exp}/reports/pipeline.json."
+    "End-to-end rates of combo mode on combination photos (when there is a detector) and of single mode (each way of reading) on single-pill photos."
     from fastprogress.fastprogress import progress_bar
     cfg = pred.cfg
     paths, root, known = exp_paths(cfg.paths.exp_dir), Path(cfg.data.root), set(pred.k_codes)
     m = load_manifest(paths.data, split)
-    combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))].iloc[:max_photos]
+    combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))].iloc[:max_photos if pred.has_detector else 0]
     singles = m[(m.kind == 'single') & m.code.isin(known)].iloc[:max_photos]
     c, s = Counter(), Counter()
     for rows, counts, count in ((combos, c, _combo_counts), (singles, s, _single_counts)):
@@ -433,7 +436,7 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                                        end_to_end_strict=_rate(c['end_to_end_strict'], c['photos'])),
                single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
                models=pred.models('combo' if pred.has_detector else 'single'))
-    write_json(paths.reports/'pipeline.json', out)
+    if write: write_json(paths.reports/'pipeline.json', out)
     return out
 
 def pipeline_table(result:dict)->pd.DataFrame:

@@ -44,6 +44,9 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
         assert ck['model_name'] == 'test_efficientnet' and ck['k_codes'] and ck['preprocess'].startswith('unified-1')
         assert {'optimizer', 'model', 'config', 'epoch', 'best', 'history'} <= set(ck)
     assert torch.load(exp/'classifier'/'last.pt', weights_only=True)['epoch'] == 2
+    cal = json.loads((exp/'classifier'/'calibration.json').read_text())  # train-cls calibrates best.pt (07_evaluate)
+    assert m['temperature'] == cal['temperature'] > 0 and m['ece_calibrated'] == cal['ece_after'] and 'temperature' in r.stdout
+    assert abs(torch.load(exp/'classifier'/'best.pt', weights_only=True)['temperature'] - m['temperature']) < 1e-4
     log = (exp/'logs'/'train-cls.log').read_text()
     assert STEP_LINE.search(log), log[-2000:]
     events = EventAccumulator(str(exp/'tb'/'classifier')); events.Reload()
@@ -52,6 +55,9 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
             'val/loss', 'val/accuracy', 'val/macro_f1', 'val/top5'} <= tags, tags
     r = run_cli('evaluate', '--exp', exp, '--checkpoint', 'last', *TINY_TRAIN)
     assert 'last.pt (epoch 2' in r.stdout
+    rep = exp/'reports'/'classifier'
+    assert {'metrics.json', 'calibration.json', 'calibration.png', 'per_class.csv', 'curves.png', 'hard_cases.csv'} <= {p.name for p in rep.iterdir()}
+    assert json.loads((rep/'metrics.json').read_text())['checkpoint'].endswith('last.pt')
 
 
 def _train(exp, *extra):
@@ -109,7 +115,7 @@ def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exact
 KILL_BETWEEN_WRITES = '''
 import os, signal, sys
 from pathlib import Path
-import pillsnap.classifier as C
+import pillsnap.callbacks as C  # where the checkpointing callback writes
 from pillsnap.cli import main
 epoch, save = int(sys.argv[1]), C.save_checkpoint
 def save_then_die(state, path):
@@ -169,7 +175,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
 
 KILL_WRITER = '''
 import sys, torch
-from pillsnap.classifier import save_checkpoint, CKPT_FORMAT
+from pillsnap.callbacks import save_checkpoint, CKPT_FORMAT
 i = 0
 while True:
     i += 1
@@ -180,7 +186,7 @@ while True:
 
 @pytest.mark.slow  # kills two writer processes
 def test_kill_during_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
-    from pillsnap.classifier import load_checkpoint
+    from pillsnap.callbacks import load_checkpoint
     path = tmp_path/'last.pt'
     for delay in (0.05, 0.27):
         p = subprocess.Popen([sys.executable, '-c', KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True)

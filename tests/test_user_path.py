@@ -54,6 +54,16 @@ def test_the_users_path_needs_the_experiments_settings_only_once(user_exp):
     assert settings_log(e)[-1] == {**settings_log(e)[-1], 'run': 'evaluate --what pipeline', 'changed': {'device': ['auto', 'cpu']}, 'snapshot': False}
     assert snapshot(e)['device'] == 'auto'  # a reading command leaves the snapshot alone
 
+    # the test split: locked, then opened once through --final (classifier, detector, both modes), then refused
+    r = run_cli('evaluate', '--exp', e, '--what', 'detector', '--split', 'test', check=False)
+    assert r.returncode == 2 and '--final opens it' in r.stderr, r.stderr
+    r = run_cli('evaluate', '--exp', e, '--final', 'device=cpu')
+    final = json.loads((e/'reports'/'final_test_results.json').read_text())
+    assert final['looks'] == 1 and final['detector']['images'] > 0 and final['test']['classifier_top1'] is not None and 'verdict' in r.stdout
+    assert set(final['val_minus_test']) >= {'classifier_top1', 'single_top1'}
+    r = run_cli('evaluate', '--exp', e, '--final', check=False)
+    assert r.returncode == 2 and 'was opened on' in r.stderr and json.loads((e/'reports'/'final_test_results.json').read_text()) == final
+
     run_cli('export', '--exp', e, '--no-bench')
     assert (e/'export'/'classifier.onnx').is_file() and (e/'export'/'detector.onnx').is_file()
 
