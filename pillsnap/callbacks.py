@@ -11,7 +11,7 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'FACES', 'CKPT_FORMAT', 'OOM_RUNGS', 'T
            'expected_calibration_error', 'classification_metrics', 'top_confused']
 
 # %% ../nbs/04_callbacks.ipynb #8abd6a75
-import gc, pickle, random, time, warnings
+import contextlib, gc, pickle, random, time, warnings
 from functools import partial
 from pathlib import Path
 
@@ -67,14 +67,17 @@ def compile_model(model:nn.Module, # the model to compile
                   mode:str='none', # train.compile
                   example:torch.Tensor|None=None, # an input batch for the trial forward and backward
                   backend='inductor', # torch.compile backend
+                  dtype=None, # the training's autocast dtype (None: float32), so the trial compiles what training runs
                  )->nn.Module:
-    "`torch.compile(model)` checked on `example`, or `model` itself (with one warning) when compilation fails."
+    "`torch.compile(model)` (static shapes) checked on `example`, or `model` itself (with one warning) when compilation fails."
     if mode not in COMPILE_MODES: raise ConfigError(f"train.compile={mode!r} — choose one of {', '.join(COMPILE_MODES)}")
     if mode == 'none': return model
     state = _cpu_state(model)
     try:
-        compiled = torch.compile(model, backend=backend, **(dict(mode=mode) if backend == 'inductor' else {}))
-        if example is not None: compiled(example).float().sum().backward()
+        compiled = torch.compile(model, backend=backend, dynamic=False, **(dict(mode=mode) if backend == 'inductor' else {}))
+        if example is not None:
+            with torch.autocast(example.device.type, dtype=dtype) if dtype else contextlib.nullcontext(): out = compiled(example)
+            out.float().sum().backward()
         return compiled
     except Exception as e:
         get_logger('classifier').warning(f'torch.compile(mode={mode}) failed, training without it: {type(e).__name__}: {first_line(e)}')

@@ -168,7 +168,9 @@ def build_learner(cfg, # resolved settings
     if aux: loss = ClassOf(loss, n_classes)
     learn = Learner(dls, model, loss, opt_func=adamw(fused=device.type == 'cuda'), lr=lr, splitter=aux.splitter if aux else decay_groups, wd=[t.weight_decay, 0.0],
                     wd_bn_bias=True, train_bn=False, metrics=training_metrics(), path=paths.classifier, model_dir='.', cbs=cbs)
-    learn.model = compile_model(model, t.compile, next(iter(dls.train))[0][:2].to(device) if t.compile != 'none' else None)
+    trial = next(iter(dls.train))[0].to(device) if t.compile != 'none' else None  # a whole batch, as training will see it
+    if trial is not None and t.channels_last: trial = trial.contiguous(memory_format=torch.channels_last)
+    learn.model = compile_model(model, t.compile, trial, dtype=dtype)
     if ck:
         learn.create_opt(); learn.opt.load_state_dict(ck['optimizer'])
         if ck.get('scaler'): learn.add_cb(_RestoreScaler(ck['scaler']))

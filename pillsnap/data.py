@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPLITS', 'PREPROCESS_VERSION', 'IMAGENET_MEAN',
            'IMAGENET_STD', 'CACHE_FORMAT', 'CAPTURE_EN', 'to_rgb', 'open_image_safely', 'downscale', 'hash_rank',
-           'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked', 'final_evaluation', 'make_manifests',
-           'save_manifests', 'load_manifest', 'pill_rows', 'data_digest', 'check_splits', 'UnifiedPreprocessor',
-           'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache',
-           'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
-           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
-           'autotune_num_workers', 'summarize_dataset', 'plot_summary', 'preprocessor_from', 'check_prepare',
-           'crop_kinds', 'split_settings', 'prepare']
+           'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked', 'final_evaluation', 'test_split_open',
+           'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows', 'data_digest', 'check_splits',
+           'UnifiedPreprocessor', 'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'cache_fits',
+           'CacheDamaged', 'CropCache', 'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset',
+           'collate_skipping', 'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment',
+           'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset', 'plot_summary',
+           'preprocessor_from', 'check_prepare', 'crop_kinds', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, sys, time, warnings, zlib
@@ -209,6 +209,10 @@ def final_evaluation():
     prev, _final['open'] = _final['open'], True
     try: yield
     finally: _final['open'] = prev
+
+def test_split_open()->bool:
+    "Whether the code running now is inside `final_evaluation()`."
+    return _final['open']
 
 # %% ../nbs/03_data.ipynb #0a711df8
 MANIFEST_COLUMNS = ('row', 'image', 'kind', 'code', 'k_codes', 'class_indices', 'bboxes', 'width', 'height', *CAPTURE_FIELDS)

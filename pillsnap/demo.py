@@ -14,7 +14,7 @@ import pandas as pd
 
 from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
-from .stages import (calibrated, classifier, data, det_table, detector, detector_report, export_table, metrics_table, onnx_export, pipeline,
+from .stages import (advisor, calibrated, classifier, data, det_table, detector, detector_report, export_table, gates, metrics_table, onnx_export, pipeline,
                              prediction_table, run_job, split_table, synth_from)
 from .synth import contact_sheet, make_drugs, render_wild
 
@@ -53,14 +53,19 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     exported = exported or dict(parity=json.loads((paths.export/'parity.json').read_text()), bench=json.loads((paths.export/'bench.json').read_text()))
     log.info('ONNX export\n' + export_table(exported).to_string())
     served = demo_serve(cfg)
+    gate = gates.stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
+    advice = advisor.advise(paths.root)
+    log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n" + advisor.menu_text(advice))
     outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
                'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
                'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
                'training report': report, 'detector': paths.detector/'detector.safetensors', 'detector metrics': paths.detector/'metrics.json',
                'detector report': det_report, **predicted, 'onnx export': paths.export, 'export parity': paths.export/'parity.json',
-               'export bench': paths.export/'bench.json', 'export report': exp_report, **served, 'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
+               'export bench': paths.export/'bench.json', 'export report': exp_report, **served, 'stage gate': paths.reports/'stage_gate.json', 'advice': paths.reports/'advice.json',
+               'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
     print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
-          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity; the service answered. Outputs:")
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity; the service answered; "
+          f"stage {gate['stage']} gate {gate['decision']}, {len(advice['recommendations'])} recommendation(s) (pillsnap advise --exp {paths.root}). Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
@@ -70,7 +75,7 @@ def demo_detector(cfg)->dict:
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     _, report = run_job('05_detector', cfg, 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
     val = json.loads((paths.detector/'metrics.json').read_text())
-    test, test_file = detector_report(cfg, detector.detector_data(cfg), 'test')
+    with data.final_evaluation(): test, test_file = detector_report(cfg, detector.detector_data(cfg), 'test')  # the benchmark's own final number
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
     print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
           f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "

@@ -27,6 +27,7 @@ import yaml
 
 from .io import atomic_write, file_sha256, write_json
 from .config import ConfigError, exp_paths, get_logger, pick_device
+from .data import TestSetLocked, test_split_open
 
 # %% ../nbs/05_detector.ipynb #63371703
 ARCH_RE = re.compile(r'yolo(v8|v9|v10|11|12|26)([nsmlxtce])')
@@ -334,6 +335,8 @@ def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                      )->dict:
     "Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset."
     paths = exp_paths(cfg.paths.exp_dir)
+    if split == 'test' and not test_split_open() and Path(data).resolve() == (paths.data/'yolo'/'data.yaml').resolve():
+        raise TestSetLocked(f"the experiment's own test split is locked — pillsnap evaluate --exp {paths.root} --final opens it, once")
     if not split_images(data, split):
         raise ConfigError(f"{data} has no images in its '{split}' split — ultralytics reads the splits train, val and test of a data.yaml")
     model = build_detector(cfg.detector.model, weights)

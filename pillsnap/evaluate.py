@@ -252,9 +252,14 @@ def final_test(cfg, # resolved settings of a trained experiment
                 detector_map50=det and det['map50'])
     gap = {k: round(val[k] - v, 4) for k, v in test.items() if v is not None and val.get(k) is not None}
     stage = cfg.data.stage
-    target = cfg.stages[str(stage)]['target_top1'] if stage is not None else None
-    checks = [dict(criterion='classifier_top1', target=target, measured=test['classifier_top1'],
-                   passed=test['classifier_top1'] is not None and test['classifier_top1'] >= target)] if target is not None else []
+    gate = cfg.stages[str(stage)]['gate'] if stage is not None else None  # the stage's criteria (07a_gates): at least these, on the test photos
+    crit = lambda name, target: dict(criterion=name, target=target, measured=test[name], passed=test[name] is not None and test[name] >= target)
+    checks = []
+    if gate:
+        g, t = gate['go_no_go'], gate['targets']
+        checks.append(crit('classifier_top1', round(g['min_accuracy'] - g['epsilon_acc'], 4)))
+        if 'classification_macro_f1' in t: checks.append(crit('classifier_macro_f1', t['classification_macro_f1']['min']))
+        if det and 'detection_map50' in t: checks.append(crit('detector_map50', t['detection_map50']['min']))
     missed = [c['criterion'] for c in checks if not c['passed']]
     out = dict(experiment=str(paths.root), checkpoint=str(path), looks=len(openings), opened=openings, test=test, val=val, val_minus_test=gap,
                classifier=cls, pipeline=pipe, detector=det, checks=checks, verdict='ready' if checks and not missed else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))

@@ -41,7 +41,9 @@ def test_stage_presets_set_caps_unless_given():
     cfg = load_config(['data.stage=3'])
     assert (cfg.data.max_samples, cfg.data.max_classes) == (100_000, 1000)
     assert load_config(['data.stage=3', 'data.max_classes=10']).data.max_classes == 10
-    assert [load_config([f'data.stage={s}']).stages[str(s)].target_top1 for s in (1, 2, 3, 4)] == [0.70, 0.80, 0.85, 0.92]
+    gates = [load_config([f'data.stage={s}']).stages[str(s)].gate for s in (1, 2, 3, 4)]
+    assert [g.go_no_go.min_accuracy for g in gates] == [0.78, 0.82, 0.85, 0.85]  # the seeds' D-12 STAGE_TARGETS
+    assert [g.targets.classification_accuracy['min'] for g in gates] == [0.40, 0.60, 0.75, 0.92]  # the seeds' D-14 stage criteria
     assert load_config(['data.stage=4']).data.max_classes == 4523
 
 

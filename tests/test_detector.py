@@ -65,8 +65,11 @@ def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_wei
 def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     "The real-photo check's command: a trained detector measured on a foreign data.yaml (here the experiment's own tree, on a copy)."
     exp = _copy(trained_exp, tmp_path)[0]
-    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', exp/'data'/'yolo'/'data.yaml', '--split', 'test')
-    out = json.loads((exp/'reports'/'detector-yolo-test.json').read_text())
+    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', exp/'data'/'yolo'/'data.yaml', '--split', 'test', check=False)
+    assert r.returncode == 2 and '--final opens it' in r.stderr, r.stderr  # the experiment's own test split stays locked
+    shutil.copytree(exp/'data'/'yolo', tmp_path/'foreign')  # another YOLO export (its data.yaml names the same images)
+    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', tmp_path/'foreign'/'data.yaml', '--split', 'test')
+    out = json.loads((exp/'reports'/'detector-foreign-test.json').read_text())
     assert out['split'] == 'test' and out['images'] > 0 and 'map50' in r.stdout
 
 

@@ -33,7 +33,7 @@ def snapshot(exp): return yaml.safe_load((exp/'config.yaml').read_text())
 def settings_log(exp): return [json.loads(l) for l in (exp/'logs'/'settings.jsonl').read_text().splitlines()]
 
 
-def test_the_users_path_needs_the_experiments_settings_only_once(user_exp):
+def test_the_users_path_needs_the_experiments_settings_only_once(user_exp, tmp_path):
     e = user_exp
     first = snapshot(e)
     assert (first['data']['stage'], first['data']['max_samples'], first['data']['max_classes']) == (1, 200, 50)
@@ -66,6 +66,28 @@ def test_the_users_path_needs_the_experiments_settings_only_once(user_exp):
 
     run_cli('export', '--exp', e, '--no-bench')
     assert (e/'export'/'classifier.onnx').is_file() and (e/'export'/'detector.onnx').is_file()
+
+    # the stage gate: every criterion with its evidence, a decision, the progress record; a baseline adds the regression check
+    r = run_cli('gate', '--exp', e, '--stage', '1', '--latency-photos', '3', '--baseline', e, 'device=cpu')
+    g = json.loads((e/'reports'/'stage_gate.json').read_text())
+    assert g['decision'] in ('RECOMMEND_PROCEED', 'SUGGEST_OPTIMIZE', 'WARN_STOP') and f"decision {g['decision']}" in r.stdout
+    checks = {c['criterion']: c for c in g['criteria']}
+    assert checks['detector_loads']['passed'] and checks['onnx_export_passes']['passed'] and checks['pipeline_runs']['passed']
+    assert checks['regression']['measured'] == 0 and checks['regression']['passed'] and checks['detection_map50']['evidence'].endswith('metrics.json')
+    assert json.loads((e/'reports'/'latency.json').read_text())['backend'] == 'onnx'  # the exported models are what is timed
+    assert len(json.loads((e/'reports'/'stage_progress.json').read_text())['runs']) == 1
+
+    # the advisor: a numbered menu from the evidence; --apply N --to NEW writes a new experiment with exactly that change
+    r = run_cli('advise', '--exp', e)
+    advice = json.loads((e/'reports'/'advice.json').read_text())
+    assert 'pillsnap advisor' in r.stdout and all(f"[{i}] {a['title']}" in r.stdout for i, a in enumerate(advice['recommendations'], 1))
+    n, pick = next(((i, a) for i, a in enumerate(advice['recommendations'], 1) if a['settings']), (None, None))
+    if pick:
+        r = run_cli('advise', '--exp', e, '--apply', n, '--to', tmp_path/'next')
+        assert (tmp_path/'next'/'config.yaml').is_file() and 'pillsnap prepare --exp' in r.stdout
+        assert 0 < len(settings_log(tmp_path/'next')[-1]['changed'].keys() - {'data.max_samples', 'data.max_classes'}) and settings_log(tmp_path/'next')[-1]['changed'].keys() <= pick['settings'].keys() | {'data.max_samples', 'data.max_classes'}
+    r = run_cli('advise', '--exp', e, '--apply', 99, check=False)
+    assert r.returncode == 2 and '--apply 99' in r.stderr
 
     from pillsnap.data import load_manifest
     m = load_manifest(e/'data', 'val')
