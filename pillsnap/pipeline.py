@@ -157,6 +157,7 @@ class Predictor:
         self.model = classifier.to(self.device).eval()
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
         self.temperature = float(checkpoint.get('temperature') or 1.0)  # the calibration of `07_evaluate` (1: none)
+        self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')  # candidate sets of `07_evaluate` (None: none)
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # class indices of this checkpoint
         c = checkpoint['config']
         self.pre = preprocessor_from(c)
@@ -241,7 +242,9 @@ def classify(self:Predictor, crops:list, # uint8 CHW tensors
         p = (self.model(x).float() / self.temperature).softmax(1).cpu()
         conf, idx = p.topk(k, 1)
         for cs, ix in zip(conf.tolist(), idx.tolist()):
-            out.append([{'k_code': self.k_codes[j], 'confidence': round(c, 6), **registry(self.table.by_index(j))} for c, j in zip(cs, ix)])
+            out.append([{'k_code': self.k_codes[j], 'confidence': round(c, 6),
+                         **({} if self.set_threshold is None else {'in_set': bool(c >= self.set_threshold or j == ix[0])}),
+                         **registry(self.table.by_index(j))} for c, j in zip(cs, ix)])
     return out
 
 @patch
