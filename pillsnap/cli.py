@@ -126,6 +126,7 @@ def evaluate(*settings:str, # key=value settings over the experiment's snapshot 
              split:str='val', # detector: the split of that data.yaml
              final:store_true=False, # open the locked test split, once: classifier, detector and both modes (reports/final_test_results.json)
              force:store_true=False, # with --final: open it again (recorded)
+             no_notebook:store_true=False, # classifier: judge in this process, without the papermill report and its HTML page
              preset:str=None, # a preset from config.yaml to apply first
              config:str=None, # config file (default: the nearest config.yaml)
             ):
@@ -146,8 +147,12 @@ def evaluate(*settings:str, # key=value settings over the experiment's snapshot 
         print(f"  verdict  {result['verdict']} (look {result['looks']})\n  written  {paths.reports/'final_test_results.json'}")
         return result
     if what == 'classifier':
-        result = evaluation.classifier_report(cfg, checkpoint)
-        print(metrics_table(result).to_string()); print(f"  written  {paths.reports/'classifier'} (metrics, calibration, per class, curves, hard cases)")
+        paths.runs.mkdir(parents=True, exist_ok=True)
+        result, report = run_job('07_evaluate', cfg, 'evaluate', evaluation.classifier_report, no_notebook, checkpoint=str(checkpoint))
+        result = result or json.loads((paths.reports/'classifier'/'metrics.json').read_text())
+        page = evaluation.report_html(report, paths.reports/'classifier'/'report.html') if report else None
+        print(metrics_table(result).to_string()); print(f"  written  {paths.reports/'classifier'} (metrics, calibration, per class, curves, hard cases)"
+                                                        + (f'\n  report   {report}\n  page     {page}' if report else ''))
     elif what == 'detector':
         weights = paths.detector/'detector.safetensors'
         if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')

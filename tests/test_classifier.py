@@ -58,6 +58,9 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     rep = exp/'reports'/'classifier'
     assert {'metrics.json', 'calibration.json', 'calibration.png', 'per_class.csv', 'curves.png', 'hard_cases.csv'} <= {p.name for p in rep.iterdir()}
     assert json.loads((rep/'metrics.json').read_text())['checkpoint'].endswith('last.pt')
+    assert len(list((exp/'runs').glob('evaluate-*.ipynb'))) == 1 and 'report.html' in r.stdout  # the executed 07_evaluate is the report
+    page = (rep/'report.html').read_text()
+    assert 'Run the stage' in page and 'Temperature scaling' not in page and '<script' not in page  # the stage's own section, offline
 
 
 def _train(exp, *extra):
