@@ -28,12 +28,14 @@ function draw(result) {
 }
 function show(r) {
   const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${esc(c.dl_name)}</td>
-    <td>${(c.confidence * 100).toFixed(1)}%</td><td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td>
+    <td>${(c.confidence * 100).toFixed(1)}%${c.in_set ? ' <span class="inset" title="in the candidate set">✓</span>' : ''}</td><td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td>
     <td>${esc((c.edi_codes || []).join(', '))}</td></tr>`).join('');
   let h = `<p><b>${r.mode}</b> mode — ${r.pills.length} pill(s), ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(r.hints.reason)}</p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3>Pill ${i + 1}</h3><table><tr><th>#</th><th>K-code</th><th>name</th>
     <th>confidence</th><th>company</th><th>imprint</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
+  if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined)))
+    h += '<p class="note"><span class="inset">✓</span> in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)</p>';
   $('results').innerHTML = h;
 }
 $('go').onclick = async () => {
