@@ -9,18 +9,18 @@ __all__ = ['RULES', 'evidence', 'rec', 'rule_nan_loss', 'rule_oom', 'rule_weak_c
            'apply_recommendation', 'AdvisorMenu', 'run_command']
 
 # %% ../nbs/08_advisor.ipynb #72f76518
-import json, shlex, subprocess, sys, time
+import shlex, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 
 from .config import ConfigError, exp_config, exp_paths, flat_settings, run_config, start_run
 from .gates import measurements
-from .io import write_json
+from .io import read_json, write_json
 from .pretrained import STARTS
 
 # %% ../nbs/08_advisor.ipynb #c8f116f4
-def _read(p:Path): return json.loads(p.read_text()) if p.is_file() else None
+def _read(p:Path): return read_json(p)[0]  # None when missing or damaged
 
 def evidence(exp:str|Path, # a trained experiment
             )->dict:

@@ -23,7 +23,7 @@ from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import PillDataset, crop_kinds, eval_transforms, final_evaluation, load_manifest, make_loader, pill_rows
 from .detector import detector_data, evaluate_detector
 from .pipeline import Predictor, evaluate_pipeline
-from .io import atomic_write, write_json
+from .io import atomic_write, read_json, write_json
 
 # %% ../nbs/07_evaluate.ipynb #eccea02a
 def nll(logits:np.ndarray, # (n, classes) logits
@@ -246,11 +246,16 @@ def classifier_report(cfg, # resolved settings of a trained experiment
 class TestAlreadyOpened(UserError):
     "The locked test split of this experiment was opened before; a second look needs `force` and is recorded."
 
-def _openings(path:Path)->list: return json.loads(path.read_text()) if path.is_file() else []
+def _openings(path:Path)->list:
+    "The recorded openings of the test split; a damaged record is an error, never a fresh start."
+    obj, why = read_json(path)
+    if why == 'missing': return []
+    if why: raise UserError(f"{path} is {why} — the record of the test split's openings must not be lost: restore it, or remove it knowingly")
+    return obj
 
 def _val_numbers(paths)->dict:
     "The validation numbers the experiment's reports hold, named as in the final test."
-    read = lambda p: json.loads(p.read_text()) if p.is_file() else {}
+    read = lambda p: read_json(p)[0] or {}
     c = read(paths.reports/'classifier'/'metrics.json') or read(paths.classifier/'metrics.json')
     p, d = read(paths.reports/'pipeline.json'), read(paths.detector/'metrics.json')
     return dict(classifier_top1=c.get('top1'), classifier_macro_f1=c.get('macro_f1'), classifier_ece=c.get('ece'),

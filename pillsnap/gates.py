@@ -6,7 +6,7 @@
 __all__ = ['DECISIONS', 'go_no_go', 'judge', 'machine', 'measure_latency', 'measurements', 'mandatory_checks', 'stage_gate']
 
 # %% ../nbs/07a_gates.ipynb #7e44ccf8
-import json, math, os, platform, time
+import math, os, platform, time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from .callbacks import load_checkpoint
 from .config import ConfigError, exp_config, exp_paths, get_logger
 from .data import load_manifest, pill_rows
 from .detector import load_detector
-from .io import write_json
+from .io import read_json, write_json
 from .pipeline import Predictor
 
 # %% ../nbs/07a_gates.ipynb #03949fb1
@@ -111,7 +111,7 @@ def measure_latency(exp:str|Path, # a trained experiment
     return out
 
 # %% ../nbs/07a_gates.ipynb #c1bcb243
-def _read(p:Path)->dict: return json.loads(p.read_text()) if p.is_file() else {}
+def _read(p:Path)->dict: return read_json(p)[0] or {}  # missing or damaged: nothing measured
 
 def measurements(exp:str|Path, # a trained experiment
                  latency:dict|None=None, # from `measure_latency` (default: reports/latency.json if present)
@@ -121,7 +121,7 @@ def measurements(exp:str|Path, # a trained experiment
     cls_file, train_file = paths.reports/'classifier'/'metrics.json', paths.classifier/'metrics.json'
     if not cls_file.is_file(): cls_file = train_file
     c, d, lat = _read(cls_file), _read(paths.detector/'metrics.json'), latency or _read(paths.reports/'latency.json')
-    dv, t = (d.get('val') or d) if d else {}, c.get('training') or {}
+    dv, t = (d.get('val') or d) if d else {}, _read(train_file).get('training') or {}  # training's summary stays in the classifier folder
     m, ev = {}, {}
     def put(name, value, src):
         if value is not None: m[name], ev[name] = value, str(src)
@@ -136,7 +136,6 @@ def measurements(exp:str|Path, # a trained experiment
     if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
     for name, key in (('detection_map50', 'map50'), ('detection_map50_95', 'map50_95'), ('detection_precision', 'precision'), ('detection_recall', 'recall')):
         put(name, dv.get(key), paths.detector/'metrics.json')
-    t = (_read(paths.classifier/'metrics.json').get('training') or {}) if not t else t  # training's summary stays in the classifier folder
     if t:
         put('throughput_img_s', t.get('images_per_s'), train_file); put('batch_size', t.get('batch_size'), train_file)
         put('gpu_memory_gb', round(t.get('peak_cuda_mb', 0) / 1024, 2), train_file)
