@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['create_backbone', 'PillClassifier', 'classifier_data', 'check_classifier', 'build_learner', 'FloatImages',
-           'build_classifier', 'predict_logits', 'softmax_t', 'load_classifier', 'evaluate_classifier',
+           'build_classifier', 'predict_logits', 'softmax_t', 'embedder_id', 'load_classifier', 'evaluate_classifier',
            'plot_reliability', 'plot_confusion', 'plot_history', 'train_classifier', 'plot_confused_pairs']
 
 # %% ../nbs/04_classifier.ipynb #9fd9b125
@@ -24,9 +24,9 @@ from .io import clean_stale_temps, write_json
 from .config import ConfigError, amp_dtype, exp_paths, first_line, get_logger, pick_device, seed_everything
 from .pretrained import check_start, load_start, start_of
 from .data import (CropCache, GpuAugment, cache_fits, crop_kinds, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
-                           eval_transforms, load_manifest, make_loader, make_loaders, pill_rows, preprocessor_from, split_settings,
+                           eval_transforms, load_manifest, make_loader, make_loaders, PKSampler, pill_rows, preprocessor_from, split_settings,
                            train_transforms, weighted_sampler)
-from .callbacks import (EMA, Checkpointer, ClassOf, ImprintAux, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
+from .callbacks import (EMA, Checkpointer, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
                                 TrainingStopped, adamw, auto_batch_size, calibration_bins, check_checkpoint, classification_metrics,
                                 compile_model, core, decay_groups, enable_tf32, face_codes, find_cb, find_checkpoint, imprint_targets,
                                 load_checkpoint, lr_schedule, precision_callbacks, save_checkpoint, top_confused, training_metrics)
@@ -68,14 +68,26 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
 
 # %% ../nbs/04_classifier.ipynb #841e29bd
 class PillClassifier(nn.Module):
-    "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers."
+    "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers; optionally an embedding for retrieval."
     def __init__(self, backbone:nn.Module, # a timm model
                  pre:UnifiedPreprocessor, # gives the normalisation
                  gpu_rotate:float=0, # random rotation in degrees while training (0: none)
+                 embed_dim:int=0, # width of an embedding layer over the pooled features, trained by `MarginLoss` (0: none)
                 ):
         super().__init__()
         self.normalize, self.augment, self.backbone = pre.normalizer(), GpuAugment(gpu_rotate), backbone
+        self.embed, self.margin_weight = None, None
+        if embed_dim:
+            n_classes = backbone.get_classifier().out_features
+            self.embed = nn.Linear(backbone.num_features, embed_dim)
+            self.margin_weight = nn.Parameter(torch.randn(n_classes, embed_dim) / embed_dim ** 0.5)  # one vector per class (`MarginLoss`)
     def forward(self, x:torch.Tensor)->torch.Tensor: return self.backbone(self.augment(self.normalize(x)))
+    def embed_logits(self, x:torch.Tensor)->tuple:
+        "(logits, unit embeddings) of one forward pass: the `embed` layer's, else the pooled features'."
+        f = self.backbone.forward_head(self.backbone.forward_features(self.augment(self.normalize(x))), pre_logits=True)
+        e = self.embed(f) if self.embed is not None else f
+        return self.backbone.get_classifier()(f), nn.functional.normalize(e.float(), dim=1)
+
 
 # %% ../nbs/04_classifier.ipynb #67a6c4a2
 def classifier_data(cfg, # resolved settings
@@ -121,6 +133,10 @@ def build_learner(cfg, # resolved settings
     t, log, paths = cfg.train, get_logger('classifier'), exp_paths(cfg.paths.exp_dir)
     if t.mix not in ('none', 'mixup', 'cutmix'): raise ConfigError(f'train.mix={t.mix!r} — choose none, mixup or cutmix')
     if t.imprint_aux and t.mix != 'none': raise ConfigError(f'train.imprint_aux={t.imprint_aux} needs train.mix=none (mixed images have no one visible imprint)')
+    margin = bool(cfg.classifier.get('embed_dim') and t.get('margin_weight'))
+    if margin and t.mix != 'none': raise ConfigError(f'train.margin_weight={t.margin_weight} needs train.mix=none (a mixed image has no one class to be near) — or classifier.embed_dim=0')
+    pk = int(cfg.loader.get('pk_per_class') or 0)
+    if pk and (t.batch_size % pk or cfg.loader.weighted_sampler): raise ConfigError(f'loader.pk_per_class={pk} needs train.batch_size a multiple of it (got {t.batch_size}) and loader.weighted_sampler=false')
     device, n_classes, pre = pick_device(cfg.device), len(d['class_map']), d['pre']
     if device.type == 'cuda': enable_tf32()
     seed_everything(cfg.seed)
@@ -146,6 +162,7 @@ def build_learner(cfg, # resolved settings
     workers = ck.get('num_workers', cfg.loader.num_workers) if ck else cfg.loader.num_workers  # a resumed run keeps its count: workers seed augmentation
     if workers == 'auto': workers, _ = autotune_num_workers(train_ds, bs)
     sampler = weighted_sampler(labels, weights if weights is not None else class_weights(labels, n_classes), cfg.seed) if cfg.loader.weighted_sampler else None
+    if pk: sampler = PKSampler(labels, pk, cfg.seed)
     dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError after 0 batches
@@ -163,6 +180,7 @@ def build_learner(cfg, # resolved settings
     if t.mix != 'none': cbs += [FloatImages(), {'mixup': MixUp, 'cutmix': CutMix}[t.mix](t.mix_alpha)]
     if t.ema: cbs.append(EMA(t.ema, ck['ema'] if ck else None, ck['ema_steps'] if ck else 0))
     if aux: cbs.append(aux)
+    if margin: cbs.append(MarginLoss(t.margin_weight, t.margin, t.margin_scale, t.margin_kind))
     if t.patience: cbs.append(ResumableEarlyStopping(t.monitor, t.min_delta, t.patience, start, ck['best'] if ck else None, ck['early_stop_wait'] if ck else 0))
     loss = CrossEntropyLossFlat(weight=weights, label_smoothing=t.label_smoothing)
     if aux: loss = ClassOf(loss, n_classes)
@@ -199,7 +217,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
     c = cfg.classifier
     if load_weights: check_start(c)
     bb = create_backbone(c.model, n_classes, c.pretrained if load_weights else 'none', c.weights_path if load_weights else None, c.drop_rate)
-    return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0)
+    return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0, c.get('embed_dim') or 0)
 
 # %% ../nbs/04_classifier.ipynb #b431eb24
 @torch.inference_mode()
@@ -222,6 +240,14 @@ def softmax_t(logits, # (n, classes) logits
     "Probabilities as the predictor gives them: softmax(logits / temperature)."
     return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32) / temperature, 1).numpy()
 
+def embedder_id(model:nn.Module)->str:
+    "A short hash of a model's weights (its state dict's tensors, in order): galleries record which model embedded them."
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode()); h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 def load_classifier(path:str|Path, # a checkpoint
                     cfg=None, # settings for the model (default: those stored in the checkpoint)
                    )->tuple: # (model, checkpoint)
@@ -231,7 +257,7 @@ def load_classifier(path:str|Path, # a checkpoint
     pre = preprocessor_from(ck['config'])
     if pre.version != ck['preprocess']: raise ConfigError(f"{path}: stored preprocessing {ck['preprocess']} does not match its config")
     bb = create_backbone(ck['model_name'], ck['n_classes'], drop_rate=c.get('drop_rate', 0.0))
-    model = PillClassifier(bb, pre)
+    model = PillClassifier(bb, pre, embed_dim=c.get('embed_dim') or 0)
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])
     return model.eval(), ck
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'synth', 'prepare', 'train_cls', 'evaluate', 'gate', 'advise', 'train_det',
-           'photos_and_settings', 'predict', 'export', 'serve', 'demo', 'usage', 'main']
+           'photos_and_settings', 'predict', 'enrol', 'gallery', 'export', 'serve', 'demo', 'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, os, re, sys
@@ -17,7 +17,7 @@ from .config import (ConfigError, JobFailed, PillsnapError, UserError, exp_paths
                              start_run)
 from .demo import run_demo
 from .stages import (advisor, calibrated, classifier, data, det_table, detector, detector_report, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
-                             prediction_table, run_job, split_table, summary_table, synth_from)
+                             prediction_table, retrieval, run_job, split_table, summary_table, synth_from)
 from .synth import contact_sheet, scene_sheet
 
 # %% ../nbs/12_cli.ipynb #022b7325
@@ -265,6 +265,7 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
             checkpoint:str='best', # classifier checkpoint: best, last or a path
             backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
             config:str=None, # config file (default: the nearest config.yaml), for --exp's default
+            expect:str=None, # a prescription: comma-separated K-codes; candidates come from it and each pill says whether it is one of them
            ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     if mode not in pipeline.MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
@@ -277,7 +278,7 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
     if draw: _check_drawable(Path(draw) if len(images) == 1 else Path(draw)/'x.png')
     results, failed = [], []
     for f in images:  # one unreadable photo never costs the answers of the others
-        try: r = pred.predict(f, mode)
+        try: r = pred.predict(f, mode, expect=expect)
         except pipeline.ImageError as e:
             if len(images) == 1: raise UserError(f'cannot read {f}: {e}') from None
             failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
@@ -293,8 +294,51 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
                   (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else ''))
             if r['pills']: print(prediction_table(r).to_string(index=False))
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+    if expect and any(p.get('expected') is False for r in results for p in r['pills']):
+        print('  NOT ON THE PRESCRIPTION: ' + '; '.join(f"{r['image']} pill {i + 1} looks like {p['best_match']['k_code']}" + (f" ({p['best_match'].get('dl_name')})" if p['best_match'].get('dl_name') else '')
+                                                      if p.get('status') != 'unknown' else f"{r['image']} pill {i + 1} is unknown"
+                                                      for r in results for i, p in enumerate(r['pills']) if p.get('expected') is False), file=sys.stderr)
     if failed: raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): ' + '; '.join(f'{f} ({why})' for f, why in failed))
     return results
+
+# %% ../nbs/12_cli.ipynb #16648f96
+@command
+def enrol(*images:str, # photos of the drug, one pill each
+          code:str=None, # the drug's code (e.g. its K-code)
+          name:str=None, # its name, when the drug table has no record of it
+          exp:str=None, # experiment folder with a trained classifier (default: paths.exp_dir)
+          config:str=None, # config file (default: the nearest config.yaml), for --exp's default
+         ):
+    "Add a drug (or more photos of one) to the experiment's gallery, without training."
+    if not code: raise ConfigError('give the drug\'s code: --code K-012345')
+    images, settings = photos_and_settings(images)
+    if not images: raise ConfigError('give at least one photo of the drug')
+    cfg, _ = _settings(exp, settings, config)
+    pred = pipeline.Predictor.from_exp(cfg.paths.exp_dir, settings=_overrides(settings))
+    try: r = pred.enrol(code, images, name)
+    except pipeline.ImageError as e: raise UserError(f'cannot read a photo: {e}') from None
+    print(f"enrolled {r['added']} photo(s) of {code}" + (f" ({r['record'].get('dl_name')})" if r['record'].get('dl_name') else '') +
+          f": {r['photos']} in the gallery ({'also a trained class' if r['trained'] else 'identified from the gallery'}); pills found by {', '.join(sorted(set(r['found_by'])))}")
+    return r
+
+@command
+def gallery(exp:str=None, # experiment folder (default: paths.exp_dir)
+            remove:str=None, # remove this drug's enrolled photos and prototypes
+            rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops)
+            config:str=None, # config file (default: the nearest config.yaml)
+           ):
+    "List the drugs of the experiment's retrieval gallery; remove one, or rebuild it."
+    cfg, _ = _settings(exp, (), config)
+    paths = exp_paths(cfg.paths.exp_dir)
+    if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — train one with 'pillsnap train-cls --exp {paths.root}'")
+    if rebuild: retrieval.build_gallery(cfg)
+    if remove: print(f'removed {remove}: {retrieval.remove_drug(paths.root, remove)} prototype(s)')
+    g = retrieval.load_gallery(retrieval.retrieval_dir(paths.root))
+    if g is None: raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
+    print(f"{g}; unknown below cosine {g.meta.get('threshold')}")
+    table = retrieval.gallery_table(g)
+    print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
+    return table
 
 # %% ../nbs/12_cli.ipynb #dde05cd9
 @command

@@ -240,7 +240,7 @@ def secret(name:str, # environment variable, e.g. PILLSNAP_API_KEYS
     return value
 
 # %% ../nbs/00_config.ipynb #06cfb98b
-EXP_PARTS = ('logs', 'tb', 'runs', 'data', 'classifier', 'detector', 'export', 'reports')
+EXP_PARTS = ('logs', 'tb', 'runs', 'data', 'classifier', 'detector', 'export', 'reports', 'retrieval')
 
 def exp_paths(exp_dir:str|Path, # the experiment folder
              )->AttrDict: # `root`, `config` and one path per part

@@ -10,8 +10,8 @@ __all__ = ['MAX_PIXELS', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPL
            'UnifiedPreprocessor', 'crop_square', 'equalize', 'BatchNormalize', 'build_cache', 'cache_fits',
            'CacheDamaged', 'CropCache', 'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset',
            'collate_skipping', 'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment',
-           'class_weights', 'weighted_sampler', 'autotune_num_workers', 'summarize_dataset', 'plot_summary',
-           'preprocessor_from', 'check_prepare', 'crop_kinds', 'split_settings', 'prepare']
+           'class_weights', 'weighted_sampler', 'PKSampler', 'autotune_num_workers', 'summarize_dataset',
+           'plot_summary', 'preprocessor_from', 'check_prepare', 'crop_kinds', 'split_settings', 'prepare']
 
 # %% ../nbs/03_data.ipynb #15921eb8
 import contextlib, hashlib, io, json, math, os, shutil, sys, time, warnings, zlib
@@ -149,6 +149,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   strata:dict|None=None, # {k_code: stratum} for class selection
                   combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`), not only from single-pill photos
                   mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
+                  holdout_drugs:int=0, # drugs kept out of training altogether: their single-pill photos become the 'holdout' subset (retrieval's unseen drugs)
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
@@ -158,7 +159,10 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
     candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
-    classes = select_classes(candidates, max_classes, seed, strata)
+    held = set(select_classes(singles.code, holdout_drugs, seed + 1)) if holdout_drugs else set()
+    if held and len(held) >= singles.code.nunique(): raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on ({singles.code.nunique()} have single-pill photos)')
+    df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
+    classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
     quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
     for code, g in singles.groupby('code', sort=True):
@@ -216,7 +220,7 @@ def test_split_open()->bool:
 
 # %% ../nbs/03_data.ipynb #0a711df8
 MANIFEST_COLUMNS = ('row', 'image', 'kind', 'code', 'k_codes', 'class_indices', 'bboxes', 'width', 'height', *CAPTURE_FIELDS)
-SPLITS = ('train', 'val', 'test')
+SPLITS = ('train', 'val', 'test', 'holdout')
 
 def make_manifests(split:pd.DataFrame, # from `assign_splits`
                    class_map:dict, # {k_code: class index}
@@ -225,6 +229,7 @@ def make_manifests(split:pd.DataFrame, # from `assign_splits`
     out = {}
     for name in SPLITS:
         df = split[split.subset == name].sort_values('image').reset_index(drop=True)
+        if name == 'holdout' and not len(df): continue  # no drugs held out: no file
         df['class_indices'] = df.k_codes.map(lambda ks: [class_map.get(k, -1) for k in ks])
         df['row'] = np.arange(len(df))
         out[name] = df[list(MANIFEST_COLUMNS)]
@@ -239,12 +244,15 @@ def save_manifests(manifests:dict, out:str|Path)->dict:
         digests[name] = hashlib.sha256((out/f'{name}.parquet').read_bytes()).hexdigest()
     return digests
 
+def _empty_manifest()->pd.DataFrame: return pd.DataFrame({c: pd.Series(dtype=object) for c in MANIFEST_COLUMNS})
+
 def load_manifest(data_dir:str|Path, # the experiment's data folder
                   split:str, # 'train', 'val' or 'test'
                   pasted:bool=True, # the training split with the pasted photos of `data.paste_photos` (`02b_paste`), if any
                  )->pd.DataFrame:
     "Read one split's manifest; the test split only inside `final_evaluation()`."
     if split not in SPLITS: raise ConfigError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
+    if split == 'holdout' and not (Path(data_dir)/'manifests'/'holdout.parquet').exists(): return _empty_manifest()
     if split == 'test' and not _final['open']:
         raise TestSetLocked("the test split (AI Hub 'val') is reserved for the final evaluation — use the 'val' split "
                             "for development; only `with final_evaluation():` in pillsnap.evaluate may open it")
@@ -703,6 +711,28 @@ def weighted_sampler(labels, # class index per training item
     return WeightedRandomSampler(weights[torch.as_tensor(np.asarray(labels))].double(), len(labels), replacement=True,
                                  generator=torch.Generator().manual_seed(seed))
 
+# %% ../nbs/03_data.ipynb #eb21ada8
+class PKSampler(torch.utils.data.Sampler):
+    "Training items in runs of `k` of one class (classes in random order): batches of P classes × K items."
+    def __init__(self, labels, # class index per training item
+                 k:int=4, # items per class in a run
+                 seed:int=42,
+                ):
+        if k < 2: raise ConfigError(f'loader.pk_per_class must be at least 2 (got {k}) — or 0 for no P×K batches')
+        labels = np.asarray(labels)
+        self.k, self.n = k, len(labels) // k * k
+        self.by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        self.generator = torch.Generator().manual_seed(seed)
+    def __len__(self): return self.n
+    def __iter__(self):
+        g, out = self.generator, []
+        while len(out) < self.n:
+            for c in torch.randperm(len(self.by_class), generator=g).tolist():
+                items = self.by_class[c]
+                pick = torch.randperm(len(items), generator=g)[:self.k] if len(items) >= self.k else torch.randint(len(items), (self.k,), generator=g)
+                out.extend(items[pick.numpy()].tolist())
+        return iter(out[:self.n])
+
 # %% ../nbs/03_data.ipynb #0ae1981b
 def autotune_num_workers(ds:Dataset, # the training dataset
                          batch_size:int, # batch size
@@ -811,7 +841,8 @@ def split_settings(cfg)->dict:
     "The settings that determine the split."
     return dict(val_fraction=cfg.split.val_fraction, seed=cfg.split.seed, max_classes=cfg.data.max_classes, max_samples=cfg.data.max_samples,
                 **({'mix': cfg.data.mix} if cfg.data.get('mix') is not None else {}),
-                **({'combo_classes': True} if cfg.data.get('combo_crops') else {}))  # older splits.json stay valid
+                **({'combo_classes': True} if cfg.data.get('combo_crops') else {}),
+                **({'holdout_drugs': cfg.split.holdout_drugs} if cfg.split.get('holdout_drugs') else {}))  # older splits.json stay valid
 
 # %% ../nbs/03_data.ipynb #61b99e1e
 def _saved_index(data_dir:Path, fp:dict)->tuple:
@@ -919,18 +950,21 @@ def prepare(cfg, # resolved settings (`load_config`)
     if _paste_step(cfg, manifests['train'], root, data_dir, log): manifests['train'] = load_manifest(data_dir, 'train')
     with final_evaluation(): manifests['test'] = load_manifest(data_dir, 'test')  # counted for the summary, never loaded as images
     yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed)
+    if len(held := load_manifest(data_dir, 'holdout')): manifests['holdout'] = held  # never-trained drugs (retrieval): no detector photos
     data_yaml = build_yolo_tree(yolo, root, data_dir/'yolo')
     caches = {}
     if cfg.data.cache:
         pre = preprocessor_from(cfg)
-        for n in ('train', 'val'):
-            caches[n] = build_cache(pill_rows(manifests[n], crop_kinds(cfg)), root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
+        for n in ('train', 'val', 'holdout'):
+            if n not in manifests: continue
+            rows = pill_rows(manifests[n], crop_kinds(cfg), known_only=n != 'holdout')
+            caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
     skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
     summary = summarize_dataset(manifests, report, dict(skips))
     if src_report: summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
     write_json(data_dir/'summary.json', summary)
     problems = _write_problems(report, caches, data_dir, log, extracted, src_report)
-    log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS) +
+    log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS if n in summary) +
              f", {len(classes)} classes" + (f'; unreadable photos skipped: {dict(skips)}' if skips else ''))
     return dict(index=data_dir/'label_index.parquet', report=data_dir/'index_report.json', drug_table=data_dir/'drug_table.json',
                 class_map=data_dir/'class_map.json', splits=data_dir/'splits.json', manifests=data_dir/'manifests',

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, get_logger, pick_device
+from .classifier import embedder_id
 
 # %% ../nbs/05a_runtime.ipynb #c7b01385
 ONNX_FORMAT = 'pillsnap-classifier-onnx/1'
@@ -38,29 +39,35 @@ def onnx_meta(path:str|Path)->dict:
     return out
 
 # %% ../nbs/05a_runtime.ipynb #baaea869
+class _Both(torch.nn.Module):
+    "The classifier's two outputs as one graph: logits and unit embeddings (retrieval, `05b_retrieval`)."
+    def __init__(self, model): super().__init__(); self.model = model  # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
+    def forward(self, x): return self.model.embed_logits(x)
+
 def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_classifier`)
                       ck:dict, # its checkpoint
                       path:str|Path, # the .onnx file to write
                       opset:int=17, # ONNX opset
                       dynamic_batch:bool=True, # a dynamic batch axis (else batch 1)
                      )->Path:
-    "Write the classifier as ONNX (uint8 crops in, logits out) with its class list and preprocessing as metadata."
+    "Write the classifier as ONNX (uint8 crops in; logits and unit embeddings out) with its class list and preprocessing as metadata."
     import onnx
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     c = ck['config']['classifier']
     model = model.float().eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, c['img_size'], c['img_size'], dtype=torch.uint8)
-    axes = {'images': {0: 'batch'}, 'logits': {0: 'batch'}} if dynamic_batch else None
+    axes = {'images': {0: 'batch'}, 'logits': {0: 'batch'}, 'embedding': {0: 'batch'}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter('ignore')  # torch's notice that the TorchScript exporter is legacy; ultralytics uses the same one
-        torch.onnx.export(model, (x,), str(path), opset_version=opset, dynamo=False, input_names=['images'],
-                          output_names=['logits'], dynamic_axes=axes)
+        torch.onnx.export(_Both(model).eval(), (x,), str(path), opset_version=opset, dynamo=False, input_names=['images'],
+                          output_names=['logits', 'embedding'], dynamic_axes=axes)
     onnx.checker.check_model(str(path))
     set_onnx_meta(path, dict(pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
                              preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
                              cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
                              temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
-                             conformal=ck.get('conformal')))  # the candidate sets' threshold, or None
+                             conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
+                             embedder=embedder_id(model)))  # which weights embed: a gallery built by them matches this file
     return path
 
 # %% ../nbs/05a_runtime.ipynb #bf06a296
@@ -91,6 +98,11 @@ class OnnxClassifier:
 
     def __call__(self, x:torch.Tensor)->torch.Tensor:
         return torch.from_numpy(self.session.run(['logits'], {'images': x.cpu().numpy()})[0])
+    def embed_logits(self, x:torch.Tensor)->tuple:
+        "(logits, unit embeddings), like the `embed_logits` of `PillClassifier`."
+        if 'embedding' not in {o.name for o in self.session.get_outputs()}:
+            raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — export it again: pillsnap export')
+        return tuple(torch.from_numpy(a) for a in self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()}))
     def to(self, *args, **kwargs): return self  # the session owns its device
     def eval(self): return self
 

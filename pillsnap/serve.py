@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import h11, uvicorn
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,7 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 import pillsnap
 from .config import ConfigError, JobFailed, get_logger, load_dotenv, secret
 from .data import _pil_open
-from .pipeline import ImageError, Predictor, load_image
+from .pipeline import ImageError, Predictor, load_image, parse_expect
 
 # %% ../nbs/10_serve.ipynb #3b6f5c7e
 KEY_ENV = 'PILLSNAP_API_KEYS'
@@ -162,13 +162,14 @@ class Batcher:
     async def predict(self, images:list, mode:str, top_k:int,
                       deadline:float|None=None, # event-loop time by which inference must have started
                       gone:asyncio.Future|None=None, # done once the client has left
+                      expect:tuple|None=None, # a prescription's K-codes (photos share a batch only with the same one)
                      )->list:
         "Predictions for decoded photos, possibly batched with other requests; `Dropped` when the job is refused or no longer wanted."
         if self.waiting and sum(self.waiting.values()) + len(images) > self.queue_max: raise Dropped('queue full')
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.waiting[fut] = len(images)
-        self.queue.put_nowait((images, mode, top_k, fut))
+        self.queue.put_nowait((images, mode, top_k, fut, expect))
         timeout = None if deadline is None else max(0.0, deadline - loop.time())
         done, _ = await asyncio.wait([fut, *([gone] if gone else [])], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if fut in done or fut in self.running: return await fut
@@ -189,12 +190,12 @@ class Batcher:
                 jobs.append(j)
                 end = end or loop.time() + self.window
             groups = {}
-            for j in jobs: groups.setdefault((j[1], j[2]), []).append(j)
-            for (mode, top_k), js in groups.items():
+            for j in jobs: groups.setdefault((j[1], j[2], j[4]), []).append(j)
+            for (mode, top_k, expect), js in groups.items():
                 js = [j for j in js if not j[3].done()]  # dropped during the window or an earlier group
                 if not js: continue
                 ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
-                try: res = await loop.run_in_executor(self.executor, self.pred.predict_batch, ims, mode, top_k)
+                try: res = await loop.run_in_executor(self.executor, self.pred.predict_batch, ims, mode, top_k, list(expect) if expect else None)
                 except Exception as e:
                     for j in js: j[3].set_exception(e)
                     continue
@@ -317,10 +318,12 @@ def create_app(pred:Predictor, # the loaded predictor
         try: return await run_in_threadpool(load_image, data)
         except ImageError as e: raise HTTPException(image_status(e), f'{what}: {e}') from None
 
-    async def identify(request:Request, uploads:list, mode:str, top_k:int|None)->list:
+    async def identify(request:Request, uploads:list, mode:str, top_k:int|None, expect:str|None=None)->list:
         "Predictions for `uploads` [(file, name)]: decoded within the pixel budget, queued before the deadline, dropped if the client leaves."
         if mode == 'combo' and not pred.has_detector:
             raise HTTPException(400, 'combo mode is not available: this experiment has no detector — use pipeline=single')
+        try: codes = parse_expect(expect, pred.known_codes())
+        except ConfigError as e: raise HTTPException(400, str(e)) from None
         datas = [(await read_upload(f, what), what) for f, what in uploads]
         px, loop = sum(photo_pixels(d) for d, _ in datas), asyncio.get_running_loop()
         if px > budget.limit:
@@ -333,7 +336,7 @@ def create_app(pred:Predictor, # the loaded predictor
             ims = [await decode(d, what) for d, what in datas]
             kept = min(held, sum(im.width * im.height for im in ims))
             budget.give(held - kept); held = kept
-            return await batcher.predict(ims, mode, top_k, request.state.deadline, gone)
+            return await batcher.predict(ims, mode, top_k, request.state.deadline, gone, tuple(codes) if codes else None)
         except ConfigError as e: raise HTTPException(400, str(e)) from None
         except Dropped as e:
             if e.reason == 'gone': raise HTTPException(499, 'the client closed the connection before inference') from None
@@ -349,17 +352,18 @@ def create_app(pred:Predictor, # the loaded predictor
 
     Mode = Query('single', description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
+    Expect = Form(None, max_length=4000, description="a prescription: comma-separated K-codes; candidates come from it and each pill says whether it is one of them ('expected')")
 
     @app.post('/predict', dependencies=[Depends(require_key)], summary='Identify the pills in one photo')
     async def predict(request:Request, image:UploadFile=File(..., description='the photo (JPEG, PNG, WebP, …)'),
-                      pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK):
-        return (await identify(request, [(image, 'image')], pipeline, top_k))[0]
+                      pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK, expect:str|None=Expect):
+        return (await identify(request, [(image, 'image')], pipeline, top_k, expect))[0]
 
     @app.post('/batch', dependencies=[Depends(require_key)], summary='Identify the pills in several photos')
     async def batch(request:Request, images:list[UploadFile]=File(..., description=f'up to serve.max_batch_images photos'),
-                    pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK):
+                    pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK, expect:str|None=Expect):
         if len(images) > s.max_batch_images: raise HTTPException(413, f'{len(images)} photos: at most {s.max_batch_images} per request (serve.max_batch_images)')
-        return {'results': await identify(request, [(f, f'image {i + 1} ({f.filename})') for i, f in enumerate(images)], pipeline, top_k)}
+        return {'results': await identify(request, [(f, f'image {i + 1} ({f.filename})') for i, f in enumerate(images)], pipeline, top_k, expect)}
 
     @app.get('/metrics', dependencies=[Depends(require_key)], response_class=PlainTextResponse, summary='Counters and latency histogram')
     async def metrics_text(): return metrics.text(batcher.batches)

@@ -24,6 +24,16 @@ def run_cli(*args, cwd=ROOT, env=None, check=True):
     return r
 
 
+def cli_main(*args, check=True):
+    "The `pillsnap` command in this process (no interpreter start-up): (exit status, stdout, stderr)."
+    import contextlib, io
+    from pillsnap.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    if check and code != 0: raise AssertionError(f'pillsnap {args} failed ({code}):\n{out.getvalue()}\n{err.getvalue()}')
+    return code, out.getvalue(), err.getvalue()
+
+
 TINY = dict(classes=12, per_class=3, combos=6, seed=3, image_size=(244, 320), val_per_class=1, photos_per_combo=2,
             classes_per_shard=5, quirk_rate=0.0, workers=1)
 

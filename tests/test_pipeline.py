@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli_main, run_cli
 
 
 @pytest.fixture(scope='module')
@@ -47,13 +47,7 @@ def check_schema(r, mode, k):
     json.dumps(r, ensure_ascii=False)  # the schema is JSON as it is
 
 
-def _main(*args):
-    "The `pillsnap` command in this process (no interpreter start-up): (exit status, stdout, stderr)."
-    import contextlib, io
-    from pillsnap.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+def _main(*args): return cli_main(*args, check=False)
 
 
 def _label_box(pred, photo):

@@ -1,0 +1,135 @@
+"""Retrieval through the command line and the HTTP API: an embedding trained with the margin loss and P×K batches, the gallery built
+after training, enrolment of a drug held out of training and its removal, 'unknown', and the prescription check (`--expect`)."""
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from conftest import cli_main
+from test_serve import KEY
+
+SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
+            'loader.num_workers=0', 'data.workers=1', 'classifier.embed_dim=16', 'loader.pk_per_class=4', 'split.holdout_drugs=2']
+
+
+@pytest.fixture(scope='module')
+def exp(tiny_root, tmp_path_factory):
+    "A tiny experiment with two drugs held out of training, trained with an embedding layer (its gallery is built by train-cls)."
+    e = tmp_path_factory.mktemp('retrieval')/'exp'
+    cli('prepare', '--root', tiny_root, '--exp', e, *SETTINGS)
+    cli('train-cls', '--exp', e, '--no-notebook')
+    return e
+
+
+@pytest.fixture(scope='module')
+def held_out(exp):
+    "{K-code: [photo paths]} of the drugs held out of training."
+    from pillsnap.config import load_config
+    from pillsnap.data import load_manifest
+    cfg = load_config(path=exp/'config.yaml')
+    m = load_manifest(exp/'data', 'holdout')
+    return {k: [Path(cfg.data.root)/p for p in g.image] for k, g in m.groupby('code')}
+
+
+def cli(*args, check=True):
+    "(exit status, stdout, stderr) of the `pillsnap` command, run in this process."
+    return cli_main(*args, check=check)
+
+
+def predict_json(exp, *args):
+    return json.loads(cli('predict', '--exp', exp, '--json', *args)[1])
+
+
+def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_drugs(exp, held_out):
+    from pillsnap.callbacks import load_checkpoint
+    ck = load_checkpoint(exp/'classifier'/'best.pt')
+    assert ck['model']['embed.weight'].shape[0] == 16 and ck['model']['margin_weight'].shape == (10, 16)  # 12 drugs, 2 held out
+    assert len(held_out) == 2 and not set(held_out) & set(ck['k_codes'])
+    report = json.loads((exp/'reports'/'retrieval.json').read_text())
+    assert report['drugs'] == 10 and report['embedding'] == 'embed layer' and report['dim'] == 16
+    assert 0 <= report['auroc'] <= 1 and 0 <= report['far'] <= 1 and report['unknown'] == sum(map(len, held_out.values()))
+    assert abs(report['tar'] - 0.95) <= 0.1 and -1 <= report['threshold'] <= 1
+    assert set(report['enrolment']) <= {'1_shot', '5_shot'} and report['enrolment']['1_shot']['drugs'] == 2
+    listed = cli('gallery', '--exp', exp)[1]
+    assert '10 drugs' in listed and '(no enrolled drugs)' in listed
+
+
+def test_enrol_names_a_never_trained_drug_and_remove_takes_it_back(exp, held_out):
+    code, photos = sorted(held_out.items())[0]
+    before = predict_json(exp, photos[0])['pills'][0]
+    assert code not in [c['k_code'] for c in before['candidates']]  # the classifier cannot name it
+    out = cli('enrol', '--exp', exp, '--code', code, *photos[:2])[1]
+    assert f'enrolled 2 photo(s) of {code}' in out and 'identified from the gallery' in out
+    assert len(list((exp/'retrieval'/'enrolled'/code).glob('*.png'))) == 2
+    after = predict_json(exp, photos[0])['pills'][0]
+    assert after['candidates'][0]['k_code'] == code and after['status'] == 'identified'
+    assert after['candidates'][0].get('dl_name')  # the drug table's record of the held-out drug
+    assert code in cli('gallery', '--exp', exp)[1]
+    cli('gallery', '--exp', exp, '--rebuild')  # the enrolled crops are embedded again
+    assert predict_json(exp, photos[0])['pills'][0]['candidates'][0]['k_code'] == code
+    assert 'removed' in cli('gallery', '--exp', exp, '--remove', code)[1]
+    gone = predict_json(exp, photos[0])['pills'][0]
+    assert code not in [c['k_code'] for c in gone['candidates']] and not (exp/'retrieval'/'enrolled'/code).exists()
+    code_, _, err = cli('gallery', '--exp', exp, '--remove', code, check=False)
+    assert code_ == 2 and 'not an enrolled drug' in err
+    cli('enrol', '--exp', exp, '--code', 'NEW-1', '--name', 'Brand new', photos[1])  # a drug the labels do not know: named by --name
+    new = predict_json(exp, photos[1])['pills'][0]['candidates'][0]
+    assert (new['k_code'], new['dl_name']) == ('NEW-1', 'Brand new')
+    cli('gallery', '--exp', exp, '--remove', 'NEW-1')
+    code_, _, err = cli('enrol', '--exp', exp, '--code', '../evil', photos[1], check=False)
+    assert code_ == 2 and 'letters, digits' in err
+
+
+def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
+    (a, photos_a), (b, photos_b) = sorted(held_out.items())
+    cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0])
+    try:
+        strict = predict_json(exp, photos_b[0], 'retrieval.threshold=0.999')['pills'][0]  # a drug it has never seen, far from every prototype
+        assert strict['status'] == 'unknown'
+        assert predict_json(exp, photos_a[0], 'retrieval.threshold=0.999')['pills'][0]['status'] == 'identified'  # its own enrolled photo
+        trained = json.loads((exp/'data'/'class_map.json').read_text())
+        other = sorted(trained)[:2]
+        on_list = predict_json(exp, photos_a[0], '--expect', ','.join([a, *other]))['pills'][0]
+        assert [c['k_code'] for c in on_list['candidates']][0] == a and on_list['expected'] is True
+        assert {c['k_code'] for c in on_list['candidates']} == {a, *other}
+        _, out, err = cli('predict', '--exp', exp, '--json', '--expect', ','.join(other), photos_a[0])
+        pill = json.loads(out)['pills'][0]
+        assert pill['expected'] is False and pill['best_match']['k_code'] == a and {c['k_code'] for c in pill['candidates']} == set(other)
+        assert 'NOT ON THE PRESCRIPTION' in err and a in err
+        code_, _, err = cli('predict', '--exp', exp, '--expect', 'K-999999', photos_a[0], check=False)
+        assert code_ == 2 and 'K-999999' in err and 'pillsnap enrol' in err
+    finally: cli('gallery', '--exp', exp, '--remove', a)
+
+
+def test_the_api_answers_from_the_gallery_and_checks_a_prescription(exp, held_out):
+    from pillsnap.serve import serving
+    (a, photos_a), _ = sorted(held_out.items())
+    cli('enrol', '--exp', exp, '--code', a, photos_a[0])
+    try:
+        with serving(exp, KEY) as (url, proc):
+            h = {'X-API-Key': KEY}
+            assert '1 enrolled' in httpx.get(url + '/health').json()['models']['gallery']
+            send = lambda **data: httpx.post(url + '/predict', headers=h, files={'image': photos_a[0].read_bytes()}, data=data, timeout=60)
+            r = send()
+            assert r.status_code == 200 and r.json()['pills'][0]['candidates'][0]['k_code'] == a and r.json()['pills'][0]['status'] == 'identified'
+            codes = sorted(json.loads((exp/'data'/'class_map.json').read_text()))[:2]
+            r = send(expect=','.join(codes))
+            assert r.status_code == 200 and r.json()['pills'][0]['expected'] is False and r.json()['pills'][0]['best_match']['k_code'] == a
+            r = send(expect='K-999999')
+            assert r.status_code == 400 and 'K-999999' in r.json()['detail']
+    finally: cli('gallery', '--exp', exp, '--remove', a)
+
+
+def test_an_onnx_export_carries_the_embedding_and_answers_like_pytorch(exp, held_out):
+    (a, photos_a), _ = sorted(held_out.items())
+    from pillsnap.classifier import load_classifier
+    from pillsnap.runtime import export_classifier
+    export_classifier(*load_classifier(exp/'classifier'/'best.pt'), exp/'export'/'classifier.onnx')  # what pillsnap export writes first
+    cli('enrol', '--exp', exp, '--code', a, photos_a[0])
+    try:
+        pt, ox = (predict_json(exp, photos_a[1], '--backend', b)['pills'][0] for b in ('torch', 'onnx'))
+        assert [c['k_code'] for c in pt['candidates']] == [c['k_code'] for c in ox['candidates']] and pt['status'] == ox['status']
+        assert abs(pt['candidates'][0]['confidence'] - ox['candidates'][0]['confidence']) < 1e-3
+    finally: cli('gallery', '--exp', exp, '--remove', a)
