@@ -79,14 +79,13 @@ class PillClassifier(nn.Module):
         self.embed, self.margin_weight = None, None
         if embed_dim:
             n_classes = backbone.get_classifier().out_features
-            self.embed = nn.Linear(backbone.num_features, embed_dim)
+            self.embed = nn.Sequential(nn.Linear(backbone.num_features, embed_dim, bias=False), nn.BatchNorm1d(embed_dim))  # batch norm centres it: cosines spread
             self.margin_weight = nn.Parameter(torch.randn(n_classes, embed_dim) / embed_dim ** 0.5)  # one vector per class (`MarginLoss`)
     def forward(self, x:torch.Tensor)->torch.Tensor: return self.backbone(self.augment(self.normalize(x)))
     def embed_logits(self, x:torch.Tensor)->tuple:
-        "(logits, unit embeddings) of one forward pass: the `embed` layer's, else the pooled features'."
+        "(logits, embeddings) of one forward pass: the `embed` layer's output, else the pooled features (the gallery centres and normalises them)."
         f = self.backbone.forward_head(self.backbone.forward_features(self.augment(self.normalize(x))), pre_logits=True)
-        e = self.embed(f) if self.embed is not None else f
-        return self.backbone.get_classifier()(f), nn.functional.normalize(e.float(), dim=1)
+        return self.backbone.get_classifier()(f), (self.embed(f) if self.embed is not None else f).float()
 
 
 # %% ../nbs/04_classifier.ipynb #67a6c4a2

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'synth', 'prepare', 'train_cls', 'evaluate', 'gate', 'advise', 'train_det',
-           'photos_and_settings', 'predict', 'enrol', 'gallery', 'export', 'serve', 'demo', 'usage', 'main']
+           'photos_and_settings', 'predict', 'enrol', 'gallery', 'search', 'export', 'serve', 'demo', 'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, os, re, sys
@@ -322,15 +322,21 @@ def enrol(*images:str, # photos of the drug, one pill each
     return r
 
 @command
-def gallery(exp:str=None, # experiment folder (default: paths.exp_dir)
+def gallery(*settings:str, # key=value settings over the experiment's snapshot (for this run only)
+            exp:str=None, # experiment folder (default: paths.exp_dir)
             remove:str=None, # remove this drug's enrolled photos and prototypes
             rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops)
+            few_shot:store_true=False, # measure enrolment instead: every drug enrolled from 1 and 5 training crops, validation crops identified
+            untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
             config:str=None, # config file (default: the nearest config.yaml)
            ):
-    "List the drugs of the experiment's retrieval gallery; remove one, or rebuild it."
-    cfg, _ = _settings(exp, (), config)
+    "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
+    cfg, _ = _settings(exp, settings, config)
     paths = exp_paths(cfg.paths.exp_dir)
     if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — train one with 'pillsnap train-cls --exp {paths.root}'")
+    if few_shot:
+        r = retrieval.few_shot(cfg, trained=not untrained)
+        print(json.dumps(r, indent=1, ensure_ascii=False)); return r
     if rebuild: retrieval.build_gallery(cfg)
     if remove: print(f'removed {remove}: {retrieval.remove_drug(paths.root, remove)} prototype(s)')
     g = retrieval.load_gallery(retrieval.retrieval_dir(paths.root))
@@ -339,6 +345,26 @@ def gallery(exp:str=None, # experiment folder (default: paths.exp_dir)
     table = retrieval.gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
     return table
+
+@command
+def search(*text:str, # imprint text as read on the pill, e.g. TQ 250
+           color:str=None, # its colour: 노랑 (as the labels say) or yellow
+           shape:str=None, # its shape: 원형 or round
+           top:int=10, # drugs listed
+           json_out:store_true=False, # print JSON (also: --json)
+           exp:str=None, # experiment folder (default: paths.exp_dir)
+           config:str=None, # config file (default: the nearest config.yaml)
+          ):
+    "Find drugs by what the pill shows: imprint text (fuzzy, either face), colour and shape."
+    cfg, _ = _settings(exp, (), config)
+    found = retrieval.search_drugs(retrieval.searchable_records(cfg.paths.exp_dir), ' '.join(text), color, shape, top)
+    if json_out: print(json.dumps([{k: v for k, v in d.items() if k != 'record'} | {'dl_name': d['record'].get('dl_name'), 'dl_name_en': d['record'].get('dl_name_en')} for d in found], indent=1, ensure_ascii=False))
+    else:
+        for i, d in enumerate(found, 1):
+            r = d['record']
+            print(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {('(' + r['dl_name_en'] + ')') if r.get('dl_name_en') else ''} — "
+                  f"imprint {r.get('print_front') or '·'} / {r.get('print_back') or '·'}, {r.get('color_class1') or '?'}{'/' + r['color_class2'] if r.get('color_class2') else ''}, {r.get('drug_shape') or '?'}")
+    return found
 
 # %% ../nbs/12_cli.ipynb #dde05cd9
 @command

@@ -446,9 +446,11 @@ def draw_prediction(image, # the photo
         x1, y1, x2, y2 = p['box']
         c = p['candidates'][0]
         name = c.get('dl_name_en') or c.get('dl_name') or ''
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec='orange'))
-        ax.text(x1 + 2, y1 + 2, f"{c['k_code']} {name[:24]}\n{c['confidence']:.2f}", fontsize=7, va='top', color='black',
-                bbox=dict(fc='orange', ec='none', pad=1, alpha=0.85))
+        flag = p.get('status') == 'unknown' or p.get('expected') is False  # unknown, or not on the prescription: red
+        text = 'unknown' if p.get('status') == 'unknown' else f"{c['k_code']} {name[:24]}\n{c['confidence']:.2f}"
+        if p.get('expected') is False: text += f"\nNOT on the list{' (looks like ' + p['best_match']['k_code'] + ')' if p.get('status') != 'unknown' else ''}"
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec='red' if flag else 'orange'))
+        ax.text(x1 + 2, y1 + 2, text, fontsize=7, va='top', color='black', bbox=dict(fc='tomato' if flag else 'orange', ec='none', pad=1, alpha=0.85))
     ax.set_title(f"{result['mode']} mode: {len(result['pills'])} pill(s)" + (' — combo recommended' if result['hints']['combo_recommended'] else ''), fontsize=9)
     fig.tight_layout()
     if out is not None:

@@ -40,7 +40,7 @@ def onnx_meta(path:str|Path)->dict:
 
 # %% ../nbs/05a_runtime.ipynb #baaea869
 class _Both(torch.nn.Module):
-    "The classifier's two outputs as one graph: logits and unit embeddings (retrieval, `05b_retrieval`)."
+    "The classifier's two outputs as one graph: logits and embeddings (retrieval, `05b_retrieval`)."
     def __init__(self, model): super().__init__(); self.model = model  # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
     def forward(self, x): return self.model.embed_logits(x)
 
@@ -50,7 +50,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
                       opset:int=17, # ONNX opset
                       dynamic_batch:bool=True, # a dynamic batch axis (else batch 1)
                      )->Path:
-    "Write the classifier as ONNX (uint8 crops in; logits and unit embeddings out) with its class list and preprocessing as metadata."
+    "Write the classifier as ONNX (uint8 crops in; logits and embeddings out) with its class list and preprocessing as metadata."
     import onnx
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     c = ck['config']['classifier']
@@ -99,7 +99,7 @@ class OnnxClassifier:
     def __call__(self, x:torch.Tensor)->torch.Tensor:
         return torch.from_numpy(self.session.run(['logits'], {'images': x.cpu().numpy()})[0])
     def embed_logits(self, x:torch.Tensor)->tuple:
-        "(logits, unit embeddings), like the `embed_logits` of `PillClassifier`."
+        "(logits, embeddings), like the `embed_logits` of `PillClassifier`."
         if 'embedding' not in {o.name for o in self.session.get_outputs()}:
             raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — export it again: pillsnap export')
         return tuple(torch.from_numpy(a) for a in self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()}))

@@ -30,7 +30,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 import pillsnap
 from .config import ConfigError, JobFailed, get_logger, load_dotenv, secret
 from .data import _pil_open
-from .pipeline import ImageError, Predictor, load_image, parse_expect
+from .pipeline import ImageError, Predictor, load_image, parse_expect, registry
+from .retrieval import search_drugs
 
 # %% ../nbs/10_serve.ipynb #3b6f5c7e
 KEY_ENV = 'PILLSNAP_API_KEYS'
@@ -364,6 +365,15 @@ def create_app(pred:Predictor, # the loaded predictor
                     pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK, expect:str|None=Expect):
         if len(images) > s.max_batch_images: raise HTTPException(413, f'{len(images)} photos: at most {s.max_batch_images} per request (serve.max_batch_images)')
         return {'results': await identify(request, [(f, f'image {i + 1} ({f.filename})') for i, f in enumerate(images)], pipeline, top_k, expect)}
+
+    @app.get('/search', dependencies=[Depends(require_key)], summary='Drugs by what the pill shows: imprint text, colour, shape')
+    async def search(q:str=Query('', max_length=100, description='imprint text as read on the pill, e.g. TQ 250'),
+                     color:str|None=Query(None, max_length=30, description='노랑 (as the labels say) or yellow'),
+                     shape:str|None=Query(None, max_length=30, description='원형 or round'), top:int=Query(10, ge=1, le=50)):
+        records = {**{k: registry(r) for k, r in pred.table.records.items()}, **(pred.gallery.drugs if pred.gallery is not None else {})}
+        try: found = await run_in_threadpool(search_drugs, records, q, color, shape, top)
+        except ConfigError as e: raise HTTPException(400, str(e)) from None
+        return {'results': [{'k_code': d['k_code'], 'score': d['score'], 'match': {m: d[m] for m in ('imprint', 'color', 'shape')}, **registry(d['record'])} for d in found]}
 
     @app.get('/metrics', dependencies=[Depends(require_key)], response_class=PlainTextResponse, summary='Counters and latency histogram')
     async def metrics_text(): return metrics.text(batcher.batches)

@@ -33,6 +33,10 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     wild = json.loads((exp/'reports'/'predict-wild.json').read_text())  # and a wild-scene photo rendered after training, in combo mode
     assert wild['mode'] == 'combo' and len(wild['truth']) == 4 and (exp/'reports'/'predict-wild.png').stat().st_size > 5000
     assert 'wild-scene photo (rendered now, never trained on)' in (exp/'logs'/'demo.log').read_text()
+    enrolled = json.loads((exp/'reports'/'predict-enrolled.json').read_text())  # a drug held out of training, enrolled from a photo, then asked about
+    code = enrolled['truth'][0]
+    assert code not in [c['k_code'] for c in enrolled['before_enrolment']['candidates']]  # before: the classifier cannot name it
+    assert enrolled['enrolled_from'] and 'status' in enrolled['pills'][0] and f'enrolment: {code}' in (exp/'logs'/'demo.log').read_text()
     # then the ONNX export passes parity, and the service answers one request on loopback and stops
     assert json.loads((exp/'export'/'parity.json').read_text())['passed'] and (exp/'export'/'bench.json').is_file()
     answer = json.loads((exp/'reports'/'serve-answer.json').read_text())

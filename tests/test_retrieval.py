@@ -5,7 +5,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from conftest import cli_main
 from test_serve import KEY

@@ -360,8 +360,8 @@ CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 
 @pytest.mark.slow  # drives Chromium
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
-def test_web_page_in_headless_chromium(server, photos):
-    "Upload a synthetic combination photo in the page, in combo mode, and see the boxes and candidates."
+def test_web_page_in_headless_chromium(server, photos, trained_exp):
+    "Upload a synthetic combination photo in the page, in combo mode, and see the boxes and candidates; search by imprint; switch to Korean."
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -388,6 +388,15 @@ def test_web_page_in_headless_chromium(server, photos):
         orange = drv.execute_script("""const c = document.getElementById('canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 240 && d[i+1] > 120 && d[i+1] < 160 && d[i+2] < 30) n++; return n;""")
         assert orange > 100, orange
+        assert 'pharmacist' in drv.find_element(By.CLASS_NAME, 'notice').text
+        rec = next(r for r in json.loads((trained_exp[0]/'data'/'drug_table.json').read_text()).values() if r.get('print_front'))
+        drv.find_element(By.ID, 'q').send_keys(f"{rec['print_front']} {rec.get('print_back') or ''}")  # both faces: one drug's
+        drv.find_element(By.ID, 'find').click()
+        WebDriverWait(drv, 30).until(lambda d: 'found' in d.find_element(By.ID, 'results').text)
+        assert rec['k_code'] in drv.find_element(By.ID, 'results').text.split('\n')[2]  # the first row: its own imprint matches best
+        drv.find_element(By.ID, 'lang').click()
+        assert '검색' in drv.find_element(By.ID, 'find').text and '약사' in drv.find_element(By.CLASS_NAME, 'notice').text
+        assert '찾음' in drv.find_element(By.ID, 'results').text  # what is shown is said again in Korean
         drv.find_element(By.ID, 'key').clear(); drv.find_element(By.ID, 'key').send_keys('wrong-key-0123456789abcdef')
         drv.find_element(By.ID, 'go').click()
         WebDriverWait(drv, 30).until(lambda d: '403' in d.find_element(By.ID, 'status').text)

@@ -1,5 +1,32 @@
 const $ = id => document.getElementById(id);
-let photo = null, img = null;
+const T = {
+  en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', single: 'single pill', combo: 'several pills (combo)',
+       expect: 'Prescription (optional): K-codes, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
+       search_title: 'Search by what the pill shows', results_here: 'Results appear here.',
+       notice: 'pillsnap suggests; it does not decide. Check every answer with a pharmacist before taking or giving a medicine.',
+       mode: m => `${m} mode`, pills: n => `${n} pill(s)`, pill: 'Pill', name: 'name', confidence: 'confidence', company: 'company', imprint: 'imprint',
+       shape: 'shape', colour: 'colour', sure: ['very likely', 'likely', 'possible', 'unsure'], unknown: 'Unknown — this pill looks like none of the drugs pillsnap knows. Ask a pharmacist.',
+       expected: 'on the prescription', unexpected: m => `NOT on the prescription${m ? ' — it looks like ' + m : ''}`, identifying: 'identifying…', done: r => `done (request ${r})`,
+       inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
+       found: n => `${n} drug(s) found`, score: 'match'},
+  ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', single: '알약 하나', combo: '여러 알약 (combo)',
+       expect: '처방 (선택): K-코드, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
+       search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
+       notice: 'pillsnap은 제안할 뿐 결정하지 않습니다. 약을 복용하거나 주기 전에 모든 답을 약사와 확인하세요.',
+       mode: m => `${m} 모드`, pills: n => `알약 ${n}개`, pill: '알약', name: '이름', confidence: '확신도', company: '업체', imprint: '각인',
+       shape: '모양', colour: '색', sure: ['매우 유력', '유력', '가능', '불확실'], unknown: '알 수 없음 — pillsnap이 아는 어떤 약과도 닮지 않았습니다. 약사에게 문의하세요.',
+       expected: '처방에 있음', unexpected: m => `처방에 없음${m ? ' — ' + m + '와(과) 닮았습니다' : ''}`, identifying: '식별 중…', done: r => `완료 (요청 ${r})`,
+       inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
+       found: n => `약 ${n}개 찾음`, score: '일치도'}};
+let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
+const t = k => T[lang][k];
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll('[data-t]').forEach(e => { if (!(e.id === 'results' && last)) e.textContent = t(e.dataset.t); });
+  $('lang').textContent = lang === 'en' ? '한국어' : 'English';
+  if (last) last();
+}
+$('lang').onclick = () => { lang = lang === 'en' ? 'ko' : 'en'; localStorage.setItem('pillsnap-lang', lang); applyLang(); };
 $('key').value = sessionStorage.getItem('pillsnap-key') || '';
 $('drop').onclick = () => $('file').click();
 $('drop').ondragover = e => { e.preventDefault(); $('drop').classList.add('over'); };
@@ -12,6 +39,9 @@ function choose(f) {
   $('go').disabled = false; $('status').textContent = f.name;
 }
 function esc(s) { return String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c])); }
+function names(c) { return esc(c.dl_name || c.k_code) + (c.dl_name_en ? `<br><small>${esc(c.dl_name_en)}</small>` : ''); }
+function words(p) { const s = t('sure'); return p >= 0.9 ? s[0] : p >= 0.6 ? s[1] : p >= 0.3 ? s[2] : s[3]; }
+function colours(c) { return [c.color_class1, c.color_class2].filter(Boolean).join('/'); }
 function draw(result) {
   const c = $('canvas'), scale = Math.min(1, 640 / img.width);
   c.width = img.width * scale; c.height = img.height * scale;
@@ -20,34 +50,60 @@ function draw(result) {
   g.lineWidth = 3; g.font = '13px system-ui';
   result.pills.forEach((p, i) => {
     const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
-    g.strokeStyle = '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const t = `${i + 1}. ${top.dl_name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
-    g.fillStyle = '#ff8c00'; g.fillRect(x1, Math.max(0, y1 - 18), g.measureText(t).width + 8, 18);
-    g.fillStyle = '#000'; g.fillText(t, x1 + 4, Math.max(13, y1 - 5));
+    const label = p.status === 'unknown' ? '?' : `${top.dl_name_en || top.dl_name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
+    g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const txt = `${i + 1}. ${label}`;
+    g.fillStyle = g.strokeStyle; g.fillRect(x1, Math.max(0, y1 - 18), g.measureText(txt).width + 8, 18);
+    g.fillStyle = '#000'; g.fillText(txt, x1 + 4, Math.max(13, y1 - 5));
   });
 }
 function show(r) {
-  const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${esc(c.dl_name)}</td>
-    <td>${(c.confidence * 100).toFixed(1)}%${c.in_set ? ' <span class="inset" title="in the candidate set">✓</span>' : ''}</td><td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td>
+  const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
+    <td>${words(c.confidence)} <small>${(c.confidence * 100).toFixed(1)}%</small>${c.in_set ? ' <span class="inset" title="candidate set">✓</span>' : ''}</td>
+    <td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td><td>${esc(colours(c))}</td>
     <td>${esc((c.edi_codes || []).join(', '))}</td></tr>`).join('');
-  let h = `<p><b>${r.mode}</b> mode — ${r.pills.length} pill(s), ${r.timing_ms.total.toFixed(0)} ms</p>`;
+  const verdict = p => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') +
+    (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
+  let h = `<p><b>${esc(t('mode')(r.mode))}</b> — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(r.hints.reason)}</p>`;
-  h += r.pills.map((p, i) => `<div class="pill"><h3>Pill ${i + 1}</h3><table><tr><th>#</th><th>K-code</th><th>name</th>
-    <th>confidence</th><th>company</th><th>imprint</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
-  if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined)))
-    h += '<p class="note"><span class="inset">✓</span> in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)</p>';
+  h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
+    <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
+  if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
 }
-$('go').onclick = async () => {
-  const key = $('key').value.trim(), mode = document.querySelector('input[name=mode]:checked').value;
+function showSearch(found) {
+  $('results').innerHTML = `<p><b>${esc(t('found')(found.length))}</b></p><table><tr><th>#</th><th>K-code</th><th>${t('name')}</th><th>${t('score')}</th>
+    <th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>${t('company')}</th></tr>` + found.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td>
+    <td>${names(c)}</td><td>${c.score.toFixed(2)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td>
+    <td>${esc(colours(c))}</td><td>${esc(c.dl_company)}</td></tr>`).join('') + '</table>';
+}
+function keyHeader() {
+  const key = $('key').value.trim();
   if ($('remember').checked) sessionStorage.setItem('pillsnap-key', key); else sessionStorage.removeItem('pillsnap-key');
-  const body = new FormData(); body.append('image', photo);
-  $('go').disabled = true; $('status').textContent = 'identifying…'; $('status').className = '';
+  return {'X-API-Key': key};
+}
+async function call(url, opts, render) {
+  $('status').textContent = t('identifying'); $('status').className = '';
   try {
-    const res = await fetch(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: {'X-API-Key': key}, body});
-    const r = await res.json();
+    const res = await fetch(url, opts), r = await res.json();
     if (!res.ok) throw new Error(`${res.status}: ${typeof r.detail === 'string' ? r.detail : JSON.stringify(r.detail)}`);
-    draw(r); show(r); $('status').textContent = `done (request ${res.headers.get('X-Request-ID')})`;
+    const rid = res.headers.get('X-Request-ID');
+    last = () => { render(r); $('status').textContent = t('done')(rid); };
+    last();
   } catch (e) { $('status').textContent = e.message; $('status').className = 'err'; }
+}
+$('go').onclick = async () => {
+  const mode = document.querySelector('input[name=mode]:checked').value, body = new FormData();
+  body.append('image', photo);
+  if ($('expect').value.trim()) body.append('expect', $('expect').value.trim());
+  $('go').disabled = true;
+  await call(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
   $('go').disabled = false;
 };
+$('find').onclick = () => {
+  const q = new URLSearchParams({q: $('q').value.trim(), top: '10'});
+  if ($('color').value.trim()) q.set('color', $('color').value.trim());
+  if ($('shape').value.trim()) q.set('shape', $('shape').value.trim());
+  call(`search?${q}`, {headers: keyHeader()}, r => showSearch(r.results));
+};
+applyLang();
