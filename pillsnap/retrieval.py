@@ -341,16 +341,25 @@ SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'elli
 
 def _letters(s)->str: return ''.join(ch for ch in str(s or '').upper() if ch.isalnum())
 
+def _matcher(query:str):
+    "A `SequenceMatcher` holding the query (its index is built once for all the drugs compared with it)."
+    from difflib import SequenceMatcher
+    sm = SequenceMatcher(None, autojunk=False); sm.set_seq2(_letters(query))
+    return sm
+
 def imprint_score(query:str, # what the user reads on the pill
                   front:str|None, back:str|None, # the label's print_front and print_back
+                  sm=None, # `_matcher(query)`, reused across drugs
                  )->float: # 0 (nothing alike) to 1 (the same characters)
     "How well typed imprint text matches a drug's faces, read alone or together."
-    from difflib import SequenceMatcher
-    q, f, b = _letters(query), _letters(front), _letters(back)
+    sm = sm or _matcher(query)
+    q, f, b = sm.b, _letters(front), _letters(back)
     if not q: return 0.0
     best = 0.0
     for t in {f, b, f + b, b + f} - {''}:
-        r = SequenceMatcher(None, q, t, autojunk=False).ratio()
+        sm.set_seq1(t)
+        if sm.real_quick_ratio() <= best: continue  # an upper bound: this reading cannot beat the best one
+        r = sm.ratio()
         if q in t: r = max(r, 0.8 + 0.2 * len(q) / len(t))  # the query is part of the text: a face's part, or one face of two
         best = max(best, r)
     return round(best, 4)
@@ -372,9 +381,9 @@ def search_drugs(records:dict, # {k_code: registry record}: the drug table, plus
     colors = {c for r in records.values() for c in (r.get('color_class1'), r.get('color_class2')) if c}
     shapes = {r.get('drug_shape') for r in records.values() if r.get('drug_shape')}
     color, shape = _canonical(color, COLOR_NAMES, colors, 'colour'), _canonical(shape, SHAPE_NAMES, shapes, 'shape')
-    out = []
+    out, sm = [], _matcher(text or '')
     for k, r in records.items():
-        s_text = imprint_score(text, r.get('print_front'), r.get('print_back')) if text else 0.0
+        s_text = imprint_score(text, r.get('print_front'), r.get('print_back'), sm) if text else 0.0
         s_col = float(color in (r.get('color_class1'), r.get('color_class2'))) if color else 0.0
         s_shape = float(shape == r.get('drug_shape')) if shape else 0.0
         out.append(dict(k_code=k, score=round(s_text + 0.25 * s_col + 0.25 * s_shape, 4), imprint=s_text, color=s_col, shape=s_shape, record=r))
