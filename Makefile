@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -41,6 +41,15 @@ bench-wild: install
 	$(BIN)/pillsnap demo --preset wild-det --detector-only
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+
+# Retrieval (README): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
+# the false-accept rate and enrolment top-1 of the held-out drugs; then enrolment on the real photos from the offline start.
+bench-retrieval: install
+	$(BIN)/pillsnap demo --preset bench --classifier-only split.holdout_drugs=5 paths.exp_dir=work/exp/bench-retrieval data.root=work/synth/bench-retrieval
+	$(BIN)/pillsnap prepare --exp work/exp/pushin-retr data.root= "data.sources=[{path: $(REAL), name: pushin}]" data.combo_crops=true \
+	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5
+	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained
+	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained classifier.pretrained=none
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install browser

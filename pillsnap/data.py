@@ -720,7 +720,7 @@ class PKSampler(torch.utils.data.Sampler):
                 ):
         if k < 2: raise ConfigError(f'loader.pk_per_class must be at least 2 (got {k}) — or 0 for no P×K batches')
         labels = np.asarray(labels)
-        self.k, self.n = k, len(labels) // k * k
+        self.k, self.n = k, -(-len(labels) // k) * k  # whole runs, at least as many items as the split has
         self.by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
         self.generator = torch.Generator().manual_seed(seed)
     def __len__(self): return self.n

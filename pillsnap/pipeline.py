@@ -27,7 +27,7 @@ from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, l
 from .data import MAX_PIXELS, downscale, preprocessor_from, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
-from .retrieval import fuse, load_gallery, retrieval_dir, status
+from .retrieval import fuse, load_gallery, quarter_turns, retrieval_dir, status
 
 # %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
@@ -415,12 +415,13 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     ims = [downscale(load_image(x), self.cfg.pipeline.max_side)[0] for x in images]
     found = self.find_pill(ims)
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, (b, *_) in zip(ims, found)]
-    emb = torch.cat([self.model.embed_logits(torch.stack(crops[i:i + 32]).to(self.device))[1].float().cpu() for i in range(0, len(crops), 32)])
+    views = quarter_turns(torch.stack(crops), (self.cfg.get('retrieval') or {}).get('enrol_turns', 1))  # a pill has no 'up': each photo stands for its turns
+    emb = torch.cat([self.model.embed_logits(views[i:i + 32].to(self.device))[1].float().cpu() for i in range(0, len(views), 32)])
     rec = dict(self.record(k_code))
     if name and k_code in self.table.records: self.log.warning(f"the drug table has a record of {k_code} ({rec.get('dl_name')}): it is kept, the name {name!r} is not used")
     elif name: rec['dl_name'] = name
     rec = {k: v for k, v in rec.items() if k != 'class_index'}
-    self.gallery.add(k_code, emb, record=rec)
+    self.gallery.add(k_code, emb, record=rec, photos=len(ims))
     if save and self.gallery_dir is not None:
         folder = self.gallery_dir/'enrolled'/k_code
         folder.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'COLOR_NAMES', 'SHAPE_NAMES', 'Gallery', 'load_gallery', 'fuse', 'fit_scale',
-           'open_set', 'status', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'build_gallery', 'few_shot',
-           'gallery_table', 'remove_drug', 'imprint_score', 'search_drugs', 'searchable_records', 'search_latency']
+           'open_set', 'status', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'quarter_turns', 'build_gallery',
+           'few_shot', 'gallery_table', 'remove_drug', 'imprint_score', 'search_drugs', 'searchable_records',
+           'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
 import math, time
@@ -60,6 +61,7 @@ class Gallery:
             face:int=2, # 0 front, 1 back, 2 any
             source:str='enrolled',
             record:dict|None=None, # the drug's registry record (enrolled drugs)
+            photos:int|None=None, # photos these embeddings come from (default: one each; fewer when each photo gave several views)
            ):
         "Fold photos into the drug's prototype for this face (a new entry when there is none)."
         emb = self.unit(emb)
@@ -69,7 +71,7 @@ class Gallery:
             self.entries.append(dict(k_code=k_code, face=FACE_NAMES[face], photos=0, source=source))
             self.sums, i = torch.cat([self.sums, torch.zeros(1, self.dim)]), len(self.entries) - 1
         self.sums[i] += emb.sum(0)
-        self.entries[i]['photos'] += len(emb)
+        self.entries[i]['photos'] += len(emb) if photos is None else photos
         if record is not None: self.drugs[k_code] = record
         self._index()
         return self
@@ -175,6 +177,7 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
                cache=None, # a `CropCache` built from exactly these rows
                take=None, # positions of the rows to embed (default: all)
                device='cpu', dtype=None, batch_size:int=64,
+               turns:int|None=None, # with a number: each crop's `quarter_turns` views, embeddings (n, turns, dim) and no logits
               )->tuple: # (embeddings (n, dim), logits (n, classes), positions in `rows` of the n pills read)
     "Embeddings and logits of the pills of `rows` that could be read (an unreadable photo is skipped, never misaligned)."
     import contextlib
@@ -185,8 +188,10 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
     if isinstance(model, nn.Module): model.eval().to(device)
     embs, logits, pos = [], [], []
     for xb, yb in make_loader(sub, batch_size, num_workers=0):
+        if turns: xb = quarter_turns(xb, turns)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             lo, e = model.embed_logits(xb.to(device))
+        if turns: e, lo = e.reshape(len(yb), turns, -1), lo[::turns]
         embs.append(e.float().cpu()); logits.append(lo.float().cpu()); pos.append(yb.numpy())
     if not embs: return torch.zeros(0, 0), torch.zeros(0, 0), np.zeros(0, dtype=np.int64)
     return torch.cat(embs), torch.cat(logits), np.concatenate(pos)
@@ -218,6 +223,14 @@ def _read_crops(files:list)->torch.Tensor:
 def _embed_crops(model, crops:torch.Tensor, device, batch_size:int=64)->torch.Tensor:
     out = [model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu() for i in range(0, len(crops), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0)
+
+def quarter_turns(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
+                  k:int=4, # views per crop: 1 (as is), 2 (and turned 180°) or 4 (every quarter turn)
+                 )->torch.Tensor: # (n × k, 3, S, S), each crop's views together
+    "Each crop turned by quarter turns: a pill has no 'up', so an enrolled photo stands for all its turns."
+    if k not in (1, 2, 4): raise ConfigError(f'retrieval.enrol_turns must be 1, 2 or 4 (got {k})')
+    steps = (0, 2) if k == 2 else range(k)
+    return torch.stack([torch.rot90(crops, s, dims=(-2, -1)) for s in steps], 1).flatten(0, 1)
 
 # %% ../nbs/05b_retrieval.ipynb #6405e297
 def _best(p:torch.Tensor, codes:list)->list: return [codes[j] for j in p.argmax(1).tolist()]
@@ -254,7 +267,7 @@ def build_gallery(cfg, # resolved settings of a trained experiment
     for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items(): g.add(k, emb[idx], int(f), 'trained')
     old = load_gallery(retrieval_dir(paths.root)) if (retrieval_dir(paths.root)/'gallery.json').exists() else None
     for k, files in enrolled_crops(paths.root).items():
-        g.add(k, _embed_crops(model.to(device), _read_crops(files), device), record=(old.drugs.get(k) if old else None))
+        g.add(k, _embed_crops(model.to(device), quarter_turns(_read_crops(files), r.get('enrol_turns', 1)), device), record=(old.drugs.get(k) if old else None), photos=len(files))
     v_emb, v_logits, v_pos = embed_rows(model, d['val'], d['root'], d['pre'], d['val_cache'], None, device, dtype)
     v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d['val'].k_code.values[v_pos]])
@@ -282,6 +295,7 @@ def few_shot(cfg, # resolved settings of a prepared experiment
              shots=(1, 5), # photos enrolled per drug
              trained:bool=True, # the experiment's trained classifier (best.pt), or its configured start untrained on this data
              per_drug:int=64, # most training crops embedded per drug (the enrolment pool)
+             turns:int|None=None, # views per enrolled crop (`quarter_turns`; default: retrieval.enrol_turns)
             )->dict:
     "Top-1 of identifying validation crops by nearest prototype, each drug enrolled from `n` training crops."
     from pillsnap.classifier import build_classifier
@@ -289,15 +303,16 @@ def few_shot(cfg, # resolved settings of a prepared experiment
     if trained: model, _ = load_classifier(find_checkpoint('best', exp_paths(cfg.paths.exp_dir).classifier))
     else: model = build_classifier(cfg, len(d['class_map']), d['pre'])
     model = model.eval().to(device)
-    t_emb, _, t_pos = embed_rows(model, d['train'], d['root'], d['pre'], d['train_cache'], _capped(d['train'], per_drug, cfg.seed), device)
+    turns = turns or cfg.retrieval.get('enrol_turns', 1)
+    t_emb, _, t_pos = embed_rows(model, d['train'], d['root'], d['pre'], d['train_cache'], _capped(d['train'], per_drug, cfg.seed), device, turns=turns)
     v_emb, _, v_pos = embed_rows(model, d['val'], d['root'], d['pre'], d['val_cache'], None, device)
     train, truth = d['train'].iloc[t_pos].reset_index(drop=True), d['val'].k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    out = dict(embedder='trained classifier' if trained else f'untrained start ({cfg.classifier.pretrained})', model=cfg.classifier.model,
+    out = dict(embedder='trained classifier' if trained else f'untrained start ({cfg.classifier.pretrained})', model=cfg.classifier.model, turns=turns,
                drugs=int(train.k_code.nunique()), queries=len(v_pos))
     for n in shots:
-        g = Gallery(t_emb.shape[1], center=t_emb.mean(0))
-        for k, idx in train.groupby('k_code').indices.items(): g.add(k, t_emb[idx[hash_rank(cfg.seed, [keys[i] for i in idx])][:n]])
+        g = Gallery(t_emb.shape[-1], center=t_emb.flatten(0, 1).mean(0))
+        for k, idx in train.groupby('k_code').indices.items(): g.add(k, t_emb[idx[hash_rank(cfg.seed, [keys[i] for i in idx])][:n]].flatten(0, 1), photos=min(n, len(idx)))
         out[f'{n}_shot_top1'] = round(float(np.mean(np.array(g.codes)[g.scores(v_emb).argmax(1).numpy()] == truth)), 4)
     return out
 
