@@ -366,6 +366,21 @@ def create_app(pred:Predictor, # the loaded predictor
         if len(images) > s.max_batch_images: raise HTTPException(413, f'{len(images)} photos: at most {s.max_batch_images} per request (serve.max_batch_images)')
         return {'results': await identify(request, [(f, f'image {i + 1} ({f.filename})') for i, f in enumerate(images)], pipeline, top_k, expect)}
 
+    @app.post('/enrol', dependencies=[Depends(require_key)], summary='Add a drug (or more photos of one) to the gallery, without training (serve.allow_enrol)')
+    async def enrol(images:list[UploadFile]=File(..., description='photos of the drug, one pill each'),
+                    code:str=Form(..., max_length=64, description='the drug\'s code, e.g. its K-code'),
+                    name:str|None=Form(None, max_length=200, description='its name, when the drug table has no record of it')):
+        if not s.get('allow_enrol'): raise HTTPException(403, 'enrolment is off on this server — start it with serve.allow_enrol=true')
+        if len(images) > s.max_batch_images: raise HTTPException(413, f'{len(images)} photos: at most {s.max_batch_images} per request (serve.max_batch_images)')
+        datas = [(await read_upload(f, f'image {i + 1}'), f'image {i + 1}') for i, f in enumerate(images)]
+        if (px := sum(photo_pixels(d) for d, _ in datas)) > budget.limit:
+            raise HTTPException(413, f'the photos decode to {px / 1e6:.0f} Mpx, over serve.max_decoded_mpx={s.max_decoded_mpx:g}')
+        ims = [await decode(d, what) for d, what in datas]
+        try: r = await batcher.run(pred.enrol, code, ims, name)  # on the inference thread: never beside a batch that reads the gallery
+        except ConfigError as e: raise HTTPException(400, str(e)) from None
+        log.info(json.dumps(dict(event='enrol', k_code=code, photos=r['added'])))
+        return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'], 'trained': r['trained'], 'dl_name': r['record'].get('dl_name')}
+
     @app.get('/search', dependencies=[Depends(require_key)], summary='Drugs by what the pill shows: imprint text, colour, shape')
     async def search(q:str=Query('', max_length=100, description='imprint text as read on the pill, e.g. TQ 250'),
                      color:str|None=Query(None, max_length=30, description='노랑 (as the labels say) or yellow'),

@@ -102,13 +102,17 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     finally: cli('gallery', '--exp', exp, '--remove', a)
 
 
-def test_the_api_answers_from_the_gallery_and_checks_a_prescription(exp, held_out):
+def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, held_out):
     from pillsnap.serve import serving
     (a, photos_a), _ = sorted(held_out.items())
-    cli('enrol', '--exp', exp, '--code', a, photos_a[0])
+    h = {'X-API-Key': KEY}
     try:
-        with serving(exp, KEY) as (url, proc):
-            h = {'X-API-Key': KEY}
+        with serving(exp, KEY, 'serve.allow_enrol=true') as (url, proc):
+            r = httpx.post(url + '/enrol', headers=h, files=[('images', p.read_bytes()) for p in photos_a[:1]], data={'code': a}, timeout=60)
+            assert r.status_code == 200 and r.json()['k_code'] == a and r.json()['added'] == 1 and r.json()['dl_name']
+            assert httpx.post(url + '/enrol', files=[('images', b'x')], data={'code': a}).status_code == 401  # a key, always
+            bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
+            assert bad.status_code == 400 and 'letters, digits' in bad.json()['detail']
             assert '1 enrolled' in httpx.get(url + '/health').json()['models']['gallery']
             send = lambda **data: httpx.post(url + '/predict', headers=h, files={'image': photos_a[0].read_bytes()}, data=data, timeout=60)
             r = send()
@@ -118,6 +122,10 @@ def test_the_api_answers_from_the_gallery_and_checks_a_prescription(exp, held_ou
             assert r.status_code == 200 and r.json()['pills'][0]['expected'] is False and r.json()['pills'][0]['best_match']['k_code'] == a
             r = send(expect='K-999999')
             assert r.status_code == 400 and 'K-999999' in r.json()['detail']
+        assert a in cli('gallery', '--exp', exp)[1]  # the service saved what it enrolled
+        with serving(exp, KEY) as (url, proc):  # enrolment is off unless asked for
+            r = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': a}, timeout=60)
+            assert r.status_code == 403 and 'serve.allow_enrol' in r.json()['detail']
     finally: cli('gallery', '--exp', exp, '--remove', a)
 
 
