@@ -44,7 +44,7 @@ def predict_json(exp, *args):
 def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_drugs(exp, held_out):
     from pillsnap.callbacks import load_checkpoint
     ck = load_checkpoint(exp/'classifier'/'best.pt')
-    assert ck['model']['embed.weight'].shape[0] == 16 and ck['model']['margin_weight'].shape == (10, 16)  # 12 drugs, 2 held out
+    assert ck['model']['embed.0.weight'].shape[0] == 16 and 'embed.1.running_mean' in ck['model'] and ck['model']['margin_weight'].shape == (10, 16)  # 12 drugs, 2 held out
     assert len(held_out) == 2 and not set(held_out) & set(ck['k_codes'])
     report = json.loads((exp/'reports'/'retrieval.json').read_text())
     assert report['drugs'] == 10 and report['embedding'] == 'embed layer' and report['dim'] == 16
