@@ -117,11 +117,11 @@ def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
     im = Image.open(photos[1]).convert('RGB')
     W, H = im.size
     seen = []
-    orig = pred.classify
+    orig = pred.identify
     pred.detect = lambda ims: [(np.array([[-30.0, -20.0, 40.0, 50.0], [W - 20, H - 30, W + 15, H + 5]]), np.array([0.9, 0.8]))]
-    pred.classify = lambda crops, k: (seen.extend(crops), orig(crops, k))[1]
+    pred.identify = lambda crops, k, expect=None: (seen.extend(crops), orig(crops, k, expect))[1]
     try: r = pred.predict(im, 'combo')
-    finally: del pred.detect, pred.classify
+    finally: del pred.detect, pred.identify
     assert [p['box'] for p in r['pills']] == [[0.0, 0.0, 40.0, 50.0], [W - 20.0, H - 30.0, float(W), float(H)]]
     want = pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh([0, 0, 40, 50])))
     assert torch.equal(seen[0], want) and seen[0].shape == (3, pred.pre.img_size, pred.pre.img_size)
