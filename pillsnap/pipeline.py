@@ -27,7 +27,7 @@ from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, l
 from .data import MAX_PIXELS, downscale, preprocessor_from, load_manifest, open_image_safely, to_rgb
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
-from .retrieval import fuse, load_gallery, quarter_turns, retrieval_dir, status
+from .retrieval import embed_crops, fuse, load_gallery, quarter_turns, retrieval_dir, status
 
 # %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
@@ -416,7 +416,7 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     found = self.find_pill(ims)
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, (b, *_) in zip(ims, found)]
     views = quarter_turns(torch.stack(crops), (self.cfg.get('retrieval') or {}).get('enrol_turns', 1))  # a pill has no 'up': each photo stands for its turns
-    emb = torch.cat([self.model.embed_logits(views[i:i + 32].to(self.device))[1].float().cpu() for i in range(0, len(views), 32)])
+    emb = embed_crops(self.model, views, self.device, 32)
     rec = dict(self.record(k_code))
     if name and k_code in self.table.records: self.log.warning(f"the drug table has a record of {k_code} ({rec.get('dl_name')}): it is kept, the name {name!r} is not used")
     elif name: rec['dl_name'] = name

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'COLOR_NAMES', 'SHAPE_NAMES', 'Gallery', 'load_gallery', 'fuse', 'fit_scale',
-           'open_set', 'status', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'quarter_turns', 'build_gallery',
-           'few_shot', 'gallery_table', 'remove_drug', 'imprint_score', 'search_drugs', 'searchable_records',
-           'search_latency']
+           'open_set', 'status', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns',
+           'build_gallery', 'few_shot', 'gallery_table', 'remove_drug', 'imprint_score', 'search_drugs',
+           'searchable_records', 'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
 import math, time
@@ -220,7 +220,8 @@ def _read_crops(files:list)->torch.Tensor:
     return torch.stack([read_image(str(f), ImageReadMode.RGB) for f in files])
 
 @torch.inference_mode()
-def _embed_crops(model, crops:torch.Tensor, device, batch_size:int=64)->torch.Tensor:
+def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64)->torch.Tensor:
+    "Embeddings of uint8 crops (n, 3, S, S), batched."
     out = [model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu() for i in range(0, len(crops), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -267,7 +268,7 @@ def build_gallery(cfg, # resolved settings of a trained experiment
     for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items(): g.add(k, emb[idx], int(f), 'trained')
     old = load_gallery(retrieval_dir(paths.root)) if (retrieval_dir(paths.root)/'gallery.json').exists() else None
     for k, files in enrolled_crops(paths.root).items():
-        g.add(k, _embed_crops(model.to(device), quarter_turns(_read_crops(files), r.get('enrol_turns', 1)), device), record=(old.drugs.get(k) if old else None), photos=len(files))
+        g.add(k, embed_crops(model.to(device), quarter_turns(_read_crops(files), r.get('enrol_turns', 1)), device), record=(old.drugs.get(k) if old else None), photos=len(files))
     v_emb, v_logits, v_pos = embed_rows(model, d['val'], d['root'], d['pre'], d['val_cache'], None, device, dtype)
     v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d['val'].k_code.values[v_pos]])
