@@ -23,9 +23,10 @@ from .aihub import DrugTable, load_class_map
 from .io import clean_stale_temps, write_json
 from .config import ConfigError, amp_dtype, exp_paths, first_line, get_logger, pick_device, seed_everything
 from .pretrained import check_start, load_start, start_of
-from .data import (CropCache, GpuAugment, cache_fits, crop_kinds, PillDataset, UnifiedPreprocessor, autotune_num_workers, check_splits, class_weights,
-                           eval_transforms, load_manifest, make_loader, make_loaders, PKSampler, pill_rows, preprocessor_from, split_settings,
-                           train_transforms, weighted_sampler)
+from .data import check_splits, load_manifest, pill_rows
+from .crops import CropCache, cache_fits, UnifiedPreprocessor, preprocessor_from
+from .loaders import GpuAugment, PillDataset, autotune_num_workers, class_weights, eval_transforms, make_loader, make_loaders, PKSampler, train_transforms, weighted_sampler
+from .prepare import crop_kinds, split_settings
 from .callbacks import (EMA, Checkpointer, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
                                 TrainingStopped, adamw, auto_batch_size, calibration_bins, check_checkpoint, classification_metrics,
                                 compile_model, core, decay_groups, enable_tf32, face_codes, find_cb, find_checkpoint, imprint_targets,
@@ -46,7 +47,7 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
 # %% ../nbs/04_classifier.ipynb #5a61dd37
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
                     n_classes:int, # outputs
-                    pretrained:str|bool='none', # 'none' (random), 'timm' (timm's weights: they must be reachable) or an offline start of `03a_pretrained` ('lite0')
+                    pretrained:str|bool='none', # 'none' (random), 'timm' (timm's weights: they must be reachable) or an offline start of `03d_pretrained` ('lite0')
                     weights_path:str|None=None, # a local weights file (.safetensors or .pth), its head replaced
                     drop_rate:float=0.0, # dropout before the head
                    )->nn.Module:

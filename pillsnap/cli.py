@@ -16,7 +16,7 @@ import pillsnap
 from .config import (ConfigError, JobFailed, PillsnapError, UserError, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
                              start_run)
 from .demo import run_demo
-from .stages import (advisor, calibrated, classifier, data, det_table, detector, detector_report, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
+from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, detector_report, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
                              prediction_table, retrieval, run_job, split_table, summary_table, synth_from)
 from .synth import contact_sheet, scene_sheet
 
@@ -89,9 +89,9 @@ def prepare(*settings:str, # key=value settings
            ):
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
     cfg, changes = _settings(exp, settings, config, **{'data.root': root, 'data.stage': stage})
-    data.check_prepare(cfg)  # before the experiment folder is made
+    dataprep.check_prepare(cfg)  # before the experiment folder is made
     start_run(cfg, 'prepare', changes)
-    outputs = data.prepare(cfg)
+    outputs = dataprep.prepare(cfg)
     print(split_table(json.loads(Path(outputs['summary']).read_text())).to_string())
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
-from .stages import (advisor, calibrated, classifier, data, det_table, detector, detector_report, export_table, gates, metrics_table, onnx_export, pipeline,
+from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, detector_report, export_table, gates, metrics_table, onnx_export, pipeline,
                              prediction_table, run_job, split_table, synth_from)
 from .synth import contact_sheet, make_drugs, render_wild
 
@@ -35,7 +35,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
-    prepared = data.prepare(cfg)
+    prepared = dataprep.prepare(cfg)
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     if detector_only: return demo_detector(cfg)
     _, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier)

@@ -20,7 +20,9 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, pre
 from .callbacks import calibration_bins, classification_metrics, expected_calibration_error, find_checkpoint, load_checkpoint, save_checkpoint
 from .classifier import classifier_data, evaluate_classifier, load_classifier, predict_logits, softmax_t
 from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
-from .data import PillDataset, crop_kinds, eval_transforms, final_evaluation, load_manifest, make_loader, pill_rows
+from .data import final_evaluation, load_manifest, pill_rows
+from .loaders import PillDataset, eval_transforms, make_loader
+from .prepare import crop_kinds
 from .detector import detector_data, evaluate_detector
 from .pipeline import Predictor, evaluate_pipeline
 from .io import atomic_write, read_json, write_json

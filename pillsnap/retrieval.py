@@ -20,7 +20,9 @@ from torch import nn
 
 from .io import atomic_write, file_sha256, read_json, write_json
 from .config import ConfigError, UserError, amp_dtype, exp_paths, get_logger, pick_device
-from .data import PillDataset, cache_fits, CropCache, eval_transforms, hash_rank, load_manifest, make_loader, pill_rows
+from .data import hash_rank, load_manifest, pill_rows
+from .crops import cache_fits, CropCache
+from .loaders import PillDataset, eval_transforms, make_loader
 from .callbacks import FACES, find_checkpoint
 from .classifier import classifier_data, embedder_id, load_classifier, softmax_t
 

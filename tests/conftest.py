@@ -1,5 +1,5 @@
 "Shared fixtures, and the one summary line CI counts: `N passed, N failed`."
-import json, os, shutil, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -58,17 +58,7 @@ EXP_TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'tra
 
 
 @pytest.fixture(scope='session')
-def trained_exp(tiny_root, tmp_path_factory):
-    "A trained tiny experiment (classifier and detector; their answers are not meant to be right), and a copy without the detector."
-    from pillsnap.classifier import train_classifier
-    from pillsnap.config import exp_paths, load_config, save_config
-    from pillsnap.data import prepare
-    from pillsnap.detector import train_detector
-    e = tmp_path_factory.mktemp('pipe')/'exp'
-    cfg = load_config([f'paths.exp_dir={e}', f'data.root={tiny_root}', *EXP_TINY])
-    save_config(cfg, exp_paths(e).config)
-    prepare(cfg); train_classifier(cfg)
-    no_det = tmp_path_factory.mktemp('pipe')/'no-detector'
-    shutil.copytree(e, no_det)
-    train_detector(cfg)
-    return e, no_det
+def trained_exp(tmp_path_factory):
+    "Copies of the book's tiny trained experiment (`pillsnap.tiny`: built once, then cached): one whole, one without the detector."
+    from pillsnap.tiny import tiny_experiment
+    return tiny_experiment(tmp_path_factory.mktemp('pipe')/'exp'), tiny_experiment(tmp_path_factory.mktemp('pipe')/'no-detector', detector=False)

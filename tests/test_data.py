@@ -124,7 +124,9 @@ def test_damaged_photos_are_skipped_and_counted_by_reason(tiny_root, tmp_path):
     expected = Counter({r: len(b) for r, b in damage.items()})
     assert Counter(json.loads((exp/'data'/'summary.json').read_text())['unreadable']) == expected
 
-    from pillsnap.data import PillDataset, UnifiedPreprocessor, load_manifest, make_loader, pill_rows, skip_counts
+    from pillsnap.data import load_manifest, pill_rows
+    from pillsnap.crops import UnifiedPreprocessor
+    from pillsnap.loaders import PillDataset, make_loader, skip_counts
     next(targets).unlink()  # a photo that disappears after prepare
     expected['missing'] = 1
     rows = pd.concat([pill_rows(load_manifest(exp/'data', n)) for n in ('train', 'val')], ignore_index=True)
@@ -143,7 +145,8 @@ def test_prepare_fails_fast_on_a_wrong_root(tmp_path):
 MEMORY_CHECK = r'''
 import json, resource
 from PIL import Image
-from pillsnap.data import UnifiedPreprocessor, open_image_safely
+from pillsnap.data import open_image_safely
+from pillsnap.crops import UnifiedPreprocessor
 vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (2 << 30), resource.RLIM_INFINITY))  # the old crop asked for 3-10 GB: fail, don't swap
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -229,7 +232,9 @@ def test_damaged_prepared_files_are_rebuilt_with_the_reason_logged(tiny_root, tm
 
 def test_a_garbled_cache_still_yields_every_item(tiny_root, tmp_path):
     "Cache bytes damaged after prepare: the dataset crops those items from their photos instead of crashing or feeding noise."
-    from pillsnap.data import PillDataset, UnifiedPreprocessor, load_manifest, make_loader, pill_rows
+    from pillsnap.data import load_manifest, pill_rows
+    from pillsnap.crops import UnifiedPreprocessor
+    from pillsnap.loaders import PillDataset, make_loader
     exp = tmp_path/'exp'
     prepare(tiny_root, exp)
     bin_ = exp/'data'/'cache'/'train'/'part-00000.bin'

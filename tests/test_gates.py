@@ -38,3 +38,9 @@ def test_gate_leaves_no_diff(copy, tool, folder):
 def test_readme_is_generated_from_index():
     r = subprocess.run([sys.executable, 'tools/readme.py', '--check'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_stored_outputs_carry_no_progress_bars():
+    "fastprogress's HTML bars and tqdm's lines change on every run and say nothing in the docs."
+    r = subprocess.run([sys.executable, 'tools/clean_outputs.py', '--check'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

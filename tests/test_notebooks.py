@@ -6,8 +6,8 @@ import pytest
 
 from conftest import BIN, ROOT
 
-# these notebooks train a tiny classifier and/or detector (and export or serve it) in their lessons: minutes each on 2 cores
-TRAINS = {'04_classifier.ipynb', '05_detector.ipynb', '06_pipeline.ipynb', '07_evaluate.ipynb', '07a_gates.ipynb', '08_advisor.ipynb',
+# these notebooks train a tiny classifier and/or detector, or use the cached tiny experiment (built once, in minutes, by the first)
+TRAINS = {'04_classifier.ipynb', '05_detector.ipynb', '05c_tiny.ipynb', '06_pipeline.ipynb', '07_evaluate.ipynb', '07a_gates.ipynb', '08_advisor.ipynb',
           '09_export.ipynb', '10_serve.ipynb', '12_cli.ipynb'}
 NOTEBOOKS = [pytest.param(p.name, marks=pytest.mark.slow) if p.name in TRAINS else p.name for p in sorted((ROOT/'nbs').glob('*.ipynb'))]
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import torch
 
 from pillsnap.config import load_config, setup_logging
-from pillsnap.data import PillDataset, load_manifest, make_loader, pill_rows, prepare, preprocessor_from, train_transforms
+from pillsnap.data import load_manifest, pill_rows
+from pillsnap.crops import preprocessor_from
+from pillsnap.loaders import PillDataset, make_loader, train_transforms
+from pillsnap.prepare import prepare
 from pillsnap.synth import synth_dataset
 
 

@@ -17,7 +17,7 @@ import torch
 
 from pillsnap.classifier import train_classifier
 from pillsnap.config import load_config, setup_logging
-from pillsnap.data import prepare
+from pillsnap.prepare import prepare
 from pillsnap.synth import synth_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,42 @@
+"""Progress-bar debris out of the notebooks' stored outputs: fastprogress leaves a <style> block and
+empty HTML displays per bar, tqdm leaves lines of █ and carriage returns. They say nothing in the
+docs and change on every run.
+
+    python tools/clean_outputs.py            # clean every notebook in nbs/ in place
+    python tools/clean_outputs.py --check    # exit 1 naming the notebooks that still carry debris (a gate test runs this)
+"""
+import json, re, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BAR = re.compile(r'[█▉▊▋▌▍▎▏]|\r')
+
+
+def is_debris(o:dict)->bool:
+    "A progress bar's output: fastprogress's HTML (its style block, or an emptied bar) or a tqdm stream."
+    data = o.get('data', {})
+    if o.get('output_type') == 'display_data' and ''.join(data.get('text/plain', '')) == '<IPython.core.display.HTML object>':
+        html = ''.join(data.get('text/html', ''))
+        return not html.strip() or 'progress' in html
+    return o.get('output_type') == 'stream' and o.get('name') == 'stderr' and bool(BAR.search(''.join(o.get('text', ''))))
+
+
+def clean(path:Path, write:bool=True)->int:
+    "Drop the debris from one notebook; the number of outputs dropped."
+    nb, n = json.loads(path.read_text(encoding='utf-8')), 0
+    for c in nb['cells']:
+        if c['cell_type'] != 'code': continue
+        kept = [o for o in c.get('outputs', []) if not is_debris(o)]
+        n += len(c['outputs']) - len(kept)
+        c['outputs'] = kept
+    if n and write: path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    return n
+
+
+if __name__ == '__main__':
+    check = '--check' in sys.argv
+    paths = [Path(a) for a in sys.argv[1:] if a != '--check'] or sorted((ROOT/'nbs').glob('*.ipynb'))
+    dirty = {p.name: n for p in paths if (n := clean(p, write=not check))}
+    if check and dirty:
+        sys.exit(f'progress-bar debris in stored outputs: {dirty} — run `python tools/clean_outputs.py`')
+    if dirty: print(f'cleaned {dirty}')
