@@ -63,8 +63,6 @@ def read_yaml(path:str|Path, # a YAML file
     return data
 
 # %% ../nbs/00_config.ipynb #b329531c
-_WHOLE = {'demo', 'bench'}  # presets: mappings of dotted settings, validated when applied (any section with dotted keys is one)
-
 def flat_settings(cfg:dict, # nested settings
                   prefix:str='', # key prefix (used by the recursion)
                  )->dict: # `{'train.epochs': 30, ...}`
@@ -72,7 +70,7 @@ def flat_settings(cfg:dict, # nested settings
     out = {}
     for k, v in cfg.items():
         key = f'{prefix}{k}'
-        if isinstance(v, dict) and v and key not in _WHOLE and not any('.' in str(k) for k in v): out.update(flat_settings(v, key + '.'))
+        if isinstance(v, dict) and v and not any('.' in str(k) for k in v): out.update(flat_settings(v, key + '.'))  # a preset (dotted keys) stays whole
         else: out[key] = v
     return out
 
@@ -193,11 +191,13 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
         if added := _merge_missing(cfg, base):
             get_logger('pillsnap.config').info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: {', '.join(added[:8])}{' …' if len(added) > 8 else ''}")
     if preset:
-        if not isinstance(cfg.get(preset), dict): raise ConfigError(f"no preset '{preset}' in {path}")
-        apply_settings(cfg, cfg[preset], base=path.parent)
+        presets = cfg.get('presets') or {}
+        chosen = presets.get(preset, cfg.get(preset))  # an experiment snapshot older than `presets:` has them at the top level
+        if not isinstance(chosen, dict): raise ConfigError(f"no preset '{preset}' in {path} — choose one of {', '.join(presets) or 'none: it has no presets section'}")
+        apply_settings(cfg, chosen, base=path.parent)
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
     apply_settings(cfg, overrides, base=Path.cwd(), nullable=nullable)
-    stage_given = 'data.stage' in overrides or bool(preset and 'data.stage' in cfg[preset])
+    stage_given = 'data.stage' in overrides or bool(preset and 'data.stage' in chosen)
     apply_stage(cfg, explicit=set(overrides), keep_set=not stage_given)  # a file's stage never overrides the file's own caps
     cfg['config_file'] = str(path)
     return dict2obj(cfg, list_func=list)

@@ -85,6 +85,7 @@ def _resize_then_pad(sub:Image.Image, # the part of the crop inside the photo
     cols = np.r_[np.zeros(x0, int), 1:size[0] + 1, np.full(out - x1, size[0] + 1)]
     return Image.fromarray(e[np.ix_(rows, cols)])
 
+# %% ../nbs/03a_crops.ipynb #88c054eb
 @patch
 def crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
           box=None, # [x, y, w, h] of the pill; None = the whole photo

@@ -229,11 +229,11 @@ def classifier_report(cfg, # resolved settings of a trained experiment
     m = evaluate_classifier(cfg, checkpoint, d, out)
     cal = calibrate_classifier(cfg, m['checkpoint'], pred_dir=out)
     z = np.load(out/'val_predictions.npz')
-    probs, ys, k_codes = softmax_t(z['logits'].astype(np.float64), cal['temperature']), z['labels'], list(d['k_codes'])
+    probs, ys, k_codes = softmax_t(z['logits'].astype(np.float64), cal['temperature']), z['labels'], list(d.k_codes)
     table = per_class_table(probs, ys, k_codes)
     table.to_csv(out/'per_class.csv', index=False)
     if m['skipped']: get_logger('evaluate').warning(f"{m['skipped']} validation crops could not be read: no hard-case list (its rows would not line up)")
-    else: hard_cases(probs, ys, d['val'], k_codes).to_csv(out/'hard_cases.csv', index=False)
+    else: hard_cases(probs, ys, d.val, k_codes).to_csv(out/'hard_cases.csv', index=False)
     import matplotlib.pyplot as plt
     idx = {k: i for i, k in enumerate(k_codes)}
     fig = plot_curves(probs, ys, k_codes, [idx[k] for k in table.k_code[:weakest]])
@@ -270,7 +270,7 @@ def _test_classifier(cfg, path:Path)->dict:
     model, ck = load_classifier(path)
     rows = pill_rows(load_manifest(paths.data, 'test'), crop_kinds(cfg))
     if not len(rows): return dict(images=0)
-    ds = PillDataset(rows, d['root'], d['pre'], eval_transforms(d['pre']), None, paths.logs/'skipped')
+    ds = PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), None, paths.logs/'skipped')
     device = pick_device(cfg.device)
     logits, ys = predict_logits(model, make_loader(ds, cfg.train.batch_size * 2, num_workers=0), device, amp_dtype(cfg.train.amp, device))
     m = classification_metrics(softmax_t(logits, float(ck.get('temperature') or 1.0)), ys)

@@ -206,9 +206,9 @@ def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
     out = paths.export; out.mkdir(parents=True, exist_ok=True)
     model, ck = load_classifier(find_checkpoint(checkpoint, paths.classifier))
     d = classifier_data(cfg)
-    loader = lambda rows, cache: make_loader(PillDataset(rows, d['root'], d['pre'], eval_transforms(d['pre']), cache), 32, num_workers=0)
-    val = d['val'].iloc[:e.parity_images] if e.parity_images else d['val']
-    val_cache = d['val_cache'] if len(val) == len(d['val']) else None  # a cache serves exactly the rows it was built from
+    loader = lambda rows, cache: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), 32, num_workers=0)
+    val = d.val.iloc[:e.parity_images] if e.parity_images else d.val
+    val_cache = d.val_cache if len(val) == len(d.val) else None  # a cache serves exactly the rows it was built from
     t0 = time.perf_counter()
     tmp = {k: out/f'{k}.new.onnx' for k in ('classifier', 'classifier.int8', 'detector')}
     export_classifier(model, ck, tmp['classifier'], e.opset, e.dynamic_batch)
@@ -230,7 +230,7 @@ def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
     files = {'classifier': _replace(tmp['classifier'], out/'classifier.onnx')}
     if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
     if e.int8:
-        quantize_classifier(files['classifier'], tmp['classifier.int8'], loader(d['train'], d['train_cache']), e.calib_images)
+        quantize_classifier(files['classifier'], tmp['classifier.int8'], loader(d.train, d.train_cache), e.calib_images)
         files['classifier_int8'] = _replace(tmp['classifier.int8'], out/'classifier.int8.onnx')
         q = classifier_parity(model, OnnxClassifier(files['classifier_int8'], 'cpu'), loader(val, val_cache))
         parity['int8'] = dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'], top1_change=round(q['top1_onnx'] - q['top1_torch'], 4),

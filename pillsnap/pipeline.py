@@ -23,7 +23,7 @@ from .aihub import DrugTable
 from .io import file_sha256, write_json
 from .callbacks import find_checkpoint
 from .classifier import embedder_id, load_classifier
-from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, load_config, pick_device
+from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, load_manifest, open_image_safely, to_rgb
 from .crops import preprocessor_from
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device

@@ -263,26 +263,26 @@ def build_gallery(cfg, # resolved settings of a trained experiment
     model, ck = load_classifier(path)
     d, device = classifier_data(cfg), pick_device(cfg.device)
     dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
-    emb, _, pos = embed_rows(model, d['train'], d['root'], d['pre'], d['train_cache'], _capped(d['train'], r.photos_per_drug, cfg.seed), device, dtype)
+    emb, _, pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, r.photos_per_drug, cfg.seed), device, dtype)
     g = Gallery(emb.shape[1], center=emb.mean(0), meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
                                         embedding='embed layer' if getattr(model, 'embed', None) is not None else 'pooled features'))
-    rows = d['train'].iloc[pos]
+    rows = d.train.iloc[pos]
     for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items(): g.add(k, emb[idx], int(f), 'trained')
     old = load_gallery(retrieval_dir(paths.root)) if (retrieval_dir(paths.root)/'gallery.json').exists() else None
     for k, files in enrolled_crops(paths.root).items():
         g.add(k, embed_crops(model.to(device), quarter_turns(_read_crops(files), r.get('enrol_turns', 1)), device), record=(old.drugs.get(k) if old else None), photos=len(files))
-    v_emb, v_logits, v_pos = embed_rows(model, d['val'], d['root'], d['pre'], d['val_cache'], None, device, dtype)
+    v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype)
     v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
-    g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d['val'].k_code.values[v_pos]])
+    g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
     held = pill_rows(load_manifest(paths.data, 'holdout'), ('single',), known_only=False)
     h_cache = paths.data/'cache'/'holdout'
-    h_emb, h_logits, h_pos = embed_rows(model, held, d['root'], d['pre'], CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d['pre']) else None,
+    h_emb, h_logits, h_pos = embed_rows(model, held, d.root, d.pre, CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None,
                                         None, device, dtype) if len(held) else (None, None, None)
     report = open_set(v_scores.max(1).values.numpy(), g.scores(h_emb).max(1).values.numpy() if h_emb is not None else None, r.target_tar)
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
     v_codes, v_p = fuse(torch.as_tensor(softmax_t(v_logits.numpy(), T)), ck['k_codes'], v_scores, g.codes, g.meta['scale'])
-    report.update(val_top1_with_gallery=round(float(np.mean(np.array(_best(v_p, v_codes)) == d['val'].k_code.values[v_pos])), 4),
-                  val_top1_gallery_only=round(float(np.mean(np.array(g.codes)[v_scores.argmax(1).numpy()] == d['val'].k_code.values[v_pos])), 4))
+    report.update(val_top1_with_gallery=round(float(np.mean(np.array(_best(v_p, v_codes)) == d.val.k_code.values[v_pos])), 4),
+                  val_top1_gallery_only=round(float(np.mean(np.array(g.codes)[v_scores.argmax(1).numpy()] == d.val.k_code.values[v_pos])), 4))
     if h_emb is not None:
         report['enrolment'] = _enrolment_benchmark(g, h_emb, torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True), ck['k_codes'], cfg.seed)
     report.update(drugs=len(g), prototypes=len(g.entries), embedding=g.meta['embedding'], dim=g.dim, scale=g.meta['scale'], seconds=round(time.perf_counter() - t0, 1))
@@ -304,12 +304,12 @@ def few_shot(cfg, # resolved settings of a prepared experiment
     from pillsnap.classifier import build_classifier
     d, device = classifier_data(cfg), pick_device(cfg.device)
     if trained: model, _ = load_classifier(find_checkpoint('best', exp_paths(cfg.paths.exp_dir).classifier))
-    else: model = build_classifier(cfg, len(d['class_map']), d['pre'])
+    else: model = build_classifier(cfg, len(d.class_map), d.pre)
     model = model.eval().to(device)
     turns = turns or cfg.retrieval.get('enrol_turns', 1)
-    t_emb, _, t_pos = embed_rows(model, d['train'], d['root'], d['pre'], d['train_cache'], _capped(d['train'], per_drug, cfg.seed), device, turns=turns)
-    v_emb, _, v_pos = embed_rows(model, d['val'], d['root'], d['pre'], d['val_cache'], None, device)
-    train, truth = d['train'].iloc[t_pos].reset_index(drop=True), d['val'].k_code.values[v_pos]
+    t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed), device, turns=turns)
+    v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
+    train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
     out = dict(embedder='trained classifier' if trained else f'untrained start ({cfg.classifier.pretrained})', model=cfg.classifier.model, turns=turns,
                drugs=int(train.k_code.nunique()), queries=len(v_pos))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pillsnap
 from .io import write_json
-from .config import exp_paths, find_config, get_logger, load_config, save_config
+from .config import exp_config, exp_paths, flat_settings, get_logger, load_config, save_config
 from .synth import synth_dataset
 from .prepare import prepare
 from .classifier import train_classifier
@@ -26,23 +26,27 @@ TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0',
                  'classifier.model=test_efficientnet', 'classifier.img_size=64',
                  'train.epochs=20', 'train.lr=0.01', 'train.ema=0.99', 'train.batch_size=16', 'train.log_every=50',
                  'detector.model=yolo11n', 'detector.img_size=192', 'detector.epochs=80', 'detector.batch_size=4',
-                 'detector.warmup_epochs=0', 'detector.close_mosaic=10', 'detector.workers=0')
+                 'detector.warmup_epochs=0', 'detector.close_mosaic=10', 'detector.workers=0',
+                 'detector.iou=0.45')  # NMS: a detector this young puts two boxes on some pills at ultralytics' 0.7
 
 # the modules whose code shapes the experiment (book order up to this chapter): their source is in the cache key
-BUILT_BY = ('config', 'io', 'schema', 'scenes', 'synth', 'aihub', 'sources', 'paste', 'data', 'pretrained',
-            'callbacks', 'classifier', 'detector', 'tiny')
+BUILT_BY = ('config', 'io', 'schema', 'scenes', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops', 'loaders', 'prepare',
+            'pretrained', 'callbacks', 'classifier', 'detector', 'tiny')
 
 # %% ../nbs/05c_tiny.ipynb #534e95cb
 def tiny_cache()->Path:
     "The folder of built tiny experiments: `$PILLSNAP_CACHE`, else `~/.cache/pillsnap`."
     return Path(os.environ.get('PILLSNAP_CACHE') or Path.home()/'.cache'/'pillsnap')
 
+_SECTIONS = {'seed', 'device', 'data', 'split', 'loader', 'classifier', 'train', 'detector'}  # what training reads
+
 def tiny_key()->str:
-    "A hash of everything that makes the tiny experiment: recipe, config defaults, library versions and source."
+    "A hash of everything that makes the tiny experiment: recipe, resolved settings, library versions and source."
     import timm, torch, ultralytics
-    h = hashlib.sha256(json.dumps([TINY_DATA, TINY_SETTINGS, torch.__version__, timm.__version__, ultralytics.__version__],
-                                  default=str).encode())
-    h.update(find_config().read_bytes())
+    cfg = load_config(['paths.exp_dir=/tiny/exp', 'data.root=/tiny/synth', *TINY_SETTINGS])
+    used = {k: v for k, v in flat_settings(cfg).items() if k.split('.')[0] in _SECTIONS}  # not the presets, paths or comments
+    h = hashlib.sha256(json.dumps([TINY_DATA, used, torch.__version__, timm.__version__, ultralytics.__version__],
+                                  sort_keys=True, default=str).encode())
     pkg = Path(pillsnap.__file__).parent
     for m in BUILT_BY: h.update((pkg/f'{m}.py').read_bytes())
     return h.hexdigest()[:16]
@@ -88,6 +92,7 @@ def build_tiny(folder:str|Path, # where the data (`synth/`) and the experiment (
 # %% ../nbs/05c_tiny.ipynb #9887aca0
 def tiny_experiment(dest:str|Path|None=None, # where the copy goes (default: a new temporary folder)
                     detector:bool=True, # False: the copy has no detector (single mode falls back to the localiser)
+                    settings:list|tuple=(), # `key=value` settings written into the copy's snapshot (what predicting reads, e.g. `detector.conf=0.1`)
                     rebuild:bool=False, # build again even if the cache holds this version
                    )->Path: # the experiment folder, ready for `pillsnap predict/evaluate/export/serve --exp`
     "A copy of the tiny trained experiment, built once per version of the code and kept in `tiny_cache()`."
@@ -103,6 +108,7 @@ def tiny_experiment(dest:str|Path|None=None, # where the copy goes (default: a n
     dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='pillsnap-tiny-'))/'exp'
     skip = (lambda d, names: ['detector'] if Path(d) == built/'exp' else []) if not detector else None
     shutil.copytree(built/'exp', dest, ignore=skip)
+    if settings: save_config(exp_config(dest, list(settings)), exp_paths(dest).config)
     return dest
 
 def tiny_metrics()->dict:

@@ -1,5 +1,5 @@
 "Shared fixtures, and the one summary line CI counts: `N passed, N failed`."
-import json, os, subprocess, sys
+import json, os, subprocess, sys, types
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,12 @@ def cli_main(*args, check=True):
     return code, out.getvalue(), err.getvalue()
 
 
+def cli(*args, check=True):
+    "`cli_main` answering like `run_cli` (`.returncode`, `.stdout`, `.stderr`): the command line's code without an interpreter start per command."
+    code, out, err = cli_main(*args, check=check)
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
 TINY = dict(classes=12, per_class=3, combos=6, seed=3, image_size=(244, 320), val_per_class=1, photos_per_combo=2,
             classes_per_shard=5, quirk_rate=0.0, workers=1)
 
@@ -61,4 +67,6 @@ EXP_TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'tra
 def trained_exp(tmp_path_factory):
     "Copies of the book's tiny trained experiment (`pillsnap.tiny`: built once, then cached): one whole, one without the detector."
     from pillsnap.tiny import tiny_experiment
-    return tiny_experiment(tmp_path_factory.mktemp('pipe')/'exp'), tiny_experiment(tmp_path_factory.mktemp('pipe')/'no-detector', detector=False)
+    loose = ('detector.conf=0.001', 'detector.max_det=12')  # every box the detector half-sees: schema and parity checks get boxes on any photo
+    return (tiny_experiment(tmp_path_factory.mktemp('pipe')/'exp', settings=loose),
+            tiny_experiment(tmp_path_factory.mktemp('pipe')/'no-detector', detector=False, settings=loose))

@@ -1,10 +1,9 @@
 "The classifier stage end to end through the `pillsnap` command: papermill report, resume equivalence, safe checkpoints."
-import json, os, re, shutil, signal, subprocess, sys, time
-from pathlib import Path
+import json, re, shutil, signal, subprocess, sys, time
 
 import pytest
 
-from conftest import BIN, run_cli
+from conftest import BIN, cli
 
 TINY_TRAIN = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01',
               'loader.num_workers=0', 'train.log_every=2', 'data.workers=1']
@@ -15,7 +14,7 @@ STEP_LINE = re.compile(r'e=\d+ s=\d+ loss=[\d.]+ lr=[\d.e-]+ data=[\d.]+s comp=[
 def prepared(tiny_root, tmp_path_factory):
     "An experiment folder with prepared data (copy it before training in it)."
     exp = tmp_path_factory.mktemp('cls')/'prepared'
-    run_cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN)
+    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN)
     return exp
 
 
@@ -30,7 +29,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     exp = fresh(prepared, tmp_path, 'exp')
-    r = run_cli('train-cls', '--exp', exp, *TINY_TRAIN, 'train.epochs=2')
+    r = cli('train-cls', '--exp', exp, *TINY_TRAIN, 'train.epochs=2')
     reports = list((exp/'runs').glob('train-cls-*.ipynb'))
     assert len(reports) == 1
     nb = json.loads(reports[0].read_text())
@@ -53,7 +52,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     tags = set(events.Tags()['scalars'])
     assert {'train/loss', 'train/lr', 'perf/data_time', 'perf/compute_time', 'perf/throughput', 'perf/cuda_mem',
             'val/loss', 'val/accuracy', 'val/macro_f1', 'val/top5'} <= tags, tags
-    r = run_cli('evaluate', '--exp', exp, '--checkpoint', 'last', *TINY_TRAIN)
+    r = cli('evaluate', '--exp', exp, '--checkpoint', 'last', *TINY_TRAIN)
     assert 'last.pt (epoch 2' in r.stdout
     rep = exp/'reports'/'classifier'
     assert {'metrics.json', 'calibration.json', 'calibration.png', 'per_class.csv', 'curves.png', 'hard_cases.csv'} <= {p.name for p in rep.iterdir()}
@@ -111,7 +110,7 @@ def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exact
     assert head['weight'].shape[0] == n_chars and not any(k.startswith('imprint') for k in ck['model'])
     assert 2 <= _kill_then_resume(killed, train, 3) < 3
     assert_same_run(unbroken, killed)
-    r = run_cli('train-cls', '--exp', fresh(prepared, tmp_path, 'mixed'), '--no-notebook', *TINY_TRAIN, 'train.imprint_aux=0.5', 'train.mix=mixup', check=False)
+    r = cli('train-cls', '--exp', fresh(prepared, tmp_path, 'mixed'), '--no-notebook', *TINY_TRAIN, 'train.imprint_aux=0.5', 'train.mix=mixup', check=False)
     assert r.returncode == 2 and 'needs train.mix=none' in r.stderr
 
 
@@ -160,7 +159,7 @@ def test_training_afresh_over_a_trained_classifier_needs_force(prepared, tiny_ro
     check_classifier(cfg)
     (exp/'classifier').mkdir(); (exp/'classifier'/'best.pt').write_bytes(b'a trained classifier')
     with pytest.raises(ConfigError, match=r'already has a trained classifier .*pass --force to replace it'): check_classifier(cfg)
-    assert check_classifier(cfg, force=True)['k_codes']
+    assert check_classifier(cfg, force=True).k_codes
     cfg.train.resume = 'last'
     with pytest.raises(ConfigError, match=r'no checkpoint .*last\.pt'): check_classifier(cfg)
 
@@ -168,11 +167,11 @@ def test_training_afresh_over_a_trained_classifier_needs_force(prepared, tiny_ro
 @pytest.mark.slow  # three launches of pillsnap
 def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
     exp = fresh(prepared, tmp_path, 'exp')
-    run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1')
-    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=2', 'train.resume=last',
+    cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1')
+    r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=2', 'train.resume=last',
                 'classifier.model=test_resnet', check=False)
     assert r.returncode == 2 and "the backbone is 'test_efficientnet' there but 'test_resnet' here" in r.stderr, r.stderr
-    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'classifier.weights_path=/nonexistent/w.safetensors', check=False)
+    r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'classifier.weights_path=/nonexistent/w.safetensors', check=False)
     assert r.returncode == 2 and 'is not a file' in r.stderr
 
 
@@ -219,16 +218,16 @@ def test_no_readable_training_photo_is_one_line(tiny_root, tmp_path):
     "Every photo unreadable: one line and exit 2 (it was a StopIteration traceback in worker autotuning, a TypeError at 0 batches)."
     root, exp = tmp_path/'release', tmp_path/'exp'
     shutil.copytree(tiny_root, root)
-    run_cli('prepare', '--root', root, '--exp', exp, *TINY_TRAIN, 'data.cache=false')
+    cli('prepare', '--root', root, '--exp', exp, *TINY_TRAIN, 'data.cache=false')
     for p in (root/'data'/'train'/'images').rglob('*.png'): p.write_bytes(b'not a photo')
     for workers in ('auto', '0'):
-        r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', f'loader.num_workers={workers}', '--no-notebook', check=False)
+        r = cli('train-cls', '--exp', exp, 'train.epochs=1', f'loader.num_workers={workers}', '--no-notebook', check=False)
         assert r.returncode == 2 and 'no training photo could be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
 def test_a_training_set_smaller_than_the_batch_trains(prepared, tmp_path):
     exp = fresh(prepared, tmp_path, 'small')
-    r = run_cli('train-cls', '--exp', exp, 'train.epochs=1', 'train.batch_size=256', 'train.auto_batch=false', '--no-notebook')
+    r = cli('train-cls', '--exp', exp, 'train.epochs=1', 'train.batch_size=256', 'train.auto_batch=false', '--no-notebook')
     assert (exp/'classifier'/'best.pt').is_file() and 'Traceback' not in r.stderr
 
 
@@ -238,7 +237,7 @@ LITE0 = ['classifier.pretrained=lite0', 'classifier.model=tf_efficientnet_lite0'
 
 def test_an_offline_start_that_does_not_fit_the_settings_is_refused(prepared, tmp_path):
     exp = fresh(prepared, tmp_path, 'wrong-start')
-    r = run_cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', 'classifier.pretrained=lite0', check=False)
+    r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', 'classifier.pretrained=lite0', check=False)
     assert r.returncode == 2, r.stderr[-2000:]
     assert 'set classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5' in r.stderr, r.stderr[-1000:]
 
@@ -248,8 +247,8 @@ def test_train_from_the_offline_lite0_start(tiny_root, tmp_path):
     import timm, torch
     from pillsnap.pretrained import start_state
     exp = tmp_path/'lite0'
-    run_cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN, *LITE0)
-    run_cli('train-cls', '--exp', exp, '--no-notebook', 'train.epochs=1', 'train.lr=0.0003')
+    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN, *LITE0)
+    cli('train-cls', '--exp', exp, '--no-notebook', 'train.epochs=1', 'train.lr=0.0003')
     ck = torch.load(exp/'classifier'/'last.pt', weights_only=True)
     assert ck['model_name'] == 'tf_efficientnet_lite0' and ck['config']['classifier']['pretrained'] == 'lite0'
     assert ':mean=0.5,0.5,0.5:std=0.5,0.5,0.5' in ck['preprocess']

@@ -3,8 +3,9 @@ import json, os, re, shutil, signal, subprocess, time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import BIN, EXP_TINY, run_cli
+from conftest import BIN, EXP_TINY, cli
 
 TINY_DET = ['detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
             'detector.close_mosaic=0', 'data.workers=1', 'data.cache=false']
@@ -14,7 +15,7 @@ TINY_DET = ['detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_s
 def det_exp(tiny_root, tmp_path_factory):
     "An experiment folder with prepared data (its YOLO tree)."
     exp = tmp_path_factory.mktemp('det')/'exp'
-    run_cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_DET)
+    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_DET)
     return exp
 
 
@@ -45,7 +46,7 @@ def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_wei
     done = _rows(det_exp)
     assert 1 <= done < 3, f'the run should have been killed after epoch 1 (epochs done: {done})'
     assert not (det_exp/'detector'/'metrics.json').exists()
-    r = run_cli('train-det', '--exp', det_exp, '--resume', *TINY_DET, 'detector.epochs=3')  # through papermill this time
+    r = cli('train-det', '--exp', det_exp, '--resume', *TINY_DET, 'detector.epochs=3')  # through papermill this time
     assert _rows(det_exp) == 3
     assert 'resuming the detector' in (det_exp/'logs'/'train-det.log').read_text()
     assert len(list((det_exp/'runs').glob('train-det-*.ipynb'))) == 1
@@ -65,21 +66,21 @@ def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_wei
 def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     "The real-photo check's command: a trained detector measured on a foreign data.yaml (here the experiment's own tree, on a copy)."
     exp = _copy(trained_exp, tmp_path)[0]
-    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', exp/'data'/'yolo'/'data.yaml', '--split', 'test', check=False)
+    r = cli('evaluate', '--exp', exp, '--what', 'detector', '--data', exp/'data'/'yolo'/'data.yaml', '--split', 'test', check=False)
     assert r.returncode == 2 and '--final opens it' in r.stderr, r.stderr  # the experiment's own test split stays locked
     shutil.copytree(exp/'data'/'yolo', tmp_path/'foreign')  # another YOLO export (its data.yaml names the same images)
-    r = run_cli('evaluate', '--exp', exp, '--what', 'detector', '--data', tmp_path/'foreign'/'data.yaml', '--split', 'test')
+    r = cli('evaluate', '--exp', exp, '--what', 'detector', '--data', tmp_path/'foreign'/'data.yaml', '--split', 'test')
     out = json.loads((exp/'reports'/'detector-foreign-test.json').read_text())
     assert out['split'] == 'test' and out['images'] > 0 and 'map50' in r.stdout
 
 
 @pytest.mark.slow  # three launches of pillsnap, on a prepared experiment of its own
 def test_offline_errors_name_the_fix(det_exp):
-    r = run_cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.weights_path=/nowhere/yolo11n.pt', check=False)
+    r = cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.weights_path=/nowhere/yolo11n.pt', check=False)
     assert r.returncode == 2 and 'nothing is downloaded' in r.stderr, r.stderr
-    r = run_cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.model=yolo11n.pt', check=False)
+    r = cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.model=yolo11n.pt', check=False)
     assert r.returncode == 2 and 'detector.weights_path' in r.stderr, r.stderr
-    r = run_cli('train-det', '--exp', det_exp.parent/'nothing-here', *TINY_DET, check=False)
+    r = cli('train-det', '--exp', det_exp.parent/'nothing-here', *TINY_DET, check=False)
     assert r.returncode == 2 and 'pillsnap prepare' in r.stderr, r.stderr
 
 
@@ -151,7 +152,7 @@ def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
     torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
     cfg.detector.resume = 'last'
     with pytest.raises(ConfigError, match=r'last\.pt was not written by pillsnap \(hash mismatch\) — delete it and train afresh'): check_detector(cfg)
-    r = run_cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
+    r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
     assert r.returncode == 2 and 'was not written by pillsnap (hash mismatch)' in r.stderr, r.stderr
     assert not pwned.exists()
     assert all(f.read_bytes() == b for f, b in kept.items())
@@ -159,7 +160,7 @@ def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
 
 def test_resume_of_a_finished_run_changes_nothing(trained_exp, tmp_path):
     exp, kept, _ = _copy(trained_exp, tmp_path)
-    r = run_cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
+    r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
     assert r.returncode == 2 and 'finished and was saved' in r.stderr and 'nothing was changed' in r.stderr, r.stderr
     assert all(f.read_bytes() == b for f, b in kept.items())
 
@@ -168,7 +169,7 @@ def test_training_afresh_over_a_trained_detector_needs_force(trained_exp, tmp_pa
     from pillsnap.config import ConfigError
     from pillsnap.detector import check_detector, detector_data
     exp, kept, cfg = _copy(trained_exp, tmp_path)
-    r = run_cli('train-det', '--exp', exp, '--no-notebook', *EXP_TINY, check=False)
+    r = cli('train-det', '--exp', exp, '--no-notebook', *EXP_TINY, check=False)
     assert r.returncode == 2 and 'already has a trained detector' in r.stderr and 'pass --force' in r.stderr, r.stderr
     assert all(f.read_bytes() == b for f, b in kept.items())
     with pytest.raises(ConfigError, match='already has a trained detector'): check_detector(cfg)
@@ -184,7 +185,7 @@ def test_a_copied_experiment_never_resumes_into_the_original(trained_exp, tmp_pa
     rec = json.loads((w/WEIGHTS_RECORD).read_text())
     (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))  # interrupted, not finished
     cfg.detector.resume = 'last'
-    original = trained_exp[0]/'detector'/'train'
+    original = Path(yaml.safe_load((exp/'detector'/'train'/'args.yaml').read_text())['save_dir'])  # where the run was trained (the tiny experiment's cache)
     before = {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()}
     with pytest.raises(ConfigError, match=f'was started in {original}'): check_detector(cfg)
     assert {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()} == before

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import cli
 
 QUICK = ['export.bench_warmup=2', 'export.bench_runs=10', 'export.calib_images=8']
 
@@ -18,7 +18,7 @@ def exported(trained_exp):
     "`pillsnap export` through its notebook on the tiny experiment (the stdout of the command)."
     e = trained_exp[0]
     before = sha(e/'config.yaml')
-    r = run_cli('export', '--exp', e, *QUICK)
+    r = cli('export', '--exp', e, *QUICK)
     assert sha(e/'config.yaml') == before  # the experiment's snapshot stays as training left it
     return e, r.stdout
 
@@ -37,7 +37,7 @@ def test_export_writes_checked_files_and_a_benchmark(exported):
     assert set(p['int8']) >= {'top1_fp32', 'top1_int8', 'top1_change'}
     m = onnx_meta(x/'classifier.onnx')
     ck = json.loads(json.dumps(m))
-    assert ck['pillsnap_format'] == ONNX_FORMAT and len(ck['k_codes']) == 12 and ck['preprocess'].startswith('unified-1') and ck['img_size'] == 64
+    assert ck['pillsnap_format'] == ONNX_FORMAT and len(ck['k_codes']) == len(json.loads((e/'data'/'class_map.json').read_text())) and ck['preprocess'].startswith('unified-1') and ck['img_size'] == 64
     assert onnx_meta(x/'classifier.int8.onnx')['k_codes'] == ck['k_codes']
     import onnx
     g = onnx.load(str(x/'classifier.onnx'))
@@ -74,7 +74,7 @@ def test_onnx_backends_answer_like_pytorch(exported, trained_exp):
         assert '.onnx-' in b[0]['models']['classifier'] and (mode == 'single' or '.onnx-' in b[0]['models']['detector'])
     r = q.predict(photos[1], 'combo', top_k=2)
     assert r['pills'] and all(len(p['candidates']) == 2 for p in r['pills'])
-    r = run_cli('predict', photos[0], '--exp', e, '--backend', 'onnx', '--json')
+    r = cli('predict', photos[0], '--exp', e, '--backend', 'onnx', '--json')
     assert json.loads(r.stdout)['models']['classifier'].startswith('test_efficientnet.onnx-')
 
 
@@ -99,7 +99,7 @@ def test_export_errors_name_the_fix(trained_exp, tmp_path):
     no_det = trained_exp[1]
     with pytest.raises(ConfigError, match='run pillsnap export'): Predictor.from_exp(no_det, backend='onnx')
     with pytest.raises(ConfigError, match='backend must be one of'): Predictor.from_exp(no_det, backend='tensorrt')
-    r = run_cli('export', '--exp', tmp_path/'nothing-here', check=False)
+    r = cli('export', '--exp', tmp_path/'nothing-here', check=False)
     assert r.returncode == 2 and 'pillsnap train-cls' in r.stderr, r.stderr
-    r = run_cli('predict', 'x.png', '--exp', no_det, '--backend', 'tensorrt', check=False)
+    r = cli('predict', 'x.png', '--exp', no_det, '--backend', 'tensorrt', check=False)
     assert r.returncode == 2 and '--backend must be' in r.stderr

@@ -1,7 +1,6 @@
 """The commit gates: notebooks are clean (`nbdev-clean` changes nothing) and the package is in sync
 (`nbdev-export` changes nothing). Checked on a copy of the working tree, so the checkout is never touched."""
 import shutil, subprocess, sys
-from pathlib import Path
 
 import pytest
 

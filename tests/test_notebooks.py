@@ -1,6 +1,5 @@
 "Every notebook is a test: `nbdev-test` runs it (skipping `slow`/`cuda` cells); one pytest case each."
 import subprocess
-from pathlib import Path
 
 import pytest
 

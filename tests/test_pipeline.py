@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import cli_main, run_cli
+from conftest import cli_main, cli
 
 
 @pytest.fixture(scope='module')
@@ -156,17 +156,17 @@ def test_bad_inputs_and_missing_detector(exp, pred, photos, tmp_path):
 @pytest.mark.slow  # four launches of pillsnap
 def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     e = exp[0]
-    r = run_cli('predict', photos[1], '--exp', e, '--mode', 'combo', '--json', '--top-k', '2', '--draw', tmp_path/'combo.png')
+    r = cli('predict', photos[1], '--exp', e, '--mode', 'combo', '--json', '--top-k', '2', '--draw', tmp_path/'combo.png')
     out = json.loads(r.stdout)
     check_schema(out, 'combo', 2)
     assert out['drawn'] == str(tmp_path/'combo.png') and Image.open(tmp_path/'combo.png').size[0] > 100
-    r = run_cli('predict', photos[0], photos[1], '--exp', e, '--draw', tmp_path/'drawn')
+    r = cli('predict', photos[0], photos[1], '--exp', e, '--draw', tmp_path/'drawn')
     assert r.stdout.count('single mode, 1 pill(s)') == 2 and 'k_code' in r.stdout
     assert sorted(p.name for p in (tmp_path/'drawn').iterdir()) == sorted({f'{photos[0].stem}.png', f'{photos[1].stem}.png'})
     (tmp_path/'bad.png').write_bytes(b'not an image')
-    r = run_cli('predict', tmp_path/'bad.png', '--exp', e, check=False)
+    r = cli('predict', tmp_path/'bad.png', '--exp', e, check=False)
     assert r.returncode == 2 and 'not an image' in r.stderr, r.stderr
-    r = run_cli('predict', photos[0], '--exp', e, '--mode', 'both', check=False)
+    r = cli('predict', photos[0], '--exp', e, '--mode', 'both', check=False)
     assert r.returncode == 2 and '--mode must be single or combo' in r.stderr
     code, out, err = _main('predict', photos[0], 'pipeline.locate=photo', '--exp', e, '--json')  # settings mix with the photos, for this run only
     assert code == 0 and json.loads(out)['pills'][0]['found_by'] == 'photo'
@@ -177,7 +177,7 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
 
 @pytest.mark.slow  # the evaluation job
 def test_evaluate_pipeline_command(exp):
-    r = run_cli('evaluate', '--exp', exp[0], '--what', 'pipeline')
+    r = cli('evaluate', '--exp', exp[0], '--what', 'pipeline')
     out = json.loads((exp[0]/'reports'/'pipeline.json').read_text())
     assert out['combo']['photos'] > 0 and out['combo']['pills'] >= out['combo']['photos'] and out['single']['photos'] > 0
     for k in ('pill_recall', 'pill_top1', 'pill_top1_true_boxes', 'end_to_end', 'end_to_end_strict'): assert 0 <= out['combo'][k] <= 1
