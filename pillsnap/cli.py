@@ -16,7 +16,7 @@ import pillsnap
 from .config import (ConfigError, JobFailed, PillsnapError, UserError, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
                              start_run)
 from .demo import run_demo
-from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, detector_report, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
+from .stages import (advisor, calibrated, classifier, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
                              prediction_table, retrieval, run_job, split_table, summary_table, synth_from)
 from .synth import contact_sheet, scene_sheet
 
@@ -158,11 +158,11 @@ def evaluate(*settings:str, # key=value settings over the experiment's snapshot 
         if not weights.is_file(): raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
         src = Path(data).resolve() if data else detector.detector_data(cfg)
         if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
-        result, out = detector_report(cfg, src, split)
+        result, out = evaluation.detector_report(cfg, src, split)
         print(det_table(result).to_string()); print(f"  written  {out}")
     else:
-        result = pipeline.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint, settings=_overrides(settings)))
-        print(pipeline.pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
+        result = evaluation.evaluate_pipeline(pipeline.Predictor.from_exp(paths.root, checkpoint, settings=_overrides(settings)))
+        print(evaluation.pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
     return result
 
 # %% ../nbs/12_cli.ipynb #b4868455

@@ -14,8 +14,8 @@ import pandas as pd
 
 from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
-from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, detector_report, export_table, gates, metrics_table, onnx_export, pipeline,
-                             prediction_table, run_job, split_table, synth_from)
+from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table,
+                             onnx_export, pipeline, prediction_table, run_job, split_table, synth_from)
 from .synth import contact_sheet, make_drugs, render_wild
 
 # %% ../nbs/11a_demo.ipynb #4bfdb044
@@ -75,7 +75,7 @@ def demo_detector(cfg)->dict:
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     _, report = run_job('05_detector', cfg, 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
     val = json.loads((paths.detector/'metrics.json').read_text())
-    with data.final_evaluation(): test, test_file = detector_report(cfg, detector.detector_data(cfg), 'test')  # the benchmark's own final number
+    with data.final_evaluation(): test, test_file = evaluation.detector_report(cfg, detector.detector_data(cfg), 'test')  # the benchmark's own final number
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
     print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
           f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "

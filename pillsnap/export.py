@@ -7,7 +7,7 @@ __all__ = ['PARITY', 'ExportError', 'export_detector', 'classifier_parity', 'det
            'bench_models', 'machine', 'plot_bench', 'export_experiment', 'bench_experiment']
 
 # %% ../nbs/09_export.ipynb #d121b905
-import json, os, platform, time, warnings
+import os, platform, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,8 @@ from .io import write_json
 from .callbacks import find_checkpoint
 from .classifier import classifier_data, load_classifier
 from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
-from .crops import UnifiedPreprocessor
 from .loaders import PillDataset, eval_transforms, make_loader
-from .pipeline import match_boxes
+from .evaluate import match_boxes
 from .runtime import ONNX_FORMAT, OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
 from .detector import build_detector, detector_data, evaluate_detector, load_detector, quiet_ultralytics, split_images, yolo_device
 

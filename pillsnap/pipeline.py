@@ -4,12 +4,10 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'LOCATORS', 'K_CODE', 'ImageError', 'load_image', 'clip_box', 'xyxy_to_xywh', 'box_iou',
-           'locate_pills', 'registry', 'Predictor', 'parse_expect', 'draw_prediction', 'match_boxes',
-           'evaluate_pipeline', 'pipeline_table']
+           'locate_pills', 'registry', 'Predictor', 'parse_expect', 'draw_prediction']
 
 # %% ../nbs/06_pipeline.ipynb #1d223ce6
 import re, time
-from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ import torch
 from PIL import Image
 
 from .aihub import DrugTable
-from .io import file_sha256, write_json
+from .io import file_sha256
 from .callbacks import find_checkpoint
 from .classifier import embedder_id, load_classifier
 from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, pick_device
@@ -459,96 +457,3 @@ def draw_prediction(image, # the photo
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120); plt.close(fig)
     return fig
-
-# %% ../nbs/06_pipeline.ipynb #760476a4
-def match_boxes(pred_boxes, # (n, 4) xyxy
-                true_boxes, # (m, 4) xyxy
-                thr:float=0.5, # the least IoU of a match
-               )->list: # [(pred index, true index)]
-    "One-to-one matches between predicted and true boxes that maximise the total IoU, each with IoU ≥ `thr`."
-    from scipy.optimize import linear_sum_assignment
-    if not len(pred_boxes) or not len(true_boxes): return []
-    iou = box_iou(pred_boxes, true_boxes)
-    r, c = linear_sum_assignment(-iou)
-    return [(i, j) for i, j in zip(r, c) if iou[i, j] >= thr]
-
-def _xyxy(bboxes)->np.ndarray: return np.array([[x, y, x + w, y + h] for x, y, w, h in bboxes], float).reshape(-1, 4)
-
-def _rate(a, b): return round(a / b, 4) if b else None
-
-def _combo_counts(pred:Predictor, ims:list, rows)->Counter:
-    "Found, identified and end-to-end counts of combination photos in combo mode."
-    c = Counter()
-    true_top = iter(pred.classify([pred.pre.finish(pred.pre.crop(im, list(b))) for im, bs in zip(ims, rows.bboxes) for b in bs], 1))
-    for r, ks, bs in zip(pred.predict_batch(ims, 'combo', top_k=1), rows.k_codes, rows.bboxes):
-        pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
-        mt = match_boxes(pb, _xyxy(bs))
-        ok = sum(r['pills'][pi]['candidates'][0]['k_code'] == ks[ti] for pi, ti in mt)
-        c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt), end_to_end=ok == len(ks),
-                 end_to_end_strict=ok == len(ks) and len(pb) == len(ks), identified_true_box=sum(next(true_top)[0]['k_code'] == k for k in ks))
-    return c
-
-# %% ../nbs/06_pipeline.ipynb #841b25bb
-def _single_counts(pred:Predictor, ims:list, rows)->Counter:
-    "Top-1 hits of single-pill photos read each way: as users get it (default), by the localiser, the detector, the label's box, the whole photo."
-    c, truth = Counter(photos=len(ims)), list(rows.code)
-    def read(view, boxes, how=None):
-        for t, k in zip(pred.classify([pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, b in zip(ims, boxes)], 1), truth):
-            c[f'{view}_hits'] += t[0]['k_code'] == k
-        if how is not None:
-            ious = [box_iou([b], _xyxy(bs[:1]))[0, 0] for b, bs in zip(boxes, rows.bboxes)]
-            c[f'{view}_iou'] += float(np.sum(ious)); c[f'{view}_iou50'] += int(np.sum(np.array(ious) >= 0.5))
-            c[f'{view}_fallback'] += sum(h == 'photo' for h in how)
-    for r, k, bs in zip(pred.predict_batch(ims, 'single', top_k=1), truth, rows.bboxes):
-        c['default_hits'] += r['pills'][0]['candidates'][0]['k_code'] == k
-        iou = box_iou([r['pills'][0]['box']], _xyxy(bs[:1]))[0, 0]
-        c['default_iou'] += float(iou); c['default_iou50'] += int(iou >= 0.5); c['default_fallback'] += r['pills'][0]['found_by'] == 'photo'
-    read('true_box', [_xyxy(bs[:1])[0] for bs in rows.bboxes])
-    read('photo', [[0, 0, im.width, im.height] for im in ims])
-    for view in ('localiser', 'detector') if pred.has_detector else ('localiser',):
-        saved, pred.locate = pred.locate, view
-        try: found = pred.find_pill(ims)
-        finally: pred.locate = saved
-        read(view, [f[0] for f in found], [f[2] for f in found])
-    return c
-
-def _single_view(c:Counter, view:str)->dict:
-    n, out = c['photos'], {'top1': _rate(c[f'{view}_hits'], c['photos'])}
-    if f'{view}_iou' in c: out.update(box_iou=_rate(c[f'{view}_iou'], n), iou50=_rate(c[f'{view}_iou50'], n), whole_photo_fallback=_rate(c[f'{view}_fallback'], n))
-    return out
-
-# %% ../nbs/06_pipeline.ipynb #b4d77672
-def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
-                      split:str='val', # manifest split
-                      max_photos:int|None=None, # cap per kind (None: all)
-                      batch:int=16, # photos per predictor call
-                      write:bool=True, # write {exp}/reports/pipeline.json (the final test writes its own file)
-                     )->dict:
-    "End-to-end rates of combo mode on combination photos (when there is a detector) and of single mode (each way of reading) on single-pill photos."
-    from fastprogress.fastprogress import progress_bar
-    cfg = pred.cfg
-    paths, root, known = exp_paths(cfg.paths.exp_dir), Path(cfg.data.root), set(pred.k_codes)
-    m = load_manifest(paths.data, split)
-    combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))].iloc[:max_photos if pred.has_detector else 0]
-    singles = m[(m.kind == 'single') & m.code.isin(known)].iloc[:max_photos]
-    c, s = Counter(), Counter()
-    for rows, counts, count in ((combos, c, _combo_counts), (singles, s, _single_counts)):
-        for i in progress_bar(range(0, len(rows), batch), leave=False):
-            part = rows.iloc[i:i + batch]
-            counts.update(count(pred, [load_image(root/p) for p in part.image], part))
-    views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
-    out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=_rate(c['found'], c['pills']),
-                                       pill_top1=_rate(c['identified'], c['pills']), pill_top1_true_boxes=_rate(c['identified_true_box'], c['pills']),
-                                       extra_detections=c['extra'], end_to_end=_rate(c['end_to_end'], c['photos']),
-                                       end_to_end_strict=_rate(c['end_to_end_strict'], c['photos'])),
-               single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
-               models=pred.models('combo' if pred.has_detector else 'single'))
-    if write: write_json(paths.reports/'pipeline.json', out)
-    return out
-
-def pipeline_table(result:dict)->pd.DataFrame:
-    "The headline numbers of an `evaluate_pipeline` result: combo mode, and single mode read each way."
-    s = result['single']
-    single = {f'single top-1 {v}' + (f" ({s['found_by']})" if v == 'default' else ''): s[v]['top1'] for v in ('default', 'localiser', 'detector', 'true_box', 'photo') if v in s}
-    combo = {f'combo {k}': v for k, v in result['combo'].items()}
-    return pd.DataFrame({'value': {'single photos': s['photos'], **single, **combo}})

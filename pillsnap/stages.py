@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['advisor', 'classifier', 'data', 'dataprep', 'detector', 'evaluate', 'gates', 'onnx_export', 'pipeline', 'retrieval',
            'LazyModule', 'StageFailed', 'pillsnap_errors', 'stage_notebook', 'run_stage', 'job_config', 'run_job',
-           'calibrated', 'summary_table', 'synth_from', 'split_table', 'metrics_table', 'detector_report', 'det_table',
-           'prediction_table', 'export_table']
+           'calibrated', 'summary_table', 'synth_from', 'split_table', 'metrics_table', 'det_table', 'prediction_table',
+           'export_table']
 
 # %% ../nbs/11_stages.ipynb #7c9e75fe
 import importlib, json, sys, time
@@ -16,7 +16,6 @@ import pandas as pd
 
 import pillsnap
 from .config import JobFailed, PillsnapError, exp_paths, get_logger, save_config
-from .io import write_json
 from .synth import synth_dataset
 
 # %% ../nbs/11_stages.ipynb #51ae6599
@@ -124,15 +123,6 @@ def metrics_table(m:dict)->pd.DataFrame:
     return pd.DataFrame({'val': rows})
 
 # %% ../nbs/11_stages.ipynb #25b920dd
-def detector_report(cfg, src:Path, split:str)->tuple:
-    "Evaluate the experiment's detector on `split` of the YOLO data `src`; (metrics, the reports/detector-{data}-{split}.json written)."
-    paths = exp_paths(cfg.paths.exp_dir)
-    tag = f"{src.parent.name}-{split}"
-    from pillsnap.detector import evaluate_detector
-    result, out = evaluate_detector(cfg, paths.detector/'detector.safetensors', src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
-    write_json(out, result)
-    return result, out
-
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
