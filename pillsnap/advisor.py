@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['RULES', 'evidence', 'rec', 'rule_nan_loss', 'rule_oom', 'rule_weak_classification', 'rule_weak_detection',
            'rule_overfitting', 'rule_plateau', 'rule_imbalance', 'rule_data_loading', 'rule_headroom',
-           'rule_calibration', 'rule_lookalikes', 'rule_proceed', 'advise', 'next_commands', 'menu_text',
-           'apply_recommendation', 'AdvisorMenu', 'run_command']
+           'rule_calibration', 'rule_lookalikes', 'rule_hard_cases', 'rule_proceed', 'advise', 'next_commands',
+           'menu_text', 'apply_recommendation', 'AdvisorMenu', 'run_command']
 
 # %% ../nbs/08_advisor.ipynb #72f76518
 import shlex, subprocess, sys, time
@@ -166,6 +166,17 @@ def rule_lookalikes(ev):
                f'mutually confused pairs in reports/classifier/per_class.csv: {names}', {'train.imprint_aux': 5.0, 'train.mix': 'none'},
                files=[exp_paths(ev['exp']).reports/'classifier'/'per_class.csv'])
 
+def rule_hard_cases(ev):
+    "Wrong answers on validation crops: the next training draws the drugs involved more often."
+    hard, lc = ev['hard'], ev['cfg'].loader
+    if hard is None or not len(hard) or lc.get('hard_cases_path') or 'wrong' not in hard or not hard.wrong.any(): return None
+    wrong = hard[hard.wrong.astype(bool)]
+    drugs = sorted(set(wrong.k_code) | set(wrong.predicted))
+    path = exp_paths(ev['exp']).reports/'classifier'/'hard_cases.csv'
+    return rec('hard_cases', f'{len(wrong)} validation crops answered wrongly: train on their {len(drugs)} drugs more often',
+               f"reports/classifier/hard_cases.csv: {len(wrong)} wrong, {len(hard) - len(wrong)} right but unsure; drugs involved: {', '.join(drugs[:6])}{' …' if len(drugs) > 6 else ''}",
+               {'loader.hard_cases_path': str(path), 'loader.hard_case_weight': 3.0}, files=[path])
+
 def rule_proceed(ev):
     "Every criterion of the stage met: the next stage."
     g = ev['gate'] or {}
@@ -176,7 +187,7 @@ def rule_proceed(ev):
                files=[exp_paths(ev['exp']).reports/'stage_gate.json'])
 
 RULES = [rule_nan_loss, rule_oom, rule_weak_classification, rule_weak_detection, rule_overfitting, rule_plateau, rule_lookalikes,
-         rule_calibration, rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
+         rule_hard_cases, rule_calibration, rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
 
 # %% ../nbs/08_advisor.ipynb #3c75764c
 def advise(exp:str|Path, # a trained experiment

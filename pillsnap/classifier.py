@@ -27,7 +27,8 @@ from .config import ConfigError, amp_dtype, exp_paths, first_line, get_logger, p
 from .pretrained import check_start, load_start, start_of
 from .data import check_splits, load_manifest, pill_rows
 from .crops import CropCache, cache_fits, UnifiedPreprocessor, preprocessor_from
-from .loaders import GpuAugment, PillDataset, autotune_num_workers, class_weights, eval_transforms, make_loader, make_loaders, PKSampler, train_transforms, weighted_sampler
+from .loaders import (GpuAugment, PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights, make_loader, make_loaders,
+                              PKSampler, read_hard_cases, train_transforms, weighted_sampler)
 from .prepare import crop_kinds, split_settings
 from .callbacks import (EMA, Checkpointer, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
                                 TrainingStopped, adamw, auto_batch_size, calibration_bins, check_checkpoint, classification_metrics,
@@ -147,6 +148,9 @@ def check_train_settings(cfg):
     if t.imprint_aux and t.mix != 'none': raise ConfigError(f'train.imprint_aux={t.imprint_aux} needs train.mix=none (mixed images have no one visible imprint)')
     if uses_margin(cfg) and t.mix != 'none': raise ConfigError(f'train.margin_weight={t.margin_weight} needs train.mix=none (a mixed image has no one class to be near) — or classifier.embed_dim=0')
     if pk and (t.batch_size % pk or cfg.loader.weighted_sampler): raise ConfigError(f'loader.pk_per_class={pk} needs train.batch_size a multiple of it (got {t.batch_size}) and loader.weighted_sampler=false')
+    if hc := cfg.loader.get('hard_cases_path'):
+        if pk: raise ConfigError(f'loader.hard_cases_path and loader.pk_per_class={pk} both choose how batches are drawn — use one')
+        read_hard_cases(hc)  # a missing or wrong file: one line now, not after the data is read
 
 def uses_margin(cfg)->bool:
     "Whether training adds the angular-margin loss (an embedding layer and a margin weight)."
@@ -177,6 +181,10 @@ def training_loaders(cfg, # resolved settings
     if workers == 'auto': workers, _ = autotune_num_workers(train_ds, bs)
     sampler = weighted_sampler(labels, weights if weights is not None else class_weights(labels, n_classes), cfg.seed) if cfg.loader.weighted_sampler else None
     if pk := int(cfg.loader.get('pk_per_class') or 0): sampler = PKSampler(labels, pk, cfg.seed)
+    if hc := cfg.loader.get('hard_cases_path'):  # the drugs of an earlier evaluation's hard cases, drawn more often
+        mult = hard_case_weights(d.k_codes, read_hard_cases(hc), cfg.loader.hard_case_weight)
+        sampler = weighted_sampler(labels, (weights if weights is not None else class_weights(labels, n_classes)) * mult, cfg.seed)
+        get_logger('classifier').info(f'hard cases from {hc}: {int((mult > 1).sum())} drugs drawn {cfg.loader.hard_case_weight:g} times as often')
     dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError after 0 batches

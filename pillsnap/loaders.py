@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
-           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler', 'PKSampler',
-           'autotune_num_workers']
+           'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
+           'read_hard_cases', 'hard_case_weights', 'PKSampler', 'autotune_num_workers']
 
 # %% ../nbs/03b_loaders.ipynb #29b843b6
 import json, math, os, time, warnings
@@ -186,6 +186,23 @@ def weighted_sampler(labels, # class index per training item
     "Draw items with probability proportional to their class weight (with replacement, one epoch's worth)."
     return WeightedRandomSampler(weights[torch.as_tensor(np.asarray(labels))].double(), len(labels), replacement=True,
                                  generator=torch.Generator().manual_seed(seed))
+
+# %% ../nbs/03b_loaders.ipynb #f8e085d0
+def read_hard_cases(path:str|Path)->pd.DataFrame:
+    "The hard cases of an earlier evaluation (`hard_cases.csv`: at least `k_code` and `predicted`), or a one-line error naming the file."
+    path = Path(path)
+    try: df = pd.read_csv(path)
+    except (OSError, ValueError) as e: raise ConfigError(f'loader.hard_cases_path={path} cannot be read ({type(e).__name__}) — point it at the hard_cases.csv of an evaluated experiment (reports/classifier/)') from None
+    if not {'k_code', 'predicted'} <= set(df.columns): raise ConfigError(f'loader.hard_cases_path={path} has no k_code and predicted columns — it is not a hard_cases.csv')
+    return df
+
+def hard_case_weights(k_codes:list, # K-code of each class index
+                      hard:pd.DataFrame, # from `read_hard_cases`
+                      factor:float, # the weight of a drug a hard case involves
+                     )->torch.Tensor: # a multiplier per class
+    "`factor` for every drug a hard case involves, as the true drug or the one it was taken for; 1 for the rest."
+    involved = set(hard.k_code) | set(hard.predicted)
+    return torch.tensor([factor if k in involved else 1.0 for k in k_codes])
 
 # %% ../nbs/03b_loaders.ipynb #eb21ada8
 class PKSampler(torch.utils.data.Sampler):
