@@ -114,6 +114,22 @@ def test_imprint_aux_trains_its_head_keeps_it_out_of_the_model_and_resumes_exact
     assert r.returncode == 2 and 'needs train.mix=none' in r.stderr
 
 
+
+def test_hard_cases_of_an_evaluation_are_drawn_more_often_in_the_next_training(prepared, tmp_path):
+    "loader.hard_cases_path: the drugs of an earlier evaluation's hard cases get the weighted sampler; a wrong file or P×K batches are one line, before any work."
+    import pandas as pd
+    exp = fresh(prepared, tmp_path, 'hard')
+    codes = list(json.loads((exp/'data'/'class_map.json').read_text()))
+    csv = tmp_path/'hard_cases.csv'
+    pd.DataFrame(dict(image=['a.png'], k_code=[codes[0]], predicted=[codes[1]], wrong=[True])).to_csv(csv, index=False)
+    r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', f'loader.hard_cases_path={csv}')
+    assert 'hard cases from' in (exp/'logs'/'train-cls.log').read_text() and '2 drugs drawn 3 times as often' in (exp/'logs'/'train-cls.log').read_text()
+    for bad, says in (([f'loader.hard_cases_path={tmp_path}/none.csv'], 'cannot be read'),
+                      ([f'loader.hard_cases_path={csv}', 'loader.pk_per_class=4'], 'both choose how batches are drawn')):
+        r = cli('train-cls', '--exp', fresh(prepared, tmp_path, f'bad{len(says)}'), '--no-notebook', *TINY_TRAIN, *bad, check=False)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+
+
 KILL_BETWEEN_WRITES = '''
 import os, signal, sys
 from pathlib import Path
