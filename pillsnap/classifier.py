@@ -297,6 +297,7 @@ def softmax_t(logits, # (n, classes) logits
     "Probabilities as the predictor gives them: softmax(logits / temperature)."
     return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32) / temperature, 1).numpy()
 
+# %% ../nbs/04_classifier.ipynb #f3baf3a2
 def embedder_id(model:nn.Module)->str:
     "A short hash of a model's weights (its state dict's tensors, in order): galleries record which model embedded them."
     import hashlib
