@@ -7,12 +7,12 @@ __all__ = ['TINY_DATA', 'TINY_SETTINGS', 'BUILT_BY', 'tiny_cache', 'tiny_key', '
            'tiny_metrics']
 
 # %% ../nbs/05c_tiny.ipynb #0b2b5e5f
-import contextlib, fcntl, hashlib, io, json, logging, os, shutil, tempfile, time
+import contextlib, fcntl, hashlib, io, json, os, shutil, tempfile, time
 from pathlib import Path
 
 import pillsnap
-from .io import write_json
-from .config import exp_config, exp_paths, flat_settings, get_logger, load_config, save_config
+from .io import write_json, write_text
+from .config import captured_log, exp_config, exp_paths, flat_settings, get_logger, load_config, save_config
 from .synth import synth_dataset
 from .prepare import prepare
 from .classifier import train_classifier
@@ -78,13 +78,9 @@ def build_tiny(folder:str|Path, # where the data (`synth/`) and the experiment (
     synth_dataset(folder/'synth', **TINY_DATA)
     cfg = load_config([f'paths.exp_dir={folder}/exp', f'data.root={folder}/synth', *TINY_SETTINGS])
     save_config(cfg, exp_paths(cfg.paths.exp_dir).config)
-    log, h = logging.getLogger('pillsnap'), logging.FileHandler(folder/'build.log')
-    old = log.propagate, log.level
-    log.addHandler(h); log.propagate = False; log.setLevel(logging.INFO)
-    try:
-        with quiet_training(), contextlib.redirect_stdout(io.StringIO()):  # fastai's epoch lists, ultralytics' lines
-            prepare(cfg); cls = train_classifier(cfg); det = train_detector(cfg)
-    finally: log.removeHandler(h); h.close(); log.propagate, _ = old; log.setLevel(old[1])
+    with captured_log() as lines, quiet_training(), contextlib.redirect_stdout(io.StringIO()):  # fastai's epoch lists, ultralytics' lines
+        try: prepare(cfg); cls = train_classifier(cfg); det = train_detector(cfg)
+        finally: write_text(folder/'build.log', '\n'.join(lines) + '\n')  # kept when the build fails, to say why
     return dict(classifier={k: cls[k] for k in ('top1', 'top5', 'macro_f1', 'images')},
                 detector={k: det[k] for k in ('map50', 'map50_95', 'precision', 'recall', 'images')},
                 seconds=round(time.perf_counter() - t0, 1))
