@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['advisor', 'classifier', 'data', 'dataprep', 'detector', 'evaluate', 'gates', 'onnx_export', 'pipeline', 'retrieval',
-           'LazyModule', 'StageFailed', 'pillsnap_errors', 'stage_notebook', 'run_stage', 'job_config', 'run_job',
-           'calibrated', 'summary_table', 'synth_from', 'split_table', 'metrics_table', 'det_table', 'prediction_table',
-           'export_table']
+           'LazyModule', 'StageFailed', 'pillsnap_errors', 'stage_notebook', 'imports_only', 'job_notebook',
+           'run_stage', 'job_config', 'run_job', 'calibrated', 'summary_table', 'synth_from', 'split_table',
+           'metrics_table', 'det_table', 'prediction_table', 'export_table']
 
 # %% ../nbs/11_stages.ipynb #7c9e75fe
-import importlib, json, sys, time
+import ast, importlib, json, re, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
@@ -46,24 +46,51 @@ def stage_notebook(name:str, # e.g. '04_classifier'
     p = Path(pillsnap.__file__).resolve().parents[1]/'nbs'/f'{name}.ipynb'
     return p if p.exists() else None
 
+
+# %% ../nbs/11_stages.ipynb #10070876
+_EXPORTED = re.compile(r'^#\|\s*export[is]?\b', re.M)
+
+def imports_only(src:str)->bool:
+    "Whether a code cell holds nothing but imports (comments and nbdev directives aside)."
+    try: body = ast.parse(src).body
+    except SyntaxError: return False
+    return bool(body) and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in body)
+
+def job_notebook(nb:dict, # a stage notebook, as JSON
+                 section:str='## Run the stage', # the markdown heading that starts the stage's own cells
+                )->dict: # the same notebook with the job's cells only
+    "The cells a stage job runs: up to the parameters cell, the exported and import cells after it, and everything from `section` on."
+    cells = nb['cells']
+    params = next((i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
+    stage = next((i for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and ''.join(c['source']).startswith(section)), None)
+    if params is None or stage is None or stage < params: raise ValueError(f'a stage notebook needs a cell tagged "parameters" and a later "{section}" heading')
+    code = lambda c: ''.join(c['source']) if c['cell_type'] == 'code' else ''
+    keep = [c for c in cells[params+1:stage] if _EXPORTED.search(code(c)) or imports_only(code(c))]
+    return {**nb, 'cells': cells[:params+1] + keep + cells[stage:]}
+
+# %% ../nbs/11_stages.ipynb #847fc8a6
 def run_stage(name:str, # the stage notebook, e.g. '04_classifier'
               cfg, # resolved settings, already snapshotted by `start_run`
               run:str, # the run's name, e.g. 'train-cls'
               config_file:str|Path|None=None, # the settings file the job reads (default: the experiment's snapshot)
               **params, # more notebook parameters (besides `config`)
              )->Path: # the executed notebook
-    "Execute a stage notebook with papermill; the executed copy in `{exp}/runs/` is the report."
+    "Execute a stage notebook's job cells (`job_notebook`) with papermill; the executed copy in `{exp}/runs/` is the report."
     import papermill as pm
     paths, nb = exp_paths(cfg.paths.exp_dir), stage_notebook(name)
     out = paths.runs/f"{run}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
     get_logger('stages').info(f'running {nb.name} with papermill; the report will be {out}')
-    try:
-        pm.execute_notebook(str(nb), str(out), parameters=dict(config=str(config_file or paths.config), **params), kernel_name='python3', cwd=str(paths.root),
-                            progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
-    except pm.PapermillExecutionError as e:
-        if cls := pillsnap_errors().get(e.ename): raise cls(f'{e.evalue} (report: {out})') from None  # the job's own error, by class
-        raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp)/nb.name
+        job.write_text(json.dumps(job_notebook(json.loads(nb.read_text()))))
+        try:
+            pm.execute_notebook(str(job), str(out), parameters=dict(config=str(config_file or paths.config), **params), kernel_name='python3',
+                                cwd=str(paths.root), progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        except pm.PapermillExecutionError as e:
+            if cls := pillsnap_errors().get(e.ename): raise cls(f'{e.evalue} (report: {out})') from None  # the job's own error, by class
+            raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
     return out
+
 
 # %% ../nbs/11_stages.ipynb #00b092e2
 def job_config(cfg, # resolved settings
