@@ -16,7 +16,8 @@ from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
 from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table,
                              onnx_export, pipeline, prediction_table, run_job, split_table, synth_from)
-from .synth import contact_sheet, make_drugs, render_wild
+from .render import make_drugs, render_wild
+from .synth import contact_sheet
 
 # %% ../nbs/11a_demo.ipynb #4bfdb044
 def run_demo(settings:list=(), # key=value settings (applied after the preset)

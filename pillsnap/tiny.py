@@ -30,7 +30,7 @@ TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0',
                  'detector.iou=0.45')  # NMS: a detector this young puts two boxes on some pills at ultralytics' 0.7
 
 # the modules whose code shapes the experiment (book order up to this chapter): their source is in the cache key
-BUILT_BY = ('config', 'io', 'schema', 'scenes', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops', 'loaders', 'prepare',
+BUILT_BY = ('config', 'io', 'schema', 'scenes', 'render', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops', 'loaders', 'prepare',
             'pretrained', 'callbacks', 'classifier', 'detector', 'tiny')
 
 # %% ../nbs/05c_tiny.ipynb #534e95cb

@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import TINY
 from pillsnap.schema import CAPTURE_FIELDS, LABEL_FIELDS
-from pillsnap.synth import CAMERA_LA, iou, json_kind, make_drugs, parse_photo_name, plan_dataset, render_job, synth_dataset
+from pillsnap.render import CAMERA_LA, iou, make_drugs
+from pillsnap.synth import json_kind, parse_photo_name, plan_dataset, render_job, synth_dataset
 
 CODE = r'K-\d{6}'
 NAME = r'(?P<code>K-\d{6}(?:-\d{6})*)_0_[012]_[01]_[012]_(?:60|70|75|90)_\d{3}_200\.(?:png|json)'
