@@ -10,7 +10,7 @@ __all__ = ['EXP_PARTS', 'ONE_SHOT', 'PillsnapError', 'UserError', 'JobFailed', '
            'run_config', 'record_settings', 'pick_device', 'amp_dtype']
 
 # %% ../nbs/00_config.ipynb #0dde7a8f
-import contextlib, difflib, logging, os, random, re
+import contextlib, difflib, logging, logging.handlers, os, random, re
 from pathlib import Path
 
 import numpy as np
@@ -268,14 +268,16 @@ def get_logger(name:str='pillsnap', # child names like 'pillsnap.synth' share th
 def setup_logging(cfg:dict, # resolved settings (`logging.*`)
                   log_file:str|Path|None=None, # also write here
                  )->logging.Logger:
-    "Console + file handlers on the 'pillsnap' logger, with the configured level and format."
+    "Console + file handlers on the 'pillsnap' logger, with the configured level and format; the file rotates by size (`logging.max_mb`, `logging.backups`)."
     log = logging.getLogger('pillsnap')
     for h in [h for h in log.handlers if getattr(h, '_pillsnap', False)]: log.removeHandler(h); h.close()
     fmt = logging.Formatter(cfg['logging']['format'], datefmt='%Y-%m-%d %H:%M:%S')
     handlers = [logging.StreamHandler()]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, encoding='utf-8'))
+        lg = cfg['logging']  # older snapshots have no rotation settings: 50 MB, 5 old files
+        handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=int(float(lg.get('max_mb', 50)) * 2**20),
+                                                             backupCount=int(lg.get('backups', 5)), encoding='utf-8'))
     for h in handlers: h.setFormatter(fmt); h._pillsnap = True; log.addHandler(h)
     log.setLevel(cfg['logging']['level'])
     log.propagate = False
