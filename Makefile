@@ -21,20 +21,20 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/pillsnap demo
 
-# The CPU accuracy benchmark of the classifier (README): 50 drugs at 488x640, resnet10t at 128 px.
+# The CPU accuracy benchmark of the classifier (nbs/90_benchmarks.ipynb): 50 drugs at 488x640, resnet10t at 128 px.
 bench-cls: install
 	$(BIN)/pillsnap demo --preset bench --classifier-only
 
-# The detector's benchmark (README): 480 synthetic combination photos at 244x320, yolo11n at 320 px, 60 epochs.
+# The detector's benchmark (nbs/90_benchmarks.ipynb): 480 synthetic combination photos at 244x320, yolo11n at 320 px, 60 epochs.
 bench-det: install
 	$(BIN)/pillsnap demo --preset bench-det --detector-only
 
-# Single mode as users get it (README): the bench experiment's own detector, then both stages on its validation photos.
+# Single mode as users get it (nbs/90_benchmarks.ipynb): the bench experiment's own detector, then both stages on its validation photos.
 bench-pipeline: bench-cls
 	$(BIN)/pillsnap train-det --exp work/exp/bench
 	$(BIN)/pillsnap evaluate --exp work/exp/bench --what pipeline
 
-# Real photos, never seen in training (README): a detector trained on wild synthetic scenes only, then judged on
+# Real photos, never seen in training (nbs/90_benchmarks.ipynb): a detector trained on wild synthetic scenes only, then judged on
 # REAL (a YOLO export; by default the pushin-pill phone photos beside this checkout), its val + test photos.
 REAL ?= ../shared/realdata/pushin-pill
 bench-wild: install
@@ -42,7 +42,7 @@ bench-wild: install
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
-# Retrieval (README): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
+# Retrieval (nbs/90_benchmarks.ipynb): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
 # the false-accept rate and enrolment top-1 of the held-out drugs; then enrolment on the real photos from the offline start.
 bench-retrieval: install
 	$(BIN)/pillsnap demo --preset bench --classifier-only split.holdout_drugs=5 paths.exp_dir=work/exp/bench-retrieval data.root=work/synth/bench-retrieval

@@ -1,4 +1,4 @@
-"""Bounded load test of `pillsnap serve` on loopback (README: Service → load test).
+"""Bounded load test of `pillsnap serve` on loopback (nbs/90_benchmarks.ipynb: The service under load).
 
 Starts the service for an experiment in a child process, sends N concurrent clients' requests to
 /predict for a fixed time per mode, and reports requests/s, latency p50/p95/p99, errors (must be 0)

@@ -1,11 +1,20 @@
 """Write README.md from nbs/index.ipynb without Quarto (nbdev-readme needs Quarto, which these machines lack).
 
 Markdown cells are copied as they are, code cells become fenced Python blocks; `#|` directive lines and
-hidden cells are dropped. `python tools/readme.py --check` exits 1 when README.md is stale."""
-import json, sys
+hidden cells are dropped. Links to other notebooks are written in index.ipynb as the docs site needs them,
+`[Benchmarks](90_benchmarks.ipynb)` (nbdev and the renderer turn them into `benchmarks.html`), and get their
+folder here, `](nbs/90_benchmarks.ipynb)`, so that they resolve from README.md on GitHub too.
+`python tools/readme.py --check` exits 1 when README.md is stale."""
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NB_LINK = re.compile(r'\]\(([0-9][0-9a-z]*_[\w-]+\.ipynb(?:#[^)\s]*)?)\)')
+
+
+def nb_links(md:str)->str:
+    "Relative links to notebooks (`](90_benchmarks.ipynb#data)`) as seen from the repository root (`](nbs/90_benchmarks.ipynb#data)`)."
+    return NB_LINK.sub(r'](nbs/\1)', md)
 
 
 def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
@@ -17,7 +26,7 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
             if any(l.strip() in ('#| hide', '#|hide') for l in lines): continue
             code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
             if code: parts.append(f'```python\n{code}\n```')
-        else: parts.append(src.strip())
+        else: parts.append(nb_links(src.strip()))
     return '\n\n'.join(parts) + '\n'
 
 

@@ -9,7 +9,7 @@ val and test). Roboflow saves each training photo several times with augmentatio
 - train:   SRC train, minus a held-out share of its *source photos* (all copies of each go together);
 - holdout: those held-out source photos — the validation set ultralytics uses while training
            (early stopping, best.pt), so the reported photos are never used to choose the weights;
-- eval:    SRC val + test, the photos the README reports mAP on.
+- eval:    SRC val + test, the photos nbs/90_benchmarks.ipynb reports mAP on.
 
 Images are linked, not copied; labels are rewritten with every class as 0 ("pill"). OUT/data.yaml is
 what `pillsnap train-det --data` and `pillsnap evaluate --what detector --data ... --split test` take
