@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'config', 'synth', 'prepare', 'train_cls', 'evaluate', 'gate', 'advise', 'train_det',
-           'photos_and_settings', 'predict', 'enrol', 'gallery', 'search', 'export', 'serve', 'demo', 'usage', 'main']
+           'photos_and_settings', 'predict', 'enrol', 'gallery', 'search', 'export', 'serve', 'release', 'demo',
+           'usage', 'main']
 
 # %% ../nbs/12_cli.ipynb #64181ba7
 import difflib, json, os, re, sys
@@ -396,21 +397,63 @@ def export(*settings:str, # key=value settings over the experiment's snapshot (f
 @command
 def serve(*settings:str, # key=value settings over the experiment's snapshot (for this run only)
           exp:str=None, # experiment folder (default: paths.exp_dir)
+          release:str=None, # serve a release instead: its folder, or a releases folder (its current release; SIGHUP switches)
           host:str=None, # interface to listen on (default: serve.host, loopback)
           port:int=None, # port (default: serve.port)
           backend:str=None, # torch, onnx or onnx-int8 (default: pipeline.backend)
           config:str=None, # config file (default: the nearest config.yaml)
          ):
     "Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / (API keys from PILLSNAP_API_KEYS)."
-    from pillsnap.serve import app_from_exp, run_server
+    from pillsnap.serve import app_from_exp, app_from_release, run_server
     flags = {'serve.host': host, 'serve.port': port, 'pipeline.backend': backend}
+    over = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
+    if release is not None:
+        if exp is not None: raise ConfigError('serve an experiment (--exp) or a release (--release), not both')
+        from pillsnap.release import MANIFEST, resolve_release
+        where, rel = resolve_release(release), Path(release)
+        cfg, _ = _settings(str(where), settings, config, **flags)
+        setup_logging(cfg, (rel.parent if (rel/MANIFEST).is_file() else rel)/'logs'/'serve.log')  # beside the releases, never inside one
+        app = app_from_release(release, over, env_file=cfg.serve.env_file)
+        print(f"pillsnap serving release {app.state.live.release['version']} ({where}) on http://{cfg.serve.host}:{cfg.serve.port}; "
+              f'kill -HUP {os.getpid()} switches to what {rel}/current points to then; Ctrl-C stops it', flush=True)
+        return run_server(app, cfg)
     cfg, changes = _settings(exp, settings, config, **flags)
     if not Path(cfg.paths.exp_dir, 'config.yaml').is_file(): raise ConfigError(f'{cfg.paths.exp_dir} is not an experiment folder (no config.yaml) — train one first')
     setup_logging(cfg, exp_paths(cfg.paths.exp_dir).logs/'serve.log')
     record_settings(cfg.paths.exp_dir, 'serve', changes, snapshot=False)
-    app = app_from_exp(cfg.paths.exp_dir, [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)], env_file=cfg.serve.env_file)
+    app = app_from_exp(cfg.paths.exp_dir, over, env_file=cfg.serve.env_file)
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} (web page /, API description /openapi.json); Ctrl-C stops it', flush=True)
     run_server(app, cfg)
+
+
+# %% ../nbs/12_cli.ipynb #0964127e
+@command
+def release(exp:str=None, # experiment to pack (default: paths.exp_dir)
+            tag:str=None, # the release's version (default: the UTC time, e.g. 20261123-041500)
+            checkpoint:str='best', # classifier checkpoint to ship: best, last or a path
+            activate:store_true=False, # make the new release the current one
+            switch:str=None, # instead of packing: make this version the current one
+            rollback:store_true=False, # instead of packing: go back to the release before the last switch
+            list:store_true=False, # instead of packing: list the releases
+            root:str=None, # releases folder (default: paths.releases_dir)
+            config:str=None, # config file (default: the nearest config.yaml)
+           ):
+    "Pack an experiment into a versioned, hashed release for serving; or switch, roll back and list releases (nbs/09a_release)."
+    from pillsnap.release import list_releases, pack_release, rollback_release, switch_release
+    cfg, _ = _settings(exp, (), config)
+    where = Path(root or cfg.paths.releases_dir)
+    if sum(map(bool, (switch, rollback, list))) > 1: raise ConfigError('use one of --switch, --rollback and --list')
+    if switch or rollback:
+        now = switch_release(where, switch) if switch else rollback_release(where)
+        print(f'{where}/current → {now.name}; a running pillsnap serve --release {where} moves over on SIGHUP')
+    elif not list:
+        setup_logging(cfg)
+        made = pack_release(cfg.paths.exp_dir, where, tag, checkpoint)
+        if activate: switch_release(where, made.name)
+        print(f'packed {made}' + (' (current)' if activate else f' — serve it: pillsnap release --switch {made.name}, then pillsnap serve --release {where}'))
+    table = list_releases(where)
+    print(table.to_string(index=False) if len(table) else f'no release in {where}')
+    return table
 
 # %% ../nbs/12_cli.ipynb #312b19da
 @command

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['KEY_ENV', 'IMAGE_STATUS', 'BUCKETS_MS', 'OOM', 'PAGE_FILES', 'PAGE_HEADERS', 'api_keys', 'key_matches',
-           'image_status', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher', 'Metrics',
-           'create_app', 'page_file', 'app_from_exp', 'GuardedH11', 'server_config', 'run_server', 'serving']
+           'image_status', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher', 'Metrics', 'Live',
+           'create_app', 'page_file', 'app_from_exp', 'app_from_release', 'GuardedH11', 'server_config', 'run_server',
+           'serving']
 
 # %% ../nbs/10_serve.ipynb #2162f4b4
-import asyncio, functools, hmac, importlib.resources, io, json, math, re, time, uuid, warnings
+import asyncio, functools, hmac, importlib.resources, io, json, math, re, signal, time, uuid, warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from http import HTTPStatus
@@ -28,9 +29,10 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import pillsnap
-from .config import ConfigError, JobFailed, get_logger, load_dotenv, secret
+from .config import ConfigError, JobFailed, first_line, get_logger, load_dotenv, secret
 from .data import _pil_open
 from .pipeline import ImageError, Predictor, load_image, parse_expect, registry
+from .release import resolve_release, verify_release
 from .retrieval import search_drugs
 
 # %% ../nbs/10_serve.ipynb #3b6f5c7e
@@ -231,6 +233,45 @@ class Metrics:
         out += ['# TYPE pillsnap_uptime_seconds gauge', f'pillsnap_uptime_seconds {time.time() - self.started:.1f}']
         return '\n'.join(out) + '\n'
 
+# %% ../nbs/10_serve.ipynb #b2602bdd
+class Live:
+    "The predictor a running service answers with, and its switch to another release without a failed request."
+    def __init__(self, pred:Predictor, # the predictor serving now
+                 release:dict|None=None, # its release's manifest (None: served from an experiment)
+                 reload=None, # reload() -> (Predictor, manifest): the release to switch to
+                ):
+        self.pred, self.release, self.reload = pred, release, reload
+        self.switching, self.last = False, None
+
+    def _load(self)->tuple:
+        pred, release = self.reload()
+        if pred.has_detector: pred.detector  # loaded before it answers anything
+        return pred, release
+
+    async def switch(self, batcher:Batcher)->dict:
+        "Load the release `reload` names beside the running one, then swap it in between batches; what happened."
+        log = get_logger('serve')
+        if self.switching: log.warning('a release switch is already running: this one is ignored'); return self.last
+        self.switching, at = True, time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        try:
+            pred, release = await run_in_threadpool(self._load)
+            def swap(): batcher.pred = self.pred = pred; self.release = release
+            await batcher.run(swap)  # on the inference thread: no batch is halfway through
+            self.last = dict(at=at, ok=True, version=release['version'])
+            log.info(f"now serving release {release['version']}")
+        except Exception as e:
+            self.last = dict(at=at, ok=False, error=first_line(e))
+            log.error(f"release switch failed, still serving {self.release['version'] if self.release else 'the old predictor'}: {first_line(e)}")
+        finally: self.switching = False
+        return self.last
+
+    def health(self)->dict:
+        "What /health says about the release: its version, date and commit, and the last switch."
+        if self.release is None: return {}
+        r = self.release
+        return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit'), source=r.get('source')),
+                    last_switch=self.last)
+
 # %% ../nbs/10_serve.ipynb #55b7a552
 _RID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 OOM = 'out of memory on this request — send fewer or smaller photos'
@@ -250,6 +291,8 @@ async def _invalid(request:Request, exc:RequestValidationError)->JSONResponse:
 def create_app(pred:Predictor, # the loaded predictor
                keys:list, # API keys (bytes), from `api_keys`
                cfg=None, # settings (`serve.*`; default: the predictor's)
+               release:dict|None=None, # the manifest of the release `pred` comes from (`09a_release`), named by /health
+               reload=None, # reload() -> (Predictor, manifest): what SIGHUP switches to (`app_from_release`)
               )->FastAPI:
     "The pillsnap HTTP API over `pred`."
     cfg = cfg or pred.cfg
@@ -257,16 +300,20 @@ def create_app(pred:Predictor, # the loaded predictor
     mb = int(s.max_upload_mb * 2**20)
     batcher, budget = Batcher(pred, s.batch_max, s.batch_window_ms, s.queue_max), PixelBudget(s.max_decoded_mpx * 1e6)
     metrics, started = Metrics(), time.time()
+    live = Live(pred, release, reload)  # every route reads the predictor through it: a switch is one assignment
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         if pred.has_detector: await batcher.run(lambda: pred.detector)  # load it now, on the thread that will use it
-        log.info(f"ready: {pred.backend} backend on {pred.device}, modes {', '.join(modes())}, {len(keys)} API key(s)")
+        if reload is not None and hasattr(signal, 'SIGHUP'):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(live.switch(batcher)))
+        log.info(f"ready: {pred.backend} backend on {pred.device}, modes {', '.join(modes())}, {len(keys)} API key(s)"
+                 + (f", release {release['version']}" if release else ''))
         yield
         await batcher.stop()
 
-    def modes(): return ['single', 'combo'] if pred.has_detector else ['single']
+    def modes(): return ['single', 'combo'] if live.pred.has_detector else ['single']
 
     app = FastAPI(title='pillsnap', version=pillsnap.__version__, lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False,
                   description='Identify oral medicines from photos. `POST /predict` with a photo and an `X-API-Key` header.')
@@ -321,9 +368,9 @@ def create_app(pred:Predictor, # the loaded predictor
 
     async def identify(request:Request, uploads:list, mode:str, top_k:int|None, expect:str|None=None)->list:
         "Predictions for `uploads` [(file, name)]: decoded within the pixel budget, queued before the deadline, dropped if the client leaves."
-        if mode == 'combo' and not pred.has_detector:
+        if mode == 'combo' and not live.pred.has_detector:
             raise HTTPException(400, 'combo mode is not available: this experiment has no detector — use pipeline=single')
-        try: codes = parse_expect(expect, pred.known_codes())
+        try: codes = parse_expect(expect, live.pred.known_codes())
         except ConfigError as e: raise HTTPException(400, str(e)) from None
         datas = [(await read_upload(f, what), what) for f, what in uploads]
         px, loop = sum(photo_pixels(d) for d, _ in datas), asyncio.get_running_loop()
@@ -348,8 +395,9 @@ def create_app(pred:Predictor, # the loaded predictor
 
     @app.api_route('/health', methods=['GET', 'HEAD'], summary='Status, models, backend and uptime (public)')
     async def health():
-        return dict(status='ok', version=pillsnap.__version__, backend=pred.backend, device=str(pred.device), modes=modes(),
-                    models=pred.models('combo' if pred.has_detector else 'single'), uptime_s=round(time.time() - started, 1))
+        return dict(status='ok', version=pillsnap.__version__, backend=live.pred.backend, device=str(live.pred.device), modes=modes(),
+                    models=live.pred.models('combo' if live.pred.has_detector else 'single'), uptime_s=round(time.time() - started, 1),
+                    **live.health())
 
     Mode = Query('single', description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
@@ -376,7 +424,7 @@ def create_app(pred:Predictor, # the loaded predictor
         if (px := sum(photo_pixels(d) for d, _ in datas)) > budget.limit:
             raise HTTPException(413, f'the photos decode to {px / 1e6:.0f} Mpx, over serve.max_decoded_mpx={s.max_decoded_mpx:g}')
         ims = [await decode(d, what) for d, what in datas]
-        try: r = await batcher.run(pred.enrol, code, ims, name)  # on the inference thread: never beside a batch that reads the gallery
+        try: r = await batcher.run(live.pred.enrol, code, ims, name)  # on the inference thread: never beside a batch that reads the gallery
         except ConfigError as e: raise HTTPException(400, str(e)) from None
         log.info(json.dumps(dict(event='enrol', k_code=code, photos=r['added'])))
         return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'], 'trained': r['trained'], 'dl_name': r['record'].get('dl_name')}
@@ -385,7 +433,7 @@ def create_app(pred:Predictor, # the loaded predictor
     async def search(q:str=Query('', max_length=100, description='imprint text as read on the pill, e.g. TQ 250'),
                      color:str|None=Query(None, max_length=30, description='노랑 (as the labels say) or yellow'),
                      shape:str|None=Query(None, max_length=30, description='원형 or round'), top:int=Query(10, ge=1, le=50)):
-        records = {**{k: registry(r) for k, r in pred.table.records.items()}, **(pred.gallery.drugs if pred.gallery is not None else {})}
+        records = {**{k: registry(r) for k, r in live.pred.table.records.items()}, **(live.pred.gallery.drugs if live.pred.gallery is not None else {})}
         try: found = await run_in_threadpool(search_drugs, records, q, color, shape, top)
         except ConfigError as e: raise HTTPException(400, str(e)) from None
         return {'results': [{'k_code': d['k_code'], 'score': d['score'], 'match': {m: d[m] for m in ('imprint', 'color', 'shape')}, **registry(d['record'])} for d in found]}
@@ -399,7 +447,7 @@ def create_app(pred:Predictor, # the loaded predictor
     @app.get('/static/{name}', include_in_schema=False)
     async def static(name:str): return page_file(name)
 
-    app.state.batcher, app.state.metrics, app.state.budget, app.state.cfg = batcher, metrics, budget, cfg
+    app.state.batcher, app.state.metrics, app.state.budget, app.state.cfg, app.state.live = batcher, metrics, budget, cfg, live
     return app
 
 # %% ../nbs/10_serve.ipynb #f21f3ceb
@@ -422,6 +470,23 @@ def app_from_exp(exp:str|Path, # a trained experiment
     "The service of a trained experiment."
     keys = api_keys(env_file)
     return create_app(Predictor.from_exp(exp, settings=list(settings), backend=backend), keys)
+
+def app_from_release(path:str|Path, # a release, or a releases folder (its `current` release)
+                     settings:list=(), # key=value settings over the release's snapshot
+                     backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
+                     env_file:str|Path|None='.env', # where the API keys may be
+                    )->FastAPI:
+    "The service of a release, every file verified before it loads; on SIGHUP it reads `path` again (a releases folder: whatever `current` is now) and switches."
+    keys = api_keys(env_file)
+    def load()->tuple:
+        where = resolve_release(path)
+        manifest = verify_release(where)
+        pred = Predictor.from_exp(where, settings=list(settings), backend=backend)
+        if pred.cfg.serve.get('allow_enrol'):
+            raise ConfigError('a release is read-only: serve it without serve.allow_enrol, enrol into its experiment and pack a new release')
+        return pred, manifest
+    pred, manifest = load()
+    return create_app(pred, keys, release=manifest, reload=load)
 
 # %% ../nbs/10_serve.ipynb #3e5a563b
 class GuardedH11(H11Protocol):
@@ -496,7 +561,7 @@ def run_server(app:FastAPI, # from `create_app` or `app_from_exp`
 
 # %% ../nbs/10_serve.ipynb #c0c49292
 @contextmanager
-def serving(exp:str|Path, # a trained experiment
+def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--release`)
             key:str, # the API key the service accepts
             *args:str, # more `pillsnap serve` arguments (e.g. '--backend', 'onnx', 'serve.batch_max=1')
             log_file:str|Path|None=None, # the service's output (default: discarded)
@@ -507,7 +572,7 @@ def serving(exp:str|Path, # a trained experiment
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     url, out = f'http://127.0.0.1:{port}', open(log_file, 'w') if log_file else subprocess.DEVNULL
     see = f' — see {log_file}' if log_file else ''
-    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--exp', str(exp),
+    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', *(['--exp', str(exp)] if exp is not None else []),
                              '--port', str(port), *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, KEY_ENV: key})
     try:
         t0 = time.time()
