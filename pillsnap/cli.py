@@ -61,14 +61,17 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val, 
           image_size:str=None, # W,H — e.g. 244,320 for fast tests (default: synth.image_size)
           scene:str=None, # studio, wild (phone-photo scenes) or mixed (default: synth.scene)
           as_shipped:store_true=False, # write it as AI Hub ships it: zip archives in Korean-named folders, which prepare extracts
+          labels_only:store_true=False, # labels and an empty file per photo, no pixels: the release's scale for measuring prepare (data.cache=false)
           force:store_true=False, # replace a different synthetic dataset already in OUT
           sheet:store_true=False, # also write OUT/contact_sheet.png
           real:str=None, # with --sheet: a folder of real photos for OUT/scene_sheet.png (the dataset's photos above them)
           config:str=None, # config file (default: the nearest config.yaml)
          ):
     "Write a synthetic dataset in the AI Hub layout and label schema."
-    flags = {'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed, 'synth.image_size': image_size, 'synth.scene': scene}
+    flags = {'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed, 'synth.image_size': image_size, 'synth.scene': scene,
+             'synth.labels_only': True if labels_only else None}
     cfg = load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config)
+    if labels_only and sheet: raise ConfigError('--sheet draws photos, and --labels-only writes none')
     if as_shipped and sheet: raise ConfigError('--sheet draws from the photos on disk, which --as-shipped leaves in archives — make the sheet from a dataset without --as-shipped')
     if as_shipped: cfg.synth['as_shipped'] = True  # one more `synth_dataset` parameter, passed on with the synth.* settings
     out = Path(out).resolve()

@@ -170,21 +170,23 @@ def make_drugs(n:int, # number of drugs (classes)
     n_grouped = int(round(n * confusable_fraction)) // group_size * group_size if group_size > 1 else 0
     drugs, seen = [None] * n, set()
     for g, start in enumerate(range(0, n_grouped, group_size)):
-        base, prefix = drug_look(rng), ''.join(chr(65 + i) for i in rng.choice(26, 2))
+        base, prefix = drug_look(rng), ''.join(chr(65 + i) for i in rng.choice(26, 2 if n <= 1000 else 3))  # 676 two-letter prefixes run out at the release's 4,523 drugs
         stem, company = _word(rng, int(rng.integers(2, 4))), _COMPANIES[rng.integers(len(_COMPANIES))]
-        for i in order[start:start + group_size]: drugs[i] = _new_drug(codes[i], dict(base), rng, seen, g, prefix, stem, company)
-    for i in order[n_grouped:]: drugs[i] = _new_drug(codes[i], drug_look(rng), rng, seen, None)
+        for i in order[start:start + group_size]: drugs[i] = _new_drug(codes[i], dict(base), rng, seen, g, prefix, stem, company, crowded=n > 1000)
+    for i in order[n_grouped:]: drugs[i] = _new_drug(codes[i], drug_look(rng), rng, seen, None, crowded=n > 1000)
     for d in drugs:
         d['quirks'] = add_quirks(d['record'], rng) if rng.random() < quirk_rate else []
     return drugs
 
-def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None):
-    "A drug whose front imprint is unique and whose back face differs from every same-bodied drug."
+def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None, crowded=False):
+    "A drug whose front imprint is unique and whose back face differs from every same-bodied drug (`crowded`: after 100 tries, the front alone)."
     body = (look['shape'], look['color1'], look['color2'])
-    for _ in range(10_000):
+    for attempt in range(10_000):
         look['print_front'], look['print_back'] = _imprint(rng, prefix, blank_back=group is None)
         keys = {('front', look['print_front']), ('back', *body, look['line_back'], look['print_back'])}
         if not keys & seen: break
+        if crowded and attempt >= 100 and ('front', look['print_front']) not in seen:  # thousands of white rounds share blank backs, as in the release
+            keys = {('front', look['print_front'])}; break
     else: raise ValueError('ran out of distinct imprints; use fewer classes per look-alike group')
     seen.update(keys)
     k_code = f'K-{code:06d}'

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind', 'sample_capture', 'plan_dataset',
-           'render_job', 'write_job', 'ship_release', 'synth_dataset', 'count_release', 'contact_sheet', 'scene_sheet',
-           'bench_synth']
+           'render_job', 'write_job', 'label_boxes', 'write_labels_job', 'ship_release', 'synth_dataset',
+           'count_release', 'contact_sheet', 'scene_sheet', 'bench_synth']
 
 # %% ../nbs/01_synth.ipynb #616caae1
 import json, math, os, shutil, tempfile, time, zipfile
@@ -159,6 +159,31 @@ def write_job(job:dict, # from `plan_dataset`
         atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
 
+# %% ../nbs/01_synth.ipynb #e7768661
+def label_boxes(job:dict)->list:
+    "[x, y, w, h] per pill of a planned photo without rendering it: one pill per cell of a grid, inside the photo, none overlapping."
+    rng, (W, H), n = np.random.default_rng(job['seed']), job['size'], len(job['drugs'])
+    cols = math.ceil(math.sqrt(n)); rows = math.ceil(n / cols)
+    cw, ch, boxes = W // cols, H // rows, []
+    for k in range(n):
+        r, c = divmod(k, cols)
+        w, h = int(cw * rng.uniform(0.3, 0.7)), int(ch * rng.uniform(0.3, 0.7))
+        boxes.append([c * cw + int(rng.integers(0, cw - w + 1)), r * ch + int(rng.integers(0, ch - h + 1)), w, h])
+    return boxes
+
+def write_labels_job(job:dict, # from `plan_dataset`
+                     root:str|Path, # dataset root
+                    )->int: # pills written
+    "Write one planned photo's labels and an empty file in place of its image (`synth_dataset(labels_only=True)`)."
+    boxes = label_boxes(job)
+    image_path, label_paths = photo_paths(root, job['split'], job['kind'], job['shard'], job['code'], job['name'], [d['k_code'] for d in job['drugs']])
+    image_path.parent.mkdir(parents=True, exist_ok=True); image_path.write_bytes(b'')
+    for d, box, ann_id, lp in zip(job['drugs'], boxes, job['ann_ids'], label_paths):
+        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, job['kind'] == 'combo')
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
+    return len(boxes)
+
 # %% ../nbs/01_synth.ipynb #cc87b89b
 _ZIP_TIME = (2021, 12, 1, 0, 0, 0)  # one time stamp for every entry: the same release, the same bytes
 
@@ -204,14 +229,16 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
                   force:bool=False, # replace a different dataset already in `out`
                   scene:str='studio', # 'studio' (the release's look), 'wild' (phone photos: `00c_scenes`) or 'mixed'
                   as_shipped:bool=False, # write it as AI Hub ships it (`ship_release`): zip archives in Korean-named folders, no data/
+                  labels_only:bool=False, # labels and an empty file per photo, no pixels: the release's files at its scale, for measuring `prepare`
                  )->dict: # the summary also written to `synth_summary.json`
     "Write a synthetic dataset in the AI Hub layout and label schema."
     log, out = get_logger('synth'), Path(out)
     if classes < 1 or per_class < 1: raise ConfigError(f"synth needs classes >= 1 and per_class >= 1 (got {classes}, {per_class})")
+    if labels_only and (as_shipped or scene != 'studio'): raise ConfigError('synth.labels_only writes no pixels: it has no scene and is not shipped as archives')
     spec = dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
                 val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
                 classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
-                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}),
+                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}), **({'labels_only': True} if labels_only else {}),
                 **({'scene': scene} if scene != 'studio' else {}))  # a studio spec stays what it was
     spec_path = out/'synth_spec.json'
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
@@ -229,13 +256,14 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
     drugs = make_drugs(classes, seed, confusable_fraction, confusable_group_size, quirk_rate)
     jobs = plan_dataset(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size, classes_per_shard, seed, scene)
     workers = workers or os.cpu_count() or 1
-    log.info(f"rendering {len(jobs)} photos of {classes} drugs at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
+    write, chunk = (write_labels_job, 512) if labels_only else (write_job, 8)
+    log.info(f"{'writing the labels of' if labels_only else 'rendering'} {len(jobs)} photos of {classes} drugs at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
     bar = tqdm(total=len(jobs), desc='synth', unit='img', mininterval=1, disable=None)
     if workers > 1 and len(jobs) > 8:
         with ProcessPoolExecutor(workers) as ex:
-            for _ in ex.map(write_job, jobs, [out] * len(jobs), chunksize=8): bar.update()
+            for _ in ex.map(write, jobs, [out] * len(jobs), chunksize=chunk): bar.update()
     else:
-        for j in jobs: write_job(j, out); bar.update()
+        for j in jobs: write(j, out); bar.update()
     bar.close()
     secs = time.perf_counter() - t0
     summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(len(jobs) / secs, 1), workers=workers,

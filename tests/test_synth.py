@@ -204,3 +204,20 @@ def test_wild_scenes_through_the_cli_keep_the_layout_and_record_what_is_hidden(t
     assert json.loads((out/'synth_spec.json').read_text())['scene'] == 'wild'
     sizes = [a['bbox'][2] * a['bbox'][3] / (160 * 200) for a in anns]
     assert min(sizes) < 0.01 < 0.05 < max(sizes)  # pills near and far
+
+
+def test_labels_only_writes_the_same_release_without_pixels_and_indexes_whole(tiny_root, tmp_path):
+    "Labels only (`pillsnap synth --labels-only`): the files and label records of the rendered release with the same settings, empty images, every photo indexed."
+    from pillsnap.aihub import index_release
+    lo = synth_dataset(tmp_path/'lo', **TINY, labels_only=True)
+    assert lo['spec']['labels_only'] is True
+    assert _files(tmp_path/'lo', 'json') == _files(tiny_root, 'json') and _files(tmp_path/'lo', 'png') == _files(tiny_root, 'png')
+    assert all(p.stat().st_size == 0 for p in (tmp_path/'lo'/'data').rglob('*.png'))
+    a, b = _labels(tmp_path/'lo'), _labels(tiny_root)
+    for rel in list(a)[:50]:  # the same records and captures; only the boxes differ (nothing was drawn to fit them)
+        assert a[rel]['images'][0] == b[rel]['images'][0] and a[rel]['categories'] == b[rel]['categories']
+    index, drugs, report = index_release(tmp_path/'lo', workers=1)
+    assert len(index) == report['photos'] == len(_files(tiny_root, 'png'))
+    assert not (report['orphan_labels'] or report['orphan_images'] or report['bad_labels'] or report['unusable_photos'])
+    with pytest.raises(ValueError, match='labels_only'):
+        synth_dataset(tmp_path/'x', **TINY, labels_only=True, scene='wild')
