@@ -168,13 +168,19 @@ def mandatory_checks(exp:str|Path, # a trained experiment
         try: fn(); return True
         except Exception as e: get_logger('gates').warning(f'{type(e).__name__}: {e}'); return False
     det = paths.detector/'detector.safetensors'
+    soak, loads_ = _read(paths.reports/'soak.json'), [_read(p) for p in sorted(paths.reports.glob('loadtest-*.json'))]
     return dict(pipeline_runs=pipeline_ok,
                 classifier_loads=loads(lambda: load_checkpoint(paths.classifier/'best.pt')),
                 detector_loads=loads(lambda: load_detector(det)) if det.is_file() else False,
                 onnx_export_passes=bool(parity.get('passed')) if parity else False,
                 tensorboard_logs=any((paths.root/'tb').rglob('events.out.tfevents.*')),
                 auto_batch_tuned=None if t.get('device', 'cpu').startswith('cpu') else bool(t.get('batch_size')),
-                classes_balanced=None if 'class_imbalance_ratio' not in measured else measured['class_imbalance_ratio'] <= 10)
+                classes_balanced=None if 'class_imbalance_ratio' not in measured else measured['class_imbalance_ratio'] <= 10,
+                # the service's long run (tools/soak.py) and its load test (tools/loadtest.py); None until they have run
+                memory_leak_test=None if not soak else soak['memory']['fitted_growth_mb'] <= soak.get('max_growth_mb', 20),
+                stability_test_pass=None if not soak else soak['errors'] == 0 and soak['minutes'] >= 30,
+                multi_batch_processing=None if not loads_ else any(r.get('batch_size_mean') and r['batch_size_mean'] > 1
+                                                                   and not any(m['errors'] for m in r['modes'].values()) for r in loads_))
 
 # %% ../nbs/07a_gates.ipynb #40b83879
 def stage_gate(exp:str|Path, # a trained experiment
@@ -198,7 +204,8 @@ def stage_gate(exp:str|Path, # a trained experiment
     measured, evidence = measurements(paths.root, lat)
     evidence.update(pipeline_runs=paths.reports/'latency.json', classifier_loads=paths.classifier/'best.pt', detector_loads=paths.detector/'detector.safetensors',
                     onnx_export_passes=paths.export/'parity.json', tensorboard_logs=paths.root/'tb', classes_balanced=paths.data/'manifests',
-                    auto_batch_tuned=paths.classifier/'metrics.json', baseline=exp_paths(baseline).root if baseline else None)
+                    auto_batch_tuned=paths.classifier/'metrics.json', memory_leak_test=paths.reports/'soak.json', stability_test_pass=paths.reports/'soak.json',
+                    multi_batch_processing=paths.reports, baseline=exp_paths(baseline).root if baseline else None)
     evidence = {k: str(v) for k, v in evidence.items() if v is not None}
     base = measurements(baseline)[0] if baseline else None
     r = judge(cfg.stages[str(stage)]['gate'], measured, mandatory_checks(paths.root, measured, pipeline_ok), base, evidence)

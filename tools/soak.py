@@ -139,7 +139,7 @@ def main(argv=None):
         windows, rss = soak(url, key, proc.pid, photos, a.minutes, a.clients, a.window, a.max_requests)
     warmup = (a.warmup_minutes if a.warmup_minutes is not None else a.minutes / 5) * 60
     report = dict(source=str(a.release or exp), release=(health.get('release') or {}).get('version'), backend=health['backend'], settings=a.settings,
-                  clients=a.clients, minutes=a.minutes, cpu_count=os.cpu_count(), requests=sum(w['requests'] for w in windows),
+                  clients=a.clients, minutes=a.minutes, max_growth_mb=a.max_growth_mb, cpu_count=os.cpu_count(), requests=sum(w['requests'] for w in windows),
                   errors=sum(w['errors'] for w in windows), memory=memory_trend(rss, warmup), windows=windows)
     report['verdict'] = 'pass' if report['errors'] == 0 and report['memory']['fitted_growth_mb'] <= a.max_growth_mb else 'fail'
     out.write_text(json.dumps(report, indent=1))
