@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu soak test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -50,6 +50,20 @@ bench-retrieval: install
 	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained classifier.pretrained=none
+
+# prepare at fractions of the release's scale on labels-only synthetic releases (nbs/90_benchmarks.ipynb: Data); FRACTIONS=0.01,0.1,1.0 for all.
+FRACTIONS ?= 0.01,0.1
+bench-prepare: install
+	$(BIN)/python tools/bench_prepare.py --fractions $(FRACTIONS) --out work/bench-prepare
+
+# The production architectures (EfficientNetV2-S 384, YOLO11m 640) served on this CPU: p50/p95 per mode and backend (nbs/90_benchmarks.ipynb).
+bench-cpu: install
+	$(BIN)/python tools/bench_cpu_serving.py --out work/bench-cpu
+
+# The service for 30 minutes of mixed traffic on loopback: 0 errors and flat memory, or exit 1 (EXP=work/exp/demo; nbs/91_operations.ipynb).
+EXP ?= work/exp/demo
+soak: install
+	$(BIN)/python tools/soak.py --exp $(EXP) --minutes 30 --clients 4
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
 test: install browser
