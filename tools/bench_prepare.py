@@ -9,7 +9,7 @@ the child's peak memory and the bytes on disk, with the cost per photo — the c
 
     python tools/bench_prepare.py --fractions 0.01,0.1,1.0 --out work/bench-prepare [--keep]
 """
-import argparse, json, os, re, resource, shutil, subprocess, sys, time
+import argparse, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 RELEASE = dict(classes=4523, per_class=500, val_per_class=25, combos=200_000)
@@ -27,14 +27,15 @@ def du_bytes(path:Path)->int:
 
 
 def run(cmd:list, log:Path)->dict:
-    "Run a pillsnap command in a child; its wall time and peak resident memory."
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    "Run a pillsnap command in a child; its wall time and its own peak resident memory (its worker processes aside)."
     t0 = time.perf_counter()
-    with open(log, "w") as f: r = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    with open(log, 'w') as f:
+        p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
     secs = time.perf_counter() - t0
-    if r.returncode: raise SystemExit(f'{" ".join(map(str, cmd))} failed ({r.returncode}) — see {log}')
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KB, the largest child so far
-    return dict(seconds=round(secs, 1), peak_rss_mb=round(peak / 1024, 1) if peak > before else None)
+    if p.returncode: raise SystemExit(f'{" ".join(map(str, cmd))} failed ({p.returncode}) — see {log}')
+    return dict(seconds=round(secs, 1), peak_rss_mb=round(usage.ru_maxrss / 1024, 1))  # Linux: KB
 
 
 def phases(log:Path)->dict:
@@ -76,7 +77,8 @@ def main(argv=None):
         files = sum(len(fs) for _, _, fs in os.walk(rel/'data'))
         disk_rel = du_bytes(rel)
         prep = run([pillsnap, 'prepare', '--root', rel, '--exp', exp, 'data.cache=false', f'data.workers={a.workers}'], out/f'{name}-prepare.log')
-        row = dict(fraction=f, photos=photos, files=files, synth_s=synth['seconds'], prepare_s=prep['seconds'], prepare_peak_rss_mb=prep['peak_rss_mb'],
+        row = dict(fraction=f, photos=photos, files=files, synth_s=synth['seconds'], synth_peak_rss_mb=synth['peak_rss_mb'], prepare_s=prep['seconds'],
+                   prepare_peak_rss_mb=prep['peak_rss_mb'],
                    release_mb=round(disk_rel / 2**20, 1), exp_data_mb=round(du_bytes(exp/'data') / 2**20, 1), **phases(out/f'{name}-prepare.log'))
         row['prepare_ms_per_photo'] = round(1000 * row['prepare_s'] / photos, 3)
         rows.append(row)
