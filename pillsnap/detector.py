@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'detector_arch', 'shipped_arch', 'build_detector',
            'save_detector', 'detector_meta', 'shipped_detector', 'load_detector', 'detector_data', 'yolo_device',
-           'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'weights_record', 'record_weights', 'recorded',
-           'record_saved', 'recording_checkpoints', 'check_detector', 'trainable_detector', 'train_detector',
-           'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections',
-           'save_samples']
+           'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'train_device', 'weights_record', 'record_weights',
+           'recorded', 'record_saved', 'recording_checkpoints', 'check_detector', 'trainable_detector',
+           'train_detector', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
+           'plot_detections', 'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
 import os
@@ -196,10 +196,21 @@ def quiet_ultralytics(verbose:bool=False):
     try: yield
     finally: lg.setLevel(old); torch.set_num_threads(TORCH_THREADS)  # ultralytics' select_device leaves cpu_count-1 (1 on 2 cores) for the whole process
 
+def train_device(cfg)->str:
+    "The device(s) ultralytics trains on: `detector.devices` (GPU indices, '0,1': ultralytics' own DDP over them) or the experiment's `device`."
+    devs = cfg.detector.get('devices')
+    if devs in (None, '', []): return yolo_device(pick_device(cfg.device))
+    ids = [s.strip() for s in (devs if isinstance(devs, (list, tuple)) else str(devs).split(',')) if str(s).strip()]
+    if not ids or not all(str(i).isdigit() for i in ids):
+        raise ConfigError(f'detector.devices is {devs!r} — give GPU indices such as 0,1 (several: ultralytics trains with DDP), or null for `device`')
+    if (top := max(map(int, ids))) >= (n := torch.cuda.device_count()):
+        raise ConfigError(f'detector.devices={devs} names GPU {top}, and this machine has {n} GPU(s) — set detector.devices=null to train on `device`')
+    return ','.join(map(str, ids))
+
 def _train_args(cfg, data:Path, run_dir:Path)->dict:
     d = cfg.detector
     return dict(data=str(data), epochs=d.epochs, imgsz=d.img_size, batch=d.batch_size, patience=d.patience or 10**6,
-                device=yolo_device(pick_device(cfg.device)), workers=d.workers, project=str(run_dir.parent), name=run_dir.name,
+                device=train_device(cfg), workers=d.workers, project=str(run_dir.parent), name=run_dir.name,
                 exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True, amp=cfg.train.amp != 'off',
                 close_mosaic=min(d.close_mosaic, d.epochs), warmup_epochs=d.warmup_epochs, verbose=False, val=True)
 
@@ -252,7 +263,7 @@ def check_detector(cfg, # resolved settings
                   )->Path: # the data.yaml
     "Fail fast, before any work, on settings the detector stage cannot use and on finished work it would destroy; returns the data.yaml."
     d, data, paths = cfg.detector, detector_data(cfg), exp_paths(cfg.paths.exp_dir)
-    detector_arch(d.model)
+    detector_arch(d.model); train_device(cfg)
     if d.weights_path and not Path(d.weights_path).is_file():
         raise ConfigError(f"detector.weights_path {d.weights_path} does not exist — give a local weights file, or set detector.weights_path=null "
                           f"to build {d.model} from its architecture (random weights); nothing is downloaded")
@@ -304,7 +315,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
         elif d.resume:
             model = _watched(YOLO(str(recorded(last))))
             log.info(f"resuming the detector from {last} after epoch {model.ckpt['epoch'] + 1}")
-            model.train(resume=True, device=yolo_device(pick_device(cfg.device)))
+            model.train(resume=True, device=train_device(cfg))
         else:
             model = _watched(trainable_detector(d.model, d.weights_path))
             if d.weights_path and Path(d.weights_path).suffix == '.pt': shipped_detector(model.model.yaml, d.weights_path)  # else it trains, then will not load
