@@ -7,9 +7,9 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'FACES', 'MARGINS', 'CKPT_FORMAT', 'OOM
            'enable_tf32', 'core', 'compile_model', 'adamw', 'decay_groups', 'lr_schedule', 'ReseedEpoch', 'EMA',
            'imprint_targets', 'face_codes', 'ClassOf', 'ImprintAux', 'margin_logits', 'MarginLoss', 'save_checkpoint',
            'load_checkpoint', 'check_checkpoint', 'find_checkpoint', 'find_cb', 'Checkpointer',
-           'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'largest_batch', 'auto_batch_size',
-           'top5', 'training_metrics', 'calibration_bins', 'expected_calibration_error', 'classification_metrics',
-           'top_confused']
+           'ResumableEarlyStopping', 'TrainingStopped', 'OOMFallback', 'StepLogger', 'WholeSplit',
+           'DistributedTraining', 'largest_batch', 'auto_batch_size', 'top5', 'training_metrics', 'calibration_bins',
+           'expected_calibration_error', 'classification_metrics', 'top_confused']
 
 # %% ../nbs/04_callbacks.ipynb #8abd6a75
 import contextlib, gc, math, pickle, random, time, warnings
@@ -26,6 +26,7 @@ from torch import nn
 
 from .io import atomic_write, write_json
 from .config import ConfigError, JobFailed, UserError, amp_dtype, first_line, get_logger
+from .loaders import ShardSampler
 
 # %% ../nbs/04_callbacks.ipynb #f7f3a373
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
@@ -38,7 +39,8 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.learner import Learner
     from fastai.metrics import AccumMetric, top_k_accuracy, accuracy
     from fastai.optimizer import OptimWrapper
-    from fastai.torch_core import find_bs
+    from fastai.torch_core import find_bs, rank_distrib, to_detach
+    from fastai.distributed import DistributedTrainer
 
 # %% ../nbs/04_callbacks.ipynb #66b188cc
 def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
@@ -56,7 +58,8 @@ def enable_tf32():
 
 # %% ../nbs/04_callbacks.ipynb #4f8bdfb9
 def core(model:nn.Module)->nn.Module:
-    "The module under a `torch.compile` wrapper (itself otherwise): its state dict has the plain names."
+    "The module under `DistributedDataParallel` and `torch.compile` wrappers (itself otherwise): its state dict has the plain names."
+    if isinstance(model, nn.parallel.DistributedDataParallel): model = model.module
     return getattr(model, '_orig_mod', model)
 
 def _cpu_state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
@@ -198,6 +201,10 @@ class ImprintAux(Callback):
         aux = nn.functional.binary_cross_entropy_with_logits(self.head(self.feats.float()), target)
         self.learn.loss_grad = self.loss_grad + self.weight * aux
         self.learn.loss = self.loss_grad.clone()
+    def after_backward(self):  # several processes: the head is not in the model DDP averages, so average its gradients here
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            for p in self.head.parameters():
+                if p.grad is not None: torch.distributed.all_reduce(p.grad); p.grad /= torch.distributed.get_world_size()
     def after_fit(self):
         if self._hook is not None: self._hook.remove(); self._hook = None
         self.feats = None
@@ -315,6 +322,7 @@ class Checkpointer(TrackerCallback):
         if self.epoch < self.start: return
         super().after_epoch()
         self.history.append({'epoch': self.epoch + 1, **{n: float(v) for n, v in zip(self.recorder.metric_names[1:], self.recorder.values[-1])}})
+        if rank_distrib(): return  # several processes: the first one writes
         state = self.state(self.epoch + 1)
         if self.new_best: save_checkpoint(state, self.folder/'best.pt')  # first: killed before last.pt, a resume redoes this epoch
         save_checkpoint(state, self.folder/'last.pt')
@@ -327,7 +335,7 @@ class Checkpointer(TrackerCallback):
         return {**self.meta, 'format': CKPT_FORMAT, 'epoch': epoch, 'monitor': self.monitor, 'best': float(self.best), 'history': list(self.history),
                 'model': _cpu_state(core(l.model)), 'ema': _cpu_state(ema.average.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
                 'optimizer': l.opt.state_dict(), 'scaler': l.scaler.state_dict() if getattr(l, 'scaler', None) is not None else None,
-                'imprint_head': _cpu_state(aux.head) if aux else None, 'early_stop_wait': es.wait if es else 0, 'smooth_loss': (float(self.recorder.smooth_loss.val), int(self.recorder.smooth_loss.count)), **extra}
+                'imprint_head': _cpu_state(aux.head) if aux else None, 'early_stop_wait': es.wait if es else 0, 'smooth_loss': (float(torch.as_tensor(self.recorder.smooth_loss.val).mean()), int(self.recorder.smooth_loss.count)), **extra}
 
 class ResumableEarlyStopping(EarlyStoppingCallback):
     "fastai's early stopping, carrying its best value and patience count across a resume."
@@ -435,7 +443,7 @@ class StepLogger(Callback):
         self.tb_dir, self.every, self.warmup, self.writer, self.seen = tb_dir, every, warmup, None, 0
         self.perf = dict(images=0, data_s=0.0, compute_s=0.0, peak_cuda_mb=0.0)
     def before_fit(self):
-        if self.tb_dir:
+        if self.tb_dir and not rank_distrib():  # several processes: the first one writes
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.tb_dir))
         self.on_cuda = _device(self.learn).type == 'cuda'
@@ -473,6 +481,24 @@ class StepLogger(Callback):
         self.writer.flush()
     def after_fit(self):
         if self.writer: self.writer.close(); self.writer = None
+
+# %% ../nbs/04_callbacks.ipynb #5674958b
+class WholeSplit:
+    "A loader every process runs whole (validation): its outputs are this process's own, never gathered across processes."
+    def __init__(self, dl): self.dl = dl
+    def __iter__(self): return iter(self.dl)
+    def __len__(self): return len(self.dl)
+    def __getattr__(self, k): return getattr(self.__dict__['dl'], k)
+    def to_detach(self, b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
+
+class DistributedTraining(DistributedTrainer):
+    "fastai's data-parallel callback for pillsnap's loaders: the training loader, sharded by `ShardSampler`, stays as it is; validation runs whole in every process."
+    def _wrap_dl(self, dl):
+        if isinstance(dl, WholeSplit) or isinstance(getattr(dl, 'sampler', None), ShardSampler): return dl
+        return WholeSplit(dl)
+    def before_validate(self):  # DDP syncs batch-norm statistics only in training: validate everywhere with the first process's (after `EMA` swaps its average in)
+        super().before_validate()
+        for b in core(self.learn.model).buffers(): torch.distributed.broadcast(b, 0)
 
 # %% ../nbs/04_callbacks.ipynb #0e336ceb
 def largest_batch(fits, # fits(batch_size) -> bool

@@ -6,7 +6,7 @@
 __all__ = ['create_backbone', 'PillClassifier', 'ClassifierData', 'classifier_data', 'check_classifier', 'check_train_settings',
            'uses_margin', 'training_loaders', 'training_callbacks', 'FloatImages', 'build_learner', 'build_classifier',
            'predict_logits', 'softmax_t', 'embedder_id', 'load_classifier', 'evaluate_classifier', 'plot_reliability',
-           'plot_confusion', 'plot_history', 'train_classifier', 'plot_confused_pairs']
+           'plot_confusion', 'plot_history', 'train_classifier', 'replicas_agree', 'plot_confused_pairs']
 
 # %% ../nbs/04_classifier.ipynb #9fd9b125
 import contextlib, difflib, json, time, warnings
@@ -23,14 +23,14 @@ from torch import nn
 
 from .aihub import DrugTable, load_class_map
 from .io import clean_stale_temps, write_json
-from .config import ConfigError, amp_dtype, exp_paths, first_line, get_logger, pick_device, seed_everything
+from .config import ConfigError, amp_dtype, dist_env, exp_paths, first_line, get_logger, pick_device, seed_everything
 from .pretrained import check_start, load_start, start_of
 from .data import check_splits, load_manifest, pill_rows
 from .crops import CropCache, cache_fits, UnifiedPreprocessor, preprocessor_from
 from .loaders import (GpuAugment, PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights, make_loader, make_loaders,
-                              PKSampler, read_hard_cases, train_transforms, weighted_sampler)
+                              PKSampler, ShardSampler, read_hard_cases, train_transforms, weighted_sampler)
 from .prepare import crop_kinds, split_settings
-from .callbacks import (EMA, Checkpointer, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
+from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger,
                                 TrainingStopped, adamw, auto_batch_size, calibration_bins, check_checkpoint, classification_metrics,
                                 compile_model, core, decay_groups, enable_tf32, face_codes, find_cb, find_checkpoint, imprint_targets,
                                 load_checkpoint, lr_schedule, precision_callbacks, save_checkpoint, top_confused, training_metrics)
@@ -42,6 +42,7 @@ with warnings.catch_warnings():  # fastai's import triggers torch's own deprecat
     from fastai.callback.core import Callback
     from fastai.callback.fp16 import MixedPrecision
     from fastai.callback.mixup import CutMix, MixUp
+    from fastai.callback.progress import ProgressCallback
     from fastai.callback.schedule import ParamScheduler
     from fastai.callback.training import GradientAccumulation, GradientClip
     from fastai.learner import Learner
@@ -141,9 +142,13 @@ def check_classifier(cfg, # resolved settings
 # %% ../nbs/04_classifier.ipynb #e8b9941c
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
-def check_train_settings(cfg):
+def check_train_settings(cfg,
+                         world:int|None=None, # processes sharing each batch (default: this launch's)
+                        ):
     "Refuse combinations of training settings that cannot work together, before any data is read."
-    t, pk = cfg.train, int(cfg.loader.get('pk_per_class') or 0)
+    t, pk, world = cfg.train, int(cfg.loader.get('pk_per_class') or 0), world or dist_env()[1]
+    if world > 1 and t.batch_size % world: raise ConfigError(f'train.batch_size={t.batch_size} is the global batch, shared by {world} processes — make it a multiple of {world}')
+    if world > 1 and pk and (t.batch_size // world) % pk: raise ConfigError(f'loader.pk_per_class={pk}: each of {world} processes takes {t.batch_size // world} photos per batch, which splits runs of {pk} — make train.batch_size a multiple of {world * pk}')
     if t.mix not in ('none', 'mixup', 'cutmix'): raise ConfigError(f'train.mix={t.mix!r} — choose none, mixup or cutmix')
     if t.imprint_aux and t.mix != 'none': raise ConfigError(f'train.imprint_aux={t.imprint_aux} needs train.mix=none (mixed images have no one visible imprint)')
     if uses_margin(cfg) and t.mix != 'none': raise ConfigError(f'train.margin_weight={t.margin_weight} needs train.mix=none (a mixed image has no one class to be near) — or classifier.embed_dim=0')
@@ -160,7 +165,7 @@ def uses_margin(cfg)->bool:
 def training_loaders(cfg, # resolved settings
                      d:ClassifierData, # from `classifier_data`
                      model:nn.Module, # the classifier (the imprint head sizes itself on its features)
-                     bs:int, # batch size
+                     bs:int, # batch size (global: several processes share it)
                      device:torch.device,
                      ck:dict|None=None, # a checkpoint resumed: its worker count and imprint head
                     )->tuple: # (fastai `DataLoaders`, the `ImprintAux` callback or None, class weights or None, workers)
@@ -185,6 +190,10 @@ def training_loaders(cfg, # resolved settings
         mult = hard_case_weights(d.k_codes, read_hard_cases(hc), cfg.loader.hard_case_weight)
         sampler = weighted_sampler(labels, (weights if weights is not None else class_weights(labels, n_classes)) * mult, cfg.seed)
         get_logger('classifier').info(f'hard cases from {hc}: {int((mult > 1).sum())} drugs drawn {cfg.loader.hard_case_weight:g} times as often')
+    rank, world, _ = dist_env()
+    if world > 1:  # several processes: the same global batches, each process its slice (`ShardSampler`)
+        bs //= world
+        sampler = ShardSampler(sampler or torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed)), rank, world, bs)
     dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError after 0 batches
@@ -203,8 +212,9 @@ def training_callbacks(cfg, # resolved settings
     t, paths, start = cfg.train, exp_paths(cfg.paths.exp_dir), ck['epoch'] if ck else 0
     cbs = [ReseedEpoch(cfg.seed), *precision_callbacks(t.amp, device),
            Checkpointer(paths.classifier, meta, t.monitor, t.min_delta, start, *((ck['best'], ck['history'], ck['smooth_loss']) if ck else ())),
-           StepLogger(paths.tb/'classifier', t.log_every),
-           OOMFallback(save=lambda learn: save_checkpoint(find_cb(learn, Checkpointer).state(learn.epoch, partial_epoch=True), paths.classifier/'oom.pt'))]
+           StepLogger(paths.tb/'classifier', t.log_every)]
+    if dist_env()[1] == 1:  # the ladder changes one process's batch, which would leave the others waiting: off with several
+        cbs.append(OOMFallback(save=lambda learn: save_checkpoint(find_cb(learn, Checkpointer).state(learn.epoch, partial_epoch=True), paths.classifier/'oom.pt')))
     if t.channels_last: cbs.append(ChannelsLast())
     if t.grad_accum > 1: cbs.append(GradientAccumulation(bs * t.grad_accum))
     if t.grad_clip: cbs.append(GradientClip(t.grad_clip))
@@ -236,6 +246,8 @@ def build_learner(cfg, # resolved settings
     check_train_settings(cfg)
     t, log, paths = cfg.train, get_logger('classifier'), exp_paths(cfg.paths.exp_dir)
     device, n_classes, pre = pick_device(cfg.device), len(d.class_map), d.pre
+    rank, world, local = dist_env()
+    if world > 1 and device.type == 'cuda': device = torch.device('cuda', local); torch.cuda.set_device(device)  # one GPU per process
     if device.type == 'cuda': enable_tf32()
     seed_everything(cfg.seed)
     model = build_classifier(cfg, n_classes, pre, load_weights=ck is None).to(device)
@@ -243,7 +255,8 @@ def build_learner(cfg, # resolved settings
     if t.channels_last: model = model.to(memory_format=torch.channels_last)  # before compile, so the graph sees it
     dtype = amp_dtype(t.amp, device)
     bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
-    if t.auto_batch and ck is None:
+    if t.auto_batch and world > 1 and device.type == 'cuda': log.info(f'train.auto_batch is off with {world} processes: train.batch_size={bs} is the global batch')
+    elif t.auto_batch and ck is None:
         found = auto_batch_size(model, pre.img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
         if found: lr, bs = lr * found / bs, found; log.info(f'batch {bs}, learning rate scaled linearly to {lr:.3g}')
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
@@ -257,6 +270,9 @@ def build_learner(cfg, # resolved settings
     trial = next(iter(dls.train))[0].to(device) if t.compile != 'none' else None  # a whole batch, as training will see it
     if trial is not None and t.channels_last: trial = trial.contiguous(memory_format=torch.channels_last)
     learn.model = compile_model(model, t.compile, trial, dtype=dtype)
+    if world > 1:  # fastai's DDP through Accelerate (gloo on CPUs); progress bars from the first process only
+        learn.add_cb(DistributedTraining(sync_bn=bool(t.get('sync_bn', True)) and device.type == 'cuda', cpu=device.type == 'cpu'))
+        if rank: learn.remove_cb(ProgressCallback)
     if ck:
         learn.create_opt(); learn.opt.load_state_dict(ck['optimizer'])
         if ck.get('scaler'): learn.add_cb(_RestoreScaler(ck['scaler']))
@@ -412,7 +428,7 @@ def plot_history(history:list, # `history.json` rows
 # %% ../nbs/04_classifier.ipynb #71641ed4
 def train_classifier(cfg, # resolved settings (`load_config`)
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
-    "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint."
+    "Train the classifier of an experiment (resuming when `train.resume` says so) and evaluate its best checkpoint (in several processes: the first one; the others return {})."
     paths, log, t = exp_paths(cfg.paths.exp_dir), get_logger('classifier'), cfg.train
     d = classifier_data(cfg)
     if gone := clean_stale_temps(paths.classifier): log.info(f"removed the temporary files of killed checkpoint writes: {', '.join(gone)}")
@@ -424,23 +440,38 @@ def train_classifier(cfg, # resolved settings (`load_config`)
         log.info(f"resuming from {path} after epoch {ck['epoch']} of {t.epochs}")
         if ck['epoch'] >= t.epochs: log.info('that run already finished; evaluating it')
     learn = build_learner(cfg, d, ck)
+    rank, world, _ = dist_env()
     log.info(f"training {cfg.classifier.model} on {len(d.train)} crops, {len(d.class_map)} classes, {learn.precision}, "
-             f"batch {learn.dls.train.batch_size}, {cfg.device} → {learn.dls.device}")
+             f"batch {learn.dls.train.batch_size * world}" + (f' ({world} processes × {learn.dls.train.batch_size})' if world > 1 else '') + f", {cfg.device} → {learn.dls.device}")
     t0 = time.perf_counter()
     if learn.start_epoch_ < t.epochs:
         learn.fit(t.epochs, start_epoch=learn.start_epoch_, cbs=[ParamScheduler(learn.schedule)])
     seconds = time.perf_counter() - t0
     if getattr(learn, 'stopped', None): raise TrainingStopped(learn.stopped)
     perf, oom = find_cb(learn, StepLogger).perf, find_cb(learn, OOMFallback)
+    same = replicas_agree(learn.model) if world > 1 else True
+    if not same: log.error(f'the {world} processes ended with different weights: DistributedDataParallel did not keep them in step')
+    if rank:  # the first process evaluates and writes; the others are done
+        torch.distributed.destroy_process_group(); return {}
     out = evaluate_classifier(cfg, 'best', d)
     out['training'] = dict(epochs=len(find_cb(learn, Checkpointer).history), seconds=round(seconds, 1), device=str(learn.dls.device),
                            precision=learn.precision, compiled=learn.model is not core(learn.model), channels_last=bool(t.channels_last),
-                           batch_size=learn.dls.train.batch_size, images=perf['images'],
-                           images_per_s=round(perf['images'] / max(perf['data_s'] + perf['compute_s'], 1e-9), 1),
+                           batch_size=learn.dls.train.batch_size * world, processes=world, replicas_identical=same, images=perf['images'] * world,
+                           images_per_s=round(perf['images'] * world / max(perf['data_s'] + perf['compute_s'], 1e-9), 1),
                            data_share=round(perf['data_s'] / max(perf['data_s'] + perf['compute_s'], 1e-9), 4),
-                           peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events)
+                           peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events if oom else [])
     write_json(paths.classifier/'metrics.json', out)
+    if world > 1: torch.distributed.destroy_process_group()
     return out
+
+def replicas_agree(model:nn.Module)->bool:
+    "Whether every process of the group holds the same parameters (a hash of each, gathered); batch-norm statistics are the first process's in what is saved."
+    import hashlib
+    h = hashlib.sha256()
+    for k, p in core(model).named_parameters(): h.update(k.encode()); h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    ids = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(ids, h.hexdigest())
+    return len(set(ids)) == 1
 
 # %% ../nbs/04_classifier.ipynb #10436bd4
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`

@@ -14,11 +14,11 @@ from pathlib import Path
 from fastcore.script import anno_parser, store_true
 
 import pillsnap
-from .config import (ConfigError, JobFailed, PillsnapError, UserError, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
+from .config import (ConfigError, JobFailed, PillsnapError, UserError, dist_env, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
                              start_run)
 from .demo import run_demo
 from .stages import (advisor, calibrated, classifier, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
-                             prediction_table, retrieval, run_job, split_table, summary_table, synth_from)
+                             prediction_table, retrieval, run_job, split_table, summary_table, synth_from, check_nproc, launch_processes)
 from .synth import contact_sheet, scene_sheet
 
 # %% ../nbs/12_cli.ipynb #022b7325
@@ -108,13 +108,23 @@ def train_cls(*settings:str, # key=value settings over the experiment's snapshot
               force:store_true=False, # train afresh even though the experiment has a trained classifier (it is replaced)
               preset:str=None, # a preset from config.yaml to apply first (e.g. demo, bench)
               no_notebook:store_true=False, # train in this process, without the papermill report
+              nproc:int=1, # training processes on this machine: one per GPU, or gloo processes on a CPU (fastai's DDP through torchrun; no report)
               config:str=None, # config file (default: the nearest config.yaml)
              ):
     "Train the pill classifier (nbs/04_classifier through papermill; the executed notebook in {exp}/runs/ is the report)."
     cfg, changes = _settings(exp, settings, config, preset, **{'train.resume': resume})
     classifier.check_classifier(cfg, force=force)  # fail fast, before the snapshot is written: prepared data that matches, a checkpoint to resume
-    paths = start_run(cfg, 'train-cls', changes)
+    rank, world, _ = dist_env()
+    if world == 1: check_nproc(nproc, cfg.device)
+    if nproc > 1 and world == 1:  # launch: the same command in nproc processes (torchrun), each one a rank below
+        classifier.check_train_settings(cfg, nproc)
+        launch_processes(nproc, ['train-cls', *settings, '--exp', cfg.paths.exp_dir, *(['--resume', resume] if resume else []), *(['--force'] if force else []),
+                                 *(['--preset', preset] if preset else []), *(['--config', config] if config else [])])
+        return json.loads((exp_paths(cfg.paths.exp_dir).classifier/'metrics.json').read_text())
+    if world > 1: no_notebook = True  # every process trains here; the first one writes (a papermill kernel per process would be N reports)
+    paths = start_run(cfg, 'train-cls', changes) if rank == 0 else exp_paths(cfg.paths.exp_dir)
     _, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier, no_notebook)
+    if rank: return None
     result = calibrated(cfg)
     print(metrics_table(result).to_string())
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))

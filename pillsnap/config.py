@@ -7,7 +7,7 @@ __all__ = ['EXP_PARTS', 'ONE_SHOT', 'PillsnapError', 'UserError', 'JobFailed', '
            'read_yaml', 'flat_settings', 'typed_setting', 'parse_overrides', 'is_path_setting', 'apply_settings',
            'apply_stage', 'load_config', 'exp_config', 'load_dotenv', 'secret', 'exp_paths', 'save_config',
            'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'start_run', 'settings_changes',
-           'run_config', 'record_settings', 'pick_device', 'amp_dtype']
+           'run_config', 'record_settings', 'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00_config.ipynb #0dde7a8f
 import contextlib, difflib, logging, logging.handlers, os, random, re
@@ -256,7 +256,9 @@ def save_config(cfg:dict, # resolved settings
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in obj2dict(cfg).items() if k != 'config_file'}
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding='utf-8')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')  # renamed into place: a process reading it (another rank) never sees half a file
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding='utf-8')
+    os.replace(tmp, path)
     return path
 
 # %% ../nbs/00_config.ipynb #dfbfa4fc
@@ -371,6 +373,11 @@ def pick_device(pref:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if pref.startswith('cuda') and not torch.cuda.is_available():
         raise ConfigError(f"device={pref} but no CUDA GPU is visible — use device=auto or device=cpu")
     return torch.device(pref)
+
+def dist_env()->tuple: # (rank, world size, local rank)
+    "This process's place in a distributed launch (`torchrun` sets RANK, WORLD_SIZE and LOCAL_RANK); (0, 1, 0) alone."
+    env = lambda k, d: int(os.environ.get(k) or d)
+    return env('RANK', 0), env('WORLD_SIZE', 1), env('LOCAL_RANK', 0)
 
 def amp_dtype(policy:str, # 'auto', 'bf16', 'fp16' or 'off'
               device, # a `torch.device`

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'PillDataset', 'collate_skipping', 'skip_counts',
            'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment', 'class_weights', 'weighted_sampler',
-           'read_hard_cases', 'hard_case_weights', 'PKSampler', 'autotune_num_workers']
+           'read_hard_cases', 'hard_case_weights', 'PKSampler', 'ShardSampler', 'autotune_num_workers']
 
 # %% ../nbs/03b_loaders.ipynb #29b843b6
 import json, math, os, time, warnings
@@ -225,6 +225,24 @@ class PKSampler(torch.utils.data.Sampler):
                 pick = torch.randperm(len(items), generator=g)[:self.k] if len(items) >= self.k else torch.randint(len(items), (self.k,), generator=g)
                 out.extend(items[pick.numpy()].tolist())
         return iter(out[:self.n])
+
+# %% ../nbs/03b_loaders.ipynb #80132c4b
+class ShardSampler(torch.utils.data.Sampler):
+    "Process `rank`'s slice of every global batch drawn by `sampler` (the same order in every process: same sampler, same seed)."
+    def __init__(self, sampler, # any sampler, seeded alike in every process
+                 rank:int, world:int, # this process and how many share the batch
+                 batch_size:int, # items per process per batch (the global batch is `world` times this)
+                ):
+        if not 0 <= rank < world: raise ValueError(f'rank {rank} outside a world of {world}')
+        self.sampler, self.rank, self.world, self.bs = sampler, rank, world, batch_size
+    @property
+    def generator(self): return getattr(self.sampler, 'generator', None)  # reseeded every epoch (`ReseedEpoch`)
+    def __len__(self): return -(-len(self.sampler) // (self.bs * self.world)) * self.bs
+    def __iter__(self):
+        order, step, b = list(self.sampler), self.bs * self.world, self.bs
+        n = -(-len(order) // step) * step
+        order = (order * -(-n // max(len(order), 1)))[:n]  # wrap round to whole global batches
+        return iter([i for g in range(0, n, step) for i in order[g + self.rank * b:g + (self.rank + 1) * b]])
 
 # %% ../nbs/03b_loaders.ipynb #0ae1981b
 def autotune_num_workers(ds:Dataset, # the training dataset

@@ -5,17 +5,17 @@
 # %% auto #0
 __all__ = ['advisor', 'classifier', 'data', 'dataprep', 'detector', 'evaluate', 'gates', 'onnx_export', 'pipeline', 'retrieval',
            'LazyModule', 'StageFailed', 'pillsnap_errors', 'stage_notebook', 'imports_only', 'job_notebook',
-           'run_stage', 'job_config', 'run_job', 'calibrated', 'summary_table', 'synth_from', 'split_table',
-           'metrics_table', 'det_table', 'prediction_table', 'export_table']
+           'run_stage', 'job_config', 'run_job', 'calibrated', 'check_nproc', 'launch_processes', 'summary_table',
+           'synth_from', 'split_table', 'metrics_table', 'det_table', 'prediction_table', 'export_table']
 
 # %% ../nbs/11_stages.ipynb #7c9e75fe
-import ast, importlib, json, re, sys, tempfile, time
+import ast, importlib, json, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import pandas as pd
 
 import pillsnap
-from .config import JobFailed, PillsnapError, exp_paths, get_logger, save_config
+from .config import ConfigError, JobFailed, PillsnapError, exp_paths, get_logger, save_config
 from .synth import synth_dataset
 
 # %% ../nbs/11_stages.ipynb #51ae6599
@@ -118,6 +118,28 @@ def calibrated(cfg, # resolved settings of an experiment whose classifier has ju
     evaluate.calibrate_classifier(cfg, 'best')
     if cfg.retrieval.build: retrieval.build_gallery(cfg, 'best')
     return json.loads((exp_paths(cfg.paths.exp_dir).classifier/'metrics.json').read_text())
+
+# %% ../nbs/11_stages.ipynb #2f4f9555
+def check_nproc(nproc:int, # processes asked for
+                device:str='auto', # the `device` setting
+               ):
+    "Refuse a process count this machine cannot run: below 1, or more GPU processes than GPUs."
+    import torch
+    if nproc < 1: raise ConfigError(f'--nproc {nproc}: give 1 or more processes')
+    gpus = torch.cuda.device_count() if device != 'cpu' else 0
+    if gpus and nproc > gpus: raise ConfigError(f'--nproc {nproc} but this machine has {gpus} GPU(s): one process per GPU — use --nproc {gpus}, or device=cpu for gloo processes')
+
+def launch_processes(nproc:int, # processes on this machine
+                     argv:list, # the pillsnap command line each runs, e.g. ['train-cls', '--exp', 'work/exp/e']
+                    )->None:
+    "Run one pillsnap command in `nproc` processes through `torchrun` (rendezvous on this machine); a failed process fails the whole."
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // nproc))}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={nproc}', '--no-python',
+           sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', *map(str, argv)]
+    get_logger('stages').info(f"{nproc} processes: pillsnap {' '.join(map(str, argv))}")
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc: raise JobFailed(f"pillsnap {argv[0]} failed in one of its {nproc} processes (exit {rc}) — torchrun printed each process's error above; "
+                           "the first process logs to the experiment's logs/ folder")
 
 # %% ../nbs/11_stages.ipynb #c97eb837
 def summary_table(summary:dict)->pd.DataFrame:
