@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu soak test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu bench-int8 soak test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -50,6 +50,10 @@ bench-retrieval: install
 	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained classifier.pretrained=none
+
+# INT8 recipes (calibration method, calibration crops, float ends) on the bench classifier (nbs/90_benchmarks.ipynb: Export); run make bench-cls first.
+bench-int8: install
+	$(BIN)/python tools/bench_int8.py --exp work/exp/bench --out work/bench-int8
 
 # prepare at fractions of the release's scale on labels-only synthetic releases (nbs/90_benchmarks.ipynb: Data); FRACTIONS=0.01,0.1,1.0 for all.
 FRACTIONS ?= 0.01,0.1

@@ -19,6 +19,14 @@ def rss_mb(pid):
     return float('nan')
 
 
+def sample_photos(exp:Path)->dict:
+    "A single-pill and a combination photo of the experiment's validation split (the bytes on disk)."
+    from pillsnap.config import exp_config
+    from pillsnap.data import load_manifest
+    m, root = load_manifest(exp/'data', 'val'), Path(exp_config(exp).data.root)
+    return {k: (root/m[m.kind == k].image.iloc[0]).read_bytes() for k in ('single', 'combo') if (m.kind == k).any()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--exp', required=True)
@@ -29,12 +37,8 @@ def main():
     ap.add_argument('--out', default=None, help='JSON report (default: {exp}/reports/loadtest-{backend}.json)')
     ap.add_argument('settings', nargs='*', help='key=value settings for the server')
     a = ap.parse_args()
-    from pillsnap.config import load_config
-    from pillsnap.data import load_manifest
     exp = Path(a.exp).resolve()
-    cfg = load_config(path=exp/'config.yaml')
-    m = load_manifest(exp/'data', 'val')
-    photos = {k: (Path(cfg.data.root)/m[m.kind == k].image.iloc[0]).read_bytes() for k in ('single', 'combo')}
+    photos = sample_photos(exp)
     from pillsnap.serve import serving
     key, args = secrets.token_urlsafe(24), [*a.settings, *(['--backend', a.backend] if a.backend else [])]
     with serving(exp, key, *args, log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):

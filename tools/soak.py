@@ -11,24 +11,16 @@ exits 1 on any error or when memory grows after warm-up by more than `--max-grow
     python tools/soak.py --exp work/exp/demo --minutes 30 --clients 4 [--backend onnx] [serve.batch_max=1]
     python tools/soak.py --release work/releases --minutes 30
 """
-import argparse, io, json, os, random, secrets, threading, time
+import argparse, json, os, random, secrets, threading, time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from loadtest import rss_mb
+from loadtest import rss_mb, sample_photos
 
 # what each kind of request sends, and the statuses that count as answered correctly
 KINDS = {'single': 5, 'combo': 3, 'batch': 1, 'search': 1, 'health': 1, 'bad': 1}  # relative frequency
-
-
-def sample_photos(exp:Path)->dict:
-    "A single-pill and a combination photo of the experiment's validation split."
-    from pillsnap.config import exp_config
-    from pillsnap.data import load_manifest
-    m, root = load_manifest(exp/'data', 'val'), Path(exp_config(exp).data.root)
-    return {k: (root/m[m.kind == k].image.iloc[0]).read_bytes() for k in ('single', 'combo') if (m.kind == k).any()}
 
 
 def request(c:httpx.Client, url:str, kind:str, photos:dict, rng:random.Random)->bool:
