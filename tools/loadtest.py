@@ -19,6 +19,13 @@ def rss_mb(pid):
     return float('nan')
 
 
+def cpu_s(pid)->float:
+    "CPU seconds (user + system) a process has used so far."
+    import psutil
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def sample_photos(exp:Path)->dict:
     "A single-pill and a combination photo of the experiment's validation split (the bytes on disk)."
     from pillsnap.config import exp_config
@@ -46,24 +53,27 @@ def main():
         report = dict(exp=str(exp), backend=health['backend'], settings=a.settings, clients=a.clients, seconds=a.seconds,
                       cpu_count=os.cpu_count(), rss_mb_idle=round(rss_mb(proc.pid), 1), modes={})
         for mode in a.modes.split(','):
-            lat, codes, stop = [], [], time.perf_counter() + a.seconds
+            lat, codes, pipe_ms, stop = [], [], [], time.perf_counter() + a.seconds
             def client():
                 with httpx.Client(headers={'X-API-Key': key}, timeout=120) as c:
                     while time.perf_counter() < stop:
                         t = time.perf_counter()
                         r = c.post(f'{url}/predict', params={'pipeline': mode}, files={'image': ('photo.png', photos[mode], 'image/png')})
                         lat.append(time.perf_counter() - t); codes.append(r.status_code)
-            rss, t0 = [rss_mb(proc.pid)], time.perf_counter()
+                        if r.status_code == 200: pipe_ms.append(r.json()['timing_ms']['total'])  # the pipeline's own time per photo
+            rss, t0, cpu0 = [rss_mb(proc.pid)], time.perf_counter(), cpu_s(proc.pid)
             threads = [threading.Thread(target=client) for _ in range(a.clients)]
             for t in threads: t.start()
             while any(t.is_alive() for t in threads): time.sleep(1); rss.append(rss_mb(proc.pid))
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, cpu_s(proc.pid) - cpu0
             ms = np.array(lat) * 1000
             slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0]) if len(rss) > 2 else 0.0
             report['modes'][mode] = dict(requests=len(lat), errors=sum(c != 200 for c in codes), requests_per_s=round(len(lat) / wall, 2),
                                          p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1),
                                          p99_ms=round(float(np.percentile(ms, 99)), 1), rss_mb_start=round(rss[0], 1),
-                                         rss_mb_end=round(rss[-1], 1), rss_mb_per_s=round(slope, 3))
+                                         rss_mb_end=round(rss[-1], 1), rss_mb_per_s=round(slope, 3),
+                                         server_cpu_ms_per_request=round(1000 * cpu / max(len(lat), 1), 1),  # all of the server's threads
+                                         pipeline_ms_per_photo=round(float(np.mean(pipe_ms)), 1) if pipe_ms else None)
         metrics = httpx.get(url + '/metrics', headers={'X-API-Key': key}).text
         report['batch_size_mean'] = next((float(l.split()[-1]) for l in metrics.splitlines() if l.startswith('pillsnap_batch_size_mean')), None)
     out = Path(a.out or exp/'reports'/f"loadtest-{report['backend']}.json")
