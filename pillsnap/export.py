@@ -126,9 +126,9 @@ def float_ends(path:str|Path)->list:
 def quantize_classifier(src:str|Path, # classifier.onnx
                         dst:str|Path, # the INT8 file to write
                         calib_loader, # yields (uint8 crops, labels) — training crops
-                        n:int=128, # calibration crops
+                        n:int=512, # calibration crops
                         method:str='minmax', # activation ranges: minmax | percentile (99.999 %) | entropy
-                        keep_float:str='none', # none | ends: the first convolution and the heads stay in float
+                        keep_float:str='ends', # ends: the first convolution and the heads stay in float | none
                        )->Path:
     "Static INT8 quantisation (QDQ, per-channel weights) of an exported classifier; its metadata is kept."
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -152,8 +152,8 @@ def quantize_classifier(src:str|Path, # classifier.onnx
     return dst
 
 INT8_RECIPES = {  # what tools/bench_int8.py compares (nbs/90_benchmarks)
-    'minmax-128': dict(n=128, method='minmax'), 'minmax-512': dict(n=512, method='minmax'),
-    'percentile-512': dict(n=512, method='percentile'), 'entropy-512': dict(n=512, method='entropy'),
+    'minmax-128': dict(n=128, method='minmax', keep_float='none'), 'minmax-512': dict(n=512, method='minmax', keep_float='none'),
+    'percentile-512': dict(n=512, method='percentile', keep_float='none'), 'entropy-512': dict(n=512, method='entropy', keep_float='none'),
     'minmax-512-ends': dict(n=512, method='minmax', keep_float='ends'), 'percentile-512-ends': dict(n=512, method='percentile', keep_float='ends')}
 
 # %% ../nbs/09_export.ipynb #84075e11
@@ -254,7 +254,7 @@ def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
     if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
     if e.int8:
         quantize_classifier(files['classifier'], tmp['classifier.int8'], loader(d.train, d.train_cache), e.calib_images,
-                            e.get('int8_calibration', 'minmax'), e.get('int8_keep_float', 'none'))
+                            e.get('int8_calibration', 'minmax'), e.get('int8_keep_float', 'ends'))
         files['classifier_int8'] = _replace(tmp['classifier.int8'], out/'classifier.int8.onnx')
         q = classifier_parity(model, OnnxClassifier(files['classifier_int8'], 'cpu'), loader(val, val_cache))
         parity['int8'] = dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'], top1_change=round(q['top1_onnx'] - q['top1_torch'], 4),
