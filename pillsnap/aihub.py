@@ -192,7 +192,7 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
     root, log, t0 = Path(root), get_logger('aihub'), time.perf_counter()
     if not (root/'data').is_dir(): raise ConfigError(f"{root} has no data/ folder — point data.root at the folder holding data/train and data/val")
     files = walk_files(root/'data') if files is None else files
-    rel, n_files, frozen = relative_to(root), len(files), gc.isenabled()
+    rel, n_files, collecting = relative_to(root), len(files), gc.isenabled()
     gc.disable()  # millions of small containers that all live on: the cyclic collector would walk them again and again
     try:
         images, labels, dup_images, dup_labels, strays = _pair(files, root)
@@ -219,7 +219,7 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
         index = pd.DataFrame(dict(zip(INDEX_COLUMNS, columns)), columns=list(INDEX_COLUMNS))
         del columns
     finally:
-        if frozen: gc.enable()
+        if collecting: gc.enable()
     secs = time.perf_counter() - t0
     report.update(seconds=dict(walk=round(t_walk, 2), total=round(secs, 2)), labels_per_s=round(report['labels'] / max(secs, 1e-9)))
     log.info(f"indexed {len(index)} photos from {report['labels']} labels in {secs:.1f}s ({report['labels_per_s']} labels/s)" +

@@ -314,11 +314,13 @@ def softmax_t(logits, # (n, classes) logits
     return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32) / temperature, 1).numpy()
 
 # %% ../nbs/04_classifier.ipynb #f3baf3a2
-def embedder_id(model:nn.Module)->str:
+def embedder_id(model:nn.Module,
+                params_only:bool=False, # hash the parameters only, not buffers such as batch-norm statistics
+               )->str:
     "A short hash of a model's weights (its state dict's tensors, in order): galleries record which model embedded them."
     import hashlib
     h = hashlib.sha256()
-    for k, v in model.state_dict().items():
+    for k, v in (model.named_parameters() if params_only else model.state_dict().items()):
         h.update(k.encode()); h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -465,12 +467,9 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     return out
 
 def replicas_agree(model:nn.Module)->bool:
-    "Whether every process of the group holds the same parameters (a hash of each, gathered); batch-norm statistics are the first process's in what is saved."
-    import hashlib
-    h = hashlib.sha256()
-    for k, p in core(model).named_parameters(): h.update(k.encode()); h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    "Whether every process of the group holds the same parameters (their `embedder_id`s, gathered); batch-norm statistics are the first process's in what is saved."
     ids = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(ids, h.hexdigest())
+    torch.distributed.all_gather_object(ids, embedder_id(core(model), params_only=True))
     return len(set(ids)) == 1
 
 # %% ../nbs/04_classifier.ipynb #10436bd4

@@ -10,7 +10,6 @@ top-1 agreement with it, and batch-1 latency (the seeds' protocol: warm-up, then
 import argparse, json, sys, time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,15 +20,7 @@ from pillsnap.callbacks import find_checkpoint                                  
 from pillsnap.classifier import classifier_data, load_classifier                                    # noqa: E402
 from pillsnap.loaders import PillDataset, eval_transforms, make_loader                              # noqa: E402
 from pillsnap.runtime import OnnxClassifier, export_classifier                                     # noqa: E402
-from pillsnap.export import INT8_RECIPES, quantize_classifier                                        # noqa: E402
-
-
-def latency(fn, x, warmup=20, runs=200):
-    for _ in range(warmup): fn(x)
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter(); fn(x); ts.append(time.perf_counter() - t)
-    return dict(p50_ms=round(1000 * float(np.percentile(ts, 50)), 3), p95_ms=round(1000 * float(np.percentile(ts, 95)), 3))
+from pillsnap.export import INT8_RECIPES, bench_models, quantize_classifier                          # noqa: E402
 
 
 @torch.inference_mode()
@@ -46,7 +37,6 @@ def main(argv=None):
     ap.add_argument('--runs', type=int, default=200)
     ap.add_argument('--recipes', default=','.join(INT8_RECIPES), help=f"comma-separated, from {', '.join(INT8_RECIPES)}")
     a = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(path=Path(a.exp)/'config.yaml')
     paths = exp_paths(cfg.paths.exp_dir)
@@ -54,29 +44,22 @@ def main(argv=None):
     d = classifier_data(cfg)
     loader = lambda rows, cache, bs=64: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), bs, num_workers=0)
     fp32 = export_classifier(model, ck, out/'classifier.onnx')
-    ref_logits, ys = logits_of(OnnxClassifier(fp32, 'cpu'), loader(d.val, d.val_cache))
-    ref = ref_logits.argmax(1)
-    x1 = next(iter(loader(d.val, d.val_cache, 1)))[0]
-    model = model.float().eval()
-    rows = [dict(recipe='pytorch fp32', top1=None, **latency(lambda x: model(x), x1, runs=a.runs)),
-            dict(recipe='onnx fp32', top1=round(float((ref == ys).float().mean()), 4), agreement=1.0,
-                 **latency(OnnxClassifier(fp32, 'cpu'), x1, runs=a.runs))]
-    rows[0]['top1'] = rows[1]['top1']  # the same network (parity is checked by pillsnap export)
-    print(json.dumps(rows[0]), json.dumps(rows[1]), sep='\n', flush=True)
+    models = {'pytorch fp32': model.float().eval(), 'onnx fp32': OnnxClassifier(fp32, 'cpu')}
+    ref_logits, ys = logits_of(models['onnx fp32'], loader(d.val, d.val_cache))
+    ref, top1 = ref_logits.argmax(1), lambda pred: round(float((pred == ys).float().mean()), 4)
+    rows = {'pytorch fp32': dict(top1=top1(ref)), 'onnx fp32': dict(top1=top1(ref), agreement=1.0)}  # the same network (pillsnap export checks parity)
     for name in a.recipes.split(','):
-        dst = out/f'classifier.{name}.onnx'
-        t0 = time.perf_counter()
+        dst, t0 = out/f'classifier.{name}.onnx', time.perf_counter()
         quantize_classifier(fp32, dst, loader(d.train, d.train_cache), **INT8_RECIPES[name])
-        secs = time.perf_counter() - t0
-        q = OnnxClassifier(dst, 'cpu')
-        lg, _ = logits_of(q, loader(d.val, d.val_cache))
-        row = dict(recipe=name, **INT8_RECIPES[name], top1=round(float((lg.argmax(1) == ys).float().mean()), 4),
-                   agreement=round(float((lg.argmax(1) == ref).float().mean()), 4), quantise_s=round(secs, 1), **latency(q, x1, runs=a.runs))
-        row['top1_change_pts'] = round(100 * (row['top1'] - rows[1]['top1']), 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    base = rows[0]['p50_ms']
-    for r in rows: r['speedup_vs_pytorch'] = round(base / r['p50_ms'], 2)
+        models[name] = OnnxClassifier(dst, 'cpu')
+        pred = logits_of(models[name], loader(d.val, d.val_cache))[0].argmax(1)
+        rows[name] = dict(**INT8_RECIPES[name], top1=top1(pred), top1_change_pts=round(100 * (top1(pred) - top1(ref)), 2),
+                          agreement=round(float((pred == ref).float().mean()), 4), quantise_s=round(time.perf_counter() - t0, 1))
+        print(name, json.dumps(rows[name]), flush=True)
+    x1 = next(iter(loader(d.val, d.val_cache, 1)))[0]
+    for name, r in bench_models(models, x1, 20, a.runs, batches=()).items():  # batch-1 latency, speed-up against the first (PyTorch)
+        rows[name].update(r['batch1'], speedup_vs_pytorch=r['speedup_p50'])
+    rows = [dict(recipe=k, **v) for k, v in rows.items()]
     result = dict(exp=str(paths.root), model=ck['model_name'], img_size=ck['img_size'], val_crops=len(ys), torch_threads=torch.get_num_threads(), rows=rows)
     (out/'bench_int8.json').write_text(json.dumps(result, indent=1))
     print(f"{'recipe':<22}{'top-1':>8}{'Δ pts':>8}{'agree':>8}{'p50 ms':>9}{'×pytorch':>10}")
