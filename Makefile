@@ -69,9 +69,11 @@ EXP ?= work/exp/demo
 soak: install
 	$(BIN)/python tools/soak.py --exp $(EXP) --minutes 30 --clients 4
 
-# Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line.
+# Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line. TEST_WORKERS pytest-xdist
+# processes share the tests (tests of one `xdist_group` stay in one process); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The fast tier (under 5 minutes on 2 cores): everything but the tests marked slow (training, kill/resume, demo, browser).
 test-fast: install

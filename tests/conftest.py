@@ -5,6 +5,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (`make test`: several test processes on one machine) each process and the commands it starts compute on one
+# thread: torch's default (a thread per core in every process) would have the processes' thread pools fight over the same cores.
+if os.environ.get('PYTEST_XDIST_WORKER'): os.environ.setdefault('OMP_NUM_THREADS', '1')
 BIN = Path(sys.executable).parent
 SAMPLES = ROOT/'tests'/'data'/'aihub'
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import BIN, ROOT
 
 SITE = ROOT/'_docs'
+pytestmark = pytest.mark.xdist_group('docs')  # one build of the site in the checkout, read by all of this file's tests: one test process
 
 
 class Page(HTMLParser):
