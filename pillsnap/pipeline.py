@@ -27,6 +27,7 @@ from .crops import preprocessor_from
 from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .retrieval import embed_crops, fuse, load_gallery, quarter_turns, retrieval_dir, status
+from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/06_pipeline.ipynb #abf47d31
 MODES = ('single', 'combo')
@@ -182,6 +183,7 @@ class Predictor:
             raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — train one with pillsnap train-det, '
                               'or set pipeline.locate=auto (the localiser when there is no detector)')
         if not 1 <= int(cfg.pipeline.top_k) <= 100: raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
+        self.ocr = ocr_engine() if cfg.pipeline.get('ocr', False) else None  # an experiment snapshot from before OCR has no such key
 
     @classmethod
     def from_exp(cls, exp:str|Path, # an experiment folder with a trained classifier
@@ -253,8 +255,9 @@ def detect(self:Predictor, images:list)->list:
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
              expect:list|None=None, # K-codes of a prescription: candidates come from these, and each pill says whether it is one
-            )->list: # per crop: {'candidates', and 'status' with a gallery, 'expected' with `expect`}
-    "The answer for every crop, batched: classifier and gallery together."
+             reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
+            )->list: # per crop: {'candidates', and 'status' with a gallery, 'expected' with `expect`, 'imprint_read' with `reads`}
+    "The answer for every crop, batched: classifier, gallery and imprint read together."
     out, g, bs = [], self.gallery, self.cfg.pipeline.batch_size
     for i in range(0, len(crops), bs):
         x = torch.stack(crops[i:i + bs]).to(self.device)
@@ -265,8 +268,13 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
             scores = g.scores(emb.float().cpu())
             codes, p = fuse((logits.float().cpu() / self.temperature).softmax(1), self.k_codes, scores, g.codes, g.meta['scale'])
             states = status(scores, self.unknown_below, g.meta.get('min_margin', 0.0))
+        if reads is not None:
+            pc = self.cfg.pipeline
+            p = fuse_imprint(p, codes, reads[i:i + bs], self.record, float(pc.get('ocr_weight', 2.0)), int(pc.get('ocr_top', 10)))
         col = {k: j for j, k in enumerate(codes)}
-        for row, state in zip(p, states): out.append(self._answer(row, codes, col, top_k, expect, state))
+        for j, (row, state) in enumerate(zip(p, states)):
+            out.append(self._answer(row, codes, col, top_k, expect, state))
+            if reads is not None: out[-1]['imprint_read'] = reads[i + j]
     return out
 
 @patch
@@ -338,7 +346,10 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
         if self.single_locator == 'photo': seen = self._hint_counts(ims)
     t2 = time.perf_counter()
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, fs in zip(ims, found) for b, _, _ in fs]
-    answers = iter(self.identify(crops, top_k, expect))
+    t_read = time.perf_counter()
+    reads = None if self.ocr is None else [read_imprint(self.ocr, pill_cut(im, clip_box(b, im.width, im.height))) for im, fs in zip(ims, found) for b, _, _ in fs]
+    t_read = time.perf_counter() - t_read
+    answers = iter(self.identify(crops, top_k, expect, reads))
     t3 = time.perf_counter()
     out = []
     for im, (w, h), fs, n_seen in zip(ims, sizes, found, seen):
@@ -347,7 +358,8 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                   'det_score': None if s is None else round(s, 4), 'found_by': how, **next(answers)} for b, s, how in fs]
         out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen), 'image_size': [w, h], 'models': self.models(mode)})
     n, t4 = len(ims), time.perf_counter()
-    timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2) / n, 'total': (t4 - t0) / n}
+    timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2 - t_read) / n, **({'read': t_read / n} if reads is not None else {}),
+              'total': (t4 - t0) / n}
     for r in out: r['timing_ms'] = {**{k: round(v * 1000, 2) for k, v in timing.items()}, 'batch': n}
     return out
 

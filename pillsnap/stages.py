@@ -189,6 +189,7 @@ def prediction_table(r:dict)->pd.DataFrame:
         p = r['pills'][row['pill'] - 1]
         if 'status' in p: row['status'] = p['status']
         if 'expected' in p: row['expected'] = p['expected']
+        if 'imprint_read' in p: row['read'] = p['imprint_read']  # pipeline.ocr: what was read on the pill
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_stages.ipynb #d6c01274

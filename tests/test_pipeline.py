@@ -175,6 +175,25 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     assert code == 2 and 'top_k must be between 1 and 100' in err
 
 
+def test_reading_imprints_reranks_and_says_what_was_read(exp, pred, photos):
+    "pipeline.ocr=true: every pill says what was read and what reading cost; a read naming another candidate lifts it; weight 0 changes nothing."
+    from pillsnap.pipeline import Predictor, load_image
+    plain = pred.predict(photos[1], 'combo', top_k=3)
+    r = Predictor.from_exp(exp[0], settings={'pipeline.ocr': True, 'pipeline.ocr_weight': 0.0}).predict(photos[1], 'combo', top_k=3)
+    check_schema(r, 'combo', 3)
+    assert r['timing_ms']['read'] > 0 and 'read' not in plain['timing_ms']
+    assert all(isinstance(p['imprint_read'], str) for p in r['pills']) and not any('imprint_read' in p for p in plain['pills'])
+    assert [[c['k_code'] for c in p['candidates']] for p in r['pills']] == [[c['k_code'] for c in p['candidates']] for p in plain['pills']]
+    ocr = Predictor.from_exp(exp[0], settings={'pipeline.ocr': True, 'pipeline.ocr_weight': 50.0})
+    crop = ocr.pre.finish(ocr.pre.crop(load_image(photos[0]), None))
+    first, second = ocr.identify([crop], 2)[0]['candidates']
+    lifted = ocr.identify([crop], 2, reads=[f"{second['print_front']} {second['print_back'] or ''}"])[0]
+    assert lifted['candidates'][0]['k_code'] == second['k_code'] and lifted['imprint_read'].startswith(second['print_front'])
+    assert ocr.identify([crop], 2, reads=[''])[0]['candidates'][0]['k_code'] == first['k_code']  # nothing read: the classifier's answer
+    code, out, err = _main('predict', photos[0], 'pipeline.ocr=true', '--exp', exp[0])
+    assert code == 0 and ' read' in out.splitlines()[1], out  # the table has the read column
+
+
 @pytest.mark.slow  # the evaluation job
 def test_evaluate_pipeline_command(exp):
     r = cli('evaluate', '--exp', exp[0], '--what', 'pipeline')
