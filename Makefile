@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu bench-int8 soak test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -50,6 +50,11 @@ bench-retrieval: install
 	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained classifier.pretrained=none
+
+# Reading imprints (pipeline.ocr): top-1 with and without the read on the bench-retrieval experiment's validation pills, the weight tuned on
+# one half of its photos and judged on the other, and the reader's time per pill (nbs/90_benchmarks.ipynb).
+bench-ocr: install
+	$(BIN)/python tools/bench_ocr.py --exp work/exp/bench-retrieval --out work/bench-ocr
 
 # INT8 recipes (calibration method, calibration crops, float ends) on the bench classifier (nbs/90_benchmarks.ipynb: Export); run make bench-cls first.
 bench-int8: install
