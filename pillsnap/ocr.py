@@ -62,7 +62,7 @@ def fuse_imprint(p:torch.Tensor, # (m, classes) probabilities of the classifier 
                  codes:list, # the K-code of every column
                  reads:list, # the text read on each of the m pills ('' or None: nothing read)
                  record, # K-code -> registry record (with print_front, print_back)
-                 weight:float=2.0, # how much a perfect imprint match multiplies odds: exp(weight)
+                 weight:float=8.0, # a perfect imprint match multiplies odds by exp(weight) (8: tuned on the bench experiment)
                  top:int=10, # only the classifier's top candidates are re-ranked
                 )->torch.Tensor: # (m, classes) probabilities
     "Re-rank each pill's top candidates by how well their imprint matches what was read on it."

@@ -270,7 +270,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
             states = status(scores, self.unknown_below, g.meta.get('min_margin', 0.0))
         if reads is not None:
             pc = self.cfg.pipeline
-            p = fuse_imprint(p, codes, reads[i:i + bs], self.record, float(pc.get('ocr_weight', 2.0)), int(pc.get('ocr_top', 10)))
+            p = fuse_imprint(p, codes, reads[i:i + bs], self.record, float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
         col = {k: j for j, k in enumerate(codes)}
         for j, (row, state) in enumerate(zip(p, states)):
             out.append(self._answer(row, codes, col, top_k, expect, state))
