@@ -119,7 +119,7 @@ def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
     seen = []
     orig = pred.identify
     pred.detect = lambda ims: [(np.array([[-30.0, -20.0, 40.0, 50.0], [W - 20, H - 30, W + 15, H + 5]]), np.array([0.9, 0.8]))]
-    pred.identify = lambda crops, k, expect=None: (seen.extend(crops), orig(crops, k, expect))[1]
+    pred.identify = lambda crops, k, *rest: (seen.extend(crops), orig(crops, k, *rest))[1]
     try: r = pred.predict(im, 'combo')
     finally: del pred.detect, pred.identify
     assert [p['box'] for p in r['pills']] == [[0.0, 0.0, 40.0, 50.0], [W - 20.0, H - 30.0, float(W), float(H)]]
