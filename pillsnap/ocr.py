@@ -6,8 +6,6 @@
 __all__ = ['OCR_INSTALL', 'ocr_engine', 'ocr_view', 'pill_cut', 'read_imprint', 'fuse_imprint']
 
 # %% ../nbs/05d_ocr.ipynb #856c8c64
-import time
-
 import numpy as np
 import torch
 from PIL import Image

@@ -345,9 +345,10 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
         found, seen = [[p[:3]] for p in pills], [p[3] for p in pills]
         if self.single_locator == 'photo': seen = self._hint_counts(ims)
     t2 = time.perf_counter()
-    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, fs in zip(ims, found) for b, _, _ in fs]
+    boxes = [(im, clip_box(b, im.width, im.height)) for im, fs in zip(ims, found) for b, _, _ in fs]
+    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(b))) for im, b in boxes]
     t_read = time.perf_counter()
-    reads = None if self.ocr is None else [read_imprint(self.ocr, pill_cut(im, clip_box(b, im.width, im.height))) for im, fs in zip(ims, found) for b, _, _ in fs]
+    reads = None if self.ocr is None else [read_imprint(self.ocr, pill_cut(im, b)) for im, b in boxes]
     t_read = time.perf_counter() - t_read
     answers = iter(self.identify(crops, top_k, expect, reads))
     t3 = time.perf_counter()

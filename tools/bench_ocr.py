@@ -3,13 +3,15 @@
 Every pill of an experiment's validation photos is cut out on its labelled box, read by the OCR (`05d_ocr`)
 and answered by the predictor with the read fused in at several weights (`pipeline.ocr_weight`; weight 0 is the
 predictor without OCR). The validation photos are halved (by photo, seeded): the weight is tuned on one half and
-reported on the other (the test split stays locked for the final evaluation): top-1 over all pills and over the look-alike pills (their drug shares shape and colours with another
-drug the classifier knows), errors fixed and made, how often the read matches the true drug's imprint, and the
-reader's time per pill against the classifier's.
+reported on the other (the test split stays locked for the final evaluation). Reported: top-1 over all pills and
+over the look-alike pills (their drug shares shape and colours with another drug the classifier knows), errors
+fixed and made, how often the read matches the true drug's imprint, and the reader's time per pill against the
+classifier's.
 
     python tools/bench_ocr.py --exp work/exp/bench-retrieval [--out work/bench-ocr] [--limit 300]
 """
 import argparse, json, sys, time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +42,15 @@ def halves(pred, limit, seed=0):
 def look_alikes(pred):
     "The K-codes that share shape and colours with another drug the classifier knows."
     body = lambda k: tuple(pred.record(k).get(f) for f in ('drug_shape', 'color_class1', 'color_class2'))
-    counts = {}
-    for k in pred.k_codes: counts[body(k)] = counts.get(body(k), 0) + 1
+    counts = Counter(map(body, pred.k_codes))
     return {k for k in pred.k_codes if counts[body(k)] > 1}
 
 
 def read_split(pred, engine, rows):
     "The classifier's crops, the reads and the reader's seconds per pill."
-    root, crops, reads, secs, cache = Path(pred.cfg.data.root), [], [], [], {}
-    for image, box, _ in rows:
-        im = cache.get(image) or load_image(root/image); cache = {image: im}
+    root, crops, reads, secs, last = Path(pred.cfg.data.root), [], [], [], (None, None)
+    for image, box, _ in rows:  # a photo's pills are consecutive: each photo is decoded once
+        im = last[1] if last[0] == image else load_image(root/image); last = (image, im)
         crops.append(pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(box))))
         t = time.perf_counter(); reads.append(read_imprint(engine, pill_cut(im, box))); secs.append(time.perf_counter() - t)
     return crops, reads, secs
