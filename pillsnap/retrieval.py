@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'COLOR_NAMES', 'SHAPE_NAMES', 'Gallery', 'load_gallery', 'fuse', 'fit_scale',
-           'open_set', 'status', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns',
-           'build_gallery', 'few_shot', 'gallery_table', 'remove_drug', 'imprint_score', 'search_drugs',
-           'searchable_records', 'search_latency']
+           'open_set', 'status', 'unknown_by_drug', 'embed_rows', 'retrieval_dir', 'enrolled_crops', 'embed_crops',
+           'quarter_turns', 'build_gallery', 'few_shot', 'gallery_table', 'remove_drug', 'imprint_score',
+           'search_drugs', 'searchable_records', 'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
 import math, time
@@ -171,6 +171,21 @@ def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
     return ['unknown' if b < threshold or m < min_margin else 'identified' for b, m in zip(top[:, 0].tolist(), lead.tolist())]
 
+def unknown_by_drug(scores:torch.Tensor, # (m, drugs) `Gallery.scores` of photos of drugs never trained on
+                    codes:list, # the gallery's K-codes (`Gallery.codes`)
+                    truth, # (m,) each photo's own K-code
+                    threshold:float, # `open_set`'s
+                   )->list: # one dict per never-seen drug, the most often accepted first
+    "Which never-seen drugs are accepted as known, and as which drug: where false accepts come from."
+    best, near = scores.max(1).values.numpy(), np.array(codes)[scores.argmax(1).numpy()]
+    truth, out = np.asarray(truth), []
+    for k in dict.fromkeys(truth.tolist()):
+        m = truth == k
+        names, counts = np.unique(near[m], return_counts=True)
+        out.append(dict(k_code=k, photos=int(m.sum()), far=round(float((best[m] >= threshold).mean()), 4),
+                        nearest=str(names[counts.argmax()]), nearest_share=round(float(counts.max() / m.sum()), 4)))
+    return sorted(out, key=lambda r: -r['far'])
+
 # %% ../nbs/05b_retrieval.ipynb #6519777b
 @torch.inference_mode()
 def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has `embed_logits`
@@ -280,6 +295,7 @@ def build_gallery(cfg, # resolved settings of a trained experiment
                                         None, device, dtype) if len(held) else (None, None, None)
     report = open_set(v_scores.max(1).values.numpy(), g.scores(h_emb).max(1).values.numpy() if h_emb is not None else None, r.target_tar)
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
+    if h_emb is not None: report['by_drug'] = unknown_by_drug(g.scores(h_emb), g.codes, held.k_code.values[h_pos], report['threshold'])
     v_codes, v_p = fuse(torch.as_tensor(softmax_t(v_logits.numpy(), T)), ck['k_codes'], v_scores, g.codes, g.meta['scale'])
     report.update(val_top1_with_gallery=round(float(np.mean(np.array(_best(v_p, v_codes)) == d.val.k_code.values[v_pos])), 4),
                   val_top1_gallery_only=round(float(np.mean(np.array(g.codes)[v_scores.argmax(1).numpy()] == d.val.k_code.values[v_pos])), 4))
