@@ -293,9 +293,10 @@ def build_gallery(cfg, # resolved settings of a trained experiment
     h_cache = paths.data/'cache'/'holdout'
     h_emb, h_logits, h_pos = embed_rows(model, held, d.root, d.pre, CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None,
                                         None, device, dtype) if len(held) else (None, None, None)
-    report = open_set(v_scores.max(1).values.numpy(), g.scores(h_emb).max(1).values.numpy() if h_emb is not None else None, r.target_tar)
+    h_scores = g.scores(h_emb) if h_emb is not None else None
+    report = open_set(v_scores.max(1).values.numpy(), h_scores.max(1).values.numpy() if h_scores is not None else None, r.target_tar)
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
-    if h_emb is not None: report['by_drug'] = unknown_by_drug(g.scores(h_emb), g.codes, held.k_code.values[h_pos], report['threshold'])
+    if h_scores is not None: report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
     v_codes, v_p = fuse(torch.as_tensor(softmax_t(v_logits.numpy(), T)), ck['k_codes'], v_scores, g.codes, g.meta['scale'])
     report.update(val_top1_with_gallery=round(float(np.mean(np.array(_best(v_p, v_codes)) == d.val.k_code.values[v_pos])), 4),
                   val_top1_gallery_only=round(float(np.mean(np.array(g.codes)[v_scores.argmax(1).numpy()] == d.val.k_code.values[v_pos])), 4))
