@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-retrieval bench-prepare bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -41,6 +41,13 @@ bench-wild: install
 	$(BIN)/pillsnap demo --preset wild-det --detector-only
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+
+# The wild-scene detector above fine-tuned on REAL's own training photos at their native 640 px, then judged on the same val + test photos
+# (nbs/90_benchmarks.ipynb); run make bench-wild first.
+bench-real: install
+	$(BIN)/pillsnap train-det --exp work/exp/real-ft --data work/realdata/$(notdir $(REAL))/data.yaml detector.model=yolo11n detector.img_size=640 \
+	  detector.epochs=30 detector.workers=2 detector.weights_path=work/exp/wild-det/detector/detector.safetensors
+	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
 # Retrieval (nbs/90_benchmarks.ipynb): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
 # the false-accept rate and enrolment top-1 of the held-out drugs; then enrolment on the real photos from the offline start.
