@@ -74,6 +74,18 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     assert out['split'] == 'test' and out['images'] > 0 and 'map50' in r.stdout
 
 
+@pytest.mark.slow  # one epoch through papermill
+def test_train_det_on_another_yolo_dataset_finishes_with_its_report(det_exp, tmp_path):
+    "`train-det --data` (a YOLO export beside the experiment, as for real photos): the stage trains, reports and succeeds."
+    shutil.copytree(det_exp/'data'/'yolo', tmp_path/'foreign')  # another YOLO export (its data.yaml names the same images)
+    exp = tmp_path/'ext'
+    r = cli('train-det', '--exp', exp, '--data', tmp_path/'foreign'/'data.yaml', *TINY_DET, 'detector.epochs=1')
+    m = json.loads((exp/'detector'/'metrics.json').read_text())
+    assert m['images'] > 0 and 'map50' in r.stdout and (exp/'detector'/'detector.safetensors').is_file()
+    assert len(list((exp/'runs').glob('train-det-*.ipynb'))) == 1
+    assert yaml.safe_load((exp/'config.yaml').read_text())['detector']['data_path'] == str((tmp_path/'foreign'/'data.yaml').resolve())
+
+
 @pytest.mark.slow  # three launches of pillsnap, on a prepared experiment of its own
 def test_offline_errors_name_the_fix(det_exp):
     r = cli('train-det', '--exp', det_exp, *TINY_DET, 'detector.weights_path=/nowhere/yolo11n.pt', check=False)
