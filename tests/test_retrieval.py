@@ -81,6 +81,25 @@ def test_enrol_names_a_never_trained_drug_and_remove_takes_it_back(exp, held_out
     assert code_ == 2 and 'letters, digits' in err
 
 
+def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held_out, tmp_path):
+    "retrieval.whiten and retrieval.exemplars through `gallery --rebuild` on a copy: kept in the saved gallery, used by enrolment and removal."
+    import shutil
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    cli('gallery', '--exp', e, '--rebuild', 'retrieval.whiten=true', 'retrieval.exemplars=3')
+    report, g = json.loads((e/'reports'/'retrieval.json').read_text()), load_gallery(e/'retrieval')
+    assert report['whitened'] and report['exemplars'] == len(g.ex) and 10 <= len(g.ex) <= 3 * len(g.entries)
+    assert g.whiten.shape == (16, 16) and g.exemplars == 3 and 0 <= report['auroc'] <= 1
+    code, photos = sorted(held_out.items())[1]
+    cli('enrol', '--exp', e, '--code', code, *photos[:2])
+    g = load_gallery(e/'retrieval')
+    assert g.whiten is not None and int((g.ex_column == g.codes.index(code)).sum()) == 2  # its two photos kept as exemplars
+    assert predict_json(e, photos[0])['pills'][0]['candidates'][0]['k_code'] == code
+    cli('gallery', '--exp', e, '--remove', code)
+    g = load_gallery(e/'retrieval')
+    assert code not in g.codes and len(g.ex) == report['exemplars'] and int(g.ex_column.max()) < len(g.codes)
+
+
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     (a, photos_a), (b, photos_b) = sorted(held_out.items())
     cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0])
