@@ -91,10 +91,11 @@ class Gallery:
 
     def keep_entries(self, keep:list):
         "Keep only the entries at positions `keep` (in that order), with their exemplars."
-        new = {old: j for j, old in enumerate(keep)}
+        where = torch.full((len(self.entries),), -1, dtype=torch.long)
+        where[keep] = torch.arange(len(keep))  # each old entry's new position, -1 where it goes
         self.entries, self.sums = [self.entries[i] for i in keep], self.sums[keep]
-        m = torch.tensor([int(i) in new for i in self.ex_entry], dtype=torch.bool)
-        self.ex, self.ex_entry = self.ex[m], torch.tensor([new[int(i)] for i in self.ex_entry[m]], dtype=torch.long)
+        moved = where[self.ex_entry]
+        self.ex, self.ex_entry = self.ex[moved >= 0], moved[moved >= 0]
         self._index()
         return self
 
