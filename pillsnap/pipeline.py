@@ -24,7 +24,7 @@ from .classifier import embedder_id, load_classifier
 from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, load_manifest, open_image_safely, to_rgb
 from .crops import preprocessor_from
-from .detector import build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
+from .detector import DEFAULT_CONF, box_threshold, build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .retrieval import embed_crops, fuse, load_gallery, quarter_turns, retrieval_dir, status
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
@@ -178,6 +178,7 @@ class Predictor:
         self.detector_path, self._detector, self.classifier_id = Path(detector_path) if detector_path else None, None, classifier_id
         self.log = get_logger('pipeline')
         self.locate = cfg.pipeline.locate
+        box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
         if self.locate not in LOCATORS: raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
         if self.locate == 'detector' and not self.has_detector:
             raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — train one with pillsnap train-det, '
@@ -224,11 +225,20 @@ class Predictor:
             p = self.detector_path
             self._detector = build_detector(self.cfg.detector.model, p)
             if p.suffix == '.onnx':
-                self.detector_id = _file_id(p, f"{onnx_meta(p).get('arch', 'yolo')}.onnx")
+                self.detector_id, recorded = _file_id(p, f"{onnx_meta(p).get('arch', 'yolo')}.onnx"), onnx_meta(p).get('conf')
                 self.log.info(f'detector {p.name} runs on ONNX Runtime ({ort_providers(self.device)[0]})')
-            else: self.detector_id = _file_id(p, detector_meta(p)['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml'))
-            self.log.info(f'loaded detector {self.detector_id}')
+            else:
+                meta = detector_meta(p)
+                self.detector_id, recorded = _file_id(p, meta['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml')), meta['conf']
+            self._box_conf = box_threshold(self.cfg.detector.conf, recorded)
+            self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g})')
         return self._detector
+
+    @property
+    def box_conf(self)->float:
+        "The least confidence of a detected pill: `detector.conf`, or with auto the threshold tuned on the detector's validation photos (loads the detector)."
+        self.detector  # loaded on first use, with the threshold its file records
+        return self._box_conf
 
     @property
     def has_detector(self)->bool:
@@ -242,12 +252,14 @@ class Predictor:
 
 # %% ../nbs/06_pipeline.ipynb #5fbb9dfa
 @patch
-def detect(self:Predictor, images:list)->list:
+def detect(self:Predictor, images:list,
+           conf:float|None=None, # the least box confidence (default: the box threshold, `detector.conf`)
+          )->list:
     "[(boxes (n, 4) xyxy, scores (n,))] per photo."
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
-        res = self.detector.predict(images, imgsz=d.img_size, conf=d.conf, iou=d.iou, max_det=d.max_det,
-                                    device=yolo_device(self.device), verbose=False)
+        res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou, max_det=d.max_det,
+                          device=yolo_device(self.device), verbose=False)
     return [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
 
 @patch
@@ -309,7 +321,8 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
              )->list: # per photo: (box xyxy, detector score or None, found_by, regions seen)
     "Single mode's pill in every photo: the detector's best box, or the localiser's largest region; the whole photo when nothing is found."
     how = self.single_locator
-    if how == 'detector': found = self.detect(ims)
+    if how == 'detector':  # the photo holds one pill: its best box counts even below a tuned threshold above ultralytics' default
+        found = self.detect(ims, min(self.box_conf, DEFAULT_CONF))
     elif how == 'localiser': found = [locate_pills(im) for im in ims]
     else: found = [(np.zeros((0, 4)), np.zeros(0))] * len(ims)
     out = []
@@ -317,7 +330,7 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
         if not len(boxes): out.append((np.array([0, 0, im.width, im.height], float), None, 'photo', 0)); continue
         best = int(scores.argmax())
         score = float(scores[best]) if how == 'detector' else None
-        seen = len(boxes) if how == 'detector' else int((scores >= 0.3).sum())  # the localiser's crumbs and shadows are not pills
+        seen = int((scores >= self.box_conf).sum()) if how == 'detector' else int((scores >= 0.3).sum())  # the localiser's crumbs and shadows are not pills
         out.append((boxes[best], score, how, seen))
     return out
 
