@@ -9,7 +9,7 @@ __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'COLOR_NAMES', 'SHAPE_NAMES', 'Galler
            'search_drugs', 'searchable_records', 'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
-import math, time
+import itertools, math, time
 from pathlib import Path
 
 import numpy as np
@@ -420,27 +420,31 @@ SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'elli
 
 def _letters(s)->str: return ''.join(ch for ch in str(s or '').upper() if ch.isalnum())
 
-def _matcher(query:str):
-    "A `SequenceMatcher` holding the query (its index is built once for all the drugs compared with it)."
-    from difflib import SequenceMatcher
-    sm = SequenceMatcher(None, autojunk=False); sm.set_seq2(_letters(query))
-    return sm
+def _sorted_words(*texts)->str: return ''.join(sorted(w for t in texts for w in map(_letters, str(t or '').split()) if w))
 
-def imprint_score(query:str, # what the user reads on the pill
+def _matcher(query:str)->list:
+    "`SequenceMatcher`s holding the query as given and, with several words, its words sorted (each index is built once for all the drugs compared with it)."
+    from difflib import SequenceMatcher
+    out = []
+    for q in [_letters(query)] + ([_sorted_words(query)] if len(str(query or '').split()) > 1 else []):  # the second one even when the same: it meets other texts
+        sm = SequenceMatcher(None, autojunk=False); sm.set_seq2(q); out.append(sm)
+    return out
+
+def imprint_score(query:str, # what the user types, or the reader reads, on the pill
                   front:str|None, back:str|None, # the label's print_front and print_back
                   sm=None, # `_matcher(query)`, reused across drugs
                  )->float: # 0 (nothing alike) to 1 (the same characters)
-    "How well typed imprint text matches a drug's faces, read alone or together."
-    sm = sm or _matcher(query)
-    q, f, b = sm.b, _letters(front), _letters(back)
-    if not q: return 0.0
-    best = 0.0
-    for t in {f, b, f + b, b + f} - {''}:
-        sm.set_seq1(t)
-        if sm.real_quick_ratio() <= best: continue  # an upper bound: this reading cannot beat the best one
-        r = sm.ratio()
-        if q in t: r = max(r, 0.8 + 0.2 * len(q) / len(t))  # the query is part of the text: a face's part, or one face of two
-        best = max(best, r)
+    "How well imprint text matches a drug's faces, read alone or together, its words in any order."
+    f, b, best = _letters(front), _letters(back), 0.0
+    for n, m in enumerate(_matcher(query) if sm is None else sm):
+        q = m.b
+        texts = {f, b, f + b, b + f} if n == 0 else {_sorted_words(front), _sorted_words(back), _sorted_words(front, back)}  # the sorted query meets sorted words
+        for t in texts - {''}:
+            m.set_seq1(t)
+            if m.real_quick_ratio() <= best: continue  # an upper bound: this reading cannot beat the best one
+            r = m.ratio()
+            if q in t: r = max(r, 0.8 + 0.2 * len(q) / len(t))  # the query is part of the text: a face's part, or one face of two
+            best = max(best, r)
     return round(best, 4)
 
 def _canonical(value:str|None, names:dict, known:set, what:str)->str|None:
