@@ -175,6 +175,7 @@ def metrics_table(m:dict)->pd.DataFrame:
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
+    if m.get('tuned_conf') is not None: rows['tuned_conf'] = m['tuned_conf']  # the box threshold tuned on these photos (`detector.conf=auto`)
     if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
     return pd.DataFrame({m.get('split', 'val'): rows})
 
