@@ -259,7 +259,7 @@ def detect(self:Predictor, images:list,
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou, max_det=d.max_det,
-                          device=yolo_device(self.device), verbose=False)
+                                    device=yolo_device(self.device), verbose=False)
     return [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
 
 @patch
