@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_CONF', 'CONF_BETA', 'detector_arch',
-           'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'shipped_detector', 'load_detector',
-           'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics', 'train_device',
-           'weights_record', 'record_weights', 'recorded', 'record_saved', 'recording_checkpoints', 'check_detector',
-           'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
-           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
+           'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf', 'shipped_detector',
+           'load_detector', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics',
+           'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved', 'recording_checkpoints',
+           'check_detector', 'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector',
+           'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
 import os
@@ -121,6 +121,10 @@ def detector_meta(path:str|Path)->dict:
     if not isinstance(out['yaml'], dict): raise ConfigError(f'{path}: malformed detector metadata (the architecture is not a mapping)')
     if out['conf'] is not None and not 0 <= out['conf'] <= 1: raise ConfigError(f"{path}: malformed detector metadata (box threshold {out['conf']} is not between 0 and 1)")
     return out
+
+def recorded_conf(weights:str|Path)->float|None:
+    "The box threshold a pillsnap detector file records (None when it records none, or is another kind of file)."
+    return detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None
 
 def shipped_detector(arch:dict, # an architecture as a model records it (`model.yaml`): a detector file's, a checkpoint's
                      source:str|Path, # named in the errors
@@ -352,10 +356,9 @@ def tuned_conf(box, # ultralytics' box metrics of a validation run (`DetMetrics.
               )->dict: # tuned_conf (None when no box is right at any threshold), and the precision and recall there
     "The box threshold where the detector's F-beta on these photos peaks (smoothed like ultralytics' F1), with its precision and recall."
     from ultralytics.utils.metrics import smooth
-    if not len(box.p_curve): return dict(tuned_conf=None, tuned_precision=0.0, tuned_recall=0.0)
-    p, r = (np.asarray(c, float).reshape(-1, len(box.px)).mean(0) for c in (box.p_curve, box.r_curve))
+    p, r = (np.asarray(c, float).reshape(-1, len(box.px)).mean(0) if len(c) else np.zeros(1) for c in (box.p_curve, box.r_curve))
     f = (1 + beta ** 2) * p * r / (beta ** 2 * p + r + 1e-16)
-    if not f.max() > 0: return dict(tuned_conf=None, tuned_precision=0.0, tuned_recall=0.0)
+    if not f.max() > 0: return dict(tuned_conf=None, tuned_precision=0.0, tuned_recall=0.0)  # no box right at any threshold
     i = int(smooth(f, 0.1).argmax())
     return dict(tuned_conf=round(float(box.px[i]), 3), tuned_precision=round(float(p[i]), 4), tuned_recall=round(float(r[i]), 4))
 
@@ -465,6 +468,6 @@ def save_samples(cfg, weights:str|Path, data:str|Path, n:int=6)->Path:
     import matplotlib.pyplot as plt
     out = exp_paths(cfg.paths.exp_dir).detector/'samples.jpg'
     fig = plot_detections(build_detector(cfg.detector.model, weights), split_images(data, 'val')[:n], cfg.detector.img_size,
-                          box_threshold(cfg.detector.conf, detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None), yolo_device(pick_device(cfg.device)))
+                          box_threshold(cfg.detector.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device)))
     fig.savefig(out, dpi=110); plt.close(fig)
     return out

@@ -21,7 +21,7 @@ from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .evaluate import match_boxes
 from .runtime import ONNX_FORMAT, OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
-from .detector import box_threshold, build_detector, detector_meta, detector_data, evaluate_detector, load_detector, quiet_ultralytics, split_images, yolo_device
+from .detector import box_threshold, build_detector, detector_data, evaluate_detector, load_detector, recorded_conf, quiet_ultralytics, split_images, yolo_device
 
 # %% ../nbs/09_export.ipynb #66537b50
 class ExportError(JobFailed, RuntimeError):
@@ -45,7 +45,7 @@ def export_detector(weights:str|Path, # detector.safetensors
                           device='cpu', batch=1)
     if Path(out).resolve() != path.resolve(): os.replace(out, path)
     arch = Path(yolo.model.yaml.get('yaml_file', 'yolo')).stem
-    conf = detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None  # the threshold tuned on validation photos travels along
+    conf = recorded_conf(weights)  # the threshold tuned on validation photos travels along
     set_onnx_meta(path, dict(pillsnap_format='pillsnap-detector-onnx/1', arch=arch, source=Path(weights).name, **({'conf': conf} if conf is not None else {})))
     return path
 
@@ -78,7 +78,7 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
     d, data = cfg.detector, detector_data(cfg)
     images = split_images(data, split)
     if not images: raise ConfigError(f'{data} has no {split} images to check the detector export on')
-    conf = box_threshold(d.conf, detector_meta(weights)['conf'])  # what the predictor uses
+    conf = box_threshold(d.conf, recorded_conf(weights))  # what the predictor uses
     kw = dict(imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)), verbose=False)
     pt, ox = build_detector(d.model, weights), build_detector(d.model, onnx_path)
     c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)

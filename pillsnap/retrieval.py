@@ -9,7 +9,7 @@ __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'COLOR_NAMES', 'SHAPE_NAMES', 'Galler
            'search_drugs', 'searchable_records', 'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
-import itertools, math, time
+import math, time
 from pathlib import Path
 
 import numpy as np
@@ -438,6 +438,7 @@ def imprint_score(query:str, # what the user types, or the reader reads, on the 
     f, b, best = _letters(front), _letters(back), 0.0
     for n, m in enumerate(_matcher(query) if sm is None else sm):
         q = m.b
+        if not q: continue  # nothing alike to compare (a query of punctuation only)
         texts = {f, b, f + b, b + f} if n == 0 else {_sorted_words(front), _sorted_words(back), _sorted_words(front, back)}  # the sorted query meets sorted words
         for t in texts - {''}:
             m.set_seq1(t)
