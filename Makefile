@@ -82,10 +82,11 @@ soak: install
 	$(BIN)/python tools/soak.py --exp $(EXP) --minutes 30 --clients 4
 
 # Notebooks (one pytest case each, via nbdev-test), the gates and tests/ — one "N passed, N failed" line. TEST_WORKERS pytest-xdist
-# processes share the tests (tests of one `xdist_group` stay in one process); TEST_WORKERS=0 runs them in this process.
+# processes share the tests, each test wherever a process is free (so no test may rely on another test's process: pytest 9.2
+# dropped the node-id hook pytest-xdist 3.8's `xdist_group` rides on); TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load
 
 # The fast tier (under 5 minutes on 2 cores): everything but the tests marked slow (training, kill/resume, demo, browser).
 test-fast: install

@@ -8,8 +8,6 @@ import pytest
 
 from conftest import BIN, ROOT
 
-SITE = ROOT/'_docs'
-pytestmark = pytest.mark.xdist_group('docs')  # one build of the site in the checkout, read by all of this file's tests: one test process
 
 
 class Page(HTMLParser):
@@ -26,10 +24,16 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope='module')
-def site():
-    r = subprocess.run([str(BIN/'python'), 'tools/docs.py'], cwd=ROOT, capture_output=True, text=True, timeout=900)
+def built(tmp_path_factory):
+    "The site built into a folder of this test process (`tools/docs.py --out`): test processes never read a site another is rebuilding."
+    out = tmp_path_factory.mktemp('docs')/'_docs'
+    r = subprocess.run([str(BIN/'python'), 'tools/docs.py', '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return {p.name: Page(p.read_text(encoding='utf-8')) for p in SITE.glob('*.html')}
+    return out
+
+
+@pytest.fixture(scope='module')
+def site(built): return {p.name: Page(p.read_text(encoding='utf-8')) for p in built.glob('*.html')}
 
 
 def modules()->dict:
@@ -53,21 +57,21 @@ def test_every_notebook_has_its_page(site):
     assert set(site) == {f'{m}.html' for m in modules()} | pages() | {'index.html'}
 
 
-def test_every_internal_link_and_anchor_resolves(site):
+def test_every_internal_link_and_anchor_resolves(site, built):
     broken = []
     for name, page in site.items():
         for href in page.links:
             u = urlsplit(href)
             if u.scheme or href.startswith('mailto:'): continue
             target = name if not u.path else Path(u.path.lstrip('/')).name if u.path.startswith('/') else u.path
-            if not (SITE/target).exists(): broken.append(f'{name}: {href} (no {target})')
+            if not (built/target).exists(): broken.append(f'{name}: {href} (no {target})')
             elif u.fragment and target in site and u.fragment not in site[target].ids: broken.append(f'{name}: {href} (no #{u.fragment} in {target})')
     assert broken == []
 
 
-def test_nothing_loads_from_the_network(site):
+def test_nothing_loads_from_the_network(site, built):
     remote = [f'{n}: {src}' for n, p in site.items() for src in p.loads if urlsplit(src).scheme in ('http', 'https') or src.startswith('//')]
-    css = [f'{f.name}: {m}' for f in SITE.rglob('*.css') for m in re.findall(r'@import\s+url\(["\']?(?:https?:)?//[^)]*', f.read_text(errors='ignore'))]
+    css = [f'{f.name}: {m}' for f in built.rglob('*.css') for m in re.findall(r'@import\s+url\(["\']?(?:https?:)?//[^)]*', f.read_text(errors='ignore'))]
     assert remote + css == []
 
 

@@ -7,9 +7,15 @@ the same `_quarto.yml` — does. smalldocs names a page after its file and ignor
 so the notebooks are staged under nbdev's page names first (`00_config.ipynb` → `config.ipynb` →
 `config.html`): the links in `_modidx.py` and the pages' own cross-references resolve either way.
 No page loads anything from the network: smalldocs ships Bootstrap, its icons and the search with the site.
+
+`python tools/docs.py --out DIR` builds into another folder. Builds share `_proc/` (nbdev's cache and the staged pages),
+so one build at a time holds `.docs.lock`: two at once (two terminals, or two test processes) take turns instead of
+deleting each other's staged pages.
 """
-import json, os, re, shutil, subprocess, sys, time
+import argparse, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
+
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +63,10 @@ def render_smalldocs(proc:Path, site:Path)->Path:
     r = subprocess.run([str(Path(sys.executable).parent/'smalldocs'), 'render', '--quiet', str(staged)], capture_output=True, text=True)
     if r.returncode: raise SystemExit(f'smalldocs failed:\n{r.stdout}\n{r.stderr}')
     if r.stderr.strip(): print(r.stderr.strip())
-    shutil.rmtree(site, ignore_errors=True)
-    shutil.move(str(staged/'_docs'), str(site))
+    built = staged/'_docs'  # the output-dir nbdev.yml names
+    if not built.is_dir(): raise SystemExit(f'smalldocs wrote no {built}: check `project: output-dir` in nbs/nbdev.yml')
+    shutil.rmtree(site, ignore_errors=True); site.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(built), str(site))
     return site
 
 
@@ -72,10 +80,15 @@ def drop_remote_imports(site:Path)->list:
     return dropped
 
 
-def main():
-    t0, site = time.perf_counter(), ROOT/'_docs'
-    if shutil.which('quarto'): subprocess.run([str(Path(sys.executable).parent/'nbdev-docs')], cwd=ROOT, check=True); by = 'Quarto'
-    else: render_smalldocs(process(), site); by = 'smalldocs (quarto not installed)'
+def main(argv=None):
+    ap = argparse.ArgumentParser(description='Build the docs site offline.')
+    ap.add_argument('--out', type=Path, default=ROOT/'_docs', help='the site folder (default: _docs/ in the checkout)')
+    site, t0 = ap.parse_args(argv).out.resolve(), time.perf_counter()
+    with FileLock(str(ROOT/'.docs.lock')):
+        if shutil.which('quarto'):
+            subprocess.run([str(Path(sys.executable).parent/'nbdev-docs')], cwd=ROOT, check=True); by = 'Quarto'
+            if site != ROOT/'_docs': shutil.rmtree(site, ignore_errors=True); shutil.copytree(ROOT/'_docs', site)
+        else: render_smalldocs(process(), site); by = 'smalldocs (quarto not installed)'
     dropped = drop_remote_imports(site)  # either renderer ships the theme's web-font import
     pages = sorted(p.name for p in site.glob('*.html'))
     print(f'{by} built {len(pages)} pages into {site} in {time.perf_counter() - t0:.0f} s; open {site/"index.html"}'
