@@ -52,7 +52,7 @@ def paste_photo(pills:list, # RGBA mattes from `matte`, in one studio framing
         posed = []
         for p in pills:
             im = Image.fromarray((p * 255).round().astype(np.uint8), 'RGBA').rotate(rng.uniform(0, 360), Image.BICUBIC, expand=True)
-            s = max(0.5, scale * step * rng.uniform(0.9, 1.1))
+            s = scale * step * rng.uniform(0.9, 1.1)  # the scale rule decides, down to a fifth of it for a crowded frame
             im = im.resize((max(3, round(im.width * s)), max(3, round(im.height * s))), Image.LANCZOS)
             posed.append(np.asarray(im, np.float32) / 255)
         try: return wild_photo(posed, size, rng)
