@@ -155,7 +155,7 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
     im = im.rotate(rng.uniform(0, 360), Image.BICUBIC, expand=False).resize((s, s), Image.LANCZOS)
     return np.asarray(im, np.float32) / 255
 
-# %% ../nbs/00c_scenes.ipynb #e8b70017
+# %% ../nbs/00c_scenes.ipynb #50fc2c03
 CLUTTER = {'print': 3, 'device': 2, 'dish': 2, 'cup': 1}  # kind: weight
 CLUTTER_RATE = 0.6  # share of wild photos with a large object at an edge
 
