@@ -4,9 +4,8 @@
 
 # %% auto #0
 __all__ = ['DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'BACK_RGB', 'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES',
-           'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SCENES', 'weighted_choice', 'drug_look', 'drug_record', 'add_quirks',
-           'make_drugs', 'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou',
-           'render_wild']
+           'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SCENES', 'drug_look', 'drug_record', 'add_quirks', 'make_drugs',
+           'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou', 'render_wild']
 
 # %% ../nbs/01_render.ipynb #6ca05e6a
 import math
@@ -17,7 +16,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .scenes import wild_photo, wild_ppm
+from .scenes import weighted_choice, wild_photo, wild_ppm
 
 # %% ../nbs/01_render.ipynb #9a84c482
 DRUG_S = {0: '정상알약'}
@@ -60,10 +59,6 @@ _FORMS = {'film': ('정', 'Tab.', '정제', '필름코팅정'), 'plain': ('정',
 def _word(rng, n):
     parts = [_SYLLABLES[i] for i in rng.choice(len(_SYLLABLES), n, replace=False)]
     return ''.join(p[0] for p in parts), ''.join(p[1] for p in parts).capitalize()
-
-def weighted_choice(rng:np.random.Generator, weights:dict):
-    "One key of `weights`, drawn with probability proportional to its value."
-    return list(weights)[rng.choice(len(weights), p=np.array(list(weights.values()))/sum(weights.values()))]
 
 # %% ../nbs/01_render.ipynb #cb6a2acd
 def drug_look(rng:np.random.Generator, # random source

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SURFACES', 'PALM_RATE', 'SKIN', 'DISTRACTORS', 'CLUTTER', 'CLUTTER_RATE', 'MAX_OCCLUDED', 'MIN_PILL', 'noise',
-           'surface', 'palm', 'distractor', 'clutter', 'add_clutter', 'shade_pill', 'place', 'camera', 'wild_ppm',
-           'wild_photo', 'bench_wild']
+           'weighted_choice', 'surface', 'palm', 'distractor', 'clutter', 'add_clutter', 'shade_pill', 'place',
+           'camera', 'wild_ppm', 'wild_photo', 'bench_wild']
 
 # %% ../nbs/00c_scenes.ipynb #79a7ae51
 import math
@@ -32,6 +32,14 @@ def noise(h:int, w:int, rng, cells:float=6, octaves:int=4, stretch:float=1.0)->n
 
 def _colour(rng, base, spread=0.12):
     return np.clip(_rgb(base) * rng.uniform(1 - spread, 1 + spread, 3), 0, 1)
+
+def _rgba(rng, base, spread):
+    "`base` (0-255) jittered like `_colour`, as an opaque RGBA tuple for PIL drawing."
+    return tuple(int(v) for v in np.clip(np.array(base) * rng.uniform(1 - spread, 1 + spread, 3), 0, 255)) + (255,)
+
+def weighted_choice(rng:np.random.Generator, weights:dict):
+    "One key of `weights`, drawn with probability proportional to its value."
+    return list(weights)[rng.choice(len(weights), p=np.array(list(weights.values())) / sum(weights.values()))]
 
 # %% ../nbs/00c_scenes.ipynb #a65ce102
 def surface(kind:str, w:int, h:int, rng)->np.ndarray:
@@ -124,7 +132,7 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
     s = max(4, int(size)); ss = 2
     im = Image.new('RGBA', (s * ss, s * ss), (0, 0, 0, 0)); d = ImageDraw.Draw(im)
     S = s * ss
-    c = lambda base, k=0.12: tuple(int(v) for v in np.clip(np.array(base) * rng.uniform(1 - k, 1 + k, 3), 0, 255)) + (255,)
+    c = lambda base, k=0.12: _rgba(rng, base, k)
     if kind == 'coin':
         col = c([(200, 170, 90), (190, 190, 196), (170, 110, 70)][rng.integers(3)])
         d.ellipse([0, 0, S - 1, S - 1], fill=col)
@@ -163,7 +171,7 @@ def clutter(kind:str, w:int, h:int, rng)->np.ndarray:
     "An RGBA float32 HxW patch of a large everyday object that is not a pill: printed matter, a device, a dish or a cup."
     ss = 2; W, H = w * ss, h * ss
     im = Image.new('RGBA', (W, H), (0, 0, 0, 0)); d = ImageDraw.Draw(im)
-    c = lambda base, k=0.1: tuple(int(v) for v in np.clip(np.array(base) * rng.uniform(1 - k, 1 + k, 3), 0, 255)) + (255,)
+    c = lambda base, k=0.1: _rgba(rng, base, k)
     if kind == 'print':  # a leaflet, a box or a notebook: a light sheet with lines of text, sometimes a coloured band
         d.rectangle([0, 0, W - 1, H - 1], fill=c([(236, 234, 228), (250, 250, 246), (226, 218, 196)][rng.integers(3)], 0.04))
         if rng.random() < 0.5: d.rectangle([0, 0, W - 1, int(H * rng.uniform(0.1, 0.3))], fill=c(tuple(rng.integers(30, 220, 3)), 0))
@@ -198,7 +206,7 @@ def add_clutter(img:np.ndarray, rng)->None:
     H, W = img.shape[:2]
     if rng.random() >= CLUTTER_RATE: return
     for _ in range(int(rng.integers(1, 3))):
-        kind = list(CLUTTER)[rng.choice(len(CLUTTER), p=np.array(list(CLUTTER.values())) / sum(CLUTTER.values()))]
+        kind = weighted_choice(rng, CLUTTER)
         s = rng.uniform(0.35, 0.9) * min(W, H)
         w, h = int(s), int(s * (rng.uniform(0.6, 1.0) if kind in ('print', 'device') else rng.uniform(0.85, 1.0)))
         w, h = (max(8, w), max(8, h)) if rng.random() < 0.5 else (max(8, h), max(8, w))
@@ -287,7 +295,7 @@ def wild_ppm(longs_mm:list, size:tuple, rng)->float:
 def wild_photo(posed:list, size:tuple, rng)->tuple:
     "Compose posed pills (RGBA arrays) into a wild scene: (image, boxes, masks, occluded)."
     W, H = size
-    img = surface(list(SURFACES)[rng.choice(len(SURFACES), p=np.array(list(SURFACES.values())) / sum(SURFACES.values()))], W, H, rng)
+    img = surface(weighted_choice(rng, SURFACES), W, H, rng)
     frame = np.zeros((H, W), bool); m = max(2, int(0.04 * min(W, H))); frame[m:-m, m:-m] = True
     region = palm(img, rng) & frame if rng.random() < PALM_RATE else frame
     # light: uneven and coloured
@@ -298,7 +306,7 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     add_clutter(img, rng)
     pill_px = np.median([max(p.shape[:2]) for p in posed])
     for _ in range(int(rng.integers(0, 5))):  # distractors
-        kind = list(DISTRACTORS)[rng.choice(len(DISTRACTORS), p=np.array(list(DISTRACTORS.values())) / sum(DISTRACTORS.values()))]
+        kind = weighted_choice(rng, DISTRACTORS)
         s = pill_px * (rng.uniform(0.2, 0.6) if kind == 'crumb' else rng.uniform(0.8, 1.8) if kind in ('button', 'coin') else rng.uniform(1.2, 3))
         p = distractor(kind, min(s, 0.4 * min(W, H)), rng)
         x, y = int(rng.integers(0, max(1, W - p.shape[1]))), int(rng.integers(0, max(1, H - p.shape[0])))

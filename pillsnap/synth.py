@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, get_logger
 from .io import atomic_write
-from .render import BACK_COLORS, BACK_WEIGHTS, CAMERA_LA, DRUG_DIRS, DRUG_S, LIGHT_COLORS, SCENES, make_drugs, render_photo, render_wild, weighted_choice
+from .render import BACK_COLORS, BACK_WEIGHTS, CAMERA_LA, DRUG_DIRS, DRUG_S, LIGHT_COLORS, SCENES, make_drugs, render_photo, render_wild
+from .scenes import weighted_choice
 from .schema import CAPTURE_FIELDS, LABEL_FIELDS, SHIPPED_TOP, shipped_archive
 
 # %% ../nbs/01_synth.ipynb #71fcd4f9

@@ -9,7 +9,6 @@ import pytest
 from conftest import BIN, ROOT
 
 
-
 class Page(HTMLParser):
     "The ids, the links (href) and the loaded resources (src, stylesheets) of one HTML page."
     def __init__(self, text):
