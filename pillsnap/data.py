@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import ConfigError, UserError
+from .config import ConfigError, UserError, get_logger
 from .io import file_sha256, read_json, read_parquet_lists, write_parquet
 from .schema import CAPTURE_FIELDS
 
@@ -148,6 +148,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
     classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
+    no_val = []  # drugs validation cannot measure
     quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
     for code, g in singles.groupby('code', sort=True):
         keys = _groups(g)  # a source photo's copies share a group; a release photo is its own
@@ -159,7 +160,10 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
         n_val = max(1, round(len(order) * val_fraction)) if len(order) >= 2 else 0
         while 0 < n_val < len(order) and ks[n_val] == ks[n_val - 1]: n_val += 1  # a group stays on one side
         if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
+        if not n_val: no_val.append(code)
         df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
+    if no_val: get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo (a single photo, or every photo from one "
+                                          f"source photo): validation does not measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
     groups = sorted(combos.code.unique())
     n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
     val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
@@ -239,7 +243,7 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
     if split == 'holdout' and not (Path(data_dir)/'manifests'/'holdout.parquet').exists(): return _empty_manifest()
     if split == 'test' and not _final['open']:
         raise TestSetLocked("the test split (AI Hub 'val') is reserved for the final evaluation — use the 'val' split "
-                            "for development; only `with final_evaluation():` in pillsnap.evaluate may open it")
+                            "for development; `pillsnap evaluate --exp EXP --final` opens it, once (in code: `with final_evaluation():`, pillsnap.evaluate)")
     path = Path(data_dir)/'manifests'/f'{split}.parquet'
     if not path.exists(): raise ConfigError(f"{path} not found — run 'pillsnap prepare' first")
     df, extra = read_parquet_lists(path), path.with_name('pasted.parquet')

@@ -219,7 +219,8 @@ def _train_args(cfg, data:Path, run_dir:Path)->dict:
     return dict(data=str(data), epochs=d.epochs, imgsz=d.img_size, batch=d.batch_size, patience=d.patience or 10**6,
                 device=train_device(cfg), workers=d.workers, project=str(run_dir.parent), name=run_dir.name,
                 exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True, amp=cfg.train.amp != 'off',
-                close_mosaic=min(d.close_mosaic, d.epochs), warmup_epochs=d.warmup_epochs, verbose=False, val=True)
+                close_mosaic=min(d.close_mosaic, d.epochs), warmup_epochs=d.warmup_epochs, verbose=False, val=True,
+                **dict(d.get('augment') or {}))  # `detector.augment`: ultralytics' own augmentation settings
 
 # %% ../nbs/05_detector.ipynb #f7352793
 WEIGHTS_RECORD = 'hashes.json'

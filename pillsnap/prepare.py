@@ -118,7 +118,7 @@ def _saved_index(data_dir:Path, fp:dict)->tuple:
     return (load_index(data_dir), drugs, report), None
 
 def _index_step(root, data_dir, workers, log):
-    files = walk_files(root/'data')  # one walk for the fingerprint and the index
+    files = walk_files(root/'data', hidden=False)  # one walk for the fingerprint and the index
     fp = release_fingerprint(root, files)
     saved, why = _saved_index(data_dir, fp)
     if saved: log.info('label index is up to date — reusing it'); return saved

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .aihub import INDEX_COLUMNS, validate_bbox
 from .config import ConfigError, get_logger
-from .io import walk_files
+from .io import HIDDEN, walk_files
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS
 
 # %% ../nbs/02a_sources.ipynb #9f49510c
@@ -100,7 +100,7 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
     if not dirs: raise ConfigError(f'{yml}: none of its train/val/test image folders exists under {root}')
     rows, problems = [], {}
     for s, d in dirs.items():
-        for img in sorted(p for p in walk_files(d) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
+        for img in sorted(p for p in walk_files(d, hidden=False) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
             img = Path(img)
             lbl = Path(str(img.parent).replace(f'{os.sep}images', f'{os.sep}labels', 1))/(img.stem + '.txt')
             if not lbl.is_file(): problems.setdefault('no label file', []).append(str(img)); continue
@@ -123,12 +123,12 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
                  )->tuple: # (index rows, {code: record}, {reason: [paths]})
     "Index a class-folder dataset: one single-pill row per photo, the photo as its box."
     root = Path(root).resolve()
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.')) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(HIDDEN)) if root.is_dir() else []
     if not folders: raise ConfigError(f'{root} has no class folders — a folders source is ROOT/{{ID}}/{{ID}}_{{seq}}.jpg')
     rows, problems, drugs = [], {}, {}
     for f in folders:
         code = f'{name}:{f.name}'
-        for img in sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        for img in sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(HIDDEN)):
             size, why = _size(img)
             if why: problems.setdefault(why, []).append(str(img)); continue
             drugs[code] = source_drug(name, f.name)
