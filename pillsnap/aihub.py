@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
-from .io import file_sha256, pool_map, read_json, read_parquet_lists, walk_files, write_json, write_parquet
+from .io import HIDDEN, file_sha256, pool_map, read_json, read_parquet_lists, walk_files, write_json, write_parquet
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS, SHIPPED_NAMES
 
 # %% ../nbs/02_aihub.ipynb #bdbf949a
@@ -324,15 +324,17 @@ EXTRACT_DIR = '.pillsnap-extract'  # below the dataset root: one marker per fini
 _PART = re.compile(r'^(.+\.zip)\.part\d+$')
 
 def shipped_archives(root:str|Path, # a download folder
-                    )->tuple: # (archive paths in path order, {archive path: its pieces} for split downloads never joined)
-    "The release archives anywhere under `root`, outside its data/ tree and hidden folders."
+                    )->tuple: # (archives and unpacked archive folders in path order, {archive path: its pieces} for split downloads never joined)
+    "The release archives anywhere under `root`, and the folders a person unpacked them into (named like them), outside its data/ tree and hidden folders."
     root, found, pieces = Path(root), [], defaultdict(list)
     for top, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and not (top == str(root) and d == 'data'))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(HIDDEN) and not (top == str(root) and d == 'data'))
+        found += [Path(top)/d for d in dirs if archive_shard(d + '.zip')]  # TS_1_단일/: an archive unpacked by hand
+        dirs[:] = [d for d in dirs if not archive_shard(d + '.zip')]
         for f in sorted(files):
             if archive_shard(f): found.append(Path(top)/f)
             elif (m := _PART.match(f)) and archive_shard(m.group(1)): pieces[Path(top)/m.group(1)].append(Path(top)/f)
-    return found, {a: sorted(p) for a, p in pieces.items() if not a.exists()}
+    return sorted(found), {a: sorted(p) for a, p in pieces.items() if not a.exists()}
 
 # %% ../nbs/02_aihub.ipynb #da6f881d
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)  # damage, or a method zipfile cannot read
@@ -361,30 +363,55 @@ def _copy_member(zf:zipfile.ZipFile, info:zipfile.ZipInfo, target:Path, archive:
     if why: tmp.unlink(); return why
     os.replace(tmp, target)
 
+def _link(src, dst):
+    "Link `dst` to `src`: symbolic, else hard, else copy; returns how."
+    dst.unlink(missing_ok=True)
+    try: os.symlink(src, dst); return 'symlink'
+    except OSError: pass
+    try: os.link(src, dst); return 'hardlink'
+    except OSError: pass
+    shutil.copy2(src, dst); return 'copy'
+
 # %% ../nbs/02_aihub.ipynb #5061498e
+def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named like it (TS_1_단일)
+                   files:list, # the files below it
+                   root:Path, # the dataset root
+                  )->Counter:
+    "Link each photo or label of an unpacked archive where the canonical tree wants it: no second copy of the release."
+    counts = Counter()
+    for f in files:
+        rel = canonical_path(folder.name + '.zip', os.path.relpath(f, folder))  # never unsafe: walked inside the folder
+        if rel is None: counts['left in the folder'] += 1; continue
+        if os.path.realpath(root/rel) == os.path.realpath(f): counts['already linked'] += 1; continue
+        (root/rel).parent.mkdir(parents=True, exist_ok=True)
+        counts['copied' if _link(Path(f).resolve(), root/rel) == 'copy' else 'linked'] += 1
+    return counts
+
 def _extract_archive(job:tuple)->dict:
-    "Extract one archive (archive, root, marker) unless its marker says it is done; the marker's record, and whether it was reused."
+    "Extract one archive (archive, root, marker) — or link the files of a folder it was unpacked into — unless its marker says it is done; the marker's record, and whether it was reused."
     archive, root, marker = map(Path, job)
-    st = archive.stat()
-    stamp = dict(archive=os.path.relpath(archive, root), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    st, unpacked = archive.stat(), sorted(walk_files(archive, hidden=False)) if archive.is_dir() else None
+    stamp = dict(archive=os.path.relpath(archive, root), size=st.st_size, mtime_ns=st.st_mtime_ns, **({} if unpacked is None else {'files': len(unpacked)}))
     saved, _ = read_json(marker)
     if isinstance(saved, dict) and saved.get('stamp') == stamp: return {**saved, 'reused': True}
-    kind, counts, problems = 'photo' if '/images/' in archive_shard(archive) else 'label', Counter(), []
+    kind, counts, problems = 'photo' if '/images/' in archive_shard(archive.name + '.zip' * archive.is_dir()) else 'label', Counter(), []
     def problem(kind, where, why): problems.append(dict(kind=kind, path=stamp['archive'] + where, reason=why, stage='extract'))
-    try: zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as e:
-        problem('archive', '', f'not a complete zip ({e}; {st.st_size:,} bytes): the download was cut short or damaged — download {archive.name} again')
+    if unpacked is not None: counts = _link_unpacked(archive, unpacked, root)
     else:
-        with zf:
-            for info in zf.infolist():
-                if info.is_dir(): continue
-                try: rel = canonical_path(archive, info.filename)
-                except UnsafeMember as e: problem(kind, f'!{info.filename}', str(e)); continue
-                if rel is None: counts['left in the archive'] += 1; continue
-                if _have(root/rel, info): counts['already extracted'] += 1; continue
-                why = _copy_member(zf, info, root/rel, archive.name)
-                if why: problem(kind, f'!{info.filename}', why)
-                else: counts['extracted'] += 1
+        try: zf = zipfile.ZipFile(archive)
+        except zipfile.BadZipFile as e:
+            problem('archive', '', f'not a complete zip ({e}; {st.st_size:,} bytes): the download was cut short or damaged — download {archive.name} again')
+        else:
+            with zf:
+                for info in zf.infolist():
+                    if info.is_dir(): continue
+                    try: rel = canonical_path(archive, info.filename)
+                    except UnsafeMember as e: problem(kind, f'!{info.filename}', str(e)); continue
+                    if rel is None: counts['left in the archive'] += 1; continue
+                    if _have(root/rel, info): counts['already extracted'] += 1; continue
+                    why = _copy_member(zf, info, root/rel, archive.name)
+                    if why: problem(kind, f'!{info.filename}', why)
+                    else: counts['extracted'] += 1
     record = dict(stamp=stamp, counts=dict(counts), problems=problems)
     write_json(marker, record)
     return {**record, 'reused': False}
@@ -400,10 +427,11 @@ def extract_release(root:str|Path, # a download folder with the release archives
     problems = [dict(kind='archive', path=rel(a), stage='extract', reason=f'downloaded in {len(ps)} pieces that were never joined — join them in '
                      f'offset order: cat $(ls "{a.name}".part* | sort -V) > "{a.name}"') for a, ps in pieces.items()]
     first, jobs = {}, []
-    for a in archives:
-        if (key := _nfc(a.name)) in first:
-            problems.append(dict(kind='archive', path=rel(a), reason=f'duplicate of {rel(first[key])} (the first in path order is used)', stage='extract'))
-        else: first[key] = a; jobs.append((str(a), str(root), str(root/EXTRACT_DIR/(Path(key).stem + '.json'))))
+    for a in sorted(archives, key=lambda a: a.is_dir()):  # an archive before a folder unpacked from it: its members' checksums are checked
+        if (key := _nfc(a.name).removesuffix('.zip')) in first:
+            problems.append(dict(kind='archive', path=rel(a), reason=f'duplicate of {rel(first[key])} (an archive is used before a folder unpacked '
+                                 'from it, else the first in path order)', stage='extract'))
+        else: first[key] = a; jobs.append((str(a), str(root), str(root/EXTRACT_DIR/(key + '.json'))))
     jobs.sort(key=lambda j: -os.path.getsize(j[0]))  # largest first, so the pool's processes finish together
     bar = tqdm(total=sum(os.path.getsize(j[0]) for j in jobs), desc='extract', unit='B', unit_scale=True, mininterval=1, disable=None)
     done = []
@@ -412,7 +440,7 @@ def extract_release(root:str|Path, # a download folder with the release archives
     problems += [p for r in sorted(done, key=lambda r: r['stamp']['archive']) for p in r['problems']]
     new, members = [r for r in done if not r['reused']], sum((Counter(r['counts']) for r in done if not r['reused']), Counter())
     secs = time.perf_counter() - t0
-    if new: log.info(f"extracted {len(new)} archive(s) into {root/'data'} in {secs:.1f}s: " + ', '.join(f'{n} {k}' for k, n in members.items()))
+    if new: log.info(f"extracted or linked {len(new)} archive(s) or unpacked folder(s) into {root/'data'} in {secs:.1f}s: " + ', '.join(f'{n} {k}' for k, n in members.items()))
     if len(done) > len(new): log.info(f"{len(done) - len(new)} archive(s) were extracted before (markers in {root/EXTRACT_DIR}) — reusing them")
     if problems: log.warning(f"{len(problems)} damaged, refused or unusable archive(s) or member(s), e.g. {problems[0]['path']}: {problems[0]['reason']}")
     return dict(archives=len(jobs), extracted=len(new), reused=len(done) - len(new), members=dict(members), problems=problems, seconds=round(secs, 2))
@@ -489,15 +517,6 @@ def yolo_label(bboxes:list, width:int, height:int)->str:
     return ''.join('0 ' + ' '.join(f'{v:.6f}' for v in coco_to_yolo(b, width, height)) + '\n' for b in bboxes)
 
 # %% ../nbs/02_aihub.ipynb #9ca3b4be
-def _link(src, dst):
-    "Link `dst` to `src`: symbolic, else hard, else copy; returns how."
-    dst.unlink(missing_ok=True)
-    try: os.symlink(src, dst); return 'symlink'
-    except OSError: pass
-    try: os.link(src, dst); return 'hardlink'
-    except OSError: pass
-    shutil.copy2(src, dst); return 'copy'
-
 def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, width, height}
                     root:str|Path, # dataset root the `image` paths are relative to
                     out:str|Path, # the YOLO tree to (re)build

@@ -87,8 +87,9 @@ def check_prepare(cfg):
         return
     root = Path(cfg.data.root)
     if not (root/'data').is_dir() and not any(shipped_archives(root)):  # archives, or pieces of them
-        raise ConfigError(f"{root} has no data/ folder and no AI Hub archives (TS_1_단일.zip, TL_1_단일.zip, … at any depth) — point --root (data.root) "
-                          "at the folder holding data/train and data/val, or at the download folder holding the archives")
+        raise ConfigError(f"{root} has no data/ folder and no AI Hub archives (TS_1_단일.zip, TL_1_단일.zip, … at any depth, or the folders "
+                          "they were unpacked into, named like them) — point --root (data.root) at the folder holding data/train and data/val, "
+                          "or at the download folder holding the archives")
     if not 0 < cfg.split.val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {cfg.split.val_fraction})')
 
 def crop_kinds(cfg)->tuple:
