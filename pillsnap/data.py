@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPLITS', 'to_rgb', 'open_image_safely', 'downscale',
-           'hash_rank', 'select_classes', 'per_class_quota', 'assign_splits', 'TestSetLocked', 'final_evaluation',
-           'test_split_open', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows', 'data_digest',
-           'check_splits']
+           'hash_rank', 'select_classes', 'per_class_quota', 'named_classes', 'assign_splits', 'TestSetLocked',
+           'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests', 'load_manifest', 'pill_rows',
+           'data_digest', 'check_splits']
 
 # %% ../nbs/03_data.ipynb #f3d1f5a8
 import contextlib, hashlib, io, json, os, sys, warnings
@@ -125,6 +125,17 @@ def per_class_quota(counts:dict, # {class: photos}
     return lo
 
 # %% ../nbs/03_data.ipynb #feb1fb37
+def named_classes(only:list|str|None, # `data.classes`
+                  available:set, # the K-codes with photos to train on
+                 )->set|None: # the named K-codes; None when none are named
+    "The drugs `data.classes` names, each checked against the photos there are."
+    if only is None or only == '' or only == []: return None
+    codes = [str(c).strip() for c in (only.split(',') if isinstance(only, str) else only) if str(c).strip()]
+    if missing := [c for c in codes if c not in available]:
+        raise ConfigError(f"data.classes names {len(missing)} drug(s) with no single-pill photo to train on: {', '.join(missing[:5])}"
+                          f"{' …' if len(missing) > 5 else ''} — check the K-codes (e.g. K-000059) against the release's labels")
+    return set(codes)
+
 def assign_splits(index:pd.DataFrame, # from `index_release`
                   val_fraction:float=0.15, # share of each class's AI Hub 'train' photos used for validation
                   seed:int=42, # split seed
@@ -134,6 +145,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`), not only from single-pill photos
                   mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
                   holdout_drugs:int=0, # drugs kept out of training altogether: their single-pill photos become the 'holdout' subset (retrieval's unseen drugs)
+                  only_classes:list|str|None=None, # `data.classes`: the drugs to train on (K-codes: a list, or separated by commas); None = all
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
@@ -143,7 +155,9 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
     candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
-    held = set(select_classes(singles.code, holdout_drugs, seed + 1)) if holdout_drugs else set()
+    named = named_classes(only_classes, set(singles.code) | (set(candidates) if combo_classes else set()))
+    if named: candidates = [c for c in candidates if c in named]
+    held = set(select_classes([c for c in singles.code if not named or c not in named], holdout_drugs, seed + 1)) if holdout_drugs else set()
     if held and len(held) >= singles.code.nunique(): raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on ({singles.code.nunique()} have single-pill photos)')
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
     classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
