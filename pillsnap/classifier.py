@@ -174,7 +174,7 @@ def training_loaders(cfg, # resolved settings
     labels = d.train.class_index.values
     weights = class_weights(labels, n_classes, cfg.loader.class_weights, cfg.loader.effective_num_beta) if cfg.loader.class_weights else None
     skip_dir = paths.logs/'skipped'
-    train_ds = PillDataset(d.train, d.root, pre, train_transforms(pre), d.train_cache, skip_dir)
+    train_ds = PillDataset(d.train, d.root, pre, train_transforms(pre, **(t.get('augment') or {})), d.train_cache, skip_dir)  # `train.augment`
     val_ds = PillDataset(d.val, d.root, pre, eval_transforms(pre), d.val_cache, skip_dir)
     aux = None
     if t.imprint_aux:

@@ -32,11 +32,13 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
                      scale:tuple=(0.6, 1.0), # area range of the random resized crop (of the crop with margin)
                      brightness:float=0.15, contrast:float=0.15, saturation:float=0.05, # colour jitter, hue fixed
                      rotate:float=0, # maximum arbitrary rotation in degrees (0: quarter turns only)
+                     blur:float=0, # chance of a Gaussian blur (sigma 0.1–2 px: a phone's defocus and motion)
                     )->v2.Compose:
     "Augmentation from a cached crop (uint8 CHW) to an `img_size` uint8 CHW tensor."
-    tfms = [v2.RandomResizedCrop(pre.img_size, scale=scale, ratio=(0.9, 1.11), antialias=True),
+    tfms = [v2.RandomResizedCrop(pre.img_size, scale=tuple(scale), ratio=(0.9, 1.11), antialias=True),
             RandomQuarterTurn(), v2.ToDtype(torch.float32, scale=True)]
     if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
+    if blur: tfms.append(v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 2.0))], p=blur))
     return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.ToDtype(torch.uint8, scale=True)])
 
 def eval_transforms(pre:UnifiedPreprocessor)->v2.Compose:
