@@ -255,13 +255,14 @@ def build_learner(cfg, # resolved settings
     if t.channels_last: model = model.to(memory_format=torch.channels_last)  # before compile, so the graph sees it
     dtype = amp_dtype(t.amp, device)
     bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
+    found = ck.get('auto_batch') if ck else None  # the batch the GPU search found (a resumed run keeps it)
     if t.auto_batch and world > 1 and device.type == 'cuda': log.info(f'train.auto_batch is off with {world} processes: train.batch_size={bs} is the global batch')
     elif t.auto_batch and ck is None:
         found = auto_batch_size(model, pre.img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
         if found: lr, bs = lr * found / bs, found; log.info(f'batch {bs}, learning rate scaled linearly to {lr:.3g}')
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version, k_codes=d.k_codes,
-                batch_size=bs, lr=lr, num_workers=workers, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
+                batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
     loss = CrossEntropyLossFlat(weight=weights, label_smoothing=t.label_smoothing)
     if aux: loss = ClassOf(loss, n_classes)
     learn = Learner(dls, model, loss, opt_func=adamw(fused=device.type == 'cuda'), lr=lr, splitter=aux.splitter if aux else decay_groups, wd=[t.weight_decay, 0.0],
@@ -458,7 +459,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     out = evaluate_classifier(cfg, 'best', d)
     out['training'] = dict(epochs=len(find_cb(learn, Checkpointer).history), seconds=round(seconds, 1), device=str(learn.dls.device),
                            precision=learn.precision, compiled=learn.model is not core(learn.model), channels_last=bool(t.channels_last),
-                           batch_size=learn.dls.train.batch_size * world, processes=world, replicas_identical=same, images=perf['images'] * world,
+                           batch_size=learn.dls.train.batch_size * world, auto_batch=find_cb(learn, Checkpointer).meta.get('auto_batch'), processes=world, replicas_identical=same, images=perf['images'] * world,
                            images_per_s=round(perf['images'] * world / max(perf['data_s'] + perf['compute_s'], 1e-9), 1),
                            data_share=round(perf['data_s'] / max(perf['data_s'] + perf['compute_s'], 1e-9), 4),
                            peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events if oom else [])

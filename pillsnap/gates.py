@@ -174,7 +174,7 @@ def mandatory_checks(exp:str|Path, # a trained experiment
                 detector_loads=loads(lambda: load_detector(det)) if det.is_file() else False,
                 onnx_export_passes=bool(parity.get('passed')) if parity else False,
                 tensorboard_logs=any((paths.root/'tb').rglob('events.out.tfevents.*')),
-                auto_batch_tuned=None if t.get('device', 'cpu').startswith('cpu') else bool(t.get('batch_size')),
+                auto_batch_tuned=None if t.get('device', 'cpu').startswith('cpu') else bool(t.get('auto_batch')),  # the batch the GPU search found
                 classes_balanced=None if 'class_imbalance_ratio' not in measured else measured['class_imbalance_ratio'] <= 10,
                 # the service's long run (tools/soak.py) and its load test (tools/loadtest.py); None until they have run
                 memory_leak_test=None if not soak else soak['memory']['fitted_growth_mb'] <= soak.get('max_growth_mb', 20),
