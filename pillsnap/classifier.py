@@ -23,7 +23,7 @@ from torch import nn
 
 from .aihub import DrugTable, load_class_map
 from .io import clean_stale_temps, write_json
-from .config import ConfigError, amp_dtype, dist_env, exp_paths, first_line, get_logger, pick_device, seed_everything
+from .config import ConfigError, amp_dtype, code_version, dist_env, exp_paths, first_line, get_logger, pick_device, seed_everything
 from .pretrained import check_start, load_start, start_of
 from .data import check_splits, load_manifest, pill_rows
 from .crops import CropCache, cache_fits, UnifiedPreprocessor, preprocessor_from
@@ -262,7 +262,8 @@ def build_learner(cfg, # resolved settings
         if found: lr, bs = lr * found / bs, found; log.info(f'batch {bs}, learning rate scaled linearly to {lr:.3g}')
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version, k_codes=d.k_codes,
-                batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__))
+                batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg), torch=str(torch.__version__), timm=str(timm.__version__),
+                code=code_version())
     loss = CrossEntropyLossFlat(weight=weights, label_smoothing=t.label_smoothing)
     if aux: loss = ClassOf(loss, n_classes)
     learn = Learner(dls, model, loss, opt_func=adamw(fused=device.type == 'cuda'), lr=lr, splitter=aux.splitter if aux else decay_groups, wd=[t.weight_decay, 0.0],
@@ -462,7 +463,7 @@ def train_classifier(cfg, # resolved settings (`load_config`)
                            batch_size=learn.dls.train.batch_size * world, auto_batch=find_cb(learn, Checkpointer).meta.get('auto_batch'), processes=world, replicas_identical=same, images=perf['images'] * world,
                            images_per_s=round(perf['images'] * world / max(perf['data_s'] + perf['compute_s'], 1e-9), 1),
                            data_share=round(perf['data_s'] / max(perf['data_s'] + perf['compute_s'], 1e-9), 4),
-                           peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events if oom else [])
+                           peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events if oom else [], code=code_version())
     write_json(paths.classifier/'metrics.json', out)
     if world > 1: torch.distributed.destroy_process_group()
     return out

@@ -6,17 +6,19 @@
 __all__ = ['EXP_PARTS', 'ONE_SHOT', 'PillsnapError', 'UserError', 'JobFailed', 'ConfigError', 'first_line', 'find_config',
            'read_yaml', 'flat_settings', 'typed_setting', 'parse_overrides', 'is_path_setting', 'apply_settings',
            'apply_stage', 'load_config', 'exp_config', 'load_dotenv', 'secret', 'exp_paths', 'save_config',
-           'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'start_run', 'settings_changes',
-           'run_config', 'record_settings', 'pick_device', 'dist_env', 'amp_dtype']
+           'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'git_commit', 'code_version', 'start_run',
+           'settings_changes', 'run_config', 'record_settings', 'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00_config.ipynb #0dde7a8f
-import contextlib, difflib, logging, logging.handlers, os, random, re
+import contextlib, difflib, functools, logging, logging.handlers, os, random, re, subprocess
 from pathlib import Path
 
 import numpy as np
 import yaml
 from fastcore.basics import AttrDict
 from fastcore.xtras import dict2obj, obj2dict
+
+import pillsnap
 
 # %% ../nbs/00_config.ipynb #456291eb
 class PillsnapError(Exception):
@@ -310,6 +312,20 @@ def seed_everything(seed:int, # one seed for python, numpy and torch
 # %% ../nbs/00_config.ipynb #d01caa05
 ONE_SHOT = ('train.resume', 'detector.resume')  # what one command asks for; never kept in an experiment's snapshot
 
+def git_commit(path:str|Path|None=None, # a folder inside the checkout (default: pillsnap's own)
+              )->dict: # {'commit': sha or None, 'dirty': bool or None}
+    "The git commit of the code, and whether the checkout had uncommitted changes (None outside a git checkout)."
+    try:
+        run = lambda *a: subprocess.run(['git', *a], cwd=path or Path(pillsnap.__file__).parent, capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        return {'commit': run('rev-parse', 'HEAD'), 'dirty': bool(run('status', '--porcelain', '--untracked-files=no'))}
+    except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
+
+@functools.lru_cache(maxsize=1)
+def code_version()->dict:
+    "The code a run uses: pillsnap's version, and its git commit when it runs from a checkout (once per process)."
+    return {'pillsnap': pillsnap.__version__, **git_commit()}
+
 def start_run(cfg:dict, # resolved settings
               run:str, # name of the run, used for the log file (e.g. 'synth', 'train-cls')
               changes:dict|None=None, # what the command line changed (`run_config`), recorded in logs/settings.jsonl
@@ -324,7 +340,9 @@ def start_run(cfg:dict, # resolved settings
     save_config(snap, paths.config)
     log = setup_logging(cfg, paths.logs/f'{run}.log')
     seed_everything(cfg['seed'])
-    log.info(f"run '{run}' in {paths.root} (config snapshot: {paths.config.name})")
+    code = code_version()
+    log.info(f"run '{run}' in {paths.root} (config snapshot: {paths.config.name}; pillsnap {code['pillsnap']}"
+             f"{', commit ' + code['commit'][:12] if code['commit'] else ''}{' with uncommitted changes' if code['dirty'] else ''})")
     if changes is not None: record_settings(paths.root, run, changes, snapshot=True)
     return paths
 

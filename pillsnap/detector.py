@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from .io import atomic_write, file_sha256, write_json
-from .config import ConfigError, exp_paths, get_logger, pick_device
+from .config import ConfigError, code_version, exp_paths, get_logger, pick_device
 from .data import TestSetLocked, test_split_open
 
 # %% ../nbs/05_detector.ipynb #63371703
@@ -337,7 +337,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
     out = evaluate_detector(cfg, safe, data, 'val')
     save_detector(yolo, safe, d.img_size, out['tuned_conf'])  # the threshold tuned on its validation photos travels with the weights
     log.info(f"saved {safe} (box threshold tuned on validation photos: {out['tuned_conf']})")
-    out['training'] = dict(seconds=round(seconds, 1), epochs=_epochs_done(run_dir), run=str(run_dir))
+    out['training'] = dict(seconds=round(seconds, 1), epochs=_epochs_done(run_dir), run=str(run_dir), code=code_version())
     out['samples'] = str(save_samples(cfg, safe, data))
     write_json(paths.detector/'metrics.json', out)
     record_weights(wdir, finished=True)
