@@ -489,11 +489,19 @@ class DrugTable:
         "The record of class index `i` (a minimal one if the drug has no labels in this data)."
         k = self.codes[int(i)]
         return self.records.get(k, {'k_code': k, 'class_index': int(i)})
-    def by_edi(self, code:str)->list: return [self.records[k] for k in self.edi.get(code, [])]
-    def k_code(self, i:int)->str: return self.codes[int(i)]
-    def index(self, k_code:str)->int|None: return self.records[k_code]['class_index'] if k_code in self.records else None
+    def by_edi(self, code:str)->list:
+        "The records of the drugs an EDI (insurance) code names — several when one code covers several products."
+        return [self.records[k] for k in self.edi.get(code, [])]
+    def k_code(self, i:int)->str:
+        "The K-code of class index `i`."
+        return self.codes[int(i)]
+    def index(self, k_code:str)->int|None:
+        "The class index of `k_code` (None for a drug that is not a class here)."
+        return self.records[k_code]['class_index'] if k_code in self.records else None
 
-    def save(self, path:str|Path): write_json(path, self.records)
+    def save(self, path:str|Path):
+        "Write the records, class indices included, to `drug_table.json` (atomically)."
+        write_json(path, self.records)
     @classmethod
     def load(cls, path:str|Path, # drug_table.json
              class_map:dict|None=None, # default: class_map.json beside it
