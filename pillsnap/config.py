@@ -160,8 +160,9 @@ def apply_stage(cfg:dict, # nested settings, changed in place
     if stage is None: return cfg
     presets = cfg['stages']
     if str(stage) not in presets: raise ConfigError(f"unknown stage {stage!r} for 'data.stage' — choose one of {', '.join(presets)}")
-    for k in ('max_samples', 'max_classes'):
-        if f'data.{k}' not in explicit and not (keep_set and cfg['data'][k] is not None): cfg['data'][k] = presets[str(stage)][k]
+    for k in ('max_samples', 'max_classes', 'max_combos'):
+        if k not in presets[str(stage)]: continue  # a snapshot's stages from before max_combos
+        if f'data.{k}' not in explicit and not (keep_set and cfg['data'].get(k) is not None): cfg['data'][k] = presets[str(stage)][k]
     return cfg
 
 # %% ../nbs/00_config.ipynb #c2ae770e

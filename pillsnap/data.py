@@ -141,6 +141,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   seed:int=42, # split seed
                   max_classes:int|None=None, # stage cap on classes
                   max_samples:int|None=None, # stage cap on single-pill photos (train + val)
+                  max_combos:int|None=None, # stage cap on combination photos (train + val): whole combinations, by seeded rank
                   strata:dict|None=None, # {k_code: stratum} for class selection
                   combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`), not only from single-pill photos
                   mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
@@ -179,9 +180,15 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     if no_val: get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo (a single photo, or every photo from one "
                                           f"source photo): validation does not measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
     groups = sorted(combos.code.unique())
+    if max_combos is not None and len(combos) > max_combos:  # whole combinations in seeded order, while their photos fit
+        size, kept, n = combos.code.value_counts(), [], 0
+        for g in np.array(groups)[hash_rank(seed, groups)]:
+            if kept and n + size[g] > max_combos: break
+            kept.append(g); n += size[g]
+        groups = sorted(kept)
     n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
     val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
-    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val', 'train')
+    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val', np.where(combos.code.isin(set(groups)), 'train', None))
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
     if mix is not None: _mix(df, mix, seed)

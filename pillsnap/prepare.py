@@ -102,7 +102,8 @@ def split_settings(cfg)->dict:
                 **({'mix': cfg.data.mix} if cfg.data.get('mix') is not None else {}),
                 **({'combo_classes': True} if cfg.data.get('combo_crops') else {}),
                 **({'holdout_drugs': cfg.split.holdout_drugs} if cfg.split.get('holdout_drugs') else {}),
-                **({'only_classes': cfg.data.classes} if cfg.data.get('classes') else {}))  # older splits.json stay valid
+                **({'only_classes': cfg.data.classes} if cfg.data.get('classes') else {}),
+                **({'max_combos': cfg.data.max_combos} if cfg.data.get('max_combos') is not None else {}))  # older splits.json stay valid
 
 # %% ../nbs/03c_prepare.ipynb #61b99e1e
 def _saved_index(data_dir:Path, fp:dict)->tuple:

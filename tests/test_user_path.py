@@ -85,7 +85,7 @@ def test_the_users_path_needs_the_experiments_settings_only_once(user_exp, tmp_p
     if pick:
         r = cli('advise', '--exp', e, '--apply', n, '--to', tmp_path/'next')
         assert (tmp_path/'next'/'config.yaml').is_file() and 'pillsnap prepare --exp' in r.stdout
-        assert 0 < len(settings_log(tmp_path/'next')[-1]['changed'].keys() - {'data.max_samples', 'data.max_classes'}) and settings_log(tmp_path/'next')[-1]['changed'].keys() <= pick['settings'].keys() | {'data.max_samples', 'data.max_classes'}
+        assert 0 < len(settings_log(tmp_path/'next')[-1]['changed'].keys() - {'data.max_samples', 'data.max_classes', 'data.max_combos'}) and settings_log(tmp_path/'next')[-1]['changed'].keys() <= pick['settings'].keys() | {'data.max_samples', 'data.max_classes', 'data.max_combos'}
     r = cli('advise', '--exp', e, '--apply', 99, check=False)
     assert r.returncode == 2 and '--apply 99' in r.stderr
 
