@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['KEY_ENV', 'IMAGE_STATUS', 'BUCKETS_MS', 'OOM', 'PAGE_FILES', 'PAGE_HEADERS', 'api_keys', 'key_matches',
            'image_status', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher', 'Metrics', 'Live',
-           'create_app', 'page_file', 'app_from_exp', 'app_from_release', 'GuardedH11', 'server_config', 'run_server',
-           'serving']
+           'answer_counts', 'create_app', 'page_file', 'app_from_exp', 'app_from_release', 'GuardedH11',
+           'server_config', 'run_server', 'serving']
 
 # %% ../nbs/10_serve.ipynb #2162f4b4
 import asyncio, functools, hmac, importlib.resources, io, json, math, re, signal, time, uuid, warnings
@@ -272,6 +272,15 @@ class Live:
         return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit'), source=r.get('source')),
                     last_switch=self.last)
 
+# %% ../nbs/10_serve.ipynb #cef06a3a
+def answer_counts(results:list, # the predictor's answers to one request
+                 )->dict:
+    "What the access log says about an answer: counts only, never which drugs."
+    pills = [p for r in results for p in r['pills']]
+    return dict(mode=results[0]['mode'] if results else None, photos=len(results), pills=len(pills),
+                unknown=sum(p.get('status') == 'unknown' for p in pills), not_expected=sum(p.get('expected') is False for p in pills),
+                combo_hinted=sum(bool(r['hints']['combo_recommended']) for r in results))
+
 # %% ../nbs/10_serve.ipynb #55b7a552
 _RID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 OOM = 'out of memory on this request — send fewer or smaller photos'
@@ -350,7 +359,8 @@ def create_app(pred:Predictor, # the loaded predictor
         metrics.observe(_route(request), response.status_code, ms)
         response.headers['X-Request-ID'] = rid
         log.info(json.dumps(dict(event='access', request_id=rid, method=request.method, route=_route(request), status=response.status_code,
-                                 latency_ms=round(ms, 1), client=request.client.host if request.client else None)))
+                                 latency_ms=round(ms, 1), client=request.client.host if request.client else None,
+                                 **getattr(request.state, 'answer', {}))))
         return response
 
     def busy(why:str)->HTTPException:
@@ -384,7 +394,9 @@ def create_app(pred:Predictor, # the loaded predictor
             ims = [await decode(d, what) for d, what in datas]
             kept = min(held, sum(im.width * im.height for im in ims))
             budget.give(held - kept); held = kept
-            return await batcher.predict(ims, mode, top_k, request.state.deadline, gone, tuple(codes) if codes else None)
+            res = await batcher.predict(ims, mode, top_k, request.state.deadline, gone, tuple(codes) if codes else None)
+            request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
+            return res
         except ConfigError as e: raise HTTPException(400, str(e)) from None
         except Dropped as e:
             if e.reason == 'gone': raise HTTPException(499, 'the client closed the connection before inference') from None

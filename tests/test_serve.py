@@ -202,6 +202,8 @@ def test_access_log_has_request_ids_and_never_the_keys(server, photos):
     lines = [json.loads(l.split(' | ', 1)[1]) for l in text.splitlines() if '"event": "access"' in l]
     mine = [l for l in lines if l['request_id'] == rid]
     assert mine and mine[0]['route'] == '/predict' and mine[0]['status'] == 200 and mine[0]['latency_ms'] > 0
+    assert (mine[0]['mode'], mine[0]['photos'], mine[0]['pills']) == ('single', 1, len(r.json()['pills']))  # what kind of answer, in counts
+    assert not any(c['k_code'] in json.dumps(mine[0]) for p in r.json()['pills'] for c in p['candidates'])  # never which drugs
     assert KEY not in text and KEY2 not in text and 'wrong-key' not in text
 
 
