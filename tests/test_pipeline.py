@@ -37,6 +37,7 @@ def check_schema(r, mode, k):
     assert set(r['timing_ms']) >= {'detect', 'classify', 'total'} and all(v >= 0 for v in r['timing_ms'].values())
     assert set(r['models']) == {'classifier', 'detector', 'preprocess'} and r['models']['preprocess'].startswith('unified-1')
     assert isinstance(r['hints']['combo_recommended'], bool)
+    assert (r['hints']['photo_warning'] is None) == (min(r['image_size']) >= 512)  # small photos are told so
     for p in r['pills']:
         assert len(p['box']) == 4 and len(p['candidates']) == k
         confs = [c['confidence'] for c in p['candidates']]

@@ -67,6 +67,7 @@ function show(r) {
     (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
   let h = `<p><b>${esc(t('mode')(r.mode))}</b> — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(r.hints.reason)}</p>`;
+  if (r.hints.photo_warning) h += `<p class="hint">${esc(r.hints.photo_warning)}</p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
