@@ -305,7 +305,8 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
     else:
         for r in results:
             print(f"{r['image']} — {r['mode']} mode, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
-                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else ''))
+                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else '') +
+                  (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
             if r['pills']: print(prediction_table(r).to_string(index=False))
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
     if expect and any(p.get('expected') is False for r in results for p in r['pills']):
