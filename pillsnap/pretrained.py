@@ -95,11 +95,11 @@ def load_start(model:nn.Module, # a timm model of the start's architecture, any 
 
 def check_start(c, # the `classifier` settings
                ):
-    "A ConfigError naming every classifier setting that differs from what the start was trained with."
+    "A ConfigError naming every classifier setting that differs from what the start was trained with (the image size may differ: convolutions transfer across sizes)."
     name = start_of(c.get('pretrained'))
     if name in NO_START: return
     s = STARTS[name]
-    want = dict(model=s['model'], img_size=s['img_size'], mean=list(s['mean']), std=list(s['std']))
+    want = dict(model=s['model'], mean=list(s['mean']), std=list(s['std']))
     off = {k: v for k, v in want.items() if (list(c.get(k)) if isinstance(v, list) else c.get(k)) != v}
     if off: raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
                               ' '.join(f"classifier.{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}" for k, v in off.items()))
