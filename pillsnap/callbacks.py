@@ -450,6 +450,8 @@ class StepLogger(Callback):
         self.on_cuda = _device(self.learn).type == 'cuda'
         self.skip = min(self.warmup, self.n_epoch * len(self.dls.train) // 5)  # short runs keep most of their steps
         if self.on_cuda: torch.cuda.reset_peak_memory_stats()
+        self.total_mb, self._mem_warned = torch.cuda.get_device_properties(_device(self.learn)).total_memory / 2**20 if self.on_cuda else None, False
+        if self.writer: self.writer.add_scalar('perf/num_workers', getattr(self.dls.train, 'num_workers', 0), 0)  # what the loader was given
     def before_train(self): self._t, self._win = time.perf_counter(), [0, 0.0, 0.0, 0.0, 0]
     def before_batch(self):
         if self.training: self._t0 = time.perf_counter(); self._data = self._t0 - self._t
@@ -463,7 +465,9 @@ class StepLogger(Callback):
             for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
         w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += loss; w[4] += 1
         lr = self.opt.hypers[-1]['lr']
-        if self.writer: self.writer.add_scalar('train/loss', loss, step); self.writer.add_scalar('train/lr', lr, step)
+        if self.writer:
+            self.writer.add_scalar('train/loss', loss, step); self.writer.add_scalar('train/lr', lr, step)
+            if self.seen == 1: self.writer.add_scalar('perf/batch_size', n, step)  # as trained: the GPU search's, or the setting
         if step % self.every == 0 or self.iter == self.n_iter - 1: self._log_line(step, lr)
     def _log_line(self, step, lr):
         n, data, comp, loss, k = self._win
@@ -471,8 +475,14 @@ class StepLogger(Callback):
         self.perf['peak_cuda_mb'] = max(self.perf['peak_cuda_mb'], mb)
         thr = n / max(data + comp, 1e-9)
         get_logger('classifier').info(f'e={self.epoch} s={step} loss={loss / k:.4f} lr={lr:.3g} data={data / k:.3f}s comp={comp / k:.3f}s thr={thr:.1f}/s cuda={mb:.0f}MB')
+        if self.total_mb and mb > 0.8 * self.total_mb and not self._mem_warned:
+            self._mem_warned = True
+            get_logger('classifier').warning(f'GPU memory peaked at {mb:.0f} of {self.total_mb:.0f} MB ({mb / self.total_mb:.0%}): little room left — '
+                                             'an out-of-memory error would make the run fall back to smaller micro-batches; lower train.vram_headroom or train.batch_size to keep clear')
+        oom = find_cb(self.learn, OOMFallback)
         if self.writer:
-            for tag, v in (('perf/data_time', data / k), ('perf/compute_time', comp / k), ('perf/throughput', thr), ('perf/cuda_mem', mb)):
+            for tag, v in (('perf/data_time', data / k), ('perf/compute_time', comp / k), ('perf/throughput', thr), ('perf/cuda_mem', mb),
+                           ('oom/events', len(oom.events) if oom else 0)):
                 self.writer.add_scalar(tag, v, step)
         self._win = [0, 0.0, 0.0, 0.0, 0]
     def after_epoch(self):

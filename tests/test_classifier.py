@@ -50,7 +50,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     assert STEP_LINE.search(log), log[-2000:]
     events = EventAccumulator(str(exp/'tb'/'classifier')); events.Reload()
     tags = set(events.Tags()['scalars'])
-    assert {'train/loss', 'train/lr', 'perf/data_time', 'perf/compute_time', 'perf/throughput', 'perf/cuda_mem',
+    assert {'train/loss', 'train/lr', 'perf/data_time', 'perf/compute_time', 'perf/throughput', 'perf/cuda_mem', 'perf/batch_size', 'perf/num_workers', 'oom/events',
             'val/loss', 'val/accuracy', 'val/macro_f1', 'val/top5'} <= tags, tags
     r = cli('evaluate', '--exp', exp, '--checkpoint', 'last', *TINY_TRAIN)
     assert 'last.pt (epoch 2' in r.stdout
