@@ -68,9 +68,8 @@ def synth(out:str, # dataset folder to create (it gets data/train and data/val, 
           config:str=None, # config file (default: the nearest config.yaml)
          ):
     "Write a synthetic dataset in the AI Hub layout and label schema."
-    flags = {'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed, 'synth.image_size': image_size, 'synth.scene': scene,
-             'synth.labels_only': True if labels_only else None}
-    cfg = load_config({**{k: v for k, v in flags.items() if v is not None}, **parse_overrides(settings)}, path=config)
+    cfg = load_config(_overrides(settings, **{'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed,
+                                              'synth.image_size': image_size, 'synth.scene': scene, 'synth.labels_only': True if labels_only else None}), path=config)
     if labels_only and sheet: raise ConfigError('--sheet draws photos, and --labels-only writes none')
     if as_shipped and sheet: raise ConfigError('--sheet draws from the photos on disk, which --as-shipped leaves in archives — make the sheet from a dataset without --as-shipped')
     if as_shipped: cfg.synth['as_shipped'] = True  # one more `synth_dataset` parameter, passed on with the synth.* settings
