@@ -440,7 +440,9 @@ def extract_release(root:str|Path, # a download folder with the release archives
     problems += [p for r in sorted(done, key=lambda r: r['stamp']['archive']) for p in r['problems']]
     new, members = [r for r in done if not r['reused']], sum((Counter(r['counts']) for r in done if not r['reused']), Counter())
     secs = time.perf_counter() - t0
-    if new: log.info(f"extracted or linked {len(new)} archive(s) or unpacked folder(s) into {root/'data'} in {secs:.1f}s: " + ', '.join(f'{n} {k}' for k, n in members.items()))
+    folders = sum('files' in r['stamp'] for r in new)  # unpacked by hand: linked
+    did = [f'extracted {len(new) - folders} archive(s)'] * (len(new) > folders) + [f'linked {folders} unpacked folder(s)'] * bool(folders)
+    if new: log.info(f"{' and '.join(did)} into {root/'data'} in {secs:.1f}s: " + ', '.join(f'{n} {k}' for k, n in members.items()))
     if len(done) > len(new): log.info(f"{len(done) - len(new)} archive(s) were extracted before (markers in {root/EXTRACT_DIR}) — reusing them")
     if problems: log.warning(f"{len(problems)} damaged, refused or unusable archive(s) or member(s), e.g. {problems[0]['path']}: {problems[0]['reason']}")
     return dict(archives=len(jobs), extracted=len(new), reused=len(done) - len(new), members=dict(members), problems=problems, seconds=round(secs, 2))

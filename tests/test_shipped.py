@@ -130,3 +130,16 @@ def test_a_member_that_would_escape_the_tree_is_refused(releases, tmp_path):
     assert sorted(refused.path) == sorted(f'{archive.relative_to(dl).as_posix()}!{n}' for n in evil)
     assert set(refused.kind) == {'label'} and refused.reason.str.contains('refused').all()
     assert not list(tmp_path.rglob('*escaped.json')) and not Path(evil[1]).exists()
+
+
+def test_prepare_reads_a_download_unpacked_by_hand_without_copying_it(releases, prepared, tmp_path):
+    _, download = releases
+    exp_canonical = prepared[0]
+    unpacked = tmp_path/'unpacked'
+    for a in download.rglob('*.zip'):  # what an unzip tool makes of each archive: a folder named like it, beside where it was
+        with zipfile.ZipFile(a) as zf: zf.extractall(unpacked/a.relative_to(download).parent/a.stem)
+    r = run_cli('prepare', '--root', unpacked, '--exp', tmp_path/'exp', *SETTINGS)
+    assert 'linked' in r.stdout + r.stderr and 'unpacked folder(s) into' in r.stdout + r.stderr
+    a, b = manifests(exp_canonical), manifests(tmp_path/'exp')
+    for n in a: pd.testing.assert_frame_equal(a[n], b[n])
+    assert all((unpacked/p).is_symlink() for m in b.values() for p in m.image)  # the photos are read where they were unpacked
