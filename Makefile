@@ -53,9 +53,15 @@ bench-real: install
 	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
 # Retrieval (nbs/90_benchmarks.ipynb): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
-# the false-accept rate and enrolment top-1 of the held-out drugs; then enrolment on the real photos from the offline start.
+# the false-accept rate and enrolment top-1 of the held-out drugs — from random weights (resnet10t, 128 px: the experiment bench-ocr and
+# tools/bench_int8.py read), then from the offline ImageNet start (EfficientNet-Lite0, 160 px, 20 epochs) with its gallery whitened;
+# then enrolment on the real photos from the offline start.
 bench-retrieval: install
 	$(BIN)/pillsnap demo --preset bench --classifier-only split.holdout_drugs=5 paths.exp_dir=work/exp/bench-retrieval data.root=work/synth/bench-retrieval
+	$(BIN)/pillsnap demo --preset bench --classifier-only split.holdout_drugs=5 paths.exp_dir=work/exp/bench-retr-lite0 data.root=work/synth/bench-retrieval \
+	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=160 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5 \
+	  train.epochs=20 train.lr=0.001
+	$(BIN)/pillsnap gallery --exp work/exp/bench-retr-lite0 --rebuild retrieval.whiten=true
 	$(BIN)/pillsnap prepare --exp work/exp/pushin-retr data.root= "data.sources=[{path: $(REAL), name: pushin}]" data.combo_crops=true \
 	  classifier.pretrained=lite0 classifier.model=tf_efficientnet_lite0 classifier.img_size=224 classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5
 	$(BIN)/pillsnap gallery --exp work/exp/pushin-retr --few-shot --untrained
