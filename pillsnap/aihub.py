@@ -316,7 +316,7 @@ def canonical_path(archive:str|Path, # the archive's name or path, e.g. 'TS_1_ë‹
     if len(parts) > 1 and parts[0] == _nfc(Path(archive).stem): parts = parts[1:]  # an archive made from its own folder
     wanted = IMAGE_EXTS if '/images/' in shard else ('.json',)
     if name.endswith('/') or not parts or os.path.splitext(parts[-1])[1].lower() not in wanted: return None
-    if any(p.startswith('.') or p == '__MACOSX' for p in parts): return None  # macOS resource forks, editor droppings
+    if any(p.startswith(HIDDEN) for p in parts): return None  # macOS resource forks, editor droppings
     return '/'.join([shard, *parts])
 
 # %% ../nbs/02_aihub.ipynb #1636144c
@@ -394,7 +394,8 @@ def _extract_archive(job:tuple)->dict:
     stamp = dict(archive=os.path.relpath(archive, root), size=st.st_size, mtime_ns=st.st_mtime_ns, **({} if unpacked is None else {'files': len(unpacked)}))
     saved, _ = read_json(marker)
     if isinstance(saved, dict) and saved.get('stamp') == stamp: return {**saved, 'reused': True}
-    kind, counts, problems = 'photo' if '/images/' in archive_shard(archive.name + '.zip' * archive.is_dir()) else 'label', Counter(), []
+    shard = archive_shard(archive.name if unpacked is None else archive.name + '.zip')  # a folder is named like its archive
+    kind, counts, problems = 'photo' if '/images/' in shard else 'label', Counter(), []
     def problem(kind, where, why): problems.append(dict(kind=kind, path=stamp['archive'] + where, reason=why, stage='extract'))
     if unpacked is not None: counts = _link_unpacked(archive, unpacked, root)
     else:

@@ -479,8 +479,8 @@ class StepLogger(Callback):
             self._mem_warned = True
             get_logger('classifier').warning(f'GPU memory peaked at {mb:.0f} of {self.total_mb:.0f} MB ({mb / self.total_mb:.0%}): little room left — '
                                              'an out-of-memory error would make the run fall back to smaller micro-batches; lower train.vram_headroom or train.batch_size to keep clear')
-        oom = find_cb(self.learn, OOMFallback)
         if self.writer:
+            oom = find_cb(self.learn, OOMFallback)
             for tag, v in (('perf/data_time', data / k), ('perf/compute_time', comp / k), ('perf/throughput', thr), ('perf/cuda_mem', mb),
                            ('oom/events', len(oom.events) if oom else 0)):
                 self.writer.add_scalar(tag, v, step)
