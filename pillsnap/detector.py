@@ -7,8 +7,9 @@ __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_
            'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf', 'shipped_detector',
            'load_detector', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics',
            'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved', 'recording_checkpoints',
-           'check_detector', 'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector',
-           'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
+           'weights_only_checkpoints', 'read_checkpoint', 'check_detector', 'trainable_detector', 'train_detector',
+           'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
+           'plot_detections', 'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
 import os
@@ -26,7 +27,7 @@ import numpy as np
 import yaml
 
 from .io import atomic_write, file_sha256, write_json
-from .config import ConfigError, code_version, exp_paths, get_logger, pick_device
+from .config import ConfigError, code_version, exp_paths, first_line, get_logger, pick_device
 from .data import TestSetLocked, test_split_open
 
 # %% ../nbs/05_detector.ipynb #63371703
@@ -83,8 +84,9 @@ def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
     if p.suffix == '.safetensors': return load_detector(p)
     if p.suffix == '.onnx':  # ONNX Runtime behind ultralytics' own pre- and post-processing (see nbs/09_export)
         with quiet_ultralytics(): return YOLO(str(p), task='detect')
-    get_logger('detector').info(f'loading ultralytics checkpoint {p} (a pickle: only load files you trust)')
-    return YOLO(str(p), task='detect')
+    read_checkpoint(p)  # refused here, unread, when it holds more than a checkpoint's tensors and layers
+    get_logger('detector').info(f'loading ultralytics checkpoint {p} (weights only)')
+    with weights_only_checkpoints(): return YOLO(str(p), task='detect')
 
 # %% ../nbs/05_detector.ipynb #69434870
 DET_FORMAT = 'pillsnap-detector/1'
@@ -265,6 +267,25 @@ def recording_checkpoints():
     try: yield
     finally: tr.strip_optimizer = orig
 
+# %% ../nbs/05_detector.ipynb #83198a26
+@contextlib.contextmanager
+def weights_only_checkpoints():
+    "While the block runs, ultralytics reads every .pt checkpoint with weights only and its allow-list of layer classes: a file that names anything else is refused unread."
+    import ultralytics.nn.tasks as tasks
+    old, tasks.SAFE_LOAD = tasks.SAFE_LOAD, True  # the flag `ULTRALYTICS_SAFE_LOAD` sets, read by torch_safe_load at each load
+    try: yield
+    finally: tasks.SAFE_LOAD = old
+
+def read_checkpoint(path:str|Path, # an ultralytics .pt checkpoint
+                   )->dict: # its contents
+    "An ultralytics checkpoint read with weights only; a ConfigError naming the file when it holds anything else (code, foreign objects)."
+    from ultralytics.nn.tasks import torch_safe_load
+    try:
+        with weights_only_checkpoints(): return torch_safe_load(str(path))[0]
+    except Exception as e:
+        raise ConfigError(f'{path} is not an ultralytics checkpoint pillsnap can read safely ({first_line(e)[:160]}) — '
+                          'it was not written by this training: delete it and train afresh') from None
+
 # %% ../nbs/05_detector.ipynb #8ed66112
 def check_detector(cfg, # resolved settings
                    force:bool=False, # train afresh even when the experiment already has a trained detector (replacing it)
@@ -282,7 +303,7 @@ def check_detector(cfg, # resolved settings
         if weights_record(wdir).get('finished'):
             raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: there is nothing to resume, and nothing was changed '
                               '— to train again, use a new experiment, or train afresh (without resume) with --force to replace it')
-        recorded(wdir/'last.pt')
+        read_checkpoint(recorded(wdir/'last.pt'))
         args = wdir.parent/'args.yaml'  # ultralytics resumes into the folder the run started in, wherever the experiment is now
         started = (yaml.safe_load(args.read_text()) or {}).get('save_dir') if args.is_file() else None
         if started and Path(started).resolve() != wdir.parent.resolve():
@@ -318,7 +339,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
     wdir = run_dir/'weights'
     last, best = wdir/'last.pt', wdir/'best.pt'
     t0 = time.perf_counter()
-    with offline_amp_check(), recording_checkpoints(), quiet_ultralytics(d.verbose):
+    with offline_amp_check(), recording_checkpoints(), quiet_ultralytics(d.verbose), weights_only_checkpoints():
         if d.resume and weights_record(wdir).get('trained'): log.info(f'{run_dir}: that run finished training; saving and evaluating it')
         elif d.resume:
             model = _watched(YOLO(str(recorded(last))))
@@ -332,7 +353,7 @@ def train_detector(cfg, # resolved settings (`load_config`)
                      f"{'weights ' + str(d.weights_path) if d.weights_path else 'random initial weights'}")
             model.train(**_train_args(cfg, data, run_dir))
     seconds = time.perf_counter() - t0
-    yolo = YOLO(str(recorded(best if best.is_file() else last)))
+    with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
     safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
     out = evaluate_detector(cfg, safe, data, 'val')
     save_detector(yolo, safe, d.img_size, out['tuned_conf'])  # the threshold tuned on its validation photos travels with the weights

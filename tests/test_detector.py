@@ -170,6 +170,26 @@ def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
     assert all(f.read_bytes() == b for f, b in kept.items())
 
 
+def test_resume_refuses_a_planted_checkpoint_even_with_its_hash_planted_too(trained_exp, tmp_path):
+    "Before: the record of hashes sits beside last.pt, so a planted record let the planted pickle run on --resume."
+    import torch
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import WEIGHTS_RECORD, check_detector, record_weights
+    exp, kept, cfg = _copy(trained_exp, tmp_path)
+    w, pwned = exp/'detector'/'train'/'weights', tmp_path/'PWNED'
+    rec = json.loads((w/WEIGHTS_RECORD).read_text())
+    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))
+    torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
+    record_weights(w, ['last.pt'])  # the attacker writes the matching hash as well
+    kept = {f: f.read_bytes() for f in kept if f.exists()} | {w/'last.pt': (w/'last.pt').read_bytes(), w/WEIGHTS_RECORD: (w/WEIGHTS_RECORD).read_bytes()}
+    cfg.detector.resume = 'last'
+    with pytest.raises(ConfigError, match=r'last\.pt is not an ultralytics checkpoint pillsnap can read safely'): check_detector(cfg)
+    r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
+    assert r.returncode == 2 and 'is not an ultralytics checkpoint pillsnap can read safely' in r.stderr, r.stderr
+    assert not pwned.exists()
+    assert all(f.read_bytes() == b for f, b in kept.items())
+
+
 def test_resume_of_a_finished_run_changes_nothing(trained_exp, tmp_path):
     exp, kept, _ = _copy(trained_exp, tmp_path)
     r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)

@@ -357,6 +357,16 @@ def test_server_caps_open_connections(guarded):
     assert httpx.get(url + '/health').status_code == 200
 
 
+@pytest.mark.slow  # a fourth server, and 60 attacking connections for a few seconds
+def test_slow_uploads_without_a_key_do_not_slow_anyone_down(trained_exp):
+    "Before: 260 keyless connections trickling a POST /predict body held every slot, and /health and /predict were answered 503."
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
+    from slow_attack import attack
+    r = attack(trained_exp[0], attackers=60, gap=1, seconds=4, settings=['serve.max_connections=40'])
+    assert {k: v['statuses'] for k, v in r['during'].items()} == {'health': {200: r['during']['health']['n']}, 'predict': {200: r['during']['predict']['n']}}, r
+    assert set(r['attackers_answered']) == {'HTTP/1.1 401 Unauthorized'}, r
+
+
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 
 
