@@ -14,7 +14,7 @@ from pathlib import Path
 from fastcore.script import anno_parser, store_true
 
 import pillsnap
-from .config import (ConfigError, JobFailed, PillsnapError, UserError, dist_env, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
+from .config import (ConfigError, JobFailed, check_writable, sealed, PillsnapError, UserError, dist_env, exp_paths, load_config, parse_overrides, record_settings, run_config, setup_logging,
                              start_run)
 from .demo import run_demo
 from .stages import (advisor, calibrated, classifier, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table, onnx_export, pipeline,
@@ -148,6 +148,7 @@ def evaluate(*settings:str, # key=value settings over the experiment's snapshot 
     cfg, changes = _settings(exp, settings, config, preset)
     paths = exp_paths(cfg.paths.exp_dir)
     if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — create it with 'pillsnap prepare --exp {paths.root}'")
+    check_writable(paths.root, "'pillsnap evaluate' (it writes reports/)")
     setup_logging(cfg, paths.logs/'evaluate.log')
     if what == 'detector' and split == 'test' and not data:
         raise ConfigError(f"the experiment's own test split is locked — pillsnap evaluate --exp {paths.root} --final opens it, once (or give another YOLO dataset with --data)")
@@ -192,6 +193,7 @@ def gate(*settings:str, # key=value settings over the experiment's snapshot (for
     paths = exp_paths(cfg.paths.exp_dir)
     if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — create it with 'pillsnap prepare --exp {paths.root}'")
     if baseline and not (Path(baseline)/'config.yaml').is_file(): raise ConfigError(f'--baseline {baseline} is not an experiment folder (no config.yaml)')
+    check_writable(paths.root, "'pillsnap gate' (it writes reports/)")
     setup_logging(cfg, paths.logs/'gate.log')
     record_settings(paths.root, 'gate', changes, snapshot=False)
     r = gates.stage_gate(paths.root, stage, baseline, latency_photos, settings=_overrides(settings))
@@ -287,7 +289,8 @@ def predict(*images:str, # photos to identify, and key=value settings over the e
     if not images: raise ConfigError('give at least one photo')
     cfg, changes = _settings(exp, settings, config, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
     pred = pipeline.Predictor.from_exp(cfg.paths.exp_dir, checkpoint, settings=_overrides(settings, **{'pipeline.top_k': top_k, 'pipeline.backend': backend}))
-    record_settings(cfg.paths.exp_dir, 'predict', changes, snapshot=False)
+    log = record_settings(cfg.paths.exp_dir, 'predict', changes, snapshot=False)
+    if sealed(cfg.paths.exp_dir): print(f'pillsnap predict: {cfg.paths.exp_dir} is a sealed release: this run is recorded in {log}', file=sys.stderr)
     if draw: _check_drawable(Path(draw) if len(images) == 1 else Path(draw)/'x.png')
     results, failed = [], []
     for f in images:  # one unreadable photo never costs the answers of the others
@@ -328,6 +331,7 @@ def enrol(*images:str, # photos of the drug, one pill each
     images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo of the drug')
     cfg, _ = _settings(exp, settings, config)
+    check_writable(cfg.paths.exp_dir, "'pillsnap enrol' (it adds to the gallery)")
     pred = pipeline.Predictor.from_exp(cfg.paths.exp_dir, settings=_overrides(settings))
     try: r = pred.enrol(code, images, name)
     except pipeline.ImageError as e: raise UserError(f'cannot read a photo: {e}') from None
@@ -348,6 +352,7 @@ def gallery(*settings:str, # key=value settings over the experiment's snapshot (
     cfg, _ = _settings(exp, settings, config)
     paths = exp_paths(cfg.paths.exp_dir)
     if not paths.config.is_file(): raise ConfigError(f"{paths.root} is not an experiment folder (no config.yaml) — train one with 'pillsnap train-cls --exp {paths.root}'")
+    if rebuild or remove: check_writable(paths.root, f"'pillsnap gallery --{'rebuild' if rebuild else 'remove'}'")
     if few_shot:
         r = retrieval.few_shot(cfg, trained=not untrained)
         print(json.dumps(r, indent=1, ensure_ascii=False)); return r
@@ -394,6 +399,7 @@ def export(*settings:str, # key=value settings over the experiment's snapshot (f
     cfg, changes = _settings(exp, settings, config, preset, **{'export.bench': False if no_bench else None})
     paths = exp_paths(cfg.paths.exp_dir)
     classifier.find_checkpoint(checkpoint, paths.classifier)  # fail fast: nothing to export
+    check_writable(paths.root, "'pillsnap export' (it writes export/)")
     paths.runs.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg, paths.logs/'export.log')
     record_settings(paths.root, 'export', changes, snapshot=False)
@@ -424,9 +430,9 @@ def serve(*settings:str, # key=value settings over the experiment's snapshot (fo
         if exp is not None: raise ConfigError('serve an experiment (--exp) or a release (--release), not both')
         from pillsnap.release import MANIFEST, resolve_release
         where, rel = resolve_release(release), Path(release)
-        cfg, _ = _settings(str(where), settings, config, **flags)
+        cfg = load_config(_overrides(settings, **flags), path=config)  # the operator's: keys, address, CORS and limits never come from a release
         setup_logging(cfg, (rel.parent if (rel/MANIFEST).is_file() else rel)/'logs'/'serve.log')  # beside the releases, never inside one
-        app = app_from_release(release, over, env_file=cfg.serve.env_file)
+        app = app_from_release(release, over, env_file=cfg.serve.env_file, cfg=cfg)
         print(f"pillsnap serving release {app.state.live.release['version']} ({where}) on http://{cfg.serve.host}:{cfg.serve.port}; "
               f'kill -HUP {os.getpid()} switches to what {rel}/current points to then; Ctrl-C stops it', flush=True)
         return run_server(app, cfg)

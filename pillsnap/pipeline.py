@@ -21,7 +21,7 @@ from .aihub import DrugTable
 from .io import file_sha256
 from .callbacks import find_checkpoint
 from .classifier import embedder_id, load_classifier
-from .config import ConfigError, UserError, exp_config, exp_paths, get_logger, pick_device
+from .config import ConfigError, UserError, check_writable, exp_config, exp_paths, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, load_manifest, open_image_safely, to_rgb
 from .crops import preprocessor_from
 from .detector import DEFAULT_CONF, box_threshold, build_detector, detector_meta, draw_boxes, quiet_ultralytics, yolo_device
@@ -444,6 +444,7 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
          )->dict:
     "Fold photos of a drug into the gallery, without training; what was added."
     if not K_CODE.fullmatch(k_code or ''): raise ConfigError(f'--code {k_code!r}: use letters, digits, ".", "_" or "-" (at most 64), e.g. K-012345')
+    if save and self.gallery_dir is not None: check_writable(self.gallery_dir.parent, 'enrolment')
     if self.gallery is None:
         raise ConfigError('this experiment has no gallery built with its classifier — build it first: pillsnap gallery --exp EXP --rebuild')
     if not images: raise ConfigError('give at least one photo of the drug')

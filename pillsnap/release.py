@@ -8,13 +8,13 @@ __all__ = ['OPTIONAL', 'MANIFEST', 'FORMAT', 'ReleaseError', 'release_files', 'p
 
 # %% ../nbs/09a_release.ipynb #ac13deb8
 import json, os, platform, re, shutil, time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 import pillsnap
 from .callbacks import find_checkpoint
-from .config import UserError, exp_paths, get_logger, git_commit
+from .config import SEALED, UserError, exp_paths, get_logger, git_commit
 from .io import file_sha256, read_json, walk_files, write_json
 
 # %% ../nbs/09a_release.ipynb #3d163c46
@@ -41,7 +41,7 @@ def release_files(exp:str|Path, # a trained experiment
 
 # %% ../nbs/09a_release.ipynb #2e5b1a63
 _VERSION = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
-MANIFEST, FORMAT = 'manifest.json', 1
+MANIFEST, FORMAT = SEALED, 1
 
 def _json(path)->dict:
     "A JSON object from `path`; {} when it is missing, damaged or not an object."
@@ -85,6 +85,12 @@ def pack_release(exp:str|Path, # a trained experiment
     return dest
 
 # %% ../nbs/09a_release.ipynb #fcf4a611
+def _outside(path:Path, rel:str)->str|None:
+    "Why the manifest entry `rel` is not a plain file inside the release `path` (None: it is): links are never followed."
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or '..' in parts or '\\' in rel: return 'points outside the release'
+    if any((path/Path(*parts[:i + 1])).is_symlink() for i in range(len(parts))): return 'is a link (a release holds plain files only)'
+
 def verify_release(path:str|Path, # a release folder
                   )->dict: # its manifest
     "Check every file of a release against its manifest; `ReleaseError` naming each difference."
@@ -96,9 +102,13 @@ def verify_release(path:str|Path, # a release folder
     problems, listed = [], manifest['files']
     for rel, want in listed.items():
         f = path/rel
-        if not f.is_file(): problems.append(f'{rel} is missing')
+        if (why := _outside(path, rel)): problems.append(f'{rel} {why}')
+        elif not f.is_file(): problems.append(f'{rel} is missing')
         elif f.stat().st_size != want['bytes'] or file_sha256(f) != want['sha256']: problems.append(f'{rel} has changed')
-    problems += [f'{rel} is not in the manifest' for rel in sorted(Path(f).relative_to(path).as_posix() for f in walk_files(path))
+    found = [Path(d)/n for d, dirs, files in os.walk(path) for n in dirs + files]  # links are listed, never followed
+    problems += [f'{f.relative_to(path).as_posix()} is a link (a release holds plain files only)' for f in found
+                 if f.is_symlink() and f.relative_to(path).as_posix() not in listed]
+    problems += [f'{rel} is not in the manifest' for rel in sorted(f.relative_to(path).as_posix() for f in found if f.is_file() and not f.is_symlink())
                  if rel != MANIFEST and rel not in listed]
     if problems: raise ReleaseError(f"release {path} is damaged: {'; '.join(problems[:6])}{' …' if len(problems) > 6 else ''} — pack it again with pillsnap release")
     return manifest

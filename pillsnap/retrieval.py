@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from .io import atomic_write, file_sha256, read_json, write_json
-from .config import ConfigError, UserError, amp_dtype, exp_paths, get_logger, pick_device
+from .config import ConfigError, UserError, amp_dtype, check_writable, exp_paths, get_logger, pick_device
 from .data import hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
@@ -141,7 +141,7 @@ def _tensors(self:Gallery)->dict:
 def save(self:Gallery, folder:str|Path)->Path:
     "Write `gallery.safetensors` and `gallery.json` into `folder`."
     from safetensors.torch import save_file
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder); check_writable(folder.parent, 'writing its gallery'); folder.mkdir(parents=True, exist_ok=True)
     atomic_write(_tensor_file(folder), lambda tmp: save_file(self._tensors(), str(tmp)), fsync=True)
     write_json(folder/'gallery.json', dict(format=GALLERY_FORMAT, dim=self.dim, exemplars=self.exemplars, entries=self.entries, drugs=self.drugs, meta=self.meta,
                                            sha256=file_sha256(_tensor_file(folder))))

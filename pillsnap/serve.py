@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import pillsnap
-from .config import ConfigError, JobFailed, first_line, get_logger, load_dotenv, secret
+from .config import ConfigError, JobFailed, first_line, get_logger, load_config, load_dotenv, secret
 from .data import _pil_open
 from .pipeline import ImageError, Predictor, load_image, parse_expect, registry
 from .release import resolve_release, verify_release
@@ -288,7 +288,7 @@ class Live:
         "What /health says about the release: its version, date and commit, and the last switch."
         if self.release is None: return {}
         r = self.release
-        return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit'), source=r.get('source')),
+        return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit')),  # not its source folder: /health is public
                     last_switch=self.last)
 
 # %% ../nbs/10_serve.ipynb #cef06a3a
@@ -511,18 +511,19 @@ def app_from_release(path:str|Path, # a release, or a releases folder (its `curr
                      settings:list=(), # key=value settings over the release's snapshot
                      backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
                      env_file:str|Path|None='.env', # where the API keys may be
+                     cfg=None, # the operator's settings, whose `serve.*` (keys, address, CORS, limits) the service uses (default: config.yaml here, with `settings`)
                     )->FastAPI:
     "The service of a release, every file verified before it loads; on SIGHUP it reads `path` again (a releases folder: whatever `current` is now) and switches."
+    op = cfg if cfg is not None else load_config(list(settings))  # a release carries models, never the operator's keys or limits
     keys = api_keys(env_file)
+    if op.serve.allow_enrol:
+        raise ConfigError('a release is read-only: serve it without serve.allow_enrol, enrol into its experiment and pack a new release')
     def load()->tuple:
         where = resolve_release(path)
         manifest = verify_release(where)
-        pred = Predictor.from_exp(where, settings=list(settings), backend=backend)
-        if pred.cfg.serve.get('allow_enrol'):
-            raise ConfigError('a release is read-only: serve it without serve.allow_enrol, enrol into its experiment and pack a new release')
-        return pred, manifest
+        return Predictor.from_exp(where, settings=list(settings), backend=backend), manifest
     pred, manifest = load()
-    return create_app(pred, keys, release=manifest, reload=load)
+    return create_app(pred, keys, op, release=manifest, reload=load)
 
 # %% ../nbs/10_serve.ipynb #3e5a563b
 class ClientSlots:

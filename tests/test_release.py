@@ -86,3 +86,73 @@ def test_a_served_release_switches_on_sighup_without_a_failed_request(trained_ex
     monkeypatch.setenv('PILLSNAP_API_KEYS', KEY)
     r = cli('serve', '--release', root, check=False)  # current is the damaged v1: refused before anything is served
     assert r.returncode == 2 and 'is damaged' in r.stderr and 'classifier/best.pt has changed' in r.stderr
+
+
+def test_commands_pointed_at_a_release_leave_it_sealed(trained_exp, photo, tmp_path):
+    "Before: predict --exp RELEASE wrote its logs and enrol its gallery inside the release, which then failed its own verification."
+    from pillsnap.release import verify_release
+    root = tmp_path/'releases'
+    cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--root', root)
+    rel, f = root/'v1', tmp_path/'pill.png'
+    f.write_bytes(photo)
+    r = cli('predict', f, '--exp', rel)
+    assert 'sealed release' in r.stderr and (root/'logs'/'v1'/'settings.jsonl').is_file()
+    for args in (('enrol', f, '--code', 'K-900001'), ('gallery', '--rebuild'), ('evaluate', '--what', 'pipeline'), ('export',)):
+        r = cli(*args, '--exp', rel, check=False)
+        assert r.returncode == 2 and 'is a release, and a release is sealed' in r.stderr, (args, r.stderr)
+    verify_release(rel)  # still whole: the next serve --release starts
+
+
+def test_verification_never_follows_links_or_parent_entries(trained_exp, tmp_path):
+    "Before: a manifest entry '../x' or a file replaced by a link to the same bytes elsewhere verified as whole."
+    import json, os, shutil
+    from pillsnap.io import file_sha256
+    from pillsnap.release import ReleaseError, verify_release
+    root = tmp_path/'releases'
+    cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--root', root)
+    linked, parent = root/'linked', root/'parent'
+    shutil.copytree(root/'v1', linked); shutil.copytree(root/'v1', parent)
+    table = linked/'data'/'drug_table.json'
+    shutil.copy(table, tmp_path/'elsewhere.json'); table.unlink(); os.symlink(tmp_path/'elsewhere.json', table)
+    (tmp_path/'outside.json').write_text('{}')
+    m = json.loads((parent/'manifest.json').read_text())
+    m['files']['../../outside.json'] = {'sha256': file_sha256(tmp_path/'outside.json'), 'bytes': 2}
+    (parent/'manifest.json').write_text(json.dumps(m))
+    with pytest.raises(ReleaseError, match='data/drug_table.json is a link'): verify_release(linked)
+    with pytest.raises(ReleaseError, match=r'\.\./\.\./outside\.json points outside the release'): verify_release(parent)
+
+
+@pytest.mark.slow  # a real server from a tampered release
+def test_the_operators_keys_and_settings_win_over_a_releases(trained_exp, photo, tmp_path):
+    "Before: a release's own config.yaml chose the keys' file, the address and CORS: the operator's key got 403 and the release's 200."
+    import json, os, shutil, socket, subprocess, sys, yaml
+    from pillsnap.io import file_sha256
+    root, op = tmp_path/'releases', tmp_path/'operator'
+    cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--root', root)
+    rel, theirs, ours = root/'v1', 'shipped-key-0123456789abcdef', 'operator-key-0123456789abcdef'
+    (rel/'keys.env').write_text(f'PILLSNAP_API_KEYS={theirs}\n')
+    snap = yaml.safe_load((rel/'config.yaml').read_text())
+    snap['serve'].update(env_file=str(rel/'keys.env'), cors_origins=['https://evil.example'])
+    (rel/'config.yaml').write_text(yaml.safe_dump(snap))
+    m = json.loads((rel/'manifest.json').read_text())  # re-sealed by whoever tampered with it: it still verifies
+    m['files'] |= {n: {'sha256': file_sha256(rel/n), 'bytes': (rel/n).stat().st_size} for n in ('config.yaml', 'keys.env')}
+    (rel/'manifest.json').write_text(json.dumps(m))
+    op.mkdir(); shutil.copy(Path(__file__).resolve().parents[1]/'config.yaml', op/'config.yaml'); (op/'.env').write_text(f'PILLSNAP_API_KEYS={ours}\n')
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != 'PILLSNAP_API_KEYS'}
+    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--release', str(rel),
+                             '--port', str(port)], cwd=op, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f'http://127.0.0.1:{port}'
+    try:
+        for _ in range(600):
+            assert proc.poll() is None, 'the service exited'
+            try:
+                if httpx.get(url + '/health', timeout=1).status_code == 200: break
+            except httpx.TransportError: time.sleep(0.2)
+        post = lambda key: httpx.post(url + '/predict', files={'image': ('p.png', photo, 'image/png')}, headers={'X-API-Key': key}, timeout=60).status_code
+        assert (post(ours), post(theirs)) == (200, 403)
+        pre = httpx.options(url + '/predict', headers={'Origin': 'https://evil.example', 'Access-Control-Request-Method': 'POST'})
+        assert 'access-control-allow-origin' not in pre.headers
+        assert 'source' not in httpx.get(url + '/health').json()['release']  # the public health check names no folder
+    finally:
+        proc.terminate(); proc.wait(30)
