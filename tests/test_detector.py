@@ -117,6 +117,18 @@ def _copy(trained_exp, tmp_path):
     return exp, kept, load_config([f'paths.exp_dir={exp}', *EXP_TINY])
 
 
+def _planted(trained_exp, tmp_path):
+    "A copy of the experiment as a run killed mid-training leaves it, with a pickle that runs code planted as last.pt."
+    import torch
+    from pillsnap.detector import WEIGHTS_RECORD
+    exp, kept, cfg = _copy(trained_exp, tmp_path)
+    w, pwned = exp/'detector'/'train'/'weights', tmp_path/'PWNED'
+    rec = json.loads((w/WEIGHTS_RECORD).read_text())
+    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))
+    torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
+    return exp, kept, cfg, w, pwned
+
+
 def test_a_detector_file_cannot_name_code(trained_exp, tmp_path):
     "A hostile detector.safetensors (code in its stored architecture) is refused before anything is built; a file pillsnap wrote loads."
     import torch
@@ -157,11 +169,7 @@ def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
     import torch
     from pillsnap.config import ConfigError
     from pillsnap.detector import WEIGHTS_RECORD, check_detector
-    exp, kept, cfg = _copy(trained_exp, tmp_path)
-    w, pwned = exp/'detector'/'train'/'weights', tmp_path/'PWNED'
-    rec = json.loads((w/WEIGHTS_RECORD).read_text())
-    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))  # as a run killed mid-training leaves it
-    torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
+    exp, kept, cfg, w, pwned = _planted(trained_exp, tmp_path)
     cfg.detector.resume = 'last'
     with pytest.raises(ConfigError, match=r'last\.pt was not written by pillsnap \(hash mismatch\) — delete it and train afresh'): check_detector(cfg)
     r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
@@ -175,11 +183,7 @@ def test_resume_refuses_a_planted_checkpoint_even_with_its_hash_planted_too(trai
     import torch
     from pillsnap.config import ConfigError
     from pillsnap.detector import WEIGHTS_RECORD, check_detector, record_weights
-    exp, kept, cfg = _copy(trained_exp, tmp_path)
-    w, pwned = exp/'detector'/'train'/'weights', tmp_path/'PWNED'
-    rec = json.loads((w/WEIGHTS_RECORD).read_text())
-    (w/WEIGHTS_RECORD).write_text(json.dumps({'last.pt': rec['last.pt'], 'best.pt': rec['best.pt']}))
-    torch.save({'epoch': 0, 'model': None, 'x': Touch(pwned)}, w/'last.pt')
+    exp, kept, cfg, w, pwned = _planted(trained_exp, tmp_path)
     record_weights(w, ['last.pt'])  # the attacker writes the matching hash as well
     kept = {f: f.read_bytes() for f in kept if f.exists()} | {w/'last.pt': (w/'last.pt').read_bytes(), w/WEIGHTS_RECORD: (w/WEIGHTS_RECORD).read_bytes()}
     cfg.detector.resume = 'last'
