@@ -166,30 +166,27 @@ def test_an_architecture_file_in_the_working_folder_is_not_used(tmp_path, monkey
 
 def test_resume_refuses_a_planted_checkpoint(trained_exp, tmp_path):
     "An interrupted run whose last.pt was replaced by a pickle that runs code: resume refuses it unread."
-    import torch
-    from pillsnap.config import ConfigError
-    from pillsnap.detector import WEIGHTS_RECORD, check_detector
     exp, kept, cfg, w, pwned = _planted(trained_exp, tmp_path)
-    cfg.detector.resume = 'last'
-    with pytest.raises(ConfigError, match=r'last\.pt was not written by pillsnap \(hash mismatch\) — delete it and train afresh'): check_detector(cfg)
-    r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
-    assert r.returncode == 2 and 'was not written by pillsnap (hash mismatch)' in r.stderr, r.stderr
-    assert not pwned.exists()
-    assert all(f.read_bytes() == b for f, b in kept.items())
+    _resume_refused(exp, cfg, kept, pwned, 'was not written by pillsnap (hash mismatch) — delete it and train afresh')
 
 
 def test_resume_refuses_a_planted_checkpoint_even_with_its_hash_planted_too(trained_exp, tmp_path):
     "Before: the record of hashes sits beside last.pt, so a planted record let the planted pickle run on --resume."
-    import torch
-    from pillsnap.config import ConfigError
-    from pillsnap.detector import WEIGHTS_RECORD, check_detector, record_weights
+    from pillsnap.detector import WEIGHTS_RECORD, record_weights
     exp, kept, cfg, w, pwned = _planted(trained_exp, tmp_path)
     record_weights(w, ['last.pt'])  # the attacker writes the matching hash as well
-    kept = {f: f.read_bytes() for f in kept if f.exists()} | {w/'last.pt': (w/'last.pt').read_bytes(), w/WEIGHTS_RECORD: (w/WEIGHTS_RECORD).read_bytes()}
+    kept |= {f: f.read_bytes() for f in (w/'last.pt', w/WEIGHTS_RECORD)}
+    _resume_refused(exp, cfg, kept, pwned, 'is not an ultralytics checkpoint pillsnap can read safely')
+
+
+def _resume_refused(exp, cfg, kept, pwned, why):
+    "check_detector and `train-det --resume` both refuse with `why`; the payload never ran and no file changed."
+    from pillsnap.config import ConfigError
+    from pillsnap.detector import check_detector
     cfg.detector.resume = 'last'
-    with pytest.raises(ConfigError, match=r'last\.pt is not an ultralytics checkpoint pillsnap can read safely'): check_detector(cfg)
+    with pytest.raises(ConfigError, match=re.escape(why)): check_detector(cfg)
     r = cli('train-det', '--exp', exp, '--resume', '--no-notebook', *EXP_TINY, check=False)
-    assert r.returncode == 2 and 'is not an ultralytics checkpoint pillsnap can read safely' in r.stderr, r.stderr
+    assert r.returncode == 2 and why in r.stderr, r.stderr
     assert not pwned.exists()
     assert all(f.read_bytes() == b for f, b in kept.items())
 
