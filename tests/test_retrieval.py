@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import cli_main
+from conftest import BIN, cli_main
 from test_serve import KEY
 
 SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
@@ -79,6 +79,43 @@ def test_enrol_names_a_never_trained_drug_and_remove_takes_it_back(exp, held_out
     cli('gallery', '--exp', exp, '--remove', 'NEW-1')
     code_, _, err = cli('enrol', '--exp', exp, '--code', '../evil', photos[1], check=False)
     assert code_ == 2 and 'letters, digits' in err
+
+
+def test_enrolments_from_processes_that_loaded_the_same_gallery_are_all_kept_with_their_names(exp, held_out, tmp_path):
+    "Two predictors (a terminal's enrol, a service) loaded the gallery, then each enrols: neither erases the other, names stay; two enrol commands at once too."
+    import shutil, subprocess
+    from pillsnap.pipeline import Predictor
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    (a, photos_a), (b, photos_b) = sorted(held_out.items())[:2]
+    terminal, service = Predictor.from_exp(e), Predictor.from_exp(e)
+    terminal.enrol('NEW-T', photos_a[:1], name='Named in the terminal')
+    service.enrol(a, photos_a[1:2])
+    terminal.enrol('NEW-T', photos_a[2:3])  # more photos, no name this time: the name given before stays
+    g = load_gallery(e/'retrieval')
+    assert set(g.enrolled()) == {'NEW-T', a} and g.drugs['NEW-T']['dl_name'] == 'Named in the terminal'
+    assert service.gallery.enrolled() == ['NEW-T', a]  # the service's own gallery is the one it wrote
+    run = lambda code, photo: subprocess.Popen([str(BIN/'pillsnap'), 'enrol', '--exp', str(e), '--code', code, '--name', f'Name {code}', str(photo)],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [run('NEW-1', photos_b[0]), run('NEW-2', photos_b[1])]
+    assert all(p.wait(timeout=300) == 0 for p in procs), [p.stderr.read() for p in procs]
+    g = load_gallery(e/'retrieval')
+    assert set(g.enrolled()) == {'NEW-T', a, 'NEW-1', 'NEW-2'} and g.drugs['NEW-2']['dl_name'] == 'Name NEW-2'
+
+
+def test_a_damaged_gallery_is_rebuilt_from_the_enrolment_journal_names_included(exp, held_out, tmp_path):
+    import shutil
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    photo = sorted(held_out.items())[0][1][0]
+    cli('enrol', '--exp', e, '--code', 'NEW-9', '--name', '새로운 약', photo)
+    (e/'retrieval'/'gallery.json').write_text('{"format": "pillsnap-gal')  # cut short
+    code_, _, err = cli('predict', '--exp', e, photo, check=False)
+    assert code_ == 2 and 'gallery --exp' in err and '--rebuild' in err  # the advice …
+    cli('gallery', '--exp', e, '--rebuild')  # … works
+    assert '새로운 약' in cli('gallery', '--exp', e)[1]
+    assert predict_json(e, photo)['pills'][0]['candidates'][0]['k_code'] == 'NEW-9'
+    code_, _, err = cli('enrol', '--exp', e, '--code', 'NEW-8', '--name', 'Evil\x1b[2J\u202eeman', photo, check=False)
+    assert code_ == 2 and 'printable' in err and '\x1b' not in err  # control characters never reach a terminal
 
 
 def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held_out, tmp_path):
