@@ -89,12 +89,13 @@ def prepare(*settings:str, # key=value settings
             exp:str=None, # experiment folder (default: paths.exp_dir)
             stage:int=None, # progressive-validation stage 1-4 (default: data.stage)
             config:str=None, # config file (default: the nearest config.yaml)
+            force:store_true=False, # prepare other data even into an experiment with trained models (their drug table and splits are replaced)
            ):
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
     cfg, changes = _settings(exp, settings, config, **{'data.root': root, 'data.stage': stage})
-    dataprep.check_prepare(cfg)  # before the experiment folder is made
+    dataprep.check_prepare(cfg, force=force)  # before the experiment folder is made
     start_run(cfg, 'prepare', changes)
-    outputs = dataprep.prepare(cfg)
+    outputs = dataprep.prepare(cfg, force=force)
     print(split_table(json.loads(Path(outputs['summary']).read_text())).to_string())
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs

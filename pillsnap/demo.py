@@ -36,7 +36,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
-    prepared = dataprep.prepare(cfg)
+    prepared = dataprep.prepare(cfg, force=True)  # the demo remakes its own experiment
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     if detector_only: return demo_detector(cfg)
     _, report = run_job('04_classifier', cfg, 'train-cls', classifier.train_classifier)

@@ -10,8 +10,7 @@ __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ENROLMENTS', 'COLOR_NAMES', 'SHAPE_N
            'search_drugs', 'searchable_records', 'search_latency']
 
 # %% ../nbs/05b_retrieval.ipynb #0a4170ad
-import json, math, os, time
-from contextlib import contextmanager
+import math, time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from fastcore.basics import patch
 from PIL import Image
 from torch import nn
 
-from .io import atomic_write, file_sha256, read_json, write_json
+from .io import append_jsonl, atomic_write, file_lock, file_sha256, read_json, read_jsonl, write_json
 from .config import ConfigError, UserError, amp_dtype, check_writable, exp_paths, get_logger, pick_device
 from .data import hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
@@ -171,42 +170,28 @@ ENROLMENTS = 'enrolled.jsonl'  # beside gallery.json: one JSON line per enrolmen
 class GalleryBusy(UserError):
     "Another command is changing the gallery (an enrolment, a removal or a rebuild) and did not finish in time."
 
-@contextmanager
 def gallery_lock(folder:str|Path, # an experiment's retrieval folder
                  wait_s:float=120, # how long to wait for another command's change
                 ):
     "Hold the gallery's lock: one enrolment, removal or rebuild at a time, across processes."
-    from filelock import FileLock, Timeout
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder/'.lock')
-    try: lock.acquire(timeout=wait_s)
-    except Timeout:
-        raise GalleryBusy(f'the gallery in {folder} is being changed by another command (an enrolment, a removal or a rebuild) '
-                          f'for over {wait_s:g} s — try again when it is done') from None
-    try: yield
-    finally: lock.release()
+    return file_lock(Path(folder)/'.lock', wait_s, GalleryBusy(f'the gallery in {folder} is being changed by another command (an enrolment, '
+                                                                f'a removal or a rebuild) for over {wait_s:g} s — try again when it is done'))
 
 def journal(folder:str|Path, # an experiment's retrieval folder
             k_code:str, # the drug
             **entry, # record=… and crops=[…] for an enrolment, removed=True for a removal
            ):
     "Append one line to the enrolment journal and flush it to disk."
-    line = json.dumps(dict(at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), k_code=k_code, **entry), ensure_ascii=False)
-    with open(Path(folder)/ENROLMENTS, 'a+b') as f:
-        torn = f.seek(0, os.SEEK_END) > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b'\n'  # cut short by a crash
-        f.write((('\n' if torn else '') + line + '\n').encode()); f.flush(); os.fsync(f.fileno())
+    append_jsonl(Path(folder)/ENROLMENTS, dict(at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), k_code=k_code, **entry))
 
 def enrolments(folder:str|Path, # an experiment's retrieval folder
               )->dict: # {K-code: registry record}
     "The drugs enrolled now, replayed from the journal: records merged in order, removed drugs gone; damaged lines skipped."
-    path, out, bad = Path(folder)/ENROLMENTS, {}, 0
-    if not path.is_file(): return out
-    for line in path.read_bytes().splitlines():
-        try: e = json.loads(line); k = str(e['k_code']); rec = e.get('record') or {}
-        except (ValueError, KeyError, TypeError): bad += bool(line.strip()); continue
+    out = {}
+    for e in read_jsonl(Path(folder)/ENROLMENTS, 'the enrolment journal'):
+        k, rec = str(e.get('k_code')), e.get('record') or {}
         if e.get('removed'): out.pop(k, None)
-        elif isinstance(rec, dict): out[k] = {**out.get(k, {'k_code': k}), **rec}
-    if bad: get_logger('retrieval').warning(f'{path}: {bad} damaged line(s) skipped')
+        elif 'k_code' in e and isinstance(rec, dict): out[k] = {**out.get(k, {'k_code': k}), **rec}
     return out
 
 # %% ../nbs/05b_retrieval.ipynb #3984f411

@@ -33,6 +33,25 @@ def test_release_command_packs_switches_rolls_back_and_lists(trained_exp, tmp_pa
     assert r.returncode == 2 and 'not an experiment folder' in r.stderr
 
 
+def test_two_packs_of_one_tag_a_switch_to_current_and_a_torn_history_end_cleanly(trained_exp, tmp_path):
+    "Two `release --tag v1` at once: one packs, the other says the release exists; --switch current is refused; a torn history still rolls back."
+    import subprocess
+    from conftest import BIN
+    e, root = trained_exp[0], tmp_path/'releases'
+    run = lambda: subprocess.Popen([str(BIN/'pillsnap'), 'release', '--exp', str(e), '--tag', 'v1', '--root', str(root)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [run(), run()]
+    codes, errs = [p.wait(timeout=300) for p in procs], [p.stderr.read() for p in procs]
+    assert sorted(codes) == [0, 2] and 'never overwritten' in errs[codes.index(2)] and 'Traceback' not in ''.join(errs), errs
+    assert sorted(p.name for p in root.iterdir()) == ['.lock', 'v1']  # no partial folder left
+    cli('release', '--exp', e, '--tag', 'v2', '--root', root)
+    cli('release', '--switch', 'v1', '--root', root); cli('release', '--switch', 'v2', '--root', root)
+    r = cli('release', '--switch', 'current', '--root', root, check=False)
+    assert r.returncode == 2 and "'current' is the link" in r.stderr and current(root) == 'v2'
+    with open(root/'history.jsonl', 'ab') as f: f.write(b'{"time": "2026-11-24T0')  # a crash in the middle of a line
+    assert 'current → v1' in cli('release', '--rollback', '--root', root).stdout and current(root) == 'v1'
+
+
 @pytest.fixture
 def photo(trained_exp):
     from pillsnap.config import exp_config

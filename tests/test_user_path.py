@@ -111,3 +111,8 @@ def test_the_users_path_needs_the_experiments_settings_only_once(user_exp, tmp_p
     assert r.returncode == 2 and '--force' in r.stderr and (e/'config.yaml').read_bytes() == before
     r = cli('train-cls', '--exp', e, 'data.max_samples=10', '--force', check=False)  # data settings belong to prepare
     assert r.returncode == 2 and "run 'pillsnap prepare" in r.stderr and (e/'config.yaml').read_bytes() == before
+    table = (e/'data'/'drug_table.json').read_bytes()
+    cli('synth', tmp_path/'another-release', '--classes', '4', '--per-class', '2', '--combos', '2', '--image-size', '244,320', 'synth.workers=1')
+    r = cli('prepare', '--exp', e, '--root', tmp_path/'another-release', check=False)  # other data under trained models: asked first
+    assert r.returncode == 2 and '--force' in r.stderr and 'another-release' in r.stderr, r.stderr
+    assert (e/'config.yaml').read_bytes() == before and (e/'data'/'drug_table.json').read_bytes() == table
