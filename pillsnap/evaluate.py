@@ -271,7 +271,8 @@ def _combo_counts(pred:Predictor, ims:list, rows)->Counter:
         mt = match_boxes(pb, _xyxy(bs))
         ok = sum(r['pills'][pi]['candidates'][0]['k_code'] == ks[ti] for pi, ti in mt)
         c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt), end_to_end=ok == len(ks),
-                 end_to_end_strict=ok == len(ks) and len(pb) == len(ks), identified_true_box=sum(next(true_top)[0]['k_code'] == k for k in ks))
+                 end_to_end_strict=ok == len(ks) and len(pb) == len(ks), count_exact=len(pb) == len(ks), count_error=abs(len(pb) - len(ks)),
+                 identified_true_box=sum(next(true_top)[0]['k_code'] == k for k in ks))
     return c
 
 # %% ../nbs/07_evaluate.ipynb #841b25bb
@@ -325,7 +326,8 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
     views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
     out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=_rate(c['found'], c['pills']),
                                        pill_top1=_rate(c['identified'], c['pills']), pill_top1_true_boxes=_rate(c['identified_true_box'], c['pills']),
-                                       extra_detections=c['extra'], end_to_end=_rate(c['end_to_end'], c['photos']),
+                                       extra_detections=c['extra'], count_exact=_rate(c['count_exact'], c['photos']),
+                                       count_mae=_rate(c['count_error'], c['photos']), end_to_end=_rate(c['end_to_end'], c['photos']),
                                        end_to_end_strict=_rate(c['end_to_end_strict'], c['photos'])),
                single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
                models=pred.models('combo' if pred.has_detector else 'single'))

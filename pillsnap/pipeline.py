@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'LOCATORS', 'MIN_PHOTO_SIDE', 'K_CODE', 'BIDI', 'ImageError', 'load_image', 'clip_box',
-           'xyxy_to_xywh', 'box_iou', 'locate_pills', 'registry', 'Predictor', 'parse_expect', 'photo_warning',
-           'draw_prediction']
+           'xyxy_to_xywh', 'box_iou', 'one_box_per_pill', 'locate_pills', 'registry', 'Predictor', 'parse_expect',
+           'photo_warning', 'draw_prediction']
 
 # %% ../nbs/06_pipeline.ipynb #1d223ce6
 import re, time, unicodedata
@@ -79,6 +79,32 @@ def box_iou(a:np.ndarray, # (n, 4) x1 y1 x2 y2
     inter = np.clip(rb - lt, 0, None).prod(2)
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
+
+# %% ../nbs/06_pipeline.ipynb #82df34f6
+def _inside(boxes:np.ndarray)->np.ndarray:
+    "(n, n): share of box i's area that lies inside box j."
+    lt, rb = np.maximum(boxes[:, None, :2], boxes[None, :, :2]), np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
+    return inter / area[:, None]
+
+def one_box_per_pill(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gave them
+                     scores:np.ndarray, # (n,) their confidences
+                     contain:float|None=0.8, # a box is nested in another when at least this share of it lies inside (None: keep all)
+                    )->np.ndarray: # indices of the boxes kept, most confident first
+    "Drop boxes around piles and the weaker of nested boxes, so each pill is counted once."
+    boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(-scores, kind='stable')
+    if contain is None or len(boxes) < 2: return order
+    nested = _inside(boxes) >= contain
+    np.fill_diagonal(nested, False)
+    keep = np.ones(len(boxes), bool)
+    for j in range(len(boxes)):  # a pile: two or more boxes inside it that do not nest in each other
+        kids = np.flatnonzero(nested[:, j] & ~nested[j, :])
+        if any(not (nested[a, b] or nested[b, a]) for i, a in enumerate(kids) for b in kids[i + 1:]): keep[j] = False
+    for i in order:  # any other nested pair: the more confident box stays
+        if keep[i]: keep[(nested[i] | nested[:, i]) & (scores <= scores[i]) & (np.arange(len(boxes)) != i)] = False
+    return order[keep[order]]
 
 # %% ../nbs/06_pipeline.ipynb #3b369b30
 def _background_ring(h:int, w:int, ring:float)->np.ndarray:
@@ -256,12 +282,14 @@ class Predictor:
 def detect(self:Predictor, images:list,
            conf:float|None=None, # the least box confidence (default: the box threshold, `detector.conf`)
           )->list:
-    "[(boxes (n, 4) xyxy, scores (n,))] per photo."
+    "[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill (`one_box_per_pill` with `detector.contain`), most confident first."
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou, max_det=d.max_det,
                                     device=yolo_device(self.device), verbose=False)
-    return [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
+    out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
+    keep = [one_box_per_pill(b, s, d.get('contain', 0.8)) for b, s in out]  # a snapshot from before the setting: its default
+    return [(b[k], s[k]) for (b, s), k in zip(out, keep)]
 
 @patch
 @torch.inference_mode()

@@ -204,6 +204,8 @@ def test_evaluate_pipeline_command(exp):
     combo = out['combo']
     assert combo['end_to_end_strict'] <= combo['end_to_end'] and combo['pill_top1'] <= combo['pill_recall']  # only a found pill is identified
     assert combo['extra_detections'] >= 0 and (combo['extra_detections'] > 0 or combo['end_to_end_strict'] == combo['end_to_end'])  # strict differs by extra boxes only
+    assert 0 <= combo['count_exact'] <= 1 and combo['count_mae'] >= 1 - combo['count_exact'] - 1e-4  # a wrong count is off by one at least
+    assert combo['end_to_end_strict'] <= combo['count_exact']  # every pill right and no extra box: the count is right
     single = out['single']
     assert single['found_by'] == 'detector' and single['default']['top1'] == single['detector']['top1']
     assert {'default', 'true_box', 'photo', 'localiser', 'detector'} <= set(single)
