@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_CONF', 'CONF_BETA', 'detector_arch',
            'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf', 'shipped_detector',
-           'load_detector', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics',
-           'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved', 'recording_checkpoints',
-           'weights_only_checkpoints', 'read_checkpoint', 'check_detector', 'trainable_detector', 'train_detector',
-           'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
-           'plot_detections', 'save_samples']
+           'load_detector', 'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch',
+           'quiet_ultralytics', 'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved',
+           'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
+           'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
+           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
 
 # %% ../nbs/05_detector.ipynb #54e2c719
 import os
@@ -24,10 +24,9 @@ import atexit, contextlib, functools, json, logging, re, shutil, tempfile, time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .io import atomic_write, file_sha256, write_json
-from .config import ConfigError, code_version, exp_paths, first_line, get_logger, pick_device
+from .config import ConfigError, code_version, exp_paths, first_line, get_logger, pick_device, read_yaml
 from .data import TestSetLocked, test_split_open
 
 # %% ../nbs/05_detector.ipynb #63371703
@@ -159,12 +158,23 @@ def load_detector(path:str|Path):
     return yolo
 
 # %% ../nbs/05_detector.ipynb #82ac40d8
+def read_data_yaml(path:str|Path, # a YOLO data.yaml
+                  )->dict:
+    "A data.yaml read like all YAML here (`read_yaml`); refused when it holds a `download` script."
+    spec = read_yaml(path)
+    if 'download' in spec:  # ultralytics exec()s it, or runs it in a shell, when a split's folder is missing
+        raise ConfigError(f'{path} has a download: entry, code that ultralytics runs when a split is missing '
+                          '— pillsnap trains on photos already on disk and runs no code from data files: '
+                          'remove the entry')
+    return spec
+
 def detector_data(cfg)->Path:
-    "The data.yaml the detector trains and validates on; a clear error when it is missing."
+    "The data.yaml the detector trains and validates on; a clear error when it is missing or unsafe (`read_data_yaml`)."
     p = Path(cfg.detector.data_path) if cfg.detector.data_path else exp_paths(cfg.paths.exp_dir).data/'yolo'/'data.yaml'
     if not p.is_file():
         hint = 'check detector.data_path' if cfg.detector.data_path else f"run 'pillsnap prepare --exp {cfg.paths.exp_dir}' first"
         raise ConfigError(f'no YOLO dataset at {p} — {hint}')
+    read_data_yaml(p)
     return p
 
 def yolo_device(device:torch.device)->str:
@@ -305,7 +315,7 @@ def check_detector(cfg, # resolved settings
                               '— to train again, use a new experiment, or train afresh (without resume) with --force to replace it')
         read_checkpoint(recorded(wdir/'last.pt'))
         args = wdir.parent/'args.yaml'  # ultralytics resumes into the folder the run started in, wherever the experiment is now
-        started = (yaml.safe_load(args.read_text()) or {}).get('save_dir') if args.is_file() else None
+        started = read_yaml(args).get('save_dir') if args.is_file() else None  # the experiment may be someone else's
         if started and Path(started).resolve() != wdir.parent.resolve():
             raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, and ultralytics would resume it there — '
                               'resume it in that experiment, or train afresh here with --force')
@@ -449,7 +459,7 @@ def draw_boxes(ax, image, # a matplotlib axis and the photo (PIL or array)
 def split_images(data:str|Path, split:str='val')->list:
     "The image files of one split of a YOLO data.yaml."
     from ultralytics.data.utils import IMG_FORMATS
-    spec = yaml.safe_load(Path(data).read_text())
+    spec = read_data_yaml(data)
     base = Path(spec.get('path') or Path(data).parent)
     base = base if base.is_absolute() else Path(data).parent/base
     srcs = spec.get(split) or []

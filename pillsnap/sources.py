@@ -7,7 +7,7 @@ __all__ = ['SOURCE_FORMATS', 'IMAGE_SUFFIXES', 'source_group', 'source_drug', 'y
            'index_sources', 'example_sources']
 
 # %% ../nbs/02a_sources.ipynb #3ff512d0
-import os, re
+import os, re, stat
 from collections import Counter
 from pathlib import Path
 
@@ -16,9 +16,9 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from .aihub import INDEX_COLUMNS, validate_bbox
-from .config import ConfigError, get_logger
-from .io import HIDDEN, walk_files
+from .aihub import INDEX_COLUMNS, LABEL_MAX_BYTES, MAX_BOXES, validate_bbox
+from .config import ConfigError, get_logger, parse_yaml, yaml_text
+from .io import HIDDEN, file_kind, read_bounded, walk_files
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS
 
 # %% ../nbs/02a_sources.ipynb #9f49510c
@@ -42,8 +42,12 @@ def yolo_boxes(path:str|Path, # a YOLO label file
                n_classes:int, # len(names)
               )->tuple: # ([(class, [x, y, w, h])], reason or None)
     "Pixel boxes and classes from a YOLO label file (boxes or polygons)."
-    out = []
-    for i, line in enumerate(Path(path).read_text(encoding='utf-8', errors='replace').splitlines()):
+    raw, why = read_bounded(path, LABEL_MAX_BYTES)  # a regular file of a label's size: never a pipe or a device
+    if why: return [], why
+    lines, out = raw.decode('utf-8', errors='replace').splitlines(), []
+    if (n := sum(bool(l.strip()) for l in lines)) > MAX_BOXES:
+        return [], f'too many boxes ({n}; a photo holds at most {MAX_BOXES})'
+    for i, line in enumerate(lines):
         if not line.strip(): continue
         try: cls, *v = line.split(); cls, v = int(cls), [float(x) for x in v]
         except ValueError: return [], f'line {i + 1} is not numbers'
@@ -58,35 +62,52 @@ def yolo_boxes(path:str|Path, # a YOLO label file
     return out, None
 
 # %% ../nbs/02a_sources.ipynb #7b0cf344
-def _split_dirs(root:Path, spec:dict)->dict:
-    "{source split: image folder} from a data.yaml (paths relative to the yaml's folder; Roboflow's `path:` is not trusted)."
+def _split_dirs(root:Path, # the source's folder, resolved
+                yml:Path, # its data.yaml, named in the error
+                spec:dict, # the data.yaml's content
+                allow_outside:bool=False, # read an image folder outside `root` that the data.yaml names
+               )->dict: # {source split: image folder}
+    "The image folders a data.yaml names, relative to its folder (Roboflow's `path:` is not trusted) and inside it."
     out = {}
     for s in ('train', 'val', 'test'):
-        v = spec.get(s)
-        inside = [root/v, root/Path(*[p for p in Path(v).parts if p not in ('..', '.')])] if isinstance(v, str) and v else []  # Roboflow writes ../valid/images
-        for cand in inside + [root/'images'/s, root/s/'images']:
-            if cand.is_dir(): out[s] = cand.resolve(); break
+        v = spec.get(s)  # Roboflow writes ../valid/images: also read as valid/images below the folder
+        parts = [p for p in Path(v).parts if p not in ('..', '.')] if v and isinstance(v, str) else None
+        named = [root/v, root/Path(*parts)] if parts is not None else []
+        found = [c.resolve() for c in named + [root/'images'/s, root/s/'images'] if c.is_dir()]
+        inside = [c for c in found if c.is_relative_to(root)]  # after links are followed
+        if found and not inside and not allow_outside:
+            raise ConfigError(f"{yml} names {s}: {v!r}, the folder {found[0]} outside {root} — a source reads only its "
+                              "own photos: move them inside, or set allow_outside: true on this entry of data.sources")
+        if found: out[s] = found[0] if allow_outside else inside[0]
     return out
 
 def _size(path)->tuple:
+    "A photo's (width, height) from its header, or why not; a named pipe or a device is never opened (it would block)."
+    try: mode = os.stat(path).st_mode
+    except OSError as e: return None, f'unreadable photo ({e.strerror})'
+    if not stat.S_ISREG(mode): return None, f'not a regular file ({file_kind(mode)})'
     try:
         with Image.open(path) as im: return im.size, None
     except Exception as e: return None, f'unreadable photo ({type(e).__name__})'
 
 def _read_yaml_head(path:Path)->dict:
     "A data.yaml, or as much of it as is YAML: exports sometimes append free text (pushin-pill's has its web form's fields)."
-    text = path.read_text(encoding='utf-8', errors='replace')
-    try: return yaml.safe_load(text) or {}
+    text = yaml_text(path, errors='replace')
+    try: spec = parse_yaml(text, path) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, 'context_mark', None) or getattr(e, 'problem_mark', None)
-        try: head = yaml.safe_load('\n'.join(text.splitlines()[:mark.line])) if mark else None
-        except yaml.YAMLError: head = None
-        if not isinstance(head, dict): raise ConfigError(f'{path} is not valid YAML ({str(e).splitlines()[0]})') from None
+        try: spec = parse_yaml('\n'.join(text.splitlines()[:mark.line]), path) if mark else None
+        except yaml.YAMLError: spec = None
+        if not isinstance(spec, dict):
+            raise ConfigError(f'{path} is not valid YAML ({str(e).splitlines()[0]})') from None
         get_logger('sources').warning(f'{path}: not YAML after line {mark.line} — read the {mark.line} lines before it')
-        return head
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{path} must hold a mapping (names, train, val, test), not {type(spec).__name__}')
+    return spec
 
 def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and the image/label folders
                 name:str, # the source's name: drugs become NAME:class
+                allow_outside:bool=False, # read image folders the data.yaml names outside `root`
                )->tuple: # (index rows, {code: record}, {reason: [paths]})
     "Index a YOLO-format dataset: one row per photo with its pills, classes as drugs."
     root = Path(root).resolve()
@@ -96,14 +117,14 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
     names = spec.get('names')
     names = [names[k] for k in sorted(names)] if isinstance(names, dict) else names
     if not names: raise ConfigError(f'{yml} names no classes')
-    dirs = _split_dirs(root, spec)
+    dirs = _split_dirs(root, yml, spec, allow_outside)
     if not dirs: raise ConfigError(f'{yml}: none of its train/val/test image folders exists under {root}')
     rows, problems = [], {}
     for s, d in dirs.items():
         for img in sorted(p for p in walk_files(d, hidden=False) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
             img = Path(img)
             lbl = Path(str(img.parent).replace(f'{os.sep}images', f'{os.sep}labels', 1))/(img.stem + '.txt')
-            if not lbl.is_file(): problems.setdefault('no label file', []).append(str(img)); continue
+            if not os.path.lexists(lbl): problems.setdefault('no label file', []).append(str(img)); continue
             size, why = _size(img)
             pills, why = yolo_boxes(lbl, *size, len(names)) if size else ([], why)
             if not why and not pills: why = 'no pills in its label'
@@ -140,7 +161,7 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
 # %% ../nbs/02a_sources.ipynb #d18968a6
 _READERS = {'yolo': yolo_source, 'folders': folder_source}
 
-def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name}]
+def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside: false}]
                  )->tuple: # (index DataFrame with INDEX_COLUMNS + group, {code: record}, report)
     "Index every configured source; a clear error for a setting that cannot work."
     log, rows, drugs, report = get_logger('sources'), [], {}, {}
@@ -153,7 +174,10 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
         name = str(s.get('name') or path.name)
         if name in seen or ':' in name: raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon — give each source its own name')
         seen.add(name)
-        r, d, problems = _READERS[fmt](path, name)
+        opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
+        if opts and (fmt != 'yolo' or not isinstance(opts['allow_outside'], bool)):
+            raise ConfigError(f'data.sources[{i}].allow_outside is true or false, for a yolo source only; got {s!r}')
+        r, d, problems = _READERS[fmt](path, name, **opts)
         rows += r; drugs.update(d)
         report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r), pills=sum(len(x['k_codes']) for x in r), drugs=len(d),
                             splits=dict(Counter(x['split'] for x in r)), left_out={k: len(v) for k, v in problems.items()},
