@@ -6,7 +6,7 @@
 __all__ = ['STAGE_HEADING', 'nll', 'fit_temperature', 'cross_fit_ece', 'plot_calibration', 'conformal_threshold',
            'candidate_sets', 'cross_fit_coverage', 'calibrate_classifier', 'per_class_table', 'hard_cases',
            'plot_curves', 'classifier_report', 'match_boxes', 'evaluate_pipeline', 'pipeline_table', 'detector_report',
-           'TestAlreadyOpened', 'final_test', 'report_html']
+           'detector_counts', 'TestAlreadyOpened', 'final_test', 'report_html']
 
 # %% ../nbs/07_evaluate.ipynb #f80ba8d6
 import json, time
@@ -25,8 +25,9 @@ from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
-from .detector import detector_data, evaluate_detector
-from .pipeline import Predictor, box_iou, clip_box, load_image, xyxy_to_xywh
+from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of, quiet_ultralytics, recorded_conf,
+                               split_images, yolo_boxes, yolo_device)
+from .pipeline import Predictor, box_iou, clip_box, load_image, one_box_per_pill, xyxy_to_xywh
 from .io import atomic_write, read_json, write_json
 
 # %% ../nbs/07_evaluate.ipynb #eccea02a
@@ -348,10 +349,37 @@ def detector_report(cfg, # resolved settings of an experiment with a detector
                    )->tuple:
     "Evaluate the experiment's detector on `split` of the YOLO data `src`; (metrics, the reports/detector-{data}-{split}.json written)."
     paths = exp_paths(cfg.paths.exp_dir)
-    tag = f"{src.parent.name}-{split}"
-    result, out = evaluate_detector(cfg, paths.detector/'detector.safetensors', src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
+    tag, weights = f"{src.parent.name}-{split}", paths.detector/'detector.safetensors'
+    result, out = evaluate_detector(cfg, weights, src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
+    result['count'] = detector_counts(cfg, weights, src, split)
     write_json(out, result)
     return result, out
+
+def _count_rates(errors:list)->dict:
+    e = np.asarray(errors, int)
+    return dict(count_exact=_rate(int((e == 0).sum()), len(e)), count_mae=_rate(int(np.abs(e).sum()), len(e)),
+                over=_rate(int((e > 0).sum()), len(e)), under=_rate(int((e < 0).sum()), len(e)))
+
+def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
+                    weights:str|Path, # detector.safetensors (or an ultralytics .pt)
+                    data:str|Path, # a YOLO data.yaml
+                    split:str, # its split
+                    batch:int=16, # photos per detector call
+                   )->dict:
+    "Pills counted per photo against the labels, as combo mode counts them (the box threshold, then `one_box_per_pill`), and without the nesting rule."
+    d, files = cfg.detector, split_images(data, split)
+    model, conf, dev = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device))
+    kept, raw, pills = [], [], 0
+    for i in range(0, len(files), batch):
+        part = files[i:i + batch]
+        with quiet_ultralytics(d.verbose):
+            res = model.predict([str(f) for f in part], imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=dev, verbose=False)
+        for f, r in zip(part, res):
+            n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
+            b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
+            kept.append(len(one_box_per_pill(b, s, d.get('contain', 0.8))) - n); raw.append(len(b) - n)
+    return dict(photos=len(files), pills=pills, box_conf=conf, contain=d.get('contain', 0.8), **_count_rates(kept),
+                without_nesting_rule=_count_rates(raw))
 
 # %% ../nbs/07_evaluate.ipynb #33dc32ac
 class TestAlreadyOpened(UserError):

@@ -177,6 +177,7 @@ def det_table(m:dict)->pd.DataFrame:
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
     if m.get('tuned_conf') is not None: rows['tuned_conf'] = m['tuned_conf']  # the box threshold tuned on these photos (`detector.conf=auto`)
     if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
+    if 'count' in m: rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])  # pills per photo, as combo mode counts
     return pd.DataFrame({m.get('split', 'val'): rows})
 
 # %% ../nbs/11_stages.ipynb #fd859b70

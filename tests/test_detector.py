@@ -72,6 +72,9 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     r = cli('evaluate', '--exp', exp, '--what', 'detector', '--data', tmp_path/'foreign'/'data.yaml', '--split', 'test')
     out = json.loads((exp/'reports'/'detector-foreign-test.json').read_text())
     assert out['split'] == 'test' and out['images'] > 0 and 'map50' in r.stdout
+    count = out['count']  # pills per photo, as combo mode counts them, with and without the nesting rule
+    assert (count['photos'], count['pills']) == (out['images'], out['instances']) and 'count_exact' in r.stdout
+    for c in (count, count['without_nesting_rule']): assert 0 <= c['count_exact'] <= 1 and abs(c['over'] + c['under'] + c['count_exact'] - 1) < 1e-3
 
 
 @pytest.mark.slow  # one epoch through papermill
