@@ -27,7 +27,7 @@ from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
 from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of, quiet_ultralytics, recorded_conf,
                                split_images, yolo_boxes, yolo_device)
-from .pipeline import Predictor, box_iou, clip_box, load_image, one_box_per_pill, xyxy_to_xywh
+from .pipeline import CONTAIN, Predictor, box_iou, clip_box, load_image, one_box_per_pill, xyxy_to_xywh
 from .io import atomic_write, read_json, write_json
 
 # %% ../nbs/07_evaluate.ipynb #eccea02a
@@ -369,7 +369,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     "Pills counted per photo against the labels, as combo mode counts them (the box threshold, then `one_box_per_pill`), and without the nesting rule."
     d, files = cfg.detector, split_images(data, split)
     model, conf, dev = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device))
-    kept, raw, pills = [], [], 0
+    kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
         with quiet_ultralytics(d.verbose):
@@ -377,8 +377,8 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
         for f, r in zip(part, res):
             n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
             b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
-            kept.append(len(one_box_per_pill(b, s, d.get('contain', 0.8))) - n); raw.append(len(b) - n)
-    return dict(photos=len(files), pills=pills, box_conf=conf, contain=d.get('contain', 0.8), **_count_rates(kept),
+            kept.append(len(one_box_per_pill(b, s, contain)) - n); raw.append(len(b) - n)
+    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, **_count_rates(kept),
                 without_nesting_rule=_count_rates(raw))
 
 # %% ../nbs/07_evaluate.ipynb #33dc32ac
