@@ -43,7 +43,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
         assert ck['model_name'] == 'test_efficientnet' and ck['k_codes'] and ck['preprocess'].startswith('unified-1')
         assert {'optimizer', 'model', 'config', 'epoch', 'best', 'history'} <= set(ck)
     assert torch.load(exp/'classifier'/'last.pt', weights_only=True)['epoch'] == 2
-    cal = json.loads((exp/'classifier'/'calibration.json').read_text())  # train-cls calibrates best.pt (07_evaluate)
+    cal = json.loads((exp/'classifier'/'calibration.json').read_text())  # train-cls calibrates best.pt (06_judge.evaluate)
     assert m['temperature'] == cal['temperature'] > 0 and m['ece_calibrated'] == cal['ece_after'] and 'temperature' in r.stdout
     assert abs(torch.load(exp/'classifier'/'best.pt', weights_only=True)['temperature'] - m['temperature']) < 1e-4
     log = (exp/'logs'/'train-cls.log').read_text()
@@ -57,7 +57,7 @@ def test_train_cls_writes_report_checkpoints_and_logs(prepared, tmp_path):
     rep = exp/'reports'/'classifier'
     assert {'metrics.json', 'calibration.json', 'calibration.png', 'per_class.csv', 'curves.png', 'hard_cases.csv'} <= {p.name for p in rep.iterdir()}
     assert json.loads((rep/'metrics.json').read_text())['checkpoint'].endswith('last.pt')
-    assert len(list((exp/'runs').glob('evaluate-*.ipynb'))) == 1 and 'report.html' in r.stdout  # the executed 07_evaluate is the report
+    assert len(list((exp/'runs').glob('evaluate-*.ipynb'))) == 1 and 'report.html' in r.stdout  # the executed 06_judge.evaluate is the report
     page = (rep/'report.html').read_text()
     assert 'Run the stage' in page and 'Temperature scaling' not in page and '<script' not in page  # the stage's own section, offline
 

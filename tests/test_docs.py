@@ -53,7 +53,8 @@ def pages()->set:
 
 def test_every_notebook_has_its_page(site):
     assert {'benchmarks.html', 'operations.html'} <= pages()
-    assert set(site) == {f'{m}.html' for m in modules()} | pages() | {'index.html'}
+    chapters = {re.sub(r'^\d+[a-zA-Z0-9]*_', '', nb) + '.html' for nb in modules().values()}  # 02_data.aihub → data.aihub.html
+    assert 'data.aihub.html' in chapters and set(site) == chapters | pages() | {'index.html'}
 
 
 def test_every_internal_link_and_anchor_resolves(site, built):
@@ -76,10 +77,10 @@ def test_nothing_loads_from_the_network(site, built):
 
 def test_api_pages_list_the_exported_functions_and_classes(site):
     missing = []
-    for mod in modules():
-        m = importlib.import_module(f'pillsnap.{mod}')
+    for mod, nb in modules().items():
+        m, page = importlib.import_module(f'pillsnap.{mod}'), re.sub(r'^\d+[a-zA-Z0-9]*_', '', nb) + '.html'
         for name in getattr(m, '__all__', []):
             obj = getattr(m, name)
-            if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, '__module__', '') == m.__name__ and name.lower() not in site[f'{mod}.html'].ids:
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, '__module__', '') == m.__name__ and name.lower() not in site[page].ids:
                 missing.append(f'{mod}.{name}')
     assert missing == []

@@ -159,7 +159,7 @@ def test_the_operators_keys_and_settings_win_over_a_releases(trained_exp, photo,
     op.mkdir(); shutil.copy(Path(__file__).resolve().parents[1]/'config.yaml', op/'config.yaml'); (op/'.env').write_text(f'PILLSNAP_API_KEYS={ours}\n')
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != 'PILLSNAP_API_KEYS'}
-    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from pillsnap.cli import main; sys.exit(main())', 'serve', '--release', str(rel),
+    proc = subprocess.Popen([sys.executable, '-m', 'pillsnap', 'serve', '--release', str(rel),
                              '--port', str(port)], cwd=op, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f'http://127.0.0.1:{port}'
     try:

@@ -3,7 +3,7 @@
 Builds an experiment with the production models — EfficientNetV2-S at 384 px and YOLO11m at 640 px, each
 trained for one epoch on a few synthetic photos at the release's 976x1280 (their weights are as good as
 random: this measures speed, not accuracy) — exports it to ONNX (`pillsnap export`), then measures
-single and combo mode end to end on its validation photos (`measure_latency`, `07a_gates`: p50/p95 of the
+single and combo mode end to end on its validation photos (`measure_latency`, `06a_judge.gates`: p50/p95 of the
 whole call and of its detect and classify parts) with PyTorch, ONNX Runtime and the INT8 classifier.
 
     python tools/bench_cpu_serving.py --out work/bench-cpu [--photos 20] [--threads N]

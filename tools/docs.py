@@ -4,7 +4,7 @@ nbdev processes the notebooks into `_proc/` (`show_doc` signatures and docments,
 the sidebar from the notebook list). Quarto renders them when it is installed (`nbdev-docs`); where it
 is not (it cannot be installed from PyPI or Debian here), smalldocs — a pinned pure-Python renderer of
 the same `_quarto.yml` — does. smalldocs names a page after its file and ignores nbdev's `output-file`,
-so the notebooks are staged under nbdev's page names first (`00_config.ipynb` → `config.ipynb` →
+so the notebooks are staged under nbdev's page names first (`00a_config.ipynb` → `config.ipynb` →
 `config.html`): the links in `_modidx.py` and the pages' own cross-references resolve either way.
 No page loads anything from the network: smalldocs ships Bootstrap, its icons and the search with the site.
 
