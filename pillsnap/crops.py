@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PREPROCESS_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_FORMAT', 'UnifiedPreprocessor', 'crop_square',
-           'equalize', 'BatchNormalize', 'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache', 'preprocessor_from']
+           'equalize', 'BatchNormalize', 'rows_digest', 'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache',
+           'preprocessor_from']
 
 # %% ../nbs/02c_data.crops.ipynb #5fc95e1d
 import hashlib, io, math, os, shutil, time, zlib
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
 from .io import atomic_write, pool_map, read_json, write_json
-from .data import _sha, open_image_safely
+from .data import json_sha256, open_image_safely
 
 # %% ../nbs/02c_data.crops.ipynb #32fcb19b
 PREPROCESS_VERSION = 'unified-1'
@@ -137,8 +138,9 @@ def __call__(self:UnifiedPreprocessor, img:Image.Image, box=None)->torch.Tensor:
 # %% ../nbs/02c_data.crops.ipynb #2dc928aa
 CACHE_FORMAT = 2  # chunks carry a record of their size and checksums
 
-def _rows_digest(rows:pd.DataFrame)->str:
-    return _sha([[r, p, i, [round(float(v), 2) for v in b]] for r, p, i, b in zip(rows.row, rows.pill, rows.image, rows.bbox)])
+def rows_digest(rows:pd.DataFrame)->str:
+    "SHA-256 of the crop rows (row, pill, image, box rounded to 0.01 px): what a cache or a paste set was built from."
+    return json_sha256([[r, p, i, [round(float(v), 2) for v in b]] for r, p, i, b in zip(rows.row, rows.pill, rows.image, rows.bbox)])
 
 def _npy_bytes(a:np.ndarray)->bytes:
     "`a` as the bytes of a `.npy` file."
@@ -188,7 +190,7 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
                )->dict: # the cache's `cache.json`; `skipped` maps each unreadable photo to its reason
     "Build (or resume, repair or reuse) the crop cache of `rows`."
     out, log, workers = Path(out), get_logger('crops'), workers or os.cpu_count() or 1
-    key = dict(version=pre.version, rows=len(rows), rows_sha256=_rows_digest(rows), chunk=chunk, quality=quality, format=CACHE_FORMAT)
+    key = dict(version=pre.version, rows=len(rows), rows_sha256=rows_digest(rows), chunk=chunk, quality=quality, format=CACHE_FORMAT)
     meta_path = out/'cache.json'
     meta, why = read_json(meta_path)
     if why is None and not isinstance(meta, dict): why = 'not a cache record'
@@ -222,7 +224,7 @@ def cache_fits(out:str|Path, # a cache folder
               )->bool:
     "Whether a finished crop cache holds exactly these rows with this preprocessing (a cache is read by position)."
     meta, _ = read_json(Path(out)/'cache.json')
-    return isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version and meta.get('rows_sha256') == _rows_digest(rows)
+    return isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version and meta.get('rows_sha256') == rows_digest(rows)
 
 # %% ../nbs/02c_data.crops.ipynb #18e6661f
 class CacheDamaged(OSError):

@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from .config import ConfigError, UserError, get_logger
 from .data import open_image_safely
-from .crops import CacheDamaged, CropCache, UnifiedPreprocessor, _rows_digest
+from .crops import CacheDamaged, CropCache, UnifiedPreprocessor, rows_digest
 
 # %% ../nbs/02d_data.loaders.ipynb #e4f1f05a
 class RandomQuarterTurn(torch.nn.Module):
@@ -59,7 +59,7 @@ class PillDataset(Dataset):
         self.labels = np.asarray(rows.class_index, dtype=np.int64)
         self.root, self.pre, self.tfm = Path(root), pre, tfm or eval_transforms(pre)
         self.cache = CropCache(cache) if isinstance(cache, (str, Path)) else cache
-        if self.cache is not None and self.cache.meta['rows_sha256'] != _rows_digest(rows):
+        if self.cache is not None and self.cache.meta['rows_sha256'] != rows_digest(rows):
             raise UserError(f"crop cache {self.cache.path} was built for other rows than these — run 'pillsnap prepare' to rebuild it")
         self.skip_dir, self._warned = Path(skip_dir) if skip_dir else None, False
 

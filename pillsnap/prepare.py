@@ -21,8 +21,8 @@ from .io import file_sha256, read_json, walk_files, write_json, write_parquet, w
 from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset
 from .sources import index_sources
-from .data import MANIFEST_COLUMNS, SPLITS, _sha, assign_splits, check_splits, data_digest, final_evaluation, hash_rank, load_manifest, make_manifests, pill_rows, save_manifests
-from .crops import _rows_digest, build_cache, preprocessor_from
+from .data import MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest, final_evaluation, hash_rank, load_manifest, make_manifests, pill_rows, save_manifests
+from .crops import rows_digest, build_cache, preprocessor_from
 
 # %% ../nbs/02e_data.prepare.ipynb #a0d38dd3
 def _round(v:float)->float: return round(v, 1) if abs(v) >= 10 else float(f'{v:.3g}')  # pixels to a tenth, fractions to 3 digits
@@ -178,7 +178,7 @@ def _split_step(index, drugs, settings, data_dir, log, why=None):
     manifests = make_manifests(split, cmap)
     digests = save_manifests(manifests, data_dir/'manifests')
     counts = {n: dict(photos=len(m), single=int((m.kind == 'single').sum()), combo=int((m.kind == 'combo').sum())) for n, m in manifests.items()}
-    write_json(data_dir/'splits.json', dict(settings=settings, settings_sha256=_sha(settings), data=digest, classes=classes,
+    write_json(data_dir/'splits.json', dict(settings=settings, settings_sha256=json_sha256(settings), data=digest, classes=classes,
                                             counts=counts, manifests=digests, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
 
 # %% ../nbs/02e_data.prepare.ipynb #47785045
@@ -199,7 +199,7 @@ def _paste_step(cfg, train:pd.DataFrame, root:Path, data_dir:Path, log)->bool:
     if not n:
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
     pills = pill_rows(train)  # the training split's single-pill photos: nothing of validation or test is cut
-    key = dict(pills=len(pills), pills_sha256=_rows_digest(pills), photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.paste_pills), seed=cfg.split.seed)
+    key = dict(pills=len(pills), pills_sha256=rows_digest(pills), photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.paste_pills), seed=cfg.split.seed)
     if read_json(rec)[0] == key and path.exists(): log.info(f'{n} pasted photos are up to date — reusing them'); return True
     log.info(f'pasting {n} wild photos of real pills cut from {len(pills)} training photos into {data_dir/"pasted"}')
     shutil.rmtree(data_dir/'pasted', ignore_errors=True)

@@ -30,7 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import pillsnap
 from .config import ConfigError, JobFailed, first_line, get_logger, load_config, load_dotenv, secret
-from .data import _pil_open
+from .data import pil_open
 from .pipeline import ImageError, Predictor, load_image, parse_expect, registry
 from .release import resolve_release, verify_release
 from .retrieval import GalleryBusy, search_drugs
@@ -123,7 +123,7 @@ def photo_pixels(data:bytes, # an uploaded photo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            with _pil_open()(io.BytesIO(data)) as im: return im.width * im.height
+            with pil_open()(io.BytesIO(data)) as im: return im.width * im.height
     except Exception: return 0
 
 class PixelBudget:

@@ -53,3 +53,19 @@ def test_the_gate_sees_lazy_and_relative_imports():
         'pillsnap/pipeline.py:4 imports export (07_ship.export), which does not come before 05d_infer.pipeline',
         'pillsnap/pipeline.py:5 imports export (07_ship.export), which does not come before 05d_infer.pipeline']
     assert backward_violations(order, {'export': source.replace('export', 'pipeline')}) == []
+
+
+def private_imports(modules:dict)->list:
+    "`module: name` for each private name (`_x`) one pillsnap module imports from another."
+    bad = []
+    for mod, source in modules.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or '').startswith('pillsnap')):
+                bad += [f'{mod}: {a.name}' for a in node.names if a.name.startswith('_')]
+    return bad
+
+
+def test_no_private_name_crosses_a_module():
+    assert private_imports({'serve': 'from .data import _pil_open, photo_pixels\n'}) == ['serve: _pil_open']
+    modules = {m: (ROOT/'pillsnap'/f'{m}.py').read_text(encoding='utf-8') for m in book_order()}
+    assert private_imports(modules) == []
