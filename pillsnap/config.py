@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['YAML_MAX_BYTES', 'EXP_PARTS', 'SEALED', 'ONE_SHOT', 'PillsnapError', 'UserError', 'JobFailed', 'ConfigError',
            'first_line', 'find_config', 'parse_yaml', 'yaml_text', 'read_yaml', 'flat_settings', 'typed_setting',
-           'parse_overrides', 'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'exp_config',
-           'load_dotenv', 'secret', 'sealed', 'exp_paths', 'check_writable', 'save_config', 'get_logger',
-           'setup_logging', 'captured_log', 'seed_everything', 'git_commit', 'code_version', 'start_run',
-           'settings_changes', 'run_config', 'record_settings', 'pick_device', 'dist_env', 'amp_dtype']
+           'parse_overrides', 'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'NotAnExperiment',
+           'require_experiment', 'exp_config', 'load_dotenv', 'secret', 'sealed', 'exp_paths', 'check_writable',
+           'save_config', 'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'git_commit',
+           'code_version', 'start_run', 'settings_changes', 'run_config', 'record_settings', 'Experiment',
+           'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00a_config.ipynb #0dde7a8f
 import contextlib, difflib, functools, logging, logging.handlers, os, random, re, stat, subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 from fastcore.xtras import dict2obj, obj2dict
 
 import pillsnap
@@ -248,15 +249,25 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
     cfg['config_file'] = str(path)
     return dict2obj(cfg, list_func=list)
 
+class NotAnExperiment(ConfigError):
+    "A folder without the settings snapshot (`config.yaml`) that makes a folder an experiment."
+
+def require_experiment(root:str|Path, # the folder a command was given
+                       fix:str|None=None, # what to do instead (default: create it with `pillsnap prepare`)
+                      )->Path:
+    "`root`, when it is an experiment folder; otherwise the one error that says it is not, and what to do."
+    root = Path(root)
+    if not (root/'config.yaml').is_file():
+        raise NotAnExperiment(f"{root} is not an experiment folder (no config.yaml) — {fix or f'create it with pillsnap prepare --exp {root}'}")
+    return root
+
 def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
                overrides:list|dict=(), # `key=value` words or a mapping, over the snapshot
                config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml, if any)
                preset:str|None=None, # a preset of the snapshot to apply first
               )->AttrDict:
     "The settings of an existing experiment: its snapshot over the current defaults, then `overrides`."
-    root = Path(exp)
-    if not (root/'config.yaml').is_file():
-        raise ConfigError(f"{root} is not an experiment folder (no config.yaml) — create it with 'pillsnap prepare --exp {root}'")
+    root = require_experiment(exp)
     try: defaults = Path(config) if config else find_config()
     except ConfigError: defaults = None
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
@@ -422,7 +433,9 @@ def run_config(exp:str|Path|None, # the experiment folder (default: paths.exp_di
     "The settings of a command: an existing experiment's snapshot, or the project's config for a new one, with `overrides` on top."
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
     root = Path(exp) if exp else Path(load_config(path=config).paths.exp_dir)
-    if (root/'config.yaml').is_file(): base, cfg = exp_config(root, {}, config), exp_config(root, overrides, config, preset)
+    if (root/'config.yaml').is_file():
+        cfg = exp_config(root, overrides, config, preset)
+        base = exp_config(root, {}, config) if overrides or preset else cfg  # nothing on the command line: nothing changed
     else: base, cfg = load_config(path=config), load_config({**overrides, 'paths.exp_dir': str(root.resolve())}, path=config, preset=preset)
     return cfg, {k: v for k, v in settings_changes(base, cfg).items() if k != 'paths.exp_dir'}
 
@@ -441,6 +454,55 @@ def record_settings(exp:str|Path, # the experiment folder
         where = 'kept in the snapshot' if snapshot else 'for this run only; the snapshot is unchanged'
         get_logger('config').info(f"{run}: the command line changed {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in changes.items())} ({where})")
     return f
+
+# %% ../nbs/00a_config.ipynb #d211e453
+class Experiment:
+    "An experiment folder with its settings resolved once: what a command builds and the stages read."
+    def __init__(self, cfg:dict, # resolved settings (`paths.exp_dir` names the folder)
+                 changes:dict|None=None, # what the command line changed ({dotted key: [before, after]})
+                ):
+        self.cfg, self.changes = cfg, dict(changes or {})
+        self.paths = exp_paths(cfg['paths']['exp_dir'])
+
+    @property
+    def root(self)->Path: return self.paths.root
+    def __repr__(self)->str: return f"Experiment('{self.root}'" + (f', changed {sorted(self.changes)}' if self.changes else '') + ')'
+
+    @classmethod
+    def open(cls, root:str|Path, # an existing experiment folder
+             overrides:list|dict=(), # the command line's `key=value` words (or a mapping), for this run
+             config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml)
+             preset:str|None=None, # a preset to apply first
+             fix:str|None=None, # what the error says to do when `root` is no experiment
+            ):
+        "An existing experiment: its snapshot with `overrides` on top."
+        return cls(*run_config(require_experiment(root, fix), overrides, config, preset))
+
+    @classmethod
+    def new(cls, root:str|Path|None=None, # the experiment folder (default: `paths.exp_dir` of the config)
+            overrides:list|dict=(), # the command line's `key=value` words (or a mapping)
+            config:str|Path|None=None, # the project's config file (default: the nearest config.yaml)
+            preset:str|None=None, # a preset to apply first
+           ):
+        "A command's experiment: an existing one's snapshot, or for a new folder the project's config, with `overrides` on top."
+        return cls(*run_config(root, overrides, config, preset))
+
+# %% ../nbs/00a_config.ipynb #c2881799
+@patch
+def start(self:Experiment, run:str, # the run's name, e.g. 'train-cls'
+         )->AttrDict: # `.paths`
+    "Snapshot the settings with the command line's changes, seed, and log to `logs/{run}.log`."
+    return start_run(self.cfg, run, self.changes)
+
+@patch
+def log(self:Experiment, run:str, # the command as recorded, e.g. 'evaluate --what pipeline'
+        writes:str|None=None, # what the run writes into the experiment, if anything (refused on a release)
+        log_file:bool=True, # also log to `logs/{first word of run}.log`
+       )->Path: # logs/settings.jsonl
+    "Begin a run that reads the experiment: its log, and what its command line changed (for this run only)."
+    if writes: check_writable(self.root, writes)
+    if log_file: setup_logging(self.cfg, self.paths.logs/f"{run.split()[0]}.log")
+    return record_settings(self.root, run, self.changes, snapshot=False)
 
 # %% ../nbs/00a_config.ipynb #9f40a651
 def pick_device(pref:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'

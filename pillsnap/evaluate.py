@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['STAGE_HEADING', 'nll', 'fit_temperature', 'cross_fit_ece', 'plot_calibration', 'conformal_threshold',
            'candidate_sets', 'cross_fit_coverage', 'calibrate_classifier', 'per_class_table', 'hard_cases',
-           'plot_curves', 'classifier_report', 'match_boxes', 'evaluate_pipeline', 'pipeline_table', 'detector_report',
+           'plot_curves', 'classifier_report', 'evaluate_pipeline', 'pipeline_table', 'detector_report',
            'detector_counts', 'TestAlreadyOpened', 'final_test', 'report_html']
 
 # %% ../nbs/06_judge.evaluate.ipynb #f80ba8d6
@@ -19,15 +19,18 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from .callbacks import calibration_bins, classification_metrics, expected_calibration_error, find_checkpoint, load_checkpoint, save_checkpoint
-from .classifier import classifier_data, evaluate_classifier, load_classifier, predict_logits, softmax_t
+from .model import find_checkpoint, load_checkpoint, load_classifier, predict_logits, save_checkpoint, softmax_t
+from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates, expected_calibration_error,
+                              match_boxes, rate, xywh_to_xyxy, xyxy_to_xywh)
+from .prepare import classifier_data
+from .classifier import evaluate_classifier
 from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
 from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of, quiet_ultralytics, recorded_conf,
                                split_images, yolo_boxes, yolo_device)
-from .pipeline import CONTAIN, Predictor, box_iou, clip_box, load_image, one_box_per_pill, xyxy_to_xywh
+from .pipeline import CONTAIN, Predictor, load_image, one_box_per_pill
 from .io import atomic_write, read_json, write_json
 
 # %% ../nbs/06_judge.evaluate.ipynb #eccea02a
@@ -248,28 +251,13 @@ def classifier_report(cfg, # resolved settings of a trained experiment
     return m
 
 # %% ../nbs/06_judge.evaluate.ipynb #760476a4
-def match_boxes(pred_boxes, # (n, 4) xyxy
-                true_boxes, # (m, 4) xyxy
-                thr:float=0.5, # the least IoU of a match
-               )->list: # [(pred index, true index)]
-    "One-to-one matches between predicted and true boxes that maximise the total IoU, each with IoU ≥ `thr`."
-    from scipy.optimize import linear_sum_assignment
-    if not len(pred_boxes) or not len(true_boxes): return []
-    iou = box_iou(pred_boxes, true_boxes)
-    r, c = linear_sum_assignment(-iou)
-    return [(i, j) for i, j in zip(r, c) if iou[i, j] >= thr]
-
-def _xyxy(bboxes)->np.ndarray: return np.array([[x, y, x + w, y + h] for x, y, w, h in bboxes], float).reshape(-1, 4)
-
-def _rate(a, b): return round(a / b, 4) if b else None
-
 def _combo_counts(pred:Predictor, ims:list, rows)->Counter:
     "Found, identified and end-to-end counts of combination photos in combo mode."
     c = Counter()
     true_top = iter(pred.classify([pred.pre.finish(pred.pre.crop(im, list(b))) for im, bs in zip(ims, rows.bboxes) for b in bs], 1))
     for r, ks, bs in zip(pred.predict_batch(ims, 'combo', top_k=1), rows.k_codes, rows.bboxes):
         pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
-        mt = match_boxes(pb, _xyxy(bs))
+        mt = match_boxes(pb, xywh_to_xyxy(bs))
         ok = sum(r['pills'][pi]['candidates'][0]['k_code'] == ks[ti] for pi, ti in mt)
         c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt), end_to_end=ok == len(ks),
                  end_to_end_strict=ok == len(ks) and len(pb) == len(ks), count_exact=len(pb) == len(ks), count_error=abs(len(pb) - len(ks)),
@@ -284,14 +272,14 @@ def _single_counts(pred:Predictor, ims:list, rows)->Counter:
         for t, k in zip(pred.classify([pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, b in zip(ims, boxes)], 1), truth):
             c[f'{view}_hits'] += t[0]['k_code'] == k
         if how is not None:
-            ious = [box_iou([b], _xyxy(bs[:1]))[0, 0] for b, bs in zip(boxes, rows.bboxes)]
+            ious = [box_iou([b], xywh_to_xyxy(bs[:1]))[0, 0] for b, bs in zip(boxes, rows.bboxes)]
             c[f'{view}_iou'] += float(np.sum(ious)); c[f'{view}_iou50'] += int(np.sum(np.array(ious) >= 0.5))
             c[f'{view}_fallback'] += sum(h == 'photo' for h in how)
     for r, k, bs in zip(pred.predict_batch(ims, 'single', top_k=1), truth, rows.bboxes):
         c['default_hits'] += r['pills'][0]['candidates'][0]['k_code'] == k
-        iou = box_iou([r['pills'][0]['box']], _xyxy(bs[:1]))[0, 0]
+        iou = box_iou([r['pills'][0]['box']], xywh_to_xyxy(bs[:1]))[0, 0]
         c['default_iou'] += float(iou); c['default_iou50'] += int(iou >= 0.5); c['default_fallback'] += r['pills'][0]['found_by'] == 'photo'
-    read('true_box', [_xyxy(bs[:1])[0] for bs in rows.bboxes])
+    read('true_box', [xywh_to_xyxy(bs[:1])[0] for bs in rows.bboxes])
     read('photo', [[0, 0, im.width, im.height] for im in ims])
     for view in ('localiser', 'detector') if pred.has_detector else ('localiser',):
         saved, pred.locate = pred.locate, view
@@ -301,8 +289,8 @@ def _single_counts(pred:Predictor, ims:list, rows)->Counter:
     return c
 
 def _single_view(c:Counter, view:str)->dict:
-    n, out = c['photos'], {'top1': _rate(c[f'{view}_hits'], c['photos'])}
-    if f'{view}_iou' in c: out.update(box_iou=_rate(c[f'{view}_iou'], n), iou50=_rate(c[f'{view}_iou50'], n), whole_photo_fallback=_rate(c[f'{view}_fallback'], n))
+    n, out = c['photos'], {'top1': rate(c[f'{view}_hits'], c['photos'])}
+    if f'{view}_iou' in c: out.update(box_iou=rate(c[f'{view}_iou'], n), iou50=rate(c[f'{view}_iou50'], n), whole_photo_fallback=rate(c[f'{view}_fallback'], n))
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #b4d77672
@@ -325,11 +313,11 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
             part = rows.iloc[i:i + batch]
             counts.update(count(pred, [load_image(root/p) for p in part.image], part))
     views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
-    out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=_rate(c['found'], c['pills']),
-                                       pill_top1=_rate(c['identified'], c['pills']), pill_top1_true_boxes=_rate(c['identified_true_box'], c['pills']),
-                                       extra_detections=c['extra'], count_exact=_rate(c['count_exact'], c['photos']),
-                                       count_mae=_rate(c['count_error'], c['photos']), end_to_end=_rate(c['end_to_end'], c['photos']),
-                                       end_to_end_strict=_rate(c['end_to_end_strict'], c['photos'])),
+    out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
+                                       pill_top1=rate(c['identified'], c['pills']), pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
+                                       extra_detections=c['extra'], count_exact=rate(c['count_exact'], c['photos']),
+                                       count_mae=rate(c['count_error'], c['photos']), end_to_end=rate(c['end_to_end'], c['photos']),
+                                       end_to_end_strict=rate(c['end_to_end_strict'], c['photos'])),
                single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
                models=pred.models('combo' if pred.has_detector else 'single'))
     if write: write_json(paths.reports/'pipeline.json', out)
@@ -355,11 +343,6 @@ def detector_report(cfg, # resolved settings of an experiment with a detector
     write_json(out, result)
     return result, out
 
-def _count_rates(errors:list)->dict:
-    e = np.asarray(errors, int)
-    return dict(count_exact=_rate(int((e == 0).sum()), len(e)), count_mae=_rate(int(np.abs(e).sum()), len(e)),
-                over=_rate(int((e > 0).sum()), len(e)), under=_rate(int((e < 0).sum()), len(e)))
-
 def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
                     weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                     data:str|Path, # a YOLO data.yaml
@@ -378,8 +361,8 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
             n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
             b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
             kept.append(len(one_box_per_pill(b, s, contain)) - n); raw.append(len(b) - n)
-    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, **_count_rates(kept),
-                without_nesting_rule=_count_rates(raw))
+    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, **count_rates(kept),
+                without_nesting_rule=count_rates(raw))
 
 # %% ../nbs/06_judge.evaluate.ipynb #33dc32ac
 class TestAlreadyOpened(UserError):

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from .io import write_json
-from .callbacks import find_checkpoint
-from .classifier import classifier_data, load_classifier
+from .model import find_checkpoint, load_classifier
+from .metrics import match_boxes
+from .prepare import classifier_data
 from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
-from .evaluate import match_boxes
 from .runtime import ONNX_FORMAT, OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
 from .detector import box_threshold, build_detector, detector_data, evaluate_detector, load_detector, recorded_conf, quiet_ultralytics, split_images, yolo_device
 

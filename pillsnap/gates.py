@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .callbacks import load_checkpoint
+from .model import load_checkpoint
 from .config import ConfigError, exp_config, exp_paths, get_logger
 from .data import load_manifest, pill_rows
 from .detector import load_detector

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['CAPTURE_EN', 'summarize_dataset', 'plot_summary', 'data_identity', 'check_prepare', 'crop_kinds', 'split_settings',
-           'prepare']
+           'prepare', 'ClassifierData', 'classifier_data']
 
 # %% ../nbs/02e_data.prepare.ipynb #3c2bad85
 import shutil, time
+from dataclasses import dataclass
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset
 from .sources import index_sources
 from .data import MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest, final_evaluation, hash_rank, load_manifest, make_manifests, pill_rows, save_manifests
-from .crops import rows_digest, build_cache, preprocessor_from
+from .crops import CropCache, UnifiedPreprocessor, build_cache, cache_fits, preprocessor_from, rows_digest
 
 # %% ../nbs/02e_data.prepare.ipynb #a0d38dd3
 def _round(v:float)->float: return round(v, 1) if abs(v) >= 10 else float(f'{v:.3g}')  # pixels to a tenth, fractions to 3 digits
@@ -262,3 +263,35 @@ def _yolo_splits(manifests, singles_per_class, seed):
         keep = [g.index[hash_rank(seed, g.image)[:singles_per_class]] for _, g in single.groupby('code')] if singles_per_class else []
         out[n] = pd.concat([m[m.kind == 'combo'], single.loc[np.concatenate(keep)] if keep else single.iloc[:0]])
     return out
+
+# %% ../nbs/02e_data.prepare.ipynb #67a6c4a2
+@dataclass
+class ClassifierData:
+    "What the classifier stage reads from a prepared experiment."
+    pre:UnifiedPreprocessor # the preprocessing the settings describe
+    root:Path # the release root the rows' photo paths are relative to
+    class_map:dict # {K-code: class index}
+    k_codes:list # K-codes in class-index order
+    train:pd.DataFrame # training pills (`pill_rows`)
+    val:pd.DataFrame # validation pills
+    train_cache:CropCache|None=None # their crop caches (None: read the photos)
+    val_cache:CropCache|None=None
+
+def classifier_data(cfg, # resolved settings
+                   )->ClassifierData:
+    "Training and validation pill rows, class map, preprocessor and crop caches of a prepared experiment."
+    paths = exp_paths(cfg.paths.exp_dir)
+    data_dir, split = paths.data, paths.data/'splits.json'
+    if not split.exists(): raise ConfigError(f"{paths.root} has no prepared data — run 'pillsnap prepare --exp {paths.root}' first")
+    why = check_splits(split, split_settings(cfg))  # a damaged splits.json is a reason too, not a traceback
+    if why: raise ConfigError(f"the experiment's data does not match the settings ({why}) — run 'pillsnap prepare --exp {paths.root}' again")
+    pre, cmap = preprocessor_from(cfg), load_class_map(data_dir/'class_map.json')
+    out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap, k_codes=[k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])])
+    for name in ('train', 'val'):
+        rows = pill_rows(load_manifest(data_dir, name), crop_kinds(cfg))
+        if not len(rows): raise ConfigError(f'the {name} split has no pills to learn from — check data.max_classes / data.max_samples (and data.combo_crops)')
+        cache = data_dir/'cache'/name
+        ok = cache_fits(cache, rows, pre)
+        if not ok: get_logger('classifier').warning(f'no crop cache for {name} with these rows and preprocessing — reading the photos (slower); pillsnap prepare builds it')
+        out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
+    return ClassifierData(**out)

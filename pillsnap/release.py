@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 import pillsnap
-from .callbacks import find_checkpoint
-from .config import SEALED, UserError, exp_paths, get_logger, git_commit
+from .model import find_checkpoint
+from .config import SEALED, UserError, exp_paths, get_logger, git_commit, require_experiment
 from .io import append_jsonl, file_lock, file_sha256, read_json, read_jsonl, walk_files, write_json
 
 # %% ../nbs/07a_ship.release.ipynb #3d163c46
@@ -28,8 +28,7 @@ def release_files(exp:str|Path, # a trained experiment
                   checkpoint:str='best', # the classifier checkpoint to ship: best, last or a path
                  )->dict: # {path in the release: file in the experiment}
     "The files of `exp` a release carries, by their path in the release."
-    paths = exp_paths(exp)
-    if not (paths.root/'config.yaml').is_file(): raise ReleaseError(f'{exp} is not an experiment folder (no config.yaml)')
+    paths = exp_paths(require_experiment(exp, fix=f'train one with pillsnap train-cls --exp {exp}'))
     if not (paths.data/'drug_table.json').is_file(): raise ReleaseError(f'{exp} has no drug table — run pillsnap prepare --exp {exp}')
     files = {'config.yaml': paths.root/'config.yaml', 'data/drug_table.json': paths.data/'drug_table.json',
              'classifier/best.pt': find_checkpoint(checkpoint, paths.classifier)}

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DRUG_S', 'BACK_COLORS', 'DRUG_DIRS', 'LIGHT_COLORS', 'CAMERA_LA', 'BACK_RGB', 'BACK_WEIGHTS', 'LIGHT_TINT', 'SHAPES',
            'COLORS', 'COLOR_WEIGHTS', 'LINES', 'SCENES', 'drug_look', 'drug_record', 'add_quirks', 'make_drugs',
-           'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'iou', 'render_wild']
+           'shape_mask', 'pill_face', 'show_rgba', 'posed_pill', 'render_photo', 'draw_boxes', 'render_wild']
 
 # %% ../nbs/01a_synth.render.ipynb #6ca05e6a
 import math
@@ -387,14 +387,6 @@ def draw_boxes(im:Image.Image, # photo
     im = im.copy(); d = ImageDraw.Draw(im)
     for x, y, w, h in boxes: d.rectangle([x - 1, y - 1, x + w, y + h], outline=colour, width=max(1, im.width // 300))
     return im
-
-# %% ../nbs/01a_synth.render.ipynb #23ab6243
-def iou(a:list, b:list)->float:
-    "Intersection over union of two `[x, y, w, h]` boxes."
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 # %% ../nbs/01a_synth.render.ipynb #bab1282a
 SCENES = ('studio', 'wild', 'mixed')

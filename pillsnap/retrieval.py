@@ -25,12 +25,13 @@ from .config import ConfigError, UserError, amp_dtype, check_writable, exp_paths
 from .data import hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
-from .callbacks import FACES, find_checkpoint
-from .classifier import classifier_data, embedder_id, load_classifier, softmax_t
+from .prepare import classifier_data
+from .model import embedder_id, find_checkpoint, load_classifier, softmax_t
+from .schema import face_codes
 
 # %% ../nbs/05a_infer.retrieval.ipynb #4e78a61f
 GALLERY_FORMAT = 'pillsnap-gallery/1'
-FACE_NAMES = ('front', 'back', 'any')  # face code 0, 1, 2 (`FACES` of `04_train.callbacks`)
+FACE_NAMES = ('front', 'back', 'any')  # face code 0, 1, 2 (`FACES` of `00b_schema`)
 
 class Gallery:
     "Prototypes of drugs per face — the normalised sums of their photos' unit embeddings — and optionally some of the photos themselves (exemplars), searched exactly by one matrix product."
@@ -320,7 +321,7 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
 
 # %% ../nbs/05a_infer.retrieval.ipynb #62b7217d
 def _faces(rows:pd.DataFrame)->np.ndarray:
-    return np.array([FACES.get(d, 2) for d in (rows['drug_dir'] if 'drug_dir' in rows else [None] * len(rows))], dtype=np.int64)
+    return np.array(face_codes(rows['drug_dir'] if 'drug_dir' in rows else [None] * len(rows)), dtype=np.int64)
 
 def _capped(rows:pd.DataFrame, per_drug:int, seed:int)->np.ndarray:
     "Positions of at most `per_drug` rows per drug and face, by seeded hash rank."

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, get_logger, pick_device
-from .classifier import embedder_id
+from .model import embedder_id
 
 # %% ../nbs/05_infer.runtime.ipynb #c7b01385
 ONNX_FORMAT = 'pillsnap-classifier-onnx/1'

@@ -31,7 +31,7 @@ TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0',
 
 # the modules whose code shapes the experiment (book order up to this chapter): their source is in the cache key
 BUILT_BY = ('config', 'io', 'schema', 'scenes', 'render', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops', 'loaders', 'prepare',
-            'pretrained', 'callbacks', 'classifier', 'detector', 'tiny')
+            'pretrained', 'model', 'metrics', 'callbacks', 'classifier', 'detector', 'tiny')
 
 # %% ../nbs/04c_train.tiny.ipynb #534e95cb
 def tiny_cache()->Path:

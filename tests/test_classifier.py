@@ -193,7 +193,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
 
 KILL_WRITER = '''
 import sys, torch
-from pillsnap.callbacks import save_checkpoint, CKPT_FORMAT
+from pillsnap.model import save_checkpoint, CKPT_FORMAT
 i = 0
 while True:
     i += 1
@@ -204,7 +204,7 @@ while True:
 
 @pytest.mark.slow  # kills two writer processes
 def test_kill_during_checkpoint_write_leaves_a_whole_checkpoint(tmp_path):
-    from pillsnap.callbacks import load_checkpoint
+    from pillsnap.model import load_checkpoint
     path = tmp_path/'last.pt'
     for delay in (0.05, 0.27):
         p = subprocess.Popen([sys.executable, '-c', KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True)

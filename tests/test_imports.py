@@ -69,3 +69,16 @@ def test_no_private_name_crosses_a_module():
     assert private_imports({'serve': 'from .data import _pil_open, photo_pixels\n'}) == ['serve: _pil_open']
     modules = {m: (ROOT/'pillsnap'/f'{m}.py').read_text(encoding='utf-8') for m in book_order()}
     assert private_imports(modules) == []
+
+
+SERVING = ('model', 'metrics', 'runtime', 'retrieval', 'pipeline', 'export', 'release', 'serve')
+
+
+def test_what_serving_loads_never_imports_the_training_code():
+    "The service, the packer, the exporter and the predictor stand on `model`: importing them loads neither fastai nor the training chapters."
+    import subprocess, sys
+    code = ('import sys\n' + ''.join(f'import pillsnap.{m}\n' for m in SERVING) +
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastai' or m in ('pillsnap.callbacks', 'pillsnap.classifier')))")
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == '[]'

@@ -61,7 +61,8 @@ def _label_box(pred, photo):
 
 def test_single_mode_finds_the_pill_without_a_detector(exp, photos):
     "No detector: the localiser finds the pill; the answer's box is the pill's (not the photo's) and says how it was found."
-    from pillsnap.pipeline import Predictor, box_iou
+    from pillsnap.pipeline import Predictor
+    from pillsnap.metrics import box_iou
     p = Predictor.from_exp(exp[1])
     assert p.single_locator == 'localiser'
     r = p.predict(photos[0], 'single', top_k=3)
@@ -114,7 +115,7 @@ def test_combo_mode_schema(pred, photos):
 
 def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
     "A detection running past the photo is clipped, and the crop classified is the padded, edge-repeated training crop."
-    from pillsnap.pipeline import xyxy_to_xywh
+    from pillsnap.metrics import xyxy_to_xywh
     im = Image.open(photos[1]).convert('RGB')
     W, H = im.size
     seen = []

@@ -42,7 +42,7 @@ def predict_json(exp, *args):
 
 
 def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_drugs(exp, held_out):
-    from pillsnap.callbacks import load_checkpoint
+    from pillsnap.model import load_checkpoint
     ck = load_checkpoint(exp/'classifier'/'best.pt')
     assert ck['model']['embed.0.weight'].shape[0] == 16 and 'embed.1.running_mean' in ck['model'] and ck['model']['margin_weight'].shape == (10, 16)  # 12 drugs, 2 held out
     assert len(held_out) == 2 and not set(held_out) & set(ck['k_codes'])
@@ -187,7 +187,7 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
 
 def test_an_onnx_export_carries_the_embedding_and_answers_like_pytorch(exp, held_out):
     (a, photos_a), _ = sorted(held_out.items())
-    from pillsnap.classifier import load_classifier
+    from pillsnap.model import load_classifier
     from pillsnap.runtime import export_classifier
     export_classifier(*load_classifier(exp/'classifier'/'best.pt'), exp/'export'/'classifier.onnx')  # what pillsnap export writes first
     cli('enrol', '--exp', exp, '--code', a, photos_a[0])

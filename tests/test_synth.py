@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import TINY
 from pillsnap.schema import CAPTURE_FIELDS, LABEL_FIELDS
-from pillsnap.render import CAMERA_LA, iou, make_drugs
+from pillsnap.metrics import box_iou, xywh_to_xyxy
+from pillsnap.render import CAMERA_LA, make_drugs
 from pillsnap.synth import json_kind, parse_photo_name, plan_dataset, render_job, synth_dataset
 
 CODE = r'K-\d{6}'
@@ -22,6 +23,11 @@ LABEL_RE = {('train', 'single'): rf'data/train/labels/single/TL_(?P<shard>\d+)_s
             ('val', 'single'): rf'data/val/labels/single/VL_(?P<shard>\d+)_single/(?P<folder>{CODE})_json/{NAME}',
             ('train', 'combo'): rf'data/train/labels/combination/TL_(?P<shard>\d+)_combo/(?P<folder>{CODE}(?:-\d{{6}})+)_json/(?P<pill>{CODE})/{NAME}',
             ('val', 'combo'): rf'data/val/labels/combination/VL_(?P<shard>\d+)_combo/(?P<folder>{CODE}(?:-\d{{6}})+)_json/(?P<pill>{CODE})/{NAME}'}
+
+
+def iou(a:list, b:list)->float:
+    "IoU of two [x, y, w, h] boxes (the labels' form)."
+    return float(box_iou(xywh_to_xyxy([a]), xywh_to_xyxy([b]))[0, 0])
 
 
 def _files(root, ext): return sorted(str(p.relative_to(root)) for p in Path(root, 'data').rglob(f'*.{ext}'))

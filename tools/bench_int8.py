@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pillsnap.config import exp_paths, load_config                                                  # noqa: E402
-from pillsnap.callbacks import find_checkpoint                                                      # noqa: E402
-from pillsnap.classifier import classifier_data, load_classifier                                    # noqa: E402
+from pillsnap.model import find_checkpoint, load_classifier                                        # noqa: E402
+from pillsnap.prepare import classifier_data                                                       # noqa: E402
 from pillsnap.loaders import PillDataset, eval_transforms, make_loader                              # noqa: E402
 from pillsnap.runtime import OnnxClassifier, export_classifier                                     # noqa: E402
 from pillsnap.export import INT8_RECIPES, bench_models, quantize_classifier                          # noqa: E402

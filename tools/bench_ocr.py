@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from pillsnap.data import load_manifest                                                          # noqa: E402
 from pillsnap.ocr import ocr_engine, pill_cut, read_imprint                                       # noqa: E402
-from pillsnap.pipeline import Predictor, load_image, xyxy_to_xywh                                 # noqa: E402
+from pillsnap.metrics import xyxy_to_xywh                                                         # noqa: E402
+from pillsnap.pipeline import Predictor, load_image                                                # noqa: E402
 from pillsnap.retrieval import imprint_score                                                      # noqa: E402
 
 

@@ -9,7 +9,7 @@ import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NB_LINK = re.compile(r'\]\(([0-9][0-9a-z]*_[\w-]+\.ipynb(?:#[^)\s]*)?)\)')
+NB_LINK = re.compile(r'\]\(([0-9][0-9a-z]*_[\w.-]+\.ipynb(?:#[^)\s]*)?)\)')  # dotted names too: 01_synth.scenes.ipynb
 
 
 def nb_links(md:str)->str:
