@@ -22,8 +22,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
-from .io import (HIDDEN, file_sha256, pool_map, read_bounded, read_json, read_parquet_lists, walk_files, write_json,
-                         write_parquet)
+from .io import (HIDDEN, file_sha256, pool_map, read_bounded, read_json, read_parquet_lists, walk_files,
+                         write_json, write_parquet)
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS, SHIPPED_NAMES
 
 # %% ../nbs/02_data.aihub.ipynb #bdbf949a
@@ -43,7 +43,8 @@ def classify_path(rel:str, # path relative to the dataset root, '/'-separated
         if len(p) != 7 or ext.lower() not in IMAGE_EXTS: return None
         return dict(split=p[1], role=role, kind=kind, shard=int(m.group(1)), code=p[5], pill=None, stem=name)
     if ext.lower() != '.json' or not p[5].endswith('_json') or len(p) != (7 if kind == 'single' else 8): return None
-    return dict(split=p[1], role=role, kind=kind, shard=int(m.group(1)), code=p[5][:-5], pill=p[6] if kind == 'combo' else None, stem=name)
+    return dict(split=p[1], role=role, kind=kind, shard=int(m.group(1)), code=p[5][:-5],
+                pill=p[6] if kind == 'combo' else None, stem=name)
 
 # %% ../nbs/02_data.aihub.ipynb #eb7adb18
 def known(v): # a raw label value
@@ -69,7 +70,8 @@ def validate_bbox(bbox, # [x, y, w, h] in pixels, as in the labels
                   tol:float=2.0, # pixels a box may overhang the image before it is refused
                  )->tuple: # (clipped [x, y, w, h] or None, reason or None)
     "Check a COCO box against its image; clip small overhangs."
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
         return None, 'bbox is not 4 numbers'
     try: box = [float(v) for v in bbox]
     except OverflowError: box = [math.inf]  # an integer beyond any float
@@ -173,15 +175,16 @@ def _parse_chunk(items):
 def parse_labels(items:list, # (path, folder K-code) pairs
                  workers:int=0, # processes; 0 = one per core, 1 = in this process
                  chunk:int=2000, # labels per task
-                )->tuple: # ({path: (k_code, w, h, bboxes, capture)}, [(path, reason)], {k_code: record}, {k_code: {fields}})
+                )->tuple: # ({path: (k_code, w, h, bboxes, capture)}, [(path, reason)], {k_code: record}, conflicts)
     "Parse many label files in parallel with a progress bar; registry records are merged per K-code."
     chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
     workers = workers or os.cpu_count() or 1
     parsed, bad, drugs, conflicts = {}, [], {}, {}
     bar = tqdm(total=len(items), desc='labels', unit='file', mininterval=1, disable=None)
     for ok, nok, recs, clash in pool_map(_parse_chunk, chunks, workers):
-        for path, (k, w, h, boxes, capture) in ok:  # one string object per distinct K-code and capture value, not one per label
-            parsed[path] = (sys.intern(k), w, h, boxes, tuple(sys.intern(c) if isinstance(c, str) else c for c in capture))
+        for path, (k, w, h, boxes, capture) in ok:  # one string per distinct K-code and capture value, not per label
+            parsed[path] = (sys.intern(k), w, h, boxes,
+                            tuple(sys.intern(c) if isinstance(c, str) else c for c in capture))
         bad += nok; bar.update(len(ok) + len(nok))
         for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
         for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
@@ -189,10 +192,11 @@ def parse_labels(items:list, # (path, folder K-code) pairs
     return parsed, bad, drugs, conflicts
 
 # %% ../nbs/02_data.aihub.ipynb #61ba6477
-INDEX_COLUMNS = ('split', 'kind', 'shard', 'code', 'image', 'labels', 'k_codes', 'bboxes', 'width', 'height', *CAPTURE_FIELDS)
+INDEX_COLUMNS = ('split', 'kind', 'shard', 'code', 'image', 'labels', 'k_codes', 'bboxes', 'width', 'height',
+                 *CAPTURE_FIELDS)
 
 def relative_to(root:str|Path):
-    "`os.path.relpath(p, root)` for the paths listed under `root`, as a cut of their common prefix (millions of calls: 20× faster)."
+    "`os.path.relpath(p, root)` for paths listed under `root`, as a cut of their common prefix (20× faster)."
     prefix = os.path.join(str(root), '')
     return lambda p: p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)
 
@@ -204,8 +208,10 @@ def stray_reason(rel:str, # a file's path below the dataset root that `classify_
     p, ext = rel.split('/'), os.path.splitext(rel)[1].lower()
     if ext not in IMAGE_EXTS + ('.json',): return 'not a photo or a label file'
     if ext == '.json' and len(p) == 7 and p[4].endswith('_combo'):
-        return "a combination label outside its pill's folder (the layout: labels/combination/TL_N_combo/CODE_json/K-CODE/NAME.json)"
-    return 'outside the release layout (data/{train,val}/{images,labels}/{single,combination}/{TS,TL}_N_{single,combo}/...)'
+        return ("a combination label outside its pill's folder "
+                "(the layout: labels/combination/TL_N_combo/CODE_json/K-CODE/NAME.json)")
+    return ('outside the release layout '
+            '(data/{train,val}/{images,labels}/{single,combination}/{TS,TL}_N_{single,combo}/...)')
 
 def _pair(files, root):
     "Group listed files into photos (path, shard, code) and labels by (split, kind, stem); note duplicates and strays."
@@ -225,7 +231,7 @@ def _pair(files, root):
 
 # %% ../nbs/02_data.aihub.ipynb #ae9ea6e2
 def _merge(key, image, parsed, labels, rel):
-    "One index row (a tuple in `INDEX_COLUMNS` order) from a photo (path, shard, code) and its parsed labels, or the reason it is unusable."
+    "One index row (a tuple in `INDEX_COLUMNS` order) from a photo (path, shard, code) and its labels, or why not."
     parts = [parsed[p] for p in labels.values()]
     if any(isinstance(p, str) for p in parts):
         return None, 'combination with an unusable pill label' if key[1] == 'combo' else f'unusable label ({parts[0]})'
@@ -243,7 +249,8 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
                  )->tuple: # (index DataFrame, {k_code: registry record}, report dict)
     "Pair every photo with its label(s), parse them, merge the drug records, and report what is unusable."
     root, log, t0 = Path(root), get_logger('aihub'), time.perf_counter()
-    if not (root/'data').is_dir(): raise ConfigError(f"{root} has no data/ folder — point data.root at the folder holding data/train and data/val")
+    if not (root/'data').is_dir():
+        raise ConfigError(f"{root} has no data/ folder — point data.root at the folder holding data/train and data/val")
     files = walk_files(root/'data', hidden=False) if files is None else files
     rel, n_files, collecting = relative_to(root), len(files), gc.isenabled()
     gc.disable()  # millions of small containers that all live on: the cyclic collector would walk them again and again
@@ -261,12 +268,15 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
             else:
                 for col, v in zip(columns, row): col.append(v)
         del parsed  # what the rest needs is in the columns
-        report = dict(root=str(root), files=n_files, photos=len(images), labels=len(label_paths), indexed=len(columns[0]),
+        report = dict(root=str(root), files=n_files, photos=len(images), labels=len(label_paths),
+                      indexed=len(columns[0]),
                       registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
                       orphan_images=sorted(rel(images[k][0]) for k in images.keys() - labels.keys()),
                       orphan_labels=sorted(rel(p) for k in labels.keys() - images.keys() for p in labels[k].values()),
-                      duplicate_images=[rel(p) for p in dup_images], duplicate_labels=[rel(p) for p in dup_labels],
-                      bad_labels=sorted((rel(p), why) for p, why in bad), unusable_photos={k: sorted(v) for k, v in unusable.items()},
+                      duplicate_images=[rel(p) for p in dup_images],
+                      duplicate_labels=[rel(p) for p in dup_labels],
+                      bad_labels=sorted((rel(p), why) for p, why in bad),
+                      unusable_photos={k: sorted(v) for k, v in unusable.items()},
                       stray_files=len(strays), stray_paths=strays[:STRAY_LIMIT])
         del images, labels, label_paths
         index = pd.DataFrame(dict(zip(INDEX_COLUMNS, columns)), columns=list(INDEX_COLUMNS))
@@ -274,33 +284,39 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
     finally:
         if collecting: gc.enable()
     secs = time.perf_counter() - t0
-    report.update(seconds=dict(walk=round(t_walk, 2), total=round(secs, 2)), labels_per_s=round(report['labels'] / max(secs, 1e-9)))
-    log.info(f"indexed {len(index)} photos from {report['labels']} labels in {secs:.1f}s ({report['labels_per_s']} labels/s)" +
-             ''.join(f"; {n} {k.replace('_', ' ')}" for k in ('orphan_images', 'orphan_labels', 'duplicate_images', 'duplicate_labels', 'bad_labels')
+    report.update(seconds=dict(walk=round(t_walk, 2), total=round(secs, 2)),
+                  labels_per_s=round(report['labels'] / max(secs, 1e-9)))
+    log.info(f"indexed {len(index)} photos from {report['labels']} labels in {secs:.1f}s "
+             f"({report['labels_per_s']} labels/s)" +
+             ''.join(f"; {n} {k.replace('_', ' ')}"
+                     for k in ('orphan_images', 'orphan_labels', 'duplicate_images', 'duplicate_labels', 'bad_labels')
                      if (n := len(report[k]))))
     for path, why in report['bad_labels'][:20]: log.warning(f"skipped label {path}: {why}")
     if listed := report['stray_paths']:
-        log.warning(f"{report['stray_files']} file(s) under data/ are not where the release puts photos and labels, e.g. {listed[0]}: "
-                    f"{stray_reason(listed[0])} — problems.csv lists them")
+        log.warning(f"{report['stray_files']} file(s) under data/ are not where the release puts photos and labels, "
+                    f"e.g. {listed[0]}: {stray_reason(listed[0])} — problems.csv lists them")
     return index, drugs, report
 
 # %% ../nbs/02_data.aihub.ipynb #f3f0f552
 PROBLEM_COLUMNS = ('kind', 'path', 'reason', 'stage')
 
 def index_problems(report:dict, # from `index_release` (or its saved `index_report.json`)
-                  )->list: # dicts of PROBLEM_COLUMNS: kind 'photo', 'label' or 'file', path relative to the release root, stage 'index'
+                  )->list: # PROBLEM_COLUMNS rows: kind photo, label or file; path below the release root; stage index
     "Every file the label index leaves out, one row each with the reason (strays: the first `STRAY_LIMIT`)."
     rows = [('label', p, why) for p, why in report['bad_labels']]
     rows += [('photo', p, why) for why, paths in report['unusable_photos'].items() for p in paths]
-    rows += [('photo', p, 'no label') for p in report['orphan_images']] + [('label', p, 'no photo') for p in report['orphan_labels']]
-    rows += [(kind, p, 'duplicate (the first in path order is used)') for kind, k in (('photo', 'duplicate_images'), ('label', 'duplicate_labels'))
-             for p in report[k]]
-    rows += [('file', p, stray_reason(p)) for p in report.get('stray_paths', [])]  # an index saved before strays were listed has none
-    return [dict(kind=kind, path=p, reason=why, stage='index') for kind, p, why in sorted(rows, key=lambda r: (r[1], r[0]))]
+    rows += [('photo', p, 'no label') for p in report['orphan_images']]
+    rows += [('label', p, 'no photo') for p in report['orphan_labels']]
+    rows += [(kind, p, 'duplicate (the first in path order is used)')
+             for kind, k in (('photo', 'duplicate_images'), ('label', 'duplicate_labels')) for p in report[k]]
+    # an index saved before strays were listed has none
+    rows += [('file', p, stray_reason(p)) for p in report.get('stray_paths', [])]
+    return [dict(kind=kind, path=p, reason=why, stage='index')
+            for kind, p, why in sorted(rows, key=lambda r: (r[1], r[0]))]
 
 # %% ../nbs/02_data.aihub.ipynb #36a5a87a
 def save_index(index:pd.DataFrame, report:dict, out:str|Path):
-    "Write `label_index.parquet` and `index_report.json` into `out` (atomically); the report records the index file's SHA-256."
+    "Write `label_index.parquet` and `index_report.json` (with the index's SHA-256) into `out`, atomically."
     write_parquet(index, Path(out)/'label_index.parquet')
     report['index_sha256'] = file_sha256(Path(out)/'label_index.parquet')
     write_json(Path(out)/'index_report.json', report)
@@ -325,7 +341,8 @@ def release_fingerprint(root:str|Path, # dataset root
     return dict(files=len(files), sha256=h.hexdigest())
 
 # %% ../nbs/02_data.aihub.ipynb #eb771d74
-_ARCHIVE = re.compile(rf"^([TV])([SL])_(\d+)_({'|'.join(SHIPPED_NAMES['shard'].values())})\.zip$")  # T/V: training/validation, S/L: source/label
+# T/V: training/validation, S/L: source/label
+_ARCHIVE = re.compile(rf"^([TV])([SL])_(\d+)_({'|'.join(SHIPPED_NAMES['shard'].values())})\.zip$")
 _KIND = {v: k for k, v in SHIPPED_NAMES['shard'].items()}
 
 def _nfc(name:str)->str:
@@ -333,13 +350,14 @@ def _nfc(name:str)->str:
     return unicodedata.normalize('NFC', name)
 
 def archive_shard(name:str|Path, # an archive's file name or path, e.g. 'TS_1_단일.zip'
-                 )->str|None: # its shard folder relative to the dataset root, e.g. 'data/train/images/single/TS_1_single'; None if not a release archive
+                 )->str|None: # its shard folder below the root ('data/train/images/single/TS_1_single'), or None
     "The canonical shard folder a shipped archive holds, from the archive's name alone."
     m = _ARCHIVE.match(_nfc(Path(name).name))
     if not m: return None
     tv, sl, n, kind = m.groups()
     kind = _KIND[kind]
-    return f"data/{'train' if tv == 'T' else 'val'}/{'images' if sl == 'S' else 'labels'}/{'single' if kind == 'single' else 'combination'}/{tv}{sl}_{n}_{kind}"
+    return (f"data/{'train' if tv == 'T' else 'val'}/{'images' if sl == 'S' else 'labels'}/"
+            f"{'single' if kind == 'single' else 'combination'}/{tv}{sl}_{n}_{kind}")
 
 # %% ../nbs/02_data.aihub.ipynb #7fb6d619
 class UnsafeMember(ValueError):
@@ -347,13 +365,14 @@ class UnsafeMember(ValueError):
 
 def canonical_path(archive:str|Path, # the archive's name or path, e.g. 'TS_1_단일.zip'
                    member:str, # a member's name inside it, e.g. 'K-000030/K-000030_0_2_0_1_90_300_200.png'
-                  )->str|None: # path relative to the dataset root; None for what is not a photo or label of that archive
+                  )->str|None: # path below the dataset root; None for what is not a photo or label of that archive
     "Where a member of a shipped archive belongs in the canonical layout; `UnsafeMember` for a path that would escape."
     shard = archive_shard(archive)
     if shard is None: return None
     name = _nfc(member).replace('\\', '/')  # some Windows tools write backslashes
     if name.startswith('/') or re.match(r'[A-Za-z]:', name) or '..' in name.split('/'):
-        raise UnsafeMember(f'unsafe path {member!r} (absolute, or with ..) — refused: it would be written outside {shard}')
+        raise UnsafeMember(f'unsafe path {member!r} (absolute, or with ..) — refused: '
+                           f'it would be written outside {shard}')
     parts = [p for p in name.split('/') if p not in ('', '.')]
     if len(parts) > 1 and parts[0] == _nfc(Path(archive).stem): parts = parts[1:]  # an archive made from its own folder
     wanted = IMAGE_EXTS if '/images/' in shard else ('.json',)
@@ -373,8 +392,8 @@ def _first_visit(folder:Path, seen:set)->bool:
     return key not in seen and not seen.add(key)
 
 def shipped_archives(root:str|Path, # a download folder
-                    )->tuple: # (archives and unpacked archive folders in path order, {archive path: its pieces} for split downloads never joined)
-    "The release archives anywhere under `root`, and the folders a person unpacked them into (named like them), outside its data/ tree and hidden folders."
+                    )->tuple: # (archives and unpacked folders in path order, {archive: its pieces} never joined)
+    "Release archives under `root`, and folders unpacked from them (named like them), outside data/ and hidden folders."
     root, found, pieces, seen = Path(root), [], defaultdict(list), set()
     _first_visit(root, seen)
     for top, dirs, files in os.walk(root, followlinks=True):
@@ -384,12 +403,14 @@ def shipped_archives(root:str|Path, # a download folder
         found += [Path(top)/d for d in dirs if archive_shard(d + '.zip')]  # TS_1_단일/: an archive unpacked by hand
         dirs[:] = [d for d in dirs if not archive_shard(d + '.zip')]
         for f in sorted(files):
-            if archive_shard(f): found += [Path(top)/f] if os.path.isfile(Path(top)/f) else []  # not a pipe or a dead link
+            if archive_shard(f):
+                found += [Path(top)/f] if os.path.isfile(Path(top)/f) else []  # not a pipe or a dead link
             elif (m := _PART.match(f)) and archive_shard(m.group(1)): pieces[Path(top)/m.group(1)].append(Path(top)/f)
     return sorted(found), {a: sorted(p) for a, p in pieces.items() if not a.exists()}
 
 # %% ../nbs/02_data.aihub.ipynb #da6f881d
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)  # damage, or a method zipfile cannot read
+# damage, or a method zipfile cannot read
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 def _have(path:Path, info:zipfile.ZipInfo)->bool:
     "Whether `path` already holds the member: same size and CRC-32 (a redone archive keeps what it finished)."
@@ -423,9 +444,12 @@ def _copy_member(zf:zipfile.ZipFile, info:zipfile.ZipInfo, target:Path, archive:
                 while not why and (block := src.read(1 << 20)):
                     out.write(block); size += len(block)
                     why = _oversize(size, info.compress_size)  # the bytes written, should the header lie
-        except NotImplementedError as e: why = f'{e} by Python — extract {archive} with 7-Zip, or unzip it into the canonical layout'
-        except _ZIP_ERRORS as e: why = f"damaged in the download ({str(e).split(' for file ')[0]}) — download {archive} again"  # the path names the member
-    if why is None and size != info.file_size: why = f'{size} bytes, the archive says {info.file_size} — download {archive} again'
+        except NotImplementedError as e:
+            why = f'{e} by Python — extract {archive} with 7-Zip, or unzip it into the canonical layout'
+        except _ZIP_ERRORS as e:  # the message's path names the member
+            why = f"damaged in the download ({str(e).split(' for file ')[0]}) — download {archive} again"
+    if why is None and size != info.file_size:
+        why = f'{size} bytes, the archive says {info.file_size} — download {archive} again'
     if why: tmp.unlink(); return why
     os.replace(tmp, target)
 
@@ -454,20 +478,24 @@ def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named l
     return counts
 
 def _extract_archive(job:tuple)->dict:
-    "Extract one archive (archive, root, marker) — or link the files of a folder it was unpacked into — unless its marker says it is done; the marker's record, and whether it was reused."
+    "Extract one archive (archive, root, marker), or link an unpacked folder's files, unless done: the marker's record."
     archive, root, marker = map(Path, job)
     st, unpacked = archive.stat(), sorted(walk_files(archive, hidden=False)) if archive.is_dir() else None
-    stamp = dict(archive=os.path.relpath(archive, root), size=st.st_size, mtime_ns=st.st_mtime_ns, **({} if unpacked is None else {'files': len(unpacked)}))
+    stamp = dict(archive=os.path.relpath(archive, root), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                 **({} if unpacked is None else {'files': len(unpacked)}))
     saved, _ = read_json(marker)
     if isinstance(saved, dict) and saved.get('stamp') == stamp: return {**saved, 'reused': True}
-    shard = archive_shard(archive.name if unpacked is None else archive.name + '.zip')  # a folder is named like its archive
+    # a folder is named like its archive
+    shard = archive_shard(archive.name if unpacked is None else archive.name + '.zip')
     kind, counts, problems = 'photo' if '/images/' in shard else 'label', Counter(), []
-    def problem(kind, where, why): problems.append(dict(kind=kind, path=stamp['archive'] + where, reason=why, stage='extract'))
+    def problem(kind, where, why):
+        problems.append(dict(kind=kind, path=stamp['archive'] + where, reason=why, stage='extract'))
     if unpacked is not None: counts = _link_unpacked(archive, unpacked, root)
     else:
         try: zf = zipfile.ZipFile(archive)
         except zipfile.BadZipFile as e:
-            problem('archive', '', f'not a complete zip ({e}; {st.st_size:,} bytes): the download was cut short or damaged — download {archive.name} again')
+            problem('archive', '', f'not a complete zip ({e}; {st.st_size:,} bytes): the download was cut short '
+                                   f'or damaged — download {archive.name} again')
         else:
             with zf:
                 for info in zf.infolist():
@@ -487,32 +515,47 @@ def _extract_archive(job:tuple)->dict:
 def extract_release(root:str|Path, # a download folder with the release archives at any depth
                     workers:int=0, # processes, one archive each; 0 = one per core
                    )->dict: # archives, extracted, reused, members (counts), problems (rows of PROBLEM_COLUMNS), seconds
-    "Extract every release archive under `root` into `root/data` in the canonical layout: parallel, verified, resumable."
+    "Extract every release archive under `root` into `root/data`, the canonical layout: parallel, verified, resumable."
     root, log, t0 = Path(root).resolve(), get_logger('aihub'), time.perf_counter()
     archives, pieces = shipped_archives(root)
     rel = lambda p: os.path.relpath(p, root)
-    problems = [dict(kind='archive', path=rel(a), stage='extract', reason=f'downloaded in {len(ps)} pieces that were never joined — join them in '
-                     f'offset order: cat $(ls "{a.name}".part* | sort -V) > "{a.name}"') for a, ps in pieces.items()]
+    problems = [dict(kind='archive', path=rel(a), stage='extract',
+                     reason=f'downloaded in {len(ps)} pieces that were never joined — join them in '
+                            f'offset order: cat $(ls "{a.name}".part* | sort -V) > "{a.name}"')
+                for a, ps in pieces.items()]
     first, jobs = {}, []
-    for a in sorted(archives, key=lambda a: a.is_dir()):  # an archive before a folder unpacked from it: its members' checksums are checked
+    # an archive before a folder unpacked from it: its members' checksums are checked
+    for a in sorted(archives, key=lambda a: a.is_dir()):
         if (key := _nfc(a.name).removesuffix('.zip')) in first:
-            problems.append(dict(kind='archive', path=rel(a), reason=f'duplicate of {rel(first[key])} (an archive is used before a folder unpacked '
-                                 'from it, else the first in path order)', stage='extract'))
+            problems.append(dict(kind='archive', path=rel(a),
+                                 reason=f'duplicate of {rel(first[key])} (an archive is used before a folder unpacked '
+                                        'from it, else the first in path order)', stage='extract'))
         else: first[key] = a; jobs.append((str(a), str(root), str(root/EXTRACT_DIR/(key + '.json'))))
     jobs.sort(key=lambda j: -os.path.getsize(j[0]))  # largest first, so the pool's processes finish together
-    bar = tqdm(total=sum(os.path.getsize(j[0]) for j in jobs), desc='extract', unit='B', unit_scale=True, mininterval=1, disable=None)
+    bar = tqdm(total=sum(os.path.getsize(j[0]) for j in jobs), desc='extract', unit='B', unit_scale=True, mininterval=1,
+               disable=None)
     done = []
-    for r in pool_map(_extract_archive, jobs, workers or os.cpu_count() or 1): done.append(r); bar.update(r['stamp']['size'])
+    for r in pool_map(_extract_archive, jobs, workers or os.cpu_count() or 1):
+        done.append(r); bar.update(r['stamp']['size'])
     bar.close()
     problems += [p for r in sorted(done, key=lambda r: r['stamp']['archive']) for p in r['problems']]
-    new, members = [r for r in done if not r['reused']], sum((Counter(r['counts']) for r in done if not r['reused']), Counter())
+    new = [r for r in done if not r['reused']]
+    members = sum((Counter(r['counts']) for r in new), Counter())
     secs = time.perf_counter() - t0
     folders = sum('files' in r['stamp'] for r in new)  # unpacked by hand: linked
-    did = [f'extracted {len(new) - folders} archive(s)'] * (len(new) > folders) + [f'linked {folders} unpacked folder(s)'] * bool(folders)
-    if new: log.info(f"{' and '.join(did)} into {root/'data'} in {secs:.1f}s: " + ', '.join(f'{n} {k}' for k, n in members.items()))
-    if len(done) > len(new): log.info(f"{len(done) - len(new)} archive(s) were extracted before (markers in {root/EXTRACT_DIR}) — reusing them")
-    if problems: log.warning(f"{len(problems)} damaged, refused or unusable archive(s) or member(s), e.g. {problems[0]['path']}: {problems[0]['reason']}")
-    return dict(archives=len(jobs), extracted=len(new), reused=len(done) - len(new), members=dict(members), problems=problems, seconds=round(secs, 2))
+    did = ([f'extracted {len(new) - folders} archive(s)'] * (len(new) > folders)
+           + [f'linked {folders} unpacked folder(s)'] * bool(folders))
+    if new:
+        log.info(f"{' and '.join(did)} into {root/'data'} in {secs:.1f}s: "
+                 + ', '.join(f'{n} {k}' for k, n in members.items()))
+    if len(done) > len(new):
+        log.info(f"{len(done) - len(new)} archive(s) were extracted before (markers in {root/EXTRACT_DIR}) "
+                 "— reusing them")
+    if problems:
+        log.warning(f"{len(problems)} damaged, refused or unusable archive(s) or member(s), "
+                    f"e.g. {problems[0]['path']}: {problems[0]['reason']}")
+    return dict(archives=len(jobs), extracted=len(new), reused=len(done) - len(new), members=dict(members),
+                problems=problems, seconds=round(secs, 2))
 
 # %% ../nbs/02_data.aihub.ipynb #12f6a779
 def read_class_map(path:str|Path, # class_map.json
@@ -520,8 +563,10 @@ def read_class_map(path:str|Path, # class_map.json
     "The class map saved at `path`, or why it cannot be used."
     cmap, why = read_json(path)
     if why == 'missing': return {}, None
-    if why is None and not (isinstance(cmap, dict) and all(type(v) is int for v in cmap.values())): why = 'not a {K-code: class index} map'
-    if why is None and sorted(cmap.values()) != list(range(len(cmap))): why = f'damaged: class indices must be 0..{len(cmap) - 1} without gaps or repeats'
+    if why is None and not (isinstance(cmap, dict) and all(type(v) is int for v in cmap.values())):
+        why = 'not a {K-code: class index} map'
+    if why is None and sorted(cmap.values()) != list(range(len(cmap))):
+        why = f'damaged: class indices must be 0..{len(cmap) - 1} without gaps or repeats'
     return (None, why) if why else (cmap, None)
 
 def load_class_map(path:str|Path)->dict:
@@ -600,7 +645,8 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
                    )->Path: # path of data.yaml
     "A YOLO-format dataset of linked images and one-class labels."
     root, out, log = Path(root).resolve(), Path(out), get_logger('aihub')
-    stamp = hashlib.sha256(json.dumps({s: sorted(df.image) for s, df in splits.items()}).encode() + str(root).encode()).hexdigest()
+    asked = json.dumps({s: sorted(df.image) for s, df in splits.items()}).encode() + str(root).encode()
+    stamp = hashlib.sha256(asked).hexdigest()
     if (out/'tree.json').exists() and json.loads((out/'tree.json').read_text()).get('sha256') == stamp:
         log.info(f"YOLO tree in {out} is up to date — reusing it"); return out/'data.yaml'
     shutil.rmtree(out, ignore_errors=True)
@@ -613,7 +659,8 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
             (out/'labels'/split/Path(name).with_suffix('.txt')).write_text(yolo_label(bboxes, w, h))
     if how['copy']: log.warning(f"{how['copy']} images were copied into {out} because this file system allows no links")
     # no `path:` — ultralytics then reads the splits beside data.yaml, so a copied experiment trains on its own copy
-    (out/'data.yaml').write_text(yaml.safe_dump({**{s: f'images/{s}' for s in splits}, 'names': {0: 'pill'}}, sort_keys=False))
+    (out/'data.yaml').write_text(yaml.safe_dump({**{s: f'images/{s}' for s in splits}, 'names': {0: 'pill'}},
+                                                sort_keys=False))
     write_json(out/'tree.json', dict(sha256=stamp, images={s: len(df) for s, df in splits.items()}, links=dict(how)))
     log.info(f"YOLO tree: {', '.join(f'{len(df)} {s}' for s, df in splits.items())} images in {out} ({dict(how)})")
     return out/'data.yaml'

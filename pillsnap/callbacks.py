@@ -6,11 +6,11 @@
 __all__ = ['COMPILE_MODES', 'SCHEDULES', 'MARGINS', 'OOM_RUNGS', 'TB_VAL', 'precision_callbacks', 'enable_tf32', 'core',
            'compile_model', 'adamw', 'decay_groups', 'lr_schedule', 'ReseedEpoch', 'EMA', 'imprint_targets', 'ClassOf',
            'ImprintAux', 'margin_logits', 'MarginLoss', 'find_cb', 'Checkpointer', 'ResumableEarlyStopping',
-           'TrainingStopped', 'OOMFallback', 'StepLogger', 'WholeSplit', 'DistributedTraining', 'largest_batch',
-           'auto_batch_size', 'top5', 'training_metrics']
+           'TrainingStopped', 'OOMFallback', 'StepLogger', 'WholeSplit', 'DistributedTraining', 'replicas_agree',
+           'check_nproc', 'launch_processes', 'largest_batch', 'auto_batch_size', 'top5', 'training_metrics']
 
 # %% ../nbs/04_train.callbacks.ipynb #8abd6a75
-import contextlib, gc, math, random, time, warnings
+import contextlib, gc, math, os, random, subprocess, sys, time, warnings
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from torch import nn
 from .io import write_json
 from .config import ConfigError, JobFailed, amp_dtype, first_line, get_logger
 from .loaders import ShardSampler
-from .model import CKPT_FORMAT, save_checkpoint
+from .model import CKPT_FORMAT, embedder_id, save_checkpoint
 
 # %% ../nbs/04_train.callbacks.ipynb #f7f3a373
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
@@ -460,6 +460,34 @@ class DistributedTraining(DistributedTrainer):
     def before_validate(self):  # DDP syncs batch-norm statistics only in training: validate everywhere with the first process's (after `EMA` swaps its average in)
         super().before_validate()
         for b in core(self.learn.model).buffers(): torch.distributed.broadcast(b, 0)
+
+# %% ../nbs/04_train.callbacks.ipynb #2f4f9555
+def replicas_agree(model:nn.Module)->bool:
+    "Whether every process of the group holds the same parameters (their `embedder_id`s, gathered); batch-norm statistics are the first process's in what is saved."
+    ids = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(ids, embedder_id(core(model), params_only=True))
+    return len(set(ids)) == 1
+
+def check_nproc(nproc:int, # processes asked for
+                device:str='auto', # the `device` setting
+               ):
+    "Refuse a process count this machine cannot run: below 1, or more GPU processes than GPUs."
+    import torch
+    if nproc < 1: raise ConfigError(f'--nproc {nproc}: give 1 or more processes')
+    gpus = torch.cuda.device_count() if device != 'cpu' else 0
+    if gpus and nproc > gpus: raise ConfigError(f'--nproc {nproc} but this machine has {gpus} GPU(s): one process per GPU — use --nproc {gpus}, or device=cpu for gloo processes')
+
+def launch_processes(nproc:int, # processes on this machine
+                     argv:list, # the pillsnap command line each runs, e.g. ['train-cls', '--exp', 'work/exp/e']
+                    )->None:
+    "Run one pillsnap command in `nproc` processes through `torchrun` (rendezvous on this machine); a failed process fails the whole."
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // nproc))}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={nproc}', '--no-python',
+           sys.executable, '-m', 'pillsnap', *map(str, argv)]
+    get_logger('stages').info(f"{nproc} processes: pillsnap {' '.join(map(str, argv))}")
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc: raise JobFailed(f"pillsnap {argv[0]} failed in one of its {nproc} processes (exit {rc}) — torchrun printed each process's error above; "
+                           "the first process logs to the experiment's logs/ folder")
 
 # %% ../nbs/04_train.callbacks.ipynb #0e336ceb
 def largest_batch(fits, # fits(batch_size) -> bool

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['check_classifier', 'check_train_settings', 'uses_margin', 'training_loaders', 'training_callbacks', 'FloatImages',
            'build_learner', 'build_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion',
-           'plot_history', 'train_classifier', 'replicas_agree', 'plot_confused_pairs']
+           'plot_history', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
 
 # %% ../nbs/04a_train.classifier.ipynb #9fd9b125
 import json, time, warnings
@@ -28,12 +28,12 @@ from .crops import UnifiedPreprocessor
 from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights, make_loader,
                               make_loaders, PKSampler, ShardSampler, read_hard_cases, train_transforms, weighted_sampler)
 from .prepare import ClassifierData, classifier_data
-from .model import (PillClassifier, check_checkpoint, create_backbone, embedder_id, find_checkpoint, load_checkpoint,
+from .model import (PillClassifier, check_checkpoint, create_backbone, find_checkpoint, load_checkpoint,
                             load_classifier, predict_logits, save_checkpoint, softmax_t)
 from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss, OOMFallback, ReseedEpoch,
                                 ResumableEarlyStopping, StepLogger, TrainingStopped, adamw, auto_batch_size, compile_model, core,
-                                decay_groups, enable_tf32, find_cb, imprint_targets, lr_schedule, precision_callbacks,
+                                decay_groups, enable_tf32, find_cb, replicas_agree, imprint_targets, lr_schedule, precision_callbacks,
                                 training_metrics)
 
 # %% ../nbs/04a_train.classifier.ipynb #32c40ef1
@@ -347,11 +347,16 @@ def train_classifier(cfg, # resolved settings (`load_config`)
     if world > 1: torch.distributed.destroy_process_group()
     return out
 
-def replicas_agree(model:nn.Module)->bool:
-    "Whether every process of the group holds the same parameters (their `embedder_id`s, gathered); batch-norm statistics are the first process's in what is saved."
-    ids = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(ids, embedder_id(core(model), params_only=True))
-    return len(set(ids)) == 1
+
+# %% ../nbs/04a_train.classifier.ipynb #2e6f20d1
+def metrics_table(m:dict)->pd.DataFrame:
+    "The headline numbers of a `metrics.json`."
+    t = m.get('training', {})
+    rows = dict(top1=m['top1'], top5=m['top5'], macro_f1=m['macro_f1'], ece=m['ece'], images=m['images'], classes=m['classes'],
+                checkpoint=f"{Path(m['checkpoint']).name} (epoch {m['epoch']}, {m['weights']} weights)")
+    if 'temperature' in m: rows.update(temperature=m['temperature'], ece_calibrated=m['ece_calibrated'])
+    if t: rows.update(epochs_run=t['epochs'], seconds=t['seconds'], images_per_s=t['images_per_s'], data_share=t['data_share'], precision=t['precision'])
+    return pd.DataFrame({'val': rows})
 
 # %% ../nbs/04a_train.classifier.ipynb #10436bd4
 def plot_confused_pairs(result:dict, # from `evaluate_classifier`

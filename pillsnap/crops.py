@@ -44,7 +44,8 @@ class UnifiedPreprocessor:
     @property
     def version(self)->str:
         "Names every choice that changes the pixels a model sees."
-        return (f'{PREPROCESS_VERSION}:size={self.img_size}:pad={self.crop_padding}:margin={self.margin}:clahe={int(self.clahe)}'
+        return (f'{PREPROCESS_VERSION}:size={self.img_size}:pad={self.crop_padding}:margin={self.margin}'
+                f':clahe={int(self.clahe)}'
                 f':mean={",".join(f"{m:g}" for m in self.mean)}:std={",".join(f"{s:g}" for s in self.std)}')
 
     def __repr__(self): return f'UnifiedPreprocessor({self.version})'
@@ -63,25 +64,28 @@ def crop_square(box, # [x, y, w, h] of the pill, or None for the whole photo
 
 # %% ../nbs/02c_data.crops.ipynb #c68f1e61
 def _span(a:int, b:int, n:int, out:int)->tuple:
-    "One axis of resizing pixels [a, b) of a side [0, n) to `out` pixels: the output pixels [j0, j1) inside the side, and their source span."
+    "Pixels [a, b) of a side [0, n) resized to `out`: output pixels [j0, j1) inside the side, and their source span."
     r = b - a
-    j0, j1 = min(out - 1, max(0, -(a * out // r))), max(0, min(out, (n - a) * out // r))  # ceil(-a·out/r), floor((n - a)·out/r)
-    if j1 <= j0: j0 = min(out - 1, max(0, (n - 2 * a) * out // (2 * r))); j1 = j0 + 1  # the side is thinner than one output pixel
+    # ceil(-a·out/r), floor((n - a)·out/r)
+    j0, j1 = min(out - 1, max(0, -(a * out // r))), max(0, min(out, (n - a) * out // r))
+    if j1 <= j0:  # the side is thinner than one output pixel
+        j0 = min(out - 1, max(0, (n - 2 * a) * out // (2 * r))); j1 = j0 + 1
     return j0, j1, max(0.0, a + j0 * r / out), min(float(n), a + j1 * r / out)
 
 def _resize_then_pad(sub:Image.Image, # the part of the crop inside the photo
                      xs:tuple, ys:tuple, # `_span` of each axis
                      out:int, # side of the result
                     )->Image.Image:
-    "Resize the inside part to its share of the result, then repeat the photo's edges (resized along the edge) and corners outward."
+    "Resize the inside part to its share of the result, then repeat the photo's edges (resized along them) and corners."
     (x0, x1, sx0, sx1), (y0, y1, sy0, sy1), (w, h) = xs, ys, sub.size
     size = (x1 - x0, y1 - y0)
     rs = lambda part, sz, box: np.asarray(sub.crop(part).resize(sz, Image.BILINEAR, box=box))
-    e = np.empty((size[1] + 2, size[0] + 2, 3), np.uint8)  # the resized inside, framed by the photo's edges at the same scale
+    e = np.empty((size[1] + 2, size[0] + 2, 3), np.uint8)  # the resized inside, framed by the photo's edges, same scale
     e[1:-1, 1:-1] = np.asarray(sub.resize(size, Image.BILINEAR, box=(sx0, sy0, sx1, sy1)))
     for i, y in ((0, 0), (-1, h - 1)): e[i, 1:-1] = rs((0, y, w, y + 1), (size[0], 1), (sx0, 0, sx1, 1))[0]
     for i, x in ((0, 0), (-1, w - 1)): e[1:-1, i] = rs((x, 0, x + 1, h), (1, size[1]), (0, sy0, 1, sy1))[:, 0]
-    for (i, j), xy in zip(((0, 0), (0, -1), (-1, 0), (-1, -1)), ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))): e[i, j] = sub.getpixel(xy)
+    for (i, j), xy in zip(((0, 0), (0, -1), (-1, 0), (-1, -1)), ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))):
+        e[i, j] = sub.getpixel(xy)
     rows = np.r_[np.zeros(y0, int), 1:size[1] + 1, np.full(out - y1, size[1] + 1)]
     cols = np.r_[np.zeros(x0, int), 1:size[0] + 1, np.full(out - x1, size[0] + 1)]
     return Image.fromarray(e[np.ix_(rows, cols)])
@@ -99,7 +103,8 @@ def crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
     ix1, iy1, ix2, iy2 = max(0, ax), max(0, ay), min(W, bx), min(H, by)
     sub = img.crop((ix1, iy1, ix2, iy2))
     xs, ys = _span(ax - ix1, bx - ix1, ix2 - ix1, cs), _span(ay - iy1, by - iy1, iy2 - iy1, cs)
-    out = sub.resize((cs, cs), Image.BILINEAR) if xs[:2] == ys[:2] == (0, cs) else _resize_then_pad(sub, xs, ys, cs)
+    inside = xs[:2] == ys[:2] == (0, cs)
+    out = sub.resize((cs, cs), Image.BILINEAR) if inside else _resize_then_pad(sub, xs, ys, cs)
     return equalize(out) if self.clahe else out
 
 def equalize(img:Image.Image)->Image.Image:
@@ -122,7 +127,8 @@ class BatchNormalize(torch.nn.Module):
 @patch
 def finish(self:UnifiedPreprocessor, crop)->torch.Tensor:
     "Step 3: the centre `img_size` square of a crop (PIL or uint8 CHW tensor), uint8 CHW."
-    return v2.functional.center_crop(v2.functional.to_image(crop), [self.img_size] * 2).as_subclass(torch.Tensor)
+    finished = v2.functional.center_crop(v2.functional.to_image(crop), [self.img_size] * 2)
+    return finished.as_subclass(torch.Tensor)
 
 @patch
 def normalizer(self:UnifiedPreprocessor)->BatchNormalize:
@@ -140,14 +146,15 @@ CACHE_FORMAT = 2  # chunks carry a record of their size and checksums
 
 def rows_digest(rows:pd.DataFrame)->str:
     "SHA-256 of the crop rows (row, pill, image, box rounded to 0.01 px): what a cache or a paste set was built from."
-    return json_sha256([[r, p, i, [round(float(v), 2) for v in b]] for r, p, i, b in zip(rows.row, rows.pill, rows.image, rows.bbox)])
+    return json_sha256([[r, p, i, [round(float(v), 2) for v in b]]
+                        for r, p, i, b in zip(rows.row, rows.pill, rows.image, rows.bbox)])
 
 def _npy_bytes(a:np.ndarray)->bytes:
     "`a` as the bytes of a `.npy` file."
     f = io.BytesIO(); np.save(f, a); return f.getvalue()
 
 def _cache_chunk(job):
-    "Crop and encode one chunk of rows; write its JPEGs and its record, then commit it with its offsets file. Returns {row in chunk: skip reason}."
+    "Crop and encode a chunk of rows; write its JPEGs and record, commit its offsets file: {row in chunk: skip reason}."
     rows, root, pre, out, k, quality = job
     buf, offsets, crcs, skips = io.BytesIO(), [0], [], {}
     for i, (image, bbox) in enumerate(rows):
@@ -159,12 +166,13 @@ def _cache_chunk(job):
     part, data, offsets = Path(out)/f'part-{k:05d}', buf.getvalue(), np.array(offsets, dtype=np.int64)
     part.with_suffix('.bin').write_bytes(data)
     write_json(part.with_suffix('.json'), dict(rows=len(rows), bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                                               offsets_sha256=hashlib.sha256(offsets.tobytes()).hexdigest(), crc32=crcs, skips=skips))
+                                               offsets_sha256=hashlib.sha256(offsets.tobytes()).hexdigest(),
+                                               crc32=crcs, skips=skips))
     atomic_write(part.with_suffix('.npy'), lambda tmp: tmp.write_bytes(_npy_bytes(offsets)))
     return skips
 
 def _chunk_problem(job)->str|None:
-    "Why chunk k of a cache folder must be (re)built — 'not built', or what is damaged — or None when it matches its record."
+    "Why chunk k of a cache folder must be (re)built: 'not built', or what is damaged; None if it matches its record."
     out, k, n = job
     part = Path(out)/f'part-{k:05d}'
     if not part.with_suffix('.npy').exists(): return 'not built'
@@ -172,13 +180,15 @@ def _chunk_problem(job)->str|None:
     if why or not isinstance(info, dict): return f'{part.name}.json is {why or "not a chunk record"}'
     try: offsets, data = np.load(part.with_suffix('.npy')), part.with_suffix('.bin').read_bytes()
     except (OSError, ValueError, EOFError) as e: return f'{part.name} is unreadable ({e})'
-    if hashlib.sha256(offsets.tobytes()).hexdigest() != info.get('offsets_sha256') or info.get('rows') != n: return f'{part.name}.npy does not match its record'
+    if hashlib.sha256(offsets.tobytes()).hexdigest() != info.get('offsets_sha256') or info.get('rows') != n:
+        return f'{part.name}.npy does not match its record'
     if len(data) != info.get('bytes'): return f'{part.name}.bin has {len(data)} bytes, its record {info.get("bytes")}'
     if hashlib.sha256(data).hexdigest() != info.get('sha256'): return f'{part.name}.bin does not match its SHA-256'
     return None
 
 # %% ../nbs/02c_data.crops.ipynb #f0fbb3d2
-_KEY_NAMES = dict(version='preprocessing', rows='rows', rows_sha256='rows', chunk='chunk size', quality='JPEG quality', format='file format')
+_KEY_NAMES = dict(version='preprocessing', rows='rows', rows_sha256='rows', chunk='chunk size', quality='JPEG quality',
+                  format='file format')
 
 def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keyed by position)
                 root:str|Path, # dataset root the image paths are relative to
@@ -190,7 +200,8 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
                )->dict: # the cache's `cache.json`; `skipped` maps each unreadable photo to its reason
     "Build (or resume, repair or reuse) the crop cache of `rows`."
     out, log, workers = Path(out), get_logger('crops'), workers or os.cpu_count() or 1
-    key = dict(version=pre.version, rows=len(rows), rows_sha256=rows_digest(rows), chunk=chunk, quality=quality, format=CACHE_FORMAT)
+    key = dict(version=pre.version, rows=len(rows), rows_sha256=rows_digest(rows), chunk=chunk, quality=quality,
+               format=CACHE_FORMAT)
     meta_path = out/'cache.json'
     meta, why = read_json(meta_path)
     if why is None and not isinstance(meta, dict): why = 'not a cache record'
@@ -199,23 +210,31 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
     elif stale: log.info(f"crop cache {out} was built for other {', '.join(stale)} — rebuilding it")
     if (why or stale) and out.exists(): shutil.rmtree(out)
     n_chunks = math.ceil(len(rows) / chunk)
-    checks = list(pool_map(_chunk_problem, [(str(out), k, min(chunk, len(rows) - k * chunk)) for k in range(n_chunks)], workers))
+    checks = list(pool_map(_chunk_problem, [(str(out), k, min(chunk, len(rows) - k * chunk)) for k in range(n_chunks)],
+                           workers))
     todo, damaged = [k for k, p in enumerate(checks) if p], [p for p in checks if p not in (None, 'not built')]
-    if not todo and not why and not stale and meta.get('complete'): log.info(f'crop cache {out} is complete — reusing it'); return meta
-    if damaged: log.warning(f'crop cache {out}: {len(damaged)} damaged chunk(s), rebuilding them: ' + '; '.join(damaged[:5]))
-    elif len(todo) < n_chunks: log.info(f'crop cache {out}: resuming, {n_chunks - len(todo)} of {n_chunks} chunks already done')
+    if not todo and not why and not stale and meta.get('complete'):
+        log.info(f'crop cache {out} is complete — reusing it'); return meta
+    if damaged:
+        log.warning(f'crop cache {out}: {len(damaged)} damaged chunk(s), rebuilding them: ' + '; '.join(damaged[:5]))
+    elif len(todo) < n_chunks:
+        log.info(f'crop cache {out}: resuming, {n_chunks - len(todo)} of {n_chunks} chunks already done')
     out.mkdir(parents=True, exist_ok=True)
     write_json(meta_path, {**key, 'complete': False})
     pairs = list(zip(rows.image, rows.bbox))
     jobs = [(pairs[k * chunk:(k + 1) * chunk], str(root), pre, str(out), k, quality) for k in todo]
-    t0, bar = time.perf_counter(), tqdm(total=len(rows), initial=len(rows) - sum(len(j[0]) for j in jobs), desc='crop cache', unit='img', mininterval=1, disable=None)
+    t0, bar = time.perf_counter(), tqdm(total=len(rows), initial=len(rows) - sum(len(j[0]) for j in jobs),
+                                        desc='crop cache', unit='img', mininterval=1, disable=None)
     for j, _ in zip(jobs, pool_map(_cache_chunk, jobs, workers)): bar.update(len(j[0]))
     bar.close()
-    skipped = {pairs[k * chunk + int(i)][0]: r for k in range(n_chunks) for i, r in read_json(out/f'part-{k:05d}.json')[0]['skips'].items()}
-    meta = {**key, 'complete': True, 'size': pre.cache_size, 'bytes': sum(f.stat().st_size for f in out.glob('part-*.bin')),
+    skipped = {pairs[k * chunk + int(i)][0]: r
+               for k in range(n_chunks) for i, r in read_json(out/f'part-{k:05d}.json')[0]['skips'].items()}
+    meta = {**key, 'complete': True, 'size': pre.cache_size,
+            'bytes': sum(f.stat().st_size for f in out.glob('part-*.bin')),
             'skips': dict(Counter(skipped.values())), 'skipped': skipped, 'seconds': round(time.perf_counter() - t0, 2)}
     write_json(meta_path, meta)
-    log.info(f"crop cache {out}: {len(rows)} crops, {meta['bytes'] / 2**20:.1f} MiB" + (f", skipped {meta['skips']}" if skipped else ''))
+    log.info(f"crop cache {out}: {len(rows)} crops, {meta['bytes'] / 2**20:.1f} MiB"
+             + (f", skipped {meta['skips']}" if skipped else ''))
     return meta
 
 def cache_fits(out:str|Path, # a cache folder
@@ -224,7 +243,8 @@ def cache_fits(out:str|Path, # a cache folder
               )->bool:
     "Whether a finished crop cache holds exactly these rows with this preprocessing (a cache is read by position)."
     meta, _ = read_json(Path(out)/'cache.json')
-    return isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version and meta.get('rows_sha256') == rows_digest(rows)
+    return (isinstance(meta, dict) and bool(meta.get('complete')) and meta.get('version') == pre.version
+            and meta.get('rows_sha256') == rows_digest(rows))
 
 # %% ../nbs/02c_data.crops.ipynb #18e6661f
 class CacheDamaged(OSError):
@@ -236,8 +256,9 @@ class CropCache:
         self.path = Path(path)
         meta, why = read_json(self.path/'cache.json')
         if why or not (isinstance(meta, dict) and meta.get('complete')):
-            raise UserError(f"{self.path} is not a finished crop cache" + (f' (cache.json is {why})' if why not in (None, 'missing') else '') +
-                              " — run 'pillsnap prepare' (it resumes and repairs)")
+            raise UserError(f"{self.path} is not a finished crop cache"
+                            + (f' (cache.json is {why})' if why not in (None, 'missing') else '')
+                            + " — run 'pillsnap prepare' (it resumes and repairs)")
         self.meta, self.chunk = meta, meta['chunk']
         self._parts, self._pid = {}, None
 
@@ -250,11 +271,12 @@ class CropCache:
         if why or not isinstance(info, dict): return f'{p.name}.json is {why or "not a chunk record"}'
         try:
             offsets = np.load(p.with_suffix('.npy'))
-            return offsets, info.get('crc32', []), np.memmap(p.with_suffix('.bin'), dtype=np.uint8, mode='r') if offsets[-1] else b''
+            return (offsets, info.get('crc32', []),
+                    np.memmap(p.with_suffix('.bin'), dtype=np.uint8, mode='r') if offsets[-1] else b'')
         except (OSError, ValueError, EOFError, IndexError) as e: return f'{p.name} is unreadable ({e})'
 
     def get(self, i:int)->bytes|None:
-        "The JPEG bytes of row `i`, or None if it was skipped; `CacheDamaged` if they are not the bytes that were written."
+        "The JPEG bytes of row `i`, or None if it was skipped; `CacheDamaged` if they are not the bytes written."
         k, j = divmod(int(i), self.chunk)
         if self._pid != os.getpid(): self._parts, self._pid = {}, os.getpid()
         if k not in self._parts: self._parts[k] = self._load(k)
@@ -272,7 +294,8 @@ class CropCache:
 # %% ../nbs/02c_data.crops.ipynb #15f4da54
 def preprocessor_from(config, # resolved settings, or the settings a checkpoint stores (`ck['config']`)
                      )->UnifiedPreprocessor:
-    "The preprocessor a configuration describes (`classifier.img_size/crop_padding/clahe/mean/std`, `data.cache_margin`): one way, for settings and checkpoints alike."
+    "The preprocessor `classifier.*` and `data.cache_margin` describe: one way, for settings and checkpoints alike."
     c = config['classifier']
     return UnifiedPreprocessor(c['img_size'], c['crop_padding'], config['data']['cache_margin'], c['clahe'],
-                               c.get('mean') or IMAGENET_MEAN, c.get('std') or IMAGENET_STD)  # checkpoints older than these settings: ImageNet's
+                               # checkpoints older than these settings: ImageNet's
+                               c.get('mean') or IMAGENET_MEAN, c.get('std') or IMAGENET_STD)

@@ -6,7 +6,7 @@
 __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPLITS', 'to_rgb', 'pil_open',
            'open_image_safely', 'downscale', 'hash_rank', 'select_classes', 'per_class_quota', 'named_classes',
            'assign_splits', 'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests',
-           'load_manifest', 'pill_rows', 'data_digest', 'json_sha256', 'check_splits']
+           'load_manifest', 'pill_rows', 'example_release', 'data_digest', 'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
 import contextlib, hashlib, io, json, os, sys, warnings
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import AttrDict
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import ConfigError, UserError, get_logger
@@ -25,7 +26,8 @@ from .schema import CAPTURE_FIELDS
 MAX_PIXELS = 50_000_000  # 40x a release photo (976x1280); larger headers are refused unread
 MAX_PHOTO_BYTES = 128 * 2**20  # a release photo is ~1 MB, a phone's largest ~20 MB; a bigger file is refused unread
 MAX_ASPECT = 20  # longer side / shorter side; phone photos are at most ~2.4:1, panoramas ~10:1
-PHOTO_FORMATS = ('JPEG', 'PNG', 'WEBP', 'HEIF', 'BMP', 'TIFF', 'GIF')  # what phones and cameras write; JPEG's reader opens MPO too
+# what phones and cameras write; JPEG's reader opens MPO too
+PHOTO_FORMATS = ('JPEG', 'PNG', 'WEBP', 'HEIF', 'BMP', 'TIFF', 'GIF')
 
 def to_rgb(im:Image.Image)->Image.Image:
     "8-bit RGB from any Pillow mode: alpha dropped, 16-bit and float scaled, palettes expanded."
@@ -39,7 +41,7 @@ def to_rgb(im:Image.Image)->Image.Image:
 
 # %% ../nbs/02b_data.splits.ipynb #277ec9d6
 def pil_open():
-    "Pillow's own `Image.open`: importing ultralytics replaces it with one that tries to install a HEIF plugin on unknown bytes."
+    "Pillow's own `Image.open`: importing ultralytics swaps in one that tries a HEIF plugin on unknown bytes."
     patches = sys.modules.get('ultralytics.utils.patches')
     return getattr(patches, '_image_open', Image.open)
 
@@ -48,20 +50,23 @@ def _refusal(w:int, h:int, max_pixels:int)->str|None:
     if w * h > max_pixels: return 'too large'
     if min(w, h) < 1: return 'corrupt (no pixels)'
     if max(w, h) > MAX_ASPECT * min(w, h):
-        return f'aspect ratio {round(max(w, h) / min(w, h))}:1 is beyond {MAX_ASPECT}:1 (phone photos are at most ~2.4:1) — send the photo as taken'
+        return (f'aspect ratio {round(max(w, h) / min(w, h))}:1 is beyond {MAX_ASPECT}:1 '
+                '(phone photos are at most ~2.4:1) — send the photo as taken')
 
 def _photo_formats()->list:
     "The `PHOTO_FORMATS` this Pillow can open (HEIF only with a plugin such as pillow-heif registered)."
     Image.init()
     return [f for f in PHOTO_FORMATS if f in Image.OPEN]
 
-_METADATA_LIMITS = ('Decompressed data too large', 'Too much memory used in text chunks')  # Pillow's PNG text/ICC limits
+# Pillow's PNG text/ICC limits
+_METADATA_LIMITS = ('Decompressed data too large', 'Too much memory used in text chunks')
 
 def open_image_safely(src, # a path, bytes, or an open binary file
                       max_pixels:int=MAX_PIXELS, # refuse images with more pixels than this
                      )->tuple: # (RGB PIL image, None) or (None, reason)
     "Decode a photo defensively; never raises for a bad file."
-    if isinstance(src, (str, Path)):  # only a regular file of a bounded size: never a named pipe or a device read without end
+    # only a regular file of a bounded size: never a named pipe or a device read without end
+    if isinstance(src, (str, Path)):
         if not os.path.exists(src): return None, 'missing'
         data, why = read_bounded(src, MAX_PHOTO_BYTES)
         if why: return None, why
@@ -86,7 +91,7 @@ def open_image_safely(src, # a path, bytes, or an open binary file
 def downscale(im:Image.Image, # a decoded photo
               max_side:int, # the longest side to keep
              )->tuple: # (image, scale): a box on the image divided by `scale` is in the original's pixels
-    "Shrink a photo so that its longer side is at most `max_side`, keeping its aspect; a smaller one comes back as it is."
+    "Shrink a photo so that its longer side is at most `max_side`, keeping its aspect; a smaller one comes back as is."
     scale = max_side / max(im.size)
     if scale >= 1: return im, 1.0
     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
@@ -114,7 +119,8 @@ def select_classes(codes, # candidate K-codes
     keys = sorted(groups, key=str)
     share = {g: max_classes * len(groups[g]) / len(codes) for g in keys}
     quota = {g: int(share[g]) for g in keys}
-    for g in sorted(keys, key=lambda g: (quota[g] - share[g], str(g)))[:max_classes - sum(quota.values())]: quota[g] += 1
+    for g in sorted(keys, key=lambda g: (quota[g] - share[g], str(g)))[:max_classes - sum(quota.values())]:
+        quota[g] += 1
     return sorted(c for g in keys for c in np.array(groups[g])[hash_rank(seed, groups[g])][:quota[g]])
 
 def per_class_quota(counts:dict, # {class: photos}
@@ -137,8 +143,9 @@ def named_classes(only:list|str|None, # `data.classes`
     if only is None or only == '' or only == []: return None
     codes = [str(c).strip() for c in (only.split(',') if isinstance(only, str) else only) if str(c).strip()]
     if missing := [c for c in codes if c not in available]:
-        raise ConfigError(f"data.classes names {len(missing)} drug(s) with no single-pill photo to train on: {', '.join(missing[:5])}"
-                          f"{' …' if len(missing) > 5 else ''} — check the K-codes (e.g. K-000059) against the release's labels")
+        raise ConfigError(f"data.classes names {len(missing)} drug(s) with no single-pill photo to train on: "
+                          f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
+                          "— check the K-codes (e.g. K-000059) against the release's labels")
     return set(codes)
 
 def assign_splits(index:pd.DataFrame, # from `index_release`
@@ -146,12 +153,12 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   seed:int=42, # split seed
                   max_classes:int|None=None, # stage cap on classes
                   max_samples:int|None=None, # stage cap on single-pill photos (train + val)
-                  max_combos:int|None=None, # stage cap on combination photos (train + val): whole combinations, by seeded rank
+                  max_combos:int|None=None, # stage cap on combination photos (train + val): whole ones, by seeded rank
                   strata:dict|None=None, # {k_code: stratum} for class selection
-                  combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`), not only from single-pill photos
-                  mix:float|None=None, # share of release photos among the training photos when `data.sources` add real ones (None: all of both)
-                  holdout_drugs:int=0, # drugs kept out of training altogether: their single-pill photos become the 'holdout' subset (retrieval's unseen drugs)
-                  only_classes:list|str|None=None, # `data.classes`: the drugs to train on (K-codes: a list, or separated by commas); None = all
+                  combo_classes:bool=False, # classes may come from combination pills too (`data.combo_crops`)
+                  mix:float|None=None, # release photos' share of training when `data.sources` add real ones (None: all)
+                  holdout_drugs:int=0, # drugs kept out of training: their single-pill photos are the 'holdout' subset
+                  only_classes:list|str|None=None, # `data.classes`: K-codes to train on (list or 'K-1,K-2'); None: all
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
@@ -163,8 +170,11 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
     named = named_classes(only_classes, set(singles.code) | (set(candidates) if combo_classes else set()))
     if named: candidates = [c for c in candidates if c in named]
-    held = set(select_classes([c for c in singles.code if not named or c not in named], holdout_drugs, seed + 1)) if holdout_drugs else set()
-    if held and len(held) >= singles.code.nunique(): raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on ({singles.code.nunique()} have single-pill photos)')
+    held = (set(select_classes([c for c in singles.code if not named or c not in named], holdout_drugs, seed + 1))
+            if holdout_drugs else set())
+    if held and len(held) >= singles.code.nunique():
+        raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on '
+                          f'({singles.code.nunique()} have single-pill photos)')
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
     classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
@@ -182,10 +192,13 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
         if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
         if not n_val: no_val.append(code)
         df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
-    if no_val: get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo (a single photo, or every photo from one "
-                                          f"source photo): validation does not measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
+    if no_val:
+        get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo "
+                                   "(a single photo, or every photo from one source photo): validation does not "
+                                   f"measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
     groups = sorted(combos.code.unique())
-    if max_combos is not None and len(combos) > max_combos:  # whole combinations in seeded order, while their photos fit
+    # whole combinations in seeded order, while their photos fit
+    if max_combos is not None and len(combos) > max_combos:
         size, kept, n = combos.code.value_counts(), [], 0
         for g in np.array(groups)[hash_rank(seed, groups)]:
             if kept and n + size[g] > max_combos: break
@@ -193,7 +206,8 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
         groups = sorted(kept)
     n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
     val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
-    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val', np.where(combos.code.isin(set(groups)), 'train', None))
+    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val',
+                                              np.where(combos.code.isin(set(groups)), 'train', None))
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
     if mix is not None: _mix(df, mix, seed)
@@ -201,11 +215,13 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
 
 def _groups(g:pd.DataFrame)->list:
     "Each row's split group: its `group` (set for `data.sources` photos), else its file name."
-    return [k if isinstance(k, str) and k else n for k, n in zip(g['group'] if 'group' in g else [None] * len(g), g['name'])]
+    groups = g['group'] if 'group' in g else [None] * len(g)
+    return [k if isinstance(k, str) and k else n for k, n in zip(groups, g['name'])]
 
 def _mix(df:pd.DataFrame, mix:float, seed:int):
     "Leave out training photos of the larger side until release : source photos = mix : 1 - mix."
-    if not 0 < mix < 1: raise ConfigError(f'data.mix must be between 0 and 1 — the share of release photos in training (got {mix})')
+    if not 0 < mix < 1:
+        raise ConfigError(f'data.mix must be between 0 and 1 — the share of release photos in training (got {mix})')
     train = df[df.subset == 'train']
     real = train['group'].notna() if 'group' in train else pd.Series(False, index=train.index)
     n_real, n_rel = int(real.sum()), int((~real).sum())
@@ -233,7 +249,8 @@ def test_split_open()->bool:
     return _final['open']
 
 # %% ../nbs/02b_data.splits.ipynb #0a711df8
-MANIFEST_COLUMNS = ('row', 'image', 'kind', 'code', 'k_codes', 'class_indices', 'bboxes', 'width', 'height', *CAPTURE_FIELDS)
+MANIFEST_COLUMNS = ('row', 'image', 'kind', 'code', 'k_codes', 'class_indices', 'bboxes', 'width', 'height',
+                    *CAPTURE_FIELDS)
 SPLITS = ('train', 'val', 'test', 'holdout')
 
 def make_manifests(split:pd.DataFrame, # from `assign_splits`
@@ -262,14 +279,15 @@ def _empty_manifest()->pd.DataFrame: return pd.DataFrame({c: pd.Series(dtype=obj
 
 def load_manifest(data_dir:str|Path, # the experiment's data folder
                   split:str, # 'train', 'val' or 'test'
-                  pasted:bool=True, # the training split with the pasted photos of `data.paste_photos` (`01c_synth.paste`), if any
+                  pasted:bool=True, # with the pasted photos of `data.paste_photos` (`01c_synth.paste`), if any
                  )->pd.DataFrame:
     "Read one split's manifest; the test split only inside `final_evaluation()`."
     if split not in SPLITS: raise ConfigError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
     if split == 'holdout' and not (Path(data_dir)/'manifests'/'holdout.parquet').exists(): return _empty_manifest()
     if split == 'test' and not _final['open']:
         raise TestSetLocked("the test split (AI Hub 'val') is reserved for the final evaluation — use the 'val' split "
-                            "for development; `pillsnap evaluate --exp EXP --final` opens it, once (in code: `with final_evaluation():`, pillsnap.evaluate)")
+                            "for development; `pillsnap evaluate --exp EXP --final` opens it, once "
+                            "(in code: `with final_evaluation():`, pillsnap.evaluate)")
     path = Path(data_dir)/'manifests'/f'{split}.parquet'
     if not path.exists(): raise ConfigError(f"{path} not found — run 'pillsnap prepare' first")
     df, extra = read_parquet_lists(path), path.with_name('pasted.parquet')
@@ -285,10 +303,29 @@ def pill_rows(manifest:pd.DataFrame, # from `load_manifest`
              )->pd.DataFrame: # row, pill, image, k_code, class_index, bbox, width, height (and drug_dir, the face up)
     "One row per pill of a manifest."
     df = manifest[manifest.kind.isin(kinds)]
-    df = df.assign(pill=df.k_codes.map(lambda ks: list(range(len(ks))))).explode(['k_codes', 'class_indices', 'bboxes', 'pill'])
-    df = df.rename(columns={'k_codes': 'k_code', 'class_indices': 'class_index', 'bboxes': 'bbox'}).astype({'class_index': int, 'pill': int})
+    df = df.assign(pill=df.k_codes.map(lambda ks: list(range(len(ks)))))
+    df = df.explode(['k_codes', 'class_indices', 'bboxes', 'pill'])
+    df = df.rename(columns={'k_codes': 'k_code', 'class_indices': 'class_index', 'bboxes': 'bbox'})
+    df = df.astype({'class_index': int, 'pill': int})
     if known_only: df = df[df.class_index >= 0]
-    return df[['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height'] + [c for c in ('drug_dir',) if c in df]].reset_index(drop=True)
+    columns = ['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height']
+    return df[columns + [c for c in ('drug_dir',) if c in df]].reset_index(drop=True)
+
+# %% ../nbs/02b_data.splits.ipynb #c6f2b571
+def example_release(folder:str|Path, # the release goes in `folder/release`, the class map in `folder/exp/data`
+                   )->AttrDict: # root, index, drugs, report, split, classes, manifests
+    "The data chapters' running example: a small synthetic release, indexed, split, with its manifests."
+    from pillsnap.aihub import index_release, update_class_map  # here: serving imports this module and needs neither
+    from pillsnap.synth import synth_dataset
+    folder = Path(folder)
+    root = folder/'release'
+    synth_dataset(root, classes=12, per_class=6, combos=8, seed=2, image_size=(244, 320), val_per_class=2,
+                  photos_per_combo=2, classes_per_shard=6, quirk_rate=0.2, workers=1)
+    index, drugs, report = index_release(root, workers=1)
+    split, classes = assign_splits(index, val_fraction=0.25, seed=0)
+    manifests = make_manifests(split, update_class_map(folder/'exp'/'data'/'class_map.json', classes))
+    return AttrDict(root=root, index=index, drugs=drugs, report=report, split=split, classes=classes,
+                    manifests=manifests)
 
 # %% ../nbs/02b_data.splits.ipynb #47978720
 def data_digest(index:pd.DataFrame)->dict:
@@ -311,10 +348,13 @@ def check_splits(path:str|Path, # splits.json
     saved, why = read_json(path)
     if why == 'missing': return 'no saved split'
     if why or not isinstance(saved, dict): return f'splits.json is {why or "not a split record"}'
-    if saved.get('settings_sha256') != json_sha256(settings): return f"split settings changed ({saved.get('settings')} -> {settings})"
+    if saved.get('settings_sha256') != json_sha256(settings):
+        return f"split settings changed ({saved.get('settings')} -> {settings})"
     if data is not None:
-        if saved.get('data', {}).get('images') != data['images']: return f"the data changed: {saved['data'].get('images')} -> {data['images']} photos"
-        if saved['data'].get('sha256') != data['sha256']: return 'the data changed: photo paths, K-codes or boxes differ'
+        if saved.get('data', {}).get('images') != data['images']:
+            return f"the data changed: {saved['data'].get('images')} -> {data['images']} photos"
+        if saved['data'].get('sha256') != data['sha256']:
+            return 'the data changed: photo paths, K-codes or boxes differ'
     for name, digest in saved.get('manifests', {}).items():
         f = path.parent/'manifests'/f'{name}.parquet'
         if not f.exists() or file_sha256(f) != digest: return f'manifest {name}.parquet is missing or was modified'

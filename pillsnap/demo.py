@@ -14,10 +14,18 @@ import pandas as pd
 
 from .config import ConfigError, exp_paths, get_logger, load_config, start_run
 from .io import write_json
-from .stages import (advisor, calibrated, classifier, data, dataprep, det_table, detector, evaluate as evaluation, export_table, gates, metrics_table,
-                             onnx_export, pipeline, prediction_table, run_job, split_table, synth_from)
+from .data import final_evaluation, load_manifest
 from .render import make_drugs, render_wild
-from .synth import contact_sheet
+from .synth import contact_sheet, synth_from
+from .prepare import prepare, split_table
+from .classifier import metrics_table, train_classifier
+from .detector import det_table, detector_data, train_detector
+from .evaluate import detector_report
+from .gates import stage_gate
+from .advisor import advise, menu_text
+from .export import export_experiment, export_table
+from .pipeline import Predictor, draw_prediction, prediction_table
+from .stages import calibrated, run_job
 
 # %% ../nbs/08a_run.demo.ipynb #4bfdb044
 def run_demo(settings:list=(), # key=value settings (applied after the preset)
@@ -36,27 +44,27 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
-    prepared = dataprep.prepare(cfg, force=True)  # the demo remakes its own experiment
+    prepared = prepare(cfg, force=True)  # the demo remakes its own experiment
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     if detector_only: return demo_detector(cfg)
-    _, report = run_job('04a_train.classifier', cfg, 'train-cls', classifier.train_classifier)
+    _, report = run_job('04a_train.classifier', cfg, 'train-cls', train_classifier)
     metrics = calibrated(cfg)
     log.info('classifier\n' + metrics_table(metrics).to_string())
     if classifier_only:
         print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
               f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; report: {report}")
         return {'metrics': paths.classifier/'metrics.json', 'training report': report}
-    _, det_report = run_job('04b_train.detector', cfg, 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
+    _, det_report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes its own experiment
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     predicted = demo_predictions(cfg)
-    exported, exp_report = run_job('07_ship.export', cfg, 'export', onnx_export.export_experiment)
+    exported, exp_report = run_job('07_ship.export', cfg, 'export', export_experiment)
     exported = exported or dict(parity=json.loads((paths.export/'parity.json').read_text()), bench=json.loads((paths.export/'bench.json').read_text()))
     log.info('ONNX export\n' + export_table(exported).to_string())
     served = demo_serve(cfg)
-    gate = gates.stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
-    advice = advisor.advise(paths.root)
-    log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n" + advisor.menu_text(advice))
+    gate = stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
+    advice = advise(paths.root)
+    log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n" + menu_text(advice))
     outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
                'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
                'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
@@ -74,9 +82,9 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
 def demo_detector(cfg)->dict:
     "The detector-only demo: train through `nbs/04b_train.detector`, evaluate on val and test; print both."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    _, report = run_job('04b_train.detector', cfg, 'train-det', detector.train_detector, force=True)  # the demo remakes its own experiment
+    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes its own experiment
     val = json.loads((paths.detector/'metrics.json').read_text())
-    with data.final_evaluation(): test, test_file = evaluation.detector_report(cfg, detector.detector_data(cfg), 'test')  # the benchmark's own final number
+    with final_evaluation(): test, test_file = detector_report(cfg, detector_data(cfg), 'test')  # the benchmark's own final number
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
     print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
           f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "
@@ -87,12 +95,12 @@ def demo_detector(cfg)->dict:
 def demo_predictions(cfg)->dict:
     "Predict one single-pill and one combination validation photo, and a wild-scene photo nobody has seen; write predict-{name}.json/.png in reports/."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    pred, m = pipeline.Predictor.from_exp(paths.root), data.load_manifest(paths.data, 'val')
+    pred, m = Predictor.from_exp(paths.root), load_manifest(paths.data, 'val')
     out = {}
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
         rows = m[m.kind == kind]
         if not len(rows):  # a tiny dataset may put every combination in train
-            rows = (t := data.load_manifest(paths.data, 'train'))[t.kind == kind]
+            rows = (t := load_manifest(paths.data, 'train'))[t.kind == kind]
             log.info(f'no {kind} photo in the validation split; predicting a training photo (the models have seen it)')
         if not len(rows): continue
         row = rows.iloc[0]
@@ -101,7 +109,7 @@ def demo_predictions(cfg)->dict:
         truth = [row.code] if kind == 'single' else list(row.k_codes)
         r.update(image=str(photo), truth=truth)
         write_json(paths.reports/f'predict-{mode}.json', r)
-        pipeline.draw_prediction(photo, r, paths.reports/f'predict-{mode}.png')
+        draw_prediction(photo, r, paths.reports/f'predict-{mode}.png')
         log.info(f"{mode} photo {photo.name}: truth {', '.join(truth)}; predicted " +
                  ', '.join(f"{p['candidates'][0]['k_code']} ({p['candidates'][0]['confidence']:.2f})" for p in r['pills']))
         out[f'{mode} prediction'] = paths.reports/f'predict-{mode}.json'
@@ -124,7 +132,7 @@ def demo_wild(cfg, pred)->dict:
     truth = [d['k_code'] for d in pills]
     r.update(image=str(photo), truth=truth)
     write_json(paths.reports/'predict-wild.json', r)
-    pipeline.draw_prediction(photo, r, paths.reports/'predict-wild.png')
+    draw_prediction(photo, r, paths.reports/'predict-wild.png')
     found = [p['candidates'][0]['k_code'] for p in r['pills']]
     log.info(f"wild-scene photo (rendered now, never trained on): truth {', '.join(truth)}; predicted {', '.join(found) or 'nothing'} — "
              f"{len(set(found) & set(truth))} of {len(truth)} identified")
@@ -133,7 +141,7 @@ def demo_wild(cfg, pred)->dict:
 def demo_enrol(cfg, pred)->dict:
     "Enrol a drug held out of training from a few of its photos (`05a_infer.retrieval`), then identify another photo of it; write predict-enrolled.json."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    held = data.load_manifest(paths.data, 'holdout')
+    held = load_manifest(paths.data, 'holdout')
     groups = [g for _, g in held.groupby('code') if len(g) >= 2]
     if pred.gallery is None or not groups:
         log.info('no enrolment: the experiment has ' + ('no gallery (retrieval.build)' if pred.gallery is None else 'no drug held out of training with two photos (split.holdout_drugs)'))
@@ -165,7 +173,7 @@ def _multipart(field:str, path:Path)->tuple:
 def demo_serve(cfg, backend:str='onnx')->dict:
     "Start `pillsnap serve` on a free loopback port, POST one combination photo with a fresh key, print the answer, stop the server."
     import secrets, urllib.request
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     photo = Path(json.loads((paths.reports/'predict-combo.json').read_text())['image'])
     key, out = secrets.token_urlsafe(24), paths.logs/'demo-serve.log'

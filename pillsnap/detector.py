@@ -9,7 +9,7 @@ __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_
            'quiet_ultralytics', 'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved',
            'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
            'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
-           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples']
+           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
 
 # %% ../nbs/04b_train.detector.ipynb #54e2c719
 import os
@@ -24,6 +24,7 @@ import atexit, contextlib, functools, json, logging, re, shutil, tempfile, time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .io import atomic_write, file_sha256, write_json
 from .config import ConfigError, code_version, exp_paths, first_line, get_logger, pick_device, read_yaml
@@ -503,3 +504,12 @@ def save_samples(cfg, weights:str|Path, data:str|Path, n:int=6)->Path:
                           box_threshold(cfg.detector.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device)))
     fig.savefig(out, dpi=110); plt.close(fig)
     return out
+
+# %% ../nbs/04b_train.detector.ipynb #25b920dd
+def det_table(m:dict)->pd.DataFrame:
+    "The headline numbers of a detector `metrics.json`."
+    rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
+    if m.get('tuned_conf') is not None: rows['tuned_conf'] = m['tuned_conf']  # the box threshold tuned on these photos (`detector.conf=auto`)
+    if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
+    if 'count' in m: rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])  # pills per photo, as combo mode counts
+    return pd.DataFrame({m.get('split', 'val'): rows})

@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['PARITY', 'CALIBRATIONS', 'INT8_RECIPES', 'ExportError', 'export_detector', 'classifier_parity', 'detector_parity',
            'float_ends', 'quantize_classifier', 'bench_models', 'machine', 'plot_bench', 'export_experiment',
-           'bench_experiment']
+           'bench_experiment', 'export_table']
 
 # %% ../nbs/07_ship.export.ipynb #d121b905
 import os, platform, time, warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .io import write_json
@@ -20,7 +21,7 @@ from .metrics import match_boxes
 from .prepare import classifier_data
 from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
-from .runtime import ONNX_FORMAT, OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
+from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
 from .detector import box_threshold, build_detector, detector_data, evaluate_detector, load_detector, recorded_conf, quiet_ultralytics, split_images, yolo_device
 
 # %% ../nbs/07_ship.export.ipynb #66537b50
@@ -301,3 +302,16 @@ def bench_experiment(cfg, model, files:dict, val_loader)->dict:
         if net in bench:
             log.info(f'{net}: ' + ', '.join(f"{k} p50 {r['batch1']['p50_ms']:.1f} ms (×{r['speedup_p50']})" for k, r in bench[net]['models'].items()))
     return bench
+
+# %% ../nbs/07_ship.export.ipynb #d6c01274
+def export_table(result:dict)->pd.DataFrame:
+    "Parity and benchmark headline numbers of an export."
+    p, rows = result['parity'], {}
+    rows['classifier logits MSE'] = f"{p['classifier']['logits_mse']:.2e}"
+    rows['classifier top-1 agreement'] = p['classifier']['top1_agreement']
+    if 'detector' in p: rows['detector mAP@0.5 torch / onnx'] = f"{p['detector']['map50_torch']} / {p['detector']['map50_onnx']}"
+    if 'int8' in p: rows['int8 top-1 change'] = p['int8']['top1_change']
+    for net, b in result.get('bench', {}).items():
+        if net in ('classifier', 'detector'):
+            for k, r in b['models'].items(): rows[f'{net} {k} p50 ms (speed-up)'] = f"{r['batch1']['p50_ms']:.2f} (×{r['speedup_p50']})"
+    return pd.DataFrame({'export': rows})

@@ -106,7 +106,8 @@ def read_jsonl(path:str|Path, # a JSON-lines file that may be missing or damaged
         except ValueError: obj = None
         if isinstance(obj, dict): out.append(obj)
         else: bad += bool(line.strip())
-    if bad: logging.getLogger('pillsnap.io').warning(f"{path}{f' ({what})' if what else ''}: {bad} damaged line(s) skipped")
+    if bad:
+        logging.getLogger('pillsnap.io').warning(f"{path}{f' ({what})' if what else ''}: {bad} damaged line(s) skipped")
     return out
 
 @contextmanager
@@ -143,7 +144,9 @@ def file_sha256(path:str|Path)->str:
     return h.hexdigest()
 
 # %% ../nbs/00_io.ipynb #9d01e9e3
-HIDDEN = ('.', '__MACOSX')  # names that are never data: dot files (macOS `._` resource forks, .DS_Store, editor droppings) and zip tools' __MACOSX folders
+# names that are never data: dot files (macOS `._` resource forks, .DS_Store, editor droppings)
+# and zip tools' __MACOSX folders
+HIDDEN = ('.', '__MACOSX')
 
 _GONE = {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP}  # a folder that cannot be listed
 

@@ -39,7 +39,8 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
             RandomQuarterTurn(), v2.ToDtype(torch.float32, scale=True)]
     if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
     if blur: tfms.append(v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 2.0))], p=blur))
-    return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.ToDtype(torch.uint8, scale=True)])
+    return v2.Compose(tfms + [v2.ColorJitter(brightness, contrast, saturation, 0.0),
+                              v2.ToDtype(torch.uint8, scale=True)])
 
 def eval_transforms(pre:UnifiedPreprocessor)->v2.Compose:
     "The evaluation/serving view of a crop: `pre.finish`."
@@ -60,7 +61,8 @@ class PillDataset(Dataset):
         self.root, self.pre, self.tfm = Path(root), pre, tfm or eval_transforms(pre)
         self.cache = CropCache(cache) if isinstance(cache, (str, Path)) else cache
         if self.cache is not None and self.cache.meta['rows_sha256'] != rows_digest(rows):
-            raise UserError(f"crop cache {self.cache.path} was built for other rows than these — run 'pillsnap prepare' to rebuild it")
+            raise UserError(f"crop cache {self.cache.path} was built for other rows than these "
+                            "— run 'pillsnap prepare' to rebuild it")
         self.skip_dir, self._warned = Path(skip_dir) if skip_dir else None, False
 
     def __len__(self): return len(self.images)
@@ -80,7 +82,8 @@ class PillDataset(Dataset):
     def _cache_failed(self, e):
         if self._warned: return
         self._warned = True  # once per dataset and process: a damaged chunk fails for every row in it
-        get_logger('loaders').warning(f"crop cache {self.cache.path} is damaged ({e}) — decoding the photos instead; 'pillsnap prepare' repairs it")
+        get_logger('loaders').warning(f"crop cache {self.cache.path} is damaged ({e}) — decoding the photos instead; "
+                                      "'pillsnap prepare' repairs it")
 
     def __getitem__(self, i):
         x, why = self.crop(i)
@@ -91,7 +94,8 @@ class PillDataset(Dataset):
         get_logger('loaders').debug(f'skipped {self.images[i]}: {why}')
         if self.skip_dir is None: return
         self.skip_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.skip_dir/f'skips-{os.getpid()}.jsonl', 'a') as f: f.write(json.dumps(dict(image=self.images[i], reason=why)) + '\n')
+        with open(self.skip_dir/f'skips-{os.getpid()}.jsonl', 'a') as f:
+            f.write(json.dumps(dict(image=self.images[i], reason=why)) + '\n')
 
 # %% ../nbs/02d_data.loaders.ipynb #e8315539
 def collate_skipping(batch:list):
@@ -110,7 +114,7 @@ def skip_counts(skip_dir:str|Path)->Counter:
 # %% ../nbs/02d_data.loaders.ipynb #a5e2178d
 # internal: show_doc cannot read the signature torch's DataLoader inherits (string annotations of torch's own names)
 class SkippingLoader(DataLoader):
-    "A `DataLoader` that never yields an empty batch (one whose every photo was unreadable); `to` tells fastai the device."
+    "A `DataLoader` that never yields an empty batch (every photo of it unreadable); `to` tells fastai the device."
     device = None
     def __iter__(self): return (b for b in super().__iter__() if len(b[1]))
     def to(self, device): self.device = torch.device(device); return self
@@ -133,9 +137,10 @@ def make_loader(ds:Dataset, # a `PillDataset`
                )->DataLoader:
     "A seeded PyTorch loader that drops unreadable items (and batches with none left)."
     workers = dict(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor) if num_workers > 0 else {}
-    return SkippingLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate_skipping, pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
-                      worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed), **workers)
+    return SkippingLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          num_workers=num_workers, collate_fn=collate_skipping,
+                          pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
+                          worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed), **workers)
 
 def make_loaders(train_ds:Dataset, valid_ds:Dataset, # datasets
                  batch_size:int=64, # training batch size (validation uses twice this)
@@ -149,7 +154,8 @@ def make_loaders(train_ds:Dataset, valid_ds:Dataset, # datasets
     with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
         warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
         from fastai.data.core import DataLoaders
-    train = make_loader(train_ds, batch_size, True, num_workers, seed, sampler, drop_last=len(train_ds) > batch_size, **kwargs)
+    train = make_loader(train_ds, batch_size, True, num_workers, seed, sampler, drop_last=len(train_ds) > batch_size,
+                        **kwargs)
     valid = make_loader(valid_ds, batch_size * 2, False, num_workers, seed, **kwargs)
     return DataLoaders(train, valid, device=device)
 
@@ -191,11 +197,15 @@ def weighted_sampler(labels, # class index per training item
 
 # %% ../nbs/02d_data.loaders.ipynb #f8e085d0
 def read_hard_cases(path:str|Path)->pd.DataFrame:
-    "The hard cases of an earlier evaluation (`hard_cases.csv`: at least `k_code` and `predicted`), or a one-line error naming the file."
+    "The hard cases of an earlier evaluation (`hard_cases.csv`: at least `k_code`, `predicted`), or an error naming it."
     path = Path(path)
     try: df = pd.read_csv(path)
-    except (OSError, ValueError) as e: raise ConfigError(f'loader.hard_cases_path={path} cannot be read ({type(e).__name__}) — point it at the hard_cases.csv of an evaluated experiment (reports/classifier/)') from None
-    if not {'k_code', 'predicted'} <= set(df.columns): raise ConfigError(f'loader.hard_cases_path={path} has no k_code and predicted columns — it is not a hard_cases.csv')
+    except (OSError, ValueError) as e:
+        raise ConfigError(f'loader.hard_cases_path={path} cannot be read ({type(e).__name__}) — point it at the '
+                          'hard_cases.csv of an evaluated experiment (reports/classifier/)') from None
+    if not {'k_code', 'predicted'} <= set(df.columns):
+        raise ConfigError(f'loader.hard_cases_path={path} has no k_code and predicted columns '
+                          '— it is not a hard_cases.csv')
     return df
 
 def hard_case_weights(k_codes:list, # K-code of each class index
@@ -224,13 +234,14 @@ class PKSampler(torch.utils.data.Sampler):
         while len(out) < self.n:
             for c in torch.randperm(len(self.by_class), generator=g).tolist():
                 items = self.by_class[c]
-                pick = torch.randperm(len(items), generator=g)[:self.k] if len(items) >= self.k else torch.randint(len(items), (self.k,), generator=g)
+                pick = (torch.randperm(len(items), generator=g)[:self.k] if len(items) >= self.k
+                        else torch.randint(len(items), (self.k,), generator=g))
                 out.extend(items[pick.numpy()].tolist())
         return iter(out[:self.n])
 
 # %% ../nbs/02d_data.loaders.ipynb #80132c4b
 class ShardSampler(torch.utils.data.Sampler):
-    "Process `rank`'s slice of every global batch drawn by `sampler` (the same order in every process: same sampler, same seed)."
+    "Process `rank`'s slice of each global batch `sampler` draws (the same order in every process: same sampler, seed)."
     def __init__(self, sampler, # any sampler, seeded alike in every process
                  rank:int, world:int, # this process and how many share the batch
                  batch_size:int, # items per process per batch (the global batch is `world` times this)
@@ -259,7 +270,9 @@ def autotune_num_workers(ds:Dataset, # the training dataset
     for n in candidates:
         dl = make_loader(ds, batch_size, True, n, persistent_workers=False, prefetch_factor=2)
         it = iter(dl)
-        if next(it, None) is None: raise ConfigError(f'no training photo could be read ({len(ds)} listed) — see the skip log and data/problems.csv')
+        if next(it, None) is None:
+            raise ConfigError(f'no training photo could be read ({len(ds)} listed) '
+                              '— see the skip log and data/problems.csv')
         t0, k = time.perf_counter(), 0
         for _ in range(batches):
             try: next(it); k += 1
@@ -268,5 +281,6 @@ def autotune_num_workers(ds:Dataset, # the training dataset
         del it, dl
     best = min(times.values())
     choice = min(n for n, t in times.items() if t <= best * 1.1)
-    get_logger('loaders').info(f'loader workers: {choice} (seconds per batch: ' + ', '.join(f'{n}: {t:.3f}' for n, t in times.items()) + ')')
+    get_logger('loaders').info(f'loader workers: {choice} (seconds per batch: '
+                               + ', '.join(f'{n}: {t:.3f}' for n, t in times.items()) + ')')
     return choice, times

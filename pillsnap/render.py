@@ -70,10 +70,12 @@ def drug_look(rng:np.random.Generator, # random source
         long, short = rng.uniform(14, 22), rng.uniform(5.5, 7.5)
     else:
         shape = SHAPES[rng.choice(len(SHAPES), p=np.array([30, 16, 22, 3, 3, 4, 3, 3, 3, 2, 3])/92)]
-        c1, c2 = weighted_choice(rng, COLOR_WEIGHTS), (weighted_choice(rng, COLOR_WEIGHTS) if rng.random() < 0.06 else '')
+        c1 = weighted_choice(rng, COLOR_WEIGHTS)
+        c2 = weighted_choice(rng, COLOR_WEIGHTS) if rng.random() < 0.06 else ''
         long = rng.uniform(5.5, 11) if shape not in ('타원형', '장방형') else rng.uniform(8, 19)
         short = long if shape not in ('타원형', '장방형', '반원형') else long * rng.uniform(0.42, 0.7)
-    lines = ('', '') if form == 'capsule' else (LINES[rng.choice(3, p=[0.6, 0.3, 0.1])], LINES[rng.choice(3, p=[0.8, 0.17, 0.03])])
+    lines = (('', '') if form == 'capsule'
+             else (LINES[rng.choice(3, p=[0.6, 0.3, 0.1])], LINES[rng.choice(3, p=[0.8, 0.17, 0.03])]))
     return dict(shape=shape, form=form, color1=c1, color2=c2, long=round(long, 2), short=round(short, 2),
                 thick=round(rng.uniform(2.5, min(short, 7.0)), 2), line_front=lines[0], line_back=lines[1],
                 tint=tuple(np.round(rng.uniform(0.95, 1.05, 3), 3)))
@@ -104,7 +106,8 @@ def drug_record(k_code:str, # 'K-000030'
     stem = stem or _word(rng, int(rng.integers(2, 4)))
     company = company or _COMPANIES[rng.integers(len(_COMPANIES))]
     ko_form, en_form, custom_shape, form_code = _FORMS[look['form']]
-    dose = int(look['print_front'].split()[-1]) if look['print_front'].split()[-1].isdigit() else int(rng.choice([5, 10, 50, 100]))
+    dose = (int(look['print_front'].split()[-1]) if look['print_front'].split()[-1].isdigit()
+            else int(rng.choice([5, 10, 50, 100])))
     mat, mat_en = _word(rng, 3)
     salt, salt_en = _SALTS[rng.integers(len(_SALTS))]
     year = int(rng.integers(1965, 2021))
@@ -128,7 +131,8 @@ def drug_record(k_code:str, # 'K-000030'
         color_class1=look['color1'], color_class2=look['color2'], line_front=look['line_front'],
         line_back=look['line_back'], img_regist_ts=regist, form_code_name=form_code,
         mark_code_front_anal='', mark_code_back_anal='', mark_code_front_img='', mark_code_back_img='',
-        mark_code_front='', mark_code_back='', change_date=f'{rng.integers(2015, 2021)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}')
+        mark_code_front='', mark_code_back='',
+        change_date=f'{rng.integers(2015, 2021)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}')
 
 # %% ../nbs/01a_synth.render.ipynb #47671b63
 _NULLABLE = ('dl_name_en', 'dl_material_en', 'dl_company_en', 'img_key', 'chart', 'di_class_no', 'form_code_name',
@@ -165,22 +169,25 @@ def make_drugs(n:int, # number of drugs (classes)
     n_grouped = int(round(n * confusable_fraction)) // group_size * group_size if group_size > 1 else 0
     drugs, seen = [None] * n, set()
     for g, start in enumerate(range(0, n_grouped, group_size)):
-        base, prefix = drug_look(rng), ''.join(chr(65 + i) for i in rng.choice(26, 2 if n <= 1000 else 3))  # 676 two-letter prefixes run out at the release's 4,523 drugs
+        # 676 two-letter prefixes run out at the release's 4,523 drugs
+        base, prefix = drug_look(rng), ''.join(chr(65 + i) for i in rng.choice(26, 2 if n <= 1000 else 3))
         stem, company = _word(rng, int(rng.integers(2, 4))), _COMPANIES[rng.integers(len(_COMPANIES))]
-        for i in order[start:start + group_size]: drugs[i] = _new_drug(codes[i], dict(base), rng, seen, g, prefix, stem, company, crowded=n > 1000)
+        for i in order[start:start + group_size]:
+            drugs[i] = _new_drug(codes[i], dict(base), rng, seen, g, prefix, stem, company, crowded=n > 1000)
     for i in order[n_grouped:]: drugs[i] = _new_drug(codes[i], drug_look(rng), rng, seen, None, crowded=n > 1000)
     for d in drugs:
         d['quirks'] = add_quirks(d['record'], rng) if rng.random() < quirk_rate else []
     return drugs
 
 def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None, crowded=False):
-    "A drug whose front imprint is unique and whose back face differs from every same-bodied drug (`crowded`: after 100 tries, the front alone)."
+    "A drug with a unique front imprint and a back no same-bodied drug has (`crowded`: after 100 tries, front only)."
     body = (look['shape'], look['color1'], look['color2'])
     for attempt in range(10_000):
         look['print_front'], look['print_back'] = _imprint(rng, prefix, blank_back=group is None)
         keys = {('front', look['print_front']), ('back', *body, look['line_back'], look['print_back'])}
         if not keys & seen: break
-        if crowded and attempt >= 100 and ('front', look['print_front']) not in seen:  # thousands of white rounds share blank backs, as in the release
+        # thousands of white rounds share blank backs, as in the release
+        if crowded and attempt >= 100 and ('front', look['print_front']) not in seen:
             keys = {('front', look['print_front'])}; break
     else: raise ValueError('ran out of distinct imprints; use fewer classes per look-alike group')
     seen.update(keys)
@@ -188,7 +195,8 @@ def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None
     return dict(k_code=k_code, look=look, group=group, record=drug_record(k_code, look, rng, stem, company))
 
 # %% ../nbs/01a_synth.render.ipynb #118ef354
-_FONT_FILE = Path(matplotlib.get_data_path())/'fonts'/'ttf'/'DejaVuSans-Bold.ttf'  # shipped with matplotlib: same glyphs everywhere
+# shipped with matplotlib: same glyphs everywhere
+_FONT_FILE = Path(matplotlib.get_data_path())/'fonts'/'ttf'/'DejaVuSans-Bold.ttf'
 
 @lru_cache(maxsize=256)
 def _font(px:int): return ImageFont.truetype(str(_FONT_FILE), max(4, px))
@@ -293,7 +301,8 @@ def posed_pill(face:np.ndarray, # RGBA from `pill_face`
               )->np.ndarray: # RGBA of the pill as the camera sees it
     "Rotate, foreshorten and extrude a pill face."
     a = face.copy()
-    a[..., :3][a[..., 3] < 0.01] = (face[..., :3] * face[..., 3:]).sum((0, 1)) / max(face[..., 3].sum(), 1)  # no dark fringe
+    # no dark fringe
+    a[..., :3][a[..., 3] < 0.01] = (face[..., :3] * face[..., 3:]).sum((0, 1)) / max(face[..., 3].sum(), 1)
     im = Image.fromarray((a * 255).round().astype(np.uint8), 'RGBA').rotate(rotation, Image.BICUBIC, expand=True)
     tilt = math.sin(math.radians(camera_la))
     if camera_la < 90: im = im.resize((im.width, max(2, round(im.height * tilt))), Image.BICUBIC)
@@ -325,7 +334,8 @@ def _place(sizes, W, H, rng, centred, margin):
         spots = []
         for w, h in sizes:
             for _ in range(50):
-                x, y = int(rng.integers(margin, max(margin + 1, W - w - margin))), int(rng.integers(margin, max(margin + 1, H - h - margin)))
+                x, y = (int(rng.integers(margin, max(margin + 1, W - w - margin))),
+                        int(rng.integers(margin, max(margin + 1, H - h - margin))))
                 if all(x + w + margin <= sx or sx + sw + margin <= x or y + h + margin <= sy or sy + sh + margin <= y
                        for (sx, sy), (sw, sh) in zip(spots, sizes)): spots.append((x, y)); break
             else: break
@@ -336,8 +346,10 @@ def _place(sizes, W, H, rng, centred, margin):
     cells = rng.permutation(rows * cols)[:len(sizes)]
     if all(w + margin <= cw and h + margin <= ch for w, h in sizes):
         return [(int(c % cols * cw + rng.integers(0, cw - w - margin + 1) + margin // 2),
-                 int(c // cols * ch + rng.integers(0, ch - h - margin + 1) + margin // 2)) for c, (w, h) in zip(cells, sizes)]
-    raise ValueError(f"cannot place {len(sizes)} pills without overlap in {W}x{H}: use fewer pills per combo or a larger image")
+                 int(c // cols * ch + rng.integers(0, ch - h - margin + 1) + margin // 2))
+                for c, (w, h) in zip(cells, sizes)]
+    raise ValueError(f"cannot place {len(sizes)} pills without overlap in {W}x{H}: "
+                     "use fewer pills per combo or a larger image")
 
 # %% ../nbs/01a_synth.render.ipynb #bb42cf53
 def render_photo(pills:list, # (look, rotation) per pill
@@ -353,7 +365,9 @@ def render_photo(pills:list, # (look, rotation) per pill
         ppm = 26 * scale * zoom  # pixels per mm at the release's framing
         posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm), rot, capture['camera_la'], look['thick'] * ppm)
                  for look, rot in pills]
-        try: spots = _place([(p.shape[1], p.shape[0]) for p in posed], W, H, rng, len(pills) == 1, int(12 * scale) + 2); break
+        try:
+            spots = _place([(p.shape[1], p.shape[0]) for p in posed], W, H, rng, len(pills) == 1, int(12 * scale) + 2)
+            break
         except ValueError:
             if zoom == 0.5: raise
     tint = np.array(LIGHT_TINT[capture['light_color']], np.float32) * rng.uniform(0.93, 1.05)
@@ -392,16 +406,18 @@ def draw_boxes(im:Image.Image, # photo
 SCENES = ('studio', 'wild', 'mixed')
 
 def render_wild(pills:list, # (look, rotation) per pill
-                capture:dict, # label capture fields (drug_dir, camera_la, ...; the backdrop and light fields are not used)
+                capture:dict, # label capture fields (drug_dir, camera_la, ...; not the backdrop and light)
                 size:tuple=(976, 1280), # (width, height)
                 seed:int=0, # random seed
-               )->tuple: # (PIL image, boxes [[x, y, w, h]] of the visible parts, masks [(alpha, x0, y0)], hidden share per pill)
+               )->tuple: # (PIL image, visible parts' boxes [[x, y, w, h]], masks [(alpha, x0, y0)], hidden shares)
     "A phone-style photo of `pills` in a wild scene, with exact boxes."
     rng = np.random.default_rng([seed, 7])
     ppm = wild_ppm([look['long'] for look, _ in pills], size, rng)
     for zoom in (1.0, 0.8, 0.64, 0.5, 0.4):  # too many pills for the frame: step back
-        posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm * zoom * j), rot, capture['camera_la'], look['thick'] * ppm * zoom * j)
-                 for (look, rot), j in zip(pills, rng.uniform(0.9, 1.1, len(pills)))]  # a little depth: not all pills at one distance
+        # a little depth: not all pills at one distance (j)
+        posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm * zoom * j), rot, capture['camera_la'],
+                            look['thick'] * ppm * zoom * j)
+                 for (look, rot), j in zip(pills, rng.uniform(0.9, 1.1, len(pills)))]
         try: return wild_photo(posed, size, rng)
         except ValueError:
             if zoom == 0.4: raise

@@ -52,7 +52,8 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
         grain = 0.5 + 0.5 * np.sin(2 * np.pi * (y * f + 1.5 * warp))
         fine = noise(h, w, rng, 40, 2, stretch=12)
         t = base * (0.8 + 0.12 * grain[..., None] + 0.12 * fine[..., None])
-        for _ in range(int(rng.integers(0, 3))): y0 = int(rng.integers(h)); t[y0:y0 + max(1, h // 300)] *= 0.75  # plank seams
+        for _ in range(int(rng.integers(0, 3))):  # plank seams
+            y0 = int(rng.integers(h)); t[y0:y0 + max(1, h // 300)] *= 0.75
         if rng.random() < 0.5: t = np.ascontiguousarray(np.rot90(t)) if h == w else t[:, ::-1]
         return t
     if kind == 'stone':
@@ -62,7 +63,8 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
         t[speck] *= rng.uniform(0.5, 1.3)
         return t
     if kind == 'fabric':
-        base = _colour(rng, [(40, 40, 44), (60, 70, 110), (150, 40, 50), (210, 200, 180), (70, 110, 80), (120, 120, 128)][rng.integers(6)], 0.15)
+        base = _colour(rng, [(40, 40, 44), (60, 70, 110), (150, 40, 50),
+                             (210, 200, 180), (70, 110, 80), (120, 120, 128)][rng.integers(6)], 0.15)
         p = rng.uniform(2.5, 6)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         weave = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / p) + np.sin(2 * np.pi * yy / p))
@@ -76,9 +78,11 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
         return t
     if kind == 'metal':
         base = _colour(rng, (170, 172, 176), 0.1)
-        return base * (0.75 + 0.3 * noise(h, w, rng, 60, 3, stretch=30)[..., None] + 0.1 * noise(h, w, rng, 2, 2)[..., None])
+        return base * (0.75 + 0.3 * noise(h, w, rng, 60, 3, stretch=30)[..., None]
+                       + 0.1 * noise(h, w, rng, 2, 2)[..., None])
     if kind == 'flat':
-        return np.broadcast_to(rng.uniform(0.05, 0.95, 3).astype(np.float32), (h, w, 3)).copy() * (0.97 + 0.06 * noise(h, w, rng, 20, 2)[..., None])
+        return (np.broadcast_to(rng.uniform(0.05, 0.95, 3).astype(np.float32), (h, w, 3)).copy()
+                * (0.97 + 0.06 * noise(h, w, rng, 20, 2)[..., None]))
     a, b = rng.uniform(0.05, 0.95, 3).astype(np.float32), rng.uniform(0.05, 0.95, 3).astype(np.float32)
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -102,20 +106,24 @@ def palm(img:np.ndarray, rng)->np.ndarray:
         a = up + off * 0.55
         fx, fy = cx + math.cos(a) * r * 0.85, cy + math.sin(a) * r * 0.85
         tx, ty = fx + math.cos(a) * r * ln, fy + math.sin(a) * r * ln
-        d.line([(fx, fy), (tx, ty)], fill=255, width=int(r * 0.36)); d.ellipse([tx - r * 0.18, ty - r * 0.18, tx + r * 0.18, ty + r * 0.18], fill=255)
+        d.line([(fx, fy), (tx, ty)], fill=255, width=int(r * 0.36))
+        d.ellipse([tx - r * 0.18, ty - r * 0.18, tx + r * 0.18, ty + r * 0.18], fill=255)
     a = up + math.pi * 0.62 * rng.choice([-1, 1])  # thumb
     tx, ty = cx + math.cos(a) * r * 1.6, cy + math.sin(a) * r * 1.3
     d.line([(cx, cy), (tx, ty)], fill=255, width=int(r * 0.42))
-    d.line([(cx, cy + r), (cx + (rng.uniform(-0.3, 0.3)) * w, h * 1.2)], fill=255, width=int(r * 1.4))  # wrist to the frame's edge
+    d.line([(cx, cy + r), (cx + (rng.uniform(-0.3, 0.3)) * w, h * 1.2)],  # wrist to the frame's edge
+           fill=255, width=int(r * 1.4))
     soft = np.asarray(m.filter(ImageFilter.GaussianBlur(r * 0.25)), np.float32) / 255
     a = np.clip(np.asarray(m.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255, 0, 1)
     skin = _colour(rng, SKIN[rng.integers(len(SKIN))], 0.06)
     tone = skin * (0.62 + 0.4 * soft[..., None]) * (0.92 + 0.1 * noise(h, w, rng, 10, 3)[..., None])
     lines = Image.new('L', (w, h), 0); ld = ImageDraw.Draw(lines)  # palm creases: gentle arcs
     for _ in range(int(rng.integers(2, 4))):
-        x0, x1, y0, bend = cx + r * rng.uniform(-0.9, -0.3), cx + r * rng.uniform(0.3, 0.9), cy + r * rng.uniform(-0.5, 0.5), r * rng.uniform(-0.3, 0.3)
+        x0, x1, y0, bend = (cx + r * rng.uniform(-0.9, -0.3), cx + r * rng.uniform(0.3, 0.9),
+                            cy + r * rng.uniform(-0.5, 0.5), r * rng.uniform(-0.3, 0.3))
         t = np.linspace(0, 1, 24)
-        ld.line(list(zip(x0 + (x1 - x0) * t, y0 + bend * 4 * t * (1 - t) + r * rng.uniform(-0.2, 0.2) * t)), fill=255, width=max(1, int(r * 0.015)))
+        ld.line(list(zip(x0 + (x1 - x0) * t, y0 + bend * 4 * t * (1 - t) + r * rng.uniform(-0.2, 0.2) * t)),
+                fill=255, width=max(1, int(r * 0.015)))
     cre = np.asarray(lines.filter(ImageFilter.GaussianBlur(max(0.6, r * 0.01))), np.float32)[..., None] / 255
     tone = tone * (1 - 0.15 * cre)
     img[:] = img * (1 - a[..., None]) + tone * a[..., None]
@@ -147,17 +155,21 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
             d.ellipse([x - S * 0.05, y - S * 0.05, x + S * 0.05, y + S * 0.05], fill=(0, 0, 0, 0))
     elif kind == 'foil':
         d.rounded_rectangle([0, S * 0.2, S - 1, S * 0.8], radius=S * 0.05, fill=c((200, 202, 208), 0.05))
-        for x in (0.25, 0.5, 0.75): d.ellipse([S * (x - 0.09), S * 0.38, S * (x + 0.09), S * 0.62], outline=(150, 150, 156, 255), width=max(1, S // 40))
+        for x in (0.25, 0.5, 0.75):
+            d.ellipse([S * (x - 0.09), S * 0.38, S * (x + 0.09), S * 0.62],
+                      outline=(150, 150, 156, 255), width=max(1, S // 40))
     elif kind == 'cap':
         col = c(tuple(rng.integers(20, 235, 3)), 0)
         d.ellipse([0, 0, S - 1, S - 1], fill=col)
         for k in range(24):
             a = k * 2 * math.pi / 24
-            d.line([(S / 2 + math.cos(a) * S * 0.42, S / 2 + math.sin(a) * S * 0.42), (S / 2 + math.cos(a) * S * 0.5, S / 2 + math.sin(a) * S * 0.5)],
+            d.line([(S / 2 + math.cos(a) * S * 0.42, S / 2 + math.sin(a) * S * 0.42),
+                    (S / 2 + math.cos(a) * S * 0.5, S / 2 + math.sin(a) * S * 0.5)],
                    fill=tuple(int(v * 0.8) for v in col[:3]) + (255,), width=max(1, S // 40))
     elif kind == 'crumb':
         k = int(rng.integers(5, 9)); a = np.sort(rng.uniform(0, 2 * np.pi, k)); rr = rng.uniform(0.25, 0.5, k) * S
-        d.polygon([(S / 2 + math.cos(t) * q, S / 2 + math.sin(t) * q) for t, q in zip(a, rr)], fill=c([(180, 140, 90), (230, 220, 200), (90, 70, 50)][rng.integers(3)]))
+        d.polygon([(S / 2 + math.cos(t) * q, S / 2 + math.sin(t) * q) for t, q in zip(a, rr)],
+                  fill=c([(180, 140, 90), (230, 220, 200), (90, 70, 50)][rng.integers(3)]))
     else:  # a stick: pen, toothpick, cable
         d.rounded_rectangle([0, S * 0.44, S - 1, S * 0.56], radius=S * 0.05, fill=c(tuple(rng.integers(20, 235, 3)), 0))
     im = im.rotate(rng.uniform(0, 360), Image.BICUBIC, expand=False).resize((s, s), Image.LANCZOS)
@@ -168,37 +180,47 @@ CLUTTER = {'print': 3, 'device': 2, 'dish': 2, 'cup': 1}  # kind: weight
 CLUTTER_RATE = 0.6  # share of wild photos with a large object at an edge
 
 def clutter(kind:str, w:int, h:int, rng)->np.ndarray:
-    "An RGBA float32 HxW patch of a large everyday object that is not a pill: printed matter, a device, a dish or a cup."
+    "An RGBA float32 HxW patch of a large everyday thing, not a pill: printed matter, a device, a dish or a cup."
     ss = 2; W, H = w * ss, h * ss
     im = Image.new('RGBA', (W, H), (0, 0, 0, 0)); d = ImageDraw.Draw(im)
     c = lambda base, k=0.1: _rgba(rng, base, k)
     if kind == 'print':  # a leaflet, a box or a notebook: a light sheet with lines of text, sometimes a coloured band
-        d.rectangle([0, 0, W - 1, H - 1], fill=c([(236, 234, 228), (250, 250, 246), (226, 218, 196)][rng.integers(3)], 0.04))
-        if rng.random() < 0.5: d.rectangle([0, 0, W - 1, int(H * rng.uniform(0.1, 0.3))], fill=c(tuple(rng.integers(30, 220, 3)), 0))
-        ink, line = c([(30, 30, 36), (40, 50, 110), (120, 30, 30)][rng.integers(3)], 0.1), max(3, int(rng.uniform(0.02, 0.06) * H))
+        d.rectangle([0, 0, W - 1, H - 1],
+                    fill=c([(236, 234, 228), (250, 250, 246), (226, 218, 196)][rng.integers(3)], 0.04))
+        if rng.random() < 0.5:
+            d.rectangle([0, 0, W - 1, int(H * rng.uniform(0.1, 0.3))], fill=c(tuple(rng.integers(30, 220, 3)), 0))
+        ink, line = (c([(30, 30, 36), (40, 50, 110), (120, 30, 30)][rng.integers(3)], 0.1),
+                     max(3, int(rng.uniform(0.02, 0.06) * H)))
         for y in range(int(H * 0.32), H - line, int(line * rng.uniform(1.4, 2.0))):
             x = int(W * 0.05)
             while x < W * 0.95:  # words: short dark dashes of letter height
                 n = int(rng.integers(2, 9)) * line // 2
                 d.rectangle([x, y, min(x + n, W - 1), y + int(line * 0.6)], fill=ink); x += n + line // 2
     elif kind == 'device':  # a laptop, a keyboard or a phone: a dark or grey slab with keys, or a screen
-        d.rounded_rectangle([0, 0, W - 1, H - 1], radius=int(0.04 * min(W, H)), fill=c([(40, 40, 44), (150, 152, 158), (20, 20, 22)][rng.integers(3)], 0.05))
+        d.rounded_rectangle([0, 0, W - 1, H - 1], radius=int(0.04 * min(W, H)),
+                            fill=c([(40, 40, 44), (150, 152, 158), (20, 20, 22)][rng.integers(3)], 0.05))
         if rng.random() < 0.6:
-            k = max(6, int(rng.uniform(0.06, 0.12) * min(W, H))); key = c([(70, 70, 76), (215, 215, 220)][rng.integers(2)], 0.05)
+            k = max(6, int(rng.uniform(0.06, 0.12) * min(W, H)))
+            key = c([(70, 70, 76), (215, 215, 220)][rng.integers(2)], 0.05)
             for y in range(k // 2, H - k, int(k * 1.2)):
-                for x in range(k // 2, W - k, int(k * 1.2)): d.rounded_rectangle([x, y, x + k, y + k], radius=k // 6, fill=key)
+                for x in range(k // 2, W - k, int(k * 1.2)):
+                    d.rounded_rectangle([x, y, x + k, y + k], radius=k // 6, fill=key)
         else: d.rectangle([W * 0.06, H * 0.06, W * 0.94, H * 0.94], fill=c((30, 34, 46), 0.2))
     elif kind == 'dish':  # a plate, sometimes with food on it
-        d.ellipse([0, 0, W - 1, H - 1], fill=c([(244, 244, 240), (220, 226, 232), (190, 60, 50), (60, 90, 140)][rng.integers(4)], 0.04))
-        d.ellipse([W * 0.15, H * 0.15, W * 0.85, H * 0.85], outline=c((200, 200, 200), 0.1)[:3] + (160,), width=max(2, W // 80))
+        d.ellipse([0, 0, W - 1, H - 1],
+                  fill=c([(244, 244, 240), (220, 226, 232), (190, 60, 50), (60, 90, 140)][rng.integers(4)], 0.04))
+        d.ellipse([W * 0.15, H * 0.15, W * 0.85, H * 0.85],
+                  outline=c((200, 200, 200), 0.1)[:3] + (160,), width=max(2, W // 80))
         for _ in range(int(rng.integers(0, 40))):  # food: irregular bits
             x, y, r = rng.uniform(0.25, 0.75) * W, rng.uniform(0.25, 0.75) * H, rng.uniform(0.02, 0.08) * min(W, H)
             a = np.sort(rng.uniform(0, 2 * np.pi, 7))
-            d.polygon([(x + math.cos(t) * r * rng.uniform(0.5, 1), y + math.sin(t) * r * rng.uniform(0.5, 1)) for t in a],
+            d.polygon([(x + math.cos(t) * r * rng.uniform(0.5, 1), y + math.sin(t) * r * rng.uniform(0.5, 1))
+                       for t in a],
                       fill=c([(120, 80, 40), (90, 120, 50), (200, 150, 60), (60, 40, 30)][rng.integers(4)], 0.2))
     else:  # a cup or a bottle seen from above: a thick rim around a dark inside
         d.ellipse([0, 0, W - 1, H - 1], fill=c(tuple(rng.integers(40, 240, 3)), 0))
-        d.ellipse([W * 0.1, H * 0.1, W * 0.9, H * 0.9], fill=c([(60, 40, 30), (30, 30, 34), (200, 200, 190)][rng.integers(3)], 0.1))
+        d.ellipse([W * 0.1, H * 0.1, W * 0.9, H * 0.9],
+                  fill=c([(60, 40, 30), (30, 30, 34), (200, 200, 190)][rng.integers(3)], 0.1))
     return np.asarray(im.resize((w, h), Image.LANCZOS), np.float32) / 255
 
 def add_clutter(img:np.ndarray, rng)->None:
@@ -212,8 +234,10 @@ def add_clutter(img:np.ndarray, rng)->None:
         w, h = (max(8, w), max(8, h)) if rng.random() < 0.5 else (max(8, h), max(8, w))
         p = clutter(kind, w, h, rng)
         side = int(rng.integers(4))  # its centre near one edge, so the frame cuts it
-        cx = rng.uniform(0, W) if side < 2 else (rng.uniform(-0.1, 0.15) * W if side == 2 else rng.uniform(0.85, 1.1) * W)
-        cy = rng.uniform(0, H) if side >= 2 else (rng.uniform(-0.1, 0.15) * H if side == 0 else rng.uniform(0.85, 1.1) * H)
+        cx = (rng.uniform(0, W) if side < 2
+              else rng.uniform(-0.1, 0.15) * W if side == 2 else rng.uniform(0.85, 1.1) * W)
+        cy = (rng.uniform(0, H) if side >= 2
+              else rng.uniform(-0.1, 0.15) * H if side == 0 else rng.uniform(0.85, 1.1) * H)
         x, y = int(cx - w / 2), int(cy - h / 2)
         x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
         if x1 <= x0 or y1 <= y0: continue
@@ -236,7 +260,7 @@ def shade_pill(rgba:np.ndarray, rng)->np.ndarray:
     return out
 
 def place(sizes:list, region:np.ndarray, rng, pile:bool, margin:int)->list|None:
-    "Top-left corners for boxes of `sizes` whose centres lie in `region` (HxW bool): apart, or with `pile` close together."
+    "Top-left corners for boxes of `sizes` centred in `region` (HxW bool): apart, or with `pile` close together."
     H, W = region.shape
     ys, xs = np.nonzero(region)
     if not len(ys): ys, xs = np.nonzero(np.ones_like(region))
@@ -247,13 +271,15 @@ def place(sizes:list, region:np.ndarray, rng, pile:bool, margin:int)->list|None:
         for _ in range(200):
             if pile and anchor is not None:
                 sx, sy, sw, sh = spots[int(rng.integers(len(spots)))]
-                a, b = rng.choice([-1, 1]) * rng.uniform(0.6, 1.0), rng.uniform(-1, 1)  # beside a pill already down: touching, or a little over it
+                # beside a pill already down: touching, or a little over it
+                a, b = rng.choice([-1, 1]) * rng.uniform(0.6, 1.0), rng.uniform(-1, 1)
                 if rng.random() < 0.5: a, b = b, a
                 x, y = int(sx + sw / 2 + a * (sw + w) / 2 - w / 2), int(sy + sh / 2 + b * (sh + h) / 2 - h / 2)
             else:
                 i = int(rng.integers(len(ys))); x, y = int(xs[i] - w / 2), int(ys[i] - h / 2)
             if not (0 <= x <= W - w and 0 <= y <= H - h): continue
-            if pile or all(x + w + margin <= sx or sx + sw + margin <= x or y + h + margin <= sy or sy + sh + margin <= y for sx, sy, sw, sh in spots):
+            if pile or all(x + w + margin <= sx or sx + sw + margin <= x
+                           or y + h + margin <= sy or sy + sh + margin <= y for sx, sy, sw, sh in spots):
                 spots.append((x, y, w, h)); anchor = True; break
         else: return None
     return [(x, y) for x, y, _, _ in spots]
@@ -273,10 +299,12 @@ def camera(img:np.ndarray, rng)->Image.Image:
         a = rng.uniform(0, np.pi); c = (n - 1) / 2
         for t in np.linspace(-c, c, 2 * n): k[int(round(c + t * math.sin(a))), int(round(c + t * math.cos(a)))] = 1
         a8 = np.asarray(im, np.float32)
-        im = Image.fromarray(np.clip(np.stack([convolve(a8[..., i], k / k.sum(), mode='nearest') for i in range(3)], -1), 0, 255).astype(np.uint8))
+        blurred = np.stack([convolve(a8[..., i], k / k.sum(), mode='nearest') for i in range(3)], -1)
+        im = Image.fromarray(np.clip(blurred, 0, 255).astype(np.uint8))
     a8 = np.asarray(im, np.float32)
     sigma = rng.uniform(1, 7)
-    a8 = a8 + rng.standard_normal((H, W, 1), dtype=np.float32) * sigma + rng.standard_normal((H, W, 3), dtype=np.float32) * sigma * 0.4
+    a8 = (a8 + rng.standard_normal((H, W, 1), dtype=np.float32) * sigma
+          + rng.standard_normal((H, W, 3), dtype=np.float32) * sigma * 0.4)
     im = Image.fromarray(np.clip(a8, 0, 255).round().astype(np.uint8))
     buf = BytesIO(); im.save(buf, 'JPEG', quality=int(rng.integers(35, 96))); buf.seek(0)
     return Image.open(buf).convert('RGB')
@@ -285,11 +313,11 @@ def camera(img:np.ndarray, rng)->Image.Image:
 MIN_PILL = 0.025  # the shortest a pill's long side may be, as a share of the frame's long side
 
 def wild_ppm(longs_mm:list, size:tuple, rng)->float:
-    "Pixels per mm for a wild photo: the largest pill's long side 2-40 % of the frame's short side, all pills fit, none is a speck."
+    "Pixels per mm for a wild photo: the largest pill 2-40 % of the frame's short side; all pills fit, none is a speck."
     W, H = size
     frac = math.exp(rng.uniform(math.log(0.02), math.log(0.40)))
     ppm = frac * min(W, H) / max(longs_mm)
-    room = math.sqrt(0.25 * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter of the frame
+    room = math.sqrt(0.25 * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter
     return max(min(ppm, room), MIN_PILL * max(W, H) / min(longs_mm))
 
 def wild_photo(posed:list, size:tuple, rng)->tuple:
@@ -301,13 +329,15 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     # light: uneven and coloured
     ang = rng.uniform(0, 2 * np.pi)
     yy = np.linspace(-1, 1, H, dtype=np.float32)[:, None]; xx = np.linspace(-1, 1, W, dtype=np.float32)[None, :]
-    light = 1 + rng.uniform(0, 0.35) * (xx * math.cos(ang) + yy * math.sin(ang)) - rng.uniform(0, 0.3) * (xx ** 2 + yy ** 2) / 2
+    light = (1 + rng.uniform(0, 0.35) * (xx * math.cos(ang) + yy * math.sin(ang))
+             - rng.uniform(0, 0.3) * (xx ** 2 + yy ** 2) / 2)
     tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
     add_clutter(img, rng)
     pill_px = np.median([max(p.shape[:2]) for p in posed])
     for _ in range(int(rng.integers(0, 5))):  # distractors
         kind = weighted_choice(rng, DISTRACTORS)
-        s = pill_px * (rng.uniform(0.2, 0.6) if kind == 'crumb' else rng.uniform(0.8, 1.8) if kind in ('button', 'coin') else rng.uniform(1.2, 3))
+        s = pill_px * (rng.uniform(0.2, 0.6) if kind == 'crumb'
+                       else rng.uniform(0.8, 1.8) if kind in ('button', 'coin') else rng.uniform(1.2, 3))
         p = distractor(kind, min(s, 0.4 * min(W, H)), rng)
         x, y = int(rng.integers(0, max(1, W - p.shape[1]))), int(rng.integers(0, max(1, H - p.shape[0])))
         a = p[..., 3:]; h, w = p.shape[:2]
@@ -315,8 +345,8 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     posed = [shade_pill(p, rng) for p in posed]
     pile = len(posed) > 1 and rng.random() < 0.3
     for attempt in range(20):  # on the palm, else anywhere; in a pile, else apart
-        spots = place([(p.shape[1], p.shape[0]) for p in posed], region if attempt < 8 else frame, rng, pile and attempt < 14,
-                      max(2, int(0.01 * min(W, H))))
+        spots = place([(p.shape[1], p.shape[0]) for p in posed], region if attempt < 8 else frame, rng,
+                      pile and attempt < 14, max(2, int(0.01 * min(W, H))))
         if spots is None: continue
         full = []
         for p, (x, y) in zip(posed, spots):
@@ -333,11 +363,13 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     for p, (x, y) in zip(posed, spots):
         h, w = p.shape[:2]
         L = max(1, rng.uniform(0.05, 0.2) * max(h, w))
-        sh = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(max(0.6, (0.02 if hard else 0.12) * max(h, w))))
+        blur = ImageFilter.GaussianBlur(max(0.6, (0.02 if hard else 0.12) * max(h, w)))
+        sh = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(blur)
         s = np.asarray(sh, np.float32) / 255
         ox, oy = int(x + dx * L), int(y + dy * L)
         x0, y0, x1, y1 = max(0, ox), max(0, oy), min(W, ox + w), min(H, oy + h)
-        if x1 > x0 and y1 > y0: img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
+        if x1 > x0 and y1 > y0:
+            img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
     for p, (x, y) in zip(posed, spots):
         h, w = p.shape[:2]; a = p[..., 3:]
         img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + p[..., :3] * a

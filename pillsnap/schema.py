@@ -39,7 +39,7 @@ SHIPPED_NAMES = {'split': {'train': '1.Training', 'val': '2.Validation'},  # can
                  'set': {'single': '단일경구약제 5000종', 'combination': '경구약제조합 5000종'},
                  'shard': {'single': '단일', 'combo': '조합'}}  # TS_1_single/ <-> TS_1_단일.zip
 
-def shipped_archive(shard:str|Path, # a shard folder relative to the dataset root: 'data/train/images/single/TS_1_single'
+def shipped_archive(shard:str|Path, # a shard folder below the dataset root: 'data/train/images/single/TS_1_single'
                    )->str: # its archive below SHIPPED_TOP: '1.Training/원천데이터/단일경구약제 5000종/TS_1_단일.zip'
     "The archive AI Hub ships a canonical shard folder in."
     _, split, role, kind_set, folder = Path(shard).parts

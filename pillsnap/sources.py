@@ -26,7 +26,7 @@ SOURCE_FORMATS = ('yolo', 'folders')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 
 def source_group(name:str)->str:
-    "The source photo of a file name: Roboflow's augmented copies `<source>_jpeg.rf.<hash>.jpg` → `<source>`; any other name → its stem."
+    "The source photo of a file name: Roboflow's copies `<source>_jpeg.rf.<hash>.jpg` → `<source>`; others → the stem."
     return re.sub(r'_(jpe?g|png)\.rf\.[0-9a-f]+$', '', Path(name).stem)
 
 def source_drug(source:str, # the source's name
@@ -54,7 +54,8 @@ def yolo_boxes(path:str|Path, # a YOLO label file
         if not 0 <= cls < n_classes: return [], f'class {cls} is not in names'
         if len(v) == 4: cx, cy, w, h = v
         elif len(v) >= 6 and len(v) % 2 == 0:  # a polygon: its bounding box
-            xs, ys = v[0::2], v[1::2]; cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+            xs, ys = v[0::2], v[1::2]
+            cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
         else: return [], f'line {i + 1} has {len(v)} coordinates'
         box, why = validate_bbox([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height], width, height)
         if why: return [], why
@@ -91,7 +92,7 @@ def _size(path)->tuple:
     except Exception as e: return None, f'unreadable photo ({type(e).__name__})'
 
 def _read_yaml_head(path:Path)->dict:
-    "A data.yaml, or as much of it as is YAML: exports sometimes append free text (pushin-pill's has its web form's fields)."
+    "A data.yaml, or as much of it as is YAML: exports may append free text (pushin-pill's: its web form's fields)."
     text = yaml_text(path, errors='replace')
     try: spec = parse_yaml(text, path) or {}
     except yaml.YAMLError as e:
@@ -112,7 +113,9 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
     "Index a YOLO-format dataset: one row per photo with its pills, classes as drugs."
     root = Path(root).resolve()
     yml = next((root/f for f in ('data.yaml', 'dataset.yaml') if (root/f).is_file()), None)
-    if yml is None: raise ConfigError(f'{root} has no data.yaml — a YOLO-format source needs one naming its classes and image folders')
+    if yml is None:
+        raise ConfigError(f'{root} has no data.yaml — a YOLO-format source needs one '
+                          'naming its classes and image folders')
     spec = _read_yaml_head(yml)
     names = spec.get('names')
     names = [names[k] for k in sorted(names)] if isinstance(names, dict) else names
@@ -132,7 +135,8 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
             codes = [f'{name}:{names[c]}' for c, _ in pills]
             group = f'{name}:{source_group(img.name)}'
             kind = 'single' if len(pills) == 1 else 'combo'
-            rows.append(dict(split='val' if s == 'test' else 'train', kind=kind, shard=name, code=codes[0] if kind == 'single' else group,
+            rows.append(dict(split='val' if s == 'test' else 'train', kind=kind, shard=name,
+                             code=codes[0] if kind == 'single' else group,
                              image=str(img), labels=[str(lbl)], k_codes=codes, bboxes=[b for _, b in pills],
                              width=size[0], height=size[1], **{k: None for k in CAPTURE_FIELDS}, group=group))
     drugs = {f'{name}:{n}': source_drug(name, n) for n in names}
@@ -145,16 +149,19 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
     "Index a class-folder dataset: one single-pill row per photo, the photo as its box."
     root = Path(root).resolve()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(HIDDEN)) if root.is_dir() else []
-    if not folders: raise ConfigError(f'{root} has no class folders — a folders source is ROOT/{{ID}}/{{ID}}_{{seq}}.jpg')
+    if not folders:
+        raise ConfigError(f'{root} has no class folders — a folders source is ROOT/{{ID}}/{{ID}}_{{seq}}.jpg')
     rows, problems, drugs = [], {}, {}
     for f in folders:
         code = f'{name}:{f.name}'
-        for img in sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(HIDDEN)):
+        photos = [p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(HIDDEN)]
+        for img in sorted(photos):
             size, why = _size(img)
             if why: problems.setdefault(why, []).append(str(img)); continue
             drugs[code] = source_drug(name, f.name)
-            rows.append(dict(split='train', kind='single', shard=name, code=code, image=str(img), labels=[], k_codes=[code],
-                             bboxes=[[0.0, 0.0, float(size[0]), float(size[1])]], width=size[0], height=size[1],
+            rows.append(dict(split='train', kind='single', shard=name, code=code, image=str(img), labels=[],
+                             k_codes=[code], bboxes=[[0.0, 0.0, float(size[0]), float(size[1])]],
+                             width=size[0], height=size[1],
                              **{k: None for k in CAPTURE_FIELDS}, group=f'{name}:{f.name}/{source_group(img.name)}'))
     return rows, drugs, problems
 
@@ -167,20 +174,26 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
     log, rows, drugs, report = get_logger('sources'), [], {}, {}
     seen = set()
     for i, s in enumerate(sources or []):
-        if not isinstance(s, dict) or not s.get('path'): raise ConfigError(f'data.sources[{i}] needs a path (and a format: yolo or folders), got {s!r}')
+        if not isinstance(s, dict) or not s.get('path'):
+            raise ConfigError(f'data.sources[{i}] needs a path (and a format: yolo or folders), got {s!r}')
         fmt, path = s.get('format', 'yolo'), Path(s['path'])
-        if fmt not in _READERS: raise ConfigError(f"data.sources[{i}].format={fmt!r} — use one of {', '.join(SOURCE_FORMATS)}")
+        if fmt not in _READERS:
+            raise ConfigError(f"data.sources[{i}].format={fmt!r} — use one of {', '.join(SOURCE_FORMATS)}")
         if not path.is_dir(): raise ConfigError(f'data.sources[{i}].path {path} is not a folder')
         name = str(s.get('name') or path.name)
-        if name in seen or ':' in name: raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon — give each source its own name')
+        if name in seen or ':' in name:
+            raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon '
+                              '— give each source its own name')
         seen.add(name)
         opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
         if opts and (fmt != 'yolo' or not isinstance(opts['allow_outside'], bool)):
             raise ConfigError(f'data.sources[{i}].allow_outside is true or false, for a yolo source only; got {s!r}')
         r, d, problems = _READERS[fmt](path, name, **opts)
         rows += r; drugs.update(d)
-        report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r), pills=sum(len(x['k_codes']) for x in r), drugs=len(d),
-                            splits=dict(Counter(x['split'] for x in r)), left_out={k: len(v) for k, v in problems.items()},
+        report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r),
+                            pills=sum(len(x['k_codes']) for x in r), drugs=len(d),
+                            splits=dict(Counter(x['split'] for x in r)),
+                            left_out={k: len(v) for k, v in problems.items()},
                             left_out_paths={k: v[:20] for k, v in problems.items()})
         log.info(f"source {name}: {len(r)} photos, {report[name]['pills']} pills of {len(d)} drugs from {path}" +
                  (f"; left out {report[name]['left_out']}" if problems else ''))
@@ -189,7 +202,7 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
 # %% ../nbs/02a_data.sources.ipynb #7c94be74
 def example_sources(d:str|Path, # folder to write them in
                    )->list: # `data.sources` entries for them
-    "Two tiny real-format datasets for lessons and tests: a YOLO source (`phone`) and a class-folder source (`crops`) of noise photos."
+    "Two tiny real-format datasets of noise photos for lessons and tests: YOLO (`phone`) and class folders (`crops`)."
     d = Path(d)
     rng = np.random.default_rng(0)
     def photo(p, n=1):
@@ -197,16 +210,21 @@ def example_sources(d:str|Path, # folder to write them in
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(p)
     y = d/'phone'
     (y/'data.yaml').parent.mkdir(parents=True)
-    (y/'data.yaml').write_text(yaml.safe_dump(dict(names=['advil', 'tylenol', 'midol'], train='../train/images', val='../valid/images', test='../test/images',
+    (y/'data.yaml').write_text(yaml.safe_dump(dict(names=['advil', 'tylenol', 'midol'], train='../train/images',
+                                                   val='../valid/images', test='../test/images',
                                                    path='./somewhere-else')))
-    files = {'train/IMG_1_jpeg.rf.aa11.jpg': '0 0.5 0.5 0.25 0.3', 'train/IMG_1_jpeg.rf.bb22.jpg': '0 0.45 0.5 0.25 0.3',
-             'train/IMG_2_jpeg.rf.cc33.jpg': '1 0.5 0.5 0.2 0.2', 'train/IMG_3_jpeg.rf.dd44.jpg': '0 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.2 0.2',
-             'valid/IMG_4_jpeg.rf.ee55.jpg': '2 0.5 0.5 0.3 0.3', 'test/IMG_5_jpeg.rf.ff66.jpg': '1 0.5 0.5 0.3 0.3',
+    files = {'train/IMG_1_jpeg.rf.aa11.jpg': '0 0.5 0.5 0.25 0.3',
+             'train/IMG_1_jpeg.rf.bb22.jpg': '0 0.45 0.5 0.25 0.3',
+             'train/IMG_2_jpeg.rf.cc33.jpg': '1 0.5 0.5 0.2 0.2',
+             'train/IMG_3_jpeg.rf.dd44.jpg': '0 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.2 0.2',
+             'valid/IMG_4_jpeg.rf.ee55.jpg': '2 0.5 0.5 0.3 0.3',
+             'test/IMG_5_jpeg.rf.ff66.jpg': '1 0.5 0.5 0.3 0.3',
              'test/IMG_6_jpeg.rf.0077.jpg': '9 0.5 0.5 0.3 0.3'}
     for f, lbl in files.items():
         split, name = f.split('/')
         photo(y/split/'images'/name)
-        (y/split/'labels').mkdir(parents=True, exist_ok=True); (y/split/'labels'/name).with_suffix('.txt').write_text(lbl + '\n')
+        (y/split/'labels').mkdir(parents=True, exist_ok=True)
+        (y/split/'labels'/name).with_suffix('.txt').write_text(lbl + '\n')
     for k in ('A123', 'B456'):
         for s in range(3): photo(d/'crops'/k/f'{k}_{s}.jpg')
     return [dict(path=str(y), format='yolo', name='phone'), dict(path=str(d/'crops'), format='folders')]

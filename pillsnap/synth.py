@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['photo_name', 'parse_photo_name', 'photo_paths', 'make_label', 'json_kind', 'sample_capture', 'plan_dataset',
            'render_job', 'write_job', 'label_boxes', 'write_labels_job', 'ship_release', 'synth_dataset',
-           'count_release', 'contact_sheet', 'scene_sheet', 'bench_synth']
+           'count_release', 'contact_sheet', 'scene_sheet', 'bench_synth', 'summary_table', 'synth_from']
 
 # %% ../nbs/01b_synth.dataset.ipynb #616caae1
 import json, math, os, shutil, tempfile, time, zipfile
@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -367,3 +368,17 @@ def bench_synth(image_size:tuple, # (width, height)
         t0 = time.perf_counter()
         synth_dataset(d, classes=max(1, n // 4), per_class=4, combos=0, val_per_class=0, image_size=image_size, workers=1)
         return n / (time.perf_counter() - t0)
+
+# %% ../nbs/01b_synth.dataset.ipynb #c97eb837
+def summary_table(summary:dict)->pd.DataFrame:
+    "Counts per AI Hub split of a `synth_dataset`/`count_release` summary."
+    cols = {k: summary[k] for k in ('train', 'val') if k in summary}
+    return pd.DataFrame(cols).drop(index=['shards', 'pills_per_combo_photo'], errors='ignore')
+
+def synth_from(cfg, # resolved settings (`synth.*`, `seed`)
+               out:str|Path, # the dataset folder
+               force:bool=False, # replace a dataset made with other settings
+              )->dict: # the dataset's summary
+    "`synth_dataset` with the `synth.*` settings (each is one of its parameters) and the global seed."
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth.items() if k != 'sheet_classes'}
+    return synth_dataset(out, seed=cfg.seed, force=force, **kw)

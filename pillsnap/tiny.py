@@ -101,9 +101,9 @@ def tiny_experiment(dest:str|Path|None=None, # where the copy goes (default: a n
             built.mkdir(parents=True)
             get_logger('pillsnap.tiny').info(f'building the tiny experiment in {built} (a few minutes on a CPU, once per code version)')
             write_json(built/'done.json', build_tiny(built))  # written last: its presence says the build finished
-    dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='pillsnap-tiny-'))/'exp'
-    skip = (lambda d, names: ['detector'] if Path(d) == built/'exp' else []) if not detector else None
-    shutil.copytree(built/'exp', dest, ignore=skip)
+        dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='pillsnap-tiny-'))/'exp'
+        skip = (lambda d, names: ['detector'] if Path(d) == built/'exp' else []) if not detector else None
+        shutil.copytree(built/'exp', dest, ignore=skip)  # under the lock: a process of other code never prunes it mid-copy
     if settings: save_config(exp_config(dest, list(settings)), exp_paths(dest).config)
     return dest
 

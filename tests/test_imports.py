@@ -46,12 +46,12 @@ def test_every_module_imports_only_earlier_chapters():
 
 
 def test_the_gate_sees_lazy_and_relative_imports():
-    order = {'config': '00a_config', 'io': '00_io', 'pipeline': '05d_infer.pipeline', 'export': '07_ship.export'}
+    order = {'config': '00a_config', 'io': '00_io', 'pipeline': '05e_infer.pipeline', 'export': '07_ship.export'}
     source = ('from .io import write_json\nfrom . import config\n'
               'def f():\n    from pillsnap.export import onnx_meta\n    import pillsnap.export\n')
     assert backward_violations(order, {'pipeline': source}) == [
-        'pillsnap/pipeline.py:4 imports export (07_ship.export), which does not come before 05d_infer.pipeline',
-        'pillsnap/pipeline.py:5 imports export (07_ship.export), which does not come before 05d_infer.pipeline']
+        'pillsnap/pipeline.py:4 imports export (07_ship.export), which does not come before 05e_infer.pipeline',
+        'pillsnap/pipeline.py:5 imports export (07_ship.export), which does not come before 05e_infer.pipeline']
     assert backward_violations(order, {'export': source.replace('export', 'pipeline')}) == []
 
 

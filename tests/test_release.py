@@ -63,7 +63,7 @@ def photo(trained_exp):
 
 @pytest.mark.slow  # a real server, reloaded twice under traffic
 def test_a_served_release_switches_on_sighup_without_a_failed_request(trained_exp, photo, tmp_path, monkeypatch):
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     e, root = trained_exp[0], tmp_path/'releases'
     cli('release', '--exp', e, '--tag', 'v1', '--activate', '--root', root)
     cli('release', '--exp', e, '--tag', 'v2', '--checkpoint', 'last', '--root', root)

@@ -159,7 +159,7 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
 
 
 def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, held_out):
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     (a, photos_a), _ = sorted(held_out.items())
     h = {'X-API-Key': KEY}
     try:

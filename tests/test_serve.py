@@ -20,14 +20,15 @@ def free_port():
 @pytest.fixture(scope='module')
 def server(trained_exp, tmp_path_factory):
     "`pillsnap serve` as `serving` starts it (the demo's and the load test's helper), with two keys; its output in a log file."
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     log = tmp_path_factory.mktemp('serve')/'serve.log'
     with serving(trained_exp[0], f'{KEY},{KEY2}', log_file=log) as (url, proc): yield url, log, proc
 
 
 # `run_server` in a child process with `delay` seconds added to every inference batch, so that requests queue up behind it
 DELAYED = """import sys, time
-from pillsnap.serve import app_from_exp, run_server
+from pillsnap.serve import app_from_exp
+from pillsnap.server import run_server
 exp, delay, *settings = sys.argv[1:]
 app = app_from_exp(exp, settings, env_file=None)
 pred, delay = app.state.batcher.pred, float(delay)
@@ -310,7 +311,7 @@ def test_a_full_queue_or_a_passed_deadline_is_503_with_retry_after(slow_server, 
 @pytest.fixture(scope='module')
 def guarded(trained_exp, tmp_path_factory):
     "`pillsnap serve` with one-second deadlines on requests arriving, a 4 KB head and 12 connections at most."
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     with serving(trained_exp[0], KEY, 'serve.header_timeout_s=1', 'serve.read_timeout_s=1', 'serve.max_header_kb=4', 'serve.max_connections=12',
                  log_file=tmp_path_factory.mktemp('guarded')/'serve.log') as (url, proc): yield url, proc
 

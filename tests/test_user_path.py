@@ -96,7 +96,7 @@ def test_the_users_path_needs_the_experiments_settings_only_once(user_exp, tmp_p
     answer = json.loads(cli('predict', photo, '--exp', e, '--json').stdout)
     assert answer['mode'] == 'single' and answer['pills'][0]['found_by'] == 'detector'
 
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     key = secrets.token_urlsafe(24)
     with serving(e, key, '--backend', 'onnx') as (url, _):
         r = httpx.post(url + '/predict', params={'pipeline': 'single'}, files={'image': (photo.name, photo.read_bytes(), 'image/png')},

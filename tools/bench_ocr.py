@@ -1,6 +1,6 @@
 """Reading imprints (pipeline.ocr): what it buys in top-1 and what it costs in time (nbs/90_benchmarks.ipynb: Retrieval and search).
 
-Every pill of an experiment's validation photos is cut out on its labelled box, read by the OCR (`05c_infer.ocr`)
+Every pill of an experiment's validation photos is cut out on its labelled box, read by the OCR (`05d_infer.ocr`)
 and answered by the predictor with the read fused in at several weights (`pipeline.ocr_weight`; weight 0 is the
 predictor without OCR). The validation photos are halved (by photo, seeded): the weight is tuned on one half and
 reported on the other (the test split stays locked for the final evaluation). Reported: top-1 over all pills and
@@ -23,7 +23,7 @@ from pillsnap.data import load_manifest                                         
 from pillsnap.ocr import ocr_engine, pill_cut, read_imprint                                       # noqa: E402
 from pillsnap.metrics import xyxy_to_xywh                                                         # noqa: E402
 from pillsnap.pipeline import Predictor, load_image                                                # noqa: E402
-from pillsnap.retrieval import imprint_score                                                      # noqa: E402
+from pillsnap.search import imprint_score                                                      # noqa: E402
 
 
 def halves(pred, limit, seed=0):

@@ -46,7 +46,7 @@ def main():
     a = ap.parse_args()
     exp = Path(a.exp).resolve()
     photos = sample_photos(exp)
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     key, args = secrets.token_urlsafe(24), [*a.settings, *(['--backend', a.backend] if a.backend else [])]
     with serving(exp, key, *args, log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):
         health = httpx.get(url + '/health').json()

@@ -51,7 +51,7 @@ def keyed_client(url:str, key:str, photo:bytes, seconds:float)->dict:
 
 def attack(exp:str|Path, attackers:int=260, gap:float=10, seconds:float=30, stolen_key:bool=False, settings:list=())->dict:
     "The whole measurement (see the module's description)."
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     from loadtest import sample_photos
     key, photo = secrets.token_urlsafe(24), sample_photos(Path(exp))['single']
     with serving(exp, key, *settings) as (url, proc):

@@ -115,7 +115,7 @@ def main(argv=None):
     ap.add_argument('--out', default=None, help='JSON report (default: {exp}/reports/soak.json; a release: beside it, soak.json)')
     ap.add_argument('settings', nargs='*', help='key=value settings for the server')
     a = ap.parse_args(argv)
-    from pillsnap.serve import serving
+    from pillsnap.server import serving
     if a.release:
         from pillsnap.release import MANIFEST, resolve_release
         exp = Path(json.loads((resolve_release(a.release)/MANIFEST).read_text())['source'])  # photos from the experiment it was packed from
