@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -119,6 +119,10 @@ docs: install
 # README.md is generated from nbs/index.ipynb (a test fails when it is stale).
 readme:
 	$(PYTHON) tools/readme.py
+
+# The house's measurements (issue 38): cells over 30 lines, longest functions, long lines, modules that load fastai, README words.
+house: install
+	$(PYTHON) tools/house.py
 
 clean-work:
 	rm -rf work

@@ -13,6 +13,7 @@ import shlex, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
+from fastcore.basics import patch
 
 from .config import ConfigError, exp_config, exp_paths, flat_settings, run_config, start_run
 from .gates import measurements
@@ -30,13 +31,15 @@ def evidence(exp:str|Path, # a trained experiment
     measured, files = measurements(paths.root)
     cls = paths.reports/'classifier'
     metrics = _read(cls/'metrics.json') or _read(paths.classifier/'metrics.json') or {}
-    return dict(exp=paths.root, cfg=cfg, measured=measured, files=files, gate=_read(paths.reports/'stage_gate.json'),
-                training=(_read(paths.classifier/'metrics.json') or {}).get('training') or {}, metrics=metrics,
+    return dict(exp=paths.root, cfg=cfg, measured=measured, files=files,
+                gate=_read(paths.reports/'stage_gate.json'),
+                training=(_read(paths.classifier/'metrics.json') or {}).get('training') or {},
+                metrics=metrics,
                 history=_read(paths.classifier/'history.json') or [],
                 per_class=pd.read_csv(cls/'per_class.csv') if (cls/'per_class.csv').is_file() else None,
                 hard=pd.read_csv(cls/'hard_cases.csv') if (cls/'hard_cases.csv').is_file() else None)
 
-# %% ../nbs/06b_judge.advisor.ipynb #3f3e3874
+# %% ../nbs/06b_judge.advisor.ipynb #b24a9ee6
 def rec(rule:str, # the rule's name
         title:str, # one line for the menu
         why:str, # the evidence in words, with numbers
@@ -45,21 +48,28 @@ def rec(rule:str, # the rule's name
         files:tuple=(), # evidence files
        )->dict:
     "A recommendation."
-    return dict(rule=rule, title=title, why=why, settings=settings, then=list(then), evidence=[str(f) for f in files if f])
+    return dict(rule=rule, title=title, why=why, settings=settings, then=list(then),
+                evidence=[str(f) for f in files if f])
 
+# %% ../nbs/06b_judge.advisor.ipynb #677db838
 def _stage_target(ev:dict, name:str):
     "The `{min: x}` target of the experiment's stage for a measured value (None without a stage)."
     stage = (ev['gate'] or {}).get('stage') or ev['cfg'].data.stage
-    return ((ev['cfg'].stages.get(str(stage)) or {}).get('gate', {}).get('targets', {}).get(name) or {}).get('min') if stage else None
+    if not stage: return None
+    targets = (ev['cfg'].stages.get(str(stage)) or {}).get('gate', {}).get('targets', {})
+    return (targets.get(name) or {}).get('min')
 
+# %% ../nbs/06b_judge.advisor.ipynb #fba5b413
 def rule_nan_loss(ev):
     "A loss that became NaN: a lower learning rate and gradient clipping."
     if not ev['measured'].get('loss_nan'): return None
     t = ev['cfg'].train
     return rec('nan_loss', 'the loss became NaN: lower the learning rate, clip gradients',
-               f'validation loss NaN in history.json (learning rate {t.lr:g})', {'train.lr': round(t.lr / 10, 8), 'train.grad_clip': 1.0},
+               f'validation loss NaN in history.json (learning rate {t.lr:g})',
+               {'train.lr': round(t.lr / 10, 8), 'train.grad_clip': 1.0},
                files=[ev['files'].get('loss_nan')])
 
+# %% ../nbs/06b_judge.advisor.ipynb #2788a4b7
 def rule_oom(ev):
     "Out of memory during training: half the batch, twice the accumulation (the same global batch)."
     n, t = ev['measured'].get('oom_events') or 0, ev['cfg'].train
@@ -67,8 +77,10 @@ def rule_oom(ev):
     bs = ev['training'].get('batch_size') or t.batch_size
     return rec('oom', f'out of memory {n}x: batch {bs} → {max(bs // 2, 1)} with twice the gradient accumulation',
                f"the out-of-memory ladder stepped in {n} times (classifier/metrics.json: training.oom_events)",
-               {'train.batch_size': max(bs // 2, 1), 'train.grad_accum': t.grad_accum * 2, 'train.auto_batch': False}, files=[ev['files'].get('oom_events')])
+               {'train.batch_size': max(bs // 2, 1), 'train.grad_accum': t.grad_accum * 2, 'train.auto_batch': False},
+               files=[ev['files'].get('oom_events')])
 
+# %% ../nbs/06b_judge.advisor.ipynb #16218ca9
 def rule_weak_classification(ev):
     "Accuracy under the stage's target: an ImageNet start when training from random weights, else a longer run."
     acc, target = ev['measured'].get('classification_accuracy'), _stage_target(ev, 'classification_accuracy')
@@ -76,22 +88,31 @@ def rule_weak_classification(ev):
     c, t, why = ev['cfg'].classifier, ev['cfg'].train, f'validation top-1 {acc:.3f} under the stage target {target}'
     if c.pretrained == 'none':
         s = STARTS['lite0']
-        return rec('weak_classification', 'classification under target: start from ImageNet weights (offline lite0)', why + ', trained from random weights',
-                   {'classifier.pretrained': 'lite0', 'classifier.model': s['model'], 'classifier.img_size': s['img_size'],
-                    'classifier.mean': list(s['mean']), 'classifier.std': list(s['std'])}, files=[ev['files'].get('classification_accuracy')])
-    return rec('weak_classification', f'classification under target: train longer ({t.epochs} → {round(t.epochs * 1.5)} epochs)', why,
+        return rec('weak_classification',
+                   'classification under target: start from ImageNet weights (offline lite0)',
+                   why + ', trained from random weights',
+                   {'classifier.pretrained': 'lite0', 'classifier.model': s['model'],
+                    'classifier.img_size': s['img_size'],
+                    'classifier.mean': list(s['mean']), 'classifier.std': list(s['std'])},
+                   files=[ev['files'].get('classification_accuracy')])
+    return rec('weak_classification',
+               f'classification under target: train longer ({t.epochs} → {round(t.epochs * 1.5)} epochs)', why,
                {'train.epochs': round(t.epochs * 1.5)}, files=[ev['files'].get('classification_accuracy')])
 
+# %% ../nbs/06b_judge.advisor.ipynb #a4591de1
 def rule_weak_detection(ev):
     "Detection mAP under the stage's target: a larger detector and a longer run."
     m, target = ev['measured'].get('detection_map50'), _stage_target(ev, 'detection_map50')
     if m is None or target is None or m >= target: return None
     d = ev['cfg'].detector
     bigger = {'yolo11n': 'yolo11s', 'yolo11s': 'yolo11m', 'yolo11m': 'yolo11l'}.get(d.model, d.model)
-    return rec('weak_detection', f'detection under target: {d.model} → {bigger}, {d.epochs} → {round(d.epochs * 1.5)} epochs',
-               f'detector mAP@0.5 {m:.3f} under the stage target {target}', {'detector.model': bigger, 'detector.epochs': round(d.epochs * 1.5)},
+    return rec('weak_detection',
+               f'detection under target: {d.model} → {bigger}, {d.epochs} → {round(d.epochs * 1.5)} epochs',
+               f'detector mAP@0.5 {m:.3f} under the stage target {target}',
+               {'detector.model': bigger, 'detector.epochs': round(d.epochs * 1.5)},
                then=('prepare', 'train-det'), files=[ev['files'].get('detection_map50')])
 
+# %% ../nbs/06b_judge.advisor.ipynb #addadb19
 def rule_overfitting(ev):
     "Training loss far below validation loss: more regularisation."
     h = [r for r in ev['history'] if r.get('train_loss') is not None and r.get('valid_loss') is not None]
@@ -102,9 +123,11 @@ def rule_overfitting(ev):
     s = {'classifier.drop_rate': max(c.drop_rate, 0.3), 'train.label_smoothing': max(t.label_smoothing, 0.1)}
     if not t.imprint_aux and t.mix == 'none': s['train.mix'] = 'mixup'
     return rec('overfitting', 'overfitting: more dropout, label smoothing' + (', mixup' if 'train.mix' in s else ''),
-               f"last epoch's validation loss {last['valid_loss']:.3f} is over twice the training loss {last['train_loss']:.3f}", s,
+               f"last epoch's validation loss {last['valid_loss']:.3f} is over twice "
+               f"the training loss {last['train_loss']:.3f}", s,
                files=[exp_paths(ev['exp']).classifier/'history.json'])
 
+# %% ../nbs/06b_judge.advisor.ipynb #caf33ecd
 def rule_plateau(ev):
     "The monitored metric stopped improving early in the run: a lower learning rate."
     t, h = ev['cfg'].train, ev['history']
@@ -113,35 +136,47 @@ def rule_plateau(ev):
     if any(v is None for v in vals): return None
     best = max(range(len(vals)), key=vals.__getitem__)
     if len(vals) - 1 - best < max(3, len(vals) // 3): return None
-    return rec('plateau', f'{t.monitor} plateaued after epoch {best + 1} of {len(vals)}: learning rate {t.lr:g} → {t.lr / 3:.3g}',
-               f'{t.monitor} best {vals[best]:.4f} at epoch {best + 1}, no better in the {len(vals) - 1 - best} epochs after it',
+    return rec('plateau',
+               f'{t.monitor} plateaued after epoch {best + 1} of {len(vals)}: '
+               f'learning rate {t.lr:g} → {t.lr / 3:.3g}',
+               f'{t.monitor} best {vals[best]:.4f} at epoch {best + 1}, '
+               f'no better in the {len(vals) - 1 - best} epochs after it',
                {'train.lr': float(f'{t.lr / 3:.3g}')}, files=[exp_paths(ev['exp']).classifier/'history.json'])
 
+# %% ../nbs/06b_judge.advisor.ipynb #37a46f73
 def rule_imbalance(ev):
     "Classes of very different sizes: draw them evenly."
     r, l = ev['measured'].get('class_imbalance_ratio'), ev['cfg'].loader
     if r is None or r <= 10 or l.weighted_sampler: return None
     return rec('imbalance', f'classes imbalanced {r:g}:1: draw training crops by class weight',
-               f'the largest class has {r:g} times the training crops of the smallest', {'loader.weighted_sampler': True},
+               f'the largest class has {r:g} times the training crops of the smallest',
+               {'loader.weighted_sampler': True},
                files=[ev['files'].get('class_imbalance_ratio')])
 
+# %% ../nbs/06b_judge.advisor.ipynb #6a3e29be
 def rule_data_loading(ev):
     "Training waits for its loader: the crop cache and more workers."
     share = ev['training'].get('data_share')
     if share is None or share <= 0.2: return None
     s = {'loader.num_workers': 'auto'}
     if not ev['cfg'].data.cache: s['data.cache'] = True
-    return rec('data_loading', f'the loader holds training back ({share:.0%} of each step): ' + ('crop cache, ' if 'data.cache' in s else '') + 'more workers',
-               f'training.data_share {share:.3f} in classifier/metrics.json', s, files=[exp_paths(ev['exp']).classifier/'metrics.json'])
+    return rec('data_loading',
+               f'the loader holds training back ({share:.0%} of each step): '
+               + ('crop cache, ' if 'data.cache' in s else '') + 'more workers',
+               f'training.data_share {share:.3f} in classifier/metrics.json', s,
+               files=[exp_paths(ev['exp']).classifier/'metrics.json'])
 
+# %% ../nbs/06b_judge.advisor.ipynb #622901c1
 def rule_headroom(ev):
     "A GPU run at a fixed batch: let auto batch size use the memory."
     t = ev['training']
     if not str(t.get('device', 'cpu')).startswith('cuda') or ev['cfg'].train.auto_batch: return None
     return rec('headroom', 'GPU run at a fixed batch: let train.auto_batch find the largest that fits',
-               f"batch {t.get('batch_size')} with peak {t.get('peak_cuda_mb', 0) / 1024:.1f} GB on the GPU", {'train.auto_batch': True},
+               f"batch {t.get('batch_size')} with peak {t.get('peak_cuda_mb', 0) / 1024:.1f} GB on the GPU",
+               {'train.auto_batch': True},
                files=[exp_paths(ev['exp']).classifier/'metrics.json'])
 
+# %% ../nbs/06b_judge.advisor.ipynb #104b1630
 def rule_calibration(ev):
     "Confidences that do not mean what they say: calibrate, or soften the training targets."
     m = ev['metrics']
@@ -150,33 +185,43 @@ def rule_calibration(ev):
                    f"ECE {m['ece']:.3f} and no temperature in the checkpoint's metrics", {}, then=('evaluate',))
     ece = m.get('ece_calibrated')
     if ece is None or ece <= 0.05 or ev['cfg'].train.label_smoothing >= 0.1: return None
-    return rec('calibration', 'confidences stay off after calibration: label smoothing', f'calibrated ECE {ece:.3f} (> 0.05)',
-               {'train.label_smoothing': 0.1})
+    return rec('calibration', 'confidences stay off after calibration: label smoothing',
+               f'calibrated ECE {ece:.3f} (> 0.05)', {'train.label_smoothing': 0.1})
 
+# %% ../nbs/06b_judge.advisor.ipynb #84b00fc0
 def rule_lookalikes(ev):
     "Mistakes concentrated on look-alike pairs: learn the imprint as well."
     pc, t = ev['per_class'], ev['cfg'].train
     if pc is None or t.imprint_aux or not len(pc): return None
     pairs = pc[pc.times > 0]
     confused = {frozenset((a, b)) for a, b in zip(pairs.k_code, pairs.taken_for)}
-    mutual = [p for p in confused if len(p) == 2 and all(((pc.k_code == a) & (pc.taken_for == b)).any() for a, b in (tuple(p), tuple(p)[::-1]))]
+    mutual = [p for p in confused if len(p) == 2
+              and all(((pc.k_code == a) & (pc.taken_for == b)).any() for a, b in (tuple(p), tuple(p)[::-1]))]
     if not mutual: return None
     names = ', '.join('/'.join(sorted(p)) for p in mutual[:3])
-    return rec('lookalikes', f"look-alike drugs taken for each other ({len(mutual)} pair{'s' if len(mutual) > 1 else ''}): learn their imprints",
-               f'mutually confused pairs in reports/classifier/per_class.csv: {names}', {'train.imprint_aux': 5.0, 'train.mix': 'none'},
+    return rec('lookalikes',
+               f"look-alike drugs taken for each other ({len(mutual)} pair{'s' if len(mutual) > 1 else ''}): "
+               "learn their imprints",
+               f'mutually confused pairs in reports/classifier/per_class.csv: {names}',
+               {'train.imprint_aux': 5.0, 'train.mix': 'none'},
                files=[exp_paths(ev['exp']).reports/'classifier'/'per_class.csv'])
 
+# %% ../nbs/06b_judge.advisor.ipynb #66eff090
 def rule_hard_cases(ev):
     "Wrong answers on validation crops: the next training draws the drugs involved more often."
     hard, lc = ev['hard'], ev['cfg'].loader
-    if hard is None or not len(hard) or lc.get('hard_cases_path') or 'wrong' not in hard or not hard.wrong.any(): return None
+    if hard is None or not len(hard) or lc.get('hard_cases_path') or 'wrong' not in hard or not hard.wrong.any():
+        return None
     wrong = hard[hard.wrong.astype(bool)]
     drugs = sorted(set(wrong.k_code) | set(wrong.predicted))
     path = exp_paths(ev['exp']).reports/'classifier'/'hard_cases.csv'
-    return rec('hard_cases', f'{len(wrong)} validation crops answered wrongly: train on their {len(drugs)} drugs more often',
-               f"reports/classifier/hard_cases.csv: {len(wrong)} wrong, {len(hard) - len(wrong)} right but unsure; drugs involved: {', '.join(drugs[:6])}{' …' if len(drugs) > 6 else ''}",
+    return rec('hard_cases',
+               f'{len(wrong)} validation crops answered wrongly: train on their {len(drugs)} drugs more often',
+               f"reports/classifier/hard_cases.csv: {len(wrong)} wrong, {len(hard) - len(wrong)} right but unsure; "
+               f"drugs involved: {', '.join(drugs[:6])}{' …' if len(drugs) > 6 else ''}",
                {'loader.hard_cases_path': str(path), 'loader.hard_case_weight': 3.0}, files=[path])
 
+# %% ../nbs/06b_judge.advisor.ipynb #4694b234
 def rule_proceed(ev):
     "Every criterion of the stage met: the next stage."
     g = ev['gate'] or {}
@@ -186,22 +231,28 @@ def rule_proceed(ev):
                {'data.stage': g['stage'] + 1}, then=('prepare', 'train-cls', 'train-det'),
                files=[exp_paths(ev['exp']).reports/'stage_gate.json'])
 
-RULES = [rule_nan_loss, rule_oom, rule_weak_classification, rule_weak_detection, rule_overfitting, rule_plateau, rule_lookalikes,
-         rule_hard_cases, rule_calibration, rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
+# %% ../nbs/06b_judge.advisor.ipynb #ce7171ad
+RULES = [rule_nan_loss, rule_oom, rule_weak_classification, rule_weak_detection, rule_overfitting, rule_plateau,
+         rule_lookalikes, rule_hard_cases, rule_calibration, rule_imbalance, rule_data_loading, rule_headroom,
+         rule_proceed]
 
-# %% ../nbs/06b_judge.advisor.ipynb #3c75764c
+# %% ../nbs/06b_judge.advisor.ipynb #119f0c40
 def advise(exp:str|Path, # a trained experiment
           )->dict: # decision, score and numbered recommendations
     "Every rule over the experiment's evidence; written to {exp}/reports/advice.json."
     ev = evidence(exp)
     g = ev['gate'] or {}
     recs = [r for r in (rule(ev) for rule in RULES) if r]
-    out = dict(experiment=str(ev['exp']), decision=g.get('decision'), performance_score=g.get('performance_score'), stage=g.get('stage'),
-               recommendations=recs)
+    out = dict(experiment=str(ev['exp']), decision=g.get('decision'), performance_score=g.get('performance_score'),
+               stage=g.get('stage'), recommendations=recs)
     write_json(exp_paths(exp).reports/'advice.json', out)
     return out
 
-def _value(v)->str: return 'null' if v is None else (','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool) else str(v))
+# %% ../nbs/06b_judge.advisor.ipynb #3b927fc0
+def _value(v)->str:
+    if v is None: return 'null'
+    if isinstance(v, (list, tuple)): return ','.join(map(str, v))
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 def next_commands(rec:dict, # a recommendation
                   exp:str|Path, # the experiment it applies to (the new one, once applied)
@@ -209,35 +260,43 @@ def next_commands(rec:dict, # a recommendation
     "The `pillsnap` commands that run a recommendation's jobs on `exp`."
     return [f'pillsnap {job} --exp {shlex.quote(str(exp))}' for job in rec['then']]
 
+# %% ../nbs/06b_judge.advisor.ipynb #736a58fa
 def menu_text(advice:dict, # from `advise`
              )->str:
     "The advice as a numbered menu for a terminal."
     g = advice['decision']
     lines = [f"pillsnap advisor — {advice['experiment']}",
-             f"gate: {g} (stage {advice['stage']}, performance score {advice['performance_score']:.3f})" if g else 'gate: not run yet (pillsnap gate --exp EXP)']
+             f"gate: {g} (stage {advice['stage']}, performance score {advice['performance_score']:.3f})" if g
+             else 'gate: not run yet (pillsnap gate --exp EXP)']
     if not advice['recommendations']: lines.append('no recommendation: nothing in the evidence calls for a change')
     for i, r in enumerate(advice['recommendations'], 1):
         lines += [f"[{i}] {r['title']}", f"    why:  {r['why']}"]
         if r['settings']: lines.append('    set:  ' + ' '.join(f'{k}={_value(v)}' for k, v in r['settings'].items()))
         lines.append('    then: ' + ' && '.join(next_commands(r, 'NEW' if r['settings'] else advice['experiment'])))
-    if advice['recommendations']: lines.append(f"apply one: pillsnap advise --exp {advice['experiment']} --apply N --to NEW")
+    if advice['recommendations']:
+        lines.append(f"apply one: pillsnap advise --exp {advice['experiment']} --apply N --to NEW")
     return '\n'.join(lines)
 
+# %% ../nbs/06b_judge.advisor.ipynb #35b82593
 def apply_recommendation(exp:str|Path, # the experiment advised
                          rec:dict, # one of its recommendations
                          new:str|Path, # the new experiment folder (must not exist)
                         )->Path: # the new experiment's config.yaml
     "A new experiment: `exp`'s settings with the recommendation's over them."
     new = Path(new)
-    if not rec['settings']: raise ConfigError(f"'{rec['title']}' changes no setting — run {' && '.join(next_commands(rec, exp))} on {exp} itself")
-    if new.exists() and any(new.iterdir()): raise ConfigError(f'{new} already exists — choose a new folder for the new experiment')
+    if not rec['settings']:
+        raise ConfigError(f"'{rec['title']}' changes no setting — "
+                          f"run {' && '.join(next_commands(rec, exp))} on {exp} itself")
+    if new.exists() and any(new.iterdir()):
+        raise ConfigError(f'{new} already exists — choose a new folder for the new experiment')
     cfg, changes = run_config(exp, {k: _value(v) for k, v in rec['settings'].items()})
     cfg.paths.exp_dir = str(new.resolve())
     paths = start_run(cfg, 'advise', changes)
-    write_json(paths.root/'advice.json', dict(from_experiment=str(exp_paths(exp).root), recommendation=rec, at=time.strftime('%Y-%m-%d %H:%M:%S %z')))
+    write_json(paths.root/'advice.json', dict(from_experiment=str(exp_paths(exp).root), recommendation=rec,
+                                              at=time.strftime('%Y-%m-%d %H:%M:%S %z')))
     return paths.config
 
-# %% ../nbs/06b_judge.advisor.ipynb #2341bfea
+# %% ../nbs/06b_judge.advisor.ipynb #049e952c
 class AdvisorMenu:
     "An ipywidgets view over `advise`, `apply_recommendation` and `next_commands`."
     def __init__(self, exp:str|Path, # a trained experiment
@@ -247,9 +306,11 @@ class AdvisorMenu:
         self.exp, self.advice = Path(exp), advice or advise(exp)
         self.new_exp = None
         recs, a = self.advice['recommendations'], self.advice
-        head = f"<b>gate</b>: {a['decision']} (stage {a['stage']}, score {a['performance_score']:.3f})" if a['decision'] else '<b>gate</b>: not run yet'
+        head = (f"<b>gate</b>: {a['decision']} (stage {a['stage']}, score {a['performance_score']:.3f})"
+                if a['decision'] else '<b>gate</b>: not run yet')
         self.header = w.HTML(f"<h4>pillsnap advisor — {self.exp.name}</h4>{head}")
-        self.choices = w.RadioButtons(options=[(f"[{i}] {r['title']}", i) for i, r in enumerate(recs, 1)], layout=w.Layout(width='100%'))
+        self.choices = w.RadioButtons(options=[(f"[{i}] {r['title']}", i) for i, r in enumerate(recs, 1)],
+                                      layout=w.Layout(width='100%'))
         self.preview = w.HTML()
         self.target = w.Text(description='new exp', layout=w.Layout(width='100%'))
         self.write_btn = w.Button(description='write experiment', button_style='primary', icon='save')
@@ -258,55 +319,65 @@ class AdvisorMenu:
         self.out = w.Output(layout=w.Layout(max_height='240px', overflow='auto'))
         self.choices.observe(lambda ch: self.show(), names='value')
         self.write_btn.on_click(self.on_write); self.run_btn.on_click(self.on_run)
-        self.widget = w.VBox([self.header, self.choices if recs else w.HTML('no recommendation'), self.preview, self.target,
-                              w.HBox([self.write_btn, self.run_btn]), self.progress, self.out])
+        self.widget = w.VBox([self.header, self.choices if recs else w.HTML('no recommendation'), self.preview,
+                              self.target, w.HBox([self.write_btn, self.run_btn]), self.progress, self.out])
         if recs: self.choices.value = 1
         self.show()
 
-    @property
-    def chosen(self)->dict|None:
-        "The recommendation chosen in the menu."
-        recs = self.advice['recommendations']
-        return recs[self.choices.value - 1] if recs and self.choices.value else None
+# %% ../nbs/06b_judge.advisor.ipynb #0b309858
+@patch(as_prop=True)
+def chosen(self:AdvisorMenu)->dict|None:
+    "The recommendation chosen in the menu."
+    recs = self.advice['recommendations']
+    return recs[self.choices.value - 1] if recs and self.choices.value else None
 
-    def show(self):
-        "Show the chosen recommendation's evidence and settings diff."
-        r = self.chosen
-        if r is None: self.preview.value = ''; return
-        old = flat_settings(exp_config(self.exp))
-        rows = ''.join(f'<tr><td><code>{k}</code></td><td>{_value(old.get(k))}</td><td><b>{_value(v)}</b></td></tr>' for k, v in r['settings'].items())
-        self.preview.value = (f"<p><b>why</b>: {r['why']}</p>" + (f'<table><tr><th>setting</th><th>now</th><th>new</th></tr>{rows}</table>' if rows else '') +
-                              f"<p><b>then</b>: {' → '.join(r['then'])}</p>")
-        self.target.value = str(self.exp.parent/f"{self.exp.name}-{r['rule']}") if r['settings'] else ''
-        self.target.disabled = not r['settings']
-        self.run_btn.disabled = bool(r['settings'])  # jobs run on the new experiment once it is written
+@patch
+def show(self:AdvisorMenu):
+    "Show the chosen recommendation's evidence and settings diff."
+    r = self.chosen
+    if r is None: self.preview.value = ''; return
+    old = flat_settings(exp_config(self.exp))
+    rows = ''.join(f'<tr><td><code>{k}</code></td><td>{_value(old.get(k))}</td><td><b>{_value(v)}</b></td></tr>'
+                   for k, v in r['settings'].items())
+    self.preview.value = (f"<p><b>why</b>: {r['why']}</p>"
+                          + (f'<table><tr><th>setting</th><th>now</th><th>new</th></tr>{rows}</table>' if rows else '')
+                          + f"<p><b>then</b>: {' → '.join(r['then'])}</p>")
+    self.target.value = str(self.exp.parent/f"{self.exp.name}-{r['rule']}") if r['settings'] else ''
+    self.target.disabled = not r['settings']
+    self.run_btn.disabled = bool(r['settings'])  # jobs run on the new experiment once it is written
 
-    def on_write(self, _=None):
-        "Write the chosen settings into a new experiment."
-        with self.out:
-            self.new_exp = Path(self.target.value)
-            cfg = apply_recommendation(self.exp, self.chosen, self.new_exp)
-            print(f'wrote {cfg}')
-        self.run_btn.disabled = False
+# %% ../nbs/06b_judge.advisor.ipynb #f3341758
+@patch
+def on_write(self:AdvisorMenu, _=None):
+    "Write the chosen settings into a new experiment."
+    with self.out:
+        self.new_exp = Path(self.target.value)
+        cfg = apply_recommendation(self.exp, self.chosen, self.new_exp)
+        print(f'wrote {cfg}')
+    self.run_btn.disabled = False
 
-    def on_run(self, _=None, runner=None):
-        "Run the chosen recommendation's jobs, one `pillsnap` command after the other, with their output here."
-        exp = self.new_exp or self.exp
-        cmds = next_commands(self.chosen, exp)
-        self.progress.max, self.progress.value = len(cmds), 0
-        for cmd in cmds:
-            with self.out: print(f'$ {cmd}')
-            code = (runner or run_command)(cmd, self.out)
-            if code: 
-                with self.out: print(f'failed (exit {code})')
-                return code
-            self.progress.value += 1
-        return 0
+# %% ../nbs/06b_judge.advisor.ipynb #37f7e843
+@patch
+def on_run(self:AdvisorMenu, _=None, runner=None):
+    "Run the chosen recommendation's jobs, one `pillsnap` command after the other, with their output here."
+    exp = self.new_exp or self.exp
+    cmds = next_commands(self.chosen, exp)
+    self.progress.max, self.progress.value = len(cmds), 0
+    for cmd in cmds:
+        with self.out: print(f'$ {cmd}')
+        code = (runner or run_command)(cmd, self.out)
+        if code: 
+            with self.out: print(f'failed (exit {code})')
+            return code
+        self.progress.value += 1
+    return 0
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+@patch
+def _ipython_display_(self:AdvisorMenu):
+    from IPython.display import display
+    display(self.widget)
 
+# %% ../nbs/06b_judge.advisor.ipynb #5271527d
 def run_command(cmd:str, # a `pillsnap ...` command line
                 out=None, # an ipywidgets Output to print into (None: stdout)
                )->int: # the exit code

@@ -50,14 +50,14 @@ def precision_callbacks(policy:str, # train.amp: auto, bf16, fp16 or off
     return [] if dtype is None else [MixedPrecision(amp_mode='bf16' if dtype == torch.bfloat16 else 'fp16')]
 
 def enable_tf32():
-    "On a GPU: float32 matmuls and convolutions on TF32 tensor cores, and cuDNN's fastest convolutions for the fixed crop size."
+    "On a GPU: float32 matmuls and convolutions on TF32 tensor cores, and cuDNN's fastest convolutions."
     torch.set_float32_matmul_precision('high')  # TF32 matmuls (what torch.backends.cuda.matmul.allow_tf32 sets)
     torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True  # every training batch has one shape: the search pays for itself in the first steps
+    torch.backends.cudnn.benchmark = True  # every training batch has one shape: the search pays for itself at once
 
 # %% ../nbs/04_train.callbacks.ipynb #4f8bdfb9
 def core(model:nn.Module)->nn.Module:
-    "The module under `DistributedDataParallel` and `torch.compile` wrappers (itself otherwise): its state dict has the plain names."
+    "The module under `DistributedDataParallel` and `torch.compile` wrappers: its state dict has the plain names."
     if isinstance(model, nn.parallel.DistributedDataParallel): model = model.module
     return getattr(model, '_orig_mod', model)
 
@@ -70,20 +70,24 @@ def compile_model(model:nn.Module, # the model to compile
                   mode:str='none', # train.compile
                   example:torch.Tensor|None=None, # an input batch for the trial forward and backward
                   backend='inductor', # torch.compile backend
-                  dtype=None, # the training's autocast dtype (None: float32), so the trial compiles what training runs
+                  dtype=None, # the training's autocast dtype (None: float32): the trial compiles what training runs
                  )->nn.Module:
-    "`torch.compile(model)` (static shapes) checked on `example`, or `model` itself (with one warning) when compilation fails."
-    if mode not in COMPILE_MODES: raise ConfigError(f"train.compile={mode!r} — choose one of {', '.join(COMPILE_MODES)}")
+    "`torch.compile(model)` (static shapes) checked on `example`, or `model` itself (one warning) when that fails."
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"train.compile={mode!r} — choose one of {', '.join(COMPILE_MODES)}")
     if mode == 'none': return model
     state = _cpu_state(model)
     try:
-        compiled = torch.compile(model, backend=backend, dynamic=False, **(dict(mode=mode) if backend == 'inductor' else {}))
+        compiled = torch.compile(model, backend=backend, dynamic=False,
+                                 **(dict(mode=mode) if backend == 'inductor' else {}))
         if example is not None:
-            with torch.autocast(example.device.type, dtype=dtype) if dtype else contextlib.nullcontext(): out = compiled(example)
+            with torch.autocast(example.device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                out = compiled(example)
             out.float().sum().backward()
         return compiled
     except Exception as e:
-        get_logger('classifier').warning(f'torch.compile(mode={mode}) failed, training without it: {type(e).__name__}: {first_line(e)}')
+        get_logger('classifier').warning(f'torch.compile(mode={mode}) failed, training without it: '
+                                         f'{type(e).__name__}: {first_line(e)}')
         return model
     finally:
         model.load_state_dict(state); model.zero_grad(set_to_none=True)
@@ -108,7 +112,8 @@ def lr_schedule(kind:str, # 'one_cycle' or 'cosine'
                 pct_start:float=0.25, # one-cycle: share of the run spent rising
                )->dict:
     "Schedules for fastai's `ParamScheduler`, as functions of the run's progress (0 → 1)."
-    if kind == 'one_cycle': return {'lr': combined_cos(pct_start, lr / 25, lr, lr / 1e5), 'mom': combined_cos(pct_start, 0.95, 0.85, 0.95)}
+    if kind == 'one_cycle': return {'lr': combined_cos(pct_start, lr / 25, lr, lr / 1e5),
+                                    'mom': combined_cos(pct_start, 0.95, 0.85, 0.95)}
     if kind == 'cosine':
         w, cos = min(max(warmup_epochs / max(epochs, 1), 0), 0.5), SchedCos(lr, lr / 1e3)
         return {'lr': combine_scheds([w, 1 - w], [SchedLin(lr / 100, lr), cos]) if w > 0 else cos}
@@ -160,6 +165,7 @@ def imprint_targets(records:dict, # {k_code: registry record} (uses print_front 
     table[2] = table[:2].amax(0)
     return vocab, table
 
+# %% ../nbs/04_train.callbacks.ipynb #bbd0c315
 class ClassOf:
     "A loss on face-carrying labels (`class + n_classes * face`) that scores the class part only."
     def __init__(self, loss, n_classes:int): self.loss, self.n_classes = loss, n_classes
@@ -168,6 +174,7 @@ class ClassOf:
         if k in ('loss', 'n_classes'): raise AttributeError(k)
         return getattr(self.loss, k)
 
+# %% ../nbs/04_train.callbacks.ipynb #3b6164e3
 class ImprintAux(Callback):
     "Auxiliary loss while training: which characters the visible face shows, from the backbone's pooled features."
     order = MixedPrecision.order + 6
@@ -194,10 +201,11 @@ class ImprintAux(Callback):
         aux = nn.functional.binary_cross_entropy_with_logits(self.head(self.feats.float()), target)
         self.learn.loss_grad = self.loss_grad + self.weight * aux
         self.learn.loss = self.loss_grad.clone()
-    def after_backward(self):  # several processes: the head is not in the model DDP averages, so average its gradients here
+    def after_backward(self):  # several processes: the head is outside what DDP averages, so average it here
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             for p in self.head.parameters():
-                if p.grad is not None: torch.distributed.all_reduce(p.grad); p.grad /= torch.distributed.get_world_size()
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad); p.grad /= torch.distributed.get_world_size()
     def after_fit(self):
         if self._hook is not None: self._hook.remove(); self._hook = None
         self.feats = None
@@ -217,20 +225,25 @@ def margin_logits(cos:torch.Tensor, # (n, classes) cosines between unit embeddin
     if kind == 'cosface': t = target - margin
     else:
         theta = torch.acos(target.clamp(-1 + 1e-6, 1 - 1e-6))
-        t = torch.where(theta + margin < math.pi, torch.cos(theta + margin), target - margin * math.sin(margin))  # past π, cos(θ + m) would rise again
+        t = torch.where(theta + margin < math.pi, torch.cos(theta + margin),  # past π, cos(θ + m) would rise again
+                        target - margin * math.sin(margin))
     return scale * cos.scatter(1, y[:, None], t)
 
+# %% ../nbs/04_train.callbacks.ipynb #556a64da
 class MarginLoss(Callback):
-    "Adds an angular-margin loss on the model's embedding (`embed` over the pooled features, `margin_weight` the class vectors)."
+    "Adds an angular-margin loss on the model's embedding (`embed` over pooled features, `margin_weight` per class)."
     order = MixedPrecision.order + 6
     def __init__(self, weight:float=1.0, # times the margin loss added to the softmax loss
                  margin:float=0.2, scale:float=30.0, kind:str='cosface', # see `margin_logits`
                 ):
-        margin_logits(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), margin, scale, kind)  # a bad kind fails before training
-        self.weight, self.margin, self.scale, self.kind, self.feats, self._hook = weight, margin, scale, kind, None, None
+        # a bad kind fails before training
+        margin_logits(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), margin, scale, kind)
+        self.weight, self.margin, self.scale, self.kind = weight, margin, scale, kind
+        self.feats, self._hook = None, None
     def before_fit(self):
         m = core(self.model)
-        if getattr(m, 'embed', None) is None: raise ConfigError('train.margin_weight needs an embedding layer — set classifier.embed_dim (e.g. 256)')
+        if getattr(m, 'embed', None) is None:
+            raise ConfigError('train.margin_weight needs an embedding layer — set classifier.embed_dim (e.g. 256)')
         self._hook = m.backbone.get_classifier().register_forward_pre_hook(self._grab)
     def _grab(self, module, args): self.feats = args[0]
     def after_loss(self):
@@ -253,6 +266,7 @@ def find_cb(learn, cls):
 
 def _device(learn): return next(learn.model.parameters()).device
 
+# %% ../nbs/04_train.callbacks.ipynb #b2dd8d04
 class Checkpointer(TrackerCallback):
     "`last.pt` after every epoch, `best.pt` when the monitored metric improves, and `history.json`."
     order = TrackerCallback.order + 1  # before early stopping can end the fit
@@ -263,34 +277,50 @@ class Checkpointer(TrackerCallback):
                  smooth_loss:tuple|None=None, # resumed (value, count) of the Recorder's smoothed training loss
                 ):
         super().__init__(monitor=monitor, min_delta=min_delta, reset_on_fit=best is None)
-        self.folder, self.meta, self.start, self._best, self.history = Path(folder), meta, start_epoch, best, list(history or [])
-        self._smooth = smooth_loss
+        self.folder, self.meta, self.start, self._best = Path(folder), meta, start_epoch, best
+        self.history, self._smooth = list(history or []), smooth_loss
     def before_fit(self):
         super().before_fit()
         if self._best is not None: self.best = self._best
-        if self._smooth: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = torch.tensor(self._smooth[0]), self._smooth[1]
+        if self._smooth:
+            smooth = self.recorder.smooth_loss
+            smooth.val, smooth.count = torch.tensor(self._smooth[0]), self._smooth[1]
     def after_epoch(self):
         if self.epoch < self.start: return
         super().after_epoch()
-        self.history.append({'epoch': self.epoch + 1, **{n: float(v) for n, v in zip(self.recorder.metric_names[1:], self.recorder.values[-1])}})
+        metrics = zip(self.recorder.metric_names[1:], self.recorder.values[-1])
+        self.history.append({'epoch': self.epoch + 1, **{n: float(v) for n, v in metrics}})
         if rank_distrib(): return  # several processes: the first one writes
         state = self.state(self.epoch + 1)
-        if self.new_best: save_checkpoint(state, self.folder/'best.pt')  # first: killed before last.pt, a resume redoes this epoch
+        # first: killed before last.pt, a resume redoes this epoch
+        if self.new_best: save_checkpoint(state, self.folder/'best.pt')
         save_checkpoint(state, self.folder/'last.pt')
         write_json(self.folder/'history.json', self.history)
-        get_logger('classifier').info(f'epoch {self.epoch + 1}: saved last.pt' + (f' and best.pt ({self.monitor}={self.best:.4f})' if self.new_best else ''))
+        get_logger('classifier').info(f'epoch {self.epoch + 1}: saved last.pt'
+                                      + (f' and best.pt ({self.monitor}={self.best:.4f})' if self.new_best else ''))
 
-    def state(self, epoch:int, **extra)->dict:
-        "Everything to resume from after `epoch` finished epochs."
-        l, ema, es, aux = self.learn, find_cb(self.learn, EMA), find_cb(self.learn, ResumableEarlyStopping), find_cb(self.learn, ImprintAux)
-        return {**self.meta, 'format': CKPT_FORMAT, 'epoch': epoch, 'monitor': self.monitor, 'best': float(self.best), 'history': list(self.history),
-                'model': _cpu_state(core(l.model)), 'ema': _cpu_state(ema.average.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
-                'optimizer': l.opt.state_dict(), 'scaler': l.scaler.state_dict() if getattr(l, 'scaler', None) is not None else None,
-                'imprint_head': _cpu_state(aux.head) if aux else None, 'early_stop_wait': es.wait if es else 0, 'smooth_loss': (float(torch.as_tensor(self.recorder.smooth_loss.val).mean()), int(self.recorder.smooth_loss.count)), **extra}
+# %% ../nbs/04_train.callbacks.ipynb #973d8acc
+@patch
+def state(self:Checkpointer, epoch:int, **extra)->dict:
+    "Everything to resume from after `epoch` finished epochs."
+    l, ema, aux = self.learn, find_cb(self.learn, EMA), find_cb(self.learn, ImprintAux)
+    es = find_cb(self.learn, ResumableEarlyStopping)
+    smooth = self.recorder.smooth_loss
+    return {**self.meta, 'format': CKPT_FORMAT, 'epoch': epoch, 'monitor': self.monitor,
+            'best': float(self.best), 'history': list(self.history),
+            'model': _cpu_state(core(l.model)),
+            'ema': _cpu_state(ema.average.module) if ema else None, 'ema_steps': ema.steps if ema else 0,
+            'optimizer': l.opt.state_dict(),
+            'scaler': l.scaler.state_dict() if getattr(l, 'scaler', None) is not None else None,
+            'imprint_head': _cpu_state(aux.head) if aux else None,
+            'early_stop_wait': es.wait if es else 0,
+            'smooth_loss': (float(torch.as_tensor(smooth.val).mean()), int(smooth.count)), **extra}
 
+# %% ../nbs/04_train.callbacks.ipynb #b78da68f
 class ResumableEarlyStopping(EarlyStoppingCallback):
     "fastai's early stopping, carrying its best value and patience count across a resume."
-    def __init__(self, monitor='macro_f1', min_delta=0.0, patience=5, start_epoch:int=0, best:float|None=None, wait:int=0):
+    def __init__(self, monitor='macro_f1', min_delta=0.0, patience=5,
+                 start_epoch:int=0, best:float|None=None, wait:int=0):
         super().__init__(monitor=monitor, min_delta=min_delta, patience=patience, reset_on_fit=best is None)
         self.start, self._best, self._wait = start_epoch, best, wait
     def before_fit(self):
@@ -303,10 +333,11 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
 class TrainingStopped(JobFailed, RuntimeError):
     "Training stopped on purpose, with a message for the user (e.g. out of memory at the smallest batch)."
 
+# %% ../nbs/04_train.callbacks.ipynb #e3fdacc3
 OOM_RUNGS = ('empty_cache', 'fp16', 'micro_batch', 'smaller_batch', 'stop')
 
 class OOMFallback(Callback):
-    "Recover from CUDA out-of-memory one rung at a time (see `OOM_RUNGS`); every step is logged and kept in `events`."
+    "Recover from CUDA out-of-memory one rung at a time (`OOM_RUNGS`); every step is logged and kept in `events`."
     order = ParamScheduler.order + 5  # scales the learning rate the schedule has just set
     def __init__(self, save=None, # called with the learner to write a checkpoint before stopping
                  max_accum:int=8, # most micro-batches per optimizer step before the global batch shrinks
@@ -324,23 +355,27 @@ class OOMFallback(Callback):
             self._lrs = [lr * self.lr_scale for lr in lrs]
             self.opt.set_hyper('lr', self._lrs)
 
-    def _one_batch(self, i, b):
-        while True:
-            try: return Learner.one_batch(self.learn, i, b) if self.chunk is None else self._chunked(i, b)
-            except torch.OutOfMemoryError as e: self._recover(e, find_bs(b))
+# %% ../nbs/04_train.callbacks.ipynb #c156f126
+@patch
+def _one_batch(self:OOMFallback, i, b):
+    while True:
+        try: return Learner.one_batch(self.learn, i, b) if self.chunk is None else self._chunked(i, b)
+        except torch.OutOfMemoryError as e: self._recover(e, find_bs(b))
 
-    def _chunked(self, i, b):
-        n, size = find_bs(b), self.chunk
-        for k in range(0, n, size):
-            Learner.one_batch(self.learn, i, tuple(t[k:k + size] for t in b))
-            if self.training and k + size < n:  # one loader batch moves the schedule once, whatever its pieces
-                self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
+@patch
+def _chunked(self:OOMFallback, i, b):
+    n, size = find_bs(b), self.chunk
+    for k in range(0, n, size):
+        Learner.one_batch(self.learn, i, tuple(t[k:k + size] for t in b))
+        if self.training and k + size < n:
+            self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
 
 # %% ../nbs/04_train.callbacks.ipynb #96254490
 @patch
 def _recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
-    if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'): torch.set_autocast_enabled('cuda', False)
+    if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'):
+        torch.set_autocast_enabled('cuda', False)
     self.opt.zero_grad()
     acc = find_cb(self.learn, GradientAccumulation)
     if acc: acc.count = 0
@@ -357,29 +392,34 @@ def _recover(self:OOMFallback, err, n):
                 return self._event(rung, 'switched to fp16 mixed precision', n)
             continue
         c = (self.chunk or self.global_bs) // 2
-        if c >= 1 and acc is None: acc = GradientAccumulation(self.global_bs); self.learn.add_cb(acc); acc.before_fit()
+        if c >= 1 and acc is None:
+            acc = GradientAccumulation(self.global_bs); self.learn.add_cb(acc); acc.before_fit()
         if rung == 'micro_batch':
             if c >= 1 and self.global_bs / c <= self.max_accum:
                 self.chunk = c
-                return self._event(rung, f'micro-batches of {c}, still one optimizer step per {self.global_bs} images', n)
+                return self._event(rung, f'micro-batches of {c}, '
+                                         f'still one optimizer step per {self.global_bs} images', n)
             self.rung += 1; continue
         if rung == 'smaller_batch' and c >= 1:
             self.chunk, self.global_bs, self.lr_scale = c, self.global_bs // 2, self.lr_scale / 2
             acc.n_acc = self.global_bs
-            return self._event(rung, f'global batch {self.global_bs} (micro-batches of {c}), learning rate x{self.lr_scale:g}', n)
+            return self._event(rung, f'global batch {self.global_bs} (micro-batches of {c}), '
+                                     f'learning rate x{self.lr_scale:g}', n)
         if rung == 'smaller_batch': self.rung += 1; continue
         path = self.save(self.learn) if self.save else None
-        msg = (f'CUDA out of memory even with micro-batches of 1 image ({first_line(err)}). ' + (f'Saved {path}. ' if path else '') +
-               'Use a smaller classifier.img_size or classifier.model, or free the GPU; then resume with train.resume=last.')
+        msg = (f'CUDA out of memory even with micro-batches of 1 image ({first_line(err)}). '
+               + (f'Saved {path}. ' if path else '')
+               + 'Use a smaller classifier.img_size or classifier.model, or free the GPU; '
+               'then resume with train.resume=last.')
         self._event('stop', msg, n)
         self.learn.stopped = msg
         raise CancelFitException()
 
+# %% ../nbs/04_train.callbacks.ipynb #f5e868ea
 @patch
 def _event(self:OOMFallback, rung, what, n):
     self.events.append(dict(rung=rung, epoch=int(self.epoch), iter=int(self.iter), batch=int(n), action=what))
     get_logger('classifier').warning(f'out of memory at e={self.epoch} s={self.iter} (batch of {n}): {what}')
-
 
 # %% ../nbs/04_train.callbacks.ipynb #1ca0c1c0
 TB_VAL = {'valid_loss': 'val/loss', 'accuracy': 'val/accuracy', 'macro_f1': 'val/macro_f1', 'top5': 'val/top5'}
@@ -389,7 +429,7 @@ class StepLogger(Callback):
     order = 70
     def __init__(self, tb_dir:str|Path|None=None, # TensorBoard folder (None: log lines only)
                  every:int=50, # optimizer steps between log lines
-                 warmup:int=10, # first training steps left out of `perf` (loader start, cudnn autotuning, compilation)
+                 warmup:int=10, # first training steps left out of `perf` (loader start, cudnn autotuning, compiling)
                 ):
         self.tb_dir, self.every, self.warmup, self.writer, self.seen = tb_dir, every, warmup, None, 0
         self.perf = dict(images=0, data_s=0.0, compute_s=0.0, peak_cuda_mb=0.0)
@@ -400,52 +440,70 @@ class StepLogger(Callback):
         self.on_cuda = _device(self.learn).type == 'cuda'
         self.skip = min(self.warmup, self.n_epoch * len(self.dls.train) // 5)  # short runs keep most of their steps
         if self.on_cuda: torch.cuda.reset_peak_memory_stats()
-        self.total_mb, self._mem_warned = torch.cuda.get_device_properties(_device(self.learn)).total_memory / 2**20 if self.on_cuda else None, False
-        if self.writer: self.writer.add_scalar('perf/num_workers', getattr(self.dls.train, 'num_workers', 0), 0)  # what the loader was given
+        device_mb = torch.cuda.get_device_properties(_device(self.learn)).total_memory / 2**20 if self.on_cuda else None
+        self.total_mb, self._mem_warned = device_mb, False
+        if self.writer:  # what the loader was given
+            self.writer.add_scalar('perf/num_workers', getattr(self.dls.train, 'num_workers', 0), 0)
     def before_train(self): self._t, self._win = time.perf_counter(), [0, 0.0, 0.0, 0.0, 0]
     def before_batch(self):
         if self.training: self._t0 = time.perf_counter(); self._data = self._t0 - self._t
-    def after_batch(self):
-        if not self.training: return
-        if self.on_cuda: torch.cuda.synchronize()
-        self._t = time.perf_counter()
-        comp, n, step, loss = self._t - self._t0, find_bs(self.yb), self.epoch * self.n_iter + self.iter, float(self.loss.detach())
-        self.seen += 1
-        if self.seen > self.skip:
-            for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
-        w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += loss; w[4] += 1
-        lr = self.opt.hypers[-1]['lr']
-        if self.writer:
-            self.writer.add_scalar('train/loss', loss, step); self.writer.add_scalar('train/lr', lr, step)
-            if self.seen == 1: self.writer.add_scalar('perf/batch_size', n, step)  # as trained: the GPU search's, or the setting
-        if step % self.every == 0 or self.iter == self.n_iter - 1: self._log_line(step, lr)
-    def _log_line(self, step, lr):
-        n, data, comp, loss, k = self._win
-        mb = torch.cuda.max_memory_allocated() / 2**20 if self.on_cuda else 0.0
-        self.perf['peak_cuda_mb'] = max(self.perf['peak_cuda_mb'], mb)
-        thr = n / max(data + comp, 1e-9)
-        get_logger('classifier').info(f'e={self.epoch} s={step} loss={loss / k:.4f} lr={lr:.3g} data={data / k:.3f}s comp={comp / k:.3f}s thr={thr:.1f}/s cuda={mb:.0f}MB')
-        if self.total_mb and mb > 0.8 * self.total_mb and not self._mem_warned:
-            self._mem_warned = True
-            get_logger('classifier').warning(f'GPU memory peaked at {mb:.0f} of {self.total_mb:.0f} MB ({mb / self.total_mb:.0%}): little room left — '
-                                             'an out-of-memory error would make the run fall back to smaller micro-batches; lower train.vram_headroom or train.batch_size to keep clear')
-        if self.writer:
-            oom = find_cb(self.learn, OOMFallback)
-            for tag, v in (('perf/data_time', data / k), ('perf/compute_time', comp / k), ('perf/throughput', thr), ('perf/cuda_mem', mb),
-                           ('oom/events', len(oom.events) if oom else 0)):
-                self.writer.add_scalar(tag, v, step)
-        self._win = [0, 0.0, 0.0, 0.0, 0]
-    def after_epoch(self):
-        if not self.writer or not self.recorder.values: return
-        for name, v in zip(self.recorder.metric_names[1:], self.recorder.values[-1]):
-            if name in TB_VAL: self.writer.add_scalar(TB_VAL[name], float(v), self.epoch)
-        self.writer.flush()
-    def after_fit(self):
-        if self.writer: self.writer.close(); self.writer = None
+
+# %% ../nbs/04_train.callbacks.ipynb #93df3f93
+@patch
+def after_batch(self:StepLogger):
+    if not self.training: return
+    if self.on_cuda: torch.cuda.synchronize()
+    self._t = time.perf_counter()
+    comp, n, loss = self._t - self._t0, find_bs(self.yb), float(self.loss.detach())
+    step = self.epoch * self.n_iter + self.iter
+    self.seen += 1
+    if self.seen > self.skip:
+        for k, v in zip(('images', 'data_s', 'compute_s'), (n, self._data, comp)): self.perf[k] += v
+    w = self._win; w[0] += n; w[1] += self._data; w[2] += comp; w[3] += loss; w[4] += 1
+    lr = self.opt.hypers[-1]['lr']
+    if self.writer:
+        self.writer.add_scalar('train/loss', loss, step); self.writer.add_scalar('train/lr', lr, step)
+        if self.seen == 1:  # as trained: the GPU search's, or the setting
+            self.writer.add_scalar('perf/batch_size', n, step)
+    if step % self.every == 0 or self.iter == self.n_iter - 1: self._log_line(step, lr)
+
+# %% ../nbs/04_train.callbacks.ipynb #c6897a2e
+@patch
+def _log_line(self:StepLogger, step, lr):
+    n, data, comp, loss, k = self._win
+    mb = torch.cuda.max_memory_allocated() / 2**20 if self.on_cuda else 0.0
+    self.perf['peak_cuda_mb'] = max(self.perf['peak_cuda_mb'], mb)
+    thr = n / max(data + comp, 1e-9)
+    get_logger('classifier').info(f'e={self.epoch} s={step} loss={loss / k:.4f} lr={lr:.3g} data={data / k:.3f}s '
+                                  f'comp={comp / k:.3f}s thr={thr:.1f}/s cuda={mb:.0f}MB')
+    if self.total_mb and mb > 0.8 * self.total_mb and not self._mem_warned:
+        self._mem_warned = True
+        get_logger('classifier').warning(
+            f'GPU memory peaked at {mb:.0f} of {self.total_mb:.0f} MB ({mb / self.total_mb:.0%}): little room left — '
+            'an out-of-memory error would make the run fall back to smaller micro-batches; '
+            'lower train.vram_headroom or train.batch_size to keep clear')
+    if self.writer:
+        oom = find_cb(self.learn, OOMFallback)
+        for tag, v in (('perf/data_time', data / k), ('perf/compute_time', comp / k), ('perf/throughput', thr),
+                       ('perf/cuda_mem', mb), ('oom/events', len(oom.events) if oom else 0)):
+            self.writer.add_scalar(tag, v, step)
+    self._win = [0, 0.0, 0.0, 0.0, 0]
+
+# %% ../nbs/04_train.callbacks.ipynb #e5018d74
+@patch
+def after_epoch(self:StepLogger):
+    if not self.writer or not self.recorder.values: return
+    for name, v in zip(self.recorder.metric_names[1:], self.recorder.values[-1]):
+        if name in TB_VAL: self.writer.add_scalar(TB_VAL[name], float(v), self.epoch)
+    self.writer.flush()
+
+@patch
+def after_fit(self:StepLogger):
+    if self.writer: self.writer.close(); self.writer = None
 
 # %% ../nbs/04_train.callbacks.ipynb #5674958b
 class WholeSplit:
-    "A loader every process runs whole (validation): its outputs are this process's own, never gathered across processes."
+    "A loader every process runs whole (validation): its outputs are this process's own, never gathered."
     def __init__(self, dl): self.dl = dl
     def __iter__(self): return iter(self.dl)
     def __len__(self): return len(self.dl)
@@ -453,21 +511,24 @@ class WholeSplit:
     def to_detach(self, b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
 
 class DistributedTraining(DistributedTrainer):
-    "fastai's data-parallel callback for pillsnap's loaders: the training loader, sharded by `ShardSampler`, stays as it is; validation runs whole in every process."
+    "fastai's data-parallel callback for our loaders: training's (`ShardSampler`) stays; validation runs whole."
     def _wrap_dl(self, dl):
         if isinstance(dl, WholeSplit) or isinstance(getattr(dl, 'sampler', None), ShardSampler): return dl
         return WholeSplit(dl)
-    def before_validate(self):  # DDP syncs batch-norm statistics only in training: validate everywhere with the first process's (after `EMA` swaps its average in)
+    # DDP syncs batch-norm statistics only in training: validate everywhere with the first process's
+    # (after `EMA` swaps its average in)
+    def before_validate(self):
         super().before_validate()
         for b in core(self.learn.model).buffers(): torch.distributed.broadcast(b, 0)
 
 # %% ../nbs/04_train.callbacks.ipynb #2f4f9555
 def replicas_agree(model:nn.Module)->bool:
-    "Whether every process of the group holds the same parameters (their `embedder_id`s, gathered); batch-norm statistics are the first process's in what is saved."
+    "Whether every process of the group holds the same parameters (their `embedder_id`s, gathered)."
     ids = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(ids, embedder_id(core(model), params_only=True))
     return len(set(ids)) == 1
 
+# %% ../nbs/04_train.callbacks.ipynb #6b399615
 def check_nproc(nproc:int, # processes asked for
                 device:str='auto', # the `device` setting
                ):
@@ -475,18 +536,23 @@ def check_nproc(nproc:int, # processes asked for
     import torch
     if nproc < 1: raise ConfigError(f'--nproc {nproc}: give 1 or more processes')
     gpus = torch.cuda.device_count() if device != 'cpu' else 0
-    if gpus and nproc > gpus: raise ConfigError(f'--nproc {nproc} but this machine has {gpus} GPU(s): one process per GPU — use --nproc {gpus}, or device=cpu for gloo processes')
+    if gpus and nproc > gpus:
+        raise ConfigError(f'--nproc {nproc} but this machine has {gpus} GPU(s): one process per GPU — '
+                          f'use --nproc {gpus}, or device=cpu for gloo processes')
 
+# %% ../nbs/04_train.callbacks.ipynb #1d2a3ae4
 def launch_processes(nproc:int, # processes on this machine
                      argv:list, # the pillsnap command line each runs, e.g. ['train-cls', '--exp', 'work/exp/e']
                     )->None:
-    "Run one pillsnap command in `nproc` processes through `torchrun` (rendezvous on this machine); a failed process fails the whole."
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // nproc))}
+    "Run one pillsnap command in `nproc` processes through `torchrun` (on this machine); one failure fails all."
+    threads = os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // nproc))
+    env = {**os.environ, 'OMP_NUM_THREADS': threads}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc-per-node={nproc}', '--no-python',
            sys.executable, '-m', 'pillsnap', *map(str, argv)]
     get_logger('stages').info(f"{nproc} processes: pillsnap {' '.join(map(str, argv))}")
     rc = subprocess.run(cmd, env=env).returncode
-    if rc: raise JobFailed(f"pillsnap {argv[0]} failed in one of its {nproc} processes (exit {rc}) — torchrun printed each process's error above; "
+    if rc: raise JobFailed(f"pillsnap {argv[0]} failed in one of its {nproc} processes (exit {rc}) — "
+                           "torchrun printed each process's error above; "
                            "the first process logs to the experiment's logs/ folder")
 
 # %% ../nbs/04_train.callbacks.ipynb #0e336ceb
@@ -520,13 +586,15 @@ def auto_batch_size(model:nn.Module, # the model, on its device
     "The largest training batch whose forward, backward and AdamW step stay under `headroom` of GPU memory."
     log = get_logger('classifier')
     if device.type != 'cuda': log.info('auto batch size: skipped (no GPU); train.batch_size is used'); return None
-    total, state = torch.cuda.get_device_properties(device).total_memory, _cpu_state(model)  # on the CPU: no GPU memory taken from the search
+    total = torch.cuda.get_device_properties(device).total_memory
+    state = _cpu_state(model)  # on the CPU: no GPU memory taken from the search
     opt = torch.optim.AdamW(model.parameters())
     def fits(b):
         try:
             torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
             x = torch.randint(0, 256, (b, 3, img_size, img_size), dtype=torch.uint8, device=device)
-            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None): loss = model(x).float().logsumexp(1).mean()
+            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = model(x).float().logsumexp(1).mean()
             loss.backward(); opt.step()
             return torch.cuda.max_memory_allocated(device) <= headroom * total
         except torch.OutOfMemoryError: return False
@@ -543,4 +611,5 @@ def top5(inp, targ):
 
 def training_metrics()->list:
     "fastai metrics for the Learner: 'accuracy', 'top5' and 'macro_f1' (scikit-learn's macro F1)."
-    return [accuracy, top5, AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]
+    return [accuracy, top5,
+            AccumMetric(f1_score, dim_argmax=-1, to_np=True, invert_arg=True, average='macro', name='macro_f1')]

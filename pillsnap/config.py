@@ -8,7 +8,7 @@ __all__ = ['YAML_MAX_BYTES', 'EXP_PARTS', 'SEALED', 'ONE_SHOT', 'PillsnapError',
            'parse_overrides', 'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'NotAnExperiment',
            'require_experiment', 'exp_config', 'load_dotenv', 'secret', 'sealed', 'exp_paths', 'check_writable',
            'save_config', 'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'git_commit',
-           'code_version', 'start_run', 'settings_changes', 'run_config', 'record_settings', 'Experiment',
+           'code_version', 'start_run', 'settings_changes', 'record_settings', 'run_config', 'Experiment',
            'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00a_config.ipynb #0dde7a8f
@@ -28,16 +28,17 @@ class PillsnapError(Exception):
     exit_code = 1
 
 class UserError(PillsnapError):
-    "A mistake in what was asked for — a setting, a file, a photo, an order of commands: the command exits 2 with the message."
+    "A mistake in what was asked for — a setting, a file, a photo, an order of commands: the command exits 2."
     exit_code = 2
 
 class JobFailed(PillsnapError):
-    "A job that ran and failed — training stopped, an export failed its parity check, a stage notebook raised: the command exits 1."
+    "A job that ran and failed — training stopped, an export failed its parity check, a stage notebook raised: exit 1."
     exit_code = 1
 
 class ConfigError(UserError, ValueError):
     "A bad setting; the message is one line that names the key and the fix."
 
+# %% ../nbs/00a_config.ipynb #cf660ca8
 def first_line(e:BaseException)->str:
     "The first line of an exception's message (at most 200 characters), for a one-line error that quotes it."
     return (str(e).strip().splitlines() or [''])[0][:200]
@@ -52,11 +53,10 @@ def find_config(start:str|Path|None=None, # folder to search from (default: the 
     here = Path(start or Path.cwd()).resolve()
     for d in [here, *here.parents]:
         if (d/'config.yaml').is_file(): return d/'config.yaml'
-    raise ConfigError(f"no config.yaml in {here} or its parents — run from the pillsnap checkout or set PILLSNAP_CONFIG")
+    raise ConfigError(f"no config.yaml in {here} or its parents — "
+                      "run from the pillsnap checkout or set PILLSNAP_CONFIG")
 
 # %% ../nbs/00a_config.ipynb #5a3e88a0
-YAML_MAX_BYTES = 4 << 20  # settings and dataset descriptions are kilobytes: a larger YAML file is refused unread
-
 class _Alias(Exception): "An alias event: (its name, its line)."
 
 class _NoAliases(yaml.SafeLoader):
@@ -78,6 +78,9 @@ def parse_yaml(text:str, # YAML text
     except RecursionError:
         raise ConfigError(f'{where} is nested too deeply to be settings or a dataset description') from None
 
+# %% ../nbs/00a_config.ipynb #a8ae5ca1
+YAML_MAX_BYTES = 4 << 20  # settings and dataset descriptions are kilobytes: a larger YAML file is refused unread
+
 def yaml_text(path:str|Path, # a YAML file
               errors:str='strict', # bytes that are not UTF-8: 'strict' refuses the file, 'replace' keeps the rest
               limit:int=YAML_MAX_BYTES, # the most bytes it may hold
@@ -97,6 +100,7 @@ def yaml_text(path:str|Path, # a YAML file
     try: return data.decode('utf-8', errors)
     except UnicodeDecodeError as e: raise ConfigError(f'{path} is not UTF-8 text (byte {e.start})') from None
 
+# %% ../nbs/00a_config.ipynb #10be2190
 def read_yaml(path:str|Path, # a YAML file
              )->dict:
     "Parse `path` (`yaml_text`, `parse_yaml`); a syntax error becomes one `ConfigError` line with file and line number."
@@ -105,7 +109,8 @@ def read_yaml(path:str|Path, # a YAML file
         mark = getattr(e, 'problem_mark', None)
         where = f"{path}:{mark.line+1}" if mark else str(path)
         raise ConfigError(f"cannot parse {where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict): raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
     return data
 
 # %% ../nbs/00a_config.ipynb #b329531c
@@ -116,12 +121,14 @@ def flat_settings(cfg:dict, # nested settings
     out = {}
     for k, v in cfg.items():
         key = f'{prefix}{k}'
-        if isinstance(v, dict) and v and not any('.' in str(k) for k in v): out.update(flat_settings(v, key + '.'))  # a preset (dotted keys) stays whole
+        nested = isinstance(v, dict) and v and not any('.' in str(k) for k in v)  # a preset (dotted keys) stays whole
+        if nested: out.update(flat_settings(v, key + '.'))
         else: out[key] = v
     return out
 
 # %% ../nbs/00a_config.ipynb #be6262f6
-def _tname(v): return 'null' if v is None else {'str': 'text', 'dict': 'mapping'}.get(type(v).__name__, type(v).__name__)
+def _tname(v):
+    return 'null' if v is None else {'str': 'text', 'dict': 'mapping'}.get(type(v).__name__, type(v).__name__)
 
 def typed_setting(key:str, # dotted key, for the error message
                   value, # the new value: a command-line string or a parsed YAML value
@@ -138,8 +145,8 @@ def typed_setting(key:str, # dotted key, for the error message
     if isinstance(default, float) and isinstance(value, str):  # YAML 1.1 reads '3e-4' as text
         try: value = float(value)
         except ValueError: pass
-    if default is None or nullable and value is None or isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool)):
-        return value
+    same_type = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+    if default is None or nullable and value is None or same_type: return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool): return float(value)
     if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise ConfigError(f"setting '{key}' expects {_tname(default)} (like {default!r}), got {value!r}")
@@ -197,16 +204,18 @@ def apply_settings(cfg:dict, # nested settings, changed in place
 # %% ../nbs/00a_config.ipynb #02e17bd1
 def apply_stage(cfg:dict, # nested settings, changed in place
                 explicit:set=frozenset(), # dotted keys the user set explicitly; they beat the preset
-                keep_set:bool=False, # fill only caps that are null (the stage came from a file whose caps were already chosen)
+                keep_set:bool=False, # fill only null caps (the stage came from a file whose caps were already chosen)
                )->dict:
     "Copy the caps of preset `data.stage` into `data`."
     stage = cfg['data'].get('stage')
     if stage is None: return cfg
     presets = cfg['stages']
-    if str(stage) not in presets: raise ConfigError(f"unknown stage {stage!r} for 'data.stage' — choose one of {', '.join(presets)}")
+    if str(stage) not in presets:
+        raise ConfigError(f"unknown stage {stage!r} for 'data.stage' — choose one of {', '.join(presets)}")
     for k in ('max_samples', 'max_classes', 'max_combos'):
         if k not in presets[str(stage)]: continue  # a snapshot's stages from before max_combos
-        if f'data.{k}' not in explicit and not (keep_set and cfg['data'].get(k) is not None): cfg['data'][k] = presets[str(stage)][k]
+        if f'data.{k}' in explicit or keep_set and cfg['data'].get(k) is not None: continue
+        cfg['data'][k] = presets[str(stage)][k]
     return cfg
 
 # %% ../nbs/00a_config.ipynb #c2ae770e
@@ -218,12 +227,14 @@ def _merge_missing(cfg:dict, base:dict)->list:
         elif isinstance(v, dict) and isinstance(cfg[k], dict): added += [f'{k}.{a}' for a in _merge_missing(cfg[k], v)]
     return added
 
+# %% ../nbs/00a_config.ipynb #6019fc1a
 def _read_resolved(path:Path)->dict:
     cfg = read_yaml(path)
     for key, value in flat_settings(cfg).items():
         if is_path_setting(key) or key.endswith('sources'): apply_settings(cfg, {key: value}, base=path.parent)
     return cfg
 
+# %% ../nbs/00a_config.ipynb #10a1bfaa
 def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
                 path:str|Path|None=None, # config file (default: `find_config()`)
                 preset:str|None=None, # name of a mapping of dotted settings in the file, e.g. 'demo'
@@ -234,21 +245,29 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
     cfg, nullable = _read_resolved(path), set()
     if defaults and Path(defaults).resolve() != path:
         base = _read_resolved(Path(defaults).resolve())
-        nullable = {k for k, v in flat_settings(base).items() if v is None}  # a snapshot's 5 may go back to the project's null
+        # a snapshot's 5 may go back to the project's null
+        nullable = {k for k, v in flat_settings(base).items() if v is None}
         if added := _merge_missing(cfg, base):
-            get_logger('pillsnap.config').info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: {', '.join(added[:8])}{' …' if len(added) > 8 else ''}")
+            log = get_logger('pillsnap.config')
+            log.info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: "
+                     f"{', '.join(added[:8])}{' …' if len(added) > 8 else ''}")
     if preset:
         presets = cfg.get('presets') or {}
-        chosen = presets.get(preset, cfg.get(preset))  # an experiment snapshot older than `presets:` has them at the top level
-        if not isinstance(chosen, dict): raise ConfigError(f"no preset '{preset}' in {path} — choose one of {', '.join(presets) or 'none: it has no presets section'}")
+        # an experiment snapshot older than `presets:` has them at the top level
+        chosen = presets.get(preset, cfg.get(preset))
+        if not isinstance(chosen, dict):
+            have = ', '.join(presets) or 'none: it has no presets section'
+            raise ConfigError(f"no preset '{preset}' in {path} — choose one of {have}")
         apply_settings(cfg, chosen, base=path.parent)
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
     apply_settings(cfg, overrides, base=Path.cwd(), nullable=nullable)
     stage_given = 'data.stage' in overrides or bool(preset and 'data.stage' in chosen)
-    apply_stage(cfg, explicit=set(overrides), keep_set=not stage_given)  # a file's stage never overrides the file's own caps
+    # a file's stage never overrides the file's own caps
+    apply_stage(cfg, explicit=set(overrides), keep_set=not stage_given)
     cfg['config_file'] = str(path)
     return dict2obj(cfg, list_func=list)
 
+# %% ../nbs/00a_config.ipynb #dbe3b280
 class NotAnExperiment(ConfigError):
     "A folder without the settings snapshot (`config.yaml`) that makes a folder an experiment."
 
@@ -258,12 +277,14 @@ def require_experiment(root:str|Path, # the folder a command was given
     "`root`, when it is an experiment folder; otherwise the one error that says it is not, and what to do."
     root = Path(root)
     if not (root/'config.yaml').is_file():
-        raise NotAnExperiment(f"{root} is not an experiment folder (no config.yaml) — {fix or f'create it with pillsnap prepare --exp {root}'}")
+        fix = fix or f'create it with pillsnap prepare --exp {root}'
+        raise NotAnExperiment(f"{root} is not an experiment folder (no config.yaml) — {fix}")
     return root
 
+# %% ../nbs/00a_config.ipynb #02d74ef0
 def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
                overrides:list|dict=(), # `key=value` words or a mapping, over the snapshot
-               config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml, if any)
+               config:str|Path|None=None, # defaults an older snapshot lacks (default: the nearest config.yaml, if any)
                preset:str|None=None, # a preset of the snapshot to apply first
               )->AttrDict:
     "The settings of an existing experiment: its snapshot over the current defaults, then `overrides`."
@@ -271,7 +292,8 @@ def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
     try: defaults = Path(config) if config else find_config()
     except ConfigError: defaults = None
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
-    return load_config({'paths.exp_dir': str(root.resolve()), **overrides}, path=root/'config.yaml', preset=preset, defaults=defaults)
+    settings = {'paths.exp_dir': str(root.resolve()), **overrides}
+    return load_config(settings, path=root/'config.yaml', preset=preset, defaults=defaults)
 
 # %% ../nbs/00a_config.ipynb #f46e9c7b
 def load_dotenv(path:str|Path='.env', # a file of `KEY=value` lines
@@ -288,17 +310,20 @@ def load_dotenv(path:str|Path='.env', # a file of `KEY=value` lines
         if key not in os.environ: os.environ[key] = value; done.append(key)
     return done
 
+# %% ../nbs/00a_config.ipynb #733bc78c
 def secret(name:str, # environment variable, e.g. PILLSNAP_API_KEYS
            required:bool=True, # raise when it is missing
           )->str|None:
     "A secret from the environment (after `.env`); its value is never logged."
     value = os.environ.get(name)
-    if required and not value: raise ConfigError(f"secret {name} is not set — put {name}=... in .env or the environment")
+    if required and not value:
+        raise ConfigError(f"secret {name} is not set — put {name}=... in .env or the environment")
     return value
 
 # %% ../nbs/00a_config.ipynb #06cfb98b
 EXP_PARTS = ('logs', 'tb', 'runs', 'data', 'classifier', 'detector', 'export', 'reports', 'retrieval')
-SEALED = 'manifest.json'  # a folder holding one is a release (07a_ship.release): only `pillsnap release` writes inside it
+# a folder holding one is a release (07a_ship.release): only `pillsnap release` writes inside it
+SEALED = 'manifest.json'
 
 def sealed(root:str|Path)->bool:
     "Whether `root` is a release, whose files are checked against its manifest before they are served."
@@ -306,7 +331,7 @@ def sealed(root:str|Path)->bool:
 
 def exp_paths(exp_dir:str|Path, # the experiment folder
              )->AttrDict: # `root`, `config` and one path per part
-    "The named parts of an experiment folder (not created); a release's logs go beside it (`logs/<release>` in its releases folder)."
+    "The named parts of an experiment folder (not created); a release's logs go beside it: `<releases>/logs/<release>`."
     root = Path(exp_dir)
     paths = AttrDict(root=root, config=root/'config.yaml', **{p: root/p for p in EXP_PARTS})
     if sealed(root): paths['logs'] = root.parent/'logs'/root.name
@@ -317,8 +342,9 @@ def check_writable(root:str|Path, # an experiment folder
                   ):
     "A `UserError` when `root` is a release: nothing but `pillsnap release` may change one."
     if sealed(root):
-        raise UserError(f'{root} is a release, and a release is sealed (its files are checked against its manifest before they are '
-                        f'served): {what} would change it — run it on the experiment the release was packed from, then pack a new release')
+        raise UserError(f'{root} is a release, and a release is sealed (its files are checked against its manifest '
+                        f'before they are served): {what} would change it — run it on the experiment the release '
+                        'was packed from, then pack a new release')
 
 # %% ../nbs/00a_config.ipynb #52368f83
 def save_config(cfg:dict, # resolved settings
@@ -328,7 +354,8 @@ def save_config(cfg:dict, # resolved settings
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in obj2dict(cfg).items() if k != 'config_file'}
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')  # renamed into place: a process reading it (another rank) never sees half a file
+    # renamed into place: a process reading it (another rank) never sees half a file
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding='utf-8')
     os.replace(tmp, path)
     return path
@@ -339,10 +366,11 @@ def get_logger(name:str='pillsnap', # child names like 'pillsnap.synth' share th
     "A logger under pillsnap's root logger."
     return logging.getLogger(name if name.startswith('pillsnap') else f'pillsnap.{name}')
 
+# %% ../nbs/00a_config.ipynb #76ad4669
 def setup_logging(cfg:dict, # resolved settings (`logging.*`)
                   log_file:str|Path|None=None, # also write here
                  )->logging.Logger:
-    "Console + file handlers on the 'pillsnap' logger, with the configured level and format; the file rotates by size (`logging.max_mb`, `logging.backups`)."
+    "Console and file handlers on pillsnap's logger; the file rotates by size (`logging.max_mb`, `logging.backups`)."
     log = logging.getLogger('pillsnap')
     for h in [h for h in log.handlers if getattr(h, '_pillsnap', False)]: log.removeHandler(h); h.close()
     fmt = logging.Formatter(cfg['logging']['format'], datefmt='%Y-%m-%d %H:%M:%S')
@@ -350,8 +378,9 @@ def setup_logging(cfg:dict, # resolved settings (`logging.*`)
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         lg = cfg['logging']  # older snapshots have no rotation settings: 50 MB, 5 old files
-        handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=int(float(lg.get('max_mb', 50)) * 2**20),
-                                                             backupCount=int(lg.get('backups', 5)), encoding='utf-8'))
+        size, backups = int(float(lg.get('max_mb', 50)) * 2**20), int(lg.get('backups', 5))
+        rotating = logging.handlers.RotatingFileHandler
+        handlers.append(rotating(log_file, maxBytes=size, backupCount=backups, encoding='utf-8'))
     for h in handlers: h.setFormatter(fmt); h._pillsnap = True; log.addHandler(h)
     log.setLevel(cfg['logging']['level'])
     log.propagate = False
@@ -380,14 +409,12 @@ def seed_everything(seed:int, # one seed for python, numpy and torch
     return seed
 
 # %% ../nbs/00a_config.ipynb #d01caa05
-ONE_SHOT = ('train.resume', 'detector.resume')  # what one command asks for; never kept in an experiment's snapshot
-
 def git_commit(path:str|Path|None=None, # a folder inside the checkout (default: pillsnap's own)
               )->dict: # {'commit': sha or None, 'dirty': bool or None}
     "The git commit of the code, and whether the checkout had uncommitted changes (None outside a git checkout)."
     try:
-        run = lambda *a: subprocess.run(['git', *a], cwd=path or Path(pillsnap.__file__).parent, capture_output=True, text=True,
-                                        timeout=10, check=True).stdout.strip()
+        run = lambda *a: subprocess.run(['git', *a], cwd=path or Path(pillsnap.__file__).parent, capture_output=True,
+                                        text=True, timeout=10, check=True).stdout.strip()
         return {'commit': run('rev-parse', 'HEAD'), 'dirty': bool(run('status', '--porcelain', '--untracked-files=no'))}
     except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
 
@@ -395,6 +422,9 @@ def git_commit(path:str|Path|None=None, # a folder inside the checkout (default:
 def code_version()->dict:
     "The code a run uses: pillsnap's version, and its git commit when it runs from a checkout (once per process)."
     return {'pillsnap': pillsnap.__version__, **git_commit()}
+
+# %% ../nbs/00a_config.ipynb #5ccd37b4
+ONE_SHOT = ('train.resume', 'detector.resume')  # what one command asks for; never kept in an experiment's snapshot
 
 def start_run(cfg:dict, # resolved settings
               run:str, # name of the run, used for the log file (e.g. 'synth', 'train-cls')
@@ -412,8 +442,10 @@ def start_run(cfg:dict, # resolved settings
     log = setup_logging(cfg, paths.logs/f'{run}.log')
     seed_everything(cfg['seed'])
     code = code_version()
-    log.info(f"run '{run}' in {paths.root} (config snapshot: {paths.config.name}; pillsnap {code['pillsnap']}"
-             f"{', commit ' + code['commit'][:12] if code['commit'] else ''}{' with uncommitted changes' if code['dirty'] else ''})")
+    commit = f", commit {code['commit'][:12]}" if code['commit'] else ''
+    dirty = ' with uncommitted changes' if code['dirty'] else ''
+    log.info(f"run '{run}' in {paths.root} (config snapshot: {paths.config.name}; "
+             f"pillsnap {code['pillsnap']}{commit}{dirty})")
     if changes is not None: record_settings(paths.root, run, changes, snapshot=True)
     return paths
 
@@ -425,20 +457,7 @@ def settings_changes(before, # resolved settings
     a, b = flat_settings(obj2dict(before)), flat_settings(obj2dict(after))
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k != 'config_file' and a.get(k) != b.get(k)}
 
-def run_config(exp:str|Path|None, # the experiment folder (default: paths.exp_dir of `config`)
-               overrides:list|dict=(), # the command line's `key=value` words (or a mapping)
-               config:str|Path|None=None, # the project's config file (default: the nearest config.yaml)
-               preset:str|None=None, # a preset to apply first
-              )->tuple: # (settings, changes): the resolved settings and what the command line changed
-    "The settings of a command: an existing experiment's snapshot, or the project's config for a new one, with `overrides` on top."
-    overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
-    root = Path(exp) if exp else Path(load_config(path=config).paths.exp_dir)
-    if (root/'config.yaml').is_file():
-        cfg = exp_config(root, overrides, config, preset)
-        base = exp_config(root, {}, config) if overrides or preset else cfg  # nothing on the command line: nothing changed
-    else: base, cfg = load_config(path=config), load_config({**overrides, 'paths.exp_dir': str(root.resolve())}, path=config, preset=preset)
-    return cfg, {k: v for k, v in settings_changes(base, cfg).items() if k != 'paths.exp_dir'}
-
+# %% ../nbs/00a_config.ipynb #494b624f
 def record_settings(exp:str|Path, # the experiment folder
                     run:str, # the command, e.g. 'train-cls'
                     changes:dict, # from `run_config`
@@ -448,12 +467,31 @@ def record_settings(exp:str|Path, # the experiment folder
     import json, time
     f = exp_paths(exp).logs/'settings.jsonl'
     f.parent.mkdir(parents=True, exist_ok=True)
-    with open(f, 'a', encoding='utf-8') as out:
-        out.write(json.dumps(dict(time=time.strftime('%Y-%m-%dT%H:%M:%S'), run=run, changed=changes, snapshot=snapshot), ensure_ascii=False, default=str) + '\n')
+    record = dict(time=time.strftime('%Y-%m-%dT%H:%M:%S'), run=run, changed=changes, snapshot=snapshot)
+    with open(f, 'a', encoding='utf-8') as out: out.write(json.dumps(record, ensure_ascii=False, default=str) + '\n')
     if changes:
         where = 'kept in the snapshot' if snapshot else 'for this run only; the snapshot is unchanged'
-        get_logger('config').info(f"{run}: the command line changed {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in changes.items())} ({where})")
+        said = ', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in changes.items())
+        get_logger('config').info(f"{run}: the command line changed {said} ({where})")
     return f
+
+# %% ../nbs/00a_config.ipynb #0555e378
+def run_config(exp:str|Path|None, # the experiment folder (default: paths.exp_dir of `config`)
+               overrides:list|dict=(), # the command line's `key=value` words (or a mapping)
+               config:str|Path|None=None, # the project's config file (default: the nearest config.yaml)
+               preset:str|None=None, # a preset to apply first
+              )->tuple: # (settings, changes): the resolved settings and what the command line changed
+    "A command's settings: an experiment's snapshot, or the project's config for a new one, with `overrides` on top."
+    overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
+    root = Path(exp) if exp else Path(load_config(path=config).paths.exp_dir)
+    if (root/'config.yaml').is_file():
+        cfg = exp_config(root, overrides, config, preset)
+        # nothing on the command line: nothing changed
+        base = exp_config(root, {}, config) if overrides or preset else cfg
+    else:
+        base = load_config(path=config)
+        cfg = load_config({**overrides, 'paths.exp_dir': str(root.resolve())}, path=config, preset=preset)
+    return cfg, {k: v for k, v in settings_changes(base, cfg).items() if k != 'paths.exp_dir'}
 
 # %% ../nbs/00a_config.ipynb #d211e453
 class Experiment:
@@ -466,26 +504,30 @@ class Experiment:
 
     @property
     def root(self)->Path: return self.paths.root
-    def __repr__(self)->str: return f"Experiment('{self.root}'" + (f', changed {sorted(self.changes)}' if self.changes else '') + ')'
+    def __repr__(self)->str:
+        changed = f', changed {sorted(self.changes)}' if self.changes else ''
+        return f"Experiment('{self.root}'{changed})"
 
-    @classmethod
-    def open(cls, root:str|Path, # an existing experiment folder
-             overrides:list|dict=(), # the command line's `key=value` words (or a mapping), for this run
-             config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml)
-             preset:str|None=None, # a preset to apply first
-             fix:str|None=None, # what the error says to do when `root` is no experiment
-            ):
-        "An existing experiment: its snapshot with `overrides` on top."
-        return cls(*run_config(require_experiment(root, fix), overrides, config, preset))
+# %% ../nbs/00a_config.ipynb #2c79d7ac
+@patch(cls_method=True)
+def open(cls:Experiment, root:str|Path, # an existing experiment folder
+         overrides:list|dict=(), # the command line's `key=value` words (or a mapping), for this run
+         config:str|Path|None=None, # the defaults an older snapshot lacks (default: the nearest config.yaml)
+         preset:str|None=None, # a preset to apply first
+         fix:str|None=None, # what the error says to do when `root` is no experiment
+        ):
+    "An existing experiment: its snapshot with `overrides` on top."
+    return cls(*run_config(require_experiment(root, fix), overrides, config, preset))
 
-    @classmethod
-    def new(cls, root:str|Path|None=None, # the experiment folder (default: `paths.exp_dir` of the config)
-            overrides:list|dict=(), # the command line's `key=value` words (or a mapping)
-            config:str|Path|None=None, # the project's config file (default: the nearest config.yaml)
-            preset:str|None=None, # a preset to apply first
-           ):
-        "A command's experiment: an existing one's snapshot, or for a new folder the project's config, with `overrides` on top."
-        return cls(*run_config(root, overrides, config, preset))
+# %% ../nbs/00a_config.ipynb #29d9d9b0
+@patch(cls_method=True)
+def new(cls:Experiment, root:str|Path|None=None, # the experiment folder (default: `paths.exp_dir` of the config)
+        overrides:list|dict=(), # the command line's `key=value` words (or a mapping)
+        config:str|Path|None=None, # the project's config file (default: the nearest config.yaml)
+        preset:str|None=None, # a preset to apply first
+       ):
+    "A command's experiment: an existing one's snapshot or, for a new folder, the project's config; `overrides` on top."
+    return cls(*run_config(root, overrides, config, preset))
 
 # %% ../nbs/00a_config.ipynb #c2881799
 @patch
@@ -519,15 +561,18 @@ def dist_env()->tuple: # (rank, world size, local rank)
     env = lambda k, d: int(os.environ.get(k) or d)
     return env('RANK', 0), env('WORLD_SIZE', 1), env('LOCAL_RANK', 0)
 
+# %% ../nbs/00a_config.ipynb #fcf610df
 def amp_dtype(policy:str, # 'auto', 'bf16', 'fp16' or 'off'
               device, # a `torch.device`
               bf16_supported:bool|None=None, # does the GPU do bf16? (default: ask CUDA)
              ):
     "The autocast dtype for `policy` on `device`, or None for full precision (always on CPU)."
     import torch
-    if policy not in ('auto', 'bf16', 'fp16', 'off'): raise ConfigError(f"amp={policy!r} — choose auto, bf16, fp16 or off")
+    if policy not in ('auto', 'bf16', 'fp16', 'off'):
+        raise ConfigError(f"amp={policy!r} — choose auto, bf16, fp16 or off")
     if policy == 'off' or device.type != 'cuda': return None
     bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
-    if policy == 'bf16' and not bf16: raise ConfigError('train.amp=bf16 but this GPU has no bfloat16 — use train.amp=auto or fp16')
+    if policy == 'bf16' and not bf16:
+        raise ConfigError('train.amp=bf16 but this GPU has no bfloat16 — use train.amp=auto or fp16')
     if policy == 'auto': return torch.bfloat16 if bf16 else torch.float16
     return torch.bfloat16 if policy == 'bf16' else torch.float16

@@ -27,54 +27,103 @@ from .export import export_experiment, export_table
 from .pipeline import Predictor, draw_prediction, prediction_table
 from .stages import calibrated, run_job
 
-# %% ../nbs/08a_run.demo.ipynb #4bfdb044
-def run_demo(settings:list=(), # key=value settings (applied after the preset)
-             preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench and bench-det for the benchmarks)
-             classifier_only:bool=False, # stop after the classifier (make bench-cls)
-             detector_only:bool=False, # train and evaluate only the detector (make bench-det)
-             config:str|None=None, # config file (default: the nearest config.yaml)
-            )->dict: # what was written, by name
-    "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
-    if classifier_only and detector_only: raise ConfigError('--classifier-only and --detector-only exclude each other: choose one (or neither for the whole demo)')
-    cfg = load_config(list(settings), path=config, preset=preset)
-    paths = start_run(cfg, 'demo')
-    log = get_logger('demo')
-    summary = synth_from(cfg, Path(cfg.data.root), force=True)  # the demo owns its data folder: other settings remake it
+# %% ../nbs/08a_run.demo.ipynb #dd823499
+def _data_step(cfg)->dict:
+    "Synthetic data, its contact sheet and the prepared experiment."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    summary = synth_from(cfg, Path(cfg.data.root), force=True)  # the demo owns its data folder
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
     prepared = prepare(cfg, force=True)  # the demo remakes its own experiment
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
-    if detector_only: return demo_detector(cfg)
+    return {'dataset': cfg.data.root,
+            'synth summary': paths.reports/'synth_summary.json',
+            'contact sheet': sheet,
+            'manifests': prepared['manifests'],
+            'yolo data': prepared['yolo'],
+            'crop cache': prepared['cache'],
+            'data summary': prepared['summary']}
+
+# %% ../nbs/08a_run.demo.ipynb #2e924167
+def _classifier_step(cfg)->tuple:
+    "Train the classifier through `nbs/04a_train.classifier`: its calibrated metrics and its files."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     _, report = run_job('04a_train.classifier', cfg, 'train-cls', train_classifier)
     metrics = calibrated(cfg)
     log.info('classifier\n' + metrics_table(metrics).to_string())
-    if classifier_only:
-        print(f"\npillsnap demo (classifier only) finished: val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
-              f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; report: {report}")
-        return {'metrics': paths.classifier/'metrics.json', 'training report': report}
-    _, det_report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes its own experiment
+    return metrics, {'classifier': paths.classifier/'best.pt',
+                     'metrics': paths.classifier/'metrics.json',
+                     'training report': report}
+
+def _detector_step(cfg)->tuple:
+    "Train the detector through `nbs/04b_train.detector`: its metrics and its files."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes it
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
-    predicted = demo_predictions(cfg)
-    exported, exp_report = run_job('07_ship.export', cfg, 'export', export_experiment)
-    exported = exported or dict(parity=json.loads((paths.export/'parity.json').read_text()), bench=json.loads((paths.export/'bench.json').read_text()))
+    return det, {'detector': paths.detector/'detector.safetensors',
+                 'detector metrics': paths.detector/'metrics.json',
+                 'detector report': report}
+
+# %% ../nbs/08a_run.demo.ipynb #858ccf13
+def _export_step(cfg)->dict:
+    "Export both networks to ONNX through `nbs/07_ship.export`, with the parity check and the benchmark."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exported, report = run_job('07_ship.export', cfg, 'export', export_experiment)
+    exported = exported or dict(parity=json.loads((paths.export/'parity.json').read_text()),
+                                bench=json.loads((paths.export/'bench.json').read_text()))
     log.info('ONNX export\n' + export_table(exported).to_string())
-    served = demo_serve(cfg)
+    return {'onnx export': paths.export,
+            'export parity': paths.export/'parity.json',
+            'export bench': paths.export/'bench.json',
+            'export report': report}
+
+def _judge_step(cfg)->tuple:
+    "The stage gate's decision and the advisor's recommendations on the experiment."
+    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     gate = stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
     advice = advise(paths.root)
-    log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n" + menu_text(advice))
-    outputs = {'dataset': cfg.data.root, 'synth summary': paths.reports/'synth_summary.json', 'contact sheet': sheet,
-               'manifests': prepared['manifests'], 'yolo data': prepared['yolo'], 'crop cache': prepared['cache'],
-               'data summary': prepared['summary'], 'classifier': paths.classifier/'best.pt', 'metrics': paths.classifier/'metrics.json',
-               'training report': report, 'detector': paths.detector/'detector.safetensors', 'detector metrics': paths.detector/'metrics.json',
-               'detector report': det_report, **predicted, 'onnx export': paths.export, 'export parity': paths.export/'parity.json',
-               'export bench': paths.export/'bench.json', 'export report': exp_report, **served, 'stage gate': paths.reports/'stage_gate.json', 'advice': paths.reports/'advice.json',
+    log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n"
+             + menu_text(advice))
+    return gate, advice, {'stage gate': paths.reports/'stage_gate.json', 'advice': paths.reports/'advice.json'}
+
+# %% ../nbs/08a_run.demo.ipynb #36ac8418
+def run_demo(settings:list=(), # key=value settings (applied after the preset)
+             preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench, bench-det: benchmarks)
+             classifier_only:bool=False, # stop after the classifier (make bench-cls)
+             detector_only:bool=False, # train and evaluate only the detector (make bench-det)
+             config:str|None=None, # config file (default: the nearest config.yaml)
+            )->dict: # what was written, by name
+    "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
+    if classifier_only and detector_only:
+        raise ConfigError('--classifier-only and --detector-only exclude each other: '
+                          'choose one (or neither for the whole demo)')
+    cfg = load_config(list(settings), path=config, preset=preset)
+    paths = start_run(cfg, 'demo')
+    data = _data_step(cfg)
+    if detector_only: return demo_detector(cfg)
+    metrics, classifier = _classifier_step(cfg)
+    if classifier_only:
+        print(f"\npillsnap demo (classifier only) finished: "
+              f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+              f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; "
+              f"report: {classifier['training report']}")
+        return {'metrics': paths.classifier/'metrics.json', 'training report': classifier['training report']}
+    det, detector = _detector_step(cfg)
+    predicted = demo_predictions(cfg)
+    exported = _export_step(cfg)
+    served = demo_serve(cfg)
+    gate, advice, judged = _judge_step(cfg)
+    outputs = {**data, **classifier, **detector, **predicted, **exported, **served, **judged,
                'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
-    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
-          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; ONNX export passed parity; the service answered; "
-          f"stage {gate['stage']} gate {gate['decision']}, {len(advice['recommendations'])} recommendation(s) (pillsnap advise --exp {paths.root}). Outputs:")
+    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+          f"macro-F1 {metrics['macro_f1']:.3f}; "
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; "
+          f"ONNX export passed parity; the service answered; "
+          f"stage {gate['stage']} gate {gate['decision']}, {len(advice['recommendations'])} recommendation(s) "
+          f"(pillsnap advise --exp {paths.root}). Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
     return outputs
 
@@ -82,18 +131,21 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
 def demo_detector(cfg)->dict:
     "The detector-only demo: train through `nbs/04b_train.detector`, evaluate on val and test; print both."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes its own experiment
+    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes it
     val = json.loads((paths.detector/'metrics.json').read_text())
-    with final_evaluation(): test, test_file = detector_report(cfg, detector_data(cfg), 'test')  # the benchmark's own final number
+    with final_evaluation():  # the benchmark's own final number
+        test, test_file = detector_report(cfg, detector_data(cfg), 'test')
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
-    print(f"\npillsnap demo (detector only) finished: mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
-          f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "
+    print(f"\npillsnap demo (detector only) finished: "
+          f"mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
+          f"{test['map50']:.3f} on test ({test['images']} photos, {test['instances']} pills); "
+          f"mAP@0.5:0.95 {val['map50_95']:.3f} / {test['map50_95']:.3f}. "
           f"Metrics: {paths.detector/'metrics.json'}, {test_file}; report: {report}")
     return {'detector metrics': paths.detector/'metrics.json', 'test metrics': test_file, 'detector report': report}
 
-# %% ../nbs/08a_run.demo.ipynb #b9f681fe
+# %% ../nbs/08a_run.demo.ipynb #32d00a0d
 def demo_predictions(cfg)->dict:
-    "Predict one single-pill and one combination validation photo, and a wild-scene photo nobody has seen; write predict-{name}.json/.png in reports/."
+    "Predict a single-pill and a combination validation photo, and a fresh wild scene; write predict-{name}.json/.png."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     pred, m = Predictor.from_exp(paths.root), load_manifest(paths.data, 'val')
     out = {}
@@ -111,21 +163,25 @@ def demo_predictions(cfg)->dict:
         write_json(paths.reports/f'predict-{mode}.json', r)
         draw_prediction(photo, r, paths.reports/f'predict-{mode}.png')
         log.info(f"{mode} photo {photo.name}: truth {', '.join(truth)}; predicted " +
-                 ', '.join(f"{p['candidates'][0]['k_code']} ({p['candidates'][0]['confidence']:.2f})" for p in r['pills']))
+                 ', '.join(f"{p['candidates'][0]['k_code']} ({p['candidates'][0]['confidence']:.2f})"
+                           for p in r['pills']))
         out[f'{mode} prediction'] = paths.reports/f'predict-{mode}.json'
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     out.update(demo_wild(cfg, pred))
     out.update(demo_enrol(cfg, pred))
     return out
 
+# %% ../nbs/08a_run.demo.ipynb #b7b27576
 def demo_wild(cfg, pred)->dict:
-    "Render a fresh wild-scene photo of four of the dataset's drugs (`synth.render_wild`), predict it in combo mode, write predict-wild.json/.png."
+    "Render a fresh wild scene of four of the dataset's drugs (`synth.render_wild`), predict it in combo mode."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    drugs = make_drugs(cfg.synth.classes, cfg.seed, cfg.synth.confusable_fraction, cfg.synth.confusable_group_size, cfg.synth.quirk_rate)
+    s = cfg.synth
+    drugs = make_drugs(s.classes, cfg.seed, s.confusable_fraction, s.confusable_group_size, s.quirk_rate)
     rng = np.random.default_rng([cfg.seed, 99])  # not a seed the dataset used: a photo the models have never seen
     pills = [drugs[i] for i in rng.choice(len(drugs), 4, replace=False)]
     cap = dict(drug_dir='앞면', camera_la=90)
-    im, _, _, _ = render_wild([(d['look'], float(rng.uniform(0, 360))) for d in pills], cap, tuple(cfg.synth.image_size), seed=int(rng.integers(2**31)))
+    im, _, _, _ = render_wild([(d['look'], float(rng.uniform(0, 360))) for d in pills], cap, tuple(s.image_size),
+                              seed=int(rng.integers(2**31)))
     photo = paths.reports/'wild.png'
     im.save(photo)
     r = pred.predict(photo, 'combo')
@@ -134,17 +190,21 @@ def demo_wild(cfg, pred)->dict:
     write_json(paths.reports/'predict-wild.json', r)
     draw_prediction(photo, r, paths.reports/'predict-wild.png')
     found = [p['candidates'][0]['k_code'] for p in r['pills']]
-    log.info(f"wild-scene photo (rendered now, never trained on): truth {', '.join(truth)}; predicted {', '.join(found) or 'nothing'} — "
+    log.info(f"wild-scene photo (rendered now, never trained on): truth {', '.join(truth)}; "
+             f"predicted {', '.join(found) or 'nothing'} — "
              f"{len(set(found) & set(truth))} of {len(truth)} identified")
     return {'wild prediction': paths.reports/'predict-wild.json', 'wild drawn': paths.reports/'predict-wild.png'}
 
+# %% ../nbs/08a_run.demo.ipynb #aed103c3
 def demo_enrol(cfg, pred)->dict:
-    "Enrol a drug held out of training from a few of its photos (`05a_infer.retrieval`), then identify another photo of it; write predict-enrolled.json."
+    "Enrol a drug held out of training from a few photos (`05a_infer.retrieval`), then identify another photo of it."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     held = load_manifest(paths.data, 'holdout')
     groups = [g for _, g in held.groupby('code') if len(g) >= 2]
     if pred.gallery is None or not groups:
-        log.info('no enrolment: the experiment has ' + ('no gallery (retrieval.build)' if pred.gallery is None else 'no drug held out of training with two photos (split.holdout_drugs)'))
+        log.info('no enrolment: the experiment has '
+                 + ('no gallery (retrieval.build)' if pred.gallery is None
+                    else 'no drug held out of training with two photos (split.holdout_drugs)'))
         return {}
     g = groups[0]
     code, photos = g.code.iloc[0], [Path(cfg.data.root)/p for p in g.image]
@@ -156,9 +216,12 @@ def demo_enrol(cfg, pred)->dict:
     r.update(image=str(photos[-1]), truth=[code], enrolled_from=[str(s) for s in shots], before_enrolment=before)
     write_json(paths.reports/'predict-enrolled.json', r)
     top = p['candidates'][0]
-    log.info(f"enrolment: {code} ({top.get('dl_name') if top['k_code'] == code else pred.record(code).get('dl_name')}) was never trained on; before enrolment the answer "
-             f"was {before['candidates'][0]['k_code']} ({before.get('status', 'no status')}); enrolled from {len(shots)} photo(s), another photo of it is now "
-             f"{top['k_code']} ({top['confidence']:.2f}, {p.get('status')}) — {'named' if top['k_code'] == code else 'NOT named'}")
+    name = top.get('dl_name') if top['k_code'] == code else pred.record(code).get('dl_name')
+    log.info(f"enrolment: {code} ({name}) was never trained on; before enrolment the answer "
+             f"was {before['candidates'][0]['k_code']} ({before.get('status', 'no status')}); "
+             f"enrolled from {len(shots)} photo(s), another photo of it is now "
+             f"{top['k_code']} ({top['confidence']:.2f}, {p.get('status')}) — "
+             f"{'named' if top['k_code'] == code else 'NOT named'}")
     return {'enrolled prediction': paths.reports/'predict-enrolled.json'}
 
 # %% ../nbs/08a_run.demo.ipynb #ca3646b9
@@ -166,12 +229,14 @@ def _multipart(field:str, path:Path)->tuple:
     "A multipart/form-data body with one file (stdlib only)."
     import uuid
     b = uuid.uuid4().hex
-    body = (f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-            + path.read_bytes() + f'\r\n--{b}--\r\n'.encode())
+    head = (f'--{b}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+            'Content-Type: application/octet-stream\r\n\r\n')
+    body = head.encode() + path.read_bytes() + f'\r\n--{b}--\r\n'.encode()
     return body, f'multipart/form-data; boundary={b}'
 
+# %% ../nbs/08a_run.demo.ipynb #84594c04
 def demo_serve(cfg, backend:str='onnx')->dict:
-    "Start `pillsnap serve` on a free loopback port, POST one combination photo with a fresh key, print the answer, stop the server."
+    "Start `pillsnap serve` on a free loopback port, POST a combination photo with a fresh key, print the answer, stop."
     import secrets, urllib.request
     from pillsnap.server import serving
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
@@ -180,10 +245,13 @@ def demo_serve(cfg, backend:str='onnx')->dict:
     with serving(paths.root, key, '--backend', backend, log_file=out) as (url, _):
         with urllib.request.urlopen(url + '/health', timeout=10) as r: health = json.loads(r.read())
         body, ctype = _multipart('image', photo)
-        req = urllib.request.Request(url + '/predict?pipeline=combo&top_k=3', data=body, method='POST', headers={'X-API-Key': key, 'Content-Type': ctype})
-        with urllib.request.urlopen(req, timeout=120) as r: answer, rid = json.loads(r.read()), r.headers['X-Request-ID']
+        req = urllib.request.Request(url + '/predict?pipeline=combo&top_k=3', data=body, method='POST',
+                                     headers={'X-API-Key': key, 'Content-Type': ctype})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            answer, rid = json.loads(r.read()), r.headers['X-Request-ID']
     write_json(paths.reports/'serve-answer.json', answer)
-    print(f"\nPOST {url}/predict?pipeline=combo ({health['backend']} backend) with {photo.name} → request {rid}, {len(answer['pills'])} pill(s), "
+    print(f"\nPOST {url}/predict?pipeline=combo ({health['backend']} backend) with {photo.name} → request {rid}, "
+          f"{len(answer['pills'])} pill(s), "
           f"{answer['timing_ms']['total']:.0f} ms:")
     print(prediction_table(answer).query('rank == 1').to_string(index=False))
     log.info(f'the demo service answered request {rid} and stopped')

@@ -22,7 +22,8 @@ from .prepare import classifier_data
 from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
-from .detector import box_threshold, build_detector, detector_data, evaluate_detector, load_detector, recorded_conf, quiet_ultralytics, split_images, yolo_device
+from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, load_detector,
+                               recorded_conf, quiet_ultralytics, split_images, yolo_device)
 
 # %% ../nbs/07_ship.export.ipynb #66537b50
 class ExportError(JobFailed, RuntimeError):
@@ -42,15 +43,16 @@ def export_detector(weights:str|Path, # detector.safetensors
     yolo.model.pt_path = str(path.with_suffix('.pt'))  # the exporter names its output after this
     with quiet_ultralytics(verbose), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        out = yolo.export(format='onnx', imgsz=imgsz, opset=opset, dynamic=dynamic_batch, simplify=False, half=False, nms=False,
-                          device='cpu', batch=1)
+        out = yolo.export(format='onnx', imgsz=imgsz, opset=opset, dynamic=dynamic_batch, simplify=False, half=False,
+                          nms=False, device='cpu', batch=1)
     if Path(out).resolve() != path.resolve(): os.replace(out, path)
     arch = Path(yolo.model.yaml.get('yaml_file', 'yolo')).stem
     conf = recorded_conf(weights)  # the threshold tuned on validation photos travels along
-    set_onnx_meta(path, dict(pillsnap_format='pillsnap-detector-onnx/1', arch=arch, source=Path(weights).name, **({'conf': conf} if conf is not None else {})))
+    set_onnx_meta(path, dict(pillsnap_format='pillsnap-detector-onnx/1', arch=arch, source=Path(weights).name,
+                             **({'conf': conf} if conf is not None else {})))
     return path
 
-# %% ../nbs/07_ship.export.ipynb #da4b6b1e
+# %% ../nbs/07_ship.export.ipynb #256a628d
 PARITY = dict(logits_mse=1e-6, box_iou=0.95, map50_diff=0.01, borderline=0.02)
 
 @torch.inference_mode()
@@ -67,9 +69,11 @@ def classifier_parity(model:torch.nn.Module, # the PyTorch classifier
         same += int((a.argmax(1) == b.argmax(1)).sum())
         right_pt += int((a.argmax(1) == yb).sum()); right_ox += int((b.argmax(1) == yb).sum())
     mse = se / max(n, 1)
-    return dict(images=n, logits_mse=mse, max_abs_diff=mx, top1_agreement=same / max(n, 1), top1_torch=right_pt / max(n, 1),
-                top1_onnx=right_ox / max(n, 1), passed=bool(n and mse <= PARITY['logits_mse'] and same == n))
+    return dict(images=n, logits_mse=mse, max_abs_diff=mx, top1_agreement=same / max(n, 1),
+                top1_torch=right_pt / max(n, 1), top1_onnx=right_ox / max(n, 1),
+                passed=bool(n and mse <= PARITY['logits_mse'] and same == n))
 
+# %% ../nbs/07_ship.export.ipynb #973ebf44
 def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                     weights:str|Path, # detector.safetensors
                     onnx_path:str|Path, # its export
@@ -80,7 +84,8 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
     images = split_images(data, split)
     if not images: raise ConfigError(f'{data} has no {split} images to check the detector export on')
     conf = box_threshold(d.conf, recorded_conf(weights))  # what the predictor uses
-    kw = dict(imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)), verbose=False)
+    kw = dict(imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
+              verbose=False)
     pt, ox = build_detector(d.model, weights), build_detector(d.model, onnx_path)
     c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)
     edge = conf + PARITY['borderline']
@@ -94,7 +99,8 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                 ia, ib = {i for i, _ in m}, {j for _, j in m}
                 loose = [s for k, s in enumerate(asc) if k not in ia] + [s for k, s in enumerate(bsc) if k not in ib]
                 c['boxes_torch'] += len(ab); c['boxes_onnx'] += len(bb); c['matched'] += len(m)
-                c['borderline'] += sum(int(s < edge) for s in loose); c['mismatched'] += sum(int(s >= edge) for s in loose)
+                c['borderline'] += sum(int(s < edge) for s in loose)
+                c['mismatched'] += sum(int(s >= edge) for s in loose)
     e_pt = evaluate_detector(cfg, weights, data, split, name='parity-torch')
     e_ox = evaluate_detector(cfg, onnx_path, data, split, name='parity-onnx')
     diff = abs(e_pt['map50'] - e_ox['map50'])
@@ -102,7 +108,7 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                 map50_95_torch=e_pt['map50_95'], map50_95_onnx=e_ox['map50_95'],
                 passed=bool(c['mismatched'] == 0 and diff <= PARITY['map50_diff']))
 
-# %% ../nbs/07_ship.export.ipynb #5f809e85
+# %% ../nbs/07_ship.export.ipynb #855f88e9
 def _calibration_reader(loader, n:int):
     from onnxruntime.quantization import CalibrationDataReader
     class Reader(CalibrationDataReader):
@@ -119,13 +125,14 @@ def _calibration_reader(loader, n:int):
 CALIBRATIONS = ('minmax', 'percentile', 'entropy')
 
 def float_ends(path:str|Path)->list:
-    "Names of the nodes at the network's two ends: its first convolution, and the matrix products after its last convolution (the heads)."
+    "The nodes at the network's two ends: its first convolution, and the matrix products after its last (the heads)."
     import onnx
     nodes = onnx.load(str(path), load_external_data=False).graph.node
     convs = [i for i, n in enumerate(nodes) if n.op_type == 'Conv']
     if not convs: return []
     return [nodes[convs[0]].name] + [n.name for n in nodes[convs[-1] + 1:] if n.op_type in ('Gemm', 'MatMul')]
 
+# %% ../nbs/07_ship.export.ipynb #7dcb626f
 def quantize_classifier(src:str|Path, # classifier.onnx
                         dst:str|Path, # the INT8 file to write
                         calib_loader, # yields (uint8 crops, labels) — training crops
@@ -136,37 +143,47 @@ def quantize_classifier(src:str|Path, # classifier.onnx
     "Static INT8 quantisation (QDQ, per-channel weights) of an exported classifier; its metadata is kept."
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    if method not in CALIBRATIONS: raise ConfigError(f"export.int8_calibration={method!r} — choose one of {', '.join(CALIBRATIONS)}")
-    if keep_float not in ('none', 'ends'): raise ConfigError(f"export.int8_keep_float={keep_float!r} — choose none or ends")
+    if method not in CALIBRATIONS:
+        raise ConfigError(f"export.int8_calibration={method!r} — choose one of {', '.join(CALIBRATIONS)}")
+    if keep_float not in ('none', 'ends'):
+        raise ConfigError(f"export.int8_keep_float={keep_float!r} — choose none or ends")
     src, dst = Path(src), Path(dst)
     pre = dst.with_name(dst.stem + '.pre.onnx')
+    calibrate = {'minmax': CalibrationMethod.MinMax, 'percentile': CalibrationMethod.Percentile,
+                 'entropy': CalibrationMethod.Entropy}[method]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             quant_pre_process(str(src), str(pre))
-            quantize_static(str(pre), str(dst), _calibration_reader(calib_loader, n), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method={'minmax': CalibrationMethod.MinMax, 'percentile': CalibrationMethod.Percentile,
-                                              'entropy': CalibrationMethod.Entropy}[method],
+            quantize_static(str(pre), str(dst), _calibration_reader(calib_loader, n), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calibrate,
                             nodes_to_exclude=float_ends(pre) if keep_float == 'ends' else [],
                             extra_options={'CalibPercentile': 99.999} if method == 'percentile' else {})
     finally: pre.unlink(missing_ok=True)
-    set_onnx_meta(dst, {**onnx_meta(src), 'quantization': f'int8 static QDQ per-channel, {method} ranges from {n} crops' + (', ends in float' if keep_float == 'ends' else '')})
+    how = (f'int8 static QDQ per-channel, {method} ranges from {n} crops'
+           + (', ends in float' if keep_float == 'ends' else ''))
+    set_onnx_meta(dst, {**onnx_meta(src), 'quantization': how})
     return dst
 
+# %% ../nbs/07_ship.export.ipynb #b2aef0dc
 INT8_RECIPES = {  # what tools/bench_int8.py compares (nbs/90_benchmarks)
-    'minmax-128': dict(n=128, method='minmax', keep_float='none'), 'minmax-512': dict(n=512, method='minmax', keep_float='none'),
-    'percentile-512': dict(n=512, method='percentile', keep_float='none'), 'entropy-512': dict(n=512, method='entropy', keep_float='none'),
-    'minmax-512-ends': dict(n=512, method='minmax', keep_float='ends'), 'percentile-512-ends': dict(n=512, method='percentile', keep_float='ends')}
+    'minmax-128': dict(n=128, method='minmax', keep_float='none'),
+    'minmax-512': dict(n=512, method='minmax', keep_float='none'),
+    'percentile-512': dict(n=512, method='percentile', keep_float='none'),
+    'entropy-512': dict(n=512, method='entropy', keep_float='none'),
+    'minmax-512-ends': dict(n=512, method='minmax', keep_float='ends'),
+    'percentile-512-ends': dict(n=512, method='percentile', keep_float='ends')}
 
-# %% ../nbs/07_ship.export.ipynb #84075e11
+# %% ../nbs/07_ship.export.ipynb #63ef075d
 def _latency(fn, x, warmup:int, runs:int)->dict:
     for _ in range(warmup): fn(x)
     ts = []
     for _ in range(runs):
         t = time.perf_counter(); fn(x); ts.append(time.perf_counter() - t)
     ts = np.array(ts) * 1000
-    return dict(p50_ms=round(float(np.percentile(ts, 50)), 3), p95_ms=round(float(np.percentile(ts, 95)), 3), mean_ms=round(float(ts.mean()), 3))
+    return dict(p50_ms=round(float(np.percentile(ts, 50)), 3), p95_ms=round(float(np.percentile(ts, 95)), 3),
+                mean_ms=round(float(ts.mean()), 3))
 
 def _throughput(fn, x, runs:int)->float:
     fn(x)  # warm-up at this batch size
@@ -177,6 +194,7 @@ def _throughput(fn, x, runs:int)->float:
 
 def _fill(x:torch.Tensor, n:int)->torch.Tensor: return x.repeat((-(-n // len(x)),) + (1,) * (x.dim() - 1))[:n]
 
+# %% ../nbs/07_ship.export.ipynb #4a85c5bf
 @torch.inference_mode()
 def bench_models(models:dict, # name -> callable taking a batch tensor
                  sample:torch.Tensor, # a few real inputs; batches are filled from them
@@ -195,13 +213,16 @@ def bench_models(models:dict, # name -> callable taking a batch tensor
         r['speedup_throughput'] = {b: round(r['throughput'][b] / base['throughput'][b], 2) for b in r['throughput']}
     return out
 
+# %% ../nbs/07_ship.export.ipynb #7274cb50
 def machine()->dict:
     "Where a benchmark ran."
     import onnxruntime as ort
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), gpu=gpu, torch=torch.__version__,
-                torch_threads=torch.get_num_threads(), onnxruntime=ort.__version__, ort_providers=ort.get_available_providers())
+                torch_threads=torch.get_num_threads(), onnxruntime=ort.__version__,
+                ort_providers=ort.get_available_providers())
 
+# %% ../nbs/07_ship.export.ipynb #178679a5
 def plot_bench(bench:dict):
     "Batch-1 p50 latency and throughput of every model, per network."
     import matplotlib.pyplot as plt
@@ -211,19 +232,58 @@ def plot_bench(bench:dict):
         r = bench[net]['models']
         names = list(r)
         a1.barh(names, [r[n]['batch1']['p50_ms'] for n in names], color='tab:orange')
-        for i, n in enumerate(names): a1.text(r[n]['batch1']['p50_ms'], i, f" {r[n]['batch1']['p50_ms']:.1f} ms (×{r[n]['speedup_p50']})", va='center', fontsize=8)
+        for i, n in enumerate(names):
+            a1.text(r[n]['batch1']['p50_ms'], i, f" {r[n]['batch1']['p50_ms']:.1f} ms (×{r[n]['speedup_p50']})",
+                    va='center', fontsize=8)
         a1.set_title(f'{net}: batch-1 latency p50 (lower is better)', fontsize=9); a1.invert_yaxis(); a1.margins(x=0.45)
         bs = list(r[names[0]]['throughput'])
         w = 0.8 / len(names)
-        for i, n in enumerate(names): a2.bar(np.arange(len(bs)) + i * w, [r[n]['throughput'][b] for b in bs], w, label=n)
+        for i, n in enumerate(names):
+            a2.bar(np.arange(len(bs)) + i * w, [r[n]['throughput'][b] for b in bs], w, label=n)
         a2.set_xticks(np.arange(len(bs)) + w * (len(names) - 1) / 2, [f'batch {b}' for b in bs])
         a2.set_title(f'{net}: images/s (higher is better)', fontsize=9); a2.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_ship.export.ipynb #7d31e04a
+# %% ../nbs/07_ship.export.ipynb #c3d4c0a8
 def _replace(tmp:Path, final:Path): os.replace(tmp, final); return final
 
+def _failed_parity(parity:dict)->str:
+    "The numbers of the networks that failed parity, for the error message."
+    return '; '.join(f"{k}: {', '.join(f'{m}={parity[k][m]}' for m in _FAILED if m in parity[k])}"
+                     for k in ('classifier', 'detector') if k in parity and not parity[k]['passed'])
+
+_FAILED = ('logits_mse', 'top1_agreement', 'mismatched', 'map50_diff')  # the numbers an ExportError names
+
+# %% ../nbs/07_ship.export.ipynb #b58851c7
+def _export_with_parity(cfg, model, ck:dict, tmp:dict, val_loader, n_val:int)->dict:
+    "Export the classifier, and the detector if the experiment has one, to `tmp` names; their parity with PyTorch."
+    paths, e, log = exp_paths(cfg.paths.exp_dir), cfg.export, get_logger('export')
+    export_classifier(model, ck, tmp['classifier'], e.opset, e.dynamic_batch)
+    log.info(f"classifier exported ({ck['model_name']}, opset {e.opset}); parity on {n_val} validation crops")
+    parity = dict(criteria=PARITY,
+                  classifier=classifier_parity(model, OnnxClassifier(tmp['classifier'], 'cpu'), val_loader))
+    weights = paths.detector/'detector.safetensors'
+    if weights.is_file():
+        export_detector(weights, tmp['detector'], cfg.detector.img_size, e.opset, e.dynamic_batch, cfg.detector.verbose)
+        log.info('detector exported; parity on the validation photos')
+        parity['detector'] = detector_parity(cfg, weights, tmp['detector'])
+    else: log.info(f'no detector in {paths.detector}: the classifier only')
+    parity['passed'] = all(parity[k]['passed'] for k in ('classifier', 'detector') if k in parity)
+    return parity
+
+# %% ../nbs/07_ship.export.ipynb #39f7ba14
+def _int8_export(cfg, model, fp32:Path, tmp:Path, calib_loader, val_loader)->tuple:
+    "Quantise the exported classifier into classifier.int8.onnx; the file and its top-1 next to FP32's."
+    e = cfg.export
+    quantize_classifier(fp32, tmp, calib_loader, e.calib_images, e.get('int8_calibration', 'minmax'),
+                        e.get('int8_keep_float', 'ends'))
+    f = _replace(tmp, fp32.parent/'classifier.int8.onnx')
+    q = classifier_parity(model, OnnxClassifier(f, 'cpu'), val_loader)
+    return f, dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'],
+                   top1_change=round(q['top1_onnx'] - q['top1_torch'], 4), top1_agreement=q['top1_agreement'])
+
+# %% ../nbs/07_ship.export.ipynb #cc22f057
 def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
                       checkpoint:str='best', # classifier checkpoint: best, last or a path
                      )->dict: # parity and benchmark results, file paths
@@ -232,43 +292,42 @@ def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
     out = paths.export; out.mkdir(parents=True, exist_ok=True)
     model, ck = load_classifier(find_checkpoint(checkpoint, paths.classifier))
     d = classifier_data(cfg)
-    loader = lambda rows, cache: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), 32, num_workers=0)
+    loader = lambda rows, cache: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), 32,
+                                             num_workers=0)
     val = d.val.iloc[:e.parity_images] if e.parity_images else d.val
     val_cache = d.val_cache if len(val) == len(d.val) else None  # a cache serves exactly the rows it was built from
     t0 = time.perf_counter()
     tmp = {k: out/f'{k}.new.onnx' for k in ('classifier', 'classifier.int8', 'detector')}
-    export_classifier(model, ck, tmp['classifier'], e.opset, e.dynamic_batch)
-    log.info(f"classifier exported ({ck['model_name']}, opset {e.opset}); parity on {len(val)} validation crops")
-    parity = dict(criteria=PARITY, classifier=classifier_parity(model, OnnxClassifier(tmp['classifier'], 'cpu'), loader(val, val_cache)))
-    weights = paths.detector/'detector.safetensors'
-    if weights.is_file():
-        export_detector(weights, tmp['detector'], cfg.detector.img_size, e.opset, e.dynamic_batch, cfg.detector.verbose)
-        log.info('detector exported; parity on the validation photos')
-        parity['detector'] = detector_parity(cfg, weights, tmp['detector'])
-    else: log.info(f'no detector in {paths.detector}: the classifier only')
-    parity['passed'] = all(parity[k]['passed'] for k in ('classifier', 'detector') if k in parity)
+    parity = _export_with_parity(cfg, model, ck, tmp, loader(val, val_cache), len(val))
     write_json(out/'parity.json', parity)
     if not parity['passed']:
         for t in tmp.values(): t.unlink(missing_ok=True)
-        bad = '; '.join(f"{k}: {', '.join(f'{m}={parity[k][m]}' for m in ('logits_mse', 'top1_agreement', 'mismatched', 'map50_diff') if m in parity[k])}"
-                        for k in ('classifier', 'detector') if k in parity and not parity[k]['passed'])
-        raise ExportError(f"export failed its parity check ({bad}) — see {out/'parity.json'}; the previous export is unchanged")
+        raise ExportError(f"export failed its parity check ({_failed_parity(parity)}) — see {out/'parity.json'}; "
+                          "the previous export is unchanged")
     files = {'classifier': _replace(tmp['classifier'], out/'classifier.onnx')}
     if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
     if e.int8:
-        quantize_classifier(files['classifier'], tmp['classifier.int8'], loader(d.train, d.train_cache), e.calib_images,
-                            e.get('int8_calibration', 'minmax'), e.get('int8_keep_float', 'ends'))
-        files['classifier_int8'] = _replace(tmp['classifier.int8'], out/'classifier.int8.onnx')
-        q = classifier_parity(model, OnnxClassifier(files['classifier_int8'], 'cpu'), loader(val, val_cache))
-        parity['int8'] = dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'], top1_change=round(q['top1_onnx'] - q['top1_torch'], 4),
-                              top1_agreement=q['top1_agreement'])
+        files['classifier_int8'], parity['int8'] = _int8_export(cfg, model, files['classifier'], tmp['classifier.int8'],
+                                                                loader(d.train, d.train_cache), loader(val, val_cache))
         write_json(out/'parity.json', parity)
-    log.info(f"export passed parity in {time.perf_counter() - t0:.1f}s: classifier logits MSE {parity['classifier']['logits_mse']:.2e}"
-             + (f", detector mAP@0.5 {parity['detector']['map50_torch']} vs {parity['detector']['map50_onnx']}" if 'detector' in parity else ''))
+    log.info(f"export passed parity in {time.perf_counter() - t0:.1f}s: "
+             f"classifier logits MSE {parity['classifier']['logits_mse']:.2e}"
+             + (f", detector mAP@0.5 {parity['detector']['map50_torch']} vs {parity['detector']['map50_onnx']}"
+                if 'detector' in parity else ''))
     result = dict(files={k: str(v) for k, v in files.items()}, parity=parity)
     if e.bench: result['bench'] = bench_experiment(cfg, model, files, loader(val, val_cache))
     return result
 
+# %% ../nbs/07_ship.export.ipynb #a505160c
+def _first_crops(loader, n:int)->torch.Tensor:
+    "Up to `n` inputs from the start of `loader`."
+    xs = []
+    for xb, _ in loader:
+        xs.append(xb)
+        if sum(map(len, xs)) >= n: break
+    return torch.cat(xs)[:n]
+
+# %% ../nbs/07_ship.export.ipynb #b860d7e9
 @torch.inference_mode()
 def bench_experiment(cfg, model, files:dict, val_loader)->dict:
     "The side-by-side benchmark of an export → {exp}/export/bench.json and bench.png."
@@ -276,31 +335,33 @@ def bench_experiment(cfg, model, files:dict, val_loader)->dict:
     import matplotlib.pyplot as plt
     e, out, log = cfg.export, exp_paths(cfg.paths.exp_dir).export, get_logger('export')
     device = pick_device(cfg.device)
-    xs = []
-    for xb, _ in val_loader:  # up to 32 real validation crops
-        xs.append(xb)
-        if sum(map(len, xs)) >= 32: break
-    xs = torch.cat(xs)[:32]
+    xs = _first_crops(val_loader, 32)  # up to 32 real validation crops
     cls = {'pytorch': model.to(device).eval(), 'onnxruntime': OnnxClassifier(files['classifier'], device)}
     if 'classifier_int8' in files: cls['onnxruntime-int8'] = OnnxClassifier(files['classifier_int8'], device)
     run = lambda m: (lambda x: m(x.to(device)).cpu()) if isinstance(m, torch.nn.Module) else m
-    log.info(f'benchmark: {e.bench_warmup} warm-up + {e.bench_runs} timed calls at batch 1, throughput at batches {list(e.bench_batches)}')
-    bench = dict(machine=machine(), device=str(device), protocol=dict(warmup=e.bench_warmup, runs=e.bench_runs, batches=list(e.bench_batches)),
-                 classifier=dict(input=list(xs.shape[1:]), providers={k: getattr(m, 'provider', str(device)) for k, m in cls.items()},
-                                 models=bench_models({k: run(m) for k, m in cls.items()}, xs, e.bench_warmup, e.bench_runs, e.bench_batches)))
+    log.info(f'benchmark: {e.bench_warmup} warm-up + {e.bench_runs} timed calls at batch 1, '
+             f'throughput at batches {list(e.bench_batches)}')
+    protocol = dict(warmup=e.bench_warmup, runs=e.bench_runs, batches=list(e.bench_batches))
+    bench = dict(machine=machine(), device=str(device), protocol=protocol,
+                 classifier=dict(input=list(xs.shape[1:]),
+                                 providers={k: getattr(m, 'provider', str(device)) for k, m in cls.items()},
+                                 models=bench_models({k: run(m) for k, m in cls.items()}, xs,
+                                                     e.bench_warmup, e.bench_runs, e.bench_batches)))
     if 'detector' in files:
         S = cfg.detector.img_size
         net = load_detector(exp_paths(cfg.paths.exp_dir).detector/'detector.safetensors').model.fuse().eval().to(device)
         sess = ort.InferenceSession(files['detector'], providers=ort_providers(device))
         xd = torch.rand(4, 3, S, S)
-        bench['detector'] = dict(input=[3, S, S], providers={'pytorch': str(device), 'onnxruntime': sess.get_providers()[0]},
-                                 models=bench_models({'pytorch': lambda x: net(x.to(device)), 'onnxruntime': lambda x: sess.run(None, {'images': x.numpy()})},
-                                                     xd, e.bench_warmup, e.bench_runs, e.bench_batches))
+        nets = {'pytorch': lambda x: net(x.to(device)), 'onnxruntime': lambda x: sess.run(None, {'images': x.numpy()})}
+        bench['detector'] = dict(input=[3, S, S],
+                                 providers={'pytorch': str(device), 'onnxruntime': sess.get_providers()[0]},
+                                 models=bench_models(nets, xd, e.bench_warmup, e.bench_runs, e.bench_batches))
     write_json(out/'bench.json', bench)
     fig = plot_bench(bench); fig.savefig(out/'bench.png', dpi=100); plt.close(fig)
     for net in ('classifier', 'detector'):
         if net in bench:
-            log.info(f'{net}: ' + ', '.join(f"{k} p50 {r['batch1']['p50_ms']:.1f} ms (×{r['speedup_p50']})" for k, r in bench[net]['models'].items()))
+            log.info(f'{net}: ' + ', '.join(f"{k} p50 {r['batch1']['p50_ms']:.1f} ms (×{r['speedup_p50']})"
+                                            for k, r in bench[net]['models'].items()))
     return bench
 
 # %% ../nbs/07_ship.export.ipynb #d6c01274
@@ -309,9 +370,11 @@ def export_table(result:dict)->pd.DataFrame:
     p, rows = result['parity'], {}
     rows['classifier logits MSE'] = f"{p['classifier']['logits_mse']:.2e}"
     rows['classifier top-1 agreement'] = p['classifier']['top1_agreement']
-    if 'detector' in p: rows['detector mAP@0.5 torch / onnx'] = f"{p['detector']['map50_torch']} / {p['detector']['map50_onnx']}"
+    if 'detector' in p:
+        rows['detector mAP@0.5 torch / onnx'] = f"{p['detector']['map50_torch']} / {p['detector']['map50_onnx']}"
     if 'int8' in p: rows['int8 top-1 change'] = p['int8']['top1_change']
     for net, b in result.get('bench', {}).items():
         if net in ('classifier', 'detector'):
-            for k, r in b['models'].items(): rows[f'{net} {k} p50 ms (speed-up)'] = f"{r['batch1']['p50_ms']:.2f} (×{r['speedup_p50']})"
+            for k, r in b['models'].items():
+                rows[f'{net} {k} p50 ms (speed-up)'] = f"{r['batch1']['p50_ms']:.2f} (×{r['speedup_p50']})"
     return pd.DataFrame({'export': rows})

@@ -30,25 +30,34 @@ def _share(rule:dict, v:float)->float:
     if 'min' in rule: return 1.0 if rule['min'] <= 0 else min(max(v / rule['min'], 0.0), 1.0)
     return 1.0 if v <= rule['max'] else (rule['max'] / v if v > 0 else 1.0)
 
+# %% ../nbs/06a_judge.gates.ipynb #866c0d49
 def go_no_go(g:dict, # the stage's `gate.go_no_go`
              m:dict, # measured values
              baseline:dict|None=None, # the baseline experiment's measured values
             )->list: # one row per criterion
     "The seeds' D-12 go/no-go criteria."
     acc, rows = m.get('classification_accuracy'), []
-    def row(name, target, value, ok, of): rows.append(dict(criterion=name, kind='go_no_go', target=target, measured=value, of=of, passed=None if value is None else bool(ok)))
-    row('accuracy', f">= {g['min_accuracy']} - {g['epsilon_acc']}", acc, acc is not None and acc >= g['min_accuracy'] - g['epsilon_acc'], 'classification_accuracy')
+    def row(name, target, value, ok, of):
+        rows.append(dict(criterion=name, kind='go_no_go', target=target, measured=value, of=of,
+                         passed=None if value is None else bool(ok)))
+    row('accuracy', f">= {g['min_accuracy']} - {g['epsilon_acc']}", acc,
+        acc is not None and acc >= g['min_accuracy'] - g['epsilon_acc'], 'classification_accuracy')
     p95 = m.get('latency_p95_ms')
-    row('latency_p95_ms', f"<= {g['max_latency_ms']}", p95, p95 is not None and p95 <= g['max_latency_ms'], 'latency_p95_ms')
+    row('latency_p95_ms', f"<= {g['max_latency_ms']}", p95,
+        p95 is not None and p95 <= g['max_latency_ms'], 'latency_p95_ms')
     n, cov = m.get('n_eval_samples'), m.get('class_coverage')
-    row('eval_samples', f">= {g['min_eval_samples']}", n, n is not None and n >= g['min_eval_samples'], 'n_eval_samples')
-    row('class_coverage', f">= {g['min_coverage']}", cov, cov is not None and cov >= g['min_coverage'], 'class_coverage')
+    row('eval_samples', f">= {g['min_eval_samples']}", n,
+        n is not None and n >= g['min_eval_samples'], 'n_eval_samples')
+    row('class_coverage', f">= {g['min_coverage']}", cov,
+        cov is not None and cov >= g['min_coverage'], 'class_coverage')
     if baseline is not None:
         b = baseline.get('classification_accuracy')
         drop = None if acc is None or b is None else round(b - acc, 4)
-        row('regression', f"accuracy drop <= {g['max_acc_drop']} against the baseline ({b})", drop, drop is not None and drop <= g['max_acc_drop'], 'baseline')
+        row('regression', f"accuracy drop <= {g['max_acc_drop']} against the baseline ({b})", drop,
+            drop is not None and drop <= g['max_acc_drop'], 'baseline')
     return rows
 
+# %% ../nbs/06a_judge.gates.ipynb #3ed7d10e
 def judge(gate:dict, # a stage's `gate` settings
           measured:dict, # flat measured values (None: not measured)
           checks:dict, # mandatory check -> True, False or None (cannot be checked here)
@@ -57,33 +66,38 @@ def judge(gate:dict, # a stage's `gate` settings
          )->dict:
     "Every criterion with target, value and outcome; the performance score; the decision."
     evidence = evidence or {}
-    rows = [dict(criterion=c, kind='mandatory', target=True, measured=checks.get(c), passed=checks.get(c)) for c in gate['mandatory']]
+    rows = [dict(criterion=c, kind='mandatory', target=True, measured=checks.get(c), passed=checks.get(c))
+            for c in gate['mandatory']]
     rows += go_no_go(gate['go_no_go'], measured, baseline)
     shares = []
     for name, rule in gate['targets'].items():
         v = measured.get(name)
-        rows.append(dict(criterion=name, kind='target', target=(f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"), measured=v,
+        target = f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"
+        rows.append(dict(criterion=name, kind='target', target=target, measured=v,
                          passed=None if v is None else _met(rule, v)))
         if v is not None: shares.append(_share(rule, v))
     for r in rows: r['evidence'] = evidence.get(r.pop('of', r['criterion']))
     score = round(float(np.mean(shares)), 4) if shares else 0.0
     failed = [r['criterion'] for r in rows if r['passed'] is False]
     unchecked = [r['criterion'] for r in rows if r['passed'] is None]
-    critical = [why for why, bad in (('out of memory more than 5 times in training', (measured.get('oom_events') or 0) > 5),
-                                     ('the training loss became NaN', bool(measured.get('loss_nan')))) if bad]
+    alarms = (('out of memory more than 5 times in training', (measured.get('oom_events') or 0) > 5),
+              ('the training loss became NaN', bool(measured.get('loss_nan'))))
+    critical = [why for why, bad in alarms if bad]
     all_targets = all(r['passed'] for r in rows if r['kind'] == 'target')
     if critical: decision = 'WARN_STOP'
     elif not failed and not unchecked and all_targets: decision = 'RECOMMEND_PROCEED'
     elif score >= 0.7: decision = 'SUGGEST_OPTIMIZE'
     else: decision = 'WARN_STOP'
-    return dict(decision=decision, performance_score=score, failed=failed, not_checked=unchecked, critical=critical, criteria=rows)
+    return dict(decision=decision, performance_score=score, failed=failed, not_checked=unchecked, critical=critical,
+                criteria=rows)
 
 # %% ../nbs/06a_judge.gates.ipynb #fe02f58e
 def machine()->dict:
     "What the numbers were measured on."
-    return dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(), torch=torch.__version__,
-                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    return dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
+                torch=torch.__version__, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
+# %% ../nbs/06a_judge.gates.ipynb #bacf8db4
 def _pct(a, q): return round(float(np.percentile(a, q)), 2) if len(a) else None
 
 def measure_latency(exp:str|Path, # a trained experiment
@@ -92,12 +106,13 @@ def measure_latency(exp:str|Path, # a trained experiment
                     device:str|None=None, # default: the experiment's
                     settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot
                    )->dict: # written to {exp}/reports/latency.json
-    "Per-photo latency of single mode (and combo mode, with a detector): p50 and p95 of the whole call and of its parts."
+    "Per-photo latency of single mode (and combo mode, with a detector): p50 and p95 of the whole call and its parts."
     paths = exp_paths(exp)
     backend = backend or ('onnx' if (paths.export/'classifier.onnx').is_file() else 'torch')
     pred = Predictor.from_exp(paths.root, backend=backend, device=device, settings=settings)
     m = load_manifest(paths.data, 'val')
-    root, out = Path(pred.cfg.data.root), dict(backend=backend, device=str(pred.device), machine=machine(), photos=photos)
+    root = Path(pred.cfg.data.root)
+    out = dict(backend=backend, device=str(pred.device), machine=machine(), photos=photos)
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
         rows = m[m.kind == kind].image.iloc[:photos]
         if not len(rows) or (mode == 'combo' and not pred.has_detector): continue
@@ -105,7 +120,8 @@ def measure_latency(exp:str|Path, # a trained experiment
         for i, p in enumerate([*rows.iloc[:2], *rows]):  # two warm-up calls
             t = pred.predict(root/p, mode)['timing_ms']
             if i >= 2: times.append(t)
-        out[mode] = {k: dict(p50=_pct([t[k] for t in times], 50), p95=_pct([t[k] for t in times], 95)) for k in ('total', 'detect', 'classify')}
+        out[mode] = {k: dict(p50=_pct([t[k] for t in times], 50), p95=_pct([t[k] for t in times], 95))
+                     for k in ('total', 'detect', 'classify')}
         out[mode]['photos'] = len(times)
     write_json(paths.reports/'latency.json', out)
     return out
@@ -121,11 +137,13 @@ def measurements(exp:str|Path, # a trained experiment
     cls_file, train_file = paths.reports/'classifier'/'metrics.json', paths.classifier/'metrics.json'
     if not cls_file.is_file(): cls_file = train_file
     c, d, lat = _read(cls_file), _read(paths.detector/'metrics.json'), latency or _read(paths.reports/'latency.json')
-    dv, t = (d.get('val') or d) if d else {}, _read(train_file).get('training') or {}  # training's summary stays in the classifier folder
+    dv = (d.get('val') or d) if d else {}
+    t = _read(train_file).get('training') or {}  # training's summary stays in the classifier folder
     m, ev = {}, {}
     def put(name, value, src):
         if value is not None: m[name], ev[name] = value, str(src)
-    for name, key in (('classification_accuracy', 'top1'), ('classification_macro_f1', 'macro_f1'), ('classification_top5', 'top5'), ('n_eval_samples', 'images')):
+    for name, key in (('classification_accuracy', 'top1'), ('classification_macro_f1', 'macro_f1'),
+                      ('classification_top5', 'top5'), ('n_eval_samples', 'images')):
         put(name, c.get(key), cls_file)
     per = c.get('per_class') or {}
     put('per_class_min_accuracy', min((v['accuracy'] for v in per.values()), default=None), cls_file)
@@ -134,19 +152,24 @@ def measurements(exp:str|Path, # a trained experiment
         put('per_class_min_f1', float(pd.read_csv(pc).f1.min()), pc)
     n_classes = len(_read(paths.data/'class_map.json'))
     if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
-    for name, key in (('detection_map50', 'map50'), ('detection_map50_95', 'map50_95'), ('detection_precision', 'precision'), ('detection_recall', 'recall')):
+    for name, key in (('detection_map50', 'map50'), ('detection_map50_95', 'map50_95'),
+                      ('detection_precision', 'precision'), ('detection_recall', 'recall')):
         put(name, dv.get(key), paths.detector/'metrics.json')
     if t:
         put('throughput_img_s', t.get('images_per_s'), train_file); put('batch_size', t.get('batch_size'), train_file)
         put('gpu_memory_gb', round(t.get('peak_cuda_mb', 0) / 1024, 2), train_file)
-        if t.get('images_per_s'): put('data_loading_s', round(t['data_share'] * t['batch_size'] / t['images_per_s'], 4), train_file)
+        if t.get('images_per_s'):
+            put('data_loading_s', round(t['data_share'] * t['batch_size'] / t['images_per_s'], 4), train_file)
         put('oom_events', len(t.get('oom_events') or []), train_file)
     hist = _read(paths.classifier/'history.json')
-    if hist: put('loss_nan', any(isinstance(h.get('valid_loss'), float) and math.isnan(h['valid_loss']) for h in hist), paths.classifier/'history.json')
+    if hist:
+        nan = any(isinstance(h.get('valid_loss'), float) and math.isnan(h['valid_loss']) for h in hist)
+        put('loss_nan', nan, paths.classifier/'history.json')
     train = load_manifest(paths.data, 'train') if (paths.data/'manifests').is_dir() else None
     if train is not None:
         counts = pill_rows(train).class_index.value_counts()
-        if len(counts): put('class_imbalance_ratio', round(float(counts.max() / counts.min()), 2), paths.data/'manifests')
+        if len(counts):
+            put('class_imbalance_ratio', round(float(counts.max() / counts.min()), 2), paths.data/'manifests')
     if lat:
         src = paths.reports/'latency.json'
         s, cb = lat.get('single') or {}, lat.get('combo') or {}
@@ -156,6 +179,7 @@ def measurements(exp:str|Path, # a trained experiment
         put('combo_latency_p95_ms', (cb.get('total') or {}).get('p95'), src)
     return m, ev
 
+# %% ../nbs/06a_judge.gates.ipynb #7b813064
 def mandatory_checks(exp:str|Path, # a trained experiment
                      measured:dict, # from `measurements`
                      pipeline_ok:bool|None=None, # whether the latency run (the whole pipeline) completed
@@ -169,51 +193,65 @@ def mandatory_checks(exp:str|Path, # a trained experiment
         except Exception as e: get_logger('gates').warning(f'{type(e).__name__}: {e}'); return False
     det = paths.detector/'detector.safetensors'
     soak, loads_ = _read(paths.reports/'soak.json'), [_read(p) for p in sorted(paths.reports.glob('loadtest-*.json'))]
+    def batched(r): # a load test that batched, without errors
+        if not (r.get('batch_size_mean') and r['batch_size_mean'] > 1): return False
+        return not any(m['errors'] for m in r['modes'].values())
     return dict(pipeline_runs=pipeline_ok,
                 classifier_loads=loads(lambda: load_checkpoint(paths.classifier/'best.pt')),
                 detector_loads=loads(lambda: load_detector(det)) if det.is_file() else False,
                 onnx_export_passes=bool(parity.get('passed')) if parity else False,
                 tensorboard_logs=any((paths.root/'tb').rglob('events.out.tfevents.*')),
-                auto_batch_tuned=None if t.get('device', 'cpu').startswith('cpu') else bool(t.get('auto_batch')),  # the batch the GPU search found
-                classes_balanced=None if 'class_imbalance_ratio' not in measured else measured['class_imbalance_ratio'] <= 10,
+                # the batch the GPU search found
+                auto_batch_tuned=None if t.get('device', 'cpu').startswith('cpu') else bool(t.get('auto_batch')),
+                classes_balanced=None if 'class_imbalance_ratio' not in measured
+                                 else measured['class_imbalance_ratio'] <= 10,
                 # the service's long run (tools/soak.py) and its load test (tools/loadtest.py); None until they have run
-                memory_leak_test=None if not soak else soak['memory']['fitted_growth_mb'] <= soak.get('max_growth_mb', 20),
+                memory_leak_test=None if not soak
+                                 else soak['memory']['fitted_growth_mb'] <= soak.get('max_growth_mb', 20),
                 stability_test_pass=None if not soak else soak['errors'] == 0 and soak['minutes'] >= 30,
-                multi_batch_processing=None if not loads_ else any(r.get('batch_size_mean') and r['batch_size_mean'] > 1
-                                                                   and not any(m['errors'] for m in r['modes'].values()) for r in loads_))
+                multi_batch_processing=None if not loads_ else any(batched(r) for r in loads_))
 
 # %% ../nbs/06a_judge.gates.ipynb #40b83879
 def stage_gate(exp:str|Path, # a trained experiment
                stage:int|None=None, # default: the experiment's data.stage
-               baseline:str|Path|None=None, # an earlier experiment the accuracy may not fall below (by more than max_acc_drop)
+               baseline:str|Path|None=None, # an earlier experiment accuracy may not fall below (by over max_acc_drop)
                latency_photos:int=20, # photos per mode for the latency benchmark (0: use reports/latency.json as it is)
-               settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot, e.g. the device
+               settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot, e.g. device
               )->dict: # reports/stage_gate.json
     "Judge an experiment against its stage's criteria and record the decision."
     paths = exp_paths(exp)
     cfg = exp_config(paths.root, settings if isinstance(settings, dict) else list(settings))
     stage = stage if stage is not None else cfg.data.stage
-    if stage is None: raise ConfigError(f'{paths.root} has no data.stage — pass --stage 1-4 to say which stage to judge it by')
-    if str(stage) not in cfg.stages: raise ConfigError(f"unknown stage {stage!r} — choose one of {', '.join(cfg.stages)}")
-    if not (paths.classifier/'best.pt').is_file(): raise ConfigError(f'{paths.root} has no trained classifier — pillsnap train-cls --exp {paths.root}')
+    if stage is None:
+        raise ConfigError(f'{paths.root} has no data.stage — pass --stage 1-4 to say which stage to judge it by')
+    if str(stage) not in cfg.stages:
+        raise ConfigError(f"unknown stage {stage!r} — choose one of {', '.join(cfg.stages)}")
+    if not (paths.classifier/'best.pt').is_file():
+        raise ConfigError(f'{paths.root} has no trained classifier — pillsnap train-cls --exp {paths.root}')
     lat, pipeline_ok = None, None
     if latency_photos:
         try: lat, pipeline_ok = measure_latency(paths.root, latency_photos, settings=settings), True
         except Exception as e:
-            get_logger('gates').warning(f'the pipeline failed on the validation photos: {type(e).__name__}: {e}'); pipeline_ok = False
+            get_logger('gates').warning(f'the pipeline failed on the validation photos: {type(e).__name__}: {e}')
+            pipeline_ok = False
     measured, evidence = measurements(paths.root, lat)
-    evidence.update(pipeline_runs=paths.reports/'latency.json', classifier_loads=paths.classifier/'best.pt', detector_loads=paths.detector/'detector.safetensors',
-                    onnx_export_passes=paths.export/'parity.json', tensorboard_logs=paths.root/'tb', classes_balanced=paths.data/'manifests',
-                    auto_batch_tuned=paths.classifier/'metrics.json', memory_leak_test=paths.reports/'soak.json', stability_test_pass=paths.reports/'soak.json',
-                    multi_batch_processing=paths.reports, baseline=exp_paths(baseline).root if baseline else None)
+    evidence.update(pipeline_runs=paths.reports/'latency.json', classifier_loads=paths.classifier/'best.pt',
+                    detector_loads=paths.detector/'detector.safetensors', onnx_export_passes=paths.export/'parity.json',
+                    tensorboard_logs=paths.root/'tb', classes_balanced=paths.data/'manifests',
+                    auto_batch_tuned=paths.classifier/'metrics.json', memory_leak_test=paths.reports/'soak.json',
+                    stability_test_pass=paths.reports/'soak.json', multi_batch_processing=paths.reports,
+                    baseline=exp_paths(baseline).root if baseline else None)
     evidence = {k: str(v) for k, v in evidence.items() if v is not None}
     base = measurements(baseline)[0] if baseline else None
-    r = judge(cfg.stages[str(stage)]['gate'], measured, mandatory_checks(paths.root, measured, pipeline_ok), base, evidence)
-    out = dict(experiment=str(paths.root), stage=int(stage), purpose=cfg.stages[str(stage)].get('purpose'), at=time.strftime('%Y-%m-%d %H:%M:%S %z'),
-               baseline=str(baseline) if baseline else None, machine=machine(), **r, measured=measured)
+    checks = mandatory_checks(paths.root, measured, pipeline_ok)
+    r = judge(cfg.stages[str(stage)]['gate'], measured, checks, base, evidence)
+    out = dict(experiment=str(paths.root), stage=int(stage), purpose=cfg.stages[str(stage)].get('purpose'),
+               at=time.strftime('%Y-%m-%d %H:%M:%S %z'), baseline=str(baseline) if baseline else None,
+               machine=machine(), **r, measured=measured)
     write_json(paths.reports/'stage_gate.json', out)
     progress = _read(paths.reports/'stage_progress.json') or {'runs': []}
     progress['runs'].append({k: out[k] for k in ('at', 'stage', 'decision', 'performance_score', 'failed')})
     write_json(paths.reports/'stage_progress.json', progress)
-    get_logger('gates').info(f"stage {stage} gate: {out['decision']} (score {out['performance_score']:.3f})" + (f"; failed: {', '.join(out['failed'])}" if out['failed'] else ''))
+    failed = f"; failed: {', '.join(out['failed'])}" if out['failed'] else ''
+    get_logger('gates').info(f"stage {stage} gate: {out['decision']} (score {out['performance_score']:.3f})" + failed)
     return out

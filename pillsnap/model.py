@@ -24,14 +24,15 @@ from .loaders import GpuAugment
 # %% ../nbs/03a_model.ipynb #5a61dd37
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
                     n_classes:int, # outputs
-                    pretrained:str|bool='none', # 'none' (random), 'timm' (timm's weights: they must be reachable) or an offline start of `03_pretrained` ('lite0')
+                    pretrained:str|bool='none', # 'none' (random), 'timm' (must be reachable) or a `03_pretrained` start
                     weights_path:str|None=None, # a local weights file (.safetensors or .pth), its head replaced
                     drop_rate:float=0.0, # dropout before the head
                    )->nn.Module:
-    "A timm classifier with `n_classes` outputs: random, timm's pretrained weights, an offline start, or a local weights file."
+    "A timm classifier with `n_classes` outputs: random, timm's weights, an offline start, or a local weights file."
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ConfigError(f"classifier.model={name!r} is not a timm model" + (f" — did you mean {', '.join(close)}?" if close else ''))
+        raise ConfigError(f"classifier.model={name!r} is not a timm model"
+                          + (f" — did you mean {', '.join(close)}?" if close else ''))
     kw = dict(num_classes=n_classes, drop_rate=drop_rate)
     if weights_path:
         if not Path(weights_path).is_file(): raise ConfigError(f'classifier.weights_path={weights_path} is not a file')
@@ -41,30 +42,34 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
     if start != 'timm': return load_start(timm.create_model(name, **kw), start)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e:
-        raise ConfigError(f'classifier.pretrained=timm, but the weights of {name} could not be fetched ({type(e).__name__}: {first_line(e)}) — '
-                          'download them where there is internet and set classifier.weights_path, or set classifier.pretrained=none (or lite0, offline)') from None
+        raise ConfigError(f'classifier.pretrained=timm, but the weights of {name} could not be fetched '
+                          f'({type(e).__name__}: {first_line(e)}) — '
+                          'download them where there is internet and set classifier.weights_path, '
+                          'or set classifier.pretrained=none (or lite0, offline)') from None
 
 # %% ../nbs/03a_model.ipynb #841e29bd
 class PillClassifier(nn.Module):
-    "uint8 crops in, class logits out: normalisation (and optional GPU rotation) are the first layers; optionally an embedding for retrieval."
+    "uint8 crops in, class logits out: normalisation (and GPU rotation) come first; optionally a retrieval embedding."
     def __init__(self, backbone:nn.Module, # a timm model
                  pre:UnifiedPreprocessor, # gives the normalisation
                  gpu_rotate:float=0, # random rotation in degrees while training (0: none)
-                 embed_dim:int=0, # width of an embedding layer over the pooled features, trained by `MarginLoss` (0: none)
+                 embed_dim:int=0, # width of an embedding over the pooled features, trained by `MarginLoss` (0: none)
                 ):
         super().__init__()
         self.normalize, self.augment, self.backbone = pre.normalizer(), GpuAugment(gpu_rotate), backbone
         self.embed, self.margin_weight = None, None
         if embed_dim:
             n_classes = backbone.get_classifier().out_features
-            self.embed = nn.Sequential(nn.Linear(backbone.num_features, embed_dim, bias=False), nn.BatchNorm1d(embed_dim))  # batch norm centres it: cosines spread
-            self.margin_weight = nn.Parameter(torch.randn(n_classes, embed_dim) / embed_dim ** 0.5)  # one vector per class (`MarginLoss`)
+            self.embed = nn.Sequential(nn.Linear(backbone.num_features, embed_dim, bias=False),
+                                       nn.BatchNorm1d(embed_dim))  # batch norm centres it: cosines spread
+            # one vector per class (`MarginLoss`)
+            self.margin_weight = nn.Parameter(torch.randn(n_classes, embed_dim) / embed_dim ** 0.5)
     def forward(self, x:torch.Tensor)->torch.Tensor: return self.backbone(self.augment(self.normalize(x)))
     def embed_logits(self, x:torch.Tensor)->tuple:
-        "(logits, embeddings) of one forward pass: the `embed` layer's output, else the pooled features (the gallery centres and normalises them)."
-        f = self.backbone.forward_head(self.backbone.forward_features(self.augment(self.normalize(x))), pre_logits=True)
+        "(logits, embeddings) of one pass: the `embed` layer's output, else the pooled features."
+        f = self.backbone.forward_features(self.augment(self.normalize(x)))
+        f = self.backbone.forward_head(f, pre_logits=True)
         return self.backbone.get_classifier()(f), (self.embed(f) if self.embed is not None else f).float()
-
 
 # %% ../nbs/03a_model.ipynb #516758e3
 CKPT_FORMAT = 'pillsnap-classifier/1'
@@ -85,8 +90,10 @@ def load_checkpoint(path:str|Path, # a checkpoint file
     except pickle.UnpicklingError as e:
         raise UserError(f'{path} holds Python objects other than tensors and plain data — refusing to load it '
                           f'(pillsnap reads checkpoints with weights_only=True): {first_line(e)}') from None
-    except (RuntimeError, EOFError, OSError) as e: raise UserError(f'{path} is not a readable checkpoint: {first_line(e)}') from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT: raise UserError(f'{path} is not a pillsnap classifier checkpoint')
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f'{path} is not a readable checkpoint: {first_line(e)}') from None
+    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
+        raise UserError(f'{path} is not a pillsnap classifier checkpoint')
     return ck
 
 # %% ../nbs/03a_model.ipynb #6eaedf41
@@ -95,17 +102,21 @@ def check_checkpoint(ck:dict, # from `load_checkpoint`
                      path:str|Path='checkpoint', # named in the message
                     ):
     "Refuse a checkpoint built for another backbone, class count or preprocessing."
-    bad = [f'{what} is {a!r} there but {b!r} here ({key})' for what, a, b, key in (
-        ('the backbone', ck.get('model_name'), model_name, 'classifier.model'), ('the class count', ck.get('n_classes'), n_classes, 'the class map'),
-        ('the preprocessing', ck.get('preprocess'), preprocess, 'classifier.img_size/crop_padding/clahe')) if a != b]
-    if bad: raise ConfigError(f'{path} does not fit this run: ' + '; '.join(bad) + ' — restore those settings, or start afresh with train.resume=null')
+    fields = (('the backbone', ck.get('model_name'), model_name, 'classifier.model'),
+              ('the class count', ck.get('n_classes'), n_classes, 'the class map'),
+              ('the preprocessing', ck.get('preprocess'), preprocess, 'classifier.img_size/crop_padding/clahe'))
+    bad = [f'{what} is {a!r} there but {b!r} here ({key})' for what, a, b, key in fields if a != b]
+    if bad: raise ConfigError(f'{path} does not fit this run: ' + '; '.join(bad)
+                              + ' — restore those settings, or start afresh with train.resume=null')
 
 def find_checkpoint(which:str, # 'last', 'best' or a path
                     folder:str|Path, # the experiment's classifier folder
                    )->Path:
     "The checkpoint file `which` names."
     p = Path(folder)/f'{which}.pt' if which in ('last', 'best') else Path(which)
-    if not p.is_file(): raise ConfigError(f'no checkpoint {p}' + (' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''))
+    if not p.is_file():
+        hint = ' — has this experiment been trained (pillsnap train-cls)?' if which in ('last', 'best') else ''
+        raise ConfigError(f'no checkpoint {p}' + hint)
     return p
 
 # %% ../nbs/03a_model.ipynb #b431eb24
@@ -133,7 +144,7 @@ def softmax_t(logits, # (n, classes) logits
 def embedder_id(model:nn.Module,
                 params_only:bool=False, # hash the parameters only, not buffers such as batch-norm statistics
                )->str:
-    "A short hash of a model's weights (its state dict's tensors, in order): galleries record which model embedded them."
+    "A short hash of a model's weights (its state dict's tensors, in order): galleries record their embedder."
     h = hashlib.sha256()
     for k, v in (model.named_parameters() if params_only else model.state_dict().items()):
         h.update(k.encode()); h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
@@ -146,7 +157,8 @@ def load_classifier(path:str|Path, # a checkpoint
     ck = load_checkpoint(path)
     c = ck['config']['classifier']
     pre = preprocessor_from(ck['config'])
-    if pre.version != ck['preprocess']: raise ConfigError(f"{path}: stored preprocessing {ck['preprocess']} does not match its config")
+    if pre.version != ck['preprocess']:
+        raise ConfigError(f"{path}: stored preprocessing {ck['preprocess']} does not match its config")
     bb = create_backbone(ck['model_name'], ck['n_classes'], drop_rate=c.get('drop_rate', 0.0))
     model = PillClassifier(bb, pre, embed_dim=c.get('embed_dim') or 0)
     model.load_state_dict(ck['ema'] if ck.get('ema') is not None else ck['model'])

@@ -52,7 +52,8 @@ def load_image(src, # path, bytes, binary file, PIL image or uint8 array
         return Image.fromarray(np.ascontiguousarray(np.repeat(a, 3, 2) if a.shape[2] == 1 else a[..., :3]))
     if isinstance(src, (bytearray, memoryview)): src = bytes(src)
     if not isinstance(src, (str, Path, bytes)) and not hasattr(src, 'read'):
-        raise ImageError(f'unsupported image input {type(src).__name__} — give a path, bytes, a PIL image or a uint8 array')
+        raise ImageError(f'unsupported image input {type(src).__name__} '
+                         '— give a path, bytes, a PIL image or a uint8 array')
     im, why = open_image_safely(src, max_pixels)
     if im is None: raise ImageError(why if isinstance(src, bytes) or hasattr(src, 'read') else f'{src}: {why}')
     return im
@@ -66,7 +67,7 @@ def _inside(boxes:np.ndarray)->np.ndarray:
 
 def one_box_per_pill(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gave them
                      scores:np.ndarray, # (n,) their confidences
-                     contain:float|None=CONTAIN, # a box is nested in another when at least this share of it lies inside (None: keep all)
+                     contain:float|None=CONTAIN, # nested: at least this share of a box inside another (None: keep all)
                     )->np.ndarray: # indices of the boxes kept, most confident first
     "Drop boxes around piles and the weaker of nested boxes, so each pill is counted once."
     boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1)
@@ -107,7 +108,8 @@ def _thresholds(x:np.ndarray, ring:np.ndarray, weak:float=0.5)->tuple:
 def _filled(mask:np.ndarray)->np.ndarray:
     "Closed outlines filled: a pill whose face matches the background still has an outline."
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    outlines, _ = cv2.findContours(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk)
+    outlines, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = np.zeros_like(mask)
     cv2.drawContours(out, outlines, -1, 1, cv2.FILLED)
     return out
@@ -117,7 +119,7 @@ def locate_pills(im:Image.Image, # an RGB photo
                  side:int=256, # the longer side of the copy the search runs on
                  ring:float=0.06, # width of the border ring that shows the background, fraction of the shorter side
                  min_area:float=0.001, # smallest region kept, fraction of the photo
-                )->tuple: # (boxes (n, 4) x1 y1 x2 y2 in the photo's pixels, largest first; their areas relative to the largest)
+                )->tuple: # (boxes (n, 4) x1 y1 x2 y2 in photo pixels, largest first; areas as shares of the largest)
     "Pill-like regions of a photo on a plain background, by a classical localiser."
     sm = im.copy(); sm.thumbnail((side, side), Image.BILINEAR)
     a = np.asarray(sm.convert('RGB'), np.float32)
@@ -130,12 +132,15 @@ def locate_pills(im:Image.Image, # an RGB photo
     (d_strong, d_weak), (e_strong, e_weak) = _thresholds(diff, bg), _thresholds(edge, bg)
     strong = (diff > d_strong) | (edge > e_strong)
     _, weak = cv2.connectedComponents(_filled(((diff > d_weak) | (edge > e_weak)).astype(np.uint8)), connectivity=8)
-    keep = np.isin(weak, np.unique(weak[strong & (weak > 0)])).astype(np.uint8)  # hysteresis: faint parts joined to clear ones
-    keep = cv2.erode(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=2)  # the blur and edges widen a region by ~2 px
+    # hysteresis: faint parts joined to clear ones
+    keep = np.isin(weak, np.unique(weak[strong & (weak > 0)])).astype(np.uint8)
+    # the blur and edges widen a region by ~2 px
+    keep = cv2.erode(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=2)
     _, _, stats, _ = cv2.connectedComponentsWithStats(keep, connectivity=8)
     regions = sorted((s for s in stats[1:] if s[4] >= max(6, min_area * h * w)), key=lambda s: -s[4])
     sx, sy = im.width / w, im.height / h
-    boxes = np.array([[x * sx, y * sy, (x + bw) * sx, (y + bh) * sy] for x, y, bw, bh, _ in regions], float).reshape(-1, 4)
+    boxes = np.array([[x * sx, y * sy, (x + bw) * sx, (y + bh) * sy] for x, y, bw, bh, _ in regions], float)
+    boxes = boxes.reshape(-1, 4)
     return boxes, np.array([s[4] / regions[0][4] for s in regions], float)
 
 # %% ../nbs/05e_infer.pipeline.ipynb #85152ac4
@@ -144,14 +149,17 @@ def _file_id(path:Path, name:str)->str: return f'{name}-{file_sha256(path)[:12]}
 def _matching(gallery, embedder, exp):
     "The gallery when it was built with this classifier; else None, with the fix in the log."
     if gallery is None or gallery.meta.get('embedder') == embedder(): return gallery
-    get_logger('pipeline').warning(f'the gallery in {retrieval_dir(exp)} was built with another classifier: answering without it '
-                                   f'(no enrolled drugs, no "unknown") — rebuild it: pillsnap gallery --exp {exp} --rebuild')
+    get_logger('pipeline').warning(
+        f'the gallery in {retrieval_dir(exp)} was built with another classifier: answering without it '
+        f'(no enrolled drugs, no "unknown") — rebuild it: pillsnap gallery --exp {exp} --rebuild')
     return None
 
+# %% ../nbs/05e_infer.pipeline.ipynb #2784d6d0
 def registry(rec:dict)->dict:
     "The registry fields of a drug-table record, for a candidate."
     return {k: v for k, v in rec.items() if k not in ('class_index', 'k_code')}
 
+# %% ../nbs/05e_infer.pipeline.ipynb #3c055292
 LOCATORS = ('auto', 'detector', 'localiser', 'photo')  # how single mode finds its pill (`pipeline.locate`)
 
 class Predictor:
@@ -163,145 +171,172 @@ class Predictor:
                  detector_path:str|Path|None=None, # detector.safetensors (loaded on first use)
                  device:str='auto', # auto | cpu | cuda | cuda:N
                  classifier_id:str='classifier',
-                 backend:str='torch', # what runs the networks: torch | onnx | onnx-int8 (says what `from_exp` loaded)
-                 gallery=None, # a `Gallery` of `05a_infer.retrieval` built with this classifier: enrolled drugs, "unknown"
+                 backend:str='torch', # what runs the networks: torch | onnx | onnx-int8 (what `from_exp` loaded)
+                 gallery=None, # a `Gallery` (`05a_infer.retrieval`) of this classifier: enrolled drugs, "unknown"
                  gallery_dir:str|Path|None=None, # where enrolment saves it
                 ):
         self.device, self.backend = pick_device(device), backend
         self.model = classifier.to(self.device).eval()
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
-        self.temperature = float(checkpoint.get('temperature') or 1.0)  # the calibration of `06_judge.evaluate` (1: none)
-        self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')  # candidate sets of `06_judge.evaluate` (None: none)
-        self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # class indices of this checkpoint
+        # the calibration of `06_judge.evaluate` (1: none)
+        self.temperature = float(checkpoint.get('temperature') or 1.0)
+        # candidate sets of `06_judge.evaluate` (None: none)
+        self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
+        self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
         over = (cfg.get('retrieval') or {}).get('threshold')  # a user's own "unknown" threshold over the tuned one
-        self.unknown_below = float(over) if over is not None else (gallery.meta.get('threshold') if gallery is not None else None)
+        tuned = gallery.meta.get('threshold') if gallery is not None else None
+        self.unknown_below = float(over) if over is not None else tuned
         c = checkpoint['config']
         self.pre = preprocessor_from(c)
-        self.detector_path, self._detector, self.classifier_id = Path(detector_path) if detector_path else None, None, classifier_id
+        self.detector_path = Path(detector_path) if detector_path else None
+        self._detector, self.classifier_id = None, classifier_id
         self.log = get_logger('pipeline')
         self.locate = cfg.pipeline.locate
         box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
-        if self.locate not in LOCATORS: raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
+        if self.locate not in LOCATORS:
+            raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
         if self.locate == 'detector' and not self.has_detector:
-            raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — train one with pillsnap train-det, '
+            raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — '
+                              'train one with pillsnap train-det, '
                               'or set pipeline.locate=auto (the localiser when there is no detector)')
-        if not 1 <= int(cfg.pipeline.top_k) <= 100: raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
-        self.ocr = ocr_engine() if cfg.pipeline.get('ocr', False) else None  # an experiment snapshot from before OCR has no such key
+        if not 1 <= int(cfg.pipeline.top_k) <= 100:
+            raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
+        # an experiment snapshot from before OCR has no such key
+        self.ocr = ocr_engine() if cfg.pipeline.get('ocr', False) else None
 
-    @classmethod
-    def from_exp(cls, exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment` (settings resolved)
-                 checkpoint:str='best', # best, last or a path
-                 device:str|None=None, # default: the experiment's `device` setting
-                 settings:list|dict=(), # key=value settings (or a mapping) over the experiment's config snapshot
-                 backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
-                ):
-        "The predictor of a trained experiment: its PyTorch checkpoint, or the ONNX files of `pillsnap export`."
-        if not isinstance(exp, Experiment) or settings:
-            exp = Experiment.open(exp.root if isinstance(exp, Experiment) else exp, settings, fix=f'train one with pillsnap train-cls --exp {exp}')
-        cfg, paths, exp = exp.cfg, exp.paths, exp.root
-        backend, device = backend or cfg.pipeline.backend, device or cfg.device
-        table, gallery = DrugTable.load(paths.data/'drug_table.json', {}), load_gallery(retrieval_dir(exp))
-        if backend == 'torch':
-            path = find_checkpoint(checkpoint, paths.classifier)
-            model, ck = load_classifier(path)
-            return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device, _file_id(path, ck['model_name']), backend,
-                       _matching(gallery, lambda: embedder_id(model), exp), retrieval_dir(exp))
-        if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
-        if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
-        model = OnnxClassifier(path, device)
-        return cls(model, model.checkpoint, table, cfg, paths.export/'detector.onnx', device, _file_id(path, f'{model.meta["model_name"]}.onnx'), backend,
-                   _matching(gallery, lambda: model.meta.get('embedder'), exp), retrieval_dir(exp))
+# %% ../nbs/05e_infer.pipeline.ipynb #0ccbf500
+@patch(cls_method=True)
+def from_exp(cls:Predictor,
+             exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment` (settings resolved)
+             checkpoint:str='best', # best, last or a path
+             device:str|None=None, # default: the experiment's `device` setting
+             settings:list|dict=(), # key=value settings (or a mapping) over the experiment's config snapshot
+             backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
+            ):
+    "The predictor of a trained experiment: its PyTorch checkpoint, or the ONNX files of `pillsnap export`."
+    if not isinstance(exp, Experiment) or settings:
+        exp = Experiment.open(exp.root if isinstance(exp, Experiment) else exp, settings,
+                              fix=f'train one with pillsnap train-cls --exp {exp}')
+    cfg, paths, exp = exp.cfg, exp.paths, exp.root
+    backend, device = backend or cfg.pipeline.backend, device or cfg.device
+    table, gallery = DrugTable.load(paths.data/'drug_table.json', {}), load_gallery(retrieval_dir(exp))
+    if backend == 'torch':
+        path = find_checkpoint(checkpoint, paths.classifier)
+        model, ck = load_classifier(path)
+        return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device,
+                   _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
+                   retrieval_dir(exp))
+    if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
+    if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
+    model = OnnxClassifier(path, device)
+    return cls(model, model.checkpoint, table, cfg, paths.export/'detector.onnx', device,
+               _file_id(path, f'{model.meta["model_name"]}.onnx'), backend,
+               _matching(gallery, lambda: model.meta.get('embedder'), exp), retrieval_dir(exp))
 
-    def record(self, k_code:str)->dict:
-        "The registry record of a drug: the drug table's, an enrolled drug's, or just its K-code."
-        return self.table.records.get(k_code) or (self.gallery.drugs.get(k_code) if self.gallery else None) or {'k_code': k_code}
+# %% ../nbs/05e_infer.pipeline.ipynb #f8b96885
+@patch
+def record(self:Predictor, k_code:str)->dict:
+    "The registry record of a drug: the drug table's, an enrolled drug's, or just its K-code."
+    enrolled = self.gallery.drugs.get(k_code) if self.gallery else None
+    return self.table.records.get(k_code) or enrolled or {'k_code': k_code}
 
-    @property
-    def detector(self):
-        "The YOLO detector, loaded on first use."
-        if self._detector is None:
-            if self.detector_path is None or not self.detector_path.is_file():
-                fix = 'run pillsnap export' if self.detector_path and self.detector_path.suffix == '.onnx' else 'train one with pillsnap train-det'
-                raise ConfigError(f'combo mode needs a detector and {self.detector_path} does not exist — {fix}')
-            p = self.detector_path
-            self._detector = build_detector(self.cfg.detector.model, p)
-            if p.suffix == '.onnx':
-                self.detector_id, recorded = _file_id(p, f"{onnx_meta(p).get('arch', 'yolo')}.onnx"), onnx_meta(p).get('conf')
-                self.log.info(f'detector {p.name} runs on ONNX Runtime ({ort_providers(self.device)[0]})')
-            else:
-                meta = detector_meta(p)
-                self.detector_id, recorded = _file_id(p, meta['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml')), meta['conf']
-            self._box_conf = box_threshold(self.cfg.detector.conf, recorded)
-            self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g})')
-        return self._detector
+# %% ../nbs/05e_infer.pipeline.ipynb #ac23c1a6
+@patch(as_prop=True)
+def detector(self:Predictor):
+    "The YOLO detector, loaded on first use."
+    if self._detector is None:
+        if self.detector_path is None or not self.detector_path.is_file():
+            onnx = self.detector_path and self.detector_path.suffix == '.onnx'
+            fix = 'run pillsnap export' if onnx else 'train one with pillsnap train-det'
+            raise ConfigError(f'combo mode needs a detector and {self.detector_path} does not exist — {fix}')
+        p = self.detector_path
+        self._detector = build_detector(self.cfg.detector.model, p)
+        if p.suffix == '.onnx':
+            meta = onnx_meta(p)
+            self.detector_id, recorded = _file_id(p, f"{meta.get('arch', 'yolo')}.onnx"), meta.get('conf')
+            self.log.info(f'detector {p.name} runs on ONNX Runtime ({ort_providers(self.device)[0]})')
+        else:
+            meta = detector_meta(p)
+            arch = meta['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml')
+            self.detector_id, recorded = _file_id(p, arch), meta['conf']
+        self._box_conf = box_threshold(self.cfg.detector.conf, recorded)
+        self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g})')
+    return self._detector
 
-    @property
-    def box_conf(self)->float:
-        "The least confidence of a detected pill: `detector.conf`, or with auto the threshold tuned on the detector's validation photos (loads the detector)."
-        self.detector  # loaded on first use, with the threshold its file records
-        return self._box_conf
+# %% ../nbs/05e_infer.pipeline.ipynb #dbf3e200
+@patch(as_prop=True)
+def box_conf(self:Predictor)->float:
+    "The least confidence of a detected pill: `detector.conf`, or with auto the one tuned on validation (loads it)."
+    self.detector  # loaded on first use, with the threshold its file records
+    return self._box_conf
 
-    @property
-    def has_detector(self)->bool:
-        "Whether the experiment has a detector (combo mode, and single mode's pill finder)."
-        return self._detector is not None or (self.detector_path is not None and self.detector_path.is_file())
+@patch(as_prop=True)
+def has_detector(self:Predictor)->bool:
+    "Whether the experiment has a detector (combo mode, and single mode's pill finder)."
+    return self._detector is not None or (self.detector_path is not None and self.detector_path.is_file())
 
-    @property
-    def single_locator(self)->str:
-        "How single mode finds its pill: detector, localiser or photo (`pipeline.locate`, with auto resolved)."
-        return ('detector' if self.has_detector else 'localiser') if self.locate == 'auto' else self.locate
+@patch(as_prop=True)
+def single_locator(self:Predictor)->str:
+    "How single mode finds its pill: detector, localiser or photo (`pipeline.locate`, with auto resolved)."
+    return ('detector' if self.has_detector else 'localiser') if self.locate == 'auto' else self.locate
 
-# %% ../nbs/05e_infer.pipeline.ipynb #5fbb9dfa
+# %% ../nbs/05e_infer.pipeline.ipynb #63be0718
 @patch
 def detect(self:Predictor, images:list,
            conf:float|None=None, # the least box confidence (default: the box threshold, `detector.conf`)
           )->list:
-    "[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill (`one_box_per_pill` with `detector.contain`), most confident first."
+    "[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill (`one_box_per_pill`), most confident first."
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
-        res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou, max_det=d.max_det,
-                                    device=yolo_device(self.device), verbose=False)
+        res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou,
+                                    max_det=d.max_det, device=yolo_device(self.device), verbose=False)
     out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
     keep = [one_box_per_pill(b, s, d.get('contain', CONTAIN)) for b, s in out]
     return [(b[k], s[k]) for (b, s), k in zip(out, keep)]
 
+# %% ../nbs/05e_infer.pipeline.ipynb #518aff1d
 @patch
 @torch.inference_mode()
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
-             expect:list|None=None, # K-codes of a prescription: candidates come from these, and each pill says whether it is one
+             expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
-            )->list: # per crop: {'candidates', and 'status' with a gallery, 'expected' with `expect`, 'imprint_read' with `reads`}
+            )->list: # per crop: 'candidates'; 'status' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     out, g, bs = [], self.gallery, self.cfg.pipeline.batch_size
     for i in range(0, len(crops), bs):
         x = torch.stack(crops[i:i + bs]).to(self.device)
         if g is None:
-            codes, p, states = self.k_codes, (self.model(x).float() / self.temperature).softmax(1).cpu(), [None] * len(x)
+            p = (self.model(x).float() / self.temperature).softmax(1).cpu()
+            codes, states = self.k_codes, [None] * len(x)
         else:
             logits, emb = self.model.embed_logits(x)
             scores = g.scores(emb.float().cpu())
-            codes, p = fuse((logits.float().cpu() / self.temperature).softmax(1), self.k_codes, scores, g.codes, g.meta['scale'])
+            p_cls = (logits.float().cpu() / self.temperature).softmax(1)
+            codes, p = fuse(p_cls, self.k_codes, scores, g.codes, g.meta['scale'])
             states = status(scores, self.unknown_below, g.meta.get('min_margin', 0.0))
         if reads is not None:
             pc = self.cfg.pipeline
-            p = fuse_imprint(p, codes, reads[i:i + bs], self.record, float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
+            p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
+                             float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
         col = {k: j for j, k in enumerate(codes)}
         for j, (row, state) in enumerate(zip(p, states)):
             out.append(self._answer(row, codes, col, top_k, expect, state))
             if reads is not None: out[-1]['imprint_read'] = reads[i + j]
     return out
 
+# %% ../nbs/05e_infer.pipeline.ipynb #7b051bae
 @patch
 def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, expect:list|None, state:str|None)->dict:
     best = int(p.argmax())
     def cand(j):
         c = float(p[j])
-        return {'k_code': codes[j], 'confidence': round(c, 6), **({} if self.set_threshold is None else {'in_set': bool(c >= self.set_threshold or j == best)}),
-                **registry(self.record(codes[j]))}
-    order = sorted((col[k] for k in dict.fromkeys(expect)), key=lambda j: -float(p[j])) if expect else p.topk(min(top_k, len(codes))).indices.tolist()
+        in_set = {} if self.set_threshold is None else {'in_set': bool(c >= self.set_threshold or j == best)}
+        return {'k_code': codes[j], 'confidence': round(c, 6), **in_set, **registry(self.record(codes[j]))}
+    if expect: order = sorted((col[k] for k in dict.fromkeys(expect)), key=lambda j: -float(p[j]))
+    else: order = p.topk(min(top_k, len(codes))).indices.tolist()
     ans = {'candidates': [cand(j) for j in order[:top_k]]}
     if state is not None: ans['status'] = state
     if expect:
@@ -309,6 +344,7 @@ def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, exp
         if not ans['expected']: ans['best_match'] = cand(best)  # what it looks like instead
     return ans
 
+# %% ../nbs/05e_infer.pipeline.ipynb #e706aa86
 @patch
 def classify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
@@ -321,12 +357,14 @@ def known_codes(self:Predictor)->set:
     "Every K-code this predictor can answer: the classifier's classes and the gallery's drugs."
     return set(self.k_codes) | set(self.gallery.codes if self.gallery else ())
 
+# %% ../nbs/05e_infer.pipeline.ipynb #5716d4ba
 @patch
 def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
              )->list: # per photo: (box xyxy, detector score or None, found_by, regions seen)
-    "Single mode's pill in every photo: the detector's best box, or the localiser's largest region; the whole photo when nothing is found."
+    "Single mode's pill in every photo: the detector's best box or the localiser's largest region, else the photo."
     how = self.single_locator
-    if how == 'detector':  # the photo holds one pill: its best box counts even below a tuned threshold above ultralytics' default
+    if how == 'detector':
+        # the photo holds one pill: its best box counts even below a tuned threshold above ultralytics' default
         found = self.detect(ims, min(self.box_conf, DEFAULT_CONF))
     elif how == 'localiser': found = [locate_pills(im) for im in ims]
     else: found = [(np.zeros((0, 4)), np.zeros(0))] * len(ims)
@@ -335,7 +373,8 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
         if not len(boxes): out.append((np.array([0, 0, im.width, im.height], float), None, 'photo', 0)); continue
         best = int(scores.argmax())
         score = float(scores[best]) if how == 'detector' else None
-        seen = int((scores >= self.box_conf).sum()) if how == 'detector' else int((scores >= 0.3).sum())  # the localiser's crumbs and shadows are not pills
+        # the localiser's crumbs and shadows are not pills
+        seen = int((scores >= self.box_conf).sum()) if how == 'detector' else int((scores >= 0.3).sum())
         out.append((boxes[best], score, how, seen))
     return out
 
@@ -344,7 +383,7 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
 def predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
                   mode:str='single', # single | combo — the user's choice
                   top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
-                  expect:list|str|None=None, # a prescription: K-codes (a list, or comma-separated) the pills should be among
+                  expect:list|str|None=None, # a prescription: K-codes (a list, or comma-separated) the pills should be
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema."
     if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
@@ -353,11 +392,13 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
     t0 = time.perf_counter()
     sizes, ims = [], []
-    for x in images:  # networks never see more than pipeline.max_side: memory per photo is bounded, boxes come back in its pixels
+    # networks never see more than pipeline.max_side: memory per photo is bounded, boxes come back in its pixels
+    for x in images:
         im = load_image(x)
         sizes.append(im.size); ims.append(downscale(im, self.cfg.pipeline.max_side)[0])
     t1 = time.perf_counter()
-    if mode == 'combo': found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.detect(ims)]; seen = [None] * len(ims)
+    if mode == 'combo':
+        found, seen = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.detect(ims)], [None] * len(ims)
     else:
         pills = self.find_pill(ims)
         found, seen = [[p[:3]] for p in pills], [p[3] for p in pills]
@@ -373,15 +414,18 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     out = []
     for im, (w, h), fs, n_seen in zip(ims, sizes, found, seen):
         to_photo = np.array([w / im.width, h / im.height] * 2)
-        pills = [{'box': [round(float(v), 1) for v in clip_box(np.asarray(clip_box(b, im.width, im.height)) * to_photo, w, h)],
-                  'det_score': None if s is None else round(s, 4), 'found_by': how, **next(answers)} for b, s, how in fs]
-        out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, (w, h)), 'image_size': [w, h], 'models': self.models(mode)})
+        in_photo = lambda b: clip_box(np.asarray(clip_box(b, im.width, im.height)) * to_photo, w, h)
+        pills = [{'box': [round(float(v), 1) for v in in_photo(b)], 'det_score': None if s is None else round(s, 4),
+                  'found_by': how, **next(answers)} for b, s, how in fs]
+        out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, (w, h)),
+                    'image_size': [w, h], 'models': self.models(mode)})
     n, t4 = len(ims), time.perf_counter()
-    timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2 - t_read) / n, **({'read': t_read / n} if reads is not None else {}),
-              'total': (t4 - t0) / n}
+    timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2 - t_read) / n,
+              **({'read': t_read / n} if reads is not None else {}), 'total': (t4 - t0) / n}
     for r in out: r['timing_ms'] = {**{k: round(v * 1000, 2) for k, v in timing.items()}, 'batch': n}
     return out
 
+# %% ../nbs/05e_infer.pipeline.ipynb #4074e49a
 @patch
 def predict(self:Predictor, image, # a photo (anything `load_image` takes)
             mode:str='single', # single | combo — the user's choice
@@ -391,6 +435,7 @@ def predict(self:Predictor, image, # a photo (anything `load_image` takes)
     "The prediction for one photo."
     return self.predict_batch([image], mode, top_k, expect)[0]
 
+# %% ../nbs/05e_infer.pipeline.ipynb #9ab5394d
 def parse_expect(expect, # None, a list of K-codes, or one comma-separated string
                  known:set, # the codes the predictor can answer
                 )->list|None:
@@ -399,16 +444,12 @@ def parse_expect(expect, # None, a list of K-codes, or one comma-separated strin
     codes = [c.strip() for c in (expect.split(',') if isinstance(expect, str) else expect) if c and c.strip()]
     if not codes: return None
     if bad := [c for c in codes if c not in known]:
-        raise ConfigError(f"expect: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''} not known to this experiment (neither trained nor enrolled) — "
+        raise ConfigError(f"expect: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''} not known to this experiment "
+                          '(neither trained nor enrolled) — '
                           'check the K-codes, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
     return list(dict.fromkeys(codes))
 
-# %% ../nbs/05e_infer.pipeline.ipynb #85dd27bb
-@patch
-def _hint_counts(self:Predictor, ims:list)->list:
-    if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
-    return [len(b) for b, _ in self.detect(ims)]
-
+# %% ../nbs/05e_infer.pipeline.ipynb #5f68d31e
 MIN_PHOTO_SIDE = 512  # px: a photo's short side below this rarely shows an imprint legibly
 
 def photo_warning(size:tuple, # the photo's (width, height) as sent
@@ -416,7 +457,14 @@ def photo_warning(size:tuple, # the photo's (width, height) as sent
     "What to tell the user about a photo too small to read imprints from (None: nothing)."
     w, h = size
     if min(w, h) >= MIN_PHOTO_SIDE: return None
-    return f'the photo is {w}×{h} px: below {MIN_PHOTO_SIDE} px on its short side an imprint is rarely legible — a larger, closer photo helps'
+    return (f'the photo is {w}×{h} px: below {MIN_PHOTO_SIDE} px on its short side an imprint is rarely legible '
+            '— a larger, closer photo helps')
+
+# %% ../nbs/05e_infer.pipeline.ipynb #85dd27bb
+@patch
+def _hint_counts(self:Predictor, ims:list)->list:
+    if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
+    return [len(b) for b, _ in self.detect(ims)]
 
 @patch
 def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple)->dict:
@@ -424,23 +472,31 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple)->dic
     if mode != 'single': return out
     top1 = pills[0]['candidates'][0]['confidence']
     if seen is not None and seen > 1:
-        return {**out, 'combo_recommended': True, 'reason': f"the {pills[0]['found_by'] if pills[0]['found_by'] != 'photo' else 'detector'} sees {seen} pills; combo mode identifies each"}
+        finder = pills[0]['found_by'] if pills[0]['found_by'] != 'photo' else 'detector'
+        return {**out, 'combo_recommended': True,
+                'reason': f'the {finder} sees {seen} pills; combo mode identifies each'}
     if top1 < self.cfg.pipeline.combo_hint_confidence:
-        return {**out, 'combo_recommended': True, 'reason': f'low confidence ({top1:.2f} < {self.cfg.pipeline.combo_hint_confidence}); '
+        return {**out, 'combo_recommended': True,
+                'reason': f'low confidence ({top1:.2f} < {self.cfg.pipeline.combo_hint_confidence}); '
                 'if the photo shows several pills, combo mode identifies each'}
     return out
 
+# %% ../nbs/05e_infer.pipeline.ipynb #05c5aadb
 @patch
 def models(self:Predictor, mode:str)->dict:
     "The ids of the networks and preprocessing that made an answer."
     det = mode == 'combo' or self.single_locator == 'detector' or self._detector is not None
-    return {'classifier': self.classifier_id, 'detector': getattr(self, 'detector_id', None) if det else None, 'preprocess': self.pre.version,
-            **({'gallery': f'{len(self.gallery)} drugs, {len(self.gallery.enrolled())} enrolled'} if self.gallery is not None else {})}
+    gallery = self.gallery
+    return {'classifier': self.classifier_id, 'detector': getattr(self, 'detector_id', None) if det else None,
+            'preprocess': self.pre.version,
+            **({'gallery': f'{len(gallery)} drugs, {len(gallery.enrolled())} enrolled'} if gallery is not None else {})}
+
+# %% ../nbs/05e_infer.pipeline.ipynb #f3320317
+K_CODE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
+# direction overrides: text that prints other than it reads
+BIDI = set('\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069')
 
 # %% ../nbs/05e_infer.pipeline.ipynb #4f71c19a
-K_CODE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
-BIDI = set('\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069')  # direction overrides: text that prints other than it reads
-
 @patch
 @torch.inference_mode()
 def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
@@ -450,28 +506,39 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
           wait_s:float=120, # longest wait while another command changes the gallery (`GalleryBusy` after it)
          )->dict:
     "Fold photos of a drug into the gallery, without training; what was added."
-    if not K_CODE.fullmatch(k_code or ''): raise ConfigError(f'--code {k_code!r}: use letters, digits, ".", "_" or "-" (at most 64), e.g. K-012345')
-    if name is not None and (not name.strip() or any(unicodedata.category(ch) in ('Cc', 'Cs') or ch in BIDI for ch in name)):
+    if not K_CODE.fullmatch(k_code or ''):
+        raise ConfigError(f'--code {k_code!r}: use letters, digits, ".", "_" or "-" (at most 64), e.g. K-012345')
+    unprintable = lambda ch: unicodedata.category(ch) in ('Cc', 'Cs') or ch in BIDI
+    if name is not None and (not name.strip() or any(unprintable(ch) for ch in name)):
         raise ConfigError(f'--name {name!r}: a name must be printable text (no control or direction characters)')
     if save and self.gallery_dir is not None: check_writable(self.gallery_dir.parent, 'enrolment')
     if self.gallery is None:
-        raise ConfigError('this experiment has no gallery built with its classifier — build it first: pillsnap gallery --exp EXP --rebuild')
+        raise ConfigError('this experiment has no gallery built with its classifier — '
+                          'build it first: pillsnap gallery --exp EXP --rebuild')
     if not images: raise ConfigError('give at least one photo of the drug')
     ims = [downscale(load_image(x), self.cfg.pipeline.max_side)[0] for x in images]
     found = self.find_pill(ims)
-    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, (b, *_) in zip(ims, found)]
-    views = quarter_turns(torch.stack(crops), (self.cfg.get('retrieval') or {}).get('enrol_turns', 1))  # a pill has no 'up': each photo stands for its turns
-    emb = embed_crops(self.model, views, self.device, 32)
-    known = self.table.records.get(k_code)  # the labels' record wins; else what this enrolment says, merged over what the gallery knows
-    rec = {k: v for k, v in known.items() if k != 'class_index'} if known else dict(k_code=k_code, **({'dl_name': name} if name else {}))
-    if name and known: self.log.warning(f"the drug table has a record of {k_code} ({known.get('dl_name')!r}): it is kept, the name {name!r} is not used")
-    if save and self.gallery_dir is not None:  # read–change–write under the gallery's lock: nothing another process enrolled is lost
+    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))))
+             for im, (b, *_) in zip(ims, found)]
+    turns = (self.cfg.get('retrieval') or {}).get('enrol_turns', 1)  # a pill has no 'up': a photo stands for its turns
+    emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
+    # the labels' record wins; else what this enrolment says, merged over what the gallery knows
+    known = self.table.records.get(k_code)
+    if known: rec = {k: v for k, v in known.items() if k != 'class_index'}
+    else: rec = dict(k_code=k_code, **({'dl_name': name} if name else {}))
+    if name and known:
+        self.log.warning(f"the drug table has a record of {k_code} ({known.get('dl_name')!r}): "
+                         f"it is kept, the name {name!r} is not used")
+    # read–change–write under the gallery's lock: nothing another process enrolled is lost
+    if save and self.gallery_dir is not None:
         self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s)
     else: self.gallery.add(k_code, emb, record=rec, photos=len(ims))
     rec = self.gallery.drugs.get(k_code, rec)
     photos = sum(e['photos'] for e in self.gallery.entries if e['k_code'] == k_code)
-    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({repr(rec['dl_name']) if rec.get('dl_name') else 'no name'}): {photos} in the gallery")
-    return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found], trained=k_code in self.k_codes, record=rec)
+    named = repr(rec['dl_name']) if rec.get('dl_name') else 'no name'
+    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery")
+    return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
+                trained=k_code in self.k_codes, record=rec)
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b4ebd9fc
 def draw_prediction(image, # the photo
@@ -490,10 +557,14 @@ def draw_prediction(image, # the photo
         name = c.get('dl_name_en') or c.get('dl_name') or ''
         flag = p.get('status') == 'unknown' or p.get('expected') is False  # unknown, or not on the prescription: red
         text = 'unknown' if p.get('status') == 'unknown' else f"{c['k_code']} {name[:24]}\n{c['confidence']:.2f}"
-        if p.get('expected') is False: text += f"\nNOT on the list{' (looks like ' + p['best_match']['k_code'] + ')' if p.get('status') != 'unknown' else ''}"
+        if p.get('expected') is False:
+            looks = ' (looks like ' + p['best_match']['k_code'] + ')' if p.get('status') != 'unknown' else ''
+            text += f"\nNOT on the list{looks}"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec='red' if flag else 'orange'))
-        ax.text(x1 + 2, y1 + 2, text, fontsize=7, va='top', color='black', bbox=dict(fc='tomato' if flag else 'orange', ec='none', pad=1, alpha=0.85))
-    ax.set_title(f"{result['mode']} mode: {len(result['pills'])} pill(s)" + (' — combo recommended' if result['hints']['combo_recommended'] else ''), fontsize=9)
+        ax.text(x1 + 2, y1 + 2, text, fontsize=7, va='top', color='black',
+                bbox=dict(fc='tomato' if flag else 'orange', ec='none', pad=1, alpha=0.85))
+    hint = ' — combo recommended' if result['hints']['combo_recommended'] else ''
+    ax.set_title(f"{result['mode']} mode: {len(result['pills'])} pill(s)" + hint, fontsize=9)
     fig.tight_layout()
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -503,8 +574,9 @@ def draw_prediction(image, # the photo
 # %% ../nbs/05e_infer.pipeline.ipynb #fd859b70
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
-    rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'found_by': p.get('found_by'), 'det_score': p['det_score'],
-             'rank': j + 1, 'k_code': c['k_code'], 'confidence': round(c['confidence'], 3), 'name': c.get('dl_name'), 'company': c.get('dl_company'),
+    rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'found_by': p.get('found_by'),
+             'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'], 'confidence': round(c['confidence'], 3),
+             'name': c.get('dl_name'), 'company': c.get('dl_company'),
              'imprint': ' / '.join(x for x in (c.get('print_front'), c.get('print_back')) if x)}
             for i, p in enumerate(r['pills']) for j, c in enumerate(p['candidates'])]
     for row in rows:  # retrieval's verdicts, when the answer has them

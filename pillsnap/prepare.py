@@ -15,14 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .aihub import (INDEX_COLUMNS, PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems, index_release, load_class_map,
-                            load_index, read_class_map, release_fingerprint, save_index, shipped_archives, update_class_map)
+from .aihub import (INDEX_COLUMNS, PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems,
+                            index_release, load_class_map, load_index, read_class_map, release_fingerprint, save_index,
+                            shipped_archives, update_class_map)
 from .config import ConfigError, exp_paths, get_logger, load_config
 from .io import file_sha256, read_json, walk_files, write_json, write_parquet, write_text
 from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset
 from .sources import index_sources
-from .data import MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest, final_evaluation, hash_rank, load_manifest, make_manifests, pill_rows, save_manifests
+from .data import (MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest,
+                           final_evaluation, hash_rank, load_manifest, make_manifests, pill_rows, save_manifests)
 from .crops import CropCache, UnifiedPreprocessor, build_cache, cache_fits, preprocessor_from, rows_digest
 
 # %% ../nbs/02e_data.prepare.ipynb #a0d38dd3
@@ -182,85 +184,114 @@ def _split_step(index, drugs, settings, data_dir, log, why=None):
     write_json(data_dir/'splits.json', dict(settings=settings, settings_sha256=json_sha256(settings), data=digest, classes=classes,
                                             counts=counts, manifests=digests, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
 
-# %% ../nbs/02e_data.prepare.ipynb #47785045
+# %% ../nbs/02e_data.prepare.ipynb #c92d68fe
 def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list=(), sources:dict|None=None)->Path:
-    "`problems.csv`: every archive member that could not be extracted, every file the index left out and every photo the crop cache could not read, by path and reason."
-    rows = list(extracted) + (index_problems(report) if report else []) + [
-        dict(kind='photo', path=p, reason=why, stage='sources') for r in (sources or {}).values() for why, ps in r['left_out_paths'].items() for p in ps] + [dict(kind='photo', path=p, reason=r, stage='crop cache')
-                                                       for m in caches.values() for p, r in sorted(m.get('skipped', {}).items())]
+    "`problems.csv`: every archive member not extracted, file the index left out and photo the cache could not read."
+    source_rows = [dict(kind='photo', path=p, reason=why, stage='sources')
+                   for r in (sources or {}).values() for why, ps in r['left_out_paths'].items() for p in ps]
+    cache_rows = [dict(kind='photo', path=p, reason=r, stage='crop cache')
+                  for m in caches.values() for p, r in sorted(m.get('skipped', {}).items())]
+    rows = list(extracted) + (index_problems(report) if report else []) + source_rows + cache_rows
     path = data_dir/'problems.csv'
     write_text(path, pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS)).to_csv(index=False))
     if rows: log.warning(f'{len(rows)} unusable files, listed by path and reason in {path}: ' +
                          ', '.join(f'{n} {r}' for r, n in Counter(r['reason'] for r in rows).most_common()))
     return path
 
+# %% ../nbs/02e_data.prepare.ipynb #8e909e85
 def _paste_step(cfg, train:pd.DataFrame, root:Path, data_dir:Path, log)->bool:
-    "The pasted training photos of `data.paste_photos`: made once per training split and settings, reused after; whether there are any."
+    "The pasted photos of `data.paste_photos`: made once per training split and settings; whether there are any."
     path, rec, n = data_dir/'manifests'/'pasted.parquet', data_dir/'pasted.json', cfg.data.paste_photos
     if not n:
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
     pills = pill_rows(train)  # the training split's single-pill photos: nothing of validation or test is cut
-    key = dict(pills=len(pills), pills_sha256=rows_digest(pills), photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.paste_pills), seed=cfg.split.seed)
-    if read_json(rec)[0] == key and path.exists(): log.info(f'{n} pasted photos are up to date — reusing them'); return True
+    key = dict(pills=len(pills), pills_sha256=rows_digest(pills), photos=n, size=list(cfg.data.paste_size),
+               per_photo=list(cfg.data.paste_pills), seed=cfg.split.seed)
+    if read_json(rec)[0] == key and path.exists():
+        log.info(f'{n} pasted photos are up to date — reusing them'); return True
     log.info(f'pasting {n} wild photos of real pills cut from {len(pills)} training photos into {data_dir/"pasted"}')
     shutil.rmtree(data_dir/'pasted', ignore_errors=True)
-    rows = pd.DataFrame(paste_dataset(pills, root, data_dir/'pasted', n, tuple(cfg.data.paste_size), tuple(cfg.data.paste_pills), cfg.split.seed, cfg.data.workers))
+    rows = pd.DataFrame(paste_dataset(pills, root, data_dir/'pasted', n, tuple(cfg.data.paste_size),
+                                      tuple(cfg.data.paste_pills), cfg.split.seed, cfg.data.workers))
     cmap = load_class_map(data_dir/'class_map.json')
-    rows = rows.assign(row=0, class_indices=rows.k_codes.map(lambda ks: [cmap.get(k, -1) for k in ks]), **{k: None for k in CAPTURE_FIELDS})
+    rows = rows.assign(row=0, class_indices=rows.k_codes.map(lambda ks: [cmap.get(k, -1) for k in ks]),
+                       **{k: None for k in CAPTURE_FIELDS})
     write_parquet(rows[list(MANIFEST_COLUMNS)], path); write_json(rec, key)
     return True
 
+# %% ../nbs/02e_data.prepare.ipynb #db2735ba
+def _sources_step(cfg, root:Path, data_dir:Path, log)->tuple:
+    "Extract and index the release, and index `data.sources`: (extract problems, index, drugs, report, sources report)."
+    extracted, index, drugs, report = [], pd.DataFrame(columns=list(INDEX_COLUMNS)), {}, {}
+    if cfg.data.root:
+        # a download as shipped becomes root/data first; once
+        extracted = extract_release(root, cfg.data.workers)['problems']
+        if not (root/'data').is_dir():
+            raise ConfigError(f'nothing could be extracted from the archives under {root}: '
+                              + '; '.join(f"{p['path']}: {p['reason']}" for p in extracted[:3]))
+        index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
+        if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
+    src, src_drugs, src_report = index_sources(cfg.data.get('sources'))
+    if len(src):  # photos of real datasets beside the release's
+        index, drugs = pd.concat([index, src], ignore_index=True), {**drugs, **src_drugs}
+    return extracted, index, drugs, report, src_report
+
+def _cache_step(cfg, manifests:dict, root:Path, data_dir:Path)->dict:
+    "The crop caches of train, val and holdout when `data.cache` is on: {split: cache report}."
+    caches = {}
+    if not cfg.data.cache: return caches
+    pre = preprocessor_from(cfg)
+    for n in ('train', 'val', 'holdout'):
+        if n not in manifests: continue
+        rows = pill_rows(manifests[n], crop_kinds(cfg), known_only=n != 'holdout')
+        caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
+    return caches
+
+# %% ../nbs/02e_data.prepare.ipynb #deb92d9a
 def prepare(cfg, # resolved settings (`load_config`)
             force:bool=False, # prepare other data even into an experiment with trained models (`check_prepare`)
            )->dict: # {what: path} of everything written
-    "Turn a dataset in the AI Hub layout (or a download as shipped) into everything training needs, reusing what is still valid and rebuilding what is damaged."
+    "Turn a dataset in the AI Hub layout (or as shipped) into everything training needs, reusing what is still valid."
     log, paths = get_logger('prepare'), exp_paths(cfg.paths.exp_dir)
     root, data_dir = Path(cfg.data.root), paths.data
     check_prepare(cfg, force)
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    extracted, index, drugs, report = [], pd.DataFrame(columns=list(INDEX_COLUMNS)), {}, {}
-    if cfg.data.root:
-        extracted = extract_release(root, cfg.data.workers)['problems']  # a download as shipped becomes root/data first; once
-        if not (root/'data').is_dir():
-            raise ConfigError(f'nothing could be extracted from the archives under {root}: ' + '; '.join(f"{p['path']}: {p['reason']}" for p in extracted[:3]))
-        index, drugs, report = _index_step(root, data_dir, cfg.data.workers, log)
-        if not len(index): raise ConfigError(f'no usable photos under {root}/data — see {data_dir/"index_report.json"}')
-    src, src_drugs, src_report = index_sources(cfg.data.get('sources'))
-    if len(src): index, drugs = pd.concat([index, src], ignore_index=True), {**drugs, **src_drugs}  # photos of real datasets beside the release's
+    extracted, index, drugs, report, src_report = _sources_step(cfg, root, data_dir, log)
     _split_step(index, drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log))
     classes = read_json(data_dir/'splits.json')[0]['classes']
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
     manifests = {n: load_manifest(data_dir, n, pasted=False) for n in ('train', 'val')}
     if _paste_step(cfg, manifests['train'], root, data_dir, log): manifests['train'] = load_manifest(data_dir, 'train')
-    with final_evaluation(): manifests['test'] = load_manifest(data_dir, 'test')  # counted for the summary, never loaded as images
+    with final_evaluation():  # counted for the summary, never loaded as images
+        manifests['test'] = load_manifest(data_dir, 'test')
     yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed)
-    if len(held := load_manifest(data_dir, 'holdout')): manifests['holdout'] = held  # never-trained drugs (retrieval): no detector photos
+    if len(held := load_manifest(data_dir, 'holdout')):  # never-trained drugs (retrieval): no detector photos
+        manifests['holdout'] = held
     data_yaml = build_yolo_tree(yolo, root, data_dir/'yolo')
-    caches = {}
-    if cfg.data.cache:
-        pre = preprocessor_from(cfg)
-        for n in ('train', 'val', 'holdout'):
-            if n not in manifests: continue
-            rows = pill_rows(manifests[n], crop_kinds(cfg), known_only=n != 'holdout')
-            caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
+    caches = _cache_step(cfg, manifests, root, data_dir)
     skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
     summary = summarize_dataset(manifests, report, dict(skips))
-    if src_report: summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
+    if src_report:
+        summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
     write_json(data_dir/'summary.json', summary)
     problems = _write_problems(report, caches, data_dir, log, extracted, src_report)
-    log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: ' + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS if n in summary) +
-             f", {len(classes)} classes" + (f'; unreadable photos skipped: {dict(skips)}' if skips else ''))
-    return dict(index=data_dir/'label_index.parquet', report=data_dir/'index_report.json', drug_table=data_dir/'drug_table.json',
-                class_map=data_dir/'class_map.json', splits=data_dir/'splits.json', manifests=data_dir/'manifests',
-                yolo=data_yaml, cache=data_dir/'cache' if caches else None, summary=data_dir/'summary.json', problems=problems)
+    log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: '
+             + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS if n in summary)
+             + f", {len(classes)} classes" + (f'; unreadable photos skipped: {dict(skips)}' if skips else ''))
+    return dict(index=data_dir/'label_index.parquet', report=data_dir/'index_report.json',
+                drug_table=data_dir/'drug_table.json', class_map=data_dir/'class_map.json',
+                splits=data_dir/'splits.json', manifests=data_dir/'manifests', yolo=data_yaml, cache=data_dir/'cache' if caches else None,
+                summary=data_dir/'summary.json', problems=problems)
 
+# %% ../nbs/02e_data.prepare.ipynb #e2d15ddd
 def _yolo_splits(manifests, singles_per_class, seed):
     "The detector's photos: every combination photo, plus a few single-pill photos per class."
     out = {}
     for n, m in manifests.items():
         single = m[m.kind == 'single']
-        keep = [g.index[hash_rank(seed, g.image)[:singles_per_class]] for _, g in single.groupby('code')] if singles_per_class else []
+        keep = ([g.index[hash_rank(seed, g.image)[:singles_per_class]] for _, g in single.groupby('code')]
+                if singles_per_class else [])
         out[n] = pd.concat([m[m.kind == 'combo'], single.loc[np.concatenate(keep)] if keep else single.iloc[:0]])
     return out
 

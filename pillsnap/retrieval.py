@@ -25,16 +25,16 @@ GALLERY_FORMAT = 'pillsnap-gallery/1'
 FACE_NAMES = ('front', 'back', 'any')  # face code 0, 1, 2 (`FACES` of `00b_schema`)
 
 class Gallery:
-    "Prototypes of drugs per face — the normalised sums of their photos' unit embeddings — and optionally some of the photos themselves (exemplars), searched exactly by one matrix product."
+    "Drugs' prototypes per face, the normalised sums of unit embeddings, and optionally photos (exemplars) beside them."
     def __init__(self, dim:int, # embedding width
                  sums:torch.Tensor|None=None, # (entries, dim) sums of unit embeddings
                  entries:list|None=None, # one dict per row: k_code, face, photos, source ('trained' | 'enrolled')
                  drugs:dict|None=None, # registry records of enrolled drugs, by K-code
                  meta:dict|None=None, # embedder id, thresholds, scale, measurements
-                 center:torch.Tensor|None=None, # (dim,) subtracted from every embedding before it is normalised (default: none)
+                 center:torch.Tensor|None=None, # (dim,) subtracted from each embedding before normalising (default: 0)
                  whiten:torch.Tensor|None=None, # (dim, dim) applied after centring (`whitener`; default: none)
-                 exemplars:int=0, # unit embeddings kept per entry beside its prototype: a drug then scores its nearest photo too
-                 ex:torch.Tensor|None=None, ex_entry:torch.Tensor|None=None, # the kept exemplars (n, dim) and the entry of each (n,)
+                 exemplars:int=0, # unit embeddings kept per entry beside its prototype: a drug also scores its nearest
+                 ex:torch.Tensor|None=None, ex_entry:torch.Tensor|None=None, # exemplars (n, dim), entry of each (n,)
                 ):
         self.dim, self.entries, self.drugs, self.meta = dim, list(entries or []), dict(drugs or {}), dict(meta or {})
         self.sums = sums.float() if sums is not None else torch.zeros(0, dim)
@@ -45,74 +45,97 @@ class Gallery:
         self.ex_entry = ex_entry.long() if ex_entry is not None else torch.zeros(0, dtype=torch.long)
         self._index()
 
-    def unit(self, emb:torch.Tensor)->torch.Tensor:
-        "Embeddings as the gallery compares them: centred, whitened when it whitens, unit length."
-        x = torch.as_tensor(emb, dtype=torch.float32).reshape(-1, self.dim) - self.center
-        return nn.functional.normalize(x @ self.whiten if self.whiten is not None else x, dim=1)
-
-    def _index(self):
-        self.codes = list(dict.fromkeys(e['k_code'] for e in self.entries))  # drugs, in order of first entry
-        col = {k: i for i, k in enumerate(self.codes)}
-        self.column = torch.tensor([col[e['k_code']] for e in self.entries], dtype=torch.long)
-        self.vectors = nn.functional.normalize(self.sums, dim=1) if len(self.sums) else self.sums
-        self.ex_column = self.column[self.ex_entry] if len(self.ex_entry) else self.ex_entry
-
     def __len__(self): return len(self.codes)
-    def __repr__(self): return f'Gallery({len(self.codes)} drugs, {len(self.entries)} prototypes, {len(self.ex)} exemplars, {sum(e["photos"] for e in self.entries)} photos, dim {self.dim})'
-    def enrolled(self)->list: return list(dict.fromkeys(e['k_code'] for e in self.entries if e['source'] == 'enrolled'))
+    def __repr__(self):
+        return (f'Gallery({len(self.codes)} drugs, {len(self.entries)} prototypes, {len(self.ex)} exemplars, '
+                f'{sum(e["photos"] for e in self.entries)} photos, dim {self.dim})')
 
-    def add(self, k_code:str, # the drug
-            emb:torch.Tensor, # (n, dim) embeddings of its photos (`embed_logits`)
-            face:int=2, # 0 front, 1 back, 2 any
-            source:str='enrolled',
-            record:dict|None=None, # the drug's registry record (enrolled drugs)
-            photos:int|None=None, # photos these embeddings come from (default: one each; fewer when each photo gave several views)
-           ):
-        "Fold photos into the drug's prototype for this face (a new entry when there is none); keep the first as exemplars while the entry has room."
-        emb = self.unit(emb)
-        if not len(emb): return self
-        i = next((j for j, e in enumerate(self.entries) if e['k_code'] == k_code and e['face'] == FACE_NAMES[face]), None)
-        if i is None:
-            self.entries.append(dict(k_code=k_code, face=FACE_NAMES[face], photos=0, source=source))
-            self.sums, i = torch.cat([self.sums, torch.zeros(1, self.dim)]), len(self.entries) - 1
-        self.sums[i] += emb.sum(0)
-        self.entries[i]['photos'] += len(emb) if photos is None else photos
-        room = self.exemplars - int((self.ex_entry == i).sum())
-        if room > 0: self.ex, self.ex_entry = torch.cat([self.ex, emb[:room]]), torch.cat([self.ex_entry, torch.full((min(room, len(emb)),), i)])
-        if record is not None: self.drugs[k_code] = {**self.drugs.get(k_code, {}), **record}  # more photos never lose a name given before
-        self._index()
-        return self
+# %% ../nbs/05a_infer.retrieval.ipynb #4e8ae758
+@patch
+def _index(self:Gallery):
+    self.codes = list(dict.fromkeys(e['k_code'] for e in self.entries))  # drugs, in order of first entry
+    col = {k: i for i, k in enumerate(self.codes)}
+    self.column = torch.tensor([col[e['k_code']] for e in self.entries], dtype=torch.long)
+    self.vectors = nn.functional.normalize(self.sums, dim=1) if len(self.sums) else self.sums
+    self.ex_column = self.column[self.ex_entry] if len(self.ex_entry) else self.ex_entry
 
-    def keep_entries(self, keep:list):
-        "Keep only the entries at positions `keep` (in that order), with their exemplars."
-        where = torch.full((len(self.entries),), -1, dtype=torch.long)
-        where[keep] = torch.arange(len(keep))  # each old entry's new position, -1 where it goes
-        self.entries, self.sums = [self.entries[i] for i in keep], self.sums[keep]
-        moved = where[self.ex_entry]
-        self.ex, self.ex_entry = self.ex[moved >= 0], moved[moved >= 0]
-        self._index()
-        return self
+# %% ../nbs/05a_infer.retrieval.ipynb #1e86beca
+@patch
+def unit(self:Gallery, emb:torch.Tensor)->torch.Tensor:
+    "Embeddings as the gallery compares them: centred, whitened when it whitens, unit length."
+    x = torch.as_tensor(emb, dtype=torch.float32).reshape(-1, self.dim) - self.center
+    return nn.functional.normalize(x @ self.whiten if self.whiten is not None else x, dim=1)
 
-    def remove(self, k_code:str)->int:
-        "Drop every prototype of a drug; the number of entries removed."
-        keep = [i for i, e in enumerate(self.entries) if e['k_code'] != k_code]
-        gone = len(self.entries) - len(keep)
-        self.keep_entries(keep); self.drugs.pop(k_code, None)
-        return gone
+# %% ../nbs/05a_infer.retrieval.ipynb #118453e9
+@patch
+def add(self:Gallery, k_code:str, # the drug
+        emb:torch.Tensor, # (n, dim) embeddings of its photos (`embed_logits`)
+        face:int=2, # 0 front, 1 back, 2 any
+        source:str='enrolled',
+        record:dict|None=None, # the drug's registry record (enrolled drugs)
+        photos:int|None=None, # photos the embeddings come from (default: one each; fewer if a photo gave several views)
+       ):
+    "Fold photos into a drug's prototype for this face (new entry if none); the first are exemplars while room lasts."
+    emb = self.unit(emb)
+    if not len(emb): return self
+    i = next((j for j, e in enumerate(self.entries) if e['k_code'] == k_code and e['face'] == FACE_NAMES[face]), None)
+    if i is None:
+        self.entries.append(dict(k_code=k_code, face=FACE_NAMES[face], photos=0, source=source))
+        self.sums, i = torch.cat([self.sums, torch.zeros(1, self.dim)]), len(self.entries) - 1
+    self.sums[i] += emb.sum(0)
+    self.entries[i]['photos'] += len(emb) if photos is None else photos
+    room = self.exemplars - int((self.ex_entry == i).sum())
+    if room > 0:
+        self.ex = torch.cat([self.ex, emb[:room]])
+        self.ex_entry = torch.cat([self.ex_entry, torch.full((min(room, len(emb)),), i)])
+    if record is not None:  # more photos never lose a name given before
+        self.drugs[k_code] = {**self.drugs.get(k_code, {}), **record}
+    self._index()
+    return self
 
-    def copy(self)->'Gallery':
-        "An independent copy (trial enrolments leave the original alone)."
-        return Gallery(self.dim, self.sums.clone(), [dict(e) for e in self.entries], dict(self.drugs), dict(self.meta), self.center, self.whiten,
-                       self.exemplars, self.ex.clone(), self.ex_entry.clone())
+# %% ../nbs/05a_infer.retrieval.ipynb #4d62ca05
+@patch
+def enrolled(self:Gallery)->list:
+    "The drugs enrolled rather than trained, in order of first entry."
+    return list(dict.fromkeys(e['k_code'] for e in self.entries if e['source'] == 'enrolled'))
 
-    def scores(self, emb:torch.Tensor, # (m, dim) embeddings of queries
-              )->torch.Tensor: # (m, drugs) each drug's best cosine, columns in `self.codes` order
-        "Cosine of every query to every drug: one matrix product, then the best prototype (or exemplar) of each drug."
-        q = self.unit(emb)
-        sims, out = q @ self.vectors.T, torch.full((len(q), len(self.codes)), -2.0)
-        out = out.scatter_reduce(1, self.column.expand(len(q), -1), sims, 'amax')
-        if len(self.ex): out = out.scatter_reduce(1, self.ex_column.expand(len(q), -1), q @ self.ex.T, 'amax')
-        return out
+# %% ../nbs/05a_infer.retrieval.ipynb #025c8154
+@patch
+def keep_entries(self:Gallery, keep:list):
+    "Keep only the entries at positions `keep` (in that order), with their exemplars."
+    where = torch.full((len(self.entries),), -1, dtype=torch.long)
+    where[keep] = torch.arange(len(keep))  # each old entry's new position, -1 where it goes
+    self.entries, self.sums = [self.entries[i] for i in keep], self.sums[keep]
+    moved = where[self.ex_entry]
+    self.ex, self.ex_entry = self.ex[moved >= 0], moved[moved >= 0]
+    self._index()
+    return self
+
+@patch
+def remove(self:Gallery, k_code:str)->int:
+    "Drop every prototype of a drug; the number of entries removed."
+    keep = [i for i, e in enumerate(self.entries) if e['k_code'] != k_code]
+    gone = len(self.entries) - len(keep)
+    self.keep_entries(keep); self.drugs.pop(k_code, None)
+    return gone
+
+# %% ../nbs/05a_infer.retrieval.ipynb #d88b4a62
+@patch
+def copy(self:Gallery)->'Gallery':
+    "An independent copy (trial enrolments leave the original alone)."
+    return Gallery(self.dim, self.sums.clone(), [dict(e) for e in self.entries], dict(self.drugs), dict(self.meta),
+                   self.center, self.whiten, self.exemplars, self.ex.clone(), self.ex_entry.clone())
+
+# %% ../nbs/05a_infer.retrieval.ipynb #a34d3d28
+@patch
+def scores(self:Gallery, emb:torch.Tensor, # (m, dim) embeddings of queries
+          )->torch.Tensor: # (m, drugs) each drug's best cosine, columns in `self.codes` order
+    "Cosine of every query to every drug: one matrix product, then the best prototype (or exemplar) of each drug."
+    q = self.unit(emb)
+    sims, out = q @ self.vectors.T, torch.full((len(q), len(self.codes)), -2.0)
+    out = out.scatter_reduce(1, self.column.expand(len(q), -1), sims, 'amax')
+    if len(self.ex): out = out.scatter_reduce(1, self.ex_column.expand(len(q), -1), q @ self.ex.T, 'amax')
+    return out
 
 # %% ../nbs/05a_infer.retrieval.ipynb #7a9e7062
 def _tensor_file(folder:Path)->Path: return Path(folder)/'gallery.safetensors'
@@ -127,12 +150,15 @@ def _tensors(self:Gallery)->dict:
 def save(self:Gallery, folder:str|Path)->Path:
     "Write `gallery.safetensors` and `gallery.json` into `folder`."
     from safetensors.torch import save_file
-    folder = Path(folder); check_writable(folder.parent, 'writing its gallery'); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    check_writable(folder.parent, 'writing its gallery'); folder.mkdir(parents=True, exist_ok=True)
     atomic_write(_tensor_file(folder), lambda tmp: save_file(self._tensors(), str(tmp)), fsync=True)
-    write_json(folder/'gallery.json', dict(format=GALLERY_FORMAT, dim=self.dim, exemplars=self.exemplars, entries=self.entries, drugs=self.drugs, meta=self.meta,
+    write_json(folder/'gallery.json', dict(format=GALLERY_FORMAT, dim=self.dim, exemplars=self.exemplars,
+                                           entries=self.entries, drugs=self.drugs, meta=self.meta,
                                            sha256=file_sha256(_tensor_file(folder))))
     return folder/'gallery.json'
 
+# %% ../nbs/05a_infer.retrieval.ipynb #50b0f0e1
 def load_gallery(folder:str|Path, # an experiment's retrieval folder
                 )->Gallery|None: # None when there is no gallery
     "Read a saved gallery, or `UserError` saying what is wrong with it."
@@ -141,12 +167,14 @@ def load_gallery(folder:str|Path, # an experiment's retrieval folder
     rec, why = read_json(folder/'gallery.json')
     if why == 'missing': return None
     fix = f' — rebuild it: pillsnap gallery --exp {folder.parent} --rebuild'
-    if why or not isinstance(rec, dict) or rec.get('format') != GALLERY_FORMAT: raise UserError(f"{folder/'gallery.json'} is {why or 'not a pillsnap gallery'}{fix}")
+    if why or not isinstance(rec, dict) or rec.get('format') != GALLERY_FORMAT:
+        raise UserError(f"{folder/'gallery.json'} is {why or 'not a pillsnap gallery'}{fix}")
     f = _tensor_file(folder)
-    if not f.is_file() or file_sha256(f) != rec.get('sha256'): raise UserError(f'{f} is missing or does not match gallery.json{fix}')
+    if not f.is_file() or file_sha256(f) != rec.get('sha256'):
+        raise UserError(f'{f} is missing or does not match gallery.json{fix}')
     t = load_file(str(f))
-    return Gallery(rec['dim'], t['sums'], rec['entries'], rec['drugs'], rec['meta'], t.get('center'), t.get('whiten'), rec.get('exemplars', 0),
-                   t.get('ex'), t.get('ex_entry'))
+    return Gallery(rec['dim'], t['sums'], rec['entries'], rec['drugs'], rec['meta'], t.get('center'), t.get('whiten'),
+                   rec.get('exemplars', 0), t.get('ex'), t.get('ex_entry'))
 
 # %% ../nbs/05a_infer.retrieval.ipynb #5134220c
 ENROLMENTS = 'enrolled.jsonl'  # beside gallery.json: one JSON line per enrolment or removal, only ever appended
@@ -158,19 +186,22 @@ def gallery_lock(folder:str|Path, # an experiment's retrieval folder
                  wait_s:float=120, # how long to wait for another command's change
                 ):
     "Hold the gallery's lock: one enrolment, removal or rebuild at a time, across processes."
-    return file_lock(Path(folder)/'.lock', wait_s, GalleryBusy(f'the gallery in {folder} is being changed by another command (an enrolment, '
-                                                                f'a removal or a rebuild) for over {wait_s:g} s — try again when it is done'))
+    busy = GalleryBusy(f'the gallery in {folder} is being changed by another command (an enrolment, '
+                       f'a removal or a rebuild) for over {wait_s:g} s — try again when it is done')
+    return file_lock(Path(folder)/'.lock', wait_s, busy)
 
+# %% ../nbs/05a_infer.retrieval.ipynb #c742ce9c
 def journal(folder:str|Path, # an experiment's retrieval folder
             k_code:str, # the drug
             **entry, # record=… and crops=[…] for an enrolment, removed=True for a removal
            ):
     "Append one line to the enrolment journal and flush it to disk."
-    append_jsonl(Path(folder)/ENROLMENTS, dict(at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), k_code=k_code, **entry))
+    at = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    append_jsonl(Path(folder)/ENROLMENTS, dict(at=at, k_code=k_code, **entry))
 
 def enrolments(folder:str|Path, # an experiment's retrieval folder
               )->dict: # {K-code: registry record}
-    "The drugs enrolled now, replayed from the journal: records merged in order, removed drugs gone; damaged lines skipped."
+    "The drugs enrolled now, replayed from the journal: records merged in order, removed gone, damaged lines skipped."
     out = {}
     for e in read_jsonl(Path(folder)/ENROLMENTS, 'the enrolment journal'):
         k, rec = str(e.get('k_code')), e.get('record') or {}
@@ -183,27 +214,32 @@ def _save_crops(folder:Path, crops:list)->list:
     "Write uint8 (3, S, S) crops as the next numbered PNGs of `folder`, each whole or not at all; their names."
     start = 1 + max((int(p.stem) for p in folder.glob('*.png') if p.stem.isdigit()), default=-1)
     names = [f'{start + i:04d}.png' for i in range(len(crops))]
-    for n, c in zip(names, crops): atomic_write(folder/n, lambda tmp, c=c: Image.fromarray(c.permute(1, 2, 0).numpy()).save(tmp, format='PNG'))
+    for n, c in zip(names, crops):
+        atomic_write(folder/n, lambda tmp, c=c: Image.fromarray(c.permute(1, 2, 0).numpy()).save(tmp, format='PNG'))
     return names
 
+# %% ../nbs/05a_infer.retrieval.ipynb #552d62d5
 def enrol_into(folder:str|Path, # an experiment's retrieval folder
                g:Gallery, # the gallery this process holds (its classifier made `emb`)
                k_code:str, # the drug
                emb:torch.Tensor, # (n, dim) embeddings of its photos
                crops:list, # the uint8 (3, S, S) crops they came from, saved for rebuilds
-               record:dict, # its registry record (what this enrolment knows: merged over what the gallery knows)
+               record:dict, # its registry record (what this enrolment knows: merged over the gallery's)
                photos:int, # photos the embeddings come from
                wait_s:float=120, # longest wait for another command's change (`GalleryBusy` after it)
               )->Gallery: # the gallery as written
-    "Fold a drug's photos into the gallery on disk as it is now — read, changed and written under its lock — with its crops and a journal line."
+    "Fold a drug's photos into the gallery on disk as it is now, under its lock, with its crops and a journal line."
     folder = Path(folder)
     with gallery_lock(folder, wait_s):
         now = load_gallery(folder)  # what other processes enrolled or removed since `g` was read
         now = g if now is None else now
         if now.meta.get('embedder') != g.meta.get('embedder'):
-            raise ConfigError(f'the gallery in {folder} was rebuilt with another classifier since this command started — run it again (a service: restart it)')
+            raise ConfigError(f'the gallery in {folder} was rebuilt with another classifier since this command started '
+                              '— run it again (a service: restart it)')
         if not (folder/ENROLMENTS).exists():  # a gallery from before the journal: record what it holds first
-            for k in now.enrolled(): journal(folder, k, record=now.drugs.get(k) or {'k_code': k}, crops=sorted(p.name for p in (folder/'enrolled'/k).glob('*.png')))
+            for k in now.enrolled():
+                crops_k = sorted(p.name for p in (folder/'enrolled'/k).glob('*.png'))
+                journal(folder, k, record=now.drugs.get(k) or {'k_code': k}, crops=crops_k)
         now.add(k_code, emb, record=record, photos=photos)
         names = _save_crops(folder/'enrolled'/k_code, crops)
         journal(folder, k_code, record=now.drugs[k_code], crops=names)
@@ -212,10 +248,11 @@ def enrol_into(folder:str|Path, # an experiment's retrieval folder
 
 # %% ../nbs/05a_infer.retrieval.ipynb #1a98ba9e
 def enrolled_records(folder:Path)->dict:
-    "{K-code: registry record} of enrolled drugs: the journal's; for a gallery from before the journal, its own when it can be read."
+    "{K-code: registry record} of enrolled drugs: the journal's, or for a gallery older than it, its own if readable."
     if (folder/ENROLMENTS).exists(): return enrolments(folder)
     try: old = load_gallery(folder)
-    except UserError as e: get_logger('retrieval').warning(f'{e}: enrolled drugs keep their codes, not their names'); old = None
+    except UserError as e:
+        get_logger('retrieval').warning(f'{e}: enrolled drugs keep their codes, not their names'); old = None
     return dict(old.drugs) if old is not None else {}
 
 # %% ../nbs/05a_infer.retrieval.ipynb #8ba547bc
@@ -241,7 +278,8 @@ def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     if threshold is None or not scores.shape[1]: return ['identified'] * len(scores)
     top = scores.topk(min(2, scores.shape[1]), 1).values
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
-    return ['unknown' if b < threshold or m < min_margin else 'identified' for b, m in zip(top[:, 0].tolist(), lead.tolist())]
+    return ['unknown' if b < threshold or m < min_margin else 'identified'
+            for b, m in zip(top[:, 0].tolist(), lead.tolist())]
 
 # %% ../nbs/05a_infer.retrieval.ipynb #62b7217d
 def retrieval_dir(exp:str|Path)->Path:
@@ -256,7 +294,8 @@ def enrolled_crops(exp:str|Path)->dict:
 @torch.inference_mode()
 def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64)->torch.Tensor:
     "Embeddings of uint8 crops (n, 3, S, S), batched."
-    out = [model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu() for i in range(0, len(crops), batch_size)]
+    out = [model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu()
+           for i in range(0, len(crops), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 def quarter_turns(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
@@ -273,11 +312,14 @@ def gallery_table(g:Gallery, enrolled_only:bool=True)->pd.DataFrame:
     rows = {}
     for e in g.entries:
         if enrolled_only and e['source'] != 'enrolled': continue
-        r = rows.setdefault(e['k_code'], dict(k_code=e['k_code'], name=(g.drugs.get(e['k_code']) or {}).get('dl_name'), faces=[], photos=0, source=e['source']))
+        name = (g.drugs.get(e['k_code']) or {}).get('dl_name')
+        r = rows.setdefault(e['k_code'], dict(k_code=e['k_code'], name=name, faces=[], photos=0, source=e['source']))
         r['faces'].append(e['face']); r['photos'] += e['photos']
         if e['source'] == 'enrolled': r['source'] = 'enrolled'
-    return pd.DataFrame([{**r, 'faces': ','.join(r['faces'])} for r in rows.values()], columns=['k_code', 'name', 'faces', 'photos', 'source'])
+    return pd.DataFrame([{**r, 'faces': ','.join(r['faces'])} for r in rows.values()],
+                        columns=['k_code', 'name', 'faces', 'photos', 'source'])
 
+# %% ../nbs/05a_infer.retrieval.ipynb #d2b3f0ea
 def remove_drug(exp:str|Path, # the experiment
                 k_code:str, # the drug to remove
                )->int: # prototypes removed
@@ -287,8 +329,10 @@ def remove_drug(exp:str|Path, # the experiment
     with gallery_lock(folder):
         g = load_gallery(folder)
         if g is None: raise ConfigError(f'{exp} has no gallery — nothing to remove')
-        if k_code not in g.enrolled(): raise ConfigError(f'{k_code} is not an enrolled drug of this gallery' + (' (it is a trained class: retrain without it)' if k_code in g.codes else '')
-                                                         + ' — pillsnap gallery --exp EXP lists them')
+        if k_code not in g.enrolled():
+            trained = ' (it is a trained class: retrain without it)' if k_code in g.codes else ''
+            raise ConfigError(f'{k_code} is not an enrolled drug of this gallery' + trained
+                              + ' — pillsnap gallery --exp EXP lists them')
         enrolled = [i for i, e in enumerate(g.entries) if e['k_code'] == k_code and e['source'] == 'enrolled']
         g.keep_entries([i for i in range(len(g.entries)) if i not in set(enrolled)])
         if k_code not in {e['k_code'] for e in g.entries}: g.drugs.pop(k_code, None)

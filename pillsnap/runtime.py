@@ -41,7 +41,8 @@ def onnx_meta(path:str|Path)->dict:
 # %% ../nbs/05_infer.runtime.ipynb #baaea869
 class _Both(torch.nn.Module):
     "The classifier's two outputs as one graph: logits and embeddings (retrieval, `05a_infer.retrieval`)."
-    def __init__(self, model): super().__init__(); self.model = model  # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
+    # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
+    def __init__(self, model): super().__init__(); self.model = model
     def forward(self, x): return self.model.embed_logits(x)
 
 def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_classifier`)
@@ -50,7 +51,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
                       opset:int=17, # ONNX opset
                       dynamic_batch:bool=True, # a dynamic batch axis (else batch 1)
                      )->Path:
-    "Write the classifier as ONNX (uint8 crops in; logits and embeddings out) with its class list and preprocessing as metadata."
+    "Write the classifier as ONNX (uint8 crops in; logits, embeddings out), its classes and preprocessing as metadata."
     import onnx
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     c = ck['config']['classifier']
@@ -58,16 +59,17 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
     x = torch.zeros(2 if dynamic_batch else 1, 3, c['img_size'], c['img_size'], dtype=torch.uint8)
     axes = {'images': {0: 'batch'}, 'logits': {0: 'batch'}, 'embedding': {0: 'batch'}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter('ignore')  # torch's notice that the TorchScript exporter is legacy; ultralytics uses the same one
-        torch.onnx.export(_Both(model).eval(), (x,), str(path), opset_version=opset, dynamo=False, input_names=['images'],
-                          output_names=['logits', 'embedding'], dynamic_axes=axes)
+        warnings.simplefilter('ignore')  # torch's notice that the TorchScript exporter is legacy (ultralytics uses it)
+        torch.onnx.export(_Both(model).eval(), (x,), str(path), opset_version=opset, dynamo=False,
+                          input_names=['images'], output_names=['logits', 'embedding'], dynamic_axes=axes)
     onnx.checker.check_model(str(path))
-    set_onnx_meta(path, dict(pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
-                             preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
-                             cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
-                             temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
-                             conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
-                             embedder=embedder_id(model)))  # which weights embed: a gallery built by them matches this file
+    set_onnx_meta(path, dict(
+        pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
+        preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
+        cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
+        temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
+        conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
+        embedder=embedder_id(model)))  # which weights embed: a gallery built by them matches this file
     return path
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296
@@ -76,19 +78,23 @@ def ort_providers(device:str|torch.device='auto')->list:
     import onnxruntime as ort
     device = pick_device(device) if isinstance(device, str) else device
     if device.type == 'cuda':
-        if 'CUDAExecutionProvider' in ort.get_available_providers(): return ['CUDAExecutionProvider', 'CPUExecutionProvider']
-        get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu) — ONNX runs on the CPU')
+        if 'CUDAExecutionProvider' in ort.get_available_providers():
+            return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider '
+                                      '(pip install onnxruntime-gpu) — ONNX runs on the CPU')
     return ['CPUExecutionProvider']
 
+# %% ../nbs/05_infer.runtime.ipynb #391d6836
 class OnnxClassifier:
-    "A classifier exported by `export_classifier`, run by ONNX Runtime; called like `PillClassifier` (uint8 crops in, logits out)."
+    "A classifier from `export_classifier`, run by ONNX Runtime; called like `PillClassifier` (uint8 in, logits out)."
     def __init__(self, path:str|Path, # classifier.onnx or classifier.int8.onnx
                  device:str|torch.device='auto', # picks the provider
                 ):
         import onnxruntime as ort
         self.path, self.meta = Path(path), onnx_meta(path)
         if self.meta.get('pillsnap_format') != ONNX_FORMAT:
-            raise ConfigError(f"{path} is not a pillsnap classifier export (format {self.meta.get('pillsnap_format')!r}) — run pillsnap export")
+            raise ConfigError(f"{path} is not a pillsnap classifier export "
+                              f"(format {self.meta.get('pillsnap_format')!r}) — run pillsnap export")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # errors only
@@ -101,8 +107,10 @@ class OnnxClassifier:
     def embed_logits(self, x:torch.Tensor)->tuple:
         "(logits, embeddings), like the `embed_logits` of `PillClassifier`."
         if 'embedding' not in {o.name for o in self.session.get_outputs()}:
-            raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — export it again: pillsnap export')
-        return tuple(torch.from_numpy(a) for a in self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()}))
+            raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — '
+                              'export it again: pillsnap export')
+        outputs = self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()})
+        return tuple(torch.from_numpy(a) for a in outputs)
     def to(self, *args, **kwargs): return self  # the session owns its device
     def eval(self): return self
 
@@ -110,6 +118,8 @@ class OnnxClassifier:
     def checkpoint(self)->dict:
         "What the predictor reads from a checkpoint: classes, preprocessing, model name."
         m = self.meta
-        return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'), temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
-                    config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'], clahe=m['clahe']),
+        return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'),
+                    temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
+                    config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'],
+                                                clahe=m['clahe']),
                                 data=dict(cache_margin=m['cache_margin'])))

@@ -149,11 +149,12 @@ class PixelBudget:
         self.used -= px
         if self._freed is not None and not self._freed.done(): self._freed.set_result(None)
 
-# %% ../nbs/07b_ship.serve.ipynb #afebdf23
+# %% ../nbs/07b_ship.serve.ipynb #078f237e
 class Dropped(Exception):
-    "A request's photos that were not run: `reason` is 'queue full', 'deadline', 'gone' (the client left) or 'budget' (its pixels did not fit in time)."
+    "Photos not run: `reason` is 'queue full', 'deadline', 'gone' (the client left) or 'budget' (no time for them)."
     def __init__(self, reason:str): super().__init__(reason); self.reason = reason
 
+# %% ../nbs/07b_ship.serve.ipynb #8bb893da
 class Batcher:
     "Bounded queue of prediction jobs run in batches on one inference thread."
     def __init__(self, pred:Predictor, # the predictor (used only from the worker thread)
@@ -181,52 +182,66 @@ class Batcher:
         "Seconds until the photos waiting now are done, at the recent pace."
         return (sum(self.waiting.values()) + self.batch_max) * self.photo_s
 
-    async def predict(self, images:list, mode:str, top_k:int,
-                      deadline:float|None=None, # event-loop time by which inference must have started
-                      gone:asyncio.Future|None=None, # done once the client has left
-                      expect:tuple|None=None, # a prescription's K-codes (photos share a batch only with the same one)
-                     )->list:
-        "Predictions for decoded photos, possibly batched with other requests; `Dropped` when the job is refused or no longer wanted."
-        if self.waiting and sum(self.waiting.values()) + len(images) > self.queue_max: raise Dropped('queue full')
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.waiting[fut] = len(images)
-        self.queue.put_nowait((images, mode, top_k, fut, expect))
-        timeout = None if deadline is None else max(0.0, deadline - loop.time())
-        done, _ = await asyncio.wait([fut, *([gone] if gone else [])], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if fut in done or fut in self.running: return await fut
-        fut.cancel(); self.waiting.pop(fut, None)
-        raise Dropped('gone' if gone in done else 'deadline')
+# %% ../nbs/07b_ship.serve.ipynb #308933b3
+@patch
+async def predict(self:Batcher, images:list, mode:str, top_k:int,
+                  deadline:float|None=None, # event-loop time by which inference must have started
+                  gone:asyncio.Future|None=None, # done once the client has left
+                  expect:tuple|None=None, # a prescription's K-codes (photos share a batch only with the same one)
+                 )->list:
+    "Predictions for decoded photos, maybe batched with other requests; `Dropped` when refused or no longer wanted."
+    if self.waiting and sum(self.waiting.values()) + len(images) > self.queue_max: raise Dropped('queue full')
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    self.waiting[fut] = len(images)
+    self.queue.put_nowait((images, mode, top_k, fut, expect))
+    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+    done, _ = await asyncio.wait([fut, *([gone] if gone else [])], timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if fut in done or fut in self.running: return await fut
+    fut.cancel(); self.waiting.pop(fut, None)
+    raise Dropped('gone' if gone in done else 'deadline')
 
-    async def _loop(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs, end = [], None
-            while sum(len(j[0]) for j in jobs) < self.batch_max:
-                try: j = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    if jobs and loop.time() >= end: break
-                    try: j = await asyncio.wait_for(self.queue.get(), end - loop.time() if jobs else None)
-                    except asyncio.TimeoutError: break
-                if self.waiting.pop(j[3], None) is None: continue  # dropped while it waited
-                jobs.append(j)
-                end = end or loop.time() + self.window
-            groups = {}
-            for j in jobs: groups.setdefault((j[1], j[2], j[4]), []).append(j)
-            for (mode, top_k, expect), js in groups.items():
-                js = [j for j in js if not j[3].done()]  # dropped during the window or an earlier group
-                if not js: continue
-                ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
-                try: res = await loop.run_in_executor(self.executor, self.pred.predict_batch, ims, mode, top_k, list(expect) if expect else None)
-                except Exception as e:
-                    for j in js: j[3].set_exception(e)
-                    continue
-                finally: self.running = set()
-                self.photo_s = 0.8 * self.photo_s + 0.2 * (loop.time() - t0) / len(ims)
-                self.batches.append(len(ims))
-                del self.batches[:-1000]
-                it = iter(res)
-                for j in js: j[3].set_result([next(it) for _ in j[0]])
+# %% ../nbs/07b_ship.serve.ipynb #0d87bd3c
+@patch
+async def _next_jobs(self:Batcher)->list:
+    loop = asyncio.get_running_loop()
+    jobs, end = [], None
+    while sum(len(j[0]) for j in jobs) < self.batch_max:
+        try: j = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            if jobs and loop.time() >= end: break
+            try: j = await asyncio.wait_for(self.queue.get(), end - loop.time() if jobs else None)
+            except asyncio.TimeoutError: break
+        if self.waiting.pop(j[3], None) is None: continue  # dropped while it waited
+        jobs.append(j)
+        end = end or loop.time() + self.window
+    return jobs
+
+# %% ../nbs/07b_ship.serve.ipynb #39fd161a
+@patch
+async def _loop(self:Batcher):
+    loop = asyncio.get_running_loop()
+    while True:
+        jobs = await self._next_jobs()
+        groups = {}
+        for j in jobs: groups.setdefault((j[1], j[2], j[4]), []).append(j)
+        for (mode, top_k, expect), js in groups.items():
+            js = [j for j in js if not j[3].done()]  # dropped during the window or an earlier group
+            if not js: continue
+            ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
+            try:
+                res = await loop.run_in_executor(self.executor, self.pred.predict_batch, ims, mode, top_k,
+                                                 list(expect) if expect else None)
+            except Exception as e:
+                for j in js: j[3].set_exception(e)
+                continue
+            finally: self.running = set()
+            self.photo_s = 0.8 * self.photo_s + 0.2 * (loop.time() - t0) / len(ims)
+            self.batches.append(len(ims))
+            del self.batches[:-1000]
+            it = iter(res)
+            for j in js: j[3].set_result([next(it) for _ in j[0]])
 
 # %% ../nbs/07b_ship.serve.ipynb #b09ca384
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, float('inf'))

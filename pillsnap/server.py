@@ -164,13 +164,14 @@ def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--re
             log_file:str|Path|None=None, # the service's output (default: discarded)
             timeout:float=180, # seconds to wait for /health
            ):
-    "`pillsnap serve` in a child process on a free loopback port; yields (url, process) once /health answers, stops it (SIGINT) after."
+    "`pillsnap serve` in a child process on a free loopback port: (url, process) once /health answers; SIGINT after."
     import os, signal, socket, subprocess, sys, urllib.error, urllib.request
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     url, out = f'http://127.0.0.1:{port}', open(log_file, 'w') if log_file else subprocess.DEVNULL
     see = f' — see {log_file}' if log_file else ''
-    proc = subprocess.Popen([sys.executable, '-m', 'pillsnap', 'serve', *(['--exp', str(exp)] if exp is not None else []),
-                             '--port', str(port), *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, KEY_ENV: key})
+    argv = [sys.executable, '-m', 'pillsnap', 'serve', *(['--exp', str(exp)] if exp is not None else []),
+            '--port', str(port), *args]
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, KEY_ENV: key})
     try:
         t0 = time.time()
         while True:
@@ -178,7 +179,8 @@ def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--re
             try:
                 with urllib.request.urlopen(url + '/health', timeout=2): break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.time() - t0 > timeout: raise JobFailed(f'the service did not start in {timeout:.0f} s{see}') from None
+                if time.time() - t0 > timeout:
+                    raise JobFailed(f'the service did not start in {timeout:.0f} s{see}') from None
                 time.sleep(0.3)
         yield url, proc
     finally:

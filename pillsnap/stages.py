@@ -19,17 +19,17 @@ class StageFailed(JobFailed, RuntimeError):
     "A stage notebook raised; the message names the cell, the error and the executed notebook."
 
 def pillsnap_errors()->dict:
-    "{class name: class} of every `PillsnapError` subclass loaded: how an error raised inside a stage notebook is raised again here."
+    "{class name: class} of every `PillsnapError` subclass loaded: how a stage notebook's error is raised again here."
     out, todo = {}, [PillsnapError]  # a job's own errors are loaded: the command imported the job's module to run it
     while todo: c = todo.pop(); out[c.__name__] = c; todo += c.__subclasses__()
     return out
 
+# %% ../nbs/08_run.stages.ipynb #875df887
 def stage_notebook(name:str, # e.g. '04a_train.classifier'
                   )->Path|None:
     "`nbs/{name}.ipynb` beside the installed package (an editable install), or None when the notebooks are not there."
     p = Path(pillsnap.__file__).resolve().parents[1]/'nbs'/f'{name}.ipynb'
     return p if p.exists() else None
-
 
 # %% ../nbs/08_run.stages.ipynb #10070876
 _EXPORTED = re.compile(r'^#\|\s*export[is]?\b', re.M)
@@ -40,14 +40,18 @@ def imports_only(src:str)->bool:
     except SyntaxError: return False
     return bool(body) and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in body)
 
+# %% ../nbs/08_run.stages.ipynb #775d6b1b
 def job_notebook(nb:dict, # a stage notebook, as JSON
                  section:str='## Run the stage', # the markdown heading that starts the stage's own cells
                 )->dict: # the same notebook with the job's cells only
-    "The cells a stage job runs: up to the parameters cell, the exported and import cells after it, and everything from `section` on."
+    "The cells a stage job runs: to the parameters cell, the exported and import cells after it, and from `section` on."
     cells = nb['cells']
-    params = next((i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
-    stage = next((i for i, c in enumerate(cells) if c['cell_type'] == 'markdown' and ''.join(c['source']).startswith(section)), None)
-    if params is None or stage is None or stage < params: raise ValueError(f'a stage notebook needs a cell tagged "parameters" and a later "{section}" heading')
+    tagged = lambda c: 'parameters' in c.get('metadata', {}).get('tags', [])
+    heading = lambda c: c['cell_type'] == 'markdown' and ''.join(c['source']).startswith(section)
+    params = next((i for i, c in enumerate(cells) if tagged(c)), None)
+    stage = next((i for i, c in enumerate(cells) if heading(c)), None)
+    if params is None or stage is None or stage < params:
+        raise ValueError(f'a stage notebook needs a cell tagged "parameters" and a later "{section}" heading')
     code = lambda c: ''.join(c['source']) if c['cell_type'] == 'code' else ''
     keep = [c for c in cells[params+1:stage] if _EXPORTED.search(code(c)) or imports_only(code(c))]
     return {**nb, 'cells': cells[:params+1] + keep + cells[stage:]}
@@ -59,7 +63,7 @@ def run_stage(name:str, # the stage notebook, e.g. '04a_train.classifier'
               config_file:str|Path|None=None, # the settings file the job reads (default: the experiment's snapshot)
               **params, # more notebook parameters (besides `config`)
              )->Path: # the executed notebook
-    "Execute a stage notebook's job cells (`job_notebook`) with papermill; the executed copy in `{exp}/runs/` is the report."
+    "Run a stage notebook's job cells (`job_notebook`) in papermill; its executed copy in `{exp}/runs/` is the report."
     import papermill as pm
     paths, nb = exp_paths(cfg.paths.exp_dir), stage_notebook(name)
     out = paths.runs/f"{run}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
@@ -68,13 +72,15 @@ def run_stage(name:str, # the stage notebook, e.g. '04a_train.classifier'
         job = Path(tmp)/nb.name
         job.write_text(json.dumps(job_notebook(json.loads(nb.read_text()))))
         try:
-            pm.execute_notebook(str(job), str(out), parameters=dict(config=str(config_file or paths.config), **params), kernel_name='python3',
-                                cwd=str(paths.root), progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+            pm.execute_notebook(str(job), str(out), parameters=dict(config=str(config_file or paths.config), **params),
+                                kernel_name='python3', cwd=str(paths.root), progress_bar=False,
+                                stdout_file=sys.stdout, stderr_file=sys.stderr)
         except pm.PapermillExecutionError as e:
-            if cls := pillsnap_errors().get(e.ename): raise cls(f'{e.evalue} (report: {out})') from None  # the job's own error, by class
-            raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue} — the traceback is in {out}') from None
+            if cls := pillsnap_errors().get(e.ename):  # the job's own error, by class
+                raise cls(f'{e.evalue} (report: {out})') from None
+            raise StageFailed(f'{nb.name} failed in cell {e.exec_count} with {e.ename}: {e.evalue}'
+                              f' — the traceback is in {out}') from None
     return out
-
 
 # %% ../nbs/08_run.stages.ipynb #00b092e2
 def job_config(cfg, # resolved settings
@@ -83,6 +89,7 @@ def job_config(cfg, # resolved settings
     "The settings file a stage job reads: the whole resolved configuration, one-shot requests (resume) included."
     return save_config(cfg, exp_paths(cfg.paths.exp_dir).runs/f'{run}-config.yaml')
 
+# %% ../nbs/08_run.stages.ipynb #cc50c9d8
 def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
             cfg, # resolved settings, already snapshotted by `start_run`
             run:str, # the run's name, e.g. 'train-cls'
@@ -90,15 +97,18 @@ def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
             in_process:bool=False, # run `job` even when the notebook is installed (--no-notebook)
             **params, # the job's parameters, passed to the notebook too
            )->tuple: # (the job's result, or None when the notebook ran; the executed notebook, or None)
-    "Run a stage once: its notebook through papermill when the notebooks are installed (the executed copy is the report), else `job` here."
+    "Run a stage once: its notebook with papermill if installed (its executed copy is the report), else `job` here."
     nb = stage_notebook(notebook)
-    if nb is None and not in_process: get_logger('stages').warning(f'the stage notebooks are not installed beside pillsnap: {run} runs without its report')
+    if nb is None and not in_process:
+        get_logger('stages').warning(f'the stage notebooks are not installed beside pillsnap: '
+                                     f'{run} runs without its report')
     if nb is None or in_process: return job(cfg, **params), None
     return None, run_stage(notebook, cfg, run, config_file=job_config(cfg, run), **params)
 
+# %% ../nbs/08_run.stages.ipynb #cf9cb6c6
 def calibrated(cfg, # resolved settings of an experiment whose classifier has just been trained
               )->dict: # its metrics.json, with the temperature and the calibrated ECE
-    "Calibrate a freshly trained classifier's best checkpoint (temperature scaling, `06_judge.evaluate`), build its retrieval gallery (`05b_infer.gallery`, with `retrieval.build`) and read its metrics."
+    "Calibrate a new classifier (`06_judge.evaluate`), build its gallery (`05b_infer.gallery`) and read its metrics."
     from pillsnap.evaluate import calibrate_classifier
     from pillsnap.gallery import build_gallery
     calibrate_classifier(cfg, 'best')

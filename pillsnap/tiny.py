@@ -30,8 +30,8 @@ TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0',
                  'detector.iou=0.45')  # NMS: a detector this young puts two boxes on some pills at ultralytics' 0.7
 
 # the modules whose code shapes the experiment (book order up to this chapter): their source is in the cache key
-BUILT_BY = ('config', 'io', 'schema', 'scenes', 'render', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops', 'loaders', 'prepare',
-            'pretrained', 'model', 'metrics', 'callbacks', 'classifier', 'detector', 'tiny')
+BUILT_BY = ('config', 'io', 'schema', 'scenes', 'render', 'synth', 'aihub', 'sources', 'paste', 'data', 'crops',
+            'loaders', 'prepare', 'pretrained', 'model', 'metrics', 'callbacks', 'classifier', 'detector', 'tiny')
 
 # %% ../nbs/04c_train.tiny.ipynb #534e95cb
 def tiny_cache()->Path:
@@ -44,7 +44,8 @@ def tiny_key()->str:
     "A hash of everything that makes the tiny experiment: recipe, resolved settings, library versions and source."
     import timm, torch, ultralytics
     cfg = load_config(['paths.exp_dir=/tiny/exp', 'data.root=/tiny/synth', *TINY_SETTINGS])
-    used = {k: v for k, v in flat_settings(cfg).items() if k.split('.')[0] in _SECTIONS}  # not the presets, paths or comments
+    # not the presets, paths or comments
+    used = {k: v for k, v in flat_settings(cfg).items() if k.split('.')[0] in _SECTIONS}
     h = hashlib.sha256(json.dumps([TINY_DATA, used, torch.__version__, timm.__version__, ultralytics.__version__],
                                   sort_keys=True, default=str).encode())
     pkg = Path(pillsnap.__file__).parent
@@ -78,7 +79,8 @@ def build_tiny(folder:str|Path, # where the data (`synth/`) and the experiment (
     synth_dataset(folder/'synth', **TINY_DATA)
     cfg = load_config([f'paths.exp_dir={folder}/exp', f'data.root={folder}/synth', *TINY_SETTINGS])
     save_config(cfg, exp_paths(cfg.paths.exp_dir).config)
-    with captured_log() as lines, quiet_training(), contextlib.redirect_stdout(io.StringIO()):  # fastai's epoch lists, ultralytics' lines
+    # quiet: fastai's epoch lists, ultralytics' lines
+    with captured_log() as lines, quiet_training(), contextlib.redirect_stdout(io.StringIO()):
         try: prepare(cfg); cls = train_classifier(cfg); det = train_detector(cfg)
         finally: write_text(folder/'build.log', '\n'.join(lines) + '\n')  # kept when the build fails, to say why
     return dict(classifier={k: cls[k] for k in ('top1', 'top5', 'macro_f1', 'images')},
@@ -88,7 +90,7 @@ def build_tiny(folder:str|Path, # where the data (`synth/`) and the experiment (
 # %% ../nbs/04c_train.tiny.ipynb #9887aca0
 def tiny_experiment(dest:str|Path|None=None, # where the copy goes (default: a new temporary folder)
                     detector:bool=True, # False: the copy has no detector (single mode falls back to the localiser)
-                    settings:list|tuple=(), # `key=value` settings written into the copy's snapshot (what predicting reads, e.g. `detector.conf=0.1`)
+                    settings:list|tuple=(), # `key=value` settings for the copy's snapshot (e.g. `detector.conf=0.1`)
                     rebuild:bool=False, # build again even if the cache holds this version
                    )->Path: # the experiment folder, ready for `pillsnap predict/evaluate/export/serve --exp`
     "A copy of the tiny trained experiment, built once per version of the code and kept in `tiny_cache()`."
@@ -99,11 +101,12 @@ def tiny_experiment(dest:str|Path|None=None, # where the copy goes (default: a n
             for old in cache.glob('tiny-*'):  # older versions, and a build that was interrupted
                 if old.is_dir(): shutil.rmtree(old)
             built.mkdir(parents=True)
-            get_logger('pillsnap.tiny').info(f'building the tiny experiment in {built} (a few minutes on a CPU, once per code version)')
+            get_logger('pillsnap.tiny').info(f'building the tiny experiment in {built} '
+                                             '(a few minutes on a CPU, once per code version)')
             write_json(built/'done.json', build_tiny(built))  # written last: its presence says the build finished
         dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix='pillsnap-tiny-'))/'exp'
         skip = (lambda d, names: ['detector'] if Path(d) == built/'exp' else []) if not detector else None
-        shutil.copytree(built/'exp', dest, ignore=skip)  # under the lock: a process of other code never prunes it mid-copy
+        shutil.copytree(built/'exp', dest, ignore=skip)  # under the lock: other code's process never prunes it mid-copy
     if settings: save_config(exp_config(dest, list(settings)), exp_paths(dest).config)
     return dest
 

@@ -82,3 +82,37 @@ def test_what_serving_loads_never_imports_the_training_code():
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == '[]'
+
+
+PARTS = {0: 'foundations', 1: 'synth', 2: 'data', 3: 'model', 4: 'train', 5: 'infer', 6: 'judge', 7: 'ship', 8: 'run'}
+MAY_USE = {'foundations': set(), 'synth': {'foundations'}, 'data': {'foundations', 'synth'},
+           'model': {'foundations', 'data'}, 'train': {'foundations', 'synth', 'data', 'model'},
+           'infer': {'foundations', 'data', 'model', 'train'}, 'judge': {'foundations', 'data', 'model', 'train', 'infer'},
+           'ship': {'foundations', 'data', 'model', 'train', 'infer'},  # a release, an export or the service never runs a judgement
+           'run': set(PARTS.values())}
+
+
+def part_of(stem:str)->str:
+    "The part a chapter belongs to, by its number: `05e_infer.pipeline` → infer."
+    return PARTS[int(stem[:2])]
+
+
+def part_violations(order:dict, modules:dict)->list:
+    "Imports from a part the importer's part may not use ({module: source} in, messages out)."
+    bad = []
+    for mod, source in modules.items():
+        mine = part_of(order[mod])
+        for line, target in pillsnap_imports(source):
+            if target in order and part_of(order[target]) != mine and part_of(order[target]) not in MAY_USE[mine]:
+                bad.append(f'pillsnap/{mod}.py:{line} ({mine}) imports {target} ({part_of(order[target])})')
+    return bad
+
+
+def test_every_part_uses_only_the_parts_below_it():
+    order = book_order()
+    assert {part_of(s) for s in order.values()} == set(PARTS.values())
+    planted = {'export': 'from .evaluate import match_boxes\n'}
+    assert part_violations({'export': '07_ship.export', 'evaluate': '06_judge.evaluate'}, planted) == [
+        'pillsnap/export.py:1 (ship) imports evaluate (judge)']
+    modules = {m: (ROOT/'pillsnap'/f'{m}.py').read_text(encoding='utf-8') for m in order}
+    assert part_violations(order, modules) == []
