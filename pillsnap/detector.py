@@ -13,7 +13,8 @@ __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_
 
 # %% ../nbs/04b_train.detector.ipynb #54e2c719
 import os
-os.environ.setdefault('YOLO_OFFLINE', '1')  # before ultralytics is imported: no hub sync, no online checks, no downloads
+# before ultralytics is imported: no hub sync, no online checks, no downloads
+os.environ.setdefault('YOLO_OFFLINE', '1')
 os.environ.setdefault('YOLO_AUTOINSTALL', 'false')  # and never a pip install at run time
 import torch
 # ultralytics sets OMP_NUM_THREADS=1 when it is unset (its training default), which would make every
@@ -40,38 +41,46 @@ def detector_arch(model:str, # e.g. 'yolo11m'
         raise ConfigError(f"detector.model names an architecture such as yolo11m, not a file ('{model}'); "
                           "put a local weights file in detector.weights_path")
     if not ARCH_RE.fullmatch(str(model)):
-        raise ConfigError(f"unknown detector.model '{model}' — use an ultralytics YOLO name with its size, e.g. yolo11n, yolo11s, yolo11m, yolo11l, yolo11x")
+        raise ConfigError(f"unknown detector.model '{model}' — use an ultralytics YOLO name with its size, "
+                          "e.g. yolo11n, yolo11s, yolo11m, yolo11l, yolo11x")
     return f'{model}.yaml'
 
 # %% ../nbs/04b_train.detector.ipynb #b94cf242
 def shipped_arch(model:str, # e.g. 'yolo11m'
                 )->Path: # inside the installed ultralytics package
-    "The architecture file ultralytics ships for `model`, as an absolute path (no file of the working folder can stand in for it)."
+    ("The architecture file ultralytics ships for `model`, as an absolute path "
+     "(no file of the working folder can stand in for it).")
     from ultralytics.utils import ROOT
     name = detector_arch(model)
     f = ROOT/'cfg'/'models'/ARCH_RE.fullmatch(str(model)).group(1)/name
-    if not (f.is_file() or f.with_name(re.sub(r'[nslmx]\.yaml$', '.yaml', name)).is_file()):  # yolo11n is yolo11.yaml at scale n
+    scaled = f.with_name(re.sub(r'[nslmx]\.yaml$', '.yaml', name))  # yolo11n is yolo11.yaml at scale n
+    if not (f.is_file() or scaled.is_file()):
         raise ConfigError(f"ultralytics has no architecture file {name} — check detector.model")
     return f
 
+# %% ../nbs/04b_train.detector.ipynb #3f2f28cd
 @functools.cache
 def _arch_dir()->Path:
     d = Path(tempfile.mkdtemp(prefix='pillsnap-arch-'))  # private to this user, removed at exit
     atexit.register(shutil.rmtree, d, ignore_errors=True)
     return d
 
+# %% ../nbs/04b_train.detector.ipynb #50545f45
 def _shipped_yolo(model:str):
     "ultralytics' own build of `model`, from its shipped file under a name that states the scale."
     from ultralytics import YOLO
     f = shipped_arch(model)
-    if not f.is_file():  # yolo11m is yolo11.yaml at scale m. ultralytics finds that file by a regex over the whole path, which
-        g = _arch_dir()/f.name  # a folder named like /tmp/run1s breaks, and reads the scale from the file's name: so copy it to yolo11m.yaml
+    if not f.is_file():
+        # yolo11m is yolo11.yaml at scale m. ultralytics finds that file by a regex over the whole path, which
+        # a folder named like /tmp/run1s breaks, and reads the scale from the file's name: so copy it to yolo11m.yaml
+        g = _arch_dir()/f.name
         if not g.is_file(): shutil.copyfile(f.with_name(re.sub(r'[nslmx]\.yaml$', '.yaml', f.name)), g)
         f = g
     return YOLO(str(f), task='detect')
 
+# %% ../nbs/04b_train.detector.ipynb #9cb73771
 def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
-                   weights_path:str|Path|None=None, # local weights (`detector.weights_path`): .safetensors, .onnx (pillsnap export) or ultralytics .pt
+                   weights_path:str|Path|None=None, # local .safetensors, .onnx (pillsnap export) or ultralytics .pt
                   ):
     "An ultralytics YOLO detector, from local weights or from its architecture; never downloads."
     from ultralytics import YOLO
@@ -79,7 +88,8 @@ def build_detector(model:str='yolo11m', # architecture name (`detector.model`)
     if weights_path is None: return _shipped_yolo(model)
     p = Path(weights_path)
     if not p.is_file():
-        raise ConfigError(f"detector.weights_path {p} does not exist — give a local weights file, or set detector.weights_path=null "
+        raise ConfigError(f"detector.weights_path {p} does not exist — give a local weights file, "
+                          "or set detector.weights_path=null "
                           f"to build {model} from its architecture (random weights); nothing is downloaded")
     if p.suffix == '.safetensors': return load_detector(p)
     if p.suffix == '.onnx':  # ONNX Runtime behind ultralytics' own pre- and post-processing (see nbs/07_ship.export)
@@ -95,65 +105,91 @@ def _arch_record(arch:dict)->dict:
     "A model's architecture as a detector file stores it: plain JSON values, `yaml_file` by name only."
     return json.loads(json.dumps({**arch, 'yaml_file': Path(str(arch.get('yaml_file', ''))).name}))
 
+# %% ../nbs/04b_train.detector.ipynb #7ac80005
 def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting with it)
                   path:str|Path, # the .safetensors file to write
                   imgsz:int=640, # training image size
-                  conf:float|None=None, # the box threshold tuned on validation photos (`tuned_conf`), recorded for `detector.conf=auto`
+                  conf:float|None=None, # the tuned box threshold (`tuned_conf`), recorded for `detector.conf=auto`
                  )->Path:
     "The detector's weights, architecture and tuned threshold as one safetensors file (written atomically)."
     from safetensors.torch import save_file
     m, path = yolo.model, Path(path)
     if any(getattr(mod, 'bn', 1) is None for mod in m.modules()) or not hasattr(m, 'yaml'):
         raise ValueError('save_detector needs the unfused training model — save it before predicting with it')
-    state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in m.state_dict().items()}
-    meta = dict(format=DET_FORMAT, yaml=json.dumps(_arch_record(m.yaml)), names=json.dumps({0: 'pill'}), imgsz=str(imgsz))  # one class, whatever the data called it
+    state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in m.state_dict().items()}
+    meta = dict(format=DET_FORMAT,
+                yaml=json.dumps(_arch_record(m.yaml)),
+                names=json.dumps({0: 'pill'}),  # one class, whatever the data called it
+                imgsz=str(imgsz))
     if conf is not None: meta['conf'] = str(float(conf))
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
+# %% ../nbs/04b_train.detector.ipynb #57d90e54
 def detector_meta(path:str|Path)->dict:
     "The metadata of a pillsnap detector file (format, architecture, names, image size, tuned threshold or None)."
     from safetensors import safe_open
     try:
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
     except Exception as e: raise ConfigError(f'{path} is not a readable safetensors file ({e})') from None
-    if meta.get('format') != DET_FORMAT: raise ConfigError(f"{path} is not a pillsnap detector (format {meta.get('format')!r}, expected {DET_FORMAT})")
-    try: out = dict(format=meta['format'], yaml=json.loads(meta['yaml']), names={int(k): str(v) for k, v in json.loads(meta['names']).items()},
-                    imgsz=int(meta['imgsz']), conf=float(meta['conf']) if 'conf' in meta else None)
-    except (KeyError, ValueError, TypeError, AttributeError) as e: raise ConfigError(f'{path}: malformed detector metadata ({type(e).__name__}: {e})') from None
-    if not isinstance(out['yaml'], dict): raise ConfigError(f'{path}: malformed detector metadata (the architecture is not a mapping)')
-    if out['conf'] is not None and not 0 <= out['conf'] <= 1: raise ConfigError(f"{path}: malformed detector metadata (box threshold {out['conf']} is not between 0 and 1)")
+    if meta.get('format') != DET_FORMAT:
+        raise ConfigError(f"{path} is not a pillsnap detector (format {meta.get('format')!r}, expected {DET_FORMAT})")
+    try: out = dict(format=meta['format'],
+                    yaml=json.loads(meta['yaml']),
+                    names={int(k): str(v) for k, v in json.loads(meta['names']).items()},
+                    imgsz=int(meta['imgsz']),
+                    conf=float(meta['conf']) if 'conf' in meta else None)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f'{path}: malformed detector metadata ({type(e).__name__}: {e})') from None
+    if not isinstance(out['yaml'], dict):
+        raise ConfigError(f'{path}: malformed detector metadata (the architecture is not a mapping)')
+    if out['conf'] is not None and not 0 <= out['conf'] <= 1:
+        raise ConfigError(f"{path}: malformed detector metadata (box threshold {out['conf']} is not between 0 and 1)")
     return out
 
+# %% ../nbs/04b_train.detector.ipynb #10b3dca9
 def recorded_conf(weights:str|Path)->float|None:
     "The box threshold a pillsnap detector file records (None when it records none, or is another kind of file)."
     return detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None
 
-def shipped_detector(arch:dict, # an architecture as a model records it (`model.yaml`): a detector file's, a checkpoint's
+# %% ../nbs/04b_train.detector.ipynb #ea272758
+def shipped_detector(arch:dict, # an architecture as a model records it (`model.yaml`): a file's, a checkpoint's
                      source:str|Path, # named in the errors
                     ):
-    "ultralytics' own build of the architecture `arch` names, if `arch` is exactly that build; else a ConfigError saying what differs."
+    ("ultralytics' own build of the architecture `arch` names, if `arch` is exactly that build; "
+     "else a ConfigError saying what differs.")
     from ultralytics.nn.tasks import DetectionModel
     name, nc = Path(str(arch.get('yaml_file', ''))).stem, arch.get('nc')
-    if not ARCH_RE.fullmatch(name): raise ConfigError(f"{source}: its architecture {name!r} is not one of ultralytics' detectors (e.g. yolo11n) — pillsnap builds only those")
-    if type(nc) is not int or nc < 1: raise ConfigError(f'{source}: its class count nc={nc!r} is not a positive integer')
+    if not ARCH_RE.fullmatch(name):
+        raise ConfigError(f"{source}: its architecture {name!r} is not one of ultralytics' detectors (e.g. yolo11n) "
+                          "— pillsnap builds only those")
+    if type(nc) is not int or nc < 1:
+        raise ConfigError(f'{source}: its class count nc={nc!r} is not a positive integer')
     yolo = build_detector(name)
     if nc != yolo.model.yaml['nc']:
         m = DetectionModel({**yolo.model.yaml, 'nc': nc}, verbose=False)
         m.args, m.task, yolo.model = yolo.model.args, yolo.model.task, m
     have, want = _arch_record(arch), _arch_record(yolo.model.yaml)
     diff = sorted(k for k in have.keys() | want.keys() if have.get(k, ...) != want.get(k, ...))
-    if diff: raise ConfigError(f"{source}: its architecture differs from ultralytics' own {name} in {', '.join(diff[:6])} — "
-                               "pillsnap builds only the architectures ultralytics ships; train the detector with pillsnap")
+    if diff:
+        raise ConfigError(f"{source}: its architecture differs from ultralytics' own {name} in {', '.join(diff[:6])} — "
+                          "pillsnap builds only the architectures ultralytics ships; "
+                          "train the detector with pillsnap")
     return yolo
 
+# %% ../nbs/04b_train.detector.ipynb #3e065c91
 def load_detector(path:str|Path):
-    "An ultralytics YOLO rebuilt from a `save_detector` file: ultralytics' own architecture and the file's tensors (no pickle, no code)."
+    ("An ultralytics YOLO rebuilt from a `save_detector` file: "
+     "ultralytics' own architecture and the file's tensors (no pickle, no code).")
     from safetensors.torch import load_file
     meta = detector_meta(path)
     yolo = shipped_detector(meta['yaml'], path)
     try: yolo.model.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as e: raise ConfigError(f"{path}: its tensors do not fit {meta['yaml']['yaml_file']} ({' '.join(str(e).split())[:200]})") from None
-    yolo.model.names, yolo.model.args = meta['names'], {'imgsz': meta['imgsz'], 'data': None}  # what ultralytics' exporter reads
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: its tensors do not fit {meta['yaml']['yaml_file']} "
+                          f"({' '.join(str(e).split())[:200]})") from None
+    # what ultralytics' exporter reads
+    yolo.model.names, yolo.model.args = meta['names'], {'imgsz': meta['imgsz'], 'data': None}
     yolo.model.float().eval()
     yolo.imgsz = meta['imgsz']
     return yolo
@@ -173,7 +209,8 @@ def detector_data(cfg)->Path:
     "The data.yaml the detector trains and validates on; a clear error when it is missing or unsafe (`read_data_yaml`)."
     p = Path(cfg.detector.data_path) if cfg.detector.data_path else exp_paths(cfg.paths.exp_dir).data/'yolo'/'data.yaml'
     if not p.is_file():
-        hint = 'check detector.data_path' if cfg.detector.data_path else f"run 'pillsnap prepare --exp {cfg.paths.exp_dir}' first"
+        hint = ('check detector.data_path' if cfg.detector.data_path
+                else f"run 'pillsnap prepare --exp {cfg.paths.exp_dir}' first")
         raise ConfigError(f'no YOLO dataset at {p} — {hint}')
     read_data_yaml(p)
     return p
@@ -197,41 +234,54 @@ def offline_amp_check():
     try: yield
     finally: tr.check_amp = orig
 
+# %% ../nbs/04b_train.detector.ipynb #6457e6ea
 def log_epoch(trainer):
     "ultralytics callback: one pillsnap log line per epoch (losses, precision, recall, mAP, time)."
     if trainer.epoch >= trainer.epochs or getattr(trainer, '_logged', None) == trainer.epoch: return
     trainer._logged = trainer.epoch
     m = trainer.metrics or {}
     losses = ' '.join(f"val_{k.split('/')[1]}={float(v):.3f}" for k, v in m.items() if k.startswith('val/'))
-    get_logger('detector').info(f'epoch {trainer.epoch + 1}/{trainer.epochs}: {losses} P={m.get("metrics/precision(B)", 0):.3f} '
+    get_logger('detector').info(f'epoch {trainer.epoch + 1}/{trainer.epochs}: {losses} '
+                                f'P={m.get("metrics/precision(B)", 0):.3f} '
                                 f'R={m.get("metrics/recall(B)", 0):.3f} mAP50={m.get("metrics/mAP50(B)", 0):.3f} '
                                 f'mAP50-95={m.get("metrics/mAP50-95(B)", 0):.3f} ({trainer.epoch_time or 0:.1f}s)')
 
+# %% ../nbs/04b_train.detector.ipynb #76a8ca44
 @contextlib.contextmanager
 def quiet_ultralytics(verbose:bool=False):
-    "Unless `verbose`, ultralytics' console output (progress bars, tables) is off; pillsnap's per-epoch lines remain. Its reset of PyTorch's thread count on CPU is undone afterwards."
+    ("Unless `verbose`, ultralytics' console output (progress bars, tables) is off; pillsnap's per-epoch lines "
+     "remain. Its reset of PyTorch's thread count on CPU is undone afterwards.")
     from ultralytics.utils import LOGGER as lg  # imported first: its import (re)sets the level
     old = lg.level
     if not verbose: lg.setLevel(logging.WARNING)
     try: yield
-    finally: lg.setLevel(old); torch.set_num_threads(TORCH_THREADS)  # ultralytics' select_device leaves cpu_count-1 (1 on 2 cores) for the whole process
+    finally:
+        lg.setLevel(old)
+        # ultralytics' select_device leaves cpu_count-1 (1 on 2 cores) for the whole process
+        torch.set_num_threads(TORCH_THREADS)
 
+# %% ../nbs/04b_train.detector.ipynb #6c6fc640
 def train_device(cfg)->str:
-    "The device(s) ultralytics trains on: `detector.devices` (GPU indices, '0,1': ultralytics' own DDP over them) or the experiment's `device`."
+    ("The device(s) ultralytics trains on: `detector.devices` (GPU indices, '0,1': ultralytics' own DDP over them) "
+     "or the experiment's `device`.")
     devs = cfg.detector.get('devices')
     if devs in (None, '', []): return yolo_device(pick_device(cfg.device))
     ids = [s.strip() for s in (devs if isinstance(devs, (list, tuple)) else str(devs).split(',')) if str(s).strip()]
     if not ids or not all(str(i).isdigit() for i in ids):
-        raise ConfigError(f'detector.devices is {devs!r} — give GPU indices such as 0,1 (several: ultralytics trains with DDP), or null for `device`')
+        raise ConfigError(f'detector.devices is {devs!r} — give GPU indices such as 0,1 '
+                          '(several: ultralytics trains with DDP), or null for `device`')
     if (top := max(map(int, ids))) >= (n := torch.cuda.device_count()):
-        raise ConfigError(f'detector.devices={devs} names GPU {top}, and this machine has {n} GPU(s) — set detector.devices=null to train on `device`')
+        raise ConfigError(f'detector.devices={devs} names GPU {top}, and this machine has {n} GPU(s) '
+                          '— set detector.devices=null to train on `device`')
     return ','.join(map(str, ids))
 
+# %% ../nbs/04b_train.detector.ipynb #40751b99
 def _train_args(cfg, data:Path, run_dir:Path)->dict:
     d = cfg.detector
     return dict(data=str(data), epochs=d.epochs, imgsz=d.img_size, batch=d.batch_size, patience=d.patience or 10**6,
                 device=train_device(cfg), workers=d.workers, project=str(run_dir.parent), name=run_dir.name,
-                exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True, amp=cfg.train.amp != 'off',
+                exist_ok=True, plots=False, seed=cfg.seed, deterministic=True, single_cls=True,
+                amp=cfg.train.amp != 'off',
                 close_mosaic=min(d.close_mosaic, d.epochs), warmup_epochs=d.warmup_epochs, verbose=False, val=True,
                 **dict(d.get('augment') or {}))  # `detector.augment`: ultralytics' own augmentation settings
 
@@ -244,6 +294,7 @@ def weights_record(wdir:str|Path)->dict:
     except (OSError, ValueError): return {}
     return rec if isinstance(rec, dict) else {}
 
+# %% ../nbs/04b_train.detector.ipynb #30f05b88
 def record_weights(wdir:str|Path, # a run's weights folder
                    names:list=(), # checkpoints just written there, e.g. ['last.pt']
                    **state, # flags: trained, finished
@@ -253,21 +304,28 @@ def record_weights(wdir:str|Path, # a run's weights folder
     write_json(Path(wdir)/WEIGHTS_RECORD, rec)
     return rec
 
+# %% ../nbs/04b_train.detector.ipynb #607d5a0c
 def recorded(path:str|Path)->Path:
     "`path`, a run's last.pt or best.pt, if it is the file the training wrote (its recorded hash); else a ConfigError."
     path = Path(path)
     want = weights_record(path.parent).get(path.name)
     if want is None or want != file_sha256(path):
-        raise ConfigError(f"{path} was not written by pillsnap (hash mismatch{'' if want else ': none recorded'}) — delete it and train afresh")
+        raise ConfigError(f"{path} was not written by pillsnap (hash mismatch{'' if want else ': none recorded'}) "
+                          "— delete it and train afresh")
     return path
 
+# %% ../nbs/04b_train.detector.ipynb #cae42a49
 def record_saved(trainer):
-    "ultralytics callback (`on_model_save`): record the checkpoints this epoch wrote (best.pt only when it improved, as ultralytics does)."
-    record_weights(trainer.wdir, [trainer.last.name] + ([trainer.best.name] if trainer.best_fitness == trainer.fitness else []))
+    ("ultralytics callback (`on_model_save`): record the checkpoints this epoch wrote "
+     "(best.pt only when it improved, as ultralytics does).")
+    improved = trainer.best_fitness == trainer.fitness
+    record_weights(trainer.wdir, [trainer.last.name] + ([trainer.best.name] if improved else []))
 
+# %% ../nbs/04b_train.detector.ipynb #f6e5ab2e
 @contextlib.contextmanager
 def recording_checkpoints():
-    "While ultralytics trains, also record the checkpoints it rewrites without optimizer state at the end (training is then over)."
+    ("While ultralytics trains, also record the checkpoints it rewrites without optimizer state at the end "
+     "(training is then over).")
     import ultralytics.engine.trainer as tr
     orig = tr.strip_optimizer
     def strip(f, *args, **kw):
@@ -281,15 +339,18 @@ def recording_checkpoints():
 # %% ../nbs/04b_train.detector.ipynb #83198a26
 @contextlib.contextmanager
 def weights_only_checkpoints():
-    "While the block runs, ultralytics reads every .pt checkpoint with weights only and its allow-list of layer classes: a file that names anything else is refused unread."
+    ("While the block runs, ultralytics reads every .pt checkpoint with weights only and its allow-list of "
+     "layer classes: a file that names anything else is refused unread.")
     import ultralytics.nn.tasks as tasks
-    old, tasks.SAFE_LOAD = tasks.SAFE_LOAD, True  # the flag `ULTRALYTICS_SAFE_LOAD` sets, read by torch_safe_load at each load
+    # the flag `ULTRALYTICS_SAFE_LOAD` sets, read by torch_safe_load at each load
+    old, tasks.SAFE_LOAD = tasks.SAFE_LOAD, True
     try: yield
     finally: tasks.SAFE_LOAD = old
 
 def read_checkpoint(path:str|Path, # an ultralytics .pt checkpoint
                    )->dict: # its contents
-    "An ultralytics checkpoint read with weights only; a ConfigError naming the file when it holds anything else (code, foreign objects)."
+    ("An ultralytics checkpoint read with weights only; a ConfigError naming the file when it holds anything else "
+     "(code, foreign objects).")
     from ultralytics.nn.tasks import torch_safe_load
     try:
         with weights_only_checkpoints(): return torch_safe_load(str(path))[0]
@@ -299,29 +360,36 @@ def read_checkpoint(path:str|Path, # an ultralytics .pt checkpoint
 
 # %% ../nbs/04b_train.detector.ipynb #8ed66112
 def check_detector(cfg, # resolved settings
-                   force:bool=False, # train afresh even when the experiment already has a trained detector (replacing it)
+                   force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
                   )->Path: # the data.yaml
-    "Fail fast, before any work, on settings the detector stage cannot use and on finished work it would destroy; returns the data.yaml."
+    ("Fail fast, before any work, on settings the detector stage cannot use and on finished work it would destroy; "
+     "returns the data.yaml.")
     d, data, paths = cfg.detector, detector_data(cfg), exp_paths(cfg.paths.exp_dir)
     detector_arch(d.model); train_device(cfg)
     if d.weights_path and not Path(d.weights_path).is_file():
-        raise ConfigError(f"detector.weights_path {d.weights_path} does not exist — give a local weights file, or set detector.weights_path=null "
+        raise ConfigError(f"detector.weights_path {d.weights_path} does not exist — give a local weights file, "
+                          "or set detector.weights_path=null "
                           f"to build {d.model} from its architecture (random weights); nothing is downloaded")
     if d.resume and d.resume != 'last': raise ConfigError(f"detector.resume must be null or last (got {d.resume!r})")
     wdir, safe = paths.detector/'train'/'weights', paths.detector/'detector.safetensors'
     if d.resume:
         if not (wdir/'last.pt').is_file(): raise ConfigError(f"nothing to resume: {wdir/'last.pt'} does not exist")
         if weights_record(wdir).get('finished'):
-            raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: there is nothing to resume, and nothing was changed '
-                              '— to train again, use a new experiment, or train afresh (without resume) with --force to replace it')
+            raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: '
+                              'there is nothing to resume, and nothing was changed '
+                              '— to train again, use a new experiment, '
+                              'or train afresh (without resume) with --force to replace it')
         read_checkpoint(recorded(wdir/'last.pt'))
-        args = wdir.parent/'args.yaml'  # ultralytics resumes into the folder the run started in, wherever the experiment is now
+        # ultralytics resumes into the folder the run started in, wherever the experiment is now
+        args = wdir.parent/'args.yaml'
         started = read_yaml(args).get('save_dir') if args.is_file() else None  # the experiment may be someone else's
         if started and Path(started).resolve() != wdir.parent.resolve():
-            raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, and ultralytics would resume it there — '
+            raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, '
+                              'and ultralytics would resume it there — '
                               'resume it in that experiment, or train afresh here with --force')
     elif safe.is_file() and not force:
-        raise ConfigError(f'the experiment already has a trained detector ({safe}); train into a new experiment, or pass --force to replace it')
+        raise ConfigError(f'the experiment already has a trained detector ({safe}); '
+                          'train into a new experiment, or pass --force to replace it')
     return data
 
 # %% ../nbs/04b_train.detector.ipynb #4ab71762
@@ -330,18 +398,25 @@ def _watched(model):
     model.add_callback('on_fit_epoch_end', log_epoch); model.add_callback('on_model_save', record_saved)
     return model
 
+# %% ../nbs/04b_train.detector.ipynb #9f45b58c
 def trainable_detector(model:str, # architecture name (`detector.model`)
-                       weights_path:str|Path|None=None, # the start: a pillsnap .safetensors or an ultralytics .pt (None: random weights)
+                       weights_path:str|Path|None=None, # a pillsnap .safetensors or an ultralytics .pt (None: random)
                       ):
     "The YOLO that training starts from: `model` from random weights, or the start's architecture and weights."
-    if not weights_path or Path(weights_path).suffix == '.pt': return build_detector(model, weights_path)  # a .pt carries its checkpoint
-    if Path(weights_path).suffix != '.safetensors': raise ConfigError(f'{weights_path}: training starts from a .safetensors (or an ultralytics .pt) detector, not an ONNX export')
-    start = build_detector(model, weights_path)  # its own architecture, checked against ultralytics' (the file says which)
+    if not weights_path or Path(weights_path).suffix == '.pt':
+        return build_detector(model, weights_path)  # a .pt carries its checkpoint
+    if Path(weights_path).suffix != '.safetensors':
+        raise ConfigError(f'{weights_path}: training starts from a .safetensors (or an ultralytics .pt) detector, '
+                          'not an ONNX export')
+    # its own architecture, checked against ultralytics' (the file says which)
+    start = build_detector(model, weights_path)
     yolo = build_detector(Path(start.model.yaml['yaml_file']).stem)
-    return yolo.load(start.model)  # ultralytics seeds training from the loaded model only through YOLO.load (it sets the checkpoint train() reads)
+    # ultralytics seeds training from the loaded model only through YOLO.load (it sets the checkpoint train() reads)
+    return yolo.load(start.model)
 
+# %% ../nbs/04b_train.detector.ipynb #ae634093
 def train_detector(cfg, # resolved settings (`load_config`)
-                   force:bool=False, # train afresh even when the experiment already has a trained detector (replacing it)
+                   force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
                   )->dict: # the metrics.json written
     "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
     from ultralytics import YOLO
@@ -351,15 +426,18 @@ def train_detector(cfg, # resolved settings (`load_config`)
     last, best = wdir/'last.pt', wdir/'best.pt'
     t0 = time.perf_counter()
     with offline_amp_check(), recording_checkpoints(), quiet_ultralytics(d.verbose), weights_only_checkpoints():
-        if d.resume and weights_record(wdir).get('trained'): log.info(f'{run_dir}: that run finished training; saving and evaluating it')
+        if d.resume and weights_record(wdir).get('trained'):
+            log.info(f'{run_dir}: that run finished training; saving and evaluating it')
         elif d.resume:
             model = _watched(YOLO(str(recorded(last))))
             log.info(f"resuming the detector from {last} after epoch {model.ckpt['epoch'] + 1}")
             model.train(resume=True, device=train_device(cfg))
         else:
             model = _watched(trainable_detector(d.model, d.weights_path))
-            if d.weights_path and Path(d.weights_path).suffix == '.pt': shipped_detector(model.model.yaml, d.weights_path)  # else it trains, then will not load
-            (wdir/WEIGHTS_RECORD).unlink(missing_ok=True)  # the checkpoints of a run this one replaces can no longer be read
+            if d.weights_path and Path(d.weights_path).suffix == '.pt':
+                shipped_detector(model.model.yaml, d.weights_path)  # else it trains, then will not load
+            # the checkpoints of a run this one replaces can no longer be read
+            (wdir/WEIGHTS_RECORD).unlink(missing_ok=True)
             log.info(f'training {d.model} on {data} at {d.img_size} px for {d.epochs} epochs, batch {d.batch_size}, '
                      f"{'weights ' + str(d.weights_path) if d.weights_path else 'random initial weights'}")
             model.train(**_train_args(cfg, data, run_dir))
@@ -367,65 +445,88 @@ def train_detector(cfg, # resolved settings (`load_config`)
     with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
     safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
     out = evaluate_detector(cfg, safe, data, 'val')
-    save_detector(yolo, safe, d.img_size, out['tuned_conf'])  # the threshold tuned on its validation photos travels with the weights
+    # the threshold tuned on its validation photos travels with the weights
+    save_detector(yolo, safe, d.img_size, out['tuned_conf'])
     log.info(f"saved {safe} (box threshold tuned on validation photos: {out['tuned_conf']})")
-    out['training'] = dict(seconds=round(seconds, 1), epochs=_epochs_done(run_dir), run=str(run_dir), code=code_version())
+    out['training'] = dict(seconds=round(seconds, 1),
+                           epochs=_epochs_done(run_dir),
+                           run=str(run_dir),
+                           code=code_version())
     out['samples'] = str(save_samples(cfg, safe, data))
     write_json(paths.detector/'metrics.json', out)
     record_weights(wdir, finished=True)
     return out
 
+# %% ../nbs/04b_train.detector.ipynb #d2ba27f5
 def _epochs_done(run_dir):
     f = run_dir/'results.csv'
     return max(0, len(f.read_text().strip().splitlines()) - 1) if f.is_file() else 0
 
 # %% ../nbs/04b_train.detector.ipynb #c2b5dd30
-DEFAULT_CONF = 0.25  # ultralytics' own default box threshold: what `detector.conf=auto` uses when the detector file records none
+# ultralytics' own default box threshold: what `detector.conf=auto` uses when the detector file records none
+DEFAULT_CONF = 0.25
 
-CONF_BETA = 2  # the tuned threshold maximises F2: in combo mode a missed pill costs twice a stray box (a person sees the box; nobody sees the miss)
+# the tuned threshold maximises F2: in combo mode a missed pill costs twice a stray box
+# (a person sees the box; nobody sees the miss)
+CONF_BETA = 2
 
-def tuned_conf(box, # ultralytics' box metrics of a validation run (`DetMetrics.box`: precision and recall over 1,000 confidences)
+# %% ../nbs/04b_train.detector.ipynb #47879f7f
+def tuned_conf(box, # ultralytics' box metrics of a validation run (`DetMetrics.box`: P and R at 1,000 confidences)
                beta:float=CONF_BETA, # recall weighs beta times precision (1: ultralytics' own F1 choice)
               )->dict: # tuned_conf (None when no box is right at any threshold), and the precision and recall there
-    "The box threshold where the detector's F-beta on these photos peaks (smoothed like ultralytics' F1), with its precision and recall."
+    ("The box threshold where the detector's F-beta on these photos peaks (smoothed like ultralytics' F1), "
+     "with its precision and recall.")
     from ultralytics.utils.metrics import smooth
-    p, r = (np.asarray(c, float).reshape(-1, len(box.px)).mean(0) if len(c) else np.zeros(1) for c in (box.p_curve, box.r_curve))
+    p, r = (np.asarray(c, float).reshape(-1, len(box.px)).mean(0) if len(c) else np.zeros(1)
+            for c in (box.p_curve, box.r_curve))
     f = (1 + beta ** 2) * p * r / (beta ** 2 * p + r + 1e-16)
-    if not f.max() > 0: return dict(tuned_conf=None, tuned_precision=0.0, tuned_recall=0.0)  # no box right at any threshold
+    if not f.max() > 0:  # no box right at any threshold
+        return dict(tuned_conf=None, tuned_precision=0.0, tuned_recall=0.0)
     i = int(smooth(f, 0.1).argmax())
-    return dict(tuned_conf=round(float(box.px[i]), 3), tuned_precision=round(float(p[i]), 4), tuned_recall=round(float(r[i]), 4))
+    return dict(tuned_conf=round(float(box.px[i]), 3),
+                tuned_precision=round(float(p[i]), 4),
+                tuned_recall=round(float(r[i]), 4))
 
+# %% ../nbs/04b_train.detector.ipynb #dfaa18c3
 def box_threshold(setting, # `detector.conf`: a number between 0 and 1, or 'auto'
                   recorded:float|None=None, # the threshold the detector file records (`detector_meta(...)['conf']`)
                  )->float:
-    "The confidence a box must reach: `detector.conf` itself, or with 'auto' the threshold tuned on the detector's validation photos (0.25 when it records none)."
-    if setting is None or str(setting).strip().lower() == 'auto': return float(recorded) if recorded is not None else DEFAULT_CONF
+    ("The confidence a box must reach: `detector.conf` itself, or with 'auto' the threshold tuned on the "
+     "detector's validation photos (0.25 when it records none).")
+    if setting is None or str(setting).strip().lower() == 'auto':
+        return float(recorded) if recorded is not None else DEFAULT_CONF
     try: v = float(setting)
     except (TypeError, ValueError): v = None
     if v is None or not 0 <= v <= 1:
-        raise ConfigError(f'detector.conf must be a number between 0 and 1, or auto (the threshold tuned on validation photos), not {setting!r}')
+        raise ConfigError('detector.conf must be a number between 0 and 1, '
+                          f'or auto (the threshold tuned on validation photos), not {setting!r}')
     return v
 
+# %% ../nbs/04b_train.detector.ipynb #52b335ca
 def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                       weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                       data:str|Path, # a YOLO data.yaml
                       split:str='val', # the split of `data` to evaluate
                       name:str|None=None, # folder under {exp}/detector for ultralytics' outputs (default: val-SPLIT)
                      )->dict:
-    "Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset, and its tuned box threshold (`tuned_conf`)."
+    ("Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset, "
+     "and its tuned box threshold (`tuned_conf`).")
     paths = exp_paths(cfg.paths.exp_dir)
     if split == 'test' and not test_split_open() and Path(data).resolve() == (paths.data/'yolo'/'data.yaml').resolve():
-        raise TestSetLocked(f"the experiment's own test split is locked — pillsnap evaluate --exp {paths.root} --final opens it, once")
+        raise TestSetLocked("the experiment's own test split is locked — "
+                            f"pillsnap evaluate --exp {paths.root} --final opens it, once")
     if not split_images(data, split):
-        raise ConfigError(f"{data} has no images in its '{split}' split — ultralytics reads the splits train, val and test of a data.yaml")
+        raise ConfigError(f"{data} has no images in its '{split}' split — "
+                          "ultralytics reads the splits train, val and test of a data.yaml")
     model = build_detector(cfg.detector.model, weights)
     with quiet_ultralytics(cfg.detector.verbose):
-        r = model.val(data=str(data), split=split, imgsz=cfg.detector.img_size, batch=cfg.detector.batch_size, single_cls=True,
-                      device=yolo_device(pick_device(cfg.device)), plots=False, verbose=False, project=str(paths.detector),
-                      name=name or f'val-{split}', exist_ok=True, workers=0)
+        r = model.val(data=str(data), split=split, imgsz=cfg.detector.img_size, batch=cfg.detector.batch_size,
+                      single_cls=True, device=yolo_device(pick_device(cfg.device)), plots=False, verbose=False,
+                      project=str(paths.detector), name=name or f'val-{split}', exist_ok=True, workers=0)
     box = r.box
     return dict(precision=round(float(box.mp), 4), recall=round(float(box.mr), 4), map50=round(float(box.map50), 4),
-                map50_95=round(float(box.map), 4), **tuned_conf(box), images=len(split_images(data, split)), instances=int(r.nt_per_class.sum()),
+                map50_95=round(float(box.map), 4), **tuned_conf(box),
+                images=len(split_images(data, split)), instances=int(r.nt_per_class.sum()),
                 split=split, data=str(data), weights=str(weights), img_size=cfg.detector.img_size,
                 speed_ms=({k: round(v, 2) for k, v in r.speed.items()}))
 
@@ -454,7 +555,8 @@ def draw_boxes(ax, image, # a matplotlib axis and the photo (PIL or array)
     for i, b in enumerate(pred if pred is not None else []):
         ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=1.2, ec='orange', ls='--'))
         text = labels[i] if labels is not None else (f'{scores[i]:.2f}' if scores is not None else None)
-        if text: ax.text(b[0], b[1], text, color='black', fontsize=6, va='bottom', bbox=dict(fc='orange', ec='none', pad=0.5, alpha=0.8))
+        if text: ax.text(b[0], b[1], text, color='black', fontsize=6, va='bottom',
+                         bbox=dict(fc='orange', ec='none', pad=0.5, alpha=0.8))
 
 # %% ../nbs/04b_train.detector.ipynb #be8c738f
 def split_images(data:str|Path, split:str='val')->list:
@@ -471,12 +573,14 @@ def split_images(data:str|Path, split:str='val')->list:
         else: files += [f for f in sorted(s.rglob('*')) if f.suffix.lower().lstrip('.') in IMG_FORMATS]
     return files
 
+# %% ../nbs/04b_train.detector.ipynb #2c0275b8
 def label_of(image:Path)->Path:
     "The YOLO label file of an image (`images` → `labels` in its path)."
     parts = list(image.parts)
     i = len(parts) - 1 - parts[::-1].index('images')
     return Path(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
 
+# %% ../nbs/04b_train.detector.ipynb #d64bf0f7
 def plot_detections(yolo, # a YOLO detector
                     images:list, # image paths with YOLO labels beside them
                     imgsz:int=640, conf:float=0.25, device='cpu', # prediction settings
@@ -491,17 +595,22 @@ def plot_detections(yolo, # a YOLO detector
     for ax, f in zip(axs.flat, images):
         im = Image.open(f).convert('RGB')
         with quiet_ultralytics(): r = yolo.predict(im, imgsz=imgsz, conf=conf, device=device, verbose=False)[0]
-        draw_boxes(ax, im, yolo_boxes(label_of(Path(f)), *im.size), r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy())
+        draw_boxes(ax, im, yolo_boxes(label_of(Path(f)), *im.size),
+                   r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy())
         ax.set_title(f'{Path(f).name[:28]}\n{len(r.boxes)} found', fontsize=7)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04b_train.detector.ipynb #869717a8
 def save_samples(cfg, weights:str|Path, data:str|Path, n:int=6)->Path:
     "Draw `n` validation photos with true and predicted boxes into {exp}/detector/samples.jpg."
     import matplotlib.pyplot as plt
     out = exp_paths(cfg.paths.exp_dir).detector/'samples.jpg'
-    fig = plot_detections(build_detector(cfg.detector.model, weights), split_images(data, 'val')[:n], cfg.detector.img_size,
-                          box_threshold(cfg.detector.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device)))
+    fig = plot_detections(build_detector(cfg.detector.model, weights),
+                          split_images(data, 'val')[:n],
+                          cfg.detector.img_size,
+                          box_threshold(cfg.detector.conf, recorded_conf(weights)),
+                          yolo_device(pick_device(cfg.device)))
     fig.savefig(out, dpi=110); plt.close(fig)
     return out
 
@@ -509,7 +618,9 @@ def save_samples(cfg, weights:str|Path, data:str|Path, n:int=6)->Path:
 def det_table(m:dict)->pd.DataFrame:
     "The headline numbers of a detector `metrics.json`."
     rows = {k: m[k] for k in ('precision', 'recall', 'map50', 'map50_95', 'images', 'instances')}
-    if m.get('tuned_conf') is not None: rows['tuned_conf'] = m['tuned_conf']  # the box threshold tuned on these photos (`detector.conf=auto`)
+    if m.get('tuned_conf') is not None:  # the box threshold tuned on these photos (`detector.conf=auto`)
+        rows['tuned_conf'] = m['tuned_conf']
     if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
-    if 'count' in m: rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])  # pills per photo, as combo mode counts
+    if 'count' in m:  # pills per photo, as combo mode counts
+        rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])
     return pd.DataFrame({m.get('split', 'val'): rows})

@@ -17,23 +17,25 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
-from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score, roc_curve
+from sklearn.metrics import (average_precision_score, precision_recall_curve, precision_recall_fscore_support,
+                             roc_auc_score, roc_curve)
 
-from .model import find_checkpoint, load_checkpoint, load_classifier, predict_logits, save_checkpoint, softmax_t
-from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates, expected_calibration_error,
-                              match_boxes, rate, xywh_to_xyxy, xyxy_to_xywh)
+from .model import (find_checkpoint, load_checkpoint, load_classifier, predict_logits, save_checkpoint,
+                            softmax_t)
+from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates,
+                              expected_calibration_error, match_boxes, rate, xywh_to_xyxy, xyxy_to_xywh)
 from .prepare import classifier_data
 from .classifier import evaluate_classifier
 from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
-from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of, quiet_ultralytics, recorded_conf,
-                               split_images, yolo_boxes, yolo_device)
+from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of,
+                               quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
 from .pipeline import CONTAIN, Predictor, load_image, one_box_per_pill
 from .io import atomic_write, read_json, write_json
 
-# %% ../nbs/06_judge.evaluate.ipynb #eccea02a
+# %% ../nbs/06_judge.evaluate.ipynb #11af7188
 def nll(logits:np.ndarray, # (n, classes) logits
         labels:np.ndarray, # true class index per row
         temperature:float=1.0,
@@ -42,14 +44,17 @@ def nll(logits:np.ndarray, # (n, classes) logits
     z = np.asarray(logits, dtype=np.float64) / temperature
     return float(np.mean(logsumexp(z, 1) - z[np.arange(len(z)), np.asarray(labels)]))
 
+# %% ../nbs/06_judge.evaluate.ipynb #6273dca6
 def fit_temperature(logits:np.ndarray, labels:np.ndarray, # validation logits and true classes
                     bounds:tuple=(0.05, 20.0), # the temperatures searched
                    )->float:
     "The temperature that minimises the validation NLL of softmax(logits / T)."
     if not len(labels): raise UserError('no validation predictions to calibrate on — the validation split is empty')
-    r = minimize_scalar(lambda lt: nll(logits, labels, np.exp(lt)), bounds=tuple(np.log(bounds)), method='bounded', options=dict(xatol=1e-4))
+    r = minimize_scalar(lambda lt: nll(logits, labels, np.exp(lt)), bounds=tuple(np.log(bounds)),
+                        method='bounded', options=dict(xatol=1e-4))
     return float(np.exp(r.x))
 
+# %% ../nbs/06_judge.evaluate.ipynb #8f55cd4b
 def cross_fit_ece(logits:np.ndarray, labels:np.ndarray, # validation logits and true classes
                   folds:int=2, seed:int=0, bins:int=15,
                  )->float:
@@ -59,7 +64,8 @@ def cross_fit_ece(logits:np.ndarray, labels:np.ndarray, # validation logits and 
     probs = np.empty(logits.shape)
     for k, part in enumerate(parts):
         rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
-        probs[part] = softmax_t(logits[part], fit_temperature(logits[rest], labels[rest]) if len(rest) else 1.0)
+        t = fit_temperature(logits[rest], labels[rest]) if len(rest) else 1.0
+        probs[part] = softmax_t(logits[part], t)
     return expected_calibration_error(probs.max(1), probs.argmax(1) == labels, bins)
 
 # %% ../nbs/06_judge.evaluate.ipynb #75a3f9da
@@ -77,16 +83,18 @@ def plot_calibration(logits:np.ndarray, labels:np.ndarray, # validation logits a
         ax.plot([0, 1], [0, 1], ls='--', c='grey', lw=1)
         ax.bar(b.confidence, b.accuracy, width=0.9 / bins, alpha=0.35, label='accuracy per bin')
         ax.plot(b.confidence, b.accuracy, marker='o')
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='top-1 confidence', title=f'{name}: ECE {expected_calibration_error(p.max(1), ok, bins):.3f}')
+        ece = expected_calibration_error(p.max(1), ok, bins)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='top-1 confidence', title=f'{name}: ECE {ece:.3f}')
     axs[0].set_ylabel('accuracy'); axs[0].legend(loc='upper left', fontsize=8)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_judge.evaluate.ipynb #68bb5922
+# %% ../nbs/06_judge.evaluate.ipynb #fc6265b6
 def conformal_threshold(probs:np.ndarray, labels:np.ndarray, # validation probabilities (calibrated) and true classes
                         coverage:float=0.9, # the share of sets that must hold the true class
                        )->float: # a class enters the set when its probability is at least this
-    "Split-conformal (LAC) threshold: sets {classes with p >= threshold} hold the true class with probability >= `coverage`."
+    ("Split-conformal (LAC) threshold: sets {classes with p >= threshold} hold the true class"
+     " with probability >= `coverage`.")
     probs, labels = np.asarray(probs), np.asarray(labels)
     n = len(labels)
     if not n: raise UserError('no validation predictions to fit candidate sets on')
@@ -94,6 +102,7 @@ def conformal_threshold(probs:np.ndarray, labels:np.ndarray, # validation probab
     level = min(np.ceil((n + 1) * coverage) / n, 1.0)
     return float(1 - np.quantile(scores, level, method='higher'))
 
+# %% ../nbs/06_judge.evaluate.ipynb #61615f95
 def candidate_sets(probs:np.ndarray, # (n, classes) probabilities
                    threshold:float, # from `conformal_threshold`
                   )->list: # class indices per row, most probable first (never empty: the top class at least)
@@ -105,6 +114,7 @@ def candidate_sets(probs:np.ndarray, # (n, classes) probabilities
         out.append(idx[np.argsort(-p[idx])])
     return out
 
+# %% ../nbs/06_judge.evaluate.ipynb #ed085812
 def cross_fit_coverage(probs:np.ndarray, labels:np.ndarray, coverage:float=0.9, seed:int=0)->dict:
     "Coverage and mean set size on each half of the rows with the threshold fitted on the other half."
     probs, labels = np.asarray(probs), np.asarray(labels)
@@ -114,26 +124,31 @@ def cross_fit_coverage(probs:np.ndarray, labels:np.ndarray, coverage:float=0.9, 
         if not len(fit) or not len(test): continue
         sets = candidate_sets(probs[test], conformal_threshold(probs[fit], labels[fit], coverage))
         hits += [y in s for y, s in zip(labels[test], sets)]; sizes += [len(s) for s in sets]
-    return dict(coverage=float(np.mean(hits)) if hits else None, mean_set_size=float(np.mean(sizes)) if sizes else None)
+    return dict(coverage=float(np.mean(hits)) if hits else None,
+                mean_set_size=float(np.mean(sizes)) if sizes else None)
 
-# %% ../nbs/06_judge.evaluate.ipynb #9cd57108
+# %% ../nbs/06_judge.evaluate.ipynb #e7d73476
 def _predictions(pred_dir:Path, path:Path, ck:dict)->tuple:
     "The validation logits and labels `evaluate_classifier` saved for this checkpoint."
     m, z = pred_dir/'metrics.json', pred_dir/'val_predictions.npz'
     fix = f"run 'pillsnap evaluate --what classifier' (it evaluates {path.name} again)"
     if not (m.is_file() and z.is_file()): raise UserError(f'no validation predictions in {pred_dir} — {fix}')
     meta, z = json.loads(m.read_text()), np.load(z)
-    if 'logits' not in z: raise UserError(f'{pred_dir}/val_predictions.npz has no logits (written by an older pillsnap) — {fix}')
+    if 'logits' not in z:
+        raise UserError(f'{pred_dir}/val_predictions.npz has no logits (written by an older pillsnap) — {fix}')
     if Path(meta['checkpoint']).resolve() != path.resolve() or meta['epoch'] != ck['epoch']:
-        raise UserError(f"the predictions in {pred_dir} are of {meta['checkpoint']} at epoch {meta['epoch']}, not of {path} at epoch {ck['epoch']} — {fix}")
+        raise UserError(f"the predictions in {pred_dir} are of {meta['checkpoint']} at epoch {meta['epoch']}, "
+                        f"not of {path} at epoch {ck['epoch']} — {fix}")
     return z['logits'].astype(np.float64), z['labels'], meta
 
+# %% ../nbs/06_judge.evaluate.ipynb #ea450e01
 def calibrate_classifier(cfg, # resolved settings
                          checkpoint:str='best', # 'best', 'last' or a path
-                         pred_dir:str|Path|None=None, # where `evaluate_classifier` wrote (default: the classifier folder)
+                         pred_dir:str|Path|None=None, # where `evaluate_classifier` wrote (default: classifier folder)
                          bins:int=15,
                         )->dict:
-    "Fit a checkpoint's temperature on its validation logits, store it in the checkpoint; write `calibration.json`, `calibration.png`, and both into `metrics.json`."
+    ("Fit a checkpoint's temperature on its validation logits, store it in the checkpoint;"
+     " write `calibration.json`, `calibration.png`, and both into `metrics.json`.")
     paths = exp_paths(cfg.paths.exp_dir)
     path = find_checkpoint(checkpoint, paths.classifier)
     ck, pred_dir = load_checkpoint(path), Path(pred_dir or paths.classifier)
@@ -143,7 +158,9 @@ def calibrate_classifier(cfg, # resolved settings
     ece = lambda p: expected_calibration_error(p.max(1), p.argmax(1) == ys, bins)
     res = dict(checkpoint=str(path), epoch=ck['epoch'], fitted_on='val', images=len(ys), temperature=round(t, 4),
                nll_before=round(nll(logits, ys), 4), nll_after=round(nll(logits, ys, t), 4),
-               ece_before=round(ece(raw), 4), ece_after=round(cross_fit_ece(logits, ys, bins=bins), 4), ece_after_in_sample=round(ece(scaled), 4))
+               ece_before=round(ece(raw), 4),
+               ece_after=round(cross_fit_ece(logits, ys, bins=bins), 4),
+               ece_after_in_sample=round(ece(scaled), 4))
     cov = cfg.pipeline.get('set_coverage')
     if cov:
         cf = cross_fit_coverage(scaled, ys, cov)
@@ -156,13 +173,14 @@ def calibrate_classifier(cfg, # resolved settings
     import matplotlib.pyplot as plt
     fig = plot_calibration(logits, ys, t, bins); fig.savefig(pred_dir/'calibration.png', dpi=100); plt.close(fig)
     sets = res.get('candidate_sets')
-    get_logger('evaluate').info(f"calibrated {path.name}: temperature {t:.3f}, ECE {res['ece_before']:.4f} → {res['ece_after']:.4f} "
-                                f"(cross-fitted), NLL {res['nll_before']:.4f} → {res['nll_after']:.4f}" +
-                                (f"; {sets['target']:.0%} candidate sets: threshold {sets['threshold']:.4f}, cross-fitted coverage "
-                                 f"{sets['coverage_cross_fitted']:.3f}, mean size {sets['mean_set_size']:.2f}" if sets else ''))
+    sets_note = (f"; {sets['target']:.0%} candidate sets: threshold {sets['threshold']:.4f}, cross-fitted coverage "
+                 f"{sets['coverage_cross_fitted']:.3f}, mean size {sets['mean_set_size']:.2f}" if sets else '')
+    get_logger('evaluate').info(f"calibrated {path.name}: temperature {t:.3f}, "
+                                f"ECE {res['ece_before']:.4f} → {res['ece_after']:.4f} "
+                                f"(cross-fitted), NLL {res['nll_before']:.4f} → {res['nll_after']:.4f}" + sets_note)
     return res
 
-# %% ../nbs/06_judge.evaluate.ipynb #df1daa07
+# %% ../nbs/06_judge.evaluate.ipynb #c44579b3
 def per_class_table(probs:np.ndarray, # (n, classes) probabilities
                     labels:np.ndarray, # true class index per row
                     k_codes:list, # K-code of each class index
@@ -180,10 +198,12 @@ def per_class_table(probs:np.ndarray, # (n, classes) probabilities
         return (k_codes[w.index[0]], int(w.iloc[0])) if w is not None and len(w) else ('', 0)
     nb = [neighbour(c) for c in present]
     df = pd.DataFrame(dict(k_code=[k_codes[c] for c in present], support=sup, accuracy=rec, precision=prec, f1=f1,
-                           roc_auc=[score(roc_auc_score, c) for c in present], ap=[score(average_precision_score, c) for c in present],
+                           roc_auc=[score(roc_auc_score, c) for c in present],
+                           ap=[score(average_precision_score, c) for c in present],
                            taken_for=[n[0] for n in nb], times=[n[1] for n in nb]))
     return df.sort_values(['f1', 'accuracy', 'k_code']).reset_index(drop=True)
 
+# %% ../nbs/06_judge.evaluate.ipynb #0c175142
 def hard_cases(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilities and true classes
                rows:pd.DataFrame, # the validation rows in the same order (image, bbox)
                k_codes:list, # K-code of each class index
@@ -194,7 +214,8 @@ def hard_cases(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilities
     preds, n = probs.argmax(1), np.arange(len(labels))
     p_true = probs[n, labels]
     hard = (preds != labels) | (p_true < below)
-    df = pd.DataFrame(dict(image=rows['image'].values, bbox=[list(map(float, b)) if b is not None else None for b in rows['bbox'].values],
+    bbox = [list(map(float, b)) if b is not None else None for b in rows['bbox'].values]
+    df = pd.DataFrame(dict(image=rows['image'].values, bbox=bbox,
                            k_code=[k_codes[c] for c in labels], predicted=[k_codes[c] for c in preds],
                            confidence=probs.max(1), p_true=p_true, wrong=preds != labels))[hard]
     return df.sort_values(['wrong', 'confidence'], ascending=False).reset_index(drop=True)
@@ -210,7 +231,8 @@ def plot_curves(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilitie
     onehot = np.eye(probs.shape[1], dtype=bool)[labels]
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(8.5, 3.8))
     curves = [('all classes', onehot.ravel(), probs.ravel(), dict(lw=2, c='k'))]
-    curves += [(k_codes[c], onehot[:, c], probs[:, c], dict(lw=1)) for c in weakest if 0 < onehot[:, c].sum() < len(labels)]
+    curves += [(k_codes[c], onehot[:, c], probs[:, c], dict(lw=1))
+               for c in weakest if 0 < onehot[:, c].sum() < len(labels)]
     for name, y, s, style in curves:
         fpr, tpr, _ = roc_curve(y, s); prec, rec, _ = precision_recall_curve(y, s)
         roc.plot(fpr, tpr, label=f'{name} (AUC {roc_auc_score(y, s):.3f})', **style)
@@ -238,15 +260,19 @@ def classifier_report(cfg, # resolved settings of a trained experiment
     probs, ys, k_codes = softmax_t(z['logits'].astype(np.float64), cal['temperature']), z['labels'], list(d.k_codes)
     table = per_class_table(probs, ys, k_codes)
     table.to_csv(out/'per_class.csv', index=False)
-    if m['skipped']: get_logger('evaluate').warning(f"{m['skipped']} validation crops could not be read: no hard-case list (its rows would not line up)")
+    if m['skipped']:
+        get_logger('evaluate').warning(f"{m['skipped']} validation crops could not be read: "
+                                       "no hard-case list (its rows would not line up)")
     else: hard_cases(probs, ys, d.val, k_codes).to_csv(out/'hard_cases.csv', index=False)
     import matplotlib.pyplot as plt
     idx = {k: i for i, k in enumerate(k_codes)}
     fig = plot_curves(probs, ys, k_codes, [idx[k] for k in table.k_code[:weakest]])
     fig.savefig(out/'curves.png', dpi=100); plt.close(fig)
-    m.update(temperature=cal['temperature'], ece_uncalibrated=cal['ece_before'], ece_calibrated=cal['ece_after'], candidate_sets=cal.get('candidate_sets'),
+    m.update(temperature=cal['temperature'], ece_uncalibrated=cal['ece_before'], ece_calibrated=cal['ece_after'],
+             candidate_sets=cal.get('candidate_sets'),
              roc_auc_macro=round(float(table.roc_auc.mean()), 4), ap_macro=round(float(table.ap.mean()), 4),
-             weakest=table.head(weakest)[['k_code', 'support', 'accuracy', 'f1', 'taken_for', 'times']].to_dict('records'))
+             weakest=table.head(weakest)[['k_code', 'support', 'accuracy', 'f1', 'taken_for', 'times']]
+                     .to_dict('records'))
     write_json(out/'metrics.json', m)
     return m
 
@@ -254,22 +280,27 @@ def classifier_report(cfg, # resolved settings of a trained experiment
 def _combo_counts(pred:Predictor, ims:list, rows)->Counter:
     "Found, identified and end-to-end counts of combination photos in combo mode."
     c = Counter()
-    true_top = iter(pred.classify([pred.pre.finish(pred.pre.crop(im, list(b))) for im, bs in zip(ims, rows.bboxes) for b in bs], 1))
+    true_crops = [pred.pre.finish(pred.pre.crop(im, list(b))) for im, bs in zip(ims, rows.bboxes) for b in bs]
+    true_top = iter(pred.classify(true_crops, 1))
     for r, ks, bs in zip(pred.predict_batch(ims, 'combo', top_k=1), rows.k_codes, rows.bboxes):
         pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
         mt = match_boxes(pb, xywh_to_xyxy(bs))
         ok = sum(r['pills'][pi]['candidates'][0]['k_code'] == ks[ti] for pi, ti in mt)
-        c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt), end_to_end=ok == len(ks),
-                 end_to_end_strict=ok == len(ks) and len(pb) == len(ks), count_exact=len(pb) == len(ks), count_error=abs(len(pb) - len(ks)),
+        c.update(photos=1, pills=len(ks), found=len(mt), identified=ok, extra=len(pb) - len(mt),
+                 end_to_end=ok == len(ks), end_to_end_strict=ok == len(ks) and len(pb) == len(ks),
+                 count_exact=len(pb) == len(ks), count_error=abs(len(pb) - len(ks)),
                  identified_true_box=sum(next(true_top)[0]['k_code'] == k for k in ks))
     return c
 
-# %% ../nbs/06_judge.evaluate.ipynb #841b25bb
+# %% ../nbs/06_judge.evaluate.ipynb #699508a1
 def _single_counts(pred:Predictor, ims:list, rows)->Counter:
-    "Top-1 hits of single-pill photos read each way: as users get it (default), by the localiser, the detector, the label's box, the whole photo."
+    ("Top-1 hits of single-pill photos read each way: as users get it (default), by the localiser, the detector,"
+     " the label's box, the whole photo.")
     c, truth = Counter(photos=len(ims)), list(rows.code)
     def read(view, boxes, how=None):
-        for t, k in zip(pred.classify([pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height)))) for im, b in zip(ims, boxes)], 1), truth):
+        crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))))
+                 for im, b in zip(ims, boxes)]
+        for t, k in zip(pred.classify(crops, 1), truth):
             c[f'{view}_hits'] += t[0]['k_code'] == k
         if how is not None:
             ious = [box_iou([b], xywh_to_xyxy(bs[:1]))[0, 0] for b, bs in zip(boxes, rows.bboxes)]
@@ -278,7 +309,8 @@ def _single_counts(pred:Predictor, ims:list, rows)->Counter:
     for r, k, bs in zip(pred.predict_batch(ims, 'single', top_k=1), truth, rows.bboxes):
         c['default_hits'] += r['pills'][0]['candidates'][0]['k_code'] == k
         iou = box_iou([r['pills'][0]['box']], xywh_to_xyxy(bs[:1]))[0, 0]
-        c['default_iou'] += float(iou); c['default_iou50'] += int(iou >= 0.5); c['default_fallback'] += r['pills'][0]['found_by'] == 'photo'
+        c['default_iou'] += float(iou); c['default_iou50'] += int(iou >= 0.5)
+        c['default_fallback'] += r['pills'][0]['found_by'] == 'photo'
     read('true_box', [xywh_to_xyxy(bs[:1])[0] for bs in rows.bboxes])
     read('photo', [[0, 0, im.width, im.height] for im in ims])
     for view in ('localiser', 'detector') if pred.has_detector else ('localiser',):
@@ -288,24 +320,29 @@ def _single_counts(pred:Predictor, ims:list, rows)->Counter:
         read(view, [f[0] for f in found], [f[2] for f in found])
     return c
 
+# %% ../nbs/06_judge.evaluate.ipynb #35a4975f
 def _single_view(c:Counter, view:str)->dict:
     n, out = c['photos'], {'top1': rate(c[f'{view}_hits'], c['photos'])}
-    if f'{view}_iou' in c: out.update(box_iou=rate(c[f'{view}_iou'], n), iou50=rate(c[f'{view}_iou50'], n), whole_photo_fallback=rate(c[f'{view}_fallback'], n))
+    if f'{view}_iou' in c:
+        out.update(box_iou=rate(c[f'{view}_iou'], n), iou50=rate(c[f'{view}_iou50'], n),
+                   whole_photo_fallback=rate(c[f'{view}_fallback'], n))
     return out
 
-# %% ../nbs/06_judge.evaluate.ipynb #b4d77672
+# %% ../nbs/06_judge.evaluate.ipynb #0df48f37
 def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                       split:str='val', # manifest split
                       max_photos:int|None=None, # cap per kind (None: all)
                       batch:int=16, # photos per predictor call
                       write:bool=True, # write {exp}/reports/pipeline.json (the final test writes its own file)
                      )->dict:
-    "End-to-end rates of combo mode on combination photos (when there is a detector) and of single mode (each way of reading) on single-pill photos."
+    ("End-to-end rates of combo mode on combination photos (when there is a detector)"
+     " and of single mode (each way of reading) on single-pill photos.")
     from fastprogress.fastprogress import progress_bar
     cfg = pred.cfg
     paths, root, known = exp_paths(cfg.paths.exp_dir), Path(cfg.data.root), set(pred.k_codes)
     m = load_manifest(paths.data, split)
-    combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))].iloc[:max_photos if pred.has_detector else 0]
+    combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))]
+    combos = combos.iloc[:max_photos if pred.has_detector else 0]
     singles = m[(m.kind == 'single') & m.code.isin(known)].iloc[:max_photos]
     c, s = Counter(), Counter()
     for rows, counts, count in ((combos, c, _combo_counts), (singles, s, _single_counts)):
@@ -314,28 +351,33 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
             counts.update(count(pred, [load_image(root/p) for p in part.image], part))
     views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
     out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
-                                       pill_top1=rate(c['identified'], c['pills']), pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
+                                       pill_top1=rate(c['identified'], c['pills']),
+                                       pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
                                        extra_detections=c['extra'], count_exact=rate(c['count_exact'], c['photos']),
-                                       count_mae=rate(c['count_error'], c['photos']), end_to_end=rate(c['end_to_end'], c['photos']),
+                                       count_mae=rate(c['count_error'], c['photos']),
+                                       end_to_end=rate(c['end_to_end'], c['photos']),
                                        end_to_end_strict=rate(c['end_to_end_strict'], c['photos'])),
                single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
                models=pred.models('combo' if pred.has_detector else 'single'))
     if write: write_json(paths.reports/'pipeline.json', out)
     return out
 
+# %% ../nbs/06_judge.evaluate.ipynb #fa0111a2
 def pipeline_table(result:dict)->pd.DataFrame:
     "The headline numbers of an `evaluate_pipeline` result: combo mode, and single mode read each way."
     s = result['single']
-    single = {f'single top-1 {v}' + (f" ({s['found_by']})" if v == 'default' else ''): s[v]['top1'] for v in ('default', 'localiser', 'detector', 'true_box', 'photo') if v in s}
+    single = {f'single top-1 {v}' + (f" ({s['found_by']})" if v == 'default' else ''): s[v]['top1']
+              for v in ('default', 'localiser', 'detector', 'true_box', 'photo') if v in s}
     combo = {f'combo {k}': v for k, v in result['combo'].items()}
     return pd.DataFrame({'value': {'single photos': s['photos'], **single, **combo}})
 
-# %% ../nbs/06_judge.evaluate.ipynb #7f8f0c1f
+# %% ../nbs/06_judge.evaluate.ipynb #75edaef8
 def detector_report(cfg, # resolved settings of an experiment with a detector
                     src:Path, # a YOLO data.yaml
                     split:str, # its split to evaluate
                    )->tuple:
-    "Evaluate the experiment's detector on `split` of the YOLO data `src`; (metrics, the reports/detector-{data}-{split}.json written)."
+    ("Evaluate the experiment's detector on `split` of the YOLO data `src`;"
+     " (metrics, the reports/detector-{data}-{split}.json written).")
     paths = exp_paths(cfg.paths.exp_dir)
     tag, weights = f"{src.parent.name}-{split}", paths.detector/'detector.safetensors'
     result, out = evaluate_detector(cfg, weights, src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
@@ -343,20 +385,24 @@ def detector_report(cfg, # resolved settings of an experiment with a detector
     write_json(out, result)
     return result, out
 
+# %% ../nbs/06_judge.evaluate.ipynb #b41d3944
 def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
                     weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                     data:str|Path, # a YOLO data.yaml
                     split:str, # its split
                     batch:int=16, # photos per detector call
                    )->dict:
-    "Pills counted per photo against the labels, as combo mode counts them (the box threshold, then `one_box_per_pill`), and without the nesting rule."
+    ("Pills counted per photo against the labels, as combo mode counts them"
+     " (the box threshold, then `one_box_per_pill`), and without the nesting rule.")
     d, files = cfg.detector, split_images(data, split)
-    model, conf, dev = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights)), yolo_device(pick_device(cfg.device))
+    model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
+    dev = yolo_device(pick_device(cfg.device))
     kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
         with quiet_ultralytics(d.verbose):
-            res = model.predict([str(f) for f in part], imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=dev, verbose=False)
+            res = model.predict([str(f) for f in part], imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det,
+                                device=dev, verbose=False)
         for f, r in zip(part, res):
             n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
             b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
@@ -364,26 +410,31 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, **count_rates(kept),
                 without_nesting_rule=count_rates(raw))
 
-# %% ../nbs/06_judge.evaluate.ipynb #33dc32ac
+# %% ../nbs/06_judge.evaluate.ipynb #dcb87902
 class TestAlreadyOpened(UserError):
     "The locked test split of this experiment was opened before; a second look needs `force` and is recorded."
 
+# %% ../nbs/06_judge.evaluate.ipynb #0f159123
 def _openings(path:Path)->list:
     "The recorded openings of the test split; a damaged record is an error, never a fresh start."
     obj, why = read_json(path)
     if why == 'missing': return []
-    if why: raise UserError(f"{path} is {why} — the record of the test split's openings must not be lost: restore it, or remove it knowingly")
+    if why: raise UserError(f"{path} is {why} — the record of the test split's openings must not be lost: "
+                            "restore it, or remove it knowingly")
     return obj
 
+# %% ../nbs/06_judge.evaluate.ipynb #478672d5
 def _val_numbers(paths)->dict:
     "The validation numbers the experiment's reports hold, named as in the final test."
     read = lambda p: read_json(p)[0] or {}
     c = read(paths.reports/'classifier'/'metrics.json') or read(paths.classifier/'metrics.json')
     p, d = read(paths.reports/'pipeline.json'), read(paths.detector/'metrics.json')
     return dict(classifier_top1=c.get('top1'), classifier_macro_f1=c.get('macro_f1'), classifier_ece=c.get('ece'),
-                single_top1=((p.get('single') or {}).get('default') or {}).get('top1'), combo_found_and_identified=(p.get('combo') or {}).get('pill_top1'),
+                single_top1=((p.get('single') or {}).get('default') or {}).get('top1'),
+                combo_found_and_identified=(p.get('combo') or {}).get('pill_top1'),
                 detector_map50=(d.get('val') or d).get('map50') if d else None)
 
+# %% ../nbs/06_judge.evaluate.ipynb #906733c3
 def _test_classifier(cfg, path:Path)->dict:
     "The checkpoint's metrics on the test split's pill crops, with its calibration."
     paths, d = exp_paths(cfg.paths.exp_dir), classifier_data(cfg)
@@ -392,22 +443,27 @@ def _test_classifier(cfg, path:Path)->dict:
     if not len(rows): return dict(images=0)
     ds = PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), None, paths.logs/'skipped')
     device = pick_device(cfg.device)
-    logits, ys = predict_logits(model, make_loader(ds, cfg.train.batch_size * 2, num_workers=0), device, amp_dtype(cfg.train.amp, device))
+    loader = make_loader(ds, cfg.train.batch_size * 2, num_workers=0)
+    logits, ys = predict_logits(model, loader, device, amp_dtype(cfg.train.amp, device))
     m = classification_metrics(softmax_t(logits, float(ck.get('temperature') or 1.0)), ys)
     return {k: v for k, v in m.items() if k != 'per_class'} | dict(skipped=len(rows) - len(ys))
 
+# %% ../nbs/06_judge.evaluate.ipynb #73fda7a6
 def final_test(cfg, # resolved settings of a trained experiment
                checkpoint:str='best', # the classifier checkpoint
                force:bool=False, # open the test split again (recorded)
                val:dict|None=None, # validation numbers to compare with (default: the experiment's reports)
               )->dict: # final_test_results.json
-    "The one door to the locked test split: classifier and both modes on the test photos, the gap to validation, a verdict."
+    ("The one door to the locked test split: classifier and both modes on the test photos,"
+     " the gap to validation, a verdict.")
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('evaluate')
     path, record = find_checkpoint(checkpoint, paths.classifier), paths.reports/'final_test_openings.json'
     openings = _openings(record)
     if openings and not force:
-        raise TestAlreadyOpened(f"the test split of {paths.root} was opened on {openings[0]['at']} ({len(openings)} look(s); results in "
-                                f"{paths.reports/'final_test_results.json'}) — looking again turns it into a validation set; pass --force to open it anyway (recorded)")
+        raise TestAlreadyOpened(f"the test split of {paths.root} was opened on {openings[0]['at']} "
+                                f"({len(openings)} look(s); results in {paths.reports/'final_test_results.json'}) "
+                                "— looking again turns it into a validation set; "
+                                "pass --force to open it anyway (recorded)")
     openings.append(dict(at=time.strftime('%Y-%m-%d %H:%M:%S %z'), checkpoint=str(path), forced=bool(force)))
     write_json(record, openings)  # recorded before a single test photo is read
     log.info(f'opening the test split of {paths.root} (look {len(openings)})')
@@ -415,24 +471,32 @@ def final_test(cfg, # resolved settings of a trained experiment
         cls = _test_classifier(cfg, path)
         pipe = evaluate_pipeline(Predictor.from_exp(paths.root, str(path)), 'test', write=False)
         weights = paths.detector/'detector.safetensors'
-        det = evaluate_detector(cfg, weights, detector_data(cfg), 'test', name='final-test') if weights.is_file() else None
+        det = (evaluate_detector(cfg, weights, detector_data(cfg), 'test', name='final-test')
+               if weights.is_file() else None)
     val = val or _val_numbers(paths)
     test = dict(classifier_top1=cls.get('top1'), classifier_macro_f1=cls.get('macro_f1'), classifier_ece=cls.get('ece'),
-                single_top1=(pipe['single'].get('default') or {}).get('top1'), combo_found_and_identified=pipe['combo']['pill_top1'],
+                single_top1=(pipe['single'].get('default') or {}).get('top1'),
+                combo_found_and_identified=pipe['combo']['pill_top1'],
                 detector_map50=det and det['map50'])
     gap = {k: round(val[k] - v, 4) for k, v in test.items() if v is not None and val.get(k) is not None}
     stage = cfg.data.stage
-    gate = cfg.stages[str(stage)]['gate'] if stage is not None else None  # the stage's criteria (06a_judge.gates): at least these, on the test photos
-    crit = lambda name, target: dict(criterion=name, target=target, measured=test[name], passed=test[name] is not None and test[name] >= target)
+    # the stage's criteria (06a_judge.gates): at least these, on the test photos
+    gate = cfg.stages[str(stage)]['gate'] if stage is not None else None
+    crit = lambda name, target: dict(criterion=name, target=target, measured=test[name],
+                                     passed=test[name] is not None and test[name] >= target)
     checks = []
     if gate:
         g, t = gate['go_no_go'], gate['targets']
         checks.append(crit('classifier_top1', round(g['min_accuracy'] - g['epsilon_acc'], 4)))
-        if 'classification_macro_f1' in t: checks.append(crit('classifier_macro_f1', t['classification_macro_f1']['min']))
+        if 'classification_macro_f1' in t:
+            checks.append(crit('classifier_macro_f1', t['classification_macro_f1']['min']))
         if det and 'detection_map50' in t: checks.append(crit('detector_map50', t['detection_map50']['min']))
     missed = [c['criterion'] for c in checks if not c['passed']]
-    out = dict(experiment=str(paths.root), checkpoint=str(path), looks=len(openings), opened=openings, test=test, val=val, val_minus_test=gap,
-               classifier=cls, pipeline=pipe, detector=det, checks=checks, verdict='ready' if checks and not missed else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))
+    verdict = ('ready' if checks and not missed
+               else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))
+    out = dict(experiment=str(paths.root), checkpoint=str(path), looks=len(openings), opened=openings,
+               test=test, val=val, val_minus_test=gap, classifier=cls, pipeline=pipe, detector=det, checks=checks,
+               verdict=verdict)
     write_json(paths.reports/'final_test_results.json', out)
     log.info(f"final test: {out['verdict']} — " + ', '.join(f'{k} {v:.4f}' for k, v in test.items() if v is not None))
     return out
@@ -443,12 +507,15 @@ STAGE_HEADING = '## Run the stage'
 def report_html(notebook:str|Path, # an executed stage notebook
                 out:str|Path, # the .html file to write
                )->Path:
-    "The stage section of an executed notebook as a standalone HTML page: outputs only, no scripts (nothing loads from the network)."
+    ("The stage section of an executed notebook as a standalone HTML page: outputs only, no scripts"
+     " (nothing loads from the network).")
     import nbformat, re
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(notebook), as_version=4)
-    start = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.startswith(STAGE_HEADING)), 0)
+    start = next((i for i, c in enumerate(nb.cells)
+                  if c.cell_type == 'markdown' and c.source.startswith(STAGE_HEADING)), 0)
     nb.cells = nb.cells[start:]
     html, _ = HTMLExporter(template_name='lab', exclude_input=True).from_notebook_node(nb)
-    html = re.sub(r'<script\b[^>]*>.*?</script>', '', html, flags=re.S | re.I)  # MathJax, require.js, widgets: CDN scripts a static report does not need
+    # MathJax, require.js, widgets: CDN scripts a static report does not need
+    html = re.sub(r'<script\b[^>]*>.*?</script>', '', html, flags=re.S | re.I)
     return atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding='utf-8'))

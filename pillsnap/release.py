@@ -21,24 +21,28 @@ from .io import append_jsonl, file_lock, file_sha256, read_json, read_jsonl, wal
 class ReleaseError(UserError):
     "A release that cannot be packed, found or trusted; the message names the file and the fix."
 
-OPTIONAL = ('classifier/metrics.json', 'classifier/calibration.json', 'detector/detector.safetensors', 'detector/metrics.json',
-            'reports/stage_gate.json', 'reports/final_test_results.json', 'reports/pipeline.json', 'reports/retrieval.json')
+OPTIONAL = ('classifier/metrics.json', 'classifier/calibration.json', 'detector/detector.safetensors',
+            'detector/metrics.json', 'reports/stage_gate.json', 'reports/final_test_results.json',
+            'reports/pipeline.json', 'reports/retrieval.json')
 
 def release_files(exp:str|Path, # a trained experiment
                   checkpoint:str='best', # the classifier checkpoint to ship: best, last or a path
                  )->dict: # {path in the release: file in the experiment}
     "The files of `exp` a release carries, by their path in the release."
     paths = exp_paths(require_experiment(exp, fix=f'train one with pillsnap train-cls --exp {exp}'))
-    if not (paths.data/'drug_table.json').is_file(): raise ReleaseError(f'{exp} has no drug table — run pillsnap prepare --exp {exp}')
+    if not (paths.data/'drug_table.json').is_file():
+        raise ReleaseError(f'{exp} has no drug table — run pillsnap prepare --exp {exp}')
     files = {'config.yaml': paths.root/'config.yaml', 'data/drug_table.json': paths.data/'drug_table.json',
              'classifier/best.pt': find_checkpoint(checkpoint, paths.classifier)}
     files |= {rel: paths.root/rel for rel in OPTIONAL if (paths.root/rel).is_file()}
-    for folder, keep in ((paths.export, ('.onnx', '.json')), (paths.root/'retrieval', None)):  # the export's models and records; the gallery whole
+    # the export's models and records; the gallery whole
+    for folder, keep in ((paths.export, ('.onnx', '.json')), (paths.root/'retrieval', None)):
         if folder.is_dir():
-            files |= {f.relative_to(paths.root).as_posix(): f for f in map(Path, walk_files(folder)) if keep is None or f.suffix in keep}
+            files |= {f.relative_to(paths.root).as_posix(): f for f in map(Path, walk_files(folder))
+                      if keep is None or f.suffix in keep}
     return files
 
-# %% ../nbs/07a_ship.release.ipynb #2e5b1a63
+# %% ../nbs/07a_ship.release.ipynb #0c45e640
 _VERSION = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
 MANIFEST, FORMAT = SEALED, 1
 
@@ -47,6 +51,7 @@ def _json(path)->dict:
     obj, _ = read_json(path)
     return obj if isinstance(obj, dict) else {}
 
+# %% ../nbs/07a_ship.release.ipynb #a4e0be80
 def _evidence(files:dict)->dict:
     "The headline numbers a release is chosen by, from its own files."
     m = lambda rel: _json(files[rel]) if rel in files else {}
@@ -57,12 +62,16 @@ def _evidence(files:dict)->dict:
             'gate': {k: gate.get(k) for k in ('stage', 'decision', 'performance_score') if k in gate},
             'parity_passed': parity.get('passed')}
 
+# %% ../nbs/07a_ship.release.ipynb #4ab5a1ea
 def releases_lock(root:str|Path, # the releases folder
                   wait_s:float=600, # how long to wait for another release command (packing copies the models)
                  ):
     "One `release` command at a time changes a releases folder: packing, switching, rolling back."
-    return file_lock(Path(root)/'.lock', wait_s, ReleaseError(f'another pillsnap release command has been changing {root} for over {wait_s:g} s — try again when it is done'))
+    busy = ReleaseError(f'another pillsnap release command has been changing {root} for over {wait_s:g} s '
+                        '— try again when it is done')
+    return file_lock(Path(root)/'.lock', wait_s, busy)
 
+# %% ../nbs/07a_ship.release.ipynb #d6ea88b8
 def pack_release(exp:str|Path, # a trained experiment
                  root:str|Path, # the releases folder (one sub-folder per version)
                  tag:str|None=None, # the version's name (default: the UTC time, e.g. 20261123-041500)
@@ -71,24 +80,32 @@ def pack_release(exp:str|Path, # a trained experiment
     "Copy what serving needs from `exp` into `root/<version>/` with a manifest of every file's SHA-256."
     root, exp = Path(root), Path(exp).resolve()
     version = tag or time.strftime('%Y%m%d-%H%M%S', time.gmtime())
-    if not _VERSION.fullmatch(version) or version == 'current': raise ReleaseError(f"release tag {version!r}: use letters, digits, '.', '_' or '-' (not 'current')")
+    if not _VERSION.fullmatch(version) or version == 'current':
+        raise ReleaseError(f"release tag {version!r}: use letters, digits, '.', '_' or '-' (not 'current')")
     dest, files = root/version, release_files(exp, checkpoint)
     with releases_lock(root):  # two packs of one tag: the second finds the first's release and says so
-        if dest.exists() or dest.is_symlink(): raise ReleaseError(f'release {version} exists in {root} — choose another --tag (a release is never overwritten)')
+        if dest.exists() or dest.is_symlink():
+            raise ReleaseError(f'release {version} exists in {root} '
+                               '— choose another --tag (a release is never overwritten)')
         manifest = _pack(exp, files, root/f'.{version}.partial', dest, version, checkpoint)
-    get_logger('release').info(f'packed release {version} from {exp}: {len(files)} files, {sum(f["bytes"] for f in manifest["files"].values()) / 2**20:.1f} MB')
+    mb = sum(f["bytes"] for f in manifest["files"].values()) / 2**20
+    get_logger('release').info(f'packed release {version} from {exp}: {len(files)} files, {mb:.1f} MB')
     return dest
 
+# %% ../nbs/07a_ship.release.ipynb #6dfe7070
 def _pack(exp:Path, files:dict, tmp:Path, dest:Path, version:str, checkpoint:str)->dict:
     "Copy `files` into `tmp` with their manifest, then rename it to `dest`; the manifest."
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)  # left by a killed pack (none runs beside this one)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed pack (none runs beside this one)
+    tmp.mkdir(parents=True)
     try:
         for rel, src in files.items():
             (tmp/rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, tmp/rel)
-        manifest = dict(format=FORMAT, version=version, created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), source=str(exp),
-                        checkpoint=checkpoint, pillsnap=pillsnap.__version__, python=platform.python_version(), git=git_commit(),
+        manifest = dict(format=FORMAT, version=version, created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                        source=str(exp), checkpoint=checkpoint, pillsnap=pillsnap.__version__,
+                        python=platform.python_version(), git=git_commit(),
                         evidence=_evidence({rel: tmp/rel for rel in files}),
-                        files={rel: {'sha256': file_sha256(tmp/rel), 'bytes': (tmp/rel).stat().st_size} for rel in sorted(files)})
+                        files={rel: {'sha256': file_sha256(tmp/rel), 'bytes': (tmp/rel).stat().st_size}
+                               for rel in sorted(files)})
         write_json(tmp/MANIFEST, manifest)
         os.rename(tmp, dest)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -96,50 +113,64 @@ def _pack(exp:Path, files:dict, tmp:Path, dest:Path, version:str, checkpoint:str
 
 # %% ../nbs/07a_ship.release.ipynb #fcf4a611
 def _outside(path:Path, rel:str)->str|None:
-    "Why the manifest entry `rel` is not a plain file inside the release `path` (None: it is): links are never followed."
+    ("Why the manifest entry `rel` is not a plain file inside the release `path` (None: it is):"
+     " links are never followed.")
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or '..' in parts or '\\' in rel: return 'points outside the release'
-    if any((path/Path(*parts[:i + 1])).is_symlink() for i in range(len(parts))): return 'is a link (a release holds plain files only)'
+    if any((path/Path(*parts[:i + 1])).is_symlink() for i in range(len(parts))):
+        return 'is a link (a release holds plain files only)'
 
+# %% ../nbs/07a_ship.release.ipynb #36397f42
 def verify_release(path:str|Path, # a release folder
                   )->dict: # its manifest
     "Check every file of a release against its manifest; `ReleaseError` naming each difference."
     path = Path(path)
-    if not (path/MANIFEST).is_file(): raise ReleaseError(f'{path} is not a release (no {MANIFEST}) — pack one with pillsnap release --exp EXP')
+    if not (path/MANIFEST).is_file():
+        raise ReleaseError(f'{path} is not a release (no {MANIFEST}) — pack one with pillsnap release --exp EXP')
     manifest = _json(path/MANIFEST)
-    if not isinstance(manifest, dict) or manifest.get('format') != FORMAT or not isinstance(manifest.get('files'), dict):
+    if (not isinstance(manifest, dict) or manifest.get('format') != FORMAT
+            or not isinstance(manifest.get('files'), dict)):
         raise ReleaseError(f'{path/MANIFEST} is damaged or from another pillsnap — pack the release again')
     problems, listed = [], manifest['files']
     for rel, want in listed.items():
         f = path/rel
         if (why := _outside(path, rel)): problems.append(f'{rel} {why}')
         elif not f.is_file(): problems.append(f'{rel} is missing')
-        elif f.stat().st_size != want['bytes'] or file_sha256(f) != want['sha256']: problems.append(f'{rel} has changed')
-    found = [Path(d)/n for d, dirs, files in os.walk(path) for n in dirs + files]  # links are listed, never followed
+        elif f.stat().st_size != want['bytes'] or file_sha256(f) != want['sha256']:
+            problems.append(f'{rel} has changed')
+    # links are listed, never followed
+    found = [Path(d)/n for d, dirs, files in os.walk(path) for n in dirs + files]
     problems += [f'{f.relative_to(path).as_posix()} is a link (a release holds plain files only)' for f in found
                  if f.is_symlink() and f.relative_to(path).as_posix() not in listed]
-    problems += [f'{rel} is not in the manifest' for rel in sorted(f.relative_to(path).as_posix() for f in found if f.is_file() and not f.is_symlink())
-                 if rel != MANIFEST and rel not in listed]
-    if problems: raise ReleaseError(f"release {path} is damaged: {'; '.join(problems[:6])}{' …' if len(problems) > 6 else ''} — pack it again with pillsnap release")
+    plain = sorted(f.relative_to(path).as_posix() for f in found if f.is_file() and not f.is_symlink())
+    problems += [f'{rel} is not in the manifest' for rel in plain if rel != MANIFEST and rel not in listed]
+    if problems:
+        raise ReleaseError(f"release {path} is damaged: {'; '.join(problems[:6])}{' …' if len(problems) > 6 else ''} "
+                           "— pack it again with pillsnap release")
     return manifest
 
-# %% ../nbs/07a_ship.release.ipynb #6d37b052
+# %% ../nbs/07a_ship.release.ipynb #d64563cf
 def versions(root:str|Path)->list:
     "The release folders in `root`, by name (the `current` link is not one)."
-    return sorted(p for p in Path(root).iterdir() if not p.is_symlink() and (p/MANIFEST).is_file()) if Path(root).is_dir() else []
+    if not Path(root).is_dir(): return []
+    return sorted(p for p in Path(root).iterdir() if not p.is_symlink() and (p/MANIFEST).is_file())
 
+# %% ../nbs/07a_ship.release.ipynb #9d54e9b6
 def current_release(root:str|Path)->Path|None:
     "The release `root/current` points to (None when there is none)."
     link = Path(root)/'current'
     return (Path(root)/os.readlink(link)) if link.is_symlink() else None
 
+# %% ../nbs/07a_ship.release.ipynb #2b151e69
 def resolve_release(path:str|Path)->Path:
     "A release folder, or the current release of a releases folder."
     path = Path(path)
     if (path/MANIFEST).is_file(): return path
     if (cur := current_release(path)) is not None: return cur
-    raise ReleaseError(f'{path} is neither a release nor a releases folder with a current release — pack one: pillsnap release --exp EXP --activate')
+    raise ReleaseError(f'{path} is neither a release nor a releases folder with a current release '
+                       '— pack one: pillsnap release --exp EXP --activate')
 
+# %% ../nbs/07a_ship.release.ipynb #bfc41763
 def switch_release(root:str|Path, # the releases folder
                    version:str, # the release to serve
                    action:str='switch', # what the history records
@@ -148,7 +179,8 @@ def switch_release(root:str|Path, # the releases folder
     root = Path(root); target = root/version
     if not _VERSION.fullmatch(version) or version == 'current' or target.is_symlink() or not target.is_dir():
         have = ', '.join(p.name for p in versions(root))
-        raise ReleaseError(f'no release {version!r} in {root}' + (" ('current' is the link that names one, not a release)" if version == 'current' else '')
+        raise ReleaseError(f'no release {version!r} in {root}'
+                           + (" ('current' is the link that names one, not a release)" if version == 'current' else '')
                            + (f' (there are: {have})' if have else ''))
     with releases_lock(root):
         verify_release(target)
@@ -156,15 +188,19 @@ def switch_release(root:str|Path, # the releases folder
         tmp = root/f'.current.{os.getpid()}'
         if tmp.is_symlink(): tmp.unlink()
         os.symlink(version, tmp); os.replace(tmp, root/'current')
-        append_jsonl(root/'history.jsonl', dict(time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), action=action,
-                                                before=before.name if before else None, after=version))
+        append_jsonl(root/'history.jsonl', dict(time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                                                action=action, before=before.name if before else None,
+                                                after=version))
     get_logger('release').info(f"{root}/current: {before.name if before else 'none'} → {version}")
     return target
 
+# %% ../nbs/07a_ship.release.ipynb #43b79dad
 def rollback_release(root:str|Path)->Path:
     "Switch back to the release that was current before the last switch."
-    hist = [h for h in read_jsonl(Path(root)/'history.jsonl', 'the release history') if isinstance(h.get('before'), (str, type(None)))]
-    if not hist or not hist[-1]['before']: raise ReleaseError(f'nothing to roll back to in {root}: no earlier release was current')
+    hist = [h for h in read_jsonl(Path(root)/'history.jsonl', 'the release history')
+            if isinstance(h.get('before'), (str, type(None)))]
+    if not hist or not hist[-1]['before']:
+        raise ReleaseError(f'nothing to roll back to in {root}: no earlier release was current')
     return switch_release(root, hist[-1]['before'], action='rollback')
 
 # %% ../nbs/07a_ship.release.ipynb #e10aeca2
@@ -174,7 +210,9 @@ def list_releases(root:str|Path)->pd.DataFrame:
     cur = current_release(root)
     for d in versions(root):
         m = _json(d/MANIFEST); ev = m.get('evidence', {})
-        rows.append(dict(version=d.name, current='*' if cur and cur.name == d.name else '', created=m.get('created'), source=Path(m.get('source', '')).name,
-                         top1=ev.get('classifier', {}).get('top1'), map50=ev.get('detector', {}).get('map50'), gate=ev.get('gate', {}).get('decision'),
+        rows.append(dict(version=d.name, current='*' if cur and cur.name == d.name else '', created=m.get('created'),
+                         source=Path(m.get('source', '')).name,
+                         top1=ev.get('classifier', {}).get('top1'), map50=ev.get('detector', {}).get('map50'),
+                         gate=ev.get('gate', {}).get('decision'),
                          commit=(m.get('git', {}).get('commit') or '')[:10], files=len(m.get('files', {}))))
     return pd.DataFrame(rows)
