@@ -24,7 +24,7 @@ from .io import clean_stale_temps, write_json
 from .config import (ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
                              seed_everything)
 from .schema import face_codes
-from .pretrained import check_start
+from .pretrained import check_start, start_note
 from .crops import UnifiedPreprocessor
 from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights,
                               make_loader, make_loaders, PKSampler, ShardSampler, read_hard_cases, train_transforms,
@@ -254,7 +254,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
                     )->PillClassifier:
     "The classifier the settings describe."
     c = cfg.classifier
-    if load_weights: check_start(c)
+    if load_weights: check_start(c); get_logger('classifier').info(start_note(c))
     bb = create_backbone(c.model, n_classes, c.pretrained if load_weights else 'none',
                          c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0, c.get('embed_dim') or 0)

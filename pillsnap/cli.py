@@ -462,6 +462,8 @@ def pillsnap_gallery(
     rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops)
     few_shot:store_true=False, # measure enrolment instead: every drug enrolled from 1 and 5 training crops, validation crops identified
     untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
+    shots:str='1,5', # with --few-shot: photos enrolled per drug, e.g. 1,3,5
+    embedder:str=None, # with --few-shot: embed with this experiment's trained classifier (its preprocessing must match)
     config:str=None, # config file (default: the nearest config.yaml)
 ):
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
@@ -471,7 +473,7 @@ def pillsnap_gallery(
     cfg, paths = ex.cfg, ex.paths
     if rebuild or remove: check_writable(paths.root, f"'pillsnap gallery --{'rebuild' if rebuild else 'remove'}'")
     if few_shot:
-        r = galleries.few_shot(cfg, trained=not untrained)
+        r = galleries.few_shot(cfg, tuple(int(s) for s in str(shots).split(',')), trained=not untrained, embedder=embedder)
         print(json.dumps(r, indent=1, ensure_ascii=False)); return r
     if rebuild: galleries.build_gallery(cfg)
     if remove: print(f'removed {remove}: {remove_drug(paths.root, remove)} prototype(s)')

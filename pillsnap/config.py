@@ -206,14 +206,14 @@ def apply_stage(cfg:dict, # nested settings, changed in place
                 explicit:set=frozenset(), # dotted keys the user set explicitly; they beat the preset
                 keep_set:bool=False, # fill only null caps (the stage came from a file whose caps were already chosen)
                )->dict:
-    "Copy the caps of preset `data.stage` into `data`."
+    "Copy the caps and scene counts of preset `data.stage` into `data`."
     stage = cfg['data'].get('stage')
     if stage is None: return cfg
     presets = cfg['stages']
     if str(stage) not in presets:
         raise ConfigError(f"unknown stage {stage!r} for 'data.stage' — choose one of {', '.join(presets)}")
-    for k in ('max_samples', 'max_classes', 'max_combos'):
-        if k not in presets[str(stage)]: continue  # a snapshot's stages from before max_combos
+    for k in ('max_samples', 'max_classes', 'max_combos', 'paste_photos', 'wild_photos'):
+        if k not in presets[str(stage)]: continue  # a snapshot's stages from before these
         if f'data.{k}' in explicit or keep_set and cfg['data'].get(k) is not None: continue
         cfg['data'][k] = presets[str(stage)][k]
     return cfg

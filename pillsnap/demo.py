@@ -173,12 +173,13 @@ def demo_predictions(cfg)->dict:
 
 # %% ../nbs/08a_run.demo.ipynb #b7b27576
 def demo_wild(cfg, pred)->dict:
-    "Render a fresh wild scene of four of the dataset's drugs (`synth.render_wild`), predict it in combo mode."
+    "Render a fresh wild scene of four of the drugs the classifier learnt (`synth.render_wild`), predict it in combo mode."
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     s = cfg.synth
     drugs = make_drugs(s.classes, cfg.seed, s.confusable_fraction, s.confusable_group_size, s.quirk_rate)
     rng = np.random.default_rng([cfg.seed, 99])  # not a seed the dataset used: a photo the models have never seen
-    pills = [drugs[i] for i in rng.choice(len(drugs), 4, replace=False)]
+    known = [d for d in drugs if d['k_code'] in set(pred.k_codes)]  # not the held-out ones: the photo asks for names
+    pills = [known[i] for i in rng.choice(len(known), min(4, len(known)), replace=False)]
     cap = dict(drug_dir='앞면', camera_la=90)
     im, _, _, _ = render_wild([(d['look'], float(rng.uniform(0, 360))) for d in pills], cap, tuple(s.image_size),
                               seed=int(rng.integers(2**31)))

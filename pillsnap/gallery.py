@@ -194,11 +194,16 @@ def few_shot(cfg, # resolved settings of a prepared experiment
              trained:bool=True, # the experiment's trained classifier (best.pt), or its configured start untrained on this data
              per_drug:int=64, # most training crops embedded per drug (the enrolment pool)
              turns:int|None=None, # views per enrolled crop (`quarter_turns`; default: retrieval.enrol_turns)
+             embedder:str|Path|None=None, # another experiment whose trained classifier embeds (drugs it never saw enrolled)
             )->dict:
     "Top-1 of identifying validation crops by nearest prototype, each drug enrolled from `n` training crops."
     from pillsnap.classifier import build_classifier
     d, device = classifier_data(cfg), pick_device(cfg.device)
-    if trained: model, _ = load_classifier(find_checkpoint('best', exp_paths(cfg.paths.exp_dir).classifier))
+    if embedder or trained:
+        model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))
+        if ck['preprocess'] != d.pre.version:
+            raise ConfigError(f"the embedder's classifier preprocesses as {ck['preprocess']}, this experiment's crops as "
+                              f"{d.pre.version} — prepare it with the embedder's classifier.* settings")
     else: model = build_classifier(cfg, len(d.class_map), d.pre)
     model = model.eval().to(device)
     turns = turns or cfg.retrieval.get('enrol_turns', 1)
@@ -206,7 +211,8 @@ def few_shot(cfg, # resolved settings of a prepared experiment
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    out = dict(embedder='trained classifier' if trained else f'untrained start ({cfg.classifier.pretrained})', model=cfg.classifier.model, turns=turns,
+    out = dict(embedder=(f'the trained classifier of {embedder}' if embedder else 'trained classifier' if trained
+                         else f'untrained start ({cfg.classifier.pretrained})'), model=cfg.classifier.model, turns=turns,
                drugs=int(train.k_code.nunique()), queries=len(v_pos))
     pool = t_emb.flatten(0, 1)  # the gallery's options as configured: whitened by the pool's spread, exemplars kept
     W = whitener(pool) if cfg.retrieval.get('whiten') else None

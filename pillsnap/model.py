@@ -17,14 +17,14 @@ from torch import nn
 
 from .io import atomic_write
 from .config import ConfigError, UserError, first_line
-from .pretrained import load_start, start_of
+from .pretrained import load_start, resolve_start
 from .crops import UnifiedPreprocessor, preprocessor_from
 from .loaders import GpuAugment
 
 # %% ../nbs/03a_model.ipynb #5a61dd37
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
                     n_classes:int, # outputs
-                    pretrained:str|bool='none', # 'none' (random), 'timm' (must be reachable) or a `03_pretrained` start
+                    pretrained:str|bool='none', # 'none' (random), 'auto', 'timm' (must be reachable) or a `03_pretrained` start
                     weights_path:str|None=None, # a local weights file (.safetensors or .pth), its head replaced
                     drop_rate:float=0.0, # dropout before the head
                    )->nn.Module:
@@ -37,15 +37,16 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
     if weights_path:
         if not Path(weights_path).is_file(): raise ConfigError(f'classifier.weights_path={weights_path} is not a file')
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path)), **kw)
-    start = start_of(pretrained)
+    start = resolve_start(dict(pretrained=pretrained, model=name))
     if start == 'none': return timm.create_model(name, **kw)
     if start != 'timm': return load_start(timm.create_model(name, **kw), start)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e:
-        raise ConfigError(f'classifier.pretrained=timm, but the weights of {name} could not be fetched '
+        raise ConfigError(f'classifier.pretrained={pretrained}: the ImageNet weights of {name} could not be fetched '
                           f'({type(e).__name__}: {first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, '
-                          'or set classifier.pretrained=none (or lite0, offline)') from None
+                          'or use the offline start (classifier.model=tf_efficientnet_lite0 classifier.mean=0.5,0.5,0.5 '
+                          'classifier.std=0.5,0.5,0.5), or random weights (classifier.pretrained=none)') from None
 
 # %% ../nbs/03a_model.ipynb #841e29bd
 class PillClassifier(nn.Module):

@@ -361,7 +361,7 @@ def known_codes(self:Predictor)->set:
 @patch
 def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
              )->list: # per photo: (box xyxy, detector score or None, found_by, regions seen)
-    "Single mode's pill in every photo: the detector's best box or the localiser's largest region, else the photo."
+    "Single mode's pill in every photo: the detector's best box, else the localiser's largest region, else the photo."
     how = self.single_locator
     if how == 'detector':
         # the photo holds one pill: its best box counts even below a tuned threshold above ultralytics' default
@@ -370,12 +370,15 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
     else: found = [(np.zeros((0, 4)), np.zeros(0))] * len(ims)
     out = []
     for im, (boxes, scores) in zip(ims, found):
+        by = how
+        if not len(boxes) and how == 'detector':  # a missed detection is when the localiser helps
+            (boxes, scores), by = locate_pills(im), 'localiser'
         if not len(boxes): out.append((np.array([0, 0, im.width, im.height], float), None, 'photo', 0)); continue
         best = int(scores.argmax())
-        score = float(scores[best]) if how == 'detector' else None
+        score = float(scores[best]) if by == 'detector' else None
         # the localiser's crumbs and shadows are not pills
-        seen = int((scores >= self.box_conf).sum()) if how == 'detector' else int((scores >= 0.3).sum())
-        out.append((boxes[best], score, how, seen))
+        seen = int((scores >= self.box_conf).sum()) if by == 'detector' else int((scores >= 0.3).sum())
+        out.append((boxes[best], score, by, seen))
     return out
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b1adfe67

@@ -22,7 +22,8 @@ from .detector import train_detector
 TINY_DATA = dict(classes=6, per_class=10, val_per_class=2, combos=16, image_size=(244, 320), seed=3,
                  confusable_fraction=0.0, workers=1)
 
-TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0',
+TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0', 'data.paste_photos=0', 'data.wild_photos=0',
+                 'classifier.pretrained=none', 'train.augment.phone=0',
                  'classifier.model=test_efficientnet', 'classifier.img_size=64',
                  'train.epochs=20', 'train.lr=0.01', 'train.ema=0.99', 'train.batch_size=16', 'train.log_every=50',
                  'detector.model=yolo11n', 'detector.img_size=192', 'detector.epochs=80', 'detector.batch_size=4',

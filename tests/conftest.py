@@ -62,7 +62,7 @@ def real_labels():
     return [json.loads(p.read_text(encoding='utf-8')) for p in sorted(SAMPLES.glob('*.json'))]
 
 
-EXP_TINY = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'train.batch_size=8', 'loader.num_workers=0',
+EXP_TINY = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'train.batch_size=8', 'loader.num_workers=0',
             'data.workers=1', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.epochs=1', 'detector.batch_size=8',
             'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001', 'detector.max_det=12']
 

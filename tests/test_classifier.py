@@ -5,7 +5,7 @@ import pytest
 
 from conftest import BIN, cli
 
-TINY_TRAIN = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01',
+TINY_TRAIN = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01',
               'loader.num_workers=0', 'train.log_every=2', 'data.workers=1']
 STEP_LINE = re.compile(r'e=\d+ s=\d+ loss=[\d.]+ lr=[\d.e-]+ data=[\d.]+s comp=[\d.]+s thr=[\d.]+/s cuda=\d+MB')
 
@@ -263,10 +263,13 @@ def test_train_from_the_offline_lite0_start(tiny_root, tmp_path):
     import timm, torch
     from pillsnap.pretrained import start_state
     exp = tmp_path/'lite0'
-    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN, *LITE0)
+    # the default start (`auto`): the offline package for this model, and the log says so
+    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN, *LITE0[1:], 'classifier.pretrained=auto')
     cli('train-cls', '--exp', exp, '--no-notebook', 'train.epochs=1', 'train.lr=0.0003')
     ck = torch.load(exp/'classifier'/'last.pt', weights_only=True)
-    assert ck['model_name'] == 'tf_efficientnet_lite0' and ck['config']['classifier']['pretrained'] == 'lite0'
+    assert ck['model_name'] == 'tf_efficientnet_lite0' and ck['config']['classifier']['pretrained'] == 'auto'
+    log = (exp/'logs'/'train-cls.log').read_text()
+    assert 'classifier start: ImageNet weights of tf_efficientnet_lite0 from the installed package' in log, log[-2000:]
     assert ':mean=0.5,0.5,0.5:std=0.5,0.5,0.5' in ck['preprocess']
     ref = timm.create_model('tf_efficientnet_lite0', num_classes=1000)
     start = start_state('lite0', ref)['blocks.6.0.conv_pwl.weight']

@@ -47,6 +47,35 @@ def test_stage_presets_set_caps_unless_given():
     assert load_config(['data.stage=4']).data.max_classes == 4523
 
 
+@pytest.mark.parametrize('settings', [[], ['data.stage=1'], ['data.stage=2'], ['data.stage=3'], ['data.stage=4']])
+def test_the_default_recipe_is_phone_ready(settings):
+    "What a user gets without flags: an ImageNet start, phone augmentation, pasted and made-up scenes (issue 35)."
+    from pillsnap.pretrained import resolve_start
+    cfg = load_config(settings)
+    assert cfg.classifier.pretrained == 'auto' and resolve_start(cfg.classifier) != 'none'
+    assert cfg.train.augment.phone > 0
+    assert cfg.data.paste_photos >= 1000 and cfg.data.wild_photos >= 1000
+    if settings:  # the stages scale the scenes with the data
+        stage = cfg.stages[settings[0].split('=')[1]]
+        assert (cfg.data.paste_photos, cfg.data.wild_photos) == (stage.paste_photos, stage.wild_photos)
+    assert load_config([*settings, 'data.wild_photos=7']).data.wild_photos == 7  # a given value beats the stage
+
+
+def test_the_demo_uses_the_default_recipe_with_an_offline_start():
+    from pillsnap.pretrained import check_start, resolve_start
+    cfg = load_config(preset='demo')
+    assert resolve_start(cfg.classifier) == 'lite0'  # installed with pillsnap: nothing to download
+    check_start(cfg.classifier)  # its model and normalisation are the start's
+    assert cfg.data.paste_photos > 0 and cfg.data.wild_photos > 0 and cfg.train.augment.phone > 0
+
+
+def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():
+    for preset in ('bench', 'bench-det', 'wild-det'):
+        cfg = load_config(preset=preset)
+        assert cfg.data.paste_photos == 0 and cfg.data.wild_photos == 0, preset
+    assert load_config(preset='bench').classifier.pretrained == 'none'
+
+
 def test_relative_paths_resolve_against_their_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(['paths.exp_dir=runs/x'], path=ROOT/'config.yaml')

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import run_cli
 
-SETTINGS = ('classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
+SETTINGS = ('data.paste_photos=0', 'data.wild_photos=0', 'classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
 
 
 def prepare(root, exp, *settings):

@@ -14,9 +14,13 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     exp, data = tmp_path/'exp', tmp_path/'data'
     r = run_cli('demo', f'paths.exp_dir={exp}', f'data.root={data}', 'synth.classes=6', 'synth.per_class=2',
                 'synth.combos=3', 'synth.val_per_class=1', 'synth.sheet_classes=6', 'synth.workers=1',
-                'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.epochs=1', 'loader.num_workers=0',
+                'classifier.model=test_efficientnet', 'classifier.pretrained=none', 'classifier.img_size=64', 'train.epochs=1',
+                'loader.num_workers=0', 'data.paste_photos=4', 'data.wild_photos=4',  # the preset's recipe, made small
                 'detector.img_size=128', 'detector.epochs=1', 'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001',
                 'detector.max_det=12', 'export.bench_runs=20', 'export.bench_warmup=2', 'export.calib_images=8')
+    # the phone-like scenes reach the detector: pasted real pills and made-up ones (a share of those in its validation photos)
+    tree = {s: [p.name for p in (exp/'data'/'yolo'/'images'/s).iterdir()] for s in ('train', 'val')}
+    assert sum(n.startswith('pasted_') for n in tree['train']) == 4 and sum(n.startswith('wild_') for n in tree['train'] + tree['val']) == 4
     snap = yaml.safe_load((exp/'config.yaml').read_text())
     assert snap['synth']['classes'] == 6 and snap['synth']['image_size'] == [244, 320] and snap['paths']['exp_dir'] == str(exp)
     assert load_config(path=exp/'config.yaml').synth.per_class == 2

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import BIN, EXP_TINY, cli
 
-TINY_DET = ['detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
+TINY_DET = ['data.paste_photos=0', 'data.wild_photos=0', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
             'detector.close_mosaic=0', 'data.workers=1', 'data.cache=false']
 
 

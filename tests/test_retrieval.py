@@ -9,7 +9,7 @@ import pytest
 from conftest import BIN, cli_main
 from test_serve import KEY
 
-SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
+SETTINGS = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
             'loader.num_workers=0', 'data.workers=1', 'classifier.embed_dim=16', 'loader.pk_per_class=4', 'split.holdout_drugs=2']
 
 

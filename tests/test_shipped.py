@@ -11,7 +11,7 @@ from conftest import run_cli
 pytestmark = pytest.mark.slow  # two synth and several prepare runs of the console script
 
 TINY = ('--classes', '4', '--per-class', '2', '--combos', '2', '--image-size', '244,320', '--seed', '7')
-SETTINGS = ('classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
+SETTINGS = ('data.paste_photos=0', 'data.wild_photos=0', 'classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
 TOP = Path('166.약품식별 인공지능 개발을 위한 경구약제 이미지 데이터')/'01.데이터'
 SPLIT, ROLE = {'train': '1.Training', 'val': '2.Validation'}, {'images': '원천데이터', 'labels': '라벨링데이터'}
 SET, KIND = {'single': '단일경구약제 5000종', 'combination': '경구약제조합 5000종'}, {'single': '단일', 'combo': '조합'}

@@ -12,7 +12,7 @@ from conftest import cli
 pytestmark = pytest.mark.slow  # the whole job: trains both models, exports and serves
 
 # The experiment's own settings, given once at prepare: tiny models for a 2-core machine.
-EXP_SETTINGS = ['classifier.model=test_efficientnet', 'classifier.img_size=64', 'loader.num_workers=0', 'train.batch_size=8',
+EXP_SETTINGS = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'loader.num_workers=0', 'train.batch_size=8',
                 'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
                 'detector.close_mosaic=0', 'data.workers=1', 'export.calib_images=16', 'export.bench_runs=5', 'export.bench_warmup=1']
 

@@ -38,9 +38,9 @@ def main(argv=None):
         shutil.rmtree(exp, ignore_errors=True)
         steps['synth_s'] = sh(pillsnap, 'synth', data, '--classes', 6, '--per-class', 3, '--combos', 12, '--image-size', '976,1280',
                               'synth.val_per_class=1', 'synth.photos_per_combo=2', log=log)
-        tiny = ['train.epochs=1', 'train.batch_size=4', 'train.auto_batch=false', 'loader.num_workers=0', 'detector.epochs=1', 'detector.batch_size=2',
+        tiny = ['classifier.pretrained=none', 'train.epochs=1', 'train.batch_size=4', 'train.auto_batch=false', 'loader.num_workers=0', 'detector.epochs=1', 'detector.batch_size=2',
                 'detector.workers=0', f'data.yolo_singles_per_class=1', 'export.calib_images=8']
-        steps['prepare_s'] = sh(pillsnap, 'prepare', '--root', data, '--exp', exp, *PRODUCTION, *tiny, 'data.cache=false', log=log)
+        steps['prepare_s'] = sh(pillsnap, 'prepare', '--root', data, '--exp', exp, *PRODUCTION, *tiny, 'data.cache=false', 'data.paste_photos=0', 'data.wild_photos=0', log=log)
         steps['train_cls_s'] = sh(pillsnap, 'train-cls', '--exp', exp, '--no-notebook', log=log)
         steps['train_det_s'] = sh(pillsnap, 'train-det', '--exp', exp, '--no-notebook', 'detector.conf=0.001', log=log)
         steps['export_s'] = sh(pillsnap, 'export', '--exp', exp, '--no-notebook', '--no-bench', log=log)

@@ -59,7 +59,8 @@ def main():
     a = ap.parse_args()
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0))
-    cfg = load_config({'data.root': str(out/'release'), 'paths.exp_dir': str(out/'exp'), 'data.workers': cores})
+    cfg = load_config({'data.root': str(out/'release'), 'paths.exp_dir': str(out/'exp'), 'data.workers': cores,
+                       'data.paste_photos': 0, 'data.wild_photos': 0})  # the loader of the release's own photos
     setup_logging(cfg)
     res = dict(cores=cores, torch=torch.__version__, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                img_size=cfg.classifier.img_size, batch_size=a.batch_size)

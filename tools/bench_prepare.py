@@ -76,7 +76,7 @@ def main(argv=None):
         photos = sum(summary[s]['single_images'] + summary[s]['combo_images'] for s in ('train', 'val'))
         files = sum(len(fs) for _, _, fs in os.walk(rel/'data'))
         disk_rel = du_bytes(rel)
-        prep = run([pillsnap, 'prepare', '--root', rel, '--exp', exp, 'data.cache=false', f'data.workers={a.workers}'], out/f'{name}-prepare.log')
+        prep = run([pillsnap, 'prepare', '--root', rel, '--exp', exp, 'data.cache=false', 'data.paste_photos=0', 'data.wild_photos=0', f'data.workers={a.workers}'], out/f'{name}-prepare.log')
         row = dict(fraction=f, photos=photos, files=files, synth_s=synth['seconds'], synth_peak_rss_mb=synth['peak_rss_mb'], prepare_s=prep['seconds'],
                    prepare_peak_rss_mb=prep['peak_rss_mb'],
                    release_mb=round(disk_rel / 2**20, 1), exp_data_mb=round(du_bytes(exp/'data') / 2**20, 1), **phases(out/f'{name}-prepare.log'))

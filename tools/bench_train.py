@@ -33,7 +33,8 @@ def main():
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0))
     base = [f'data.root={out/"release"}', f'data.workers={cores}', f'train.epochs={a.epochs}', f'train.batch_size={a.batch_size}',
-            'train.auto_batch=false', 'train.patience=0', 'train.log_every=20', *a.settings]
+            'train.auto_batch=false', 'train.patience=0', 'train.log_every=20',
+            'classifier.pretrained=none', 'data.paste_photos=0', 'data.wild_photos=0', *a.settings]  # throughput: the start does not matter
     if not (out/'release'/'data').exists():
         synth_dataset(out/'release', classes=a.classes, per_class=a.per_class, combos=0, val_per_class=1, workers=cores)
     res = dict(cores=cores, torch=torch.__version__, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None, runs={})
