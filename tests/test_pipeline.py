@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from unittest import mock
 import torch
 from PIL import Image
 
@@ -92,9 +93,11 @@ def test_single_mode_with_a_detector_reads_its_best_box(exp, pred, photos):
     assert [c['k_code'] for c in r['pills'][0]['candidates']] == [c['k_code'] for c in best['candidates']]
     assert r['hints']['combo_recommended'] and r['models']['detector'] is not None  # the detector sees several pills
     p = Predictor.from_exp(exp[0])
-    p.detect = lambda ims, conf=None: [(np.zeros((0, 4)), np.zeros(0)) for _ in ims]  # nothing found: the whole photo is read, and says so
+    p.detect = lambda ims, conf=None: [(np.zeros((0, 4)), np.zeros(0)) for _ in ims]  # the detector misses: the localiser looks
+    assert p.predict(photos[0], 'single')['pills'][0]['found_by'] == 'localiser'
     w, h = Image.open(photos[0]).size
-    pill = p.predict(photos[0], 'single')['pills'][0]
+    with mock.patch('pillsnap.pipeline.locate_pills', lambda im: (np.zeros((0, 4)), np.zeros(0))):  # nor the localiser: the whole photo
+        pill = p.predict(photos[0], 'single')['pills'][0]
     assert (pill['box'], pill['found_by']) == ([0.0, 0.0, float(w), float(h)], 'photo')
     assert Predictor.from_exp(exp[0], settings={'pipeline.locate': 'localiser'}).predict(photos[0])['pills'][0]['found_by'] == 'localiser'
     with pytest.raises(ConfigError, match='pipeline.locate=detector needs a detector'): Predictor.from_exp(exp[1], settings=['pipeline.locate=detector'])
