@@ -254,7 +254,9 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
                     )->PillClassifier:
     "The classifier the settings describe."
     c = cfg.classifier
-    if load_weights: check_start(c); get_logger('classifier').info(start_note(c))
+    if load_weights:
+        check_start(c)
+        get_logger('classifier').info(start_note(c))
     bb = create_backbone(c.model, n_classes, c.pretrained if load_weights else 'none',
                          c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0, c.get('embed_dim') or 0)

@@ -320,8 +320,8 @@ def _yolo_splits(manifests, singles_per_class, seed, scenes=None):
     out = {}
     for n, m in manifests.items():
         pasted = is_pasted(m)
-        wild = scenes[scenes.split == n] if scenes is not None and len(scenes) else m.iloc[:0]
-        m, extra = m[~pasted], pd.concat([m[pasted], wild[[c for c in wild.columns if c != 'split']]])
+        wild = scenes[scenes.split == n].drop(columns='split') if scenes is not None else m.iloc[:0]
+        m, extra = m[~pasted], pd.concat([m[pasted], wild])
         single = m[m.kind == 'single']
         keep = ([g.index[hash_rank(seed, g.image)[:singles_per_class]] for _, g in single.groupby('code')]
                 if singles_per_class else [])
