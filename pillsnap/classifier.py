@@ -116,8 +116,9 @@ def training_loaders(cfg, # resolved settings
                if cfg.loader.class_weights else None)
     skip_dir = paths.logs/'skipped'
     train_tfms = train_transforms(pre, **(t.get('augment') or {}))  # `train.augment`
-    train_ds = PillDataset(d.train, d.root, pre, train_tfms, d.train_cache, skip_dir)
-    val_ds = PillDataset(d.val, d.root, pre, eval_transforms(pre), d.val_cache, skip_dir)
+    budget = cfg.loader.get('max_read_failures', 0.01)  # settings older than the budget: the default
+    train_ds = PillDataset(d.train, d.root, pre, train_tfms, d.train_cache, skip_dir, budget)
+    val_ds = PillDataset(d.val, d.root, pre, eval_transforms(pre), d.val_cache, skip_dir, budget)
     aux = None
     if t.imprint_aux:
         vocab, table = imprint_targets(json.loads((paths.data/'drug_table.json').read_text()), d.k_codes)

@@ -7,8 +7,8 @@ __all__ = ['YAML_MAX_BYTES', 'EXP_PARTS', 'SEALED', 'ONE_SHOT', 'PillsnapError',
            'first_line', 'find_config', 'parse_yaml', 'yaml_text', 'read_yaml', 'flat_settings', 'typed_setting',
            'parse_overrides', 'is_path_setting', 'apply_settings', 'apply_stage', 'load_config', 'NotAnExperiment',
            'require_experiment', 'exp_config', 'load_dotenv', 'secret', 'sealed', 'exp_paths', 'check_writable',
-           'save_config', 'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'git_commit',
-           'code_version', 'start_run', 'settings_changes', 'record_settings', 'run_config', 'Experiment',
+           'save_config', 'get_logger', 'setup_logging', 'captured_log', 'seed_everything', 'raise_open_files_limit',
+           'git_commit', 'code_version', 'start_run', 'settings_changes', 'record_settings', 'run_config', 'Experiment',
            'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00a_config.ipynb #0dde7a8f
@@ -408,6 +408,18 @@ def seed_everything(seed:int, # one seed for python, numpy and torch
     torch.manual_seed(seed)
     return seed
 
+# %% ../nbs/00a_config.ipynb #cca1959c
+def raise_open_files_limit()->tuple: # (soft limit before, after); (None, None) where there are no such limits
+    "Raise this process's soft limit of open files to its hard limit (the children it starts inherit it)."
+    try: import resource
+    except ImportError: return None, None  # Windows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= want: return soft, soft
+    try: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError): return soft, soft  # macOS caps it lower than it reports
+    return soft, want
+
 # %% ../nbs/00a_config.ipynb #d01caa05
 def git_commit(path:str|Path|None=None, # a folder inside the checkout (default: pillsnap's own)
               )->dict: # {'commit': sha or None, 'dirty': bool or None}
@@ -441,6 +453,8 @@ def start_run(cfg:dict, # resolved settings
     save_config(snap, paths.config)
     log = setup_logging(cfg, paths.logs/f'{run}.log')
     seed_everything(cfg['seed'])
+    before, after = raise_open_files_limit()
+    if after != before: log.info(f'open-file limit raised from {before:,} to {after:,} (loader workers and caches)')
     code = code_version()
     commit = f", commit {code['commit'][:12]}" if code['commit'] else ''
     dirty = ' with uncommitted changes' if code['dirty'] else ''

@@ -9,7 +9,7 @@ __all__ = ['PREPROCESS_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_FORMAT'
 
 # %% ../nbs/02c_data.crops.ipynb #5fc95e1d
 import hashlib, io, math, os, shutil, time, zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 from fastcore.basics import patch
@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
-from .io import atomic_write, pool_map, read_json, write_json
+from .io import atomic_write, pool_map, read_json, short_of_resources, write_json
 from .data import json_sha256, open_image_safely
 
 # %% ../nbs/02c_data.crops.ipynb #32fcb19b
@@ -251,45 +251,60 @@ class CacheDamaged(OSError):
     "A crop-cache chunk that cannot be read, or a crop whose bytes do not match their checksum."
 
 class CropCache:
-    "Random access to a finished crop cache."
-    def __init__(self, path:str|Path):
+    "Random access to a finished crop cache; no file stays open between reads."
+    def __init__(self, path:str|Path, # a cache folder `build_cache` finished
+                 index_chunks:int=4096, # chunk indexes (offsets and checksums, ~3 KB each) kept in memory
+                ):
         self.path = Path(path)
         meta, why = read_json(self.path/'cache.json')
         if why or not (isinstance(meta, dict) and meta.get('complete')):
             raise UserError(f"{self.path} is not a finished crop cache"
                             + (f' (cache.json is {why})' if why not in (None, 'missing') else '')
                             + " — run 'pillsnap prepare' (it resumes and repairs)")
-        self.meta, self.chunk = meta, meta['chunk']
-        self._parts, self._pid = {}, None
+        self.meta, self.chunk, self.index_chunks, self._index = meta, meta['chunk'], index_chunks, OrderedDict()
 
     def __len__(self): return self.meta['rows']
 
-    def _load(self, k:int):
-        "(offsets, CRC-32s, bytes) of chunk `k`, or why it cannot be read."
-        p = self.path/f'part-{k:05d}'
-        info, why = read_json(p.with_suffix('.json'))
-        if why or not isinstance(info, dict): return f'{p.name}.json is {why or "not a chunk record"}'
-        try:
-            offsets = np.load(p.with_suffix('.npy'))
-            return (offsets, info.get('crc32', []),
-                    np.memmap(p.with_suffix('.bin'), dtype=np.uint8, mode='r') if offsets[-1] else b'')
-        except (OSError, ValueError, EOFError, IndexError) as e: return f'{p.name} is unreadable ({e})'
+# %% ../nbs/02c_data.crops.ipynb #fdc19329
+@patch
+def _read_index(self:CropCache, k:int):
+    "(offsets, CRC-32s) of chunk `k`, or why they cannot be read; the machine's shortages are raised, not reported."
+    p = self.path/f'part-{k:05d}'
+    info, why = read_json(p.with_suffix('.json'))
+    if why or not isinstance(info, dict): return f'{p.name}.json is {why or "not a chunk record"}'
+    try: return np.load(p.with_suffix('.npy')), np.asarray(info.get('crc32', []), dtype=np.uint32)
+    except OSError as e:
+        if short_of_resources(e): raise
+        return f'{p.name} is unreadable ({e})'
+    except (ValueError, EOFError) as e: return f'{p.name} is unreadable ({e})'
 
-    def get(self, i:int)->bytes|None:
-        "The JPEG bytes of row `i`, or None if it was skipped; `CacheDamaged` if they are not the bytes written."
-        k, j = divmod(int(i), self.chunk)
-        if self._pid != os.getpid(): self._parts, self._pid = {}, os.getpid()
-        if k not in self._parts: self._parts[k] = self._load(k)
-        if isinstance(self._parts[k], str): raise CacheDamaged(self._parts[k])
-        offsets, crcs, data = self._parts[k]
-        if j + 1 >= len(offsets) or j >= len(crcs): raise CacheDamaged(f'part-{k:05d} has no row {j}')
-        a, b = offsets[j], offsets[j + 1]
-        if a == b: return None
-        jpg = bytes(data[a:b])
-        if zlib.crc32(jpg) != crcs[j]: raise CacheDamaged(f'row {i} does not match its checksum')
-        return jpg
+@patch
+def _chunk_index(self:CropCache, k:int):
+    "Chunk `k`'s index, read once and kept among the `index_chunks` most recently used."
+    if k in self._index: self._index.move_to_end(k)
+    else:
+        self._index[k] = self._read_index(k)
+        if len(self._index) > self.index_chunks: self._index.popitem(last=False)
+    return self._index[k]
 
-    def __getstate__(self): return {**self.__dict__, '_parts': {}, '_pid': None}
+# %% ../nbs/02c_data.crops.ipynb #72a77bf3
+@patch
+def get(self:CropCache, i:int)->bytes|None:
+    "The JPEG bytes of row `i`, or None if it was skipped; `CacheDamaged` if they are not the bytes written."
+    k, j = divmod(int(i), self.chunk)
+    index = self._chunk_index(k)
+    if isinstance(index, str): raise CacheDamaged(index)
+    offsets, crcs = index
+    if j + 1 >= len(offsets) or j >= len(crcs): raise CacheDamaged(f'part-{k:05d} has no row {j}')
+    a, b = int(offsets[j]), int(offsets[j + 1])
+    if a == b: return None
+    try:
+        with open(self.path/f'part-{k:05d}.bin', 'rb') as f: jpg = os.pread(f.fileno(), b - a, a)
+    except OSError as e:
+        if short_of_resources(e): raise
+        raise CacheDamaged(f'part-{k:05d}.bin is unreadable ({e.strerror})') from e
+    if len(jpg) != b - a or zlib.crc32(jpg) != crcs[j]: raise CacheDamaged(f'row {i} does not match its checksum')
+    return jpg
 
 # %% ../nbs/02c_data.crops.ipynb #15f4da54
 def preprocessor_from(config, # resolved settings, or the settings a checkpoint stores (`ck['config']`)
