@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['check_classifier', 'uses_margin', 'check_train_settings', 'training_loaders', 'training_callbacks', 'FloatImages',
-           'build_learner', 'build_classifier', 'evaluate_classifier', 'plot_reliability', 'plot_confusion',
-           'plot_history', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
+           'build_learner', 'build_classifier', 'save_predictions', 'load_predictions', 'evaluate_classifier',
+           'plot_reliability', 'plot_confusion', 'plot_history', 'train_classifier', 'metrics_table',
+           'plot_confused_pairs']
 
 # %% ../nbs/04a_train.classifier.ipynb #9fd9b125
 import json, time, warnings
@@ -20,7 +21,7 @@ from sklearn.metrics import confusion_matrix
 from torch import nn
 
 from .aihub import DrugTable
-from .io import clean_stale_temps, write_json
+from .io import atomic_write, clean_stale_temps, write_json
 from .config import (ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
                              seed_everything)
 from .schema import face_codes
@@ -262,6 +263,20 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
                          c.weights_path if load_weights else None, c.drop_rate)
     return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0, c.get('embed_dim') or 0)
 
+# %% ../nbs/04a_train.classifier.ipynb #61a16ff0
+def save_predictions(out_dir:str|Path, # a classifier's folder or its report's
+                     logits:np.ndarray, labels:np.ndarray, # validation logits (n, classes) and true classes
+                    )->Path:
+    "`val_predictions.npz`: the logits as float16 (what calibration fits on; 2 bytes a value), uncompressed, whole or not at all."
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.savez(f, logits=np.asarray(logits, np.float16), labels=np.asarray(labels))
+    return atomic_write(Path(out_dir)/'val_predictions.npz', write)
+
+def load_predictions(out_dir:str|Path)->tuple: # (float32 logits, labels)
+    "The validation logits and labels `save_predictions` wrote."
+    z = np.load(Path(out_dir)/'val_predictions.npz')
+    return z['logits'].astype(np.float32), z['labels']
+
 # %% ../nbs/04a_train.classifier.ipynb #cd607973
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
@@ -295,8 +310,7 @@ def evaluate_classifier(cfg, # resolved settings
                top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count']))
                              for _, r in confused.iterrows()])
     write_json(out_dir/'metrics.json', out)
-    np.savez_compressed(out_dir/'val_predictions.npz', probs=probs.astype(np.float16), logits=logits.astype(np.float16),
-                        labels=ys)
+    save_predictions(out_dir, logits, ys)
     import matplotlib.pyplot as plt
     for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
                       ('confusion', plot_confusion(ys, preds, k_codes))):

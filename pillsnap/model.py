@@ -138,8 +138,12 @@ def predict_logits(model:nn.Module, # a `PillClassifier`
 def softmax_t(logits, # (n, classes) logits
               temperature:float=1.0, # the checkpoint's calibration (`06_judge.evaluate`); 1: none
              )->np.ndarray:
-    "Probabilities as the predictor gives them: softmax(logits / temperature)."
-    return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32) / temperature, 1).numpy()
+    "Probabilities as the predictor gives them: softmax(logits / temperature), float32, a block of rows at a time."
+    z = np.asarray(logits)
+    out = np.empty(z.shape, np.float32)  # at 4,523 drugs, no temporary as large as the result
+    for a in range(0, len(z), 4096):
+        out[a:a + 4096] = torch.softmax(torch.as_tensor(z[a:a + 4096], dtype=torch.float32) / temperature, 1).numpy()
+    return out
 
 # %% ../nbs/03a_model.ipynb #f3baf3a2
 def embedder_id(model:nn.Module,
