@@ -23,7 +23,10 @@ from .pipeline import Predictor
 # %% ../nbs/06a_judge.gates.ipynb #03949fb1
 DECISIONS = ('RECOMMEND_PROCEED', 'SUGGEST_OPTIMIZE', 'WARN_STOP')
 
-def _met(rule:dict, v:float)->bool: return v >= rule['min'] if 'min' in rule else v <= rule['max']
+def _met(rule:dict, v:float)->bool:
+    "Whether a value meets a target: {min: x} at least x, {max: x} at most x, each give or take its `tolerance`."
+    tol = rule.get('tolerance', 0)
+    return v >= rule['min'] - tol if 'min' in rule else v <= rule['max'] + tol
 
 def _share(rule:dict, v:float)->float:
     "How much of a target a value reaches, capped at 1."
@@ -72,7 +75,7 @@ def judge(gate:dict, # a stage's `gate` settings
     shares = []
     for name, rule in gate['targets'].items():
         v = measured.get(name)
-        target = f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"
+        target = (f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}") + (f" ± {rule['tolerance']}" if rule.get('tolerance') else '')
         rows.append(dict(criterion=name, kind='target', target=target, measured=v,
                          passed=None if v is None else _met(rule, v)))
         if v is not None: shares.append(_share(rule, v))
