@@ -267,7 +267,7 @@ def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augme
 def save_predictions(out_dir:str|Path, # a classifier's folder or its report's
                      logits:np.ndarray, labels:np.ndarray, # validation logits (n, classes) and true classes
                     )->Path:
-    "`val_predictions.npz`: the logits as float16 (what calibration fits on; 2 bytes a value), uncompressed, whole or not at all."
+    "`val_predictions.npz`: the logits as float16 (what calibration fits on), uncompressed, whole or not at all."
     def write(tmp):
         with open(tmp, 'wb') as f: np.savez(f, logits=np.asarray(logits, np.float16), labels=np.asarray(labels))
     return atomic_write(Path(out_dir)/'val_predictions.npz', write)

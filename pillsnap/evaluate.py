@@ -227,7 +227,7 @@ def one_vs_rest_scores(probs:np.ndarray, labels:np.ndarray, # (n, classes) proba
     "scikit-learn's one-vs-rest ROC AUC and average precision of each class, a block of columns at a time."
     auc, ap = np.full(len(classes), np.nan), np.full(len(classes), np.nan)
     for a in range(0, len(classes), block):
-        cols = np.ascontiguousarray(np.asarray(probs)[:, classes[a:a + block]].T)  # a column is read whole: rows side by side
+        cols = np.ascontiguousarray(np.asarray(probs)[:, classes[a:a + block]].T)  # each column in one piece
         for j, (c, s) in enumerate(zip(classes[a:a + block], cols)):
             y = labels == c
             if 0 < y.sum() < len(y): auc[a + j], ap[a + j] = roc_auc_score(y, s), average_precision_score(y, s)

@@ -75,7 +75,8 @@ def judge(gate:dict, # a stage's `gate` settings
     shares = []
     for name, rule in gate['targets'].items():
         v = measured.get(name)
-        target = (f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}") + (f" ± {rule['tolerance']}" if rule.get('tolerance') else '')
+        target = f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"
+        if rule.get('tolerance'): target += f" ± {rule['tolerance']}"
         rows.append(dict(criterion=name, kind='target', target=target, measured=v,
                          passed=None if v is None else _met(rule, v)))
         if v is not None: shares.append(_share(rule, v))

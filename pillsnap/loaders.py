@@ -92,7 +92,7 @@ SKIPPED_AT_BUILD = 'unreadable when the cache was built'  # `prepare` listed the
 class ReadFailures(JobFailed):
     "More unreadable crops than `loader.max_read_failures` allows: the run stops rather than train on part of its data."
     def __init__(self, msg:str):
-        # raised in a loader worker, torch re-raises it with 'Caught ReadFailures in DataLoader worker…' and a traceback
+        # raised in a loader worker, torch re-raises it as 'Caught ReadFailures in DataLoader worker…' and a traceback
         if msg.startswith('Caught '): msg = msg.rstrip().splitlines()[-1].split('ReadFailures: ', 1)[-1]
         super().__init__(msg)
 
@@ -150,10 +150,11 @@ class PillDataset(Dataset):
         if why == SKIPPED_AT_BUILD or self.max_failures is None: return  # `prepare` reported those by name
         self._failed += 1
         if self._failed > self.max_failures * len(self):
-            raise ReadFailures(f'{self._failed} of {len(self):,} crops could not be read in one loader process, more than '
-                               f'loader.max_read_failures={self.max_failures:g} allows; the last: {self.images[i]} ({why})'
-                               + (f', the others in {self.skip_dir}' if self.skip_dir else '')
-                               + " — repair or restore the files ('pillsnap prepare' checks them again) or raise the share")
+            raise ReadFailures(
+                f'{self._failed} of {len(self):,} crops could not be read in one loader process, more than '
+                f'loader.max_read_failures={self.max_failures:g} allows; the last: {self.images[i]} ({why})'
+                + (f', the others in {self.skip_dir}' if self.skip_dir else '')
+                + " — repair or restore the files ('pillsnap prepare' checks them again) or raise the share")
 
 # %% ../nbs/02d_data.loaders.ipynb #e8315539
 def collate_skipping(batch:list):
