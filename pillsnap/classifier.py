@@ -36,7 +36,7 @@ from .model import (PillClassifier, check_checkpoint, create_backbone, find_chec
 from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss,
                                 OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger, TrainingStopped, adamw,
-                                auto_batch_size, compile_model, core, decay_groups, enable_tf32, find_cb,
+                                auto_batch_size, compile_model, scaled_lr, core, decay_groups, enable_tf32, find_cb,
                                 replicas_agree, imprint_targets, lr_schedule, precision_callbacks, training_metrics)
 
 # %% ../nbs/04a_train.classifier.ipynb #32c40ef1
@@ -222,7 +222,10 @@ def build_learner(cfg, # resolved settings
         log.info(f'train.auto_batch is off with {world} processes: train.batch_size={bs} is the global batch')
     elif t.auto_batch and ck is None:
         found = auto_batch_size(model, pre.img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
-        if found: lr, bs = lr * found / bs, found; log.info(f'batch {bs}, learning rate scaled linearly to {lr:.3g}')
+        if found:
+            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)  # settings older than the rule: its default
+            lr, bs = scaled_lr(lr, bs, found, rule, most), found
+            log.info(f'batch {bs}, learning rate {lr:.3g} (train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version,
                 k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg),
