@@ -207,6 +207,7 @@ def pillsnap_evaluate(
     checkpoint:str='best', # classifier checkpoint: best, last or a path
     data:str=None, # detector: a YOLO data.yaml to evaluate on (default: the experiment's)
     split:str='val', # detector: the split of that data.yaml
+    max_photos:int=None, # pipeline: photos per kind, a seeded sample (default: eval.pipeline_photos; 0: all)
     final:store_true=False, # open the locked test split, once: classifier, detector and both modes (reports/final_test_results.json)
     force:store_true=False, # with --final: open it again (recorded)
     no_notebook:store_true=False, # classifier: judge in this process, without the papermill report and its HTML page
@@ -256,7 +257,7 @@ def pillsnap_evaluate(
         result, out = detector_report(cfg, src, split)
         print(det_table(result).to_string()); print(f"  written  {out}")
     else:
-        result = evaluate_pipeline(Predictor.from_exp(ex, checkpoint))
+        result = evaluate_pipeline(Predictor.from_exp(ex, checkpoint), max_photos=max_photos)
         print(pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
     return result
 

@@ -35,6 +35,7 @@ from .detector import (box_threshold, build_detector, detector_data, evaluate_de
                                quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
 from .pipeline import CONTAIN, Predictor, load_image, one_box_per_pill
 from .io import atomic_write, read_json, write_json
+from .crops import build_cache
 
 # %% ../nbs/06_judge.evaluate.ipynb #11af7188
 ROWS = 4096  # rows of an (n, classes) matrix handled at once: 4,096 × 4,523 drugs is 71 MiB of float32
@@ -396,9 +397,25 @@ def _single_view(c:Counter, view:str)->dict:
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #0df48f37
+def _sample(rows:pd.DataFrame, n:int|None, seed:int)->pd.DataFrame:
+    "At most `n` rows, a seeded sample in their order (None or 0: all)."
+    return rows if not n or len(rows) <= n else rows.sample(n=n, random_state=seed).sort_index()
+
+def _decoded(root:Path, rows:pd.DataFrame, batch:int, threads:int=2):
+    "Batches of (rows, photos), the next batch decoding in `threads` threads while this one is answered."
+    from concurrent.futures import ThreadPoolExecutor
+    parts = [rows.iloc[i:i + batch] for i in range(0, len(rows), batch)]
+    with ThreadPoolExecutor(threads) as ex:
+        load = lambda part: ex.map(lambda p: load_image(root/p), list(part.image))
+        ahead = load(parts[0]) if parts else None
+        for k, part in enumerate(parts):
+            photos = list(ahead)
+            if k + 1 < len(parts): ahead = load(parts[k + 1])
+            yield part, photos
+
 def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                       split:str='val', # manifest split
-                      max_photos:int|None=None, # cap per kind (None: all)
+                      max_photos:int|None=None, # photos per kind, a seeded sample (default: `eval.pipeline_photos`; 0: all)
                       batch:int=16, # photos per predictor call
                       write:bool=True, # write {exp}/reports/pipeline.json (the final test writes its own file)
                      )->dict:
@@ -407,15 +424,15 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
     from fastprogress.fastprogress import progress_bar
     cfg = pred.cfg
     paths, root, known = exp_paths(cfg.paths.exp_dir), Path(cfg.data.root), set(pred.k_codes)
+    if max_photos is None: max_photos = (cfg.get('eval') or {}).get('pipeline_photos')
     m = load_manifest(paths.data, split)
     combos = m[(m.kind == 'combo') & m.k_codes.map(lambda ks: all(k in known for k in ks))]
-    combos = combos.iloc[:max_photos if pred.has_detector else 0]
-    singles = m[(m.kind == 'single') & m.code.isin(known)].iloc[:max_photos]
+    combos = _sample(combos, max_photos, cfg.seed) if pred.has_detector else combos.iloc[:0]
+    singles = _sample(m[(m.kind == 'single') & m.code.isin(known)], max_photos, cfg.seed)
     c, s = Counter(), Counter()
     for rows, counts, count in ((combos, c, _combo_counts), (singles, s, _single_counts)):
-        for i in progress_bar(range(0, len(rows), batch), leave=False):
-            part = rows.iloc[i:i + batch]
-            counts.update(count(pred, [load_image(root/p) for p in part.image], part))
+        for part, photos in progress_bar(_decoded(root, rows, batch), total=-(-len(rows) // batch), leave=False):
+            counts.update(count(pred, photos, part))
     views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
     out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                                        pill_top1=rate(c['identified'], c['pills']),
@@ -508,7 +525,9 @@ def _test_classifier(cfg, path:Path)->dict:
     model, ck = load_classifier(path)
     rows = pill_rows(load_manifest(paths.data, 'test'), crop_kinds(cfg))
     if not len(rows): return dict(images=0)
-    ds = PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), None, paths.logs/'skipped')
+    cache = paths.data/'cache'/'test' if cfg.data.cache else None  # cut once, in processes, at the first look
+    if cache: build_cache(rows, d.root, d.pre, cache, cfg.data.workers, quality=cfg.data.cache_quality)
+    ds = PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache, paths.logs/'skipped')
     device = pick_device(cfg.device)
     loader = make_loader(ds, cfg.train.batch_size * 2, num_workers=0)
     logits, ys = predict_logits(model, loader, device, amp_dtype(cfg.train.amp, device))

@@ -99,8 +99,8 @@ def test_overlap(index:pd.DataFrame, # from `index_release` (AI Hub split and dr
     missing = sorted({c for codes in (singles, pills) for c, k in zip(codes, kind(codes)) if k == 'no training photo'})
     return dict(single_photos=count(singles), single_drugs=count(singles.unique()), combo_pills=count(pills),
                 combo_drugs=count(pills.unique()), no_training_photo=missing,
-                note='single-pill test photos of untrained drugs are left out of the test set; combination pills of '
-                     'untrained drugs stay in it and count as not identified')
+                note='single-pill test photos of untrained drugs are left out of the test set, combination photos '
+                     "holding one are left out of combo mode's identification (the detector's test counts their pills)")
 
 # %% ../nbs/02e_data.prepare.ipynb #9fbf92d6
 def data_identity(cfg)->dict:
