@@ -8,7 +8,7 @@ __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'LOCATORS', 'MIN_PHOTO_SIDE', 'K_CODE
            'draw_prediction', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
-import re, time, unicodedata
+import contextlib, re, time, unicodedata
 from pathlib import Path
 
 import cv2
@@ -22,7 +22,7 @@ from .aihub import DrugTable
 from .io import file_sha256
 from .model import embedder_id, find_checkpoint, load_classifier
 from .metrics import box_area, box_intersection, clip_box, xyxy_to_xywh
-from .config import ConfigError, Experiment, UserError, check_writable, get_logger, pick_device
+from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
 from .crops import preprocessor_from
 from .detector import DEFAULT_CONF, box_threshold, build_detector, detector_meta, quiet_ultralytics, yolo_device
@@ -177,6 +177,8 @@ class Predictor:
                 ):
         self.device, self.backend = pick_device(device), backend
         self.model = classifier.to(self.device).eval()
+        # on a GPU the PyTorch networks answer in bf16 (fp16 where there is none); float32 on a CPU and in ONNX Runtime
+        self.amp = amp_dtype(cfg.pipeline.get('amp', 'auto'), self.device) if backend == 'torch' else None
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
         # the calibration of `06_judge.evaluate` (1: none)
         self.temperature = float(checkpoint.get('temperature') or 1.0)
@@ -291,7 +293,8 @@ def detect(self:Predictor, images:list,
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou,
-                                    max_det=d.max_det, device=yolo_device(self.device), verbose=False)
+                                    max_det=d.max_det, device=yolo_device(self.device), verbose=False,
+                                    half=self.amp is not None)  # ultralytics' fp16 on a GPU
     out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
     keep = [one_box_per_pill(b, s, d.get('contain', CONTAIN)) for b, s in out]
     return [(b[k], s[k]) for (b, s), k in zip(out, keep)]
@@ -308,11 +311,13 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
     out, g, bs = [], self.gallery, self.cfg.pipeline.batch_size
     for i in range(0, len(crops), bs):
         x = torch.stack(crops[i:i + bs]).to(self.device)
+        amp = torch.autocast(self.device.type, self.amp) if self.amp else contextlib.nullcontext()
         if g is None:
-            p = (self.model(x).float() / self.temperature).softmax(1).cpu()
+            with amp: logits = self.model(x)
+            p = (logits.float() / self.temperature).softmax(1).cpu()
             codes, states = self.k_codes, [None] * len(x)
         else:
-            logits, emb = self.model.embed_logits(x)
+            with amp: logits, emb = self.model.embed_logits(x)
             scores = g.scores(emb.float().cpu())
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
             codes, p = fuse(p_cls, self.k_codes, scores, g.codes, g.meta['scale'])

@@ -74,12 +74,13 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296
 def ort_providers(device:str|torch.device='auto')->list:
-    "ONNX Runtime providers for a device: CUDA first when asked for and available, CPU always."
+    "ONNX Runtime providers for a device: TensorRT and CUDA first when asked for and available, CPU always."
     import onnxruntime as ort
     device = pick_device(device) if isinstance(device, str) else device
     if device.type == 'cuda':
-        if 'CUDAExecutionProvider' in ort.get_available_providers():
-            return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        have = ort.get_available_providers()
+        if 'CUDAExecutionProvider' in have:  # TensorRT first where its provider is installed
+            return [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in have] + ['CPUExecutionProvider']
         get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider '
                                       '(pip install onnxruntime-gpu) — ONNX runs on the CPU')
     return ['CPUExecutionProvider']
