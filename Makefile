@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-report bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-report rehearse bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -84,6 +84,10 @@ bench-prepare: install
 # The classifier report at the release's 4,523 drugs on random logits: seconds and peak memory per step (nbs/90_benchmarks.ipynb: Classifier).
 bench-report: install
 	$(BIN)/python tools/bench_report.py --crops 20000 --classes 4523 --json work/bench-report.json
+
+# Stage 4 rehearsed: all 4,523 drugs through the user's path under a 1,024-file limit, ~2,000 cache files (nbs/90_benchmarks.ipynb: Data).
+rehearse: install
+	$(BIN)/python tools/rehearse.py --out work/rehearse
 
 # The production architectures (EfficientNetV2-S 384, YOLO11m 640) served on this CPU: p50/p95 per mode and backend (nbs/90_benchmarks.ipynb).
 bench-cpu: install

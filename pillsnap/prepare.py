@@ -293,7 +293,8 @@ def _cache_step(cfg, manifests:dict, root:Path, data_dir:Path)->dict:
     for n in ('train', 'val', 'holdout'):
         if n not in manifests: continue
         rows = classifier_rows(manifests[n], cfg, known_only=n != 'holdout')
-        caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers, quality=cfg.data.cache_quality)
+        caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers,
+                                cfg.data.get('cache_chunk', 256), cfg.data.cache_quality)
     return caches
 
 # %% ../nbs/02e_data.prepare.ipynb #deb92d9a
