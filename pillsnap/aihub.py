@@ -22,8 +22,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
-from .io import (HIDDEN, file_sha256, pool_map, read_bounded, read_json, read_parquet_lists, walk_files,
-                         write_json, write_parquet)
+from .io import (HIDDEN, file_sha256, link_file, pool_map, read_bounded, read_json, read_parquet_lists,
+                         walk_files, write_json, write_parquet)
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS, SHIPPED_NAMES
 
 # %% ../nbs/02_data.aihub.ipynb #bdbf949a
@@ -453,15 +453,6 @@ def _copy_member(zf:zipfile.ZipFile, info:zipfile.ZipInfo, target:Path, archive:
     if why: tmp.unlink(); return why
     os.replace(tmp, target)
 
-def _link(src, dst):
-    "Link `dst` to `src`: symbolic, else hard, else copy; returns how."
-    dst.unlink(missing_ok=True)
-    try: os.symlink(src, dst); return 'symlink'
-    except OSError: pass
-    try: os.link(src, dst); return 'hardlink'
-    except OSError: pass
-    shutil.copy2(src, dst); return 'copy'
-
 # %% ../nbs/02_data.aihub.ipynb #5061498e
 def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named like it (TS_1_단일)
                    files:list, # the files below it
@@ -474,7 +465,7 @@ def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named l
         if rel is None: counts['left in the folder'] += 1; continue
         if os.path.realpath(root/rel) == os.path.realpath(f): counts['already linked'] += 1; continue
         (root/rel).parent.mkdir(parents=True, exist_ok=True)
-        counts['copied' if _link(Path(f).resolve(), root/rel) == 'copy' else 'linked'] += 1
+        counts['copied' if link_file(Path(f).resolve(), root/rel) == 'copy' else 'linked'] += 1
     return counts
 
 def _extract_archive(job:tuple)->dict:
@@ -655,7 +646,7 @@ def build_yolo_tree(splits:dict, # {split name: DataFrame with image, bboxes, wi
         (out/'images'/split).mkdir(parents=True, exist_ok=True); (out/'labels'/split).mkdir(parents=True, exist_ok=True)
         for image, bboxes, w, h in zip(df.image, df.bboxes, df.width, df.height):
             name = Path(image).name
-            how[_link(root/image, out/'images'/split/name)] += 1
+            how[link_file(root/image, out/'images'/split/name)] += 1
             (out/'labels'/split/Path(name).with_suffix('.txt')).write_text(yolo_label(bboxes, w, h))
     if how['copy']: log.warning(f"{how['copy']} images were copied into {out} because this file system allows no links")
     # no `path:` — ultralytics then reads the splits beside data.yaml, so a copied experiment trains on its own copy

@@ -216,10 +216,11 @@ def pillsnap_evaluate(
 ):
     ("Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset), "
      "the two stages together, or --final the test split once.")
+    import pandas as pd
     from pillsnap.classifier import metrics_table
     from pillsnap.detector import det_table, detector_data
     from pillsnap.evaluate import (classifier_report, detector_report, evaluate_pipeline, final_test, pipeline_table,
-                                   report_html)
+                                   real_reports, real_table, report_html)
     from pillsnap.pipeline import Predictor
     from pillsnap.stages import run_job
     if what not in ('classifier', 'detector', 'pipeline'):
@@ -255,10 +256,15 @@ def pillsnap_evaluate(
         src = Path(data).resolve() if data else detector_data(cfg)
         if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
         result, out = detector_report(cfg, src, split)
-        print(det_table(result).to_string()); print(f"  written  {out}")
+        real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint), ('detector',))  # eval.real_sets
+        cols = [det_table(r['detector']).set_axis([f'real:{n}'], axis=1) for n, r in real.items() if r.get('detector')]
+        print(pd.concat([det_table(result), *cols], axis=1).to_string()); print(f"  written  {out}")
+        if real: print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
     else:
-        result = evaluate_pipeline(Predictor.from_exp(ex, checkpoint), max_photos=max_photos)
+        pred = Predictor.from_exp(ex, checkpoint)
+        result, real = evaluate_pipeline(pred, max_photos=max_photos), real_reports(pred, ('pipeline',))
         print(pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
+        if real: print(real_table(real).to_string()); print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
     return result
 
 # %% ../nbs/08b_run.cli.ipynb #b4868455

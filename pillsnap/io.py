@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['RESOURCE_ERRNOS', 'HIDDEN', 'atomic_write', 'clean_stale_temps', 'short_of_resources', 'write_text', 'write_json',
            'read_json', 'file_kind', 'read_bounded', 'append_jsonl', 'read_jsonl', 'file_lock', 'write_parquet',
-           'read_parquet_lists', 'file_sha256', 'walk_files', 'pool_map']
+           'read_parquet_lists', 'file_sha256', 'walk_files', 'pool_map', 'link_file']
 
 # %% ../nbs/00_io.ipynb #61ba0ee0
-import errno, hashlib, json, logging, os, stat
+import errno, hashlib, json, logging, os, shutil, stat
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -190,3 +190,15 @@ def pool_map(f, # a picklable function of one job
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as ex: yield from ex.map(f, jobs)
     else: yield from map(f, jobs)
+
+# %% ../nbs/00_io.ipynb #e0db5fee
+def link_file(src:str|Path, # the file
+              dst:str|Path, # where it should appear (replaced if there)
+             )->str: # 'symlink', 'hardlink' or 'copy'
+    "Make `dst` show `src`: a symbolic link, else a hard link, else a copy."
+    dst = Path(dst); dst.unlink(missing_ok=True)
+    try: os.symlink(src, dst); return 'symlink'
+    except OSError: pass
+    try: os.link(src, dst); return 'hardlink'
+    except OSError: pass
+    shutil.copy2(src, dst); return 'copy'

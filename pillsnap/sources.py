@@ -110,7 +110,7 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
                 name:str, # the source's name: drugs become NAME:class
                 allow_outside:bool=False, # read image folders the data.yaml names outside `root`
                )->tuple: # (index rows, {code: record}, {reason: [paths]})
-    "Index a YOLO-format dataset: one row per photo with its pills, classes as drugs."
+    "Index a YOLO-format dataset: one row per photo with its pills (`part`: the split it sits in), classes as drugs."
     root = Path(root).resolve()
     yml = next((root/f for f in ('data.yaml', 'dataset.yaml') if (root/f).is_file()), None)
     if yml is None:
@@ -135,7 +135,7 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
             codes = [f'{name}:{names[c]}' for c, _ in pills]
             group = f'{name}:{source_group(img.name)}'
             kind = 'single' if len(pills) == 1 else 'combo'
-            rows.append(dict(split='val' if s == 'test' else 'train', kind=kind, shard=name,
+            rows.append(dict(split='val' if s == 'test' else 'train', part=s, kind=kind, shard=name,
                              code=codes[0] if kind == 'single' else group,
                              image=str(img), labels=[str(lbl)], k_codes=codes, bboxes=[b for _, b in pills],
                              width=size[0], height=size[1], **{k: None for k in CAPTURE_FIELDS}, group=group))

@@ -77,6 +77,31 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     for c in (count, count['without_nesting_rule']): assert 0 <= c['count_exact'] <= 1 and abs(c['over'] + c['under'] + c['count_exact'] - 1) < 1e-3
 
 
+@pytest.mark.slow  # two evaluations and the gate, on a copy of the experiment
+def test_real_sets_are_read_by_evaluate_and_judged_by_the_gate(trained_exp, tmp_path):
+    "eval.real_sets: evaluate --what detector and --what pipeline read real photos beside the studio ones; the gate judges them."
+    from pillsnap.sources import example_sources
+    exp = _copy(trained_exp, tmp_path)[0]
+    real = f"eval.real_sets=[{{path: {example_sources(tmp_path/'real')[0]['path']}}}]"  # a YOLO export: 2 photos in val+test
+    r = cli('evaluate', '--exp', exp, '--what', 'detector', real, 'device=cpu')
+    assert 'real:phone' in r.stdout.splitlines()[0] and 'count_exact' in r.stdout, r.stdout
+    rep = json.loads((exp/'reports'/'real'/'phone.json').read_text())
+    assert rep['detector']['images'] == 2 and 'pipeline' not in rep and rep['detector']['models']['detector']
+    r = cli('evaluate', '--exp', exp, '--what', 'pipeline', '--max-photos', '4', real, 'device=cpu')
+    assert 'combo count exact' in r.stdout and 'real:phone' in r.stdout, r.stdout
+    rep = json.loads((exp/'reports'/'real'/'phone.json').read_text())
+    assert rep['pipeline']['combo']['pills'] == 2 and rep['pipeline']['combo']['pill_top1'] is None  # US drugs: unknown here
+    assert 'detector' in rep  # kept from the first run
+    r = cli('gate', '--exp', exp, '--stage', '1', '--latency-photos', '2', real, 'device=cpu')
+    g = json.loads((exp/'reports'/'stage_gate.json').read_text())
+    real_rows = {c['criterion']: c for c in g['criteria'] if c['criterion'].startswith('real_')}
+    assert set(real_rows) == {'real_detection_map50', 'real_count_exact'} and 'real_count_exact' in r.stdout
+    assert all(c['measured'] is not None and c['evidence'].endswith('phone.json') for c in real_rows.values())
+    cli('gate', '--exp', exp, '--stage', '1', '--latency-photos', '0', 'device=cpu')  # no real set named: no real criterion
+    g = json.loads((exp/'reports'/'stage_gate.json').read_text())
+    assert not [c for c in g['criteria'] if c['criterion'].startswith('real_')]
+
+
 @pytest.mark.slow  # one epoch through papermill
 def test_train_det_on_another_yolo_dataset_finishes_with_its_report(det_exp, tmp_path):
     "`train-det --data` (a YOLO export beside the experiment, as for real photos): the stage trains, reports and succeeds."

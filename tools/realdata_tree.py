@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from pillsnap.aihub import _link
+from pillsnap.io import link_file as _link
 from pillsnap.sources import source_group as source_of  # Roboflow's copies of one photo share it
 
 
