@@ -18,7 +18,8 @@ from .model import load_checkpoint
 from .config import ConfigError, exp_config, exp_paths, get_logger
 from .data import load_manifest, pill_rows
 from .detector import load_detector
-from .evaluate import real_reports, real_sets
+from .evaluate import real_reports
+from .sources import real_sets
 from .io import read_json, write_json
 from .pipeline import Predictor
 

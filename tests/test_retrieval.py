@@ -137,6 +137,29 @@ def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held
     assert code not in g.codes and len(g.ex) == report['exemplars'] and int(g.ex_column.max()) < len(g.codes)
 
 
+def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, tmp_path):
+    "eval.real_sets: the gallery's 'unknown' threshold is chosen on real photos (products enrolled, others held out), reported."
+    import shutil
+    import numpy as np
+    from PIL import Image
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    rng = np.random.default_rng(0)
+    for k in ('advil', 'tylenol', 'midol', 'altoid'):  # class folders: ROOT/{product}/{photo}
+        (tmp_path/'phone'/k).mkdir(parents=True)
+        for i in range(6): Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path/'phone'/k/f'{i}.jpg')
+    studio = json.loads((e/'reports'/'retrieval.json').read_text())['threshold']
+    cli('gallery', '--exp', e, '--rebuild', f"eval.real_sets=[{{path: {tmp_path/'phone'}}}]")
+    r = json.loads((e/'reports'/'retrieval.json').read_text())
+    real = r['real_open_set']
+    assert r['threshold_from'] == 'real photos (phone)' and r['studio_threshold'] == studio
+    assert (real['products'], real['held_out'], real['pills'], real['shots']) == (4, 1, 24, 3)
+    assert r['threshold'] == real['threshold'] == load_gallery(e/'retrieval').meta['threshold']
+    assert 0 <= real['auroc'] <= 1 and 0 <= real['unknown_answered'] <= 1 and real['enrolled_called_unknown'] <= 0.5
+    cli('gallery', '--exp', e, '--rebuild')  # no real set named: the studio threshold again
+    assert json.loads((e/'reports'/'retrieval.json').read_text())['threshold_from'] == 'studio validation photos'
+
+
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     (a, photos_a), (b, photos_b) = sorted(held_out.items())
     cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0])
