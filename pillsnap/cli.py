@@ -85,7 +85,7 @@ def _var_positional(f):
 def pillsnap_config(
     *settings:str, # key=value settings to apply
     preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "Print the resolved configuration as YAML (a dry run of the settings)."
     import yaml
@@ -110,7 +110,7 @@ def pillsnap_synth(
     force:store_true=False, # replace a different synthetic dataset already in OUT
     sheet:store_true=False, # also write OUT/contact_sheet.png
     real:str=None, # with --sheet: a folder of real photos for OUT/scene_sheet.png (the dataset's photos above them)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "Write a synthetic dataset in the AI Hub layout and label schema."
     from pillsnap.synth import contact_sheet, scene_sheet, summary_table, synth_from
@@ -144,7 +144,7 @@ def pillsnap_prepare(
     root:str=None, # dataset root holding data/{train,val} (default: data.root)
     exp:str=None, # experiment folder (default: paths.exp_dir)
     stage:int=None, # progressive-validation stage 1-4 (default: data.stage)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
     force:store_true=False, # prepare other data even into an experiment with trained models (their drug table and splits are replaced)
 ):
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
@@ -168,7 +168,7 @@ def pillsnap_train_cls(
     preset:str=None, # a preset from config.yaml to apply first (e.g. demo, bench)
     no_notebook:store_true=False, # train in this process, without the papermill report
     nproc:int=1, # training processes on this machine: one per GPU, or gloo processes on a CPU (fastai's DDP through torchrun; no report)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Train the pill classifier (nbs/04a_train.classifier through papermill; "
      "the executed notebook in {exp}/runs/ is the report).")
@@ -212,7 +212,7 @@ def pillsnap_evaluate(
     force:store_true=False, # with --final: open it again (recorded)
     no_notebook:store_true=False, # classifier: judge in this process, without the papermill report and its HTML page
     preset:str=None, # a preset from config.yaml to apply first
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset), "
      "the two stages together, or --final the test split once.")
@@ -275,7 +275,7 @@ def pillsnap_gate(
     stage:int=None, # the stage to judge it by, 1-4 (default: the experiment's data.stage)
     baseline:str=None, # an earlier experiment whose validation accuracy this one may not fall below by more than the stage's max_acc_drop
     latency_photos:int=20, # validation photos per mode for the latency benchmark (0: reuse reports/latency.json)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Judge an experiment against its stage's criteria (seeds D-12, D-14) into {exp}/reports/stage_gate.json: "
      "proceed, optimise or stop.")
@@ -300,7 +300,7 @@ def pillsnap_advise(
     apply:int=None, # apply recommendation N (no prompt)
     to:str=None, # with --apply: the new experiment's folder
     run:store_true=False, # with --apply: run the jobs that follow, too
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("What to change next, as a numbered menu ({exp}/reports/advice.json); "
      "--apply N --to NEW writes it into a new experiment.")
@@ -334,7 +334,7 @@ def pillsnap_train_det(
     force:store_true=False, # train afresh even though the experiment has a trained detector (it is replaced)
     preset:str=None, # a preset from config.yaml to apply first (e.g. demo)
     no_notebook:store_true=False, # train in this process, without the papermill report
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Train the pill detector (nbs/04b_train.detector through papermill; "
      "the executed notebook in {exp}/runs/ is the report).")
@@ -391,7 +391,7 @@ def pillsnap_predict(
     draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
     checkpoint:str='best', # classifier checkpoint: best, last or a path
     backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
-    config:str=None, # config file (default: the nearest config.yaml), for --exp's default
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
     expect:str=None, # a prescription: comma-separated K-codes; candidates come from it and each pill says whether it is one of them
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
@@ -442,7 +442,7 @@ def pillsnap_enrol(
     code:str=None, # the drug's code (e.g. its K-code)
     name:str=None, # its name, when the drug table has no record of it
     exp:str=None, # experiment folder with a trained classifier (default: paths.exp_dir)
-    config:str=None, # config file (default: the nearest config.yaml), for --exp's default
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
 ):
     "Add a drug (or more photos of one) to the experiment's gallery, without training."
     from pillsnap.pipeline import ImageError, Predictor
@@ -471,7 +471,7 @@ def pillsnap_gallery(
     untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
     shots:str='1,5', # with --few-shot: photos enrolled per drug, e.g. 1,3,5
     embedder:str=None, # with --few-shot: embed with this experiment's trained classifier (its preprocessing must match)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
     from pillsnap import gallery as galleries  # its `few_shot` would hide the flag of that name
@@ -501,7 +501,7 @@ def pillsnap_search(
     top:int=10, # drugs listed
     json_out:store_true=False, # print JSON (also: --json)
     exp:str=None, # experiment folder (default: paths.exp_dir)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "Find drugs by what the pill shows: imprint text (fuzzy, either face), colour and shape."
     from pillsnap.search import search_drugs, searchable_records
@@ -530,7 +530,7 @@ def pillsnap_export(
     no_bench:store_true=False, # skip the benchmark
     no_notebook:store_true=False, # export in this process, without the papermill report
     preset:str=None, # a preset from config.yaml to apply first
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Export the classifier and detector to ONNX with parity checks, INT8 and a benchmark "
      "(nbs/07_ship.export; files in {exp}/export).")
@@ -563,7 +563,7 @@ def pillsnap_serve(
     host:str=None, # interface to listen on (default: serve.host, loopback)
     port:int=None, # port (default: serve.port)
     backend:str=None, # torch, onnx or onnx-int8 (default: pipeline.backend)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / "
      "(API keys from PILLSNAP_API_KEYS).")
@@ -603,7 +603,7 @@ def pillsnap_release(
     rollback:store_true=False, # instead of packing: go back to the release before the last switch
     list:store_true=False, # instead of packing: list the releases
     root:str=None, # releases folder (default: paths.releases_dir)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Pack an experiment into a versioned, hashed release for serving; "
      "or switch, roll back and list releases (nbs/07a_ship.release).")
@@ -631,7 +631,7 @@ def pillsnap_demo(
     preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench and bench-det for the benchmarks)
     classifier_only:store_true=False, # stop after the classifier (make bench-cls)
     detector_only:store_true=False, # train and evaluate only the detector (make bench-det)
-    config:str=None, # config file (default: the nearest config.yaml)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are (the tour of `08a_run.demo`)."
     from pillsnap.demo import run_demo

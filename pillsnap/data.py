@@ -9,7 +9,7 @@ __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANI
            'load_manifest', 'pill_rows', 'example_release', 'data_digest', 'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
-import contextlib, hashlib, io, json, os, sys, warnings
+import contextlib, functools, hashlib, io, json, os, sys, warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -53,8 +53,12 @@ def _refusal(w:int, h:int, max_pixels:int)->str|None:
         return (f'aspect ratio {round(max(w, h) / min(w, h))}:1 is beyond {MAX_ASPECT}:1 '
                 '(phone photos are at most ~2.4:1) — send the photo as taken')
 
+@functools.cache
 def _photo_formats()->list:
-    "The `PHOTO_FORMATS` this Pillow can open (HEIF only with a plugin such as pillow-heif registered)."
+    "The `PHOTO_FORMATS` this Pillow can open: HEIF (iPhones' HEIC) through pillow-heif, when it is installed."
+    try: from pillow_heif import register_heif_opener
+    except ImportError: pass
+    else: register_heif_opener()
     Image.init()
     return [f for f in PHOTO_FORMATS if f in Image.OPEN]
 

@@ -94,7 +94,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
              preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench, bench-det: benchmarks)
              classifier_only:bool=False, # stop after the classifier (make bench-cls)
              detector_only:bool=False, # train and evaluate only the detector (make bench-det)
-             config:str|None=None, # config file (default: the nearest config.yaml)
+             config:str|None=None, # config file (default: the nearest config.yaml, else the installed defaults)
             )->dict: # what was written, by name
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
     if classifier_only and detector_only:

@@ -6,8 +6,8 @@
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_CONF', 'CONF_BETA', 'detector_arch',
            'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf', 'shipped_detector',
            'load_detector', 'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch',
-           'quiet_ultralytics', 'train_device', 'weights_record', 'record_weights', 'recorded', 'record_saved',
-           'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
+           'quiet_ultralytics', 'fp16_args', 'train_device', 'weights_record', 'record_weights', 'recorded',
+           'record_saved', 'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
            'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
            'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
 
@@ -259,6 +259,14 @@ def quiet_ultralytics(verbose:bool=False):
         lg.setLevel(old)
         # ultralytics' select_device leaves cpu_count-1 (1 on 2 cores) for the whole process
         torch.set_num_threads(TORCH_THREADS)
+
+# %% ../nbs/04b_train.detector.ipynb #75ffe0b7
+def fp16_args(fp16:bool, # half precision (a GPU's autocast)
+             )->dict: # keyword arguments for ultralytics' predict, val and export
+    "ultralytics' half precision as the installed version spells it; {} for float32."
+    if not fp16: return {}
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    return {'quantize': 16} if 'quantize' in DEFAULT_CFG_DICT else {'half': True}
 
 # %% ../nbs/04b_train.detector.ipynb #6c6fc640
 def train_device(cfg)->str:

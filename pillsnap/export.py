@@ -43,7 +43,7 @@ def export_detector(weights:str|Path, # detector.safetensors
     yolo.model.pt_path = str(path.with_suffix('.pt'))  # the exporter names its output after this
     with quiet_ultralytics(verbose), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        out = yolo.export(format='onnx', imgsz=imgsz, opset=opset, dynamic=dynamic_batch, simplify=False, half=False,
+        out = yolo.export(format='onnx', imgsz=imgsz, opset=opset, dynamic=dynamic_batch, simplify=False,
                           nms=False, device='cpu', batch=1)
     if Path(out).resolve() != path.resolve(): os.replace(out, path)
     arch = Path(yolo.model.yaml.get('yaml_file', 'yolo')).stem

@@ -25,7 +25,8 @@ from .metrics import box_area, box_intersection, clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
 from .crops import preprocessor_from
-from .detector import DEFAULT_CONF, box_threshold, build_detector, detector_meta, quiet_ultralytics, yolo_device
+from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_meta, fp16_args, quiet_ultralytics,
+                               yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .retrieval import embed_crops, enrol_into, fuse, load_gallery, quarter_turns, retrieval_dir, status
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
@@ -294,7 +295,7 @@ def detect(self:Predictor, images:list,
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou,
                                     max_det=d.max_det, device=yolo_device(self.device), verbose=False,
-                                    half=self.amp is not None)  # ultralytics' fp16 on a GPU
+                                    **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU
     out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
     keep = [one_box_per_pill(b, s, d.get('contain', CONTAIN)) for b, s in out]
     return [(b[k], s[k]) for (b, s), k in zip(out, keep)]

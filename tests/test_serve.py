@@ -109,6 +109,20 @@ def test_predict_and_batch_answer_with_the_schema(server, photos):
         assert post(url, '/predict', photos[0], **bad).status_code == 422, bad
 
 
+def test_an_iphone_heic_photo_is_answered(server, photos):
+    "HEIC, what iPhones save by default (pillow-heif), through the real service: decoded and answered."
+    import io
+    from PIL import Image
+    from pillsnap.data import open_image_safely
+    im, _ = open_image_safely(photos[0].read_bytes())  # registers the HEIF plugin
+    b = io.BytesIO(); im.save(b, 'HEIF', quality=95)
+    url = server[0]
+    r = post(url, '/predict', files={'image': ('IMG_0001.HEIC', b.getvalue(), 'image/heic')}, pipeline='single', top_k=3)
+    assert r.status_code == 200, r.text
+    check_prediction(r.json(), 'single', 3)
+    assert len(r.json()['pills']) == 1 and all(0 <= v <= max(im.size) for v in r.json()['pills'][0]['box'])
+
+
 def bomb_png():
     "A small PNG whose header claims 60000 x 60000 pixels."
     buf = io.BytesIO(); Image.new('L', (8, 8)).save(buf, 'PNG'); b = bytearray(buf.getvalue())
