@@ -392,7 +392,7 @@ def pillsnap_predict(
     checkpoint:str='best', # classifier checkpoint: best, last or a path
     backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
-    expect:str=None, # a prescription: comma-separated K-codes; candidates come from it and each pill says whether it is one of them
+    expect:str=None, # a prescription: K-codes, EDI codes or names (comma-separated); each pill is ranked among them
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     from pillsnap.pipeline import BACKENDS, ImageError, MODES, Predictor, draw_prediction, prediction_table
@@ -427,6 +427,9 @@ def pillsnap_predict(
                   (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
             if r['pills']: print(prediction_table(r).to_string(index=False))
             if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+    if results and (missed := (results[0].get('prescription') or {}).get('unmatched')):
+        print(f"  not matched in the prescription: {', '.join(missed)} (no drug of this experiment by that code "
+              "or name)", file=sys.stderr)
     if expect and (unexpected := _not_prescribed(results)):
         print('  NOT ON THE PRESCRIPTION: ' + '; '.join(unexpected), file=sys.stderr)
     if failed:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'LOCATORS', 'MIN_PHOTO_SIDE', 'K_CODE', 'BIDI', 'ImageError', 'load_image',
-           'one_box_per_pill', 'locate_pills', 'registry', 'Predictor', 'parse_expect', 'photo_warning',
+           'one_box_per_pill', 'locate_pills', 'registry', 'Predictor', 'name_key', 'parse_expect', 'photo_warning',
            'draw_prediction', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
@@ -392,11 +392,12 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
 def predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
                   mode:str='single', # single | combo — the user's choice
                   top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
-                  expect:list|str|None=None, # a prescription: K-codes (a list, or comma-separated) the pills should be
+                  expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema."
     if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
-    expect = parse_expect(expect, self.known_codes())
+    rx = self.prescription(expect)
+    expect = rx and rx['codes']
     top_k = self.cfg.pipeline.top_k if top_k is None else top_k
     if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
     t0 = time.perf_counter()
@@ -427,7 +428,8 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
         pills = [{'box': [round(float(v), 1) for v in in_photo(b)], 'det_score': None if s is None else round(s, 4),
                   'found_by': how, **next(answers)} for b, s, how in fs]
         out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, (w, h)),
-                    'image_size': [w, h], 'models': self.models(mode)})
+                    'image_size': [w, h], 'models': self.models(mode),
+                    **({'prescription': {k: rx[k] for k in ('matched', 'unmatched')}} if rx else {})})
     n, t4 = len(ims), time.perf_counter()
     timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2 - t_read) / n,
               **({'read': t_read / n} if reads is not None else {}), 'total': (t4 - t0) / n}
@@ -445,18 +447,55 @@ def predict(self:Predictor, image, # a photo (anything `load_image` takes)
     return self.predict_batch([image], mode, top_k, expect)[0]
 
 # %% ../nbs/05e_infer.pipeline.ipynb #9ab5394d
-def parse_expect(expect, # None, a list of K-codes, or one comma-separated string
+_UNITS = (('밀리그램', 'mg'), ('마이크로그램', 'mcg'), ('μg', 'mcg'), ('µg', 'mcg'), ('밀리리터', 'ml'), ('그램', 'g'))
+
+def name_key(name:str)->str:
+    "A product name folded the ways people vary it: case, width, spaces and punctuation, bracketed text, dose spellings."
+    s = re.sub(r'\([^)]*\)|\[[^\]]*\]', '', unicodedata.normalize('NFKC', str(name)).lower())
+    for a, b in _UNITS: s = s.replace(a, b)
+    return re.sub(r'[\s\-_.,·/]+', '', s)
+
+def _prescription_index(known:set, records:dict)->tuple:
+    "({EDI code: K-codes}, {name key: K-codes}) of the drugs a predictor knows."
+    edi, names = {}, {}
+    for k in known:
+        r = records.get(k) or {}
+        for e in r.get('edi_codes') or []: edi.setdefault(str(e).upper(), set()).add(k)
+        for n in (r.get('dl_name'), r.get('dl_name_en')):
+            if n: names.setdefault(name_key(n), set()).add(k)
+    return edi, names
+
+def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, product names
                  known:set, # the codes the predictor can answer
-                )->list|None:
-    "A prescription as a list of K-codes, every one known — or a `ConfigError` naming those that are not."
+                 records:dict|None=None, # {K-code: registry record} with `edi_codes`, `dl_name`, `dl_name_en`
+                )->dict|None: # {codes: the K-codes named, matched: {item: K-codes}, unmatched: [items]}
+    "A prescription as the drugs it names; a `ConfigError` when it names none this predictor knows."
     if expect is None: return None
-    codes = [c.strip() for c in (expect.split(',') if isinstance(expect, str) else expect) if c and c.strip()]
-    if not codes: return None
-    if bad := [c for c in codes if c not in known]:
-        raise ConfigError(f"expect: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''} not known to this experiment "
-                          '(neither trained nor enrolled) — '
-                          'check the K-codes, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
-    return list(dict.fromkeys(codes))
+    items = [str(c).strip() for c in (re.split(r'[,;\n]', expect) if isinstance(expect, str) else expect)
+             if c is not None and str(c).strip()]
+    if not items: return None
+    edi, names = _prescription_index(known, records or {})
+    matched, unmatched = {}, []
+    for it in dict.fromkeys(items):
+        if it in known: found = {it}
+        elif (code := re.sub(r'[\s-]', '', it).upper()) in edi: found = edi[code]
+        else:
+            key = name_key(it)
+            found = names.get(key) or (set().union(*(v for n, v in names.items() if n.startswith(key))) if len(key) > 1 else set())
+        if found: matched[it] = sorted(found)
+        else: unmatched.append(it)
+    if not matched:
+        raise ConfigError(f"expect: {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''} not known to this "
+                          'experiment (neither trained nor enrolled, by K-code, EDI code or name) — check the codes and '
+                          'names, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
+    return dict(codes=list(dict.fromkeys(k for ks in matched.values() for k in ks)), matched=matched, unmatched=unmatched)
+
+# %% ../nbs/05e_infer.pipeline.ipynb #444b3840
+@patch
+def prescription(self:Predictor, expect)->dict|None:
+    "`parse_expect` against this predictor's drugs and their records."
+    known = self.known_codes()
+    return parse_expect(expect, known, {k: self.record(k) for k in known}) if expect is not None else None
 
 # %% ../nbs/05e_infer.pipeline.ipynb #5f68d31e
 MIN_PHOTO_SIDE = 512  # px: a photo's short side below this rarely shows an imprint legibly

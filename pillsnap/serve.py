@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 import pillsnap
 from .config import ConfigError, first_line, get_logger, load_config, load_dotenv, secret
 from .data import pil_open
-from .pipeline import ImageError, Predictor, load_image, parse_expect, registry
+from .pipeline import ImageError, Predictor, load_image, registry
 from .release import resolve_release, verify_release
 from .retrieval import GalleryBusy
 from .search import search_drugs
@@ -508,16 +508,17 @@ async def decoded(self:Service, request:Request, # its `state.deadline` bounds t
 async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
                    mode:str, # single | combo
                    top_k:int|None, # candidates per pill (None: `pipeline.top_k`)
-                   expect:str|None=None, # a prescription: comma-separated K-codes
+                   expect:str|None=None, # a prescription: K-codes, EDI codes or product names, comma-separated
                   )->list:
     "Predictions for `uploads`, decoded within the pixel budget and queued before the deadline, unless the client left."
     if mode == 'combo' and not self.live.pred.has_detector:
         raise HTTPException(400, 'combo mode is not available: this experiment has no detector — use pipeline=single')
-    try: codes = parse_expect(expect, self.live.pred.known_codes())
+    try: rx = self.live.pred.prescription(expect)
     except ConfigError as e: raise HTTPException(400, str(e)) from None
     async with self.decoded(request, uploads) as (ims, gone):
         res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
-                                         tuple(codes) if codes else None)
+                                         tuple(rx['codes']) if rx else None)
+    for r in res if rx else []: r['prescription'] = {k: rx[k] for k in ('matched', 'unmatched')}  # as written
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
     return res
 
@@ -589,7 +590,7 @@ def keyed_routes(svc:Service)->APIRouter:
     Mode = Query('single',
                  description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
-    Expect = Form(None, max_length=4000, description="a prescription: comma-separated K-codes; candidates come from it "
+    Expect = Form(None, max_length=4000, description="a prescription: K-codes, EDI codes or product names, comma-separated; candidates come from it "
                                                      "and each pill says whether it is one of them ('expected')")
 
     @r.post('/predict', summary='Identify the pills in one photo')

@@ -177,6 +177,14 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
         assert 'NOT ON THE PRESCRIPTION' in err and a in err
         code_, _, err = cli('predict', '--exp', exp, '--expect', 'K-999999', photos_a[0], check=False)
         assert code_ == 2 and 'K-999999' in err and 'pillsnap enrol' in err
+        # the pharmacist's words: a name (any case and spacing), an EDI code as printed, and one that names nothing
+        table = json.loads((exp/'data'/'drug_table.json').read_text())
+        name, edi = table[a]['dl_name'].replace(' ', ''), table[other[0]]['edi_codes'][0]  # e.g. 아펜텍정80mg for '아펜텍정 80mg'
+        _, out, err = cli('predict', '--exp', exp, '--json', '--expect', f"{name}, {edi[:3]}-{edi[3:]}, no such pill", photos_a[0])
+        said = json.loads(out)
+        assert said['prescription'] == {'matched': {name: [a], f'{edi[:3]}-{edi[3:]}': [other[0]]}, 'unmatched': ['no such pill']}
+        assert said['pills'][0]['candidates'][0]['k_code'] == a and said['pills'][0]['expected'] is True
+        assert 'not matched in the prescription: no such pill' in err
     finally: cli('gallery', '--exp', exp, '--remove', a)
 
 

@@ -1,23 +1,23 @@
 const $ = id => document.getElementById(id);
 const T = {
   en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', single: 'single pill', combo: 'several pills (combo)',
-       expect: 'Prescription (optional): K-codes, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
+       expect: 'Prescription (optional): K-codes, EDI codes or product names, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
        search_title: 'Search by what the pill shows', results_here: 'Results appear here.',
        notice: 'pillsnap suggests; it does not decide. Check every answer with a pharmacist before taking or giving a medicine.',
        mode: m => `${m} mode`, pills: n => `${n} pill(s)`, pill: 'Pill', name: 'name', confidence: 'confidence', company: 'company', imprint: 'imprint',
        shape: 'shape', colour: 'colour', sure: ['very likely', 'likely', 'possible', 'unsure'], unknown: 'Unknown — this pill looks like none of the drugs pillsnap knows. Ask a pharmacist.',
        read: m => `read on the pill: “${m}”`, expected: 'on the prescription', unexpected: m => `NOT on the prescription${m ? ' — it looks like ' + m : ''}`, identifying: 'identifying…', done: r => `done (request ${r})`,
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
-       found: n => `${n} drug(s) found`, score: 'match'},
+       found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', single: '알약 하나', combo: '여러 알약 (combo)',
-       expect: '처방 (선택): K-코드, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
+       expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
        notice: 'pillsnap은 제안할 뿐 결정하지 않습니다. 약을 복용하거나 주기 전에 모든 답을 약사와 확인하세요.',
        mode: m => `${m} 모드`, pills: n => `알약 ${n}개`, pill: '알약', name: '이름', confidence: '확신도', company: '업체', imprint: '각인',
        shape: '모양', colour: '색', sure: ['매우 유력', '유력', '가능', '불확실'], unknown: '알 수 없음 — pillsnap이 아는 어떤 약과도 닮지 않았습니다. 약사에게 문의하세요.',
        read: m => `알약에서 읽은 글자: “${m}”`, expected: '처방에 있음', unexpected: m => `처방에 없음${m ? ' — ' + m + '와(과) 닮았습니다' : ''}`, identifying: '식별 중…', done: r => `완료 (요청 ${r})`,
        inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
-       found: n => `약 ${n}개 찾음`, score: '일치도'}};
+       found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`}};
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
 const t = k => T[lang][k];
 function applyLang() {
@@ -68,6 +68,7 @@ function show(r) {
   let h = `<p><b>${esc(t('mode')(r.mode))}</b> — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(r.hints.reason)}</p>`;
   if (r.hints.photo_warning) h += `<p class="hint">${esc(r.hints.photo_warning)}</p>`;
+  if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
