@@ -509,6 +509,11 @@ def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
     return out/'data.yaml'
 
 # %% ../nbs/06_judge.evaluate.ipynb #a81caf5f
+def _as_known(code:str, known:set)->str:
+    "A real set's drug as the models name it: `SET:K-001900` is K-001900 when they know that drug, else itself."
+    bare = code.split(':', 1)[-1]
+    return code if code in known or bare not in known else bare
+
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
                   rows:pd.DataFrame, # from `real_rows`
                   boxes:bool=True, # the rows' boxes are the pills' (False: class folders, the photo is the box)
@@ -517,7 +522,7 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
     "Combo and single mode on a real set: pills found and counted, and named where the models know the drug."
     from fastprogress.fastprogress import progress_bar
     known, c, errors = pred.known_codes(), Counter(), []
-    combo = boxes and pred.has_detector
+    combo, rows = boxes and pred.has_detector, rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
         for r, ks, bs in zip(pred.predict_batch(photos, 'combo', top_k=1) if combo else [], part.k_codes, part.bboxes):
             pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
