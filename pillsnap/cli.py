@@ -501,15 +501,20 @@ def pillsnap_search(
     *text:str, # imprint text as read on the pill, e.g. TQ 250
     color:str=None, # its colour: 노랑 (as the labels say) or yellow
     shape:str=None, # its shape: 원형 or round
+    name:str=None, # the product's name, Korean or English (any spacing; its start names every product it begins)
+    form:str=None, # its form as the labels write it, or part of it: 필름코팅정, 캡슐
+    line:str=None, # a score line on either face: yes or no
     top:int=10, # drugs listed
     json_out:store_true=False, # print JSON (also: --json)
     exp:str=None, # experiment folder (default: paths.exp_dir)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
-    "Find drugs by what the pill shows: imprint text (fuzzy, either face), colour and shape."
+    "Find drugs by what the pill shows — imprint text (fuzzy, either face), colour, shape, form, score line — or by name."
     from pillsnap.search import search_drugs, searchable_records
     cfg = Experiment.new(exp, (), config).cfg
-    found = search_drugs(searchable_records(cfg.paths.exp_dir), ' '.join(text), color, shape, top)
+    if line not in (None, 'yes', 'no'): raise ConfigError(f"--line is yes or no (got '{line}')")
+    found = search_drugs(searchable_records(cfg.paths.exp_dir), ' '.join(text), color, shape, top, name, form,
+                         None if line is None else line == 'yes')
     if json_out:
         names = lambda r: {'dl_name': r.get('dl_name'), 'dl_name_en': r.get('dl_name_en')}
         rows = [{k: v for k, v in d.items() if k != 'record'} | names(d['record']) for d in found]

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'LOCATORS', 'MIN_PHOTO_SIDE', 'K_CODE', 'BIDI', 'ImageError', 'load_image',
-           'one_box_per_pill', 'locate_pills', 'registry', 'Predictor', 'name_key', 'parse_expect', 'photo_warning',
+           'one_box_per_pill', 'locate_pills', 'registry', 'Predictor', 'parse_expect', 'photo_warning',
            'draw_prediction', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
@@ -28,6 +28,7 @@ from .crops import preprocessor_from
 from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_meta, fp16_args, quiet_ultralytics,
                                yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
+from .search import name_key
 from .retrieval import embed_crops, enrol_into, fuse, load_gallery, quarter_turns, retrieval_dir, status
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
@@ -447,14 +448,6 @@ def predict(self:Predictor, image, # a photo (anything `load_image` takes)
     return self.predict_batch([image], mode, top_k, expect)[0]
 
 # %% ../nbs/05e_infer.pipeline.ipynb #9ab5394d
-_UNITS = (('밀리그램', 'mg'), ('마이크로그램', 'mcg'), ('μg', 'mcg'), ('µg', 'mcg'), ('밀리리터', 'ml'), ('그램', 'g'))
-
-def name_key(name:str)->str:
-    "A product name folded the ways people vary it: case, width, spaces and punctuation, bracketed text, dose spellings."
-    s = re.sub(r'\([^)]*\)|\[[^\]]*\]', '', unicodedata.normalize('NFKC', str(name)).lower())
-    for a, b in _UNITS: s = s.replace(a, b)
-    return re.sub(r'[\s\-_.,·/]+', '', s)
-
 def _prescription_index(known:set, records:dict)->tuple:
     "({EDI code: K-codes}, {name key: K-codes}) of the drugs a predictor knows."
     edi, names = {}, {}

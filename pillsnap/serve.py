@@ -547,15 +547,18 @@ async def search(self:Service, q:str='', # imprint text as read on the pill, e.g
                  color:str|None=None, # 노랑 (as the labels say) or yellow
                  shape:str|None=None, # 원형 or round
                  top:int=10, # drugs at most
+                 name:str|None=None, # the product's name (`name_score`)
+                 form:str|None=None, # its form, or part of it
+                 line:bool|None=None, # a score line on either face
                 )->dict:
     "What /search answers: the best matches first, with why they match and their registry records."
     p = self.live.pred
     records = {**{k: registry(r) for k, r in p.table.records.items()},
                **(p.gallery.drugs if p.gallery is not None else {})}
-    try: found = await run_in_threadpool(search_drugs, records, q, color, shape, top)
+    try: found = await run_in_threadpool(search_drugs, records, q, color, shape, top, name, form, line)
     except ConfigError as e: raise HTTPException(400, str(e)) from None
     return {'results': [{'k_code': d['k_code'], 'score': d['score'],
-                         'match': {m: d[m] for m in ('imprint', 'color', 'shape')},
+                         'match': {m: d[m] for m in ('imprint', 'name', 'color', 'shape', 'form', 'line')},
                          **registry(d['record'])} for d in found]}
 
 # %% ../nbs/07b_ship.serve.ipynb #f21f3ceb
@@ -590,8 +593,9 @@ def keyed_routes(svc:Service)->APIRouter:
     Mode = Query('single',
                  description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
-    Expect = Form(None, max_length=4000, description="a prescription: K-codes, EDI codes or product names, comma-separated; candidates come from it "
-                                                     "and each pill says whether it is one of them ('expected')")
+    Expect = Form(None, max_length=4000, description="a prescription: K-codes, EDI codes or product names, comma-separated; "
+                                                     "candidates come from it and each pill says whether it is one of them "
+                                                     "('expected')")
 
     @r.post('/predict', summary='Identify the pills in one photo')
     async def predict(request:Request, image:UploadFile=File(..., description='the photo (JPEG, PNG, WebP, …)'),
@@ -612,12 +616,15 @@ def keyed_routes(svc:Service)->APIRouter:
                                        description='its name, when the drug table has no record of it')):
         return await svc.enrol(request, images, code, name)
 
-    @r.get('/search', summary='Drugs by what the pill shows: imprint text, colour, shape')
+    @r.get('/search', summary='Drugs by what the pill shows (imprint text, colour, shape, form, score line) or by name')
     async def search(q:str=Query('', max_length=100, description='imprint text as read on the pill, e.g. TQ 250'),
                      color:str|None=Query(None, max_length=30, description='노랑 (as the labels say) or yellow'),
                      shape:str|None=Query(None, max_length=30, description='원형 or round'),
-                     top:int=Query(10, ge=1, le=50)):
-        return await svc.search(q, color, shape, top)
+                     top:int=Query(10, ge=1, le=50),
+                     name:str|None=Query(None, max_length=100, description="the product's name, Korean or English"),
+                     form:str|None=Query(None, max_length=30, description='its form, or part of it: 필름코팅정, 캡슐'),
+                     line:bool|None=Query(None, description='a score line on either face: true or false')):
+        return await svc.search(q, color, shape, top, name, form, line)
 
     @r.get('/metrics', response_class=PlainTextResponse, summary='Counters and latency histogram')
     async def metrics_text(): return svc.metrics.text(svc.batcher.batches)
