@@ -409,6 +409,8 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         status, results = drv.find_element(By.ID, 'status').text, drv.find_element(By.ID, 'results').text
         assert status.startswith('done'), status
         assert 'combo mode' in results and 'Pill 1' in results and 'Pill 2' in results and 'K-' in results
+        record = drv.find_elements(By.CSS_SELECTOR, '#results a[href^="https://nedrug.mfds.go.kr/"]')  # the official record
+        assert record and record[0].get_attribute('rel') == 'noopener noreferrer' and record[0].text == 'official record'
         canvas = drv.find_element(By.ID, 'canvas')
         assert int(canvas.get_attribute('width')) > 100
         # the drawn boxes: orange pixels on the canvas

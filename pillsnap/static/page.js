@@ -8,7 +8,8 @@ const T = {
        shape: 'shape', colour: 'colour', sure: ['very likely', 'likely', 'possible', 'unsure'], unknown: 'Unknown — this pill looks like none of the drugs pillsnap knows. Ask a pharmacist.',
        read: m => `read on the pill: “${m}”`, expected: 'on the prescription', unexpected: m => `NOT on the prescription${m ? ' — it looks like ' + m : ''}`, identifying: 'identifying…', done: r => `done (request ${r})`,
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
-       found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`},
+       found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
+       links: 'links', record: 'official record', image: 'reference image'},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
@@ -17,7 +18,8 @@ const T = {
        shape: '모양', colour: '색', sure: ['매우 유력', '유력', '가능', '불확실'], unknown: '알 수 없음 — pillsnap이 아는 어떤 약과도 닮지 않았습니다. 약사에게 문의하세요.',
        read: m => `알약에서 읽은 글자: “${m}”`, expected: '처방에 있음', unexpected: m => `처방에 없음${m ? ' — ' + m + '와(과) 닮았습니다' : ''}`, identifying: '식별 중…', done: r => `완료 (요청 ${r})`,
        inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
-       found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`}};
+       found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`,
+       links: '링크', record: '의약품안전나라', image: '낱알 사진'}};
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
 const t = k => T[lang][k];
 function applyLang() {
@@ -42,6 +44,10 @@ function esc(s) { return String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;',
 function names(c) { return esc(c.dl_name || c.k_code) + (c.dl_name_en ? `<br><small>${esc(c.dl_name_en)}</small>` : ''); }
 function words(p) { const s = t('sure'); return p >= 0.9 ? s[0] : p >= 0.6 ? s[1] : p >= 0.3 ? s[2] : s[3]; }
 function colours(c) { return [c.color_class1, c.color_class2].filter(Boolean).join('/'); }
+function links(c) {  // the official record and the reference image: links to follow, never fetched by the page
+  const a = (u, k) => u && /^https?:\/\//.test(u) ? `<a href="${esc(u)}" target="_blank" rel="noopener noreferrer">${esc(t(k))}</a>` : '';
+  return c.links ? [a(c.links.record, 'record'), a(c.links.image, 'image')].filter(Boolean).join('<br>') : '';
+}
 function draw(result) {
   const c = $('canvas'), scale = Math.min(1, 640 / img.width);
   c.width = img.width * scale; c.height = img.height * scale;
@@ -61,7 +67,7 @@ function show(r) {
   const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
     <td>${words(c.confidence)} <small>${(c.confidence * 100).toFixed(1)}%</small>${c.in_set ? ' <span class="inset" title="candidate set">✓</span>' : ''}</td>
     <td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td><td>${esc(colours(c))}</td>
-    <td>${esc((c.edi_codes || []).join(', '))}</td></tr>`).join('');
+    <td>${esc((c.edi_codes || []).join(', '))}</td><td>${links(c)}</td></tr>`).join('');
   const verdict = p => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') +
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
     (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
@@ -70,7 +76,7 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(r.hints.photo_warning)}</p>`;
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
-    <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th></tr>${rows(p)}</table></div>`).join('');
+    <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
 }
