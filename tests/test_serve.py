@@ -423,6 +423,12 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         drv.find_element(By.ID, 'find').click()
         WebDriverWait(drv, 30).until(lambda d: 'found' in d.find_element(By.ID, 'results').text)
         assert rec['k_code'] in drv.find_element(By.ID, 'results').text.split('\n')[2]  # the first row: its own imprint matches best
+        drv.find_element(By.ID, 'q').clear(); drv.find_element(By.ID, 'sname').send_keys(rec['dl_name'].replace(' ', ''))
+        before = drv.find_element(By.ID, 'status').text  # 'done (request …)': the next search has another request id
+        drv.find_element(By.ID, 'find').click()  # by name alone, written without its spaces
+        WebDriverWait(drv, 30).until(lambda d: d.find_element(By.ID, 'status').text not in (before, 'identifying…'))
+        first = drv.find_element(By.ID, 'results').text.split('\n')[2]
+        assert rec['dl_name'] in first or rec['dl_name'].replace(' ', '') in first.replace(' ', ''), first
         drv.find_element(By.ID, 'lang').click()
         assert '검색' in drv.find_element(By.ID, 'find').text and '약사' in drv.find_element(By.CLASS_NAME, 'notice').text
         assert '찾음' in drv.find_element(By.ID, 'results').text  # what is shown is said again in Korean

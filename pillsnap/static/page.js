@@ -113,6 +113,8 @@ $('find').onclick = () => {
   const q = new URLSearchParams({q: $('q').value.trim(), top: '10'});
   if ($('color').value.trim()) q.set('color', $('color').value.trim());
   if ($('shape').value.trim()) q.set('shape', $('shape').value.trim());
+  if ($('sname').value.trim()) q.set('name', $('sname').value.trim());
+  if ($('form').value.trim()) q.set('form', $('form').value.trim());
   call(`search?${q}`, {headers: keyHeader()}, r => showSearch(r.results));
 };
 applyLang();
