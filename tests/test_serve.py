@@ -436,3 +436,40 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         drv.find_element(By.ID, 'go').click()
         WebDriverWait(drv, 30).until(lambda d: '403' in d.find_element(By.ID, 'status').text)
     finally: drv.quit()
+
+
+@pytest.mark.parametrize('size', [(412, 915), (1280, 800)])
+def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
+    "At a phone's width no sideways scroll (one column, candidates as cards) and every control reachable; the camera offered."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+              f'--window-size={size[0]},{size[1]}'): opts.add_argument(a)
+    if size[0] < 600:  # a window is at least 500 px wide: a phone's 412 px viewport is emulated, touch included
+        opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {'width': size[0], 'height': size[1], 'pixelRatio': 2.6,
+                                                                            'touch': True}})
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    fits = "return [document.documentElement.scrollWidth, window.innerWidth]"
+    try:
+        drv.get(server[0] + '/')
+        assert drv.find_element(By.ID, 'shot').get_attribute('capture') == 'environment'  # the camera, directly
+        drv.find_element(By.ID, 'key').send_keys(KEY)
+        drv.find_element(By.ID, 'file').send_keys(str(photos[1]))
+        drv.find_element(By.CSS_SELECTOR, 'input[name=mode][value=combo]').click()
+        drv.find_element(By.ID, 'go').click()
+        WebDriverWait(drv, 60).until(lambda d: d.find_element(By.ID, 'status').text.startswith('done'))
+        width, inner = drv.execute_script(fits)
+        assert inner == size[0] and width <= inner, f'{width} px of page in a {inner} px window: it scrolls sideways'
+        for el in ('go', 'camera', 'find', 'expect', 'key', 'q', 'lang'):
+            r = drv.execute_script(f"const r = document.getElementById('{el}').getBoundingClientRect(); return [r.left, r.right, r.height]")
+            assert 0 <= r[0] and r[1] <= inner and r[2] > 0, (el, r, inner)
+        if size[0] < 600:  # touch-sized, and the candidates as cards: no table row wider than the screen
+            assert drv.execute_script("return document.getElementById('go').getBoundingClientRect().height") >= 44
+            assert drv.execute_script("return getComputedStyle(document.querySelector('#results tr:nth-child(2)')).display") == 'block'
+        drv.save_screenshot(str(tmp_path/f'page-{size[0]}.png'))
+        assert (tmp_path/f'page-{size[0]}.png').stat().st_size > 10_000
+    finally: drv.quit()

@@ -1,6 +1,6 @@
 const $ = id => document.getElementById(id);
 const T = {
-  en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', single: 'single pill', combo: 'several pills (combo)',
+  en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', camera: 'Take a photo', single: 'single pill', combo: 'several pills (combo)',
        expect: 'Prescription (optional): K-codes, EDI codes or product names, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
        search_title: 'Search by what the pill shows', results_here: 'Results appear here.',
        notice: 'pillsnap suggests; it does not decide. Check every answer with a pharmacist before taking or giving a medicine.',
@@ -10,7 +10,7 @@ const T = {
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
        found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
        links: 'links', record: 'official record', image: 'reference image'},
-  ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', single: '알약 하나', combo: '여러 알약 (combo)',
+  ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
        notice: 'pillsnap은 제안할 뿐 결정하지 않습니다. 약을 복용하거나 주기 전에 모든 답을 약사와 확인하세요.',
@@ -35,6 +35,8 @@ $('drop').ondragover = e => { e.preventDefault(); $('drop').classList.add('over'
 $('drop').ondragleave = () => $('drop').classList.remove('over');
 $('drop').ondrop = e => { e.preventDefault(); $('drop').classList.remove('over'); if (e.dataTransfer.files[0]) choose(e.dataTransfer.files[0]); };
 $('file').onchange = e => { if (e.target.files[0]) choose(e.target.files[0]); };
+$('camera').onclick = () => $('shot').click();  // a phone opens its camera for this one (capture)
+$('shot').onchange = e => { if (e.target.files[0]) choose(e.target.files[0]); };
 function choose(f) {
   photo = f; img = new Image();
   img.onload = () => draw(null); img.src = URL.createObjectURL(f);
