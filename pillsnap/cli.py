@@ -389,6 +389,7 @@ def pillsnap_predict(
     top_k:int=None, # candidates per pill (default: pipeline.top_k)
     json_out:store_true=False, # print the prediction schema as JSON (also: --json)
     draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
+    lang:str='en', # --draw's labels: en, or ko (Korean names and words, in NanumGothic)
     checkpoint:str='best', # classifier checkpoint: best, last or a path
     backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
@@ -397,6 +398,7 @@ def pillsnap_predict(
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     from pillsnap.pipeline import BACKENDS, ImageError, MODES, Predictor, draw_prediction, prediction_table
     if mode not in MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
+    if lang not in ('en', 'ko'): raise ConfigError(f"--lang must be en or ko (got '{lang}')")
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"--backend must be {', '.join(BACKENDS)} (got '{backend}')")
     images, settings = photos_and_settings(images)
@@ -416,7 +418,7 @@ def pillsnap_predict(
         r['image'] = str(f); results.append(r)
         if draw:
             out = Path(draw)/f'{Path(f).stem}.png' if len(images) > 1 else Path(draw)
-            draw_prediction(f, r, out); r['drawn'] = str(out)
+            draw_prediction(f, r, out, lang); r['drawn'] = str(out)
     if json_out:
         answer = results[0] if len(images) == 1 else results + [{'image': str(f), 'error': why} for f, why in failed]
         print(json.dumps(answer, indent=1, ensure_ascii=False))

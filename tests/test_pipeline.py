@@ -168,6 +168,8 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     r = cli('predict', photos[0], photos[1], '--exp', e, '--draw', tmp_path/'drawn')
     assert r.stdout.count('single mode, 1 pill(s)') == 2 and 'k_code' in r.stdout
     assert sorted(p.name for p in (tmp_path/'drawn').iterdir()) == sorted({f'{photos[0].stem}.png', f'{photos[1].stem}.png'})
+    r = cli('predict', photos[1], '--exp', e, '--mode', 'combo', '--draw', tmp_path/'ko.png', '--lang', 'ko')  # Korean labels
+    assert 'Glyph' not in r.stderr and Image.open(tmp_path/'ko.png').size == Image.open(tmp_path/'combo.png').size
     (tmp_path/'bad.png').write_bytes(b'not an image')
     r = cli('predict', tmp_path/'bad.png', '--exp', e, check=False)
     assert r.returncode == 2 and 'not an image' in r.stderr, r.stderr
