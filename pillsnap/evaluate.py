@@ -504,8 +504,8 @@ def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
         (lb/f'{stem}.txt').write_text(''.join(
             f'0 {(x + w / 2) / r.width:.6f} {(y + h / 2) / r.height:.6f} {w / r.width:.6f} {h / r.height:.6f}\n'
             for x, y, w, h in r.bboxes))
-    write_text(out/'data.yaml', yaml.safe_dump({'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val',  # train: required
-                                                 'names': {0: 'pill'}}))
+    spec = {'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val', 'names': {0: 'pill'}}  # train: required
+    write_text(out/'data.yaml', yaml.safe_dump(spec))
     return out/'data.yaml'
 
 # %% ../nbs/06_judge.evaluate.ipynb #a81caf5f
@@ -522,7 +522,8 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
     "Combo and single mode on a real set: pills found and counted, and named where the models know the drug."
     from fastprogress.fastprogress import progress_bar
     known, c, errors = pred.known_codes(), Counter(), []
-    combo, rows = boxes and pred.has_detector, rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
+    combo = boxes and pred.has_detector
+    rows = rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
         for r, ks, bs in zip(pred.predict_batch(photos, 'combo', top_k=1) if combo else [], part.k_codes, part.bboxes):
             pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
@@ -532,10 +533,12 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
         one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
         for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
             k, p = part.k_codes.iloc[i][0], r['pills'][0]
+            iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
             c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
-                     single_found=bool(boxes and box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] >= 0.5))
-    out = dict(combo=None, single=dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
-                                       known=c['single_known'], top1=rate(c['single_named'], c['single_known'])))
+                     single_found=bool(iou >= 0.5))
+    single = dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
+                  known=c['single_known'], top1=rate(c['single_named'], c['single_known']))
+    out = dict(combo=None, single=single)
     if errors:
         out['combo'] = dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                             known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
@@ -560,7 +563,8 @@ def real_set_report(pred:Predictor, # from `Predictor.from_exp`
         with tempfile.TemporaryDirectory() as tmp:
             data = real_yolo_tree(rows, tmp)
             det = evaluate_detector(pred.cfg, weights, data, 'val', name=f"real-{s['name']}")
-            det.update(count=detector_counts(pred.cfg, weights, data, 'val'), data=s['path'], split='+'.join(s['splits']))
+            det.update(count=detector_counts(pred.cfg, weights, data, 'val'), data=s['path'],
+                       split='+'.join(s['splits']))
         pred.detector  # loaded, so its id is recorded
         res['detector'] = {**det, 'models': pred.models('combo')}
     if 'pipeline' in what:

@@ -91,7 +91,6 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   seed:int=0,
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
-    from sklearn.metrics import roc_auc_score
     codes, groups = np.asarray(codes), np.asarray(groups)
     drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
     if len(drugs) < 3: return None
@@ -105,18 +104,20 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
             if k in out: continue
             idx = rng.permutation(np.flatnonzero(codes == k))
             trial.add(k, emb[idx[:shots]], photos=shots)
-            known += [i for i in idx[shots:] if groups[i] not in set(groups[idx[:shots]])]
+            enrolled_from = set(groups[idx[:shots]])  # their photos: no query comes from them
+            known += [i for i in idx[shots:] if groups[i] not in enrolled_from]
         unknown = np.flatnonzero(np.isin(codes, list(out)))
         s_known, s_unknown = trial.scores(emb[known]), trial.scores(emb[unknown])
-        runs.append(dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy(),
+        best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
+        o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
+        runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'],
                          named=np.array(trial.codes)[s_known.argmax(1).numpy()] == codes[known]))
-    thr = float(np.median([np.quantile(r['known'], 1 - tar) for r in runs]))
-    def at(x): return dict(unknown_answered=round(float(np.mean([(r['unknown'] < x).mean() for r in runs])), 4),
-                           enrolled_called_unknown=round(float(np.mean([(r['known'] < x).mean() for r in runs])), 4))
-    auroc = np.mean([roc_auc_score(np.r_[np.ones(len(r['known'])), np.zeros(len(r['unknown']))],
-                                   np.r_[r['known'], r['unknown']]) for r in runs])
+    mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
+    at = lambda x: dict(unknown_answered=mean(lambda r: (r['unknown'] < x).mean()),
+                        enrolled_called_unknown=mean(lambda r: (r['known'] < x).mean()))
+    thr = float(np.median([r['threshold'] for r in runs]))
     return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=trials, products=len(drugs), held_out=n_held,
-                auroc=round(float(auroc), 4), **at(thr), enrolled_top1=round(float(np.mean([r['named'].mean() for r in runs])), 4),
+                auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
                 studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None)
 
 # %% ../nbs/05b_infer.gallery.ipynb #6519777b
@@ -191,8 +192,9 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype)->dict|None:
     pills = pills[~pills.k_code.map(lambda k: k.split(':', 1)[-1] in trained)].reset_index(drop=True)
     emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype)
     r = cfg.retrieval
-    out = real_open_set(g, emb, pills.k_code.values[pos], pills.group.values[pos], shots=r.get('real_shots', REAL_SHOTS),
-                        tar=r.get('real_tar', REAL_TAR), seed=cfg.seed) if len(pos) else None
+    codes, groups = pills.k_code.values[pos], pills.group.values[pos]
+    out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
+                        seed=cfg.seed) if len(pos) else None
     if out is None:
         get_logger('retrieval').warning(f"eval.real_sets ({', '.join(s['name'] for s in sets)}): fewer than 3 products "
                                         'with pills to spare — the "unknown" threshold stays the studio one')
@@ -251,7 +253,8 @@ def build_gallery(cfg, # resolved settings of a trained experiment
         g, report = _build_gallery(cfg, checkpoint)
         g.save(retrieval_dir(paths.root))
     write_json(paths.reports/'retrieval.json', report)
-    log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim}); unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})"
+    log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim}); unknown below cosine {report['threshold']:.3f}"
+             f" (chosen on {report['threshold_from']})"
              + (f", AUROC {report['auroc']:.3f}, false accepts {report['far']:.1%} on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report else
                 ' (no held-out drugs to measure it: split.holdout_drugs)'))
     return g

@@ -8,7 +8,7 @@ __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'NEDRUG_ITEM', 'LOCATORS', 'MIN_PHOTO
            'parse_expect', 'photo_warning', 'hangul_font', 'draw_prediction', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
-import contextlib, re, time, unicodedata
+import contextlib, functools, re, time, unicodedata
 from pathlib import Path
 
 import cv2
@@ -160,14 +160,15 @@ def _matching(gallery, embedder, exp):
 NEDRUG_ITEM = 'https://nedrug.mfds.go.kr/pbp/CCBBB01/getItemDetail?itemSeq={}'  # 의약품안전나라's page of a product
 
 def registry_links(rec:dict)->dict:
-    "Links to a drug's official record (by `item_seq`) and its reference image (`img_key`); None where the labels lack one."
+    "Links to a drug's official record (by `item_seq`) and its reference image (`img_key`); None where there is none."
     seq, img = str(rec.get('item_seq') or '').strip(), str(rec.get('img_key') or '').strip()
     return {'record': NEDRUG_ITEM.format(seq) if seq.isdigit() else None,
             'image': img if re.fullmatch(r'https?://[^\s"<>]+', img) else None}
 
 def registry(rec:dict)->dict:
     "The registry fields of a drug-table record, for a candidate, with its `links`."
-    return {**{k: v for k, v in rec.items() if k not in ('class_index', 'k_code', 'links')}, 'links': registry_links(rec)}
+    fields = {k: v for k, v in rec.items() if k not in ('class_index', 'k_code', 'links')}
+    return {**fields, 'links': registry_links(rec)}
 
 # %% ../nbs/05e_infer.pipeline.ipynb #3c055292
 LOCATORS = ('auto', 'detector', 'localiser', 'photo')  # how single mode finds its pill (`pipeline.locate`)
@@ -469,34 +470,40 @@ def _prescription_index(known:set, records:dict)->tuple:
 def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, product names
                  known:set, # the codes the predictor can answer
                  records:dict|None=None, # {K-code: registry record} with `edi_codes`, `dl_name`, `dl_name_en`
+                 index:tuple|None=None, # `_prescription_index(known, records)`, when the caller keeps it
                 )->dict|None: # {codes: the K-codes named, matched: {item: K-codes}, unmatched: [items]}
     "A prescription as the drugs it names; a `ConfigError` when it names none this predictor knows."
     if expect is None: return None
     items = [str(c).strip() for c in (re.split(r'[,;\n]', expect) if isinstance(expect, str) else expect)
              if c is not None and str(c).strip()]
     if not items: return None
-    edi, names = _prescription_index(known, records or {})
+    edi, names = index or _prescription_index(known, records or {})
     matched, unmatched = {}, []
     for it in dict.fromkeys(items):
         if it in known: found = {it}
         elif (code := re.sub(r'[\s-]', '', it).upper()) in edi: found = edi[code]
         else:
             key = name_key(it)
-            found = names.get(key) or (set().union(*(v for n, v in names.items() if n.startswith(key))) if len(key) > 1 else set())
+            starts = [v for n, v in names.items() if n.startswith(key)] if len(key) > 1 else []  # a name's start
+            found = names.get(key) or set().union(*starts)
         if found: matched[it] = sorted(found)
         else: unmatched.append(it)
     if not matched:
         raise ConfigError(f"expect: {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''} not known to this "
                           'experiment (neither trained nor enrolled, by K-code, EDI code or name) — check the codes and '
                           'names, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
-    return dict(codes=list(dict.fromkeys(k for ks in matched.values() for k in ks)), matched=matched, unmatched=unmatched)
+    codes = list(dict.fromkeys(k for ks in matched.values() for k in ks))
+    return dict(codes=codes, matched=matched, unmatched=unmatched)
 
 # %% ../nbs/05e_infer.pipeline.ipynb #444b3840
 @patch
 def prescription(self:Predictor, expect)->dict|None:
-    "`parse_expect` against this predictor's drugs and their records."
-    known = self.known_codes()
-    return parse_expect(expect, known, {k: self.record(k) for k in known}) if expect is not None else None
+    "`parse_expect` against this predictor's drugs and their records (indexed once, again when the drugs change)."
+    if expect is None: return None
+    known = frozenset(self.known_codes())
+    if getattr(self, '_rx_index', (None,))[0] != known:  # a request's hot path: 4,523 names are not folded each time
+        self._rx_index = (known, _prescription_index(known, {k: self.record(k) for k in known}))
+    return parse_expect(expect, known, index=self._rx_index[1])
 
 # %% ../nbs/05e_infer.pipeline.ipynb #5f68d31e
 MIN_PHOTO_SIDE = 512  # px: a photo's short side below this rarely shows an imprint legibly
@@ -590,11 +597,13 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
                 trained=k_code in self.k_codes, record=rec)
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b4ebd9fc
+@functools.cache
 def hangul_font()->str|None:
     "NanumGothic's file from the koreanize-matplotlib wheel (None when it is not installed)."
     import importlib.util
     spec = importlib.util.find_spec('koreanize_matplotlib')
-    return next((str(p) for p in Path(spec.origin).parent.rglob('NanumGothic.ttf')), None) if spec and spec.origin else None
+    if not (spec and spec.origin): return None
+    return next((str(p) for p in Path(spec.origin).parent.rglob('NanumGothic.ttf')), None)
 
 DRAW_WORDS = {'en': dict(unknown='unknown', off='NOT on the list', looks='looks like', mode='{} mode: {} pill(s)',
                          combo=' — combo recommended'),
@@ -618,7 +627,8 @@ def draw_prediction(image, # the photo
     for p in result['pills']:
         x1, y1, x2, y2 = p['box']
         c = p['candidates'][0]
-        name = (c.get('dl_name') or c.get('dl_name_en') if lang == 'ko' else c.get('dl_name_en') or c.get('dl_name')) or ''
+        first, then = ('dl_name', 'dl_name_en') if lang == 'ko' else ('dl_name_en', 'dl_name')
+        name = c.get(first) or c.get(then) or ''
         flag = p.get('status') == 'unknown' or p.get('expected') is False  # unknown, or not on the prescription: red
         text = w['unknown'] if p.get('status') == 'unknown' else f"{c['k_code']} {name[:24]}\n{c['confidence']:.2f}"
         if p.get('expected') is False:

@@ -242,7 +242,8 @@ def real_sets(cfg, # resolved settings
         if not isinstance(s, dict) or not s.get('path'):
             raise ConfigError(f'{where} needs a path — a YOLO export (data.yaml) or class folders; got {s!r}')
         if extra := set(s) - REAL_SET_KEYS:
-            raise ConfigError(f"{where} has {', '.join(sorted(extra))}: an entry takes {', '.join(sorted(REAL_SET_KEYS))}")
+            raise ConfigError(f"{where} has {', '.join(sorted(extra))}: "
+                              f"an entry takes {', '.join(sorted(REAL_SET_KEYS))}")
         path = Path(s['path'])
         if not path.is_dir(): raise ConfigError(f'{where}.path {path} is not a folder')
         yolo = any((path/f).is_file() for f in ('data.yaml', 'dataset.yaml'))
@@ -278,5 +279,5 @@ def real_pills(rows:pd.DataFrame, # from `real_rows`
     "One row per pill of a real set's photos."
     df = rows.assign(row=range(len(rows)), pill=rows.k_codes.map(lambda ks: list(range(len(ks)))))
     df = df.explode(['k_codes', 'bboxes', 'pill']).rename(columns={'k_codes': 'k_code', 'bboxes': 'bbox'})
-    return df.assign(class_index=-1).astype({'pill': int})[
-        ['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height', 'group']].reset_index(drop=True)
+    columns = ['row', 'pill', 'image', 'kind', 'k_code', 'class_index', 'bbox', 'width', 'height', 'group']
+    return df.assign(class_index=-1).astype({'pill': int})[columns].reset_index(drop=True)
