@@ -200,6 +200,7 @@ def relative_to(root:str|Path):
     prefix = os.path.join(str(root), '')
     return lambda p: p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)
 
+# %% ../nbs/02_data.aihub.ipynb #e32a1966
 STRAY_LIMIT = 1000  # stray files listed by path in the report (all of them are counted)
 
 def stray_reason(rel:str, # a file's path below the dataset root that `classify_path` does not place
@@ -422,6 +423,7 @@ def _have(path:Path, info:zipfile.ZipInfo)->bool:
         return crc == info.CRC
     except OSError: return False
 
+# %% ../nbs/02_data.aihub.ipynb #c77d946e
 MEMBER_MAX_BYTES = 64 << 20  # a photo of the release is a few MB: a larger member is refused
 MEMBER_MAX_RATIO = 100  # photos barely compress: a member over 1 MiB packed tighter than this is a zip bomb
 
@@ -468,6 +470,7 @@ def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named l
         counts['copied' if link_file(Path(f).resolve(), root/rel) == 'copy' else 'linked'] += 1
     return counts
 
+# %% ../nbs/02_data.aihub.ipynb #9d93c1f9
 def _extract_archive(job:tuple)->dict:
     "Extract one archive (archive, root, marker), or link an unpacked folder's files, unless done: the marker's record."
     archive, root, marker = map(Path, job)

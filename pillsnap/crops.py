@@ -153,6 +153,7 @@ def _npy_bytes(a:np.ndarray)->bytes:
     "`a` as the bytes of a `.npy` file."
     f = io.BytesIO(); np.save(f, a); return f.getvalue()
 
+# %% ../nbs/02c_data.crops.ipynb #b1cd8e38
 def _cache_chunk(job):
     "Crop and encode a chunk of rows; write its JPEGs and record, commit its offsets file: {row in chunk: skip reason}."
     rows, root, pre, out, k, quality = job
@@ -237,6 +238,7 @@ def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keye
              + (f", skipped {meta['skips']}" if skipped else ''))
     return meta
 
+# %% ../nbs/02c_data.crops.ipynb #a40fd0d6
 def cache_fits(out:str|Path, # a cache folder
                rows:pd.DataFrame, # the rows it should hold, in order
                pre:UnifiedPreprocessor, # the preprocessing it should have used

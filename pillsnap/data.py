@@ -62,6 +62,8 @@ def _photo_formats()->list:
     Image.init()
     return [f for f in PHOTO_FORMATS if f in Image.OPEN]
 
+
+# %% ../nbs/02b_data.splits.ipynb #bdf9801e
 # Pillow's PNG text/ICC limits
 _METADATA_LIMITS = ('Decompressed data too large', 'Too much memory used in text chunks')
 
@@ -152,6 +154,7 @@ def named_classes(only:list|str|None, # `data.classes`
                           "— check the K-codes (e.g. K-000059) against the release's labels")
     return set(codes)
 
+# %% ../nbs/02b_data.splits.ipynb #bd0ad713
 def assign_splits(index:pd.DataFrame, # from `index_release`
                   val_fraction:float=0.15, # share of each class's AI Hub 'train' photos used for validation
                   seed:int=42, # split seed
@@ -217,6 +220,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     if mix is not None: _mix(df, mix, seed)
     return df.drop(columns='name'), classes
 
+# %% ../nbs/02b_data.splits.ipynb #5bd24846
 def _groups(g:pd.DataFrame)->list:
     "Each row's split group: its `group` (set for `data.sources` photos), else its file name."
     groups = g['group'] if 'group' in g else [None] * len(g)
@@ -270,6 +274,7 @@ def make_manifests(split:pd.DataFrame, # from `assign_splits`
         out[name] = df[list(MANIFEST_COLUMNS)]
     return out
 
+# %% ../nbs/02b_data.splits.ipynb #29ee71ab
 def save_manifests(manifests:dict, out:str|Path)->dict:
     "Write `{split}.parquet` files atomically; returns their SHA-256 digests."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -343,6 +348,7 @@ def json_sha256(obj)->str:
     "SHA-256 of an object's JSON form (keys sorted): a record of settings that compares across runs."
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
+# %% ../nbs/02b_data.splits.ipynb #76fb42d9
 def check_splits(path:str|Path, # splits.json
                  settings:dict, # the split settings now
                  data:dict|None=None, # `data_digest` of the index now (None: trust the saved one)

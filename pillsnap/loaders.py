@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
@@ -24,9 +25,20 @@ from .config import ConfigError, JobFailed, UserError, get_logger
 from .data import open_image_safely
 from .crops import CacheDamaged, CropCache, UnifiedPreprocessor, rows_digest
 
+# %% ../nbs/02d_data.loaders.ipynb #19d4bd35
+def _line_blur(x:torch.Tensor, k:int, t:float)->torch.Tensor:
+    "Shake: `x` (float CHW) blurred along a line `k` pixels long (k odd) at angle `t`."
+    C = x.shape[0]
+    ker = torch.zeros(k, k); c = k // 2
+    for s in torch.linspace(-c, c, 2 * k):
+        ker[int(round(c + float(s) * math.sin(t))), int(round(c + float(s) * math.cos(t)))] = 1
+    ker = (ker / ker.sum()).expand(C, 1, k, k)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x[None], [c] * 4, mode='replicate'), ker, groups=C)[0]
+
 # %% ../nbs/02d_data.loaders.ipynb #b12a7326
 class PhoneCamera(torch.nn.Module):
-    "What a phone does to a pill photo, at random: tilt, a thumb or another pill in the way, white balance, uneven light, defocus or shake, noise."
+    ("What a phone does to a pill photo, at random: tilt, a thumb or another pill in the way, white balance, "
+     "uneven light, defocus or shake, noise.")
     def __init__(self, p:float=0.5): # the share of crops that go through the phone; each effect then has its own chance
         super().__init__()
         self.p, self.tilt = p, v2.RandomPerspective(distortion_scale=0.3, p=1.0)
@@ -52,11 +64,7 @@ class PhoneCamera(torch.nn.Module):
         if r() < 0.35: x = v2.functional.gaussian_blur(x, [9, 9], [u(0.5, 2.0)] * 2)  # defocus
         elif r() < 0.2:  # shake: a line kernel at a random angle
             k, t = int(u(3, 9)) | 1, u(0, math.pi)
-            ker = torch.zeros(k, k); c = k // 2
-            for s in torch.linspace(-c, c, 2 * k):
-                ker[int(round(c + float(s) * math.sin(t))), int(round(c + float(s) * math.cos(t)))] = 1
-            ker = (ker / ker.sum()).expand(C, 1, k, k)
-            x = torch.nn.functional.conv2d(torch.nn.functional.pad(x[None], [c] * 4, mode='replicate'), ker, groups=C)[0]
+            x = _line_blur(x, k, t)
         if r() < 0.4: x = x + torch.randn_like(x) * u(0.01, 0.05)  # sensor noise
         return x.clamp(0, 1)
 
@@ -70,7 +78,7 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
                      brightness:float=0.15, contrast:float=0.15, saturation:float=0.05, # colour jitter, hue fixed
                      rotate:float=0, # maximum arbitrary rotation in degrees (0: quarter turns only)
                      blur:float=0, # chance of a Gaussian blur (sigma 0.1–2 px: a phone's defocus and motion)
-                     phone:float=0.5, # share of crops through `PhoneCamera` (tilt, occlusion, white balance, light, blur, noise, JPEG)
+                     phone:float=0.5, # share of crops through `PhoneCamera`: tilt, occlusion, light, blur, noise, JPEG
                     )->v2.Compose:
     "Augmentation from a cached crop (uint8 CHW) to an `img_size` uint8 CHW tensor."
     tfms = [v2.RandomResizedCrop(pre.img_size, scale=tuple(scale), ratio=(0.9, 1.11), antialias=True),
@@ -79,7 +87,8 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
     if blur: tfms.append(v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 2.0))], p=blur))
     if phone: tfms.append(PhoneCamera(phone))
     tfms += [v2.ColorJitter(brightness, contrast, saturation, 0.0), v2.ToDtype(torch.uint8, scale=True)]
-    if phone: tfms.append(v2.RandomApply([v2.JPEG((30, 90))], p=0.4 * phone))  # a phone's, or a messenger's, compression
+    if phone:  # a phone's, or a messenger's, compression
+        tfms.append(v2.RandomApply([v2.JPEG((30, 90))], p=0.4 * phone))
     return v2.Compose(tfms)
 
 def eval_transforms(pre:UnifiedPreprocessor)->v2.Compose:
@@ -96,6 +105,7 @@ class ReadFailures(JobFailed):
         if msg.startswith('Caught '): msg = msg.rstrip().splitlines()[-1].split('ReadFailures: ', 1)[-1]
         super().__init__(msg)
 
+# %% ../nbs/02d_data.loaders.ipynb #40be6c00
 class PillDataset(Dataset):
     "Pill crops and class indices from a `pill_rows` table."
     def __init__(self, rows:pd.DataFrame, # from `pill_rows`
@@ -118,43 +128,49 @@ class PillDataset(Dataset):
 
     def __len__(self): return len(self.images)
 
-    def crop(self, i:int):
-        "The uint8 CHW crop of item `i`, or (None, reason); a damaged cache entry is replaced by a crop of the photo."
-        if self.cache is not None:
-            try:
-                data = self.cache.get(i)
-                if data is None: return None, SKIPPED_AT_BUILD
-                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB), None
-            except (CacheDamaged, RuntimeError) as e: self._cache_failed(e)  # RuntimeError: the JPEG decoder's
-        img, why = open_image_safely(self.root/self.images[i])
-        if img is None: return None, why
-        return v2.functional.to_image(self.pre.crop(img, self.bboxes[i])), None
+# %% ../nbs/02d_data.loaders.ipynb #6ad42f01
+@patch
+def crop(self:PillDataset, i:int):
+    "The uint8 CHW crop of item `i`, or (None, reason); a damaged cache entry is replaced by a crop of the photo."
+    if self.cache is not None:
+        try:
+            data = self.cache.get(i)
+            if data is None: return None, SKIPPED_AT_BUILD
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB), None
+        except (CacheDamaged, RuntimeError) as e: self._cache_failed(e)  # RuntimeError: the JPEG decoder's
+    img, why = open_image_safely(self.root/self.images[i])
+    if img is None: return None, why
+    return v2.functional.to_image(self.pre.crop(img, self.bboxes[i])), None
 
-    def _cache_failed(self, e):
-        if self._warned: return
-        self._warned = True  # once per dataset and process: a damaged chunk fails for every row in it
-        get_logger('loaders').warning(f"crop cache {self.cache.path} is damaged ({e}) — decoding the photos instead; "
-                                      "'pillsnap prepare' repairs it")
+@patch
+def _cache_failed(self:PillDataset, e):
+    if self._warned: return
+    self._warned = True  # once per dataset and process: a damaged chunk fails for every row in it
+    get_logger('loaders').warning(f"crop cache {self.cache.path} is damaged ({e}) — decoding the photos instead; "
+                                  "'pillsnap prepare' repairs it")
 
-    def __getitem__(self, i):
-        x, why = self.crop(i)
-        if x is None: self._skip(i, why); return None
-        return self.tfm(x), int(self.labels[i])
+# %% ../nbs/02d_data.loaders.ipynb #86007aae
+@patch
+def __getitem__(self:PillDataset, i):
+    x, why = self.crop(i)
+    if x is None: self._skip(i, why); return None
+    return self.tfm(x), int(self.labels[i])
 
-    def _skip(self, i, why):
-        get_logger('loaders').debug(f'skipped {self.images[i]}: {why}')
-        if self.skip_dir is not None:
-            self.skip_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.skip_dir/f'skips-{os.getpid()}.jsonl', 'a') as f:
-                f.write(json.dumps(dict(image=self.images[i], reason=why)) + '\n')
-        if why == SKIPPED_AT_BUILD or self.max_failures is None: return  # `prepare` reported those by name
-        self._failed += 1
-        if self._failed > self.max_failures * len(self):
-            raise ReadFailures(
-                f'{self._failed} of {len(self):,} crops could not be read in one loader process, more than '
-                f'loader.max_read_failures={self.max_failures:g} allows; the last: {self.images[i]} ({why})'
-                + (f', the others in {self.skip_dir}' if self.skip_dir else '')
-                + " — repair or restore the files ('pillsnap prepare' checks them again) or raise the share")
+@patch
+def _skip(self:PillDataset, i, why):
+    get_logger('loaders').debug(f'skipped {self.images[i]}: {why}')
+    if self.skip_dir is not None:
+        self.skip_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.skip_dir/f'skips-{os.getpid()}.jsonl', 'a') as f:
+            f.write(json.dumps(dict(image=self.images[i], reason=why)) + '\n')
+    if why == SKIPPED_AT_BUILD or self.max_failures is None: return  # `prepare` reported those by name
+    self._failed += 1
+    if self._failed > self.max_failures * len(self):
+        raise ReadFailures(
+            f'{self._failed} of {len(self):,} crops could not be read in one loader process, more than '
+            f'loader.max_read_failures={self.max_failures:g} allows; the last: {self.images[i]} ({why})'
+            + (f', the others in {self.skip_dir}' if self.skip_dir else '')
+            + " — repair or restore the files ('pillsnap prepare' checks them again) or raise the share")
 
 # %% ../nbs/02d_data.loaders.ipynb #e8315539
 def collate_skipping(batch:list):
@@ -201,6 +217,7 @@ def make_loader(ds:Dataset, # a `PillDataset`
                           pin_memory=pin_memory and torch.cuda.is_available(), drop_last=drop_last,
                           worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed), **workers)
 
+# %% ../nbs/02d_data.loaders.ipynb #aae9b549
 def make_loaders(train_ds:Dataset, valid_ds:Dataset, # datasets
                  batch_size:int=64, # training batch size (validation uses twice this)
                  num_workers:int=0, # loader processes each

@@ -47,7 +47,8 @@ def paste_photo(pills:list, # RGBA mattes from `matte`, in one studio framing
                 size:tuple, # (width, height) of the photo
                 rng:np.random.Generator, # random source
                )->tuple: # (PIL image, boxes, masks, hidden share per pill) of the first len(boxes) pills
-    "A wild photo of real pills: the mattes rotated, scaled together and put on a scene (the last ones left out if they cannot fit)."
+    ("A wild photo of real pills: the mattes rotated, scaled together and put on a scene "
+     "(the last ones left out if they cannot fit).")
     # the scenes' own scale rule, in pixels of the studio photos
     scale = wild_ppm([max(p.shape[:2]) for p in pills], size, rng)
     for step in (1.0, 0.8, 0.64, 0.5, 0.4):
@@ -71,7 +72,8 @@ def _paste_job(job):
     for image, box, code in picked:
         try:
             with Image.open(image) as im: img = np.asarray(im.convert('RGB'))
-        except (OSError, ValueError, Image.DecompressionBombError): continue  # prepare lists unreadable photos in problems.csv
+        # prepare lists unreadable photos in problems.csv
+        except (OSError, ValueError, Image.DecompressionBombError): continue
         pills.append(matte(img, box)); codes.append(code)
     if not pills: return None
     im, boxes, _, _ = paste_photo(pills, size, rng)
@@ -82,6 +84,7 @@ def _paste_job(job):
     return dict(image=str(path), kind='single' if one else 'combo', code=codes[0] if one else f'pasted:{i}',
                 k_codes=codes, bboxes=[[float(v) for v in b] for b in boxes], width=size[0], height=size[1])
 
+# %% ../nbs/01c_synth.paste.ipynb #2a136547
 def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root), bbox, k_code
                   root:str|Path, # the dataset root the image paths are relative to
                   out:str|Path, # folder for the pasted photos
@@ -103,7 +106,8 @@ def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root
         return [rows[j] for j in rng.choice(len(rows), int(rng.integers(lo, hi + 1)), replace=len(rows) < hi)]
     jobs = [(i, picks(i), tuple(size), seed, str(out)) for i in range(n)]
     done = pool_map(_paste_job, jobs, workers or os.cpu_count() or 1)
-    return [r for r in tqdm(done, total=n, desc='paste', unit='photo', disable=None) if r]  # none: every pill unreadable
+    # None: every pill of the photo unreadable
+    return [r for r in tqdm(done, total=n, desc='paste', unit='photo', disable=None) if r]
 
 # %% ../nbs/01c_synth.paste.ipynb #2b81267a
 def _wild_job(job):
@@ -115,8 +119,8 @@ def _wild_job(job):
     im, boxes, _, _ = render_wild(pills, capture, tuple(size), seed=int(rng.integers(2**31)))
     path = Path(out)/f'wild_{i:06d}.jpg'
     atomic_write(path, lambda p: im.convert('RGB').save(p, format='JPEG', quality=int(rng.integers(75, 96))))
-    return dict(image=str(path), kind='combo', code=f'wild:{i}', k_codes=[], bboxes=[[float(v) for v in b] for b in boxes],
-                width=size[0], height=size[1])
+    return dict(image=str(path), kind='combo', code=f'wild:{i}', k_codes=[],
+                bboxes=[[float(v) for v in b] for b in boxes], width=size[0], height=size[1])
 
 def wild_dataset(out:str|Path, # folder for the photos
                  n:int, # photos to make

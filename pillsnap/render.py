@@ -179,6 +179,7 @@ def make_drugs(n:int, # number of drugs (classes)
         d['quirks'] = add_quirks(d['record'], rng) if rng.random() < quirk_rate else []
     return drugs
 
+# %% ../nbs/01a_synth.render.ipynb #5da6bb02
 def _new_drug(code, look, rng, seen, group, prefix=None, stem=None, company=None, crowded=False):
     "A drug with a unique front imprint and a back no same-bodied drug has (`crowded`: after 100 tries, front only)."
     body = (look['shape'], look['color1'], look['color2'])
@@ -213,6 +214,7 @@ def _polygon(shape, w, h):
         pts = list(zip(0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)))
     return [(x * (w - 1), y * (h - 1)) for x, y in pts]
 
+# %% ../nbs/01a_synth.render.ipynb #eb9bc68f
 def shape_mask(shape:str, # a registry shape word
                w:int, h:int, # size in pixels (long axis horizontal)
               )->Image.Image: # 'L' mask

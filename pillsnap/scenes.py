@@ -223,6 +223,7 @@ def clutter(kind:str, w:int, h:int, rng)->np.ndarray:
                   fill=c([(60, 40, 30), (30, 30, 34), (200, 200, 190)][rng.integers(3)], 0.1))
     return np.asarray(im.resize((w, h), Image.LANCZOS), np.float32) / 255
 
+# %% ../nbs/01_synth.scenes.ipynb #6ddbe0a1
 def add_clutter(img:np.ndarray, rng)->None:
     "Paint zero, one or two `clutter` objects onto a HxWx3 scene in place, each cut off by an edge of the frame."
     H, W = img.shape[:2]
@@ -259,6 +260,7 @@ def shade_pill(rgba:np.ndarray, rng)->np.ndarray:
     out[..., :3] = np.clip(out[..., :3] + rng.uniform(0.1, 0.45) * spot[..., None], 0, 1)
     return out
 
+# %% ../nbs/01_synth.scenes.ipynb #30aa73b1
 def place(sizes:list, region:np.ndarray, rng, pile:bool, margin:int)->list|None:
     "Top-left corners for boxes of `sizes` centred in `region` (HxW bool): apart, or with `pile` close together."
     H, W = region.shape
@@ -320,6 +322,7 @@ def wild_ppm(longs_mm:list, size:tuple, rng)->float:
     room = math.sqrt(0.25 * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter
     return max(min(ppm, room), MIN_PILL * max(W, H) / min(longs_mm))
 
+# %% ../nbs/01_synth.scenes.ipynb #9aba49a7
 def wild_photo(posed:list, size:tuple, rng)->tuple:
     "Compose posed pills (RGBA arrays) into a wild scene: (image, boxes, masks, occluded)."
     W, H = size

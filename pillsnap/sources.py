@@ -106,6 +106,7 @@ def _read_yaml_head(path:Path)->dict:
         raise ConfigError(f'{path} must hold a mapping (names, train, val, test), not {type(spec).__name__}')
     return spec
 
+# %% ../nbs/02a_data.sources.ipynb #30c674de
 def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and the image/label folders
                 name:str, # the source's name: drugs become NAME:class
                 allow_outside:bool=False, # read image folders the data.yaml names outside `root`

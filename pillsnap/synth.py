@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, get_logger
 from .io import atomic_write
-from .render import BACK_COLORS, BACK_WEIGHTS, CAMERA_LA, DRUG_DIRS, DRUG_S, LIGHT_COLORS, SCENES, make_drugs, render_photo, render_wild
+from .render import (BACK_COLORS, BACK_WEIGHTS, CAMERA_LA, DRUG_DIRS, DRUG_S, LIGHT_COLORS, SCENES, make_drugs,
+                             render_photo, render_wild)
 from .scenes import weighted_choice
 from .schema import CAPTURE_FIELDS, LABEL_FIELDS, SHIPPED_TOP, shipped_archive
 
@@ -32,15 +33,17 @@ def photo_name(k_code:str, # 'K-000030' or a combination 'K-001900-010224-...'
               )->str: # e.g. 'K-000030_0_2_0_1_90_300_200.png'
     "The release's file name for a photo."
     c = capture
-    return (f"{k_code}_{_index(DRUG_S, c['drug_S'])}_{_index(BACK_COLORS, c['back_color'])}_{_index(DRUG_DIRS, c['drug_dir'])}"
-            f"_{_index(LIGHT_COLORS, c['light_color'])}_{c['camera_la']}_{c['camera_lo']:03d}_{c['size']}.png")
+    return (f"{k_code}_{_index(DRUG_S, c['drug_S'])}_{_index(BACK_COLORS, c['back_color'])}"
+            f"_{_index(DRUG_DIRS, c['drug_dir'])}_{_index(LIGHT_COLORS, c['light_color'])}"
+            f"_{c['camera_la']}_{c['camera_lo']:03d}_{c['size']}.png")
 
 def parse_photo_name(name:str, # a release file name
                     )->dict: # 'k_codes' and the capture fields
     "The K-code(s) and capture fields encoded in a file name."
     code, s, b, d, l, la, lo, size = Path(name).stem.split('_')
     return dict(k_codes=['K-' + c for c in code[2:].split('-')], drug_S=DRUG_S[int(s)], back_color=BACK_COLORS[int(b)],
-                drug_dir=DRUG_DIRS[int(d)], light_color=LIGHT_COLORS[int(l)], camera_la=int(la), camera_lo=int(lo), size=int(size))
+                drug_dir=DRUG_DIRS[int(d)], light_color=LIGHT_COLORS[int(l)],
+                camera_la=int(la), camera_lo=int(lo), size=int(size))
 
 # %% ../nbs/01b_synth.dataset.ipynb #f141fb1e
 def photo_paths(root:str|Path, # dataset root (holds `data/`)
@@ -68,7 +71,7 @@ def make_label(drug:dict, # from `make_drugs`
                bbox:list, # [x, y, w, h] of this pill
                image_id:int, ann_id:int, # ids, unique within the split
                combo:bool, # combination photos use `dl_idx` as category, singles use 1 (as in the release)
-               occluded:float|None=None, # wild photos: the share of this pill another pill hides (an extra annotation key)
+               occluded:float|None=None, # wild photos: the share of this pill hidden by others (an extra key)
               )->dict:
     "A label in the release's schema, keys in the release's order."
     rec = drug['record']
@@ -85,14 +88,15 @@ def make_label(drug:dict, # from `make_drugs`
 # %% ../nbs/01b_synth.dataset.ipynb #85c22fe2
 def json_kind(v)->str:
     "JSON type name of a value, with ints and floats both 'number'."
-    return {bool: 'bool', int: 'number', float: 'number', str: 'string', type(None): 'null', list: 'array', dict: 'object'}[type(v)]
+    return {bool: 'bool', int: 'number', float: 'number', str: 'string', type(None): 'null',
+            list: 'array', dict: 'object'}[type(v)]
 
 # %% ../nbs/01b_synth.dataset.ipynb #d6c47bb6
 def sample_capture(rng:np.random.Generator)->dict:
     "Random capture fields for one photo."
-    return dict(drug_S=DRUG_S[0], back_color=weighted_choice(rng, BACK_WEIGHTS), drug_dir=DRUG_DIRS[int(rng.integers(2))],
-                light_color=LIGHT_COLORS[int(rng.integers(3))], camera_la=int(rng.choice(CAMERA_LA)),
-                camera_lo=int(rng.integers(0, 360)), size=200)
+    return dict(drug_S=DRUG_S[0], back_color=weighted_choice(rng, BACK_WEIGHTS),
+                drug_dir=DRUG_DIRS[int(rng.integers(2))], light_color=LIGHT_COLORS[int(rng.integers(3))],
+                camera_la=int(rng.choice(CAMERA_LA)), camera_lo=int(rng.integers(0, 360)), size=200)
 
 def _unique_capture(rng, code, used):
     for _ in range(1000):
@@ -117,15 +121,17 @@ def plan_dataset(drugs:list, # from `make_drugs`
     rng, jobs, used = np.random.default_rng([seed, 2]), [], set()
     if scene not in SCENES: raise ConfigError(f"synth.scene is {scene!r} — use one of {', '.join(SCENES)}")
     lo, hi = pills_per_combo
-    if combos and not 2 <= lo <= hi <= len(drugs): raise ConfigError(f"pills_per_combo={list(pills_per_combo)} needs 2 <= min <= max <= classes ({len(drugs)})")
+    if combos and not 2 <= lo <= hi <= len(drugs):
+        raise ConfigError(f"pills_per_combo={list(pills_per_combo)} needs 2 <= min <= max <= classes ({len(drugs)})")
     for split, n_single, n_combo in (('train', per_class, combos), ('val', val_per_class, (combos + 4) // 5)):
         ids = iter(range(1, 10**9)); ann_ids = iter(range(1, 10**9))
         for i, d in enumerate(drugs):
             for _ in range(n_single):
                 cap, name = _unique_capture(rng, d['k_code'], used)
-                jobs.append(dict(split=split, kind='single', shard=i // classes_per_shard + 1, code=d['k_code'], name=name,
-                                 drugs=[d], rotations=[float(cap['camera_lo'])], capture=cap, size=tuple(image_size),
-                                 image_id=next(ids), ann_ids=[next(ann_ids)], seed=int(rng.integers(2**31))))
+                jobs.append(dict(split=split, kind='single', shard=i // classes_per_shard + 1, code=d['k_code'],
+                                 name=name, drugs=[d], rotations=[float(cap['camera_lo'])], capture=cap,
+                                 size=tuple(image_size), image_id=next(ids), ann_ids=[next(ann_ids)],
+                                 seed=int(rng.integers(2**31))))
         for c in range(math.ceil(n_combo / max(1, photos_per_combo))):
             members = sorted(rng.choice(len(drugs), int(rng.integers(lo, hi + 1)), replace=False))
             pills = [drugs[m] for m in members]
@@ -157,13 +163,15 @@ def write_job(job:dict, # from `plan_dataset`
                                           [d['k_code'] for d in job['drugs']])
     atomic_write(image_path, lambda p: im.save(p, format='PNG', compress_level=3))
     for i, (d, box, ann_id, lp) in enumerate(zip(job['drugs'], boxes, job['ann_ids'], label_paths)):
-        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, combo, None if hidden is None else hidden[i])
+        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, combo,
+                           None if hidden is None else hidden[i])
         atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
 
 # %% ../nbs/01b_synth.dataset.ipynb #e7768661
 def label_boxes(job:dict)->list:
-    "[x, y, w, h] per pill of a planned photo without rendering it: one pill per cell of a grid, inside the photo, none overlapping."
+    ("[x, y, w, h] per pill of a planned photo without rendering it: one pill per cell of a grid, "
+     "inside the photo, none overlapping.")
     rng, (W, H), n = np.random.default_rng(job['seed']), job['size'], len(job['drugs'])
     cols = math.ceil(math.sqrt(n)); rows = math.ceil(n / cols)
     cw, ch, boxes = W // cols, H // rows, []
@@ -178,10 +186,12 @@ def write_labels_job(job:dict, # from `plan_dataset`
                     )->int: # pills written
     "Write one planned photo's labels and an empty file in place of its image (`synth_dataset(labels_only=True)`)."
     boxes = label_boxes(job)
-    image_path, label_paths = photo_paths(root, job['split'], job['kind'], job['shard'], job['code'], job['name'], [d['k_code'] for d in job['drugs']])
+    image_path, label_paths = photo_paths(root, job['split'], job['kind'], job['shard'], job['code'], job['name'],
+                                          [d['k_code'] for d in job['drugs']])
     image_path.parent.mkdir(parents=True, exist_ok=True); image_path.write_bytes(b'')
     for d, box, ann_id, lp in zip(job['drugs'], boxes, job['ann_ids'], label_paths):
-        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id, job['kind'] == 'combo')
+        label = make_label(d, job['name'], job['size'], job['capture'], box, job['image_id'], ann_id,
+                           job['kind'] == 'combo')
         lp.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(lp, lambda p: p.write_text(json.dumps(label, ensure_ascii=False, indent=4), encoding='utf-8'))
     return len(boxes)
@@ -206,7 +216,9 @@ def ship_release(src:str|Path, # a release in the canonical layout (holds data/)
     "Pack a canonical release the way AI Hub ships it: one zip per shard folder, in the Korean-named folders."
     src, out = Path(src), Path(out)
     shards = sorted(p for p in (src/'data').glob('*/*/*/*') if p.is_dir())
-    if not shards: raise ConfigError(f"{src}/data holds no shard folders (data/{{train,val}}/{{images,labels}}/…/TS_n_…) — nothing to ship")
+    if not shards:
+        raise ConfigError(f"{src}/data holds no shard folders (data/{{train,val}}/{{images,labels}}/…/TS_n_…) — "
+                          "nothing to ship")
     archives = [out/SHIPPED_TOP/shipped_archive(s.relative_to(src)) for s in shards]
     for s, a in zip(shards, archives): _zip_folder(s, a)
     return archives
@@ -214,6 +226,34 @@ def ship_release(src:str|Path, # a release in the canonical layout (holds data/)
 # %% ../nbs/01b_synth.dataset.ipynb #3637584c
 def _summary_path(out): return Path(out)/'synth_summary.json'
 
+def _claim_folder(out:Path, spec:dict, force:bool, log)->dict|None:
+    "Make `out` ready for the dataset `spec`; the saved summary when it already holds that dataset, complete."
+    spec_path = out/'synth_spec.json'
+    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
+        if not force:
+            raise ConfigError(f"{out} already holds a synthetic dataset with other settings — "
+                              "pass --force to replace it, or choose another folder")
+        for d in ('data', SHIPPED_TOP.split('/')[0]): shutil.rmtree(out/d, ignore_errors=True)
+        _summary_path(out).unlink(missing_ok=True)
+    elif (out/'data').exists() and not spec_path.exists() and any((out/'data').iterdir()):
+        raise ConfigError(f"{out}/data exists and was not made by pillsnap synth — refusing to write into it")
+    if spec_path.exists() and _summary_path(out).exists():
+        log.info(f"synthetic dataset already complete in {out} (same settings) — reusing it")
+        return json.loads(_summary_path(out).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec, indent=1))
+
+def _write_jobs(write, jobs:list, out:Path, workers:int, chunk:int):
+    "Run `write(job, out)` for every job, in `workers` processes when there is enough to share."
+    bar = tqdm(total=len(jobs), desc='synth', unit='img', mininterval=1, disable=None)
+    if workers > 1 and len(jobs) > 8:
+        with ProcessPoolExecutor(workers) as ex:
+            for _ in ex.map(write, jobs, [out] * len(jobs), chunksize=chunk): bar.update()
+    else:
+        for j in jobs: write(j, out); bar.update()
+    bar.close()
+
+# %% ../nbs/01b_synth.dataset.ipynb #f3e59e60
 def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `data/val`)
                   classes:int=50, # number of drugs (K-codes)
                   per_class:int=20, # single photos per class in AI Hub 'train'
@@ -229,44 +269,32 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
                   quirk_rate:float=0.05, # share of drug records with null/""/0 fields
                   workers:int=0, # processes (0 = one per core)
                   force:bool=False, # replace a different dataset already in `out`
-                  scene:str='studio', # 'studio' (the release's look), 'wild' (phone photos: `01_synth.scenes`) or 'mixed'
-                  as_shipped:bool=False, # write it as AI Hub ships it (`ship_release`): zip archives in Korean-named folders, no data/
-                  labels_only:bool=False, # labels and an empty file per photo, no pixels: the release's files at its scale, for measuring `prepare`
+                  scene:str='studio', # 'studio' (the release's look), 'wild' (phone photos: `01_synth.scenes`), 'mixed'
+                  as_shipped:bool=False, # write it as AI Hub ships it (`ship_release`): zips in Korean-named folders
+                  labels_only:bool=False, # labels and an empty file per photo, no pixels (for measuring `prepare`)
                  )->dict: # the summary also written to `synth_summary.json`
     "Write a synthetic dataset in the AI Hub layout and label schema."
     log, out = get_logger('synth'), Path(out)
-    if classes < 1 or per_class < 1: raise ConfigError(f"synth needs classes >= 1 and per_class >= 1 (got {classes}, {per_class})")
-    if labels_only and (as_shipped or scene != 'studio'): raise ConfigError('synth.labels_only writes no pixels: it has no scene and is not shipped as archives')
+    if classes < 1 or per_class < 1:
+        raise ConfigError(f"synth needs classes >= 1 and per_class >= 1 (got {classes}, {per_class})")
+    if labels_only and (as_shipped or scene != 'studio'):
+        raise ConfigError('synth.labels_only writes no pixels: it has no scene and is not shipped as archives')
     spec = dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
                 val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
                 classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
-                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate, **({'as_shipped': True} if as_shipped else {}), **({'labels_only': True} if labels_only else {}),
+                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate,
+                **({'as_shipped': True} if as_shipped else {}), **({'labels_only': True} if labels_only else {}),
                 **({'scene': scene} if scene != 'studio' else {}))  # a studio spec stays what it was
-    spec_path = out/'synth_spec.json'
-    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
-        if not force: raise ConfigError(f"{out} already holds a synthetic dataset with other settings — pass --force to replace it, or choose another folder")
-        for d in ('data', SHIPPED_TOP.split('/')[0]): shutil.rmtree(out/d, ignore_errors=True)
-        _summary_path(out).unlink(missing_ok=True)
-    elif (out/'data').exists() and not spec_path.exists() and any((out/'data').iterdir()):
-        raise ConfigError(f"{out}/data exists and was not made by pillsnap synth — refusing to write into it")
-    if spec_path.exists() and _summary_path(out).exists():
-        log.info(f"synthetic dataset already complete in {out} (same settings) — reusing it")
-        return json.loads(_summary_path(out).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(spec, indent=1))
+    if (done := _claim_folder(out, spec, force, log)) is not None: return done
     t0 = time.perf_counter()
     drugs = make_drugs(classes, seed, confusable_fraction, confusable_group_size, quirk_rate)
-    jobs = plan_dataset(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size, classes_per_shard, seed, scene)
+    jobs = plan_dataset(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size,
+                        classes_per_shard, seed, scene)
     workers = workers or os.cpu_count() or 1
     write, chunk = (write_labels_job, 512) if labels_only else (write_job, 8)
-    log.info(f"{'writing the labels of' if labels_only else 'rendering'} {len(jobs)} photos of {classes} drugs at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
-    bar = tqdm(total=len(jobs), desc='synth', unit='img', mininterval=1, disable=None)
-    if workers > 1 and len(jobs) > 8:
-        with ProcessPoolExecutor(workers) as ex:
-            for _ in ex.map(write, jobs, [out] * len(jobs), chunksize=chunk): bar.update()
-    else:
-        for j in jobs: write(j, out); bar.update()
-    bar.close()
+    log.info(f"{'writing the labels of' if labels_only else 'rendering'} {len(jobs)} photos of {classes} drugs "
+             f"at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
+    _write_jobs(write, jobs, out, workers, chunk)
     secs = time.perf_counter() - t0
     summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(len(jobs) / secs, 1), workers=workers,
                    **count_release(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
@@ -289,7 +317,8 @@ def count_release(root:str|Path, # dataset root (holds `data/`)
         combo_lbls = list((base/'labels'/'combination').glob('*/*/*/*.json'))
         per_photo = {}
         for p in combo_lbls: per_photo[p.stem] = per_photo.get(p.stem, 0) + 1
-        out[split] = dict(single_images=len(single_imgs), single_labels=len(list((base/'labels'/'single').glob('*/*/*.json'))),
+        out[split] = dict(single_images=len(single_imgs),
+                          single_labels=len(list((base/'labels'/'single').glob('*/*/*.json'))),
                           classes=len({p.parent.name for p in single_imgs}), combo_images=len(combo_imgs),
                           combo_labels=len(combo_lbls), combinations=len({p.parent.name for p in combo_imgs}),
                           pills_per_combo_photo=dict(sorted(Counter(per_photo.values()).items())),
@@ -300,8 +329,11 @@ def count_release(root:str|Path, # dataset root (holds `data/`)
 def _hangul_font():
     from matplotlib import font_manager
     for f in font_manager.fontManager.ttflist:
-        if any(k in f.name for k in ('Nanum', 'Noto Sans CJK', 'Noto Sans KR', 'Malgun', 'AppleGothic', 'UnDotum', 'Baekmuk')): return f.name
+        if any(k in f.name for k in ('Nanum', 'Noto Sans CJK', 'Noto Sans KR', 'Malgun', 'AppleGothic', 'UnDotum',
+                                     'Baekmuk')):
+            return f.name
 
+# %% ../nbs/01b_synth.dataset.ipynb #0f7de1eb
 def contact_sheet(root:str|Path, # dataset root
                   out:str|Path|None=None, # PNG to write (optional)
                   n:int=48, # classes to show
@@ -318,7 +350,8 @@ def contact_sheet(root:str|Path, # dataset root
         code = p.parent.name.removesuffix('_json')
         if code not in picks or typical(p) > typical(picks[code]): picks[code] = p
     picks = [picks[c] for c in sorted(picks)[:n]]
-    if not picks: raise ConfigError(f"no single-pill labels under {root}/data/train — generate a dataset first (pillsnap synth)")
+    if not picks:
+        raise ConfigError(f"no single-pill labels under {root}/data/train — generate a dataset first (pillsnap synth)")
     font, rows = _hangul_font(), math.ceil(len(picks) / cols)
     fig, axs = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75), squeeze=False)
     for ax in axs.flat: ax.set_axis_off()
@@ -326,7 +359,8 @@ def contact_sheet(root:str|Path, # dataset root
         lbl = json.loads(lp.read_text(encoding='utf-8'))
         rec, (x, y, w, h) = lbl['images'][0], lbl['annotations'][0]['bbox']
         shard = lp.parent.parent
-        img_path = shard.parent.parent.parent/'images'/'single'/(shard.name[0] + 'S' + shard.name[2:])/lp.parent.name.removesuffix('_json')/rec['file_name']
+        image_shard = shard.parent.parent.parent/'images'/'single'/(shard.name[0] + 'S' + shard.name[2:])
+        img_path = image_shard/lp.parent.name.removesuffix('_json')/rec['file_name']
         pad = int(0.25 * max(w, h))
         ax.imshow(Image.open(img_path).crop((x - pad, y - pad, x + w + pad, y + h + pad)))
         name = rec['dl_name'] if font else (rec['dl_name_en'] or rec['dl_name'])
@@ -345,10 +379,14 @@ def scene_sheet(root:str|Path, # dataset root
     "A row of the dataset's photos (combinations first) above a row of real photos, at the same height."
     import matplotlib.pyplot as plt
     rng = np.random.default_rng(seed)
-    def pick(files): return [files[i] for i in sorted(rng.choice(len(files), min(n, len(files)), replace=False))] if files else []
-    ours = sorted(Path(root, 'data').glob('*/images/combination/*/*/*.png')) or sorted(Path(root, 'data').glob('*/images/*/*/*/*.png'))
+    def pick(files):
+        return [files[i] for i in sorted(rng.choice(len(files), min(n, len(files)), replace=False))] if files else []
+    ours = (sorted(Path(root, 'data').glob('*/images/combination/*/*/*.png'))
+            or sorted(Path(root, 'data').glob('*/images/*/*/*/*.png')))
     if not ours: raise ConfigError(f"no photos under {root}/data — generate a dataset first (pillsnap synth)")
-    rows = [pick(ours)] + ([pick(sorted(p for p in Path(real).rglob('*') if p.suffix.lower() in ('.jpg', '.jpeg', '.png')))] if real else [])
+    rows = [pick(ours)]  # ours first: the seed picks the same photos with or without `real`
+    if real:
+        rows.append(pick(sorted(p for p in Path(real).rglob('*') if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))))
     fig, axs = plt.subplots(len(rows), n, figsize=(n * 1.7, len(rows) * 2.3), squeeze=False)
     for r, files in enumerate(rows):
         for ax, f in zip(axs[r], files + [None] * (n - len(files))):
@@ -366,7 +404,8 @@ def bench_synth(image_size:tuple, # (width, height)
     "Single-process render+write throughput for single-pill photos."
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        synth_dataset(d, classes=max(1, n // 4), per_class=4, combos=0, val_per_class=0, image_size=image_size, workers=1)
+        synth_dataset(d, classes=max(1, n // 4), per_class=4, combos=0, val_per_class=0, image_size=image_size,
+                      workers=1)
         return n / (time.perf_counter() - t0)
 
 # %% ../nbs/01b_synth.dataset.ipynb #c97eb837
