@@ -223,9 +223,11 @@ def build_learner(cfg, # resolved settings
     elif t.auto_batch and ck is None:
         found = auto_batch_size(model, pre.img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
         if found:
-            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)  # settings older than the rule: its default
+            # settings older than the rule: its default
+            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)
             lr, bs = scaled_lr(lr, bs, found, rule, most), found
-            log.info(f'batch {bs}, learning rate {lr:.3g} (train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
+            log.info(f'batch {bs}, learning rate {lr:.3g} '
+                     f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version,
                 k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg),

@@ -183,7 +183,8 @@ def _resolve(value, base):
     return str(p if p.is_absolute() else (Path(base)/p).resolve())
 
 def _resolve_setting(key, value, base):
-    "A path setting resolved against `base`; in a list of mappings (`data.sources`, `eval.real_sets`), each one's `path`."
+    ("A path setting resolved against `base`;"
+     " in a list of mappings (`data.sources`, `eval.real_sets`), each one's `path`.")
     if is_path_setting(key): return _resolve(value, base)
     if isinstance(value, list) and key.endswith(PATH_LISTS):
         return [{**v, 'path': _resolve(v.get('path'), base)} if isinstance(v, dict) else v for v in value]

@@ -189,6 +189,7 @@ def calibration_summary(logits:np.ndarray, labels:np.ndarray, # validation logit
                                      coverage_cross_fitted=cf['coverage'], mean_set_size=cf['mean_set_size'])
     return res
 
+# %% ../nbs/06_judge.evaluate.ipynb #188a6044
 def calibrate_classifier(cfg, # resolved settings
                          checkpoint:str='best', # 'best', 'last' or a path
                          pred_dir:str|Path|None=None, # where `evaluate_classifier` wrote (default: classifier folder)
@@ -231,6 +232,7 @@ def one_vs_rest_scores(probs:np.ndarray, labels:np.ndarray, # (n, classes) proba
             if 0 < y.sum() < len(y): auc[a + j], ap[a + j] = roc_auc_score(y, s), average_precision_score(y, s)
     return auc, ap
 
+# %% ../nbs/06_judge.evaluate.ipynb #4045233a
 def per_class_table(probs:np.ndarray, # (n, classes) probabilities
                     labels:np.ndarray, # true class index per row
                     k_codes:list, # K-code of each class index
@@ -284,6 +286,7 @@ def pooled_values(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilit
     w = np.r_[np.ones(n), np.full(len(r), n * (C - 1) / len(r))]
     return y, np.r_[probs[np.arange(n), labels], probs[r, c]], w
 
+# %% ../nbs/06_judge.evaluate.ipynb #a5bdb8aa
 def plot_curves(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilities and true classes
                 k_codes:list, # K-code of each class index
                 weakest:list=(), # class indices drawn on their own (e.g. the first rows of `per_class_table`)
@@ -398,6 +401,7 @@ def _sample(rows:pd.DataFrame, n:int|None, seed:int)->pd.DataFrame:
     "At most `n` rows, a seeded sample in their order (None or 0: all)."
     return rows if not n or len(rows) <= n else rows.sample(n=n, random_state=seed).sort_index()
 
+# %% ../nbs/06_judge.evaluate.ipynb #245502a7
 def _decoded(root:Path, rows:pd.DataFrame, batch:int, threads:int=2):
     "Batches of (rows, photos), the next batch decoding in `threads` threads while this one is answered."
     from concurrent.futures import ThreadPoolExecutor
@@ -410,9 +414,10 @@ def _decoded(root:Path, rows:pd.DataFrame, batch:int, threads:int=2):
             if k + 1 < len(parts): ahead = load(parts[k + 1])
             yield part, photos
 
+# %% ../nbs/06_judge.evaluate.ipynb #b45121cf
 def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                       split:str='val', # manifest split
-                      max_photos:int|None=None, # photos per kind, a seeded sample (default: `eval.pipeline_photos`; 0: all)
+                      max_photos:int|None=None, # photos per kind, seeded (default: `eval.pipeline_photos`; 0: all)
                       batch:int=16, # photos per predictor call
                       write:bool=True, # write {exp}/reports/pipeline.json (the final test writes its own file)
                      )->dict:
@@ -504,7 +509,8 @@ def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
         (lb/f'{stem}.txt').write_text(''.join(
             f'0 {(x + w / 2) / r.width:.6f} {(y + h / 2) / r.height:.6f} {w / r.width:.6f} {h / r.height:.6f}\n'
             for x, y, w, h in r.bboxes))
-    spec = {'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val', 'names': {0: 'pill'}}  # train: required
+    spec = {'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val',  # train: required
+            'names': {0: 'pill'}}
     write_text(out/'data.yaml', yaml.safe_dump(spec))
     return out/'data.yaml'
 
@@ -514,6 +520,7 @@ def _as_known(code:str, known:set)->str:
     bare = code.split(':', 1)[-1]
     return code if code in known or bare not in known else bare
 
+# %% ../nbs/06_judge.evaluate.ipynb #4512b9aa
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
                   rows:pd.DataFrame, # from `real_rows`
                   boxes:bool=True, # the rows' boxes are the pills' (False: class folders, the photo is the box)
@@ -573,12 +580,14 @@ def real_set_report(pred:Predictor, # from `Predictor.from_exp`
     write_json(out, res)
     return res
 
+# %% ../nbs/06_judge.evaluate.ipynb #92a7e633
 def real_reports(pred:Predictor, # from `Predictor.from_exp`
                  what:tuple=('detector', 'pipeline'), # the parts to measure
                 )->dict: # {name: reports/real/{name}.json}, empty when `eval.real_sets` names none
     "`real_set_report` for every set of `eval.real_sets`."
     return {s['name']: real_set_report(pred, s, what) for s in real_sets(pred.cfg)}
 
+# %% ../nbs/06_judge.evaluate.ipynb #cc9a2480
 def real_table(reports:dict, # {name: `real_set_report` result}
               )->pd.DataFrame:
     "The headline numbers of real sets, one column each."

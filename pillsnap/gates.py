@@ -136,6 +136,7 @@ def measure_latency(exp:str|Path, # a trained experiment
 # %% ../nbs/06a_judge.gates.ipynb #c1bcb243
 def _read(p:Path)->dict: return read_json(p)[0] or {}  # missing or damaged: nothing measured
 
+# %% ../nbs/06a_judge.gates.ipynb #8a99f2cf
 def measurements(exp:str|Path, # a trained experiment
                  latency:dict|None=None, # from `measure_latency` (default: reports/latency.json if present)
                  real:list|None=None, # names of real photo sets (default: the snapshot's `eval.real_sets`)
@@ -188,6 +189,7 @@ def measurements(exp:str|Path, # a trained experiment
     _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(exp_config(paths.root))], put)
     return m, ev
 
+# %% ../nbs/06a_judge.gates.ipynb #fc2aee4f
 def _real_measurements(paths, names:list, put):
     "The real sets' numbers under the criteria's names: the weakest set's, with its file."
     got = {}
@@ -244,6 +246,7 @@ def with_real_targets(gate:dict, # a stage's `gate` settings
     chosen = {k: v for k, v in real.items() if k in measured} or real
     return {**gate, 'targets': {**gate['targets'], **chosen}}
 
+# %% ../nbs/06a_judge.gates.ipynb #1b238c14
 def stage_gate(exp:str|Path, # a trained experiment
                stage:int|None=None, # default: the experiment's data.stage
                baseline:str|Path|None=None, # an earlier experiment accuracy may not fall below (by over max_acc_drop)

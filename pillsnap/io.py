@@ -104,6 +104,7 @@ def append_jsonl(path:str|Path, # a JSON-lines file (made when missing)
         torn = f.seek(0, os.SEEK_END) > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b'\n'  # cut short by a crash
         f.write((('\n' if torn else '') + line + '\n').encode()); f.flush(); os.fsync(f.fileno())
 
+# %% ../nbs/00_io.ipynb #02c12ace
 def read_jsonl(path:str|Path, # a JSON-lines file that may be missing or damaged
                what:str='', # what it is, for the warning
               )->list: # its JSON objects, in order
@@ -120,6 +121,7 @@ def read_jsonl(path:str|Path, # a JSON-lines file that may be missing or damaged
         logging.getLogger('pillsnap.io').warning(f"{path}{f' ({what})' if what else ''}: {bad} damaged line(s) skipped")
     return out
 
+# %% ../nbs/00_io.ipynb #9aab469a
 @contextmanager
 def file_lock(path:str|Path, # the lock file (made when missing)
               wait_s:float, # how long to wait for the process holding it
@@ -182,6 +184,7 @@ def walk_files(top:str|Path, # folder to walk
             else: out.append(e.path)
     return out
 
+# %% ../nbs/00_io.ipynb #c400c515
 def pool_map(f, # a picklable function of one job
              jobs:list, # its inputs
              workers:int, # processes; 1 (or a single job) maps in this process

@@ -17,9 +17,12 @@ from .search import imprint_score
 OCR_INSTALL = "pip install 'pillsnap[ocr]' (the package rapidocr 3.x)"
 
 def ocr_engine():
-    "rapidocr's engine, quiet (its ONNX models ship in its wheel); a ConfigError that says what to install when it is missing."
+    ("rapidocr's engine, quiet (its ONNX models ship in its wheel);"
+     " a ConfigError that says what to install when it is missing.")
     try: from rapidocr import RapidOCR
-    except ImportError: raise ConfigError(f'reading imprints (pipeline.ocr=true) needs the optional OCR package — {OCR_INSTALL}') from None
+    except ImportError:
+        raise ConfigError('reading imprints (pipeline.ocr=true) needs the optional OCR package — '
+                          f'{OCR_INSTALL}') from None
     return RapidOCR(params={'Global.log_level': 'critical'})
 
 # %% ../nbs/05d_infer.ocr.ipynb #bc53509f
@@ -36,6 +39,7 @@ def ocr_view(crop:np.ndarray, # HxWx3 uint8 RGB: the pill at the photo's resolut
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
+# %% ../nbs/05d_infer.ocr.ipynb #8af23218
 def pill_cut(im:Image.Image, # the photo
              box, # [x1, y1, x2, y2] of the pill, photo pixels
              pad:float=0.1, # margin on each side, share of the box
@@ -43,9 +47,11 @@ def pill_cut(im:Image.Image, # the photo
     "The pill and a small margin at the photo's own resolution (what the reader gets)."
     x1, y1, x2, y2 = (float(v) for v in box)
     dx, dy = (x2 - x1) * pad, (y2 - y1) * pad
-    c = im.crop((max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(im.width, int(np.ceil(x2 + dx))), min(im.height, int(np.ceil(y2 + dy)))))
+    c = im.crop((max(0, int(x1 - dx)), max(0, int(y1 - dy)),
+                 min(im.width, int(np.ceil(x2 + dx))), min(im.height, int(np.ceil(y2 + dy)))))
     return np.asarray(c.convert('RGB'))
 
+# %% ../nbs/05d_infer.ocr.ipynb #b7cea25f
 def read_imprint(engine, # `ocr_engine()`
                  crop:np.ndarray, # HxWx3 uint8 RGB, from `pill_cut`
                  min_score:float=0.5, # text lines the reader is less sure of are dropped
@@ -60,7 +66,7 @@ def fuse_imprint(p:torch.Tensor, # (m, classes) probabilities of the classifier 
                  codes:list, # the K-code of every column
                  reads:list, # the text read on each of the m pills ('' or None: nothing read)
                  record, # K-code -> registry record (with print_front, print_back)
-                 weight:float=8.0, # a perfect imprint match multiplies odds by exp(weight) (8: tuned on the bench experiment)
+                 weight:float=8.0, # a perfect imprint match multiplies odds by exp(weight) (8: tuned on `bench`)
                  top:int=10, # only the classifier's top candidates are re-ranked
                 )->torch.Tensor: # (m, classes) probabilities
     "Re-rank each pill's top candidates by how well their imprint matches what was read on it."
@@ -68,7 +74,8 @@ def fuse_imprint(p:torch.Tensor, # (m, classes) probabilities of the classifier 
     for i, text in enumerate(reads):
         if not text or not any(ch.isalnum() for ch in text): continue
         idx = p[i].topk(min(top, p.shape[1])).indices
-        s = torch.tensor([imprint_score(text, (r := record(codes[j]) or {}).get('print_front'), r.get('print_back')) for j in idx.tolist()])
+        s = torch.tensor([imprint_score(text, (r := record(codes[j]) or {}).get('print_front'), r.get('print_back'))
+                          for j in idx.tolist()])
         p[i, idx] = p[i, idx] * torch.exp(weight * s)
         p[i] = p[i] / p[i].sum()
     return p

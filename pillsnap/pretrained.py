@@ -103,6 +103,7 @@ def load_start(model:nn.Module, # a timm model of the start's architecture, any 
                           f'(missing {missing[:3]}, unexpected {unexpected[:3]})')
     return model
 
+# %% ../nbs/03_pretrained.ipynb #cb01ac2d
 def check_start(c, # the `classifier` settings
                ):
     "A ConfigError naming each classifier setting the start was not trained with (the image size may differ freely)."
@@ -119,7 +120,8 @@ def check_start(c, # the `classifier` settings
 # %% ../nbs/03_pretrained.ipynb #d16ce560
 def resolve_start(c, # the `classifier` settings (`pretrained`, `model`)
                  )->str: # 'none', 'timm' or a `STARTS` key
-    "What `classifier.pretrained` means for this model: `auto` is the installed offline start of the architecture, else timm's."
+    ("What `classifier.pretrained` means for this model:"
+     " `auto` is the installed offline start of the architecture, else timm's.")
     name = start_of(c.get('pretrained'))
     if name != AUTO: return name
     for k, s in STARTS.items():
@@ -131,10 +133,13 @@ def resolve_start(c, # the `classifier` settings (`pretrained`, `model`)
 def start_note(c, # the `classifier` settings
               )->str:
     "One line saying which start a classifier trains from."
-    if c.get('weights_path'): return f"classifier start: the local weights {c.get('weights_path')} (classifier.weights_path)"
+    if c.get('weights_path'):
+        return f"classifier start: the local weights {c.get('weights_path')} (classifier.weights_path)"
     name = resolve_start(c)
     if name == 'none': return 'classifier start: random weights (classifier.pretrained=none)'
-    if name == 'timm': return f"classifier start: timm's ImageNet weights of {c.get('model')} (downloaded once, then from the cache)"
+    if name == 'timm':
+        return (f"classifier start: timm's ImageNet weights of {c.get('model')} "
+                "(downloaded once, then from the cache)")
     s = STARTS[name]
     return (f"classifier start: ImageNet weights of {s['model']} from the installed package {s['dist']} {s['version']} "
             f"(classifier.pretrained={c.get('pretrained')}, nothing downloaded)")
