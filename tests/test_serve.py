@@ -87,6 +87,7 @@ def test_api_key_is_required_and_checked(server, photos):
     url = server[0]
     r = post(url, '/predict', photos[0], key=None)
     assert r.status_code == 401 and 'missing X-API-Key' in r.json()['detail']
+    assert (r.json()['code'], r.json()['detail_ko']) == ('key_missing', 'API 키가 없습니다 — X-API-Key 헤더로 보내세요')
     assert post(url, '/predict', photos[0], key='wrong-key-0123456789abcdef').status_code == 403
     assert post(url, '/predict', photos[0], key=KEY[:-1]).status_code == 403
     assert post(url, '/predict', photos[0], key=KEY2).status_code == 200  # every configured key works
@@ -162,6 +163,8 @@ def test_bad_input_corpus_gets_4xx_and_the_service_stays_up(server, photos):
             r = post(url, path, files={field: (f'{name}.png', data, 'image/png')})
             assert r.status_code == status, (name, path, r.status_code, r.text)
             assert re.search(why, r.json()['detail']), (name, r.json())
+            said = r.json()  # every refusal also has its code and Korean text
+            assert said['code'] and re.search('[가-힣]', said['detail_ko']), (name, said)
         assert proc.poll() is None, f'the server died on {name}'
         assert post(url, '/predict', photos[0]).status_code == 200, f'no good answer after {name}'
     # not a multipart body, no file field, a batch over the limit, a body without Content-Length over the limit
@@ -294,6 +297,48 @@ def abandon(url, photo, wait=0.3):
     except httpx.TimeoutException: pass
 
 
+def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_exp, tmp_path):
+    "POST /feedback keeps the report and its photo (no client address, no EXIF); pillsnap feedback lists and exports it."
+    url, exp = server[0], trained_exp[0]
+    answer = post(url, '/predict', photos[0])
+    rid, top = answer.headers['X-Request-ID'], answer.json()['pills'][0]['candidates'][0]['k_code']
+    files = {'image': (photos[0].name, photos[0].read_bytes(), 'image/png')}
+    form = dict(answered=top, right='K-777777', pipeline='single', pill='0', box='1,2,30,40', request_id=rid)
+    r = httpx.post(url + '/feedback', files=files, data=form, headers={'X-API-Key': KEY}, timeout=60)
+    assert r.status_code == 200 and r.json()['photo_kept'] is True, r.text
+    assert httpx.post(url + '/feedback', data=form, timeout=60).status_code == 401  # not public: a key is needed
+    bad = httpx.post(url + '/feedback', data={**form, 'box': '9,9,1,1'}, headers={'X-API-Key': KEY}, timeout=60)
+    assert bad.status_code == 422 and 'box' in bad.json()['detail']
+    text = (exp/'feedback'/'reports.jsonl').read_text()
+    assert rid in text and '127.0.0.1' not in text and KEY not in text
+    out = subprocess.run([str(BIN/'pillsnap'), 'feedback', '--exp', str(exp), '--export', str(tmp_path/'hard')],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 'K-777777' in out.stdout and 'with a photo' in out.stdout
+    assert [p.parent.name for p in (tmp_path/'hard').glob('*/*.jpg')].count('K-777777') == 1
+
+
+@pytest.mark.slow  # a second server
+def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, photos):
+    "serve.public: the page, /predict and /search need no key; each address gets its share (429 with Retry-After beyond); /enrol keeps its key."
+    from pillsnap.server import serving
+    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2') as (url, proc):
+        assert httpx.get(url + '/health').json()['public'] is True
+        flood = [post(url, '/predict', photos[0], key=None) for _ in range(3)]
+        assert [r.status_code for r in flood] == [200, 200, 429], [r.text for r in flood]
+        assert 1 <= int(flood[2].headers['Retry-After']) <= 10 and 'serve.public_per_min' in flood[2].json()['detail']
+        check_prediction(flood[0].json(), 'single', 5)
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.2'))  # another client's address
+        with other:
+            r = other.post(url + '/predict', files={'image': ('p.png', photos[0].read_bytes(), 'image/png')}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert other.get(url + '/search', params={'q': 'X'}).status_code == 200
+        assert post(url, '/predict', photos[0], key=KEY).status_code == 200  # a key is not counted
+        assert post(url, '/predict', photos[0], key='wrong-key-0123456789').status_code == 403
+        assert post(url, '/enrol', photos[0], key=None, code='K-999999').status_code == 401
+        assert httpx.get(url + '/metrics').status_code == 401
+
+
 @pytest.mark.slow  # a second server, and timings that need idle cores
 def test_requests_whose_client_left_are_not_computed(slow_server, photos):
     "Before: 20 abandoned /batch requests were all computed, and the next request waited 18.9 s behind them."
@@ -418,6 +463,12 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
             let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 240 && d[i+1] > 120 && d[i+1] < 160 && d[i+2] < 30) n++; return n;""")
         assert orange > 100, orange
         assert 'pharmacist' in drv.find_element(By.CLASS_NAME, 'notice').text
+        drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug
+        drv.find_element(By.CSS_SELECTOR, '.pill .right').send_keys('K-424242')
+        drv.find_element(By.CSS_SELECTOR, '.pill .send').click()
+        WebDriverWait(drv, 30).until(lambda d: 'Thank you' in d.find_element(By.CSS_SELECTOR, '.pill .fb').text)
+        kept = [json.loads(l) for l in (trained_exp[0]/'feedback'/'reports.jsonl').read_text().splitlines()]
+        assert any(r['right'] == 'K-424242' and r['mode'] == 'combo' and r['pill'] == 0 and r['photo'] for r in kept), kept
         rec = next(r for r in json.loads((trained_exp[0]/'data'/'drug_table.json').read_text()).values() if r.get('print_front'))
         drv.find_element(By.ID, 'q').send_keys(f"{rec['print_front']} {rec.get('print_back') or ''}")  # both faces: one drug's
         drv.find_element(By.ID, 'find').click()
@@ -435,6 +486,7 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         drv.find_element(By.ID, 'key').clear(); drv.find_element(By.ID, 'key').send_keys('wrong-key-0123456789abcdef')
         drv.find_element(By.ID, 'go').click()
         WebDriverWait(drv, 30).until(lambda d: '403' in d.find_element(By.ID, 'status').text)
+        assert 'API 키가 올바르지 않습니다' in drv.find_element(By.ID, 'status').text  # the server's refusal, in Korean
     finally: drv.quit()
 
 

@@ -5,6 +5,13 @@ Starts the service for an experiment in a child process, sends N concurrent clie
 and the server's resident memory sampled every second (start, end, slope).
 
     python tools/loadtest.py --exp work/exp/demo --clients 8 --seconds 30 [--backend onnx] [serve.batch_max=1]
+
+With --flood N it measures public mode instead (serve.public=true): a polite client without a key, from another
+address (127.0.0.2), sends a photo at 80 % of its share (serve.public_per_min) for --seconds alone, then as long
+again while N threads without a key flood from 127.0.0.1; it reports the polite client's latency in both phases and
+what the flood got (its 429s).
+
+    python tools/loadtest.py --exp work/exp/demo --flood 8 --seconds 60
 """
 import argparse, json, os, secrets, threading, time
 from pathlib import Path
@@ -34,6 +41,49 @@ def sample_photos(exp:Path)->dict:
     return {k: (root/m[m.kind == k].image.iloc[0]).read_bytes() for k in ('single', 'combo') if (m.kind == k).any()}
 
 
+def percentiles(lat:list)->dict:
+    ms = np.array(lat) * 1000
+    return dict(requests=len(lat), p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1))
+
+
+def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list)->dict:
+    "Public mode: the polite client's latency alone and beside `n` flooding threads, and what the flood got."
+    from pillsnap.config import exp_config
+    from pillsnap.server import serving
+    s = exp_config(exp, ['serve.public=true', *settings]).serve
+    every = 60 / s.public_per_min / 0.8  # the polite client's pace: 80 % of its share
+    files = lambda: {'image': ('photo.png', photo, 'image/png')}
+    def polite(url, until):
+        lat, codes = [], []
+        with httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.2'), timeout=120) as c:
+            while time.perf_counter() < until:
+                t = time.perf_counter()
+                r = c.post(f'{url}/predict', files=files())
+                lat.append(time.perf_counter() - t); codes.append(r.status_code)
+                time.sleep(max(0, every - (time.perf_counter() - t)))
+        return lat, codes
+    flooded = []
+    def flooder(url, until):
+        with httpx.Client(timeout=120) as c:
+            while time.perf_counter() < until:
+                flooded.append(c.post(f'{url}/predict', files=files()).status_code)
+    with serving(exp, secrets.token_urlsafe(24), 'serve.public=true', *settings,
+                 log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):
+        alone, alone_codes = polite(url, time.perf_counter() + seconds)
+        until = time.perf_counter() + seconds
+        threads = [threading.Thread(target=flooder, args=(url, until)) for _ in range(n)]
+        for t in threads: t.start()
+        beside, beside_codes = polite(url, until)
+        for t in threads: t.join()
+    codes = np.array(flooded)
+    return dict(exp=str(exp), settings=settings, public_per_min=s.public_per_min, public_burst=s.public_burst,
+                flood_threads=n, seconds=seconds, cpu_count=os.cpu_count(),
+                polite_alone=dict(**percentiles(alone), errors=sum(c != 200 for c in alone_codes)),
+                polite_beside_flood=dict(**percentiles(beside), errors=sum(c != 200 for c in beside_codes)),
+                flood=dict(requests=len(codes), answered=int((codes == 200).sum()), refused_429=int((codes == 429).sum()),
+                           other=int(((codes != 200) & (codes != 429)).sum())))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--exp', required=True)
@@ -41,11 +91,19 @@ def main():
     ap.add_argument('--seconds', type=float, default=30)
     ap.add_argument('--modes', default='single,combo')
     ap.add_argument('--backend', default=None)
+    ap.add_argument('--flood', type=int, default=0, help='public mode: N flooding threads beside a polite client')
     ap.add_argument('--out', default=None, help='JSON report (default: {exp}/reports/loadtest-{backend}.json)')
     ap.add_argument('settings', nargs='*', help='key=value settings for the server')
     a = ap.parse_args()
     exp = Path(a.exp).resolve()
     photos = sample_photos(exp)
+    if a.flood:
+        report = flood(exp, photos['single'], a.flood, a.seconds, a.settings)
+        out = Path(a.out or exp/'reports'/'loadtest-public.json')
+        out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        if report['polite_alone']['errors'] or report['polite_beside_flood']['errors']: raise SystemExit('the polite client was refused')
+        return
     from pillsnap.server import serving
     key, args = secrets.token_urlsafe(24), [*a.settings, *(['--backend', a.backend] if a.backend else [])]
     with serving(exp, key, *args, log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):

@@ -9,7 +9,8 @@ const T = {
        read: m => `read on the pill: “${m}”`, expected: 'on the prescription', unexpected: m => `NOT on the prescription${m ? ' — it looks like ' + m : ''}`, identifying: 'identifying…', done: r => `done (request ${r})`,
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
        found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
-       links: 'links', record: 'official record', image: 'reference image'},
+       links: 'links', record: 'official record', image: 'reference image',
+       wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
@@ -19,7 +20,9 @@ const T = {
        read: m => `알약에서 읽은 글자: “${m}”`, expected: '처방에 있음', unexpected: m => `처방에 없음${m ? ' — ' + m + '와(과) 닮았습니다' : ''}`, identifying: '식별 중…', done: r => `완료 (요청 ${r})`,
        inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
        found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`,
-       links: '링크', record: '의약품안전나라', image: '낱알 사진'}};
+       links: '링크', record: '의약품안전나라', image: '낱알 사진',
+       wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
+let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
 const t = k => T[lang][k];
 function applyLang() {
@@ -74,10 +77,12 @@ function show(r) {
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
     (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
   let h = `<p><b>${esc(t('mode')(r.mode))}</b> — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
-  if (r.hints.combo_recommended) h += `<p class="hint">${esc(r.hints.reason)}</p>`;
-  if (r.hints.photo_warning) h += `<p class="hint">${esc(r.hints.photo_warning)}</p>`;
+  const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
+  if (r.hints.combo_recommended) h += `<p class="hint">${esc(hint('reason'))}</p>`;
+  if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
-  h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
+  const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
+  h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
@@ -91,15 +96,21 @@ function showSearch(found) {
 function keyHeader() {
   const key = $('key').value.trim();
   if ($('remember').checked) sessionStorage.setItem('pillsnap-key', key); else sessionStorage.removeItem('pillsnap-key');
-  return {'X-API-Key': key};
+  return key ? {'X-API-Key': key} : {};
+}
+fetch('health').then(r => r.json()).then(h => { $('keyrow').hidden = !!h.public; }).catch(() => {});  // public mode: no key to ask for
+function said(r) {  // a refusal in the user's language: the server sends both (detail, detail_ko) with a code
+  if (lang === 'ko' && r.detail_ko) return r.detail_ko;
+  return typeof r.detail === 'string' ? r.detail : JSON.stringify(r.detail);
 }
 async function call(url, opts, render) {
   $('status').textContent = t('identifying'); $('status').className = '';
   try {
     const res = await fetch(url, opts), r = await res.json();
-    if (!res.ok) throw new Error(`${res.status}: ${typeof r.detail === 'string' ? r.detail : JSON.stringify(r.detail)}`);
-    const rid = res.headers.get('X-Request-ID');
-    last = () => { render(r); $('status').textContent = t('done')(rid); };
+    if (!res.ok) throw new Error(`${res.status}: ${said(r)}`);
+    const id = res.headers.get('X-Request-ID');
+    last = () => { render(r); $('status').textContent = t('done')(id); };
+    if (r.pills) { answer = r; rid = id; }
     last();
   } catch (e) { $('status').textContent = e.message; $('status').className = 'err'; }
 }
@@ -118,5 +129,26 @@ $('find').onclick = () => {
   if ($('sname').value.trim()) q.set('name', $('sname').value.trim());
   if ($('form').value.trim()) q.set('form', $('form').value.trim());
   call(`search?${q}`, {headers: keyHeader()}, r => showSearch(r.results));
+};
+$('results').onclick = async e => {  // "this answer is wrong": the right drug if known, then a report with the photo
+  const box = e.target.closest('.fb');
+  if (!box || !answer) return;
+  if (e.target.classList.contains('wrong')) {
+    box.innerHTML = `<input class="right" type="text" autocomplete="off" placeholder="${esc(t('right'))}"> <button type="button" class="send">${esc(t('send'))}</button>`;
+    return;
+  }
+  if (!e.target.classList.contains('send')) return;
+  const i = +box.dataset.i, p = answer.pills[i], body = new FormData();
+  body.append('image', photo); body.append('answered', p.status === 'unknown' ? 'unknown' : p.candidates[0].k_code);
+  body.append('pipeline', answer.mode); body.append('pill', i); body.append('box', p.box.map(v => v.toFixed(1)).join(','));
+  if (rid) body.append('request_id', rid);
+  const right = box.querySelector('.right').value.trim();
+  if (right) body.append('right', right);
+  e.target.disabled = true;
+  try {
+    const res = await fetch('feedback', {method: 'POST', headers: keyHeader(), body}), r = await res.json();
+    if (!res.ok) throw new Error(`${res.status}: ${said(r)}`);
+    box.textContent = t('thanks')(r.id);
+  } catch (err) { box.textContent = err.message; box.className = 'fb err'; }
 };
 applyLang();
