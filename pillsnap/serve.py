@@ -91,6 +91,7 @@ SAID = {  # code: (English, Korean), with {named} parts
                      '요청 본문이 제시간에 오지 않았습니다 — 연결이 좋은 곳에서 다시 보내세요'),
 }
 
+# %% ../nbs/07c_ship.serve.ipynb #9319934f
 def said(code:str, # a key of `SAID`
          **parts, # its {named} parts
         )->dict: # {'detail': English, 'code': code, 'detail_ko': Korean}
@@ -166,6 +167,7 @@ CLOSE = (b'connection', b'close')
 
 def _in(path:str, paths)->bool: return paths(path) if callable(paths) else path in paths
 
+# %% ../nbs/07c_ship.serve.ipynb #88e4b403
 class RequestLimits:
     "ASGI middleware deciding from the request head, before any body is read (see `refusal`). An answer given before the body was read to its end closes the connection."
     def __init__(self, app, limit, # limit(path) -> the body's bytes at most
@@ -235,6 +237,7 @@ def photo_pixels(data:bytes, # an uploaded photo
             with pil_open()(io.BytesIO(data)) as im: return im.width * im.height
     except Exception: return 0
 
+# %% ../nbs/07c_ship.serve.ipynb #95bc2904
 class PixelBudget:
     "Decoded pixels in flight across requests: a request takes its whole share at once, or waits for it."
     def __init__(self, limit:int): self.limit, self.used, self._freed = int(limit), 0, None
@@ -391,37 +394,40 @@ class Live:
         if pred.has_detector: pred.detector  # loaded before it answers anything
         return pred, release
 
-    async def _switch_once(self, batcher:Batcher):
-        log, at = get_logger('serve'), time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
-        try:
-            pred, release = await run_in_threadpool(self._load)
-            def swap(): batcher.pred = self.pred = pred; self.release = release
-            await batcher.run(swap)  # on the inference thread: no batch is halfway through
-            self.last = dict(at=at, ok=True, version=release['version'])
-            log.info(f"now serving release {release['version']}")
-        except Exception as e:
-            self.last = dict(at=at, ok=False, error=first_line(e))
-            log.error(f"release switch failed, still serving {self.release['version'] if self.release else 'the old predictor'}: {first_line(e)}")
-
-    async def switch(self, batcher:Batcher)->dict:
-        "Load the release `reload` names beside the running one, then swap it in between batches; what happened."
-        if self.switching:  # a rollback sent while a switch loads: read `current` again once this one is done
-            self.queued = True; get_logger('serve').info('a release switch is running: this one follows it'); return self.last
-        self.switching = True
-        try:
-            while True:
-                self.queued = False
-                await self._switch_once(batcher)
-                if not self.queued: break
-        finally: self.switching = False
-        return self.last
-
     def health(self)->dict:
         "What /health says about the release: its version, date and commit, and the last switch."
         if self.release is None: return {}
         r = self.release
         return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit')),  # not its source folder: /health is public
                     last_switch=self.last)
+
+# %% ../nbs/07c_ship.serve.ipynb #de8b7348
+@patch
+async def _switch_once(self:Live, batcher:Batcher):
+    log, at = get_logger('serve'), time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    try:
+        pred, release = await run_in_threadpool(self._load)
+        def swap(): batcher.pred = self.pred = pred; self.release = release
+        await batcher.run(swap)  # on the inference thread: no batch is halfway through
+        self.last = dict(at=at, ok=True, version=release['version'])
+        log.info(f"now serving release {release['version']}")
+    except Exception as e:
+        self.last = dict(at=at, ok=False, error=first_line(e))
+        log.error(f"release switch failed, still serving {self.release['version'] if self.release else 'the old predictor'}: {first_line(e)}")
+
+@patch
+async def switch(self:Live, batcher:Batcher)->dict:
+    "Load the release `reload` names beside the running one, then swap it in between batches; what happened."
+    if self.switching:  # a rollback sent while a switch loads: read `current` again once this one is done
+        self.queued = True; get_logger('serve').info('a release switch is running: this one follows it'); return self.last
+    self.switching = True
+    try:
+        while True:
+            self.queued = False
+            await self._switch_once(batcher)
+            if not self.queued: break
+    finally: self.switching = False
+    return self.last
 
 # %% ../nbs/07c_ship.serve.ipynb #cef06a3a
 def answer_counts(results:list, # the predictor's answers to one request
@@ -463,20 +469,23 @@ class AccessLog:
             if started: raise  # the answer is on its way: nothing else can be said
             await self.failure(e, rid)(scope, receive, logged)
 
-    def line(self, request:Request, status:int, ms:float):
-        "Count the answer and log it: id, method, route, status, latency, client, and the answer's counts."
-        self.metrics.observe(_route(request.scope), status, ms)
-        self.log.info(json.dumps(dict(event='access', request_id=request.state.request_id, method=request.method,
-                                      route=_route(request.scope), status=status, latency_ms=round(ms, 1),
-                                      client=request.client.host if request.client else None,
-                                      **getattr(request.state, 'answer', {}))))
+# %% ../nbs/07c_ship.serve.ipynb #61735b48
+@patch
+def line(self:AccessLog, request:Request, status:int, ms:float):
+    "Count the answer and log it: id, method, route, status, latency, client, and the answer's counts."
+    self.metrics.observe(_route(request.scope), status, ms)
+    self.log.info(json.dumps(dict(event='access', request_id=request.state.request_id, method=request.method,
+                                  route=_route(request.scope), status=status, latency_ms=round(ms, 1),
+                                  client=request.client.host if request.client else None,
+                                  **getattr(request.state, 'answer', {}))))
 
-    def failure(self, e:Exception, rid:str)->JSONResponse:
-        "The answer to an exception the app let through (call it while handling `e`: a 500 logs its traceback)."
-        if isinstance(e, MemoryError): self.log.warning(f'request {rid}: {OOM}'); return _error(413, 'out_of_memory')
-        if isinstance(e, ClientDisconnect): return _error(499, 'client_gone')
-        self.log.exception(f'request {rid} failed')
-        return JSONResponse({**said('internal'), 'request_id': rid}, 500)
+@patch
+def failure(self:AccessLog, e:Exception, rid:str)->JSONResponse:
+    "The answer to an exception the app let through (call it while handling `e`: a 500 logs its traceback)."
+    if isinstance(e, MemoryError): self.log.warning(f'request {rid}: {OOM}'); return _error(413, 'out_of_memory')
+    if isinstance(e, ClientDisconnect): return _error(499, 'client_gone')
+    self.log.exception(f'request {rid} failed')
+    return JSONResponse({**said('internal'), 'request_id': rid}, 500)
 
 # %% ../nbs/07c_ship.serve.ipynb #4cf5bc59
 class Service:
@@ -791,6 +800,7 @@ async def _http_error(request:Request, exc:StarletteHTTPException)->JSONResponse
     if isinstance(exc, Refusal): return JSONResponse(exc.body, exc.status_code, headers=exc.headers)
     return _error(413, 'out_of_memory') if isinstance(exc.__cause__, MemoryError) else await http_exception_handler(request, exc)
 
+# %% ../nbs/07c_ship.serve.ipynb #e1bbf6c0
 def create_app(pred:Predictor, # the loaded predictor
                keys:list, # API keys (bytes), from `api_keys`
                cfg=None, # settings (`serve.*`; default: the predictor's)

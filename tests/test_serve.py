@@ -267,7 +267,7 @@ def test_out_of_memory_is_the_requests_413(server, photos):
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (int((proc_mb(proc, 'VmSize') + 100) * 2**20), resource.RLIM_INFINITY))
         r = post(url, '/predict', files={'image': ('big.png', png(7000), 'image/png')})
     finally: resource.prlimit(proc.pid, resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    assert r.status_code == 413 and list(r.json()) == ['detail'] and 'out of memory' in r.json()['detail'], r.text
+    assert r.status_code == 413 and list(r.json()) == ['detail', 'code', 'detail_ko'] and 'out of memory' in r.json()['detail'], r.text
     assert post(url, '/predict', photos[0]).status_code == 200 and proc.poll() is None
 
 
@@ -522,6 +522,9 @@ def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
         if size[0] < 600:  # touch-sized, and the candidates as cards: no table row wider than the screen
             assert drv.execute_script("return document.getElementById('go').getBoundingClientRect().height") >= 44
             assert drv.execute_script("return getComputedStyle(document.querySelector('#results tr:nth-child(2)')).display") == 'block'
+        drawn = drv.execute_script("""return [...document.querySelectorAll('#results canvas.thumb')].map(c =>
+            c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0))""")
+        assert drawn and all(drawn), drawn  # each card shows its pill's crop
         drv.save_screenshot(str(tmp_path/f'page-{size[0]}.png'))
         assert (tmp_path/f'page-{size[0]}.png').stat().st_size > 10_000
     finally: drv.quit()

@@ -82,10 +82,14 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
-  h += r.pills.map((p, i) => `<div class="pill"><h3>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
+  h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
+  document.querySelectorAll('#results canvas.thumb').forEach(c => {  // each pill's crop, square, from the photo as chosen
+    const [x1, y1, x2, y2] = r.pills[+c.dataset.i].box, s = Math.max(x2 - x1, y2 - y1, 1);
+    if (img && img.complete) c.getContext('2d').drawImage(img, x1 + (x2 - x1 - s) / 2, y1 + (y2 - y1 - s) / 2, s, s, 0, 0, 72, 72);
+  });
 }
 function showSearch(found) {
   $('results').innerHTML = `<p><b>${esc(t('found')(found.length))}</b></p><table><tr><th>#</th><th>K-code</th><th>${t('name')}</th><th>${t('score')}</th>
