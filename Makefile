@@ -130,7 +130,7 @@ readme:
 
 # The house's measurements (issue 38): cells over 30 lines, longest functions, long lines, modules that load fastai, README words.
 house: install
-	$(PYTHON) tools/house.py
+	$(BIN)/python tools/house.py
 
 clean-work:
 	rm -rf work

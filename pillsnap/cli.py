@@ -6,7 +6,7 @@
 __all__ = ['COMMANDS', 'TRAIN_ONE', 'command', 'usage', 'main', 'pillsnap_config', 'pillsnap_synth', 'pillsnap_prepare',
            'pillsnap_train_cls', 'pillsnap_evaluate', 'pillsnap_gate', 'pillsnap_advise', 'pillsnap_train_det',
            'photos_and_settings', 'pillsnap_predict', 'pillsnap_enrol', 'pillsnap_gallery', 'pillsnap_search',
-           'pillsnap_export', 'pillsnap_serve', 'pillsnap_release', 'pillsnap_demo']
+           'pillsnap_feedback', 'pillsnap_export', 'pillsnap_serve', 'pillsnap_release', 'pillsnap_demo']
 
 # %% ../nbs/08b_run.cli.ipynb #64181ba7
 import difflib, json, os, re, sys
@@ -394,6 +394,7 @@ def pillsnap_predict(
     backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
     expect:str=None, # a prescription: K-codes, EDI codes or names (comma-separated); each pill is ranked among them
+    same_pill:store_true=False, # the two photos are one pill's front and back: one answer from both sides
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     from pillsnap.pipeline import BACKENDS, ImageError, MODES, Predictor, draw_prediction, prediction_table
@@ -403,28 +404,35 @@ def pillsnap_predict(
         raise ConfigError(f"--backend must be {', '.join(BACKENDS)} (got '{backend}')")
     images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo')
+    if same_pill and (len(images) != 2 or mode != 'single'):
+        raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
+                          f'photo(s), --mode {mode}) — give its front and back: '
+                          'pillsnap predict FRONT BACK --same-pill')
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
     pred = Predictor.from_exp(ex, checkpoint)
     log = ex.log('predict', log_file=False)
     if sealed(ex.root):
         print(f'pillsnap predict: {ex.root} is a sealed release: this run is recorded in {log}', file=sys.stderr)
-    if draw: _check_drawable(Path(draw) if len(images) == 1 else Path(draw)/'x.png')
+    one = len(images) == 1 or same_pill  # one answer
+    if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = [], []
-    for f in images:  # one unreadable photo never costs the answers of the others
-        try: r = pred.predict(f, mode, expect=expect)
+    for f in images[:1] if same_pill else images:  # one unreadable photo never costs the answers of the others
+        try: r = pred.predict_sides(*images, expect=expect) if same_pill else pred.predict(f, mode, expect=expect)
         except ImageError as e:
-            if len(images) == 1: raise UserError(f'cannot read {f}: {e}') from None
+            if one: raise UserError(f"cannot read {'a side' if same_pill else f}: {e}") from None
             failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
         r['image'] = str(f); results.append(r)
+        if same_pill: r['back_image'] = str(images[1])
         if draw:
-            out = Path(draw)/f'{Path(f).stem}.png' if len(images) > 1 else Path(draw)
+            out = Path(draw) if one else Path(draw)/f'{Path(f).stem}.png'
             draw_prediction(f, r, out, lang); r['drawn'] = str(out)
     if json_out:
-        answer = results[0] if len(images) == 1 else results + [{'image': str(f), 'error': why} for f, why in failed]
+        answer = results[0] if one else results + [{'image': str(f), 'error': why} for f, why in failed]
         print(json.dumps(answer, indent=1, ensure_ascii=False))
     else:
         for r in results:
-            print(f"{r['image']} — {r['mode']} mode, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
+            sides = f" + {r['back_image']} — single mode, both sides" if 'back_image' in r else f" — {r['mode']} mode"
+            print(f"{r['image']}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
                   (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else '') +
                   (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
             if r['pills']: print(prediction_table(r).to_string(index=False))
@@ -530,6 +538,28 @@ def pillsnap_search(
             print(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {en} — "
                   f"imprint {imprint}, {colour}, {r.get('drug_shape') or '?'}")
     return found
+
+# %% ../nbs/08b_run.cli.ipynb #f1a42e08
+@command('feedback')
+def pillsnap_feedback(
+    *settings:str, # key=value settings over the experiment's snapshot (for this run only)
+    exp:str=None, # experiment folder (default: paths.exp_dir)
+    export:str=None, # write the photos of reports naming the right drug into this folder (one folder per drug) and feedback.csv
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
+):
+    "List the reports of wrong answers the service kept; export them as photos for the next training."
+    from pillsnap.feedback import Feedback
+    ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
+    fb = Feedback.from_cfg(ex.cfg, ex.root)
+    fb.prune()
+    table = fb.table()
+    print(f'{fb.folder}: {len(table)} report(s), {int(table.has_photo.sum())} with a photo')
+    if len(table): print(table.to_string(index=False))
+    if export:
+        made = fb.export(export)
+        print(f"exported {made['photos']} photo(s) of {made['drugs']} drug(s) to {export} "
+              f"(and feedback.csv, {made['reports']} report(s))")
+    return table
 
 # %% ../nbs/08b_run.cli.ipynb #dde05cd9
 @command('export')

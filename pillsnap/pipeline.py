@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'NEDRUG_ITEM', 'LOCATORS', 'MIN_PHOTO_SIDE', 'K_CODE', 'BIDI', 'DRAW_WORDS',
            'ImageError', 'load_image', 'one_box_per_pill', 'locate_pills', 'registry_links', 'registry', 'Predictor',
-           'parse_expect', 'photo_warning', 'hangul_font', 'draw_prediction', 'prediction_table']
+           'parse_expect', 'photo_warning', 'hangul_font', 'draw_prediction', 'fuse_sides', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
 import contextlib, functools, re, time, unicodedata
@@ -310,6 +310,32 @@ def detect(self:Predictor, images:list,
     keep = [one_box_per_pill(b, s, d.get('contain', CONTAIN)) for b, s in out]
     return [(b[k], s[k]) for (b, s), k in zip(out, keep)]
 
+# %% ../nbs/05e_infer.pipeline.ipynb #7010d0d9
+@patch
+@torch.inference_mode()
+def evidence(self:Predictor, crops:list, # uint8 CHW tensors
+             reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
+            )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) best cosines or None without a gallery)
+    "What the classifier, the gallery and the imprint reads say of every crop, batched."
+    codes, ps, cos, g, bs = self.k_codes, [], [], self.gallery, self.cfg.pipeline.batch_size
+    for i in range(0, len(crops), bs):
+        x = torch.stack(crops[i:i + bs]).to(self.device)
+        amp = torch.autocast(self.device.type, self.amp) if self.amp else contextlib.nullcontext()
+        if g is None:
+            with amp: logits = self.model(x)
+            p = (logits.float() / self.temperature).softmax(1).cpu()
+        else:
+            with amp: logits, emb = self.model.embed_logits(x)
+            cos.append(g.scores(emb.float().cpu()))
+            p_cls = (logits.float().cpu() / self.temperature).softmax(1)
+            codes, p = fuse(p_cls, self.k_codes, cos[-1], g.codes, g.meta['scale'])
+        if reads is not None:
+            pc = self.cfg.pipeline
+            p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
+                             float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
+        ps.append(p)
+    return codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)), torch.cat(cos) if cos else None
+
 # %% ../nbs/05e_infer.pipeline.ipynb #518aff1d
 @patch
 @torch.inference_mode()
@@ -319,28 +345,12 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
             )->list: # per crop: 'candidates'; 'status' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
-    out, g, bs = [], self.gallery, self.cfg.pipeline.batch_size
-    for i in range(0, len(crops), bs):
-        x = torch.stack(crops[i:i + bs]).to(self.device)
-        amp = torch.autocast(self.device.type, self.amp) if self.amp else contextlib.nullcontext()
-        if g is None:
-            with amp: logits = self.model(x)
-            p = (logits.float() / self.temperature).softmax(1).cpu()
-            codes, states = self.k_codes, [None] * len(x)
-        else:
-            with amp: logits, emb = self.model.embed_logits(x)
-            scores = g.scores(emb.float().cpu())
-            p_cls = (logits.float().cpu() / self.temperature).softmax(1)
-            codes, p = fuse(p_cls, self.k_codes, scores, g.codes, g.meta['scale'])
-            states = status(scores, self.unknown_below, g.meta.get('min_margin', 0.0))
-        if reads is not None:
-            pc = self.cfg.pipeline
-            p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
-                             float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
-        col = {k: j for j, k in enumerate(codes)}
-        for j, (row, state) in enumerate(zip(p, states)):
-            out.append(self._answer(row, codes, col, top_k, expect, state))
-            if reads is not None: out[-1]['imprint_read'] = reads[i + j]
+    codes, p, cos = self.evidence(crops, reads)
+    g = self.gallery
+    states = [None] * len(p) if cos is None else status(cos, self.unknown_below, g.meta.get('min_margin', 0.0))
+    col = {k: j for j, k in enumerate(codes)}
+    out = [self._answer(row, codes, col, top_k, expect, state) for row, state in zip(p, states)]
+    for a, read in zip(out, reads or ()): a['imprint_read'] = read
     return out
 
 # %% ../nbs/05e_infer.pipeline.ipynb #7b051bae
@@ -397,6 +407,64 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
         out.append((boxes[best], score, by, seen))
     return out
 
+# %% ../nbs/05e_infer.pipeline.ipynb #2398c370
+@patch
+def _request(self:Predictor, top_k:int|None, expect)->tuple:
+    "(the prescription as an answer shows it, its K-codes, top_k) of a request, checked."
+    rx = self.prescription(expect)
+    top_k = self.cfg.pipeline.top_k if top_k is None else top_k
+    if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
+    return ({'prescription': {k: rx[k] for k in ('matched', 'unmatched')}} if rx else {}), rx and rx['codes'], top_k
+
+@patch
+def _photos(self:Predictor, images:list)->tuple:
+    "(each photo's size as sent, the photos shrunk to `pipeline.max_side`)."
+    sizes, ims = [], []
+    for x in images:
+        im = load_image(x)
+        sizes.append(im.size); ims.append(downscale(im, self.cfg.pipeline.max_side)[0])
+    return sizes, ims
+
+# %% ../nbs/05e_infer.pipeline.ipynb #17b42557
+@patch
+def _find(self:Predictor, ims:list, mode:str)->tuple:
+    "([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None)."
+    if mode == 'combo':
+        return [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.detect(ims)], [None] * len(ims)
+    pills = self.find_pill(ims)
+    seen = self._hint_counts(ims) if self.single_locator == 'photo' else [p[3] for p in pills]
+    return [[p[:3]] for p in pills], seen
+
+@patch
+def _crops(self:Predictor, ims:list, found:list)->tuple:
+    "(the classifier's crop of every pill found, its imprint read or None without `pipeline.ocr`, seconds reading)."
+    boxes = [(im, clip_box(b, im.width, im.height)) for im, fs in zip(ims, found) for b, _, _ in fs]
+    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(b))) for im, b in boxes]
+    t = time.perf_counter()
+    reads = None if self.ocr is None else [read_imprint(self.ocr, pill_cut(im, b)) for im, b in boxes]
+    return crops, reads, time.perf_counter() - t
+
+# %% ../nbs/05e_infer.pipeline.ipynb #a506f611
+def _placed(im:Image.Image, # the photo as the networks saw it
+            size:tuple, # the photo's (width, height) as sent
+            box, score:float|None, found_by:str, # what `_find` gave for the pill
+           )->dict:
+    "A pill's `box` in the photo's own pixels, its `det_score` and `found_by`."
+    w, h = size
+    to_photo = np.array([w / im.width, h / im.height] * 2)
+    box = clip_box(np.asarray(clip_box(box, im.width, im.height)) * to_photo, w, h)
+    return {'box': [round(float(v), 1) for v in box], 'det_score': None if score is None else round(score, 4),
+            'found_by': found_by}
+
+def _timing(t:list, # perf_counter at the start, and after decoding, finding, identifying and answering
+            read:float|None, # seconds spent reading imprints (None: none read)
+            n:int, # photos that shared the time
+           )->dict:
+    "An answer's `timing_ms`: each step's milliseconds per photo, and how many photos shared them (`batch`)."
+    steps = {'decode': t[1] - t[0], 'detect': t[2] - t[1], 'classify': t[3] - t[2] - (read or 0),
+             **({'read': read} if read is not None else {}), 'total': t[4] - t[0]}
+    return {**{k: round(v / n * 1000, 2) for k, v in steps.items()}, 'batch': n}
+
 # %% ../nbs/05e_infer.pipeline.ipynb #b1adfe67
 @patch
 def predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
@@ -406,44 +474,22 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema."
     if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
-    rx = self.prescription(expect)
-    expect = rx and rx['codes']
-    top_k = self.cfg.pipeline.top_k if top_k is None else top_k
-    if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
+    rx, expect, top_k = self._request(top_k, expect)
     t0 = time.perf_counter()
-    sizes, ims = [], []
-    # networks never see more than pipeline.max_side: memory per photo is bounded, boxes come back in its pixels
-    for x in images:
-        im = load_image(x)
-        sizes.append(im.size); ims.append(downscale(im, self.cfg.pipeline.max_side)[0])
+    sizes, ims = self._photos(images)
     t1 = time.perf_counter()
-    if mode == 'combo':
-        found, seen = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.detect(ims)], [None] * len(ims)
-    else:
-        pills = self.find_pill(ims)
-        found, seen = [[p[:3]] for p in pills], [p[3] for p in pills]
-        if self.single_locator == 'photo': seen = self._hint_counts(ims)
+    found, seen = self._find(ims, mode)
     t2 = time.perf_counter()
-    boxes = [(im, clip_box(b, im.width, im.height)) for im, fs in zip(ims, found) for b, _, _ in fs]
-    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(b))) for im, b in boxes]
-    t_read = time.perf_counter()
-    reads = None if self.ocr is None else [read_imprint(self.ocr, pill_cut(im, b)) for im, b in boxes]
-    t_read = time.perf_counter() - t_read
+    crops, reads, t_read = self._crops(ims, found)
     answers = iter(self.identify(crops, top_k, expect, reads))
     t3 = time.perf_counter()
     out = []
-    for im, (w, h), fs, n_seen in zip(ims, sizes, found, seen):
-        to_photo = np.array([w / im.width, h / im.height] * 2)
-        in_photo = lambda b: clip_box(np.asarray(clip_box(b, im.width, im.height)) * to_photo, w, h)
-        pills = [{'box': [round(float(v), 1) for v in in_photo(b)], 'det_score': None if s is None else round(s, 4),
-                  'found_by': how, **next(answers)} for b, s, how in fs]
-        out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, (w, h)),
-                    'image_size': [w, h], 'models': self.models(mode),
-                    **({'prescription': {k: rx[k] for k in ('matched', 'unmatched')}} if rx else {})})
-    n, t4 = len(ims), time.perf_counter()
-    timing = {'decode': (t1 - t0) / n, 'detect': (t2 - t1) / n, 'classify': (t3 - t2 - t_read) / n,
-              **({'read': t_read / n} if reads is not None else {}), 'total': (t4 - t0) / n}
-    for r in out: r['timing_ms'] = {**{k: round(v * 1000, 2) for k, v in timing.items()}, 'batch': n}
+    for im, size, fs, n_seen in zip(ims, sizes, found, seen):
+        pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
+        out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, size),
+                    'image_size': list(size), 'models': self.models(mode), **rx})
+    timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
+    for r in out: r['timing_ms'] = dict(timing)
     return out
 
 # %% ../nbs/05e_infer.pipeline.ipynb #4074e49a
@@ -645,6 +691,41 @@ def draw_prediction(image, # the photo
         fig.savefig(out, dpi=120); plt.close(fig)
     return fig
 
+# %% ../nbs/05e_infer.pipeline.ipynb #bd5aa703
+def fuse_sides(p:torch.Tensor, # (sides, drugs) each photo's probabilities over the same drugs
+              )->torch.Tensor: # (drugs,) the pill's
+    "One pill's probabilities from photos of its sides: their product, renormalised (independent evidence)."
+    return p.clamp_min(torch.finfo(p.dtype).tiny).log().sum(0).softmax(0)
+
+# %% ../nbs/05e_infer.pipeline.ipynb #65450c5f
+@patch
+def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_image` takes)
+                  back, # a photo of the same pill turned over
+                  top_k:int|None=None, # candidates (default: pipeline.top_k)
+                  expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
+                 )->dict: # a single-mode prediction with `sides: 2`; its pill's `back`: where the back photo shows it
+    "One pill from photos of both its sides: each side read as single mode reads it, the evidence fused."
+    rx, expect, top_k = self._request(top_k, expect)
+    t0 = time.perf_counter()
+    sizes, ims = self._photos([front, back])
+    t1 = time.perf_counter()
+    found, seen = self._find(ims, 'single')
+    t2 = time.perf_counter()
+    crops, reads, t_read = self._crops(ims, found)
+    codes, p, cos = self.evidence(crops, reads)
+    g = self.gallery
+    state = None if cos is None else status(cos.mean(0, keepdim=True), self.unknown_below,
+                                            g.meta.get('min_margin', 0.0))[0]
+    pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, state)
+    t3 = time.perf_counter()
+    front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))
+    if reads is not None: front_at['imprint_read'], back_at['imprint_read'] = reads
+    pills = [{**front_at, **pill, 'back': {**back_at, 'image_size': list(sizes[1])}}]
+    n_seen = max((s for s in seen if s is not None), default=None)  # either photo showing several pills
+    return {'mode': 'single', 'sides': 2, 'pills': pills, 'image_size': list(sizes[0]),
+            'hints': self._hints('single', pills, n_seen, min(sizes, key=min)), 'models': self.models('single'), **rx,
+            'timing_ms': _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, 2)}
+
 # %% ../nbs/05e_infer.pipeline.ipynb #fd859b70
 def prediction_table(r:dict)->pd.DataFrame:
     "One row per pill and candidate of a prediction."
@@ -658,4 +739,5 @@ def prediction_table(r:dict)->pd.DataFrame:
         if 'status' in p: row['status'] = p['status']
         if 'expected' in p: row['expected'] = p['expected']
         if 'imprint_read' in p: row['read'] = p['imprint_read']  # pipeline.ocr: what was read on the pill
+        if 'back' in p: row['back_box'] = ','.join(f'{v:.0f}' for v in p['back']['box'])  # `predict_sides`
     return pd.DataFrame(rows)

@@ -236,3 +236,60 @@ def test_predict_flags_that_cannot_work_are_one_line(exp, photos, tmp_path):
     for args, says in ((['--top-k', '1000'], 'top_k must be between 1 and 100'), (['--draw', tmp_path/'a-file'/'out.png'], 'cannot create')):
         code, out, err = _main('predict', photos[0], '--exp', exp[0], *args)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def _both_faces(pred):
+    "A front and a back photo of one drug the tiny experiment trained on."
+    from pillsnap.data import load_manifest
+    m = load_manifest(Path(pred.cfg.paths.exp_dir)/'data', 'train')
+    m = m[m.kind == 'single'].assign(k_code=lambda d: d.k_codes.str[0])
+    k = next(k for k, g in m.groupby('k_code') if {'앞면', '뒷면'} <= set(g.drug_dir))  # 앞면: front, 뒷면: back
+    return [Path(pred.cfg.data.root)/m[(m.k_code == k) & (m.drug_dir == face)].image.iloc[0] for face in ('앞면', '뒷면')]
+
+
+def test_both_sides_answer_as_one_pill(pred):
+    "Two photos of one pill: one single-mode answer whose confidences are the product of the sides'; the same photo twice sharpens, never reorders."
+    from pillsnap.config import ConfigError
+    from pillsnap.pipeline import ImageError, fuse_sides
+    front, back = _both_faces(pred)
+    n = len(pred.k_codes)
+    r = pred.predict_sides(front, back.read_bytes(), top_k=n, expect=pred.k_codes[:3])
+    check_schema(r, 'single', 3)  # the prescription's three drugs
+    assert r['sides'] == 2 and len(r['pills']) == 1 and r['timing_ms']['batch'] == 2 and set(r['prescription']['matched']) == set(pred.k_codes[:3])
+    r = pred.predict_sides(front, back, top_k=n)
+    check_schema(r, 'single', n)
+    sides = [pred.predict(x, top_k=n) for x in (front, back)]
+    pill = r['pills'][0]
+    assert (pill['box'], pill['found_by'], r['image_size']) == (sides[0]['pills'][0]['box'], sides[0]['pills'][0]['found_by'], sides[0]['image_size'])
+    assert (pill['back']['box'], pill['back']['image_size']) == (sides[1]['pills'][0]['box'], sides[1]['image_size'])
+    conf = lambda a: torch.tensor([{c['k_code']: c['confidence'] for c in a['pills'][0]['candidates']}[k] for k in pred.k_codes])
+    assert torch.allclose(conf(r), fuse_sides(torch.stack([conf(a) for a in sides])), atol=1e-4)
+    swapped = pred.predict_sides(back, front, top_k=n)['pills'][0]
+    assert torch.allclose(conf({'pills': [swapped]}), conf(r), atol=1e-5) and swapped['box'] == pill['back']['box']
+    once, twice = sides[0]['pills'][0]['candidates'], pred.predict_sides(front, front, top_k=n)['pills'][0]['candidates']
+    sure = [c['k_code'] for c in once if c['confidence'] > 1e-3]  # below, squares may tie at float precision
+    assert [c['k_code'] for c in twice[:len(sure)]] == sure and twice[0]['confidence'] >= once[0]['confidence']
+    with pytest.raises(ConfigError, match='top_k must be between 1 and 100'): pred.predict_sides(front, back, top_k=0)
+    with pytest.raises(ImageError, match='empty file'): pred.predict_sides(front, b'')
+
+
+def test_both_sides_meet_each_drug_s_faces_in_the_gallery(exp, pred):
+    "With a gallery each side meets a drug's best face; the pill is unknown when the two sides' mean best match misses the threshold."
+    from pillsnap.pipeline import Predictor
+    from pillsnap.retrieval import Gallery, embed_crops
+    front, back = _both_faces(pred)
+    p = Predictor.from_exp(exp[0])
+    sizes, ims = p._photos([front, back])
+    emb = embed_crops(p.model, torch.stack(p._crops(ims, p._find(ims, 'single')[0])[0]), p.device)
+    two_faced = Gallery(emb.shape[1], meta={'scale': 10.0})
+    two_faced.add('K-900001', emb[:1], face=0, record={'k_code': 'K-900001', 'dl_name': 'Two-faced tablet'}).add('K-900001', emb[1:], face=1)
+    front_only = Gallery(emb.shape[1], meta={'scale': 10.0}).add('K-900001', emb[:1], face=0, record={'k_code': 'K-900001'})
+    cos = float(front_only.scores(emb[1:])[0, 0])  # the back photo against the front face
+    assert cos < 1 - 1e-4
+    p.unknown_below = (1 + cos) / 2 + (1 - cos) / 4  # between the mean of front-only matches (1 and cos) and a perfect match
+    p.gallery = two_faced
+    r = p.predict_sides(front, back)
+    assert (r['pills'][0]['status'], r['pills'][0]['candidates'][0]['k_code']) == ('identified', 'K-900001')
+    p.gallery = front_only
+    assert p.predict_sides(front, back)['pills'][0]['status'] == 'unknown'  # the back matches no face well enough
+    assert p.predict(front)['pills'][0]['status'] == 'identified'  # the front alone does

@@ -46,8 +46,9 @@ def percentiles(lat:list)->dict:
     return dict(requests=len(lat), p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1))
 
 
-def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list)->dict:
-    "Public mode: the polite client's latency alone and beside `n` flooding threads, and what the flood got."
+def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list, rate:float=0)->dict:
+    """Public mode: the polite client's latency alone and beside `n` flooding threads (each at most `rate` requests/s, 0: as
+    fast as it can), what the flood got and the server's CPU time beside it."""
     from pillsnap.config import exp_config
     from pillsnap.server import serving
     s = exp_config(exp, ['serve.public=true', *settings]).serve
@@ -66,18 +67,22 @@ def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list)->dict:
     def flooder(url, until):
         with httpx.Client(timeout=120) as c:
             while time.perf_counter() < until:
+                t = time.perf_counter()
                 flooded.append(c.post(f'{url}/predict', files=files()).status_code)
+                if rate: time.sleep(max(0, 1 / rate - (time.perf_counter() - t)))
     with serving(exp, secrets.token_urlsafe(24), 'serve.public=true', *settings,
                  log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):
         alone, alone_codes = polite(url, time.perf_counter() + seconds)
-        until = time.perf_counter() + seconds
+        until, cpu0 = time.perf_counter() + seconds, cpu_s(proc.pid)
         threads = [threading.Thread(target=flooder, args=(url, until)) for _ in range(n)]
         for t in threads: t.start()
         beside, beside_codes = polite(url, until)
         for t in threads: t.join()
+        cpu = cpu_s(proc.pid) - cpu0
     codes = np.array(flooded)
     return dict(exp=str(exp), settings=settings, public_per_min=s.public_per_min, public_burst=s.public_burst,
-                flood_threads=n, seconds=seconds, cpu_count=os.cpu_count(),
+                flood_threads=n, flood_rate_per_thread=rate or None, seconds=seconds, cpu_count=os.cpu_count(),
+                server_cpu_s_beside_flood=round(cpu, 1),
                 polite_alone=dict(**percentiles(alone), errors=sum(c != 200 for c in alone_codes)),
                 polite_beside_flood=dict(**percentiles(beside), errors=sum(c != 200 for c in beside_codes)),
                 flood=dict(requests=len(codes), answered=int((codes == 200).sum()), refused_429=int((codes == 429).sum()),
@@ -92,14 +97,15 @@ def main():
     ap.add_argument('--modes', default='single,combo')
     ap.add_argument('--backend', default=None)
     ap.add_argument('--flood', type=int, default=0, help='public mode: N flooding threads beside a polite client')
+    ap.add_argument('--flood-rate', type=float, default=0, help='requests/s per flooding thread (default: as fast as it can)')
     ap.add_argument('--out', default=None, help='JSON report (default: {exp}/reports/loadtest-{backend}.json)')
     ap.add_argument('settings', nargs='*', help='key=value settings for the server')
     a = ap.parse_args()
     exp = Path(a.exp).resolve()
     photos = sample_photos(exp)
     if a.flood:
-        report = flood(exp, photos['single'], a.flood, a.seconds, a.settings)
-        out = Path(a.out or exp/'reports'/'loadtest-public.json')
+        report = flood(exp, photos['single'], a.flood, a.seconds, a.settings, a.flood_rate)
+        out = Path(a.out or exp/'reports'/f"loadtest-public{'-rate' if a.flood_rate else ''}.json")
         out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))
         if report['polite_alone']['errors'] or report['polite_beside_flood']['errors']: raise SystemExit('the polite client was refused')
