@@ -8,7 +8,7 @@ photo in combo mode and saves what the screen shows, results included (the whole
 
 Needs Debian's chromium and chromium-driver (`make test` installs them) and selenium (a test dependency).
 """
-import argparse, base64, io, secrets, shutil
+import argparse, base64, io, os, secrets, shutil, tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -20,6 +20,16 @@ def sample_photo(exp:Path)->Path:
     from pillsnap.data import load_manifest
     m = load_manifest(exp/'data', 'val')
     return Path(exp_config(exp).data.root)/m[m.kind == 'combo'].image.iloc[0]
+
+
+def hangul_fonts():
+    "Let Chromium find NanumGothic (shipped in koreanize-matplotlib's wheel) where the machine has no Korean font."
+    import koreanize_matplotlib
+    conf = Path(tempfile.mkdtemp())/'fonts.conf'
+    conf.write_text('<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+                    '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
+                    f'<dir>{Path(koreanize_matplotlib.__file__).parent/"fonts"}</dir></fontconfig>')
+    os.environ['FONTCONFIG_FILE'] = str(conf)
 
 
 def browser(width:int, height:int):
@@ -69,6 +79,7 @@ def main():
     exp, out = Path(a.exp).resolve(), Path(a.out)
     photo = Path(a.photo) if a.photo else sample_photo(exp)
     from pillsnap.server import serving
+    hangul_fonts()
     key = secrets.token_urlsafe(24)
     with serving(exp, key, log_file=exp/'logs'/'screenshots-serve.log') as (url, _):
         for name, (w, h) in {'phone': (412, 915), 'desktop': (1280, 800)}.items():

@@ -10,7 +10,7 @@ const T = {
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
        found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
        links: 'links', record: 'official record', image: 'reference image',
-       wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
+       back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
@@ -21,7 +21,7 @@ const T = {
        inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
        found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`,
        links: '링크', record: '의약품안전나라', image: '낱알 사진',
-       wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
+       back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
 let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
 const t = k => T[lang][k];
@@ -61,7 +61,8 @@ function draw(result) {
   g.lineWidth = 3; g.font = '13px system-ui';
   result.pills.forEach((p, i) => {
     const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
-    const label = p.status === 'unknown' ? '?' : `${top.dl_name_en || top.dl_name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
+    const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
+    const label = p.status === 'unknown' ? '?' : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
     g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const txt = `${i + 1}. ${label}`;
     g.fillStyle = g.strokeStyle; g.fillRect(x1, Math.max(0, y1 - 18), g.measureText(txt).width + 8, 18);
@@ -76,7 +77,8 @@ function show(r) {
   const verdict = p => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') +
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
     (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
-  let h = `<p><b>${esc(t('mode')(r.mode))}</b> — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
+  let h = `<p><b>${esc(t('mode')(r.mode))}</b>${r.sides === 2 ? ' (' + esc(t('sides')) + ')' : ''} — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
+  if (r.mode === 'single' && r.sides !== 2) h += `<p><button type="button" id="addback" class="second">${esc(t('back'))}</button></p>`;
   const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(hint('reason'))}</p>`;
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
@@ -118,14 +120,7 @@ async function call(url, opts, render) {
     last();
   } catch (e) { $('status').textContent = e.message; $('status').className = 'err'; }
 }
-$('go').onclick = async () => {
-  const mode = document.querySelector('input[name=mode]:checked').value, body = new FormData();
-  body.append('image', photo);
-  if ($('expect').value.trim()) body.append('expect', $('expect').value.trim());
-  $('go').disabled = true;
-  await call(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
-  $('go').disabled = false;
-};
+$('go').onclick = () => identify(null);
 $('find').onclick = () => {
   const q = new URLSearchParams({q: $('q').value.trim(), top: '10'});
   if ($('color').value.trim()) q.set('color', $('color').value.trim());
@@ -134,7 +129,18 @@ $('find').onclick = () => {
   if ($('form').value.trim()) q.set('form', $('form').value.trim());
   call(`search?${q}`, {headers: keyHeader()}, r => showSearch(r.results));
 };
-$('results').onclick = async e => {  // "this answer is wrong": the right drug if known, then a report with the photo
+async function identify(back) {  // the chosen photo (and, for one pill, its other side) in the chosen mode
+  const mode = back ? 'single' : document.querySelector('input[name=mode]:checked').value, body = new FormData();
+  body.append('image', photo);
+  if (back) body.append('back', back);
+  if ($('expect').value.trim()) body.append('expect', $('expect').value.trim());
+  $('go').disabled = true;
+  await call(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
+  $('go').disabled = false;
+}
+$('backfile').onchange = e => { if (e.target.files[0]) identify(e.target.files[0]); };
+$('results').onclick = async e => {
+  if (e.target.id === 'addback') return $('backfile').click();  // a phone offers its camera for the other side  // "this answer is wrong": the right drug if known, then a report with the photo
   const box = e.target.closest('.fb');
   if (!box || !answer) return;
   if (e.target.classList.contains('wrong')) {
