@@ -126,7 +126,8 @@ def rule_studio_recipe(ev):
     if not (c.train.augment.get('phone') or 0): s['train.augment.phone'] = 0.5; missing.append('phone augmentation')
     if not s: return None
     return rec('studio_recipe', 'made for studio photos only: add ' + ', '.join(missing),
-               'the models were trained without ' + ', '.join(missing) + ' — on phone photos a studio-only detector read '
+               'the models were trained without ' + ', '.join(missing)
+               + ' — on phone photos a studio-only detector read '
                'mAP@0.5 0.016 where one from wild scenes read 0.81 (90_benchmarks)', s,
                then=('prepare', 'train-cls', 'train-det'))
 

@@ -198,6 +198,61 @@ def pillsnap_train_cls(
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
 
+# %% ../nbs/08b_run.cli.ipynb #c42119f6
+def _evaluate_final(ex:Experiment, checkpoint, force:bool)->dict:
+    from pillsnap.evaluate import final_test
+    result = final_test(ex.cfg, checkpoint, force=force)
+    num = lambda v: '-' if v is None else f'{v:.4f}'
+    print(f"  {'':<28} {'val':>8} {'test':>8}")
+    for k, v in result['test'].items(): print(f"  {k:<28} {num(result['val'].get(k)):>8} {num(v):>8}")
+    print(f"  verdict  {result['verdict']} (look {result['looks']})\n"
+          f"  written  {ex.paths.reports/'final_test_results.json'}")
+    return result
+
+# %% ../nbs/08b_run.cli.ipynb #fe939a00
+def _evaluate_classifier(ex:Experiment, checkpoint, no_notebook:bool)->dict:
+    from pillsnap.classifier import metrics_table
+    from pillsnap.evaluate import classifier_report, report_html
+    from pillsnap.stages import run_job
+    paths = ex.paths
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    result, report = run_job('06_judge.evaluate', ex.cfg, 'evaluate', classifier_report, no_notebook,
+                             checkpoint=str(checkpoint))
+    result = result or json.loads((paths.reports/'classifier'/'metrics.json').read_text())
+    page = report_html(report, paths.reports/'classifier'/'report.html') if report else None
+    print(metrics_table(result).to_string())
+    print(f"  written  {paths.reports/'classifier'} (metrics, calibration, per class, curves, hard cases)"
+          + (f'\n  report   {report}\n  page     {page}' if report else ''))
+    return result
+
+# %% ../nbs/08b_run.cli.ipynb #7b28af81
+def _evaluate_detector(ex:Experiment, checkpoint, data:str|None, split:str)->dict:
+    import pandas as pd
+    from pillsnap.detector import det_table, detector_data
+    from pillsnap.evaluate import detector_report, real_reports
+    from pillsnap.pipeline import Predictor
+    paths = ex.paths
+    if not (weights := paths.detector/'detector.safetensors').is_file():
+        raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
+    src = Path(data).resolve() if data else detector_data(ex.cfg)
+    if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
+    result, out = detector_report(ex.cfg, src, split)
+    real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint), ('detector',))  # eval.real_sets
+    cols = [det_table(r['detector']).set_axis([f'real:{n}'], axis=1) for n, r in real.items() if r.get('detector')]
+    print(pd.concat([det_table(result), *cols], axis=1).to_string()); print(f"  written  {out}")
+    if real: print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
+    return result
+
+# %% ../nbs/08b_run.cli.ipynb #5f345b34
+def _evaluate_pipeline(ex:Experiment, checkpoint, max_photos:int|None)->dict:
+    from pillsnap.evaluate import evaluate_pipeline, pipeline_table, real_reports, real_table
+    from pillsnap.pipeline import Predictor
+    pred = Predictor.from_exp(ex, checkpoint)
+    result, real = evaluate_pipeline(pred, max_photos=max_photos), real_reports(pred, ('pipeline',))
+    print(pipeline_table(result).to_string()); print(f"  written  {ex.paths.reports/'pipeline.json'}")
+    if real: print(real_table(real).to_string()); print(f"  real     {ex.paths.reports/'real'} ({', '.join(real)})")
+    return result
+
 # %% ../nbs/08b_run.cli.ipynb #2f4ac4da
 @command('evaluate')
 def pillsnap_evaluate(
@@ -216,56 +271,17 @@ def pillsnap_evaluate(
 ):
     ("Evaluate an experiment into {exp}/reports/: the classifier, the detector (on any YOLO dataset), "
      "the two stages together, or --final the test split once.")
-    import pandas as pd
-    from pillsnap.classifier import metrics_table
-    from pillsnap.detector import det_table, detector_data
-    from pillsnap.evaluate import (classifier_report, detector_report, evaluate_pipeline, final_test, pipeline_table,
-                                   real_reports, real_table, report_html)
-    from pillsnap.pipeline import Predictor
-    from pillsnap.stages import run_job
     if what not in ('classifier', 'detector', 'pipeline'):
         raise ConfigError(f"--what must be classifier, detector or pipeline (got '{what}')")
     ex = _experiment(exp, settings, config, preset)
-    cfg, paths = ex.cfg, ex.paths
     if what == 'detector' and split == 'test' and not data:
-        raise ConfigError(f"the experiment's own test split is locked — pillsnap evaluate --exp {paths.root} --final "
+        raise ConfigError(f"the experiment's own test split is locked — pillsnap evaluate --exp {ex.root} --final "
                           "opens it, once (or give another YOLO dataset with --data)")
-    run = 'evaluate --final' if final else f'evaluate --what {what}'
-    ex.log(run, writes="'pillsnap evaluate' (it writes reports/)")
-    if final:
-        result = final_test(cfg, checkpoint, force=force)
-        num = lambda v: '-' if v is None else f'{v:.4f}'
-        print(f"  {'':<28} {'val':>8} {'test':>8}")
-        for k, v in result['test'].items(): print(f"  {k:<28} {num(result['val'].get(k)):>8} {num(v):>8}")
-        print(f"  verdict  {result['verdict']} (look {result['looks']})\n"
-              f"  written  {paths.reports/'final_test_results.json'}")
-        return result
-    if what == 'classifier':
-        paths.runs.mkdir(parents=True, exist_ok=True)
-        result, report = run_job('06_judge.evaluate', cfg, 'evaluate', classifier_report, no_notebook,
-                                 checkpoint=str(checkpoint))
-        result = result or json.loads((paths.reports/'classifier'/'metrics.json').read_text())
-        page = report_html(report, paths.reports/'classifier'/'report.html') if report else None
-        print(metrics_table(result).to_string())
-        print(f"  written  {paths.reports/'classifier'} (metrics, calibration, per class, curves, hard cases)"
-              + (f'\n  report   {report}\n  page     {page}' if report else ''))
-    elif what == 'detector':
-        weights = paths.detector/'detector.safetensors'
-        if not weights.is_file():
-            raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
-        src = Path(data).resolve() if data else detector_data(cfg)
-        if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
-        result, out = detector_report(cfg, src, split)
-        real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint), ('detector',))  # eval.real_sets
-        cols = [det_table(r['detector']).set_axis([f'real:{n}'], axis=1) for n, r in real.items() if r.get('detector')]
-        print(pd.concat([det_table(result), *cols], axis=1).to_string()); print(f"  written  {out}")
-        if real: print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
-    else:
-        pred = Predictor.from_exp(ex, checkpoint)
-        result, real = evaluate_pipeline(pred, max_photos=max_photos), real_reports(pred, ('pipeline',))
-        print(pipeline_table(result).to_string()); print(f"  written  {paths.reports/'pipeline.json'}")
-        if real: print(real_table(real).to_string()); print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
-    return result
+    ex.log('evaluate --final' if final else f'evaluate --what {what}', writes="'pillsnap evaluate' (it writes reports/)")
+    if final: return _evaluate_final(ex, checkpoint, force)
+    if what == 'classifier': return _evaluate_classifier(ex, checkpoint, no_notebook)
+    if what == 'detector': return _evaluate_detector(ex, checkpoint, data, split)
+    return _evaluate_pipeline(ex, checkpoint, max_photos)
 
 # %% ../nbs/08b_run.cli.ipynb #b4868455
 @command('gate')
@@ -380,6 +396,43 @@ def _not_prescribed(results:list)->list:
         return f"{r['image']} pill {i + 1} looks like {p['best_match']['k_code']}{name}"
     return [said(r, i, p) for r in results for i, p in enumerate(r['pills']) if p.get('expected') is False]
 
+# %% ../nbs/08b_run.cli.ipynb #ec3ae769
+def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None, lang:str)->tuple:
+    "([answer], [(photo, why unreadable)]) for `predict`."
+    from pillsnap.pipeline import ImageError, draw_prediction
+    one, results, failed = len(images) == 1 or same_pill, [], []
+    for f in images[:1] if same_pill else images:
+        try: r = pred.predict_sides(*images, expect=expect) if same_pill else pred.predict(f, mode, expect=expect)
+        except ImageError as e:
+            if one: raise UserError(f"cannot read {'a side' if same_pill else f}: {e}") from None
+            failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
+        r['image'] = str(f); results.append(r)
+        if same_pill: r['back_image'] = str(images[1])
+        if draw:
+            out = Path(draw) if one else Path(draw)/f'{Path(f).stem}.png'
+            draw_prediction(f, r, out, lang); r['drawn'] = str(out)
+    return results, failed
+
+# %% ../nbs/08b_run.cli.ipynb #5098107b
+def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect):
+    from pillsnap.pipeline import prediction_table
+    if json_out:
+        answer = results[0] if one else results + [{'image': str(f), 'error': why} for f, why in failed]
+        print(json.dumps(answer, indent=1, ensure_ascii=False))
+    else:
+        for r in results:
+            sides = f" + {r['back_image']} — single mode, both sides" if 'back_image' in r else f" — {r['mode']} mode"
+            print(f"{r['image']}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
+                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else '') +
+                  (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
+            if r['pills']: print(prediction_table(r).to_string(index=False))
+            if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+    if results and (missed := (results[0].get('prescription') or {}).get('unmatched')):
+        print(f"  not matched in the prescription: {', '.join(missed)} (no drug of this experiment by that code "
+              "or name)", file=sys.stderr)
+    if expect and (unexpected := _not_prescribed(results)):
+        print('  NOT ON THE PRESCRIPTION: ' + '; '.join(unexpected), file=sys.stderr)
+
 # %% ../nbs/08b_run.cli.ipynb #997dca67
 @command('predict')
 def pillsnap_predict(
@@ -397,7 +450,7 @@ def pillsnap_predict(
     same_pill:store_true=False, # the two photos are one pill's front and back: one answer from both sides
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
-    from pillsnap.pipeline import BACKENDS, ImageError, MODES, Predictor, draw_prediction, prediction_table
+    from pillsnap.pipeline import BACKENDS, MODES, Predictor
     if mode not in MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
     if lang not in ('en', 'ko'): raise ConfigError(f"--lang must be en or ko (got '{lang}')")
     if backend is not None and backend not in BACKENDS:
@@ -415,33 +468,8 @@ def pillsnap_predict(
         print(f'pillsnap predict: {ex.root} is a sealed release: this run is recorded in {log}', file=sys.stderr)
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
-    results, failed = [], []
-    for f in images[:1] if same_pill else images:  # one unreadable photo never costs the answers of the others
-        try: r = pred.predict_sides(*images, expect=expect) if same_pill else pred.predict(f, mode, expect=expect)
-        except ImageError as e:
-            if one: raise UserError(f"cannot read {'a side' if same_pill else f}: {e}") from None
-            failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
-        r['image'] = str(f); results.append(r)
-        if same_pill: r['back_image'] = str(images[1])
-        if draw:
-            out = Path(draw) if one else Path(draw)/f'{Path(f).stem}.png'
-            draw_prediction(f, r, out, lang); r['drawn'] = str(out)
-    if json_out:
-        answer = results[0] if one else results + [{'image': str(f), 'error': why} for f, why in failed]
-        print(json.dumps(answer, indent=1, ensure_ascii=False))
-    else:
-        for r in results:
-            sides = f" + {r['back_image']} — single mode, both sides" if 'back_image' in r else f" — {r['mode']} mode"
-            print(f"{r['image']}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
-                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else '') +
-                  (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
-            if r['pills']: print(prediction_table(r).to_string(index=False))
-            if 'drawn' in r: print(f"  drawn: {r['drawn']}")
-    if results and (missed := (results[0].get('prescription') or {}).get('unmatched')):
-        print(f"  not matched in the prescription: {', '.join(missed)} (no drug of this experiment by that code "
-              "or name)", file=sys.stderr)
-    if expect and (unexpected := _not_prescribed(results)):
-        print('  NOT ON THE PRESCRIPTION: ' + '; '.join(unexpected), file=sys.stderr)
+    results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang)
+    _print_answers(results, failed, json_out, one, expect)
     if failed:
         reasons = '; '.join(f'{f} ({why})' for f, why in failed)
         raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read '

@@ -173,7 +173,8 @@ def demo_predictions(cfg)->dict:
 
 # %% ../nbs/08a_run.demo.ipynb #b7b27576
 def demo_wild(cfg, pred)->dict:
-    "Render a fresh wild scene of four of the drugs the classifier learnt (`synth.render_wild`), predict it in combo mode."
+    ("Render a fresh wild scene of four of the drugs the classifier learnt (`synth.render_wild`),"
+     " predict it in combo mode.")
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
     s = cfg.synth
     drugs = make_drugs(s.classes, cfg.seed, s.confusable_fraction, s.confusable_group_size, s.quirk_rate)

@@ -44,7 +44,8 @@ def _box(box)->list|None:
 
 # %% ../nbs/07b_ship.feedback.ipynb #be82b388
 class Feedback:
-    "The reports of one folder: `add` keeps one, `reports` reads them, `prune` deletes old photos, `export` writes them."
+    ("The reports of one folder: `add` keeps one, `reports` reads them, `prune` deletes old photos,"
+     " `export` writes them.")
     def __init__(self, folder:str|Path, # where `reports.jsonl` and `photos/` are
                  keep_photos:bool=True, # keep each report's photo
                  keep_days:float=90, # photos older than this are deleted by `prune` (0: kept)
@@ -93,7 +94,8 @@ def add(self:Feedback, image:Image.Image|None, # the photo the answer was about 
             atomic_write(path, lambda tmp: image.convert('RGB').save(tmp, 'JPEG', quality=92))  # pixels only: no EXIF
             rec['photo'], self.photos = f'{PHOTOS}/{rid}.jpg', self.photos + 1
         elif image is not None and self.keep_photos:
-            self.log.warning(f'feedback: {self.max_photos} photos kept (feedback.max_photos): report {rid} kept without its photo')
+            self.log.warning(f'feedback: {self.max_photos} photos kept (feedback.max_photos):'
+                             f' report {rid} kept without its photo')
         append_jsonl(self.folder/REPORTS, rec)
     return rec
 

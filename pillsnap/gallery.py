@@ -24,13 +24,14 @@ from .prepare import classifier_data
 from .model import embedder_id, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
-from .retrieval import (FACE_NAMES, Gallery, embed_crops, enrolled_crops, enrolled_records, fuse, gallery_lock, quarter_turns,
-                                retrieval_dir)
+from .retrieval import (FACE_NAMES, Gallery, embed_crops, enrolled_crops, enrolled_records, fuse, gallery_lock,
+                                quarter_turns, retrieval_dir)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 def whitener(emb:torch.Tensor, # (n, dim) embeddings of training photos
             )->torch.Tensor: # (dim, dim)
-    "The matrix that makes the embeddings' spread equal in every direction (the inverse square root of their Ledoit-Wolf shrunk covariance)."
+    ("The matrix that makes the embeddings' spread equal in every direction"
+     " (the inverse square root of their Ledoit-Wolf shrunk covariance).")
     from sklearn.covariance import ledoit_wolf
     cov, _ = ledoit_wolf(emb.double().numpy())
     w, v = np.linalg.eigh(cov)
@@ -40,7 +41,8 @@ def whitener(emb:torch.Tensor, # (n, dim) embeddings of training photos
 def fit_scale(scores:torch.Tensor, # (n, drugs) cosines of validation photos
               targets, # (n,) column of each photo's true drug
              )->float:
-    "The softmax scale that makes the gallery's probabilities honest on validation photos (least negative log-likelihood)."
+    ("The softmax scale that makes the gallery's probabilities honest on validation photos"
+     " (least negative log-likelihood).")
     from scipy.optimize import minimize_scalar
     s, t = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(np.asarray(targets), dtype=torch.long)
     nll = lambda log_s: float(nn.functional.cross_entropy(math.exp(log_s) * s, t))
@@ -56,7 +58,8 @@ def open_set(known:np.ndarray, # best cosine of validation photos of known drugs
     known = np.asarray(known, dtype=float)
     if not 0 < target_tar < 1: raise ConfigError(f'retrieval.target_tar must be between 0 and 1 (got {target_tar})')
     thr = float(np.quantile(known, 1 - target_tar))
-    out = dict(threshold=round(thr, 4), target_tar=target_tar, tar=round(float((known >= thr).mean()), 4), known=len(known))
+    out = dict(threshold=round(thr, 4), target_tar=target_tar,
+               tar=round(float((known >= thr).mean()), 4), known=len(known))
     if unknown is not None and len(unknown):
         unknown = np.asarray(unknown, dtype=float)
         auroc = roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown])
@@ -128,9 +131,10 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
                cache=None, # a `CropCache` built from exactly these rows
                take=None, # positions of the rows to embed (default: all)
                device='cpu', dtype=None, batch_size:int=64,
-               turns:int|None=None, # with a number: each crop's `quarter_turns` views, embeddings (n, turns, dim) and no logits
+               turns:int|None=None, # a number: each crop's `quarter_turns` views, embeddings (n, turns, dim), no logits
               )->tuple: # (embeddings (n, dim), logits (n, classes), positions in `rows` of the n pills read)
-    "Embeddings and logits of the pills of `rows` that could be read (an unreadable photo is skipped, never misaligned)."
+    ("Embeddings and logits of the pills of `rows` that could be read"
+     " (an unreadable photo is skipped, never misaligned).")
     import contextlib
     device = pick_device(device) if isinstance(device, str) else device
     ds = PillDataset(rows, root, pre, eval_transforms(pre), cache)
@@ -154,7 +158,8 @@ def _faces(rows:pd.DataFrame)->np.ndarray:
 def _capped(rows:pd.DataFrame, per_drug:int, seed:int)->np.ndarray:
     "Positions of at most `per_drug` rows per drug and face, by seeded hash rank."
     keys = rows.image.astype(str) + ':' + rows.pill.astype(str)
-    out = [g[hash_rank(seed, keys.iloc[g])[:per_drug]] for g in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.values()]
+    groups = rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.values()
+    out = [g[hash_rank(seed, keys.iloc[g])[:per_drug]] for g in groups]
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 def _read_crops(files:list)->torch.Tensor:
@@ -164,7 +169,8 @@ def _read_crops(files:list)->torch.Tensor:
 # %% ../nbs/05b_infer.gallery.ipynb #6405e297
 def _best(p:torch.Tensor, codes:list)->list: return [codes[j] for j in p.argmax(1).tolist()]
 
-def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:pd.DataFrame, k_codes:list, seed:int, shots=(1, 5))->dict:
+def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:pd.DataFrame, k_codes:list, seed:int,
+                         shots=(1, 5))->dict:
     "Each held-out drug enrolled from `shots` of its photos, the others identified against the whole gallery."
     out = {}
     keys = (rows.image.astype(str) + ':' + rows.pill.astype(str)).tolist()
@@ -177,7 +183,8 @@ def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:p
         if not query: continue
         q = np.array(sorted(query))
         codes, p = fuse(p_cls[q], k_codes, trial.scores(emb[q]), trial.codes, g.meta['scale'])
-        out[f'{n}_shot'] = dict(drugs=len(trial.enrolled()), queries=len(q), top1=round(float(np.mean(np.array(_best(p, codes)) == rows.k_code.values[q])), 4))
+        top1 = np.mean(np.array(_best(p, codes)) == rows.k_code.values[q])
+        out[f'{n}_shot'] = dict(drugs=len(trial.enrolled()), queries=len(q), top1=round(float(top1), 4))
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #4307f2c0
@@ -201,7 +208,28 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype)->dict|None:
         return None
     return {**out, 'sets': [s['name'] for s in sets], 'pills': len(pos)}
 
-# %% ../nbs/05b_infer.gallery.ipynb #007b4308
+# %% ../nbs/05b_infer.gallery.ipynb #924f1227
+def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)->Gallery:
+    "A gallery's prototypes: at most `retrieval.photos_per_drug` training crops per drug and face, and enrolled crops."
+    paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
+    take = _capped(d.train, r.photos_per_drug, cfg.seed)
+    emb, _, pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, take, device, dtype)
+    embedding = 'embed layer' if getattr(model, 'embed', None) is not None else 'pooled features'
+    g = Gallery(emb.shape[1], center=emb.mean(0), whiten=whitener(emb) if r.get('whiten') else None,
+                exemplars=r.get('exemplars', 0),
+                meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
+                          embedding=embedding))
+    rows = d.train.iloc[pos]
+    for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items():
+        g.add(k, emb[idx], int(f), 'trained')
+    records = enrolled_records(retrieval_dir(paths.root))
+    for k, files in enrolled_crops(paths.root).items():
+        crops = quarter_turns(_read_crops(files), r.get('enrol_turns', 1))
+        g.add(k, embed_crops(model.to(device), crops, device), record=records.get(k) or {'k_code': k},
+              photos=len(files))
+    return g
+
+# %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
 def _build_gallery(cfg, checkpoint:str)->tuple:
     "The gallery of a trained experiment and its report (`build_gallery` without the lock and the writing)."
     paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
@@ -209,63 +237,67 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     model, ck = load_classifier(path)
     d, device = classifier_data(cfg), pick_device(cfg.device)
     dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
-    emb, _, pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, r.photos_per_drug, cfg.seed), device, dtype)
-    g = Gallery(emb.shape[1], center=emb.mean(0), whiten=whitener(emb) if r.get('whiten') else None, exemplars=r.get('exemplars', 0),
-                meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
-                          embedding='embed layer' if getattr(model, 'embed', None) is not None else 'pooled features'))
-    rows = d.train.iloc[pos]
-    for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items(): g.add(k, emb[idx], int(f), 'trained')
-    records = enrolled_records(retrieval_dir(paths.root))
-    for k, files in enrolled_crops(paths.root).items():
-        g.add(k, embed_crops(model.to(device), quarter_turns(_read_crops(files), r.get('enrol_turns', 1)), device), record=records.get(k) or {'k_code': k}, photos=len(files))
+    g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
     v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype)
     v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
     held = pill_rows(load_manifest(paths.data, 'holdout'), ('single',), known_only=False)
     h_cache = paths.data/'cache'/'holdout'
-    h_emb, h_logits, h_pos = embed_rows(model, held, d.root, d.pre, CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None,
-                                        None, device, dtype) if len(held) else (None, None, None)
+    h_cache = CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None
+    h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype) if len(held)
+                              else (None, None, None))
     h_scores = g.scores(h_emb) if h_emb is not None else None
-    report = open_set(v_scores.max(1).values.numpy(), h_scores.max(1).values.numpy() if h_scores is not None else None, r.target_tar)
+    h_best = h_scores.max(1).values.numpy() if h_scores is not None else None
+    report = open_set(v_scores.max(1).values.numpy(), h_best, r.target_tar)
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
-    if h_scores is not None: report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
+    if h_scores is not None:
+        report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
     real = _real_threshold(cfg, g, model, d.pre, device, dtype)
     report['threshold_from'] = 'studio validation photos'
     if real is not None:
         report.update(studio_threshold=report['threshold'], threshold=real['threshold'], real_open_set=real,
                       threshold_from=f"real photos ({', '.join(real['sets'])})")
         g.meta.update(threshold=real['threshold'])
-    v_codes, v_p = fuse(torch.as_tensor(softmax_t(v_logits.numpy(), T)), ck['k_codes'], v_scores, g.codes, g.meta['scale'])
-    report.update(val_top1_with_gallery=round(float(np.mean(np.array(_best(v_p, v_codes)) == d.val.k_code.values[v_pos])), 4),
-                  val_top1_gallery_only=round(float(np.mean(np.array(g.codes)[v_scores.argmax(1).numpy()] == d.val.k_code.values[v_pos])), 4))
+    v_p_cls, v_truth = torch.as_tensor(softmax_t(v_logits.numpy(), T)), d.val.k_code.values[v_pos]
+    v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'])
+    top1 = lambda named: round(float(np.mean(np.array(named) == v_truth)), 4)
+    report.update(val_top1_with_gallery=top1(_best(v_p, v_codes)),
+                  val_top1_gallery_only=top1(np.array(g.codes)[v_scores.argmax(1).numpy()]))
     if h_emb is not None:
-        report['enrolment'] = _enrolment_benchmark(g, h_emb, torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True), ck['k_codes'], cfg.seed)
-    report.update(drugs=len(g), prototypes=len(g.entries), exemplars=len(g.ex), whitened=g.whiten is not None, embedding=g.meta['embedding'], dim=g.dim, scale=g.meta['scale'], seconds=round(time.perf_counter() - t0, 1))
+        h_p_cls, h_rows = torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True)
+        report['enrolment'] = _enrolment_benchmark(g, h_emb, h_p_cls, h_rows, ck['k_codes'], cfg.seed)
+    report.update(drugs=len(g), prototypes=len(g.entries), exemplars=len(g.ex), whitened=g.whiten is not None,
+                  embedding=g.meta['embedding'], dim=g.dim, scale=g.meta['scale'],
+                  seconds=round(time.perf_counter() - t0, 1))
     report['held_out_photos'] = len(held)
     return g, report
 
+# %% ../nbs/05b_infer.gallery.ipynb #1101e12c
 def build_gallery(cfg, # resolved settings of a trained experiment
                   checkpoint:str='best', # 'best', 'last' or a path
                  )->Gallery:
-    "The gallery of a trained experiment — its trained drugs and enrolled drugs — tuned and measured on validation and held-out photos."
+    ("The gallery of a trained experiment — its trained drugs and enrolled drugs —"
+     " tuned and measured on validation and held-out photos.")
     paths, log = exp_paths(cfg.paths.exp_dir), get_logger('retrieval')
-    with gallery_lock(retrieval_dir(paths.root)):  # no enrolment lands between reading the enrolled crops and writing the gallery
+    # no enrolment lands between reading the enrolled crops and writing the gallery
+    with gallery_lock(retrieval_dir(paths.root)):
         g, report = _build_gallery(cfg, checkpoint)
         g.save(retrieval_dir(paths.root))
     write_json(paths.reports/'retrieval.json', report)
-    log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim}); unknown below cosine {report['threshold']:.3f}"
-             f" (chosen on {report['threshold_from']})"
-             + (f", AUROC {report['auroc']:.3f}, false accepts {report['far']:.1%} on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report else
-                ' (no held-out drugs to measure it: split.holdout_drugs)'))
+    measured = (f", AUROC {report['auroc']:.3f}, false accepts {report['far']:.1%}"
+                f" on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report
+                else ' (no held-out drugs to measure it: split.holdout_drugs)')
+    log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"
+             f" unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})" + measured)
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #65fb6116
 def few_shot(cfg, # resolved settings of a prepared experiment
              shots=(1, 5), # photos enrolled per drug
-             trained:bool=True, # the experiment's trained classifier (best.pt), or its configured start untrained on this data
+             trained:bool=True, # the experiment's trained classifier (best.pt), or its configured start untrained
              per_drug:int=64, # most training crops embedded per drug (the enrolment pool)
              turns:int|None=None, # views per enrolled crop (`quarter_turns`; default: retrieval.enrol_turns)
-             embedder:str|Path|None=None, # another experiment whose trained classifier embeds (drugs it never saw enrolled)
+             embedder:str|Path|None=None, # another experiment whose trained classifier embeds (unseen drugs enrolled)
             )->dict:
     "Top-1 of identifying validation crops by nearest prototype, each drug enrolled from `n` training crops."
     from pillsnap.classifier import build_classifier
@@ -273,23 +305,28 @@ def few_shot(cfg, # resolved settings of a prepared experiment
     if embedder or trained:
         model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))
         if ck['preprocess'] != d.pre.version:
-            raise ConfigError(f"the embedder's classifier preprocesses as {ck['preprocess']}, this experiment's crops as "
-                              f"{d.pre.version} — prepare it with the embedder's classifier.* settings")
+            raise ConfigError(f"the embedder's classifier preprocesses as {ck['preprocess']}, "
+                              f"this experiment's crops as {d.pre.version} — "
+                              "prepare it with the embedder's classifier.* settings")
     else: model = build_classifier(cfg, len(d.class_map), d.pre)
     model = model.eval().to(device)
     turns = turns or cfg.retrieval.get('enrol_turns', 1)
-    t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed), device, turns=turns)
+    t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
+                                 device, turns=turns)
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    out = dict(embedder=(f'the trained classifier of {embedder}' if embedder else 'trained classifier' if trained
-                         else f'untrained start ({cfg.classifier.pretrained})'), model=cfg.classifier.model, turns=turns,
+    embedded_by = (f'the trained classifier of {embedder}' if embedder else 'trained classifier' if trained
+                   else f'untrained start ({cfg.classifier.pretrained})')
+    out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns,
                drugs=int(train.k_code.nunique()), queries=len(v_pos))
     pool = t_emb.flatten(0, 1)  # the gallery's options as configured: whitened by the pool's spread, exemplars kept
     W = whitener(pool) if cfg.retrieval.get('whiten') else None
     for n in shots:
         g = Gallery(t_emb.shape[-1], center=pool.mean(0), whiten=W, exemplars=cfg.retrieval.get('exemplars', 0))
-        for k, idx in train.groupby('k_code').indices.items(): g.add(k, t_emb[idx[hash_rank(cfg.seed, [keys[i] for i in idx])][:n]].flatten(0, 1), photos=min(n, len(idx)))
+        for k, idx in train.groupby('k_code').indices.items():
+            first = idx[hash_rank(cfg.seed, [keys[i] for i in idx])][:n]
+            g.add(k, t_emb[first].flatten(0, 1), photos=min(n, len(idx)))
         out[f'{n}_shot_top1'] = round(float(np.mean(np.array(g.codes)[g.scores(v_emb).argmax(1).numpy()] == truth)), 4)
     return out
 
@@ -298,10 +335,12 @@ def search_latency(drugs:int=5000, per_drug:int=3, dim:int=256, queries:int=1, r
     "Milliseconds per exact search (p50, p95) in a random gallery of `drugs` × `per_drug` prototypes."
     gen = torch.Generator().manual_seed(0)
     g = Gallery(dim, nn.functional.normalize(torch.randn(drugs * per_drug, dim, generator=gen), dim=1),
-                [dict(k_code=f'K-{i // per_drug:06d}', face=FACE_NAMES[i % per_drug % 3], photos=1, source='trained') for i in range(drugs * per_drug)])
+                [dict(k_code=f'K-{i // per_drug:06d}', face=FACE_NAMES[i % per_drug % 3], photos=1, source='trained')
+                 for i in range(drugs * per_drug)])
     q = nn.functional.normalize(torch.randn(queries, dim, generator=gen), dim=1)
     times = []
     for _ in range(runs + 5):
         t0 = time.perf_counter(); g.scores(q).max(1); times.append((time.perf_counter() - t0) * 1000)
     t = np.array(times[5:])
-    return dict(drugs=drugs, prototypes=drugs * per_drug, dim=dim, queries=queries, p50_ms=round(float(np.median(t)), 3), p95_ms=round(float(np.quantile(t, 0.95)), 3))
+    return dict(drugs=drugs, prototypes=drugs * per_drug, dim=dim, queries=queries,
+                p50_ms=round(float(np.median(t)), 3), p95_ms=round(float(np.quantile(t, 0.95)), 3))

@@ -38,13 +38,14 @@ def onnx_meta(path:str|Path)->dict:
         except ValueError: out[p.key] = p.value
     return out
 
-# %% ../nbs/05_infer.runtime.ipynb #baaea869
+# %% ../nbs/05_infer.runtime.ipynb #d38de3d1
 class _Both(torch.nn.Module):
     "The classifier's two outputs as one graph: logits and embeddings (retrieval, `05a_infer.retrieval`)."
     # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
     def __init__(self, model): super().__init__(); self.model = model
     def forward(self, x): return self.model.embed_logits(x)
 
+# %% ../nbs/05_infer.runtime.ipynb #3d82a8c2
 def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_classifier`)
                       ck:dict, # its checkpoint
                       path:str|Path, # the .onnx file to write
@@ -80,7 +81,8 @@ def ort_providers(device:str|torch.device='auto')->list:
     if device.type == 'cuda':
         have = ort.get_available_providers()
         if 'CUDAExecutionProvider' in have:  # TensorRT first where its provider is installed
-            return [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in have] + ['CPUExecutionProvider']
+            gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in have]
+            return gpu + ['CPUExecutionProvider']
         get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider '
                                       '(pip install onnxruntime-gpu) — ONNX runs on the CPU')
     return ['CPUExecutionProvider']

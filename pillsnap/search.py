@@ -13,19 +13,23 @@ from .io import read_json
 from .config import ConfigError, exp_paths
 from .retrieval import load_gallery, retrieval_dir
 
-# %% ../nbs/05c_infer.search.ipynb #da0a4e75
+# %% ../nbs/05c_infer.search.ipynb #9bb7dacc
 def _letters(s)->str: return ''.join(ch for ch in str(s or '').upper() if ch.isalnum())
 
-def _sorted_words(*texts)->str: return ''.join(sorted(w for t in texts for w in map(_letters, str(t or '').split()) if w))
+def _sorted_words(*texts)->str:
+    return ''.join(sorted(w for t in texts for w in map(_letters, str(t or '').split()) if w))
 
 def _matcher(query:str)->list:
-    "`SequenceMatcher`s holding the query as given and, with several words, its words sorted (each index is built once for all the drugs compared with it)."
+    ("`SequenceMatcher`s holding the query as given and, with several words, its words sorted"
+     " (each index is built once for all the drugs compared with it).")
     from difflib import SequenceMatcher
     out = []
-    for q in [_letters(query)] + ([_sorted_words(query)] if len(str(query or '').split()) > 1 else []):  # the second one even when the same: it meets other texts
+    # the sorted one even when it is the same: it meets other texts
+    for q in [_letters(query)] + ([_sorted_words(query)] if len(str(query or '').split()) > 1 else []):
         sm = SequenceMatcher(None, autojunk=False); sm.set_seq2(q); out.append(sm)
     return out
 
+# %% ../nbs/05c_infer.search.ipynb #a4d359a7
 def imprint_score(query:str, # what the user types, or the reader reads, on the pill
                   front:str|None, back:str|None, # the label's print_front and print_back
                   sm=None, # `_matcher(query)`, reused across drugs
@@ -35,20 +39,24 @@ def imprint_score(query:str, # what the user types, or the reader reads, on the 
     for n, m in enumerate(_matcher(query) if sm is None else sm):
         q = m.b
         if not q: continue  # nothing alike to compare (a query of punctuation only)
-        texts = {f, b, f + b, b + f} if n == 0 else {_sorted_words(front), _sorted_words(back), _sorted_words(front, back)}  # the sorted query meets sorted words
+        texts = ({f, b, f + b, b + f} if n == 0
+                 else {_sorted_words(front), _sorted_words(back), _sorted_words(front, back)})  # sorted meets sorted
         for t in texts - {''}:
             m.set_seq1(t)
             if m.real_quick_ratio() <= best: continue  # an upper bound: this reading cannot beat the best one
             r = m.ratio()
-            if q in t: r = max(r, 0.8 + 0.2 * len(q) / len(t))  # the query is part of the text: a face's part, or one face of two
+            # the query is part of the text: a face's part, or one face of two
+            if q in t: r = max(r, 0.8 + 0.2 * len(q) / len(t))
             best = max(best, r)
     return round(best, 4)
 
 # %% ../nbs/05c_infer.search.ipynb #22f471b1
-_UNITS = (('밀리그램', 'mg'), ('마이크로그램', 'mcg'), ('μg', 'mcg'), ('µg', 'mcg'), ('밀리리터', 'ml'), ('그램', 'g'))
+_UNITS = (('밀리그램', 'mg'), ('마이크로그램', 'mcg'), ('μg', 'mcg'), ('µg', 'mcg'),
+          ('밀리리터', 'ml'), ('그램', 'g'))
 
 def name_key(name:str)->str:
-    "A product name folded the ways people vary it: case, width, spaces and punctuation, bracketed text, dose spellings."
+    ("A product name folded the ways people vary it:"
+     " case, width, spaces and punctuation, bracketed text, dose spellings.")
     s = re.sub(r'\([^)]*\)|\[[^\]]*\]', '', unicodedata.normalize('NFKC', str(name)).lower())
     for a, b in _UNITS: s = s.replace(a, b)
     return re.sub(r'[\s\-_.,·/]+', '', s)
@@ -63,23 +71,28 @@ def name_score(query:str, # a name as the user writes it
     return max([1.0 if k == q else 0.8 if k.startswith(q) else 0.5 if q in k else 0.0 for k in keys], default=0.0)
 
 # %% ../nbs/05c_infer.search.ipynb #fd8d2a44
-COLOR_NAMES = {'white': '하양', 'yellow': '노랑', 'orange': '주황', 'pink': '분홍', 'red': '빨강', 'brown': '갈색', 'light green': '연두',
-               'yellowgreen': '연두', 'green': '초록', 'turquoise': '청록', 'teal': '청록', 'blue': '파랑', 'navy': '남색', 'indigo': '남색',
-               'magenta': '자주', 'wine': '자주', 'purple': '보라', 'violet': '보라', 'grey': '회색', 'gray': '회색', 'black': '검정',
+COLOR_NAMES = {'white': '하양', 'yellow': '노랑', 'orange': '주황', 'pink': '분홍', 'red': '빨강', 'brown': '갈색',
+               'light green': '연두', 'yellowgreen': '연두', 'green': '초록', 'turquoise': '청록', 'teal': '청록',
+               'blue': '파랑', 'navy': '남색', 'indigo': '남색', 'magenta': '자주', 'wine': '자주',
+               'purple': '보라', 'violet': '보라', 'grey': '회색', 'gray': '회색', 'black': '검정',
                'transparent': '투명', 'clear': '투명'}
-SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'ellipse': '타원형', 'oblong': '장방형', 'capsule': '장방형', 'triangle': '삼각형',
-               'square': '사각형', 'rectangle': '사각형', 'diamond': '마름모형', 'rhombus': '마름모형', 'pentagon': '오각형', 'hexagon': '육각형',
+SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'ellipse': '타원형', 'oblong': '장방형',
+               'capsule': '장방형', 'triangle': '삼각형', 'square': '사각형', 'rectangle': '사각형',
+               'diamond': '마름모형', 'rhombus': '마름모형', 'pentagon': '오각형', 'hexagon': '육각형',
                'octagon': '팔각형', 'semicircle': '반원형', 'half-moon': '반원형', 'other': '기타'}
 
-# %% ../nbs/05c_infer.search.ipynb #98c7ef28
+# %% ../nbs/05c_infer.search.ipynb #3ceef46d
 def _canonical(value:str|None, names:dict, known:set, what:str)->str|None:
     if not value: return None
     v = names.get(value.strip().lower(), value.strip())
-    if known and v not in known: raise ConfigError(f"{what} {value!r} is not one the labels use: {', '.join(sorted(known))} (or in English: {', '.join(sorted(names))})")
+    if known and v not in known:
+        raise ConfigError(f"{what} {value!r} is not one the labels use: {', '.join(sorted(known))}"
+                          f" (or in English: {', '.join(sorted(names))})")
     return v
 
 def _has_line(r:dict)->bool: return bool((r.get('line_front') or '').strip() or (r.get('line_back') or '').strip())
 
+# %% ../nbs/05c_infer.search.ipynb #ffb8b2e8
 def search_drugs(records:dict, # {k_code: registry record}: the drug table, plus enrolled drugs
                  text:str='', # imprint text, e.g. "TQ 250"
                  color:str|None=None, # 노랑 or yellow
@@ -89,7 +102,8 @@ def search_drugs(records:dict, # {k_code: registry record}: the drug table, plus
                  form:str|None=None, # its form as the labels write it, or part of it: 필름코팅정, 캡슐
                  line:bool|None=None, # True: a score line on either face; False: none
                 )->list: # best first: {k_code, score, imprint, name, color, shape, form, line, record}
-    "Drugs ranked by how well their imprint, name, colour, shape, form and score line match what the user sees."
+    ("Drugs ranked by how well their imprint, name, colour, shape, form and score line"
+     " match what the user sees.")
     if not (text and _letters(text)) and not (name and name_key(name)) and not color and not shape and not form \
             and line is None:
         raise ConfigError('search needs imprint text, a name, a colour, a shape, a form or a score line')
@@ -117,4 +131,5 @@ def searchable_records(exp:str|Path)->dict:
     table, why = read_json(paths.data/'drug_table.json')
     if why: raise ConfigError(f"{paths.data/'drug_table.json'} is {why} — run pillsnap prepare --exp {paths.root}")
     g = load_gallery(retrieval_dir(exp))
-    return {**{k: {f: v for f, v in r.items() if f != 'class_index'} for k, r in table.items()}, **(g.drugs if g else {})}
+    drugs = {k: {f: v for f, v in r.items() if f != 'class_index'} for k, r in table.items()}
+    return {**drugs, **(g.drugs if g else {})}

@@ -51,7 +51,8 @@ SAID = {  # code: (English, Korean), with {named} parts
                         '{what}이(가) {mb} MB를 넘습니다 — 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
     'too_many_photos': ('{n} photos: at most {most} per request (serve.max_batch_images)',
                         '사진 {n}장: 한 요청에 {most}장까지입니다 (serve.max_batch_images)'),
-    'too_many_pixels': ('the photos decode to {mpx} Mpx, over serve.max_decoded_mpx={limit} — send fewer or smaller ones',
+    'too_many_pixels': ('the photos decode to {mpx} Mpx, over serve.max_decoded_mpx={limit}'
+                        ' — send fewer or smaller ones',
                         '사진을 풀면 {mpx} Mpx로 serve.max_decoded_mpx={limit}를 넘습니다 — 더 적거나 작은 사진을 보내세요'),
     'out_of_memory': ('out of memory on this request — send fewer or smaller photos',
                       '이 요청에 쓸 메모리가 부족합니다 — 더 적거나 작은 사진을 보내세요'),
@@ -114,12 +115,14 @@ KEY_ENV = 'PILLSNAP_API_KEYS'
 
 def api_keys(env_file:str|Path|None='.env', # a `.env` file read first (variables already set win)
             )->list: # the keys, as bytes
-    "The service's API keys from `PILLSNAP_API_KEYS` (comma-separated); a clear error when there are none or one is weak."
+    ("The service's API keys from `PILLSNAP_API_KEYS` (comma-separated);"
+     " a clear error when there are none or one is weak.")
     if env_file: load_dotenv(env_file)
     keys = [k.strip() for k in secret(KEY_ENV).split(',') if k.strip()]
     if not keys: raise ConfigError(f'{KEY_ENV} holds no key — put {KEY_ENV}=... in .env or the environment')
     if any(len(k) < 16 for k in keys):
-        raise ConfigError(f"{KEY_ENV}: every key needs at least 16 characters — make one with python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+        raise ConfigError(f"{KEY_ENV}: every key needs at least 16 characters — make one with"
+                          " python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
     return [k.encode() for k in keys]
 
 def key_matches(given:str|None, keys:list)->bool:
@@ -169,7 +172,8 @@ def _in(path:str, paths)->bool: return paths(path) if callable(paths) else path 
 
 # %% ../nbs/07c_ship.serve.ipynb #88e4b403
 class RequestLimits:
-    "ASGI middleware deciding from the request head, before any body is read (see `refusal`). An answer given before the body was read to its end closes the connection."
+    ("ASGI middleware deciding from the request head, before any body is read (see `refusal`)."
+     " An answer given before the body was read to its end closes the connection.")
     def __init__(self, app, limit, # limit(path) -> the body's bytes at most
                  head:int=16384, # request line and headers, bytes at most
                  keys:list=(), # API keys (bytes), from `api_keys`
@@ -177,39 +181,44 @@ class RequestLimits:
                  open=(), # the paths anyone may call, at `rate` per client address without a key (public mode)
                  rate:RateLimit|None=None, # requests per client on `open` paths
                 ):
-        self.app, self.limit, self.head, self.keys, self.keyed, self.open, self.rate = app, limit, head, keys, keyed, open, rate
+        self.app, self.limit, self.head = app, limit, head
+        self.keys, self.keyed, self.open, self.rate = keys, keyed, open, rate
 
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http': return await self.app(scope, receive, send)
-        read, over, started, limit, h = 0, False, False, self.limit(scope['path']), dict(scope['headers'])
-        done = h.get(b'content-length', b'0') in (b'0', b'') and b'transfer-encoding' not in h  # no body to read
-        async def closing(msg):  # an answer before the whole body was read: neither the rest nor the connection is wanted
-            nonlocal started
-            if msg['type'] == 'http.response.start':
-                started = True
-                if not done: msg = {**msg, 'headers': [*msg.get('headers', []), CLOSE]}
-            await send(msg)
-        if (no := self.refusal(scope)) is not None: return await no(scope, None, closing)
-        async def counted():
-            nonlocal read, over, done
-            msg = await receive()
-            if msg['type'] == 'http.request':
-                read += len(msg.get('body', b'')); done = not msg.get('more_body', False)
-                if read > limit: over = True; return {'type': 'http.disconnect'}  # stop reading; the answer is ours
-            return msg
-        async def guarded(msg):
-            if not over: await closing(msg)  # the endpoint's answer to a cut-off body is replaced by the 413 below
-        try: await self.app(scope, counted, guarded)
-        except Exception:
-            if not over: raise
-        if over and not started: await self._too_large(limit)(scope, None, closing)
+# %% ../nbs/07c_ship.serve.ipynb #98ec8622
+@patch
+async def __call__(self:RequestLimits, scope, receive, send):
+    if scope['type'] != 'http': return await self.app(scope, receive, send)
+    read, over, started, limit, h = 0, False, False, self.limit(scope['path']), dict(scope['headers'])
+    done = h.get(b'content-length', b'0') in (b'0', b'') and b'transfer-encoding' not in h  # no body to read
+    # an answer before the whole body was read: neither the rest nor the connection is wanted
+    async def closing(msg):
+        nonlocal started
+        if msg['type'] == 'http.response.start':
+            started = True
+            if not done: msg = {**msg, 'headers': [*msg.get('headers', []), CLOSE]}
+        await send(msg)
+    if (no := self.refusal(scope)) is not None: return await no(scope, None, closing)
+    async def counted():
+        nonlocal read, over, done
+        msg = await receive()
+        if msg['type'] == 'http.request':
+            read += len(msg.get('body', b'')); done = not msg.get('more_body', False)
+            if read > limit: over = True; return {'type': 'http.disconnect'}  # stop reading; the answer is ours
+        return msg
+    async def guarded(msg):
+        if not over: await closing(msg)  # the endpoint's answer to a cut-off body is replaced by the 413 below
+    try: await self.app(scope, counted, guarded)
+    except Exception:
+        if not over: raise
+    if over and not started: await self._too_large(limit)(scope, None, closing)
 
 # %% ../nbs/07c_ship.serve.ipynb #dd4ce48d
 @patch
 def refusal(self:RequestLimits, scope)->JSONResponse|None:
     "The answer the head alone earns (None: read on)."
     headers, path = dict(scope['headers']), scope['path']
-    size = len(scope.get('raw_path') or b'') + len(scope['query_string']) + sum(len(k) + len(v) + 4 for k, v in scope['headers'])
+    size = (len(scope.get('raw_path') or b'') + len(scope['query_string'])
+            + sum(len(k) + len(v) + 4 for k, v in scope['headers']))
     if size > self.head:
         return _error(431, 'headers_too_large', kb=f'{self.head / 1024:.0f}')
     key = headers.get(b'x-api-key', b'').decode('latin-1')
@@ -252,7 +261,8 @@ class PixelBudget:
         while self.used + px > self.limit:
             if loop.time() >= end or (gone is not None and gone.done()): return False
             if self._freed is None or self._freed.done(): self._freed = loop.create_future()
-            await asyncio.wait([self._freed, *([gone] if gone else [])], timeout=end - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([self._freed, *([gone] if gone else [])], timeout=end - loop.time(),
+                               return_when=asyncio.FIRST_COMPLETED)
         self.used += px
         return True
 
@@ -371,11 +381,16 @@ class Metrics:
     def text(self, batches:list=())->str:
         out = ['# TYPE pillsnap_requests_total counter']
         out += [f'pillsnap_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(self.count.items())]
-        out += ['# TYPE pillsnap_errors_total counter', f'pillsnap_errors_total {sum(n for (_, s), n in self.count.items() if s >= 400)}']
+        errors = sum(n for (_, s), n in self.count.items() if s >= 400)
+        out += ['# TYPE pillsnap_errors_total counter', f'pillsnap_errors_total {errors}']
         out += ['# TYPE pillsnap_request_latency_ms histogram']
-        out += [f'pillsnap_request_latency_ms_bucket{{le="{"+Inf" if b == float("inf") else b}"}} {n}' for b, n in zip(BUCKETS_MS, self.hist)]
-        out += [f'pillsnap_request_latency_ms_sum {self.sum_ms:.3f}', f'pillsnap_request_latency_ms_count {self.hist[-1]}']
-        if batches: out += ['# TYPE pillsnap_batch_size_mean gauge', f'pillsnap_batch_size_mean {sum(batches) / len(batches):.3f}']
+        le = lambda b: '+Inf' if b == float('inf') else b
+        out += [f'pillsnap_request_latency_ms_bucket{{le="{le(b)}"}} {n}' for b, n in zip(BUCKETS_MS, self.hist)]
+        out += [f'pillsnap_request_latency_ms_sum {self.sum_ms:.3f}',
+                f'pillsnap_request_latency_ms_count {self.hist[-1]}']
+        if batches:
+            out += ['# TYPE pillsnap_batch_size_mean gauge',
+                    f'pillsnap_batch_size_mean {sum(batches) / len(batches):.3f}']
         out += ['# TYPE pillsnap_uptime_seconds gauge', f'pillsnap_uptime_seconds {time.time() - self.started:.1f}']
         return '\n'.join(out) + '\n'
 
@@ -398,8 +413,9 @@ class Live:
         "What /health says about the release: its version, date and commit, and the last switch."
         if self.release is None: return {}
         r = self.release
-        return dict(release=dict(version=r['version'], created=r.get('created'), commit=(r.get('git') or {}).get('commit')),  # not its source folder: /health is public
-                    last_switch=self.last)
+        # not its source folder: /health is public
+        commit = (r.get('git') or {}).get('commit')
+        return dict(release=dict(version=r['version'], created=r.get('created'), commit=commit), last_switch=self.last)
 
 # %% ../nbs/07c_ship.serve.ipynb #de8b7348
 @patch
@@ -413,13 +429,16 @@ async def _switch_once(self:Live, batcher:Batcher):
         log.info(f"now serving release {release['version']}")
     except Exception as e:
         self.last = dict(at=at, ok=False, error=first_line(e))
-        log.error(f"release switch failed, still serving {self.release['version'] if self.release else 'the old predictor'}: {first_line(e)}")
+        serving = self.release['version'] if self.release else 'the old predictor'
+        log.error(f"release switch failed, still serving {serving}: {first_line(e)}")
 
 @patch
 async def switch(self:Live, batcher:Batcher)->dict:
     "Load the release `reload` names beside the running one, then swap it in between batches; what happened."
     if self.switching:  # a rollback sent while a switch loads: read `current` again once this one is done
-        self.queued = True; get_logger('serve').info('a release switch is running: this one follows it'); return self.last
+        self.queued = True
+        get_logger('serve').info('a release switch is running: this one follows it')
+        return self.last
     self.switching = True
     try:
         while True:
@@ -435,7 +454,8 @@ def answer_counts(results:list, # the predictor's answers to one request
     "What the access log says about an answer: counts only, never which drugs."
     pills = [p for r in results for p in r['pills']]
     return dict(mode=results[0]['mode'] if results else None, photos=len(results), pills=len(pills),
-                unknown=sum(p.get('status') == 'unknown' for p in pills), not_expected=sum(p.get('expected') is False for p in pills),
+                unknown=sum(p.get('status') == 'unknown' for p in pills),
+                not_expected=sum(p.get('expected') is False for p in pills),
                 combo_hinted=sum(bool(r['hints']['combo_recommended']) for r in results))
 
 # %% ../nbs/07c_ship.serve.ipynb #f56134fe
@@ -698,21 +718,28 @@ async def report(self:Service, request:Request, upload:UploadFile|None, # the ph
     try:
         if upload is None: rec = await run_in_threadpool(add, None)
         else:
-            async with self.decoded(request, [(upload, 'image')]) as (ims, _): rec = await run_in_threadpool(add, ims[0])
+            async with self.decoded(request, [(upload, 'image')]) as (ims, _):
+                rec = await run_in_threadpool(add, ims[0])
     except FeedbackError as e: raise Refusal(422, 'bad_feedback', why=e) from None
-    self.log.info(json.dumps(dict(event='feedback', id=rec['id'], answered=answered, right=right, photo=bool(rec['photo']))))
+    self.log.info(json.dumps(dict(event='feedback', id=rec['id'], answered=answered, right=right,
+                                  photo=bool(rec['photo']))))
     return {'id': rec['id'], 'photo_kept': bool(rec['photo'])}
 
 # %% ../nbs/07c_ship.serve.ipynb #f21f3ceb
-PAGE_FILES = {'index.html': 'text/html; charset=utf-8', 'page.css': 'text/css; charset=utf-8', 'page.js': 'text/javascript; charset=utf-8'}
-PAGE_HEADERS = {'Content-Security-Policy': "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; frame-ancestors 'none'",
+PAGE_FILES = {'index.html': 'text/html; charset=utf-8',
+              'page.css': 'text/css; charset=utf-8',
+              'page.js': 'text/javascript; charset=utf-8'}
+PAGE_HEADERS = {'Content-Security-Policy': "default-src 'self'; img-src 'self' blob: data:; connect-src 'self';"
+                                           " frame-ancestors 'none'",
                 'X-Content-Type-Options': 'nosniff', 'Referrer-Policy': 'no-referrer'}
 
 def page_file(name:str, # one of `PAGE_FILES`
              )->Response:
-    "A file of the web page, read from the installed package (`pillsnap/static/`), with its type and the page's security headers."
+    ("A file of the web page, read from the installed package (`pillsnap/static/`),"
+     " with its type and the page's security headers.")
     if name not in PAGE_FILES: raise Refusal(404, 'not_found')
-    return Response((importlib.resources.files('pillsnap')/'static'/name).read_bytes(), media_type=PAGE_FILES[name], headers=PAGE_HEADERS)
+    body = (importlib.resources.files('pillsnap')/'static'/name).read_bytes()
+    return Response(body, media_type=PAGE_FILES[name], headers=PAGE_HEADERS)
 
 # %% ../nbs/07c_ship.serve.ipynb #36e26463
 def public_routes(svc:Service)->APIRouter:
@@ -735,9 +762,9 @@ def identify_routes(svc:Service)->APIRouter:
     Mode = Query('single',
                  description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
-    Expect = Form(None, max_length=4000, description="a prescription: K-codes, EDI codes or product names, comma-separated; "
-                                                     "candidates come from it and each pill says whether it is one of them "
-                                                     "('expected')")
+    Expect = Form(None, max_length=4000,
+                  description="a prescription: K-codes, EDI codes or product names, comma-separated; "
+                              "candidates come from it and each pill says whether it is one of them ('expected')")
 
     @r.post('/predict', summary='Identify the pills in one photo')
     async def predict(request:Request, image:UploadFile=File(..., description='the photo (JPEG, PNG, WebP, …)'),
@@ -796,9 +823,11 @@ async def _invalid(request:Request, exc:RequestValidationError)->JSONResponse:
     return JSONResponse({**said('invalid_parameters', names=names), 'detail': errors}, 422)
 
 async def _http_error(request:Request, exc:StarletteHTTPException)->JSONResponse:
-    "A `Refusal` says its code and both texts; FastAPI turns any error while parsing a body into a 400: out of memory there is a 413, as anywhere."
+    ("A `Refusal` says its code and both texts; FastAPI turns any error while parsing a body into a 400:"
+     " out of memory there is a 413, as anywhere.")
     if isinstance(exc, Refusal): return JSONResponse(exc.body, exc.status_code, headers=exc.headers)
-    return _error(413, 'out_of_memory') if isinstance(exc.__cause__, MemoryError) else await http_exception_handler(request, exc)
+    if isinstance(exc.__cause__, MemoryError): return _error(413, 'out_of_memory')
+    return await http_exception_handler(request, exc)
 
 # %% ../nbs/07c_ship.serve.ipynb #e1bbf6c0
 def create_app(pred:Predictor, # the loaded predictor
@@ -844,13 +873,16 @@ def app_from_release(path:str|Path, # a release, or a releases folder (its `curr
                      settings:list=(), # key=value settings over the release's snapshot
                      backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
                      env_file:str|Path|None='.env', # where the API keys may be
-                     cfg=None, # the operator's settings, whose `serve.*` (keys, address, CORS, limits) the service uses (default: config.yaml here, with `settings`)
+                     cfg=None, # operator settings, whose `serve.*` is used (default: config.yaml here with `settings`)
                     )->FastAPI:
-    "The service of a release, every file verified before it loads; on SIGHUP it reads `path` again (a releases folder: whatever `current` is now) and switches."
-    op = cfg if cfg is not None else load_config(list(settings))  # a release carries models, never the operator's keys or limits
+    ("The service of a release, every file verified before it loads; on SIGHUP it reads `path` again"
+     " (a releases folder: whatever `current` is now) and switches.")
+    # a release carries models, never the operator's keys or limits
+    op = cfg if cfg is not None else load_config(list(settings))
     keys = api_keys(env_file)
     if op.serve.allow_enrol:
-        raise ConfigError('a release is read-only: serve it without serve.allow_enrol, enrol into its experiment and pack a new release')
+        raise ConfigError('a release is read-only: serve it without serve.allow_enrol,'
+                          ' enrol into its experiment and pack a new release')
     def load()->tuple:
         where = resolve_release(path)
         manifest = verify_release(where)

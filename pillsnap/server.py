@@ -36,7 +36,7 @@ class ClientSlots:
         self.used -= 1
         if (n := self.open.pop(client) - 1): self.open[client] = n
 
-# %% ../nbs/07d_ship.server.ipynb #6678312f
+# %% ../nbs/07d_ship.server.ipynb #e00163a1
 class GuardedH11(H11Protocol):
     "uvicorn's h11 protocol with slots per client address, deadlines on the request head and body, 431 for a long head."
     def __init__(self, *args, slots:ClientSlots|None=None, # admits connections (None: all)
@@ -53,32 +53,40 @@ class GuardedH11(H11Protocol):
         self.phase, self.timer, self.refused, self.slot = None, None, False, None
         self.head_bytes = self.body_bytes = 0
 
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        if self.slots is not None:
-            who = self.client[0] if self.client else ''
-            if no := self.slots.take(who):
-                return self._refuse(no, 'too_many_connections' if no == 429 else 'no_free_connection', retry=1, who=who)
-            self.slot = who
-        self._watch()
+# %% ../nbs/07d_ship.server.ipynb #4180df3f
+@patch
+def connection_made(self:GuardedH11, transport):
+    super(GuardedH11, self).connection_made(transport)
+    if self.slots is not None:
+        who = self.client[0] if self.client else ''
+        if no := self.slots.take(who):
+            return self._refuse(no, 'too_many_connections' if no == 429 else 'no_free_connection', retry=1, who=who)
+        self.slot = who
+    self._watch()
 
-    def data_received(self, data:bytes):
-        if self.refused: return  # read and dropped until the connection closes
-        if self.phase == 'head': self.head_bytes += len(data)
-        elif self.phase == 'body': self.body_bytes, self.last_data = self.body_bytes + len(data), self.loop.time()
-        super().data_received(data); self._watch()
+@patch
+def connection_lost(self:GuardedH11, exc):
+    if self.timer: self.timer.cancel()
+    if self.slot is not None: self.slots.give(self.slot); self.slot = None
+    super(GuardedH11, self).connection_lost(exc)
 
-    def on_response_complete(self): super().on_response_complete(); self._watch()
+# %% ../nbs/07d_ship.server.ipynb #a4549a1f
+@patch
+def data_received(self:GuardedH11, data:bytes):
+    if self.refused: return  # read and dropped until the connection closes
+    if self.phase == 'head': self.head_bytes += len(data)
+    elif self.phase == 'body': self.body_bytes, self.last_data = self.body_bytes + len(data), self.loop.time()
+    super(GuardedH11, self).data_received(data); self._watch()
 
-    def connection_lost(self, exc):
-        if self.timer: self.timer.cancel()
-        if self.slot is not None: self.slots.give(self.slot); self.slot = None
-        super().connection_lost(exc)
+@patch
+def on_response_complete(self:GuardedH11): super(GuardedH11, self).on_response_complete(); self._watch()
 
-    def send_400_response(self, msg:str):  # h11 refuses a head still incomplete at max_head bytes as a protocol error
-        if self.head_bytes > self.max_head:
-            self._refuse(431, 'head_too_large', kb=f'{self.max_head / 1024:.0f}')
-        else: self._refuse(400, 'bad_http')
+# %% ../nbs/07d_ship.server.ipynb #91332261
+@patch
+def send_400_response(self:GuardedH11, msg:str):  # also h11's answer to a head still incomplete at max_head bytes
+    if self.head_bytes > self.max_head:
+        self._refuse(431, 'head_too_large', kb=f'{self.max_head / 1024:.0f}')
+    else: self._refuse(400, 'bad_http')
 
 # %% ../nbs/07d_ship.server.ipynb #54ba638e
 @patch
