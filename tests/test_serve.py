@@ -110,6 +110,17 @@ def test_predict_and_batch_answer_with_the_schema(server, photos):
         assert post(url, '/predict', photos[0], **bad).status_code == 422, bad
 
 
+def test_both_sides_of_one_pill_are_one_answer(server, photos):
+    "/predict with `back`: one pill from two photos in single mode; refused in combo mode, with its code."
+    url = server[0]
+    files = [('image', ('front.png', photos[0].read_bytes(), 'image/png')), ('back', ('back.png', photos[0].read_bytes(), 'image/png'))]
+    r = httpx.post(url + '/predict', files=files, params={'top_k': 3}, headers={'X-API-Key': KEY}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()['sides'] == 2 and len(r.json()['pills']) == 1 and len(r.json()['pills'][0]['candidates']) == 3
+    combo = httpx.post(url + '/predict', files=files, params={'pipeline': 'combo'}, headers={'X-API-Key': KEY}, timeout=60)
+    assert combo.status_code == 400 and combo.json()['code'] == 'back_single', combo.text
+
+
 def test_an_iphone_heic_photo_is_answered(server, photos):
     "HEIC, what iPhones save by default (pillow-heif), through the real service: decoded and answered."
     import io
@@ -525,6 +536,12 @@ def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
         drawn = drv.execute_script("""return [...document.querySelectorAll('#results canvas.thumb')].map(c =>
             c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0))""")
         assert drawn and all(drawn), drawn  # each card shows its pill's crop
+        if size[0] < 600:  # one pill, then its other side from the camera: one answer from both
+            drv.find_element(By.CSS_SELECTOR, 'input[name=mode][value=single]').click()
+            drv.find_element(By.ID, 'go').click()
+            WebDriverWait(drv, 60).until(lambda d: d.find_elements(By.ID, 'addback'))
+            drv.find_element(By.ID, 'backfile').send_keys(str(photos[0]))
+            WebDriverWait(drv, 60).until(lambda d: 'both sides' in d.find_element(By.ID, 'results').text)
         drv.save_screenshot(str(tmp_path/f'page-{size[0]}.png'))
         assert (tmp_path/f'page-{size[0]}.png').stat().st_size > 10_000
     finally: drv.quit()
