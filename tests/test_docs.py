@@ -66,7 +66,7 @@ def test_every_internal_link_and_anchor_resolves(site, built):
             target = name if not u.path else Path(u.path.lstrip('/')).name if u.path.startswith('/') else u.path
             if not (built/target).exists(): broken.append(f'{name}: {href} (no {target})')
             elif u.fragment and target in site and u.fragment not in site[target].ids: broken.append(f'{name}: {href} (no #{u.fragment} in {target})')
-    assert broken == []
+    assert broken == [], broken
 
 
 def test_nothing_loads_from_the_network(site, built):
