@@ -4,26 +4,28 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'CAPTURE_TYPES', 'LABEL_MAX_BYTES', 'MAX_BOXES', 'MAX_SIDE', 'INDEX_COLUMNS', 'STRAY_LIMIT',
-           'PROBLEM_COLUMNS', 'EXTRACT_DIR', 'MEMBER_MAX_BYTES', 'MEMBER_MAX_RATIO', 'classify_path', 'known',
-           'edi_codes', 'registry_record', 'validate_bbox', 'LabelError', 'typed_value', 'label_fields', 'parse_label',
-           'merge_record', 'parse_labels', 'relative_to', 'stray_reason', 'index_release', 'index_problems',
-           'save_index', 'load_index', 'release_fingerprint', 'archive_shard', 'UnsafeMember', 'canonical_path',
-           'shipped_archives', 'extract_release', 'read_class_map', 'load_class_map', 'update_class_map', 'DrugTable',
-           'coco_to_yolo', 'yolo_label', 'build_yolo_tree']
+           'LISTING_STEP', 'INDEX_JOB', 'PROBLEM_COLUMNS', 'EXTRACT_DIR', 'MEMBER_MAX_BYTES', 'MEMBER_MAX_RATIO',
+           'classify_path', 'known', 'edi_codes', 'registry_record', 'validate_bbox', 'LabelError', 'typed_value',
+           'label_fields', 'parse_label', 'merge_record', 'index_schema', 'relative_to', 'stray_reason',
+           'release_listing', 'index_release', 'write_index', 'index_problems', 'save_index', 'load_index',
+           'release_fingerprint', 'archive_shard', 'UnsafeMember', 'canonical_path', 'shipped_archives',
+           'extract_release', 'read_class_map', 'load_class_map', 'update_class_map', 'DrugTable', 'coco_to_yolo',
+           'yolo_label', 'build_yolo_tree']
 
 # %% ../nbs/02_data.aihub.ipynb #5740bf28
-import gc, hashlib, json, math, os, re, shutil, sys, time, unicodedata, zipfile, zlib
+import hashlib, json, math, os, re, shutil, time, unicodedata, zipfile, zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from fastcore.basics import AttrDict
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
-from .io import (HIDDEN, file_sha256, link_file, pool_map, read_bounded, read_json, read_parquet_lists,
-                         walk_files, write_json, write_parquet)
+from .io import (HIDDEN, file_sha256, iter_files, link_file, pool_map, python_lists, read_bounded, read_json,
+                         read_parquet_lists, walk_files, write_batches, write_json, write_parquet)
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS, SHIPPED_NAMES
 
 # %% ../nbs/02_data.aihub.ipynb #bdbf949a
@@ -162,38 +164,17 @@ def merge_record(drugs:dict, # {k_code: record}, changed in place
         elif cur[f] != v: conflicts.setdefault(k_code, set()).add(f)
 
 # %% ../nbs/02_data.aihub.ipynb #17b4d8d8
-def _parse_chunk(items):
-    "Parse (path, folder code) pairs into compact tuples, folding registry records as it goes."
-    ok, bad, drugs, conflicts = [], [], {}, {}
-    for path, code in items:
-        try: p = parse_label(path, code)
-        except LabelError as e: bad.append((path, str(e))); continue
-        merge_record(drugs, conflicts, p['k_code'], p['record'])
-        ok.append((path, (p['k_code'], p['width'], p['height'], p['bboxes'], tuple(p[k] for k in CAPTURE_FIELDS))))
-    return ok, bad, drugs, conflicts
-
-def parse_labels(items:list, # (path, folder K-code) pairs
-                 workers:int=0, # processes; 0 = one per core, 1 = in this process
-                 chunk:int=2000, # labels per task
-                )->tuple: # ({path: (k_code, w, h, bboxes, capture)}, [(path, reason)], {k_code: record}, conflicts)
-    "Parse many label files in parallel with a progress bar; registry records are merged per K-code."
-    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
-    workers = workers or os.cpu_count() or 1
-    parsed, bad, drugs, conflicts = {}, [], {}, {}
-    bar = tqdm(total=len(items), desc='labels', unit='file', mininterval=1, disable=None)
-    for ok, nok, recs, clash in pool_map(_parse_chunk, chunks, workers):
-        for path, (k, w, h, boxes, capture) in ok:  # one string per distinct K-code and capture value, not per label
-            parsed[path] = (sys.intern(k), w, h, boxes,
-                            tuple(sys.intern(c) if isinstance(c, str) else c for c in capture))
-        bad += nok; bar.update(len(ok) + len(nok))
-        for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
-        for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
-    bar.close()
-    return parsed, bad, drugs, conflicts
-
-# %% ../nbs/02_data.aihub.ipynb #61ba6477
 INDEX_COLUMNS = ('split', 'kind', 'shard', 'code', 'image', 'labels', 'k_codes', 'bboxes', 'width', 'height',
                  *CAPTURE_FIELDS)
+
+def index_schema():
+    "The label index's Arrow schema: one row per usable photo, in `INDEX_COLUMNS` order."
+    import pyarrow as pa
+    kinds = dict(split=pa.string(), kind=pa.string(), shard=pa.int64(), code=pa.string(), image=pa.string(),
+                 labels=pa.list_(pa.string()), k_codes=pa.list_(pa.string()), bboxes=pa.list_(pa.list_(pa.float64())),
+                 width=pa.int64(), height=pa.int64(),
+                 **{k: pa.string() if t is str else pa.int64() for k, t in CAPTURE_TYPES.items()})
+    return pa.schema([(c, kinds[c]) for c in INDEX_COLUMNS])
 
 def relative_to(root:str|Path):
     "`os.path.relpath(p, root)` for paths listed under `root`, as a cut of their common prefix (20× faster)."
@@ -202,6 +183,7 @@ def relative_to(root:str|Path):
 
 # %% ../nbs/02_data.aihub.ipynb #e32a1966
 STRAY_LIMIT = 1000  # stray files listed by path in the report (all of them are counted)
+LISTING_STEP = 200_000  # paths made Python strings at a time: the listing itself stays in Arrow
 
 def stray_reason(rel:str, # a file's path below the dataset root that `classify_path` does not place
                 )->str:
@@ -214,80 +196,159 @@ def stray_reason(rel:str, # a file's path below the dataset root that `classify_
     return ('outside the release layout '
             '(data/{train,val}/{images,labels}/{single,combination}/{TS,TL}_N_{single,combo}/...)')
 
-def _pair(files, root):
-    "Group listed files into photos (path, shard, code) and labels by (split, kind, stem); note duplicates and strays."
-    images, labels, dup_images, dup_labels, strays, rel = {}, defaultdict(dict), [], [], [], relative_to(root)
-    for path in sorted(files):
-        info = classify_path(r := rel(path).replace(os.sep, '/'))
-        if info is None: strays.append(r); continue
-        key = (sys.intern(info['split']), sys.intern(info['kind']), info['stem'])
-        if info['role'] == 'image':
-            if key in images: dup_images.append(path)
-            else: images[key] = (path, info['shard'], sys.intern(info['code']))
-        else:
-            pill = info['pill'] or info['code']
-            if pill in labels[key]: dup_labels.append(path)
-            else: labels[key][pill] = path
-    return images, labels, dup_images, dup_labels, strays
+def release_listing(root:str|Path, # dataset root holding data/
+                   ): # Arrow strings: the '/'-separated path below `root` of every file, sorted
+    "Every file under `root/data` but hidden ones, listed once and kept compact (5.7 M paths: about 0.5 GB)."
+    import pyarrow as pa, pyarrow.compute as pc
+    rel, chunks, batch = relative_to(root), [], []
+    for p in iter_files(Path(root)/'data', hidden=False):
+        batch.append(rel(p).replace(os.sep, '/'))
+        if len(batch) >= LISTING_STEP: chunks.append(pa.array(batch, pa.large_string())); batch = []
+    listing = pa.chunked_array(chunks + [pa.array(batch, pa.large_string())])
+    return listing.take(pc.sort_indices(listing))
+
+# %% ../nbs/02_data.aihub.ipynb #fab5530d
+def _classify_listing(listing):
+    "The photos (key, seq, shard, code) and labels (key, pill, seq) of a listing as Arrow tables; the strays."
+    import pyarrow as pa
+    names = dict(image=dict(key=pa.string(), seq=pa.int64(), shard=pa.int64(), code=pa.string()),
+                 label=dict(key=pa.string(), pill=pa.string(), seq=pa.int64()))
+    found, strays, n_strays = dict(image=[], label=[]), [], 0
+    for start in range(0, len(listing), LISTING_STEP):
+        cols = {role: [[] for _ in kinds] for role, kinds in names.items()}
+        for seq, r in enumerate(listing.slice(start, LISTING_STEP).to_pylist(), start):
+            info = classify_path(r)
+            if info is None:
+                n_strays += 1
+                if len(strays) < STRAY_LIMIT: strays.append(r)
+                continue
+            key = f"{info['split']}/{info['kind']}/{info['stem']}"  # a photo's name within its split and kind
+            values = ((key, seq, info['shard'], info['code']) if info['role'] == 'image'
+                      else (key, info['pill'] or info['code'], seq))
+            for col, v in zip(cols[info['role']], values): col.append(v)
+        for role, kinds in names.items():
+            found[role].append(pa.table([pa.array(c, t) for c, t in zip(cols[role], kinds.values())], names=list(kinds)))
+    return pa.concat_tables(found['image']), pa.concat_tables(found['label']), strays, n_strays
+
+def _runs(t, keys:list)->np.ndarray:
+    "Positions where a run of equal `keys` starts in table `t` (sorted by them)."
+    import pyarrow.compute as pc
+    same = np.ones(max(len(t) - 1, 0), bool)
+    for k in keys: same &= pc.equal(t[k].slice(1), t[k].slice(0, len(t) - 1)).to_numpy()
+    return np.flatnonzero(np.r_[len(t) > 0, ~same]) if len(t) else np.zeros(0, np.int64)
+
+def _first_in_path_order(t, keys:list)->tuple:
+    "`t` without the rows repeating `keys` (the first in path order stays), and the repeats' places in the listing."
+    t = t.sort_by([(k, 'ascending') for k in (*keys, 'seq')]).combine_chunks()
+    first = np.zeros(len(t), bool); first[_runs(t, keys)] = True
+    return t.filter(first), np.sort(t['seq'].to_numpy()[~first])
+
+# %% ../nbs/02_data.aihub.ipynb #24a28ecf
+def _pair(listing)->AttrDict:
+    "Each photo with its labels by (split, kind, stem), in path order, and what cannot be paired."
+    import pyarrow as pa, pyarrow.compute as pc
+    images, labels, strays, n_strays = _classify_listing(listing)
+    images, dup_images = _first_in_path_order(images, ['key'])
+    labels, dup_labels = _first_in_path_order(labels, ['key', 'pill'])
+    labels = labels.sort_by([('key', 'ascending'), ('seq', 'ascending')]).combine_chunks()  # a photo's labels in path order
+    starts = _runs(labels, ['key'])
+    bounds = np.r_[starts, len(labels)]
+    group = pc.index_in(images['key'], value_set=labels['key'].take(starts)).fill_null(-1).to_numpy()
+    paired = np.zeros(len(starts), bool); paired[group[group >= 0]] = True
+    seq = images['seq'].to_numpy()
+    photos = images.filter(pa.array(group >= 0)).append_column('group', pa.array(group[group >= 0]))
+    return AttrDict(photos=photos.sort_by('seq'), labels=labels, bounds=bounds, strays=strays, n_strays=n_strays,
+                    dup_images=dup_images, dup_labels=dup_labels, orphan_images=np.sort(seq[group < 0]),
+                    orphan_groups=np.flatnonzero(~paired), n_photos=len(images), n_labels=len(labels))
 
 # %% ../nbs/02_data.aihub.ipynb #ae9ea6e2
-def _merge(key, image, parsed, labels, rel):
-    "One index row (a tuple in `INDEX_COLUMNS` order) from a photo (path, shard, code) and its labels, or why not."
-    parts = [parsed[p] for p in labels.values()]
+def _merge(split, kind, image, shard, code, # the photo
+           labels:list, # [(label path, parsed label or the reason it is unusable)]
+          )->tuple: # (a row in `INDEX_COLUMNS` order, None) or (None, why not)
+    "One index row from a photo and its parsed labels, or why the photo cannot be used."
+    parts = [p for _, p in labels]
     if any(isinstance(p, str) for p in parts):
-        return None, 'combination with an unusable pill label' if key[1] == 'combo' else f'unusable label ({parts[0]})'
+        return None, 'combination with an unusable pill label' if kind == 'combo' else f'unusable label ({parts[0]})'
     if len({(w, h) for _, w, h, _, _ in parts}) > 1: return None, 'pill labels disagree on the image size'
     _, w, h, _, capture = parts[0]
-    path, shard, code = image
-    row = (key[0], key[1], shard, code, rel(path), [rel(p) for p in labels.values()],
-           [k for k, _, _, bs, _ in parts for _ in bs], [b for _, _, _, bs, _ in parts for b in bs], w, h, *capture)
-    return row, None
+    return (split, kind, shard, code, image, [p for p, _ in labels], [k for k, _, _, bs, _ in parts for _ in bs],
+            [b for _, _, _, bs, _ in parts for b in bs], w, h, *capture), None
+
+def _index_job(job:tuple)->tuple:
+    ("Parse a job's labels and make its photos' rows: (Arrow table of rows, [(why, photo)] unusable, "
+     "[(label, why)] bad, drugs, conflicts, labels read).")
+    import pyarrow as pa
+    root, photos, orphans = job
+    parsed, bad, drugs, conflicts = {}, [], {}, {}
+    for rel, pill in [lb for *_, lbs in photos for lb in lbs] + orphans:
+        try: p = parse_label(os.path.join(root, rel), pill)
+        except LabelError as e: bad.append((rel, str(e))); parsed[rel] = str(e); continue
+        merge_record(drugs, conflicts, p['k_code'], p['record'])
+        parsed[rel] = (p['k_code'], p['width'], p['height'], p['bboxes'], tuple(p[k] for k in CAPTURE_FIELDS))
+    columns, unusable = [[] for _ in INDEX_COLUMNS], []
+    for split, kind, image, shard, code, lbs in photos:
+        row, why = _merge(split, kind, image, shard, code, [(rel, parsed[rel]) for rel, _ in lbs])
+        if why: unusable.append((why, image))
+        else:
+            for col, v in zip(columns, row): col.append(v)
+    return pa.table(dict(zip(INDEX_COLUMNS, columns)), schema=index_schema()), unusable, bad, drugs, conflicts, len(parsed)
+
+INDEX_JOB = 1000  # photos per parsing job
+
+def _index_jobs(root:Path, listing, p:AttrDict):
+    "The jobs of `_index_job`: photos in path order with their labels' paths and folder codes, then unpaired labels."
+    lab_seq, pills = p.labels['seq'].to_numpy(), p.labels['pill']
+    for a in range(0, len(p.photos), INDEX_JOB):
+        rows = p.photos.slice(a, INDEX_JOB)
+        spans = [np.arange(p.bounds[g], p.bounds[g + 1]) for g in rows['group'].to_numpy()]
+        which = np.concatenate(spans)
+        images, lpaths = listing.take(rows['seq']).to_pylist(), listing.take(lab_seq[which]).to_pylist()
+        lbs, ends = list(zip(lpaths, pills.take(which).to_pylist())), np.cumsum([len(s) for s in spans])
+        photos = [(*key.split('/')[:2], image, shard, code, lbs[end - len(s):end])
+                  for key, image, shard, code, s, end in zip(rows['key'].to_pylist(), images, rows['shard'].to_pylist(),
+                                                            rows['code'].to_pylist(), spans, ends)]
+        yield str(root), photos, []
+    which = np.concatenate([np.arange(p.bounds[g], p.bounds[g + 1]) for g in p.orphan_groups] or [np.zeros(0, int)])
+    for a in range(0, len(which), INDEX_JOB):
+        w = which[a:a + INDEX_JOB]
+        yield str(root), [], list(zip(listing.take(lab_seq[w]).to_pylist(), pills.take(w).to_pylist()))
 
 # %% ../nbs/02_data.aihub.ipynb #ef3c9448
-def index_release(root:str|Path, # dataset root holding data/{train,val}
-                  workers:int=0, # label-parsing processes; 0 = one per core
-                  files:list|None=None, # the files under root/data, if already listed (`walk_files`)
-                 )->tuple: # (index DataFrame, {k_code: registry record}, report dict)
-    "Pair every photo with its label(s), parse them, merge the drug records, and report what is unusable."
-    root, log, t0 = Path(root), get_logger('aihub'), time.perf_counter()
+def _index_tables(root:Path, workers:int, listing, found:dict):
+    "The index as Arrow tables in path order, parsed in `workers` processes; `found` gets the drugs and the report."
+    log, t0 = get_logger('aihub'), time.perf_counter()
     if not (root/'data').is_dir():
         raise ConfigError(f"{root} has no data/ folder — point data.root at the folder holding data/train and data/val")
-    files = walk_files(root/'data', hidden=False) if files is None else files
-    rel, n_files, collecting = relative_to(root), len(files), gc.isenabled()
-    gc.disable()  # millions of small containers that all live on: the cyclic collector would walk them again and again
-    try:
-        images, labels, dup_images, dup_labels, strays = _pair(files, root)
-        label_paths = {p: pill for ls in labels.values() for pill, p in ls.items()}
-        t_walk = time.perf_counter() - t0
-        parsed, bad, drugs, conflicts = parse_labels(list(label_paths.items()), workers)
-        parsed.update(bad)
-        columns, unusable = [[] for _ in INDEX_COLUMNS], defaultdict(list)  # column by column: no row tuple per photo
-        for key, image in images.items():
-            if key not in labels: continue
-            row, why = _merge(key, image, parsed, labels[key], rel)
-            if why: unusable[why].append(rel(image[0]))
-            else:
-                for col, v in zip(columns, row): col.append(v)
-        del parsed  # what the rest needs is in the columns
-        report = dict(root=str(root), files=n_files, photos=len(images), labels=len(label_paths),
-                      indexed=len(columns[0]),
-                      registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
-                      orphan_images=sorted(rel(images[k][0]) for k in images.keys() - labels.keys()),
-                      orphan_labels=sorted(rel(p) for k in labels.keys() - images.keys() for p in labels[k].values()),
-                      duplicate_images=[rel(p) for p in dup_images],
-                      duplicate_labels=[rel(p) for p in dup_labels],
-                      bad_labels=sorted((rel(p), why) for p, why in bad),
-                      unusable_photos={k: sorted(v) for k, v in unusable.items()},
-                      stray_files=len(strays), stray_paths=strays[:STRAY_LIMIT])
-        del images, labels, label_paths
-        index = pd.DataFrame(dict(zip(INDEX_COLUMNS, columns)), columns=list(INDEX_COLUMNS))
-        del columns
-    finally:
-        if collecting: gc.enable()
+    listing = release_listing(root) if listing is None else listing
+    p = _pair(listing)
+    t_walk, indexed, bad, drugs, conflicts, unusable = time.perf_counter() - t0, 0, [], {}, {}, defaultdict(list)
+    bar = tqdm(total=p.n_labels, desc='labels', unit='file', mininterval=1, disable=None)
+    for table, nok, nbad, recs, clash, n in pool_map(_index_job, _index_jobs(root, listing, p), workers or os.cpu_count() or 1):
+        for why, image in nok: unusable[why].append(image)
+        for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
+        for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
+        bad += nbad; indexed += len(table); bar.update(n)
+        yield table
+    bar.close()
+    paths = lambda seqs: listing.take(seqs).to_pylist()
+    lab_seq = p.labels['seq'].to_numpy()
+    report = dict(root=str(root), files=len(listing), photos=p.n_photos, labels=p.n_labels, indexed=indexed,
+                  registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
+                  orphan_images=paths(p.orphan_images),
+                  orphan_labels=paths(np.sort(np.concatenate(
+                      [lab_seq[p.bounds[g]:p.bounds[g + 1]] for g in p.orphan_groups] or [np.zeros(0, int)]))),
+                  duplicate_images=paths(p.dup_images), duplicate_labels=paths(p.dup_labels),
+                  bad_labels=sorted(bad), unusable_photos={k: sorted(v) for k, v in unusable.items()},
+                  stray_files=p.n_strays, stray_paths=p.strays)
     secs = time.perf_counter() - t0
     report.update(seconds=dict(walk=round(t_walk, 2), total=round(secs, 2)),
                   labels_per_s=round(report['labels'] / max(secs, 1e-9)))
-    log.info(f"indexed {len(index)} photos from {report['labels']} labels in {secs:.1f}s "
+    _log_index(report, log)
+    found.update(drugs=drugs, report=report)
+
+def _log_index(report:dict, log):
+    "The index's log lines: what was indexed, at what speed, and what was left out."
+    log.info(f"indexed {report['indexed']} photos from {report['labels']} labels in {report['seconds']['total']:.1f}s "
              f"({report['labels_per_s']} labels/s)" +
              ''.join(f"; {n} {k.replace('_', ' ')}"
                      for k in ('orphan_images', 'orphan_labels', 'duplicate_images', 'duplicate_labels', 'bad_labels')
@@ -296,7 +357,27 @@ def index_release(root:str|Path, # dataset root holding data/{train,val}
     if listed := report['stray_paths']:
         log.warning(f"{report['stray_files']} file(s) under data/ are not where the release puts photos and labels, "
                     f"e.g. {listed[0]}: {stray_reason(listed[0])} — problems.csv lists them")
-    return index, drugs, report
+
+# %% ../nbs/02_data.aihub.ipynb #46779a60
+def index_release(root:str|Path, # dataset root holding data/{train,val}
+                  workers:int=0, # label-parsing processes; 0 = one per core
+                  listing=None, # the files under root/data, if already listed (`release_listing`)
+                 )->tuple: # (index DataFrame, {k_code: registry record}, report dict)
+    "Pair every photo with its label(s), parse them, merge the drug records, and report what is unusable."
+    import pyarrow as pa
+    found = {}
+    tables = [index_schema().empty_table(), *_index_tables(Path(root), workers, listing, found)]
+    return python_lists(pa.concat_tables(tables).to_pandas()), found['drugs'], found['report']
+
+def write_index(root:str|Path, # dataset root holding data/{train,val}
+                out:str|Path, # folder of `label_index.parquet`
+                workers:int=0, # label-parsing processes; 0 = one per core
+                listing=None, # the files under root/data, if already listed (`release_listing`)
+               )->tuple: # ({k_code: registry record}, report dict); the index is in `out/label_index.parquet`
+    "`index_release` streamed to Parquet as the labels are parsed: memory holds a row group, never the index."
+    found = {}
+    write_batches(Path(out)/'label_index.parquet', _index_tables(Path(root), workers, listing, found), index_schema())
+    return found['drugs'], found['report']
 
 # %% ../nbs/02_data.aihub.ipynb #f3f0f552
 PROBLEM_COLUMNS = ('kind', 'path', 'reason', 'stage')
@@ -316,30 +397,34 @@ def index_problems(report:dict, # from `index_release` (or its saved `index_repo
             for kind, p, why in sorted(rows, key=lambda r: (r[1], r[0]))]
 
 # %% ../nbs/02_data.aihub.ipynb #36a5a87a
-def save_index(index:pd.DataFrame, report:dict, out:str|Path):
+def save_index(index:pd.DataFrame|None, # the index, or None when `write_index` streamed it into `out` already
+               report:dict, out:str|Path):
     "Write `label_index.parquet` and `index_report.json` (with the index's SHA-256) into `out`, atomically."
-    write_parquet(index, Path(out)/'label_index.parquet')
+    if index is not None: write_parquet(index, Path(out)/'label_index.parquet')
     report['index_sha256'] = file_sha256(Path(out)/'label_index.parquet')
     write_json(Path(out)/'index_report.json', report)
 
-def load_index(out:str|Path)->pd.DataFrame:
-    "The label index saved by `save_index`."
-    return read_parquet_lists(Path(out)/'label_index.parquet')
+def load_index(out:str|Path, # folder holding label_index.parquet
+               columns:list|None=None, # only these columns (the split reads five of seventeen)
+              )->pd.DataFrame:
+    "The label index saved by `save_index` or `write_index`."
+    return read_parquet_lists(Path(out)/'label_index.parquet', columns)
 
 # %% ../nbs/02_data.aihub.ipynb #9e09d669
 def release_fingerprint(root:str|Path, # dataset root
-                        files:list|None=None, # the files under root/data, if already listed (`walk_files`)
+                        listing=None, # the files under root/data, if already listed (`release_listing`)
                        )->dict:
     "File count and a hash of every path (plus size and mtime for labels) under `root/data`."
     root, h = Path(root), hashlib.sha256()
-    files, rel = sorted(walk_files(root/'data', hidden=False) if files is None else files), relative_to(root)
-    for p in files:
-        h.update(rel(p).encode())
-        if p.endswith('.json'):
-            try: st = os.stat(p); h.update(f':{st.st_size}:{st.st_mtime_ns}'.encode())
-            except OSError as e: h.update(f':{e.errno}'.encode())  # a dangling link: the index gives the reason
-        h.update(b'\n')
-    return dict(files=len(files), sha256=h.hexdigest())
+    listing = release_listing(root) if listing is None else listing
+    for start in range(0, len(listing), LISTING_STEP):
+        for r in listing.slice(start, LISTING_STEP).to_pylist():
+            h.update(r.encode())
+            if r.endswith('.json'):
+                try: st = os.stat(root/r); h.update(f':{st.st_size}:{st.st_mtime_ns}'.encode())
+                except OSError as e: h.update(f':{e.errno}'.encode())  # a dangling link: the index gives the reason
+            h.update(b'\n')
+    return dict(files=len(listing), sha256=h.hexdigest())
 
 # %% ../nbs/02_data.aihub.ipynb #eb771d74
 # T/V: training/validation, S/L: source/label

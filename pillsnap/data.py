@@ -6,7 +6,8 @@
 __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPLITS', 'to_rgb', 'pil_open',
            'open_image_safely', 'downscale', 'hash_rank', 'select_classes', 'per_class_quota', 'named_classes',
            'assign_splits', 'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests',
-           'load_manifest', 'pill_rows', 'example_release', 'data_digest', 'json_sha256', 'check_splits']
+           'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release', 'data_digest',
+           'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
 import contextlib, functools, hashlib, io, json, os, sys, warnings
@@ -19,7 +20,7 @@ from fastcore.basics import AttrDict
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import ConfigError, UserError, get_logger
-from .io import file_sha256, read_bounded, read_json, read_parquet_lists, write_parquet
+from .io import file_sha256, read_bounded, read_json, read_parquet_lists, write_batches, write_parquet
 from .schema import CAPTURE_FIELDS
 
 # %% ../nbs/02b_data.splits.ipynb #aa4d6d92
@@ -305,6 +306,47 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
         df = pd.concat([df, p], ignore_index=True)
     return df
 
+# %% ../nbs/02b_data.splits.ipynb #0f583117
+def manifest_schema():
+    "A manifest's Arrow schema: the index's columns a loader needs, with each photo's row and class indices."
+    import pyarrow as pa
+    from pillsnap.aihub import index_schema  # here: serving imports this module and never indexes
+    kinds = dict(zip(index_schema().names, index_schema().types), row=pa.int64(), class_indices=pa.list_(pa.int64()))
+    return pa.schema([(c, kinds[c]) for c in MANIFEST_COLUMNS])
+
+def _manifest_tables(tables, # Arrow tables of the index, in the order of `subset`
+                     subset:np.ndarray, # each row's split name (or None)
+                     name:str, # the split to keep
+                     class_map:dict):
+    "The rows of split `name`, a table at a time, with their `row` and `class_indices` (-1 outside the class map)."
+    import pyarrow as pa, pyarrow.compute as pc
+    codes, values = pa.array(list(class_map), pa.string()), np.array([*class_map.values(), -1], np.int64)
+    start, row = 0, 0
+    for t in tables:
+        keep = subset[start:start + len(t)] == name; start += len(t)
+        if not keep.any(): continue
+        t = t.filter(pa.array(keep)).combine_chunks()
+        ks = t['k_codes'].chunk(0) if t['k_codes'].num_chunks else pa.array([], t.schema.field('k_codes').type)
+        at = pc.index_in(ks.flatten(), value_set=codes).fill_null(len(codes)).to_numpy()
+        offsets = ks.offsets.to_numpy() - ks.offsets[0].as_py()
+        t = t.append_column('row', pa.array(np.arange(row, row + len(t)))).append_column(
+            'class_indices', pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values[at])))
+        row += len(t)
+        yield t.select(list(MANIFEST_COLUMNS))
+
+def write_manifests(tables, # a function returning Arrow tables of the index in order (called once per split)
+                    subset:np.ndarray, # each row's split name or None (`assign_splits`' 'subset' column)
+                    class_map:dict, # {k_code: class index}
+                    out:str|Path, # the manifests' folder
+                   )->dict: # {split: SHA-256 of its manifest}
+    "`make_manifests` and `save_manifests` streamed: each manifest written a row group at a time, in the index's order."
+    out, digests = Path(out), {}
+    for name in SPLITS:
+        if name == 'holdout' and not (subset == name).any(): continue  # no drugs held out: no file
+        write_batches(out/f'{name}.parquet', _manifest_tables(tables(), subset, name, class_map), manifest_schema())
+        digests[name] = file_sha256(out/f'{name}.parquet')
+    return digests
+
 # %% ../nbs/02b_data.splits.ipynb #da6baabf
 def pill_rows(manifest:pd.DataFrame, # from `load_manifest`
               kinds:tuple=('single',), # photo kinds to include
@@ -337,12 +379,18 @@ def example_release(folder:str|Path, # the release goes in `folder/release`, the
                     manifests=manifests)
 
 # %% ../nbs/02b_data.splits.ipynb #47978720
-def data_digest(index:pd.DataFrame)->dict:
-    "Photo count and a hash of every photo's path, K-codes and boxes."
-    h = hashlib.sha256()
-    for image, ks, bs in sorted(zip(index.image, index.k_codes, index.bboxes), key=lambda t: t[0]):
-        h.update(json.dumps([image, list(ks), [[round(float(v), 2) for v in b] for b in bs]]).encode())
-    return dict(images=len(index), sha256=h.hexdigest())
+def data_digest(index, # the index (a DataFrame), or Arrow tables of its image, k_codes and bboxes columns
+               )->dict:
+    "Photo count and a hash of every photo's path, K-codes and boxes, in path order."
+    import pyarrow as pa, pyarrow.compute as pc
+    cols, h, step = ['image', 'k_codes', 'bboxes'], hashlib.sha256(), 100_000
+    t = (pa.Table.from_pandas(index[cols], preserve_index=False) if isinstance(index, pd.DataFrame)
+         else pa.concat_tables([x.select(cols) for x in index]))
+    t = t.take(pc.sort_indices(t['image']))
+    for a in range(0, len(t), step):
+        for image, ks, bs in zip(*(t[c].slice(a, step).to_pylist() for c in cols)):
+            h.update(json.dumps([image, list(ks), [[round(float(v), 2) for v in b] for b in bs]]).encode())
+    return dict(images=len(t), sha256=h.hexdigest())
 
 def json_sha256(obj)->str:
     "SHA-256 of an object's JSON form (keys sorted): a record of settings that compares across runs."

@@ -5,10 +5,12 @@
 # %% auto #0
 __all__ = ['RESOURCE_ERRNOS', 'HIDDEN', 'atomic_write', 'clean_stale_temps', 'short_of_resources', 'write_text', 'write_json',
            'read_json', 'file_kind', 'read_bounded', 'append_jsonl', 'read_jsonl', 'file_lock', 'write_parquet',
-           'read_parquet_lists', 'file_sha256', 'walk_files', 'pool_map', 'link_file']
+           'python_lists', 'read_parquet_lists', 'write_batches', 'file_sha256', 'iter_files', 'walk_files', 'pool_map',
+           'link_file']
 
 # %% ../nbs/00_io.ipynb #61ba0ee0
 import errno, hashlib, json, logging, os, shutil, stat
+from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -141,12 +143,37 @@ def write_parquet(df:pd.DataFrame, path:str|Path):
     "Write a table whole or not at all."
     atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
-def read_parquet_lists(path:str|Path)->pd.DataFrame:
-    "A table written by `write_parquet`, its list columns as Python lists (`bboxes` as lists of lists)."
-    df = pd.read_parquet(path)
+def python_lists(df:pd.DataFrame)->pd.DataFrame:
+    "`df` (read from Parquet or Arrow) with its list columns as Python lists (`bboxes` as lists of lists), in place."
     for c in [c for c in df.columns if isinstance(df[c].iloc[0], np.ndarray)] if len(df) else []:
-        df[c] = df[c].map(lambda a: [list(b) if isinstance(b, np.ndarray) else b for b in a])
+        df[c] = df[c].map(lambda a: [b.tolist() if isinstance(b, np.ndarray) else b for b in a])
     return df
+
+def read_parquet_lists(path:str|Path, # a table written by `write_parquet` (or streamed by `write_batches`)
+                       columns:list|None=None, # only these columns
+                      )->pd.DataFrame:
+    "A Parquet table as a DataFrame whose list columns are Python lists."
+    return python_lists(pd.read_parquet(path, columns=columns))
+
+def write_batches(path:str|Path, # the Parquet file to (re)write
+                  tables, # Arrow tables or record batches of one schema, in order (a generator: never all held)
+                  schema, # their `pyarrow.Schema`
+                  rows:int=100_000, # rows per row group (batches are gathered up to it)
+                 )->int: # rows written
+    "Stream tables into one Parquet file, whole or not at all: its memory is one row group, not the table."
+    import pyarrow as pa, pyarrow.parquet as pq
+    n = 0
+    def write(tmp):
+        nonlocal n
+        pending, size = [], 0
+        with pq.ParquetWriter(tmp, schema) as w:
+            for t in tables:
+                t = pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t
+                pending.append(t.cast(schema)); size += len(t); n += len(t)
+                if size >= rows: w.write_table(pa.concat_tables(pending)); pending, size = [], 0
+            if pending or not n: w.write_table(pa.concat_tables(pending) if pending else schema.empty_table())
+    atomic_write(path, write)
+    return n
 
 def file_sha256(path:str|Path)->str:
     "SHA-256 of a file's bytes, read in 1 MiB blocks."
@@ -162,11 +189,11 @@ HIDDEN = ('.', '__MACOSX')
 
 _GONE = {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP}  # a folder that cannot be listed
 
-def walk_files(top:str|Path, # folder to walk
+def iter_files(top:str|Path, # folder to walk
                hidden:bool=True, # False: skip the files and folders whose names start with `HIDDEN`
-              )->list: # paths of all files below `top` (strings, unsorted)
+              ): # paths of all files below `top` (strings, unsorted), folder by folder
     "Every file below `top`, listed with `os.scandir` (no per-file stat); folder links followed, each folder once."
-    out, dirs, links, seen = [], [str(top)], [], set()
+    dirs, links, seen = [str(top)], [], set()
     while dirs or links:
         d = (dirs or links).pop()  # the folders reached without links first: a link to one of them adds nothing
         try:
@@ -181,18 +208,27 @@ def walk_files(top:str|Path, # folder to walk
             try: folder = e.is_dir()  # follows links: a split may live on another disk
             except OSError: folder = False  # a file link in a loop: listed, and whoever reads it says why
             if folder: (links if e.is_symlink() else dirs).append(e.path)
-            else: out.append(e.path)
-    return out
+            else: yield e.path
+
+def walk_files(top:str|Path, hidden:bool=True)->list:
+    "`iter_files` as a list."
+    return list(iter_files(top, hidden))
 
 # %% ../nbs/00_io.ipynb #c400c515
 def pool_map(f, # a picklable function of one job
-             jobs:list, # its inputs
+             jobs, # its inputs: a list, or any iterable (read as the pool frees up: a generator is never held whole)
              workers:int, # processes; 1 (or a single job) maps in this process
+             ahead:int=4, # jobs in flight per worker: results waiting to be read are bounded by it
             ):
-    "`map(f, jobs)` in order, in a process pool when that can help."
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as ex: yield from ex.map(f, jobs)
-    else: yield from map(f, jobs)
+    "`map(f, jobs)` in order, in a process pool when that can help, with at most `workers × ahead` jobs in flight."
+    if workers <= 1 or isinstance(jobs, (list, tuple)) and len(jobs) <= 1:
+        yield from map(f, jobs); return
+    jobs, pending = iter(jobs), deque()
+    with ProcessPoolExecutor(workers) as ex:
+        for job in jobs:
+            pending.append(ex.submit(f, job))
+            if len(pending) >= workers * ahead: yield pending.popleft().result()
+        while pending: yield pending.popleft().result()
 
 # %% ../nbs/00_io.ipynb #e0db5fee
 def link_file(src:str|Path, # the file

@@ -61,15 +61,18 @@ def main(argv=None):
     ap.add_argument('--out', default='work/bench-prepare')
     ap.add_argument('--workers', type=int, default=0, help='synth and indexing processes (0: one per core)')
     ap.add_argument('--keep', action='store_true', help='keep the releases and experiments (they are large)')
+    ap.add_argument('--reuse', action='store_true', help='prepare releases kept by an earlier --keep run instead of writing them again')
     a = ap.parse_args(argv)
     out, pillsnap, rows = Path(a.out).resolve(), Path(sys.executable).parent/'pillsnap', []
     out.mkdir(parents=True, exist_ok=True)
     for f in map(float, a.fractions.split(',')):
         name = f'release-{f:g}'
         rel, exp = out/name, out/f'exp-{f:g}'
-        shutil.rmtree(rel, ignore_errors=True); shutil.rmtree(exp, ignore_errors=True)
+        shutil.rmtree(exp, ignore_errors=True)
+        reuse = a.reuse and (rel/'synth_summary.json').exists()
+        if not reuse: shutil.rmtree(rel, ignore_errors=True)
         n = dict(classes=RELEASE['classes'], per_class=max(1, round(RELEASE['per_class'] * f)), combos=round(RELEASE['combos'] * f))
-        synth = run([pillsnap, 'synth', rel, '--labels-only', '--classes', n['classes'], '--per-class', n['per_class'], '--combos', n['combos'],
+        synth = dict(seconds=None, peak_rss_mb=None) if reuse else run([pillsnap, 'synth', rel, '--labels-only', '--classes', n['classes'], '--per-class', n['per_class'], '--combos', n['combos'],
                      f"synth.val_per_class={max(1, round(RELEASE['val_per_class'] * f))}", f'synth.workers={a.workers}', 'synth.image_size=976,1280'],
                     out/f'{name}-synth.log')
         summary = json.loads((rel/'synth_summary.json').read_text())

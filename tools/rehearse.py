@@ -1,5 +1,9 @@
 """Stage 4, rehearsed on this machine: a synthetic release of all 4,523 drugs through the user's path under a 1,024-file limit.
 
+The path: synth, prepare, train-cls, evaluate (classifier, detector, pipeline), train-det, gate, gallery (rebuilt from
+every trained drug's crops), export, release (packed and made current), and the service answering a short load test
+(tools/loadtest.py on the experiment, 4 clients per mode; its server is a child of the step, under the same limit).
+
     python tools/rehearse.py --out work/rehearse          (make rehearse)
 
 Photos are small and few per drug so the whole path fits this machine, but the counts that break things at stage 4
@@ -36,11 +40,12 @@ def count_files(folder:Path)->int: return sum(len(fs) for _, _, fs in os.walk(fo
 
 
 def run_step(name:str, args:list, exp:Path, log:Path)->dict:
-    "Run one `pillsnap` command under the limit: seconds, peak memory, most open descriptors, files written."
+    "Run one `pillsnap` command (or a tools/ script) under the limit: seconds, peak memory, most open descriptors, files written."
     before, t0, most = count_files(exp), time.perf_counter(), [0]
+    cmd = [sys.executable, *args] if str(args[0]).startswith('tools/') else [str(BIN/'pillsnap'), *args]
     with open(log, 'w') as out:
-        p = subprocess.Popen([str(BIN/'pillsnap'), *map(str, args)], stdout=out, stderr=subprocess.STDOUT,
-                             preexec_fn=limit_files)
+        p = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_files,
+                             cwd=Path(__file__).resolve().parents[1])
         done = threading.Event()
         def watch():  # the most descriptors held by the command and its workers at once (per process)
             while not done.is_set():
@@ -53,7 +58,8 @@ def run_step(name:str, args:list, exp:Path, log:Path)->dict:
         _, status, usage = os.wait4(p.pid, 0)
         done.set()
     code = os.waitstatus_to_exitcode(status)
-    row = dict(step=name, command='pillsnap ' + ' '.join(map(str, args[:3])) + ' …', exit=code,
+    row = dict(step=name, command=('python ' if cmd[0] == sys.executable else 'pillsnap ') + ' '.join(map(str, args[:3])) + ' …',
+               exit=code,
                seconds=round(time.perf_counter() - t0, 1), peak_mb=round(usage.ru_maxrss / 1024),
                most_open_files=most[0], files_written=count_files(exp) - before)
     print(f"{name:<22} {row['seconds']:>8.1f} s {row['peak_mb']:>7} MB {row['most_open_files']:>6} files open "
@@ -85,7 +91,11 @@ def main():
              ('evaluate detector', ['evaluate', '--exp', exp, '--what', 'detector']),
              ('evaluate pipeline', ['evaluate', '--exp', exp, '--what', 'pipeline']),
              ('gate', ['gate', '--exp', exp, '--stage', 4, '--latency-photos', 5]),
-             ('export', ['export', '--exp', exp, '--no-bench', '--no-notebook'])]
+             ('gallery', ['gallery', '--exp', exp, '--rebuild']),
+             ('export', ['export', '--exp', exp, '--no-bench', '--no-notebook']),
+             ('release', ['release', '--exp', exp, '--root', out/'releases', '--tag', 'rehearsal', '--activate']),
+             ('serve under load', ['tools/loadtest.py', '--exp', exp, '--clients', 4, '--seconds', 20,
+                                   '--out', out/'loadtest.json'])]
     rows = []
     for name, args in steps:
         rows.append(run_step(name, args, exp, out/'logs'/f"{name.replace(' ', '-')}.log"))
@@ -107,7 +117,10 @@ def main():
         r['stage4_files'] = round(r['files_written'] * scale) if r['step'] == 'prepare' else None
     report = dict(limit_open_files=LIMIT, classes=summary['train']['classes'], photos=photos, cache_files=chunks,
                   chunk=a.chunk, stage4_scale=round(scale, 1), steps=rows, machine=dict(cpus=os.cpu_count()))
+    load = json.loads((out/'loadtest.json').read_text())
+    report['service'] = load
     (out/'rehearsal.json').write_text(json.dumps(report, indent=1))
+    print(json.dumps(load)[:600])
     print(f"\n{len(rows)} steps passed under a {LIMIT}-file limit with {chunks:,} cache files; "
           f"stage 4 is {scale:.0f}× these photos — {out/'rehearsal.json'}")
 
