@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-report rehearse bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -88,6 +88,11 @@ bench-report: install
 # Stage 4 rehearsed: all 4,523 drugs through the user's path under a 1,024-file limit, ~2,000 cache files (nbs/90_benchmarks.ipynb: Data).
 rehearse: install
 	$(BIN)/python tools/rehearse.py --out work/rehearse
+
+# The GPU path in one command (under 9 minutes on one H100): training img/s eager and compiled, auto batch, the forced
+# out-of-memory ladder, YOLO11m training, serving p50/p95 per backend; JSON and the README's rows (nbs/90_benchmarks.ipynb).
+gpu-check: install
+	$(BIN)/python tools/gpu_check.py --out work/gpu-check
 
 # The production architectures (EfficientNetV2-S 384, YOLO11m 640) served on this CPU: p50/p95 per mode and backend (nbs/90_benchmarks.ipynb).
 bench-cpu: install

@@ -258,15 +258,17 @@ def split_frame(index:Path|None, sources:pd.DataFrame|None)->pd.DataFrame:
     return pd.concat([frame, sources[SPLIT_COLUMNS + ['group']]], ignore_index=True)
 
 # %% ../nbs/02e_data.prepare.ipynb #45783537
-def _split_step(frame, drugs, settings, data_dir, log, why=None, index=None, sources=None):
-    ("The split and its manifests, made or reused: `frame` is `split_frame`'s, the manifests are streamed from "
-     "the index.")
+def _split_step(drugs, settings, data_dir, log, why=None, index=None, sources=None)->pd.DataFrame:
+    ("The split and its manifests, made (the manifests streamed from the index) or reused; "
+     "returns `split_frame`'s frame.")
+    import pyarrow as pa
     in_manifest = [c for c in MANIFEST_COLUMNS if c in INDEX_COLUMNS]  # a source's shard is a name, not a number
     tables = lambda columns=in_manifest: index_tables(index, sources, columns)
     digest = data_digest(tables(['image', 'k_codes', 'bboxes']))
-    why = why or check_splits(data_dir/'splits.json', settings, digest)
+    pa.default_memory_pool().release_unused()  # the digest's sorted copy: a gigabyte Arrow's pool would keep
+    frame, why = split_frame(index, sources), why or check_splits(data_dir/'splits.json', settings, digest)
     if why is None:
-        log.info('splits.json is valid — reusing the split and manifests'); return
+        log.info('splits.json is valid — reusing the split and manifests'); return frame
     log.info(f'building the split: {why}')
     split, classes = assign_splits(frame, strata={k: r.get('drug_shape') for k, r in drugs.items()}, **settings)
     cmap = update_class_map(data_dir/'class_map.json', classes)
@@ -277,6 +279,7 @@ def _split_step(frame, drugs, settings, data_dir, log, why=None, index=None, sou
     write_json(data_dir/'splits.json', dict(settings=settings, settings_sha256=json_sha256(settings), data=digest,
                                             classes=classes, counts=counts, manifests=digests,
                                             created=time.strftime('%Y-%m-%dT%H:%M:%S')))
+    return frame
 
 # %% ../nbs/02e_data.prepare.ipynb #c92d68fe
 def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list=(), sources:dict|None=None)->Path:
@@ -374,8 +377,7 @@ def prepare(cfg, # resolved settings (`load_config`)
     data_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     extracted, drugs, report, index, sources, src_report = _sources_step(cfg, root, data_dir, log)
-    frame = split_frame(index, sources)
-    _split_step(frame, drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log), index, sources)
+    frame = _split_step(drugs, split_settings(cfg), data_dir, log, _class_map_step(data_dir, log), index, sources)
     classes = read_json(data_dir/'splits.json')[0]['classes']
     overlap = test_overlap(frame, classes); del frame
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')

@@ -7,12 +7,30 @@ single and combo mode end to end on its validation photos (`measure_latency`, `0
 whole call and of its detect and classify parts) with PyTorch, ONNX Runtime and the INT8 classifier.
 
     python tools/bench_cpu_serving.py --out work/bench-cpu [--photos 20] [--threads N]
+
+With --configs it times the candidates of a CPU deployment instead, one experiment each (sizes, not accuracy: the
+benchmarks page puts each beside the accuracy measured for its models elsewhere):
+
+    python tools/bench_cpu_serving.py --out work/bench-cpu-grid --configs all --backends onnx,onnx-int8
 """
 import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = ['classifier.model=tf_efficientnetv2_s', 'classifier.img_size=384', 'detector.model=yolo11m', 'detector.img_size=640']
+# candidates for a CPU-only deployment: (classifier, its size, detector, its size)
+CONFIGS = {'production': ('tf_efficientnetv2_s', 384, 'yolo11m', 640),
+           'v2s384-y11n640': ('tf_efficientnetv2_s', 384, 'yolo11n', 640),
+           'lite0-224-y11s640': ('tf_efficientnet_lite0', 224, 'yolo11s', 640),
+           'lite0-224-y11n640': ('tf_efficientnet_lite0', 224, 'yolo11n', 640),
+           'lite0-224-y11n480': ('tf_efficientnet_lite0', 224, 'yolo11n', 480),
+           'lite0-224-y11n416': ('tf_efficientnet_lite0', 224, 'yolo11n', 416),
+           'lite0-160-y11n320': ('tf_efficientnet_lite0', 160, 'yolo11n', 320)}
+
+
+def settings_of(name:str)->list:
+    cm, cs, dm, ds = CONFIGS[name]
+    return [f'classifier.model={cm}', f'classifier.img_size={cs}', f'detector.model={dm}', f'detector.img_size={ds}']
 
 
 def sh(*cmd, log:Path):
@@ -29,34 +47,54 @@ def main(argv=None):
     ap.add_argument('--photos', type=int, default=20, help='validation photos timed per mode')
     ap.add_argument('--backends', default='torch,onnx,onnx-int8')
     ap.add_argument('--fresh', action='store_true', help='rebuild the experiment even if it exists')
+    ap.add_argument('--configs', default=None, help=f"candidates to time (comma-separated, or all): {', '.join(CONFIGS)}")
     a = ap.parse_args(argv)
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    data, exp, log = out/'synth', out/'exp', out/'build.log'
-    pillsnap = Path(sys.executable).parent/'pillsnap'
-    steps = {}
-    if a.fresh or not (exp/'export'/'classifier.onnx').is_file():
-        shutil.rmtree(exp, ignore_errors=True)
+    names = list(CONFIGS) if a.configs == 'all' else a.configs.split(',') if a.configs else [None]
+    reports = {}
+    for name in names:
+        exp = out/'exp' if name is None else out/name
+        models = PRODUCTION if name is None else settings_of(name)
+        build = build_exp(out/'synth', exp, models, out/'build.log', a.fresh)
+        reports[name or 'production'] = report = time_exp(exp, a.photos, a.backends.split(','), models, build)
+        (exp.parent/('bench_cpu_serving.json' if name is None else f'{name}.json')).write_text(json.dumps(report, indent=1))
+    print(f"\n{'models':<20} {'backend':<11} {'single p50':>10} {'single p95':>10} {'combo p50':>10} {'combo p95':>10}")
+    for n, report in reports.items():
+        for b, r in report['latency_ms'].items():
+            cell = lambda m, q: f"{r[m]['total'][q]:.0f} ms" if m in r else '—'
+            print(f"{n:<20} {b:<11} {cell('single', 'p50'):>10} {cell('single', 'p95'):>10} {cell('combo', 'p50'):>10} "
+                  f"{cell('combo', 'p95'):>10}")
+    if a.configs: (out/'grid.json').write_text(json.dumps(reports, indent=1))
+    return reports if a.configs else reports['production']
+
+
+def build_exp(data:Path, exp:Path, models:list, log:Path, fresh:bool)->dict:
+    "An experiment with these architectures, one epoch each on a few synthetic photos at the release's size, exported."
+    pillsnap, steps = Path(sys.executable).parent/'pillsnap', {}
+    if not fresh and (exp/'export'/'classifier.onnx').is_file(): return steps
+    shutil.rmtree(exp, ignore_errors=True)
+    if not (data/'synth_summary.json').is_file():
         steps['synth_s'] = sh(pillsnap, 'synth', data, '--classes', 6, '--per-class', 3, '--combos', 12, '--image-size', '976,1280',
                               'synth.val_per_class=1', 'synth.photos_per_combo=2', log=log)
-        tiny = ['classifier.pretrained=none', 'train.epochs=1', 'train.batch_size=4', 'train.auto_batch=false', 'loader.num_workers=0', 'detector.epochs=1', 'detector.batch_size=2',
-                'detector.workers=0', f'data.yolo_singles_per_class=1', 'export.calib_images=8']
-        steps['prepare_s'] = sh(pillsnap, 'prepare', '--root', data, '--exp', exp, *PRODUCTION, *tiny, 'data.cache=false', 'data.paste_photos=0', 'data.wild_photos=0', log=log)
-        steps['train_cls_s'] = sh(pillsnap, 'train-cls', '--exp', exp, '--no-notebook', log=log)
-        steps['train_det_s'] = sh(pillsnap, 'train-det', '--exp', exp, '--no-notebook', 'detector.conf=0.001', log=log)
-        steps['export_s'] = sh(pillsnap, 'export', '--exp', exp, '--no-notebook', '--no-bench', log=log)
+    tiny = ['classifier.pretrained=none', 'train.epochs=1', 'train.batch_size=4', 'train.auto_batch=false', 'loader.num_workers=0',
+            'detector.epochs=1', 'detector.batch_size=2', 'detector.workers=0', 'data.yolo_singles_per_class=1', 'export.calib_images=8']
+    steps['prepare_s'] = sh(pillsnap, 'prepare', '--root', data, '--exp', exp, *models, *tiny, 'data.cache=false', 'data.paste_photos=0',
+                            'data.wild_photos=0', log=log)
+    steps['train_cls_s'] = sh(pillsnap, 'train-cls', '--exp', exp, '--no-notebook', log=log)
+    steps['train_det_s'] = sh(pillsnap, 'train-det', '--exp', exp, '--no-notebook', 'detector.conf=0.001', log=log)
+    steps['export_s'] = sh(pillsnap, 'export', '--exp', exp, '--no-notebook', '--no-bench', log=log)
+    return steps
+
+
+def time_exp(exp:Path, photos:int, backends:list, models:list, build:dict)->dict:
+    "p50/p95 of single and combo mode (8 boxes kept: a full tray) per backend, on this CPU."
     from pillsnap.gates import machine, measure_latency
     rows = {}
-    for backend in a.backends.split(','):
-        r = measure_latency(exp, a.photos, backend=backend, device='cpu', settings=['detector.conf=0.001', 'detector.max_det=8'])
+    for backend in backends:
+        r = measure_latency(exp, photos, backend=backend, device='cpu', settings=['detector.conf=0.001', 'detector.max_det=8'])
         rows[backend] = {m: r[m] for m in ('single', 'combo') if m in r}
-        print(backend, json.dumps(rows[backend]), flush=True)
-    report = dict(models=PRODUCTION, machine=machine(), cpu_count=os.cpu_count(), photos=a.photos, build=steps, latency_ms=rows)
-    (out/'bench_cpu_serving.json').write_text(json.dumps(report, indent=1))
-    print(f"\n{'backend':<11} {'single p50':>10} {'single p95':>10} {'combo p50':>10} {'combo p95':>10}")
-    for b, r in rows.items():
-        cell = lambda m, q: f"{r[m]['total'][q]:.0f} ms" if m in r else '—'
-        print(f"{b:<11} {cell('single', 'p50'):>10} {cell('single', 'p95'):>10} {cell('combo', 'p50'):>10} {cell('combo', 'p95'):>10}")
-    return report
+        print(exp.name, backend, json.dumps(rows[backend]), flush=True)
+    return dict(models=models, machine=machine(), cpu_count=os.cpu_count(), photos=photos, build=build, latency_ms=rows)
 
 
 if __name__ == '__main__': main()
