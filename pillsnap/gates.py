@@ -108,7 +108,7 @@ def machine()->dict:
 def _pct(a, q): return round(float(np.percentile(a, q)), 2) if len(a) else None
 
 def measure_latency(exp:str|Path, # a trained experiment
-                    photos:int=20, # validation photos per mode
+                    photos:int=20, # timed calls per mode (validation photos, taken again in turn when fewer)
                     backend:str|None=None, # torch | onnx (default: onnx when exported)
                     device:str|None=None, # default: the experiment's
                     settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot
@@ -121,15 +121,16 @@ def measure_latency(exp:str|Path, # a trained experiment
     root = Path(pred.cfg.data.root)
     out = dict(backend=backend, device=str(pred.device), machine=machine(), photos=photos)
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
-        rows = m[m.kind == kind].image.iloc[:photos]
+        rows = m[m.kind == kind].image
         if not len(rows) or (mode == 'combo' and not pred.has_detector): continue
-        times = []
+        rows = rows.iloc[np.arange(photos) % len(rows)]
+        times, pills = [], []
         for i, p in enumerate([*rows.iloc[:2], *rows]):  # two warm-up calls
-            t = pred.predict(root/p, mode)['timing_ms']
-            if i >= 2: times.append(t)
+            r = pred.predict(root/p, mode)
+            if i >= 2: times.append(r['timing_ms']); pills.append(len(r['pills']))
         out[mode] = {k: dict(p50=_pct([t[k] for t in times], 50), p95=_pct([t[k] for t in times], 95))
                      for k in ('total', 'detect', 'classify')}
-        out[mode]['photos'] = len(times)
+        out[mode].update(photos=len(times), pills=dict(min=min(pills), max=max(pills)))  # crops classified per photo
     write_json(paths.reports/'latency.json', out)
     return out
 
