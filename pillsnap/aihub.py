@@ -227,9 +227,11 @@ def _classify_listing(listing):
                       else (key, info['pill'] or info['code'], seq))
             for col, v in zip(cols[info['role']], values): col.append(v)
         for role, kinds in names.items():
-            found[role].append(pa.table([pa.array(c, t) for c, t in zip(cols[role], kinds.values())], names=list(kinds)))
+            arrays = [pa.array(c, t) for c, t in zip(cols[role], kinds.values())]
+            found[role].append(pa.table(arrays, names=list(kinds)))
     return pa.concat_tables(found['image']), pa.concat_tables(found['label']), strays, n_strays
 
+# %% ../nbs/02_data.aihub.ipynb #fa1d17f1
 def _runs(t, keys:list)->np.ndarray:
     "Positions where a run of equal `keys` starts in table `t` (sorted by them)."
     import pyarrow.compute as pc
@@ -237,6 +239,7 @@ def _runs(t, keys:list)->np.ndarray:
     for k in keys: same &= pc.equal(t[k].slice(1), t[k].slice(0, len(t) - 1)).to_numpy()
     return np.flatnonzero(np.r_[len(t) > 0, ~same]) if len(t) else np.zeros(0, np.int64)
 
+# %% ../nbs/02_data.aihub.ipynb #550e1401
 def _first_in_path_order(t, keys:list)->tuple:
     "`t` without the rows repeating `keys` (the first in path order stays), and the repeats' places in the listing."
     t = t.sort_by([(k, 'ascending') for k in (*keys, 'seq')]).combine_chunks()
@@ -250,16 +253,18 @@ def _pair(listing)->AttrDict:
     images, labels, strays, n_strays = _classify_listing(listing)
     images, dup_images = _first_in_path_order(images, ['key'])
     labels, dup_labels = _first_in_path_order(labels, ['key', 'pill'])
-    labels = labels.sort_by([('key', 'ascending'), ('seq', 'ascending')]).combine_chunks()  # a photo's labels in path order
+    # a photo's labels in path order
+    labels = labels.sort_by([('key', 'ascending'), ('seq', 'ascending')]).combine_chunks()
     starts = _runs(labels, ['key'])
     bounds = np.r_[starts, len(labels)]
     group = pc.index_in(images['key'], value_set=labels['key'].take(starts)).fill_null(-1).to_numpy()
     paired = np.zeros(len(starts), bool); paired[group[group >= 0]] = True
+    unclaimed = np.flatnonzero(~np.repeat(paired, np.diff(bounds)))  # label rows of runs no photo claimed
     seq = images['seq'].to_numpy()
     photos = images.filter(pa.array(group >= 0)).append_column('group', pa.array(group[group >= 0]))
     return AttrDict(photos=photos.sort_by('seq'), labels=labels, bounds=bounds, strays=strays, n_strays=n_strays,
                     dup_images=dup_images, dup_labels=dup_labels, orphan_images=np.sort(seq[group < 0]),
-                    orphan_groups=np.flatnonzero(~paired), n_photos=len(images), n_labels=len(labels))
+                    unclaimed=unclaimed, n_photos=len(images), n_labels=len(labels))
 
 # %% ../nbs/02_data.aihub.ipynb #ae9ea6e2
 def _merge(split, kind, image, shard, code, # the photo
@@ -274,6 +279,7 @@ def _merge(split, kind, image, shard, code, # the photo
     return (split, kind, shard, code, image, [p for p, _ in labels], [k for k, _, _, bs, _ in parts for _ in bs],
             [b for _, _, _, bs, _ in parts for b in bs], w, h, *capture), None
 
+# %% ../nbs/02_data.aihub.ipynb #ead525c3
 def _index_job(job:tuple)->tuple:
     ("Parse a job's labels and make its photos' rows: (Arrow table of rows, [(why, photo)] unusable, "
      "[(label, why)] bad, drugs, conflicts, labels read).")
@@ -291,10 +297,12 @@ def _index_job(job:tuple)->tuple:
         if why: unusable.append((why, image))
         else:
             for col, v in zip(columns, row): col.append(v)
-    return pa.table(dict(zip(INDEX_COLUMNS, columns)), schema=index_schema()), unusable, bad, drugs, conflicts, len(parsed)
+    rows = pa.table(dict(zip(INDEX_COLUMNS, columns)), schema=index_schema())
+    return rows, unusable, bad, drugs, conflicts, len(parsed)
 
 INDEX_JOB = 1000  # photos per parsing job
 
+# %% ../nbs/02_data.aihub.ipynb #ebd229b4
 def _index_jobs(root:Path, listing, p:AttrDict):
     "The jobs of `_index_job`: photos in path order with their labels' paths and folder codes, then unpaired labels."
     lab_seq, pills = p.labels['seq'].to_numpy(), p.labels['pill']
@@ -308,9 +316,8 @@ def _index_jobs(root:Path, listing, p:AttrDict):
                   for key, image, shard, code, s, end in zip(rows['key'].to_pylist(), images, rows['shard'].to_pylist(),
                                                             rows['code'].to_pylist(), spans, ends)]
         yield str(root), photos, []
-    which = np.concatenate([np.arange(p.bounds[g], p.bounds[g + 1]) for g in p.orphan_groups] or [np.zeros(0, int)])
-    for a in range(0, len(which), INDEX_JOB):
-        w = which[a:a + INDEX_JOB]
+    for a in range(0, len(p.unclaimed), INDEX_JOB):
+        w = p.unclaimed[a:a + INDEX_JOB]
         yield str(root), [], list(zip(listing.take(lab_seq[w]).to_pylist(), pills.take(w).to_pylist()))
 
 # %% ../nbs/02_data.aihub.ipynb #ef3c9448
@@ -323,7 +330,8 @@ def _index_tables(root:Path, workers:int, listing, found:dict):
     p = _pair(listing)
     t_walk, indexed, bad, drugs, conflicts, unusable = time.perf_counter() - t0, 0, [], {}, {}, defaultdict(list)
     bar = tqdm(total=p.n_labels, desc='labels', unit='file', mininterval=1, disable=None)
-    for table, nok, nbad, recs, clash, n in pool_map(_index_job, _index_jobs(root, listing, p), workers or os.cpu_count() or 1):
+    results = pool_map(_index_job, _index_jobs(root, listing, p), workers or os.cpu_count() or 1)
+    for table, nok, nbad, recs, clash, n in results:
         for why, image in nok: unusable[why].append(image)
         for code, rec in recs.items(): merge_record(drugs, conflicts, code, rec)
         for code, fields in clash.items(): conflicts.setdefault(code, set()).update(fields)
@@ -331,12 +339,10 @@ def _index_tables(root:Path, workers:int, listing, found:dict):
         yield table
     bar.close()
     paths = lambda seqs: listing.take(seqs).to_pylist()
-    lab_seq = p.labels['seq'].to_numpy()
     report = dict(root=str(root), files=len(listing), photos=p.n_photos, labels=p.n_labels, indexed=indexed,
                   registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
                   orphan_images=paths(p.orphan_images),
-                  orphan_labels=paths(np.sort(np.concatenate(
-                      [lab_seq[p.bounds[g]:p.bounds[g + 1]] for g in p.orphan_groups] or [np.zeros(0, int)]))),
+                  orphan_labels=paths(np.sort(p.labels['seq'].to_numpy()[p.unclaimed])),
                   duplicate_images=paths(p.dup_images), duplicate_labels=paths(p.dup_labels),
                   bad_labels=sorted(bad), unusable_photos={k: sorted(v) for k, v in unusable.items()},
                   stray_files=p.n_strays, stray_paths=p.strays)
@@ -346,6 +352,7 @@ def _index_tables(root:Path, workers:int, listing, found:dict):
     _log_index(report, log)
     found.update(drugs=drugs, report=report)
 
+# %% ../nbs/02_data.aihub.ipynb #397cd6d7
 def _log_index(report:dict, log):
     "The index's log lines: what was indexed, at what speed, and what was left out."
     log.info(f"indexed {report['indexed']} photos from {report['labels']} labels in {report['seconds']['total']:.1f}s "

@@ -313,6 +313,7 @@ def manifest_schema():
     kinds = dict(zip(index_schema().names, index_schema().types), row=pa.int64(), class_indices=pa.list_(pa.int64()))
     return pa.schema([(c, kinds[c]) for c in MANIFEST_COLUMNS])
 
+# %% ../nbs/02b_data.splits.ipynb #32c45463
 def _manifest_tables(tables, # Arrow tables of the index, in the order of `subset`
                      subset:np.ndarray, # each row's split name (or None)
                      name:str, # the split to keep
@@ -333,6 +334,7 @@ def _manifest_tables(tables, # Arrow tables of the index, in the order of `subse
         row += len(t)
         yield t.select(list(MANIFEST_COLUMNS))
 
+# %% ../nbs/02b_data.splits.ipynb #2bd0f80f
 def write_manifests(tables, # a function returning Arrow tables of the index in order (called once per split)
                     subset:np.ndarray, # each row's split name or None (`assign_splits`' 'subset' column)
                     class_map:dict, # {k_code: class index}

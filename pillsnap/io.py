@@ -143,18 +143,21 @@ def write_parquet(df:pd.DataFrame, path:str|Path):
     "Write a table whole or not at all."
     atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
+# %% ../nbs/00_io.ipynb #f88a71ed
 def python_lists(df:pd.DataFrame)->pd.DataFrame:
     "`df` (read from Parquet or Arrow) with its list columns as Python lists (`bboxes` as lists of lists), in place."
     for c in [c for c in df.columns if isinstance(df[c].iloc[0], np.ndarray)] if len(df) else []:
         df[c] = df[c].map(lambda a: [b.tolist() if isinstance(b, np.ndarray) else b for b in a])
     return df
 
+# %% ../nbs/00_io.ipynb #bdf9afc5
 def read_parquet_lists(path:str|Path, # a table written by `write_parquet` (or streamed by `write_batches`)
                        columns:list|None=None, # only these columns
                       )->pd.DataFrame:
     "A Parquet table as a DataFrame whose list columns are Python lists."
     return python_lists(pd.read_parquet(path, columns=columns))
 
+# %% ../nbs/00_io.ipynb #fb0d616f
 def write_batches(path:str|Path, # the Parquet file to (re)write
                   tables, # Arrow tables or record batches of one schema, in order (a generator: never all held)
                   schema, # their `pyarrow.Schema`
@@ -175,6 +178,7 @@ def write_batches(path:str|Path, # the Parquet file to (re)write
     atomic_write(path, write)
     return n
 
+# %% ../nbs/00_io.ipynb #b327fb43
 def file_sha256(path:str|Path)->str:
     "SHA-256 of a file's bytes, read in 1 MiB blocks."
     h = hashlib.sha256()

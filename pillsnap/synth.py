@@ -234,6 +234,7 @@ def ship_release(src:str|Path, # a release in the canonical layout (holds data/)
 # %% ../nbs/01b_synth.dataset.ipynb #3637584c
 def _summary_path(out): return Path(out)/'synth_summary.json'
 
+# %% ../nbs/01b_synth.dataset.ipynb #fcbe5718
 def _claim_folder(out:Path, spec:dict, force:bool, log)->dict|None:
     "Make `out` ready for the dataset `spec`; the saved summary when it already holds that dataset, complete."
     spec_path = out/'synth_spec.json'
@@ -251,12 +252,14 @@ def _claim_folder(out:Path, spec:dict, force:bool, log)->dict|None:
     out.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=1))
 
+# %% ../nbs/01b_synth.dataset.ipynb #e60d1e17
 def _write_chunk(job:tuple)->int:
     "Write a chunk of planned photos: (write, out, jobs) -> how many."
     write, out, jobs = job
     for j in jobs: write(j, out)
     return len(jobs)
 
+# %% ../nbs/01b_synth.dataset.ipynb #73b4f974
 def _write_jobs(write, jobs, n:int, out:Path, workers:int, chunk:int):
     "Run `write(job, out)` for each of the `n` jobs (an iterable, read as workers free up), in `workers` processes."
     bar = tqdm(total=n, desc='synth', unit='img', mininterval=1, disable=None)
