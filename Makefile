@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -41,6 +41,13 @@ bench-wild: install
 	$(BIN)/pillsnap demo --preset wild-det --detector-only
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+
+# The default recipe (studio photos, the release's pills pasted on phone-like scenes, made-up pills on them) at bench-det's data
+# size, judged on REAL's val + test photos, never trained on (nbs/90_benchmarks.ipynb: The default recipe on phone photos).
+bench-phone: install
+	$(BIN)/pillsnap demo --preset phone-det --detector-only
+	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
+	$(BIN)/pillsnap evaluate --exp work/exp/phone-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
 # The wild-scene detector above fine-tuned on REAL's own training photos at 480 px for 40 epochs; the size it detects at is the one the
 # holdout photos (val) score best at, 640 px (the photos' own) when measured; then judged on the val + test photos of the release at that

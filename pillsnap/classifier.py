@@ -22,7 +22,7 @@ from torch import nn
 
 from .aihub import DrugTable
 from .io import atomic_write, clean_stale_temps, write_json
-from .config import (ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
+from .config import (Experiment, ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
                              seed_everything)
 from .schema import face_codes
 from .pretrained import check_start, start_note
@@ -382,11 +382,13 @@ def plot_history(history:list, # `history.json` rows
     return fig
 
 # %% ../nbs/04a_train.classifier.ipynb #71641ed4
-def train_classifier(cfg, # resolved settings (`load_config`)
+def train_classifier(exp, # an `Experiment`, or its resolved settings
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train an experiment's classifier (resuming if `train.resume` says so) and evaluate its best checkpoint."
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
     # in several processes the first one evaluates; the others return {}
-    paths, log, t = exp_paths(cfg.paths.exp_dir), get_logger('classifier'), cfg.train
+    paths, log, t = exp.paths, get_logger('classifier'), cfg.train
     d = classifier_data(cfg)
     if gone := clean_stale_temps(paths.classifier):
         log.info(f"removed the temporary files of killed checkpoint writes: {', '.join(gone)}")

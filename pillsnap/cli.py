@@ -15,7 +15,7 @@ from pathlib import Path
 from fastcore.script import anno_parser, store_true
 
 from .config import (ConfigError, Experiment, JobFailed, PillsnapError, UserError, check_writable, dist_env,
-                             exp_paths, load_config, parse_overrides, require_experiment, sealed, setup_logging)
+                             load_config, parse_overrides, require_experiment, sealed, setup_logging)
 
 # %% ../nbs/08b_run.cli.ipynb #022b7325
 COMMANDS = {}
@@ -150,10 +150,9 @@ def pillsnap_prepare(
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
     from pillsnap.prepare import check_prepare, prepare, split_table
     ex = Experiment.new(exp, _overrides(settings, **{'data.root': root, 'data.stage': stage}), config)
-    cfg = ex.cfg
-    check_prepare(cfg, force=force)  # before the experiment folder is made
+    check_prepare(ex.cfg, force=force)  # before the experiment folder is made
     ex.start('prepare')
-    outputs = prepare(cfg, force=force)
+    outputs = prepare(ex, force=force)
     print(split_table(json.loads(Path(outputs['summary']).read_text())).to_string())
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
@@ -187,13 +186,13 @@ def pillsnap_train_cls(
                 *(['--force'] if force else []), *(['--preset', preset] if preset else []),
                 *(['--config', config] if config else [])]
         launch_processes(nproc, argv)
-        return json.loads((exp_paths(cfg.paths.exp_dir).classifier/'metrics.json').read_text())
+        return json.loads((ex.paths.classifier/'metrics.json').read_text())
     # every process trains here; the first one writes (a papermill kernel per process would be N reports)
     if world > 1: no_notebook = True
     paths = ex.start('train-cls') if rank == 0 else ex.paths
-    _, report = run_job('04a_train.classifier', cfg, 'train-cls', train_classifier, no_notebook)
+    _, report = run_job('04a_train.classifier', ex, 'train-cls', train_classifier, no_notebook)
     if rank: return None
-    result = calibrated(cfg)
+    result = calibrated(ex)
     print(metrics_table(result).to_string())
     print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
     return result
@@ -201,7 +200,7 @@ def pillsnap_train_cls(
 # %% ../nbs/08b_run.cli.ipynb #c42119f6
 def _evaluate_final(ex:Experiment, checkpoint, force:bool)->dict:
     from pillsnap.evaluate import final_test
-    result = final_test(ex.cfg, checkpoint, force=force)
+    result = final_test(ex, checkpoint, force=force)
     num = lambda v: '-' if v is None else f'{v:.4f}'
     print(f"  {'':<28} {'val':>8} {'test':>8}")
     for k, v in result['test'].items(): print(f"  {k:<28} {num(result['val'].get(k)):>8} {num(v):>8}")
@@ -216,7 +215,7 @@ def _evaluate_classifier(ex:Experiment, checkpoint, no_notebook:bool)->dict:
     from pillsnap.stages import run_job
     paths = ex.paths
     paths.runs.mkdir(parents=True, exist_ok=True)
-    result, report = run_job('06_judge.evaluate', ex.cfg, 'evaluate', classifier_report, no_notebook,
+    result, report = run_job('06_judge.evaluate', ex, 'evaluate', classifier_report, no_notebook,
                              checkpoint=str(checkpoint))
     result = result or json.loads((paths.reports/'classifier'/'metrics.json').read_text())
     page = report_html(report, paths.reports/'classifier'/'report.html') if report else None
@@ -236,7 +235,7 @@ def _evaluate_detector(ex:Experiment, checkpoint, data:str|None, split:str)->dic
         raise ConfigError(f'no detector in {paths.root} ({weights}) — train one with pillsnap train-det')
     src = Path(data).resolve() if data else detector_data(ex.cfg)
     if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
-    result, out = detector_report(ex.cfg, src, split)
+    result, out = detector_report(ex, src, split)
     real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint), ('detector',))  # eval.real_sets
     cols = [det_table(r['detector']).set_axis([f'real:{n}'], axis=1) for n, r in real.items() if r.get('detector')]
     print(pd.concat([det_table(result), *cols], axis=1).to_string()); print(f"  written  {out}")
@@ -361,7 +360,7 @@ def pillsnap_train_det(
     cfg = ex.cfg
     check_detector(cfg, force=force)  # fail fast, before the snapshot is written
     paths = ex.start('train-det')
-    result, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, no_notebook, force=force)
+    result, report = run_job('04b_train.detector', ex, 'train-det', train_detector, no_notebook, force=force)
     result = result or json.loads((paths.detector/'metrics.json').read_text())
     print(det_table(result).to_string())
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}"
@@ -518,12 +517,13 @@ def pillsnap_gallery(
     from pillsnap import gallery as galleries  # its `few_shot` would hide the flag of that name
     from pillsnap.retrieval import gallery_table, load_gallery, remove_drug, retrieval_dir
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
-    cfg, paths = ex.cfg, ex.paths
+    paths = ex.paths
     if rebuild or remove: check_writable(paths.root, f"'pillsnap gallery --{'rebuild' if rebuild else 'remove'}'")
     if few_shot:
-        r = galleries.few_shot(cfg, tuple(int(s) for s in str(shots).split(',')), trained=not untrained, embedder=embedder)
+        n = tuple(int(s) for s in str(shots).split(','))
+        r = galleries.few_shot(ex, n, trained=not untrained, embedder=embedder)
         print(json.dumps(r, indent=1, ensure_ascii=False)); return r
-    if rebuild: galleries.build_gallery(cfg)
+    if rebuild: galleries.build_gallery(ex)
     if remove: print(f'removed {remove}: {remove_drug(paths.root, remove)} prototype(s)')
     g = load_gallery(retrieval_dir(paths.root))
     if g is None:
@@ -611,7 +611,7 @@ def pillsnap_export(
     ex.log('export', writes="'pillsnap export' (it writes export/)")
     paths.runs.mkdir(parents=True, exist_ok=True)
     # the snapshot stays as training left it
-    result, report = run_job('07_ship.export', cfg, 'export', export_experiment, no_notebook,
+    result, report = run_job('07_ship.export', ex, 'export', export_experiment, no_notebook,
                              checkpoint=str(checkpoint))
     if result is None:
         result = dict(parity=json.loads((paths.export/'parity.json').read_text()))
@@ -676,15 +676,15 @@ def pillsnap_release(
     ("Pack an experiment into a versioned, hashed release for serving; "
      "or switch, roll back and list releases (nbs/07a_ship.release).")
     from pillsnap.release import list_releases, pack_release, rollback_release, switch_release
-    cfg = Experiment.new(exp, (), config).cfg
-    where = Path(root or cfg.paths.releases_dir)
+    ex = Experiment.new(exp, (), config)
+    cfg, where = ex.cfg, Path(root or ex.cfg.paths.releases_dir)
     if sum(map(bool, (switch, rollback, list))) > 1: raise ConfigError('use one of --switch, --rollback and --list')
     if switch or rollback:
         now = switch_release(where, switch) if switch else rollback_release(where)
         print(f'{where}/current → {now.name}; a running pillsnap serve --release {where} moves over on SIGHUP')
     elif not list:
         setup_logging(cfg)
-        made = pack_release(cfg.paths.exp_dir, where, tag, checkpoint)
+        made = pack_release(ex, where, tag, checkpoint)
         if activate: switch_release(where, made.name)
         serve_it = f' — serve it: pillsnap release --switch {made.name}, then pillsnap serve --release {where}'
         print(f'packed {made}' + (' (current)' if activate else serve_it))

@@ -12,7 +12,7 @@ __all__ = ['PACKAGED_CONFIG', 'YAML_MAX_BYTES', 'PATH_LISTS', 'EXP_PARTS', 'SEAL
            'record_settings', 'run_config', 'Experiment', 'pick_device', 'dist_env', 'amp_dtype']
 
 # %% ../nbs/00a_config.ipynb #0dde7a8f
-import contextlib, difflib, functools, logging, logging.handlers, os, random, re, stat, subprocess
+import contextlib, difflib, functools, logging, logging.handlers, os, random, stat, subprocess
 from pathlib import Path
 
 import numpy as np
@@ -529,6 +529,7 @@ class Experiment:
 
     @property
     def root(self)->Path: return self.paths.root
+    def __fspath__(self)->str: return str(self.root)  # `Path(exp)`: an experiment will do for a folder
     def __repr__(self)->str:
         changed = f', changed {sorted(self.changes)}' if self.changes else ''
         return f"Experiment('{self.root}'{changed})"
@@ -553,6 +554,15 @@ def new(cls:Experiment, root:str|Path|None=None, # the experiment folder (defaul
        ):
     "A command's experiment: an existing one's snapshot or, for a new folder, the project's config; `overrides` on top."
     return cls(*run_config(root, overrides, config, preset))
+
+# %% ../nbs/00a_config.ipynb #d768c5aa
+@patch(cls_method=True)
+def of(cls:Experiment, exp, # an `Experiment`, resolved settings (`paths.exp_dir` names the folder) or a folder
+      )->Experiment:
+    "The experiment a stage function works on, from what its caller holds; settings are never resolved twice."
+    if isinstance(exp, cls): return exp
+    if isinstance(exp, dict): return cls(exp)
+    return cls.open(exp)
 
 # %% ../nbs/00a_config.ipynb #c2881799
 @patch

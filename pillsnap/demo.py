@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, exp_paths, get_logger, load_config, start_run
+from .config import ConfigError, Experiment, get_logger, load_config
 from .io import write_json
 from .data import final_evaluation, load_manifest
 from .render import make_drugs, render_wild
@@ -28,15 +28,16 @@ from .pipeline import Predictor, draw_prediction, prediction_table
 from .stages import calibrated, run_job
 
 # %% ../nbs/08a_run.demo.ipynb #dd823499
-def _data_step(cfg)->dict:
+def _data_step(exp)->dict:
     "Synthetic data, its contact sheet and the prepared experiment."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
     summary = synth_from(cfg, Path(cfg.data.root), force=True)  # the demo owns its data folder
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
-    prepared = prepare(cfg, force=True)  # the demo remakes its own experiment
+    prepared = prepare(exp, force=True)  # the demo remakes its own experiment
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     return {'dataset': cfg.data.root,
             'synth summary': paths.reports/'synth_summary.json',
@@ -47,20 +48,22 @@ def _data_step(cfg)->dict:
             'data summary': prepared['summary']}
 
 # %% ../nbs/08a_run.demo.ipynb #2e924167
-def _classifier_step(cfg)->tuple:
+def _classifier_step(exp)->tuple:
     "Train the classifier through `nbs/04a_train.classifier`: its calibrated metrics and its files."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    _, report = run_job('04a_train.classifier', cfg, 'train-cls', train_classifier)
-    metrics = calibrated(cfg)
+    exp = Experiment.of(exp)
+    paths, log = exp.paths, get_logger('demo')
+    _, report = run_job('04a_train.classifier', exp, 'train-cls', train_classifier)
+    metrics = calibrated(exp)
     log.info('classifier\n' + metrics_table(metrics).to_string())
     return metrics, {'classifier': paths.classifier/'best.pt',
                      'metrics': paths.classifier/'metrics.json',
                      'training report': report}
 
-def _detector_step(cfg)->tuple:
+def _detector_step(exp)->tuple:
     "Train the detector through `nbs/04b_train.detector`: its metrics and its files."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes it
+    exp = Experiment.of(exp)
+    paths, log = exp.paths, get_logger('demo')
+    _, report = run_job('04b_train.detector', exp, 'train-det', train_detector, force=True)  # the demo remakes it
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     return det, {'detector': paths.detector/'detector.safetensors',
@@ -68,10 +71,11 @@ def _detector_step(cfg)->tuple:
                  'detector report': report}
 
 # %% ../nbs/08a_run.demo.ipynb #858ccf13
-def _export_step(cfg)->dict:
+def _export_step(exp)->dict:
     "Export both networks to ONNX through `nbs/07_ship.export`, with the parity check and the benchmark."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    exported, report = run_job('07_ship.export', cfg, 'export', export_experiment)
+    exp = Experiment.of(exp)
+    paths, log = exp.paths, get_logger('demo')
+    exported, report = run_job('07_ship.export', exp, 'export', export_experiment)
     exported = exported or dict(parity=json.loads((paths.export/'parity.json').read_text()),
                                 bench=json.loads((paths.export/'bench.json').read_text()))
     log.info('ONNX export\n' + export_table(exported).to_string())
@@ -80,9 +84,10 @@ def _export_step(cfg)->dict:
             'export bench': paths.export/'bench.json',
             'export report': report}
 
-def _judge_step(cfg)->tuple:
+def _judge_step(exp)->tuple:
     "The stage gate's decision and the advisor's recommendations on the experiment."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
     gate = stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
     advice = advise(paths.root)
     log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n"
@@ -100,22 +105,22 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     if classifier_only and detector_only:
         raise ConfigError('--classifier-only and --detector-only exclude each other: '
                           'choose one (or neither for the whole demo)')
-    cfg = load_config(list(settings), path=config, preset=preset)
-    paths = start_run(cfg, 'demo')
-    data = _data_step(cfg)
-    if detector_only: return demo_detector(cfg)
-    metrics, classifier = _classifier_step(cfg)
+    exp = Experiment(load_config(list(settings), path=config, preset=preset))
+    paths = exp.start('demo')
+    data = _data_step(exp)
+    if detector_only: return demo_detector(exp)
+    metrics, classifier = _classifier_step(exp)
     if classifier_only:
         print(f"\npillsnap demo (classifier only) finished: "
               f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
               f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; "
               f"report: {classifier['training report']}")
         return {'metrics': paths.classifier/'metrics.json', 'training report': classifier['training report']}
-    det, detector = _detector_step(cfg)
-    predicted = demo_predictions(cfg)
-    exported = _export_step(cfg)
-    served = demo_serve(cfg)
-    gate, advice, judged = _judge_step(cfg)
+    det, detector = _detector_step(exp)
+    predicted = demo_predictions(exp)
+    exported = _export_step(exp)
+    served = demo_serve(exp)
+    gate, advice, judged = _judge_step(exp)
     outputs = {**data, **classifier, **detector, **predicted, **exported, **served, **judged,
                'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
     print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
@@ -128,13 +133,14 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     return outputs
 
 # %% ../nbs/08a_run.demo.ipynb #cc92a3cb
-def demo_detector(cfg)->dict:
+def demo_detector(exp)->dict:
     "The detector-only demo: train through `nbs/04b_train.detector`, evaluate on val and test; print both."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
-    _, report = run_job('04b_train.detector', cfg, 'train-det', train_detector, force=True)  # the demo remakes it
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
+    _, report = run_job('04b_train.detector', exp, 'train-det', train_detector, force=True)  # the demo remakes it
     val = json.loads((paths.detector/'metrics.json').read_text())
     with final_evaluation():  # the benchmark's own final number
-        test, test_file = detector_report(cfg, detector_data(cfg), 'test')
+        test, test_file = detector_report(exp, detector_data(cfg), 'test')
     log.info('detector\n' + pd.concat([det_table(val), det_table(test)], axis=1).to_string())
     print(f"\npillsnap demo (detector only) finished: "
           f"mAP@0.5 {val['map50']:.3f} on val ({val['images']} photos, {val['instances']} pills), "
@@ -144,9 +150,10 @@ def demo_detector(cfg)->dict:
     return {'detector metrics': paths.detector/'metrics.json', 'test metrics': test_file, 'detector report': report}
 
 # %% ../nbs/08a_run.demo.ipynb #32d00a0d
-def demo_predictions(cfg)->dict:
+def demo_predictions(exp)->dict:
     "Predict a single-pill and a combination validation photo, and a fresh wild scene; write predict-{name}.json/.png."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
     pred, m = Predictor.from_exp(paths.root), load_manifest(paths.data, 'val')
     out = {}
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
@@ -167,15 +174,16 @@ def demo_predictions(cfg)->dict:
                            for p in r['pills']))
         out[f'{mode} prediction'] = paths.reports/f'predict-{mode}.json'
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
-    out.update(demo_wild(cfg, pred))
-    out.update(demo_enrol(cfg, pred))
+    out.update(demo_wild(exp, pred))
+    out.update(demo_enrol(exp, pred))
     return out
 
 # %% ../nbs/08a_run.demo.ipynb #b7b27576
-def demo_wild(cfg, pred)->dict:
+def demo_wild(exp, pred)->dict:
     ("Render a fresh wild scene of four of the drugs the classifier learnt (`synth.render_wild`),"
      " predict it in combo mode.")
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
     s = cfg.synth
     drugs = make_drugs(s.classes, cfg.seed, s.confusable_fraction, s.confusable_group_size, s.quirk_rate)
     rng = np.random.default_rng([cfg.seed, 99])  # not a seed the dataset used: a photo the models have never seen
@@ -198,9 +206,10 @@ def demo_wild(cfg, pred)->dict:
     return {'wild prediction': paths.reports/'predict-wild.json', 'wild drawn': paths.reports/'predict-wild.png'}
 
 # %% ../nbs/08a_run.demo.ipynb #aed103c3
-def demo_enrol(cfg, pred)->dict:
+def demo_enrol(exp, pred)->dict:
     "Enrol a drug held out of training from a few photos (`05a_infer.retrieval`), then identify another photo of it."
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
     held = load_manifest(paths.data, 'holdout')
     groups = [g for _, g in held.groupby('code') if len(g) >= 2]
     if pred.gallery is None or not groups:
@@ -237,11 +246,12 @@ def _multipart(field:str, path:Path)->tuple:
     return body, f'multipart/form-data; boundary={b}'
 
 # %% ../nbs/08a_run.demo.ipynb #84594c04
-def demo_serve(cfg, backend:str='onnx')->dict:
+def demo_serve(exp, backend:str='onnx')->dict:
     "Start `pillsnap serve` on a free loopback port, POST a combination photo with a fresh key, print the answer, stop."
     import secrets, urllib.request
     from pillsnap.server import serving
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('demo')
+    exp = Experiment.of(exp)
+    paths, log = exp.paths, get_logger('demo')
     photo = Path(json.loads((paths.reports/'predict-combo.json').read_text())['image'])
     key, out = secrets.token_urlsafe(24), paths.logs/'demo-serve.log'
     with serving(paths.root, key, '--backend', backend, log_file=out) as (url, _):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_write, file_sha256, write_json
-from .config import ConfigError, code_version, exp_paths, first_line, get_logger, pick_device, read_yaml
+from .config import Experiment, ConfigError, code_version, exp_paths, first_line, get_logger, pick_device, read_yaml
 from .data import TestSetLocked, test_split_open
 
 # %% ../nbs/04b_train.detector.ipynb #63371703
@@ -423,12 +423,14 @@ def trainable_detector(model:str, # architecture name (`detector.model`)
     return yolo.load(start.model)
 
 # %% ../nbs/04b_train.detector.ipynb #ae634093
-def train_detector(cfg, # resolved settings (`load_config`)
+def train_detector(exp, # an `Experiment`, or its resolved settings
                    force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
                   )->dict: # the metrics.json written
     "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
     from ultralytics import YOLO
-    paths, log, d = exp_paths(cfg.paths.exp_dir), get_logger('detector'), cfg.detector
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    paths, log, d = exp.paths, get_logger('detector'), cfg.detector
     data, run_dir = check_detector(cfg, force), paths.detector/'train'
     wdir = run_dir/'weights'
     last, best = wdir/'last.pt', wdir/'best.pt'

@@ -29,7 +29,7 @@ from .metrics import (box_iou, calibration_bins, classification_metrics, clip_bo
                               expected_calibration_error, match_boxes, rate, row_blocks, xywh_to_xyxy, xyxy_to_xywh)
 from .prepare import classifier_data
 from .classifier import evaluate_classifier, load_predictions
-from .config import UserError, amp_dtype, exp_paths, get_logger, pick_device
+from .config import Experiment, UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
@@ -190,14 +190,15 @@ def calibration_summary(logits:np.ndarray, labels:np.ndarray, # validation logit
     return res
 
 # %% ../nbs/06_judge.evaluate.ipynb #188a6044
-def calibrate_classifier(cfg, # resolved settings
+def calibrate_classifier(exp, # an `Experiment`, or its resolved settings
                          checkpoint:str='best', # 'best', 'last' or a path
                          pred_dir:str|Path|None=None, # where `evaluate_classifier` wrote (default: classifier folder)
                          bins:int=15,
                         )->dict:
     ("Fit a checkpoint's temperature on its validation logits, store it in the checkpoint;"
      " write `calibration.json`, `calibration.png`, and both into `metrics.json`.")
-    paths = exp_paths(cfg.paths.exp_dir)
+    exp = Experiment.of(exp)
+    cfg, paths = exp.cfg, exp.paths
     path = find_checkpoint(checkpoint, paths.classifier)
     ck, pred_dir = load_checkpoint(path), Path(pred_dir or paths.classifier)
     logits, ys, meta = _predictions(pred_dir, path, ck)
@@ -312,13 +313,14 @@ def plot_curves(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilitie
     return fig
 
 # %% ../nbs/06_judge.evaluate.ipynb #bdaaa4f6
-def classifier_report(cfg, # resolved settings of a trained experiment
+def classifier_report(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                       checkpoint:str='best', # 'best', 'last' or a path
                       out_dir:str|Path|None=None, # default: {exp}/reports/classifier
                       weakest:int=5, # classes named in metrics.json and drawn in curves.png
                      )->dict: # metrics.json
     "Evaluate, calibrate and dissect a classifier checkpoint on the validation split."
-    paths = exp_paths(cfg.paths.exp_dir)
+    exp = Experiment.of(exp)
+    cfg, paths = exp.cfg, exp.paths
     out = Path(out_dir or paths.reports/'classifier')
     d = classifier_data(cfg)
     m = evaluate_classifier(cfg, checkpoint, d, out)
@@ -458,13 +460,14 @@ def pipeline_table(result:dict)->pd.DataFrame:
     return pd.DataFrame({'value': {'single photos': s['photos'], **single, **combo}})
 
 # %% ../nbs/06_judge.evaluate.ipynb #75edaef8
-def detector_report(cfg, # resolved settings of an experiment with a detector
+def detector_report(exp, # an experiment with a detector (an `Experiment`, or its resolved settings)
                     src:Path, # a YOLO data.yaml
                     split:str, # its split to evaluate
                    )->tuple:
     ("Evaluate the experiment's detector on `split` of the YOLO data `src`;"
      " (metrics, the reports/detector-{data}-{split}.json written).")
-    paths = exp_paths(cfg.paths.exp_dir)
+    exp = Experiment.of(exp)
+    cfg, paths = exp.cfg, exp.paths
     tag, weights = f"{src.parent.name}-{split}", paths.detector/'detector.safetensors'
     result, out = evaluate_detector(cfg, weights, src, split, name=f'eval-{tag}'), paths.reports/f'detector-{tag}.json'
     result['count'] = detector_counts(cfg, weights, src, split)
@@ -642,14 +645,16 @@ def _test_classifier(cfg, path:Path)->dict:
     return {k: v for k, v in m.items() if k != 'per_class'} | dict(skipped=len(rows) - len(ys))
 
 # %% ../nbs/06_judge.evaluate.ipynb #73fda7a6
-def final_test(cfg, # resolved settings of a trained experiment
+def final_test(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                checkpoint:str='best', # the classifier checkpoint
                force:bool=False, # open the test split again (recorded)
                val:dict|None=None, # validation numbers to compare with (default: the experiment's reports)
               )->dict: # final_test_results.json
     ("The one door to the locked test split: classifier and both modes on the test photos,"
      " the gap to validation, a verdict.")
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('evaluate')
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    paths, log = exp.paths, get_logger('evaluate')
     path, record = find_checkpoint(checkpoint, paths.classifier), paths.reports/'final_test_openings.json'
     openings = _openings(record)
     if openings and not force:

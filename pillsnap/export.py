@@ -19,7 +19,7 @@ from .io import write_json
 from .model import find_checkpoint, load_classifier
 from .metrics import match_boxes
 from .prepare import classifier_data
-from .config import ConfigError, JobFailed, exp_paths, get_logger, pick_device
+from .config import Experiment, ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
 from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, load_detector,
@@ -284,11 +284,13 @@ def _int8_export(cfg, model, fp32:Path, tmp:Path, calib_loader, val_loader)->tup
                    top1_change=round(q['top1_onnx'] - q['top1_torch'], 4), top1_agreement=q['top1_agreement'])
 
 # %% ../nbs/07_ship.export.ipynb #cc22f057
-def export_experiment(cfg, # resolved settings (`export.*`, `detector.*`)
+def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.*`, `detector.*`)
                       checkpoint:str='best', # classifier checkpoint: best, last or a path
                      )->dict: # parity and benchmark results, file paths
     "Export an experiment's classifier and detector to ONNX, check parity, quantise, benchmark; files in {exp}/export."
-    paths, e, log = exp_paths(cfg.paths.exp_dir), cfg.export, get_logger('export')
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    paths, e, log = exp.paths, cfg.export, get_logger('export')
     out = paths.export; out.mkdir(parents=True, exist_ok=True)
     model, ck = load_classifier(find_checkpoint(checkpoint, paths.classifier))
     d = classifier_data(cfg)

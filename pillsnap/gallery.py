@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .io import write_json
-from .config import ConfigError, amp_dtype, exp_paths, get_logger, pick_device
+from .config import Experiment, ConfigError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
@@ -273,12 +273,14 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     return g, report
 
 # %% ../nbs/05b_infer.gallery.ipynb #1101e12c
-def build_gallery(cfg, # resolved settings of a trained experiment
+def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                   checkpoint:str='best', # 'best', 'last' or a path
                  )->Gallery:
     ("The gallery of a trained experiment — its trained drugs and enrolled drugs —"
      " tuned and measured on validation and held-out photos.")
-    paths, log = exp_paths(cfg.paths.exp_dir), get_logger('retrieval')
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    paths, log = exp.paths, get_logger('retrieval')
     # no enrolment lands between reading the enrolled crops and writing the gallery
     with gallery_lock(retrieval_dir(paths.root)):
         g, report = _build_gallery(cfg, checkpoint)
@@ -292,7 +294,7 @@ def build_gallery(cfg, # resolved settings of a trained experiment
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #65fb6116
-def few_shot(cfg, # resolved settings of a prepared experiment
+def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved settings)
              shots=(1, 5), # photos enrolled per drug
              trained:bool=True, # the experiment's trained classifier (best.pt), or its configured start untrained
              per_drug:int=64, # most training crops embedded per drug (the enrolment pool)
@@ -301,6 +303,8 @@ def few_shot(cfg, # resolved settings of a prepared experiment
             )->dict:
     "Top-1 of identifying validation crops by nearest prototype, each drug enrolled from `n` training crops."
     from pillsnap.classifier import build_classifier
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
     d, device = classifier_data(cfg), pick_device(cfg.device)
     if embedder or trained:
         model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))

@@ -19,7 +19,7 @@ import pandas as pd
 from .aihub import (INDEX_COLUMNS, PROBLEM_COLUMNS, DrugTable, build_yolo_tree, extract_release, index_problems,
                             index_schema, load_class_map, read_class_map, release_fingerprint, release_listing,
                             save_index, shipped_archives, update_class_map, write_index)
-from .config import ConfigError, exp_paths, get_logger, load_config
+from .config import Experiment, ConfigError, exp_paths, get_logger, load_config
 from .io import file_sha256, read_json, read_parquet_lists, write_json, write_parquet, write_text
 from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset, wild_dataset
@@ -367,11 +367,13 @@ def _cache_step(cfg, manifests:dict, root:Path, data_dir:Path)->dict:
     return caches
 
 # %% ../nbs/02e_data.prepare.ipynb #deb92d9a
-def prepare(cfg, # resolved settings (`load_config`)
+def prepare(exp, # an `Experiment`, or its resolved settings
             force:bool=False, # prepare other data even into an experiment with trained models (`check_prepare`)
            )->dict: # {what: path} of everything written
     "Turn a dataset in the AI Hub layout (or as shipped) into everything training needs, reusing what is still valid."
-    log, paths = get_logger('prepare'), exp_paths(cfg.paths.exp_dir)
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    log, paths = get_logger('prepare'), exp.paths
     root, data_dir = Path(cfg.data.root), paths.data
     check_prepare(cfg, force)
     data_dir.mkdir(parents=True, exist_ok=True)

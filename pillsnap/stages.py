@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 import pillsnap
-from .config import JobFailed, PillsnapError, exp_paths, get_logger, save_config
+from .config import Experiment, JobFailed, PillsnapError, get_logger, save_config
 
 # %% ../nbs/08_run.stages.ipynb #2d362b1a
 class StageFailed(JobFailed, RuntimeError):
@@ -58,14 +58,14 @@ def job_notebook(nb:dict, # a stage notebook, as JSON
 
 # %% ../nbs/08_run.stages.ipynb #847fc8a6
 def run_stage(name:str, # the stage notebook, e.g. '04a_train.classifier'
-              cfg, # resolved settings, already snapshotted by `start_run`
+              exp, # an `Experiment` (or its resolved settings), already snapshotted by `Experiment.start`
               run:str, # the run's name, e.g. 'train-cls'
               config_file:str|Path|None=None, # the settings file the job reads (default: the experiment's snapshot)
               **params, # more notebook parameters (besides `config`)
              )->Path: # the executed notebook
     "Run a stage notebook's job cells (`job_notebook`) in papermill; its executed copy in `{exp}/runs/` is the report."
     import papermill as pm
-    paths, nb = exp_paths(cfg.paths.exp_dir), stage_notebook(name)
+    paths, nb = Experiment.of(exp).paths, stage_notebook(name)
     out = paths.runs/f"{run}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
     get_logger('stages').info(f'running {nb.name} with papermill; the report will be {out}')
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,17 +83,18 @@ def run_stage(name:str, # the stage notebook, e.g. '04a_train.classifier'
     return out
 
 # %% ../nbs/08_run.stages.ipynb #00b092e2
-def job_config(cfg, # resolved settings
+def job_config(exp, # an `Experiment`, or its resolved settings
                run:str, # the run's name, e.g. 'train-cls'
               )->Path:
     "The settings file a stage job reads: the whole resolved configuration, one-shot requests (resume) included."
-    return save_config(cfg, exp_paths(cfg.paths.exp_dir).runs/f'{run}-config.yaml')
+    exp = Experiment.of(exp)
+    return save_config(exp.cfg, exp.paths.runs/f'{run}-config.yaml')
 
 # %% ../nbs/08_run.stages.ipynb #cc50c9d8
 def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
-            cfg, # resolved settings, already snapshotted by `start_run`
+            exp, # an `Experiment` (or its resolved settings), already snapshotted by `Experiment.start`
             run:str, # the run's name, e.g. 'train-cls'
-            job, # job(cfg, **params): the same work in this process
+            job, # job(exp, **params): the same work in this process
             in_process:bool=False, # run `job` even when the notebook is installed (--no-notebook)
             **params, # the job's parameters, passed to the notebook too
            )->tuple: # (the job's result, or None when the notebook ran; the executed notebook, or None)
@@ -102,15 +103,17 @@ def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
     if nb is None and not in_process:
         get_logger('stages').warning(f'the stage notebooks are not installed beside pillsnap: '
                                      f'{run} runs without its report')
-    if nb is None or in_process: return job(cfg, **params), None
-    return None, run_stage(notebook, cfg, run, config_file=job_config(cfg, run), **params)
+    if nb is None or in_process: return job(exp, **params), None
+    exp = Experiment.of(exp)
+    return None, run_stage(notebook, exp, run, config_file=job_config(exp, run), **params)
 
 # %% ../nbs/08_run.stages.ipynb #cf9cb6c6
-def calibrated(cfg, # resolved settings of an experiment whose classifier has just been trained
+def calibrated(exp, # an experiment (an `Experiment`, or its resolved settings) whose classifier has just been trained
               )->dict: # its metrics.json, with the temperature and the calibrated ECE
     "Calibrate a new classifier (`06_judge.evaluate`), build its gallery (`05b_infer.gallery`) and read its metrics."
     from pillsnap.evaluate import calibrate_classifier
     from pillsnap.gallery import build_gallery
-    calibrate_classifier(cfg, 'best')
-    if cfg.retrieval.build: build_gallery(cfg, 'best')
-    return json.loads((exp_paths(cfg.paths.exp_dir).classifier/'metrics.json').read_text())
+    exp = Experiment.of(exp)
+    calibrate_classifier(exp, 'best')
+    if exp.cfg.retrieval.build: build_gallery(exp, 'best')
+    return json.loads((exp.paths.classifier/'metrics.json').read_text())
