@@ -299,7 +299,7 @@ def pillsnap_gate(
     paths = ex.paths
     if baseline: require_experiment(baseline, fix='give an experiment with a trained classifier')
     ex.log('gate', writes="'pillsnap gate' (it writes reports/)")
-    r = stage_gate(paths.root, stage, baseline, latency_photos, settings=_overrides(settings))
+    r = stage_gate(ex, stage, baseline, latency_photos)
     num = lambda v: '-' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v))
     for c in r['criteria']:
         mark = {True: 'pass', False: 'FAIL', None: 'n/a '}[c['passed']]

@@ -558,11 +558,17 @@ def new(cls:Experiment, root:str|Path|None=None, # the experiment folder (defaul
 # %% ../nbs/00a_config.ipynb #d768c5aa
 @patch(cls_method=True)
 def of(cls:Experiment, exp, # an `Experiment`, resolved settings (`paths.exp_dir` names the folder) or a folder
+       settings:list|dict=(), # more `key=value` settings (or a mapping) for this call
+       fix:str|None=None, # what the error says to do when a folder is no experiment
       )->Experiment:
-    "The experiment a stage function works on, from what its caller holds; settings are never resolved twice."
-    if isinstance(exp, cls): return exp
-    if isinstance(exp, dict): return cls(exp)
-    return cls.open(exp)
+    "The experiment a stage function works on, from what its caller holds; settings are resolved again only if added."
+    if not settings:
+        if isinstance(exp, cls): return exp
+        return cls(exp) if isinstance(exp, dict) else cls.open(exp, fix=fix)
+    more = parse_overrides(settings) if isinstance(settings, (list, tuple)) else dict(settings)
+    if isinstance(exp, cls):  # the snapshot again, with what `exp`'s command line changed and the new settings on top
+        return cls.open(exp.root, {**{k: after for k, (_, after) in exp.changes.items()}, **more}, fix=fix)
+    return cls.open(exp['paths']['exp_dir'] if isinstance(exp, dict) else exp, more, fix=fix)
 
 # %% ../nbs/00a_config.ipynb #c2881799
 @patch

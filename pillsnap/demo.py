@@ -88,7 +88,7 @@ def _judge_step(exp)->tuple:
     "The stage gate's decision and the advisor's recommendations on the experiment."
     exp = Experiment.of(exp)
     cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
-    gate = stage_gate(paths.root, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
+    gate = stage_gate(exp, stage=cfg.data.stage or 1, latency_photos=10)  # the demo's data is stage-1 sized
     advice = advise(paths.root)
     log.info(f"stage gate: {gate['decision']} (stage {gate['stage']}, score {gate['performance_score']:.3f})\n"
              + menu_text(advice))

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .model import load_checkpoint
-from .config import ConfigError, exp_config, exp_paths, get_logger
+from .config import ConfigError, Experiment, exp_config, exp_paths, get_logger
 from .data import load_manifest, pill_rows
 from .detector import load_detector
 from .evaluate import real_reports
@@ -107,16 +107,17 @@ def machine()->dict:
 # %% ../nbs/06a_judge.gates.ipynb #bacf8db4
 def _pct(a, q): return round(float(np.percentile(a, q)), 2) if len(a) else None
 
-def measure_latency(exp:str|Path, # a trained experiment
+def measure_latency(exp:str|Path|Experiment, # a trained experiment (its folder or its `Experiment`)
                     photos:int=20, # timed calls per mode (validation photos, taken again in turn when fewer)
                     backend:str|None=None, # torch | onnx (default: onnx when exported)
                     device:str|None=None, # default: the experiment's
                     settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot
                    )->dict: # written to {exp}/reports/latency.json
     "Per-photo latency of single mode (and combo mode, with a detector): p50 and p95 of the whole call and its parts."
-    paths = exp_paths(exp)
+    exp = Experiment.of(exp, settings)
+    paths = exp.paths
     backend = backend or ('onnx' if (paths.export/'classifier.onnx').is_file() else 'torch')
-    pred = Predictor.from_exp(paths.root, backend=backend, device=device, settings=settings)
+    pred = Predictor.from_exp(exp, backend=backend, device=device)
     m = load_manifest(paths.data, 'val')
     root = Path(pred.cfg.data.root)
     out = dict(backend=backend, device=str(pred.device), machine=machine(), photos=photos)
@@ -248,15 +249,15 @@ def with_real_targets(gate:dict, # a stage's `gate` settings
     return {**gate, 'targets': {**gate['targets'], **chosen}}
 
 # %% ../nbs/06a_judge.gates.ipynb #1b238c14
-def stage_gate(exp:str|Path, # a trained experiment
+def stage_gate(exp:str|Path|Experiment, # a trained experiment (its folder or its `Experiment`)
                stage:int|None=None, # default: the experiment's data.stage
                baseline:str|Path|None=None, # an earlier experiment accuracy may not fall below (by over max_acc_drop)
                latency_photos:int=20, # photos per mode for the latency benchmark (0: use reports/latency.json as it is)
                settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot, e.g. device
               )->dict: # reports/stage_gate.json
     "Judge an experiment against its stage's criteria and record the decision."
-    paths = exp_paths(exp)
-    cfg = exp_config(paths.root, settings if isinstance(settings, dict) else list(settings))
+    exp = Experiment.of(exp, settings)
+    cfg, paths = exp.cfg, exp.paths
     stage = stage if stage is not None else cfg.data.stage
     if stage is None:
         raise ConfigError(f'{paths.root} has no data.stage — pass --stage 1-4 to say which stage to judge it by')
@@ -266,13 +267,13 @@ def stage_gate(exp:str|Path, # a trained experiment
         raise ConfigError(f'{paths.root} has no trained classifier — pillsnap train-cls --exp {paths.root}')
     lat, pipeline_ok = None, None
     if latency_photos:
-        try: lat, pipeline_ok = measure_latency(paths.root, latency_photos, settings=settings), True
+        try: lat, pipeline_ok = measure_latency(exp, latency_photos), True
         except Exception as e:
             get_logger('gates').warning(f'the pipeline failed on the validation photos: {type(e).__name__}: {e}')
             pipeline_ok = False
     sets = real_sets(cfg)
     if sets and latency_photos:  # the real photos, read again with the models as they are now
-        real_reports(Predictor.from_exp(paths.root, settings=settings))
+        real_reports(Predictor.from_exp(exp))
     measured, evidence = measurements(paths.root, lat, [s['name'] for s in sets])
     evidence.update(pipeline_runs=paths.reports/'latency.json', classifier_loads=paths.classifier/'best.pt',
                     detector_loads=paths.detector/'detector.safetensors', onnx_export_passes=paths.export/'parity.json',

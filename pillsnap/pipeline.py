@@ -228,9 +228,7 @@ def from_exp(cls:Predictor,
              backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
             ):
     "The predictor of a trained experiment: its PyTorch checkpoint, or the ONNX files of `pillsnap export`."
-    if not isinstance(exp, Experiment) or settings:
-        exp = Experiment.open(exp.root if isinstance(exp, Experiment) else exp, settings,
-                              fix=f'train one with pillsnap train-cls --exp {exp}')
+    exp = Experiment.of(exp, settings, fix=f'train one with pillsnap train-cls --exp {Path(exp)}')
     cfg, paths, exp = exp.cfg, exp.paths, exp.root
     backend, device = backend or cfg.pipeline.backend, device or cfg.device
     table, gallery = DrugTable.load(paths.data/'drug_table.json', {}), load_gallery(retrieval_dir(exp))
