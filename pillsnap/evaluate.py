@@ -644,6 +644,35 @@ def _test_classifier(cfg, path:Path)->dict:
     m = classification_metrics(softmax_t(logits, float(ck.get('temperature') or 1.0)), ys)
     return {k: v for k, v in m.items() if k != 'per_class'} | dict(skipped=len(rows) - len(ys))
 
+# %% ../nbs/06_judge.evaluate.ipynb #e6ac395e
+def _open_test(paths, path:Path, force:bool)->list:
+    "Record one more look at the test split (before a photo is read), or refuse a second one unless forced."
+    record = paths.reports/'final_test_openings.json'
+    openings = _openings(record)
+    if openings and not force:
+        raise TestAlreadyOpened(f"the test split of {paths.root} was opened on {openings[0]['at']} "
+                                f"({len(openings)} look(s); results in {paths.reports/'final_test_results.json'}) "
+                                "— looking again turns it into a validation set; "
+                                "pass --force to open it anyway (recorded)")
+    openings.append(dict(at=time.strftime('%Y-%m-%d %H:%M:%S %z'), checkpoint=str(path), forced=bool(force)))
+    write_json(record, openings)
+    return openings
+
+# %% ../nbs/06_judge.evaluate.ipynb #1d806571
+def _test_checks(test:dict, gate:dict|None)->list:
+    "The stage's criteria (06a_judge.gates), at least these on the test photos: one check per number it sets."
+    if not gate: return []
+    crit = lambda name, target: dict(criterion=name, target=target, measured=test[name],
+                                     passed=test[name] is not None and test[name] >= target)
+    g, t = gate['go_no_go'], gate['targets']
+    acc = t.get('classification_accuracy') or {}  # the stage's accuracy bar, as `gate` judges it (both rows)
+    bar = max(g['min_accuracy'] - g['epsilon_acc'], acc.get('min', 0) - acc.get('tolerance', 0))
+    checks = [crit('classifier_top1', round(bar, 4))]
+    if 'classification_macro_f1' in t: checks.append(crit('classifier_macro_f1', t['classification_macro_f1']['min']))
+    if test.get('detector_map50') is not None and 'detection_map50' in t:
+        checks.append(crit('detector_map50', t['detection_map50']['min']))
+    return checks
+
 # %% ../nbs/06_judge.evaluate.ipynb #73fda7a6
 def final_test(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                checkpoint:str='best', # the classifier checkpoint
@@ -653,21 +682,13 @@ def final_test(exp, # a trained experiment (an `Experiment`, or its resolved set
     ("The one door to the locked test split: classifier and both modes on the test photos,"
      " the gap to validation, a verdict.")
     exp = Experiment.of(exp)
-    cfg = exp.cfg
-    paths, log = exp.paths, get_logger('evaluate')
-    path, record = find_checkpoint(checkpoint, paths.classifier), paths.reports/'final_test_openings.json'
-    openings = _openings(record)
-    if openings and not force:
-        raise TestAlreadyOpened(f"the test split of {paths.root} was opened on {openings[0]['at']} "
-                                f"({len(openings)} look(s); results in {paths.reports/'final_test_results.json'}) "
-                                "— looking again turns it into a validation set; "
-                                "pass --force to open it anyway (recorded)")
-    openings.append(dict(at=time.strftime('%Y-%m-%d %H:%M:%S %z'), checkpoint=str(path), forced=bool(force)))
-    write_json(record, openings)  # recorded before a single test photo is read
+    cfg, paths, log = exp.cfg, exp.paths, get_logger('evaluate')
+    path = find_checkpoint(checkpoint, paths.classifier)
+    openings = _open_test(paths, path, force)
     log.info(f'opening the test split of {paths.root} (look {len(openings)})')
     with final_evaluation():
         cls = _test_classifier(cfg, path)
-        pipe = evaluate_pipeline(Predictor.from_exp(paths.root, str(path)), 'test', write=False)
+        pipe = evaluate_pipeline(Predictor.from_exp(exp, str(path)), 'test', write=False)
         weights = paths.detector/'detector.safetensors'
         det = (evaluate_detector(cfg, weights, detector_data(cfg), 'test', name='final-test')
                if weights.is_file() else None)
@@ -678,19 +699,7 @@ def final_test(exp, # a trained experiment (an `Experiment`, or its resolved set
                 detector_map50=det and det['map50'])
     gap = {k: round(val[k] - v, 4) for k, v in test.items() if v is not None and val.get(k) is not None}
     stage = cfg.data.stage
-    # the stage's criteria (06a_judge.gates): at least these, on the test photos
-    gate = cfg.stages[str(stage)]['gate'] if stage is not None else None
-    crit = lambda name, target: dict(criterion=name, target=target, measured=test[name],
-                                     passed=test[name] is not None and test[name] >= target)
-    checks = []
-    if gate:
-        g, t = gate['go_no_go'], gate['targets']
-        acc = t.get('classification_accuracy') or {}  # the stage's accuracy bar, as `gate` judges it (both rows)
-        bar = max(g['min_accuracy'] - g['epsilon_acc'], acc.get('min', 0) - acc.get('tolerance', 0))
-        checks.append(crit('classifier_top1', round(bar, 4)))
-        if 'classification_macro_f1' in t:
-            checks.append(crit('classifier_macro_f1', t['classification_macro_f1']['min']))
-        if det and 'detection_map50' in t: checks.append(crit('detector_map50', t['detection_map50']['min']))
+    checks = _test_checks(test, cfg.stages[str(stage)]['gate'] if stage is not None else None)
     missed = [c['criterion'] for c in checks if not c['passed']]
     verdict = ('ready' if checks and not missed
                else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))
