@@ -381,25 +381,43 @@ def plot_history(history:list, # `history.json` rows
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04a_train.classifier.ipynb #27e43c9a
+def _resume_point(cfg, d, folder:Path)->dict|None:
+    "The checkpoint `train.resume` names, checked against the model and data (None: train afresh)."
+    t, log = cfg.train, get_logger('classifier')
+    if not t.resume: return None
+    path = find_checkpoint(t.resume, folder)
+    ck = load_checkpoint(path)
+    check_checkpoint(ck, cfg.classifier.model, len(d.class_map), d.pre.version, path)
+    log.info(f"resuming from {path} after epoch {ck['epoch']} of {t.epochs}")
+    if ck['epoch'] >= t.epochs: log.info('that run already finished; evaluating it')
+    return ck
+
+# %% ../nbs/04a_train.classifier.ipynb #97b0b2c0
+def _training_record(learn, seconds:float, world:int, same:bool, channels_last:bool)->dict:
+    "What a training run did, for metrics.json: time, device, precision, batch, throughput, memory, OOM events."
+    perf, oom, ckpt = find_cb(learn, StepLogger).perf, find_cb(learn, OOMFallback), find_cb(learn, Checkpointer)
+    busy = max(perf['data_s'] + perf['compute_s'], 1e-9)
+    return dict(epochs=len(ckpt.history), seconds=round(seconds, 1), device=str(learn.dls.device),
+                precision=learn.precision, compiled=learn.model is not core(learn.model),
+                channels_last=bool(channels_last),
+                batch_size=learn.dls.train.batch_size * world, auto_batch=ckpt.meta.get('auto_batch'),
+                processes=world, replicas_identical=same, images=perf['images'] * world,
+                images_per_s=round(perf['images'] * world / busy, 1), data_share=round(perf['data_s'] / busy, 4),
+                peak_cuda_mb=round(perf['peak_cuda_mb'], 1), oom_events=oom.events if oom else [],
+                code=code_version())
+
 # %% ../nbs/04a_train.classifier.ipynb #71641ed4
 def train_classifier(exp, # an `Experiment`, or its resolved settings
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
     "Train an experiment's classifier (resuming if `train.resume` says so) and evaluate its best checkpoint."
     exp = Experiment.of(exp)
-    cfg = exp.cfg
+    cfg, paths, log, t = exp.cfg, exp.paths, get_logger('classifier'), exp.cfg.train
     # in several processes the first one evaluates; the others return {}
-    paths, log, t = exp.paths, get_logger('classifier'), cfg.train
     d = classifier_data(cfg)
     if gone := clean_stale_temps(paths.classifier):
         log.info(f"removed the temporary files of killed checkpoint writes: {', '.join(gone)}")
-    ck = None
-    if t.resume:
-        path = find_checkpoint(t.resume, paths.classifier)
-        ck = load_checkpoint(path)
-        check_checkpoint(ck, cfg.classifier.model, len(d.class_map), d.pre.version, path)
-        log.info(f"resuming from {path} after epoch {ck['epoch']} of {t.epochs}")
-        if ck['epoch'] >= t.epochs: log.info('that run already finished; evaluating it')
-    learn = build_learner(cfg, d, ck)
+    learn = build_learner(cfg, d, _resume_point(cfg, d, paths.classifier))
     rank, world, _ = dist_env()
     log.info(f"training {cfg.classifier.model} on {len(d.train)} crops, {len(d.class_map)} classes, {learn.precision}, "
              f"batch {learn.dls.train.batch_size * world}"
@@ -410,7 +428,6 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
         learn.fit(t.epochs, start_epoch=learn.start_epoch_, cbs=[ParamScheduler(learn.schedule)])
     seconds = time.perf_counter() - t0
     if getattr(learn, 'stopped', None): raise TrainingStopped(learn.stopped)
-    perf, oom = find_cb(learn, StepLogger).perf, find_cb(learn, OOMFallback)
     same = replicas_agree(learn.model) if world > 1 else True
     if not same:
         log.error(f'the {world} processes ended with different weights: '
@@ -418,24 +435,7 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
     if rank:  # the first process evaluates and writes; the others are done
         torch.distributed.destroy_process_group(); return {}
     out = evaluate_classifier(cfg, 'best', d)
-    busy = max(perf['data_s'] + perf['compute_s'], 1e-9)
-    out['training'] = dict(
-        epochs=len(find_cb(learn, Checkpointer).history),
-        seconds=round(seconds, 1),
-        device=str(learn.dls.device),
-        precision=learn.precision,
-        compiled=learn.model is not core(learn.model),
-        channels_last=bool(t.channels_last),
-        batch_size=learn.dls.train.batch_size * world,
-        auto_batch=find_cb(learn, Checkpointer).meta.get('auto_batch'),
-        processes=world,
-        replicas_identical=same,
-        images=perf['images'] * world,
-        images_per_s=round(perf['images'] * world / busy, 1),
-        data_share=round(perf['data_s'] / busy, 4),
-        peak_cuda_mb=round(perf['peak_cuda_mb'], 1),
-        oom_events=oom.events if oom else [],
-        code=code_version())
+    out['training'] = _training_record(learn, seconds, world, same, t.channels_last)
     write_json(paths.classifier/'metrics.json', out)
     if world > 1: torch.distributed.destroy_process_group()
     return out
