@@ -198,6 +198,33 @@ class _RestoreScaler(Callback):
     def before_fit(self):
         if getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.state)
 
+# %% ../nbs/04a_train.classifier.ipynb #235847fc
+def _train_device(pref:str)->torch.device:
+    "The device this process trains on: `device`, and in a distributed launch on GPUs its own GPU; TF32 on CUDA."
+    device, (_, world, local) = pick_device(pref), dist_env()
+    if world > 1 and device.type == 'cuda':  # one GPU per process
+        device = torch.device('cuda', local); torch.cuda.set_device(device)
+    if device.type == 'cuda': enable_tf32()
+    return device
+
+# %% ../nbs/04a_train.classifier.ipynb #28b5ee96
+def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None)->tuple:
+    "(batch, learning rate, the batch the GPU search found): a resumed run's, the search's (lr scaled), or the settings'."
+    log, world = get_logger('classifier'), dist_env()[1]
+    bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
+    found = ck.get('auto_batch') if ck else None  # the batch the GPU search found (a resumed run keeps it)
+    if t.auto_batch and world > 1 and device.type == 'cuda':
+        log.info(f'train.auto_batch is off with {world} processes: train.batch_size={bs} is the global batch')
+    elif t.auto_batch and ck is None:
+        found = auto_batch_size(model, img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
+        if found:
+            # settings older than the rule: its default
+            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)
+            lr, bs = scaled_lr(lr, bs, found, rule, most), found
+            log.info(f'batch {bs}, learning rate {lr:.3g} '
+                     f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
+    return bs, lr, found
+
 # %% ../nbs/04a_train.classifier.ipynb #49acee86
 def build_learner(cfg, # resolved settings
                   d:ClassifierData, # from `classifier_data`
@@ -205,29 +232,15 @@ def build_learner(cfg, # resolved settings
                  )->Learner:
     "The fastai `Learner` with every training callback the settings ask for."
     check_train_settings(cfg)
-    t, log, paths = cfg.train, get_logger('classifier'), exp_paths(cfg.paths.exp_dir)
-    device, n_classes, pre = pick_device(cfg.device), len(d.class_map), d.pre
-    rank, world, local = dist_env()
-    if world > 1 and device.type == 'cuda':  # one GPU per process
-        device = torch.device('cuda', local); torch.cuda.set_device(device)
-    if device.type == 'cuda': enable_tf32()
+    t, paths = cfg.train, exp_paths(cfg.paths.exp_dir)
+    device, n_classes, pre = _train_device(cfg.device), len(d.class_map), d.pre
+    rank, world, _ = dist_env()
     seed_everything(cfg.seed)
     model = build_classifier(cfg, n_classes, pre, load_weights=ck is None).to(device)
     if ck: model.load_state_dict(ck['model'])
     if t.channels_last: model = model.to(memory_format=torch.channels_last)  # before compile, so the graph sees it
     dtype = amp_dtype(t.amp, device)
-    bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
-    found = ck.get('auto_batch') if ck else None  # the batch the GPU search found (a resumed run keeps it)
-    if t.auto_batch and world > 1 and device.type == 'cuda':
-        log.info(f'train.auto_batch is off with {world} processes: train.batch_size={bs} is the global batch')
-    elif t.auto_batch and ck is None:
-        found = auto_batch_size(model, pre.img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
-        if found:
-            # settings older than the rule: its default
-            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)
-            lr, bs = scaled_lr(lr, bs, found, rule, most), found
-            log.info(f'batch {bs}, learning rate {lr:.3g} '
-                     f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
+    bs, lr, found = _batch_and_lr(t, model, pre.img_size, device, dtype, ck)
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version,
                 k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg),
