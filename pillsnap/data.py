@@ -155,6 +155,44 @@ def named_classes(only:list|str|None, # `data.classes`
                           "— check the K-codes (e.g. K-000059) against the release's labels")
     return set(codes)
 
+# %% ../nbs/02b_data.splits.ipynb #4d2c88cc
+def _split_singles(df:pd.DataFrame, singles:pd.DataFrame, val_fraction:float, seed:int, max_samples:int|None):
+    "Each chosen drug's single-pill photos into val and train (`df.subset`): seeded, grouped by source photo."
+    no_val = []  # drugs validation cannot measure
+    quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
+    for code, g in singles.groupby('code', sort=True):
+        keys = _groups(g)  # a source photo's copies share a group; a release photo is its own
+        uniq = sorted(set(keys))
+        rank = {uniq[j]: r for r, j in enumerate(hash_rank(seed, uniq))}
+        pos = np.argsort([rank[k] for k in keys], kind='stable')
+        order, ks = g.index[pos], [keys[i] for i in pos]
+        order = order[:quota] if quota else order
+        n_val = max(1, round(len(order) * val_fraction)) if len(order) >= 2 else 0
+        while 0 < n_val < len(order) and ks[n_val] == ks[n_val - 1]: n_val += 1  # a group stays on one side
+        if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
+        if not n_val: no_val.append(code)
+        df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
+    if no_val:
+        get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo "
+                                   "(a single photo, or every photo from one source photo): validation does not "
+                                   f"measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
+
+# %% ../nbs/02b_data.splits.ipynb #513414c1
+def _split_combos(df:pd.DataFrame, combos:pd.DataFrame, val_fraction:float, seed:int, max_combos:int|None):
+    "Whole combinations into val and train (`df.subset`), by seeded rank; `max_combos` keeps the first that fit."
+    groups = sorted(combos.code.unique())
+    # whole combinations in seeded order, while their photos fit
+    if max_combos is not None and len(combos) > max_combos:
+        size, kept, n = combos.code.value_counts(), [], 0
+        for g in np.array(groups)[hash_rank(seed, groups)]:
+            if kept and n + size[g] > max_combos: break
+            kept.append(g); n += size[g]
+        groups = sorted(kept)
+    n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
+    val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
+    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val',
+                                              np.where(combos.code.isin(set(groups)), 'train', None))
+
 # %% ../nbs/02b_data.splits.ipynb #bd0ad713
 def assign_splits(index:pd.DataFrame, # from `index_release`
                   val_fraction:float=0.15, # share of each class's AI Hub 'train' photos used for validation
@@ -185,36 +223,8 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
     classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
-    no_val = []  # drugs validation cannot measure
-    quota = per_class_quota(singles.code.value_counts().to_dict(), max_samples)
-    for code, g in singles.groupby('code', sort=True):
-        keys = _groups(g)  # a source photo's copies share a group; a release photo is its own
-        uniq = sorted(set(keys))
-        rank = {uniq[j]: r for r, j in enumerate(hash_rank(seed, uniq))}
-        pos = np.argsort([rank[k] for k in keys], kind='stable')
-        order, ks = g.index[pos], [keys[i] for i in pos]
-        order = order[:quota] if quota else order
-        n_val = max(1, round(len(order) * val_fraction)) if len(order) >= 2 else 0
-        while 0 < n_val < len(order) and ks[n_val] == ks[n_val - 1]: n_val += 1  # a group stays on one side
-        if n_val == len(order): n_val = 0  # one group: no validation photo without a leak
-        if not n_val: no_val.append(code)
-        df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
-    if no_val:
-        get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo "
-                                   "(a single photo, or every photo from one source photo): validation does not "
-                                   f"measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
-    groups = sorted(combos.code.unique())
-    # whole combinations in seeded order, while their photos fit
-    if max_combos is not None and len(combos) > max_combos:
-        size, kept, n = combos.code.value_counts(), [], 0
-        for g in np.array(groups)[hash_rank(seed, groups)]:
-            if kept and n + size[g] > max_combos: break
-            kept.append(g); n += size[g]
-        groups = sorted(kept)
-    n_val = max(1, round(len(groups) * val_fraction)) if len(groups) >= 2 else 0
-    val_groups = {groups[i] for i in hash_rank(seed, groups)[:n_val]}
-    df.loc[combos.index, 'subset'] = np.where(combos.code.isin(val_groups), 'val',
-                                              np.where(combos.code.isin(set(groups)), 'train', None))
+    _split_singles(df, singles, val_fraction, seed, max_samples)
+    _split_combos(df, combos, val_fraction, seed, max_combos)
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
     if mix is not None: _mix(df, mix, seed)
