@@ -322,6 +322,56 @@ def wild_ppm(longs_mm:list, size:tuple, rng)->float:
     room = math.sqrt(0.25 * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter
     return max(min(ppm, room), MIN_PILL * max(W, H) / min(longs_mm))
 
+# %% ../nbs/01_synth.scenes.ipynb #b0363632
+def _distractors(img:np.ndarray, pill_px:float, rng):
+    "Up to four things that are not pills (crumbs, buttons, coins, …) laid on the scene, in place."
+    H, W = img.shape[:2]
+    for _ in range(int(rng.integers(0, 5))):  # distractors
+        kind = weighted_choice(rng, DISTRACTORS)
+        s = pill_px * (rng.uniform(0.2, 0.6) if kind == 'crumb'
+                       else rng.uniform(0.8, 1.8) if kind in ('button', 'coin') else rng.uniform(1.2, 3))
+        p = distractor(kind, min(s, 0.4 * min(W, H)), rng)
+        x, y = int(rng.integers(0, max(1, W - p.shape[1]))), int(rng.integers(0, max(1, H - p.shape[0])))
+        a = p[..., 3:]; h, w = p.shape[:2]
+        img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + p[..., :3] * a
+
+# %% ../nbs/01_synth.scenes.ipynb #8a579d8a
+def _lay_out(posed:list, region:np.ndarray, frame:np.ndarray, pile:bool, rng)->tuple:
+    "Where the pills go: (spots, visible masks, occluded shares); on the palm, else anywhere; in a pile, else apart."
+    H, W = frame.shape
+    for attempt in range(20):  # on the palm, else anywhere; in a pile, else apart
+        spots = place([(p.shape[1], p.shape[0]) for p in posed], region if attempt < 8 else frame, rng,
+                      pile and attempt < 14, max(2, int(0.01 * min(W, H))))
+        if spots is None: continue
+        full = []
+        for p, (x, y) in zip(posed, spots):
+            full.append(np.zeros((H, W), np.float32)); full[-1][y:y + p.shape[0], x:x + p.shape[1]] = p[..., 3]
+        vis, cover = [], np.zeros((H, W), np.float32)
+        for f in reversed(full):  # later pills lie on top
+            vis.append(f * (1 - cover)); cover = 1 - (1 - cover) * (1 - f)
+        vis = vis[::-1]
+        occluded = [round(1 - float((v > 0.5).sum()) / max(1.0, float((f > 0.5).sum())), 3) for v, f in zip(vis, full)]
+        if max(occluded) <= MAX_OCCLUDED: break
+    else: raise ValueError(f'no room for {len(posed)} pills of these sizes in {W}x{H}')
+    return spots, vis, occluded
+
+# %% ../nbs/01_synth.scenes.ipynb #98dd635e
+def _shadows(img:np.ndarray, posed:list, spots:list, away:float, rng):
+    "Each pill's shadow, hard or soft, cast at angle `away` (from the light), darkening `img` in place."
+    H, W = img.shape[:2]
+    hard = rng.random() < 0.4  # shadows, hard or soft, all cast away from the light
+    dx, dy = math.cos(away), math.sin(away)
+    for p, (x, y) in zip(posed, spots):
+        h, w = p.shape[:2]
+        L = max(1, rng.uniform(0.05, 0.2) * max(h, w))
+        blur = ImageFilter.GaussianBlur(max(0.6, (0.02 if hard else 0.12) * max(h, w)))
+        sh = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(blur)
+        s = np.asarray(sh, np.float32) / 255
+        ox, oy = int(x + dx * L), int(y + dy * L)
+        x0, y0, x1, y1 = max(0, ox), max(0, oy), min(W, ox + w), min(H, oy + h)
+        if x1 > x0 and y1 > y0:
+            img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
+
 # %% ../nbs/01_synth.scenes.ipynb #9aba49a7
 def wild_photo(posed:list, size:tuple, rng)->tuple:
     "Compose posed pills (RGBA arrays) into a wild scene: (image, boxes, masks, occluded)."
@@ -337,42 +387,11 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
     add_clutter(img, rng)
     pill_px = np.median([max(p.shape[:2]) for p in posed])
-    for _ in range(int(rng.integers(0, 5))):  # distractors
-        kind = weighted_choice(rng, DISTRACTORS)
-        s = pill_px * (rng.uniform(0.2, 0.6) if kind == 'crumb'
-                       else rng.uniform(0.8, 1.8) if kind in ('button', 'coin') else rng.uniform(1.2, 3))
-        p = distractor(kind, min(s, 0.4 * min(W, H)), rng)
-        x, y = int(rng.integers(0, max(1, W - p.shape[1]))), int(rng.integers(0, max(1, H - p.shape[0])))
-        a = p[..., 3:]; h, w = p.shape[:2]
-        img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + p[..., :3] * a
+    _distractors(img, pill_px, rng)
     posed = [shade_pill(p, rng) for p in posed]
     pile = len(posed) > 1 and rng.random() < 0.3
-    for attempt in range(20):  # on the palm, else anywhere; in a pile, else apart
-        spots = place([(p.shape[1], p.shape[0]) for p in posed], region if attempt < 8 else frame, rng,
-                      pile and attempt < 14, max(2, int(0.01 * min(W, H))))
-        if spots is None: continue
-        full = []
-        for p, (x, y) in zip(posed, spots):
-            full.append(np.zeros((H, W), np.float32)); full[-1][y:y + p.shape[0], x:x + p.shape[1]] = p[..., 3]
-        vis, cover = [], np.zeros((H, W), np.float32)
-        for f in reversed(full):  # later pills lie on top
-            vis.append(f * (1 - cover)); cover = 1 - (1 - cover) * (1 - f)
-        vis = vis[::-1]
-        occluded = [round(1 - float((v > 0.5).sum()) / max(1.0, float((f > 0.5).sum())), 3) for v, f in zip(vis, full)]
-        if max(occluded) <= MAX_OCCLUDED: break
-    else: raise ValueError(f'no room for {len(posed)} pills of these sizes in {W}x{H}')
-    hard = rng.random() < 0.4  # shadows, hard or soft, all cast away from the light
-    dx, dy = math.cos(ang + math.pi), math.sin(ang + math.pi)
-    for p, (x, y) in zip(posed, spots):
-        h, w = p.shape[:2]
-        L = max(1, rng.uniform(0.05, 0.2) * max(h, w))
-        blur = ImageFilter.GaussianBlur(max(0.6, (0.02 if hard else 0.12) * max(h, w)))
-        sh = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(blur)
-        s = np.asarray(sh, np.float32) / 255
-        ox, oy = int(x + dx * L), int(y + dy * L)
-        x0, y0, x1, y1 = max(0, ox), max(0, oy), min(W, ox + w), min(H, oy + h)
-        if x1 > x0 and y1 > y0:
-            img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
+    spots, vis, occluded = _lay_out(posed, region, frame, pile, rng)
+    _shadows(img, posed, spots, ang + math.pi, rng)
     for p, (x, y) in zip(posed, spots):
         h, w = p.shape[:2]; a = p[..., 3:]
         img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + p[..., :3] * a
