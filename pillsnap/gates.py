@@ -138,6 +138,35 @@ def measure_latency(exp:str|Path|Experiment, # a trained experiment (its folder 
 # %% ../nbs/06a_judge.gates.ipynb #c1bcb243
 def _read(p:Path)->dict: return read_json(p)[0] or {}  # missing or damaged: nothing measured
 
+# %% ../nbs/06a_judge.gates.ipynb #2e5db873
+def _training_measurements(paths, t:dict, train_file:Path, put):
+    "Training's numbers (throughput, batch, memory, loading time, OOM events, NaN losses, class imbalance) into `put`."
+    if t:
+        put('throughput_img_s', t.get('images_per_s'), train_file); put('batch_size', t.get('batch_size'), train_file)
+        put('gpu_memory_gb', round(t.get('peak_cuda_mb', 0) / 1024, 2), train_file)
+        if t.get('images_per_s'):
+            put('data_loading_s', round(t['data_share'] * t['batch_size'] / t['images_per_s'], 4), train_file)
+        put('oom_events', len(t.get('oom_events') or []), train_file)
+    hist = _read(paths.classifier/'history.json')
+    if hist:
+        nan = any(isinstance(h.get('valid_loss'), float) and math.isnan(h['valid_loss']) for h in hist)
+        put('loss_nan', nan, paths.classifier/'history.json')
+    train = load_manifest(paths.data, 'train') if (paths.data/'manifests').is_dir() else None
+    if train is not None:
+        counts = pill_rows(train).class_index.value_counts()
+        if len(counts):
+            put('class_imbalance_ratio', round(float(counts.max() / counts.min()), 2), paths.data/'manifests')
+
+# %% ../nbs/06a_judge.gates.ipynb #fd8814c9
+def _latency_measurements(src:Path, lat:dict|None, put):
+    "The latency benchmark's numbers (single and combo mode, whole call and parts) into `put`."
+    if not lat: return
+    s, cb = lat.get('single') or {}, lat.get('combo') or {}
+    put('latency_p95_ms', (s.get('total') or {}).get('p95'), src)
+    put('classification_ms', (s.get('classify') or {}).get('p50'), src)
+    put('detection_ms', (cb.get('detect') or {}).get('p50'), src)
+    put('combo_latency_p95_ms', (cb.get('total') or {}).get('p95'), src)
+
 # %% ../nbs/06a_judge.gates.ipynb #8a99f2cf
 def measurements(exp:str|Path, # a trained experiment
                  latency:dict|None=None, # from `measure_latency` (default: reports/latency.json if present)
@@ -166,28 +195,8 @@ def measurements(exp:str|Path, # a trained experiment
     for name, key in (('detection_map50', 'map50'), ('detection_map50_95', 'map50_95'),
                       ('detection_precision', 'precision'), ('detection_recall', 'recall')):
         put(name, dv.get(key), paths.detector/'metrics.json')
-    if t:
-        put('throughput_img_s', t.get('images_per_s'), train_file); put('batch_size', t.get('batch_size'), train_file)
-        put('gpu_memory_gb', round(t.get('peak_cuda_mb', 0) / 1024, 2), train_file)
-        if t.get('images_per_s'):
-            put('data_loading_s', round(t['data_share'] * t['batch_size'] / t['images_per_s'], 4), train_file)
-        put('oom_events', len(t.get('oom_events') or []), train_file)
-    hist = _read(paths.classifier/'history.json')
-    if hist:
-        nan = any(isinstance(h.get('valid_loss'), float) and math.isnan(h['valid_loss']) for h in hist)
-        put('loss_nan', nan, paths.classifier/'history.json')
-    train = load_manifest(paths.data, 'train') if (paths.data/'manifests').is_dir() else None
-    if train is not None:
-        counts = pill_rows(train).class_index.value_counts()
-        if len(counts):
-            put('class_imbalance_ratio', round(float(counts.max() / counts.min()), 2), paths.data/'manifests')
-    if lat:
-        src = paths.reports/'latency.json'
-        s, cb = lat.get('single') or {}, lat.get('combo') or {}
-        put('latency_p95_ms', (s.get('total') or {}).get('p95'), src)
-        put('classification_ms', (s.get('classify') or {}).get('p50'), src)
-        put('detection_ms', (cb.get('detect') or {}).get('p50'), src)
-        put('combo_latency_p95_ms', (cb.get('total') or {}).get('p95'), src)
+    _training_measurements(paths, t, train_file, put)
+    _latency_measurements(paths.reports/'latency.json', lat, put)
     _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(exp_config(paths.root))], put)
     return m, ev
 
