@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -100,6 +100,14 @@ rehearse: install
 # out-of-memory ladder, YOLO11m training, serving p50/p95 per backend; JSON and the README's rows (nbs/90_benchmarks.ipynb).
 gpu-check: install
 	$(BIN)/python tools/gpu_check.py --out work/gpu-check
+
+# ONNX Runtime's CUDA (and TensorRT, where installed) provider for `serve --backend onnx` and the export's parity check on a GPU:
+# onnxruntime-gpu takes the place of onnxruntime. Not a pip extra: both wheels ship the module `onnxruntime`, and installed side by
+# side whichever came last wins file by file. Run it again after `make install` reinstalls (a changed pyproject.toml).
+install-gpu: install
+	$(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
+	$(BIN)/python -m pip install --quiet 'onnxruntime-gpu>=1.20'
+	$(BIN)/python -c "import onnxruntime as o; print('ONNX Runtime', o.__version__, 'providers:', ', '.join(o.get_available_providers()))"
 
 # The production architectures (EfficientNetV2-S 384, YOLO11m 640) served on this CPU: p50/p95 per mode and backend (nbs/90_benchmarks.ipynb).
 bench-cpu: install

@@ -84,7 +84,8 @@ def ort_providers(device:str|torch.device='auto')->list:
             gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in have]
             return gpu + ['CPUExecutionProvider']
         get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider '
-                                      '(pip install onnxruntime-gpu) — ONNX runs on the CPU')
+                                      '(make install-gpu: onnxruntime-gpu in place of onnxruntime) — '
+                                      'ONNX runs on the CPU')
     return ['CPUExecutionProvider']
 
 # %% ../nbs/05_infer.runtime.ipynb #391d6836
