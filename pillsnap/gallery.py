@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['REAL_SHOTS', 'REAL_TAR', 'whitener', 'fit_scale', 'open_set', 'unknown_by_drug', 'real_open_set', 'embed_rows',
-           'build_gallery', 'few_shot', 'search_latency']
+           'build_gallery', 'enrolled_top1', 'few_shot', 'search_latency']
 
 # %% ../nbs/05b_infer.gallery.ipynb #21704c84
 import math, time
@@ -84,7 +84,7 @@ def unknown_by_drug(scores:torch.Tensor, # (m, drugs) `Gallery.scores` of photos
 
 # %% ../nbs/05b_infer.gallery.ipynb #d1be33d3
 def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, never changed
-                  emb:torch.Tensor, # (n, dim) embeddings of a real set's pills
+                  emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim) with their `quarter_turns`
                   codes, # (n,) each pill's drug
                   groups, # (n,) each pill's source photo
                   shots:int=3, # pills enrolled per product
@@ -95,6 +95,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
     codes, groups = np.asarray(codes), np.asarray(groups)
+    views = emb if emb.dim() == 3 else emb[:, None]  # enrolled as every view, asked as taken (the first)
     drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
     if len(drugs) < 3: return None
     n_held, studio = min(max(1, round(len(drugs) * held)), len(drugs) - 2), g.meta.get('threshold')
@@ -106,11 +107,11 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
         for k in drugs:
             if k in out: continue
             idx = rng.permutation(np.flatnonzero(codes == k))
-            trial.add(k, emb[idx[:shots]], photos=shots)
+            trial.add(k, views[idx[:shots]].flatten(0, 1), photos=shots)
             enrolled_from = set(groups[idx[:shots]])  # their photos: no query comes from them
             known += [i for i in idx[shots:] if groups[i] not in enrolled_from]
         unknown = np.flatnonzero(np.isin(codes, list(out)))
-        s_known, s_unknown = trial.scores(emb[known]), trial.scores(emb[unknown])
+        s_known, s_unknown = trial.scores(views[known, 0]), trial.scores(views[unknown, 0])
         best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
         o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
         runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'],
@@ -197,8 +198,8 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype)->dict|None:
     pills = pd.concat([real_pills(real_rows(s)) for s in sets], ignore_index=True)
     trained = set(g.codes) - set(g.enrolled())
     pills = pills[~pills.k_code.map(lambda k: k.split(':', 1)[-1] in trained)].reset_index(drop=True)
-    emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype)
     r = cfg.retrieval
+    emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype, turns=r.get('enrol_turns', 1))
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
                         seed=cfg.seed) if len(pos) else None
@@ -293,6 +294,38 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
              f" unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})" + measured)
     return g
 
+# %% ../nbs/05b_infer.gallery.ipynb #43b12986
+def enrolled_top1(pool:torch.Tensor, # (m, views, dim) embeddings of the enrolment pool (views: `quarter_turns`)
+                  codes:list, # the pool's drug per row
+                  keys:list, # a stable name per row (image:pill): ranked by `seed` to choose the enrolled ones
+                  queries:torch.Tensor, # (q, dim) embeddings of the photos to identify
+                  truth:list, # their drugs
+                  n:int, # photos enrolled per drug
+                  seed:int, # which n: the first by seeded hash rank
+                  r:dict|None=None, # retrieval settings: whiten, exemplars
+                 )->float:
+    "Top-1 of the queries by nearest prototype, each drug of the pool enrolled from `n` of its photos."
+    r, flat = r or {}, pool.flatten(0, 1)
+    g = Gallery(pool.shape[-1], center=flat.mean(0), whiten=whitener(flat) if r.get('whiten') else None,
+                exemplars=r.get('exemplars', 0))
+    for k, idx in pd.Series(codes).groupby(codes).indices.items():
+        first = idx[hash_rank(seed, [keys[i] for i in idx])][:n]
+        g.add(k, pool[first].flatten(0, 1), photos=min(n, len(idx)))
+    return float(np.mean(np.array(g.codes)[g.scores(queries).argmax(1).numpy()] == np.asarray(truth)))
+
+# %% ../nbs/05b_infer.gallery.ipynb #de15408e
+def _enrol_embedder(cfg, d, trained:bool, embedder)->tuple:
+    "(the model `few_shot` embeds with, what it is in words)."
+    from pillsnap.classifier import build_classifier
+    if not (embedder or trained):
+        return build_classifier(cfg, len(d.class_map), d.pre), f'untrained start ({cfg.classifier.pretrained})'
+    model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))
+    if ck['preprocess'] != d.pre.version:
+        raise ConfigError(f"the embedder's classifier preprocesses as {ck['preprocess']}, "
+                          f"this experiment's crops as {d.pre.version} — "
+                          "prepare it with the embedder's classifier.* settings")
+    return model, f'the trained classifier of {embedder}' if embedder else 'trained classifier'
+
 # %% ../nbs/05b_infer.gallery.ipynb #65fb6116
 def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved settings)
              shots=(1, 5), # photos enrolled per drug
@@ -300,38 +333,25 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
              per_drug:int=64, # most training crops embedded per drug (the enrolment pool)
              turns:int|None=None, # views per enrolled crop (`quarter_turns`; default: retrieval.enrol_turns)
              embedder:str|Path|None=None, # another experiment whose trained classifier embeds (unseen drugs enrolled)
+             draws:int=1, # enrolments drawn per count (seeds seed, seed + 1, …): their mean, and each draw's top-1
             )->dict:
     "Top-1 of identifying validation crops by nearest prototype, each drug enrolled from `n` training crops."
-    from pillsnap.classifier import build_classifier
-    exp = Experiment.of(exp)
-    cfg = exp.cfg
+    cfg = Experiment.of(exp).cfg
     d, device = classifier_data(cfg), pick_device(cfg.device)
-    if embedder or trained:
-        model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))
-        if ck['preprocess'] != d.pre.version:
-            raise ConfigError(f"the embedder's classifier preprocesses as {ck['preprocess']}, "
-                              f"this experiment's crops as {d.pre.version} — "
-                              "prepare it with the embedder's classifier.* settings")
-    else: model = build_classifier(cfg, len(d.class_map), d.pre)
-    model = model.eval().to(device)
-    turns = turns or cfg.retrieval.get('enrol_turns', 1)
+    model, embedded_by = _enrol_embedder(cfg, d, trained, embedder)
+    model, turns = model.eval().to(device), turns or cfg.retrieval.get('enrol_turns', 1)
     t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
                                  device, turns=turns)
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    embedded_by = (f'the trained classifier of {embedder}' if embedder else 'trained classifier' if trained
-                   else f'untrained start ({cfg.classifier.pretrained})')
     out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns,
-               drugs=int(train.k_code.nunique()), queries=len(v_pos))
-    pool = t_emb.flatten(0, 1)  # the gallery's options as configured: whitened by the pool's spread, exemplars kept
-    W = whitener(pool) if cfg.retrieval.get('whiten') else None
+               drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)
     for n in shots:
-        g = Gallery(t_emb.shape[-1], center=pool.mean(0), whiten=W, exemplars=cfg.retrieval.get('exemplars', 0))
-        for k, idx in train.groupby('k_code').indices.items():
-            first = idx[hash_rank(cfg.seed, [keys[i] for i in idx])][:n]
-            g.add(k, t_emb[first].flatten(0, 1), photos=min(n, len(idx)))
-        out[f'{n}_shot_top1'] = round(float(np.mean(np.array(g.codes)[g.scores(v_emb).argmax(1).numpy()] == truth)), 4)
+        top = [enrolled_top1(t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j, cfg.retrieval)
+               for j in range(draws)]
+        out[f'{n}_shot_top1'] = round(float(np.mean(top)), 4)
+        if draws > 1: out[f'{n}_shot_draws'] = [round(t, 4) for t in top]
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #6a27267b

@@ -130,7 +130,7 @@ def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held
     code, photos = sorted(held_out.items())[1]
     cli('enrol', '--exp', e, '--code', code, *photos[:2])
     g = load_gallery(e/'retrieval')
-    assert g.whiten is not None and int((g.ex_column == g.codes.index(code)).sum()) == 2  # its two photos kept as exemplars
+    assert g.whiten is not None and int((g.ex_column == g.codes.index(code)).sum()) == 3  # its two photos' 8 views (enrol_turns 4): at most 3 kept
     assert predict_json(e, photos[0])['pills'][0]['candidates'][0]['k_code'] == code
     cli('gallery', '--exp', e, '--remove', code)
     g = load_gallery(e/'retrieval')
@@ -161,7 +161,8 @@ def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, 
 
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     (a, photos_a), (b, photos_b) = sorted(held_out.items())
-    cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0])
+    # one view: the enrolled photo is its own prototype (cosine 1), so even a strict threshold knows it
+    cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0], 'retrieval.enrol_turns=1')
     try:
         strict = predict_json(exp, photos_b[0], 'retrieval.threshold=0.999')['pills'][0]  # a drug it has never seen, far from every prototype
         assert strict['status'] == 'unknown'
