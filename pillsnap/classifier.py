@@ -209,7 +209,7 @@ def _train_device(pref:str)->torch.device:
 
 # %% ../nbs/04a_train.classifier.ipynb #28b5ee96
 def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None)->tuple:
-    "(batch, learning rate, the batch the GPU search found): a resumed run's, the search's (lr scaled), or the settings'."
+    "(batch, learning rate, the batch the GPU search found): a resumed run's, the search's, or the settings'."
     log, world = get_logger('classifier'), dist_env()[1]
     bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
     found = ck.get('auto_batch') if ck else None  # the batch the GPU search found (a resumed run keeps it)

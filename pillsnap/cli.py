@@ -511,7 +511,7 @@ def pillsnap_gallery(
     untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
     shots:str='1,5', # with --few-shot: photos enrolled per drug, e.g. 1,3,5
     embedder:str=None, # with --few-shot: embed with this experiment's trained classifier (its preprocessing must match)
-    draws:int=1, # with --few-shot: enrolments drawn per count (seeds seed, seed+1, ...): their mean and each one's top-1
+    draws:int=1, # with --few-shot: enrolments drawn per count (seeds seed, seed+1, ...): mean and each draw
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."

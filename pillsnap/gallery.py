@@ -84,7 +84,7 @@ def unknown_by_drug(scores:torch.Tensor, # (m, drugs) `Gallery.scores` of photos
 
 # %% ../nbs/05b_infer.gallery.ipynb #d1be33d3
 def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, never changed
-                  emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim) with their `quarter_turns`
+                  emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim): `quarter_turns`
                   codes, # (n,) each pill's drug
                   groups, # (n,) each pill's source photo
                   shots:int=3, # pills enrolled per product
