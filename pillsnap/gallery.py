@@ -295,19 +295,17 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #43b12986
-def enrolled_top1(pool:torch.Tensor, # (m, views, dim) embeddings of the enrolment pool (views: `quarter_turns`)
+def enrolled_top1(empty:Gallery, # the gallery to enrol into (copied, never changed): its centre, whitening, exemplars
+                  pool:torch.Tensor, # (m, views, dim) embeddings of the enrolment pool (views: `quarter_turns`)
                   codes:list, # the pool's drug per row
                   keys:list, # a stable name per row (image:pill): ranked by `seed` to choose the enrolled ones
                   queries:torch.Tensor, # (q, dim) embeddings of the photos to identify
                   truth:list, # their drugs
                   n:int, # photos enrolled per drug
                   seed:int, # which n: the first by seeded hash rank
-                  r:dict|None=None, # retrieval settings: whiten, exemplars
                  )->float:
     "Top-1 of the queries by nearest prototype, each drug of the pool enrolled from `n` of its photos."
-    r, flat = r or {}, pool.flatten(0, 1)
-    g = Gallery(pool.shape[-1], center=flat.mean(0), whiten=whitener(flat) if r.get('whiten') else None,
-                exemplars=r.get('exemplars', 0))
+    g = empty.copy()
     for k, idx in pd.Series(codes).groupby(codes).indices.items():
         first = idx[hash_rank(seed, [keys[i] for i in idx])][:n]
         g.add(k, pool[first].flatten(0, 1), photos=min(n, len(idx)))
@@ -345,10 +343,13 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
+    flat, r = t_emb.flatten(0, 1), cfg.retrieval  # the gallery's options as configured, worked out once for every draw
+    empty = Gallery(t_emb.shape[-1], center=flat.mean(0), whiten=whitener(flat) if r.get('whiten') else None,
+                    exemplars=r.get('exemplars', 0))
     out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns,
                drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)
     for n in shots:
-        top = [enrolled_top1(t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j, cfg.retrieval)
+        top = [enrolled_top1(empty, t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j)
                for j in range(draws)]
         out[f'{n}_shot_top1'] = round(float(np.mean(top)), 4)
         if draws > 1: out[f'{n}_shot_draws'] = [round(t, 4) for t in top]
