@@ -7,8 +7,8 @@ __all__ = ['COMPILE_MODES', 'SCHEDULES', 'MARGINS', 'OOM_RUNGS', 'TB_VAL', 'LR_R
            'core', 'compile_model', 'adamw', 'decay_groups', 'lr_schedule', 'ReseedEpoch', 'EMA', 'imprint_targets',
            'ClassOf', 'ImprintAux', 'margin_logits', 'MarginLoss', 'find_cb', 'Checkpointer', 'ResumableEarlyStopping',
            'TrainingStopped', 'OOMFallback', 'StepLogger', 'WholeSplit', 'DistributedTraining', 'replicas_agree',
-           'check_nproc', 'launch_processes', 'largest_batch', 'auto_batch_size', 'scaled_lr', 'top5',
-           'training_metrics']
+           'check_nproc', 'launch_processes', 'largest_batch', 'auto_batch_size', 'scaled_lr', 'step_floor_batch',
+           'top5', 'training_metrics']
 
 # %% ../nbs/04_train.callbacks.ipynb #8abd6a75
 import contextlib, gc, math, os, random, subprocess, sys, time, warnings
@@ -617,6 +617,18 @@ def scaled_lr(lr:float, # the learning rate set for `base` images per batch
     if rule not in LR_RULES:
         raise ConfigError(f"train.lr_scaling must be one of {', '.join(LR_RULES)} (got {rule!r})")
     return lr * min(max(LR_RULES[rule](batch / base), 1 / most), most)
+
+# %% ../nbs/04_train.callbacks.ipynb #394b80ae
+def step_floor_batch(found:int, # the largest batch the GPU fits (`auto_batch_size`)
+                     base:int, # the batch the settings ask for (`train.batch_size`)
+                     items:int, # training crops per epoch
+                     epochs:int, grad_accum:int=1,
+                     min_steps:int=5000, # fewest optimizer steps the run may take (0: no floor)
+                    )->int:
+    "The auto batch, no larger than keeps `min_steps` optimizer steps and never above `found` (what fits)."
+    if found <= base or not min_steps: return found
+    most = items * epochs // (grad_accum * min_steps)  # the largest batch that still takes min_steps steps
+    return max(base, min(found, most // 8 * 8 if most >= 8 else most))
 
 # %% ../nbs/04_train.callbacks.ipynb #ec284d24
 def top5(inp, targ):

@@ -37,7 +37,8 @@ from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss,
                                 OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger, TrainingStopped, adamw,
                                 auto_batch_size, compile_model, scaled_lr, core, decay_groups, enable_tf32, find_cb,
-                                replicas_agree, imprint_targets, lr_schedule, precision_callbacks, training_metrics)
+                                replicas_agree, imprint_targets, lr_schedule, precision_callbacks, step_floor_batch,
+                                training_metrics)
 
 # %% ../nbs/04a_train.classifier.ipynb #32c40ef1
 with warnings.catch_warnings():  # fastai's import triggers torch's own deprecation notice about torch.jit
@@ -208,7 +209,7 @@ def _train_device(pref:str)->torch.device:
     return device
 
 # %% ../nbs/04a_train.classifier.ipynb #28b5ee96
-def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None)->tuple:
+def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None, items:int)->tuple:
     "(batch, learning rate, the batch the GPU search found): a resumed run's, the search's, or the settings'."
     log, world = get_logger('classifier'), dist_env()[1]
     bs, lr = (ck['batch_size'], ck['lr']) if ck else (t.batch_size, t.lr)
@@ -218,9 +219,13 @@ def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None)->tuple:
     elif t.auto_batch and ck is None:
         found = auto_batch_size(model, img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
         if found:
-            # settings older than the rule: its default
-            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)
-            lr, bs = scaled_lr(lr, bs, found, rule, most), found
+            # settings older than the rules: their defaults
+            rule, most, floor = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0), t.get('auto_batch_min_steps', 5000)
+            use = step_floor_batch(found, bs, items, t.epochs, t.grad_accum, floor)
+            if use < found:
+                log.info(f'auto batch: {use}, not {found}, so the run keeps {items * t.epochs // (use * t.grad_accum):,}'
+                         f' optimizer steps (train.auto_batch_min_steps={floor})')
+            lr, bs = scaled_lr(lr, bs, use, rule, most), use
             log.info(f'batch {bs}, learning rate {lr:.3g} '
                      f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
     return bs, lr, found
@@ -240,7 +245,7 @@ def build_learner(cfg, # resolved settings
     if ck: model.load_state_dict(ck['model'])
     if t.channels_last: model = model.to(memory_format=torch.channels_last)  # before compile, so the graph sees it
     dtype = amp_dtype(t.amp, device)
-    bs, lr, found = _batch_and_lr(t, model, pre.img_size, device, dtype, ck)
+    bs, lr, found = _batch_and_lr(t, model, pre.img_size, device, dtype, ck, len(d.train))
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
     meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version,
                 k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=_plain(cfg),

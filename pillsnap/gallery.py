@@ -20,7 +20,7 @@ from .config import Experiment, ConfigError, amp_dtype, exp_paths, get_logger, p
 from .data import hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
-from .prepare import classifier_data
+from .prepare import classifier_data, pasted_val
 from .model import embedder_id, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
@@ -92,6 +92,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   trials:int=5, # seeded splits
                   tar:float=0.9, # share of enrolled products' pills that must pass
                   seed:int=0,
+                  others:dict|None=None, # {name: threshold}: also what these would do on the same trials
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
     codes, groups = np.asarray(codes), np.asarray(groups)
@@ -122,7 +123,8 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
     thr = float(np.median([r['threshold'] for r in runs]))
     return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=trials, products=len(drugs), held_out=n_held,
                 auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
-                studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None)
+                studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None,
+                at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()})
 
 # %% ../nbs/05b_infer.gallery.ipynb #6519777b
 @torch.inference_mode()
@@ -191,7 +193,7 @@ def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:p
 # %% ../nbs/05b_infer.gallery.ipynb #4307f2c0
 REAL_SHOTS, REAL_TAR = 3, 0.9  # retrieval.real_shots, real_tar: an experiment made before them reads these
 
-def _real_threshold(cfg, g:Gallery, model, pre, device, dtype)->dict|None:
+def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=None)->dict|None:
     "`real_open_set` on the pills of every set of `eval.real_sets` whose drugs the classifier was not trained on."
     sets = real_sets(cfg)
     if not sets: return None
@@ -202,12 +204,24 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype)->dict|None:
     emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype, turns=r.get('enrol_turns', 1))
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
-                        seed=cfg.seed) if len(pos) else None
+                        seed=cfg.seed, others=others) if len(pos) else None
     if out is None:
         get_logger('retrieval').warning(f"eval.real_sets ({', '.join(s['name'] for s in sets)}): fewer than 3 products "
                                         'with pills to spare — the "unknown" threshold stays the studio one')
         return None
     return {**out, 'sets': [s['name'] for s in sets], 'pills': len(pos)}
+
+# %% ../nbs/05b_infer.gallery.ipynb #153159c4
+def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype, held_best)->dict|None:
+    "`open_set` on the phone-like validation pills (`pasted_val`), and how the classifier and the gallery name them."
+    rows = pasted_val(exp_paths(cfg.paths.exp_dir).data)
+    if rows is None or not len(rows): return None
+    emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype)
+    if not len(pos): return None
+    s, truth = g.scores(emb), rows.k_code.values[pos]
+    named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
+    return {**open_set(s.max(1).values.numpy(), held_best, cfg.retrieval.target_tar), 'pills': len(pos),
+            'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227
 def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)->Gallery:
@@ -253,12 +267,17 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
-    real = _real_threshold(cfg, g, model, d.pre, device, dtype)
-    report['threshold_from'] = 'studio validation photos'
+    phone = _phone_threshold(cfg, g, model, ck, d, device, dtype, h_best)
+    real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None)
+    studio, report['threshold_from'] = report['threshold'], 'studio validation photos'
+    if phone is not None:  # phone-like photos over studio ones, real photos over both
+        report.update(threshold=phone['threshold'], phone_val=phone,
+                      threshold_from='phone-like validation photos (data.paste_val_photos)')
     if real is not None:
-        report.update(studio_threshold=report['threshold'], threshold=real['threshold'], real_open_set=real,
+        report.update(threshold=real['threshold'], real_open_set=real,
                       threshold_from=f"real photos ({', '.join(real['sets'])})")
-        g.meta.update(threshold=real['threshold'])
+    if phone or real: report['studio_threshold'] = studio
+    g.meta.update(threshold=report['threshold'])
     v_p_cls, v_truth = torch.as_tensor(softmax_t(v_logits.numpy(), T)), d.val.k_code.values[v_pos]
     v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'])
     top1 = lambda named: round(float(np.mean(np.array(named) == v_truth)), 4)

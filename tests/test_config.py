@@ -105,3 +105,16 @@ def test_source_paths_resolve_like_other_paths(tmp_path, monkeypatch):
     assert cfg.data.sources[0]['path'] == str(tmp_path/'proj'/'real'/'phone')             # config.yaml: the file's folder
     cfg = load_config({'data.sources': '[{path: cli/phone}, {path: /abs/crops, format: folders}]'}, path=tmp_path/'proj'/'config.yaml')
     assert [s['path'] for s in cfg.data.sources] == [str(tmp_path/'cli'/'phone'), '/abs/crops']  # command line: the working directory
+
+
+def test_auto_batch_leaves_each_stage_its_optimizer_steps():
+    "A large card's auto batch (512) cut so a short run keeps train.auto_batch_min_steps steps (issue 36 §2)."
+    from pillsnap.callbacks import step_floor_batch
+    chosen = []
+    for s in (1, 2, 3, 4):
+        c = load_config([f'data.stage={s}'])
+        items, t = int(c.data.max_samples * (1 - c.split.val_fraction)), c.train
+        b = step_floor_batch(512, t.batch_size, items, t.epochs, t.grad_accum, t.auto_batch_min_steps)
+        assert b == t.batch_size or items * t.epochs // (b * t.grad_accum) >= t.auto_batch_min_steps, s
+        chosen.append(b)
+    assert chosen == [64, 120, 504, 512]  # stage 1 keeps its set batch; at stage 4 the card's memory decides

@@ -15,7 +15,7 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     r = run_cli('demo', f'paths.exp_dir={exp}', f'data.root={data}', 'synth.classes=6', 'synth.per_class=2',
                 'synth.combos=3', 'synth.val_per_class=1', 'synth.sheet_classes=6', 'synth.workers=1',
                 'classifier.model=test_efficientnet', 'classifier.pretrained=none', 'classifier.img_size=64', 'train.epochs=1',
-                'loader.num_workers=0', 'data.paste_photos=4', 'data.wild_photos=4',  # the preset's recipe, made small
+                'loader.num_workers=0', 'data.paste_photos=4', 'data.paste_val_photos=4', 'data.wild_photos=4',  # the preset's recipe, made small
                 'detector.img_size=128', 'detector.epochs=1', 'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001',
                 'detector.max_det=12', 'export.bench_runs=20', 'export.bench_warmup=2', 'export.calib_images=8')
     # the phone-like scenes reach the detector: pasted real pills and made-up ones (a share of those in its validation photos)

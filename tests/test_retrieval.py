@@ -227,3 +227,18 @@ def test_an_onnx_export_carries_the_embedding_and_answers_like_pytorch(exp, held
         assert [c['k_code'] for c in pt['candidates']] == [c['k_code'] for c in ox['candidates']] and pt['status'] == ox['status']
         assert abs(pt['candidates'][0]['confidence'] - ox['candidates'][0]['confidence']) < 1e-3
     finally: cli('gallery', '--exp', exp, '--remove', a)
+
+
+def test_phone_like_validation_photos_choose_the_unknown_threshold(exp, tmp_path):
+    "data.paste_val_photos: validation's pills pasted on scenes choose the threshold when no real set is named (issue 35 §4)."
+    import shutil
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    cli('prepare', '--exp', e, '--force', *SETTINGS, 'data.paste_photos=3', 'data.paste_val_photos=4', 'data.paste_size=[120,160]')
+    cli('gallery', '--exp', e, '--rebuild')
+    r = json.loads((e/'reports'/'retrieval.json').read_text())
+    phone = r['phone_val']
+    assert r['threshold_from'] == 'phone-like validation photos (data.paste_val_photos)'
+    assert r['threshold'] == phone['threshold'] == load_gallery(e/'retrieval').meta['threshold'] and -1 <= r['studio_threshold'] <= 1
+    assert phone['pills'] >= 4 and 0 <= phone['classifier_top1'] <= 1 and 0 <= phone['gallery_top1'] <= 1
+    assert 0 <= phone['auroc'] <= 1  # the held-out drugs' studio photos against the phone-like threshold
