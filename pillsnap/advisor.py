@@ -135,26 +135,28 @@ def rule_studio_recipe(ev):
 REAL_GAP = 0.15  # a real-photo number this far under its studio twin lags, whatever the stage
 
 def _real_lags(ev:dict)->list:
-    "The real-photo numbers that lag, in words: under the stage's target, or REAL_GAP under the studio number."
+    ("The real-photo numbers that lag, in words: under the stage's target, or REAL_GAP under the studio number; "
+     "and the classifier on phone-like validation pills (`data.paste_val_photos`), where no real set speaks.")
     m, out = ev['measured'], []
-    for name, studio, words in (('real_detection_map50', 'detection_map50', 'detector mAP@0.5'),
-                                ('real_count_exact', None, 'exact count'),
-                                ('real_pill_top1', 'classification_accuracy', 'combo top-1')):
+    for name, studio, words in (('real_detection_map50', 'detection_map50', 'detector mAP@0.5 {v:.3f} on real photos'),
+                                ('real_count_exact', None, 'exact count {v:.3f} on real photos'),
+                                ('real_pill_top1', 'classification_accuracy', 'combo top-1 {v:.3f} on real photos'),
+                                ('phone_pill_top1', 'classification_accuracy', 'top-1 {v:.3f} on phone-like pills')):
         v, target, s = m.get(name), _stage_target(ev, name), m.get(studio)
         if v is None: continue
         if (target is not None and v < target) or (s is not None and s - v > REAL_GAP):
-            out.append((name, f'{words} {v:.3f} on real photos' + (f' (studio {s:.3f})' if s is not None else '')
+            out.append((name, words.format(v=v) + (f' (studio {s:.3f})' if s is not None else '')
                         + (f', target {target}' if target is not None else '')))
     return out
 
 def rule_real_photos(ev):
-    "Real photos lag, with the recipe's pieces in place: more pasted and made-up scenes, stronger phone augmentation."
+    "Real (or phone-like) photos lag, with the recipe's pieces in place: more pasted and made-up scenes, stronger phone augmentation."
     lags, c = _real_lags(ev), ev['cfg']
     if not lags or rule_studio_recipe(ev): return None  # a missing piece comes first
     s = {'data.paste_photos': c.data.paste_photos * 2, 'data.wild_photos': c.data.wild_photos * 2,
          'train.augment.phone': round(min(1.0, (c.train.augment.get('phone') or 0) + 0.25), 2)}
     if any(n == 'real_detection_map50' for n, _ in lags): s['detector.epochs'] = round(c.detector.epochs * 1.5)
-    return rec('real_photos', 'real photos lag: twice the phone-like scenes, stronger phone augmentation',
+    return rec('real_photos', 'phone photos lag: twice the phone-like scenes, stronger phone augmentation',
                '; '.join(w for _, w in lags), s, then=('prepare', 'train-cls', 'train-det'),
                files=[ev['files'].get(n) for n, _ in lags])
 

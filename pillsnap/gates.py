@@ -198,6 +198,8 @@ def measurements(exp:str|Path, # a trained experiment
     _training_measurements(paths, t, train_file, put)
     _latency_measurements(paths.reports/'latency.json', lat, put)
     _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(exp_config(paths.root))], put)
+    put('phone_pill_top1', (_read(paths.reports/'retrieval.json').get('phone_val') or {}).get('classifier_top1'),
+        paths.reports/'retrieval.json')  # the classifier on phone-like validation pills (data.paste_val_photos)
     return m, ev
 
 # %% ../nbs/06a_judge.gates.ipynb #fc2aee4f
