@@ -150,7 +150,8 @@ def _real_lags(ev:dict)->list:
     return out
 
 def rule_real_photos(ev):
-    "Real (or phone-like) photos lag, with the recipe's pieces in place: more pasted and made-up scenes, stronger phone augmentation."
+    ("Real (or phone-like) photos lag, with the recipe's pieces in place: more pasted and made-up scenes, "
+     "stronger phone augmentation.")
     lags, c = _real_lags(ev), ev['cfg']
     if not lags or rule_studio_recipe(ev): return None  # a missing piece comes first
     s = {'data.paste_photos': c.data.paste_photos * 2, 'data.wild_photos': c.data.wild_photos * 2,

@@ -220,11 +220,13 @@ def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None, items:int
         found = auto_batch_size(model, img_size, device, dtype, t.vram_headroom, t.auto_batch_limit)
         if found:
             # settings older than the rules: their defaults
-            rule, most, floor = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0), t.get('auto_batch_min_steps', 5000)
+            rule, most = t.get('lr_scaling', 'sqrt'), t.get('lr_scale_max', 4.0)
+            floor = t.get('auto_batch_min_steps', 5000)
             use = step_floor_batch(found, bs, items, t.epochs, t.grad_accum, floor)
             if use < found:
-                log.info(f'auto batch: {use}, not {found}, so the run keeps {items * t.epochs // (use * t.grad_accum):,}'
-                         f' optimizer steps (train.auto_batch_min_steps={floor})')
+                steps = items * t.epochs // (use * t.grad_accum)
+                log.info(f'auto batch: {use}, not {found}, so the run keeps {steps:,} optimizer steps'
+                         f' (train.auto_batch_min_steps={floor})')
             lr, bs = scaled_lr(lr, bs, use, rule, most), use
             log.info(f'batch {bs}, learning rate {lr:.3g} '
                      f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
