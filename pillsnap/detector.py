@@ -8,8 +8,8 @@ __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'DEFAULT_
            'load_detector', 'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch',
            'quiet_ultralytics', 'fp16_args', 'train_device', 'weights_record', 'record_weights', 'recorded',
            'record_saved', 'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
-           'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
-           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
+           'all_threads', 'trainable_detector', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector',
+           'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
 
 # %% ../nbs/04b_train.detector.ipynb #54e2c719
 import os
@@ -401,8 +401,17 @@ def check_detector(cfg, # resolved settings
     return data
 
 # %% ../nbs/04b_train.detector.ipynb #4ab71762
+def all_threads(trainer):
+    ("ultralytics' `on_pretrain_routine_start` callback: training on the CPU gets PyTorch's own thread count back "
+     "(ultralytics' select_device left it cpu_count-1, one core of two), and the log says how many.")
+    if trainer.device.type != 'cpu': return
+    torch.set_num_threads(TORCH_THREADS)
+    get_logger('detector').info(f'training on the CPU with {TORCH_THREADS} PyTorch threads')
+
 def _watched(model):
-    "An ultralytics YOLO with pillsnap's callbacks: a log line per epoch, the hash of every checkpoint written."
+    ("An ultralytics YOLO with pillsnap's callbacks: every CPU thread, a log line per epoch, "
+     "the hash of every checkpoint written.")
+    model.add_callback('on_pretrain_routine_start', all_threads)
     model.add_callback('on_fit_epoch_end', log_epoch); model.add_callback('on_model_save', record_saved)
     return model
 
