@@ -24,8 +24,8 @@ from .prepare import classifier_data, pasted_val
 from .model import embedder_id, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
-from .retrieval import (FACE_NAMES, Gallery, embed_crops, enrolled_crops, enrolled_records, fuse, gallery_lock,
-                                quarter_turns, retrieval_dir)
+from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
+                                gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 def whitener(emb:torch.Tensor, # (n, dim) embeddings of training photos
@@ -93,10 +93,12 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   tar:float=0.9, # share of enrolled products' pills that must pass
                   seed:int=0,
                   others:dict|None=None, # {name: threshold}: also what these would do on the same trials
+                  queries:torch.Tensor|None=None, # (n, views, dim) the pills as the gallery asks (default: the first view)
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
     codes, groups = np.asarray(codes), np.asarray(groups)
-    views = emb if emb.dim() == 3 else emb[:, None]  # enrolled as every view, asked as taken (the first)
+    views = emb if emb.dim() == 3 else emb[:, None]  # enrolled as every view, asked as `queries` (or as taken)
+    queries = views[:, 0] if queries is None else queries
     drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
     if len(drugs) < 3: return None
     n_held, studio = min(max(1, round(len(drugs) * held)), len(drugs) - 2), g.meta.get('threshold')
@@ -112,7 +114,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
             enrolled_from = set(groups[idx[:shots]])  # their photos: no query comes from them
             known += [i for i in idx[shots:] if groups[i] not in enrolled_from]
         unknown = np.flatnonzero(np.isin(codes, list(out)))
-        s_known, s_unknown = trial.scores(views[known, 0]), trial.scores(views[unknown, 0])
+        s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
         best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
         o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
         runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'],
@@ -134,8 +136,8 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
                cache=None, # a `CropCache` built from exactly these rows
                take=None, # positions of the rows to embed (default: all)
                device='cpu', dtype=None, batch_size:int=64,
-               turns:int|None=None, # a number: each crop's `quarter_turns` views, embeddings (n, turns, dim), no logits
-              )->tuple: # (embeddings (n, dim), logits (n, classes), positions in `rows` of the n pills read)
+               turns:int|None=None, # a number: each crop's `quarter_turns` views, embeddings (n, turns, dim)
+              )->tuple: # (embeddings (n, dim), logits (n, classes) of the crops as taken, positions in `rows` of the n pills read)
     ("Embeddings and logits of the pills of `rows` that could be read"
      " (an unreadable photo is skipped, never misaligned).")
     import contextlib
@@ -146,10 +148,9 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
     if isinstance(model, nn.Module): model.eval().to(device)
     embs, logits, pos = [], [], []
     for xb, yb in make_loader(sub, batch_size, num_workers=0):
-        if turns: xb = quarter_turns(xb, turns)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            lo, e = model.embed_logits(xb.to(device))
-        if turns: e, lo = e.reshape(len(yb), turns, -1), lo[::turns]
+            lo, e = embed_query(model, xb.to(device), turns or 1)
+        if turns == 1: e = e[:, None]
         embs.append(e.float().cpu()); logits.append(lo.float().cpu()); pos.append(yb.numpy())
     if not embs: return torch.zeros(0, 0), torch.zeros(0, 0), np.zeros(0, dtype=np.int64)
     return torch.cat(embs), torch.cat(logits), np.concatenate(pos)
@@ -201,10 +202,13 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
     trained = set(g.codes) - set(g.enrolled())
     pills = pills[~pills.k_code.map(lambda k: k.split(':', 1)[-1] in trained)].reset_index(drop=True)
     r = cfg.retrieval
-    emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype, turns=r.get('enrol_turns', 1))
+    turns, asked = r.get('enrol_turns', 1), query_turns(g.meta)
+    emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype, turns=turns)
+    # asked as the gallery asks: the same views, or embedded again
+    q = emb if asked == turns else embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=asked)[0]
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
-                        seed=cfg.seed, others=others) if len(pos) else None
+                        seed=cfg.seed, others=others, queries=q) if len(pos) else None
     if out is None:
         get_logger('retrieval').warning(f"eval.real_sets ({', '.join(s['name'] for s in sets)}): fewer than 3 products "
                                         'with pills to spare — the "unknown" threshold stays the studio one')
@@ -216,7 +220,7 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->dict|Non
     "`open_set` on the phone-like validation pills (`pasted_val`), and how the classifier and the gallery name them."
     rows = pasted_val(exp_paths(cfg.paths.exp_dir).data)
     if rows is None or not len(rows): return None
-    emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype)
+    emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype, turns=query_turns(g.meta))
     if not len(pos): return None
     s, truth = g.scores(emb), rows.k_code.values[pos]
     named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
@@ -234,7 +238,7 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
     g = Gallery(emb.shape[1], center=emb.mean(0), whiten=whitener(emb) if r.get('whiten') else None,
                 exemplars=r.get('exemplars', 0),
                 meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
-                          embedding=embedding))
+                          embedding=embedding, query_turns=int(r.get('query_turns', 1))))
     rows = d.train.iloc[pos]
     for (k, f), idx in rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.items():
         g.add(k, emb[idx], int(f), 'trained')
@@ -254,13 +258,14 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     d, device = classifier_data(cfg), pick_device(cfg.device)
     dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
     g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
-    v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype)
+    asked = query_turns(g.meta)  # validation photos are asked as the predictor will ask
+    v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype, turns=asked)
     v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
     held = pill_rows(load_manifest(paths.data, 'holdout'), ('single',), known_only=False)
     h_cache = paths.data/'cache'/'holdout'
     h_cache = CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None
-    h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype) if len(held)
+    h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype, turns=asked) if len(held)
                               else (None, None, None))
     h_scores = g.scores(h_emb) if h_emb is not None else None
     h_best = h_scores.max(1).values.numpy() if h_scores is not None else None
@@ -288,6 +293,7 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
         h_p_cls, h_rows = torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True)
         report['enrolment'] = _enrolment_benchmark(g, h_emb, h_p_cls, h_rows, ck['k_codes'], cfg.seed)
     report.update(drugs=len(g), prototypes=len(g.entries), exemplars=len(g.ex), whitened=g.whiten is not None,
+                  query_turns=asked,
                   embedding=g.meta['embedding'], dim=g.dim, scale=g.meta['scale'],
                   seconds=round(time.perf_counter() - t0, 1))
     report['held_out_photos'] = len(held)
@@ -360,13 +366,19 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     model, turns = model.eval().to(device), turns or cfg.retrieval.get('enrol_turns', 1)
     t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
                                  device, turns=turns)
-    v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device)
+    r = cfg.retrieval
+    asked = int(r.get('query_turns', 1))
+    v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, turns=asked)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    flat, r = t_emb.flatten(0, 1), cfg.retrieval  # the gallery's options as configured, worked out once for every draw
-    empty = Gallery(t_emb.shape[-1], center=flat.mean(0), whiten=whitener(flat) if r.get('whiten') else None,
-                    exemplars=r.get('exemplars', 0))
-    out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns,
+    flat = t_emb.flatten(0, 1)  # the gallery's options as configured, worked out once for every draw
+    # centred as enrolment into the embedder's own gallery is (its trained drugs' mean), else on the pool itself
+    g = load_gallery(retrieval_dir(embedder)) if embedder else None
+    mine = g is not None and g.meta.get('embedder') == embedder_id(model)
+    center, white = (g.center, g.whiten) if mine else (flat.mean(0), whitener(flat) if r.get('whiten') else None)
+    empty = Gallery(t_emb.shape[-1], center=center, whiten=white, exemplars=r.get('exemplars', 0))
+    out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns, query_turns=asked,
+               centre="the embedder's gallery" if mine else 'the enrolment pool',
                drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)
     for n in shots:
         top = [enrolled_top1(empty, t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j)

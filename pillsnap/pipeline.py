@@ -29,7 +29,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_met
                                yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import embed_crops, enrol_into, fuse, load_gallery, quarter_turns, retrieval_dir, status
+from .retrieval import (embed_crops, embed_query, enrol_into, fuse, load_gallery, quarter_turns, query_turns,
+                                retrieval_dir, status)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -323,7 +324,7 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             with amp: logits = self.model(x)
             p = (logits.float() / self.temperature).softmax(1).cpu()
         else:
-            with amp: logits, emb = self.model.embed_logits(x)
+            with amp: logits, emb = embed_query(self.model, x, query_turns(g.meta))  # asked as its thresholds were chosen
             cos.append(g.scores(emb.float().cpu()))
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
             codes, p = fuse(p_cls, self.k_codes, cos[-1], g.codes, g.meta['scale'])

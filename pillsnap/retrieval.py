@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ENROLMENTS', 'Gallery', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal',
            'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'status', 'retrieval_dir', 'enrolled_crops',
-           'embed_crops', 'quarter_turns', 'gallery_table', 'remove_drug']
+           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import time
@@ -128,10 +128,12 @@ def copy(self:Gallery)->'Gallery':
 
 # %% ../nbs/05a_infer.retrieval.ipynb #a34d3d28
 @patch
-def scores(self:Gallery, emb:torch.Tensor, # (m, dim) embeddings of queries
+def scores(self:Gallery, emb:torch.Tensor, # (m, dim) embeddings of queries, or (m, views, dim): `embed_query`
           )->torch.Tensor: # (m, drugs) each drug's best cosine, columns in `self.codes` order
-    "Cosine of every query to every drug: one matrix product, then the best prototype (or exemplar) of each drug."
-    q = self.unit(emb)
+    ("Cosine of every query to every drug: one matrix product, then the best prototype (or exemplar) of each drug. "
+     "A query of several views is their normalised sum, as an enrolled photo's prototype is.")
+    if emb.dim() == 3: q = nn.functional.normalize(self.unit(emb).reshape(*emb.shape[:2], -1).sum(1), dim=1)
+    else: q = self.unit(emb)
     sims, out = q @ self.vectors.T, torch.full((len(q), len(self.codes)), -2.0)
     out = out.scatter_reduce(1, self.column.expand(len(q), -1), sims, 'amax')
     if len(self.ex): out = out.scatter_reduce(1, self.ex_column.expand(len(q), -1), q @ self.ex.T, 'amax')
@@ -302,9 +304,22 @@ def quarter_turns(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
                   k:int=4, # views per crop: 1 (as is), 2 (and turned 180°) or 4 (every quarter turn)
                  )->torch.Tensor: # (n × k, 3, S, S), each crop's views together
     "Each crop turned by quarter turns: a pill has no 'up', so an enrolled photo stands for all its turns."
-    if k not in (1, 2, 4): raise ConfigError(f'retrieval.enrol_turns must be 1, 2 or 4 (got {k})')
+    if k not in (1, 2, 4): raise ConfigError(f'retrieval.enrol_turns and query_turns must be 1, 2 or 4 (got {k})')
     steps = (0, 2) if k == 2 else range(k)
     return torch.stack([torch.rot90(crops, s, dims=(-2, -1)) for s in steps], 1).flatten(0, 1)
+
+def embed_query(model, # has `embed_logits`: a `PillClassifier` or an `OnnxClassifier`
+                x:torch.Tensor, # (n, 3, S, S) crops, on the model's device
+                turns:int=1, # views of each crop (`quarter_turns`; `retrieval.query_turns`)
+               )->tuple: # (logits (n, classes) of the crops as taken, embeddings (n, dim) or (n, turns, dim))
+    "A query seen every way up: one pass over its `quarter_turns`, the logits of the crop as taken, every view's embedding."
+    if turns == 1: return model.embed_logits(x)
+    logits, e = model.embed_logits(quarter_turns(x, turns))
+    return logits[::turns], e.reshape(len(x), turns, -1)
+
+def query_turns(meta:dict)->int:
+    "The views a gallery's queries are embedded from: what it was built with (`retrieval.query_turns`; 1 before it)."
+    return int(meta.get('query_turns') or 1)
 
 # %% ../nbs/05a_infer.retrieval.ipynb #333cf5c2
 def gallery_table(g:Gallery, enrolled_only:bool=True)->pd.DataFrame:

@@ -43,11 +43,14 @@ def predict_json(exp, *args):
 
 def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_drugs(exp, held_out):
     from pillsnap.model import load_checkpoint
+    from pillsnap.retrieval import load_gallery
     ck = load_checkpoint(exp/'classifier'/'best.pt')
     assert ck['model']['embed.0.weight'].shape[0] == 16 and 'embed.1.running_mean' in ck['model'] and ck['model']['margin_weight'].shape == (10, 16)  # 12 drugs, 2 held out
     assert len(held_out) == 2 and not set(held_out) & set(ck['k_codes'])
     report = json.loads((exp/'reports'/'retrieval.json').read_text())
     assert report['drugs'] == 10 and report['embedding'] == 'embed layer' and report['dim'] == 16
+    # its thresholds were chosen on photos asked as four turns, and the gallery says so to whoever loads it
+    assert report['query_turns'] == 4 and load_gallery(exp/'retrieval').meta['query_turns'] == 4
     assert 0 <= report['auroc'] <= 1 and 0 <= report['far'] <= 1 and report['unknown'] == sum(map(len, held_out.values()))
     assert abs(report['tar'] - 0.95) <= 0.1 and -1 <= report['threshold'] <= 1
     assert set(report['enrolment']) <= {'1_shot', '5_shot'} and report['enrolment']['1_shot']['drugs'] == 2
@@ -161,8 +164,8 @@ def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, 
 
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     (a, photos_a), (b, photos_b) = sorted(held_out.items())
-    # one view: the enrolled photo is its own prototype (cosine 1), so even a strict threshold knows it
-    cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0], 'retrieval.enrol_turns=1')
+    # enrolled and asked as the same four turns: the photo is its own prototype (cosine 1), so even a strict threshold knows it
+    cli('enrol', '--exp', exp, '--code', a, '--name', 'Enrolled A', photos_a[0])
     try:
         strict = predict_json(exp, photos_b[0], 'retrieval.threshold=0.999')['pills'][0]  # a drug it has never seen, far from every prototype
         assert strict['status'] == 'unknown'
