@@ -217,15 +217,23 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
 
 # %% ../nbs/05b_infer.gallery.ipynb #153159c4
 def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->dict|None:
-    "`open_set` on the phone-like validation pills (`pasted_val`), and how the classifier and the gallery name them."
-    rows = pasted_val(exp_paths(cfg.paths.exp_dir).data)
+    ("`open_set` on the phone-like validation pills (`pasted_val`) against the held-out drugs' phone-like pills, "
+     "and how the classifier and the gallery name them.")
+    data, asked = exp_paths(cfg.paths.exp_dir).data, query_turns(g.meta)
+    rows = pasted_val(data)
     if rows is None or not len(rows): return None
-    emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype, turns=query_turns(g.meta))
+    emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype, turns=asked)
     if not len(pos): return None
     s, truth = g.scores(emb), rows.k_code.values[pos]
     named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
-    # no AUROC: the held-out drugs' photos are studio ones, and phone-like cosines sit lower whatever the drug
-    return {**open_set(s.max(1).values.numpy(), None, cfg.retrieval.target_tar), 'pills': len(pos),
+    # never-seen drugs on the same kind of scenes (phone-like cosines sit lower whatever the drug); enrolled ones are known
+    held = pasted_val(data, 'holdout')
+    held = held[~held.k_code.isin(g.codes)] if held is not None else None
+    unknown = None
+    if held is not None and len(held):
+        h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
+        unknown = g.scores(h_emb).max(1).values.numpy() if len(h_pos) else None
+    return {**open_set(s.max(1).values.numpy(), unknown, cfg.retrieval.target_tar), 'pills': len(pos),
             'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227

@@ -310,18 +310,20 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
     return path
 
 # %% ../nbs/02e_data.prepare.ipynb #8e909e85
-PASTED = {'train': 'pasted', 'val': 'pasted-val'}  # each split's pasted photos: their folder and manifest
+PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}  # each split's pasted photos: folder and manifest
 
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
-    ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`, made only beside "
-     "training's), cut from its own single-pill photos; made once per split and settings; whether there are any.")
+    ("A split's pasted photos (training: `data.paste_photos`; validation and held-out drugs: `data.paste_val_photos` "
+     "each, made only beside training's), cut from its own single-pill photos; made once per split and settings; "
+     "whether there are any.")
     name = PASTED[split]
     path, rec = data_dir/'manifests'/f'{name}.parquet', data_dir/f'{name}.json'
     n = cfg.data.paste_photos if split == 'train' else cfg.data.get('paste_val_photos', 0) * (cfg.data.paste_photos > 0)
-    if not n:
+    known = split != 'holdout'  # held-out drugs are in no class map
+    pills = pill_rows(load_manifest(data_dir, split, pasted=False), known_only=known) if n else []  # read only to paste
+    if not len(pills):  # none asked for, or no pill to paste (no drug held out)
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
-    pills = pill_rows(load_manifest(data_dir, split, pasted=False))  # read only to paste: every column, as lists
-    seed = cfg.split.seed + (split != 'train')  # other scenes for validation's pills
+    seed = cfg.split.seed + list(PASTED).index(split)  # other scenes for each split's pills
     key = dict(pills=len(pills), pills_sha256=rows_digest(pills), photos=n, size=list(cfg.data.paste_size),
                per_photo=list(cfg.data.paste_pills), seed=seed)
     if read_json(rec)[0] == key and path.exists():
@@ -337,10 +339,12 @@ def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     return True
 
 def pasted_val(data_dir:str|Path, # an experiment's data folder
+               split:str='val', # 'val', or 'holdout': the drugs held out of training
               )->pd.DataFrame|None: # one row per pill (`pill_rows`), or None when none were made
-    "The validation split's pills pasted on phone-like scenes (`data.paste_val_photos`): in no split, never trained on."
-    path = Path(data_dir)/'manifests'/f"{PASTED['val']}.parquet"
-    return pill_rows(read_parquet_lists(path), ('single', 'combo')) if path.exists() else None
+    ("A split's pills pasted on phone-like scenes (`data.paste_val_photos`): in no split, never trained on — "
+     "the validation split's, or the held-out drugs'.")
+    path = Path(data_dir)/'manifests'/f"{PASTED[split]}.parquet"
+    return pill_rows(read_parquet_lists(path), ('single', 'combo'), known_only=split != 'holdout') if path.exists() else None
 
 # %% ../nbs/02e_data.prepare.ipynb #8abdcb44
 def _wild_step(cfg, data_dir:Path, log)->pd.DataFrame:
@@ -410,7 +414,7 @@ def prepare(exp, # an `Experiment`, or its resolved settings
     classes = read_json(data_dir/'splits.json')[0]['classes']
     overlap = test_overlap(frame, classes); del frame
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
-    for n in ('train', 'val'): _paste_step(cfg, n, root, data_dir, log)
+    for n in PASTED: _paste_step(cfg, n, root, data_dir, log)
     # what the YOLO tree and the summary read, lists left in Arrow: as Python lists the release's training
     # manifest alone held 1.8 GB (2.5 GB while it was read)
     counted = lambda n: load_manifest(data_dir, n, columns=COUNTED, arrow=True)
