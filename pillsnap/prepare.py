@@ -313,12 +313,13 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
 PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}  # each split's pasted photos: folder and manifest
 
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
-    ("A split's pasted photos (training: `data.paste_photos`; validation and held-out drugs: `data.paste_val_photos` "
-     "each, made only beside training's), cut from its own single-pill photos; made once per split and settings; "
-     "whether there are any.")
+    ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`; held-out drugs: "
+     "`data.paste_holdout_photos`; made only beside training's), cut from its own single-pill photos; made once per "
+     "split and settings; whether there are any.")
     name = PASTED[split]
     path, rec = data_dir/'manifests'/f'{name}.parquet', data_dir/f'{name}.json'
-    n = cfg.data.paste_photos if split == 'train' else cfg.data.get('paste_val_photos', 0) * (cfg.data.paste_photos > 0)
+    n = (cfg.data.paste_photos if split == 'train' else
+         cfg.data.get(f'paste_{split}_photos', 0) * (cfg.data.paste_photos > 0))
     known = split != 'holdout'  # held-out drugs are in no class map
     pills = pill_rows(load_manifest(data_dir, split, pasted=False), known_only=known) if n else []  # read only to paste
     if not len(pills):  # none asked for, or no pill to paste (no drug held out)

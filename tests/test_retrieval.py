@@ -237,7 +237,7 @@ def test_phone_like_validation_photos_choose_the_unknown_threshold(exp, tmp_path
     import shutil
     from pillsnap.retrieval import load_gallery
     e = tmp_path/'exp'; shutil.copytree(exp, e)
-    cli('prepare', '--exp', e, '--force', *SETTINGS, 'data.paste_photos=3', 'data.paste_val_photos=4', 'data.paste_size=[120,160]')
+    cli('prepare', '--exp', e, '--force', *SETTINGS, 'data.paste_photos=3', 'data.paste_val_photos=4', 'data.paste_holdout_photos=4', 'data.paste_size=[120,160]')
     cli('gallery', '--exp', e, '--rebuild')
     r = json.loads((e/'reports'/'retrieval.json').read_text())
     phone = r['phone_val']
