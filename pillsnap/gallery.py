@@ -93,7 +93,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   tar:float=0.9, # share of enrolled products' pills that must pass
                   seed:int=0,
                   others:dict|None=None, # {name: threshold}: also what these would do on the same trials
-                  queries:torch.Tensor|None=None, # (n, views, dim) the pills as the gallery asks (default: the first view)
+                  queries:torch.Tensor|None=None, # (n, views, dim) the pills as the gallery asks (default: first view)
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
     codes, groups = np.asarray(codes), np.asarray(groups)
@@ -137,7 +137,7 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
                take=None, # positions of the rows to embed (default: all)
                device='cpu', dtype=None, batch_size:int=64,
                turns:int|None=None, # a number: each crop's `quarter_turns` views, embeddings (n, turns, dim)
-              )->tuple: # (embeddings (n, dim), logits (n, classes) of the crops as taken, positions in `rows` of the n pills read)
+              )->tuple: # (embeddings, logits (n, classes) of the crops as taken, positions in `rows` of the n read)
     ("Embeddings and logits of the pills of `rows` that could be read"
      " (an unreadable photo is skipped, never misaligned).")
     import contextlib
@@ -205,7 +205,8 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
     turns, asked = r.get('enrol_turns', 1), query_turns(g.meta)
     emb, _, pos = embed_rows(model, pills, '/', pre, None, None, device, dtype, turns=turns)
     # asked as the gallery asks: the same views, or embedded again
-    q = emb if asked == turns else embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=asked)[0]
+    q = (emb if asked == turns else
+         embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=asked)[0])
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
                         seed=cfg.seed, others=others, queries=q) if len(pos) else None
@@ -226,7 +227,7 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->dict|Non
     if not len(pos): return None
     s, truth = g.scores(emb), rows.k_code.values[pos]
     named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
-    # never-seen drugs on the same kind of scenes (phone-like cosines sit lower whatever the drug); enrolled ones are known
+    # never-seen drugs on the same kind of scenes (phone-like cosines sit lower whatever the drug); enrolled: known
     held = pasted_val(data, 'holdout')
     held = held[~held.k_code.isin(g.codes)] if held is not None else None
     unknown = None
@@ -273,8 +274,8 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     held = pill_rows(load_manifest(paths.data, 'holdout'), ('single',), known_only=False)
     h_cache = paths.data/'cache'/'holdout'
     h_cache = CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None
-    h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype, turns=asked) if len(held)
-                              else (None, None, None))
+    h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype, turns=asked)
+                              if len(held) else (None, None, None))
     h_scores = g.scores(h_emb) if h_emb is not None else None
     h_best = h_scores.max(1).values.numpy() if h_scores is not None else None
     report = open_set(v_scores.max(1).values.numpy(), h_best, r.target_tar)

@@ -324,7 +324,8 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             with amp: logits = self.model(x)
             p = (logits.float() / self.temperature).softmax(1).cpu()
         else:
-            with amp: logits, emb = embed_query(self.model, x, query_turns(g.meta))  # asked as its thresholds were chosen
+            with amp:  # asked as the gallery's thresholds were chosen
+                logits, emb = embed_query(self.model, x, query_turns(g.meta))
             cos.append(g.scores(emb.float().cpu()))
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
             codes, p = fuse(p_cls, self.k_codes, cos[-1], g.codes, g.meta['scale'])

@@ -310,7 +310,8 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
     return path
 
 # %% ../nbs/02e_data.prepare.ipynb #8e909e85
-PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}  # each split's pasted photos: folder and manifest
+# each split's pasted photos: their folder and manifest
+PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}
 
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`; held-out drugs: "
@@ -345,7 +346,8 @@ def pasted_val(data_dir:str|Path, # an experiment's data folder
     ("A split's pills pasted on phone-like scenes (`data.paste_val_photos`): in no split, never trained on — "
      "the validation split's, or the held-out drugs'.")
     path = Path(data_dir)/'manifests'/f"{PASTED[split]}.parquet"
-    return pill_rows(read_parquet_lists(path), ('single', 'combo'), known_only=split != 'holdout') if path.exists() else None
+    if not path.exists(): return None
+    return pill_rows(read_parquet_lists(path), ('single', 'combo'), known_only=split != 'holdout')
 
 # %% ../nbs/02e_data.prepare.ipynb #8abdcb44
 def _wild_step(cfg, data_dir:Path, log)->pd.DataFrame:

@@ -312,7 +312,8 @@ def embed_query(model, # has `embed_logits`: a `PillClassifier` or an `OnnxClass
                 x:torch.Tensor, # (n, 3, S, S) crops, on the model's device
                 turns:int=1, # views of each crop (`quarter_turns`; `retrieval.query_turns`)
                )->tuple: # (logits (n, classes) of the crops as taken, embeddings (n, dim) or (n, turns, dim))
-    "A query seen every way up: one pass over its `quarter_turns`, the logits of the crop as taken, every view's embedding."
+    ("A query seen every way up: one pass over its `quarter_turns`, the logits of the crop as taken, "
+     "every view's embedding.")
     if turns == 1: return model.embed_logits(x)
     logits, e = model.embed_logits(quarter_turns(x, turns))
     return logits[::turns], e.reshape(len(x), turns, -1)
