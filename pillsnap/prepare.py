@@ -343,8 +343,8 @@ def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
 def pasted_val(data_dir:str|Path, # an experiment's data folder
                split:str='val', # 'val', or 'holdout': the drugs held out of training
               )->pd.DataFrame|None: # one row per pill (`pill_rows`), or None when none were made
-    ("A split's pills pasted on phone-like scenes (`data.paste_val_photos`): in no split, never trained on — "
-     "the validation split's, or the held-out drugs'.")
+    ("A split's pills pasted on phone-like scenes (`data.paste_val_photos`, `data.paste_holdout_photos`): in no split, "
+     "never trained on — the validation split's, or the held-out drugs'.")
     path = Path(data_dir)/'manifests'/f"{PASTED[split]}.parquet"
     if not path.exists(): return None
     return pill_rows(read_parquet_lists(path), ('single', 'combo'), known_only=split != 'holdout')
