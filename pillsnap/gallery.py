@@ -94,6 +94,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   seed:int=0,
                   others:dict|None=None, # {name: threshold}: also what these would do on the same trials
                   queries:torch.Tensor|None=None, # (n, views, dim) the pills as the gallery asks (default: first view)
+                  trained_threshold:float|None=None, # the trained drugs' own: what the two do together (`Gallery.thresholds`)
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     "The 'unknown' threshold chosen on real photos: products enrolled from a few pills, others held out."
     codes, groups = np.asarray(codes), np.asarray(groups)
@@ -116,17 +117,22 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
         unknown = np.flatnonzero(np.isin(codes, list(out)))
         s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
         best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
+        enrolled = torch.tensor([k in set(trial.enrolled()) for k in trial.codes])  # whose threshold a pill meets
+        best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(), unknown_enrolled=enrolled[s_unknown.argmax(1)].numpy())
         o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
         runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'],
                          named=np.array(trial.codes)[s_known.argmax(1).numpy()] == codes[known]))
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
-    at = lambda x: dict(unknown_answered=mean(lambda r: (r['unknown'] < x).mean()),
-                        enrolled_called_unknown=mean(lambda r: (r['known'] < x).mean()))
+    below = lambda r, kind, x, y: r[kind] < (x if y is None else np.where(r[f'{kind}_enrolled'], x, y))
+    at = lambda x, y=None: dict(unknown_answered=mean(lambda r: below(r, 'unknown', x, y).mean()),
+                                enrolled_called_unknown=mean(lambda r: below(r, 'known', x, y).mean()))
     thr = float(np.median([r['threshold'] for r in runs]))
     return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=trials, products=len(drugs), held_out=n_held,
                 auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
                 studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None,
-                at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()})
+                at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()},
+                with_trained_threshold=(dict(trained_threshold=trained_threshold, **at(thr, trained_threshold))
+                                        if trained_threshold is not None else None))
 
 # %% ../nbs/05b_infer.gallery.ipynb #6519777b
 @torch.inference_mode()
@@ -194,7 +200,8 @@ def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:p
 # %% ../nbs/05b_infer.gallery.ipynb #4307f2c0
 REAL_SHOTS, REAL_TAR = 3, 0.9  # retrieval.real_shots, real_tar: an experiment made before them reads these
 
-def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=None)->dict|None:
+def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=None,
+                    trained_threshold:float|None=None)->dict|None:
     "`real_open_set` on the pills of every set of `eval.real_sets` whose drugs the classifier was not trained on."
     sets = real_sets(cfg)
     if not sets: return None
@@ -209,22 +216,23 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
          embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=asked)[0])
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
-                        seed=cfg.seed, others=others, queries=q) if len(pos) else None
+                        seed=cfg.seed, others=others, queries=q,
+                        trained_threshold=trained_threshold) if len(pos) else None
     if out is None:
         get_logger('retrieval').warning(f"eval.real_sets ({', '.join(s['name'] for s in sets)}): fewer than 3 products "
-                                        'with pills to spare — the "unknown" threshold stays the studio one')
+                                        'with pills to spare — enrolled drugs keep the trained drugs\' "unknown" threshold')
         return None
     return {**out, 'sets': [s['name'] for s in sets], 'pills': len(pos)}
 
 # %% ../nbs/05b_infer.gallery.ipynb #153159c4
-def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->dict|None:
+def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: # (report, best cosines) or (None, None)
     ("`open_set` on the phone-like validation pills (`pasted_val`) against the held-out drugs' phone-like pills, "
      "and how the classifier and the gallery name them.")
     data, asked = exp_paths(cfg.paths.exp_dir).data, query_turns(g.meta)
     rows = pasted_val(data)
-    if rows is None or not len(rows): return None
+    if rows is None or not len(rows): return None, None
     emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype, turns=asked)
-    if not len(pos): return None
+    if not len(pos): return None, None
     s, truth = g.scores(emb), rows.k_code.values[pos]
     named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
     # never-seen drugs on the same kind of scenes (phone-like cosines sit lower whatever the drug); enrolled: known
@@ -234,8 +242,9 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->dict|Non
     if held is not None and len(held):
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
         unknown = g.scores(h_emb).max(1).values.numpy() if len(h_pos) else None
-    return {**open_set(s.max(1).values.numpy(), unknown, cfg.retrieval.target_tar), 'pills': len(pos),
-            'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}
+    best = s.max(1).values.numpy()
+    return {**open_set(best, unknown, cfg.retrieval.target_tar), 'pills': len(pos),
+            'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}, best
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227
 def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)->Gallery:
@@ -282,17 +291,21 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
-    phone = _phone_threshold(cfg, g, model, ck, d, device, dtype)
-    real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None)
+    phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
     studio, report['threshold_from'] = report['threshold'], 'studio validation photos'
-    if phone is not None:  # phone-like photos over studio ones, real photos over both
+    if phone is not None:  # trained drugs: phone-like photos over studio ones
         report.update(threshold=phone['threshold'], phone_val=phone,
                       threshold_from='phone-like validation photos (data.paste_val_photos)')
-    if real is not None:
-        report.update(threshold=real['threshold'], real_open_set=real,
-                      threshold_from=f"real photos ({', '.join(real['sets'])})")
+    real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None,
+                           report['threshold'])
+    report.update(enrolled_threshold=report['threshold'], enrolled_threshold_from=report['threshold_from'])
+    if real is not None:  # enrolled drugs, photographed like the pills asked of them: real photos over both
+        report.update(enrolled_threshold=real['threshold'], real_open_set=real,
+                      enrolled_threshold_from=f"real photos ({', '.join(real['sets'])})")
+        if phone is not None:  # what one real-photo threshold for every drug would do to trained drugs' phone photos
+            phone['unknown_at_real_threshold'] = round(float((phone_best < real['threshold']).mean()), 4)
     if phone or real: report['studio_threshold'] = studio
-    g.meta.update(threshold=report['threshold'])
+    g.meta.update(threshold=report['threshold'], enrolled_threshold=report['enrolled_threshold'])
     v_p_cls, v_truth = torch.as_tensor(softmax_t(v_logits.numpy(), T)), d.val.k_code.values[v_pos]
     v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'])
     top1 = lambda named: round(float(np.mean(np.array(named) == v_truth)), 4)
@@ -326,7 +339,9 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
                 f" on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report
                 else ' (no held-out drugs to measure it: split.holdout_drugs)')
     log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"
-             f" unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})" + measured)
+             f" unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})"
+             + (f", enrolled drugs below {report['enrolled_threshold']:.3f} (chosen on {report['enrolled_threshold_from']})"
+                if report['enrolled_threshold_from'] != report['threshold_from'] else '') + measured)
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #43b12986

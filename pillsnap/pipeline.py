@@ -198,9 +198,8 @@ class Predictor:
         self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
-        over = (cfg.get('retrieval') or {}).get('threshold')  # a user's own "unknown" threshold over the tuned one
-        tuned = gallery.meta.get('threshold') if gallery is not None else None
-        self.unknown_below = float(over) if over is not None else tuned
+        over = (cfg.get('retrieval') or {}).get('threshold')  # a user's own "unknown" threshold over the tuned ones
+        self.unknown_below = float(over) if over is not None else None
         c = checkpoint['config']
         self.pre = preprocessor_from(c)
         self.detector_path = Path(detector_path) if detector_path else None
@@ -338,6 +337,12 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
 
 # %% ../nbs/05e_infer.pipeline.ipynb #518aff1d
 @patch
+def thresholds(self:Predictor)->float|torch.Tensor|None:
+    "The 'unknown' threshold: the user's own (`retrieval.threshold`), else each gallery drug's (`Gallery.thresholds`)."
+    if self.unknown_below is not None: return self.unknown_below
+    return self.gallery.thresholds() if self.gallery is not None else None
+
+@patch
 @torch.inference_mode()
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
@@ -347,7 +352,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
     g = self.gallery
-    states = [None] * len(p) if cos is None else status(cos, self.unknown_below, g.meta.get('min_margin', 0.0))
+    states = [None] * len(p) if cos is None else status(cos, self.thresholds(), g.meta.get('min_margin', 0.0))
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, state) for row, state in zip(p, states)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
@@ -729,7 +734,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
     g = self.gallery
-    state = None if cos is None else status(cos.mean(0, keepdim=True), self.unknown_below,
+    state = None if cos is None else status(cos.mean(0, keepdim=True), self.thresholds(),
                                             g.meta.get('min_margin', 0.0))[0]
     pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, state)
     t3 = time.perf_counter()

@@ -273,15 +273,26 @@ def fuse(p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (cali
 
 # %% ../nbs/05a_infer.retrieval.ipynb #41df0658
 def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
-           threshold:float|None, # `open_set`'s
+           threshold:float|torch.Tensor|None, # `open_set`'s, or one per drug (`Gallery.thresholds`): the best drug's
            min_margin:float=0.0, # the best drug's lead over the second
           )->list:
     "'identified' or 'unknown' per query."
     if threshold is None or not scores.shape[1]: return ['identified'] * len(scores)
-    top = scores.topk(min(2, scores.shape[1]), 1).values
+    top, at = scores.topk(min(2, scores.shape[1]), 1)
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
-    return ['unknown' if b < threshold or m < min_margin else 'identified'
-            for b, m in zip(top[:, 0].tolist(), lead.tolist())]
+    thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
+    return ['unknown' if b < t or m < min_margin else 'identified'
+            for b, t, m in zip(top[:, 0].tolist(), thr.tolist(), lead.tolist())]
+
+@patch
+def thresholds(self:Gallery)->torch.Tensor|None: # (drugs,) in `codes` order; None: no threshold tuned
+    ("Each drug's 'unknown' threshold: an enrolled drug's prototype is made of photos like the ones asked"
+     " (`enrolled_threshold`, chosen on real photos when a real set is named), a trained drug's of studio crops"
+     " (`threshold`).")
+    t = self.meta.get('threshold')
+    if t is None: return None
+    e, enrolled = self.meta.get('enrolled_threshold', t), set(self.enrolled())
+    return torch.tensor([e if k in enrolled else t for k in self.codes], dtype=torch.float32)
 
 # %% ../nbs/05a_infer.retrieval.ipynb #62b7217d
 def retrieval_dir(exp:str|Path)->Path:

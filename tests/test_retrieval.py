@@ -168,12 +168,18 @@ def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, 
     cli('gallery', '--exp', e, '--rebuild', f"eval.real_sets=[{{path: {tmp_path/'phone'}}}]")
     r = json.loads((e/'reports'/'retrieval.json').read_text())
     real = r['real_open_set']
-    assert r['threshold_from'] == 'real photos (phone)' and -1 <= r['studio_threshold'] <= 1  # kept beside it
+    # enrolled drugs, photographed like the pills asked of them, get the real photos' threshold; trained drugs keep theirs
+    assert r['enrolled_threshold_from'] == 'real photos (phone)' and r['threshold_from'] == 'studio validation photos'
     assert (real['products'], real['held_out'], real['pills'], real['shots']) == (4, 1, 24, 3)
-    assert r['threshold'] == real['threshold'] == load_gallery(e/'retrieval').meta['threshold']
+    g = load_gallery(e/'retrieval')
+    assert r['enrolled_threshold'] == real['threshold'] == g.meta['enrolled_threshold']
+    assert r['threshold'] == r['studio_threshold'] == g.meta['threshold'] == real['with_trained_threshold']['trained_threshold']
+    assert g.thresholds().tolist() == pytest.approx([g.meta['enrolled_threshold'] if k in g.enrolled() else g.meta['threshold'] for k in g.codes])
     assert 0 <= real['auroc'] <= 1 and 0 <= real['unknown_answered'] <= 1 and real['enrolled_called_unknown'] <= 0.5
-    cli('gallery', '--exp', e, '--rebuild')  # no real set named: the studio threshold again
-    assert json.loads((e/'reports'/'retrieval.json').read_text())['threshold_from'] == 'studio validation photos'
+    assert 0 <= real['with_trained_threshold']['unknown_answered'] <= 1
+    cli('gallery', '--exp', e, '--rebuild')  # no real set named: the studio threshold for every drug again
+    r = json.loads((e/'reports'/'retrieval.json').read_text())
+    assert r['threshold_from'] == r['enrolled_threshold_from'] == 'studio validation photos' and r['enrolled_threshold'] == r['threshold']
 
 
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
