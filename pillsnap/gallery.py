@@ -117,8 +117,10 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
         unknown = np.flatnonzero(np.isin(codes, list(out)))
         s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
         best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
-        enrolled = torch.tensor([k in set(trial.enrolled()) for k in trial.codes])  # whose threshold a pill meets
-        best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(), unknown_enrolled=enrolled[s_unknown.argmax(1)].numpy())
+        mine = set(trial.enrolled())  # whose threshold a pill meets: its nearest drug's (`Gallery.thresholds`)
+        enrolled = torch.tensor([k in mine for k in trial.codes])
+        best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(),
+                    unknown_enrolled=enrolled[s_unknown.argmax(1)].numpy())
         o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
         runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'],
                          named=np.array(trial.codes)[s_known.argmax(1).numpy()] == codes[known]))
