@@ -411,6 +411,7 @@ def render_wild(pills:list, # (look, rotation) per pill
                 capture:dict, # label capture fields (drug_dir, camera_la, ...; not the backdrop and light)
                 size:tuple=(976, 1280), # (width, height)
                 seed:int=0, # random seed
+                empty:bool=False, # the scene made for `pills`, without them (no box): what a detector must leave alone
                )->tuple: # (PIL image, visible parts' boxes [[x, y, w, h]], masks [(alpha, x0, y0)], hidden shares)
     "A phone-style photo of `pills` in a wild scene, with exact boxes."
     rng = np.random.default_rng([seed, 7])
@@ -420,6 +421,6 @@ def render_wild(pills:list, # (look, rotation) per pill
         posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm * zoom * j), rot, capture['camera_la'],
                             look['thick'] * ppm * zoom * j)
                  for (look, rot), j in zip(pills, rng.uniform(0.9, 1.1, len(pills)))]
-        try: return wild_photo(posed, size, rng)
+        try: return wild_photo(posed, size, rng, empty)
         except ValueError:
             if zoom == 0.4: raise

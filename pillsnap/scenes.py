@@ -373,7 +373,9 @@ def _shadows(img:np.ndarray, posed:list, spots:list, away:float, rng):
             img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
 
 # %% ../nbs/01_synth.scenes.ipynb #9aba49a7
-def wild_photo(posed:list, size:tuple, rng)->tuple:
+def wild_photo(posed:list, size:tuple, rng,
+               empty:bool=False, # the scene made for these pills, without them: a photo with nothing to box
+              )->tuple:
     "Compose posed pills (RGBA arrays) into a wild scene: (image, boxes, masks, occluded)."
     W, H = size
     img = surface(weighted_choice(rng, SURFACES), W, H, rng)
@@ -388,9 +390,9 @@ def wild_photo(posed:list, size:tuple, rng)->tuple:
     add_clutter(img, rng)
     pill_px = np.median([max(p.shape[:2]) for p in posed])
     _distractors(img, pill_px, rng)
-    posed = [shade_pill(p, rng) for p in posed]
+    posed = [shade_pill(p, rng) for p in posed] if not empty else []
     pile = len(posed) > 1 and rng.random() < 0.3
-    spots, vis, occluded = _lay_out(posed, region, frame, pile, rng)
+    spots, vis, occluded = _lay_out(posed, region, frame, pile, rng) if posed else ([], [], [])
     _shadows(img, posed, spots, ang + math.pi, rng)
     for p, (x, y) in zip(posed, spots):
         h, w = p.shape[:2]; a = p[..., 3:]
