@@ -485,9 +485,9 @@ def _epochs_done(run_dir):
 # ultralytics' own default box threshold: what `detector.conf=auto` uses when the detector file records none
 DEFAULT_CONF = 0.25
 
-# the tuned threshold maximises F2: in combo mode a missed pill costs twice a stray box
-# (a person sees the box; nobody sees the miss)
-CONF_BETA = 2
+# the tuned threshold maximises F1: precision and recall about equal, so combo mode's count is unbiased
+# (F2, recall first, was the rule until 2026-11-25: it counted real photos' pills over; nbs/90_benchmarks)
+CONF_BETA = 1
 
 # %% ../nbs/04b_train.detector.ipynb #47879f7f
 def tuned_conf(box, # ultralytics' box metrics of a validation run (`DetMetrics.box`: P and R at 1,000 confidences)
@@ -582,7 +582,7 @@ def split_images(data:str|Path, split:str='val')->list:
     "The image files of one split of a YOLO data.yaml."
     from ultralytics.data.utils import IMG_FORMATS
     spec = read_data_yaml(data)
-    base = Path(spec.get('path') or Path(data).parent)
+    base = Path(spec.get('path') or '.')  # no `path:`: the splits lie beside data.yaml
     base = base if base.is_absolute() else Path(data).parent/base
     srcs = spec.get(split) or []
     files = []
