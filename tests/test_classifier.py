@@ -233,3 +233,12 @@ def test_train_from_the_offline_lite0_start(tiny_root, tmp_path):
     trained = ck['model']['backbone.blocks.6.0.conv_pwl.weight']
     # one epoch at a small learning rate moves the ImageNet weights a little, not to something else
     assert 0 < (trained - start).norm() / start.norm() < 0.2
+    # best.pt is the fine-tuned weights mixed with the start (train.wise, WiSE-FT) and a head refitted to them
+    best = torch.load(exp/'classifier'/'best.pt', weights_only=True)
+    assert best['epoch'] == ck['epoch'] and best['wise']['alpha'] == 0.5 and best['wise']['start'] == 'lite0'
+    mixed = best['model']['backbone.blocks.6.0.conv_pwl.weight']
+    assert torch.allclose(mixed, 0.5 * trained + 0.5 * start, atol=1e-6)
+    assert not torch.equal(best['model']['backbone.classifier.weight'], ck['model']['backbone.classifier.weight'])
+    assert best['wise']['head']['loss_after'] < best['wise']['head']['loss_before']
+    assert 'of the start (lite0); head refitted on' in (exp/'logs'/'train-cls.log').read_text()
+    assert json.loads((exp/'classifier'/'metrics.json').read_text())['training']['wise']['alpha'] == 0.5
