@@ -25,7 +25,7 @@ from .io import atomic_write, clean_stale_temps, write_json
 from .config import (Experiment, ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
                              seed_everything)
 from .schema import face_codes
-from .data import hash_rank
+from .data import capped_rows
 from .pretrained import check_start, resolve_start, start_note
 from .crops import UnifiedPreprocessor
 from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights,
@@ -454,12 +454,6 @@ def mix_with_start(model:PillClassifier, # the fine-tuned classifier (changed in
 
 
 # %% ../nbs/04a_train.classifier.ipynb #102fcc6d
-def _capped_positions(rows:pd.DataFrame, per_drug:int, seed:int)->list:
-    "Positions of at most `per_drug` rows of each drug, by seeded hash rank."
-    keys = rows.image.astype(str) + ':' + rows.pill.astype(str)
-    out = [g[hash_rank(seed, keys.iloc[g])[:per_drug]] for g in rows.groupby('k_code').indices.values()]
-    return sorted(int(i) for g in out for i in g)
-
 @torch.no_grad()  # not inference_mode: the head is fitted on these features
 def _pooled(model:PillClassifier, ds, device, batch:int)->tuple:
     "Pooled features and labels of a dataset (float32, on `device`)."
@@ -513,7 +507,7 @@ def wise_finish(cfg, # resolved settings (`train.wise`, `classifier.*`)
         return None
     names = mix_with_start(model, base, alpha)
     ds = torch.utils.data.Subset(PillDataset(d.train, d.root, d.pre, eval_transforms(d.pre), d.train_cache),
-                                 _capped_positions(d.train, WISE_HEAD_CROPS, cfg.split.seed))
+                                 capped_rows(d.train, WISE_HEAD_CROPS, cfg.split.seed).tolist())
     head = refit_head(model.to(device), ds, device)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ck['model'] = state

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'MANIFEST_COLUMNS', 'SPLITS', 'to_rgb', 'pil_open',
-           'open_image_safely', 'downscale', 'hash_rank', 'select_classes', 'per_class_quota', 'named_classes',
-           'assign_splits', 'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests',
-           'read_arrow_lists', 'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release',
-           'data_digest', 'json_sha256', 'check_splits']
+           'open_image_safely', 'downscale', 'hash_rank', 'capped_rows', 'select_classes', 'per_class_quota',
+           'named_classes', 'assign_splits', 'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests',
+           'save_manifests', 'read_arrow_lists', 'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows',
+           'example_release', 'data_digest', 'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
 import contextlib, functools, hashlib, io, json, os, sys, warnings
@@ -111,6 +111,16 @@ def hash_rank(seed:int, # the split seed
     "Indices that sort `names` by a seeded hash of each name."
     keys = [hashlib.blake2b(f'{seed}:{n}'.encode(), digest_size=8).digest() for n in names]
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+def capped_rows(rows:pd.DataFrame, # pill rows (`image`, `pill` and the `by` columns)
+                per_group:int, # most rows kept of each group
+                seed:int, # which ones: the first by seeded hash rank of image:pill
+                by=('k_code',), # the columns that make a group (e.g. drug and face)
+               )->np.ndarray: # positions in `rows`, sorted
+    "Positions of at most `per_group` rows of each group, chosen by seeded hash rank (a rerun picks the same)."
+    keys = rows.image.astype(str) + ':' + rows.pill.astype(str)
+    out = [g[hash_rank(seed, keys.iloc[g])[:per_group]] for g in rows.groupby(list(by)).indices.values()]
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 # %% ../nbs/02b_data.splits.ipynb #d31e30a8
 def select_classes(codes, # candidate K-codes

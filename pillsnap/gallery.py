@@ -17,7 +17,7 @@ from torch import nn
 
 from .io import write_json
 from .config import Experiment, ConfigError, amp_dtype, exp_paths, get_logger, pick_device
-from .data import hash_rank, load_manifest, pill_rows
+from .data import capped_rows, hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import classifier_data, pasted_val
@@ -169,10 +169,7 @@ def _faces(rows:pd.DataFrame)->np.ndarray:
 
 def _capped(rows:pd.DataFrame, per_drug:int, seed:int)->np.ndarray:
     "Positions of at most `per_drug` rows per drug and face, by seeded hash rank."
-    keys = rows.image.astype(str) + ':' + rows.pill.astype(str)
-    groups = rows.assign(face=_faces(rows)).groupby(['k_code', 'face']).indices.values()
-    out = [g[hash_rank(seed, keys.iloc[g])[:per_drug]] for g in groups]
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+    return capped_rows(rows.assign(face=_faces(rows)), per_drug, seed, ('k_code', 'face'))
 
 def _read_crops(files:list)->torch.Tensor:
     from torchvision.io import read_image, ImageReadMode
