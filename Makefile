@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -48,6 +48,12 @@ bench-phone: install
 	$(BIN)/pillsnap demo --preset phone-det --detector-only
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/phone-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+
+# The detector's pill start (detector.start: auto, nbs/04b_train.detector): the recipe above from random weights, on synthetic
+# photos only, stored in half precision in the package; record the printed SHA-256 in PILL_STARTS. About 90 minutes on 2 cores.
+det-start: install
+	$(BIN)/pillsnap demo --preset phone-det --detector-only
+	$(BIN)/python tools/det_start.py work/exp/phone-det pillsnap/starts/yolo11n-pill.safetensors
 
 # The wild-scene detector above fine-tuned on REAL's own training photos at 480 px for 40 epochs; the size it detects at is the one the
 # holdout photos (val) score best at, 640 px (the photos' own) when measured; then judged on the val + test photos of the release at that

@@ -18,6 +18,7 @@ from fastcore.basics import patch
 from .config import ConfigError, exp_config, exp_paths, flat_settings, run_config, start_run
 from .gates import measurements
 from .io import read_json, write_json
+from .detector import PILL_STARTS
 from .pretrained import STARTS, resolve_start
 
 # %% ../nbs/06b_judge.advisor.ipynb #c8f116f4
@@ -115,7 +116,8 @@ def rule_weak_detection(ev):
 
 # %% ../nbs/06b_judge.advisor.ipynb #c50ad7fc
 def rule_studio_recipe(ev):
-    "Trained without the phone-ready recipe's pieces: pasted and made-up scenes, an ImageNet start, phone augmentation."
+    ("Trained without the phone-ready recipe's pieces: pasted and made-up scenes, an ImageNet start, "
+     "the detector's pill start, phone augmentation.")
     c = ev['cfg']
     stage = c.stages.get(str(c.data.stage)) or {} if c.data.get('stage') else {}
     s, missing = {}, []
@@ -123,6 +125,9 @@ def rule_studio_recipe(ev):
         if not c.data.get(k): s[f'data.{k}'] = stage.get(k) or 1000; missing.append(words)
     if resolve_start(c.classifier) == 'none' and not c.classifier.get('weights_path'):
         s['classifier.pretrained'] = 'auto'; missing.append('an ImageNet start')
+    d = c.detector
+    if d.get('start') in ('none', None, False) and not d.get('weights_path') and d.model in PILL_STARTS:
+        s['detector.start'] = 'auto'; missing.append("the detector's pill start")
     if not (c.train.augment.get('phone') or 0): s['train.augment.phone'] = 0.5; missing.append('phone augmentation')
     if not s: return None
     return rec('studio_recipe', 'made for studio photos only: add ' + ', '.join(missing),

@@ -26,6 +26,7 @@ TINY_SETTINGS = ('data.workers=1', 'loader.num_workers=0', 'data.paste_photos=0'
                  'classifier.pretrained=none', 'train.augment.phone=0',
                  'classifier.model=test_efficientnet', 'classifier.img_size=64',
                  'train.epochs=20', 'train.lr=0.01', 'train.ema=0.99', 'train.batch_size=16', 'train.log_every=50',
+                 'detector.start=none',  # the lessons' detector learns from random weights, as it always has
                  'detector.model=yolo11n', 'detector.img_size=192', 'detector.epochs=80', 'detector.batch_size=4',
                  'detector.warmup_epochs=0', 'detector.close_mosaic=10', 'detector.workers=0',
                  'detector.iou=0.45')  # NMS: a detector this young puts two boxes on some pills at ultralytics' 0.7

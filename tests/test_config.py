@@ -76,6 +76,10 @@ def test_the_demo_uses_the_default_recipe_with_an_offline_start():
     assert resolve_start(cfg.classifier) == 'lite0'  # installed with pillsnap: nothing to download
     check_start(cfg.classifier)  # its model and normalisation are the start's
     assert cfg.data.paste_photos > 0 and cfg.data.wild_photos > 0 and cfg.train.augment.phone > 0
+    from pillsnap.detector import detector_start
+    start, said = detector_start(cfg.detector)  # the detector too: pillsnap's pill start, installed with it
+    assert start is not None and start.name == 'yolo11n-pill.safetensors' and 'pill start' in said, said
+    assert detector_start(load_config(preset='cpu').detector)[0] == start  # the CPU preset's size gets it as well
 
 
 def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():
@@ -83,6 +87,9 @@ def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():
         cfg = load_config(preset=preset)
         assert cfg.data.paste_photos == 0 and cfg.data.wild_photos == 0, preset
     assert load_config(preset='bench').classifier.pretrained == 'none'
+    from pillsnap.detector import detector_start
+    for preset in ('bench', 'bench-det', 'wild-det', 'phone-det'):  # their detectors from random weights; phone-det makes the start
+        assert detector_start(load_config(preset=preset).detector) == (None, 'random initial weights (detector.start=none)'), preset
 
 
 def test_relative_paths_resolve_against_their_source(tmp_path, monkeypatch):
