@@ -436,7 +436,7 @@ def trainable_detector(model:str, # architecture name (`detector.model`)
 PILL_STARTS = {  # `detector.start: auto`: pillsnap's own detectors that training starts from, by architecture
     'yolo11n': dict(file='yolo11n-pill.safetensors',
                     sha256='0a9ebe8e4fa026a0e430c6c10bd3e603995b5af5150d967286169c0232cfde5f',
-                    made="make det-start at d787b18: 15 epochs at 480 px, synthetic photos only"),
+                    made='make det-start at d787b18: 15 epochs at 480 px on synthetic photos only'),
 }
 
 def pill_start_file(model:str, # an architecture name (`detector.model`)
@@ -464,7 +464,7 @@ def detector_start(d, # the `detector` settings
         raise ConfigError(f"detector.start={s!r} — use auto (pillsnap's pill start where one ships for detector.model) "
                           'or none (random weights)')
     if s == 'auto' and (f := pill_start_file(d.model)):
-        return f, f"pillsnap's pill start {f.name} (synthetic photos only; detector.start=none for random weights)"
+        return f, f"pillsnap's pill start {f.name} ({PILL_STARTS[d.model]['made']}; detector.start=none for random weights)"
     why = ('detector.start=none' if s == 'none' else
            f"no pill start ships for {d.model}, only for {', '.join(PILL_STARTS)}; "
            'detector.weights_path takes a local checkpoint')
