@@ -103,15 +103,22 @@ def rule_weak_classification(ev):
 
 # %% ../nbs/06b_judge.advisor.ipynb #a4591de1
 def rule_weak_detection(ev):
-    "Detection mAP under the stage's target: a larger detector and a longer run."
+    ("Detection mAP under the stage's target: a larger detector and a longer run — "
+     "only the longer run while the detector trains from a pill start that the larger size lacks.")
     m, target = ev['measured'].get('detection_map50'), _stage_target(ev, 'detection_map50')
     if m is None or target is None or m >= target: return None
     d = ev['cfg'].detector
     bigger = {'yolo11n': 'yolo11s', 'yolo11s': 'yolo11m', 'yolo11m': 'yolo11l'}.get(d.model, d.model)
+    why = f'detector mAP@0.5 {m:.3f} under the stage target {target}'
+    if (d.get('start', 'auto') == 'auto' and not d.get('weights_path') and d.model in PILL_STARTS
+            and bigger not in PILL_STARTS):  # the larger size would start from random weights
+        why += f"; {d.model} keeps pillsnap's pill start ({bigger} has none: it would start from random weights)"
+        bigger = d.model
+    s = {'detector.model': bigger} if bigger != d.model else {}
     return rec('weak_detection',
-               f'detection under target: {d.model} → {bigger}, {d.epochs} → {round(d.epochs * 1.5)} epochs',
-               f'detector mAP@0.5 {m:.3f} under the stage target {target}',
-               {'detector.model': bigger, 'detector.epochs': round(d.epochs * 1.5)},
+               'detection under target: ' + (f'{d.model} → {bigger}, ' if s else '')
+               + f'{d.epochs} → {round(d.epochs * 1.5)} epochs', why,
+               {**s, 'detector.epochs': round(d.epochs * 1.5)},
                then=('prepare', 'train-det'), files=[ev['files'].get('detection_map50')])
 
 # %% ../nbs/06b_judge.advisor.ipynb #c50ad7fc
