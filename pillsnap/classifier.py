@@ -33,7 +33,7 @@ from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_tra
                               weighted_sampler)
 from .prepare import ClassifierData, classifier_data
 from .model import (PillClassifier, check_checkpoint, create_backbone, find_checkpoint, load_checkpoint,
-                            load_classifier, predict_logits, save_checkpoint, softmax_t)
+                            eval_batch, load_classifier, predict_logits, save_checkpoint, softmax_t)
 from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss,
                                 OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger, TrainingStopped, adamw,
@@ -458,7 +458,7 @@ def mix_with_start(model:PillClassifier, # the fine-tuned classifier (changed in
 def _pooled(model:PillClassifier, ds, device, batch:int)->tuple:
     "Pooled features and labels of a dataset (float32, on `device`)."
     feats, ys = [], []
-    for xb, yb in make_loader(ds, batch, num_workers=0):
+    for xb, yb in make_loader(ds, eval_batch(device, batch), num_workers=0):
         feats.append(model.embed_logits(xb.to(device))[1].float()); ys.append(yb.to(device))
     return torch.cat(feats), torch.cat(ys)
 

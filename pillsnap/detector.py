@@ -6,11 +6,11 @@
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'PILL_STARTS', 'DEFAULT_CONF', 'CONF_BETA',
            'detector_arch', 'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf',
            'shipped_detector', 'load_detector', 'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check',
-           'log_epoch', 'quiet_ultralytics', 'fp16_args', 'train_device', 'weights_record', 'record_weights',
-           'recorded', 'record_saved', 'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint',
-           'check_detector', 'all_threads', 'trainable_detector', 'pill_start_file', 'detector_start', 'train_detector',
-           'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes', 'draw_boxes', 'split_images', 'label_of',
-           'plot_detections', 'save_samples', 'det_table']
+           'log_epoch', 'quiet_ultralytics', 'fp16_args', 'predict_by_shape', 'train_device', 'weights_record',
+           'record_weights', 'recorded', 'record_saved', 'recording_checkpoints', 'weights_only_checkpoints',
+           'read_checkpoint', 'check_detector', 'all_threads', 'trainable_detector', 'pill_start_file',
+           'detector_start', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
+           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
 
 # %% ../nbs/04b_train.detector.ipynb #54e2c719
 import os
@@ -268,6 +268,20 @@ def fp16_args(fp16:bool, # half precision (a GPU's autocast)
     if not fp16: return {}
     from ultralytics.cfg import DEFAULT_CFG_DICT
     return {'quantize': 16} if 'quantize' in DEFAULT_CFG_DICT else {'half': True}
+
+# %% ../nbs/04b_train.detector.ipynb #4a896d62
+def predict_by_shape(model, # an ultralytics YOLO
+                     images:list, # PIL images or HxWxC arrays (ultralytics' BGR)
+                     **kw, # ultralytics' predict arguments
+                    )->list: # its results, in the order of `images`
+    "ultralytics' predictions for `images`, the photos of one shape predicted together: each as it would be alone."
+    groups = {}
+    for i, im in enumerate(images): groups.setdefault(im.size if hasattr(im, 'size') and not hasattr(im, 'shape')
+                                                      else im.shape, []).append(i)
+    out = [None] * len(images)
+    for idx in groups.values():
+        for i, r in zip(idx, model.predict([images[i] for i in idx], **kw)): out[i] = r
+    return out
 
 # %% ../nbs/04b_train.detector.ipynb #6c6fc640
 def train_device(cfg)->str:

@@ -21,7 +21,7 @@ from .data import capped_rows, hash_rank, load_manifest, pill_rows
 from .crops import cache_fits, CropCache
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import classifier_data, pasted_val
-from .model import embedder_id, find_checkpoint, load_classifier, softmax_t
+from .model import embedder_id, eval_batch, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
@@ -155,7 +155,8 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
     sub = torch.utils.data.Subset(ds, [int(i) for i in take]) if take is not None else ds
     if isinstance(model, nn.Module): model.eval().to(device)
     embs, logits, pos = [], [], []
-    for xb, yb in make_loader(sub, batch_size, num_workers=0):
+    views = turns or 1  # a pass takes crops x views images: on a CPU at most `eval_batch`'s
+    for xb, yb in make_loader(sub, max(1, eval_batch(device, batch_size * views) // views), num_workers=0):
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             lo, e = embed_query(model, xb.to(device), turns or 1)
         if turns == 1: e = e[:, None]

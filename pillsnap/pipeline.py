@@ -25,8 +25,8 @@ from .metrics import box_area, box_intersection, clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
 from .crops import preprocessor_from
-from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_meta, fp16_args, quiet_ultralytics,
-                               yolo_device)
+from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_meta, fp16_args, predict_by_shape,
+                               quiet_ultralytics, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
 from .retrieval import (embed_crops, embed_query, enrol_into, fuse, load_gallery, quarter_turns, query_turns,
@@ -301,9 +301,10 @@ def detect(self:Predictor, images:list,
     "[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill (`one_box_per_pill`), most confident first."
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
-        res = self.detector.predict(images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf, iou=d.iou,
-                                    max_det=d.max_det, device=yolo_device(self.device), verbose=False,
-                                    **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU
+        # the photos of each shape together: a photo's boxes never depend on the photos batched beside it
+        res = predict_by_shape(self.detector, images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf,
+                               iou=d.iou, max_det=d.max_det, device=yolo_device(self.device), verbose=False,
+                               **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU
     out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
     keep = [one_box_per_pill(b, s, d.get('contain', CONTAIN)) for b, s in out]
     return [(b[k], s[k]) for (b, s), k in zip(out, keep)]
