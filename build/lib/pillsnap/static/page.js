@@ -1,0 +1,164 @@
+const $ = id => document.getElementById(id);
+const T = {
+  en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', camera: 'Take a photo', single: 'single pill', combo: 'several pills (combo)',
+       expect: 'Prescription (optional): K-codes, EDI codes or product names, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
+       search_title: 'Search by what the pill shows', results_here: 'Results appear here.',
+       notice: 'pillsnap suggests; it does not decide. Check every answer with a pharmacist before taking or giving a medicine.',
+       mode: m => `${m} mode`, pills: n => `${n} pill(s)`, pill: 'Pill', name: 'name', confidence: 'confidence', company: 'company', imprint: 'imprint',
+       shape: 'shape', colour: 'colour', sure: ['very likely', 'likely', 'possible', 'unsure'], unknown: 'Unknown — this pill looks like none of the drugs pillsnap knows. Ask a pharmacist.',
+       read: m => `read on the pill: “${m}”`, expected: 'on the prescription', unexpected: m => `NOT on the prescription${m ? ' — it looks like ' + m : ''}`, identifying: 'identifying…', done: r => `done (request ${r})`,
+       inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
+       found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
+       links: 'links', record: 'official record', image: 'reference image',
+       back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
+  ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
+       expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
+       search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
+       notice: 'pillsnap은 제안할 뿐 결정하지 않습니다. 약을 복용하거나 주기 전에 모든 답을 약사와 확인하세요.',
+       mode: m => `${m} 모드`, pills: n => `알약 ${n}개`, pill: '알약', name: '이름', confidence: '확신도', company: '업체', imprint: '각인',
+       shape: '모양', colour: '색', sure: ['매우 유력', '유력', '가능', '불확실'], unknown: '알 수 없음 — pillsnap이 아는 어떤 약과도 닮지 않았습니다. 약사에게 문의하세요.',
+       read: m => `알약에서 읽은 글자: “${m}”`, expected: '처방에 있음', unexpected: m => `처방에 없음${m ? ' — ' + m + '와(과) 닮았습니다' : ''}`, identifying: '식별 중…', done: r => `완료 (요청 ${r})`,
+       inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
+       found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`,
+       links: '링크', record: '의약품안전나라', image: '낱알 사진',
+       back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
+let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
+let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
+const t = k => T[lang][k];
+function applyLang() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll('[data-t]').forEach(e => { if (!(e.id === 'results' && last)) e.textContent = t(e.dataset.t); });
+  $('lang').textContent = lang === 'en' ? '한국어' : 'English';
+  if (last) last();
+}
+$('lang').onclick = () => { lang = lang === 'en' ? 'ko' : 'en'; localStorage.setItem('pillsnap-lang', lang); applyLang(); };
+$('key').value = sessionStorage.getItem('pillsnap-key') || '';
+$('drop').onclick = () => $('file').click();
+$('drop').ondragover = e => { e.preventDefault(); $('drop').classList.add('over'); };
+$('drop').ondragleave = () => $('drop').classList.remove('over');
+$('drop').ondrop = e => { e.preventDefault(); $('drop').classList.remove('over'); if (e.dataTransfer.files[0]) choose(e.dataTransfer.files[0]); };
+$('file').onchange = e => { if (e.target.files[0]) choose(e.target.files[0]); };
+$('camera').onclick = () => $('shot').click();  // a phone opens its camera for this one (capture)
+$('shot').onchange = e => { if (e.target.files[0]) choose(e.target.files[0]); };
+function choose(f) {
+  photo = f; img = new Image();
+  img.onload = () => draw(null); img.src = URL.createObjectURL(f);
+  $('go').disabled = false; $('status').textContent = f.name;
+}
+function esc(s) { return String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c])); }
+function names(c) { return esc(c.dl_name || c.k_code) + (c.dl_name_en ? `<br><small>${esc(c.dl_name_en)}</small>` : ''); }
+function words(p) { const s = t('sure'); return p >= 0.9 ? s[0] : p >= 0.6 ? s[1] : p >= 0.3 ? s[2] : s[3]; }
+function colours(c) { return [c.color_class1, c.color_class2].filter(Boolean).join('/'); }
+function links(c) {  // the official record and the reference image: links to follow, never fetched by the page
+  const a = (u, k) => u && /^https?:\/\//.test(u) ? `<a href="${esc(u)}" target="_blank" rel="noopener noreferrer">${esc(t(k))}</a>` : '';
+  return c.links ? [a(c.links.record, 'record'), a(c.links.image, 'image')].filter(Boolean).join('<br>') : '';
+}
+function draw(result) {
+  const c = $('canvas'), scale = Math.min(1, 640 / img.width);
+  c.width = img.width * scale; c.height = img.height * scale;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0, c.width, c.height);
+  if (!result) return;
+  g.lineWidth = 3; g.font = '13px system-ui';
+  result.pills.forEach((p, i) => {
+    const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
+    const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
+    const label = p.status === 'unknown' ? '?' : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
+    g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const txt = `${i + 1}. ${label}`;
+    g.fillStyle = g.strokeStyle; g.fillRect(x1, Math.max(0, y1 - 18), g.measureText(txt).width + 8, 18);
+    g.fillStyle = '#000'; g.fillText(txt, x1 + 4, Math.max(13, y1 - 5));
+  });
+}
+function show(r) {
+  const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
+    <td>${words(c.confidence)} <small>${(c.confidence * 100).toFixed(1)}%</small>${c.in_set ? ' <span class="inset" title="candidate set">✓</span>' : ''}</td>
+    <td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td><td>${esc(colours(c))}</td>
+    <td>${esc((c.edi_codes || []).join(', '))}</td><td>${links(c)}</td></tr>`).join('');
+  const verdict = p => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') +
+    (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
+    (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
+  let h = `<p><b>${esc(t('mode')(r.mode))}</b>${r.sides === 2 ? ' (' + esc(t('sides')) + ')' : ''} — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
+  if (r.mode === 'single' && r.sides !== 2) h += `<p><button type="button" id="addback" class="second">${esc(t('back'))}</button></p>`;
+  const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
+  if (r.hints.combo_recommended) h += `<p class="hint">${esc(hint('reason'))}</p>`;
+  if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
+  if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
+  const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
+  h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
+    <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
+  if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
+  $('results').innerHTML = h;
+  document.querySelectorAll('#results canvas.thumb').forEach(c => {  // each pill's crop, square, from the photo as chosen
+    const [x1, y1, x2, y2] = r.pills[+c.dataset.i].box, s = Math.max(x2 - x1, y2 - y1, 1);
+    if (img && img.complete) c.getContext('2d').drawImage(img, x1 + (x2 - x1 - s) / 2, y1 + (y2 - y1 - s) / 2, s, s, 0, 0, 72, 72);
+  });
+}
+function showSearch(found) {
+  $('results').innerHTML = `<p><b>${esc(t('found')(found.length))}</b></p><table><tr><th>#</th><th>K-code</th><th>${t('name')}</th><th>${t('score')}</th>
+    <th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>${t('company')}</th></tr>` + found.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td>
+    <td>${names(c)}</td><td>${c.score.toFixed(2)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td>
+    <td>${esc(colours(c))}</td><td>${esc(c.dl_company)}</td></tr>`).join('') + '</table>';
+}
+function keyHeader() {
+  const key = $('key').value.trim();
+  if ($('remember').checked) sessionStorage.setItem('pillsnap-key', key); else sessionStorage.removeItem('pillsnap-key');
+  return key ? {'X-API-Key': key} : {};
+}
+fetch('health').then(r => r.json()).then(h => { $('keyrow').hidden = !!h.public; }).catch(() => {});  // public mode: no key to ask for
+function said(r) {  // a refusal in the user's language: the server sends both (detail, detail_ko) with a code
+  if (lang === 'ko' && r.detail_ko) return r.detail_ko;
+  return typeof r.detail === 'string' ? r.detail : JSON.stringify(r.detail);
+}
+async function call(url, opts, render) {
+  $('status').textContent = t('identifying'); $('status').className = '';
+  try {
+    const res = await fetch(url, opts), r = await res.json();
+    if (!res.ok) throw new Error(`${res.status}: ${said(r)}`);
+    const id = res.headers.get('X-Request-ID');
+    last = () => { render(r); $('status').textContent = t('done')(id); };
+    if (r.pills) { answer = r; rid = id; }
+    last();
+  } catch (e) { $('status').textContent = e.message; $('status').className = 'err'; }
+}
+$('go').onclick = () => identify(null);
+$('find').onclick = () => {
+  const q = new URLSearchParams({q: $('q').value.trim(), top: '10'});
+  if ($('color').value.trim()) q.set('color', $('color').value.trim());
+  if ($('shape').value.trim()) q.set('shape', $('shape').value.trim());
+  if ($('sname').value.trim()) q.set('name', $('sname').value.trim());
+  if ($('form').value.trim()) q.set('form', $('form').value.trim());
+  call(`search?${q}`, {headers: keyHeader()}, r => showSearch(r.results));
+};
+async function identify(back) {  // the chosen photo (and, for one pill, its other side) in the chosen mode
+  const mode = back ? 'single' : document.querySelector('input[name=mode]:checked').value, body = new FormData();
+  body.append('image', photo);
+  if (back) body.append('back', back);
+  if ($('expect').value.trim()) body.append('expect', $('expect').value.trim());
+  $('go').disabled = true;
+  await call(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
+  $('go').disabled = false;
+}
+$('backfile').onchange = e => { if (e.target.files[0]) identify(e.target.files[0]); };
+$('results').onclick = async e => {
+  if (e.target.id === 'addback') return $('backfile').click();  // a phone offers its camera for the other side  // "this answer is wrong": the right drug if known, then a report with the photo
+  const box = e.target.closest('.fb');
+  if (!box || !answer) return;
+  if (e.target.classList.contains('wrong')) {
+    box.innerHTML = `<input class="right" type="text" autocomplete="off" placeholder="${esc(t('right'))}"> <button type="button" class="send">${esc(t('send'))}</button>`;
+    return;
+  }
+  if (!e.target.classList.contains('send')) return;
+  const i = +box.dataset.i, p = answer.pills[i], body = new FormData();
+  body.append('image', photo); body.append('answered', p.status === 'unknown' ? 'unknown' : p.candidates[0].k_code);
+  body.append('pipeline', answer.mode); body.append('pill', i); body.append('box', p.box.map(v => v.toFixed(1)).join(','));
+  if (rid) body.append('request_id', rid);
+  const right = box.querySelector('.right').value.trim();
+  if (right) body.append('right', right);
+  e.target.disabled = true;
+  try {
+    const res = await fetch('feedback', {method: 'POST', headers: keyHeader(), body}), r = await res.json();
+    if (!res.ok) throw new Error(`${res.status}: ${said(r)}`);
+    box.textContent = t('thanks')(r.id);
+  } catch (err) { box.textContent = err.message; box.className = 'fb err'; }
+};
+applyLang();
