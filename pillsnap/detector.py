@@ -275,9 +275,8 @@ def predict_by_shape(model, # an ultralytics YOLO
                      **kw, # ultralytics' predict arguments
                     )->list: # its results, in the order of `images`
     "ultralytics' predictions for `images`, the photos of one shape predicted together: each as it would be alone."
-    groups = {}
-    for i, im in enumerate(images): groups.setdefault(im.size if hasattr(im, 'size') and not hasattr(im, 'shape')
-                                                      else im.shape, []).append(i)
+    groups = {}  # shape (an array's) or size (a PIL image's) -> positions
+    for i, im in enumerate(images): groups.setdefault(im.shape if hasattr(im, 'shape') else im.size, []).append(i)
     out = [None] * len(images)
     for idx in groups.values():
         for i, r in zip(idx, model.predict([images[i] for i in idx], **kw)): out[i] = r
