@@ -102,7 +102,7 @@ bench-report: install
 rehearse: install
 	$(BIN)/python tools/rehearse.py --out work/rehearse
 
-# The GPU path in one command (under 9 minutes on one H100): training img/s eager and compiled, auto batch, the forced
+# The GPU path in one command (~11 minutes on one H100, estimated; --steps runs some): training img/s eager and compiled, auto batch, the forced
 # out-of-memory ladder, YOLO11m training, serving p50/p95 per backend; JSON and the README's rows (nbs/90_benchmarks.ipynb).
 gpu-check: install
 	$(BIN)/python tools/gpu_check.py --out work/gpu-check

@@ -1,7 +1,15 @@
 """The GPU path in one command (issue 36 §3; `make gpu-check`): what the production recipe does on this machine's GPU.
 
-    python tools/gpu_check.py --out work/gpu-check            (make gpu-check; under 9 minutes on one H100)
+    python tools/gpu_check.py --out work/gpu-check            (make gpu-check; ~11 minutes on one H100, estimated)
     python tools/gpu_check.py --out /tmp/gc --tiny            (the same steps with tiny models: checks the tool on a CPU)
+    python tools/gpu_check.py --out work/gpu-check --steps auto_batch,oom_ladder   (some steps; added to OUT's report)
+
+Every step trains in one experiment, prepared once (the crop cache and YOLO tree are built a single time), with the
+loader's workers fixed at min(cores, 8) on a GPU (autotuning them costs ~35 s a run); the compiled run, the slowest
+(~4 minutes on one H100, most of it compiling), comes last, so a run cut off keeps every other row. The estimate
+adds the steps' times measured on one H100 (2026-11-26), auto batch and serving guessed at 1 and 2 minutes; where a
+command may run 10 minutes at most, run it as two: `--steps classifier_eager,gpu_resident_tensors,auto_batch,
+oom_ladder,detector_training` and then `--steps serving_latency_ms,classifier_compiled` with the same --out.
 
 Steps, each timed and kept in OUT/gpu_check.json (a failing step is recorded with its error; the others still run):
   1. classifier training at production size (EfficientNetV2-S 384, the configured precision, channels_last):
@@ -24,17 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT/'tools')]
 
 PRODUCTION = dict(cls=('tf_efficientnetv2_s', 384), det=('yolo11m', 640), batch=128)
+STEPS = ('synthetic_release', 'classifier_eager', 'gpu_resident_tensors', 'auto_batch', 'oom_ladder', 'detector_training',
+         'serving_latency_ms', 'classifier_compiled')
 TINY = dict(cls=('test_efficientnet', 64), det=('yolo11n', 160), batch=16)
 
 
-def step(report:dict, name:str, fn):
-    "Run one step; record its result or its error, and its seconds."
+def step(report:dict, name:str, fn, path:Path=None):
+    "Run one step; record its result or its error, and its seconds; rewrite `path` so a run cut off keeps its finished steps."
     t0 = time.perf_counter()
     try: report[name] = dict(fn(), seconds=round(time.perf_counter() - t0, 1))
     except Exception as e:  # a GPU check reports every step it could run: the error is the measurement
         report[name] = dict(error=f'{type(e).__name__}: {e}', trace=traceback.format_exc()[-2000:],
                             seconds=round(time.perf_counter() - t0, 1))
     print(f"{name}: {json.dumps(report[name])[:400]}", flush=True)
+    if path: path.write_text(json.dumps(report, indent=1, default=str))
 
 
 def main(argv=None):
@@ -42,6 +53,9 @@ def main(argv=None):
     ap.add_argument('--out', default='work/gpu-check')
     ap.add_argument('--tiny', action='store_true', help='tiny models and photos: check the tool itself (any device)')
     ap.add_argument('--photos', type=int, default=20, help='photos timed per mode and backend')
+    ap.add_argument('--steps', default=','.join(STEPS), help=f'comma-separated steps to run in this order, of: {", ".join(STEPS)}')
+    ap.add_argument('--per-class', type=int, default=None, help='synthetic photos per drug (40 drugs; default 40, tiny 8)')
+    ap.add_argument('--combos', type=int, default=None, help='synthetic combination photos (default 200, tiny 12)')
     a = ap.parse_args(argv)
     from pillsnap.classifier import train_classifier
     from pillsnap.config import load_config, save_config, setup_logging
@@ -54,72 +68,90 @@ def main(argv=None):
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     dev = torch.device('cuda' if cuda else 'cpu')
-    report = dict(device=torch.cuda.get_device_name() if cuda else 'cpu (no GPU: not a measurement)', tiny=a.tiny,
+    wanted = a.steps.split(',')
+    if unknown := set(wanted) - set(STEPS): sys.exit(f'unknown steps {sorted(unknown)}: choose from {", ".join(STEPS)}')
+    saved = out/'gpu_check.json'
+    report = json.loads(saved.read_text()) if saved.exists() else {}  # earlier steps of this OUT stay
+    per_class, combos = a.per_class or (8 if a.tiny else 40), a.combos or (12 if a.tiny else 200)
+    report.update(device=torch.cuda.get_device_name() if cuda else 'cpu (no GPU: not a measurement)', tiny=a.tiny,
                   machine=machine(), torch=torch.__version__, sizes=size)
+    steps = {}  # name -> fn; run in the order asked, after all are defined
+    run = steps.__setitem__
     cores = len(os.sched_getaffinity(0))
     image = (244, 320) if a.tiny else (976, 1280)
-    release = out/'release'
-    if not (release/'data').exists():
-        synth_dataset(release, classes=10 if a.tiny else 40, per_class=8 if a.tiny else 40, combos=12 if a.tiny else 200,
-                      val_per_class=1, image_size=image, workers=cores)
+    release, exp = out/'release', out/'exp'
+    def release_photos():
+        if not (release/'data').exists():
+            synth_dataset(release, classes=10 if a.tiny else 40, per_class=per_class, combos=combos, val_per_class=1,
+                          image_size=image, workers=cores)
+        return dict(photos=sum(1 for _ in (release/'data').rglob('*.png')), per_class=per_class, combos=combos,
+                    workers=cores)
+    if not (release/'data').exists() and 'synthetic_release' not in wanted: wanted.insert(0, 'synthetic_release')  # every other step needs the photos
+    run('synthetic_release', release_photos)
     (cm, cs), (dm, ds) = size['cls'], size['det']
     base = [f'data.root={release}', f'data.workers={cores}', 'train.epochs=1', 'train.patience=0', 'train.log_every=20',
             f'classifier.model={cm}', f'classifier.img_size={cs}', 'classifier.pretrained=none', 'data.paste_photos=0',
             'data.wild_photos=0', f'detector.model={dm}', f'detector.img_size={ds}', 'detector.epochs=1',
-            f'detector.workers={min(cores, 8)}', 'export.calib_images=16', *(['loader.num_workers=0'] if a.tiny else [])]
+            f'detector.workers={min(cores, 8)}', 'export.calib_images=16', f'paths.exp_dir={exp}',
+            f'loader.num_workers={min(cores, 8) if cuda else 0}']
+    prepared = []
 
-    def train(name, *settings):
-        cfg = load_config([*base, f'paths.exp_dir={out/name}', *settings])
-        setup_logging(cfg, Path(cfg.paths.exp_dir)/'logs'/'train-cls.log')
-        prepare(cfg); save_config(cfg, Path(cfg.paths.exp_dir)/'config.yaml')  # the snapshot serving reads
+    def train(*settings):
+        cfg = load_config([*base, *settings])
+        setup_logging(cfg, exp/'logs'/'train-cls.log')
+        if not prepared: prepare(cfg); prepared.append(True)  # one crop cache and YOLO tree for every step
+        save_config(cfg, exp/'config.yaml')  # the snapshot serving reads
         t = train_classifier(cfg)['training']
         keep = ('images_per_s', 'data_share', 'peak_cuda_mb', 'precision', 'compiled', 'channels_last', 'batch_size',
                 'auto_batch', 'oom_events', 'device')
         return {k: t.get(k) for k in keep}
 
     fixed = [f"train.batch_size={size['batch']}", 'train.auto_batch=false']
-    step(report, 'classifier_eager', lambda: train('exp-eager', *fixed, 'train.compile=none'))
-    step(report, 'classifier_compiled', lambda: train('exp-compiled', *fixed, 'train.compile=default'))
-    step(report, 'gpu_resident_tensors', lambda: dict(images_per_s=round(gpu_rate(cm, cs, size['batch'], dev), 1))
+    run('classifier_eager', lambda: train(*fixed, 'train.compile=none'))
+    run('gpu_resident_tensors', lambda: dict(images_per_s=round(gpu_rate(cm, cs, size['batch'], dev), 1))
          if cuda else dict(skipped='no GPU'))
-    step(report, 'auto_batch', lambda: train('exp-auto', 'train.auto_batch=true', 'train.compile=none'))
+    run('auto_batch', lambda: train('train.auto_batch=true', 'train.compile=none'))
 
     def oom():
         "Training with all but ~3 GB of the GPU taken: the batch cannot fit and the ladder has to climb."
         if not cuda: return dict(skipped='no GPU: nothing runs out of memory')
         free, _ = torch.cuda.mem_get_info()
         hog = torch.empty(max(free - (1 << 30) * (1 if a.tiny else 3), 0), dtype=torch.uint8, device='cuda')
-        try: return train('exp-oom', *fixed, 'train.compile=none')
+        try: return train(*fixed, 'train.compile=none')
         finally: del hog; torch.cuda.empty_cache()
-    step(report, 'oom_ladder', oom)
+    run('oom_ladder', oom)
 
     def detector():
         from pillsnap.detector import train_detector
-        cfg = load_config([*base, f'paths.exp_dir={out/"exp-eager"}', f"detector.batch_size={16 if a.tiny else 32}"])
-        setup_logging(cfg, Path(cfg.paths.exp_dir)/'logs'/'train-det.log')
-        n = sum(1 for _ in (out/'exp-eager'/'data'/'yolo'/'images'/'train').iterdir())
+        cfg = load_config([*base, f"detector.batch_size={16 if a.tiny else 32}"])
+        setup_logging(cfg, exp/'logs'/'train-det.log')
+        if not prepared: prepare(cfg); prepared.append(True)
+        n = sum(1 for _ in (exp/'data'/'yolo'/'images'/'train').iterdir())
         t0 = time.perf_counter(); train_detector(cfg); secs = time.perf_counter() - t0
         return dict(photos=n, epochs=1, photos_per_s=round(n / secs, 1), note='one epoch, validation included')
-    step(report, 'detector_training', detector)
+    run('detector_training', detector)
 
     def serving():
         from pillsnap.export import export_experiment
-        export_experiment(load_config([*base, f'paths.exp_dir={out/"exp-eager"}', 'export.bench=false']))
+        if not (exp/'classifier'/'best.pt').exists(): raise RuntimeError('no classifier to serve: run classifier_eager first')
+        export_experiment(load_config([*base, 'export.bench=false']))
         rows = {}
         for backend in ('torch', 'onnx'):
-            r = measure_latency(out/'exp-eager', a.photos, backend=backend, device=dev.type,
+            r = measure_latency(exp, a.photos, backend=backend, device=dev.type,
                                 settings=['detector.conf=0.001', 'detector.max_det=8'])
             rows[backend] = {m: r[m]['total'] for m in ('single', 'combo') if m in r}
         return rows
-    step(report, 'serving_latency_ms', serving)
-    (out/'gpu_check.json').write_text(json.dumps(report, indent=1, default=str))
+    run('serving_latency_ms', serving)
+    run('classifier_compiled', lambda: train(*fixed, 'train.compile=default'))  # last by default: compiling takes minutes
+    for name in wanted: step(report, name, steps[name], saved)
+    saved.write_text(json.dumps(report, indent=1, default=str))
     print_rows(report)
     return report
 
 
 def print_rows(r:dict):
     "The README's GPU rows from a report."
-    get = lambda k, f: r.get(k, {}).get(f, 'failed')
+    get = lambda k, f: r[k].get(f, 'failed') if k in r else 'not run'
     print(f"\n## {r['device']}{' (tiny models: a check of the tool, not a measurement)' if r['tiny'] else ''}")
     print(f"| classifier training, eager / compiled, img/s | {get('classifier_eager', 'images_per_s')} / "
           f"{get('classifier_compiled', 'images_per_s')} (GPU-resident tensors: {get('gpu_resident_tensors', 'images_per_s')}) |")
