@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'NEDRUG_ITEM', 'LOCATORS', 'MIN_PHOTO_SIDE', 'HINTS', 'K_CODE', 'BIDI', 'DRAW_WORDS',
            'ImageError', 'load_image', 'one_box_per_pill', 'locate_pills', 'registry_links', 'registry', 'Predictor',
-           'parse_expect', 'hint', 'photo_warning', 'hangul_font', 'draw_prediction', 'fuse_sides', 'prediction_table']
+           'parse_expect', 'hint', 'photo_warning', 'hangul_font', 'place_label', 'draw_prediction', 'fuse_sides',
+           'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
 import contextlib, functools, re, time, unicodedata
@@ -676,6 +677,22 @@ DRAW_WORDS = {'en': dict(unknown='unknown', off='NOT on the list', looks='looks 
                          combo=' — combo recommended'),
               'ko': dict(unknown='알 수 없음', off='처방에 없음', looks='닮은 약', mode='{} 모드: 알약 {}개', combo=' — combo 권장')}
 
+def place_label(ax, # the photo's axes, laid out (its figure's `tight_layout` done)
+                taken:list, # the window extents of the labels placed so far; this label's is added
+                box, # (x1, y1, x2, y2) in the photo's pixels
+                text:str, **style)->'matplotlib.text.Text':
+    "Write `text` at the first spot by its box — inside its top-left corner, above it, below it, inside its bottom — that stays inside the photo and clear of the labels already placed (the first spot when none is)."
+    x1, y1, x2, y2 = box
+    renderer, frame = ax.figure.canvas.get_renderer(), ax.get_window_extent()
+    spots = [(x1 + 2, y1 + 2, 'top'), (x1, y1 - 2, 'bottom'), (x1, y2 + 2, 'top'), (x1 + 2, y2 - 2, 'bottom')]
+    t = ax.text(x1, y1, text, **style)
+    for x, y, va in [*spots, spots[0]]:
+        t.set_position((x, y)); t.set_va(va)
+        e = t.get_window_extent(renderer).padded(2)  # its bbox patch's pad
+        if frame.contains(e.x0, e.y0) and frame.contains(e.x1, e.y1) and not any(e.overlaps(o) for o in taken): break
+    taken.append(e)
+    return t
+
 def draw_prediction(image, # the photo
                     result:dict, # from `Predictor.predict`
                     out:str|Path|None=None, # write here (PNG/JPEG by suffix)
@@ -691,6 +708,10 @@ def draw_prediction(image, # the photo
     im = load_image(image)
     fig, ax = plt.subplots(figsize=(6, 6 * im.height / im.width))
     ax.imshow(im); ax.axis('off')
+    hint = w['combo'] if result['hints']['combo_recommended'] else ''
+    ax.set_title(w['mode'].format(result['mode'], len(result['pills'])) + hint, fontsize=9, **fp)
+    fig.tight_layout()  # before the labels: their places are chosen in the final layout
+    taken = []
     for p in result['pills']:
         x1, y1, x2, y2 = p['box']
         c = p['candidates'][0]
@@ -702,11 +723,8 @@ def draw_prediction(image, # the photo
             looks = f" ({w['looks']} {p['best_match']['k_code']})" if p.get('status') != 'unknown' else ''
             text += f"\n{w['off']}{looks}"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec='red' if flag else 'orange'))
-        ax.text(x1 + 2, y1 + 2, text, fontsize=7, va='top', color='black',
-                bbox=dict(fc='tomato' if flag else 'orange', ec='none', pad=1, alpha=0.85), **fp)
-    hint = w['combo'] if result['hints']['combo_recommended'] else ''
-    ax.set_title(w['mode'].format(result['mode'], len(result['pills'])) + hint, fontsize=9, **fp)
-    fig.tight_layout()
+        place_label(ax, taken, p['box'], text, fontsize=7, color='black',
+                    bbox=dict(fc='tomato' if flag else 'orange', ec='none', pad=1, alpha=0.85), **fp)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120); plt.close(fig)

@@ -473,6 +473,10 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         orange = drv.execute_script("""const c = document.getElementById('canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 240 && d[i+1] > 120 && d[i+1] < 160 && d[i+2] < 30) n++; return n;""")
         assert orange > 100, orange
+        # pills side by side: the second label leaves the first one's place (page.js `spot`), and stays on the canvas
+        placed = drv.execute_script("const t = []; return [[10, 40, 60, 90], [70, 40, 120, 90], [75, 40, 125, 60], [380, 280, 399, 299]]"
+                                    ".map(b => spot(t, b, 120, 18, 400, 300));")
+        assert placed == [[10, 22], [70, 40], [75, 60], [280, 262]], placed
         assert 'pharmacist' in drv.find_element(By.CLASS_NAME, 'notice').text
         drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug
         drv.find_element(By.CSS_SELECTOR, '.pill .right').send_keys('K-424242')

@@ -59,15 +59,25 @@ function draw(result) {
   const g = c.getContext('2d'); g.drawImage(img, 0, 0, c.width, c.height);
   if (!result) return;
   g.lineWidth = 3; g.font = '13px system-ui';
+  const taken = [];  // the labels drawn so far: pills side by side must not hide each other's
   result.pills.forEach((p, i) => {
     const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
     const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
     const label = p.status === 'unknown' ? '?' : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
     g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const txt = `${i + 1}. ${label}`;
-    g.fillStyle = g.strokeStyle; g.fillRect(x1, Math.max(0, y1 - 18), g.measureText(txt).width + 8, 18);
-    g.fillStyle = '#000'; g.fillText(txt, x1 + 4, Math.max(13, y1 - 5));
+    const w = g.measureText(txt).width + 8, [lx, ly] = spot(taken, [x1, y1, x2, y2], w, 18, c.width, c.height);
+    g.fillStyle = g.strokeStyle; g.fillRect(lx, ly, w, 18);
+    g.fillStyle = '#000'; g.fillText(txt, lx + 4, ly + 13);
   });
+}
+// Where a w×h label goes by its box: above it, inside its top, below it, inside its bottom — the first spot inside
+// the canvas and clear of the labels in `taken` (above it, kept inside, in a heap where none is); added to `taken`.
+function spot(taken, [x1, y1, x2, y2], w, h, W, H) {
+  const x = Math.min(Math.max(0, x1), Math.max(0, W - w));
+  const free = y => y >= 0 && y + h <= H && !taken.some(([a, b, aw, ah]) => x < a + aw && a < x + w && y < b + ah && b < y + h);
+  const y = [y1 - h, y1, y2, y2 - h].find(free) ?? Math.max(0, y1 - h);
+  taken.push([x, y, w, h]); return [x, y];
 }
 function show(r) {
   const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
