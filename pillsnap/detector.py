@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['TORCH_THREADS', 'ARCH_RE', 'DET_FORMAT', 'WEIGHTS_RECORD', 'PILL_STARTS', 'DEFAULT_CONF', 'CONF_BETA',
-           'detector_arch', 'shipped_arch', 'build_detector', 'save_detector', 'detector_meta', 'recorded_conf',
-           'shipped_detector', 'load_detector', 'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check',
-           'log_epoch', 'quiet_ultralytics', 'fp16_args', 'predict_by_shape', 'train_device', 'weights_record',
-           'record_weights', 'recorded', 'record_saved', 'recording_checkpoints', 'weights_only_checkpoints',
-           'read_checkpoint', 'check_detector', 'all_threads', 'trainable_detector', 'pill_start_file',
-           'detector_start', 'train_detector', 'tuned_conf', 'box_threshold', 'evaluate_detector', 'yolo_boxes',
-           'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
+           'DETECT_SCALES', 'DETECT_TOL', 'detector_arch', 'shipped_arch', 'build_detector', 'save_detector',
+           'detector_meta', 'recorded_conf', 'recorded_detect_size', 'shipped_detector', 'load_detector',
+           'read_data_yaml', 'detector_data', 'yolo_device', 'offline_amp_check', 'log_epoch', 'quiet_ultralytics',
+           'fp16_args', 'predict_by_shape', 'train_device', 'weights_record', 'record_weights', 'recorded',
+           'record_saved', 'recording_checkpoints', 'weights_only_checkpoints', 'read_checkpoint', 'check_detector',
+           'all_threads', 'trainable_detector', 'pill_start_file', 'detector_start', 'train_detector', 'tuned_conf',
+           'box_threshold', 'detect_sizes', 'pick_detect_size', 'detection_size', 'detector_size', 'evaluate_detector',
+           'yolo_boxes', 'draw_boxes', 'split_images', 'label_of', 'plot_detections', 'save_samples', 'det_table']
 
 # %% ../nbs/04b_train.detector.ipynb #54e2c719
 import os
@@ -111,8 +112,9 @@ def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting w
                   path:str|Path, # the .safetensors file to write
                   imgsz:int=640, # training image size
                   conf:float|None=None, # the tuned box threshold (`tuned_conf`), recorded for `detector.conf=auto`
+                  detect_size:int|None=None, # the photo size chosen to detect at, recorded for `detector.detect_size=auto`
                  )->Path:
-    "The detector's weights, architecture and tuned threshold as one safetensors file (written atomically)."
+    "The detector's weights, architecture, tuned threshold and detection size as one safetensors file (written atomically)."
     from safetensors.torch import save_file
     m, path = yolo.model, Path(path)
     if any(getattr(mod, 'bn', 1) is None for mod in m.modules()) or not hasattr(m, 'yaml'):
@@ -124,11 +126,12 @@ def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting w
                 names=json.dumps({0: 'pill'}),  # one class, whatever the data called it
                 imgsz=str(imgsz))
     if conf is not None: meta['conf'] = str(float(conf))
+    if detect_size is not None: meta['detect_size'] = str(int(detect_size))
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 # %% ../nbs/04b_train.detector.ipynb #57d90e54
 def detector_meta(path:str|Path)->dict:
-    "The metadata of a pillsnap detector file (format, architecture, names, image size, tuned threshold or None)."
+    "The metadata of a pillsnap detector file (format, architecture, names, image size, tuned threshold and detection size or None)."
     from safetensors import safe_open
     try:
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
@@ -139,19 +142,26 @@ def detector_meta(path:str|Path)->dict:
                     yaml=json.loads(meta['yaml']),
                     names={int(k): str(v) for k, v in json.loads(meta['names']).items()},
                     imgsz=int(meta['imgsz']),
-                    conf=float(meta['conf']) if 'conf' in meta else None)
+                    conf=float(meta['conf']) if 'conf' in meta else None,
+                    detect_size=int(meta['detect_size']) if 'detect_size' in meta else None)
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ConfigError(f'{path}: malformed detector metadata ({type(e).__name__}: {e})') from None
     if not isinstance(out['yaml'], dict):
         raise ConfigError(f'{path}: malformed detector metadata (the architecture is not a mapping)')
     if out['conf'] is not None and not 0 <= out['conf'] <= 1:
         raise ConfigError(f"{path}: malformed detector metadata (box threshold {out['conf']} is not between 0 and 1)")
+    if out['detect_size'] is not None and not 32 <= out['detect_size'] <= 8192:
+        raise ConfigError(f"{path}: malformed detector metadata (detection size {out['detect_size']} px)")
     return out
 
 # %% ../nbs/04b_train.detector.ipynb #10b3dca9
 def recorded_conf(weights:str|Path)->float|None:
     "The box threshold a pillsnap detector file records (None when it records none, or is another kind of file)."
     return detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None
+
+def recorded_detect_size(weights:str|Path)->int|None:
+    "The photo size a pillsnap detector file was chosen to detect at (None when it records none, or is another kind of file)."
+    return detector_meta(weights)['detect_size'] if Path(weights).suffix == '.safetensors' else None
 
 # %% ../nbs/04b_train.detector.ipynb #ea272758
 def shipped_detector(arch:dict, # an architecture as a model records it (`model.yaml`): a file's, a checkpoint's
@@ -517,10 +527,16 @@ def train_detector(exp, # an `Experiment`, or its resolved settings
     seconds = time.perf_counter() - t0
     with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
     safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
-    out = evaluate_detector(cfg, safe, data, 'val')
-    # the threshold tuned on its validation photos travels with the weights
-    save_detector(yolo, safe, d.img_size, out['tuned_conf'])
-    log.info(f"saved {safe} (box threshold tuned on validation photos: {out['tuned_conf']})")
+    auto = str(d.get('detect_size', 'auto')).strip().lower() == 'auto'
+    sizes = detect_sizes(d.img_size) if auto else [detection_size(d.detect_size, None, d.img_size)]
+    runs = {s: evaluate_detector(cfg, safe, data, 'val', imgsz=s) for s in sizes}
+    size = pick_detect_size({s: m['map50'] for s, m in runs.items()})
+    out = {**runs[size], 'detect_sizes': {str(s): m['map50'] for s, m in runs.items()}}
+    # the size it detects best at, and the threshold tuned there on its validation photos, travel with the weights
+    save_detector(yolo, safe, d.img_size, out['tuned_conf'], size)
+    log.info(f"saved {safe}: detects at {size} px (validation mAP@0.5 "
+             + ', '.join(f"{m['map50']:.3f} at {s}" for s, m in runs.items())
+             + f"); box threshold tuned on validation photos at that size: {out['tuned_conf']}")
     out['training'] = dict(seconds=round(seconds, 1),
                            epochs=_epochs_done(run_dir),
                            run=str(run_dir),
@@ -543,6 +559,10 @@ DEFAULT_CONF = 0.25
 # the tuned threshold maximises F1: precision and recall about equal, so combo mode's count is unbiased
 # (F2, recall first, was the rule until 2026-11-25: it counted real photos' pills over; nbs/90_benchmarks)
 CONF_BETA = 1
+
+# `detector.detect_size=auto` validates at these multiples of the training size and detects at the best;
+# a larger size must beat the smaller ones' best mAP@0.5 by more than DETECT_TOL to be chosen (it costs time)
+DETECT_SCALES, DETECT_TOL = (1, 1.3, 1.5), 0.005
 
 # %% ../nbs/04b_train.detector.ipynb #47879f7f
 def tuned_conf(box, # ultralytics' box metrics of a validation run (`DetMetrics.box`: P and R at 1,000 confidences)
@@ -576,15 +596,51 @@ def box_threshold(setting, # `detector.conf`: a number between 0 and 1, or 'auto
                           f'or auto (the threshold tuned on validation photos), not {setting!r}')
     return v
 
+# %% ../nbs/04b_train.detector.ipynb #91ce70af
+def detect_sizes(img_size:int, # the training image size (`detector.img_size`)
+                )->list: # sizes in px, multiples of 32, smallest first
+    "The photo sizes `detector.detect_size=auto` chooses among: the training size times `DETECT_SCALES`, on the stride of 32."
+    return sorted({max(32, round(img_size * s / 32) * 32) for s in DETECT_SCALES})
+
+def pick_detect_size(map50:dict, # {size: mAP@0.5 on the validation photos}
+                    )->int:
+    "The smallest size whose mAP@0.5 is within `DETECT_TOL` of the best: a larger one must earn its time."
+    best = max(map50.values())
+    return min(s for s, m in map50.items() if m >= best - DETECT_TOL)
+
+def detection_size(setting, # `detector.detect_size`: 'auto' or a size in px
+                recorded:int|None, # the size the detector file records (`detector_meta(...)['detect_size']`)
+                img_size:int, # the training size: what auto gives when the file records none
+               )->int:
+    ("The photo size the detector predicts at: `detector.detect_size` itself, or with 'auto' the one chosen "
+     "on its validation photos when it was trained.")
+    if setting is None or str(setting).strip().lower() == 'auto': return int(recorded or img_size)
+    v = int(setting) if str(setting).strip().isdigit() else None
+    if v is None or not 32 <= v <= 8192:
+        raise ConfigError('detector.detect_size must be auto (the size chosen on validation photos when training ends) '
+                          f'or a size in px between 32 and 8192, not {setting!r}')
+    return v
+
+def detector_size(cfg, # resolved settings (detector.detect_size, detector.img_size)
+                  weights:str|Path|None=None, # the detector file whose recorded size `auto` uses
+                 )->int:
+    "The photo size an experiment's detector predicts at, from its settings and its file."
+    d = cfg.detector
+    rec = recorded_detect_size(weights) if weights is not None and Path(weights).is_file() else None
+    return detection_size(d.get('detect_size'), rec, d.img_size)
+
+
 # %% ../nbs/04b_train.detector.ipynb #52b335ca
 def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                       weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                       data:str|Path, # a YOLO data.yaml
                       split:str='val', # the split of `data` to evaluate
                       name:str|None=None, # folder under {exp}/detector for ultralytics' outputs (default: val-SPLIT)
+                      imgsz:int|None=None, # the photo size to detect at (default: `detector_size`, as the predictor detects)
                      )->dict:
     ("Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset, "
      "and its tuned box threshold (`tuned_conf`).")
+    imgsz = imgsz or detector_size(cfg, weights)
     paths = exp_paths(cfg.paths.exp_dir)
     if split == 'test' and not test_split_open() and Path(data).resolve() == (paths.data/'yolo'/'data.yaml').resolve():
         raise TestSetLocked("the experiment's own test split is locked — "
@@ -594,14 +650,14 @@ def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                           "ultralytics reads the splits train, val and test of a data.yaml")
     model = build_detector(cfg.detector.model, weights)
     with quiet_ultralytics(cfg.detector.verbose):
-        r = model.val(data=str(data), split=split, imgsz=cfg.detector.img_size, batch=cfg.detector.batch_size,
+        r = model.val(data=str(data), split=split, imgsz=imgsz, batch=cfg.detector.batch_size,
                       single_cls=True, device=yolo_device(pick_device(cfg.device)), plots=False, verbose=False,
                       project=str(paths.detector), name=name or f'val-{split}', exist_ok=True, workers=0)
     box = r.box
     return dict(precision=round(float(box.mp), 4), recall=round(float(box.mr), 4), map50=round(float(box.map50), 4),
                 map50_95=round(float(box.map), 4), **tuned_conf(box),
                 images=len(split_images(data, split)), instances=int(r.nt_per_class.sum()),
-                split=split, data=str(data), weights=str(weights), img_size=cfg.detector.img_size,
+                split=split, data=str(data), weights=str(weights), img_size=imgsz,
                 speed_ms=({k: round(v, 2) for k, v in r.speed.items()}))
 
 # %% ../nbs/04b_train.detector.ipynb #9474aa0b
@@ -682,7 +738,7 @@ def save_samples(cfg, weights:str|Path, data:str|Path, n:int=6)->Path:
     out = exp_paths(cfg.paths.exp_dir).detector/'samples.jpg'
     fig = plot_detections(build_detector(cfg.detector.model, weights),
                           split_images(data, 'val')[:n],
-                          cfg.detector.img_size,
+                          detector_size(cfg, weights),
                           box_threshold(cfg.detector.conf, recorded_conf(weights)),
                           yolo_device(pick_device(cfg.device)))
     fig.savefig(out, dpi=110); plt.close(fig)

@@ -34,7 +34,7 @@ from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
 from .sources import real_rows, real_sets
-from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, label_of,
+from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
                                predict_by_shape, quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
 from .pipeline import CONTAIN, Predictor, load_image, one_box_per_pill
 from .io import atomic_write, link_file, read_json, write_json, write_text
@@ -486,6 +486,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
+    size = detector_size(cfg, weights)  # as the predictor detects
     dev = yolo_device(pick_device(cfg.device))
     kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
     for i in range(0, len(files), batch):
@@ -494,7 +495,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
         with quiet_ultralytics(d.verbose):  # each photo as if alone
-            res = predict_by_shape(model, ims, imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=dev,
+            res = predict_by_shape(model, ims, imgsz=size, conf=conf, iou=d.iou, max_det=d.max_det, device=dev,
                                    verbose=False)
         for f, r in zip(part, res):
             n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n

@@ -22,8 +22,8 @@ from .prepare import classifier_data
 from .config import Experiment, ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
-from .detector import (box_threshold, build_detector, detector_data, evaluate_detector, load_detector,
-                               recorded_conf, quiet_ultralytics, split_images, yolo_device)
+from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, load_detector,
+                               recorded_conf, recorded_detect_size, quiet_ultralytics, split_images, yolo_device)
 
 # %% ../nbs/07_ship.export.ipynb #66537b50
 class ExportError(JobFailed, RuntimeError):
@@ -47,9 +47,10 @@ def export_detector(weights:str|Path, # detector.safetensors
                           nms=False, device='cpu', batch=1)
     if Path(out).resolve() != path.resolve(): os.replace(out, path)
     arch = Path(yolo.model.yaml.get('yaml_file', 'yolo')).stem
-    conf = recorded_conf(weights)  # the threshold tuned on validation photos travels along
+    conf, size = recorded_conf(weights), recorded_detect_size(weights)  # chosen on validation photos: they travel along
     set_onnx_meta(path, dict(pillsnap_format='pillsnap-detector-onnx/1', arch=arch, source=Path(weights).name,
-                             **({'conf': conf} if conf is not None else {})))
+                             **({'conf': conf} if conf is not None else {}),
+                             **({'detect_size': size} if size is not None else {})))
     return path
 
 # %% ../nbs/07_ship.export.ipynb #256a628d
@@ -84,7 +85,7 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
     images = split_images(data, split)
     if not images: raise ConfigError(f'{data} has no {split} images to check the detector export on')
     conf = box_threshold(d.conf, recorded_conf(weights))  # what the predictor uses
-    kw = dict(imgsz=d.img_size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
+    kw = dict(imgsz=detector_size(cfg, weights), conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
               verbose=False)
     pt, ox = build_detector(d.model, weights), build_detector(d.model, onnx_path)
     c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)
@@ -265,7 +266,7 @@ def _export_with_parity(cfg, model, ck:dict, tmp:dict, val_loader, n_val:int)->d
                   classifier=classifier_parity(model, OnnxClassifier(tmp['classifier'], 'cpu'), val_loader))
     weights = paths.detector/'detector.safetensors'
     if weights.is_file():
-        export_detector(weights, tmp['detector'], cfg.detector.img_size, e.opset, e.dynamic_batch, cfg.detector.verbose)
+        export_detector(weights, tmp['detector'], detector_size(cfg, weights), e.opset, e.dynamic_batch, cfg.detector.verbose)
         log.info('detector exported; parity on the validation photos')
         parity['detector'] = detector_parity(cfg, weights, tmp['detector'])
     else: log.info(f'no detector in {paths.detector}: the classifier only')
@@ -350,8 +351,9 @@ def bench_experiment(cfg, model, files:dict, val_loader)->dict:
                                  models=bench_models({k: run(m) for k, m in cls.items()}, xs,
                                                      e.bench_warmup, e.bench_runs, e.bench_batches)))
     if 'detector' in files:
-        S = cfg.detector.img_size
-        net = load_detector(exp_paths(cfg.paths.exp_dir).detector/'detector.safetensors').model.fuse().eval().to(device)
+        safe = exp_paths(cfg.paths.exp_dir).detector/'detector.safetensors'
+        S = detector_size(cfg, safe)  # the size the predictor detects at
+        net = load_detector(safe).model.fuse().eval().to(device)
         sess = ort.InferenceSession(files['detector'], providers=ort_providers(device))
         xd = torch.rand(4, 3, S, S)
         nets = {'pytorch': lambda x: net(x.to(device)), 'onnxruntime': lambda x: sess.run(None, {'images': x.numpy()})}

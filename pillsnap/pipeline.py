@@ -26,7 +26,7 @@ from .metrics import box_area, box_intersection, clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
 from .crops import preprocessor_from
-from .detector import (DEFAULT_CONF, box_threshold, build_detector, detector_meta, fp16_args, predict_by_shape,
+from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_size, detector_meta, fp16_args, predict_by_shape,
                                quiet_ultralytics, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
@@ -268,13 +268,15 @@ def detector(self:Predictor):
         if p.suffix == '.onnx':
             meta = onnx_meta(p)
             self.detector_id, recorded = _file_id(p, f"{meta.get('arch', 'yolo')}.onnx"), meta.get('conf')
+            size = meta.get('detect_size')
             self.log.info(f'detector {p.name} runs on ONNX Runtime ({ort_providers(self.device)[0]})')
         else:
             meta = detector_meta(p)
             arch = meta['yaml'].get('yaml_file', 'yolo').removesuffix('.yaml')
-            self.detector_id, recorded = _file_id(p, arch), meta['conf']
+            self.detector_id, recorded, size = _file_id(p, arch), meta['conf'], meta['detect_size']
         self._box_conf = box_threshold(self.cfg.detector.conf, recorded)
-        self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g})')
+        self._detect_size = detection_size(self.cfg.detector.get('detect_size'), size, self.cfg.detector.img_size)
+        self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g}, detects at {self._detect_size} px)')
     return self._detector
 
 # %% ../nbs/05e_infer.pipeline.ipynb #dbf3e200
@@ -283,6 +285,12 @@ def box_conf(self:Predictor)->float:
     "The least confidence of a detected pill: `detector.conf`, or with auto the one tuned on validation (loads it)."
     self.detector  # loaded on first use, with the threshold its file records
     return self._box_conf
+
+@patch(as_prop=True)
+def detect_size(self:Predictor)->int:
+    "The photo size it detects at: `detector.detect_size`, or with auto the one chosen on validation (loads it)."
+    self.detector
+    return self._detect_size
 
 @patch(as_prop=True)
 def has_detector(self:Predictor)->bool:
@@ -303,7 +311,7 @@ def detect(self:Predictor, images:list,
     d = self.cfg.detector
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         # the photos of each shape together: a photo's boxes never depend on the photos batched beside it
-        res = predict_by_shape(self.detector, images, imgsz=d.img_size, conf=self.box_conf if conf is None else conf,
+        res = predict_by_shape(self.detector, images, imgsz=self.detect_size, conf=self.box_conf if conf is None else conf,
                                iou=d.iou, max_det=d.max_det, device=yolo_device(self.device), verbose=False,
                                **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU
     out = [(r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)) for r in res]
