@@ -160,8 +160,15 @@ def recorded_conf(weights:str|Path)->float|None:
     return detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None
 
 def recorded_detect_size(weights:str|Path)->int|None:
-    "The photo size a pillsnap detector file was chosen to detect at (None when it records none, or is another kind of file)."
-    return detector_meta(weights)['detect_size'] if Path(weights).suffix == '.safetensors' else None
+    ("The photo size a pillsnap detector file — or its ONNX export, which carries it along — was chosen to detect at "
+     "(None when it records none, or is another kind of file).")
+    p = Path(weights)
+    if p.suffix == '.safetensors': return detector_meta(p)['detect_size']
+    if p.suffix == '.onnx' and p.is_file():
+        import onnx
+        meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+        return int(meta['detect_size']) if str(meta.get('detect_size', '')).isdigit() else None
+    return None
 
 # %% ../nbs/04b_train.detector.ipynb #ea272758
 def shipped_detector(arch:dict, # an architecture as a model records it (`model.yaml`): a file's, a checkpoint's

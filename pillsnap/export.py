@@ -85,7 +85,8 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
     images = split_images(data, split)
     if not images: raise ConfigError(f'{data} has no {split} images to check the detector export on')
     conf = box_threshold(d.conf, recorded_conf(weights))  # what the predictor uses
-    kw = dict(imgsz=detector_size(cfg, weights), conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
+    size = detector_size(cfg, weights)  # the size the predictor detects at: both judged there
+    kw = dict(imgsz=size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
               verbose=False)
     pt, ox = build_detector(d.model, weights), build_detector(d.model, onnx_path)
     c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)
@@ -102,10 +103,10 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                 c['boxes_torch'] += len(ab); c['boxes_onnx'] += len(bb); c['matched'] += len(m)
                 c['borderline'] += sum(int(s < edge) for s in loose)
                 c['mismatched'] += sum(int(s >= edge) for s in loose)
-    e_pt = evaluate_detector(cfg, weights, data, split, name='parity-torch')
-    e_ox = evaluate_detector(cfg, onnx_path, data, split, name='parity-onnx')
+    e_pt = evaluate_detector(cfg, weights, data, split, name='parity-torch', imgsz=size)
+    e_ox = evaluate_detector(cfg, onnx_path, data, split, name='parity-onnx', imgsz=size)
     diff = abs(e_pt['map50'] - e_ox['map50'])
-    return dict(images=len(images), **c, map50_torch=e_pt['map50'], map50_onnx=e_ox['map50'], map50_diff=round(diff, 4),
+    return dict(images=len(images), img_sizes=[e_pt['img_size'], e_ox['img_size']], **c, map50_torch=e_pt['map50'], map50_onnx=e_ox['map50'], map50_diff=round(diff, 4),
                 map50_95_torch=e_pt['map50_95'], map50_95_onnx=e_ox['map50_95'],
                 passed=bool(c['mismatched'] == 0 and diff <= PARITY['map50_diff']))
 

@@ -688,7 +688,7 @@ DRAW_WORDS = {'en': dict(unknown='unknown', off='NOT on the list', looks='looks 
 def place_label(ax, # the photo's axes, laid out (its figure's `tight_layout` done)
                 taken:list, # the window extents of the labels placed so far; this label's is added
                 box, # (x1, y1, x2, y2) in the photo's pixels
-                text:str, **style)->'matplotlib.text.Text':
+                text:str, **style): # -> the matplotlib Text written
     "Write `text` at the first spot by its box — inside its top-left corner, above it, below it, inside its bottom — that stays inside the photo and clear of the labels already placed (the first spot when none is)."
     x1, y1, x2, y2 = box
     renderer, frame = ax.figure.canvas.get_renderer(), ax.get_window_extent()
