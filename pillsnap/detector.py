@@ -616,9 +616,9 @@ def pick_detect_size(map50:dict, # {size: mAP@0.5 on the validation photos}
     return min(s for s, m in map50.items() if m >= best - DETECT_TOL)
 
 def detection_size(setting, # `detector.detect_size`: 'auto' or a size in px
-                recorded:int|None, # the size the detector file records (`detector_meta(...)['detect_size']`)
-                img_size:int, # the training size: what auto gives when the file records none
-               )->int:
+                   recorded:int|None, # the size the detector file records (`detector_meta(...)['detect_size']`)
+                   img_size:int, # the training size: what auto gives when the file records none
+                  )->int:
     ("The photo size the detector predicts at: `detector.detect_size` itself, or with 'auto' the one chosen "
      "on its validation photos when it was trained.")
     if setting is None or str(setting).strip().lower() == 'auto': return int(recorded or img_size)
@@ -635,7 +635,6 @@ def detector_size(cfg, # resolved settings (detector.detect_size, detector.img_s
     d = cfg.detector
     rec = recorded_detect_size(weights) if weights is not None and Path(weights).is_file() else None
     return detection_size(d.get('detect_size'), rec, d.img_size)
-
 
 # %% ../nbs/04b_train.detector.ipynb #52b335ca
 def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
