@@ -534,8 +534,9 @@ def train_detector(exp, # an `Experiment`, or its resolved settings
     seconds = time.perf_counter() - t0
     with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
     safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
-    auto = str(d.get('detect_size', 'auto')).strip().lower() == 'auto'
-    sizes = detect_sizes(d.img_size) if auto else [detection_size(d.detect_size, None, d.img_size)]
+    setting = d.get('detect_size')  # None (a snapshot from before the setting) means auto, as in `detection_size`
+    auto = setting is None or str(setting).strip().lower() == 'auto'
+    sizes = detect_sizes(d.img_size) if auto else [detection_size(setting, None, d.img_size)]
     runs = {s: evaluate_detector(cfg, safe, data, 'val', imgsz=s) for s in sizes}
     size = pick_detect_size({s: m['map50'] for s, m in runs.items()})
     out = {**runs[size], 'detect_sizes': {str(s): m['map50'] for s, m in runs.items()}}
