@@ -63,7 +63,7 @@ def test_the_default_recipe_is_phone_ready(settings):
     assert cfg.data.paste_photos >= 1000 and cfg.data.wild_photos >= 1000
     assert cfg.retrieval.enrol_turns == 4  # an enrolled phone photo stands for its quarter turns
     assert cfg.retrieval.query_turns == 4  # and a photo asked of the gallery is seen every way up too
-    assert cfg.retrieval.whiten  # the gallery compares whitened features: real products named and refused better
+    assert cfg.retrieval.whiten == 'total'  # the gallery compares whitened features: real products named and refused better
     if settings:  # the stages scale the scenes with the data
         stage = cfg.stages[settings[0].split('=')[1]]
         assert (cfg.data.paste_photos, cfg.data.wild_photos) == (stage.paste_photos, stage.wild_photos)

@@ -51,7 +51,8 @@ def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_dru
     assert report['drugs'] == 10 and report['embedding'] == 'embed layer' and report['dim'] == 16
     # its thresholds were chosen on photos asked as four turns, and the gallery says so to whoever loads it
     assert report['query_turns'] == 4 and load_gallery(exp/'retrieval').meta['query_turns'] == 4
-    assert report['whitened'] and load_gallery(exp/'retrieval').whiten.shape == (16, 16)  # retrieval.whiten, the default
+    g = load_gallery(exp/'retrieval')  # retrieval.whiten, the default: all training photos' spread made even
+    assert report['whitening'] == g.meta['whiten'] == 'total' and g.whiten.shape == (16, 16)
     assert 0 <= report['auroc'] <= 1 and 0 <= report['far'] <= 1 and report['unknown'] == sum(map(len, held_out.values()))
     assert abs(report['tar'] - 0.95) <= 0.1 and -1 <= report['threshold'] <= 1
     assert set(report['enrolment']) <= {'1_shot', '5_shot'} and report['enrolment']['1_shot']['drugs'] == 2
@@ -127,8 +128,9 @@ def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held
     import shutil
     from pillsnap.retrieval import load_gallery
     e = tmp_path/'exp'; shutil.copytree(exp, e)
-    cli('gallery', '--exp', e, '--rebuild', 'retrieval.whiten=true', 'retrieval.exemplars=3')
+    cli('gallery', '--exp', e, '--rebuild', 'retrieval.whiten=within', 'retrieval.exemplars=3')
     report, g = json.loads((e/'reports'/'retrieval.json').read_text()), load_gallery(e/'retrieval')
+    assert report['whitening'] == g.meta['whiten'] == 'within'  # each drug and face's own photos' spread
     assert report['whitened'] and report['exemplars'] == len(g.ex) and 10 <= len(g.ex) <= 3 * len(g.entries)
     assert g.whiten.shape == (16, 16) and g.exemplars == 3 and 0 <= report['auroc'] <= 1
     code, photos = sorted(held_out.items())[1]
@@ -144,14 +146,17 @@ def test_a_whitened_gallery_with_exemplars_rebuilds_enrols_and_removes(exp, held
 def test_few_shot_measures_enrolment_and_whitens_only_for_a_trained_classifier(exp):
     "`gallery --few-shot`: every drug enrolled from n training crops, validation crops named; an untrained start is never whitened."
     trained = json.loads(cli('gallery', '--exp', exp, '--few-shot', '--shots', '1,2', '--draws', '2')[1])
-    assert trained['whitened'] and trained['centre'] == 'the enrolment pool' and trained['drugs'] == 10 and trained['queries'] > 0
+    assert trained['whitening'] == 'total' and trained['centre'] == 'the enrolment pool' and trained['drugs'] == 10 and trained['queries'] > 0
     assert len(trained['2_shot_draws']) == 2 and all(0 <= t <= 1 for t in trained['1_shot_draws'] + trained['2_shot_draws'])
     assert abs(trained['1_shot_top1'] - sum(trained['1_shot_draws']) / 2) < 1e-3
     untrained = json.loads(cli('gallery', '--exp', exp, '--few-shot', '--untrained', '--shots', '1')[1])
-    assert not untrained['whitened'] and untrained['embedder'].startswith('untrained start')
+    assert not untrained['whitened'] and untrained['whitening'] is None and untrained['embedder'].startswith('untrained start')
     # enrolled as the product enrols: into the embedder's own gallery, centred and whitened as it is
     own = json.loads(cli('gallery', '--exp', exp, '--few-shot', '--embedder', str(exp), '--shots', '1')[1])
-    assert own['centre'] == "the embedder's gallery" and own['whitened']
+    assert own['centre'] == "the embedder's gallery" and own['whitening'] == 'total'
+    # within: the pool whitened by each drug and face's own spread (its views together)
+    within = json.loads(cli('gallery', '--exp', exp, '--few-shot', '--shots', '1', 'retrieval.whiten=within')[1])
+    assert within['whitening'] == 'within' and 0 <= within['1_shot_top1'] <= 1
 
 
 def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, tmp_path):
