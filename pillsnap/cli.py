@@ -354,7 +354,7 @@ def pillsnap_train_det(
     ("Train the pill detector (nbs/04b_train.detector through papermill; "
      "the executed notebook in {exp}/runs/ is the report).")
     from pillsnap.detector import check_detector, det_table, train_detector
-    from pillsnap.stages import run_job
+    from pillsnap.stages import pill_checked, run_job
     ex = Experiment.new(exp, _overrides(settings, **{'detector.data_path': data and str(Path(data).resolve()),
                                                      'detector.resume': 'last' if resume else None}), config, preset)
     cfg = ex.cfg
@@ -362,6 +362,7 @@ def pillsnap_train_det(
     paths = ex.start('train-det')
     result, report = run_job('04b_train.detector', ex, 'train-det', train_detector, no_notebook, force=force)
     result = result or json.loads((paths.detector/'metrics.json').read_text())
+    pill_checked(ex)  # with the experiment's classifier, when it has one
     print(det_table(result).to_string())
     print(f"  metrics  {paths.detector/'metrics.json'}\n  samples  {result.get('samples')}"
           + (f'\n  report   {report}' if report else ''))
@@ -506,7 +507,7 @@ def pillsnap_gallery(
     *settings:str, # key=value settings over the experiment's snapshot (for this run only)
     exp:str=None, # experiment folder (default: paths.exp_dir)
     remove:str=None, # remove this drug's enrolled photos and prototypes
-    rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops)
+    rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops), and combo mode's pill check
     few_shot:store_true=False, # measure enrolment instead: every drug enrolled from 1 and 5 training crops, validation crops identified
     untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
     shots:str='1,5', # with --few-shot: photos enrolled per drug, e.g. 1,3,5
@@ -517,6 +518,7 @@ def pillsnap_gallery(
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
     from pillsnap import gallery as galleries  # its `few_shot` would hide the flag of that name
     from pillsnap.retrieval import gallery_table, load_gallery, remove_drug, retrieval_dir
+    from pillsnap.stages import pill_checked
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
     paths = ex.paths
     if rebuild or remove: check_writable(paths.root, f"'pillsnap gallery --{'rebuild' if rebuild else 'remove'}'")
@@ -524,7 +526,9 @@ def pillsnap_gallery(
         n = tuple(int(s) for s in str(shots).split(','))
         r = galleries.few_shot(ex, n, trained=not untrained, embedder=embedder, draws=draws)
         print(json.dumps(r, indent=1, ensure_ascii=False)); return r
-    if rebuild: galleries.build_gallery(ex)
+    if rebuild:
+        galleries.build_gallery(ex)
+        pill_checked(ex)  # it reads the classifier's features too
     if remove: print(f'removed {remove}: {remove_drug(paths.root, remove)} prototype(s)')
     g = load_gallery(retrieval_dir(paths.root))
     if g is None:

@@ -25,7 +25,7 @@ from .gates import stage_gate
 from .advisor import advise, menu_text
 from .export import export_experiment, export_table
 from .pipeline import Predictor, draw_prediction, prediction_table
-from .stages import calibrated, run_job
+from .stages import calibrated, pill_checked, run_job
 
 # %% ../nbs/08a_run.demo.ipynb #dd823499
 def _data_step(exp)->dict:
@@ -64,6 +64,7 @@ def _detector_step(exp)->tuple:
     exp = Experiment.of(exp)
     paths, log = exp.paths, get_logger('demo')
     _, report = run_job('04b_train.detector', exp, 'train-det', train_detector, force=True)  # the demo remakes it
+    pill_checked(exp)  # the classifier is trained by now
     det = json.loads((paths.detector/'metrics.json').read_text())
     log.info('detector\n' + det_table(det).to_string())
     return det, {'detector': paths.detector/'detector.safetensors',

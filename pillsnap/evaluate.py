@@ -36,7 +36,7 @@ from .prepare import crop_kinds
 from .sources import real_rows, real_sets
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
                                predict_by_shape, quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
-from .pipeline import CONTAIN, Predictor, load_image, one_box_per_pill
+from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, load_image, pills_in_context
 from .io import atomic_write, link_file, read_json, write_json, write_text
 from .crops import build_cache
 
@@ -481,28 +481,29 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                     split:str, # its split
                     batch:int=16, # photos per detector call
                    )->dict:
-    ("Pills counted per photo against the labels, as combo mode counts them"
-     " (the box threshold, then `one_box_per_pill`), and without the nesting rule.")
+    ("Pills counted per photo against the labels, as combo mode's detector counts them (the box threshold, a crowd's"
+     " weaker pills, one box per pill: `pills_in_context`), and with the box threshold alone (`without_nesting_rule`).")
     from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
     size = detector_size(cfg, weights)  # as the predictor detects
     dev = yolo_device(pick_device(cfg.device))
     kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
+    crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
         ims = [imread(str(f)) for f in part]  # decoded as ultralytics decodes a path
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
         with quiet_ultralytics(d.verbose):  # each photo as if alone
-            res = predict_by_shape(model, ims, imgsz=size, conf=conf, iou=d.iou, max_det=d.max_det, device=dev,
-                                   verbose=False)
+            res = predict_by_shape(model, ims, imgsz=size, conf=min(conf, floor) if crowd else conf, iou=d.iou,
+                                   max_det=d.max_det, device=dev, verbose=False)
         for f, r in zip(part, res):
             n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
             b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
-            kept.append(len(one_box_per_pill(b, s, contain)) - n); raw.append(len(b) - n)
-    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, **count_rates(kept),
-                without_nesting_rule=count_rates(raw))
+            kept.append(len(pills_in_context(b, s, conf, crowd, floor, contain)) - n); raw.append(int((s >= conf).sum()) - n)
+    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
+                **count_rates(kept), without_nesting_rule=count_rates(raw))
 
 # %% ../nbs/06_judge.evaluate.ipynb #f48014e0
 def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`

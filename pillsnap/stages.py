@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['StageFailed', 'pillsnap_errors', 'stage_notebook', 'imports_only', 'job_notebook', 'run_stage', 'job_config',
-           'run_job', 'calibrated']
+           'run_job', 'calibrated', 'pill_checked']
 
 # %% ../nbs/08_run.stages.ipynb #7c9e75fe
 import ast, json, re, sys, tempfile, time
@@ -110,10 +110,22 @@ def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
 # %% ../nbs/08_run.stages.ipynb #cf9cb6c6
 def calibrated(exp, # an experiment (an `Experiment`, or its resolved settings) whose classifier has just been trained
               )->dict: # its metrics.json, with the temperature and the calibrated ECE
-    "Calibrate a new classifier (`06_judge.evaluate`), build its gallery (`05b_infer.gallery`) and read its metrics."
+    ("Calibrate a new classifier (`06_judge.evaluate`), build its gallery (`05b_infer.gallery`) and its pill check"
+     " when there is a detector (`pill_checked`), and read its metrics.")
     from pillsnap.evaluate import calibrate_classifier
     from pillsnap.gallery import build_gallery
     exp = Experiment.of(exp)
     calibrate_classifier(exp, 'best')
     if exp.cfg.retrieval.build: build_gallery(exp, 'best')
+    pill_checked(exp)
     return json.loads((exp.paths.classifier/'metrics.json').read_text())
+
+def pill_checked(exp, # an experiment (an `Experiment`, or its resolved settings) whose classifier or detector is new
+                )->dict|None: # `build_pill_check`'s report; None when the experiment lacks a network or asks for no check
+    "Fit combo mode's pill check (`05e_infer.pipeline`) once the experiment has both networks."
+    from pillsnap.pipeline import build_pill_check
+    exp = Experiment.of(exp)
+    p = exp.paths
+    if not (exp.cfg.pipeline.get('pill_check', True) and (p.classifier/'best.pt').is_file()
+            and (p.detector/'detector.safetensors').is_file()): return None
+    return build_pill_check(exp)

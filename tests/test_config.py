@@ -64,6 +64,8 @@ def test_the_default_recipe_is_phone_ready(settings):
     assert cfg.retrieval.enrol_turns == 4  # an enrolled phone photo stands for its quarter turns
     assert cfg.retrieval.query_turns == 4  # and a photo asked of the gallery is seen every way up too
     assert cfg.retrieval.whiten == 'total'  # the gallery compares whitened features: real products named and refused better
+    assert cfg.detector.crowd >= 2 and 0 < cfg.detector.crowd_floor < 0.25  # a heap's weaker pills count (nbs/05e)
+    assert cfg.pipeline.pill_check is True  # and a box on a fingertip does not
     if settings:  # the stages scale the scenes with the data
         stage = cfg.stages[settings[0].split('=')[1]]
         assert (cfg.data.paste_photos, cfg.data.wild_photos) == (stage.paste_photos, stage.wild_photos)
@@ -80,6 +82,7 @@ def test_the_demo_uses_the_default_recipe_with_an_offline_start():
     start, said = detector_start(cfg.detector)  # the detector too: pillsnap's pill start, installed with it
     assert start is not None and start.name == 'yolo11n-pill.safetensors' and 'pill start' in said, said
     assert detector_start(load_config(preset='cpu').detector)[0] == start  # the CPU preset's size gets it as well
+    assert cfg.detector.crowd == 5 and cfg.pipeline.pill_check is True  # combo mode counts as the default recipe does
 
 
 def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():

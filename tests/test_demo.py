@@ -43,6 +43,9 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
     code = enrolled['truth'][0]
     assert code not in [c['k_code'] for c in enrolled['before_enrolment']['candidates']]  # before: the classifier cannot name it
     assert enrolled['enrolled_from'] and 'status' in enrolled['pills'][0] and f'enrolment: {code}' in (exp/'logs'/'demo.log').read_text()
+    # combo mode's pill check was fitted once both networks were trained, or the log says why there is none
+    said = re.search(r'pill check fitted on \d+ pill boxes|no pill check for .*: too few boxes', (exp/'logs'/'demo.log').read_text())
+    assert said and (exp/'retrieval'/'pill_check.json').is_file() == said.group().startswith('pill check fitted'), said
     # then the ONNX export passes parity, and the service answers one request on loopback and stops
     assert json.loads((exp/'export'/'parity.json').read_text())['passed'] and (exp/'export'/'bench.json').is_file()
     answer = json.loads((exp/'reports'/'serve-answer.json').read_text())
