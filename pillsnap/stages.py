@@ -7,7 +7,7 @@ __all__ = ['StageFailed', 'pillsnap_errors', 'stage_notebook', 'imports_only', '
            'run_job', 'calibrated', 'pill_checked']
 
 # %% ../nbs/08_run.stages.ipynb #7c9e75fe
-import ast, json, re, sys, tempfile, time
+import ast, importlib.util, json, re, sys, tempfile, time
 from pathlib import Path
 
 
@@ -103,6 +103,10 @@ def run_job(notebook:str, # the stage notebook, e.g. '04a_train.classifier'
     if nb is None and not in_process:
         get_logger('stages').warning(f'the stage notebooks are not installed beside pillsnap: '
                                      f'{run} runs without its report')
+    elif not in_process and importlib.util.find_spec('papermill') is None:
+        get_logger('stages').warning(f'papermill is not installed (pip install papermill, or make install): '
+                                     f'{run} runs in this process, without its report')
+        nb = None
     if nb is None or in_process: return job(exp, **params), None
     exp = Experiment.of(exp)
     return None, run_stage(notebook, exp, run, config_file=job_config(exp, run), **params)
