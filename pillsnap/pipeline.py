@@ -519,7 +519,8 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
 def check_pills(self:Predictor, ims:list, # RGB photos
                 found:list, # `detect`'s [(boxes (n, 4), scores (n,))] for them
                )->list: # the same, less the boxes whose crop the pill check says is not a pill
-    "Combo mode's boxes after the pill check: in a photo that is no crowd, a box whose crop is no pill's goes."
+    ("Combo mode's boxes after the pill check: in a photo that is no crowd, a box whose crop is no pill's goes — "
+     "but never the photo's most confident box (combo mode's photo shows pills: a check that refuses them all errs).")
     if self.pill_check is None: return found
     crowd = int(self.cfg.detector.get('crowd', CROWD) or 0)
     todo = [(i, j) for i, (b, s) in enumerate(found) if not crowded(s, self.box_conf, crowd) for j in range(len(b))]
@@ -533,7 +534,7 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     refused = {t for t, ok in zip(todo, self.pill_check.passes(torch.cat(emb).numpy())) if not ok}
     out = []
     for i, (b, s) in enumerate(found):
-        keep = [j for j in range(len(b)) if (i, j) not in refused]
+        keep = [j for j in range(len(b)) if (i, j) not in refused] or ([int(np.argmax(s))] if len(s) else [])
         out.append((b[keep], s[keep]))
     return out
 
