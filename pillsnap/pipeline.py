@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'CROWD', 'CROWD_FLOOR', 'CROWD_BAND', 'PILL_CHECK', 'NEDRUG_ITEM', 'LOCATORS',
-           'MIN_PHOTO_SIDE', 'HINTS', 'PILL_PHOTOS', 'PILL_FLOOR', 'PILL_KEEP', 'PILL_C', 'PILL_MIN', 'K_CODE', 'BIDI',
-           'DRAW_WORDS', 'ImageError', 'load_image', 'one_box_per_pill', 'crowded', 'pills_in_context', 'locate_pills',
-           'PillCheck', 'registry_links', 'registry', 'Predictor', 'parse_expect', 'hint', 'photo_warning',
-           'pill_boxes', 'fit_pill_check', 'build_pill_check', 'hangul_font', 'place_label', 'draw_prediction',
-           'fuse_sides', 'prediction_table']
+           'MIN_PHOTO_SIDE', 'HINTS', 'PILL_PHOTOS', 'PILL_FLOOR', 'PILL_KEEP', 'PILL_C', 'PILL_MIN', 'PILL_SCENE',
+           'K_CODE', 'BIDI', 'DRAW_WORDS', 'ImageError', 'load_image', 'one_box_per_pill', 'crowded',
+           'pills_in_context', 'locate_pills', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'parse_expect',
+           'hint', 'photo_warning', 'scene_boxes', 'pill_boxes', 'fit_pill_check', 'build_pill_check', 'hangul_font',
+           'place_label', 'draw_prediction', 'fuse_sides', 'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
 import contextlib, functools, re, time, unicodedata
@@ -747,19 +747,38 @@ PILL_FLOOR = 0.05  # the detector's boxes down to this confidence: its near miss
 PILL_KEEP = 0.99  # its threshold passes this share of the validation photos' pills
 PILL_C = 0.003  # the regression's regularisation: strong, a few thousand boxes against a thousand features
 PILL_MIN = 20  # fewest boxes of each kind to fit on, and of validation pills to set the threshold on
+PILL_SCENE = 3  # boxes on nothing drawn at random in each training photo, sized like its pills: the scene itself as the check's counter-examples
+
+def scene_boxes(truth:np.ndarray, # the photo's labelled pills, (n, 4) xyxy (may be empty)
+                sizes:np.ndarray, # (m, 2) pill sizes to draw from, as shares of a photo's width and height
+                width:int, height:int, # the photo's
+                rng, n:int=PILL_SCENE,
+               )->np.ndarray: # (k, 4) xyxy, k <= n: boxes at IoU < 0.1 with every pill
+    "Up to `n` boxes on nothing in a photo: a pill's size (× 0.7–1.6) at random places away from its pills."
+    out = []
+    if not len(sizes): return np.zeros((0, 4))
+    for _ in range(20 * n):
+        if len(out) == n: break
+        w, h = sizes[rng.integers(len(sizes))] * (width, height) * rng.uniform(0.7, 1.6)
+        x, y = rng.uniform(0, max(1.0, width - w)), rng.uniform(0, max(1.0, height - h))
+        b = np.array([[x, y, min(x + w, width), min(y + h, height)]])
+        if not len(truth) or box_iou(b, truth).max() < 0.1: out.append(b[0])
+    return np.array(out).reshape(-1, 4)
 
 def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and classifier)
                data:str|Path, # a YOLO data.yaml
                split:str, # its split
                photos:int=PILL_PHOTOS, # at most this many of its photos (a seeded sample)
                seed:int=0,
+               scene:int=0, # also this many boxes on nothing per photo, drawn at random (`scene_boxes`; confidence 0)
               )->tuple: # (features (n, dim), IoU with the nearest labelled pill (n,), confidence (n,))
-    "Every box the detector gives down to `PILL_FLOOR` on a split's photos: the classifier's features of its crop."
+    ("Every box the detector gives down to `PILL_FLOOR` on a split's photos, and `scene` boxes on nothing per photo: "
+     "the classifier's features of its crop.")
     from tqdm.auto import tqdm
     files, d = split_images(data, split), pred.cfg.detector
     if photos and len(files) > photos:
         files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), photos, replace=False))]
-    emb, iou, conf = [], [], []
+    emb, iou, conf, rng, sizes = [], [], [], np.random.default_rng(seed + 1), np.zeros((0, 2))
     for k in tqdm(range(0, len(files), 16), desc=f'pill check: {split} photos', unit='batch', mininterval=1, disable=None):
         part = files[k:k + 16]
         ims = [load_image(f) for f in part]
@@ -768,8 +787,12 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
                                    max_det=d.max_det, device=yolo_device(pred.device), verbose=False)
         for f, im, r in zip(part, ims, res):
             b, s = r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)
-            if not len(b): continue
             truth = yolo_boxes(label_of(Path(f)), im.width, im.height)
+            if scene:  # a bare scene (no pill) draws its boxes from the sizes of the pills seen before it
+                if len(truth): sizes = np.r_[sizes, (truth[:, 2:] - truth[:, :2]) / (im.width, im.height)][-256:]
+                extra = scene_boxes(truth, sizes, im.width, im.height, rng, scene)
+                b, s = np.r_[b.reshape(-1, 4), extra], np.r_[s, np.zeros(len(extra))]
+            if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]
             emb.append(embed_crops(pred.model, torch.stack(crops), pred.device).numpy())
@@ -816,8 +839,9 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     if not pred.has_detector: return {'fitted': False, 'why': f'{pred.detector_path} does not exist'}
     data, seed = detector_data(exp.cfg), int(exp.cfg.seed)
     photos = int(photos or exp.cfg.pipeline.get('pill_check_photos') or PILL_PHOTOS)
-    train, val = (pill_boxes(pred, data, split, photos, seed) for split in ('train', 'val'))
-    check, report = fit_pill_check(train, val, pred.box_conf, {'embedder': embedder_id(pred.model), 'photos': photos})
+    train, val = pill_boxes(pred, data, 'train', photos, seed, PILL_SCENE), pill_boxes(pred, data, 'val', photos, seed)
+    check, report = fit_pill_check(train, val, pred.box_conf, {'embedder': embedder_id(pred.model), 'photos': photos,
+                                                                'scene': PILL_SCENE})
     if check is None:
         log.warning(f'no pill check for {exp.paths.root}: {report["why"]}; combo mode counts without it')
         return {'fitted': False, **report}
