@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-phone-gpu det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing).
 install: $(STAMP)
@@ -49,7 +49,14 @@ bench-phone: install
 	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
 	$(BIN)/pillsnap evaluate --exp work/exp/phone-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
 
-# The detector's pill start (detector.start: auto, nbs/04b_train.detector): the recipe above from random weights, on synthetic
+# The same data with the detector config.yaml ships (YOLO11m at 640, 30 epochs): for a GPU (one H100: 3.7 min; nbs/90_benchmarks.ipynb).
+bench-phone-gpu: install
+	$(BIN)/pillsnap demo --preset phone-det-gpu --detector-only
+	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
+	$(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+	$(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split val
+
+# The detector's pill start (detector.start: auto, nbs/04b_train.detector): bench-phone's recipe from random weights, on synthetic
 # photos only, stored in half precision in the package; record the printed SHA-256 in PILL_STARTS. About 90 minutes on 2 cores.
 det-start: install
 	$(BIN)/pillsnap demo --preset phone-det --detector-only
