@@ -527,11 +527,8 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     if not todo: return found
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    emb, bs = [], self.cfg.pipeline.batch_size
-    for k in range(0, len(crops), bs):
-        amp = torch.autocast(self.device.type, self.amp) if self.amp else contextlib.nullcontext()
-        with amp: emb.append(self.model.embed_logits(torch.stack(crops[k:k + bs]).to(self.device))[1].float().cpu())
-    refused = {t for t, ok in zip(todo, self.pill_check.passes(torch.cat(emb).numpy())) if not ok}
+    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp)
+    refused = {t for t, ok in zip(todo, self.pill_check.passes(emb.numpy())) if not ok}
     out = []
     for i, (b, s) in enumerate(found):
         keep = [j for j in range(len(b)) if (i, j) not in refused] or ([int(np.argmax(s))] if len(s) else [])
@@ -795,7 +792,7 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
             if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]
-            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device).numpy())
+            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device, amp=pred.amp).numpy())  # as `check_pills` asks
     if not emb: return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
     return np.concatenate(emb), np.concatenate(iou), np.concatenate(conf)
 

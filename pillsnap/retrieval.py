@@ -8,7 +8,7 @@ __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ENROLMENTS', 'Gallery', 'load_galler
            'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
-import time
+import contextlib, time
 from pathlib import Path
 
 import pandas as pd
@@ -305,10 +305,14 @@ def enrolled_crops(exp:str|Path)->dict:
     return {p.name: sorted(p.glob('*.png')) for p in sorted(base.iterdir()) if p.is_dir()} if base.is_dir() else {}
 
 @torch.inference_mode()
-def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64)->torch.Tensor:
+def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64,
+                amp:torch.dtype|None=None, # autocast to this dtype on the device (a predictor's `amp`); None: as the model is
+               )->torch.Tensor:
     "Embeddings of uint8 crops (n, 3, S, S), batched."
-    out = [model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu()
-           for i in range(0, len(crops), batch_size)]
+    device, out = torch.device(device), []
+    for i in range(0, len(crops), batch_size):
+        with torch.autocast(device.type, amp) if amp else contextlib.nullcontext():
+            out.append(model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 def quarter_turns(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
