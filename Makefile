@@ -37,24 +37,24 @@ bench-pipeline: bench-cls
 # Real photos, never seen in training (nbs/90_benchmarks.ipynb): a detector trained on wild synthetic scenes only, then judged on
 # REAL (a YOLO export; by default the pushin-pill phone photos beside this checkout), its val + test photos.
 REAL ?= ../shared/realdata/pushin-pill
+REAL_TREE = work/realdata/$(notdir $(REAL))
 bench-wild: install
 	$(BIN)/pillsnap demo --preset wild-det --detector-only
-	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
-	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+	$(BIN)/python tools/realdata_tree.py $(REAL) $(REAL_TREE)
+	$(BIN)/pillsnap evaluate --exp work/exp/wild-det --what detector --data $(REAL_TREE)/data.yaml --split test
 
 # The default recipe (studio photos, the release's pills pasted on phone-like scenes, made-up pills on them) at bench-det's data
 # size, judged on REAL's val + test photos, never trained on (nbs/90_benchmarks.ipynb: The default recipe on phone photos).
 bench-phone: install
 	$(BIN)/pillsnap demo --preset phone-det --detector-only
-	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
-	$(BIN)/pillsnap evaluate --exp work/exp/phone-det --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+	$(BIN)/python tools/realdata_tree.py $(REAL) $(REAL_TREE)
+	$(BIN)/pillsnap evaluate --exp work/exp/phone-det --what detector --data $(REAL_TREE)/data.yaml --split test
 
 # The same data with the detector config.yaml ships (YOLO11m at 640, 30 epochs): for a GPU (one H100: 3.7 min; nbs/90_benchmarks.ipynb).
 bench-phone-gpu: install
 	$(BIN)/pillsnap demo --preset phone-det-gpu --detector-only
-	$(BIN)/python tools/realdata_tree.py $(REAL) work/realdata/$(notdir $(REAL))
-	$(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
-	$(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split val
+	$(BIN)/python tools/realdata_tree.py $(REAL) $(REAL_TREE)
+	for split in test val; do $(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data $(REAL_TREE)/data.yaml --split $$split || exit 1; done
 
 # The detector's pill start (detector.start: auto, nbs/04b_train.detector): bench-phone's recipe from random weights, on synthetic
 # photos only, stored in half precision in the package; record the printed SHA-256 in PILL_STARTS. About 90 minutes on 2 cores.
@@ -66,11 +66,11 @@ det-start: install
 # holdout photos (val) score best at, 640 px (the photos' own) when measured; then judged on the val + test photos of the release at that
 # size and at its training size (nbs/90_benchmarks.ipynb). Run make bench-wild first.
 bench-real: install
-	$(BIN)/pillsnap train-det --exp work/exp/real-ft --data work/realdata/$(notdir $(REAL))/data.yaml detector.model=yolo11n detector.img_size=480 \
+	$(BIN)/pillsnap train-det --exp work/exp/real-ft --data $(REAL_TREE)/data.yaml detector.model=yolo11n detector.img_size=480 \
 	  detector.epochs=40 detector.workers=2 detector.weights_path=work/exp/wild-det/detector/detector.safetensors
-	for size in 480 544 640; do $(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split val detector.img_size=$$size; done
-	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test detector.img_size=640
-	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data work/realdata/$(notdir $(REAL))/data.yaml --split test
+	for size in 480 544 640; do $(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data $(REAL_TREE)/data.yaml --split val detector.img_size=$$size; done
+	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data $(REAL_TREE)/data.yaml --split test detector.img_size=640
+	$(BIN)/pillsnap evaluate --exp work/exp/real-ft --what detector --data $(REAL_TREE)/data.yaml --split test
 
 # Retrieval (nbs/90_benchmarks.ipynb): the bench recipe with 5 drugs held out of training; reports/retrieval.json holds the open-set AUROC,
 # the false-accept rate and enrolment top-1 of the held-out drugs — from random weights (resnet10t, 128 px: the experiment bench-ocr and

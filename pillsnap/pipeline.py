@@ -788,7 +788,7 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
             if scene:  # a bare scene (no pill) draws its boxes from the sizes of the pills seen before it
                 if len(truth): sizes = np.r_[sizes, (truth[:, 2:] - truth[:, :2]) / (im.width, im.height)][-256:]
                 extra = scene_boxes(truth, sizes, im.width, im.height, rng, scene)
-                b, s = np.r_[b.reshape(-1, 4), extra], np.r_[s, np.zeros(len(extra))]
+                b, s = np.r_[b, extra], np.r_[s, np.zeros(len(extra))]
             if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]

@@ -95,13 +95,13 @@ def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():
         assert detector_start(load_config(preset=preset).detector) == (None, 'random initial weights (detector.start=none)'), preset
 
 
-
 def test_the_gpu_phone_preset_is_phone_det_with_the_shipped_detector():
     gpu, cpu, default = (load_config(preset=p) for p in ('phone-det-gpu', 'phone-det', None))
     for section in ('data', 'synth'):  # the same studio release, pasted and made-up scenes
         assert gpu[section] == cpu[section], section
     assert (gpu.detector.model, gpu.detector.img_size) == (default.detector.model, default.detector.img_size)
     assert gpu.paths.exp_dir != cpu.paths.exp_dir
+
 
 def test_relative_paths_resolve_against_their_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
