@@ -94,19 +94,23 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
 PALM_RATE = 0.35  # share of wild photos with a hand
 SKIN = ((236, 200, 172), (224, 172, 140), (198, 144, 108), (160, 110, 80), (120, 80, 56), (88, 58, 42))
 
-def _blob(pts, n=40, p=2.6):
-    "Points of a rounded rectangle (a superellipse of power `p`) with half-sizes (a, b) about (0, 0)."
-    a, b = pts
+def _blob(half:tuple, n=40, p=2.6):
+    "Points of a rounded rectangle (a superellipse of power `p`) with half-sizes `half` (a, b) about (0, 0)."
+    a, b = half
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(t), np.sin(t)
     return np.stack([a * np.sign(c) * np.abs(c) ** (2 / p), b * np.sign(s) * np.abs(s) ** (2 / p)], 1)
 
+def _axes(ang:float)->tuple:
+    "Unit vectors along a finger at angle `ang` from straight up the hand (-y), and across it."
+    return np.array([math.sin(ang), -math.cos(ang)]), np.array([math.cos(ang), math.sin(ang)])
+
 def _finger(base, ang, ln, wb, wt, n=12):
-    "A tapered finger's outline in hand coordinates (y up the hand is negative): from `base` along `ang`, round at its tip."
-    (bx, by), u, v = base, np.array([math.sin(ang), -math.cos(ang)]), np.array([math.cos(ang), math.sin(ang)])
-    tip = np.array([bx, by]) + u * ln
-    arc = [tip + v * wt / 2 * math.cos(t) + u * wt / 2 * math.sin(t) for t in np.linspace(0, np.pi, n)]
-    return np.array([np.array([bx, by]) + v * wb / 2, *arc, np.array([bx, by]) - v * wb / 2])
+    "A tapered finger's outline in hand units: from `base` along `ang`, `ln` long, `wb` wide there and `wt` at its round tip."
+    (u, v), b = _axes(ang), np.asarray(base, float)
+    tip = b + u * ln
+    arc = [tip + (v * math.cos(t) + u * math.sin(t)) * wt / 2 for t in np.linspace(0, np.pi, n)]
+    return np.array([b + v * wb / 2, *arc, b - v * wb / 2])
 
 def palm(img:np.ndarray, rng,
          pill_px:float|None=None, # the pills' long side: sizes the hand as a real one is (None: by the photo)
@@ -125,12 +129,11 @@ def palm(img:np.ndarray, rng,
     for k, (x, ln) in enumerate(zip((-0.72, -0.24, 0.24, 0.72), (1.45, 1.65, 1.55, 1.2))):
         x, ang = x * side, (k - 1.5) * spread * side + rng.normal(0, 0.03)
         wb, ln = rng.uniform(0.42, 0.48), ln * curl * rng.uniform(0.92, 1.08)
-        base = (x, -0.85)
+        base, (u, v) = np.array([x, -0.85]), _axes(ang)  # fingers start where the palm's top edge is
         parts.append((_finger(base, ang, ln + 0.15, wb, wb * 0.82), wb / 2))
-        for t in (0.15, 0.5, 0.8):  # creases across the finger at its joints
-            jx, jy = x + math.sin(ang) * (0.15 + ln * t), -0.85 - math.cos(ang) * (0.15 + ln * t)
-            half = wb * (1 - 0.18 * t) * 0.42
-            joints.append(((jx - math.cos(ang) * half, jy - math.sin(ang) * half), (jx + math.cos(ang) * half, jy + math.sin(ang) * half)))
+        for t in (0.15, 0.5, 0.8):  # creases across the finger at its joints, narrowing as it does
+            mid, half = base + u * (0.15 + ln * t), v * wb * (1 - 0.18 * t) * 0.42
+            joints.append((mid - half, mid + half))
     thumb = -side * rng.uniform(0.7, 1.1)  # out from the palm's side, towards the fingers
     parts.append((_finger((-side * 0.75, 0.25), thumb, rng.uniform(1.0, 1.3) * curl, 0.55, 0.42), 0.27))
     reach = 3 + 2 * max(w, h) / r  # the wrist runs out of the frame
