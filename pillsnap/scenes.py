@@ -94,74 +94,43 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
 PALM_RATE = 0.35  # share of wild photos with a hand
 SKIN = ((236, 200, 172), (224, 172, 140), (198, 144, 108), (160, 110, 80), (120, 80, 56), (88, 58, 42))
 
-def _blob(half:tuple, n=40, p=2.6):
-    "Points of a rounded rectangle (a superellipse of power `p`) with half-sizes `half` (a, b) about (0, 0)."
-    a, b = half
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    c, s = np.cos(t), np.sin(t)
-    return np.stack([a * np.sign(c) * np.abs(c) ** (2 / p), b * np.sign(s) * np.abs(s) ** (2 / p)], 1)
-
-def _axes(ang:float)->tuple:
-    "Unit vectors along a finger at angle `ang` from straight up the hand (-y), and across it."
-    return np.array([math.sin(ang), -math.cos(ang)]), np.array([math.cos(ang), math.sin(ang)])
-
-def _finger(base, ang, ln, wb, wt, n=12):
-    "A tapered finger's outline in hand units: from `base` along `ang`, `ln` long, `wb` wide there and `wt` at its round tip."
-    (u, v), b = _axes(ang), np.asarray(base, float)
-    tip = b + u * ln
-    arc = [tip + (v * math.cos(t) + u * math.sin(t)) * wt / 2 for t in np.linspace(0, np.pi, n)]
-    return np.array([b + v * wb / 2, *arc, b - v * wb / 2])
-
-def palm(img:np.ndarray, rng,
-         pill_px:float|None=None, # the pills' long side: sizes the hand as a real one is (None: by the photo)
-        )->np.ndarray:
+def palm(img:np.ndarray, rng)->np.ndarray:
     "Draw a hand, palm up, on `img` (in place); returns the palm's mask (where pills can lie)."
     h, w = img.shape[:2]
+    m = Image.new('L', (w, h), 0); d = ImageDraw.Draw(m)
     cx, cy = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.4, 0.7)
-    # a palm is about 85 mm across and a pill 8–22 mm long: sized by the pills, a hand fills a close-up and runs out of it
-    r = max(pill_px * rng.uniform(2.0, 3.5), 0.1 * min(w, h)) if pill_px else min(w, h) * rng.uniform(0.28, 0.45)
-    up = rng.uniform(-0.6, 0.6)  # the way the fingers point: up the photo, give or take
-    rot = np.array([[math.cos(up), -math.sin(up)], [math.sin(up), math.cos(up)]])
-    def to_img(pts): return [tuple(p) for p in (np.asarray(pts) * r) @ rot.T + (cx, cy)]  # hand units (r) → pixels
-    parts = [(_blob((1.0, 1.05)), 0.5)]  # (outline in hand units, half its width: how far its shading reaches)
-    spread, curl, side = rng.uniform(0.0, 0.12), rng.uniform(0.65, 1.0), rng.choice([-1, 1])  # apart, bent, which hand
-    joints = []
-    for k, (x, ln) in enumerate(zip((-0.72, -0.24, 0.24, 0.72), (1.45, 1.65, 1.55, 1.2))):
-        x, ang = x * side, (k - 1.5) * spread * side + rng.normal(0, 0.03)
-        wb, ln = rng.uniform(0.42, 0.48), ln * curl * rng.uniform(0.92, 1.08)
-        base, (u, v) = np.array([x, -0.85]), _axes(ang)  # fingers start where the palm's top edge is
-        parts.append((_finger(base, ang, ln + 0.15, wb, wb * 0.82), wb / 2))
-        for t in (0.15, 0.5, 0.8):  # creases across the finger at its joints, narrowing as it does
-            mid, half = base + u * (0.15 + ln * t), v * wb * (1 - 0.18 * t) * 0.42
-            joints.append((mid - half, mid + half))
-    thumb = -side * rng.uniform(0.7, 1.1)  # out from the palm's side, towards the fingers
-    parts.append((_finger((-side * 0.75, 0.25), thumb, rng.uniform(1.0, 1.3) * curl, 0.55, 0.42), 0.27))
-    reach = 3 + 2 * max(w, h) / r  # the wrist runs out of the frame
-    parts.append((np.array([(-0.72, 0.6), (0.72, 0.6), (0.6, reach), (-0.6, reach)]), 0.6))
-    # each part lit like a cylinder: bright along its middle, darker to its edges and where parts meet
-    shade, m = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-    for pts, half in parts:
-        part = Image.new('L', (w, h), 0); ImageDraw.Draw(part).polygon(to_img(pts), fill=255)
-        m = np.maximum(m, np.asarray(part, np.float32) / 255)
-        blur = part.filter(ImageFilter.GaussianBlur(max(1.0, float(half * r * 0.55))))
-        shade = np.maximum(shade, np.asarray(blur, np.float32) / 255)
-    a = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2)), np.float32) / 255
+    r = min(w, h) * rng.uniform(0.28, 0.45)
+    d.ellipse([cx - r, cy - r * 0.95, cx + r, cy + r * 1.05], fill=255)
+    up = rng.uniform(-0.5, 0.5) - math.pi / 2  # fingers roughly up
+    for k, (off, ln) in enumerate(zip((-0.62, -0.22, 0.18, 0.55), (0.9, 1.05, 1.0, 0.8))):
+        a = up + off * 0.55
+        fx, fy = cx + math.cos(a) * r * 0.85, cy + math.sin(a) * r * 0.85
+        tx, ty = fx + math.cos(a) * r * ln, fy + math.sin(a) * r * ln
+        d.line([(fx, fy), (tx, ty)], fill=255, width=int(r * 0.36))
+        d.ellipse([tx - r * 0.18, ty - r * 0.18, tx + r * 0.18, ty + r * 0.18], fill=255)
+    a = up + math.pi * 0.62 * rng.choice([-1, 1])  # thumb
+    tx, ty = cx + math.cos(a) * r * 1.6, cy + math.sin(a) * r * 1.3
+    d.line([(cx, cy), (tx, ty)], fill=255, width=int(r * 0.42))
+    d.line([(cx, cy + r), (cx + (rng.uniform(-0.3, 0.3)) * w, h * 1.2)],  # wrist to the frame's edge
+           fill=255, width=int(r * 1.4))
+    soft = np.asarray(m.filter(ImageFilter.GaussianBlur(r * 0.25)), np.float32) / 255
+    a = np.clip(np.asarray(m.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255, 0, 1)
     skin = _colour(rng, SKIN[rng.integers(len(SKIN))], 0.06)
-    blush = 1 + 0.1 * (noise(h, w, rng, 5, 3) - 0.5)[..., None] * np.array([1, -0.4, -0.6], np.float32)  # redder, paler
-    tone = (skin * blush * (0.42 + 0.62 * np.sqrt(np.clip(shade, 0, 1)))[..., None]
-            * (0.94 + 0.08 * noise(h, w, rng, 14, 3)[..., None]))
-    lines = Image.new('L', (w, h), 0); ld = ImageDraw.Draw(lines)
-    for _ in range(int(rng.integers(2, 5))):  # palm creases: gentle arcs
-        x0, x1, y0, bend = rng.uniform(-0.9, -0.3), rng.uniform(0.3, 0.9), rng.uniform(-0.6, 0.5), rng.uniform(-0.3, 0.3)
+    tone = skin * (0.62 + 0.4 * soft[..., None]) * (0.92 + 0.1 * noise(h, w, rng, 10, 3)[..., None])
+    lines = Image.new('L', (w, h), 0); ld = ImageDraw.Draw(lines)  # palm creases: gentle arcs
+    for _ in range(int(rng.integers(2, 4))):
+        x0, x1, y0, bend = (cx + r * rng.uniform(-0.9, -0.3), cx + r * rng.uniform(0.3, 0.9),
+                            cy + r * rng.uniform(-0.5, 0.5), r * rng.uniform(-0.3, 0.3))
         t = np.linspace(0, 1, 24)
-        ld.line(to_img(np.stack([x0 + (x1 - x0) * t, y0 + bend * 4 * t * (1 - t) + rng.uniform(-0.2, 0.2) * t], 1)),
-                fill=int(rng.integers(150, 256)), width=max(1, int(r * 0.012)))
-    for p, q in joints: ld.line(to_img([p, q]), fill=int(rng.integers(60, 160)), width=max(1, int(r * 0.01)))
-    cre = np.asarray(lines.filter(ImageFilter.GaussianBlur(max(0.6, r * 0.008))), np.float32)[..., None] / 255
-    tone = tone * (1 - 0.25 * cre)
+        ld.line(list(zip(x0 + (x1 - x0) * t, y0 + bend * 4 * t * (1 - t) + r * rng.uniform(-0.2, 0.2) * t)),
+                fill=255, width=max(1, int(r * 0.015)))
+    cre = np.asarray(lines.filter(ImageFilter.GaussianBlur(max(0.6, r * 0.01))), np.float32)[..., None] / 255
+    tone = tone * (1 - 0.15 * cre)
     img[:] = img * (1 - a[..., None]) + tone * a[..., None]
-    inner = Image.new('L', (w, h), 0); ImageDraw.Draw(inner).polygon(to_img(_blob((0.8, 0.8))), fill=255)
-    return np.asarray(inner) > 0
+    inner = np.zeros((h, w), bool)
+    yy, xx = np.ogrid[0:h, 0:w]
+    inner[((xx - cx) / (r * 0.8)) ** 2 + ((yy - cy) / (r * 0.8)) ** 2 <= 1] = True
+    return inner
 
 # %% ../nbs/01_synth.scenes.ipynb #7662dff5
 DISTRACTORS = {'coin': 2, 'button': 2, 'foil': 1, 'cap': 1, 'crumb': 3, 'stick': 1}
@@ -411,8 +380,7 @@ def wild_photo(posed:list, size:tuple, rng,
     W, H = size
     img = surface(weighted_choice(rng, SURFACES), W, H, rng)
     frame = np.zeros((H, W), bool); m = max(2, int(0.04 * min(W, H))); frame[m:-m, m:-m] = True
-    pill_px = float(np.median([max(p.shape[:2]) for p in posed]))
-    region = palm(img, rng, pill_px) & frame if rng.random() < PALM_RATE else frame
+    region = palm(img, rng) & frame if rng.random() < PALM_RATE else frame
     # light: uneven and coloured
     ang = rng.uniform(0, 2 * np.pi)
     yy = np.linspace(-1, 1, H, dtype=np.float32)[:, None]; xx = np.linspace(-1, 1, W, dtype=np.float32)[None, :]
@@ -420,6 +388,7 @@ def wild_photo(posed:list, size:tuple, rng,
              - rng.uniform(0, 0.3) * (xx ** 2 + yy ** 2) / 2)
     tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)
     add_clutter(img, rng)
+    pill_px = np.median([max(p.shape[:2]) for p in posed])
     _distractors(img, pill_px, rng)
     posed = [shade_pill(p, rng) for p in posed] if not empty else []
     pile = len(posed) > 1 and rng.random() < 0.3
