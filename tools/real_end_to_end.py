@@ -17,6 +17,11 @@ from pillsnap.pipeline import K_CODE, Predictor
 from pillsnap.sources import real_rows, real_sets, source_group
 
 
+def not_runs(folder, names):
+    "What `copytree` leaves out: training runs (`runs`, `tb`, ultralytics' `detector/train`), never the photos of `data/yolo/images/train`."
+    return [n for n in names if n in ('runs', 'tb') or (n == 'train' and Path(folder).name == 'detector')]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('exp', help='a trained experiment with a gallery')
@@ -27,7 +32,7 @@ def main():
     src, dst, real = Path(a.exp).resolve(), Path(a.out).resolve(), Path(a.real).resolve()
     if dst == src: raise SystemExit('give the copy its own folder')
     if dst.exists(): shutil.rmtree(dst)
-    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns('runs', 'tb', 'train'))
+    shutil.copytree(src, dst, symlinks=True, ignore=not_runs)
     (dst/'config.yaml').write_text((dst/'config.yaml').read_text().replace(str(src), str(dst)))
     train = real_rows(dict(path=str(real), name=real.name, format='yolo', splits=['train']))
     pred = Predictor.from_exp(str(dst), settings=[f'eval.real_sets=[{{path: {real}}}]'])
