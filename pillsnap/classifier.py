@@ -459,7 +459,7 @@ def _pooled(model:PillClassifier, ds, device, batch:int)->tuple:
     "Pooled features and labels of a dataset (float32, on `device`)."
     feats, ys = [], []
     for xb, yb in make_loader(ds, eval_batch(device, batch), num_workers=0):
-        feats.append(model.embed_logits(xb.to(device))[1].float()); ys.append(yb.to(device))
+        feats.append(model.pooled_logits(xb.to(device))[1]); ys.append(yb.to(device))
     return torch.cat(feats), torch.cat(ys)
 
 def refit_head(model:PillClassifier, # the classifier whose head is fitted again (in place)

@@ -25,7 +25,8 @@ from .model import embedder_id, eval_batch, find_checkpoint, load_classifier, so
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
-                                gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir)
+                                gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
+                                config_descriptor, described, descriptor_words, gallery_descriptor)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -267,14 +268,15 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
     paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
     take = _capped(d.train, r.photos_per_drug, cfg.seed)
     emb, _, pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, take, device, dtype)
-    embedding = 'embed layer' if getattr(model, 'embed', None) is not None else 'pooled features'
+    embedding = 'embed layer' if getattr(model, 'embed', None) is not None else descriptor_words(model.descriptor)
     rows, kind = d.train.iloc[pos], whitening(r.get('whiten'))
     rows = rows.assign(face=_faces(rows))
     groups = (rows.k_code + ':' + rows.face.astype(str)).values if kind == 'within' else None  # each prototype's photos
     g = Gallery(emb.shape[1], center=emb.mean(0), whiten=whitener(emb, groups) if kind else None,
                 exemplars=r.get('exemplars', 0),
                 meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
-                          embedding=embedding, query_turns=int(r.get('query_turns', 1)), whiten=kind))
+                          embedding=embedding, query_turns=int(r.get('query_turns', 1)), whiten=kind,
+                          descriptor=dict(model.descriptor)))
     for (k, f), idx in rows.groupby(['k_code', 'face']).indices.items():
         g.add(k, emb[idx], int(f), 'trained')
     records = enrolled_records(retrieval_dir(paths.root))
@@ -290,6 +292,7 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
     path = find_checkpoint(checkpoint, paths.classifier)
     model, ck = load_classifier(path)
+    described(model, config_descriptor(cfg))  # a rebuild describes crops as the settings now say
     d, device = classifier_data(cfg), pick_device(cfg.device)
     dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
     g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
@@ -406,6 +409,8 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     d, device = classifier_data(cfg), pick_device(cfg.device)
     model, embedded_by = _enrol_embedder(cfg, d, trained, embedder)
     model, turns = model.eval().to(device), turns or cfg.retrieval.get('enrol_turns', 1)
+    g = load_gallery(retrieval_dir(embedder)) if embedder else None  # its crops described as its queries are
+    described(model, gallery_descriptor(g.meta) if g is not None else config_descriptor(cfg))
     t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
                                  device, turns=turns)
     r = cfg.retrieval
@@ -415,7 +420,6 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
     flat = t_emb.flatten(0, 1)  # the gallery's options as configured, worked out once for every draw
     # centred as enrolment into the embedder's own gallery is (its trained drugs' mean), else on the pool itself
-    g = load_gallery(retrieval_dir(embedder)) if embedder else None
     mine = g is not None and g.meta.get('embedder') == embedder_id(model)
     kind = whitening(r.get('whiten')) if trained or embedder else None
     if mine: center, white, kind = g.center, g.whiten, g.meta.get('whiten', 'total') if g.whiten is not None else None
@@ -424,7 +428,8 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
         groups = np.repeat((train.k_code + ':' + _faces(train).astype(str)).values, views) if kind == 'within' else None
         center, white = flat.mean(0), whitener(flat, groups) if kind else None
     empty = Gallery(t_emb.shape[-1], center=center, whiten=white, exemplars=r.get('exemplars', 0))
-    out = dict(embedder=embedded_by, model=cfg.classifier.model, turns=turns, query_turns=asked,
+    out = dict(embedder=embedded_by, model=cfg.classifier.model, descriptor=descriptor_words(model.descriptor),
+               turns=turns, query_turns=asked,
                whitened=white is not None, whitening=kind,
                centre="the embedder's gallery" if mine else 'the enrolment pool',
                drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)

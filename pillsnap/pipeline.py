@@ -32,8 +32,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (embed_crops, embed_query, enrol_into, fuse, load_gallery, quarter_turns, query_turns,
-                                retrieval_dir, status)
+from .retrieval import (config_descriptor, described, embed_crops, embed_query, enrol_into, fuse,
+                                gallery_descriptor, load_gallery, quarter_turns, query_turns, retrieval_dir, status)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -321,7 +321,8 @@ def from_exp(cls:Predictor,
     check = PillCheck.load(retrieval_dir(exp))
     if backend == 'torch':
         path = find_checkpoint(checkpoint, paths.classifier)
-        model, ck = load_classifier(path)
+        model, ck = load_classifier(path)  # it describes crops as its gallery was built (or, without one, as set)
+        described(model, gallery_descriptor(gallery.meta) if gallery is not None else config_descriptor(cfg))
         return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device,
                    _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
                    retrieval_dir(exp), _fitted(check, lambda: embedder_id(model), exp))

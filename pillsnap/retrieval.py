@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ENROLMENTS', 'Gallery', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal',
            'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'status', 'retrieval_dir', 'enrolled_crops',
-           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_table', 'remove_drug']
+           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor',
+           'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -19,6 +20,7 @@ from torch import nn
 
 from .io import append_jsonl, atomic_write, file_lock, file_sha256, read_json, read_jsonl, write_json
 from .config import ConfigError, UserError, check_writable, exp_paths, get_logger
+from .model import POOLED, descriptor
 
 # %% ../nbs/05a_infer.retrieval.ipynb #4e78a61f
 GALLERY_FORMAT = 'pillsnap-gallery/1'
@@ -336,6 +338,29 @@ def embed_query(model, # has `embed_logits`: a `PillClassifier` or an `OnnxClass
 def query_turns(meta:dict)->int:
     "The views a gallery's queries are embedded from: what it was built with (`retrieval.query_turns`; 1 before it)."
     return int(meta.get('query_turns') or 1)
+
+def gallery_descriptor(meta:dict)->dict:
+    ("How a gallery's queries are described (`03a_model`'s `descriptor`): as it was built"
+     " (`retrieval.pool`, `retrieval.scales`; the pooled features before them).")
+    return dict(meta.get('descriptor') or POOLED)
+
+def config_descriptor(cfg)->dict:
+    "The descriptor the settings ask for: `retrieval.pool` at `retrieval.scales` (the pooled features where unset)."
+    r = cfg.retrieval
+    return descriptor(r.get('pool', POOLED['pool']), r.get('scales', POOLED['scales']))
+
+def descriptor_words(spec:dict)->str:
+    "A descriptor in words, for logs and reports."
+    if spec == POOLED: return 'pooled features'
+    pool = 'GeM' if spec['pool'] == 'gem' else 'average'
+    return f"{pool} of the feature map at {', '.join(f'{s:g}' for s in spec['scales'])}× the crop's size"
+
+def described(model, # a `PillClassifier`, or an `OnnxClassifier` (which describes crops as it was exported)
+              spec:dict, # from `descriptor`, `gallery_descriptor` or `config_descriptor`
+             ):
+    "The model, set to describe crops by `spec` (a PyTorch model; an ONNX file keeps what it was exported with)."
+    if isinstance(model, nn.Module) and hasattr(model, 'descriptor'): model.descriptor = dict(spec)
+    return model
 
 # %% ../nbs/05a_infer.retrieval.ipynb #333cf5c2
 def gallery_table(g:Gallery, enrolled_only:bool=True)->pd.DataFrame:

@@ -70,7 +70,8 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
         cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
         temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
         conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
-        embedder=embedder_id(model)))  # which weights embed: a gallery built by them matches this file
+        embedder=embedder_id(model),  # which weights embed: a gallery built by them matches this file
+        descriptor=getattr(model, 'descriptor', None)))  # and how they describe a crop (`03a_model`)
     return path
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296

@@ -59,6 +59,8 @@ def test_onnx_backends_answer_like_pytorch(exported, trained_exp):
     from pillsnap.pipeline import Predictor
     e = exported[0]
     pt, ox, q = (Predictor.from_exp(e, backend=b) for b in ('torch', 'onnx', 'onnx-int8'))
+    # the file describes crops as the gallery does (`retrieval.pool`, `retrieval.scales`), so both answer with it
+    assert pt.gallery is not None and ox.gallery is not None and ox.model.meta['descriptor'] == pt.gallery.meta.get('descriptor', pt.model.descriptor)
     m = load_manifest(e/'data', 'val')
     photos = [Path(pt.cfg.data.root)/m[m.kind == k].image.iloc[0] for k in ('single', 'combo')]
     assert (ox.backend, ox.model.provider) == ('onnx', 'CPUExecutionProvider')

@@ -272,3 +272,35 @@ def test_phone_like_validation_photos_choose_the_unknown_threshold(exp, tmp_path
     # the two held-out drugs' pills pasted on the same kind of scenes: "unknown" measured on phone-like photos
     held = json.loads((e/'data'/'pasted-holdout.json').read_text())
     assert held['photos'] == 4 and phone['unknown'] >= 4 and 0 <= phone['auroc'] <= 1 and 0 <= phone['far'] <= 1
+
+
+def test_the_gallery_describes_crops_as_set_and_whoever_reads_it_follows(trained_exp, tmp_path):
+    "retrieval.pool and retrieval.scales: the gallery records its descriptor and the predictor describes queries as it does; a gallery from before them reads the pooled features."
+    import shutil
+    from pillsnap.model import POOLED
+    from pillsnap.pipeline import Predictor
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(trained_exp[0], e)
+    cli('gallery', '--exp', e, '--rebuild', 'retrieval.pool=avg', 'retrieval.scales=[1]')
+    g, report = load_gallery(e/'retrieval'), json.loads((e/'reports'/'retrieval.json').read_text())
+    assert g.meta['descriptor'] == POOLED and report['embedding'] == 'pooled features'
+    pooled = g.meta['embedder']
+    cli('gallery', '--exp', e, '--rebuild')  # the default: GeM at the crop's size and at 1/√2 of it
+    g, report = load_gallery(e/'retrieval'), json.loads((e/'reports'/'retrieval.json').read_text())
+    assert g.meta['descriptor'] == {'pool': 'gem', 'scales': [1.0, 0.7071]} and report['embedding'].startswith('GeM')
+    assert g.meta['embedder'] != pooled  # the same weights describing crops another way are another embedder
+    pred = Predictor.from_exp(e)
+    assert pred.gallery is not None and pred.model.descriptor == g.meta['descriptor']
+    from pillsnap.data import load_manifest
+    m = load_manifest(e/'data', 'val')
+    photo = Path(pred.cfg.data.root)/m[m.kind == 'single'].image.iloc[0]
+    assert pred.predict(photo, 'single', top_k=1)['pills'][0]['candidates']  # answered with the gallery
+    # a gallery written before the descriptor existed: no record, built from the pooled features
+    cli('gallery', '--exp', e, '--rebuild', 'retrieval.pool=avg', 'retrieval.scales=[1]')
+    rec = json.loads((e/'retrieval'/'gallery.json').read_text())
+    del rec['meta']['descriptor']
+    (e/'retrieval'/'gallery.json').write_text(json.dumps(rec))
+    pred = Predictor.from_exp(e)
+    assert pred.gallery is not None and pred.model.descriptor == POOLED and pred.gallery.meta['embedder'] == pooled
+    code, err = cli('gallery', '--exp', e, '--rebuild', 'retrieval.scales=[0.5,1]', check=False)[::2]
+    assert code != 0 and 'retrieval.scales must start with 1' in err
