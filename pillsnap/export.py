@@ -157,7 +157,9 @@ def quantize_classifier(src:str|Path, # classifier.onnx
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            quant_pre_process(str(src), str(pre))
+            # ONNX's own shape inference, not ONNX Runtime's symbolic one: that one cannot follow a Resize by scales into
+            # the padding of the TF-style convolutions (`retrieval.scales`) and gives up; the shapes here are static
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), _calibration_reader(calib_loader, n), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibrate,
