@@ -128,12 +128,19 @@ def _calibration_reader(loader, n:int):
 CALIBRATIONS = ('minmax', 'percentile', 'entropy')
 
 def float_ends(path:str|Path)->list:
-    "The nodes at the network's two ends: its first convolution, and the matrix products after its last (the heads)."
+    ("The nodes at the network's two ends: the first convolution of each pass through it (the crop, and the crop at"
+     " each other size of `retrieval.scales`), and the matrix products no convolution follows (the heads).")
     import onnx
-    nodes = onnx.load(str(path), load_external_data=False).graph.node
-    convs = [i for i, n in enumerate(nodes) if n.op_type == 'Conv']
-    if not convs: return []
-    return [nodes[convs[0]].name] + [n.name for n in nodes[convs[-1] + 1:] if n.op_type in ('Gemm', 'MatMul')]
+    g = onnx.load(str(path), load_external_data=False).graph
+    nodes, to_conv = list(g.node), set()  # tensors from which a convolution is reached
+    for n in reversed(nodes):  # the graph is in topological order
+        if n.op_type == 'Conv' or any(o in to_conv for o in n.output): to_conv.update(n.input)
+    raw, first = {i.name for i in g.input}, []  # tensors no convolution has touched yet
+    for n in nodes:
+        if not any(t in raw for t in n.input): continue
+        if n.op_type == 'Conv': first.append(n.name)
+        else: raw.update(n.output)
+    return first + [n.name for n in nodes if n.op_type in ('Gemm', 'MatMul') and not any(o in to_conv for o in n.output)]
 
 # %% ../nbs/07_ship.export.ipynb #7dcb626f
 def quantize_classifier(src:str|Path, # classifier.onnx
