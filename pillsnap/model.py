@@ -89,7 +89,7 @@ class PillClassifier(nn.Module):
 def descriptor(pool:str='gem', # avg (the head's pooling) | gem (the generalised mean)
                scales=(1.0, 0.7071), # sizes of the crop, × its side, whose descriptors are summed; 1 comes first
               )->dict:
-    "How `PillClassifier.embed_logits` pools a crop's feature map for retrieval, checked."
+    "How the `embed_logits` of a `PillClassifier` pools a crop's feature map for retrieval, checked."
     scales = [float(s) for s in ([scales] if isinstance(scales, (int, float)) else scales)]
     if pool not in ('avg', 'gem'): raise ConfigError(f"retrieval.pool must be avg or gem (got {pool!r})")
     if not scales or scales[0] != 1 or len(set(scales)) < len(scales) or not all(0.25 <= s <= 4 for s in scales):
