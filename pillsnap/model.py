@@ -112,7 +112,7 @@ def describe(backbone:nn.Module, # the classifier's timm model
             )->torch.Tensor: # (n, c) float32
     "The sum of the unit-length pooled feature maps of `x` at each of `spec`'s sizes (bilinear, exportable to ONNX)."
     out = nn.functional.normalize(_pool(f, spec['pool']), dim=1)
-    for s in spec['scales'][1:]:  # a constant factor, not a size: in ONNX a Resize by fixed scales (INT8 tools infer its shape)
+    for s in spec['scales'][1:]:  # a constant factor, not a size: in ONNX a Resize by fixed scales
         xs = nn.functional.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)
         out = out + nn.functional.normalize(_pool(backbone.forward_features(xs), spec['pool']), dim=1)
     return out

@@ -358,8 +358,10 @@ def descriptor_words(spec:dict)->str:
 def described(model, # a `PillClassifier`, or an `OnnxClassifier` (which describes crops as it was exported)
               spec:dict, # from `descriptor`, `gallery_descriptor` or `config_descriptor`
              ):
-    "The model, set to describe crops by `spec` (a PyTorch model; an ONNX file keeps what it was exported with)."
-    if isinstance(model, nn.Module) and hasattr(model, 'descriptor'): model.descriptor = dict(spec)
+    ("The model, set to describe crops by `spec` (a PyTorch model; an ONNX file keeps what it was exported with);"
+     " a model with an `embed` layer embeds by it, and keeps the pooled features as its descriptor.")
+    if isinstance(model, nn.Module) and hasattr(model, 'descriptor'):
+        model.descriptor = dict(POOLED if getattr(model, 'embed', None) is not None else spec)
     return model
 
 # %% ../nbs/05a_infer.retrieval.ipynb #333cf5c2
