@@ -22,7 +22,7 @@ from .prepare import classifier_data
 from .config import Experiment, ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
-from .retrieval import config_descriptor, described, gallery_descriptor, load_gallery, retrieval_dir
+from .retrieval import described, load_gallery, retrieval_dir
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, load_detector,
                                recorded_conf, recorded_detect_size, quiet_ultralytics, split_images, yolo_device)
 
@@ -306,7 +306,7 @@ def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.
     out = paths.export; out.mkdir(parents=True, exist_ok=True)
     model, ck = load_classifier(find_checkpoint(checkpoint, paths.classifier))
     g = load_gallery(retrieval_dir(paths.root))  # the file's embedding output describes crops as its gallery does
-    described(model, gallery_descriptor(g.meta) if g is not None else config_descriptor(cfg))
+    described(model, g, cfg)
     d = classifier_data(cfg)
     loader = lambda rows, cache: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), 32,
                                              num_workers=0)

@@ -26,7 +26,7 @@ from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
-                                config_descriptor, described, descriptor_words, gallery_descriptor)
+                                described, descriptor_words)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -292,7 +292,7 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
     path = find_checkpoint(checkpoint, paths.classifier)
     model, ck = load_classifier(path)
-    described(model, config_descriptor(cfg))  # a rebuild describes crops as the settings now say
+    described(model, None, cfg)  # a rebuild describes crops as the settings now say
     d, device = classifier_data(cfg), pick_device(cfg.device)
     dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
     g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
@@ -410,7 +410,7 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     model, embedded_by = _enrol_embedder(cfg, d, trained, embedder)
     model, turns = model.eval().to(device), turns or cfg.retrieval.get('enrol_turns', 1)
     g = load_gallery(retrieval_dir(embedder)) if embedder else None  # its crops described as its queries are
-    described(model, gallery_descriptor(g.meta) if g is not None else config_descriptor(cfg))
+    described(model, g, cfg)
     t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
                                  device, turns=turns)
     r = cfg.retrieval

@@ -78,12 +78,20 @@ class PillClassifier(nn.Module):
         f = self.backbone.forward_features(x)
         p = self.backbone.forward_head(f, pre_logits=True)
         return self.backbone.get_classifier()(p), p.float(), x, f
+    def features_logits(self, x:torch.Tensor,
+                        described:bool=True, # also the crop's `descriptor` (False: None in its place, one pass less)
+                       )->tuple: # (logits, features, embeddings)
+        ("(logits, features, embeddings) of one pass. The features are the `embed` layer's output, else the pooled"
+         " features the head reads: what combo mode's pill check reads, whatever the gallery's descriptor."
+         " The embeddings are the features again with an embed layer, else the crop's `descriptor`.")
+        logits, p, x, f = self.pooled_logits(x)
+        feats = self.embed(p).float() if self.embed is not None else p
+        if self.embed is not None or self.descriptor == POOLED: return logits, feats, feats
+        return logits, feats, describe(self.backbone, x, f, self.descriptor) if described else None
     def embed_logits(self, x:torch.Tensor)->tuple:
         "(logits, embeddings) of one pass: the `embed` layer's output, else the crop's `descriptor`."
-        logits, p, x, f = self.pooled_logits(x)
-        if self.embed is not None: return logits, self.embed(p).float()
-        if self.descriptor == POOLED: return logits, p
-        return logits, describe(self.backbone, x, f, self.descriptor)
+        logits, _, e = self.features_logits(x)
+        return logits, e
 
 # %% ../nbs/03a_model.ipynb #99da7521
 def descriptor(pool:str='gem', # avg (the head's pooling) | gem (the generalised mean)
@@ -203,13 +211,14 @@ def softmax_t(logits, # (n, classes) logits
 # %% ../nbs/03a_model.ipynb #f3baf3a2
 def embedder_id(model:nn.Module,
                 params_only:bool=False, # hash the parameters only, not buffers such as batch-norm statistics
+                descriptor:dict|None=None, # the descriptor to name (default: the model's; `POOLED`: the id of its features)
                )->str:
     ("A short hash of a model's weights (its state dict's tensors, in order) and of its retrieval `descriptor`"
      " when not the pooled features: galleries and pill checks record their embedder.")
     h = hashlib.sha256()
     for k, v in (model.named_parameters() if params_only else model.state_dict().items()):
         h.update(k.encode()); h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-    spec = getattr(model, 'descriptor', POOLED)
+    spec = getattr(model, 'descriptor', POOLED) if descriptor is None else descriptor
     if spec != POOLED and not params_only: h.update(json.dumps(spec, sort_keys=True).encode())
     return h.hexdigest()[:16]
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .aihub import DrugTable
 from .io import file_sha256, read_json, write_json
-from .model import embedder_id, find_checkpoint, load_classifier
+from .model import POOLED, embedder_id, find_checkpoint, load_classifier
 from .metrics import box_area, box_intersection, box_iou, clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
@@ -32,8 +32,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (config_descriptor, described, embed_crops, embed_query, enrol_into, fuse,
-                                gallery_descriptor, load_gallery, quarter_turns, query_turns, retrieval_dir, status)
+from .retrieval import (described, embed_crops, embed_query, enrol_into, fuse, load_gallery, quarter_turns,
+                                query_turns, retrieval_dir, status)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -236,8 +236,8 @@ class PillCheck:
 def _fitted(check:PillCheck|None, embedder, exp)->PillCheck|None:
     "The pill check when it was fitted with this classifier; else None, with the fix in the log."
     if check is None or check.meta.get('embedder') == embedder(): return check
-    get_logger('pipeline').warning(f'the pill check in {retrieval_dir(exp)} was fitted with another classifier: combo mode '
-                                   f'counts without it — fit it again: pillsnap gallery --exp {exp} --rebuild')
+    get_logger('pipeline').warning(f"the pill check in {retrieval_dir(exp)} was fitted on another classifier's features: "
+                                   f"combo mode counts without it — fit it again: pillsnap gallery --exp {exp} --rebuild")
     return None
 
 
@@ -322,10 +322,10 @@ def from_exp(cls:Predictor,
     if backend == 'torch':
         path = find_checkpoint(checkpoint, paths.classifier)
         model, ck = load_classifier(path)  # it describes crops as its gallery was built (or, without one, as set)
-        described(model, gallery_descriptor(gallery.meta) if gallery is not None else config_descriptor(cfg))
+        described(model, gallery, cfg)
         return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device,
                    _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
-                   retrieval_dir(exp), _fitted(check, lambda: embedder_id(model), exp))
+                   retrieval_dir(exp), _fitted(check, lambda: embedder_id(model, descriptor=POOLED), exp))
     if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
     if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
@@ -333,7 +333,7 @@ def from_exp(cls:Predictor,
     return cls(model, model.checkpoint, table, cfg, paths.export/'detector.onnx', device,
                _file_id(path, f'{model.meta["model_name"]}.onnx'), backend,
                _matching(gallery, lambda: model.meta.get('embedder'), exp), retrieval_dir(exp),
-               _fitted(check, lambda: model.meta.get('embedder'), exp))
+               _fitted(check, lambda: model.features_id, exp))
 
 # %% ../nbs/05e_infer.pipeline.ipynb #f8b96885
 @patch
@@ -528,7 +528,7 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     if not todo: return found
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp)
+    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp, features=True)
     refused = {t for t, ok in zip(todo, self.pill_check.passes(emb.numpy())) if not ok}
     out = []
     for i, (b, s) in enumerate(found):
@@ -793,7 +793,8 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
             if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]
-            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device, amp=pred.amp).numpy())  # as `check_pills` asks
+            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device, amp=pred.amp,  # as `check_pills` reads them
+                                   features=True).numpy())
     if not emb: return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
     return np.concatenate(emb), np.concatenate(iou), np.concatenate(conf)
 
@@ -838,8 +839,8 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     data, seed = detector_data(exp.cfg), int(exp.cfg.seed)
     photos = int(photos or exp.cfg.pipeline.get('pill_check_photos') or PILL_PHOTOS)
     train, val = pill_boxes(pred, data, 'train', photos, seed, PILL_SCENE), pill_boxes(pred, data, 'val', photos, seed)
-    check, report = fit_pill_check(train, val, pred.box_conf, {'embedder': embedder_id(pred.model), 'photos': photos,
-                                                                'scene': PILL_SCENE})
+    meta = {'embedder': embedder_id(pred.model, descriptor=POOLED), 'photos': photos, 'scene': PILL_SCENE}  # its features' id
+    check, report = fit_pill_check(train, val, pred.box_conf, meta)
     if check is None:
         log.warning(f'no pill check for {exp.paths.root}: {report["why"]}; combo mode counts without it')
         return {'fitted': False, **report}

@@ -309,12 +309,14 @@ def enrolled_crops(exp:str|Path)->dict:
 @torch.inference_mode()
 def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64,
                 amp:torch.dtype|None=None, # autocast to this dtype on the device (a predictor's `amp`); None: as the model is
+                features:bool=False, # the features (`features_logits`: the pill check's) in place of the embeddings
                )->torch.Tensor:
-    "Embeddings of uint8 crops (n, 3, S, S), batched."
+    "Embeddings (or features) of uint8 crops (n, 3, S, S), batched."
     device, out = torch.device(device), []
     for i in range(0, len(crops), batch_size):
+        x = crops[i:i + batch_size].to(device)
         with torch.autocast(device.type, amp) if amp else contextlib.nullcontext():
-            out.append(model.embed_logits(crops[i:i + batch_size].to(device))[1].float().cpu())
+            out.append((model.features_logits(x, described=False) if features else model.embed_logits(x))[1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 def quarter_turns(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
@@ -356,10 +358,13 @@ def descriptor_words(spec:dict)->str:
     return f"{pool} of the feature map at {', '.join(f'{s:g}' for s in spec['scales'])}× the crop's size"
 
 def described(model, # a `PillClassifier`, or an `OnnxClassifier` (which describes crops as it was exported)
-              spec:dict, # from `descriptor`, `gallery_descriptor` or `config_descriptor`
+              gallery:Gallery|None, # the gallery its queries go to: they are described as it was built
+              cfg=None, # the settings, whose descriptor serves when there is no gallery (`config_descriptor`)
              ):
-    ("The model, set to describe crops by `spec` (a PyTorch model; an ONNX file keeps what it was exported with);"
-     " a model with an `embed` layer embeds by it, and keeps the pooled features as its descriptor.")
+    ("The model, set to describe crops as `gallery` does, else as the settings ask (a PyTorch model; an ONNX file"
+     " keeps what it was exported with); a model with an `embed` layer embeds by it, and keeps the pooled features"
+     " as its descriptor.")
+    spec = gallery_descriptor(gallery.meta) if gallery is not None else config_descriptor(cfg)
     if isinstance(model, nn.Module) and hasattr(model, 'descriptor'):
         model.descriptor = dict(POOLED if getattr(model, 'embed', None) is not None else spec)
     return model

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, get_logger, pick_device
-from .model import embedder_id
+from .model import POOLED, embedder_id
 
 # %% ../nbs/05_infer.runtime.ipynb #c7b01385
 ONNX_FORMAT = 'pillsnap-classifier-onnx/1'
@@ -39,11 +39,13 @@ def onnx_meta(path:str|Path)->dict:
     return out
 
 # %% ../nbs/05_infer.runtime.ipynb #d38de3d1
-class _Both(torch.nn.Module):
-    "The classifier's two outputs as one graph: logits and embeddings (retrieval, `05a_infer.retrieval`)."
+class _Outputs(torch.nn.Module):
+    "The classifier's outputs as one graph: logits, embeddings (retrieval) and features (the pill check)."
     # made in eval mode: the exporter restores the wrapper's mode afterwards, recursively
     def __init__(self, model): super().__init__(); self.model = model
-    def forward(self, x): return self.model.embed_logits(x)
+    def forward(self, x):
+        logits, feats, emb = self.model.features_logits(x)
+        return logits, emb, feats
 
 # %% ../nbs/05_infer.runtime.ipynb #3d82a8c2
 def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_classifier`)
@@ -52,17 +54,19 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
                       opset:int=17, # ONNX opset
                       dynamic_batch:bool=True, # a dynamic batch axis (else batch 1)
                      )->Path:
-    "Write the classifier as ONNX (uint8 crops in; logits, embeddings out), its classes and preprocessing as metadata."
+    ("Write the classifier as ONNX (uint8 crops in; logits, embeddings, features out), its classes and preprocessing"
+     " as metadata.")
     import onnx
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     c = ck['config']['classifier']
     model = model.float().eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, c['img_size'], c['img_size'], dtype=torch.uint8)
-    axes = {'images': {0: 'batch'}, 'logits': {0: 'batch'}, 'embedding': {0: 'batch'}} if dynamic_batch else None
+    outputs = ['logits', 'embedding', 'features']
+    axes = {n: {0: 'batch'} for n in ['images', *outputs]} if dynamic_batch else None
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter('ignore')  # torch's notice that the TorchScript exporter is legacy (ultralytics uses it)
-        torch.onnx.export(_Both(model).eval(), (x,), str(path), opset_version=opset, dynamo=False,
-                          input_names=['images'], output_names=['logits', 'embedding'], dynamic_axes=axes)
+        torch.onnx.export(_Outputs(model).eval(), (x,), str(path), opset_version=opset, dynamo=False,
+                          input_names=['images'], output_names=outputs, dynamic_axes=axes)
     onnx.checker.check_model(str(path))
     set_onnx_meta(path, dict(
         pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
@@ -71,7 +75,8 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
         temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
         conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
         embedder=embedder_id(model),  # which weights embed: a gallery built by them matches this file
-        descriptor=getattr(model, 'descriptor', None)))  # and how they describe a crop (`03a_model`)
+        descriptor=getattr(model, 'descriptor', None),  # and how they describe a crop (`03a_model`)
+        features_embedder=embedder_id(model, descriptor=POOLED)))  # whose features: a pill check fitted on them matches
     return path
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296
@@ -109,6 +114,22 @@ class OnnxClassifier:
 
     def __call__(self, x:torch.Tensor)->torch.Tensor:
         return torch.from_numpy(self.session.run(['logits'], {'images': x.cpu().numpy()})[0])
+    def features_logits(self, x:torch.Tensor, described:bool=True)->tuple:
+        "(logits, features, embeddings), like the `features_logits` of `PillClassifier` (ONNX Runtime computes all three)."
+        if 'features' in {o.name for o in self.session.get_outputs()}:
+            out = [torch.from_numpy(a) for a in self.session.run(['logits', 'features', 'embedding'][:3 if described else 2],
+                                                                 {'images': x.cpu().numpy()})]
+            return (*out, None) if not described else tuple(out)
+        if self.features_id is None:
+            raise ConfigError(f'{self.path} has no features output and its embedding is not the features (exported before '
+                              'the pill check read them) — export it again: pillsnap export')
+        logits, e = self.embed_logits(x)  # a file from before the features output, whose embedding was the features
+        return logits, e, e
+    @property
+    def features_id(self)->str|None:
+        "The id of the weights whose features this file gives (`embedder_id` of the features; a pill check records it)."
+        m = self.meta
+        return m.get('features_embedder') or (m.get('embedder') if (m.get('descriptor') or POOLED) == POOLED else None)
     def embed_logits(self, x:torch.Tensor)->tuple:
         "(logits, embeddings), like the `embed_logits` of `PillClassifier`."
         if 'embedding' not in {o.name for o in self.session.get_outputs()}:

@@ -291,6 +291,13 @@ def test_the_gallery_describes_crops_as_set_and_whoever_reads_it_follows(trained
     assert g.meta['embedder'] != pooled  # the same weights describing crops another way are another embedder
     pred = Predictor.from_exp(e)
     assert pred.gallery is not None and pred.model.descriptor == g.meta['descriptor']
+    # combo mode's pill check reads the pooled features whatever the descriptor: one fitted on them stays valid
+    import numpy as np
+    from pillsnap.pipeline import PillCheck
+    d = pred.model.backbone.num_features
+    for embedder, kept in ((pooled, True), (g.meta['embedder'], False)):  # one fitted on the descriptor is stale
+        PillCheck(np.zeros(d), np.ones(d), np.zeros(d), 0.0, 0.5, {'embedder': embedder}).save(e/'retrieval')
+        assert (Predictor.from_exp(e).pill_check is not None) == kept, embedder
     from pillsnap.data import load_manifest
     m = load_manifest(e/'data', 'val')
     photo = Path(pred.cfg.data.root)/m[m.kind == 'single'].image.iloc[0]
