@@ -534,7 +534,7 @@ def pillsnap_gallery(
     if g is None:
         raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
-    print(f"{g}; unknown below cosine {t}" + (f' (enrolled drugs: {e})' if e != t else ''))
+    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {e})' if e != t else ''))
     table = gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
     return table

@@ -26,7 +26,7 @@ from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
-                                described, descriptor_words)
+                                described, descriptor_words, open_score)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -65,8 +65,8 @@ def fit_scale(scores:torch.Tensor, # (n, drugs) cosines of validation photos
     return round(math.exp(minimize_scalar(nll, bounds=(0.0, math.log(200)), method='bounded').x), 3)
 
 # %% ../nbs/05b_infer.gallery.ipynb #207ed33a
-def open_set(known:np.ndarray, # best cosine of validation photos of known drugs
-             unknown:np.ndarray|None=None, # best cosine of photos of drugs never trained on (None: no measurement)
+def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of validation photos of known drugs
+             unknown:np.ndarray|None=None, # ... of photos of drugs never trained on (None: no measurement)
              target_tar:float=0.95, # share of known photos that must pass
             )->dict:
     "The 'unknown' threshold, and how well it separates known from never-seen drugs."
@@ -87,9 +87,10 @@ def unknown_by_drug(scores:torch.Tensor, # (m, drugs) `Gallery.scores` of photos
                     codes:list, # the gallery's K-codes (`Gallery.codes`)
                     truth, # (m,) each photo's own K-code
                     threshold:float, # `open_set`'s
+                    cohort:int=0, # the gallery's (`open_score`)
                    )->list: # one dict per never-seen drug, the most often accepted first
     "Which never-seen drugs are accepted as known, and as which drug: where false accepts come from."
-    best, near = scores.max(1).values.numpy(), np.array(codes)[scores.argmax(1).numpy()]
+    best, near = open_score(scores, cohort).numpy(), np.array(codes)[scores.argmax(1).numpy()]
     truth, out = np.asarray(truth), []
     for k in dict.fromkeys(truth.tolist()):
         m = truth == k
@@ -132,7 +133,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
             known += [i for i in idx[shots:] if groups[i] not in enrolled_from]
         unknown = np.flatnonzero(np.isin(codes, list(out)))
         s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
-        best = dict(known=s_known.max(1).values.numpy(), unknown=s_unknown.max(1).values.numpy())
+        best = dict(known=trial.open_scores(s_known).numpy(), unknown=trial.open_scores(s_unknown).numpy())
         mine = set(trial.enrolled())  # whose threshold a pill meets: its nearest drug's (`Gallery.thresholds`)
         enrolled = torch.tensor([k in mine for k in trial.codes])
         best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(),
@@ -241,7 +242,7 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
     return {**out, 'sets': [s['name'] for s in sets], 'pills': len(pos)}
 
 # %% ../nbs/05b_infer.gallery.ipynb #153159c4
-def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: # (report, best cosines) or (None, None)
+def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: # (report, open-set scores) or (None, None)
     ("`open_set` on the phone-like validation pills (`pasted_val`) against the held-out drugs' phone-like pills, "
      "and how the classifier and the gallery name them.")
     data, asked = exp_paths(cfg.paths.exp_dir).data, query_turns(g.meta)
@@ -257,8 +258,8 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: #
     unknown = None
     if held is not None and len(held):
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
-        unknown = g.scores(h_emb).max(1).values.numpy() if len(h_pos) else None
-    best = s.max(1).values.numpy()
+        unknown = g.open_scores(g.scores(h_emb)).numpy() if len(h_pos) else None
+    best = g.open_scores(s).numpy()
     return {**open_set(best, unknown, cfg.retrieval.target_tar), 'pills': len(pos),
             'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}, best
 
@@ -276,6 +277,7 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
                 exemplars=r.get('exemplars', 0),
                 meta=dict(embedder=embedder_id(model), checkpoint=path.name, model=ck['model_name'],
                           embedding=embedding, query_turns=int(r.get('query_turns', 1)), whiten=kind,
+                          cohort=int(r.get('cohort', 0)),
                           descriptor=dict(model.descriptor)))
     for (k, f), idx in rows.groupby(['k_code', 'face']).indices.items():
         g.add(k, emb[idx], int(f), 'trained')
@@ -306,11 +308,11 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype, turns=asked)
                               if len(held) else (None, None, None))
     h_scores = g.scores(h_emb) if h_emb is not None else None
-    h_best = h_scores.max(1).values.numpy() if h_scores is not None else None
-    report = open_set(v_scores.max(1).values.numpy(), h_best, r.target_tar)
+    h_best = g.open_scores(h_scores).numpy() if h_scores is not None else None
+    report = open_set(g.open_scores(v_scores).numpy(), h_best, r.target_tar)
     g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=report)
     if h_scores is not None:
-        report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'])
+        report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'], g.cohort)
     phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
     studio, report['threshold_from'] = report['threshold'], 'studio validation photos'
     if phone is not None:  # trained drugs: phone-like photos over studio ones
@@ -360,7 +362,7 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
                 f" on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report
                 else ' (no held-out drugs to measure it: split.holdout_drugs)')
     log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"
-             f" unknown below cosine {report['threshold']:.3f} (chosen on {report['threshold_from']})"
+             f" unknown below {g.score_words} {report['threshold']:.3f} (chosen on {report['threshold_from']})"
              + (f", enrolled drugs below {report['enrolled_threshold']:.3f} (chosen on {report['enrolled_threshold_from']})"
                 if report['enrolled_threshold_from'] != report['threshold_from'] else '') + measured)
     return g

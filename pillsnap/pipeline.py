@@ -454,7 +454,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
     g = self.gallery
-    states = [None] * len(p) if cos is None else status(cos, self.thresholds(), g.meta.get('min_margin', 0.0))
+    states = [None] * len(p) if cos is None else status(cos, self.thresholds(), g.meta.get('min_margin', 0.0), g.cohort)
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, state) for row, state in zip(p, states)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
@@ -991,7 +991,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     codes, p, cos = self.evidence(crops, reads)
     g = self.gallery
     state = None if cos is None else status(cos.mean(0, keepdim=True), self.thresholds(),
-                                            g.meta.get('min_margin', 0.0))[0]
+                                            g.meta.get('min_margin', 0.0), g.cohort)[0]
     pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, state)
     t3 = time.perf_counter()
     front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))

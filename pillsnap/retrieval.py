@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ENROLMENTS', 'Gallery', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal',
-           'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'status', 'retrieval_dir', 'enrolled_crops',
-           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor',
-           'descriptor_words', 'described', 'gallery_table', 'remove_drug']
+           'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'open_score', 'status', 'retrieval_dir',
+           'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor',
+           'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -274,9 +274,19 @@ def fuse(p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (cali
     return list(k_codes) + [codes[j] for j in new], torch.cat([p_cls * (1 - p_gal.sum(1, keepdim=True)), p_gal], 1)
 
 # %% ../nbs/05a_infer.retrieval.ipynb #41df0658
+def open_score(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
+               cohort:int=0, # drugs next to the best whose mean cosine is taken off (0: none)
+              )->torch.Tensor: # (m,)
+    ("What 'unknown' compares with its threshold: each query's best cosine, less the mean cosine of the `cohort`"
+     " next best drugs (all there are, in a smaller gallery; 0: the best cosine alone).")
+    if not cohort or scores.shape[1] < 2: return scores.max(1).values
+    top = scores.topk(min(cohort + 1, scores.shape[1]), 1).values
+    return top[:, 0] - top[:, 1:].mean(1)
+
 def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
            threshold:float|torch.Tensor|None, # `open_set`'s, or one per drug (`Gallery.thresholds`): the best drug's
            min_margin:float=0.0, # the best drug's lead over the second
+           cohort:int=0, # the gallery's `retrieval.cohort` (`open_score`)
           )->list:
     "'identified' or 'unknown' per query."
     if threshold is None or not scores.shape[1]: return ['identified'] * len(scores)
@@ -284,7 +294,20 @@ def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
     thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
     return ['unknown' if b < t or m < min_margin else 'identified'
-            for b, t, m in zip(top[:, 0].tolist(), thr.tolist(), lead.tolist())]
+            for b, t, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), lead.tolist())]
+
+@patch
+def open_scores(self:Gallery, scores:torch.Tensor)->torch.Tensor: # (m,)
+    "`open_score` with the gallery's cohort (`retrieval.cohort` when it was built; none before it)."
+    return open_score(scores, self.cohort)
+
+@patch(as_prop=True)
+def cohort(self:Gallery)->int: return int(self.meta.get('cohort') or 0)
+
+@patch(as_prop=True)
+def score_words(self:Gallery)->str:
+    "What its 'unknown' threshold is set on, in words (for logs)."
+    return f"score (best cosine − the next {self.cohort} drugs' mean)" if self.cohort else 'cosine'
 
 @patch
 def thresholds(self:Gallery)->torch.Tensor|None: # (drugs,) in `codes` order; None: no threshold tuned
