@@ -445,6 +445,14 @@ def thresholds(self:Predictor)->float|torch.Tensor|None:
     return self.gallery.thresholds() if self.gallery is not None else None
 
 @patch
+def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines (`evidence`)
+            )->list: # 'identified' or 'unknown' per row
+    ("The gallery's verdict on each pill: the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
+     " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
+    g = self.gallery
+    return status(cos, self.thresholds(), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
+
+@patch
 @torch.inference_mode()
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
@@ -453,8 +461,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
             )->list: # per crop: 'candidates'; 'status' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
-    g = self.gallery
-    states = [None] * len(p) if cos is None else status(cos, self.thresholds(), g.meta.get('min_margin', 0.0), g.cohort)
+    states = [None] * len(p) if cos is None else self.verdicts(cos)
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, state) for row, state in zip(p, states)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
@@ -989,9 +996,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
-    g = self.gallery
-    state = None if cos is None else status(cos.mean(0, keepdim=True), self.thresholds(),
-                                            g.meta.get('min_margin', 0.0), g.cohort)[0]
+    state = None if cos is None else self.verdicts(cos.mean(0, keepdim=True))[0]
     pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, state)
     t3 = time.perf_counter()
     front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))
