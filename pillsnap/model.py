@@ -88,6 +88,10 @@ class PillClassifier(nn.Module):
         feats = self.embed(p).float() if self.embed is not None else p
         if self.embed is not None or self.descriptor == POOLED: return logits, feats, feats
         return logits, feats, describe(self.backbone, x, f, self.descriptor) if described else None
+    @property
+    def features_id(self)->str:
+        "The id of its features (`features_logits`; `embedder_id` as the pooled features): a pill check records it."
+        return embedder_id(self, descriptor=POOLED)
     def embed_logits(self, x:torch.Tensor)->tuple:
         "(logits, embeddings) of one pass: the `embed` layer's output, else the crop's `descriptor`."
         logits, _, e = self.features_logits(x)

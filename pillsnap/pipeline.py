@@ -23,7 +23,7 @@ from PIL import Image
 
 from .aihub import DrugTable
 from .io import file_sha256, read_json, write_json
-from .model import POOLED, embedder_id, find_checkpoint, load_classifier
+from .model import embedder_id, find_checkpoint, load_classifier
 from .metrics import box_area, box_intersection, box_iou, clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
 from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
@@ -325,7 +325,7 @@ def from_exp(cls:Predictor,
         described(model, gallery, cfg)
         return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device,
                    _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
-                   retrieval_dir(exp), _fitted(check, lambda: embedder_id(model, descriptor=POOLED), exp))
+                   retrieval_dir(exp), _fitted(check, lambda: model.features_id, exp))
     if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
     if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
@@ -846,8 +846,8 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     data, seed = detector_data(exp.cfg), int(exp.cfg.seed)
     photos = int(photos or exp.cfg.pipeline.get('pill_check_photos') or PILL_PHOTOS)
     train, val = pill_boxes(pred, data, 'train', photos, seed, PILL_SCENE), pill_boxes(pred, data, 'val', photos, seed)
-    meta = {'embedder': embedder_id(pred.model, descriptor=POOLED), 'photos': photos, 'scene': PILL_SCENE}  # its features' id
-    check, report = fit_pill_check(train, val, pred.box_conf, meta)
+    check, report = fit_pill_check(train, val, pred.box_conf, {'embedder': pred.model.features_id, 'photos': photos,
+                                                                'scene': PILL_SCENE})
     if check is None:
         log.warning(f'no pill check for {exp.paths.root}: {report["why"]}; combo mode counts without it')
         return {'fitted': False, **report}

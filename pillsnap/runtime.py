@@ -76,7 +76,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
         conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
         embedder=embedder_id(model),  # which weights embed: a gallery built by them matches this file
         descriptor=getattr(model, 'descriptor', None),  # and how they describe a crop (`03a_model`)
-        features_embedder=embedder_id(model, descriptor=POOLED)))  # whose features: a pill check fitted on them matches
+        features_embedder=model.features_id))  # whose features: a pill check fitted on them matches
     return path
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296
