@@ -77,7 +77,7 @@ def drug_look(rng:np.random.Generator, # random source
     lines = (('', '') if form == 'capsule'
              else (LINES[rng.choice(3, p=[0.6, 0.3, 0.1])], LINES[rng.choice(3, p=[0.8, 0.17, 0.03])]))
     return dict(shape=shape, form=form, color1=c1, color2=c2, long=round(long, 2), short=round(short, 2),
-                thick=round(rng.uniform(2.5, min(short, 7.0)), 2), line_front=lines[0], line_back=lines[1],
+                thick=round(rng.uniform(min(2.5, short), min(short, 7.0)), 2), line_front=lines[0], line_back=lines[1],
                 tint=tuple(np.round(rng.uniform(0.95, 1.05, 3), 3)))
 
 # %% ../nbs/01a_synth.render.ipynb #70663439
