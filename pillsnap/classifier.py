@@ -6,7 +6,7 @@
 __all__ = ['WISE_HEAD_CROPS', 'check_classifier', 'uses_margin', 'check_train_settings', 'training_loaders', 'training_callbacks',
            'FloatImages', 'build_learner', 'build_classifier', 'save_predictions', 'load_predictions',
            'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start', 'refit_head',
-           'head_crops', 'wise_finish', 'probe_first', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
+           'wise_finish', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
 
 # %% ../nbs/04a_train.classifier.ipynb #9fd9b125
 import json, time, warnings
@@ -490,13 +490,6 @@ def refit_head(model:PillClassifier, # the classifier whose head is fitted again
 # %% ../nbs/04a_train.classifier.ipynb #0e52c22f
 WISE_HEAD_CROPS = 64  # training crops per drug the refitted head learns from
 
-def head_crops(cfg, # resolved settings (`split.seed`)
-               d:ClassifierData, # from `classifier_data`
-              )->torch.utils.data.Dataset: # (crop, class index) pairs with evaluation transforms
-    "The training crops a refitted head learns from: at most `WISE_HEAD_CROPS` per drug, as evaluation sees them."
-    return torch.utils.data.Subset(PillDataset(d.train, d.root, d.pre, eval_transforms(d.pre), d.train_cache),
-                                   capped_rows(d.train, WISE_HEAD_CROPS, cfg.split.seed).tolist())
-
 def wise_finish(cfg, # resolved settings (`train.wise`, `classifier.*`)
                 d:ClassifierData, # from `classifier_data`
                 path:str|Path, # the checkpoint to mix (best.pt), rewritten in place
@@ -513,7 +506,9 @@ def wise_finish(cfg, # resolved settings (`train.wise`, `classifier.*`)
         log.warning(f'{Path(path).name} left as fine-tuned, not mixed with its start (train.wise={alpha:g}): {e}')
         return None
     names = mix_with_start(model, base, alpha)
-    head = refit_head(model.to(device), head_crops(cfg, d), device)
+    ds = torch.utils.data.Subset(PillDataset(d.train, d.root, d.pre, eval_transforms(d.pre), d.train_cache),
+                                 capped_rows(d.train, WISE_HEAD_CROPS, cfg.split.seed).tolist())
+    head = refit_head(model.to(device), ds, device)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ck['model'] = state
     if ck.get('ema') is not None: ck['ema'] = state
@@ -523,22 +518,6 @@ def wise_finish(cfg, # resolved settings (`train.wise`, `classifier.*`)
              f"head refitted on {head['crops']} training crops (loss {head['loss_before']} → {head['loss_after']})")
     return ck['wise']
 
-
-# %% ../nbs/04a_train.classifier.ipynb #eb238b9b
-def probe_first(cfg, # resolved settings (`train.probe_first`, `classifier.*`)
-                d:ClassifierData, # from `classifier_data`
-                model:PillClassifier, # the classifier about to be fine-tuned (its head changed in place)
-                device=None, # where (default: the model's)
-               )->dict|None: # the start and the head's fit, or None when it does not apply
-    "Fit a fresh run's head to its start's features before fine-tuning (`train.probe_first`, LP-FT)."
-    c = cfg.classifier
-    if not cfg.train.get('probe_first') or c.get('embed_dim'): return None
-    start = 'weights_path' if c.get('weights_path') else resolve_start(c)
-    if start == 'none': return None
-    head = refit_head(model, head_crops(cfg, d), device)
-    get_logger('classifier').info(f"head fitted to the start's features ({start}) before fine-tuning, on "
-                                  f"{head['crops']} training crops (loss {head['loss_before']} → {head['loss_after']})")
-    return dict(start=start, **head)
 
 # %% ../nbs/04a_train.classifier.ipynb #71641ed4
 def train_classifier(exp, # an `Experiment`, or its resolved settings
@@ -556,7 +535,6 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
              f"batch {learn.dls.train.batch_size * world}"
              + (f' ({world} processes × {learn.dls.train.batch_size})' if world > 1 else '')
              + f", {cfg.device} → {learn.dls.device}")
-    probed = probe_first(cfg, d, learn.model, learn.dls.device) if learn.start_epoch_ == 0 else None
     t0 = time.perf_counter()
     if learn.start_epoch_ < t.epochs:
         learn.fit(t.epochs, start_epoch=learn.start_epoch_, cbs=[ParamScheduler(learn.schedule)])
@@ -572,7 +550,6 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
     out = evaluate_classifier(cfg, 'best', d)
     out['training'] = _training_record(learn, seconds, world, same, t.channels_last)
     if wise: out['training']['wise'] = wise
-    if probed: out['training']['probe_first'] = probed
     write_json(paths.classifier/'metrics.json', out)
     if world > 1: torch.distributed.destroy_process_group()
     return out
