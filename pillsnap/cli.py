@@ -498,7 +498,9 @@ def pillsnap_enrol(
     name = f" ({r['record'].get('dl_name')})" if r['record'].get('dl_name') else ''
     how = 'also a trained class' if r['trained'] else 'identified from the gallery'
     print(f"enrolled {r['added']} photo(s) of {code}{name}: {r['photos']} in the gallery ({how}); "
-          f"pills found by {', '.join(sorted(set(r['found_by'])))}")
+          f"pills found by {', '.join(sorted(set(r['found_by'])))}"
+          + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}, chosen on {r['unknown_chosen_on']}"
+             if r.get('unknown_below') is not None and r.get('unknown_chosen_on') else ''))
     return r
 
 # %% ../nbs/08b_run.cli.ipynb #db38b0f7
@@ -534,7 +536,8 @@ def pillsnap_gallery(
     if g is None:
         raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
-    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {e})' if e != t else ''))
+    chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
+    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {e}{chosen})' if e != t else ''))
     table = gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
     return table

@@ -900,13 +900,17 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     # read–change–write under the gallery's lock: nothing another process enrolled is lost
     if save and self.gallery_dir is not None:
         self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s)
-    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims))
+    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims)).calibrate_enrolled()
     rec = self.gallery.drugs.get(k_code, rec)
     photos = sum(e['photos'] for e in self.gallery.entries if e['k_code'] == k_code)
     named = repr(rec['dl_name']) if rec.get('dl_name') else 'no name'
-    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery")
+    m = self.gallery.meta  # the enrolled drugs' threshold, chosen again on their photos (`calibrate_enrolled`)
+    below, chosen_on = m.get('enrolled_threshold', m.get('threshold')), m.get('enrolled_threshold_from')
+    if self.unknown_below is not None: below, chosen_on = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)'
+    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
+                  + (f'; enrolled drugs are unknown below {below:.3f}, chosen on {chosen_on}' if below is not None and chosen_on else ''))
     return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
-                trained=k_code in self.k_codes, record=rec)
+                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_chosen_on=chosen_on)
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b4ebd9fc
 @functools.cache

@@ -225,6 +225,8 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
         with serving(exp, KEY, 'serve.allow_enrol=true') as (url, proc):
             r = httpx.post(url + '/enrol', headers=h, files=[('images', p.read_bytes()) for p in photos_a[:1]], data={'code': a}, timeout=60)
             assert r.status_code == 200 and r.json()['k_code'] == a and r.json()['added'] == 1 and r.json()['dl_name']
+            # one enrolled drug: too few photos to choose on — the trained drugs' threshold, and the answer says where it came from
+            assert r.json()['unknown_chosen_on'] == 'studio validation photos' and -1 <= r.json()['unknown_below'] <= 1
             assert httpx.post(url + '/enrol', files=[('images', b'x')], data={'code': a}).status_code == 401  # a key, always
             bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
             assert bad.status_code == 400 and 'letters, digits' in bad.json()['detail']
@@ -311,3 +313,30 @@ def test_the_gallery_describes_crops_as_set_and_whoever_reads_it_follows(trained
     assert pred.gallery is not None and pred.model.descriptor == POOLED and pred.gallery.meta['embedder'] == pooled
     code, err = cli('gallery', '--exp', e, '--rebuild', 'retrieval.scales=[0.5,1]', check=False)[::2]
     assert code != 0 and 'retrieval.scales must start with 1' in err
+
+
+def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_threshold(exp, held_out, tmp_path):
+    "Enough enrolled photos (3 drugs, 10 photos): their threshold is chosen on them, each left out in turn — on enrolment, removal and rebuild."
+    import shutil
+    from pillsnap.retrieval import load_gallery
+    e = tmp_path/'exp'; shutil.copytree(exp, e)
+    (a, photos_a), (b, photos_b) = sorted(held_out.items())[:2]
+    trained = load_gallery(e/'retrieval').meta
+    cli('enrol', '--exp', e, '--code', a, *photos_a[:3])
+    cli('enrol', '--exp', e, '--code', b, *photos_b[:3])
+    g = load_gallery(e/'retrieval')  # two drugs: too few to choose on — the trained drugs' threshold meanwhile
+    assert g.meta['enrolled_threshold'] == trained['threshold'] and g.meta['enrolled_threshold_from'] == trained['threshold_from']
+    assert g.photo_vecs.shape == (6, 16) and 'enrolment_open_set' not in g.meta
+    out = cli('enrol', '--exp', e, '--code', 'NEW-3', photos_a[-1], photos_b[-1], photos_a[0], photos_b[0])[1]
+    assert 'chosen on the enrolled photos (10 photos of 3 drugs, each left out in turn)' in out
+    g = load_gallery(e/'retrieval')
+    own = g.meta['enrolment_open_set']
+    assert (own['known'], own['drugs'], own['threshold']) == (10, 3, g.meta['enrolled_threshold']) and 0 <= own['auroc'] <= 1
+    assert g.thresholds().tolist() == pytest.approx([own['threshold'] if k in g.enrolled() else trained['threshold'] for k in g.codes])
+    assert 'chosen on the enrolled photos' in cli('gallery', '--exp', e)[1]
+    cli('gallery', '--exp', e, '--rebuild')  # the enrolled crops embedded again choose it again
+    report = json.loads((e/'reports'/'retrieval.json').read_text())
+    assert report['enrolled_threshold_from'].startswith('the enrolled photos') and report['enrolment_open_set']['known'] == 10
+    cli('gallery', '--exp', e, '--remove', 'NEW-3')  # too few again: back to the trained drugs' threshold
+    g = load_gallery(e/'retrieval')
+    assert g.meta['enrolled_threshold'] == g.meta['threshold'] and 'enrolment_open_set' not in g.meta and len(g.photo_vecs) == 6
