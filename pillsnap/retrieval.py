@@ -235,10 +235,13 @@ def _enrolment_scores(self:Gallery)->tuple: # (known (p,), never seen (p,), drug
     if len(self.ex):  # its entry's exemplars may be the photo itself: left out with it
         ex = (q @ self.ex.T).masked_fill(self.ex_entry[None] == at[:, None], -2.0)
         s = s.scatter_reduce(1, self.ex_column.expand(len(q), -1), ex, 'amax')
-    mine, never = self.column[at], torch.zeros(len(q))
-    for c in mine.unique().tolist():  # its drug left out: the other drugs' columns only
-        m = mine == c
-        never[m] = self.open_scores(s[m][:, torch.arange(s.shape[1]) != c])
+    mine = self.column[at]  # its drug left out: the other drugs' columns only
+    if s.shape[1] >= self.cohort + 2: never = self.open_scores(s.index_put((rows, mine), torch.tensor(-float('inf'))))
+    else:  # fewer drugs than a cohort: the column itself goes (else it would count in the cohort's mean)
+        never = torch.zeros(len(q))
+        for c in mine.unique().tolist():
+            m = mine == c
+            never[m] = self.open_scores(s[m][:, torch.arange(s.shape[1]) != c])
     return self.open_scores(s).numpy(), never.numpy(), len(mine.unique())
 
 @patch
