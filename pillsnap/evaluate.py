@@ -529,13 +529,27 @@ def _as_known(code:str, known:set)->str:
     bare = code.split(':', 1)[-1]
     return code if code in known or bare not in known else bare
 
+# %% ../nbs/06_judge.evaluate.ipynb #dd7237e3
+def _open_count(c:Counter, mode:str, known:bool, status:str|None):
+    "Count one answered pill: known or not, and whether it was answered unknown (no status, no gallery: not counted)."
+    if status is None: return
+    c.update({f'{mode}_{"known" if known else "never"}_answered': 1,
+              f'{mode}_{"known" if known else "never"}_unknown': status == 'unknown'})
+
+def _open_rates(c:Counter, mode:str)->dict:
+    "The share of answered pills of known drugs called unknown, and of never-seen drugs' answered unknown."
+    known, never = c[f'{mode}_known_answered'], c[f'{mode}_never_answered']
+    return dict(known_called_unknown=rate(c[f'{mode}_known_unknown'], known), never_seen_pills=never,
+                never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never))
+
 # %% ../nbs/06_judge.evaluate.ipynb #4512b9aa
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
                   rows:pd.DataFrame, # from `real_rows`
                   boxes:bool=True, # the rows' boxes are the pills' (False: class folders, the photo is the box)
                   batch:int=16, # photos per predictor call
                  )->dict:
-    "Combo and single mode on a real set: pills found and counted, and named where the models know the drug."
+    ("Combo and single mode on a real set: pills found and counted, named where the models know the drug, and"
+     " answered 'unknown' where they do not (and where they do).")
     from fastprogress.fastprogress import progress_bar
     known, c, errors = pred.known_codes(), Counter(), []
     combo = boxes and pred.has_detector
@@ -546,19 +560,21 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
             mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
             c.update(photos=1, pills=len(ks), found=len(mt), known_pills=sum(k in known for k in ks),
                      named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
+            for p, t in mt: _open_count(c, 'combo', ks[t] in known, r['pills'][p].get('status'))
         one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
         for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
             k, p = part.k_codes.iloc[i][0], r['pills'][0]
             iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
             c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
                      single_found=bool(iou >= 0.5))
+            _open_count(c, 'single', k in known, p.get('status'))
     single = dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
-                  known=c['single_known'], top1=rate(c['single_named'], c['single_known']))
+                  known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single'))
     out = dict(combo=None, single=single)
     if errors:
         out['combo'] = dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                             known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
-                            **count_rates(errors))
+                            **count_rates(errors), **_open_rates(c, 'combo'))
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #e59e9dc6
