@@ -623,7 +623,9 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'detector count exact': (d.get('count') or {}).get('count_exact'),
                 'combo pill recall': cb.get('pill_recall'), 'combo count exact': cb.get('count_exact'),
                 'combo count MAE': cb.get('count_mae'), 'combo top-1 (known drugs)': cb.get('pill_top1'),
-                'single found': sg.get('found'), 'single top-1 (known drugs)': sg.get('top1')}
+                'single found': sg.get('found'), 'single top-1 (known drugs)': sg.get('top1'),
+                'combo known called unknown': cb.get('known_called_unknown'),
+                'combo never-seen answered unknown': cb.get('never_seen_answered_unknown')}
     return pd.DataFrame({f'real:{n}': col(r) for n, r in reports.items()})
 
 # %% ../nbs/06_judge.evaluate.ipynb #dcb87902

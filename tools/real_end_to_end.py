@@ -47,7 +47,7 @@ def main():
     train = real_rows(dict(path=str(real), name=real.name, format='yolo', splits=['train']))
     pred = Predictor.from_exp(str(dst), settings=[f'eval.real_sets=[{{path: {real}}}]'])
     enrolled, products = {}, sorted({k for ks in train.k_codes for k in ks})
-    held = set(np.random.default_rng(a.seed).choice(products, a.hold_out, replace=False)) if a.hold_out else set()
+    held = {str(k) for k in np.random.default_rng(a.seed).choice(products, a.hold_out, replace=False)} if a.hold_out else set()
     for code in products:
         bare = code.split(':', 1)[-1]  # the set's drug as the models will know it (evaluate's `_as_known`)
         if not K_CODE.fullmatch(bare) or code in held: continue
