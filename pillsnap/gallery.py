@@ -26,7 +26,7 @@ from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
-                                described, descriptor_words, open_score, open_set, REAL_TAR)
+                                described, descriptor_words, farther, open_score, open_set, REAL_TAR)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -94,6 +94,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   others:dict|None=None, # {name: threshold}: also what these would do on the same trials
                   queries:torch.Tensor|None=None, # (n, views, dim) the pills as the gallery asks (default: first view)
                   trained_threshold:float|None=None, # the trained drugs' own: what the two do together (`Gallery.thresholds`)
+                  asks:torch.Tensor|None=None, # (n, views, dim) the pills `farther`: what `from_enrolments` asks
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     ("The 'unknown' threshold chosen on real photos: products enrolled from a few pills (of different photos), others"
      " held out; and what the threshold chosen on the enrolled pills alone does (`Gallery.enrolment_open_set`).")
@@ -112,7 +113,8 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
             if k in out: continue
             idx = rng.permutation(np.flatnonzero(codes == k))
             first = idx[~pd.Series(groups[idx]).duplicated().to_numpy()][:shots]  # different photos, as a user's are
-            trial.add(k, views[first].flatten(0, 1), photos=len(first))
+            trial.add(k, views[first].flatten(0, 1), photos=len(first),
+                      asks=asks[first].flatten(0, 1) if asks is not None else None)
             enrolled_from = set(groups[first])  # their photos: no query comes from them
             known += [i for i in idx if groups[i] not in enrolled_from]
         unknown = np.flatnonzero(np.isin(codes, list(out)))
@@ -154,6 +156,7 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
                take=None, # positions of the rows to embed (default: all)
                device='cpu', dtype=None, batch_size:int=64,
                turns:int|None=None, # a number: each crop's `quarter_turns` views, embeddings (n, turns, dim)
+               far:bool=False, # the crops `farther` (as `calibrate_enrolled` asks enrolled photos)
               )->tuple: # (embeddings, logits (n, classes) of the crops as taken, positions in `rows` of the n read)
     ("Embeddings and logits of the pills of `rows` that could be read"
      " (an unreadable photo is skipped, never misaligned).")
@@ -167,7 +170,7 @@ def embed_rows(model:nn.Module, # a `PillClassifier` (or `OnnxClassifier`): has 
     views = turns or 1  # a pass takes crops x views images: on a CPU at most `eval_batch`'s
     for xb, yb in make_loader(sub, max(1, eval_batch(device, batch_size * views) // views), num_workers=0):
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            lo, e = embed_query(model, xb.to(device), turns or 1)
+            lo, e = embed_query(model, (farther(xb) if far else xb).to(device), turns or 1)
         if turns == 1: e = e[:, None]
         embs.append(e.float().cpu()); logits.append(lo.float().cpu()); pos.append(yb.numpy())
     if not embs: return torch.zeros(0, 0), torch.zeros(0, 0), np.zeros(0, dtype=np.int64)
@@ -224,9 +227,10 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
     q = (emb if asked == turns else
          embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=asked)[0])
     codes, groups = pills.k_code.values[pos], pills.group.values[pos]
+    asks = embed_rows(model, pills.iloc[pos], '/', pre, None, None, device, dtype, turns=turns, far=True)[0]
     out = real_open_set(g, emb, codes, groups, shots=r.get('real_shots', REAL_SHOTS), tar=r.get('real_tar', REAL_TAR),
                         seed=cfg.seed, others=others, queries=q,
-                        trained_threshold=trained_threshold) if len(pos) else None
+                        trained_threshold=trained_threshold, asks=asks) if len(pos) else None
     if out is None:
         get_logger('retrieval').warning(f"eval.real_sets ({', '.join(s['name'] for s in sets)}): fewer than 3 products "
                                         'with pills to spare — enrolled drugs keep the trained drugs\' "unknown" threshold')
@@ -275,8 +279,10 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
         g.add(k, emb[idx], int(f), 'trained')
     records = enrolled_records(retrieval_dir(paths.root))
     for k, files in enrolled_crops(paths.root).items():
-        crops = quarter_turns(_read_crops(files), r.get('enrol_turns', 1))
-        g.add(k, embed_crops(model.to(device), crops, device), record=records.get(k) or {'k_code': k},
+        raw, turns = _read_crops(files), r.get('enrol_turns', 1)
+        asks = embed_crops(model.to(device), quarter_turns(farther(raw), turns), device)  # `calibrate_enrolled`
+        g.add(k, embed_crops(model.to(device), quarter_turns(raw, turns), device), asks=asks,
+              record=records.get(k) or {'k_code': k},
               photos=len(files))
     return g
 

@@ -32,7 +32,7 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (described, embed_crops, embed_query, enrol_into, fuse, load_gallery, quarter_turns,
+from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, quarter_turns,
                                 query_turns, retrieval_dir, status)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
@@ -890,6 +890,7 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
              for im, (b, *_) in zip(ims, found)]
     turns = (self.cfg.get('retrieval') or {}).get('enrol_turns', 1)  # a pill has no 'up': a photo stands for its turns
     emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
+    asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)  # `calibrate_enrolled`
     # the labels' record wins; else what this enrolment says, merged over what the gallery knows
     known = self.table.records.get(k_code)
     if known: rec = {k: v for k, v in known.items() if k != 'class_index'}
@@ -899,8 +900,8 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
                          f"it is kept, the name {name!r} is not used")
     # read–change–write under the gallery's lock: nothing another process enrolled is lost
     if save and self.gallery_dir is not None:
-        self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s)
-    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims)).calibrate_enrolled()
+        self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s, asks)
+    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims), asks=asks).calibrate_enrolled()
     rec = self.gallery.drugs.get(k_code, rec)
     photos = sum(e['photos'] for e in self.gallery.entries if e['k_code'] == k_code)
     named = repr(rec['dl_name']) if rec.get('dl_name') else 'no name'

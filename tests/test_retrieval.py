@@ -327,6 +327,7 @@ def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_thresh
     g = load_gallery(e/'retrieval')  # two drugs: too few to choose on — the trained drugs' threshold meanwhile
     assert g.meta['enrolled_threshold'] == trained['threshold'] and g.meta['enrolled_threshold_from'] == trained['threshold_from']
     assert g.photo_vecs.shape == (6, 16) and 'enrolment_open_set' not in g.meta
+    assert g.photo_asks.shape == (6, 16) and (g.photo_asks - g.photo_vecs).abs().max() > 1e-3  # each photo asked farther
     out = cli('enrol', '--exp', e, '--code', 'NEW-3', photos_a[-1], photos_b[-1], photos_a[0], photos_b[0])[1]
     assert 'chosen on the enrolled photos (10 photos of 3 drugs, each left out in turn)' in out
     g = load_gallery(e/'retrieval')
