@@ -86,7 +86,8 @@ def add(self:Gallery, k_code:str, # the drug
         photos:int|None=None, # photos the embeddings come from (default: one each; fewer if a photo gave several views)
         asks:torch.Tensor|None=None, # embeddings like `emb` of the same photos `farther` (enrolled drugs; default: `emb`)
        ):
-    "Fold photos into a drug's prototype for this face (new entry if none); the first are exemplars while room lasts."
+    ("Fold photos into a drug's prototype for this face (new entry if none); the first are exemplars while room lasts;"
+     " an enrolled drug's photos are also kept one by one (`enrolment_open_set`).")
     emb = self.unit(emb)
     if not len(emb): return self
     i = next((j for j, e in enumerate(self.entries) if e['k_code'] == k_code and e['face'] == FACE_NAMES[face]), None)
