@@ -23,7 +23,7 @@ from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import classifier_data, pasted_val
 from .model import embedder_id, eval_batch, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
-from .sources import real_pills, real_rows, real_sets
+from .sources import real_pills, real_rows, real_sets, source_group
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
                                 described, descriptor_words, farther, open_score, open_set, REAL_TAR)
@@ -377,11 +377,14 @@ def enrolled_top1(empty:Gallery, # the gallery to enrol into (copied, never chan
                   truth:list, # their drugs
                   n:int, # photos enrolled per drug
                   seed:int, # which n: the first by seeded hash rank
+                  groups=None, # the source photo of each row: the n from different photos, as a user's are (None: any)
                  )->float:
     "Top-1 of the queries by nearest prototype, each drug of the pool enrolled from `n` of its photos."
     g = empty.copy()
     for k, idx in pd.Series(codes).groupby(codes).indices.items():
-        first = idx[hash_rank(seed, [keys[i] for i in idx])][:n]
+        first = idx[hash_rank(seed, [keys[i] for i in idx])]
+        if groups is not None: first = first[~pd.Series(np.asarray(groups)[first]).duplicated().to_numpy()]
+        first = first[:n]
         g.add(k, pool[first].flatten(0, 1), photos=min(n, len(idx)))
     return float(np.mean(np.array(g.codes)[g.scores(queries).argmax(1).numpy()] == np.asarray(truth)))
 
@@ -421,6 +424,7 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, turns=asked)
     train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
     keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
+    photos = train.image.astype(str).map(source_group).tolist()  # Roboflow's copies of a photo are one photo
     flat = t_emb.flatten(0, 1)  # the gallery's options as configured, worked out once for every draw
     # centred as enrolment into the embedder's own gallery is (its trained drugs' mean), else on the pool itself
     mine = g is not None and g.meta.get('embedder') == embedder_id(model)
@@ -437,7 +441,7 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
                centre="the embedder's gallery" if mine else 'the enrolment pool',
                drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)
     for n in shots:
-        top = [enrolled_top1(empty, t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j)
+        top = [enrolled_top1(empty, t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j, photos)
                for j in range(draws)]
         out[f'{n}_shot_top1'] = round(float(np.mean(top)), 4)
         if draws > 1: out[f'{n}_shot_draws'] = [round(t, 4) for t in top]
