@@ -465,8 +465,8 @@ def trainable_detector(model:str, # architecture name (`detector.model`)
 # %% ../nbs/04b_train.detector.ipynb #09f609fc
 PILL_STARTS = {  # `detector.start: auto`: pillsnap's own detectors that training starts from, by architecture
     'yolo11n': dict(file='yolo11n-pill.safetensors',
-                    sha256='0a9ebe8e4fa026a0e430c6c10bd3e603995b5af5150d967286169c0232cfde5f',
-                    made='make det-start at d787b18: 15 epochs at 480 px on synthetic photos only'),
+                    sha256='053020d255206f35245a425cecdc7a143673e5fd3b9516550e3c684802ee20c6',
+                    made='make det-start at 76716b1: 15 + 15 epochs at 480 px on synthetic photos only'),
 }
 
 def pill_start_file(model:str, # an architecture name (`detector.model`)

@@ -530,17 +530,25 @@ def _as_known(code:str, known:set)->str:
     return code if code in known or bare not in known else bare
 
 # %% ../nbs/06_judge.evaluate.ipynb #dd7237e3
-def _open_count(c:Counter, mode:str, known:bool, status:str|None):
-    "Count one answered pill: known or not, and whether it was answered unknown (no status, no gallery: not counted)."
+def _open_count(c:Counter, mode:str, known:bool, status:str|None,
+                right:bool=False, # a known drug's pill: its first candidate is the drug
+               ):
+    ("Count one answered pill: known or not, and whether it was answered unknown (no status, no gallery: not counted);"
+     " for a known drug, whether its first candidate was right, refused or not.")
     if status is None: return
-    c.update({f'{mode}_{"known" if known else "never"}_answered': 1,
-              f'{mode}_{"known" if known else "never"}_unknown': status == 'unknown'})
+    kind, refused = "known" if known else "never", status == 'unknown'
+    c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused})
+    if known: c.update({f'{mode}_known_named_right': not refused and right, f'{mode}_known_unknown_wrong': refused and not right})
 
 def _open_rates(c:Counter, mode:str)->dict:
-    "The share of answered pills of known drugs called unknown, and of never-seen drugs' answered unknown."
-    known, never = c[f'{mode}_known_answered'], c[f'{mode}_never_answered']
-    return dict(known_called_unknown=rate(c[f'{mode}_known_unknown'], known), never_seen_pills=never,
-                never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never))
+    ("The share of answered pills of known drugs called unknown, and of never-seen drugs' answered unknown; of the known"
+     " drugs' pills named (not unknown), the share named right; of those called unknown, the share whose first"
+     " candidate was wrong anyway (a refusal that spared a wrong name).")
+    known, never, refused = c[f'{mode}_known_answered'], c[f'{mode}_never_answered'], c[f'{mode}_known_unknown']
+    return dict(known_called_unknown=rate(refused, known), never_seen_pills=never,
+                never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never),
+                known_named_top1=rate(c[f'{mode}_known_named_right'], known - refused),
+                known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused))
 
 # %% ../nbs/06_judge.evaluate.ipynb #4512b9aa
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
@@ -560,14 +568,15 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
             mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
             c.update(photos=1, pills=len(ks), found=len(mt), known_pills=sum(k in known for k in ks),
                      named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
-            for p, t in mt: _open_count(c, 'combo', ks[t] in known, r['pills'][p].get('status'))
+            for p, t in mt: _open_count(c, 'combo', ks[t] in known, r['pills'][p].get('status'),
+                                        r['pills'][p]['candidates'][0]['k_code'] == ks[t])
         one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
         for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
             k, p = part.k_codes.iloc[i][0], r['pills'][0]
             iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
             c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
                      single_found=bool(iou >= 0.5))
-            _open_count(c, 'single', k in known, p.get('status'))
+            _open_count(c, 'single', k in known, p.get('status'), p['candidates'][0]['k_code'] == k)
     single = dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
                   known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single'))
     out = dict(combo=None, single=single)
@@ -625,7 +634,9 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'combo count MAE': cb.get('count_mae'), 'combo top-1 (known drugs)': cb.get('pill_top1'),
                 'single found': sg.get('found'), 'single top-1 (known drugs)': sg.get('top1'),
                 'combo known called unknown': cb.get('known_called_unknown'),
-                'combo never-seen answered unknown': cb.get('never_seen_answered_unknown')}
+                'combo never-seen answered unknown': cb.get('never_seen_answered_unknown'),
+                'combo known named, top-1': cb.get('known_named_top1'),
+                'combo known refused, were wrong': cb.get('known_refused_were_wrong')}
     return pd.DataFrame({f'real:{n}': col(r) for n, r in reports.items()})
 
 # %% ../nbs/06_judge.evaluate.ipynb #dcb87902

@@ -2,9 +2,10 @@
 
     python tools/det_start.py work/exp/phone-det pillsnap/starts/yolo11n-pill.safetensors
 
-`make det-start` runs it after training the default recipe at bench-det's data size from random weights
+`make det-start` runs it twice: after training the default recipe at bench-det's data size from random weights
 (`pillsnap demo --preset phone-det --detector-only`: synthetic studio photos and phone-like scenes, no real
-photo). The experiment's `detector/detector.safetensors` is stored again in half precision (half the size;
+photo), and after training the same recipe again from that first round's file (`detector.weights_path`); the
+second is the start that ships. The experiment's `detector/detector.safetensors` is stored again in half precision (half the size;
 the start is trained on afterwards), with its source in the metadata, and checked: it loads through the
 same safe loader as any detector file (which checks its metadata), and its boxes on a validation photo match the full-precision file's.
 Prints the SHA-256 that `PILL_STARTS` in nbs/04b_train.detector must record for the new file: the file's own,
