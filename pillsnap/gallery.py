@@ -385,7 +385,7 @@ def enrolled_top1(empty:Gallery, # the gallery to enrol into (copied, never chan
         first = idx[hash_rank(seed, [keys[i] for i in idx])]
         if groups is not None: first = first[~pd.Series(np.asarray(groups)[first]).duplicated().to_numpy()]
         first = first[:n]
-        g.add(k, pool[first].flatten(0, 1), photos=min(n, len(idx)))
+        g.add(k, pool[first].flatten(0, 1), photos=len(first))
     return float(np.mean(np.array(g.codes)[g.scores(queries).argmax(1).numpy()] == np.asarray(truth)))
 
 # %% ../nbs/05b_infer.gallery.ipynb #de15408e
