@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER', 'ENROLMENTS', 'Gallery', 'open_score',
-           'status', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments',
-           'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns',
-           'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words', 'described',
-           'gallery_table', 'remove_drug']
+           'status', 'quantile_hd', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal',
+           'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops',
+           'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words',
+           'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -206,6 +206,19 @@ def thresholds(self:Gallery)->torch.Tensor|None: # (drugs,) in `codes` order; No
     e, enrolled = self.meta.get('enrolled_threshold', t), set(self.enrolled())
     return torch.tensor([e if k in enrolled else t for k in self.codes], dtype=torch.float32)
 
+# %% ../nbs/05a_infer.retrieval.ipynb #c6764f65
+def quantile_hd(x:np.ndarray, # scores (one at least)
+                q:float, # the quantile, between 0 and 1
+               )->float:
+    "The Harrell–Davis estimate of `x`'s `q` quantile: every value, weighted by the beta distribution of its rank."
+    from scipy.stats import beta
+    x = np.sort(np.asarray(x, dtype=float))
+    if not len(x): raise ValueError('quantile_hd: no scores to choose a threshold on')
+    n = len(x)
+    w = np.diff(beta.cdf(np.arange(n + 1) / n, (n + 1) * q, (n + 1) * (1 - q)))
+    return float(w @ x)
+
+
 # %% ../nbs/05a_infer.retrieval.ipynb #e847c00a
 def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of validation photos of known drugs
              unknown:np.ndarray|None=None, # ... of photos of drugs never trained on (None: no measurement)
@@ -215,7 +228,7 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
     from sklearn.metrics import roc_auc_score
     known = np.asarray(known, dtype=float)
     if not 0 < target_tar < 1: raise ConfigError(f'retrieval.target_tar must be between 0 and 1 (got {target_tar})')
-    thr = float(np.quantile(known, 1 - target_tar))
+    thr = quantile_hd(known, 1 - target_tar)
     out = dict(threshold=round(thr, 4), target_tar=target_tar,
                tar=round(float((known >= thr).mean()), 4), known=len(known))
     if unknown is not None and len(unknown):
