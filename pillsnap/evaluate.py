@@ -530,25 +530,33 @@ def _as_known(code:str, known:set)->str:
     return code if code in known or bare not in known else bare
 
 # %% ../nbs/06_judge.evaluate.ipynb #dd7237e3
-def _open_count(c:Counter, mode:str, known:bool, status:str|None,
+def _open_count(c:Counter, gaps:dict, mode:str, known:bool,
+                pill:dict, # its answer: 'status', 'open_score' and 'unknown_below' when there is a gallery
                 right:bool=False, # a known drug's pill: its first candidate is the drug
                ):
     ("Count one answered pill: known or not, and whether it was answered unknown (no status, no gallery: not counted);"
-     " for a known drug, whether its first candidate was right, refused or not.")
+     " for a known drug, whether its first candidate was right, refused or not. `gaps[mode]` keeps each pill's score"
+     " less its threshold (known drugs' first), for the AUROC.")
+    status = pill.get('status')
     if status is None: return
     kind, refused = "known" if known else "never", status == 'unknown'
     c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused})
     if known: c.update({f'{mode}_known_named_right': not refused and right, f'{mode}_known_unknown_wrong': refused and not right})
+    if 'open_score' in pill: gaps.setdefault(mode, ([], []))[0 if known else 1].append(pill['open_score'] - pill['unknown_below'])
 
-def _open_rates(c:Counter, mode:str)->dict:
+def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
     ("The share of answered pills of known drugs called unknown, and of never-seen drugs' answered unknown; of the known"
      " drugs' pills named (not unknown), the share named right; of those called unknown, the share whose first"
-     " candidate was wrong anyway (a refusal that spared a wrong name).")
+     " candidate was wrong anyway (a refusal that spared a wrong name); and how well the rule tells the two apart"
+     " at any threshold (the AUROC of score less threshold, when both kinds were answered).")
+    from sklearn.metrics import roc_auc_score
     known, never, refused = c[f'{mode}_known_answered'], c[f'{mode}_never_answered'], c[f'{mode}_known_unknown']
+    k, u = (gaps or {}).get(mode, ([], []))
+    auroc = round(float(roc_auc_score([1] * len(k) + [0] * len(u), [*k, *u])), 4) if k and u else None
     return dict(known_called_unknown=rate(refused, known), never_seen_pills=never,
                 never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never),
                 known_named_top1=rate(c[f'{mode}_known_named_right'], known - refused),
-                known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused))
+                known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused), unknown_auroc=auroc)
 
 # %% ../nbs/06_judge.evaluate.ipynb #4512b9aa
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
@@ -559,7 +567,7 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
     ("Combo and single mode on a real set: pills found and counted, named where the models know the drug, and"
      " answered 'unknown' where they do not (and where they do).")
     from fastprogress.fastprogress import progress_bar
-    known, c, errors = pred.known_codes(), Counter(), []
+    known, c, errors, gaps = pred.known_codes(), Counter(), [], {}
     combo = boxes and pred.has_detector
     rows = rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
@@ -568,7 +576,7 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
             mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
             c.update(photos=1, pills=len(ks), found=len(mt), known_pills=sum(k in known for k in ks),
                      named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
-            for p, t in mt: _open_count(c, 'combo', ks[t] in known, r['pills'][p].get('status'),
+            for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
                                         r['pills'][p]['candidates'][0]['k_code'] == ks[t])
         one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
         for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
@@ -576,14 +584,14 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
             iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
             c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
                      single_found=bool(iou >= 0.5))
-            _open_count(c, 'single', k in known, p.get('status'), p['candidates'][0]['k_code'] == k)
+            _open_count(c, gaps, 'single', k in known, p, p['candidates'][0]['k_code'] == k)
     single = dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
-                  known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single'))
+                  known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single', gaps))
     out = dict(combo=None, single=single)
     if errors:
         out['combo'] = dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                             known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
-                            **count_rates(errors), **_open_rates(c, 'combo'))
+                            **count_rates(errors), **_open_rates(c, 'combo', gaps))
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #e59e9dc6
@@ -636,7 +644,8 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'combo known called unknown': cb.get('known_called_unknown'),
                 'combo never-seen answered unknown': cb.get('never_seen_answered_unknown'),
                 'combo known named, top-1': cb.get('known_named_top1'),
-                'combo known refused, were wrong': cb.get('known_refused_were_wrong')}
+                'combo known refused, were wrong': cb.get('known_refused_were_wrong'),
+                'combo unknown AUROC': cb.get('unknown_auroc')}
     return pd.DataFrame({f'real:{n}': col(r) for n, r in reports.items()})
 
 # %% ../nbs/06_judge.evaluate.ipynb #dcb87902

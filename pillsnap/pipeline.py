@@ -32,8 +32,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, quarter_turns,
-                                query_turns, retrieval_dir, status)
+from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, open_score,
+                                quarter_turns, query_turns, retrieval_dir, status)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -446,11 +446,17 @@ def thresholds(self:Predictor)->float|torch.Tensor|None:
 
 @patch
 def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines (`evidence`)
-            )->list: # 'identified' or 'unknown' per row
-    ("The gallery's verdict on each pill: the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
+            )->list: # per row: 'status', and with a threshold the pill's 'open_score' and its 'unknown_below'
+    ("The gallery's verdict on each pill, 'identified' or 'unknown', with the score it was judged on and the threshold"
+     " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
      " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
-    g = self.gallery
-    return status(cos, self.thresholds(), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
+    g, t = self.gallery, self.thresholds()
+    cohort = 0 if self.unknown_below is not None else g.cohort
+    states = status(cos, t, g.meta.get('min_margin', 0.0), cohort)
+    if t is None or not cos.shape[1]: return [dict(status=s) for s in states]
+    score, at = open_score(cos, cohort).tolist(), cos.argmax(1)
+    below = (t[at] if torch.is_tensor(t) else torch.full((len(cos),), float(t))).tolist()
+    return [dict(status=s, open_score=round(x, 4), unknown_below=round(b, 4)) for s, x, b in zip(states, score, below)]
 
 @patch
 @torch.inference_mode()
@@ -458,19 +464,19 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
              expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
-            )->list: # per crop: 'candidates'; 'status' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
+            )->list: # per crop: 'candidates'; 'status', 'open_score', 'unknown_below' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
-    states = [None] * len(p) if cos is None else self.verdicts(cos)
+    verdicts = [None] * len(p) if cos is None else self.verdicts(cos)
     col = {k: j for j, k in enumerate(codes)}
-    out = [self._answer(row, codes, col, top_k, expect, state) for row, state in zip(p, states)]
+    out = [self._answer(row, codes, col, top_k, expect, v) for row, v in zip(p, verdicts)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
     return out
 
 # %% ../nbs/05e_infer.pipeline.ipynb #7b051bae
 @patch
-def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, expect:list|None, state:str|None)->dict:
-    best = int(p.argmax())
+def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, expect:list|None, verdict:dict|None)->dict:
+    best, state = int(p.argmax()), (verdict or {}).get('status')
     def cand(j):
         c = float(p[j])
         in_set = {} if self.set_threshold is None else {'in_set': bool(c >= self.set_threshold or j == best)}
@@ -478,7 +484,7 @@ def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, exp
     if expect: order = sorted((col[k] for k in dict.fromkeys(expect)), key=lambda j: -float(p[j]))
     else: order = p.topk(min(top_k, len(codes))).indices.tolist()
     ans = {'candidates': [cand(j) for j in order[:top_k]]}
-    if state is not None: ans['status'] = state
+    if verdict: ans.update(verdict)  # 'status', and the score and threshold it was judged on
     if expect:
         ans['expected'] = codes[best] in expect and state != 'unknown'
         if not ans['expected']: ans['best_match'] = cand(best)  # what it looks like instead
@@ -1001,8 +1007,8 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
-    state = None if cos is None else self.verdicts(cos.mean(0, keepdim=True))[0]
-    pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, state)
+    verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True))[0]
+    pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, verdict)
     t3 = time.perf_counter()
     front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))
     if reads is not None: front_at['imprint_read'], back_at['imprint_read'] = reads

@@ -291,5 +291,7 @@ def test_both_sides_meet_each_drug_s_faces_in_the_gallery(exp, pred):
     r = p.predict_sides(front, back)
     assert (r['pills'][0]['status'], r['pills'][0]['candidates'][0]['k_code']) == ('identified', 'K-900001')
     p.gallery = front_only
-    assert p.predict_sides(front, back)['pills'][0]['status'] == 'unknown'  # the back matches no face well enough
+    fused = p.predict_sides(front, back)['pills'][0]
+    assert fused['status'] == 'unknown'  # the back matches no face well enough
+    assert fused['open_score'] <= fused['unknown_below'] == round(p.unknown_below, 4)  # judged on the fused best cosine
     assert p.predict(front)['pills'][0]['status'] == 'identified'  # the front alone does

@@ -194,7 +194,9 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     try:
         strict = predict_json(exp, photos_b[0], 'retrieval.threshold=0.999')['pills'][0]  # a drug it has never seen, far from every prototype
         assert strict['status'] == 'unknown'
-        assert predict_json(exp, photos_a[0], 'retrieval.threshold=0.999')['pills'][0]['status'] == 'identified'  # its own enrolled photo
+        assert strict['unknown_below'] == 0.999 and strict['open_score'] < 0.999  # the score it was judged on, and its line
+        own = predict_json(exp, photos_a[0], 'retrieval.threshold=0.999')['pills'][0]  # its own enrolled photo
+        assert own['status'] == 'identified' and own['open_score'] >= own['unknown_below'] == 0.999
         trained = json.loads((exp/'data'/'class_map.json').read_text())
         other = sorted(trained)[:2]
         on_list = predict_json(exp, photos_a[0], '--expect', ','.join([a, *other]))['pills'][0]
