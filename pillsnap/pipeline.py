@@ -32,8 +32,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, open_score,
-                                quarter_turns, query_turns, retrieval_dir, status)
+from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, quarter_turns,
+                                query_turns, retrieval_dir, verdict_rows)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -450,13 +450,8 @@ def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines
     ("The gallery's verdict on each pill, 'identified' or 'unknown', with the score it was judged on and the threshold"
      " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
      " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
-    g, t = self.gallery, self.thresholds()
-    cohort = 0 if self.unknown_below is not None else g.cohort
-    states = status(cos, t, g.meta.get('min_margin', 0.0), cohort)
-    if t is None or not cos.shape[1]: return [dict(status=s) for s in states]
-    score, at = open_score(cos, cohort).tolist(), cos.argmax(1)
-    below = (t[at] if torch.is_tensor(t) else torch.full((len(cos),), float(t))).tolist()
-    return [dict(status=s, open_score=round(x, 4), unknown_below=round(b, 4)) for s, x, b in zip(states, score, below)]
+    g = self.gallery
+    return verdict_rows(cos, self.thresholds(), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
 
 @patch
 @torch.inference_mode()

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER', 'ENROLMENTS', 'Gallery', 'open_score',
-           'status', 'quantile_hd', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal',
-           'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops',
-           'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words',
-           'described', 'gallery_table', 'remove_drug']
+           'verdict_rows', 'status', 'quantile_hd', 'open_set', 'farther', 'load_gallery', 'GalleryBusy',
+           'gallery_lock', 'journal', 'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir',
+           'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor',
+           'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -170,18 +170,26 @@ def open_score(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     top = scores.topk(min(cohort + 1, scores.shape[1]), 1).values
     return top[:, 0] - top[:, 1:].mean(1)
 
+def verdict_rows(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
+                 threshold:float|torch.Tensor|None, # `open_set`'s, or one per drug (`Gallery.thresholds`): the best drug's
+                 min_margin:float=0.0, # the best drug's lead over the second
+                 cohort:int=0, # the gallery's `retrieval.cohort` (`open_score`)
+                )->list: # per query: 'status', and with a threshold 'open_score' and 'unknown_below'
+    "Each query's verdict, 'identified' or 'unknown', with the score it was judged on and the threshold it was held to."
+    if threshold is None or not scores.shape[1]: return [dict(status='identified') for _ in range(len(scores))]
+    top, at = scores.topk(min(2, scores.shape[1]), 1)
+    lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
+    thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
+    return [dict(status='unknown' if b < t or m < min_margin else 'identified', open_score=round(b, 4), unknown_below=round(t, 4))
+            for b, t, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), lead.tolist())]
+
 def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
            threshold:float|torch.Tensor|None, # `open_set`'s, or one per drug (`Gallery.thresholds`): the best drug's
            min_margin:float=0.0, # the best drug's lead over the second
            cohort:int=0, # the gallery's `retrieval.cohort` (`open_score`)
           )->list:
-    "'identified' or 'unknown' per query."
-    if threshold is None or not scores.shape[1]: return ['identified'] * len(scores)
-    top, at = scores.topk(min(2, scores.shape[1]), 1)
-    lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
-    thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
-    return ['unknown' if b < t or m < min_margin else 'identified'
-            for b, t, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), lead.tolist())]
+    "'identified' or 'unknown' per query (`verdict_rows`'s status)."
+    return [v['status'] for v in verdict_rows(scores, threshold, min_margin, cohort)]
 
 @patch
 def open_scores(self:Gallery, scores:torch.Tensor)->torch.Tensor: # (m,)
