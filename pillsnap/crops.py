@@ -31,7 +31,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class UnifiedPreprocessor:
     "Crop around a pill, resize, optionally equalise, normalise — the same everywhere."
     def __init__(self, img_size:int=384, # side of the model input
-                 crop_padding:float=0.15, # margin around the box, fraction of its size per side
+                 crop_padding:float=0.05, # margin around the box, fraction of its size per side
                  margin:float=1.15, # extra context kept in the crop (and the cache) for augmentation
                  clahe:bool=False, # contrast-limited histogram equalisation of lightness
                  mean:tuple=IMAGENET_MEAN, std:tuple=IMAGENET_STD, # normalisation of the model
