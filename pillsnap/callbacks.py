@@ -328,7 +328,13 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
         super().before_fit()
         if self._best is not None: self.best, self.wait = self._best, self._wait
     def after_epoch(self):
-        if self.epoch >= self.start: super().after_epoch()
+        if self.epoch < self.start: return
+        try: super().after_epoch()
+        except CancelFitException:  # fastai only prints it: the log says why the run ends before train.epochs
+            get_logger('classifier').info(f'stopping early after epoch {self.epoch + 1}: {self.monitor} has not improved '
+                                          f'on {self.best:.4f} (epoch {self.epoch + 1 - self.wait}) for {self.wait} '
+                                          'epochs (train.patience; 0 never stops early)')
+            raise
 
 # %% ../nbs/04_train.callbacks.ipynb #21824602
 class TrainingStopped(JobFailed, RuntimeError):

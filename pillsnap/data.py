@@ -106,10 +106,11 @@ def downscale(im:Image.Image, # a decoded photo
 
 # %% ../nbs/02b_data.splits.ipynb #7eca08f0
 def hash_rank(seed:int, # the split seed
-              names, # stable names (file names, K-codes)
+              names, # stable names (file names, K-codes); a path counts by its file name
              )->np.ndarray: # a random-looking but reproducible order of `names`
-    "Indices that sort `names` by a seeded hash of each name."
-    keys = [hashlib.blake2b(f'{seed}:{n}'.encode(), digest_size=8).digest() for n in names]
+    "Indices that sort `names` by a seeded hash of each name (of a path, its file name: where the folder is never counts)."
+    file_name = lambda n: os.path.basename(str(n).replace('\\', '/'))  # a Windows path too
+    keys = [hashlib.blake2b(f'{seed}:{file_name(n)}'.encode(), digest_size=8).digest() for n in names]
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 def capped_rows(rows:pd.DataFrame, # pill rows (`image`, `pill` and the `by` columns)
@@ -256,7 +257,7 @@ def _mix(df:pd.DataFrame, mix:float, seed:int):
     if not n_real or not n_rel: return
     keep_rel, keep_real = min(n_rel, round(n_real * mix / (1 - mix))), min(n_real, round(n_rel * (1 - mix) / mix))
     for side, keep in ((train[~real], keep_rel), (train[real], keep_real)):
-        drop = side.index[hash_rank(seed, side.image.map(os.path.basename))[keep:]]
+        drop = side.index[hash_rank(seed, side.image)[keep:]]
         df.loc[drop, 'subset'] = None
 
 # %% ../nbs/02b_data.splits.ipynb #ea90f4dd

@@ -327,7 +327,7 @@ def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
     seed = cfg.split.seed + list(PASTED).index(split)  # other scenes for each split's pills
     key = dict(pills=len(pills), pills_sha256=rows_digest(pills), photos=n, size=list(cfg.data.paste_size),
-               per_photo=list(cfg.data.paste_pills), seed=seed)
+               per_photo=list(cfg.data.paste_pills), seed=seed, folder=str((data_dir/name).resolve()))
     if read_json(rec)[0] == key and path.exists():
         log.info(f'{n} pasted {split} photos are up to date — reusing them'); return True
     log.info(f'pasting {n} wild photos of real pills cut from {len(pills)} {split} photos into {data_dir/name}')
@@ -358,7 +358,8 @@ def _wild_step(cfg, data_dir:Path, log)->pd.DataFrame:
         return pd.DataFrame(columns=['image', 'kind', 'code', 'bboxes', 'width', 'height', 'split'])
     empty = float(cfg.data.get('wild_empty') or 0)  # absent from snapshots older than the setting: none
     key = dict(photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.wild_pills), seed=cfg.split.seed,
-               val_fraction=cfg.split.val_fraction, **({'empty': empty} if empty else {}))
+               val_fraction=cfg.split.val_fraction, **({'empty': empty} if empty else {}),
+               folder=str((data_dir/'wild').resolve()))  # the manifest names its photos by path: made again if moved
     if read_json(rec)[0] == key and path.exists():
         log.info(f'{n} wild scenes of made-up pills are up to date — reusing them'); return read_parquet_lists(path)
     log.info(f'rendering {n} wild scenes of made-up pills for the detector into {data_dir/"wild"}')
