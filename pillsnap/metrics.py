@@ -55,13 +55,17 @@ def box_iou(a:np.ndarray, # (n, 4) x1 y1 x2 y2
 def match_boxes(pred_boxes, # (n, 4) xyxy
                 true_boxes, # (m, 4) xyxy
                 thr:float=0.5, # the least IoU of a match
+                px:float|None=None, # also a match: every coordinate within this many pixels (a box of no area has no IoU)
                )->list: # [(pred index, true index)]
     "One-to-one matches between predicted and true boxes that maximise the total IoU, each with IoU ≥ `thr`."
     from scipy.optimize import linear_sum_assignment
     if not len(pred_boxes) or not len(true_boxes): return []
     iou = box_iou(pred_boxes, true_boxes)
+    if px is not None:  # the same box to within px counts as IoU 1, whatever its area
+        a, b = np.asarray(pred_boxes, np.float64).reshape(-1, 4), np.asarray(true_boxes, np.float64).reshape(-1, 4)
+        iou = np.where(np.abs(a[:, None] - b[None]).max(-1) <= px, 1.0, iou)
     r, c = linear_sum_assignment(-iou)
-    return [(i, j) for i, j in zip(r, c) if iou[i, j] >= thr]
+    return [(int(i), int(j)) for i, j in zip(r, c) if iou[i, j] >= thr]
 
 # %% ../nbs/03b_metrics.ipynb #c409e0dd
 def rate(a, b)->float|None:
