@@ -549,7 +549,6 @@ def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
      " drugs' pills named (not unknown), the share named right; of those called unknown, the share whose first"
      " candidate was wrong anyway (a refusal that spared a wrong name); and how well the rule tells the two apart"
      " at any threshold (the AUROC of score less threshold, when both kinds were answered).")
-    from sklearn.metrics import roc_auc_score
     known, never, refused = c[f'{mode}_known_answered'], c[f'{mode}_never_answered'], c[f'{mode}_known_unknown']
     k, u = (gaps or {}).get(mode, ([], []))
     auroc = round(float(roc_auc_score([1] * len(k) + [0] * len(u), [*k, *u])), 4) if k and u else None
