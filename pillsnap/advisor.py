@@ -162,14 +162,13 @@ def _real_lags(ev:dict)->list:
     return out
 
 def rule_real_photos(ev):
-    ("Real (or phone-like) photos lag, with the recipe's pieces in place: more pasted and made-up scenes, "
-     "stronger phone augmentation.")
+    ("Real (or phone-like) photos lag, with the recipe's pieces in place: more pasted and made-up scenes "
+     "(and a longer detector run when detection lags).")
     lags, c = _real_lags(ev), ev['cfg']
     if not lags or rule_studio_recipe(ev): return None  # a missing piece comes first
-    s = {'data.paste_photos': c.data.paste_photos * 2, 'data.wild_photos': c.data.wild_photos * 2,
-         'train.augment.phone': round(min(1.0, (c.train.augment.get('phone') or 0) + 0.25), 2)}
+    s = {'data.paste_photos': c.data.paste_photos * 2, 'data.wild_photos': c.data.wild_photos * 2}
     if any(n == 'real_detection_map50' for n, _ in lags): s['detector.epochs'] = round(c.detector.epochs * 1.5)
-    return rec('real_photos', 'phone photos lag: twice the phone-like scenes, stronger phone augmentation',
+    return rec('real_photos', 'phone photos lag: twice the phone-like scenes',
                '; '.join(w for _, w in lags), s, then=('prepare', 'train-cls', 'train-det'),
                files=[ev['files'].get(n) for n, _ in lags])
 
