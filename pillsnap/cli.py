@@ -501,6 +501,7 @@ def pillsnap_enrol(
           f"pills found by {', '.join(sorted(set(r['found_by'])))}"
           + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}, chosen on {r['unknown_chosen_on']}"
              if r.get('unknown_below') is not None and r.get('unknown_chosen_on') else ''))
+    if r.get('hint'): print(f"hint: {r['hint']}")
     return r
 
 # %% ../nbs/08b_run.cli.ipynb #db38b0f7

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'CROWD', 'CROWD_FLOOR', 'CROWD_BAND', 'PILL_CHECK', 'NEDRUG_ITEM', 'LOCATORS',
-           'MIN_PHOTO_SIDE', 'HINTS', 'PILL_PHOTOS', 'PILL_FLOOR', 'PILL_KEEP', 'PILL_C', 'PILL_MIN', 'PILL_SCENE',
-           'K_CODE', 'BIDI', 'DRAW_WORDS', 'ImageError', 'load_image', 'one_box_per_pill', 'crowded',
+           'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'PILL_PHOTOS', 'PILL_FLOOR', 'PILL_KEEP', 'PILL_C', 'PILL_MIN',
+           'PILL_SCENE', 'K_CODE', 'BIDI', 'DRAW_WORDS', 'ImageError', 'load_image', 'one_box_per_pill', 'crowded',
            'pills_in_context', 'locate_pills', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'parse_expect',
            'hint', 'photo_warning', 'scene_boxes', 'pill_boxes', 'fit_pill_check', 'build_pill_check', 'hangul_font',
            'place_label', 'draw_prediction', 'fuse_sides', 'prediction_table']
@@ -703,7 +703,12 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
     'low_confidence': ('low confidence ({top1:.2f} < {limit}); if the photo shows several pills, combo mode identifies each',
                        '확신도가 낮습니다 ({top1:.2f} < {limit}): 사진에 알약이 여러 개라면 여러 알약(combo) 모드로 '
                        '하나씩 식별하세요'),
+    'few_photos': ('{drug} is enrolled from {n} photo(s): from fewer than {advised} an enrolled drug is named less often '
+                   'and told from drugs never seen less reliably — enrol more, each from another side, distance or light',
+                   '{drug}의 등록 사진이 {n}장입니다: {advised}장보다 적으면 등록한 약을 맞히는 비율이 낮고 처음 보는 약과 '
+                   '구별하기도 어렵습니다 — 다른 면, 거리, 조명에서 찍은 사진을 더 등록하세요'),
 }
+ENROL_ADVISED = 3  # photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85 from 1 / 3 / 5)
 
 def hint(code:str, **parts)->tuple: # (English, Korean)
     "One hint of `HINTS`, filled in."
@@ -911,8 +916,11 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     if self.unknown_below is not None: below, chosen_on = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)'
     self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
                   + (f'; enrolled drugs are unknown below {below:.3f}, chosen on {chosen_on}' if below is not None and chosen_on else ''))
+    few = (hint('few_photos', drug=k_code, n=photos, advised=ENROL_ADVISED)
+           if photos < ENROL_ADVISED and k_code not in self.k_codes else (None, None))  # a trained drug is named anyway
     return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
-                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_chosen_on=chosen_on)
+                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_chosen_on=chosen_on,
+                hint=few[0], hint_ko=few[1])
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b4ebd9fc
 @functools.cache

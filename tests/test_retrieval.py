@@ -66,6 +66,7 @@ def test_enrol_names_a_never_trained_drug_and_remove_takes_it_back(exp, held_out
     assert code not in [c['k_code'] for c in before['candidates']]  # the classifier cannot name it
     out = cli('enrol', '--exp', exp, '--code', code, *photos[:2])[1]
     assert f'enrolled 2 photo(s) of {code}' in out and 'identified from the gallery' in out
+    assert f'hint: {code} is enrolled from 2 photo(s): from fewer than 3' in out  # too few photos, and the fix
     assert len(list((exp/'retrieval'/'enrolled'/code).glob('*.png'))) == 2
     after = predict_json(exp, photos[0])['pills'][0]
     assert after['candidates'][0]['k_code'] == code and after['status'] == 'identified'
@@ -229,6 +230,7 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
             assert r.status_code == 200 and r.json()['k_code'] == a and r.json()['added'] == 1 and r.json()['dl_name']
             # one enrolled drug: too few photos to choose on — the trained drugs' threshold, and the answer says where it came from
             assert r.json()['unknown_chosen_on'] == 'studio validation photos' and -1 <= r.json()['unknown_below'] <= 1
+            assert r.json()['hint'].startswith(f'{a} is enrolled from 1 photo(s)') and '등록 사진이 1장' in r.json()['hint_ko']
             assert httpx.post(url + '/enrol', files=[('images', b'x')], data={'code': a}).status_code == 401  # a key, always
             bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
             assert bad.status_code == 400 and 'letters, digits' in bad.json()['detail']
@@ -331,7 +333,7 @@ def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_thresh
     assert g.photo_vecs.shape == (6, 16) and 'enrolment_open_set' not in g.meta
     assert g.photo_asks.shape == (6, 16) and (g.photo_asks - g.photo_vecs).abs().max() > 1e-3  # each photo asked farther
     out = cli('enrol', '--exp', e, '--code', 'NEW-3', photos_a[-1], photos_b[-1], photos_a[0], photos_b[0])[1]
-    assert 'chosen on the enrolled photos (10 photos of 3 drugs, each left out in turn)' in out
+    assert 'chosen on the enrolled photos (10 photos of 3 drugs, each left out in turn)' in out and 'hint:' not in out  # 4 photos
     g = load_gallery(e/'retrieval')
     own = g.meta['enrolment_open_set']
     assert (own['known'], own['drugs'], own['threshold']) == (10, 3, g.meta['enrolled_threshold']) and 0 <= own['auroc'] <= 1
