@@ -35,8 +35,8 @@ from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import crop_kinds
 from .sources import real_rows, real_sets
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
-                               predict_by_shape, quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
-from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, load_image, pills_in_context
+                               quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
+from .pipeline import CLOSER, CLOSER_MOST, CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_closer, load_image
 from .io import atomic_write, link_file, read_json, write_json, write_text
 from .crops import build_cache
 
@@ -482,7 +482,9 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                     batch:int=16, # photos per detector call
                    )->dict:
     ("Pills counted per photo against the labels, as combo mode's detector counts them (the box threshold, a crowd's"
-     " weaker pills, one box per pill: `pills_in_context`), and with the box threshold alone (`without_nesting_rule`).")
+     " weaker pills, one box per pill: `pills_in_context`; small pills read closer: `detect_closer`), and with the box"
+     " threshold alone (`without_nesting_rule`); `found`: the labelled pills a counted box is on (IoU ≥ 0.5),"
+     " `on_pill`: the counted boxes on one.")
     from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
@@ -490,19 +492,22 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     dev = yolo_device(pick_device(cfg.device))
     kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
     crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
+    closer, most, closer_read = int(d.get('closer', CLOSER) or 0), int(d.get('closer_most', CLOSER_MOST)), 0
+    boxes = matched = 0  # the boxes counted, and those on a labelled pill (IoU 0.5)
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
         ims = [imread(str(f)) for f in part]  # decoded as ultralytics decodes a path
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
-        with quiet_ultralytics(d.verbose):  # each photo as if alone
-            res = predict_by_shape(model, ims, imgsz=size, conf=min(conf, floor) if crowd else conf, iou=d.iou,
-                                   max_det=d.max_det, device=dev, verbose=False)
-        for f, r in zip(part, res):
-            n = len(yolo_boxes(label_of(Path(f)), 1, 1)); pills += n
-            b, s = r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy()
-            kept.append(len(pills_in_context(b, s, conf, crowd, floor, contain)) - n); raw.append(int((s >= conf).sum()) - n)
+        with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
+            res = detect_closer(model, ims, size, conf, crowd, floor, contain, closer, most, iou=d.iou,
+                                max_det=d.max_det, device=dev, verbose=False)
+        for f, im, (b, s, k, sizes) in zip(part, ims, res):
+            truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth); pills += n
+            kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n); closer_read += len(sizes) > 1
+            boxes += len(k); matched += len(match_boxes(b[k], truth))
     return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
+                closer=closer, read_closer=closer_read, found=rate(matched, pills), on_pill=rate(matched, boxes),
                 **count_rates(kept), without_nesting_rule=count_rates(raw))
 
 # %% ../nbs/06_judge.evaluate.ipynb #f48014e0

@@ -254,3 +254,33 @@ def test_a_copied_experiment_never_resumes_into_the_original(trained_exp, tmp_pa
     before = {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()}
     with pytest.raises(ConfigError, match=f'was started in {original}'): check_detector(cfg)
     assert {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()} == before
+
+
+def test_tile_photos_carries_every_pill_into_the_tiled_photos(tmp_path):
+    "tools/tile_photos.py: k×k photos of one size side by side, each pill's box moved with its photo (and enlarged with --scale)."
+    import numpy as np
+    from PIL import Image
+    src = tmp_path/'set'
+    for split in ('test', 'val'):
+        (src/'images'/split).mkdir(parents=True); (src/'labels'/split).mkdir(parents=True)
+    for i in range(5):  # four 40x60 photos in test, one in val, each a pill at its own place; and one of another size
+        split = 'val' if i == 4 else 'test'
+        Image.new('RGB', (40, 60), (i * 40, 0, 0)).save(src/'images'/split/f'p{i}.jpg')
+        (src/'labels'/split/f'p{i}.txt').write_text(f'0 {0.2 + 0.1 * i:.2f} 0.5 0.1 0.1\n')
+    Image.new('RGB', (50, 50)).save(src/'images'/'test'/'odd.jpg'); (src/'labels'/'test'/'odd.txt').write_text('0 0.5 0.5 0.2 0.2\n')
+    (src/'data.yaml').write_text(yaml.safe_dump(dict(path=str(src), train='images/test', val='images/val', test='images/test',
+                                                     names={0: 'pill'})))
+    r = subprocess.run([str(BIN/'python'), 'tools/tile_photos.py', str(src/'data.yaml'), str(tmp_path/'out'), '--k', '2',
+                        '--scale', '2'], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path/'out'/'k2'
+    photos = sorted((out/'images'/'test').iterdir())
+    assert len(photos) == 1 and Image.open(photos[0]).size == (160, 240)  # p0..p3 (name order), 2x2, enlarged 2x; p4 and odd left over
+    rows = np.loadtxt(out/'labels'/'test'/'tiled-0000.txt', ndmin=2)
+    assert len(rows) == 4
+    # p1 sits top right: its pill at x 0.3 of its photo -> (40 + 12) / 80 of the tiled photo's width, y 30 / 120
+    assert np.allclose(rows[1, 1:], [(40 + 0.3 * 40) / 80, 30 / 120, 0.05, 0.05], atol=1e-4)
+    assert yaml.safe_load((out/'data.yaml').read_text())['test'] == 'images/test'
+    r = subprocess.run([str(BIN/'python'), 'tools/tile_photos.py', str(src/'data.yaml'), str(tmp_path/'o3'), '--k', '3'],
+                       cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert r.returncode != 0 and 'fewer than 9 photos of one size' in (r.stdout + r.stderr)
