@@ -36,7 +36,7 @@ from .prepare import crop_kinds
 from .sources import real_rows, real_sets
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
                                quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
-from .pipeline import CLOSER, CLOSER_MOST, CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_closer, load_image
+from .pipeline import CLOSER, CLOSER_MOST, CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_pills, load_image
 from .io import atomic_write, link_file, read_json, write_json, write_text
 from .crops import build_cache
 
@@ -482,7 +482,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                     batch:int=16, # photos per detector call
                    )->dict:
     ("Pills counted per photo against the labels, as combo mode's detector counts them (the box threshold, a crowd's"
-     " weaker pills, one box per pill: `pills_in_context`; small pills read closer: `detect_closer`), and with the box"
+     " weaker pills, one box per pill: `pills_in_context`; small pills read closer: `detect_pills`), and with the box"
      " threshold alone (`without_nesting_rule`); `found`: the labelled pills a counted box is on (IoU ≥ 0.5),"
      " `on_pill`: the counted boxes on one.")
     from ultralytics.utils.patches import imread
@@ -500,8 +500,8 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
         with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
-            res = detect_closer(model, ims, size, conf, crowd, floor, contain, closer, most, iou=d.iou,
-                                max_det=d.max_det, device=dev, verbose=False)
+            res = detect_pills(model, ims, size, conf, crowd, floor, contain, closer, most, iou=d.iou,
+                               max_det=d.max_det, device=dev, verbose=False)
         for f, im, (b, s, k, sizes) in zip(part, ims, res):
             truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth); pills += n
             kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n); closer_read += len(sizes) > 1

@@ -256,8 +256,8 @@ def test_a_copied_experiment_never_resumes_into_the_original(trained_exp, tmp_pa
     assert {f: f.stat().st_mtime_ns for f in original.rglob('*') if f.is_file()} == before
 
 
-def test_tile_photos_carries_every_pill_into_the_tiled_photos(tmp_path):
-    "tools/tile_photos.py: k×k photos of one size side by side, each pill's box moved with its photo (and enlarged with --scale)."
+def test_reframe_photos_carries_every_pill_into_tiled_and_zoomed_photos(tmp_path):
+    "tools/reframe_photos.py: k×k photos of one size side by side, each pill's box moved with its photo (and enlarged with --scale)."
     import numpy as np
     from PIL import Image
     src = tmp_path/'set'
@@ -270,7 +270,7 @@ def test_tile_photos_carries_every_pill_into_the_tiled_photos(tmp_path):
     Image.new('RGB', (50, 50)).save(src/'images'/'test'/'odd.jpg'); (src/'labels'/'test'/'odd.txt').write_text('0 0.5 0.5 0.2 0.2\n')
     (src/'data.yaml').write_text(yaml.safe_dump(dict(path=str(src), train='images/test', val='images/val', test='images/test',
                                                      names={0: 'pill'})))
-    r = subprocess.run([str(BIN/'python'), 'tools/tile_photos.py', str(src/'data.yaml'), str(tmp_path/'out'), '--k', '2',
+    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'out'), '--k', '2',
                         '--scale', '2'], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = tmp_path/'out'/'k2'
@@ -281,6 +281,14 @@ def test_tile_photos_carries_every_pill_into_the_tiled_photos(tmp_path):
     # p1 sits top right: its pill at x 0.3 of its photo -> (40 + 12) / 80 of the tiled photo's width, y 30 / 120
     assert np.allclose(rows[1, 1:], [(40 + 0.3 * 40) / 80, 30 / 120, 0.05, 0.05], atol=1e-4)
     assert yaml.safe_load((out/'data.yaml').read_text())['test'] == 'images/test'
-    r = subprocess.run([str(BIN/'python'), 'tools/tile_photos.py', str(src/'data.yaml'), str(tmp_path/'o3'), '--k', '3'],
+    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'o3'), '--k', '3'],
                        cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert r.returncode != 0 and 'fewer than 9 photos of one size' in (r.stdout + r.stderr)
+    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'z'), '--k',
+                        '--zoom', '0.5'], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    zoomed = sorted((tmp_path/'z'/'zoom0.5'/'images'/'test').iterdir())
+    assert len(zoomed) == 6 and Image.open(zoomed[0]).size == (640, 640)  # every photo of one pill, cut around it
+    rows = [np.loadtxt(f, ndmin=2)[0] for f in sorted((tmp_path/'z'/'zoom0.5'/'labels'/'test').iterdir())]
+    assert np.allclose(rows[0][1:], [0.5, 0.5, 0.5, 0.5], atol=0.02)  # odd.jpg's square pill: centred, half the side
+    assert np.allclose(rows[1][1:], [0.5, 0.5, 4 / 12, 6 / 12], atol=0.02)  # p0's 4x6 px pill: its longer side half
