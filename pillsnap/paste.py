@@ -111,13 +111,15 @@ def paste_dataset(pills:pd.DataFrame, # one row per pill: image (path under root
 
 # %% ../nbs/01c_synth.paste.ipynb #2b81267a
 def _wild_job(job):
-    i, looks, per_photo, size, seed, out, empty = job
+    i, looks, per_photo, size, seed, out, empty, closeups = job
     rng = np.random.default_rng([seed, 13, i])
     k = int(rng.integers(per_photo[0], per_photo[1] + 1))
     pills = [(looks[j], float(rng.uniform(0, 360))) for j in rng.choice(len(looks), k)]
     capture = dict(drug_dir='앞면' if rng.random() < 0.5 else '뒷면', camera_la=int(rng.choice([90, 75, 60])))
     bare = np.random.default_rng([seed, 17, i]).random() < empty  # its own draw: photo i is photo i, whatever the share
-    im, boxes, _, _ = render_wild(pills, capture, tuple(size), seed=int(rng.integers(2**31)), empty=bare)
+    near = np.random.default_rng([seed, 19, i]).random() < closeups  # ... and so is a close-up's
+    im, boxes, _, _ = render_wild(pills[:2] if near else pills, capture, tuple(size), seed=int(rng.integers(2**31)),
+                                  empty=bare, near=near)
     path = Path(out)/f'wild_{i:06d}.jpg'
     atomic_write(path, lambda p: im.convert('RGB').save(p, format='JPEG', quality=int(rng.integers(75, 96))))
     return dict(image=str(path), kind='combo', code=f'wild:{i}', k_codes=[],
@@ -131,12 +133,14 @@ def wild_dataset(out:str|Path, # folder for the photos
                  workers:int=0, # processes (0 = one per core)
                  looks:int=300, # made-up drugs the pills are drawn from
                  empty:float=0.0, # share of the photos showing their scene without its pills (no box: `data.wild_empty`)
+                 closeups:float=0.0, # share of close-ups: one or two pills, the largest 40-75 % of the frame (`data.wild_closeups`)
                 )->list: # one dict per photo: image, kind, code, k_codes (empty), bboxes, width, height
     "Write `n` wild photos of made-up pills with their boxes: detector training photos that need no release."
     lo, hi = per_photo
     if not 1 <= lo <= hi: raise ConfigError(f'data.wild_pills={list(per_photo)} needs 1 <= min <= max')
     if not 0 <= empty < 1: raise ConfigError(f'data.wild_empty={empty!r} must be a share: at least 0, below 1')
     pool = [d['look'] for d in make_drugs(looks, seed + 7919, confusable_fraction=0.0, quirk_rate=0.0)]
-    jobs = [(i, pool, (lo, hi), tuple(size), seed, str(out), float(empty)) for i in range(n)]
+    if not 0 <= closeups <= 1: raise ConfigError(f'data.wild_closeups={closeups!r} must be a share between 0 and 1')
+    jobs = [(i, pool, (lo, hi), tuple(size), seed, str(out), float(empty), float(closeups)) for i in range(n)]
     done = pool_map(_wild_job, jobs, workers or os.cpu_count() or 1)
     return list(tqdm(done, total=n, desc='wild scenes', unit='photo', disable=None))

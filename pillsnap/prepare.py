@@ -357,15 +357,17 @@ def _wild_step(cfg, data_dir:Path, log)->pd.DataFrame:
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); shutil.rmtree(data_dir/'wild', ignore_errors=True)
         return pd.DataFrame(columns=['image', 'kind', 'code', 'bboxes', 'width', 'height', 'split'])
     empty = float(cfg.data.get('wild_empty') or 0)  # absent from snapshots older than the setting: none
+    near = float(cfg.data.get('wild_closeups') or 0)  # the same
     key = dict(photos=n, size=list(cfg.data.paste_size), per_photo=list(cfg.data.wild_pills), seed=cfg.split.seed,
                val_fraction=cfg.split.val_fraction, **({'empty': empty} if empty else {}),
+               **({'closeups': near} if near else {}),
                folder=str((data_dir/'wild').resolve()))  # the manifest names its photos by path: made again if moved
     if read_json(rec)[0] == key and path.exists():
         log.info(f'{n} wild scenes of made-up pills are up to date — reusing them'); return read_parquet_lists(path)
     log.info(f'rendering {n} wild scenes of made-up pills for the detector into {data_dir/"wild"}')
     shutil.rmtree(data_dir/'wild', ignore_errors=True)
     rows = pd.DataFrame(wild_dataset(data_dir/'wild', n, tuple(cfg.data.paste_size), tuple(cfg.data.wild_pills),
-                                     cfg.split.seed, cfg.data.workers, empty=empty)).drop(columns='k_codes')
+                                     cfg.split.seed, cfg.data.workers, empty=empty, closeups=near)).drop(columns='k_codes')
     val = set(hash_rank(cfg.split.seed, rows.image)[:int(round(n * cfg.split.val_fraction))])
     rows['split'] = ['val' if i in val else 'train' for i in range(n)]
     write_parquet(rows, path); write_json(rec, key)

@@ -412,10 +412,11 @@ def render_wild(pills:list, # (look, rotation) per pill
                 size:tuple=(976, 1280), # (width, height)
                 seed:int=0, # random seed
                 empty:bool=False, # the scene made for `pills`, without them (no box): what a detector must leave alone
+                near:bool=False, # a close-up: its largest pill 40-75 % of the frame (`wild_ppm`)
                )->tuple: # (PIL image, visible parts' boxes [[x, y, w, h]], masks [(alpha, x0, y0)], hidden shares)
     "A phone-style photo of `pills` in a wild scene, with exact boxes."
     rng = np.random.default_rng([seed, 7])
-    ppm = wild_ppm([look['long'] for look, _ in pills], size, rng)
+    ppm = wild_ppm([look['long'] for look, _ in pills], size, rng, near)
     for zoom in (1.0, 0.8, 0.64, 0.5, 0.4):  # too many pills for the frame: step back
         # a little depth: not all pills at one distance (j)
         posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm * zoom * j), rot, capture['camera_la'],
