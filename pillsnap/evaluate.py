@@ -32,6 +32,7 @@ from .classifier import evaluate_classifier, load_predictions
 from .config import Experiment, UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
+from .aihub import yolo_label
 from .prepare import crop_kinds
 from .sources import real_rows, real_sets
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
@@ -520,9 +521,7 @@ def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
     for i, r in enumerate(rows.itertuples()):
         src, stem = Path(r.image), f'{i:05d}-{Path(r.image).stem}'  # numbered: two splits may share a name
         link_file(src, im/f'{stem}{src.suffix.lower()}')
-        (lb/f'{stem}.txt').write_text(''.join(
-            f'0 {(x + w / 2) / r.width:.6f} {(y + h / 2) / r.height:.6f} {w / r.width:.6f} {h / r.height:.6f}\n'
-            for x, y, w, h in r.bboxes))
+        (lb/f'{stem}.txt').write_text(yolo_label(r.bboxes, r.width, r.height))
     spec = {'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val',  # train: required
             'names': {0: 'pill'}}
     write_text(out/'data.yaml', yaml.safe_dump(spec))

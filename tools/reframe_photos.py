@@ -20,7 +20,9 @@ import yaml
 from pathlib import Path
 from PIL import Image
 
+from pillsnap.aihub import yolo_label
 from pillsnap.detector import label_of, split_images, yolo_boxes
+from pillsnap.metrics import xyxy_to_xywh
 
 
 def tiles(files:list, k:int)->list:
@@ -58,9 +60,8 @@ def zoomed(f:Path, frac:float, side:int=640)->tuple|None:
 
 
 def write_labels(path:Path, b:np.ndarray, W:int, H:int):
-    "One-class YOLO label lines of boxes `b` (xyxy) in a W×H photo."
-    c = np.c_[(b[:, 0] + b[:, 2]) / 2 / W, (b[:, 1] + b[:, 3]) / 2 / H, (b[:, 2] - b[:, 0]) / W, (b[:, 3] - b[:, 1]) / H]
-    path.write_text(''.join(f'0 {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n' for x, y, bw, bh in c))
+    "The one-class YOLO label file of boxes `b` (xyxy) in a W×H photo."
+    path.write_text(yolo_label([xyxy_to_xywh(x) for x in b], W, H))
 
 
 def write_yaml(out:Path)->Path:
