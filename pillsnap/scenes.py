@@ -324,7 +324,7 @@ def wild_ppm(longs_mm:list, size:tuple, rng,
     lo, hi = CLOSE_UP if near else (0.02, 0.40)
     frac = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     ppm = frac * min(W, H) / max(longs_mm)
-    room = math.sqrt((0.6 if near else 0.25) * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter
+    room = math.sqrt((0.6 if near else 0.25) * W * H / sum(l * l * 0.6 for l in longs_mm))  # the pills cover at most a quarter (a close-up's, 60 %)
     return max(min(ppm, room), MIN_PILL * max(W, H) / min(longs_mm))
 
 # %% ../nbs/01_synth.scenes.ipynb #b0363632
