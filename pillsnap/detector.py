@@ -760,5 +760,5 @@ def det_table(m:dict)->pd.DataFrame:
     if 'training' in m: rows.update(epochs_run=m['training']['epochs'], seconds=m['training']['seconds'])
     if 'count' in m:  # pills per photo, as combo mode counts
         rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])
-        rows.update({k: m['count'][k] for k in ('found', 'on_pill', 'read_closer') if k in m['count']})
+        rows.update({k: m['count'][k] for k in ('found', 'on_pill', 'read_closer', 'read_farther') if k in m['count']})
     return pd.DataFrame({m.get('split', 'val'): rows})

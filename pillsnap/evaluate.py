@@ -37,7 +37,7 @@ from .prepare import crop_kinds
 from .sources import real_rows, real_sets
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
                                quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
-from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, closer_args, detect_pills, load_image
+from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_pills, load_image, reading_args
 from .io import atomic_write, link_file, read_json, write_json, write_text
 from .crops import build_cache
 
@@ -483,9 +483,9 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                     batch:int=16, # photos per detector call
                    )->dict:
     ("Pills counted per photo against the labels, as combo mode's detector counts them (the box threshold, a crowd's"
-     " weaker pills, one box per pill: `pills_in_context`; small pills read closer: `detect_pills`), and with the box"
-     " threshold alone (`without_nesting_rule`); `found`: the labelled pills a counted box is on (IoU ≥ 0.5),"
-     " `on_pill`: the counted boxes on one.")
+     " weaker pills, one box per pill: `pills_in_context`; small pills read closer, a photo in doubt farther:"
+     " `detect_pills`), and with the box threshold alone (`without_nesting_rule`); `found`: the labelled pills a"
+     " counted box is on (IoU ≥ 0.5), `on_pill`: the counted boxes on one.")
     from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
@@ -493,7 +493,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     dev = yolo_device(pick_device(cfg.device))
     kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
     crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
-    closer, closer_read = closer_args(d), 0
+    reading, closer_read, farther_read = reading_args(d), 0, 0
     boxes = matched = 0  # the boxes counted, and those on a labelled pill (IoU 0.5)
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
@@ -501,14 +501,15 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
         with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
-            res = detect_pills(model, ims, size, conf, crowd, floor, contain, **closer, iou=d.iou,
+            res = detect_pills(model, ims, size, conf, crowd, floor, contain, **reading, iou=d.iou,
                                max_det=d.max_det, device=dev, verbose=False)
         for f, im, (b, s, k, sizes) in zip(part, ims, res):
             truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth); pills += n
-            kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n); closer_read += len(sizes) > 1
+            kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n); closer_read += max(sizes) > size; farther_read += min(sizes) < size
             boxes += len(k); matched += len(match_boxes(b[k], truth))
     return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
-                closer=closer['closer'], closer_unsure=closer['unsure_share'], read_closer=closer_read,
+                closer=reading['closer'], closer_unsure=reading['unsure_share'], farther=reading['farther'],
+                read_closer=closer_read, read_farther=farther_read,
                 found=rate(matched, pills), on_pill=rate(matched, boxes),
                 **count_rates(kept), without_nesting_rule=count_rates(raw))
 

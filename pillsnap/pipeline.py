@@ -7,9 +7,10 @@ __all__ = ['MODES', 'BACKENDS', 'CONTAIN', 'CROWD', 'CROWD_FLOOR', 'CROWD_BAND',
            'FARTHER_READ', 'PILL_CHECK', 'NEDRUG_ITEM', 'LOCATORS', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED',
            'PILL_PHOTOS', 'PILL_FLOOR', 'PILL_KEEP', 'PILL_C', 'PILL_MIN', 'PILL_SCENE', 'K_CODE', 'BIDI', 'DRAW_WORDS',
            'ImageError', 'load_image', 'one_box_per_pill', 'crowded', 'pills_in_context', 'closer_size', 'next_size',
-           'unsure', 'closer_args', 'detect_pills', 'locate_pills', 'PillCheck', 'registry_links', 'registry',
-           'Predictor', 'parse_expect', 'hint', 'photo_warning', 'scene_boxes', 'pill_boxes', 'fit_pill_check',
-           'build_pill_check', 'hangul_font', 'place_label', 'draw_prediction', 'fuse_sides', 'prediction_table']
+           'unsure', 'doubtful', 'reading_args', 'detect_pills', 'locate_pills', 'PillCheck', 'registry_links',
+           'registry', 'Predictor', 'parse_expect', 'hint', 'photo_warning', 'scene_boxes', 'pill_boxes',
+           'fit_pill_check', 'build_pill_check', 'hangul_font', 'place_label', 'draw_prediction', 'fuse_sides',
+           'prediction_table']
 
 # %% ../nbs/05e_infer.pipeline.ipynb #1d223ce6
 import contextlib, functools, re, time, unicodedata
@@ -123,7 +124,7 @@ def pills_in_context(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gav
 # %% ../nbs/05e_infer.pipeline.ipynb #695caa22
 CLOSER, CLOSER_MOST = 24, 3  # `detector.closer` (px; 0: never closer) and `detector.closer_most` where a config lacks them
 CLOSER_UNSURE = 0.3  # `detector.closer_unsure` where a config lacks it (0: only small pills are read closer)
-FARTHER_READ = 0.5  # `detector.farther` where a config lacks it: single mode also reads a photo at this share of `detect_size`
+FARTHER_READ = 0.5  # `detector.farther` where a config lacks it: a photo is also read at this share of `detect_size` (single mode always, combo mode when in doubt)
 
 def _long_side(im)->int:
     "A photo's longer side in pixels: a PIL image's or an (h, w, c) array's."
@@ -157,12 +158,17 @@ def unsure(scores:np.ndarray, # the confidences of the boxes a reading counts
     "A reading none of whose counted boxes is sure: it boxed something, but nothing well (a heap's texture, a pill too small)."
     return bool(share) and len(scores) > 0 and float(np.max(scores)) < conf + share * (1 - conf)
 
-def closer_args(d, # the `detector` settings (a snapshot from before them: the defaults)
-                one:bool=False, # one pill a photo (single mode): no heap to doubt, `unsure` never reads it closer
-               )->dict:
-    "`detect_pills`' closer, most and unsure_share."
+def doubtful(scores:np.ndarray, conf:float, share:float=CLOSER_UNSURE)->bool:
+    "A reading that boxed nothing, or is `unsure`: in a photo of several pills, one that may be a close-up."
+    return len(scores) == 0 or unsure(scores, conf, share)
+
+def reading_args(d, # the `detector` settings (a snapshot from before them: the defaults)
+                 one:bool=False, # one pill a photo (single mode): no heap to doubt, every photo read farther too
+                )->dict:
+    "`detect_pills`' closer, most, unsure_share, farther and farther_every: how a mode reads a photo."
     return dict(closer=int(d.get('closer', CLOSER) or 0), most=int(d.get('closer_most', CLOSER_MOST)),
-                unsure_share=0.0 if one else float(d.get('closer_unsure', CLOSER_UNSURE) or 0))
+                unsure_share=0.0 if one else float(d.get('closer_unsure', CLOSER_UNSURE) or 0),
+                farther=float(d.get('farther', FARTHER_READ) or 0), farther_every=one)
 
 def _reading(r, conf:float, crowd:int, floor:float, contain)->tuple:
     "(boxes, scores, the indices counted) of one ultralytics result."
@@ -176,17 +182,20 @@ def detect_pills(model, # an ultralytics YOLO
                  crowd:int=CROWD, floor:float=CROWD_FLOOR, contain:float|None=CONTAIN, # `pills_in_context`'s
                  closer:int=CLOSER, most:int=CLOSER_MOST, # `closer_size`'s
                  unsure_share:float=CLOSER_UNSURE, # an `unsure` reading is read closer too, the closer one standing when surer (0: never)
-                 farther:float=0.0, # one pill a photo (single mode): also read at this share of `size`, the surer reading standing (0: never)
+                 farther:float=0.0, # also read at this share of `size`, the surer reading standing (0: never)
+                 farther_every:bool=True, # every photo read farther (single mode); False: one left `doubtful` (combo mode)
                  **kw, # ultralytics' other predict arguments (iou, max_det, device, ...)
                 )->list: # per photo: (boxes (n, 4), scores (n,), the indices counted, the sizes it was read at)
     ("Every photo's boxes as combo mode counts them (`pills_in_context`), read at `size`, then again larger while the"
      " pills it counts come out small (`closer_size`), the last reading standing, or while the reading is `unsure`,"
      " the closer reading standing when its most confident box is surer; with `farther`, also read at"
-     " `farther` × `size`, which stands when its most confident box is surer than the other's.")
+     " `farther` × `size` (every photo, or with `farther_every` off one whose last reading is `doubtful`),"
+     " which stands when its most confident box is surer than the other's.")
     least = min(conf, floor) if crowd else conf
     res = predict_by_shape(model, images, imgsz=size, conf=least, **kw)
     small = int(32 * np.ceil(size * farther / 32)) if farther else 0  # on YOLO's stride
-    far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if 0 < small < size else [None] * len(images)
+    small = small if 0 < small < size else 0
+    far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every else [None] * len(images)
     out = []
     best = lambda rd: float(rd[1][rd[2]].max()) if len(rd[2]) else -1.0
     for im, r, f in zip(images, res, far):
@@ -200,6 +209,8 @@ def detect_pills(model, # an ultralytics YOLO
             rd = _reading(predict_by_shape(model, [im], imgsz=nxt, conf=least, **kw)[0], conf, crowd, floor, contain)
             if doubt and best(rd) <= best((b, s, k)): break  # no surer closer: the reading stands
             (b, s, k), sizes = rd, sizes + [nxt]
+        if f is None and small and doubtful(s[k], conf, unsure_share):  # still unsure, or nothing boxed: a close-up?
+            f = predict_by_shape(model, [im], imgsz=small, conf=least, **kw)[0]
         if f is not None and best(fr := _reading(f, conf, crowd, floor, contain)) > best((b, s, k)):
             b, s, k = fr; sizes.append(small)  # a close-up's pill, too large for the detector at its size
         out.append((b, s, k, sizes))
@@ -481,11 +492,11 @@ def single_locator(self:Predictor)->str:
 @patch
 def detect(self:Predictor, images:list,
            conf:float|None=None, # the least box confidence (default: the box threshold, `detector.conf`, and a crowd's weaker pills)
-           one:bool=False, # one pill a photo (single mode): also read from farther (`detector.farther`), the surer reading standing
+           one:bool=False, # one pill a photo (single mode): every photo also read from farther (`detector.farther`), the surer reading standing
           )->list:
     ("[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill, most confident first: `pills_in_context` at the"
-     " box threshold, or `one_box_per_pill` above `conf`; a photo whose pills come out small read again closer, with"
-     " `one` a close-up's pill read from farther (`detect_pills`).")
+     " box threshold, or `one_box_per_pill` above `conf`; a photo whose pills come out small read again closer, one"
+     " left `doubtful` (with `one`, every photo) read from farther, for a close-up's pills (`detect_pills`).")
     d = self.cfg.detector
     crowd = int(d.get('crowd', CROWD) or 0) if conf is None else 0
     floor = float(d.get('crowd_floor', CROWD_FLOOR))
@@ -493,7 +504,7 @@ def detect(self:Predictor, images:list,
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
         # the photos of each shape together: a photo's boxes never depend on the photos batched beside it
         out = detect_pills(self.detector, images, self.detect_size, conf, crowd, floor, d.get('contain', CONTAIN),
-                           **closer_args(d, one), farther=float(d.get('farther', FARTHER_READ) or 0) if one else 0.0,
+                           **reading_args(d, one),
                            iou=d.iou, max_det=d.max_det,
                            device=yolo_device(self.device), verbose=False,
                            **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU

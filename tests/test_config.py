@@ -67,7 +67,7 @@ def test_the_default_recipe_is_phone_ready(settings):
     assert cfg.detector.crowd >= 2 and 0 < cfg.detector.crowd_floor < 0.25  # a heap's weaker pills count (nbs/05e)
     assert cfg.detector.closer > 0 and cfg.detector.closer_most >= 2  # a photo of small pills is read again closer
     assert 0 < cfg.detector.closer_unsure < 1  # ... and a photo boxed with no sure box
-    assert 0 < cfg.detector.farther < 1  # and single mode reads a close-up from farther too
+    assert 0 < cfg.detector.farther < 1  # and a close-up is read from farther too (single mode always, combo mode in doubt)
     assert cfg.pipeline.pill_check is True  # and a box on a fingertip does not
     if settings:  # the stages scale the scenes with the data
         stage = cfg.stages[settings[0].split('=')[1]]

@@ -79,6 +79,7 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     count = out['count']  # pills per photo, as combo mode counts them, with and without the nesting rule
     assert (count['photos'], count['pills']) == (out['images'], out['instances']) and 'count_exact' in r.stdout
     for c in (count, count['without_nesting_rule']): assert 0 <= c['count_exact'] <= 1 and abs(c['over'] + c['under'] + c['count_exact'] - 1) < 1e-3
+    assert 0 <= count['read_closer'] + count['read_farther'] <= count['photos'] and count['farther'] == 0.5  # how photos were read
 
 
 @pytest.mark.slow  # two evaluations and the gate, on a copy of the experiment
