@@ -761,4 +761,6 @@ def det_table(m:dict)->pd.DataFrame:
     if 'count' in m:  # pills per photo, as combo mode counts
         rows.update(count_exact=m['count']['count_exact'], count_mae=m['count']['count_mae'])
         rows.update({k: m['count'][k] for k in ('found', 'on_pill', 'read_closer', 'read_farther') if k in m['count']})
+        if a := m['count'].get('as_read'):  # the boxes of the reading that stood (closer, farther), and at one size
+            rows.update(map50_as_read=a['map50'], map50_at_one_size=a['at_one_size']['map50'])
     return pd.DataFrame({m.get('split', 'val'): rows})

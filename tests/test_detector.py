@@ -80,6 +80,9 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     assert (count['photos'], count['pills']) == (out['images'], out['instances']) and 'count_exact' in r.stdout
     for c in (count, count['without_nesting_rule']): assert 0 <= c['count_exact'] <= 1 and abs(c['over'] + c['under'] + c['count_exact'] - 1) < 1e-3
     assert 0 <= count['read_closer'] + count['read_farther'] <= count['photos'] and count['farther'] == 0.5  # how photos were read
+    a = count['as_read']  # mAP of the boxes as combo mode read each photo, and of the same photos at one size
+    assert 0 <= a['map50_95'] <= a['map50'] <= 1 and 'map50_as_read' in r.stdout
+    if count['read_closer'] + count['read_farther'] == 0: assert a['at_one_size'] == {k: a[k] for k in ('map50', 'map50_95')}
 
 
 @pytest.mark.slow  # two evaluations and the gate, on a copy of the experiment
