@@ -71,6 +71,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
     set_onnx_meta(path, dict(
         pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
         preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
+        background=c.get('background') or 'keep', mean=c.get('mean'), std=c.get('std'),  # the crop's pixels, as trained
         cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
         temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
         conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
@@ -147,5 +148,6 @@ class OnnxClassifier:
         return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'),
                     temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
                     config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'],
-                                                clahe=m['clahe']),
+                                                clahe=m['clahe'], background=m.get('background'),  # older files: kept
+                                                mean=m.get('mean'), std=m.get('std')),
                                 data=dict(cache_margin=m['cache_margin'])))

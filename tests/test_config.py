@@ -61,6 +61,7 @@ def test_the_default_recipe_is_phone_ready(settings):
     assert cfg.classifier.pretrained == 'auto' and resolve_start(cfg.classifier) != 'none'
     assert cfg.train.augment.phone > 0
     assert cfg.data.paste_photos >= 1000 and cfg.data.wild_photos >= 1000
+    assert cfg.classifier.background == 'flat'  # a pill's crop without its table, hand or neighbours
     assert cfg.retrieval.enrol_turns == 4  # an enrolled phone photo stands for its quarter turns
     assert cfg.retrieval.query_turns == 4  # and a photo asked of the gallery is seen every way up too
     assert cfg.retrieval.whiten == 'total'  # the gallery compares whitened features: real products named and refused better
@@ -92,7 +93,7 @@ def test_benchmark_presets_keep_the_recipe_their_rows_were_measured_with():
     for preset in ('bench', 'bench-det', 'wild-det'):
         cfg = load_config(preset=preset)
         assert cfg.data.paste_photos == 0 and cfg.data.wild_photos == 0, preset
-    assert load_config(preset='bench').classifier.pretrained == 'none'
+    assert load_config(preset='bench').classifier.pretrained == 'none' and load_config(preset='bench').classifier.background == 'keep'
     from pillsnap.detector import detector_start
     for preset in ('bench', 'bench-det', 'wild-det', 'phone-det'):  # their detectors from random weights; phone-det makes the start
         assert detector_start(load_config(preset=preset).detector) == (None, 'random initial weights (detector.start=none)'), preset

@@ -62,6 +62,7 @@ def test_onnx_backends_answer_like_pytorch(exported, trained_exp):
     # the file describes crops as PyTorch does: as the gallery was built, else as set (`retrieval.pool`, `retrieval.scales`; GeM at two sizes)
     assert ox.model.meta['descriptor'] == pt.model.descriptor == (pt.gallery.meta['descriptor'] if pt.gallery else {'pool': 'gem', 'scales': [1.0, 0.7071]})
     assert (ox.gallery is None) == (pt.gallery is None)
+    assert ox.pre.version == pt.pre.version == q.pre.version  # the file crops as the checkpoint did (its background too)
     m = load_manifest(e/'data', 'val')
     photos = [Path(pt.cfg.data.root)/m[m.kind == k].image.iloc[0] for k in ('single', 'combo')]
     assert (ox.backend, ox.model.provider) == ('onnx', 'CPUExecutionProvider')
