@@ -132,8 +132,8 @@ def flatten_outside(img:Image.Image, # a crop
     if (m > 0.999).all(): return img
     if ring > 0: out = np.ones((h, w), bool); out[ring:h - ring, ring:w - ring] = False
     else: out = m < 0.5
-    out[1::3] = False; out[:, 1::3] = False; out[2::3] = False; out[:, 2::3] = False  # every third pixel each way: a ninth of the cost
-    bg = np.median(a[out], 0) if out.any() else a.reshape(-1, 3).mean(0)
+    sub = out[::3, ::3]  # every third pixel each way: the median of thousands, at a ninth of the cost
+    bg = np.median(a[::3, ::3][sub], 0) if sub.any() else a.reshape(-1, 3).mean(0)
     edge = (m > 0) & (m < 1)
     a[m == 0] = np.round(bg).astype(np.uint8)
     k = m[edge][:, None]
