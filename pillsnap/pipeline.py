@@ -194,7 +194,7 @@ def detect_pills(model, # an ultralytics YOLO
     least = min(conf, floor) if crowd else conf
     res = predict_by_shape(model, images, imgsz=size, conf=least, **kw)
     small = int(32 * np.ceil(size * farther / 32)) if farther else 0  # on YOLO's stride
-    small = small if 0 < small < size else 0
+    small = small if 0 < small < size else 0  # a size below the detector's, or none
     far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every else [None] * len(images)
     out = []
     best = lambda rd: float(rd[1][rd[2]].max()) if len(rd[2]) else -1.0
