@@ -163,14 +163,9 @@ def test_few_shot_measures_enrolment_and_whitens_only_for_a_trained_classifier(e
 def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, tmp_path):
     "eval.real_sets: the gallery's 'unknown' threshold is chosen on real photos (products enrolled, others held out), reported."
     import shutil
-    import numpy as np
-    from PIL import Image
     from pillsnap.retrieval import load_gallery
     e = tmp_path/'exp'; shutil.copytree(exp, e)
-    rng = np.random.default_rng(0)
-    for k in ('advil', 'tylenol', 'midol', 'altoid'):  # class folders: ROOT/{product}/{photo}
-        (tmp_path/'phone'/k).mkdir(parents=True)
-        for i in range(6): Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path/'phone'/k/f'{i}.jpg')
+    _phone_folders(tmp_path/'phone')
     cli('gallery', '--exp', e, '--rebuild', f"eval.real_sets=[{{path: {tmp_path/'phone'}}}]")
     r = json.loads((e/'reports'/'retrieval.json').read_text())
     real = r['real_open_set']
@@ -186,6 +181,34 @@ def test_real_photos_choose_the_unknown_threshold_when_a_real_set_is_named(exp, 
     cli('gallery', '--exp', e, '--rebuild')  # no real set named: the studio threshold for every drug again
     r = json.loads((e/'reports'/'retrieval.json').read_text())
     assert r['threshold_from'] == r['enrolled_threshold_from'] == 'studio validation photos' and r['enrolled_threshold'] == r['threshold']
+
+
+def _phone_folders(root, products=('advil', 'tylenol', 'midol', 'altoid'), photos=6):
+    "Class folders of random photos (ROOT/{product}/{photo}): a real set as `eval.real_sets` reads one."
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for k in products:
+        (root/k).mkdir(parents=True)
+        for i in range(photos): Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(root/k/f'{i}.jpg')
+    return root
+
+
+def test_unknown_with_the_trained_classifier_against_its_start(exp, tmp_path):
+    "tools/unknown_vs_start.py: the same real-photo trials with best.pt and with its start untrained; the experiment unchanged."
+    import subprocess
+    report = Path(exp)/'reports'/'retrieval.json'
+    before = report.read_bytes()
+    r = subprocess.run([str(BIN/'python'), 'tools/unknown_vs_start.py', str(exp), '--real', str(_phone_folders(tmp_path/'phone'))],
+                       cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout[r.stdout.index('\n{') + 1:])
+    assert list(out)[0] == 'trained' and list(out)[1].startswith('start (') and len(out) == 2
+    for row in out.values():
+        assert (row['products'], row['held_out'], row['pills'], row['trials']) == (4, 1, 24, 20)
+        assert 0 <= row['auroc'] <= 1 and 0 <= row['unknown_answered'] <= 1 and 0 <= row['enrolled_top1'] <= 1
+    assert out['trained'] != list(out.values())[1]  # two embedders, two readings
+    assert report.read_bytes() == before  # nothing in the experiment written
 
 
 def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
