@@ -538,7 +538,7 @@ def pillsnap_gallery(
         raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
     chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
-    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {e}{chosen})' if e != t else ''))
+    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
     table = gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
     return table

@@ -539,19 +539,21 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
 
 # %% ../nbs/05e_infer.pipeline.ipynb #518aff1d
 @patch
-def thresholds(self:Predictor)->float|torch.Tensor|None:
+def thresholds(self:Predictor, mode:str|None=None, # the mode asking (`Gallery.thresholds`)
+              )->float|torch.Tensor|None:
     "The 'unknown' threshold: the user's own (`retrieval.threshold`), else each gallery drug's (`Gallery.thresholds`)."
     if self.unknown_below is not None: return self.unknown_below
-    return self.gallery.thresholds() if self.gallery is not None else None
+    return self.gallery.thresholds(mode) if self.gallery is not None else None
 
 @patch
 def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines (`evidence`)
+             mode:str|None=None, # the mode asking: a real set may have chosen its threshold (`Gallery.thresholds`)
             )->list: # per row: 'status', and with a threshold the pill's 'open_score' and its 'unknown_below'
     ("The gallery's verdict on each pill, 'identified' or 'unknown', with the score it was judged on and the threshold"
      " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
      " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
     g = self.gallery
-    return verdict_rows(cos, self.thresholds(), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
+    return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
 
 @patch
 @torch.inference_mode()
@@ -559,10 +561,11 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
              expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
+             mode:str|None=None, # the mode the crops come from: its own 'unknown' threshold where a real set chose one
             )->list: # per crop: 'candidates'; 'status', 'open_score', 'unknown_below' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
-    verdicts = [None] * len(p) if cos is None else self.verdicts(cos)
+    verdicts = [None] * len(p) if cos is None else self.verdicts(cos, mode)
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, v) for row, v in zip(p, verdicts)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
@@ -720,7 +723,7 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     found, seen = self._find(ims, mode)
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
-    answers = iter(self.identify(crops, top_k, expect, reads))
+    answers = iter(self.identify(crops, top_k, expect, reads, mode))
     t3 = time.perf_counter()
     out = []
     for im, size, fs, n_seen in zip(ims, sizes, found, seen):
@@ -1110,7 +1113,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
-    verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True))[0]
+    verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True), 'single')[0]
     pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, verdict)
     t3 = time.perf_counter()
     front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))

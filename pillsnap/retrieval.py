@@ -204,14 +204,22 @@ def score_words(self:Gallery)->str:
     "What its 'unknown' threshold is set on, in words (for logs)."
     return f"score (best cosine − the next {self.cohort} drugs' mean)" if self.cohort else 'cosine'
 
+@patch(as_prop=True)
+def enrolled_words(self:Gallery)->str:
+    "The enrolled drugs' 'unknown' threshold in words (for logs): one number, and each mode's where a real set chose them."
+    e, by = self.meta.get('enrolled_threshold', self.meta.get('threshold')), self.meta.get('enrolled_threshold_by_mode')
+    return f'{e}' + (' (' + ', '.join(f'{m} mode {t}' for m, t in by.items()) + ')' if by else '')
+
 @patch
-def thresholds(self:Gallery)->torch.Tensor|None: # (drugs,) in `codes` order; None: no threshold tuned
+def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode asking, when a real set chose its own
+              )->torch.Tensor|None: # (drugs,) in `codes` order; None: no threshold tuned
     ("Each drug's 'unknown' threshold: an enrolled drug's prototype is made of photos like the ones asked"
-     " (`enrolled_threshold`, chosen on real photos when a real set is named), a trained drug's of studio crops"
-     " (`threshold`).")
+     " (`enrolled_threshold`, chosen on real photos when a real set is named: there, each mode's own, on the pills of"
+     " photos like the ones it asks), a trained drug's of studio crops (`threshold`).")
     t = self.meta.get('threshold')
     if t is None: return None
-    e, enrolled = self.meta.get('enrolled_threshold', t), set(self.enrolled())
+    e = (self.meta.get('enrolled_threshold_by_mode') or {}).get(mode, self.meta.get('enrolled_threshold', t))
+    enrolled = set(self.enrolled())
     return torch.tensor([e if k in enrolled else t for k in self.codes], dtype=torch.float32)
 
 # %% ../nbs/05a_infer.retrieval.ipynb #c6764f65

@@ -368,3 +368,29 @@ def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_thresh
     cli('gallery', '--exp', e, '--remove', 'NEW-3')  # too few again: back to the trained drugs' threshold
     g = load_gallery(e/'retrieval')
     assert g.meta['enrolled_threshold'] == g.meta['threshold'] and 'enrolment_open_set' not in g.meta and len(g.photo_vecs) == 6
+
+
+def test_real_set_enrols_from_one_pill_photos_and_chooses_a_threshold_per_mode():
+    ("`real_open_set`: each product enrolled from its one-pill photos, as `enrol` takes them; each mode's threshold"
+     " on the pills of its own photos; `Gallery.thresholds(mode)` hands an enrolled drug its mode's.")
+    import torch
+    from pillsnap.gallery import real_open_set
+    from pillsnap.retrieval import Gallery
+    torch.manual_seed(0)
+    dim, products, singles, combos = 32, 4, 7, 12
+    axes = torch.nn.functional.normalize(torch.randn(products, dim), dim=1)
+    emb, codes, groups, kinds = [], [], [], []
+    for p in range(products):
+        for i in range(singles):  # one pill per photo, close up: near its product
+            emb.append(axes[p] + 0.1 * torch.randn(dim)); codes.append(f'P{p}'); groups.append(f's{p}-{i}'); kinds.append('single')
+        for i in range(combos):  # one of several in a photo: farther from it
+            emb.append(axes[p] + 0.5 * torch.randn(dim)); codes.append(f'P{p}'); groups.append(f'c{i}'); kinds.append('combo')
+    r = real_open_set(Gallery(dim, meta={'threshold': 0.5}), torch.stack(emb), codes, groups, shots=3, held=0.25, kinds=kinds)
+    by, enrolled = r['by_mode'], products - r['held_out']
+    # every trial asks all the enrolled products' combination pills and their one-pill photos but the three enrolled
+    assert (by['single']['pills'], by['combo']['pills']) == (enrolled * (singles - 3), enrolled * combos)
+    assert by['combo']['threshold'] < r['threshold'] < by['single']['threshold']  # the one for all pills sits between
+    for m in by.values(): assert 0 < m['enrolled_called_unknown'] <= 0.25 and 0 <= m['unknown_answered'] <= 1
+    g = Gallery(dim, meta={'threshold': 0.1, 'enrolled_threshold': 0.3, 'enrolled_threshold_by_mode': {'single': 0.4, 'combo': 0.2}})
+    g.add('K-900001', axes[:1], source='trained').add('K-900002', axes[1:2], record={'k_code': 'K-900002'})
+    assert sum((g.thresholds(m).tolist() for m in ('single', 'combo', None)), []) == pytest.approx([0.1, 0.4, 0.1, 0.2, 0.1, 0.3])
