@@ -394,3 +394,45 @@ def test_real_set_enrols_from_one_pill_photos_and_chooses_a_threshold_per_mode()
     g = Gallery(dim, meta={'threshold': 0.1, 'enrolled_threshold': 0.3, 'enrolled_threshold_by_mode': {'single': 0.4, 'combo': 0.2}})
     g.add('K-900001', axes[:1], source='trained').add('K-900002', axes[1:2], record={'k_code': 'K-900002'})
     assert sum((g.thresholds(m).tolist() for m in ('single', 'combo', None)), []) == pytest.approx([0.1, 0.4, 0.1, 0.2, 0.1, 0.3])
+
+
+def _phone_yolo(root, products=('advil', 'tylenol', 'midol', 'altoid'), singles=8, combos=6):
+    ("A YOLO export of random photos, as `eval.real_sets` reads one: per product `singles` photos of one pill, and"
+     " `combos` photos of one pill of each product, in train; two of one pill and one of all in val and test.")
+    import numpy as np
+    from PIL import Image
+    rng, w, h = np.random.default_rng(0), 160, 120
+    def photo(split, name, pills):
+        (root/'images'/split).mkdir(parents=True, exist_ok=True); (root/'labels'/split).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root/'images'/split/f'{name}.jpg')
+        (root/'labels'/split/f'{name}.txt').write_text(
+            ''.join(f'{c} {0.15 + 0.23 * i:.3f} 0.5 0.2 0.25\n' for i, c in enumerate(pills)))
+    for split, n_single, n_combo in (('train', singles, combos), ('val', 2, 1), ('test', 2, 1)):
+        for c, k in enumerate(products):
+            for i in range(n_single): photo(split, f'{k}-{split}-{i}', [c])
+        for i in range(n_combo): photo(split, f'all-{split}-{i}', range(len(products)))
+    (root/'data.yaml').write_text(f'names: {list(products)}\ntrain: images/train\nval: images/val\ntest: images/test\n')
+    return root
+
+
+def test_real_end_to_end_chooses_the_threshold_on_the_sets_training_photos(exp, tmp_path):
+    ("tools/real_end_to_end.py --threshold-on train: the copy's threshold chosen per mode on the set's training photos,"
+     " none of a held-out product's pills among them; the experiment unchanged.")
+    import subprocess
+    real, out = _phone_yolo(tmp_path/'phone'), tmp_path/'e2e'
+    before = (Path(exp)/'retrieval'/'gallery.json').read_bytes()
+    r = subprocess.run([str(BIN/'python'), 'tools/real_end_to_end.py', str(exp), str(out), '--real', str(real),
+                        '--hold-out', '1', '--seed', '0', '--threshold-on', 'train'],
+                       cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    held = r.stdout.split('held out: ')[1].split("'")[1].split(':')[1]
+    meta = json.loads((out/'retrieval'/'gallery.json').read_text())['meta']
+    assert meta['enrolled_threshold_from'] == 'real photos (phone)' and set(meta['enrolled_threshold_by_mode']) == {'single', 'combo'}
+    tree = out/'real-threshold'
+    names = json.loads((tree/'data.yaml').read_text())['names']
+    lines = [l.split() for f in (tree/'labels'/'train').glob('*.txt') for l in f.read_text().splitlines()]
+    assert held not in names and len(lines) == 4 * 8 + 6 * 4  # every pill kept, the held-out product's under a trained drug
+    assert sum(names[int(l[0])] == names[-1] for l in lines) == 8 + 6 and names[-1] not in ('advil', 'tylenol', 'midol', 'altoid')
+    single = json.loads(r.stdout[r.stdout.index('\n{') + 1:])['single']
+    assert single['photos'] == 2 * 4 * 2 and 0 <= single['known_called_unknown'] <= 1
+    assert (Path(exp)/'retrieval'/'gallery.json').read_bytes() == before

@@ -95,7 +95,7 @@ def main():
     print(f"enrolled drugs are unknown below {pred.gallery.enrolled_words} (chosen on {m.get('enrolled_threshold_from')})")
     r = real_set_report(pred, real_sets(pred.cfg)[0], ('detector', 'pipeline'))
     p = r['pipeline']
-    print(json.dumps(dict(combo=p['combo'], single=p['single'], detector_map50=r['detector']['map50']), indent=1))
+    print(json.dumps(dict(combo=p['combo'], single=p['single'], detector_map50=(r.get('detector') or {}).get('map50')), indent=1))
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from pillsnap.model import find_checkpoint, load_classifier
 from pillsnap.prepare import classifier_data
 from pillsnap.retrieval import described
 
-KEEP = ('auroc', 'unknown_answered', 'enrolled_called_unknown', 'enrolled_top1', 'threshold', 'trials', 'products',
+KEEP = ('auroc', 'unknown_answered', 'enrolled_called_unknown', 'enrolled_top1', 'threshold', 'trials', 'products', 'by_mode',
         'held_out', 'pills')
 
 
@@ -45,6 +45,9 @@ def main():
         out[name] = {k: r[k] for k in KEEP}
         print(f"{name:40s} AUROC {r['auroc']:.4f}  never-seen answered unknown {r['unknown_answered']:.1%} "
               f"at {r['enrolled_called_unknown']:.1%} of enrolled ones  enrolled top-1 {r['enrolled_top1']:.3f}", flush=True)
+        for mode, m in r['by_mode'].items():  # each mode's own threshold, on the pills of photos like the ones it asks
+            print(f"{'':4s}{mode} mode's pills ({m['pills']} a trial): threshold {m['threshold']:.4f}, never-seen answered "
+                  f"unknown {m['unknown_answered']:.1%} at {m['enrolled_called_unknown']:.1%} of enrolled ones", flush=True)
     print(json.dumps(out, indent=1))
 
 
