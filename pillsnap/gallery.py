@@ -108,7 +108,7 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
                   kinds=None, # (n,) each pill's photo, 'single' or 'combo' (None: all single)
                  )->dict|None: # None when the set has fewer than 3 products with pills to spare
     ("The 'unknown' threshold chosen on real photos: products enrolled from a few pills (of different photos, of one"
-     " pill each where there are such, as `Predictor.enrol` takes them), others held out; a threshold per mode, on the"
+     " pill each where there are such, as `pillsnap enrol` takes them), others held out; a threshold per mode, on the"
      " pills of photos like the ones it asks (`by_mode`); and what the threshold chosen on the enrolled pills alone"
      " does (`Gallery.enrolment_open_set`).")
     codes, groups = np.asarray(codes), np.asarray(groups)
