@@ -154,9 +154,9 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
         if not all(m in r['mode'] for r in runs): continue
         t = float(np.median([r['mode'][m] for r in runs]))
         of = lambda r, kind: r[kind][r[f'kind_{kind}'] == m]
+        caught = [(of(r, 'unknown') < t).mean() for r in runs if len(of(r, 'unknown'))]  # trials with such never-seen pills
         by_mode[m] = dict(threshold=round(t, 4), pills=int(np.mean([len(of(r, 'known')) for r in runs])),
-                          unknown_answered=round(float(np.nanmean([(of(r, 'unknown') < t).mean() if len(of(r, 'unknown'))
-                                                                   else np.nan for r in runs])), 4),
+                          unknown_answered=round(float(np.mean(caught)), 4) if caught else None,
                           enrolled_called_unknown=mean(lambda r: (of(r, 'known') < t).mean()))
     own = [r for r in runs if r['own']]  # each trial at the threshold its enrolled pills chose, left out in turn
     mean_own = lambda f: round(float(np.mean([f(r) for r in own])), 4)

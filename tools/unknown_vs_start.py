@@ -46,8 +46,10 @@ def main():
         print(f"{name:40s} AUROC {r['auroc']:.4f}  never-seen answered unknown {r['unknown_answered']:.1%} "
               f"at {r['enrolled_called_unknown']:.1%} of enrolled ones  enrolled top-1 {r['enrolled_top1']:.3f}", flush=True)
         for mode, m in r['by_mode'].items():  # each mode's own threshold, on the pills of photos like the ones it asks
-            print(f"{'':4s}{mode} mode's pills ({m['pills']} a trial): threshold {m['threshold']:.4f}, never-seen answered "
-                  f"unknown {m['unknown_answered']:.1%} at {m['enrolled_called_unknown']:.1%} of enrolled ones", flush=True)
+            caught = 'no never-seen pill of such photos' if m['unknown_answered'] is None else \
+                     f"never-seen answered unknown {m['unknown_answered']:.1%}"
+            print(f"{'':4s}{mode} mode's pills ({m['pills']} a trial): threshold {m['threshold']:.4f}, {caught} "
+                  f"at {m['enrolled_called_unknown']:.1%} of enrolled ones", flush=True)
     print(json.dumps(out, indent=1))
 
 
