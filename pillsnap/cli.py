@@ -487,6 +487,7 @@ def pillsnap_enrol(
 ):
     "Add a drug (or more photos of one) to the experiment's gallery, without training."
     from pillsnap.pipeline import ImageError, Predictor
+    from pillsnap.retrieval import mode_words
     if not code: raise ConfigError('give the drug\'s code: --code K-012345')
     images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo of the drug')
@@ -499,7 +500,8 @@ def pillsnap_enrol(
     how = 'also a trained class' if r['trained'] else 'identified from the gallery'
     print(f"enrolled {r['added']} photo(s) of {code}{name}: {r['photos']} in the gallery ({how}); "
           f"pills found by {', '.join(sorted(set(r['found_by'])))}"
-          + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}, chosen on {r['unknown_chosen_on']}"
+          + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}{mode_words(r.get('unknown_below_by_mode'))}, "
+             f"chosen on {r['unknown_chosen_on']}"
              if r.get('unknown_below') is not None and r.get('unknown_chosen_on') else ''))
     if r.get('hint'): print(f"hint: {r['hint']}")
     return r

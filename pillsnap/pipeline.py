@@ -34,8 +34,8 @@ from .detector import (DEFAULT_CONF, box_threshold, build_detector, detection_si
                                label_of, predict_by_shape, quiet_ultralytics, split_images, yolo_boxes, yolo_device)
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, quarter_turns,
-                                query_turns, retrieval_dir, verdict_rows)
+from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, mode_words,
+                                quarter_turns, query_turns, retrieval_dir, verdict_rows)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
 # %% ../nbs/05e_infer.pipeline.ipynb #abf47d31
@@ -1016,13 +1016,16 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     named = repr(rec['dl_name']) if rec.get('dl_name') else 'no name'
     m = self.gallery.meta  # the enrolled drugs' threshold, chosen again on their photos (`calibrate_enrolled`)
     below, chosen_on = m.get('enrolled_threshold', m.get('threshold')), m.get('enrolled_threshold_from')
-    if self.unknown_below is not None: below, chosen_on = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)'
+    by_mode = m.get('enrolled_threshold_by_mode')  # a real set's, one per mode
+    if self.unknown_below is not None: below, chosen_on, by_mode = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)', None
     self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
-                  + (f'; enrolled drugs are unknown below {below:.3f}, chosen on {chosen_on}' if below is not None and chosen_on else ''))
+                  + (f'; enrolled drugs are unknown below {below:.3f}{mode_words(by_mode)}, chosen on {chosen_on}'
+                     if below is not None and chosen_on else ''))
     few = (hint('few_photos', drug=k_code, n=photos, advised=ENROL_ADVISED)
            if photos < ENROL_ADVISED and k_code not in self.k_codes else (None, None))  # a trained drug is named anyway
     return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
-                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_chosen_on=chosen_on,
+                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_below_by_mode=by_mode,
+                unknown_chosen_on=chosen_on,
                 hint=few[0], hint_ko=few[1])
 
 # %% ../nbs/05e_infer.pipeline.ipynb #b4ebd9fc

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER', 'ENROLMENTS', 'Gallery', 'open_score',
-           'verdict_rows', 'status', 'quantile_hd', 'open_set', 'farther', 'load_gallery', 'GalleryBusy',
+           'verdict_rows', 'status', 'mode_words', 'quantile_hd', 'open_set', 'farther', 'load_gallery', 'GalleryBusy',
            'gallery_lock', 'journal', 'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir',
            'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor',
            'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
@@ -204,11 +204,15 @@ def score_words(self:Gallery)->str:
     "What its 'unknown' threshold is set on, in words (for logs)."
     return f"score (best cosine − the next {self.cohort} drugs' mean)" if self.cohort else 'cosine'
 
+def mode_words(by:dict|None, # {mode: threshold} (`enrolled_threshold_by_mode`), or None
+              )->str:
+    "Each mode's threshold in words, e.g. ' (single mode 0.250, combo mode 0.109)'; '' without."
+    return f" ({', '.join(f'{m} mode {t:.3f}' for m, t in by.items())})" if by else ''
+
 @patch(as_prop=True)
 def enrolled_words(self:Gallery)->str:
     "The enrolled drugs' 'unknown' threshold in words (for logs): one number, and each mode's where a real set chose them."
-    e, by = self.meta.get('enrolled_threshold', self.meta.get('threshold')), self.meta.get('enrolled_threshold_by_mode')
-    return f'{e}' + (' (' + ', '.join(f'{m} mode {t}' for m, t in by.items()) + ')' if by else '')
+    return f"{self.meta.get('enrolled_threshold', self.meta.get('threshold'))}" + mode_words(self.meta.get('enrolled_threshold_by_mode'))
 
 @patch
 def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode asking, when a real set chose its own

@@ -705,8 +705,8 @@ async def enrol(self:Service, request:Request, files:list, # `UploadFile`s: phot
     self.log.info(json.dumps(dict(event='enrol', k_code=code, photos=r['added'])))
     return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'],
             'trained': r['trained'], 'dl_name': r['record'].get('dl_name'),
-            'unknown_below': r.get('unknown_below'), 'unknown_chosen_on': r.get('unknown_chosen_on'),
-            'hint': r.get('hint'), 'hint_ko': r.get('hint_ko')}  # too few photos of it, in both languages
+            'unknown_below': r.get('unknown_below'), 'unknown_below_by_mode': r.get('unknown_below_by_mode'),
+            'unknown_chosen_on': r.get('unknown_chosen_on'), 'hint': r.get('hint'), 'hint_ko': r.get('hint_ko')}  # too few photos of it, in both languages
 
 # %% ../nbs/07c_ship.serve.ipynb #3559d7ac
 @patch

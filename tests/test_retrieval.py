@@ -253,6 +253,7 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
             assert r.status_code == 200 and r.json()['k_code'] == a and r.json()['added'] == 1 and r.json()['dl_name']
             # one enrolled drug: too few photos to choose on — the trained drugs' threshold, and the answer says where it came from
             assert r.json()['unknown_chosen_on'] == 'studio validation photos' and -1 <= r.json()['unknown_below'] <= 1
+            assert r.json()['unknown_below_by_mode'] is None  # one per mode only where a real set chose them
             assert r.json()['hint'].startswith(f'{a} is enrolled from 1 photo(s)') and '등록 사진이 1장' in r.json()['hint_ko']
             assert httpx.post(url + '/enrol', files=[('images', b'x')], data={'code': a}).status_code == 401  # a key, always
             bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
@@ -428,6 +429,7 @@ def test_real_end_to_end_chooses_the_threshold_on_the_sets_training_photos(exp, 
     held = r.stdout.split('held out: ')[1].split("'")[1].split(':')[1]
     meta = json.loads((out/'retrieval'/'gallery.json').read_text())['meta']
     assert meta['enrolled_threshold_from'] == 'real photos (phone)' and set(meta['enrolled_threshold_by_mode']) == {'single', 'combo'}
+    assert f"single mode {meta['enrolled_threshold_by_mode']['single']:.3f}, combo mode" in r.stdout  # the tool says both
     tree = out/'real-threshold'
     names = json.loads((tree/'data.yaml').read_text())['names']
     lines = [l.split() for f in (tree/'labels'/'train').glob('*.txt') for l in f.read_text().splitlines()]

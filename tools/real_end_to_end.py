@@ -31,6 +31,7 @@ from pillsnap.config import Experiment
 from pillsnap.evaluate import real_set_report
 from pillsnap.gallery import build_gallery
 from pillsnap.pipeline import K_CODE, Predictor
+from pillsnap.retrieval import load_gallery, retrieval_dir
 from pillsnap.sources import real_rows, real_sets, source_group
 
 
@@ -67,7 +68,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0, help='which products are held out')
     ap.add_argument('--threshold-on', choices=('enrolment', 'train'), default='enrolment',
                     help="where the enrolled drugs' 'unknown' threshold is chosen: their enrolment photos (no real set "
-                         "named), or the set's training photos that show no held-out product (a real set named)")
+                         "named), or the set's training photos, no pill of a held-out product used (a real set named)")
     a = ap.parse_args()
     src, dst, real = Path(a.exp).resolve(), Path(a.out).resolve(), Path(a.real).resolve()
     if dst == src: raise SystemExit('give the copy its own folder')
@@ -78,7 +79,6 @@ def main():
     enrolled, products = {}, sorted({k for ks in train.k_codes for k in ks})
     held = {str(k) for k in np.random.default_rng(a.seed).choice(products, a.hold_out, replace=False)} if a.hold_out else set()
     if a.threshold_on == 'train':
-        from pillsnap.retrieval import load_gallery, retrieval_dir
         g = load_gallery(retrieval_dir(dst))
         trained = next(k for k in g.codes if k not in g.enrolled())
         tree = threshold_tree(train, held, dst/'real-threshold', trained)
