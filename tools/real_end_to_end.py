@@ -27,6 +27,7 @@ import argparse, json, os, shutil
 import numpy as np
 from pathlib import Path
 
+from pillsnap.aihub import coco_to_yolo
 from pillsnap.config import Experiment
 from pillsnap.evaluate import real_set_report
 from pillsnap.gallery import build_gallery
@@ -48,9 +49,8 @@ def threshold_tree(rows, held:set, out:Path, trained:str)->Path:
     for r in rows.itertuples():  # the photos' own names: Roboflow's copies of one photo stay one source
         src = Path(r.image)
         os.symlink(src, out/'images'/'train'/f'{src.stem}{src.suffix.lower()}')
-        lines = [f"{names.index(trained if k in held else k.split(':', 1)[-1])} {(x + w / 2) / r.width:.6f} "
-                 f"{(y + h / 2) / r.height:.6f} {w / r.width:.6f} {h / r.height:.6f}"
-                 for k, (x, y, w, h) in zip(r.k_codes, r.bboxes)]
+        lines = [f"{names.index(trained if k in held else k.split(':', 1)[-1])} "
+                 + ' '.join(f'{v:.6f}' for v in coco_to_yolo(b, r.width, r.height)) for k, b in zip(r.k_codes, r.bboxes)]
         (out/'labels'/'train'/f'{src.stem}.txt').write_text('\n'.join(lines) + '\n')
     (out/'data.yaml').write_text(json.dumps(dict(path=str(out), train='images/train', val='images/train', names=names)))
     n = sum(k in held for ks in rows.k_codes for k in ks)
