@@ -504,6 +504,7 @@ def pillsnap_enrol(
              f"chosen on {r['unknown_chosen_on']}"
              if r.get('unknown_below') is not None and r.get('unknown_chosen_on') else ''))
     if r.get('hint'): print(f"hint: {r['hint']}")
+    if pred.unknown_below is None and (advice := pred.gallery.threshold_advice): print(f'note: {advice}')
     return r
 
 # %% ../nbs/08b_run.cli.ipynb #db38b0f7
@@ -541,6 +542,7 @@ def pillsnap_gallery(
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
     chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
     print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
+    if g.threshold_advice: print(f'note: {g.threshold_advice}')
     table = gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
     return table

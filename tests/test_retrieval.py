@@ -362,7 +362,9 @@ def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_thresh
     own = g.meta['enrolment_open_set']
     assert (own['known'], own['drugs'], own['threshold']) == (10, 3, g.meta['enrolled_threshold']) and 0 <= own['auroc'] <= 1
     assert g.thresholds().tolist() == pytest.approx([own['threshold'] if k in g.enrolled() else trained['threshold'] for k in g.codes])
-    assert 'chosen on the enrolled photos' in cli('gallery', '--exp', e)[1]
+    assert 'note: one threshold for both modes, chosen on close-ups' in out  # and what would choose one per mode
+    listing = cli('gallery', '--exp', e)[1]
+    assert 'chosen on the enrolled photos' in listing and 'eval.real_sets' in listing
     cli('gallery', '--exp', e, '--rebuild')  # the enrolled crops embedded again choose it again
     report = json.loads((e/'reports'/'retrieval.json').read_text())
     assert report['enrolled_threshold_from'].startswith('the enrolled photos') and report['enrolment_open_set']['known'] == 10
@@ -395,6 +397,10 @@ def test_real_set_enrols_from_one_pill_photos_and_chooses_a_threshold_per_mode()
     g = Gallery(dim, meta={'threshold': 0.1, 'enrolled_threshold': 0.3, 'enrolled_threshold_by_mode': {'single': 0.4, 'combo': 0.2}})
     g.add('K-900001', axes[:1], source='trained').add('K-900002', axes[1:2], record={'k_code': 'K-900002'})
     assert sum((g.thresholds(m).tolist() for m in ('single', 'combo', None)), []) == pytest.approx([0.1, 0.4, 0.1, 0.2, 0.1, 0.3])
+    assert g.threshold_advice is None  # a real set chose each mode's: nothing to advise
+    del g.meta['enrolled_threshold_by_mode']
+    g.meta.update(enrolled_threshold_from='the enrolled photos (10 photos of 3 drugs, each left out in turn)')
+    assert 'eval.real_sets' in g.threshold_advice  # chosen on close-ups, one for both modes
 
 
 def _phone_yolo(root, products=('advil', 'tylenol', 'midol', 'altoid'), singles=8, combos=6):
