@@ -271,12 +271,14 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
 # %% ../nbs/05a_infer.retrieval.ipynb #7120170e
 REAL_TAR = 0.9  # retrieval.real_tar: the share of enrolled drugs' photos that pass their threshold (a gallery records it)
 ENROLMENT_CHECK = dict(drugs=3, photos=10)  # the least enrolled drugs with 2+ photos, and such photos, to choose it on
-FARTHER = 0.5  # an enrolled photo is asked as the pill at this share of its size in the photo
+FARTHER = 0.5  # an enrolled photo is asked with this share of its crop's detail (`farther`)
 
 def farther(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
-            scale:float=FARTHER, # the pill's size in the photo asked, × its size in the crop's photo
+            scale:float=FARTHER, # the crop's detail kept, as a share of its resolution
            )->torch.Tensor: # (n, 3, S, S) uint8
-    "Crops as the same pill photographed from farther gives them: their detail at `scale` of the resolution, the size kept."
+    ("Crops as the same pill photographed from farther gives them: their detail at `scale` of the resolution, the size"
+     " kept. A pill that filled the crop's pixels in its photo is asked as if `scale` × as large there; one already"
+     " smaller than the crop (the crop enlarged it) loses less — a phone photo's pill of 40-140 px under a 160-px crop.")
     if scale == 1 or not len(crops): return crops
     small = nn.functional.interpolate(crops.float(), scale_factor=scale, mode='bilinear', antialias=True)
     back = nn.functional.interpolate(small, size=crops.shape[-2:], mode='bilinear')
