@@ -278,7 +278,7 @@ def farther(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
            )->torch.Tensor: # (n, 3, S, S) uint8
     ("Crops as the same pill photographed from farther gives them: their detail at `scale` of the resolution, the size"
      " kept. A pill that filled the crop's pixels in its photo is asked as if `scale` × as large there; one already"
-     " smaller than the crop (the crop enlarged it) loses less — a phone photo's pill of 40-140 px under a 160-px crop.")
+     " smaller than the crop (the crop enlarged it) loses less — a phone photo's pill of 40-140 px under the demo's 160-px crop.")
     if scale == 1 or not len(crops): return crops
     small = nn.functional.interpolate(crops.float(), scale_factor=scale, mode='bilinear', antialias=True)
     back = nn.functional.interpolate(small, size=crops.shape[-2:], mode='bilinear')
