@@ -221,9 +221,8 @@ ONE_THRESHOLD_ADVICE = ("one threshold for both modes, chosen on close-ups: comb
 @patch(as_prop=True)
 def threshold_advice(self:Gallery)->str|None:
     "What to do when the enrolled drugs' threshold was chosen on their enrolment photos alone, one for both modes; else None."
-    m = self.meta
-    own = str(m.get('enrolled_threshold_from', '')).startswith('the enrolled photos')
-    return ONE_THRESHOLD_ADVICE if own and not m.get('enrolled_threshold_by_mode') else None
+    m = self.meta  # `calibrate_enrolled` keeps `enrolment_open_set` exactly while the enrolment photos chose it
+    return ONE_THRESHOLD_ADVICE if 'enrolment_open_set' in m and not m.get('enrolled_threshold_by_mode') else None
 
 @patch
 def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode asking, when a real set chose its own

@@ -399,7 +399,7 @@ def test_real_set_enrols_from_one_pill_photos_and_chooses_a_threshold_per_mode()
     assert sum((g.thresholds(m).tolist() for m in ('single', 'combo', None)), []) == pytest.approx([0.1, 0.4, 0.1, 0.2, 0.1, 0.3])
     assert g.threshold_advice is None  # a real set chose each mode's: nothing to advise
     del g.meta['enrolled_threshold_by_mode']
-    g.meta.update(enrolled_threshold_from='the enrolled photos (10 photos of 3 drugs, each left out in turn)')
+    g.meta.update(enrolment_open_set={'threshold': 0.3}, enrolled_threshold_from='the enrolled photos (10 photos of 3 drugs, each left out in turn)')
     assert 'eval.real_sets' in g.threshold_advice  # chosen on close-ups, one for both modes
 
 
