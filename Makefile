@@ -56,15 +56,18 @@ bench-phone-gpu: install
 	$(BIN)/python tools/realdata_tree.py $(REAL) $(REAL_TREE)
 	for split in test val; do $(BIN)/pillsnap evaluate --exp work/exp/phone-det-gpu --what detector --data $(REAL_TREE)/data.yaml --split $$split || exit 1; done
 
-# The detector's pill start (detector.start: auto, nbs/04b_train.detector): bench-phone's recipe on synthetic photos only, in two
-# rounds — from random weights (make bench-phone's run), then again from the first round's weights — stored in half precision in
-# the package; record the printed SHA-256 in PILL_STARTS. About 3 hours on 2 cores (two 75-minute trainings).
+# The detector's pill start (detector.start: auto, nbs/04b_train.detector): the preset DET_PRESET's recipe on synthetic photos
+# only, in two rounds — from random weights (the preset's own run: make bench-phone's for phone-det), then again from the first
+# round's weights — stored in half precision in the package as <architecture>-pill.safetensors; record the printed SHA-256 in
+# PILL_STARTS. phone-det (YOLO11n at 480, the start that ships): about 3 hours on 2 cores (two 75-minute trainings);
+# DET_PRESET=phone-det-gpu (YOLO11m at 640, the detector config.yaml ships): two 3.7-minute trainings on one H100.
+DET_PRESET ?= phone-det
 det-start: install
-	$(BIN)/pillsnap demo --preset phone-det --detector-only
-	$(BIN)/python tools/det_start.py work/exp/phone-det work/exp/phone-det/start-round1.safetensors
-	$(BIN)/pillsnap demo --preset phone-det --detector-only paths.exp_dir=work/exp/phone-det-start \
-	  detector.weights_path=work/exp/phone-det/start-round1.safetensors
-	$(BIN)/python tools/det_start.py work/exp/phone-det-start pillsnap/starts/yolo11n-pill.safetensors
+	$(BIN)/pillsnap demo --preset $(DET_PRESET) --detector-only
+	$(BIN)/python tools/det_start.py work/exp/$(DET_PRESET) work/exp/$(DET_PRESET)/start-round1.safetensors
+	$(BIN)/pillsnap demo --preset $(DET_PRESET) --detector-only paths.exp_dir=work/exp/$(DET_PRESET)-start \
+	  detector.weights_path=work/exp/$(DET_PRESET)/start-round1.safetensors
+	$(BIN)/python tools/det_start.py work/exp/$(DET_PRESET)-start pillsnap/starts/
 
 # The wild-scene detector above fine-tuned on REAL's own training photos at 480 px for 40 epochs; the size it detects at is the one the
 # holdout photos (val) score best at, 640 px (the photos' own) when measured; then judged on the val + test photos of the release at that
