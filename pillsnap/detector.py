@@ -32,6 +32,7 @@ import pandas as pd
 from .io import atomic_write, file_sha256, write_json
 from .config import Experiment, ConfigError, code_version, exp_paths, first_line, get_logger, pick_device, read_yaml
 from .data import TestSetLocked, test_split_open
+from .metrics import interval_text
 
 # %% ../nbs/04b_train.detector.ipynb #63371703
 ARCH_RE = re.compile(r'yolo(v8|v9|v10|11|12|26)([nsmlxtce])')
@@ -763,4 +764,7 @@ def det_table(m:dict)->pd.DataFrame:
         rows.update({k: m['count'][k] for k in ('found', 'on_pill', 'read_closer', 'read_farther') if k in m['count']})
         if a := m['count'].get('as_read'):  # the boxes of the reading that stood (closer, farther), and at one size
             rows.update(map50_as_read=a['map50'], map50_at_one_size=a['at_one_size']['map50'])
+        if any((m['count'].get('intervals') or {}).values()):  # 95 %, resampling source photos (`grouped_interval`)
+            rows['source_photos'] = m['count']['sources']
+            rows.update({f'{k} 95%': interval_text(v) for k, v in m['count']['intervals'].items() if v})
     return pd.DataFrame({m.get('split', 'val'): rows})

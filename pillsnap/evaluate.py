@@ -27,7 +27,8 @@ from .model import (find_checkpoint, load_checkpoint, load_classifier, predict_l
                             softmax_t)
 from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates,
                               expected_calibration_error, match_boxes, rate, row_blocks, xywh_to_xyxy, xyxy_to_xywh,
-                              average_precision, true_positives)
+                              average_precision, grouped_interval, interval_text, ratio_interval,
+                              true_positives)
 from .prepare import classifier_data
 from .classifier import evaluate_classifier, load_predictions
 from .config import Experiment, UserError, amp_dtype, exp_paths, get_logger, pick_device
@@ -35,7 +36,7 @@ from .data import final_evaluation, load_manifest, pill_rows
 from .loaders import PillDataset, eval_transforms, make_loader
 from .aihub import yolo_label
 from .prepare import crop_kinds
-from .sources import real_rows, real_sets
+from .sources import real_rows, real_sets, source_group
 from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
                                predict_by_shape, quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
 from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_pills, load_image, reading_args
@@ -484,13 +485,15 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                     data:str|Path, # a YOLO data.yaml
                     split:str, # its split
                     batch:int=16, # photos per detector call
+                    groups:dict|None=None, # {image file name: its source photo}; else `source_group` of each name
                    )->dict:
     ("Pills counted per photo against the labels, as combo mode's detector counts them (the box threshold, a crowd's"
      " weaker pills, one box per pill: `pills_in_context`; small pills read closer, a photo in doubt farther:"
      " `detect_pills`), and with the box threshold alone (`without_nesting_rule`); `found`: the labelled pills a"
      " counted box is on (IoU ≥ 0.5), `on_pill`: the counted boxes on one; `as_read`: mAP of the detector's boxes"
      " at the size each photo's standing reading was made at, down to ultralytics' validation threshold, and"
-     " (`at_one_size`) of the same boxes read at `detect_size` alone.")
+     " (`at_one_size`) of the same boxes read at `detect_size` alone; `intervals`: 95 % intervals of the exact"
+     " count, `found` and `as_read`'s mAP@0.5 over the photos' `sources` (`grouped_interval`).")
     from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
@@ -500,6 +503,7 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
     reading, closer_read, farther_read = reading_args(d), 0, 0
     boxes = matched = 0  # the boxes counted, and those on a labelled pill (IoU 0.5)
+    each = dict(exact=[], found=[], pills=[], source=[])  # per photo, for the intervals
     ap = {'as_read': ([], []), 'one_size': ([], [])}  # (true positives, confidences) of every box, per photo
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
@@ -513,7 +517,10 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
             truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth); pills += n
             kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n)
             closer_read += max(sizes) > size; farther_read += min(sizes) < size
-            boxes += len(k); matched += len(match_boxes(b[k], truth))
+            m = len(match_boxes(b[k], truth)); boxes += len(k); matched += m
+            for key, v in dict(exact=len(k) == n, found=m, pills=n,
+                               source=(groups or {}).get(Path(f).name) or source_group(Path(f).name)).items():
+                each[key].append(v)
             at = dict(as_read=sizes[-1], one_size=size)  # the size of the reading that stood, and the detector's
             for px in dict.fromkeys(at.values()):  # its boxes down to the validator's floor, each size read once
                 with quiet_ultralytics(d.verbose):
@@ -521,7 +528,14 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                                          device=dev, verbose=False)[0]
                 tp, c = true_positives(r.boxes.xyxy.cpu().numpy(), truth), r.boxes.conf.cpu().numpy()
                 for key in (key for key, p in at.items() if p == px): ap[key][0].append(tp); ap[key][1].append(c)
-    return dict(photos=len(files), pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
+    tp, cf = ap['as_read']; n_true = np.asarray(each['pills'])
+    as_read = lambda i: average_precision(np.concatenate([tp[j] for j in i]), np.concatenate([cf[j] for j in i]),
+                                          int(n_true[i].sum()))['map50']
+    intervals = dict(count_exact=ratio_interval(each['exact'], np.ones(len(n_true)), each['source']),
+                     found=ratio_interval(each['found'], n_true, each['source']),
+                     map50_as_read=grouped_interval(as_read, each['source']))
+    return dict(photos=len(files), sources=len(set(each['source'])), intervals=intervals,
+                pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
                 closer=reading['closer'], closer_unsure=reading['unsure_share'], farther=reading['farther'],
                 read_closer=closer_read, read_farther=farther_read,
                 found=rate(matched, pills), on_pill=rate(matched, boxes),
@@ -532,18 +546,18 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
 # %% ../nbs/06_judge.evaluate.ipynb #f48014e0
 def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
                    out:str|Path, # an empty folder to write it in
-                  )->Path: # its data.yaml (split `val`)
+                  )->tuple: # (its data.yaml (split `val`), {image file name: the row's source photo})
     "A one-class YOLO tree of the photos in `rows`, for ultralytics' validator."
     out = Path(out); im, lb = out/'images'/'val', out/'labels'/'val'
-    im.mkdir(parents=True); lb.mkdir(parents=True)
+    im.mkdir(parents=True); lb.mkdir(parents=True); groups = {}
     for i, r in enumerate(rows.itertuples()):
         src, stem = Path(r.image), f'{i:05d}-{Path(r.image).stem}'  # numbered: two splits may share a name
-        link_file(src, im/f'{stem}{src.suffix.lower()}')
+        link_file(src, im/f'{stem}{src.suffix.lower()}'); groups[f'{stem}{src.suffix.lower()}'] = r.group
         (lb/f'{stem}.txt').write_text(yolo_label(r.bboxes, r.width, r.height))
     spec = {'path': str(out.resolve()), 'train': 'images/val', 'val': 'images/val',  # train: required
             'names': {0: 'pill'}}
     write_text(out/'data.yaml', yaml.safe_dump(spec))
-    return out/'data.yaml'
+    return out/'data.yaml', groups
 
 # %% ../nbs/06_judge.evaluate.ipynb #a81caf5f
 def _as_known(code:str, known:set)->str:
@@ -589,12 +603,15 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
      " answered 'unknown' where they do not (and where they do).")
     from fastprogress.fastprogress import progress_bar
     known, c, errors, gaps = pred.known_codes(), Counter(), [], {}
+    each = dict(found=[], pills=[], source=[])  # combo mode per photo, for the intervals
     combo = boxes and pred.has_detector
     rows = rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
-        for r, ks, bs in zip(pred.predict_batch(photos, 'combo', top_k=1) if combo else [], part.k_codes, part.bboxes):
+        for r, ks, bs, g in zip(pred.predict_batch(photos, 'combo', top_k=1) if combo else [], part.k_codes, part.bboxes,
+                                part.group):
             pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
             mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
+            for k, v in dict(found=len(mt), pills=len(ks), source=g).items(): each[k].append(v)
             c.update(photos=1, pills=len(ks), found=len(mt), known_pills=sum(k in known for k in ks),
                      named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
             for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
@@ -612,7 +629,10 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
     if errors:
         out['combo'] = dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
                             known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
-                            **count_rates(errors), **_open_rates(c, 'combo', gaps))
+                            **count_rates(errors), **_open_rates(c, 'combo', gaps), sources=len(set(each['source'])),
+                            intervals=dict(  # 95 %, resampling source photos
+                                count_exact=ratio_interval(np.asarray(errors) == 0, np.ones(len(errors)), each['source']),
+                                pill_recall=ratio_interval(each['found'], each['pills'], each['source'])))
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #e59e9dc6
@@ -631,9 +651,9 @@ def real_set_report(pred:Predictor, # from `Predictor.from_exp`
     if 'detector' in what and s['format'] == 'yolo' and pred.has_detector:
         weights = paths.detector/'detector.safetensors'
         with tempfile.TemporaryDirectory() as tmp:
-            data = real_yolo_tree(rows, tmp)
+            data, groups = real_yolo_tree(rows, tmp)
             det = evaluate_detector(pred.cfg, weights, data, 'val', name=f"real-{s['name']}")
-            det.update(count=detector_counts(pred.cfg, weights, data, 'val'), data=s['path'],
+            det.update(count=detector_counts(pred.cfg, weights, data, 'val', groups=groups), data=s['path'],
                        split='+'.join(s['splits']))
         pred.detector  # loaded, so its id is recorded
         res['detector'] = {**det, 'models': pred.models('combo')}
@@ -659,7 +679,10 @@ def real_table(reports:dict, # {name: `real_set_report` result}
         cb, sg = p.get('combo') or {}, p.get('single') or {}
         return {'photos': r['set']['photos'], 'pills': r['set']['pills'], 'detector mAP@0.5': d.get('map50'),
                 'detector count exact': (d.get('count') or {}).get('count_exact'),
+                'detector count exact 95%': interval_text(((d.get('count') or {}).get('intervals') or {}).get('count_exact')),
                 'combo pill recall': cb.get('pill_recall'), 'combo count exact': cb.get('count_exact'),
+                'combo count exact 95%': interval_text((cb.get('intervals') or {}).get('count_exact')),
+                'source photos': cb.get('sources'),
                 'combo count MAE': cb.get('count_mae'), 'combo top-1 (known drugs)': cb.get('pill_top1'),
                 'single found': sg.get('found'), 'single top-1 (known drugs)': sg.get('top1'),
                 'combo known called unknown': cb.get('known_called_unknown'),

@@ -83,6 +83,10 @@ def test_evaluate_detector_on_another_yolo_dataset(trained_exp, tmp_path):
     a = count['as_read']  # mAP of the boxes as combo mode read each photo, and of the same photos at one size
     assert 0 <= a['map50_95'] <= a['map50'] <= 1 and 'map50_as_read' in r.stdout
     if count['read_closer'] + count['read_farther'] == 0: assert a['at_one_size'] == {k: a[k] for k in ('map50', 'map50_95')}
+    assert 1 <= count['sources'] <= count['photos']  # 95 % intervals, resampling source photos (none with one photo)
+    assert set(count['intervals']) == {'count_exact', 'found', 'map50_as_read'}
+    for v in count['intervals'].values(): assert v is None or 0 <= v[0] <= v[1] <= 1
+    if count['sources'] > 1: assert 'count_exact 95%' in r.stdout and count['intervals']['count_exact'], r.stdout
 
 
 @pytest.mark.slow  # two evaluations and the gate, on a copy of the experiment
@@ -99,6 +103,9 @@ def test_real_sets_are_read_by_evaluate_and_judged_by_the_gate(trained_exp, tmp_
     assert 'combo count exact' in r.stdout and 'real:phone' in r.stdout, r.stdout
     rep = json.loads((exp/'reports'/'real'/'phone.json').read_text())
     assert rep['pipeline']['combo']['pills'] == 2 and rep['pipeline']['combo']['pill_top1'] is None  # US drugs: unknown here
+    combo = rep['pipeline']['combo']  # its intervals resample the set's source photos
+    assert combo['sources'] == 2 and set(combo['intervals']) == {'count_exact', 'pill_recall'}
+    assert all(0 <= v[0] <= v[1] <= 1 for v in combo['intervals'].values()) and 'combo count exact 95%' in r.stdout
     assert 'detector' in rep  # kept from the first run
     r = cli('gate', '--exp', exp, '--stage', '1', '--latency-photos', '2', real, 'device=cpu')
     g = json.loads((exp/'reports'/'stage_gate.json').read_text())
