@@ -70,6 +70,7 @@ def test_the_default_recipe_is_phone_ready(settings):
     assert 0 < cfg.detector.closer_unsure < 1  # ... and a photo boxed with no sure box
     assert 0 < cfg.detector.farther < 1  # and a close-up is read from farther too (single mode always, combo mode in doubt)
     assert cfg.pipeline.pill_check is True  # and a box on a fingertip does not
+    assert 0 < cfg.detector.edge < 0.05  # nor one on what the frame's edge cuts off
     if settings:  # the stages scale the scenes with the data
         stage = cfg.stages[settings[0].split('=')[1]]
         assert (cfg.data.paste_photos, cfg.data.wild_photos) == (stage.paste_photos, stage.wild_photos)
