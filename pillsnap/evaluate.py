@@ -499,11 +499,11 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
     size = detector_size(cfg, weights)  # as the predictor detects
     dev = yolo_device(pick_device(cfg.device))
-    kept, raw, pills, contain = [], [], 0, d.get('contain', CONTAIN)
+    kept, raw, contain = [], [], d.get('contain', CONTAIN)
     crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
     reading, closer_read, farther_read = reading_args(d), 0, 0
-    boxes = matched = 0  # the boxes counted, and those on a labelled pill (IoU 0.5)
-    each = dict(exact=[], found=[], pills=[], source=[])  # per photo, for the intervals
+    boxes = 0  # the boxes counted
+    each = dict(found=[], pills=[], source=[])  # per photo: labelled pills a counted box is on (IoU 0.5), pills, source
     ap = {'as_read': ([], []), 'one_size': ([], [])}  # (true positives, confidences) of every box, per photo
     for i in range(0, len(files), batch):
         part = files[i:i + batch]
@@ -514,11 +514,11 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
             res = detect_pills(model, ims, size, conf, crowd, floor, contain, **reading, iou=d.iou,
                                max_det=d.max_det, device=dev, verbose=False)
         for f, im, (b, s, k, sizes) in zip(part, ims, res):
-            truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth); pills += n
+            truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth)
             kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n)
             closer_read += max(sizes) > size; farther_read += min(sizes) < size
-            m = len(match_boxes(b[k], truth)); boxes += len(k); matched += m
-            for key, v in dict(exact=len(k) == n, found=m, pills=n,
+            boxes += len(k)
+            for key, v in dict(found=len(match_boxes(b[k], truth)), pills=n,
                                source=(groups or {}).get(Path(f).name) or source_group(Path(f).name)).items():
                 each[key].append(v)
             at = dict(as_read=sizes[-1], one_size=size)  # the size of the reading that stood, and the detector's
@@ -528,10 +528,11 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                                          device=dev, verbose=False)[0]
                 tp, c = true_positives(r.boxes.xyxy.cpu().numpy(), truth), r.boxes.conf.cpu().numpy()
                 for key in (key for key, p in at.items() if p == px): ap[key][0].append(tp); ap[key][1].append(c)
-    tp, cf = ap['as_read']; n_true = np.asarray(each['pills'])
+    tp, cf = ap['as_read']; n_true = np.asarray(each['pills'], int)
+    pills, matched = int(n_true.sum()), int(sum(each['found']))
     as_read = lambda i: average_precision(np.concatenate([tp[j] for j in i]), np.concatenate([cf[j] for j in i]),
                                           int(n_true[i].sum()))['map50']
-    intervals = dict(count_exact=ratio_interval(each['exact'], np.ones(len(n_true)), each['source']),
+    intervals = dict(count_exact=ratio_interval(np.asarray(kept) == 0, np.ones(len(kept)), each['source']),
                      found=ratio_interval(each['found'], n_true, each['source']),
                      map50_as_read=grouped_interval(as_read, each['source']))
     return dict(photos=len(files), sources=len(set(each['source'])), intervals=intervals,
@@ -612,7 +613,7 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
             pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
             mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
             for k, v in dict(found=len(mt), pills=len(ks), source=g).items(): each[k].append(v)
-            c.update(photos=1, pills=len(ks), found=len(mt), known_pills=sum(k in known for k in ks),
+            c.update(photos=1, known_pills=sum(k in known for k in ks),
                      named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
             for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
                                         r['pills'][p]['candidates'][0]['k_code'] == ks[t])
@@ -627,7 +628,8 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
                   known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single', gaps))
     out = dict(combo=None, single=single)
     if errors:
-        out['combo'] = dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
+        pills = sum(each['pills'])
+        out['combo'] = dict(photos=c['photos'], pills=pills, pill_recall=rate(sum(each['found']), pills),
                             known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
                             **count_rates(errors), **_open_rates(c, 'combo', gaps), sources=len(set(each['source'])),
                             intervals=dict(  # 95 %, resampling source photos
