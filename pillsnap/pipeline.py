@@ -217,20 +217,21 @@ def detect_pills(model, # an ultralytics YOLO
     far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every else [None] * len(images)
     out = []
     best = lambda rd: float(rd[1][rd[2]].max()) if len(rd[2]) else -1.0
+    read = lambda r: _reading(r, conf, crowd, floor, contain, edge)  # one ultralytics result, as combo mode counts it
     for im, r, f in zip(images, res, far):
-        b, s, k = _reading(r, conf, crowd, floor, contain, edge)
+        b, s, k = read(r)
         sizes, side = [size], _long_side(im)
         while True:
             nxt, doubt = closer_size(b[k], sizes[-1], side, size, closer, most), False
             if nxt is None and closer and unsure(s[k], conf, unsure_share):  # nothing boxed well: look closer too
                 nxt, doubt = next_size(sizes[-1], side, size, most), True
             if nxt is None: break
-            rd = _reading(predict_by_shape(model, [im], imgsz=nxt, conf=least, **kw)[0], conf, crowd, floor, contain, edge)
+            rd = read(predict_by_shape(model, [im], imgsz=nxt, conf=least, **kw)[0])
             if doubt and best(rd) <= best((b, s, k)): break  # no surer closer: the reading stands
             (b, s, k), sizes = rd, sizes + [nxt]
         if f is None and small and doubtful(s[k], conf, unsure_share):  # still unsure, or nothing boxed: a close-up?
             f = predict_by_shape(model, [im], imgsz=small, conf=least, **kw)[0]
-        if f is not None and best(fr := _reading(f, conf, crowd, floor, contain, edge)) > best((b, s, k)):
+        if f is not None and best(fr := read(f)) > best((b, s, k)):
             b, s, k = fr; sizes.append(small)  # a close-up's pill, too large for the detector at its size
         out.append((b, s, k, sizes))
     return out
