@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from .config import ConfigError, exp_config, exp_paths, flat_settings, run_config, start_run
 from .gates import measurements
 from .io import read_json, write_json
-from .detector import PILL_STARTS
+from .yolo import PILL_STARTS
 from .pretrained import STARTS, resolve_start
 
 # %% ../nbs/06b_judge.advisor.ipynb #c8f116f4

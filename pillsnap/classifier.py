@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['WISE_HEAD_CROPS', 'check_classifier', 'uses_margin', 'check_train_settings', 'training_loaders', 'training_callbacks',
-           'FloatImages', 'build_learner', 'build_classifier', 'save_predictions', 'load_predictions',
-           'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start', 'refit_head',
-           'wise_finish', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
+           'FloatImages', 'build_learner', 'save_predictions', 'load_predictions', 'evaluate_classifier',
+           'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start', 'refit_head', 'wise_finish',
+           'train_classifier', 'metrics_table', 'plot_confused_pairs']
 
 # %% ../nbs/04a_train.classifier.ipynb #9fd9b125
 import json, time, warnings
@@ -26,13 +26,13 @@ from .config import (Experiment, ConfigError, amp_dtype, code_version, dist_env,
                              seed_everything)
 from .schema import face_codes
 from .data import capped_rows
-from .pretrained import check_start, resolve_start, start_note
+from .pretrained import resolve_start
 from .crops import UnifiedPreprocessor
 from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights,
                               make_loader, make_loaders, PKSampler, ShardSampler, read_hard_cases, train_transforms,
                               weighted_sampler)
 from .prepare import ClassifierData, classifier_data
-from .model import (PillClassifier, check_checkpoint, create_backbone, find_checkpoint, load_checkpoint,
+from .model import (build_classifier, PillClassifier, check_checkpoint, create_backbone, find_checkpoint, load_checkpoint,
                             eval_batch, load_classifier, predict_logits, save_checkpoint, softmax_t)
 from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss,
@@ -280,21 +280,6 @@ def build_learner(cfg, # resolved settings
     learn.start_epoch_ = ck['epoch'] if ck else 0
     learn.schedule = lr_schedule(t.schedule, lr, t.epochs, t.warmup_epochs, t.pct_start)
     return learn
-
-# %% ../nbs/04a_train.classifier.ipynb #dd0a5789
-def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)
-                     n_classes:int, # the class map's size
-                     pre:UnifiedPreprocessor, # the preprocessing
-                     load_weights:bool=True, # load pretrained/local weights (False when a checkpoint follows)
-                    )->PillClassifier:
-    "The classifier the settings describe."
-    c = cfg.classifier
-    if load_weights:
-        check_start(c)
-        get_logger('classifier').info(start_note(c))
-    bb = create_backbone(c.model, n_classes, c.pretrained if load_weights else 'none',
-                         c.weights_path if load_weights else None, c.drop_rate)
-    return PillClassifier(bb, pre, 180 if cfg.loader.gpu_augment else 0, c.get('embed_dim') or 0)
 
 # %% ../nbs/04a_train.classifier.ipynb #61a16ff0
 def save_predictions(out_dir:str|Path, # a classifier's folder or its report's

@@ -227,7 +227,8 @@ def _evaluate_classifier(ex:Experiment, checkpoint, no_notebook:bool)->dict:
 # %% ../nbs/08b_run.cli.ipynb #7b28af81
 def _evaluate_detector(ex:Experiment, checkpoint, data:str|None, split:str)->dict:
     import pandas as pd
-    from pillsnap.detector import det_table, detector_data
+    from pillsnap.sources import detector_data
+    from pillsnap.detector import det_table
     from pillsnap.evaluate import detector_report, real_reports
     from pillsnap.pipeline import Predictor
     paths = ex.paths

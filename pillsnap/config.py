@@ -306,13 +306,14 @@ def require_experiment(root:str|Path, # the folder a command was given
 # %% ../nbs/00a_config.ipynb #02d74ef0
 def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
                overrides:list|dict=(), # `key=value` words or a mapping, over the snapshot
-               config:str|Path|None=None, # defaults an older snapshot lacks (default: the nearest config.yaml, if any)
+               config:str|Path|None=None, # defaults an older snapshot lacks (default: the package's own, wherever it runs)
                preset:str|None=None, # a preset of the snapshot to apply first
               )->AttrDict:
     "The settings of an existing experiment: its snapshot over the current defaults, then `overrides`."
     root = require_experiment(exp)
-    try: defaults = Path(config) if config else find_config()
-    except ConfigError: defaults = None
+    # one default per setting: what a snapshot lacks comes from the package's config.yaml, never from whatever
+    # config.yaml lies nearest the working folder (which would make an experiment read differently per folder)
+    defaults = Path(config) if config else PACKAGED_CONFIG if PACKAGED_CONFIG.is_file() else None
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
     settings = {'paths.exp_dir': str(root.resolve()), **overrides}
     return load_config(settings, path=root/'config.yaml', preset=preset, defaults=defaults)

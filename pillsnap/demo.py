@@ -19,7 +19,8 @@ from .render import make_drugs, render_wild
 from .synth import contact_sheet, synth_from
 from .prepare import prepare, split_table
 from .classifier import metrics_table, train_classifier
-from .detector import det_table, detector_data, train_detector
+from .sources import detector_data
+from .detector import det_table, train_detector
 from .evaluate import detector_report
 from .gates import stage_gate
 from .advisor import advise, menu_text

@@ -37,9 +37,11 @@ from .loaders import PillDataset, eval_transforms, make_loader
 from .aihub import yolo_label
 from .prepare import crop_kinds
 from .sources import real_rows, real_sets, source_group
-from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, label_of,
-                               predict_by_shape, quiet_ultralytics, recorded_conf, split_images, yolo_boxes, yolo_device)
-from .pipeline import CONTAIN, CROWD, CROWD_FLOOR, Predictor, detect_pills, load_image, reading_args
+from .sources import detector_data, label_boxes, label_of, split_images
+from .yolo import (box_threshold, build_detector, detector_size, evaluate_detector, predict_by_shape,
+                           quiet_ultralytics, recorded_conf, yolo_device)
+from .reading import Reading
+from .pipeline import Predictor, load_image
 from .io import atomic_write, link_file, read_json, write_json, write_text
 from .crops import build_cache
 
@@ -499,9 +501,8 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
     size = detector_size(cfg, weights)  # as the predictor detects
     dev = yolo_device(pick_device(cfg.device))
-    kept, raw, contain = [], [], d.get('contain', CONTAIN)
-    crowd, floor = int(d.get('crowd', CROWD) or 0), float(d.get('crowd_floor', CROWD_FLOOR))
-    reading, closer_read, farther_read = reading_args(d), 0, 0
+    kept, raw, reading = [], [], Reading.of(d)  # as the predictor reads a photo in combo mode
+    closer_read = farther_read = 0
     boxes = 0  # the boxes counted
     each = dict(found=[], pills=[], source=[])  # per photo: labelled pills a counted box is on (IoU 0.5), pills, source
     ap = {'as_read': ([], []), 'one_size': ([], [])}  # (true positives, confidences) of every box, per photo
@@ -511,10 +512,9 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
         if any(im is None for im in ims):
             raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
         with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
-            res = detect_pills(model, ims, size, conf, crowd, floor, contain, **reading, iou=d.iou,
-                               max_det=d.max_det, device=dev, verbose=False)
+            res = reading.read(model, ims, size, conf, iou=d.iou, max_det=d.max_det, device=dev, verbose=False)
         for f, im, (b, s, k, sizes) in zip(part, ims, res):
-            truth = yolo_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth)
+            truth = label_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth)
             kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n)
             closer_read += max(sizes) > size; farther_read += min(sizes) < size
             boxes += len(k)
@@ -536,8 +536,8 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
                      found=ratio_interval(each['found'], n_true, each['source']),
                      map50_as_read=grouped_interval(as_read, each['source']))
     return dict(photos=len(files), sources=len(set(each['source'])), intervals=intervals,
-                pills=pills, box_conf=conf, contain=contain, crowd=crowd, crowd_floor=floor,
-                closer=reading['closer'], closer_unsure=reading['unsure_share'], farther=reading['farther'],
+                pills=pills, box_conf=conf, contain=reading.contain, crowd=reading.crowd, crowd_floor=reading.floor,
+                closer=reading.closer, closer_unsure=reading.unsure_share, farther=reading.farther,
                 read_closer=closer_read, read_farther=farther_read,
                 found=rate(matched, pills), on_pill=rate(matched, boxes),
                 **count_rates(kept), without_nesting_rule=count_rates(raw),

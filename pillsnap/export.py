@@ -23,8 +23,9 @@ from .config import Experiment, ConfigError, JobFailed, exp_paths, get_logger, p
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
 from .retrieval import described, load_gallery, retrieval_dir
-from .detector import (box_threshold, build_detector, detector_data, detector_size, evaluate_detector, load_detector,
-                               recorded_conf, recorded_detect_size, quiet_ultralytics, split_images, yolo_device)
+from .sources import detector_data, split_images
+from .yolo import (box_threshold, build_detector, detector_size, evaluate_detector, load_detector,
+                           quiet_ultralytics, recorded_conf, recorded_detect_size, yolo_device)
 
 # %% ../nbs/07_ship.export.ipynb #66537b50
 class ExportError(JobFailed, RuntimeError):

@@ -418,7 +418,7 @@ def enrolled_top1(empty:Gallery, # the gallery to enrol into (copied, never chan
 # %% ../nbs/05b_infer.gallery.ipynb #de15408e
 def _enrol_embedder(cfg, d, trained:bool, embedder)->tuple:
     "(the model `few_shot` embeds with, what it is in words)."
-    from pillsnap.classifier import build_classifier
+    from pillsnap.model import build_classifier
     if not (embedder or trained):
         return build_classifier(cfg, len(d.class_map), d.pre), f'untrained start ({cfg.classifier.pretrained})'
     model, ck = load_classifier(find_checkpoint('best', exp_paths(embedder or cfg.paths.exp_dir).classifier))

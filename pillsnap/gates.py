@@ -17,7 +17,7 @@ import torch
 from .model import load_checkpoint
 from .config import ConfigError, Experiment, exp_config, exp_paths, get_logger
 from .data import load_manifest, pill_rows
-from .detector import load_detector
+from .yolo import load_detector
 from .evaluate import real_reports
 from .sources import real_sets
 from .io import read_json, write_json

@@ -126,8 +126,8 @@ def calibrated(exp, # an experiment (an `Experiment`, or its resolved settings) 
 
 def pill_checked(exp, # an experiment (an `Experiment`, or its resolved settings) whose classifier or detector is new
                 )->dict|None: # `build_pill_check`'s report; None when the experiment lacks a network or asks for no check
-    "Fit combo mode's pill check (`05e_infer.pipeline`) once the experiment has both networks."
-    from pillsnap.pipeline import build_pill_check
+    "Fit combo mode's pill check (`05f_infer.pipeline`) once the experiment has both networks."
+    from pillsnap.pill_check import build_pill_check
     exp = Experiment.of(exp)
     p = exp.paths
     if not (exp.cfg.pipeline.get('pill_check', True) and (p.classifier/'best.pt').is_file()

@@ -35,7 +35,7 @@ def _saved(exp):
 @pytest.mark.slow  # two training runs, one killed
 def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_weights(det_exp):
     import torch
-    from pillsnap.detector import detector_meta, load_detector
+    from pillsnap.yolo import detector_meta, load_detector
     cmd = [str(BIN/'pillsnap'), 'train-det', '--exp', str(det_exp), '--no-notebook', *TINY_DET, 'detector.epochs=3']
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -51,7 +51,7 @@ def test_train_det_killed_then_resumed_finishes_with_report_metrics_and_safe_wei
     log = (det_exp/'logs'/'train-det.log').read_text()
     assert 'resuming the detector' in log
     # both runs trained on every thread PyTorch has here, not ultralytics' cpu_count - 1
-    from pillsnap.detector import TORCH_THREADS
+    from pillsnap.yolo import TORCH_THREADS
     assert log.count(f'training on the CPU with {TORCH_THREADS} PyTorch threads') == 2, log
     assert len(list((det_exp/'runs').glob('train-det-*.ipynb'))) == 1
     m = json.loads((det_exp/'detector'/'metrics.json').read_text())
@@ -178,7 +178,7 @@ def test_a_detector_file_cannot_name_code(trained_exp, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
     from pillsnap.config import ConfigError
-    from pillsnap.detector import load_detector
+    from pillsnap.yolo import load_detector
     good, pwned = trained_exp[0]/'detector'/'detector.safetensors', tmp_path/'PWNED'
     assert load_detector(good).model.yaml['nc'] == 1
     with safe_open(str(good), 'pt') as f: meta = f.metadata()
@@ -197,7 +197,7 @@ def test_an_architecture_file_in_the_working_folder_is_not_used(tmp_path, monkey
     "ultralytics looks a bare architecture name up in the working folder first; pillsnap builds from ultralytics' own package."
     import yaml
     from ultralytics.utils import ROOT
-    from pillsnap.detector import build_detector
+    from pillsnap.yolo import build_detector
     pwned = tmp_path/'PWNED'
     planted = {**yaml.safe_load((ROOT/'cfg'/'models'/'11'/'yolo11.yaml').read_text()),
                'activation': f"__import__('os').system('touch {pwned}') or __import__('torch').nn.SiLU()"}
@@ -243,7 +243,8 @@ def test_resume_of_a_finished_run_changes_nothing(trained_exp, tmp_path):
 
 def test_training_afresh_over_a_trained_detector_needs_force(trained_exp, tmp_path):
     from pillsnap.config import ConfigError
-    from pillsnap.detector import check_detector, detector_data
+    from pillsnap.detector import check_detector
+    from pillsnap.sources import detector_data
     exp, kept, cfg = _copy(trained_exp, tmp_path)
     r = cli('train-det', '--exp', exp, '--no-notebook', *EXP_TINY, check=False)
     assert r.returncode == 2 and 'already has a trained detector' in r.stderr and 'pass --force' in r.stderr, r.stderr

@@ -69,7 +69,7 @@ def test_a_yolo_sources_data_yaml_refuses_aliases(tmp_path):
 
 
 def test_detector_yaml_reads_refuse_aliases_and_download_scripts(tmp_path):
-    from pillsnap.detector import split_images
+    from pillsnap.sources import split_images
     data = tmp_path/'data.yaml'
     data.write_text('names: {0: pill}\nval: &v images/val\ntest: *v\n')
     with pytest.raises(ConfigError, match=r'data.yaml:3 uses a YAML alias \(\*v\)'): split_images(data, 'val')
@@ -81,12 +81,12 @@ def test_detector_yaml_reads_refuse_aliases_and_download_scripts(tmp_path):
 
 
 def test_detector_data_and_resume_refuse_aliases(tmp_path, monkeypatch):
-    from pillsnap import detector
+    from pillsnap import detector, sources
     from pillsnap.config import load_config
     data, exp = tmp_path/'data.yaml', tmp_path/'exp'
     data.write_text('names: &n {0: pill}\nval: images/val\nother: *n\n')
     cfg = load_config({'paths.exp_dir': str(exp), 'detector.data_path': str(data), 'detector.resume': 'last'})
-    with pytest.raises(ConfigError, match='data.yaml:3 uses a YAML alias'): detector.detector_data(cfg)
+    with pytest.raises(ConfigError, match='data.yaml:3 uses a YAML alias'): sources.detector_data(cfg)
     data.write_text('names: {0: pill}\nval: images/val\n')
     wdir = exp/'detector'/'train'/'weights'; wdir.mkdir(parents=True); (wdir/'last.pt').write_bytes(b'')
     (wdir.parent/'args.yaml').write_text(f'save_dir: &d {wdir.parent}\nproject: *d\n')  # the record of a resumable run

@@ -46,12 +46,12 @@ def test_every_module_imports_only_earlier_chapters():
 
 
 def test_the_gate_sees_lazy_and_relative_imports():
-    order = {'config': '00a_config', 'io': '00_io', 'pipeline': '05e_infer.pipeline', 'export': '07_ship.export'}
+    order = {'config': '00a_config', 'io': '00_io', 'pipeline': '05f_infer.pipeline', 'export': '07_ship.export'}
     source = ('from .io import write_json\nfrom . import config\n'
               'def f():\n    from pillsnap.export import onnx_meta\n    import pillsnap.export\n')
     assert backward_violations(order, {'pipeline': source}) == [
-        'pillsnap/pipeline.py:4 imports export (07_ship.export), which does not come before 05e_infer.pipeline',
-        'pillsnap/pipeline.py:5 imports export (07_ship.export), which does not come before 05e_infer.pipeline']
+        'pillsnap/pipeline.py:4 imports export (07_ship.export), which does not come before 05f_infer.pipeline',
+        'pillsnap/pipeline.py:5 imports export (07_ship.export), which does not come before 05f_infer.pipeline']
     assert backward_violations(order, {'export': source.replace('export', 'pipeline')}) == []
 
 
@@ -71,14 +71,14 @@ def test_no_private_name_crosses_a_module():
     assert private_imports(modules) == []
 
 
-SERVING = ('model', 'metrics', 'runtime', 'retrieval', 'pipeline', 'export', 'release', 'serve')
+SERVING = ('model', 'yolo', 'metrics', 'runtime', 'retrieval', 'gallery', 'pipeline', 'export', 'release', 'serve')
 
 
 def test_what_serving_loads_never_imports_the_training_code():
     "The service, the packer, the exporter and the predictor stand on `model`: importing them loads neither fastai nor the training chapters."
     import subprocess, sys
     code = ('import sys\n' + ''.join(f'import pillsnap.{m}\n' for m in SERVING) +
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastai' or m in ('pillsnap.callbacks', 'pillsnap.classifier')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastai' or m in ('pillsnap.callbacks', 'pillsnap.classifier', 'pillsnap.detector')))")
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == '[]'
@@ -87,13 +87,14 @@ def test_what_serving_loads_never_imports_the_training_code():
 PARTS = {0: 'foundations', 1: 'synth', 2: 'data', 3: 'model', 4: 'train', 5: 'infer', 6: 'judge', 7: 'ship', 8: 'run'}
 MAY_USE = {'foundations': set(), 'synth': {'foundations'}, 'data': {'foundations', 'synth'},
            'model': {'foundations', 'data'}, 'train': {'foundations', 'synth', 'data', 'model'},
-           'infer': {'foundations', 'data', 'model', 'train'}, 'judge': {'foundations', 'data', 'model', 'train', 'infer'},
-           'ship': {'foundations', 'data', 'model', 'train', 'infer'},  # a release, an export or the service never runs a judgement
+           # serving loads models, never trains them: the predictor, the export and the service stand on `model`
+           'infer': {'foundations', 'data', 'model'}, 'judge': {'foundations', 'data', 'model', 'train', 'infer'},
+           'ship': {'foundations', 'data', 'model', 'infer'},  # a release, an export or the service never runs a judgement
            'run': set(PARTS.values())}
 
 
 def part_of(stem:str)->str:
-    "The part a chapter belongs to, by its number: `05e_infer.pipeline` → infer."
+    "The part a chapter belongs to, by its number: `05f_infer.pipeline` → infer."
     return PARTS[int(stem[:2])]
 
 
@@ -111,6 +112,10 @@ def part_violations(order:dict, modules:dict)->list:
 def test_every_part_uses_only_the_parts_below_it():
     order = book_order()
     assert {part_of(s) for s in order.values()} == set(PARTS.values())
+    # the predictor reaching into the training chapter is what the rule refuses
+    assert part_violations({'pipeline': '05f_infer.pipeline', 'detector': '04b_train.detector'},
+                           {'pipeline': 'from .detector import build_detector\n'}) == [
+        'pillsnap/pipeline.py:1 (infer) imports detector (train)']
     planted = {'export': 'from .evaluate import match_boxes\n'}
     assert part_violations({'export': '07_ship.export', 'evaluate': '06_judge.evaluate'}, planted) == [
         'pillsnap/export.py:1 (ship) imports evaluate (judge)']

@@ -20,7 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pillsnap.detector import detector_meta, load_detector, split_images
+from pillsnap.sources import split_images
+from pillsnap.yolo import detector_meta, load_detector
 from pillsnap.io import atomic_write, file_sha256, read_json
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from pillsnap.aihub import yolo_label
-from pillsnap.detector import label_of, split_images, yolo_boxes
+from pillsnap.sources import label_boxes, label_of, split_images
 from pillsnap.metrics import xyxy_to_xywh
 
 
@@ -40,7 +40,7 @@ def tile(size:tuple, files:list, k:int)->tuple:
     for j, f in enumerate(files):
         ox, oy = w * (j % k), h * (j // k)
         with Image.open(f) as im: out.paste(im.convert('RGB'), (ox, oy))
-        b = yolo_boxes(label_of(f), w, h)
+        b = label_boxes(label_of(f), w, h)
         if len(b): boxes.append(b + [ox, oy, ox, oy])
     return out, (np.concatenate(boxes) if boxes else np.zeros((0, 4)))
 
@@ -48,7 +48,7 @@ def tile(size:tuple, files:list, k:int)->tuple:
 def zoomed(f:Path, frac:float, side:int=640)->tuple|None:
     "(the photo cut to the square around its one pill that the pill spans `frac` of, resized to `side`; its box) or None."
     with Image.open(f) as im: im = im.convert('RGB')
-    b = yolo_boxes(label_of(f), im.width, im.height)
+    b = label_boxes(label_of(f), im.width, im.height)
     if len(b) != 1: return None
     x1, y1, x2, y2 = b[0]
     c = max(x2 - x1, y2 - y1) / frac

@@ -13,7 +13,7 @@ start's features are what "unknown" can reach. `settings` are `key=value` for bo
 import argparse, json
 from pathlib import Path
 
-from pillsnap.classifier import build_classifier
+from pillsnap.model import build_classifier
 from pillsnap.config import Experiment, exp_paths, pick_device
 from pillsnap.gallery import _real_threshold, _trained_gallery
 from pillsnap.model import find_checkpoint, load_classifier
