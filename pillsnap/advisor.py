@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['REAL_GAP', 'RULES', 'evidence', 'rec', 'rule_nan_loss', 'rule_oom', 'rule_weak_classification', 'rule_weak_detection',
            'rule_studio_recipe', 'rule_real_photos', 'rule_overfitting', 'rule_plateau', 'rule_imbalance',
-           'rule_data_loading', 'rule_headroom', 'rule_calibration', 'rule_lookalikes', 'rule_hard_cases',
-           'rule_proceed', 'advise', 'next_commands', 'menu_text', 'apply_recommendation', 'AdvisorMenu', 'run_command']
+           'rule_data_loading', 'rule_headroom', 'rule_calibration', 'rule_open_set', 'rule_lookalikes',
+           'rule_hard_cases', 'rule_proceed', 'advise', 'next_commands', 'menu_text', 'apply_recommendation',
+           'AdvisorMenu', 'run_command']
 
 # %% ../nbs/06b_judge.advisor.ipynb #72f76518
 import shlex, subprocess, sys, time
@@ -248,6 +249,32 @@ def rule_calibration(ev):
     return rec('calibration', 'confidences stay off after calibration: label smoothing',
                f'calibrated ECE {ece:.3f} (> 0.05)', {'train.label_smoothing': 0.1})
 
+# %% ../nbs/06b_judge.advisor.ipynb #3bedd416
+def rule_open_set(ev):
+    ("Never-seen pills named as known drugs: measure it, choose the threshold for the stated risk, and say when both"
+     " promises cannot be kept.")
+    m, r, d = ev['measured'], ev['cfg'].retrieval, ev['cfg'].data
+    f = exp_paths(ev['exp']).reports/'retrieval.json'
+    if 'known_refused' not in m: return None  # no gallery built
+    if 'never_seen_unknown' not in m:
+        return rec('open_set', 'never-seen pills are not measured: hold drugs out of training',
+                   'reports/retrieval.json has no drug held out of training: how often a drug the models never saw is '
+                   'named is unknown', {'split.holdout_drugs': 0.05}, files=[f])
+    through, refused = 1 - m['never_seen_unknown'], m['known_refused']
+    if through > r.max_false_accept + 0.02:
+        return rec('open_set', f'{through:.0%} of never-seen pills are named: choose the threshold on phone-like '
+                   'photos of them', f"{through:.1%} of the held-out drugs' pills pass the 'unknown' threshold "
+                   f"(retrieval.max_false_accept {r.max_false_accept:.0%}): too few never-seen photos chose it",
+                   {'data.paste_holdout_photos': 200}, files=[f])
+    if refused > 1 - r.target_tar + 0.02:
+        return rec('open_set', f'keeping never-seen pills out refuses {refused:.0%} of known ones: train on more '
+                   'phone-like photos', f"at most {r.max_false_accept:.0%} of never-seen pills let through costs "
+                   f"{refused:.1%} of known pills refused (retrieval.target_tar {r.target_tar:.0%} allows "
+                   f"{1 - r.target_tar:.0%}); or accept more never-seen pills through with a higher "
+                   "retrieval.max_false_accept",
+                   {'data.paste_photos': 2 * int(d.paste_photos or 500)}, files=[f])
+    return None
+
 # %% ../nbs/06b_judge.advisor.ipynb #84b00fc0
 def rule_lookalikes(ev):
     "Mistakes concentrated on look-alike pairs: learn the imprint as well."
@@ -293,8 +320,8 @@ def rule_proceed(ev):
 
 # %% ../nbs/06b_judge.advisor.ipynb #ce7171ad
 RULES = [rule_nan_loss, rule_oom, rule_weak_classification, rule_weak_detection, rule_studio_recipe,
-         rule_real_photos, rule_overfitting, rule_plateau, rule_lookalikes, rule_hard_cases, rule_calibration,
-         rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
+         rule_real_photos, rule_overfitting, rule_plateau, rule_lookalikes, rule_hard_cases, rule_open_set,
+         rule_calibration, rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
 
 # %% ../nbs/06b_judge.advisor.ipynb #119f0c40
 def advise(exp:str|Path, # a trained experiment

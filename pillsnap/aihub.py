@@ -121,6 +121,7 @@ LABEL_MAX_BYTES = 1 << 20  # a label is a few kB: a larger file is refused unrea
 MAX_BOXES = 500  # pills in one photo: a heap holds dozens, and 200,000 boxes kept the crop cache busy for minutes
 MAX_SIDE = 65_535  # pixels: the largest JPEG; a wider or taller photo is a damaged label (10**20 overflowed later)
 
+# %% ../nbs/02_data.aihub.ipynb #5aec40eb
 def parse_label(path:str|Path, # a label JSON file
                 folder_code:str|None=None, # the K-code its folder names (the identity of last resort)
                )->dict: # k_code, file_name, width, height, bboxes, capture fields, record
@@ -527,6 +528,7 @@ def _oversize(size:int, # bytes unpacked (declared, or written so far)
     if size > 1 << 20 and size > MEMBER_MAX_RATIO * packed:
         return f'a zip bomb: {packed:,} bytes unpack to {size:,}, compressed more than {MEMBER_MAX_RATIO}:1 — refused'
 
+# %% ../nbs/02_data.aihub.ipynb #b0523ca2
 def _copy_member(zf:zipfile.ZipFile, info:zipfile.ZipInfo, target:Path, archive:str)->str|None:
     "Extract one member through a temp file, checked by size, ratio and CRC-32; the reason (with the fix) when refused."
     if why := _oversize(info.file_size, info.compress_size): return why

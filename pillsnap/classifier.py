@@ -77,6 +77,7 @@ def uses_margin(cfg)->bool:
 # %% ../nbs/04a_train.classifier.ipynb #e8b9941c
 def _plain(obj): return json.loads(json.dumps(obj2dict(obj), default=str))
 
+# %% ../nbs/04a_train.classifier.ipynb #9abcc01f
 def check_train_settings(cfg,
                          world:int|None=None, # processes sharing each batch (default: this launch's)
                         ):
@@ -447,6 +448,7 @@ def _pooled(model:PillClassifier, ds, device, batch:int)->tuple:
         feats.append(model.pooled_logits(xb.to(device))[1]); ys.append(yb.to(device))
     return torch.cat(feats), torch.cat(ys)
 
+# %% ../nbs/04a_train.classifier.ipynb #e585b58e
 def refit_head(model:PillClassifier, # the classifier whose head is fitted again (in place)
                ds, # a dataset of (crop, class index): training crops with evaluation transforms
                device=None, # where (default: the model's)
@@ -470,7 +472,6 @@ def refit_head(model:PillClassifier, # the classifier whose head is fitted again
         after = float(loss())
         head.weight.copy_(w.to(head.weight)); head.bias.copy_(b.to(head.bias))
     return dict(crops=len(y), loss_before=round(before, 4), loss_after=round(after, 4))
-
 
 # %% ../nbs/04a_train.classifier.ipynb #0e52c22f
 WISE_HEAD_CROPS = 64  # training crops per drug the refitted head learns from

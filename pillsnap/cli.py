@@ -388,19 +388,11 @@ def photos_and_settings(words:tuple)->tuple:
     settings = [w for w in words if _SETTING.match(w) and not Path(w).exists()]
     return [w for w in words if w not in settings], settings
 
-# %% ../nbs/08b_run.cli.ipynb #9cca2da0
-def _not_prescribed(results:list)->list:
-    "What `predict --expect` says of each pill that is not on the prescription."
-    def said(r, i, p):
-        if p.get('status') == 'unknown': return f"{r['image']} pill {i + 1} is unknown"
-        name = f" ({p['best_match'].get('dl_name')})" if p['best_match'].get('dl_name') else ''
-        return f"{r['image']} pill {i + 1} looks like {p['best_match']['k_code']}{name}"
-    return [said(r, i, p) for r in results for i, p in enumerate(r['pills']) if p.get('expected') is False]
-
 # %% ../nbs/08b_run.cli.ipynb #ec3ae769
 def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None, lang:str)->tuple:
     "([answer], [(photo, why unreadable)]) for `predict`."
-    from pillsnap.pipeline import ImageError, draw_prediction
+    from pillsnap.answer import draw_prediction
+    from pillsnap.pipeline import ImageError
     one, results, failed = len(images) == 1 or same_pill, [], []
     for f in images[:1] if same_pill else images:
         try: r = pred.predict_sides(*images, expect=expect) if same_pill else pred.predict(f, mode, expect=expect)
@@ -415,23 +407,18 @@ def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None,
     return results, failed
 
 # %% ../nbs/08b_run.cli.ipynb #5098107b
-def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect):
-    from pillsnap.pipeline import prediction_table
+def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, lang:str='en'):
+    "`pillsnap predict`'s output: the JSON schema, or each answer's lines (`answer_lines`); the prescription's misses."
+    from pillsnap.answer import answer_lines, not_prescribed
     if json_out:
         answer = results[0] if one else results + [{'image': str(f), 'error': why} for f, why in failed]
         print(json.dumps(answer, indent=1, ensure_ascii=False))
     else:
-        for r in results:
-            sides = f" + {r['back_image']} — single mode, both sides" if 'back_image' in r else f" — {r['mode']} mode"
-            print(f"{r['image']}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
-                  (f"; hint: {r['hints']['reason']}" if r['hints']['combo_recommended'] else '') +
-                  (f"; {r['hints']['photo_warning']}" if r['hints'].get('photo_warning') else ''))
-            if r['pills']: print(prediction_table(r).to_string(index=False))
-            if 'drawn' in r: print(f"  drawn: {r['drawn']}")
+        for r in results: print('\n'.join(answer_lines(r, lang)))
     if results and (missed := (results[0].get('prescription') or {}).get('unmatched')):
         print(f"  not matched in the prescription: {', '.join(missed)} (no drug of this experiment by that code "
               "or name)", file=sys.stderr)
-    if expect and (unexpected := _not_prescribed(results)):
+    if expect and (unexpected := not_prescribed(results)):
         print('  NOT ON THE PRESCRIPTION: ' + '; '.join(unexpected), file=sys.stderr)
 
 # %% ../nbs/08b_run.cli.ipynb #997dca67
@@ -443,7 +430,7 @@ def pillsnap_predict(
     top_k:int=None, # candidates per pill (default: pipeline.top_k)
     json_out:store_true=False, # print the prediction schema as JSON (also: --json)
     draw:str=None, # write the photo with boxes and names here (a folder when several photos are given)
-    lang:str='en', # --draw's labels: en, or ko (Korean names and words, in NanumGothic)
+    lang:str='en', # the drawing's labels and the advice's words: en, or ko (Korean names and words, in NanumGothic)
     checkpoint:str='best', # classifier checkpoint: best, last or a path
     backend:str=None, # torch, onnx or onnx-int8 (the files of pillsnap export; default: pipeline.backend)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
@@ -470,7 +457,7 @@ def pillsnap_predict(
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang)
-    _print_answers(results, failed, json_out, one, expect)
+    _print_answers(results, failed, json_out, one, expect, lang)
     if failed:
         reasons = '; '.join(f'{f} ({why})' for f, why in failed)
         raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read '

@@ -29,6 +29,7 @@ PREPROCESS_VERSION = 'unified-1'
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKGROUNDS = ('keep', 'flat')  # `classifier.background`: the crop around the padded box as photographed, or one flat colour
 
+# %% ../nbs/02c_data.crops.ipynb #9f431b11
 class UnifiedPreprocessor:
     "Crop around a pill, resize, optionally equalise, normalise — the same everywhere."
     def __init__(self, img_size:int=384, # side of the model input
@@ -118,6 +119,7 @@ def crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
                               ring=int((cs - cs / self.margin) / 2))  # what the margin adds: never the padded box
     return equalize(out) if self.clahe else out
 
+# %% ../nbs/02c_data.crops.ipynb #391a108f
 def flatten_outside(img:Image.Image, # a crop
                     box, # (x1, y1, x2, y2) in its pixels: the part kept
                     soft:float=2.0, # px over which the edge blends
@@ -146,7 +148,6 @@ def equalize(img:Image.Image)->Image.Image:
     lab = cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
-
 
 # %% ../nbs/02c_data.crops.ipynb #a0d0f219
 class BatchNormalize(torch.nn.Module):
@@ -205,6 +206,7 @@ def _cache_chunk(job):
     atomic_write(part.with_suffix('.npy'), lambda tmp: tmp.write_bytes(_npy_bytes(offsets)))
     return skips
 
+# %% ../nbs/02c_data.crops.ipynb #d26305bf
 def _chunk_problem(job)->str|None:
     "Why chunk k of a cache folder must be (re)built: 'not built', or what is damaged; None if it matches its record."
     out, k, n = job
@@ -224,6 +226,7 @@ def _chunk_problem(job)->str|None:
 _KEY_NAMES = dict(version='preprocessing', rows='rows', rows_sha256='rows', chunk='chunk size', quality='JPEG quality',
                   format='file format')
 
+# %% ../nbs/02c_data.crops.ipynb #f4583eaa
 def build_cache(rows:pd.DataFrame, # from `pill_rows` (uses image and bbox, keyed by position)
                 root:str|Path, # dataset root the image paths are relative to
                 pre:UnifiedPreprocessor, # how to crop

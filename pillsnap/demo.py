@@ -25,7 +25,8 @@ from .evaluate import detector_report
 from .gates import stage_gate
 from .advisor import advise, menu_text
 from .export import export_experiment, export_table
-from .pipeline import Predictor, draw_prediction, prediction_table
+from .answer import draw_prediction, prediction_table
+from .pipeline import Predictor
 from .stages import calibrated, pill_checked, run_job
 
 # %% ../nbs/08a_run.demo.ipynb #dd823499
@@ -172,8 +173,8 @@ def demo_predictions(exp)->dict:
         write_json(paths.reports/f'predict-{mode}.json', r)
         draw_prediction(photo, r, paths.reports/f'predict-{mode}.png')
         log.info(f"{mode} photo {photo.name}: truth {', '.join(truth)}; predicted " +
-                 ', '.join(f"{p['candidates'][0]['k_code']} ({p['candidates'][0]['confidence']:.2f})"
-                           for p in r['pills']))
+                 ', '.join(f"{c['k_code']} ({c['confidence']:.2f}, {p.get('status', 'no status')})"
+                           for p in r['pills'] for c in p['candidates'][:1]))
         out[f'{mode} prediction'] = paths.reports/f'predict-{mode}.json'
         out[f'{mode} drawn'] = paths.reports/f'predict-{mode}.png'
     out.update(demo_wild(exp, pred))
@@ -201,10 +202,10 @@ def demo_wild(exp, pred)->dict:
     r.update(image=str(photo), truth=truth)
     write_json(paths.reports/'predict-wild.json', r)
     draw_prediction(photo, r, paths.reports/'predict-wild.png')
-    found = [p['candidates'][0]['k_code'] for p in r['pills']]
+    found = [p['candidates'][0]['k_code'] for p in r['pills'] if p.get('status', 'identified') == 'identified']
     log.info(f"wild-scene photo (rendered now, never trained on): truth {', '.join(truth)}; "
-             f"predicted {', '.join(found) or 'nothing'} — "
-             f"{len(set(found) & set(truth))} of {len(truth)} identified")
+             f"identified {', '.join(found) or 'nothing'} of {len(r['pills'])} pill(s) found — "
+             f"{len(set(found) & set(truth))} of {len(truth)} named right")
     return {'wild prediction': paths.reports/'predict-wild.json', 'wild drawn': paths.reports/'predict-wild.png'}
 
 # %% ../nbs/08a_run.demo.ipynb #aed103c3

@@ -482,6 +482,7 @@ def detector_report(exp, # an experiment with a detector (an `Experiment`, or it
 # %% ../nbs/06_judge.evaluate.ipynb #b41d3944
 AP_CONF, AP_MAX_DET = 0.001, 300  # ultralytics' validator's confidence floor and boxes per photo
 
+# %% ../nbs/06_judge.evaluate.ipynb #396be64b
 def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
                     weights:str|Path, # detector.safetensors (or an ultralytics .pt)
                     data:str|Path, # a YOLO data.yaml

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['WHITENINGS', 'REAL_MODES', 'REAL_MODE_PILLS', 'REAL_SHOTS', 'whitening', 'whitener', 'fit_scale', 'unknown_by_drug',
-           'different_photos', 'real_open_set', 'embed_rows', 'build_gallery', 'enrolled_top1', 'few_shot',
-           'search_latency']
+           'different_photos', 'real_open_set', 'embed_rows', 'serving_report', 'build_gallery', 'enrolled_top1',
+           'few_shot', 'search_latency']
 
 # %% ../nbs/05b_infer.gallery.ipynb #21704c84
 import math, time
@@ -27,7 +27,8 @@ from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets, source_group
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
-                                described, descriptor_words, farther, open_score, open_set, quantile_hd, REAL_TAR)
+                                described, descriptor_words, farther, open_score, open_set, at_threshold, quantile_hd,
+                                REAL_TAR)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -92,6 +93,7 @@ def different_photos(order:np.ndarray, # positions of one drug's pills, in the o
     "The pills of `order` from different photos, as a user's photos of a drug are."
     return order[~pd.Series(np.asarray(groups)[order]).duplicated().to_numpy()]
 
+# %% ../nbs/05b_infer.gallery.ipynb #6bed8ee9
 def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, never changed
                   emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim): `quarter_turns`
                   codes, # (n,) each pill's drug
@@ -282,7 +284,7 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: #
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
         unknown = g.open_scores(g.scores(h_emb)).numpy() if len(h_pos) else None
     best = g.open_scores(s).numpy()
-    return {**open_set(best, unknown, cfg.retrieval.target_tar), 'pills': len(pos),
+    return {**open_set(best, unknown, cfg.retrieval.target_tar, cfg.retrieval.max_false_accept), 'pills': len(pos),
             'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}, best
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227
@@ -312,6 +314,24 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
               photos=len(files))
     return g
 
+# %% ../nbs/05b_infer.gallery.ipynb #882510ea
+def serving_report(known:np.ndarray, # open-set scores of the studio validation photos of known drugs
+                   unknown:np.ndarray|None, # ... of the held-out drugs' studio photos (None: none held out)
+                   studio:dict, # `open_set` of those two: the threshold studio photos choose
+                   phone:dict|None, # `open_set` of the phone-like ones (`_phone_threshold`): it serves, if any
+                   r, # the `retrieval` settings
+                  )->dict:
+    ("The top of `retrieval.json`: the threshold that serves, how it was chosen, and the studio photos' numbers **at"
+     " that threshold** (the phone-like photos' are in `phone_val`, at the same one); the studio photos' own choice is"
+     " only named.")
+    serving = phone if phone is not None else studio  # trained drugs: phone-like photos over studio ones
+    out = {**at_threshold(known, unknown, serving['threshold']), 'chosen_by': serving['chosen_by'],
+           'target_tar': r.target_tar, 'max_false_accept': r.max_false_accept,
+           'threshold_from': 'phone-like validation photos (data.paste_val_photos)' if phone is not None
+                             else 'studio validation photos'}
+    if phone is not None: out.update(phone_val=phone, studio_threshold=studio['threshold'])
+    return out
+
 # %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
 def _build_gallery(cfg, checkpoint:str)->tuple:
     "The gallery of a trained experiment and its report (`build_gallery` without the lock and the writing)."
@@ -333,15 +353,13 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
                               if len(held) else (None, None, None))
     h_scores = g.scores(h_emb) if h_emb is not None else None
     h_best = g.open_scores(h_scores).numpy() if h_scores is not None else None
-    report = open_set(g.open_scores(v_scores).numpy(), h_best, r.target_tar)
-    g.meta.update(threshold=report['threshold'], min_margin=float(r.min_margin), open_set=dict(report))
+    known, max_far = g.open_scores(v_scores).numpy(), r.max_false_accept
+    studio = open_set(known, h_best, r.target_tar, max_far)
+    g.meta.update(min_margin=float(r.min_margin))
+    phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
+    report = serving_report(known, h_best, studio, phone, r)
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'], g.cohort)
-    phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
-    studio, report['threshold_from'] = report['threshold'], 'studio validation photos'
-    if phone is not None:  # trained drugs: phone-like photos over studio ones
-        report.update(threshold=phone['threshold'], phone_val=phone,
-                      threshold_from='phone-like validation photos (data.paste_val_photos)')
     real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None,
                            report['threshold'])
     g.meta.update(threshold=report['threshold'], threshold_from=report['threshold_from'],
@@ -356,7 +374,7 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     else: g.calibrate_enrolled()  # on the enrolled photos themselves when there are enough, else the trained drugs'
     report.update({k: g.meta[k] for k in ('enrolled_threshold', 'enrolled_threshold_from')})
     if 'enrolment_open_set' in g.meta: report['enrolment_open_set'] = g.meta['enrolment_open_set']
-    if phone or real: report['studio_threshold'] = studio
+    if real and not phone: report['studio_threshold'] = studio['threshold']
     v_p_cls, v_truth = torch.as_tensor(softmax_t(v_logits.numpy(), T)), d.val.k_code.values[v_pos]
     v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'])
     top1 = lambda named: round(float(np.mean(np.array(named) == v_truth)), 4)
@@ -387,8 +405,9 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
         g, report = _build_gallery(cfg, checkpoint)
         g.save(retrieval_dir(paths.root))
     write_json(paths.reports/'retrieval.json', report)
-    measured = (f", AUROC {report['auroc']:.3f}, false accepts {report['far']:.1%}"
-                f" on {report['held_out_photos']} photos of held-out drugs" if 'auroc' in report
+    measured = (f"; at it, studio photos: AUROC {report['auroc']:.3f}, {report['far']:.1%} of "
+                f"{report['held_out_photos']} photos of held-out drugs let through, {1 - report['tar']:.1%} of known "
+                "drugs' refused" if 'auroc' in report
                 else ' (no held-out drugs to measure it: split.holdout_drugs)')
     log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"
              f" unknown below {g.score_words} {report['threshold']:.3f} (chosen on {report['threshold_from']})"

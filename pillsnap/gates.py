@@ -198,8 +198,7 @@ def measurements(exp:str|Path, # a trained experiment
     _training_measurements(paths, t, train_file, put)
     _latency_measurements(paths.reports/'latency.json', lat, put)
     _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(exp_config(paths.root))], put)
-    put('phone_pill_top1', (_read(paths.reports/'retrieval.json').get('phone_val') or {}).get('classifier_top1'),
-        paths.reports/'retrieval.json')  # the classifier on phone-like validation pills (data.paste_val_photos)
+    _retrieval_measurements(paths.reports/'retrieval.json', put)
     return m, ev
 
 # %% ../nbs/06a_judge.gates.ipynb #fc2aee4f
@@ -215,6 +214,20 @@ def _real_measurements(paths, names:list, put):
                         ('real_single_top1', (p.get('single') or {}).get('top1'))):
             if v is not None and (name not in got or v < got[name][0]): got[name] = (v, f)
     for name, (v, f) in got.items(): put(name, v, f)
+
+# %% ../nbs/06a_judge.gates.ipynb #12bfbb89
+def _retrieval_measurements(f:Path, # the experiment's reports/retrieval.json (`build_gallery`)
+                            put):
+    ("The gallery's numbers, all at the threshold that serves: never-seen pills answered unknown, known pills refused"
+     " and the AUROC — on the photos that chose the threshold (phone-like where there were some, else studio) — and the"
+     " classifier's top-1 on phone-like validation pills (data.paste_val_photos).")
+    r = _read(f)
+    if not r: return
+    phone = r.get('phone_val') or {}
+    put('phone_pill_top1', phone.get('classifier_top1'), f)
+    on = phone if 'far' in phone else r  # never-seen pills photographed like the queries, where there are some
+    if 'far' in on: put('never_seen_unknown', round(1 - on['far'], 4), f); put('unknown_auroc', on.get('auroc'), f)
+    if 'tar' in (phone or r): put('known_refused', round(1 - (phone or r)['tar'], 4), f)
 
 # %% ../nbs/06a_judge.gates.ipynb #7b813064
 def mandatory_checks(exp:str|Path, # a trained experiment

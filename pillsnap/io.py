@@ -214,6 +214,7 @@ def iter_files(top:str|Path, # folder to walk
             if folder: (links if e.is_symlink() else dirs).append(e.path)
             else: yield e.path
 
+# %% ../nbs/00_io.ipynb #fdea0cae
 def walk_files(top:str|Path, hidden:bool=True)->list:
     "`iter_files` as a list."
     return list(iter_files(top, hidden))

@@ -137,10 +137,10 @@ def ratio_interval(num, # per photo: what is counted (pills found; 1 for a photo
     num, den = np.asarray(num, float), np.asarray(den, float)
     return grouped_interval(lambda i: num[i].sum() / max(den[i].sum(), 1e-12), groups, level, n, seed)
 
+# %% ../nbs/03b_metrics.ipynb #3841b46d
 def interval_text(v:list|None)->str|None:
     "An interval as a report's tables print it: '0.333–0.806'."
     return f'{v[0]:.3f}–{v[1]:.3f}' if v else None
-
 
 # %% ../nbs/03b_metrics.ipynb #cffe588b
 def calibration_bins(confidence:np.ndarray, # top-1 probability per image

@@ -132,6 +132,7 @@ def _pool(f:torch.Tensor, pool:str)->torch.Tensor:
     f = f.float()
     return f.mean((2, 3)) if pool == 'avg' else f.clamp(min=1e-6).pow(GEM_P).mean((2, 3)).pow(1 / GEM_P)
 
+# %% ../nbs/03a_model.ipynb #f05f89d5
 def describe(backbone:nn.Module, # the classifier's timm model
              x:torch.Tensor, # (n, 3, s, s) its normalised input
              f:torch.Tensor, # the feature map of `x` (`forward_features`)
@@ -217,6 +218,7 @@ def eval_batch(device, # where the model runs
      " faster than a large batch's (a GPU wants the large batch).")
     return min(batch, CPU_BATCH) if torch.device(device).type == 'cpu' else batch
 
+# %% ../nbs/03a_model.ipynb #46baf0cb
 def softmax_t(logits, # (n, classes) logits
               temperature:float=1.0, # the checkpoint's calibration (`06_judge.evaluate`); 1: none
              )->np.ndarray:

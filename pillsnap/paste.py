@@ -125,6 +125,7 @@ def _wild_job(job):
     return dict(image=str(path), kind='combo', code=f'wild:{i}', k_codes=[],
                 bboxes=[[float(v) for v in b] for b in boxes], width=size[0], height=size[1])
 
+# %% ../nbs/01c_synth.paste.ipynb #5f8f01ac
 def wild_dataset(out:str|Path, # folder for the photos
                  n:int, # photos to make
                  size:tuple=(480, 640), # (width, height)

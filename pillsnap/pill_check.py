@@ -42,6 +42,7 @@ def scene_boxes(truth:np.ndarray, # the photo's labelled pills, (n, 4) xyxy (may
         if not len(truth) or box_iou(b, truth).max() < 0.1: out.append(b[0])
     return np.array(out).reshape(-1, 4)
 
+# %% ../nbs/05g_infer.pill_check.ipynb #01e54c3d
 def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and classifier)
                data:str|Path, # a YOLO data.yaml
                split:str, # its split
@@ -77,6 +78,7 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
     if not emb: return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
     return np.concatenate(emb), np.concatenate(iou), np.concatenate(conf)
 
+# %% ../nbs/05g_infer.pill_check.ipynb #a3d97061
 def fit_pill_check(train:tuple, # `pill_boxes` of the training photos
                    val:tuple, # ... and of the validation photos
                    box_conf:float, # the detector's box threshold: the validation boxes combo mode would count
@@ -106,6 +108,7 @@ def fit_pill_check(train:tuple, # `pill_boxes` of the training photos
     check.meta.update(report)
     return check, report
 
+# %% ../nbs/05g_infer.pill_check.ipynb #ed136746
 def build_pill_check(exp, # an experiment with a trained classifier and detector (folder or `Experiment`)
                      photos:int|None=None, # photos per split to fit and tune on (default: `pipeline.pill_check_photos`)
                     )->dict: # the report: boxes of each kind, threshold, validation pills kept, others refused; or why not
@@ -129,4 +132,3 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
              f'{report["val_pills_kept"]:.1%} of the validation pills' + (f' and refuses {report["val_other_refused"]:.1%} of '
              f'{report["val_other"]} boxes on nothing' if report['val_other_refused'] is not None else '') + f' ({folder/PILL_CHECK})')
     return {'fitted': True, **report}
-

@@ -50,6 +50,7 @@ def _boxes(m:pd.DataFrame)->tuple:
     pixels = (m.width.to_numpy(np.int64) * m.height.to_numpy(np.int64))[pc.list_parent_indices(bboxes).to_numpy()]
     return boxes, boxes[:, 2] * boxes[:, 3] / pixels
 
+# %% ../nbs/02e_data.prepare.ipynb #4e759a17
 def summarize_dataset(manifests:dict, # {split: manifest}
                       report:dict|None=None, # the index report (orphans, duplicates, bad labels)
                       skips:dict|None=None, # {reason: count} of unreadable photos seen so far
@@ -313,6 +314,7 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
 # each split's pasted photos: their folder and manifest
 PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}
 
+# %% ../nbs/02e_data.prepare.ipynb #60c846af
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`; held-out drugs: "
      "`data.paste_holdout_photos`; made only beside training's), cut from its own single-pill photos; made once per "
@@ -340,6 +342,7 @@ def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     write_parquet(rows[list(MANIFEST_COLUMNS)], path); write_json(rec, key)
     return True
 
+# %% ../nbs/02e_data.prepare.ipynb #2e44aa76
 def pasted_val(data_dir:str|Path, # an experiment's data folder
                split:str='val', # 'val', or 'holdout': the drugs held out of training
               )->pd.DataFrame|None: # one row per pill (`pill_rows`), or None when none were made

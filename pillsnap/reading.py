@@ -95,6 +95,7 @@ def crowded(scores:np.ndarray, # (n,) a photo's box confidences
     "Whether a photo's boxes make a crowd: `crowd` or more of them at the box threshold or above."
     return bool(crowd) and int((np.asarray(scores) >= conf).sum()) >= crowd
 
+# %% ../nbs/05e_infer.reading.ipynb #15d99e71
 def pills_in_context(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gave them (down to `floor` or lower)
                      scores:np.ndarray, # (n,) their confidences
                      conf:float, # the box threshold
@@ -119,7 +120,6 @@ def pills_in_context(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gav
         keep |= (scores >= floor) & (area >= mid / band) & (area <= mid * band)
     idx = np.flatnonzero(keep)
     return idx[one_box_per_pill(boxes[idx], scores[idx], contain)]
-
 
 # %% ../nbs/05e_infer.reading.ipynb #695caa22
 def _long_side(im)->int:
@@ -168,6 +168,7 @@ def _reading(r, conf:float, crowd:int, floor:float, contain, edge:float=0.0)->tu
     h, w = r.orig_shape[:2]
     return b, s, pills_in_context(b, s, conf, crowd, floor, contain, frame=(w, h), edge=edge)
 
+# %% ../nbs/05e_infer.reading.ipynb #51c30798
 def detect_pills(model, # an ultralytics YOLO
                  images:list, # PIL images or (h, w, c) arrays (ultralytics' BGR)
                  size:int, # the detector's size (`detect_size`)
@@ -210,7 +211,6 @@ def detect_pills(model, # an ultralytics YOLO
             b, s, k = fr; sizes.append(small)  # a close-up's pill, too large for the detector at its size
         out.append((b, s, k, sizes))
     return out
-
 
 # %% ../nbs/05e_infer.reading.ipynb #3b369b30
 def _background_ring(h:int, w:int, ring:float)->np.ndarray:

@@ -277,6 +277,7 @@ def pill_face(look:dict, # from `drug_look` (with imprints)
     rgba = np.concatenate([colour * shade[..., None], (np.asarray(mask, np.float32) / 255)[..., None]], -1)
     return _downsample(np.clip(rgba, 0, 1), ss)
 
+# %% ../nbs/01a_synth.render.ipynb #e32e68c7
 def _downsample(a, ss):
     h, w = a.shape[0] // ss, a.shape[1] // ss
     return a[:h * ss, :w * ss].reshape(h, ss, w, ss, a.shape[2]).mean((1, 3))

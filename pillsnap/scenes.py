@@ -94,6 +94,7 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
 PALM_RATE = 0.35  # share of wild photos with a hand
 SKIN = ((236, 200, 172), (224, 172, 140), (198, 144, 108), (160, 110, 80), (120, 80, 56), (88, 58, 42))
 
+# %% ../nbs/01_synth.scenes.ipynb #fea75986
 def palm(img:np.ndarray, rng)->np.ndarray:
     "Draw a hand, palm up, on `img` (in place); returns the palm's mask (where pills can lie)."
     h, w = img.shape[:2]
@@ -135,6 +136,7 @@ def palm(img:np.ndarray, rng)->np.ndarray:
 # %% ../nbs/01_synth.scenes.ipynb #7662dff5
 DISTRACTORS = {'coin': 2, 'button': 2, 'foil': 1, 'cap': 1, 'crumb': 3, 'stick': 1}
 
+# %% ../nbs/01_synth.scenes.ipynb #41a70a17
 def distractor(kind:str, size:float, rng)->np.ndarray:
     "An RGBA float32 patch of a small object that is not a pill, about `size` px across."
     s = max(4, int(size)); ss = 2
@@ -179,6 +181,7 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
 CLUTTER = {'print': 3, 'device': 2, 'dish': 2, 'cup': 1}  # kind: weight
 CLUTTER_RATE = 0.6  # share of wild photos with a large object at an edge
 
+# %% ../nbs/01_synth.scenes.ipynb #d1a8012b
 def clutter(kind:str, w:int, h:int, rng)->np.ndarray:
     "An RGBA float32 HxW patch of a large everyday thing, not a pill: printed matter, a device, a dish or a cup."
     ss = 2; W, H = w * ss, h * ss

@@ -457,6 +457,7 @@ def answer_counts(results:list, # the predictor's answers to one request
     pills = [p for r in results for p in r['pills']]
     return dict(mode=results[0]['mode'] if results else None, photos=len(results), pills=len(pills),
                 unknown=sum(p.get('status') == 'unknown' for p in pills),
+                not_sure=sum(p.get('status') == 'not sure' for p in pills),
                 not_expected=sum(p.get('expected') is False for p in pills),
                 combo_hinted=sum(bool(r['hints']['combo_recommended']) for r in results))
 
@@ -467,6 +468,7 @@ REFUSED_LOG_S = 10  # a client's 429s: one line per this many seconds (all count
 
 def _route(scope)->str: return getattr(scope.get('route'), 'path', 'unmatched')
 
+# %% ../nbs/07c_ship.serve.ipynb #dec48b2a
 class AccessLog:
     "ASGI middleware: an id and a deadline for every request; one JSON line and a count for every answer."
     def __init__(self, app, metrics:Metrics, # counts every answer, for /metrics

@@ -92,6 +92,7 @@ def _size(path)->tuple:
         with Image.open(path) as im: return im.size, None
     except Exception as e: return None, f'unreadable photo ({type(e).__name__})'
 
+# %% ../nbs/02a_data.sources.ipynb #d88fec43
 def _read_yaml_head(path:Path)->dict:
     "A data.yaml, or as much of it as is YAML: exports may append free text (pushin-pill's: its web form's fields)."
     text = yaml_text(path, errors='replace')
@@ -170,6 +171,7 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
 # %% ../nbs/02a_data.sources.ipynb #d18968a6
 _READERS = {'yolo': yolo_source, 'folders': folder_source}
 
+# %% ../nbs/02a_data.sources.ipynb #562a7c61
 def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside: false}]
                  )->tuple: # (index DataFrame with INDEX_COLUMNS + group, {code: record}, report)
     "Index every configured source; a clear error for a setting that cannot work."

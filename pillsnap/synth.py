@@ -146,6 +146,7 @@ def iter_plan(drugs:list, # from `make_drugs`
                                  drugs=pills, rotations=rots, capture=cap, size=tuple(image_size), image_id=next(ids),
                                  ann_ids=[next(ann_ids) for _ in pills], seed=int(rng.integers(2**31))))
 
+# %% ../nbs/01b_synth.dataset.ipynb #0a59675e
 def plan_dataset(*args, **kwargs)->list:
     "`iter_plan` as a list (the jobs of a small dataset, to look at)."
     return list(iter_plan(*args, **kwargs))

@@ -361,6 +361,7 @@ def detection_size(setting, # `detector.detect_size`: 'auto' or a size in px
                           f'or a size in px between 32 and 8192, not {setting!r}')
     return v
 
+# %% ../nbs/03c_yolo.ipynb #0323efd5
 def detector_size(cfg, # resolved settings (detector.detect_size, detector.img_size)
                   weights:str|Path|None=None, # the detector file whose recorded size `auto` uses
                  )->int:

@@ -6,7 +6,7 @@ import pytest
 from conftest import BIN, ROOT
 
 # these notebooks train a tiny classifier and/or detector, or use the cached tiny experiment (built once, in minutes, by the first)
-TRAINS = {'04a_train.classifier.ipynb', '04b_train.detector.ipynb', '04c_train.tiny.ipynb', '05f_infer.pipeline.ipynb', '05g_infer.pill_check.ipynb', '06_judge.evaluate.ipynb', '06a_judge.gates.ipynb', '06b_judge.advisor.ipynb',
+TRAINS = {'04a_train.classifier.ipynb', '04b_train.detector.ipynb', '04c_train.tiny.ipynb', '05f_infer.pipeline.ipynb', '05g_infer.pill_check.ipynb', '05h_infer.answer.ipynb', '06_judge.evaluate.ipynb', '06a_judge.gates.ipynb', '06b_judge.advisor.ipynb',
           '07_ship.export.ipynb', '07c_ship.serve.ipynb', '08b_run.cli.ipynb', '93_tutorial.ipynb'}
 NOTEBOOKS = [pytest.param(p.name, marks=pytest.mark.slow) if p.name in TRAINS else p.name for p in sorted((ROOT/'nbs').glob('*.ipynb'))]
 

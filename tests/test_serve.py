@@ -478,6 +478,25 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
                                     ".map(b => spot(t, b, 120, 18, 400, 300));")
         assert placed == [[10, 22], [70, 40], [75, 60], [280, 262]], placed
         assert 'pharmacist' in drv.find_element(By.CLASS_NAME, 'notice').text
+        # the three statuses as the page shows them: identified, not sure (the drugs, what tells them apart, the other side in
+        # one tap) and unknown, each drawn in its colour (the answer made up: a tiny model's answer to one photo cannot be chosen)
+        c = lambda k: {'k_code': k, 'confidence': 0.5, 'dl_name': 'Drug ' + k, 'edi_codes': []}
+        three = {'mode': 'single', 'sides': 1, 'image_size': [320, 244], 'hints': {'combo_recommended': False}, 'timing_ms': {'total': 12},
+                 'pills': [{'box': [10, 10, 60, 60], 'status': 'identified', 'candidates': [c('K-1')]},
+                           {'box': [120, 10, 170, 60], 'status': 'not sure', 'between': ['K-2', 'K-3'], 'advice': 'other_side',
+                            'differ': {'print_back': ['A', 'B']}, 'candidates': [c('K-2'), c('K-3')]},
+                           {'box': [10, 120, 60, 170], 'status': 'unknown', 'candidates': [c('K-4')]}]}
+        drv.execute_script('const a = arguments[0]; window.kept = last; last = () => { draw(a); show(a); }; last();', three)
+        shown = drv.find_element(By.ID, 'results').text
+        assert 'Not sure — it could be K-2, K-3.' in shown and 'Photograph the other side too — they differ in back imprint A vs B' in shown
+        assert 'Unknown — this pill looks like none' in shown and len(drv.find_elements(By.CSS_SELECTOR, '#results .turnover')) == 1
+        colours = drv.execute_script("""const c = document.getElementById('canvas'), g = c.getContext('2d'), s = Math.min(1, 640 / img.width);
+            return [[10, 10], [120, 10], [10, 120]].map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s) + 5, 1, 1).data.slice(0, 3)));""")
+        assert colours == [[255, 140, 0], [242, 194, 0], [217, 48, 37]], colours  # orange, yellow, red: each box's edge
+        drv.find_element(By.ID, 'lang').click()
+        assert '확실하지 않음' in drv.find_element(By.ID, 'results').text and '뒷면도 찍어 주세요' in drv.find_element(By.ID, 'results').text
+        drv.find_element(By.ID, 'lang').click()
+        drv.execute_script('last = window.kept; last();')  # the server's answer again
         drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug
         drv.find_element(By.CSS_SELECTOR, '.pill .right').send_keys('K-424242')
         drv.find_element(By.CSS_SELECTOR, '.pill .send').click()

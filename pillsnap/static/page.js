@@ -10,6 +10,11 @@ const T = {
        inset: 'in the pill\'s candidate set: together they hold the true drug at the set coverage the model was calibrated for (pipeline.set_coverage, 90 % by default)',
        found: n => `${n} drug(s) found`, score: 'match', unmatched: m => `not matched in the prescription: ${m}`,
        links: 'links', record: 'official record', image: 'reference image',
+       notsure: b => `Not sure — it could be ${b}.`, other_side: 'Photograph the other side too', closer: 'Photograph the imprint closer and sharper',
+       look: 'Photograph it in daylight on a plain ground', not_visible: 'A photo cannot tell them apart: check the package', none: 'Their records are alike: check the package',
+       differ: 'they differ in', vs: ' vs ', fields: {print_front: 'front imprint', print_back: 'back imprint', line_front: 'front score line', line_back: 'back score line',
+       mark_code_front: 'front mark', mark_code_back: 'back mark', drug_shape: 'shape', color_class1: 'colour', color_class2: 'second colour', leng_long: 'length',
+       leng_short: 'width', thick: 'thickness', dl_name: 'name'},
        back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
@@ -21,6 +26,11 @@ const T = {
        inset: '후보 집합에 속함: 모델이 보정된 포함률(pipeline.set_coverage, 기본 90 %)로 실제 약을 담습니다',
        found: n => `약 ${n}개 찾음`, score: '일치도', unmatched: m => `처방에서 찾지 못한 항목: ${m}`,
        links: '링크', record: '의약품안전나라', image: '낱알 사진',
+       notsure: b => `확실하지 않음 — ${b} 중 하나일 수 있습니다.`, other_side: '뒷면도 찍어 주세요', closer: '각인이 잘 보이게 가까이 찍어 주세요',
+       look: '밝은 곳, 단색 바탕에서 찍어 주세요', not_visible: '사진으로는 구별할 수 없습니다: 포장을 확인하세요', none: '기록이 같습니다: 포장을 확인하세요',
+       differ: '다른 점:', vs: ' 대 ', fields: {print_front: '앞면 각인', print_back: '뒷면 각인', line_front: '앞면 분할선', line_back: '뒷면 분할선',
+       mark_code_front: '앞면 마크', mark_code_back: '뒷면 마크', drug_shape: '모양', color_class1: '색', color_class2: '두 번째 색', leng_long: '장축',
+       leng_short: '단축', thick: '두께', dl_name: '제품명'},
        back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
 let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
@@ -63,8 +73,8 @@ function draw(result) {
   result.pills.forEach((p, i) => {
     const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
     const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
-    const label = p.status === 'unknown' ? '?' : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
-    g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const label = p.status === 'unknown' ? '?' : p.status === 'not sure' ? `? ${(p.between || []).slice(0, 2).join(' / ')}` : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
+    g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : p.status === 'not sure' ? '#f2c200' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const txt = `${i + 1}. ${label}`;
     const w = g.measureText(txt).width + 8, [lx, ly] = spot(taken, [x1, y1, x2, y2], w, 18, c.width, c.height);
     g.fillStyle = g.strokeStyle; g.fillRect(lx, ly, w, 18);
@@ -79,12 +89,22 @@ function spot(taken, [x1, y1, x2, y2], w, h, W, H) {
   const y = [y1 - h, y1, y2, y2 - h].find(free) ?? Math.max(0, y1 - h);
   taken.push([x, y, w, h]); return [x, y];
 }
+// A 'not sure' pill: the drugs it could be, what tells them apart (their records' fields that differ) and what to do —
+// in single mode, when one side's marks differ, the other side's photo in one tap (the same as #addback).
+function notSure(p, i, r) {
+  if (p.status !== 'not sure') return '';
+  const unit = (f, v) => ['leng_long', 'leng_short', 'thick'].includes(f) && v ? `${v} mm` : (v || '—');
+  const apart = Object.entries(p.differ || {}).slice(0, 2).map(([f, vs]) => `${t('fields')[f] || f} ${vs.map(v => unit(f, v)).join(t('vs'))}`);
+  const tap = p.advice === 'other_side' && r.mode === 'single' && r.sides !== 2 ? ` <button type="button" class="second turnover">${esc(t('back'))}</button>` : '';
+  return `<p class="notsure">${esc(t('notsure')((p.between || []).join(', ')))}</p><p class="advice">${esc(t(p.advice || 'none'))}` +
+    (apart.length ? ` — ${esc(t('differ'))} ${esc(apart.join('; '))}` : '') + `${tap}</p>`;
+}
 function show(r) {
   const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
     <td>${words(c.confidence)} <small>${(c.confidence * 100).toFixed(1)}%</small>${c.in_set ? ' <span class="inset" title="candidate set">✓</span>' : ''}</td>
     <td>${esc(c.dl_company)}</td><td>${esc([c.print_front, c.print_back].filter(Boolean).join(' / '))}</td><td>${esc(c.drug_shape)}</td><td>${esc(colours(c))}</td>
     <td>${esc((c.edi_codes || []).join(', '))}</td><td>${links(c)}</td></tr>`).join('');
-  const verdict = p => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') +
+  const verdict = (p, i) => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') + notSure(p, i, r) +
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
     (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
   let h = `<p><b>${esc(t('mode')(r.mode))}</b>${r.sides === 2 ? ' (' + esc(t('sides')) + ')' : ''} — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
@@ -94,7 +114,7 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
-  h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
+  h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p, i)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
@@ -150,7 +170,7 @@ async function identify(back) {  // the chosen photo (and, for one pill, its oth
 }
 $('backfile').onchange = e => { if (e.target.files[0]) identify(e.target.files[0]); };
 $('results').onclick = async e => {
-  if (e.target.id === 'addback') return $('backfile').click();  // a phone offers its camera for the other side  // "this answer is wrong": the right drug if known, then a report with the photo
+  if (e.target.id === 'addback' || e.target.classList.contains('turnover')) return $('backfile').click();  // a phone offers its camera for the other side  // "this answer is wrong": the right drug if known, then a report with the photo
   const box = e.target.closest('.fb');
   if (!box || !answer) return;
   if (e.target.classList.contains('wrong')) {
