@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
 
-from .config import ConfigError, exp_config, exp_paths, flat_settings, run_config, start_run
+from .config import ConfigError, Experiment, exp_config, exp_paths, flat_settings, run_config, start_run
 from .gates import measurements
 from .io import read_json, write_json
 from .yolo import PILL_STARTS
@@ -25,11 +25,11 @@ from .pretrained import STARTS, resolve_start
 # %% ../nbs/06b_judge.advisor.ipynb #c8f116f4
 def _read(p:Path): return read_json(p)[0]  # None when missing or damaged
 
-def evidence(exp:str|Path, # a trained experiment
+def evidence(exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment` (settings resolved)
             )->dict:
     "Everything the rules read, from the experiment's files."
-    paths = exp_paths(exp)
-    cfg = exp_config(paths.root)
+    ex = Experiment.of(exp)
+    paths, cfg = ex.paths, ex.cfg
     measured, files = measurements(paths.root)
     cls = paths.reports/'classifier'
     metrics = _read(cls/'metrics.json') or _read(paths.classifier/'metrics.json') or {}
@@ -324,7 +324,7 @@ RULES = [rule_nan_loss, rule_oom, rule_weak_classification, rule_weak_detection,
          rule_calibration, rule_imbalance, rule_data_loading, rule_headroom, rule_proceed]
 
 # %% ../nbs/06b_judge.advisor.ipynb #119f0c40
-def advise(exp:str|Path, # a trained experiment
+def advise(exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment`
           )->dict: # decision, score and numbered recommendations
     "Every rule over the experiment's evidence; written to {exp}/reports/advice.json."
     ev = evidence(exp)
@@ -332,7 +332,7 @@ def advise(exp:str|Path, # a trained experiment
     recs = [r for r in (rule(ev) for rule in RULES) if r]
     out = dict(experiment=str(ev['exp']), decision=g.get('decision'), performance_score=g.get('performance_score'),
                stage=g.get('stage'), recommendations=recs)
-    write_json(exp_paths(exp).reports/'advice.json', out)
+    write_json(exp_paths(ev['exp']).reports/'advice.json', out)
     return out
 
 # %% ../nbs/06b_judge.advisor.ipynb #3b927fc0

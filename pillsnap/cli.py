@@ -321,8 +321,8 @@ def pillsnap_advise(
     ("What to change next, as a numbered menu ({exp}/reports/advice.json); "
      "--apply N --to NEW writes it into a new experiment.")
     from pillsnap.advisor import advise, apply_recommendation, menu_text, next_commands, run_command
-    paths = _experiment(exp, (), config).paths
-    a = advise(paths.root)
+    ex = _experiment(exp, (), config)
+    paths, a = ex.paths, advise(ex)  # the settings resolved once, here
     print(menu_text(a))
     if apply is None: return a
     recs = a['recommendations']
@@ -657,7 +657,7 @@ def pillsnap_serve(
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **flags)
     cfg = ex.cfg
     ex.log('serve')
-    app = app_from_exp(cfg.paths.exp_dir, over, env_file=cfg.serve.env_file)
+    app = app_from_exp(ex, env_file=cfg.serve.env_file)  # the settings resolved once, here
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} '
           '(web page /, API description /openapi.json); Ctrl-C stops it', flush=True)
     run_server(app, cfg)

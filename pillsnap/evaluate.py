@@ -578,7 +578,7 @@ def _open_count(c:Counter, gaps:dict, mode:str, known:bool,
     status = pill.get('status')
     if status is None: return
     kind, refused = "known" if known else "never", status == 'unknown'
-    c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused})
+    c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused, f'{mode}_{kind}_not_sure': status == 'not sure'})
     if known: c.update({f'{mode}_known_named_right': not refused and right, f'{mode}_known_unknown_wrong': refused and not right})
     if 'open_score' in pill: gaps.setdefault(mode, ([], []))[0 if known else 1].append(pill['open_score'] - pill['unknown_below'])
 
@@ -592,6 +592,7 @@ def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
     auroc = round(float(roc_auc_score([1] * len(k) + [0] * len(u), [*k, *u])), 4) if k and u else None
     return dict(known_called_unknown=rate(refused, known), never_seen_pills=never,
                 never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never),
+                never_seen_not_sure=rate(c[f'{mode}_never_not_sure'], never), known_not_sure=rate(c[f'{mode}_known_not_sure'], known),
                 known_named_top1=rate(c[f'{mode}_known_named_right'], known - refused),
                 known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused), unknown_auroc=auroc)
 
@@ -651,7 +652,7 @@ def real_set_report(pred:Predictor, # from `Predictor.from_exp`
     keep = old if old.get('set', {}).get('path') == s['path'] else {}
     res = dict(set={**s, 'photos': len(rows), 'pills': int(rows.k_codes.map(len).sum())},
                **{k: keep[k] for k in ('detector', 'pipeline') if k in keep and k not in what})
-    if 'detector' in what and s['format'] == 'yolo' and pred.has_detector:
+    if 'detector' in what and s['format'] == 'yolo' and pred.has_detector and not s.get('never_seen'):
         weights = paths.detector/'detector.safetensors'
         with tempfile.TemporaryDirectory() as tmp:
             data, groups = real_yolo_tree(rows, tmp)
@@ -692,7 +693,9 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'combo never-seen answered unknown': cb.get('never_seen_answered_unknown'),
                 'combo known named, top-1': cb.get('known_named_top1'),
                 'combo known refused, were wrong': cb.get('known_refused_were_wrong'),
-                'combo unknown AUROC': cb.get('unknown_auroc')}
+                'combo unknown AUROC': cb.get('unknown_auroc'),
+                'single never-seen answered unknown': sg.get('never_seen_answered_unknown'),
+                'single never-seen not sure': sg.get('never_seen_not_sure')}
     return pd.DataFrame({f'real:{n}': col(r) for n, r in reports.items()})
 
 # %% ../nbs/06_judge.evaluate.ipynb #dcb87902

@@ -243,7 +243,7 @@ REAL_SHOTS = 3  # retrieval.real_shots: an experiment made before it reads this 
 def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=None,
                     trained_threshold:float|None=None)->dict|None:
     "`real_open_set` on the pills of every set of `eval.real_sets` whose drugs the classifier was not trained on."
-    sets = real_sets(cfg)
+    sets = [s for s in real_sets(cfg) if not s['never_seen']]  # a set of never-seen pills is never enrolled from
     if not sets: return None
     pills = pd.concat([real_pills(real_rows(s)) for s in sets], ignore_index=True)
     trained = set(g.codes) - set(g.enrolled())

@@ -211,7 +211,8 @@ def _real_measurements(paths, names:list, put):
         for name, v in (('real_detection_map50', (r.get('detector') or {}).get('map50')),
                         ('real_count_exact', (p.get('combo') or {}).get('count_exact')),
                         ('real_pill_top1', (p.get('combo') or {}).get('pill_top1')),
-                        ('real_single_top1', (p.get('single') or {}).get('top1'))):
+                        ('real_single_top1', (p.get('single') or {}).get('top1')),
+                        ('real_never_seen_unknown', (p.get('single') or {}).get('never_seen_answered_unknown'))):
             if v is not None and (name not in got or v < got[name][0]): got[name] = (v, f)
     for name, (v, f) in got.items(): put(name, v, f)
 

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 import pillsnap
-from .config import ConfigError, first_line, get_logger, load_config, load_dotenv, secret
+from .config import ConfigError, Experiment, first_line, get_logger, load_config, load_dotenv, secret
 from .data import pil_open
 from .feedback import Feedback, FeedbackError
 from .pipeline import ImageError, Predictor, load_image, registry
@@ -891,7 +891,7 @@ def create_app(pred:Predictor, # the loaded predictor
     return app
 
 # %% ../nbs/07c_ship.serve.ipynb #2e70c92f
-def app_from_exp(exp:str|Path, # a trained experiment
+def app_from_exp(exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment` (settings resolved)
                  settings:list=(), # key=value settings over its snapshot
                  backend:str|None=None, # torch | onnx | onnx-int8 (default: pipeline.backend)
                  env_file:str|Path|None='.env', # where the API keys may be

@@ -293,10 +293,10 @@ def label_of(image:Path)->Path:
     return Path(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
 
 # %% ../nbs/02a_data.sources.ipynb #a979a79d
-REAL_SET_KEYS = {'path', 'name', 'format', 'splits'}
+REAL_SET_KEYS = {'path', 'name', 'format', 'splits', 'never_seen', 'max_photos'}
 
 def real_sets(cfg, # resolved settings
-             )->list: # [{path, name, format: yolo|folders, splits}]
+             )->list: # [{path, name, format: yolo|folders, splits, never_seen, max_photos}]
     "The real photo sets of `eval.real_sets`, checked; a YOLO export when the folder holds a data.yaml."
     out = []
     for i, s in enumerate((cfg.get('eval') or {}).get('real_sets') or []):
@@ -317,7 +317,11 @@ def real_sets(cfg, # resolved settings
         splits = s.get('splits', ['val', 'test']) if fmt == 'yolo' else None
         if splits is not None and (isinstance(splits, str) or not set(splits) <= {'train', 'val', 'test'}):
             raise ConfigError(f'{where}.splits is a list of train, val and test; got {splits!r}')
-        out.append(dict(path=str(path.resolve()), name=name, format=fmt, splits=splits and list(splits)))
+        most = s.get('max_photos')
+        if most is not None and (not isinstance(most, int) or most < 1):
+            raise ConfigError(f'{where}.max_photos is a number of photos (a seeded sample), got {most!r}')
+        out.append(dict(path=str(path.resolve()), name=name, format=fmt, splits=splits and list(splits),
+                        never_seen=bool(s.get('never_seen', False)), max_photos=most))
     return out
 
 # %% ../nbs/02a_data.sources.ipynb #a0424894
@@ -330,6 +334,8 @@ def real_rows(s:dict, # one entry of `real_sets`
         get_logger('evaluate').warning(f"real set {s['name']}: {len(files)} photo(s) left out, {why} (e.g. {files[0]})")
     df = pd.DataFrame(rows)
     if s['splits'] and len(df): df = df[df.part.isin(s['splits'])]
+    if s.get('max_photos') and len(df) > s['max_photos']:  # a seeded sample, the same for every run
+        df = df.sort_values('image').iloc[np.sort(np.random.default_rng(0).permutation(len(df))[:s['max_photos']])]
     if not len(df):
         raise ConfigError(f"eval.real_sets {s['name']}: no readable photo in {s['path']}"
                           + (f" (splits {', '.join(s['splits'])})" if s['splits'] else ''))
