@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['WISE_HEAD_CROPS', 'check_classifier', 'uses_margin', 'check_train_settings', 'training_loaders', 'training_callbacks',
-           'FloatImages', 'build_learner', 'save_predictions', 'load_predictions', 'evaluate_classifier',
+           'FloatImages', 'build_learner', 'save_predictions', 'load_faces', 'load_predictions', 'evaluate_classifier',
            'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start', 'refit_head', 'wise_finish',
            'train_classifier', 'metrics_table', 'plot_confused_pairs']
 
@@ -285,11 +285,18 @@ def build_learner(cfg, # resolved settings
 # %% ../nbs/04a_train.classifier.ipynb #61a16ff0
 def save_predictions(out_dir:str|Path, # a classifier's folder or its report's
                      logits:np.ndarray, labels:np.ndarray, # validation logits (n, classes) and true classes
+                     faces:np.ndarray|None=None, # each photo's face (0 front, 1 back, 2 unknown): pairs of two sides
                     )->Path:
     "`val_predictions.npz`: the logits as float16 (what calibration fits on), uncompressed, whole or not at all."
+    more = {} if faces is None else {'faces': np.asarray(faces, np.int8)}
     def write(tmp):
-        with open(tmp, 'wb') as f: np.savez(f, logits=np.asarray(logits, np.float16), labels=np.asarray(labels))
+        with open(tmp, 'wb') as f: np.savez(f, logits=np.asarray(logits, np.float16), labels=np.asarray(labels), **more)
     return atomic_write(Path(out_dir)/'val_predictions.npz', write)
+
+def load_faces(out_dir:str|Path)->np.ndarray|None:
+    "The faces `save_predictions` kept beside the logits (None: not kept)."
+    z = np.load(Path(out_dir)/'val_predictions.npz')
+    return z['faces'] if 'faces' in z else None
 
 def load_predictions(out_dir:str|Path)->tuple: # (float32 logits, labels)
     "The validation logits and labels `save_predictions` wrote."
@@ -329,7 +336,8 @@ def evaluate_classifier(cfg, # resolved settings
                top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count']))
                              for _, r in confused.iterrows()])
     write_json(out_dir/'metrics.json', out)
-    save_predictions(out_dir, logits, ys)
+    faces = face_codes(d.val.drug_dir) if 'drug_dir' in d.val and len(ys) == len(d.val) else None  # none skipped
+    save_predictions(out_dir, logits, ys, faces)
     import matplotlib.pyplot as plt
     for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
                       ('confusion', plot_confusion(ys, preds, k_codes))):

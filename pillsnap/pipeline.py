@@ -165,6 +165,7 @@ class Predictor:
         self.temperature = float(checkpoint.get('temperature') or 1.0)
         # candidate sets of `06_judge.evaluate` (None: none)
         self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
+        self.sides_temperature = float(checkpoint.get('sides_temperature') or 1.0)  # two sides fused (`fuse_sides`)
         self.min_confidence = float(cfg.pipeline.min_confidence)  # below it, an answer is 'not sure' whatever the set
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
@@ -740,9 +741,10 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #bd5aa703
 def fuse_sides(p:torch.Tensor, # (sides, drugs) each photo's probabilities over the same drugs
+               temperature:float=1.0, # the two sides' (`sides_temperature`, 06_judge.evaluate): not independent
               )->torch.Tensor: # (drugs,) the pill's
-    "One pill's probabilities from photos of its sides: their product, renormalised (independent evidence)."
-    return p.clamp_min(torch.finfo(p.dtype).tiny).log().sum(0).softmax(0)
+    "One pill's probabilities from photos of its sides: their product renormalised, softened by the sides' temperature."
+    return (p.clamp_min(torch.finfo(p.dtype).tiny).log().sum(0) / temperature).softmax(0)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #65450c5f
 @patch
@@ -761,7 +763,8 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
     verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True), 'single')[0]
-    pill = self._answer(fuse_sides(p), codes, {k: j for j, k in enumerate(codes)}, top_k, expect, verdict, sides=2)
+    col = {k: j for j, k in enumerate(codes)}
+    pill = self._answer(fuse_sides(p, self.sides_temperature), codes, col, top_k, expect, verdict, sides=2)
     t3 = time.perf_counter()
     front_at, back_at = (_placed(im, size, *fs[0]) for im, size, fs in zip(ims, sizes, found))
     if reads is not None: front_at['imprint_read'], back_at['imprint_read'] = reads

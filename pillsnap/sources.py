@@ -295,6 +295,7 @@ def label_of(image:Path)->Path:
 # %% ../nbs/02a_data.sources.ipynb #a979a79d
 REAL_SET_KEYS = {'path', 'name', 'format', 'splits', 'never_seen', 'max_photos'}
 
+# %% ../nbs/02a_data.sources.ipynb #c1535641
 def real_sets(cfg, # resolved settings
              )->list: # [{path, name, format: yolo|folders, splits, never_seen, max_photos}]
     "The real photo sets of `eval.real_sets`, checked; a YOLO export when the folder holds a data.yaml."

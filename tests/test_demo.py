@@ -17,7 +17,8 @@ def test_each_run_writes_its_resolved_config_and_a_log(tmp_path):
                 'classifier.model=test_efficientnet', 'classifier.pretrained=none', 'classifier.img_size=64', 'train.epochs=1',
                 'loader.num_workers=0', 'data.paste_photos=4', 'data.paste_val_photos=4', 'data.wild_photos=4',  # the preset's recipe, made small
                 'detector.img_size=128', 'detector.epochs=1', 'detector.workers=0', 'detector.close_mosaic=0', 'detector.conf=0.001',
-                'detector.max_det=12', 'export.bench_runs=20', 'export.bench_warmup=2', 'export.calib_images=8')
+                'detector.max_det=12', 'export.bench_runs=20', 'export.bench_warmup=2', 'export.calib_images=8',
+                'split.holdout_drugs=3')  # six drugs are too few for the default share (5 %, at least 5 of 20 or more): three
     # the phone-like scenes reach the detector: pasted real pills and made-up ones (a share of those in its validation photos)
     tree = {s: [p.name for p in (exp/'data'/'yolo'/'images'/s).iterdir()] for s in ('train', 'val')}
     assert sum(n.startswith('pasted_') for n in tree['train']) == 4 and sum(n.startswith('wild_') for n in tree['train'] + tree['val']) == 4

@@ -7,8 +7,9 @@ Each drug's single-pill photos of an experiment's validation split are sorted by
 photo alone, the back photo alone, the surer of the two (the side whose top-1 confidence is higher: a baseline that
 needs no fusion) and both photos as one pill. Reported overall and on the look-alike drugs: the drug table carries no
 look-alike mark, so a look-alike is a drug sharing shape and colours with another drug the classifier knows (the
-definition of tools/bench_ocr.py). Mean top-1 confidence beside top-1 shows how far the fused confidence outruns its
-accuracy (the fusion takes the sides as independent evidence).
+definition of tools/bench_ocr.py). Mean top-1 confidence beside top-1, and the ECE, show how far each way's confidence
+is from its accuracy (the fusion softens the product of the sides by the temperature `pillsnap evaluate` fitted on the
+validation pairs: on `--split val` these are the pairs it was fitted on).
 
     python tools/bench_two_sided.py --exp work/exp/demo [--pairs 300] [--split val] [--out work/bench-two-sided]
 """
@@ -22,6 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT/'tools')]
 
 from bench_ocr import look_alikes                                                                 # noqa: E402
 from pillsnap.data import load_manifest                                                           # noqa: E402
+from pillsnap.metrics import expected_calibration_error                                          # noqa: E402
 from pillsnap.pipeline import Predictor                                                           # noqa: E402
 from pillsnap.schema import FACES                                                                 # noqa: E402
 
@@ -69,15 +71,17 @@ def scores(pairs, answers, keep):
     if not rows: return None
     return {w: {'pairs': len(rows), 'top1': float(np.mean([a[w][0][0] == k for k, a in rows])),
                 'top5': float(np.mean([k in a[w][0][:5] for k, a in rows])),
-                'confidence': float(np.mean([a[w][1] for _, a in rows]))} for w in WAYS}
+                'confidence': float(np.mean([a[w][1] for _, a in rows])),
+                'ece': expected_calibration_error([a[w][1] for _, a in rows], [a[w][0][0] == k for k, a in rows])}
+            for w in WAYS}
 
 
 def table(report):
     "The report as a markdown table."
-    lines = ['| drugs | pairs | way | top-1 | top-5 | mean top-1 confidence |', '|---|---|---|---|---|---|']
+    lines = ['| drugs | pairs | way | top-1 | top-5 | mean top-1 confidence | ECE |', '|---|---|---|---|---|---|---|']
     for part, name in (('all', 'all'), ('look_alikes', 'look-alikes')):
         for w, s in (report[part] or {}).items():
-            lines.append(f"| {name} | {s['pairs']} | {w} | {s['top1']:.3f} | {s['top5']:.3f} | {s['confidence']:.3f} |")
+            lines.append(f"| {name} | {s['pairs']} | {w} | {s['top1']:.3f} | {s['top5']:.3f} | {s['confidence']:.3f} | {s['ece']:.3f} |")
     return '\n'.join(lines)
 
 
