@@ -588,7 +588,8 @@ def pillsnap_feedback(
     if export:
         made = fb.export(export)
         print(f"exported {made['photos']} photo(s) of {made['drugs']} drug(s) to {export} "
-              f"(and feedback.csv, {made['reports']} report(s))")
+              f"(and feedback.csv, {made['reports']} report(s))"
+              + (f"; skipped, their box outside their photo: {', '.join(made['skipped'])}" if made['skipped'] else ''))
     return table
 
 # %% ../nbs/08b_run.cli.ipynb #dde05cd9

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 import pillsnap
 from .config import ConfigError, Experiment, first_line, get_logger, load_config, load_dotenv, secret
 from .data import pil_open
-from .feedback import Feedback, FeedbackError
+from .feedback import Feedback, FeedbackError, FeedbackFull
 from .pipeline import ImageError, Predictor, load_image, registry
 from .release import resolve_release, verify_release
 from .retrieval import GalleryBusy
@@ -79,6 +79,7 @@ SAID = {  # code: (English, Korean), with {named} parts
                   '이 서버는 등록을 받지 않습니다 — serve.allow_enrol=true로 시작하세요'),
     'gallery_busy': ('{why}', '다른 작업이 갤러리를 바꾸는 중입니다 — {wait}초 뒤에 다시 시도하세요'),
     'bad_feedback': ('{why}', '보고를 저장할 수 없습니다: {why}'),
+    'feedback_full': ('{why}', '보고 저장 공간이 가득 찼습니다 (feedback.max_mb): 운영자가 보고를 내보내고 비워야 합니다'),
     'not_found': ('not found', '찾을 수 없습니다'),
     'invalid_parameters': ('invalid parameters: {names}', '잘못된 매개변수: {names}'),
     'internal': ('internal error', '서버 내부 오류입니다 — 요청 ID와 함께 관리자에게 알려 주세요'),
@@ -746,6 +747,7 @@ async def report(self:Service, request:Request, upload:UploadFile|None, # the ph
         else:
             async with self.decoded(request, [(upload, 'image')]) as (ims, _):
                 rec = await run_in_threadpool(add, ims[0])
+    except FeedbackFull as e: raise Refusal(507, 'feedback_full', why=e) from None  # the disk is kept, not filled
     except FeedbackError as e: raise Refusal(422, 'bad_feedback', why=e) from None
     self.log.info(json.dumps(dict(event='feedback', id=rec['id'], answered=answered, right=right,
                                   photo=bool(rec['photo']))))

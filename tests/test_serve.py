@@ -333,7 +333,7 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
 def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, photos):
     "serve.public: the page, /predict and /search need no key; each address gets its share (429 with Retry-After beyond); /enrol keeps its key."
     from pillsnap.server import serving
-    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2') as (url, proc):
+    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2', 'feedback.max_mb=0.001') as (url, proc):
         assert httpx.get(url + '/health').json()['public'] is True
         flood = [post(url, '/predict', photos[0], key=None) for _ in range(3)]
         assert [r.status_code for r in flood] == [200, 200, 429], [r.text for r in flood]
@@ -348,6 +348,13 @@ def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, pho
         assert post(url, '/predict', photos[0], key='wrong-key-0123456789').status_code == 403
         assert post(url, '/enrol', photos[0], key=None, code='K-999999').status_code == 401
         assert httpx.get(url + '/metrics').status_code == 401
+        # a full report store (feedback.max_mb) refuses a report in both languages and keeps nothing of it (issue 83 §2)
+        before = (trained_exp[0]/'feedback'/'reports.jsonl').read_text() if (trained_exp[0]/'feedback'/'reports.jsonl').exists() else ''
+        full = httpx.post(url + '/feedback', files={'image': ('p.png', photos[0].read_bytes(), 'image/png')}, data={'answered': 'K-000001'},
+                          headers={'X-API-Key': KEY}, timeout=60)
+        assert full.status_code == 507 and 'report store is full' in full.json()['detail'] and '가득' in full.json()['detail_ko'], full.text
+        after = (trained_exp[0]/'feedback'/'reports.jsonl').read_text() if (trained_exp[0]/'feedback'/'reports.jsonl').exists() else ''
+        assert after == before
 
 
 @pytest.mark.slow  # a second server, and timings that need idle cores
