@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import ConfigError
+from .io import terminal_text
 from .pipeline import load_image
 
 # %% ../nbs/05h_infer.answer.ipynb #b1b6743f
@@ -155,7 +156,7 @@ def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn
     out = [f"{r.get('image', 'photo')}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
            (f"; hint: {h['reason']}" if h['combo_recommended'] else '') +
            (f"; {h['photo_warning']}" if h.get('photo_warning') else '')]
-    if r['pills']: out.append(prediction_table(r).to_string(index=False))
+    if r['pills']: out.append(terminal_text(prediction_table(r).to_string(index=False), keep='\n'))  # label text
     w = words(lang)
     out += [f"  pill {n}: {w['not_sure']} — {', '.join(p['between'])}: {advice_words(p, lang)}"
             for n, p in enumerate(r['pills'], 1) if p.get('status') == 'not sure']

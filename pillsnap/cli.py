@@ -16,6 +16,7 @@ from fastcore.script import anno_parser, store_true
 
 from .config import (ConfigError, Experiment, JobFailed, PillsnapError, UserError, check_writable, dist_env,
                              load_config, parse_overrides, require_experiment, sealed, setup_logging)
+from .io import terminal_text
 
 # %% ../nbs/08b_run.cli.ipynb #022b7325
 COMMANDS = {}
@@ -565,8 +566,8 @@ def pillsnap_search(
             en = ('(' + r['dl_name_en'] + ')') if r.get('dl_name_en') else ''
             imprint = f"{r.get('print_front') or '·'} / {r.get('print_back') or '·'}"
             colour = (r.get('color_class1') or '?') + ('/' + r['color_class2'] if r.get('color_class2') else '')
-            print(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {en} — "
-                  f"imprint {imprint}, {colour}, {r.get('drug_shape') or '?'}")
+            print(terminal_text(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {en} — "
+                                f"imprint {imprint}, {colour}, {r.get('drug_shape') or '?'}"))  # label text, escaped
     return found
 
 # %% ../nbs/08b_run.cli.ipynb #f1a42e08
@@ -584,7 +585,7 @@ def pillsnap_feedback(
     fb.prune()
     table = fb.table()
     print(f'{fb.folder}: {len(table)} report(s), {int(table.has_photo.sum())} with a photo')
-    if len(table): print(table.to_string(index=False))
+    if len(table): print(table.map(terminal_text).to_string(index=False))  # reporters' text: escapes, never sequences
     if export:
         made = fb.export(export)
         print(f"exported {made['photos']} photo(s) of {made['drugs']} drug(s) to {export} "

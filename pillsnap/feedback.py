@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .config import UserError, get_logger
-from .io import append_jsonl, atomic_write, read_jsonl
+from .io import append_jsonl, atomic_write, csv_cell, read_jsonl
 
 # %% ../nbs/07b_ship.feedback.ipynb #7f5b25b7
 REPORTS, PHOTOS = 'reports.jsonl', 'photos'
@@ -183,7 +183,7 @@ def export(self:Feedback, out:str|Path, # the folder to write (made when missing
         folder = out/_safe_name(r['right'])
         folder.mkdir(exist_ok=True)
         im.save(folder/f"{r['id']}.jpg", quality=95); n += 1; drugs.add(folder.name)
-    self.table().to_csv(out/'feedback.csv', index=False)
+    self.table().map(csv_cell).to_csv(out/'feedback.csv', index=False)  # a reporter's text stays text
     if skipped:
         self.log.warning(f"feedback: {len(skipped)} report(s) skipped, their box outside their photo: "
                          f"{', '.join(skipped)}")

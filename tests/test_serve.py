@@ -322,9 +322,13 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
     assert bad.status_code == 422 and 'box' in bad.json()['detail']
     text = (exp/'feedback'/'reports.jsonl').read_text()
     assert rid in text and '127.0.0.1' not in text and KEY not in text
+    sneaky = httpx.post(url + '/feedback', data={**form, 'right': '=HYPERLINK("x")\x1b[2J'}, headers={'X-API-Key': KEY}, timeout=60)
+    assert sneaky.status_code == 200, sneaky.text  # kept as sent; shown safely (issue 83 §11)
     out = subprocess.run([str(BIN/'pillsnap'), 'feedback', '--exp', str(exp), '--export', str(tmp_path/'hard')],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    assert '\x1b' not in out.stdout and '\\x1b[2J' in out.stdout  # the escape sequence printed as text, never run
+    assert "'=HYPERLINK" in (tmp_path/'hard'/'feedback.csv').read_text()  # a formula stays text in the spreadsheet
     assert 'K-777777' in out.stdout and 'with a photo' in out.stdout
     assert [p.parent.name for p in (tmp_path/'hard').glob('*/*.jpg')].count('K-777777') == 1
 
