@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'K_CODE', 'BIDI', 'ImageError', 'load_image',
+           'UNSEEN_FIELDS', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image',
            'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart', 'parse_expect', 'hint',
            'photo_warning', 'fuse_sides']
 
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .aihub import DrugTable
-from .io import file_sha256, read_json, write_json
+from .io import BIDI, file_sha256, read_json, write_json
 from .model import embedder_id, find_checkpoint, load_classifier
 from .metrics import clip_box, xyxy_to_xywh
 from .config import ConfigError, Experiment, UserError, amp_dtype, check_writable, get_logger, pick_device
@@ -686,8 +686,6 @@ def models(self:Predictor, mode:str)->dict:
 
 # %% ../nbs/05f_infer.pipeline.ipynb #f3320317
 K_CODE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
-# direction overrides: text that prints other than it reads
-BIDI = set('\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069')
 
 # %% ../nbs/05f_infer.pipeline.ipynb #4f71c19a
 @patch
