@@ -512,7 +512,7 @@ def pillsnap_gallery(
 ):
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
     from pillsnap import gallery as galleries  # its `few_shot` would hide the flag of that name
-    from pillsnap.retrieval import gallery_table, load_gallery, remove_drug, retrieval_dir
+    from pillsnap.retrieval import gallery_table, load_gallery, remove_drug
     from pillsnap.stages import pill_checked
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
     paths = ex.paths
@@ -525,7 +525,7 @@ def pillsnap_gallery(
         galleries.build_gallery(ex)
         pill_checked(ex)  # it reads the classifier's features too
     if remove: print(f'removed {remove}: {remove_drug(paths.root, remove)} prototype(s)')
-    g = load_gallery(retrieval_dir(paths.root))
+    g = load_gallery(paths.retrieval)
     if g is None:
         raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))

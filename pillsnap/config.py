@@ -139,7 +139,8 @@ def _tname(v):
     return 'null' if v is None else {'str': 'text', 'dict': 'mapping'}.get(type(v).__name__, type(v).__name__)
 
 # settings whose type grew after experiments were made with them: an older snapshot's value does not fix the type
-WIDENED = {'retrieval.whiten': (str, bool)}  # true | false, then within | total | false (2026-11-26)
+WIDENED = {'retrieval.whiten': (str, bool),  # true | false, then within | total | false (2026-11-26)
+           'classifier.mean': (str, list), 'classifier.std': (str, list)}  # numbers, then also auto (2026-11-29)
 
 def typed_setting(key:str, # dotted key, for the error message
                   value, # the new value: a command-line string or a parsed YAML value

@@ -22,7 +22,7 @@ from .prepare import classifier_data
 from .config import Experiment, ConfigError, JobFailed, exp_paths, get_logger, pick_device
 from .loaders import PillDataset, eval_transforms, make_loader
 from .runtime import OnnxClassifier, export_classifier, onnx_meta, ort_providers, set_onnx_meta
-from .retrieval import described, load_gallery, retrieval_dir
+from .retrieval import described, load_gallery
 from .sources import detector_data, split_images
 from .yolo import (box_threshold, build_detector, detector_size, evaluate_detector, load_detector,
                            quiet_ultralytics, recorded_conf, recorded_detect_size, yolo_device)
@@ -287,14 +287,22 @@ def _export_with_parity(cfg, model, ck:dict, tmp:dict, val_loader, n_val:int)->d
 
 # %% ../nbs/07_ship.export.ipynb #39f7ba14
 def _int8_export(cfg, model, fp32:Path, tmp:Path, calib_loader, val_loader)->tuple:
-    "Quantise the exported classifier into classifier.int8.onnx; the file and its top-1 next to FP32's."
-    e = cfg.export
-    quantize_classifier(fp32, tmp, calib_loader, e.calib_images, e.get('int8_calibration', 'minmax'),
-                        e.get('int8_keep_float', 'ends'))
-    f = _replace(tmp, fp32.parent/'classifier.int8.onnx')
-    q = classifier_parity(model, OnnxClassifier(f, 'cpu'), val_loader)
-    return f, dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'],
-                   top1_change=round(q['top1_onnx'] - q['top1_torch'], 4), top1_agreement=q['top1_agreement'])
+    ("Quantise the exported classifier and judge it against the float one on the validation crops: into"
+     " classifier.int8.onnx when it holds (`export.int8_max_drop`, `int8_min_agreement`), else no file, and why.")
+    e, final = cfg.export, fp32.parent/'classifier.int8.onnx'
+    quantize_classifier(fp32, tmp, calib_loader, e.calib_images, e.int8_calibration, e.int8_keep_float)
+    q = classifier_parity(model, OnnxClassifier(tmp, 'cpu'), val_loader)
+    drop, agree = round(q['top1_torch'] - q['top1_onnx'], 4), q['top1_agreement']
+    why = [f'top-1 {drop:+.3f} lower (at most {e.int8_max_drop:g})'] if drop > e.int8_max_drop else []
+    why += [f'{agree:.1%} agreement (at least {e.int8_min_agreement:.0%})'] if agree < e.int8_min_agreement else []
+    verdict = dict(images=q['images'], top1_fp32=q['top1_torch'], top1_int8=q['top1_onnx'], top1_change=-drop,
+                   top1_agreement=agree, passed=not why, why='; '.join(why) or None)
+    if why:  # a losing file is never served: the float one is, and this says why
+        tmp.unlink(missing_ok=True); final.unlink(missing_ok=True)
+        get_logger('export').warning(f'INT8 classifier not written: {verdict["why"]} on {q["images"]} validation '
+                                     'crops — onnx-int8 serves the float classifier.onnx')
+        return None, verdict
+    return _replace(tmp, final), verdict
 
 # %% ../nbs/07_ship.export.ipynb #cc22f057
 def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.*`, `detector.*`)
@@ -306,7 +314,7 @@ def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.
     paths, e, log = exp.paths, cfg.export, get_logger('export')
     out = paths.export; out.mkdir(parents=True, exist_ok=True)
     model, ck = load_classifier(find_checkpoint(checkpoint, paths.classifier))
-    g = load_gallery(retrieval_dir(paths.root))  # the file's embedding output describes crops as its gallery does
+    g = load_gallery(paths.retrieval)  # the file's embedding output describes crops as its gallery does
     described(model, g, cfg)
     d = classifier_data(cfg)
     loader = lambda rows, cache: make_loader(PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache), 32,
@@ -324,8 +332,9 @@ def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.
     files = {'classifier': _replace(tmp['classifier'], out/'classifier.onnx')}
     if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
     if e.int8:
-        files['classifier_int8'], parity['int8'] = _int8_export(cfg, model, files['classifier'], tmp['classifier.int8'],
-                                                                loader(d.train, d.train_cache), loader(val, val_cache))
+        int8, parity['int8'] = _int8_export(cfg, model, files['classifier'], tmp['classifier.int8'],
+                                            loader(d.train, d.train_cache), loader(val, val_cache))
+        if int8: files['classifier_int8'] = int8
         write_json(out/'parity.json', parity)
     log.info(f"export passed parity in {time.perf_counter() - t0:.1f}s: "
              f"classifier logits MSE {parity['classifier']['logits_mse']:.2e}"

@@ -16,7 +16,7 @@ from .config import Experiment, get_logger
 from .metrics import box_iou, clip_box, xyxy_to_xywh
 from .sources import detector_data, label_boxes, label_of, split_images
 from .yolo import predict_by_shape, quiet_ultralytics, yolo_device
-from .retrieval import embed_crops, retrieval_dir
+from .retrieval import embed_crops
 from .pipeline import PILL_CHECK, PillCheck, Predictor, load_image
 
 # %% ../nbs/05g_infer.pill_check.ipynb #cc6d32f6
@@ -114,7 +114,7 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
                     )->dict: # the report: boxes of each kind, threshold, validation pills kept, others refused; or why not
     "Fit the experiment's pill check (`PillCheck`) and save it beside its gallery, or say why there is none."
     exp = Experiment.of(exp)
-    folder, log = retrieval_dir(exp.paths.root), get_logger('pipeline')
+    folder, log = exp.paths.retrieval, get_logger('pipeline')
     (folder/PILL_CHECK).unlink(missing_ok=True)  # the old one read another classifier's features, or is being replaced
     pred = Predictor.from_exp(exp)
     if not pred.has_detector: return {'fitted': False, 'why': f'{pred.detector_path} does not exist'}

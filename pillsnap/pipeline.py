@@ -164,7 +164,7 @@ class Predictor:
         self.device, self.backend = pick_device(device), backend
         self.model = classifier.to(self.device).eval()
         # on a GPU the PyTorch networks answer in bf16 (fp16 where there is none); float32 on a CPU and in ONNX Runtime
-        self.amp = amp_dtype(cfg.pipeline.get('amp', 'auto'), self.device) if backend == 'torch' else None
+        self.amp = amp_dtype(cfg.pipeline.amp, self.device) if backend == 'torch' else None
         self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
         # the calibration of `06_judge.evaluate` (1: none)
         self.temperature = float(checkpoint.get('temperature') or 1.0)
@@ -174,8 +174,8 @@ class Predictor:
         self.min_confidence = float(cfg.pipeline.min_confidence)  # below it, an answer is 'not sure' whatever the set
         self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
-        self.pill_check = pill_check if cfg.pipeline.get('pill_check', True) else None
-        over = (cfg.get('retrieval') or {}).get('threshold')  # a user's own "unknown" threshold over the tuned ones
+        self.pill_check = pill_check if cfg.pipeline.pill_check else None
+        over = cfg.retrieval.threshold  # a user's own "unknown" threshold over the tuned ones
         self.unknown_below = float(over) if over is not None else None
         c = checkpoint['config']
         self.pre = preprocessor_from(c)
@@ -183,6 +183,8 @@ class Predictor:
         self._detector, self.classifier_id = None, classifier_id
         self.log = get_logger('pipeline')
         self.locate = cfg.pipeline.locate
+        # the counting rules of `detector:`, resolved once for each mode (a wrong one fails here): `05e_infer.reading`
+        self.readings = {one: Reading.of(cfg.detector, one) for one in (False, True)}
         box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
         if self.locate not in LOCATORS:
             raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
@@ -193,7 +195,18 @@ class Predictor:
         if not 1 <= int(cfg.pipeline.top_k) <= 100:
             raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
         # an experiment snapshot from before OCR has no such key
-        self.ocr = ocr_engine() if cfg.pipeline.get('ocr', False) else None
+        self.ocr = ocr_engine() if cfg.pipeline.ocr else None
+
+# %% ../nbs/05f_infer.pipeline.ipynb #2b22d44b
+def _int8_or_float(folder:Path, # an experiment's export folder
+                   backend:str, # the backend asked for
+                  )->str: # the backend that serves
+    "onnx-int8, unless the export judged its INT8 file to lose against the float one: then onnx, the reason logged."
+    verdict = (read_json(folder/'parity.json')[0] or {}).get('int8') or {}
+    if backend != 'onnx-int8' or verdict.get('passed', True): return backend
+    get_logger('pipeline').warning(f"onnx-int8 asked, but the export judged INT8 to lose ({verdict.get('why')}; "
+                                   f"{folder/'parity.json'}): serving the float classifier.onnx")
+    return 'onnx'
 
 # %% ../nbs/05f_infer.pipeline.ipynb #0ccbf500
 @patch(cls_method=True)
@@ -218,6 +231,7 @@ def from_exp(cls:Predictor,
                    _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
                    retrieval_dir(exp), _fitted(check, lambda: model.features_id, exp))
     if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    backend = _int8_or_float(paths.export, backend)
     path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
     if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
     model = OnnxClassifier(path, device)
@@ -290,7 +304,7 @@ def detect(self:Predictor, images:list,
     ("[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill, most confident first: `pills_in_context` at the"
      " box threshold, or `one_box_per_pill` above `conf`; a photo whose pills come out small read again closer, one"
      " left `doubtful` (with `one`, every photo) read from farther, for a close-up's pills (`detect_pills`).")
-    d, reading = self.cfg.detector, Reading.of(self.cfg.detector, one)
+    d, reading = self.cfg.detector, self.readings[bool(one)]
     if conf is not None: reading = reading.above()  # every box above `conf`: no rule of context
     conf = self.box_conf if conf is None else conf
     with quiet_ultralytics(d.verbose):  # its console lines (e.g. when ONNX Runtime loads) would spoil --json output
@@ -323,7 +337,7 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
         if reads is not None:
             pc = self.cfg.pipeline
             p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
-                             float(pc.get('ocr_weight', 8.0)), int(pc.get('ocr_top', 10)))
+                             float(pc.ocr_weight), int(pc.ocr_top))
         ps.append(p)
     return codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)), torch.cat(cos) if cos else None
 
@@ -462,8 +476,8 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     ("Combo mode's boxes after the pill check: in a photo that is no crowd, a box whose crop is no pill's goes — "
      "but never the photo's most confident box (combo mode's photo shows pills: a check that refuses them all errs).")
     if self.pill_check is None: return found
-    reading = Reading.of(self.cfg.detector)
-    todo = [(i, j) for i, (b, s) in enumerate(found) if not reading.crowded(s, self.box_conf) for j in range(len(b))]
+    crowd = self.readings[False].crowded
+    todo = [(i, j) for i, (b, s) in enumerate(found) if not crowd(s, self.box_conf) for j in range(len(b))]
     if not todo: return found
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
              for i, j in todo]
@@ -496,14 +510,18 @@ def _photos(self:Predictor, images:list)->tuple:
 
 # %% ../nbs/05f_infer.pipeline.ipynb #17b42557
 @patch
-def _find(self:Predictor, ims:list, mode:str)->tuple:
-    "([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None)."
+def _find(self:Predictor, ims:list, mode:str,
+          most:int|None=None, # pills kept per photo, the most confident (None: all; a public service's bound on work)
+         )->tuple:
+    ("([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None,"
+     " the pills found beyond `most` per photo).")
     if mode == 'combo':
-        found = self.check_pills(ims, self.detect(ims))
-        return [[(b, float(s), 'detector') for b, s in zip(*d)] for d in found], [None] * len(ims)
+        found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.check_pills(ims, self.detect(ims))]
+        left = [max(0, len(f) - most) if most else 0 for f in found]
+        return [f[:most] if most else f for f in found], [None] * len(ims), left
     pills = self.find_pill(ims)
     seen = self._hint_counts(ims) if self.single_locator == 'photo' else [p[3] for p in pills]
-    return [[p[:3]] for p in pills], seen
+    return [[p[:3]] for p in pills], seen, [0] * len(ims)
 
 @patch
 def _crops(self:Predictor, ims:list, found:list)->tuple:
@@ -541,22 +559,24 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                   mode:str='single', # single | combo — the user's choice
                   top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
                   expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
+                  max_pills:int|None=None, # pills named per photo at most, the most confident (None: every one found)
                  )->list: # one prediction per photo
-    "Predictions for many photos, in the prediction schema."
+    "Predictions for many photos, in the prediction schema; `pills_left` counts the pills found beyond `max_pills`."
     if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
     rx, expect, top_k = self._request(top_k, expect)
     t0 = time.perf_counter()
     sizes, ims = self._photos(images)
     t1 = time.perf_counter()
-    found, seen = self._find(ims, mode)
+    found, seen, left = self._find(ims, mode, max_pills)
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     answers = iter(self.identify(crops, top_k, expect, reads, mode))
     t3 = time.perf_counter()
     out = []
-    for im, size, fs, n_seen in zip(ims, sizes, found, seen):
+    for im, size, fs, n_seen, n_left in zip(ims, sizes, found, seen, left):
         pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
-        out.append({'mode': mode, 'pills': pills, 'hints': self._hints(mode, pills, n_seen, size),
+        out.append({'mode': mode, 'pills': pills, 'pills_left': n_left,
+                    'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills)),
                     'image_size': list(size), 'models': self.models(mode), **rx})
     timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
     for r in out: r['timing_ms'] = dict(timing)
@@ -635,6 +655,10 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
     'low_confidence': ('low confidence ({top1:.2f} < {limit}); if the photo shows several pills, combo mode identifies each',
                        '확신도가 낮습니다 ({top1:.2f} < {limit}): 사진에 알약이 여러 개라면 여러 알약(combo) 모드로 '
                        '하나씩 식별하세요'),
+    'pills_left': ('{left} more pill(s) were found than are named here (at most {most} a photo without a key) '
+                   '— photograph fewer at a time',
+                   '알약 {left}개가 더 보였지만 이름을 알려 드리지 않았습니다 '
+                   '(키 없이는 사진 한 장에 {most}개까지) — 한 번에 더 적게 찍어 주세요'),
     'few_photos': ('{drug} is enrolled from {n} photo(s): from fewer than {advised} an enrolled drug is named less often '
                    'and told from drugs never seen less reliably — enrol more, each from another side, distance or light',
                    '{drug}의 등록 사진이 {n}장입니다: {advised}장보다 적으면 등록한 약을 맞히는 비율이 낮고 처음 보는 약과 '
@@ -642,6 +666,7 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
 }
 ENROL_ADVISED = 3  # photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85 from 1 / 3 / 5)
 
+# %% ../nbs/05f_infer.pipeline.ipynb #64dda965
 def hint(code:str, **parts)->tuple: # (English, Korean)
     "One hint of `HINTS`, filled in."
     return tuple(s.format(**parts) for s in HINTS[code])
@@ -659,9 +684,12 @@ def _hint_counts(self:Predictor, ims:list)->list:
     return [len(b) for b, _ in self.detect(ims)]
 
 @patch
-def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple)->dict:
+def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
+           left:tuple=(0, None), # (pills found but not named, the most named a photo)
+          )->dict:
     said = {'photo_warning': ('small_photo', dict(w=size[0], h=size[1], side=MIN_PHOTO_SIDE))
-            if min(size) < MIN_PHOTO_SIDE else None, 'reason': None}
+            if min(size) < MIN_PHOTO_SIDE else None, 'reason': None,
+            'pills_left': ('pills_left', dict(left=left[0], most=left[1])) if left[0] else None}
     top1 = pills[0]['candidates'][0]['confidence'] if mode == 'single' else 1.0
     limit = self.cfg.pipeline.combo_hint_confidence
     if mode == 'single' and seen is not None and seen > 1:
@@ -670,7 +698,7 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple)->dic
     elif mode == 'single' and top1 < limit: said['reason'] = ('low_confidence', dict(top1=top1, limit=limit))
     text = {k: hint(v[0], **v[1]) if v else (None, None) for k, v in said.items()}
     return {'combo_recommended': said['reason'] is not None, 'reason': text['reason'][0],
-            'photo_warning': text['photo_warning'][0],
+            'photo_warning': text['photo_warning'][0], 'pills_left': text['pills_left'][0],
             'codes': {k: v and v[0] for k, v in said.items()},  # each message's code, and its Korean text
             'ko': {k: v[1] for k, v in text.items()}}
 
@@ -711,7 +739,7 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     found = self.find_pill(ims)
     crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))))
              for im, (b, *_) in zip(ims, found)]
-    turns = (self.cfg.get('retrieval') or {}).get('enrol_turns', 1)  # a pill has no 'up': a photo stands for its turns
+    turns = self.cfg.retrieval.enrol_turns  # a pill has no 'up': a photo stands for its turns
     emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
     asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)  # `calibrate_enrolled`
     # the labels' record wins; else what this enrolment says, merged over what the gallery knows
@@ -761,7 +789,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     t0 = time.perf_counter()
     sizes, ims = self._photos([front, back])
     t1 = time.perf_counter()
-    found, seen = self._find(ims, 'single')
+    found, seen, _ = self._find(ims, 'single')
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads)
@@ -774,5 +802,6 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     pills = [{**front_at, **pill, 'back': {**back_at, 'image_size': list(sizes[1])}}]
     n_seen = max((s for s in seen if s is not None), default=None)  # either photo showing several pills
     return {'mode': 'single', 'sides': 2, 'pills': pills, 'image_size': list(sizes[0]),
-            'hints': self._hints('single', pills, n_seen, min(sizes, key=min)), 'models': self.models('single'), **rx,
+            'pills_left': 0, 'hints': self._hints('single', pills, n_seen, min(sizes, key=min)),
+            'models': self.models('single'), **rx,
             'timing_ms': _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, 2)}

@@ -144,7 +144,7 @@ def data_identity(cfg)->dict:
      "the pasted photos and the split.")
     return dict(root=str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
                 sources=[str(s) for s in cfg.data.get('sources') or []],
-                paste_photos=cfg.data.get('paste_photos', 0), **split_settings(cfg))
+                paste_photos=cfg.data.paste_photos, **split_settings(cfg))
 
 def _check_trained(cfg):
     "Refuse to prepare other data into an experiment whose models were trained on its current data."
@@ -404,7 +404,7 @@ def _cache_step(cfg, splits:list, root:Path, data_dir:Path)->dict:
         # one split's whole manifest at a time: the summary's have only `COUNTED`
         rows = classifier_rows(load_manifest(data_dir, n), cfg, known_only=n != 'holdout')
         caches[n] = build_cache(rows, root, pre, data_dir/'cache'/n, cfg.data.workers,
-                                cfg.data.get('cache_chunk', 256), cfg.data.cache_quality)
+                                cfg.data.cache_chunk, cfg.data.cache_quality)
     return caches
 
 # %% ../nbs/02e_data.prepare.ipynb #deb92d9a

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .crops import normalisation, start_normalisation
 from .io import file_sha256
 
 # %% ../nbs/03_pretrained.ipynb #5b322f7e
@@ -106,16 +107,20 @@ def load_start(model:nn.Module, # a timm model of the start's architecture, any 
 # %% ../nbs/03_pretrained.ipynb #cb01ac2d
 def check_start(c, # the `classifier` settings
                ):
-    "A ConfigError naming each classifier setting the start was not trained with (the image size may differ freely)."
+    ("A ConfigError naming each classifier setting the start was not trained with (the image size may differ freely):"
+     " an offline start's record, or timm's `pretrained_cfg` for its own download.")
     name = resolve_start(c)
-    if name in NO_START: return
-    s = STARTS[name]
-    want = dict(model=s['model'], mean=list(s['mean']), std=list(s['std']))
-    off = {k: v for k, v in want.items() if (list(c.get(k)) if isinstance(v, list) else c.get(k)) != v}
+    if name == 'none': return  # random weights: any normalisation
+    s = STARTS.get(name) or dict(zip(('model', 'mean', 'std'), (c.get('model'), *start_normalisation(c.get('model')))))
+    same = lambda a, b: len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-4 for x, y in zip(a, b))
+    mean, std = normalisation({**c, 'model': s['model']})  # `auto`: the start's own
+    have = dict(model=c.get('model'), mean=mean, std=std)
+    off = {k: s[k] for k in have if (have[k] != s[k] if k == 'model' else not same(have[k], s[k]))}
     if off:
         raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
-                          ' '.join(f"classifier.{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}"
-                                   for k, v in off.items()))
+                          ' '.join(f"classifier.{k}={v if k == 'model' else ','.join(f'{x:g}' for x in v)}"
+                                   for k, v in off.items()) + " (or classifier.mean=auto classifier.std=auto: "
+                          "the start's own)")
 
 # %% ../nbs/03_pretrained.ipynb #d16ce560
 def resolve_start(c, # the `classifier` settings (`pretrained`, `model`)

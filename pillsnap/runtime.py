@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, get_logger, pick_device
+from .crops import preprocessor_from
 from .model import POOLED, embedder_id
 
 # %% ../nbs/05_infer.runtime.ipynb #c7b01385
@@ -58,7 +59,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
      " as metadata.")
     import onnx
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    c = ck['config']['classifier']
+    c, pre = ck['config']['classifier'], preprocessor_from(ck['config'])
     model = model.float().eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, c['img_size'], c['img_size'], dtype=torch.uint8)
     outputs = ['logits', 'embedding', 'features']
@@ -71,7 +72,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
     set_onnx_meta(path, dict(
         pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
         preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
-        background=c.get('background') or 'keep', mean=c.get('mean'), std=c.get('std'),  # the crop's pixels, as trained
+        background=c.get('background') or 'keep', mean=list(pre.mean), std=list(pre.std),  # the pixels, as trained
         cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
         temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
         conformal=ck.get('conformal'),  # the candidate sets' threshold, or None

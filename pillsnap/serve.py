@@ -43,14 +43,20 @@ SAID = {  # code: (English, Korean), with {named} parts
                           '요청 헤더가 {kb} KB를 넘습니다 — 헤더를 줄여 보내세요 (serve.max_header_kb)'),
     'key_missing': ('missing X-API-Key header', 'API 키가 없습니다 — X-API-Key 헤더로 보내세요'),
     'key_invalid': ('invalid API key', 'API 키가 올바르지 않습니다'),
-    'rate_limited': ('too many requests from {who} — try again in {wait} s (serve.public_per_min)',
-                     '{who}의 요청이 너무 많습니다 — {wait}초 뒤에 다시 시도하세요 (serve.public_per_min)'),
+    'rate_limited': ('{who} has used its share: photos and the pills found in them count '
+                     '(serve.public_per_min) — try again in {wait} s',
+                     '{who}의 사용량을 모두 썼습니다: 사진과 사진 속 알약 수로 셉니다 '
+                     '(serve.public_per_min) — {wait}초 뒤에 다시 시도하세요'),
     'body_too_large': ('request body over {size} — send a smaller photo (serve.max_upload_mb)',
                        '요청 본문이 {size}를 넘습니다 — 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
     'photo_too_large': ('{what} is over {mb} MB (serve.max_upload_mb)',
                         '{what}이(가) {mb} MB를 넘습니다 — 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
     'too_many_photos': ('{n} photos: at most {most} per request (serve.max_batch_images)',
                         '사진 {n}장: 한 요청에 {most}장까지입니다 (serve.max_batch_images)'),
+    'public_batch': ('{n} photos without a key: at most {most} per request (serve.public_batch_images) '
+                     '— send fewer, or use an API key',
+                     '키 없이 사진 {n}장: 한 요청에 {most}장까지입니다 (serve.public_batch_images) '
+                     '— 더 적게 보내거나 API 키를 쓰세요'),
     'too_many_pixels': ('the photos decode to {mpx} Mpx, over serve.max_decoded_mpx={limit}'
                         ' — send fewer or smaller ones',
                         '사진을 풀면 {mpx} Mpx로 serve.max_decoded_mpx={limit}를 넘습니다 — 더 적거나 작은 사진을 보내세요'),
@@ -148,9 +154,9 @@ def image_code(reason:str)->str:
 
 # %% ../nbs/07c_ship.serve.ipynb #c21906c7
 class RateLimit:
-    "A token bucket per client address: `per_min` requests a minute, `burst` at once."
-    def __init__(self, per_min:float, # requests a minute per address, on average
-                 burst:int, # requests an address may send at once
+    "A token bucket per client address: `per_min` units of work a minute, `burst` at once (a photo, a pill)."
+    def __init__(self, per_min:float, # units of work a minute per address, on average (a photo, a pill)
+                 burst:int, # units an address may spend at once
                  clients:int=10000, # addresses remembered (least recently seen forgotten first)
                  clock=time.monotonic, # seconds, for the lesson's made-up time
                 ):
@@ -159,14 +165,22 @@ class RateLimit:
         self.rate, self.burst, self.clients, self.clock = per_min / 60, burst, clients, clock
         self.buckets = collections.OrderedDict()  # address -> (tokens, when)
 
-    def wait(self, client:str)->float:
-        "0 when `client` may send a request now (it is counted), else the seconds until it may."
+    def _take(self, client:str, units:float, always:bool)->float: # the tokens before
         now = self.clock()
         tokens, then = self.buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.rate)
-        self.buckets[client] = (tokens - 1, now) if tokens >= 1 else (tokens, now)
+        self.buckets[client] = (tokens - units, now) if always or tokens >= units else (tokens, now)
         while len(self.buckets) > self.clients: self.buckets.popitem(last=False)
+        return tokens
+
+    def wait(self, client:str)->float:
+        "0 when `client` may send a request now (one unit is counted), else the seconds until it may."
+        tokens = self._take(client, 1, False)
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def charge(self, client:str, units:float):
+        "Count `units` more of a request's work once known (its other photos, its pills): the next waits them off."
+        if units > 0: self._take(client, units, True)
 
 # %% ../nbs/07c_ship.serve.ipynb #203a09bd
 CLOSE = (b'connection', b'close')
@@ -313,13 +327,14 @@ async def predict(self:Batcher, images:list, mode:str, top_k:int,
                   deadline:float|None=None, # event-loop time by which inference must have started
                   gone:asyncio.Future|None=None, # done once the client has left
                   expect:tuple|None=None, # a prescription's K-codes (photos share a batch only with the same one)
+                  max_pills:int|None=None, # pills named per photo at most (`Predictor.predict_batch`; public mode)
                  )->list:
     "Predictions for decoded photos, maybe batched with other requests; `Dropped` when refused or no longer wanted."
     if self.waiting and sum(self.waiting.values()) + len(images) > self.queue_max: raise Dropped('queue full')
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     self.waiting[fut] = len(images)
-    self.queue.put_nowait((images, mode, top_k, fut, expect))
+    self.queue.put_nowait((images, mode, top_k, fut, expect, max_pills))
     timeout = None if deadline is None else max(0.0, deadline - loop.time())
     done, _ = await asyncio.wait([fut, *([gone] if gone else [])], timeout=timeout,
                                  return_when=asyncio.FIRST_COMPLETED)
@@ -350,14 +365,14 @@ async def _loop(self:Batcher):
     while True:
         jobs = await self._next_jobs()
         groups = {}
-        for j in jobs: groups.setdefault((j[1], j[2], j[4]), []).append(j)
-        for (mode, top_k, expect), js in groups.items():
+        for j in jobs: groups.setdefault((j[1], j[2], j[4], j[5]), []).append(j)
+        for (mode, top_k, expect, most), js in groups.items():
             js = [j for j in js if not j[3].done()]  # dropped during the window or an earlier group
             if not js: continue
             ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
             try:
                 res = await loop.run_in_executor(self.executor, self.pred.predict_batch, ims, mode, top_k,
-                                                 list(expect) if expect else None)
+                                                 list(expect) if expect else None, most)
             except Exception as e:
                 for j in js: j[3].set_exception(e)
                 continue
@@ -541,9 +556,22 @@ class Service:
 
     def modes(self)->list: return ['single', 'combo'] if self.live.pred.has_detector else ['single']
 
+
     def body_limit(self, path:str)->int:
         "A request body's bytes at most: one photo, `serve.max_batch_images` of them on /batch, and the form around."
         return self.mb * (self.serve.max_batch_images if path.rstrip('/') == '/batch' else 1) + 65536
+
+# %% ../nbs/07c_ship.serve.ipynb #467424d1
+@patch
+def keyless(self:Service, request:Request)->str|None: # its address, or None when its work is not counted
+    "The client address of a request public mode lets in without a key (a key it sent was checked)."
+    if not self.public or request.headers.get('x-api-key'): return None
+    return (request.scope.get('client') or ('',))[0]
+
+@patch
+def spent(self:Service, who:str|None, results:list):
+    "Charge a key-less request's work past the unit it came in on: every photo, each pill beyond one a photo."
+    if who is not None: self.rate.charge(who, sum(max(1, len(r.get('pills') or ())) for r in results) - 1)
 
 # %% ../nbs/07c_ship.serve.ipynb #390c4864
 @patch
@@ -668,11 +696,16 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
     "Predictions for `uploads`, decoded within the pixel budget and queued before the deadline, unless the client left."
     if mode == 'combo' and not self.live.pred.has_detector:
         raise Refusal(400, 'no_detector')
+    s, who = self.serve, self.keyless(request)  # a key-less request's work is bounded and counted (public mode)
+    if who is not None and len(uploads) > s.public_batch_images:
+        raise Refusal(413, 'public_batch', n=len(uploads), most=s.public_batch_images)
     try: rx = self.live.pred.prescription(expect)
     except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
     async with self.decoded(request, uploads) as (ims, gone):
         res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
-                                         tuple(rx['codes']) if rx else None)
+                                         tuple(rx['codes']) if rx else None,
+                                         (s.public_max_pills or None) if who is not None else None)
+    self.spent(who, res)
     for r in res if rx else []: r['prescription'] = {k: rx[k] for k in ('matched', 'unmatched')}  # as written
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
     return res
@@ -686,6 +719,7 @@ async def identify_sides(self:Service, request:Request, front:UploadFile, back:U
         job = functools.partial(self.live.pred.predict_sides, ims[0], ims[1], top_k, expect)
         try: r = await self.batcher.run(job)
         except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
+    self.spent(self.keyless(request), [r, r])  # two photos of one pill
     request.state.answer = answer_counts([r])
     return r
 

@@ -8,7 +8,7 @@ __all__ = ['SOURCE_FORMATS', 'IMAGE_SUFFIXES', 'YOLO_IMAGE_TYPES', 'REAL_SET_KEY
            'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows', 'real_pills']
 
 # %% ../nbs/02a_data.sources.ipynb #3ff512d0
-import os, re, stat
+import os, re, stat, sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from .aihub import INDEX_COLUMNS, LABEL_MAX_BYTES, MAX_BOXES, validate_bbox
-from .config import ConfigError, exp_paths, get_logger, parse_yaml, read_yaml, yaml_text
+from .config import ConfigError, UserError, exp_paths, get_logger, parse_yaml, read_yaml, yaml_text
 from .io import HIDDEN, file_kind, read_bounded, walk_files
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS
 
@@ -257,16 +257,16 @@ def detector_data(cfg)->Path:
 
 
 # %% ../nbs/02a_data.sources.ipynb #00dab5ba
-def label_boxes(label_file:str|Path, # a YOLO label file (`class cx cy w h` per line, normalised)
+def label_boxes(label_file:str|Path, # a YOLO label file (`class cx cy w h` per line, normalised; polygons too)
                width:int, height:int, # image size
               )->np.ndarray: # (n, 4) x1, y1, x2, y2 in pixels
-    "The boxes of a YOLO label file in pixels."
+    "The boxes of a YOLO label file in pixels (none without a file): `yolo_boxes` read, a bad file an error naming it."
     p = Path(label_file)
-    rows = [l.split() for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
-    a = np.array([[float(v) for v in r[1:5]] for r in rows], dtype=np.float32).reshape(-1, 4)
-    cx, cy, w, h = a.T * np.array([width, height, width, height], dtype=np.float32)[:, None]
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-
+    if not p.is_file(): return np.zeros((0, 4), np.float32)
+    pills, why = yolo_boxes(p, width, height, n_classes=sys.maxsize)  # any class: a detector's labels are one
+    if why: raise UserError(f'{p}: {why} — fix or remove the label file')
+    a = np.array([b for _, b in pills], np.float32).reshape(-1, 4)
+    return np.concatenate([a[:, :2], a[:, :2] + a[:, 2:]], 1)
 
 # %% ../nbs/02a_data.sources.ipynb #be8c738f
 # the photo types ultralytics reads (`ultralytics.data.utils.IMG_FORMATS`), without importing ultralytics

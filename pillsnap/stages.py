@@ -130,6 +130,6 @@ def pill_checked(exp, # an experiment (an `Experiment`, or its resolved settings
     from pillsnap.pill_check import build_pill_check
     exp = Experiment.of(exp)
     p = exp.paths
-    if not (exp.cfg.pipeline.get('pill_check', True) and (p.classifier/'best.pt').is_file()
+    if not (exp.cfg.pipeline.pill_check and (p.classifier/'best.pt').is_file()
             and (p.detector/'detector.safetensors').is_file()): return None
     return build_pill_check(exp)

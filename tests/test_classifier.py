@@ -212,7 +212,11 @@ def test_an_offline_start_that_does_not_fit_the_settings_is_refused(prepared, tm
     exp = fresh(prepared, tmp_path, 'wrong-start')
     r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', 'classifier.pretrained=lite0', check=False)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert 'set classifier.model=tf_efficientnet_lite0 classifier.mean=0.5,0.5,0.5' in r.stderr, r.stderr[-1000:]
+    # classifier.mean/std are `auto` (issue 80 §2): the start's own follow the model, so the model alone is named
+    assert 'set classifier.model=tf_efficientnet_lite0 (or' in r.stderr, r.stderr[-1000:]
+    r = cli('train-cls', '--exp', exp, '--no-notebook', *TINY_TRAIN, 'train.epochs=1', *LITE0[:3], 'classifier.mean=0.485,0.456,0.406',
+            check=False)  # numbers the user set that are not the start's: refused with the start's
+    assert r.returncode == 2 and 'set classifier.mean=0.5,0.5,0.5 (or' in r.stderr, r.stderr[-1000:]
 
 
 @pytest.mark.slow  # EfficientNet-Lite0 at 224 px for one epoch on the tiny data
@@ -242,3 +246,28 @@ def test_train_from_the_offline_lite0_start(tiny_root, tmp_path):
     assert best['wise']['head']['loss_after'] < best['wise']['head']['loss_before']
     assert 'of the start (lite0); head refitted on' in (exp/'logs'/'train-cls.log').read_text()
     assert json.loads((exp/'classifier'/'metrics.json').read_text())['training']['wise']['alpha'] == 0.5
+
+
+REFIT_PROBE = '''
+import resource, sys, time, torch
+from pillsnap.classifier import fit_softmax
+torch.manual_seed(0)
+classes, per, dim, chunk = 4523, 16, 16, 64
+y = torch.arange(classes).repeat_interleave(per)
+x = torch.randn(classes, dim)[y] + 0.5 * torch.randn(len(y), dim)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+w, b, start, end = fit_softmax(x, y, torch.zeros(classes, dim), torch.zeros(classes), steps=1, chunk_mb=chunk)
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(grew, time.perf_counter() - t, start, end, tuple(w.shape))
+'''
+
+
+def test_the_head_refit_at_4523_drugs_stays_within_its_memory_bound():
+    "Issue 80 §1: WiSE-FT's head refit held every crop's logits at once (4,523 drugs x 64 crops: ~17 GB after the last epoch); now chunks of 64 MB."
+    out = subprocess.run([sys.executable, '-c', REFIT_PROBE], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    grew, seconds, start, end, shape = out.stdout.split(maxsplit=4)
+    # all 72,368 rows' logits at once are 1.3 GB, x3 with softmax and gradient; in 64 MB chunks about 3 x 64 MB
+    assert float(grew) < 400, f'the refit grew the process by {float(grew):.0f} MB'
+    assert float(end) <= float(start) and shape.strip() == '(4523, 16)'

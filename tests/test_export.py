@@ -7,7 +7,8 @@ import pytest
 
 from conftest import cli
 
-QUICK = ['export.bench_warmup=2', 'export.bench_runs=10', 'export.calib_images=8']
+QUICK = ['export.bench_warmup=2', 'export.bench_runs=10', 'export.calib_images=8',
+         'export.int8_max_drop=1.0', 'export.int8_min_agreement=0.0']  # a tiny model's INT8 may lose: judged elsewhere
 
 
 def sha(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()
@@ -107,3 +108,22 @@ def test_export_errors_name_the_fix(trained_exp, tmp_path):
     assert r.returncode == 2 and 'pillsnap train-cls' in r.stderr, r.stderr
     r = cli('predict', 'x.png', '--exp', no_det, '--backend', 'tensorrt', check=False)
     assert r.returncode == 2 and '--backend must be' in r.stderr
+
+
+@pytest.mark.slow  # an export of a copy of the tiny experiment, without its benchmark
+def test_an_int8_file_that_loses_against_float_is_not_served(exported, tmp_path, caplog):
+    "Issue 80 §3: export wrote an INT8 classifier whatever its top-1 (Lite0: 0.766 → 0.681, 69 % agreement) and onnx-int8 served it."
+    import shutil
+    import pillsnap.export as ex
+    from pillsnap.pipeline import Predictor
+    e = tmp_path/'exp'
+    shutil.copytree(exported[0], e)
+    assert (e/'export'/'classifier.int8.onnx').is_file()  # the earlier export's: judged with the bounds off (QUICK)
+    cfg = Predictor.from_exp(e, settings=QUICK + ['export.bench=false', 'export.int8_min_agreement=1.01']).cfg  # no file can agree more than always
+    ex.export_experiment(cfg)
+    v = json.loads((e/'export'/'parity.json').read_text())['int8']
+    assert v['passed'] is False and 'agreement (at least 101%)' in v['why'] and 0 <= v['top1_agreement'] <= 1
+    assert not (e/'export'/'classifier.int8.onnx').exists()  # neither the new file nor the old one stays to be served
+    with caplog.at_level('WARNING', logger='pillsnap.pipeline'):
+        q = Predictor.from_exp(e, backend='onnx-int8')
+    assert q.backend == 'onnx' and q.classifier_id.startswith('test_efficientnet.onnx-') and 'judged INT8 to lose' in caplog.text

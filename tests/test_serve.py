@@ -337,7 +337,8 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
 def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, photos):
     "serve.public: the page, /predict and /search need no key; each address gets its share (429 with Retry-After beyond); /enrol keeps its key."
     from pillsnap.server import serving
-    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2', 'feedback.max_mb=0.001') as (url, proc):
+    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2', 'feedback.max_mb=0.001',
+                 'serve.public_batch_images=3', 'serve.public_max_pills=1') as (url, proc):
         assert httpx.get(url + '/health').json()['public'] is True
         flood = [post(url, '/predict', photos[0], key=None) for _ in range(3)]
         assert [r.status_code for r in flood] == [200, 200, 429], [r.text for r in flood]
@@ -349,6 +350,24 @@ def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, pho
             assert r.status_code == 200, r.text
             assert other.get(url + '/search', params={'q': 'X'}).status_code == 200
         assert post(url, '/predict', photos[0], key=KEY).status_code == 200  # a key is not counted
+        # work is counted, not requests (issue 83 §1): three photos spend three units; at a burst of 2 the next waits
+        three = [('images', (f'{i}.png', photos[0].read_bytes(), 'image/png')) for i in range(3)]
+        third = httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.3'))
+        with third:
+            assert third.post(url + '/batch', files=three, timeout=120).status_code == 200
+            later = third.post(url + '/predict', files={'image': ('p.png', photos[0].read_bytes(), 'image/png')}, timeout=60)
+            assert later.status_code == 429 and int(later.headers['Retry-After']) >= 6, later.text
+        fourth = httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.4'))
+        with fourth:  # a key-less /batch is bounded (serve.public_batch_images), a key-less photo's pills too (public_max_pills)
+            many = fourth.post(url + '/batch', files=three + three[:1], timeout=60)
+            assert many.status_code == 413 and 'serve.public_batch_images' in many.json()['detail'], many.text
+        fifth = httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.5'))
+        with fifth:
+            tray = fifth.post(url + '/predict', params={'pipeline': 'combo'}, timeout=60,
+                              files={'image': ('p.png', photos[1].read_bytes(), 'image/png')}).json()
+            assert len(tray['pills']) <= 1 and tray['pills_left'] >= 0 and bool(tray['hints']['pills_left']) == (tray['pills_left'] > 0)
+        keyed = post(url, '/predict', photos[1], key=KEY, pipeline='combo').json()
+        assert keyed['pills_left'] == 0 and len(keyed['pills']) == len(tray['pills']) + tray['pills_left']  # with a key: all
         assert post(url, '/predict', photos[0], key='wrong-key-0123456789').status_code == 403
         assert post(url, '/enrol', photos[0], key=None, code='K-999999').status_code == 401
         assert httpx.get(url + '/metrics').status_code == 401

@@ -112,6 +112,7 @@ function show(r) {
   const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(hint('reason'))}</p>`;
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
+  if (r.hints.pills_left) h += `<p class="hint">${esc(hint('pills_left'))}</p>`;  // public mode's bound
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p, i)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
