@@ -7,8 +7,26 @@ STAMP := $(VENV)/.pillsnap-installed
 
 .PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-phone-gpu det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
-# Reinstalls only when pyproject.toml changes (or the venv is missing).
+# Reinstalls only when pyproject.toml changes (or the venv is missing). `make install GPU=1` puts ONNX Runtime's CUDA build
+# (onnxruntime-gpu) in place of the CPU one and remembers it ($(VENV)/.pillsnap-gpu): every later `make install` keeps it,
+# even one that reinstalls; `make install GPU=0` goes back. Not a pip extra: both wheels ship the module `onnxruntime`, and
+# installed side by side whichever came last wins file by file, so the swap is one package for the other.
+GPU_MARK := $(VENV)/.pillsnap-gpu
+GPU ?= $(if $(wildcard $(GPU_MARK)),1,0)
 install: $(STAMP)
+ifeq ($(GPU),1)
+	@touch $(GPU_MARK)
+	@$(BIN)/python -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1 && ! $(BIN)/python -m pip show --quiet onnxruntime >/dev/null 2>&1 \
+	  || { echo "ONNX Runtime for the GPU (onnxruntime-gpu) in place of the CPU build (make install GPU=0 goes back)"; \
+	       $(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu && \
+	       $(BIN)/python -m pip install --quiet 'onnxruntime-gpu>=1.20'; }
+else
+	@rm -f $(GPU_MARK)
+	@! $(BIN)/python -m pip show --quiet onnxruntime-gpu >/dev/null 2>&1 \
+	  || { echo "ONNX Runtime's CPU build in place of onnxruntime-gpu (GPU=0)"; \
+	       $(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu && \
+	       $(BIN)/python -m pip install --quiet 'onnxruntime>=1.20'; }
+endif
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -122,11 +140,9 @@ gpu-check: install
 	$(BIN)/python tools/gpu_check.py --out work/gpu-check
 
 # ONNX Runtime's CUDA (and TensorRT, where installed) provider for `serve --backend onnx` and the export's parity check on a GPU:
-# onnxruntime-gpu takes the place of onnxruntime. Not a pip extra: both wheels ship the module `onnxruntime`, and installed side by
-# side whichever came last wins file by file. Run it again after `make install` reinstalls (a changed pyproject.toml).
-install-gpu: install
-	$(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu
-	$(BIN)/python -m pip install --quiet 'onnxruntime-gpu>=1.20'
+# the same as `make install GPU=1` (kept across reinstalls), then the providers it offers.
+install-gpu:
+	$(MAKE) install GPU=1
 	$(BIN)/python -c "import onnxruntime as o; print('ONNX Runtime', o.__version__, 'providers:', ', '.join(o.get_available_providers()))"
 
 # The production architectures (EfficientNetV2-S 384, YOLO11m 640) served on this CPU: p50/p95 per mode and backend (nbs/90_benchmarks.ipynb).

@@ -92,7 +92,7 @@ def ort_providers(device:str|torch.device='auto')->list:
             gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in have]
             return gpu + ['CPUExecutionProvider']
         get_logger('runtime').warning('the device is a GPU but this onnxruntime has no CUDA provider '
-                                      '(make install-gpu: onnxruntime-gpu in place of onnxruntime) — '
+                                      '(make install GPU=1: onnxruntime-gpu in place of onnxruntime, kept) — '
                                       'ONNX runs on the CPU')
     return ['CPUExecutionProvider']
 

@@ -61,3 +61,19 @@ def test_the_wheel_works_from_an_empty_folder(installed, tmp_path, trained_exp):
     assert 'single top-1' in r.stdout
     r = run(installed, empty, 'gate', '--exp', exp, '--stage', '1', '--latency-photos', '1', 'device=cpu')
     assert 'decision' in r.stdout
+
+
+def test_the_gpu_switch_is_kept_by_every_later_install(tmp_path):
+    "Issue 80 §5: `make install-gpu` swapped in onnxruntime-gpu, and the next `make install` put the CPU wheel back over it."
+    venv = tmp_path/'venv'; venv.mkdir()
+    def dry(*args):  # what `make install` would run for this (empty) environment: a whole install, as after a pyproject change
+        return subprocess.run(['make', '-n', '-C', str(ROOT), 'install', f'VENV={venv}', *args],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    gpu = "'onnxruntime-gpu>=1.20'"
+    assert gpu not in dry() and f'rm -f {venv}/.pillsnap-gpu' in dry()  # without the switch: the CPU build, nothing remembered
+    first = dry('GPU=1')
+    assert f'touch {venv}/.pillsnap-gpu' in first and first.index(".[dev]'") < first.index(gpu)  # swapped after the reinstall
+    (venv/'.pillsnap-gpu').touch()  # what `make install GPU=1` leaves behind
+    later = dry()  # a plain `make install` later, reinstalling everything
+    assert later.index(".[dev]'") < later.index(gpu)  # the GPU build put back after the requirements' CPU one
+    assert gpu not in dry('GPU=0') and "'onnxruntime>=1.20'" in dry('GPU=0')  # and the way back
