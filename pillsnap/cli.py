@@ -575,14 +575,18 @@ def pillsnap_search(
 def pillsnap_feedback(
     *settings:str, # key=value settings over the experiment's snapshot (for this run only)
     exp:str=None, # experiment folder (default: paths.exp_dir)
-    export:str=None, # write the photos of reports naming the right drug into this folder (one folder per drug) and feedback.csv
+    export:str=None, # write the photos of reviewed reports naming the right drug into this folder (one per drug) and feedback.csv
+    accept:str=None, # report ids (comma-separated) a reviewer accepts as training data (a public service's wait for it)
+    reject:str=None, # report ids that never become training data
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
-    "List the reports of wrong answers the service kept; export them as photos for the next training."
+    "List the reports of wrong answers the service kept; review anyone's; export reviewed ones as photos for training."
     from pillsnap.feedback import Feedback
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
     fb = Feedback.from_cfg(ex.cfg, ex.root)
     fb.prune()
+    for ids, yes in ((accept, True), (reject, False)):
+        if ids: print(f"{'accepted' if yes else 'rejected'}: {', '.join(fb.review([i.strip() for i in ids.split(',') if i.strip()], yes))}")
     table = fb.table()
     print(f'{fb.folder}: {len(table)} report(s), {int(table.has_photo.sum())} with a photo')
     if len(table): print(table.map(terminal_text).to_string(index=False))  # reporters' text: escapes, never sequences
@@ -590,7 +594,8 @@ def pillsnap_feedback(
         made = fb.export(export)
         print(f"exported {made['photos']} photo(s) of {made['drugs']} drug(s) to {export} "
               f"(and feedback.csv, {made['reports']} report(s))"
-              + (f"; skipped, their box outside their photo: {', '.join(made['skipped'])}" if made['skipped'] else ''))
+              + (f"; skipped, their box outside their photo: {', '.join(made['skipped'])}" if made['skipped'] else '')
+              + (f"; {made['pending']} report(s) wait for review (--accept ID)" if made['pending'] else ''))
     return table
 
 # %% ../nbs/08b_run.cli.ipynb #dde05cd9

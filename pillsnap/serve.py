@@ -612,8 +612,10 @@ def require_key(self:Service, key:str|None=Depends(KEY_HEADER)):
 def health(self:Service)->dict:
     "Status, version, backend, device, modes, models, whether a key is needed, uptime; the release, when one is served."
     p = self.live.pred
+    f = self.feedback  # what a report keeps, which the page tells its user before one is sent
     return dict(status='ok', version=pillsnap.__version__, backend=p.backend, device=str(p.device), modes=self.modes(),
                 models=p.models('combo' if p.has_detector else 'single'), public=self.public,
+                reports=dict(photos=bool(f.keep_photos), days=f.keep_days, reviewed=self.public),
                 uptime_s=round(time.time() - self.started, 1),
                 **self.live.health())
 
@@ -778,7 +780,8 @@ async def report(self:Service, request:Request, upload:UploadFile|None, # the ph
                 )->dict:
     "Keep a report of a wrong answer; what /feedback answers."
     add = functools.partial(self.feedback.add, answered=answered, right=right, mode=mode, pill=pill, box=box,
-                            request_id=request_id, models=self.live.pred.models(mode))
+                            request_id=request_id, models=self.live.pred.models(mode),
+                            reviewed=self.keyless(request) is None)  # anyone's report waits for a reviewer
     try:
         if upload is None: rec = await run_in_threadpool(add, None)
         else:

@@ -22,7 +22,7 @@ def server(trained_exp, tmp_path_factory):
     "`pillsnap serve` as `serving` starts it (the demo's and the load test's helper), with two keys; its output in a log file."
     from pillsnap.server import serving
     log = tmp_path_factory.mktemp('serve')/'serve.log'
-    with serving(trained_exp[0], f'{KEY},{KEY2}', log_file=log) as (url, proc): yield url, log, proc
+    with serving(trained_exp[0], f'{KEY},{KEY2}', 'feedback.keep_photos=true', log_file=log) as (url, proc): yield url, log, proc
 
 
 # `run_server` in a child process with `delay` seconds added to every inference batch, so that requests queue up behind it
@@ -317,6 +317,7 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
     form = dict(answered=top, right='K-777777', pipeline='single', pill='0', box='1,2,30,40', request_id=rid)
     r = httpx.post(url + '/feedback', files=files, data=form, headers={'X-API-Key': KEY}, timeout=60)
     assert r.status_code == 200 and r.json()['photo_kept'] is True, r.text
+    assert httpx.get(url + '/health').json()['reports'] == {'photos': True, 'days': 90, 'reviewed': False}  # what the page says is kept
     assert httpx.post(url + '/feedback', data=form, timeout=60).status_code == 401  # not public: a key is needed
     bad = httpx.post(url + '/feedback', data={**form, 'box': '9,9,1,1'}, headers={'X-API-Key': KEY}, timeout=60)
     assert bad.status_code == 422 and 'box' in bad.json()['detail']
@@ -329,7 +330,7 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
     assert out.returncode == 0, out.stderr
     assert '\x1b' not in out.stdout and '\\x1b[2J' in out.stdout  # the escape sequence printed as text, never run
     assert "'=HYPERLINK" in (tmp_path/'hard'/'feedback.csv').read_text()  # a formula stays text in the spreadsheet
-    assert 'K-777777' in out.stdout and 'with a photo' in out.stdout
+    assert 'K-777777' in out.stdout and 'with a photo' in out.stdout and 'reviewed' in out.stdout  # a key's report: a reviewer's
     assert [p.parent.name for p in (tmp_path/'hard').glob('*/*.jpg')].count('K-777777') == 1
 
 
@@ -528,6 +529,7 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         drv.find_element(By.ID, 'lang').click()
         drv.execute_script('last = window.kept; last();')  # the server's answer again
         drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug
+        assert 'Your photo is kept for 90 days' in drv.find_element(By.CSS_SELECTOR, '.pill .kept').text  # said before it is sent (issue 83 §10)
         drv.find_element(By.CSS_SELECTOR, '.pill .right').send_keys('K-424242')
         drv.find_element(By.CSS_SELECTOR, '.pill .send').click()
         WebDriverWait(drv, 30).until(lambda d: 'Thank you' in d.find_element(By.CSS_SELECTOR, '.pill .fb').text)

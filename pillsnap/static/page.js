@@ -15,7 +15,8 @@ const T = {
        differ: 'they differ in', vs: ' vs ', fields: {print_front: 'front imprint', print_back: 'back imprint', line_front: 'front score line', line_back: 'back score line',
        mark_code_front: 'front mark', mark_code_back: 'back mark', drug_shape: 'shape', color_class1: 'colour', color_class2: 'second colour', leng_long: 'length',
        leng_short: 'width', thick: 'thickness', dl_name: 'name'},
-       back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', thanks: id => `Thank you — report ${id} kept.`},
+       back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', kept: r => (r.photos ? `Your photo is kept ${r.days ? `for ${r.days} days` : 'until the operator deletes it'}, without location or phone details` : 'Only the answer and a fingerprint of the photo are kept, not the photo') + (r.reviewed ? '; a person reviews each report before it is used.' : '.'),
+       thanks: id => `Thank you — report ${id} kept.`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
@@ -31,8 +32,10 @@ const T = {
        differ: '다른 점:', vs: ' 대 ', fields: {print_front: '앞면 각인', print_back: '뒷면 각인', line_front: '앞면 분할선', line_back: '뒷면 분할선',
        mark_code_front: '앞면 마크', mark_code_back: '뒷면 마크', drug_shape: '모양', color_class1: '색', color_class2: '두 번째 색', leng_long: '장축',
        leng_short: '단축', thick: '두께', dl_name: '제품명'},
-       back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
+       back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', kept: r => (r.photos ? `사진은 ${r.days ? r.days + '일 동안' : '운영자가 지울 때까지'} 보관됩니다 (위치·기기 정보 없이)` : '답과 사진의 지문(해시)만 보관하고 사진은 보관하지 않습니다') + (r.reviewed ? '. 모든 보고는 사람이 검토한 뒤에만 쓰입니다.' : '.'),
+       thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
 let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
+let reports = {photos: false, days: 0, reviewed: false};  // what a report keeps (/health): said before one is sent
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
 const t = k => T[lang][k];
 function applyLang() {
@@ -135,7 +138,7 @@ function keyHeader() {
   if ($('remember').checked) sessionStorage.setItem('pillsnap-key', key); else sessionStorage.removeItem('pillsnap-key');
   return key ? {'X-API-Key': key} : {};
 }
-fetch('health').then(r => r.json()).then(h => { $('keyrow').hidden = !!h.public; }).catch(() => {});  // public mode: no key to ask for
+fetch('health').then(r => r.json()).then(h => { $('keyrow').hidden = !!h.public; reports = h.reports || reports; }).catch(() => {});  // public mode: no key to ask for
 function said(r) {  // a refusal in the user's language: the server sends both (detail, detail_ko) with a code
   if (lang === 'ko' && r.detail_ko) return r.detail_ko;
   return typeof r.detail === 'string' ? r.detail : JSON.stringify(r.detail);
@@ -175,7 +178,8 @@ $('results').onclick = async e => {
   const box = e.target.closest('.fb');
   if (!box || !answer) return;
   if (e.target.classList.contains('wrong')) {
-    box.innerHTML = `<input class="right" type="text" autocomplete="off" placeholder="${esc(t('right'))}"> <button type="button" class="send">${esc(t('send'))}</button>`;
+    box.innerHTML = `<input class="right" type="text" autocomplete="off" placeholder="${esc(t('right'))}"> <button type="button" class="send">${esc(t('send'))}</button>` +
+      `<small class="kept">${esc(t('kept')(reports))}</small>`;
     return;
   }
   if (!e.target.classList.contains('send')) return;
