@@ -575,7 +575,7 @@ def pillsnap_search(
 def pillsnap_feedback(
     *settings:str, # key=value settings over the experiment's snapshot (for this run only)
     exp:str=None, # experiment folder (default: paths.exp_dir)
-    export:str=None, # write the photos of reviewed reports naming the right drug into this folder (one per drug) and feedback.csv
+    export:str=None, # write the photos of reviewed reports naming the right drug here (a folder each) and feedback.csv
     accept:str=None, # report ids (comma-separated) a reviewer accepts as training data (a public service's wait for it)
     reject:str=None, # report ids that never become training data
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
@@ -586,7 +586,8 @@ def pillsnap_feedback(
     fb = Feedback.from_cfg(ex.cfg, ex.root)
     fb.prune()
     for ids, yes in ((accept, True), (reject, False)):
-        if ids: print(f"{'accepted' if yes else 'rejected'}: {', '.join(fb.review([i.strip() for i in ids.split(',') if i.strip()], yes))}")
+        done = fb.review([i.strip() for i in ids.split(',') if i.strip()], yes) if ids else []
+        if done: print(f"{('rejected', 'accepted')[yes]}: {', '.join(done)}")
     table = fb.table()
     print(f'{fb.folder}: {len(table)} report(s), {int(table.has_photo.sum())} with a photo')
     if len(table): print(table.map(terminal_text).to_string(index=False))  # reporters' text: escapes, never sequences

@@ -184,7 +184,7 @@ def review(self:Feedback, ids:list, # report ids (`table`'s id column)
         raise FeedbackError(f"no report {', '.join(missing)} in {self.folder} — pillsnap feedback lists them")
     when = datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
     with self.lock:
-        for i in ids: append_jsonl(self.folder/REVIEWS, dict(id=i, review='accepted' if accept else 'rejected', time=when))
+        for i in ids: append_jsonl(self.folder/REVIEWS, dict(id=i, review=('rejected', 'accepted')[accept], time=when))
     return list(ids)
 
 # %% ../nbs/07b_ship.feedback.ipynb #4831e108

@@ -198,10 +198,11 @@ class Predictor:
         self.ocr = ocr_engine() if cfg.pipeline.ocr else None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #2b22d44b
-def _int8_or_float(folder:Path, # an experiment's export folder
-                   backend:str, # the backend asked for
-                  )->str: # the backend that serves
-    "onnx-int8, unless the export judged its INT8 file to lose against the float one: then onnx, the reason logged."
+def _onnx_backend(folder:Path, # an experiment's export folder
+                  backend:str, # the backend asked for: onnx | onnx-int8
+                 )->str: # the backend that serves
+    "The backend asked for; but onnx when the export judged its INT8 file to lose against the float one, the reason logged."
+    if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     verdict = (read_json(folder/'parity.json')[0] or {}).get('int8') or {}
     if backend != 'onnx-int8' or verdict.get('passed', True): return backend
     get_logger('pipeline').warning(f"onnx-int8 asked, but the export judged INT8 to lose ({verdict.get('why')}; "
@@ -230,8 +231,7 @@ def from_exp(cls:Predictor,
         return cls(model, ck, table, cfg, paths.detector/'detector.safetensors', device,
                    _file_id(path, ck['model_name']), backend, _matching(gallery, lambda: embedder_id(model), exp),
                    retrieval_dir(exp), _fitted(check, lambda: model.features_id, exp))
-    if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    backend = _int8_or_float(paths.export, backend)
+    backend = _onnx_backend(paths.export, backend)
     path = paths.export/('classifier.int8.onnx' if backend == 'onnx-int8' else 'classifier.onnx')
     if not path.is_file(): raise ConfigError(f'backend {backend} needs {path} — run pillsnap export --exp {exp}')
     model = OnnxClassifier(path, device)
