@@ -6,11 +6,11 @@
 __all__ = ['SAID', 'KEY_ENV', 'IMAGE_STATUS', 'CLOSE', 'SIDES', 'BUCKETS_MS', 'OOM', 'REFUSED_LOG_S', 'KEY_HEADER',
            'ENROL_WAIT_S', 'PAGE_FILES', 'PAGE_HEADERS', 'said', 'Refusal', 'api_keys', 'key_matches', 'image_status',
            'image_code', 'RateLimit', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher', 'Metrics',
-           'Live', 'answer_counts', 'AccessLog', 'Service', 'page_file', 'public_routes', 'identify_routes',
+           'Live', 'answer_counts', 'AccessLog', 'writable', 'Service', 'page_file', 'public_routes', 'identify_routes',
            'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
 
 # %% ../nbs/07c_ship.serve.ipynb #2162f4b4
-import asyncio, collections, functools, hmac, importlib.resources, io, json, math, re, signal, time, uuid, warnings
+import asyncio, collections, functools, hmac, importlib.resources, io, json, math, re, signal, tempfile, time, uuid, warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -544,6 +544,20 @@ def failure(self:AccessLog, e:Exception, rid:str)->JSONResponse:
     self.log.exception(f'request {rid} failed')
     return JSONResponse({**said('internal'), 'request_id': rid}, 500)
 
+# %% ../nbs/07c_ship.serve.ipynb #0e9208b1
+def writable(folder:Path, # a folder the service writes (made when missing)
+             what:str, # what it keeps there, for the message
+             setting:str, # the setting that moves it
+            ):
+    "A `ConfigError` at start, naming the folder and the fix, when the service could not write `folder` (a probe file)."
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.pillsnap-probe-'): pass
+    except OSError as e:
+        raise ConfigError(f'{folder} is not writable by this service ({e.strerror or e}): it keeps {what} there — set '
+                          f'{setting} to a folder it may write (under systemd: StateDirectory=pillsnap and '
+                          f'{setting}=/var/lib/pillsnap/…, see the operations page)') from None
+
 # %% ../nbs/07c_ship.serve.ipynb #4cf5bc59
 class Service:
     "What the routes share: API keys, batcher, pixel budget, counters and the live release, under `serve.*`."
@@ -562,6 +576,7 @@ class Service:
         self.public = bool(s.public)  # identify and search without a key, at a rate per client address
         self.rate = RateLimit(s.public_per_min, s.public_burst) if self.public else None
         self.feedback = Feedback.from_cfg(self.cfg, None if release else self.cfg.paths.exp_dir)  # never into a release
+        writable(self.feedback.folder, 'reports of wrong answers (POST /feedback)', 'feedback.dir')  # at start, not per report
 
     def modes(self)->list: return ['single', 'combo'] if self.live.pred.has_detector else ['single']
 

@@ -1,11 +1,11 @@
 "Releases end to end: pack, list, switch and roll back from the command line; a real service started from a release, switched on SIGHUP under traffic, refusing a damaged one."
-import signal, threading, time
+import json, signal, threading, time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 
 KEY = 'release-key-0123456789abcdef'
 
@@ -175,3 +175,30 @@ def test_the_operators_keys_and_settings_win_over_a_releases(trained_exp, photo,
         assert 'source' not in httpx.get(url + '/health').json()['release']  # the public health check names no folder
     finally:
         proc.terminate(); proc.wait(30)
+
+
+@pytest.mark.slow  # a release served as the operations page's systemd unit starts it
+def test_the_documented_unit_keeps_reports_and_an_unwritable_folder_stops_the_start(trained_exp, photo, tmp_path, monkeypatch):
+    "Issue 83 §7: under the documented unit every POST /feedback answered 500 (its working folder read-only); now the unit names a writable one."
+    import re, shlex
+    from pillsnap.server import serving
+    ops = json.loads((ROOT/'nbs'/'91_operations.ipynb').read_text())
+    text = '\n'.join(''.join(c['source']) for c in ops['cells'])
+    unit = next(u for u in re.findall(r'```ini\n(.*?)```', text, re.S) if 'serve --release' in u)
+    keys = dict(l.split('=', 1) for l in unit.splitlines() if '=' in l and not l.startswith('#'))
+    state = '/var/lib/' + keys['StateDirectory']  # systemd makes it, writable by the service's user
+    args = shlex.split(keys['ExecStart'])[2:]
+    writes = [a.split('=', 1)[1] for a in args if a.startswith('feedback.dir=')]
+    assert writes and all(w.startswith(state + '/') for w in writes), (writes, state)  # every folder it writes is one systemd opens
+    root, var = tmp_path/'releases', tmp_path/'state'
+    cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--activate', '--root', root)
+    mine = [a.replace('/srv/pillsnap/work/releases', str(root)).replace(state, str(var)) for a in args if a not in ('--backend', 'onnx')]  # no ONNX files in the tiny release
+    with serving(None, KEY, *mine, log_file=tmp_path/'serve.log') as (url, proc):
+        r = httpx.post(url + '/feedback', files={'image': ('p.png', photo, 'image/png')}, data={'answered': 'K-000001'},
+                       headers={'X-API-Key': KEY}, timeout=60)
+        assert r.status_code == 200, r.text
+    assert (var/'feedback'/'reports.jsonl').is_file()
+    blocked = tmp_path/'a-file'; blocked.write_text('')
+    monkeypatch.setenv('PILLSNAP_API_KEYS', KEY)
+    r = cli('serve', '--release', root, f'feedback.dir={blocked}/feedback', check=False)  # refused at start, not per report
+    assert r.returncode == 2 and 'is not writable by this service' in r.stderr and 'feedback.dir' in r.stderr, r.stderr[-800:]
