@@ -201,7 +201,7 @@ class Predictor:
 def _onnx_backend(folder:Path, # an experiment's export folder
                   backend:str, # the backend asked for: onnx | onnx-int8
                  )->str: # the backend that serves
-    "The backend asked for; but onnx when the export judged its INT8 file to lose against the float one, the reason logged."
+    "The backend asked for; onnx when the export judged its INT8 file to lose against the float one (logged)."
     if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     verdict = (read_json(folder/'parity.json')[0] or {}).get('int8') or {}
     if backend != 'onnx-int8' or verdict.get('passed', True): return backend

@@ -10,7 +10,8 @@ __all__ = ['SAID', 'KEY_ENV', 'IMAGE_STATUS', 'CLOSE', 'SIDES', 'BUCKETS_MS', 'O
            'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
 
 # %% ../nbs/07c_ship.serve.ipynb #2162f4b4
-import asyncio, collections, functools, hmac, importlib.resources, io, json, math, re, signal, tempfile, time, uuid, warnings
+import asyncio, collections, functools, hmac, importlib.resources, io, json, math, re, signal, tempfile, time, uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -576,7 +577,7 @@ class Service:
         self.public = bool(s.public)  # identify and search without a key, at a rate per client address
         self.rate = RateLimit(s.public_per_min, s.public_burst) if self.public else None
         self.feedback = Feedback.from_cfg(self.cfg, None if release else self.cfg.paths.exp_dir)  # never into a release
-        writable(self.feedback.folder, 'reports of wrong answers (POST /feedback)', 'feedback.dir')  # at start, not per report
+        writable(self.feedback.folder, 'reports of wrong answers (POST /feedback)', 'feedback.dir')  # at start
 
     def modes(self)->list: return ['single', 'combo'] if self.live.pred.has_detector else ['single']
 
