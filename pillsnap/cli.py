@@ -645,7 +645,7 @@ def pillsnap_serve(
 ):
     ("Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / "
      "(API keys from PILLSNAP_API_KEYS).")
-    from pillsnap.serve import app_from_exp, app_from_release
+    from pillsnap.serve import app_from_exp, app_from_release, operator_access
     from pillsnap.server import run_server
     flags = {'serve.host': host, 'serve.port': port, 'pipeline.backend': backend}
     over = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
@@ -655,6 +655,7 @@ def pillsnap_serve(
         where, rel = resolve_release(release), Path(release)
         # the operator's settings: keys, address, CORS and limits never come from a release
         cfg = load_config(_overrides(settings, **flags), path=config)
+        operator_access(cfg, _overrides(settings, **flags), config)  # who may reach it: the operator's word only
         # the log goes beside the releases, never inside one
         setup_logging(cfg, (rel.parent if (rel/MANIFEST).is_file() else rel)/'logs'/'serve.log')
         app = app_from_release(release, over, env_file=cfg.serve.env_file, cfg=cfg)
@@ -664,6 +665,7 @@ def pillsnap_serve(
         return run_server(app, cfg)
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **flags)
     cfg = ex.cfg
+    operator_access(cfg, _overrides(settings, **flags), config)  # never the experiment's own snapshot
     ex.log('serve')
     app = app_from_exp(ex, env_file=cfg.serve.env_file)  # the settings resolved once, here
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} '

@@ -202,3 +202,23 @@ def test_the_documented_unit_keeps_reports_and_an_unwritable_folder_stops_the_st
     monkeypatch.setenv('PILLSNAP_API_KEYS', KEY)
     r = cli('serve', '--release', root, f'feedback.dir={blocked}/feedback', check=False)  # refused at start, not per report
     assert r.returncode == 2 and 'is not writable by this service' in r.stderr and 'feedback.dir' in r.stderr, r.stderr[-800:]
+
+
+def test_who_may_reach_the_service_comes_from_the_operator_only(trained_exp, tmp_path, monkeypatch):
+    "Issue 83 §6: a config.yaml in any parent folder made a release's service public, silently; an experiment's snapshot chose its access."
+    import shutil, yaml
+    root = tmp_path/'releases'
+    cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--activate', '--root', root)
+    shared = tmp_path/'shared'; (shared/'me').mkdir(parents=True)
+    theirs = yaml.safe_load((ROOT/'config.yaml').read_text()); theirs['serve']['public'] = True
+    (shared/'config.yaml').write_text(yaml.safe_dump(theirs))  # another user's file in a parent folder
+    monkeypatch.setenv('PILLSNAP_API_KEYS', KEY); monkeypatch.delenv('PILLSNAP_CONFIG', raising=False)
+    monkeypatch.chdir(shared/'me')
+    r = cli('serve', '--release', root, check=False)
+    assert r.returncode == 2 and 'serve.public=True comes from' in r.stderr and str(shared/'config.yaml') in r.stderr, r.stderr[-800:]
+    exp = tmp_path/'exp'; shutil.copytree(trained_exp[0], exp)
+    snap = yaml.safe_load((exp/'config.yaml').read_text()); snap['serve']['allow_enrol'] = True
+    (exp/'config.yaml').write_text(yaml.safe_dump(snap))  # the experiment's own snapshot opening enrolment
+    monkeypatch.chdir(ROOT)
+    r = cli('serve', '--exp', exp, check=False)
+    assert r.returncode == 2 and 'serve.allow_enrol=True comes from' in r.stderr, r.stderr[-800:]
