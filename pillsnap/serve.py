@@ -601,7 +601,8 @@ def spent(self:Service, who:str|None, results:list):
     if who is not None: self.rate.charge(who, sum(max(1, len(r.get('pills') or ())) for r in results) - 1)
 
 # %% ../nbs/07c_ship.serve.ipynb #ce2758f5
-ACCESS = ('serve.public', 'serve.allow_enrol', 'serve.cors_origins', 'serve.env_file', 'serve.host')
+ACCESS = ('serve.public', 'serve.allow_enrol', 'serve.cors_origins', 'serve.env_file', 'serve.host',
+          'serve.trusted_proxies')
 
 def operator_access(cfg, # the settings the service would start with
                     given:dict, # the command line's settings ({dotted key: value})

@@ -25,9 +25,11 @@ class ClientSlots:
     def __init__(self, total:int, per_client:int=0):
         self.total, self.per_client, self.used, self.open = int(total), int(per_client or 0), 0, {}
 
-    def take(self, client:str)->int|None:
+    def take(self, client:str, # the connection's address
+             shared:bool=False, # a trusted proxy's: its many clients' connections, bound by `total` alone
+            )->int|None:
         "Take a slot for `client`: None when it got one, else the status to refuse with (429: its share, 503: all)."
-        if self.per_client and self.open.get(client, 0) >= self.per_client: return 429
+        if self.per_client and not shared and self.open.get(client, 0) >= self.per_client: return 429
         if self.used >= self.total: return 503
         self.open[client], self.used = self.open.get(client, 0) + 1, self.used + 1
 
@@ -45,8 +47,10 @@ class GuardedH11(H11Protocol):
                  body_timeout:float=120, # seconds for a whole body
                  min_rate:float=0, # bytes a second a body must average, once `read_timeout` has passed
                  max_head:int=16384, # bytes of a request head at most (431 beyond)
+                 proxies:tuple=(), # trusted proxies' addresses (`serve.trusted_proxies`): no per-address cap for them
                  **kwargs):
         super().__init__(*args, **kwargs)
+        self.proxies = frozenset(proxies)
         self.slots, self.head_timeout, self.read_timeout = slots, head_timeout, read_timeout
         self.body_timeout, self.min_rate, self.max_head = body_timeout, min_rate, max_head
         self.tick = min(1.0, read_timeout / 4)  # how often a body's progress is checked
@@ -59,7 +63,7 @@ def connection_made(self:GuardedH11, transport):
     super(GuardedH11, self).connection_made(transport)
     if self.slots is not None:
         who = self.client[0] if self.client else ''
-        if no := self.slots.take(who):
+        if no := self.slots.take(who, who in self.proxies):
             return self._refuse(no, 'too_many_connections' if no == 429 else 'no_free_connection', retry=1, who=who)
         self.slot = who
     self._watch()
@@ -151,9 +155,11 @@ def server_config(app:FastAPI, # from `create_app` or `app_from_exp`
     http = functools.partial(GuardedH11, slots=ClientSlots(s.max_connections, s.max_connections_per_client),
                              max_head=head, head_timeout=float(s.header_timeout_s),
                              read_timeout=float(s.read_timeout_s), body_timeout=float(s.body_timeout_s),
-                             min_rate=float(s.min_upload_kb_s) * 1024)
+                             min_rate=float(s.min_upload_kb_s) * 1024, proxies=tuple(s.trusted_proxies))
+    # X-Forwarded-For only from the proxies the operator names (uvicorn's default believes any loopback peer)
+    proxied = dict(proxy_headers=bool(s.trusted_proxies), forwarded_allow_ips=','.join(s.trusted_proxies) or '')
     return uvicorn.Config(app, host=s.host, port=int(s.port), http=http, ws='none', h11_max_incomplete_event_size=head,
-                          timeout_keep_alive=s.keep_alive_s, log_level='warning',
+                          timeout_keep_alive=s.keep_alive_s, log_level='warning', **proxied,
                           access_log=False)  # connections: ClientSlots, not limit_concurrency
 
 # %% ../nbs/07d_ship.server.ipynb #bb284fc0

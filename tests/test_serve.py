@@ -600,3 +600,18 @@ def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
         drv.save_screenshot(str(tmp_path/f'page-{size[0]}.png'))
         assert (tmp_path/f'page-{size[0]}.png').stat().st_size > 10_000
     finally: drv.quit()
+
+
+@pytest.mark.slow  # a second server
+def test_forwarded_addresses_are_believed_from_named_proxies_only(trained_exp):
+    "Issue 83 §5: X-Forwarded-For was believed from any loopback peer, so a rotating header got a fresh share each time."
+    from pillsnap.server import serving
+    search = lambda c, who: c.get('/search', params={'q': 'X'}, headers={'X-Forwarded-For': who}).status_code
+    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2',
+                 'serve.trusted_proxies=[127.0.0.2]') as (url, proc):
+        with httpx.Client(base_url=url, timeout=30) as anyone:  # from 127.0.0.1, not a named proxy: its header is ignored
+            assert [search(anyone, f'10.0.0.{i}') for i in range(3)] == [200, 200, 429]
+        proxy = httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(local_address='127.0.0.2'))
+        with proxy:  # the named proxy: each client it forwards has its own share
+            assert [search(proxy, '203.0.113.7') for _ in range(3)] == [200, 200, 429]
+            assert search(proxy, '203.0.113.8') == 200
