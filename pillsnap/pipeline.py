@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image',
-           'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart', 'parse_expect', 'hint',
+           'UNSEEN_FIELDS', 'EXPECT_MAX', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError',
+           'load_image', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart', 'parse_expect', 'hint',
            'photo_warning', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
@@ -604,6 +604,9 @@ def _prescription_index(known:set, records:dict)->tuple:
     return edi, names
 
 # %% ../nbs/05f_infer.pipeline.ipynb #5ab6f8dd
+EXPECT_MAX = 100  # lines of a prescription at most
+
+# %% ../nbs/05f_infer.pipeline.ipynb #250468a4
 def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, product names
                  known:set, # the codes the predictor can answer
                  records:dict|None=None, # {K-code: registry record} with `edi_codes`, `dl_name`, `dl_name_en`
@@ -614,6 +617,8 @@ def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, prod
     items = [str(c).strip() for c in (re.split(r'[,;\n]', expect) if isinstance(expect, str) else expect)
              if c is not None and str(c).strip()]
     if not items: return None
+    if len(items) > EXPECT_MAX:  # each line is matched against every name: a bound on a request's work
+        raise ConfigError(f'a prescription of {len(items)} lines: at most {EXPECT_MAX} (one per drug)')
     edi, names = index or _prescription_index(known, records or {})
     matched, unmatched = {}, []
     for it in dict.fromkeys(items):

@@ -10,8 +10,8 @@ __all__ = ['SAID', 'KEY_ENV', 'IMAGE_STATUS', 'CLOSE', 'BUCKETS_MS', 'OOM', 'REF
            'identify_routes', 'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
 
 # %% ../nbs/07c_ship.serve.ipynb #2162f4b4
-import asyncio, collections, functools, hmac, importlib.resources, io, json, math, os, re, signal, tempfile, time, uuid
-import warnings
+import asyncio, collections, functools, hmac, importlib.resources, io, json, math, os, re, signal, tempfile
+import threading, time, uuid, warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +37,7 @@ from .data import pil_open
 from .feedback import Feedback, FeedbackError, FeedbackFull
 from .pipeline import ImageError, Predictor, load_image, registry
 from .release import resolve_release, verify_release
-from .retrieval import GalleryBusy
+from .retrieval import GalleryBusy, gallery_lock
 from .search import search_drugs
 
 # %% ../nbs/07c_ship.serve.ipynb #2d42be8f
@@ -46,6 +46,8 @@ SAID = {  # code: (English, Korean), with {named} parts
                           '요청 헤더가 {kb} KB를 넘습니다 — 헤더를 줄여 보내세요 (serve.max_header_kb)'),
     'key_missing': ('missing X-API-Key header', 'API 키가 없습니다 — X-API-Key 헤더로 보내세요'),
     'key_invalid': ('invalid API key', 'API 키가 올바르지 않습니다'),
+    'origin_refused': ('a page of {origin} may not send to this service (serve.cors_origins)',
+                       '{origin}의 페이지는 이 서비스로 보낼 수 없습니다 (serve.cors_origins)'),
     'rate_limited': ('{who} has used its share: photos and the pills found in them count '
                      '(serve.public_per_min) — try again in {wait} s',
                      '{who}의 사용량을 모두 썼습니다: 사진과 사진 속 알약 수로 셉니다 '
@@ -200,9 +202,10 @@ class RequestLimits:
                  keyed=(), # the paths that need one (a set, or a callable path -> bool)
                  open=(), # the paths anyone may call, at `rate` per client address without a key (public mode)
                  rate:RateLimit|None=None, # requests per client on `open` paths
+                 origins=(), # the web origins a browser may send a POST from, besides the service's own (CORS's)
                 ):
         self.app, self.limit, self.head = app, limit, head
-        self.keys, self.keyed, self.open, self.rate = keys, keyed, open, rate
+        self.keys, self.keyed, self.open, self.rate, self.origins = keys, keyed, open, rate, set(origins)
 
 # %% ../nbs/07c_ship.serve.ipynb #98ec8622
 @patch
@@ -232,6 +235,16 @@ async def __call__(self:RequestLimits, scope, receive, send):
         if not over: raise
     if over and not started: await self._too_large(limit)(scope, None, closing)
 
+# %% ../nbs/07c_ship.serve.ipynb #085a91ac
+@patch
+def cross_site(self:RequestLimits, scope, headers:dict)->JSONResponse|None:
+    ("403 for a state-changing request a browser sends from another site's page (its `Origin` neither this service"
+     " nor one of `serve.cors_origins`): a multipart POST needs no CORS preflight, so CORS alone cannot refuse it.")
+    origin = headers.get(b'origin', b'').decode('latin-1')
+    if scope['method'] in ('GET', 'HEAD', 'OPTIONS') or not origin or origin in self.origins: return None
+    if origin.split('://', 1)[-1] == headers.get(b'host', b'').decode('latin-1'): return None  # its own page
+    return _error(403, 'origin_refused', origin=origin[:100])
+
 # %% ../nbs/07c_ship.serve.ipynb #dd4ce48d
 @patch
 def refusal(self:RequestLimits, scope)->JSONResponse|None:
@@ -241,6 +254,7 @@ def refusal(self:RequestLimits, scope)->JSONResponse|None:
             + sum(len(k) + len(v) + 4 for k, v in scope['headers']))
     if size > self.head:
         return _error(431, 'headers_too_large', kb=f'{self.head / 1024:.0f}')
+    if (no := self.cross_site(scope, headers)) is not None: return no
     key = headers.get(b'x-api-key', b'').decode('latin-1')
     if _in(path, self.keyed) and not key: return _error(401, 'key_missing', {'WWW-Authenticate': 'X-API-Key'})
     if (_in(path, self.keyed) or key and _in(path, self.open)) and not key_matches(key, self.keys):
@@ -637,8 +651,11 @@ async def lifespan(self:Service, app=None):
     await b.start()
     await run_in_threadpool(self.feedback.prune)  # photos past feedback.keep_days
     if pred.has_detector: await b.run(lambda: pred.detector)  # load it now, on the thread that will use it
-    if self.live.reload is not None and hasattr(signal, 'SIGHUP'):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.live.switch(b)))
+    # the page's switch signal never ends a service: a release switches, else it is logged (signals: the main thread's)
+    if hasattr(signal, 'SIGHUP') and threading.current_thread() is threading.main_thread():
+        hup = (lambda: asyncio.ensure_future(self.live.switch(b))) if self.live.reload is not None else (
+            lambda: self.log.warning('SIGHUP ignored: an experiment is served as it is (serve --release switches)'))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup)
     what = f"{pred.backend} backend on {pred.device}, modes {', '.join(self.modes())}; {self.access()}"
     self.log.info(f'ready: {what}' + (f", release {self.live.release['version']}" if self.live.release else ''))
     yield
@@ -756,7 +773,7 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
     s, who = self.serve, self.keyless(request)  # a key-less request's work is bounded and counted (public mode)
     if who is not None and len(uploads) > s.public_batch_images:
         raise Refusal(413, 'public_batch', n=len(uploads), most=s.public_batch_images)
-    try: rx = self.live.pred.prescription(expect)
+    try: rx = await run_in_threadpool(self.live.pred.prescription, expect)  # names matched off the event loop
     except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
     async with self.decoded(request, uploads) as (ims, gone):
         res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
@@ -775,8 +792,14 @@ async def identify_sides(self:Service, request:Request, front:UploadFile, back:U
     return (await self.identify(request, [(front, 'image'), (back, 'back')], _SIDES, top_k, expect))[0]
 
 # %% ../nbs/07c_ship.serve.ipynb #95e1c2ec
-ENROL_WAIT_S = 5  # seconds an enrolment, holding the inference thread, waits for another command's gallery change
+ENROL_WAIT_S = 5  # seconds an enrolment waits for another command's gallery change (off the inference thread)
 
+def _gallery_free(folder:Path|None, wait_s:float):
+    "Returns once no other command is changing the gallery in `folder` (`GalleryBusy` after `wait_s`)."
+    if folder is not None:
+        with gallery_lock(folder, wait_s): pass
+
+# %% ../nbs/07c_ship.serve.ipynb #c928edce
 @patch
 async def enrol(self:Service, request:Request, files:list, # `UploadFile`s: photos of the drug, one pill each
                 code:str, # the drug's code, e.g. its K-code
@@ -785,11 +808,17 @@ async def enrol(self:Service, request:Request, files:list, # `UploadFile`s: phot
     "Add the photos of drug `code` to the gallery; what /enrol answers."
     if not self.serve.get('allow_enrol'):
         raise Refusal(403, 'enrol_off')
+    busy = lambda e: Refusal(503, 'gallery_busy', {'Retry-After': str(ENROL_WAIT_S)}, why=e, wait=ENROL_WAIT_S)
     async with self.decoded(request, self.uploads(files)) as (ims, _):
-        job = functools.partial(self.live.pred.enrol, code, ims, name, wait_s=ENROL_WAIT_S)
-        try: r = await self.batcher.run(job)  # on the inference thread: never beside a batch
-        except GalleryBusy as e:
-            raise Refusal(503, 'gallery_busy', {'Retry-After': str(ENROL_WAIT_S)}, why=e, wait=ENROL_WAIT_S) from None
+        pred, loop = self.live.pred, asyncio.get_running_loop()
+        end = loop.time() + ENROL_WAIT_S
+        while True:  # another command's change is waited for on a worker thread: the inference thread never waits
+            try: await run_in_threadpool(_gallery_free, pred.gallery_dir, max(0.0, end - loop.time()))
+            except GalleryBusy as e: raise busy(e) from None
+            try:  # on the inference thread: never beside a batch, and never waiting for the gallery
+                r = await self.batcher.run(functools.partial(pred.enrol, code, ims, name, wait_s=0)); break
+            except GalleryBusy as e:  # taken again in between
+                if loop.time() >= end: raise busy(e) from None
     self.log.info(json.dumps(dict(event='enrol', k_code=code, photos=r['added'])))
     return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'],
             'trained': r['trained'], 'dl_name': r['record'].get('dl_name'),
@@ -964,7 +993,7 @@ def create_app(pred:Predictor, # the loaded predictor
                                                       '`POST /predict` with a photo and an `X-API-Key` header.')
     app.add_middleware(RequestLimits, limit=svc.body_limit, head=int(s.max_header_kb * 1024), keys=keys,
                        keyed={r.path for r in keyed.routes} | (set() if svc.public else ask),
-                       open=ask if svc.public else set(), rate=svc.rate)
+                       open=ask if svc.public else set(), rate=svc.rate, origins=s.cors_origins)
     app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=['GET', 'POST'],
                        allow_headers=['X-API-Key', 'Content-Type', 'X-Request-ID'], expose_headers=['X-Request-ID'],
                        max_age=600)  # outside the limits: a 413 carries CORS headers

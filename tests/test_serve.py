@@ -615,3 +615,15 @@ def test_forwarded_addresses_are_believed_from_named_proxies_only(trained_exp):
         with proxy:  # the named proxy: each client it forwards has its own share
             assert [search(proxy, '203.0.113.7') for _ in range(3)] == [200, 200, 429]
             assert search(proxy, '203.0.113.8') == 200
+
+
+def test_another_sites_page_cannot_post_through_its_visitors_browser(server, photos):
+    "Issue 83 §19: a multipart POST needs no preflight, so any page could make its visitors' browsers file reports into a public service."
+    url = server[0]
+    form = {'answered': 'K-000001'}
+    evil = httpx.post(url + '/feedback', data=form, headers={'X-API-Key': KEY, 'Origin': 'https://evil.example'}, timeout=60)
+    assert evil.status_code == 403 and evil.json()['code'] == 'origin_refused' and 'evil.example' in evil.json()['detail']
+    own = httpx.post(url + '/feedback', data=form, headers={'X-API-Key': KEY, 'Origin': url}, timeout=60)  # its own page
+    listed = httpx.post(url + '/feedback', data=form, headers={'X-API-Key': KEY, 'Origin': 'https://pillsnap.co.kr'}, timeout=60)
+    assert own.status_code == listed.status_code == 200, (own.text, listed.text)
+    assert httpx.get(url + '/health', headers={'Origin': 'https://evil.example'}).status_code == 200  # reading is CORS's business
