@@ -627,3 +627,13 @@ def test_another_sites_page_cannot_post_through_its_visitors_browser(server, pho
     listed = httpx.post(url + '/feedback', data=form, headers={'X-API-Key': KEY, 'Origin': 'https://pillsnap.co.kr'}, timeout=60)
     assert own.status_code == listed.status_code == 200, (own.text, listed.text)
     assert httpx.get(url + '/health', headers={'Origin': 'https://evil.example'}).status_code == 200  # reading is CORS's business
+
+
+def test_sighup_never_ends_an_experiments_service(server):
+    "Issue 83 §17: serve --exp had no SIGHUP handler, so the page's switch signal ended it silently."
+    import signal
+    url, log, proc = server
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert proc.poll() is None and httpx.get(url + '/health').status_code == 200
+    assert 'SIGHUP ignored' in log.read_text()
