@@ -108,6 +108,17 @@ def _read_yaml_head(path:Path)->dict:
         raise ConfigError(f'{path} must hold a mapping (names, train, val, test), not {type(spec).__name__}')
     return spec
 
+# %% ../nbs/02a_data.sources.ipynb #53b89ee1
+def _label_in(root:Path, # a YOLO source's folder, resolved
+              img:Path, # one of its photos
+             )->Path|None: # None: the photo lies in no `images` folder of the source
+    "The label file of a source's photo: the last `images` folder below the source's own root becomes `labels`."
+    inside = img.is_relative_to(root)  # an image folder outside it (`allow_outside`): ultralytics' rule on its own path
+    base, parts = (root, img.relative_to(root).parts) if inside else (Path(img.anchor), img.parts[1:])
+    if 'images' not in parts[:-1]: return None
+    i = len(parts) - 2 - list(parts[-2::-1]).index('images')
+    return base.joinpath(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
+
 # %% ../nbs/02a_data.sources.ipynb #30c674de
 def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and the image/label folders
                 name:str, # the source's name: drugs become NAME:class
@@ -129,8 +140,8 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
     for s, d in dirs.items():
         for img in sorted(p for p in walk_files(d, hidden=False) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
             img = Path(img)
-            lbl = Path(str(img.parent).replace(f'{os.sep}images', f'{os.sep}labels', 1))/(img.stem + '.txt')
-            if not os.path.lexists(lbl): problems.setdefault('no label file', []).append(str(img)); continue
+            lbl = _label_in(root, img)
+            if lbl is None or not os.path.lexists(lbl): problems.setdefault('no label file', []).append(str(img)); continue
             size, why = _size(img)
             pills, why = yolo_boxes(lbl, *size, len(names)) if size else ([], why)
             if not why and not pills: why = 'no pills in its label'
@@ -148,6 +159,7 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
 # %% ../nbs/02a_data.sources.ipynb #7f761078
 def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
                   name:str, # the source's name: drugs become NAME:ID
+                  allow_outside:bool=False, # follow a linked class folder or photo that leads outside `root`
                  )->tuple: # (index rows, {code: record}, {reason: [paths]})
     "Index a class-folder dataset: one single-pill row per photo, the photo as its box."
     root = Path(root).resolve()
@@ -155,10 +167,13 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
     if not folders:
         raise ConfigError(f'{root} has no class folders — a folders source is ROOT/{{ID}}/{{ID}}_{{seq}}.jpg')
     rows, problems, drugs = [], {}, {}
+    outside = 'a link leading outside the source (allow_outside: true reads it)'
     for f in folders:
         code = f'{name}:{f.name}'
         photos = [p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(HIDDEN)]
         for img in sorted(photos):
+            if not allow_outside and not img.resolve().is_relative_to(root):
+                problems.setdefault(outside, []).append(str(img)); continue
             size, why = _size(img)
             if why: problems.setdefault(why, []).append(str(img)); continue
             drugs[code] = source_drug(name, f.name)
@@ -190,9 +205,12 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
                               '— give each source its own name')
         seen.add(name)
         opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
-        if opts and (fmt != 'yolo' or not isinstance(opts['allow_outside'], bool)):
-            raise ConfigError(f'data.sources[{i}].allow_outside is true or false, for a yolo source only; got {s!r}')
+        if opts and not isinstance(opts['allow_outside'], bool):
+            raise ConfigError(f'data.sources[{i}].allow_outside is true or false; got {s!r}')
         r, d, problems = _READERS[fmt](path, name, **opts)
+        if not r:  # a source that gives nothing is a mistake to say, not an empty dataset to train on
+            said = '; '.join(f'{k}: {len(v)} (e.g. {v[0]})' for k, v in problems.items()) or 'no photos in it'
+            raise ConfigError(f'data.sources[{i}] ({name}, {path}) yields no photo — {said}')
         rows += r; drugs.update(d)
         report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r),
                             pills=sum(len(x['k_codes']) for x in r), drugs=len(d),
