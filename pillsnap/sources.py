@@ -141,7 +141,8 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
         for img in sorted(p for p in walk_files(d, hidden=False) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
             img = Path(img)
             lbl = _label_in(root, img)
-            if lbl is None or not os.path.lexists(lbl): problems.setdefault('no label file', []).append(str(img)); continue
+            if lbl is None or not os.path.lexists(lbl):
+                problems.setdefault('no label file', []).append(str(img)); continue
             size, why = _size(img)
             pills, why = yolo_boxes(lbl, *size, len(names)) if size else ([], why)
             if not why and not pills: why = 'no pills in its label'
