@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['WORDS', 'MM_FIELDS', 'COLOURS', 'words', 'advice_words', 'hangul_font', 'pill_label', 'place_label',
-           'draw_prediction', 'prediction_table', 'answer_lines', 'not_prescribed']
+           'draw_prediction', 'prediction_table', 'answer_lines', 'check_lines', 'not_prescribed']
 
 # %% ../nbs/05h_infer.answer.ipynb #0f078799
 import functools
@@ -24,6 +24,8 @@ WORDS = {
                look='photograph it in daylight on a plain ground',
                not_visible='a photo cannot tell them apart: check the package',
                none='their records are alike: check the package', differ='they differ in {}',
+               check='check: {}', of='{} of {}', pills='pill(s) {}', left='left over: pill(s) {}',
+               unchecked='not checked (unknown to this experiment): {}',
                fields=dict(print_front='front imprint', print_back='back imprint', line_front='front score line',
                            line_back='back score line', mark_code_front='front mark', mark_code_back='back mark',
                            drug_shape='shape', color_class1='colour', color_class2='second colour', leng_long='length',
@@ -34,6 +36,8 @@ WORDS = {
                look='밝은 곳, 단색 바탕에서 찍어 주세요',
                not_visible='사진으로는 구별할 수 없습니다: 포장을 확인하세요',
                none='기록이 같습니다: 포장을 확인하세요', differ='다른 점: {}',
+               check='처방 확인: {}', of='{}개 중 {}개', pills='알약 {}', left='남는 알약: {}',
+               unchecked='확인하지 못함 (이 실험이 모르는 약): {}',
                fields=dict(print_front='앞면 각인', print_back='뒷면 각인', line_front='앞면 분할선',
                            line_back='뒷면 분할선', mark_code_front='앞면 마크', mark_code_back='뒷면 마크',
                            drug_shape='모양', color_class1='색', color_class2='두 번째 색', leng_long='장축',
@@ -160,7 +164,24 @@ def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn
     w = words(lang)
     out += [f"  pill {n}: {w['not_sure']} — {', '.join(p['between'])}: {advice_words(p, lang)}"
             for n, p in enumerate(r['pills'], 1) if p.get('status') == 'not sure']
+    if 'check' in r: out += check_lines(r['check'], lang)
     if 'drawn' in r: out.append(f"  drawn: {r['drawn']}")
+    return out
+
+# %% ../nbs/05h_infer.answer.ipynb #9210e41d
+def check_lines(c:dict, # an answer's `check` (`reconcile`)
+                lang:str='en')->list:
+    "The tray check in lines: the verdict, each line found of expected with its pills, the pills left over."
+    w, nums = words(lang), lambda ps: ', '.join(map(str, ps))
+    out = [f"  {w['check'].format(c['verdict_ko'] if lang == 'ko' else c['verdict'])}"]
+    for l in c['lines']:
+        found = w['of'].format(l['expected'], l['found']) if lang == 'ko' else w['of'].format(l['found'], l['expected'])
+        which = f" ({w['pills'].format(nums(l['pills']))})" if l['pills'] else ''
+        out.append(f"    {terminal_text(l['line'])} ×{l['expected']}: {found}{which}")
+    if c['extra']: out.append(f"    {w['left'].format(nums(c['extra']))}")
+    if c['unchecked']:
+        said = ', '.join(f'{terminal_text(k)} ×{n}' for k, n in c['unchecked'].items())
+        out.append('    ' + w['unchecked'].format(said))
     return out
 
 def not_prescribed(results:list)->list:

@@ -410,7 +410,7 @@ def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None,
 # %% ../nbs/08b_run.cli.ipynb #5098107b
 def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, lang:str='en'):
     "`pillsnap predict`'s output: the JSON schema, or each answer's lines (`answer_lines`); the prescription's misses."
-    from pillsnap.answer import answer_lines, not_prescribed
+    from pillsnap.answer import answer_lines, check_lines, not_prescribed
     if json_out:
         answer = results[0] if one else results + [{'image': str(f), 'error': why} for f, why in failed]
         print(json.dumps(answer, indent=1, ensure_ascii=False))
@@ -421,6 +421,8 @@ def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, l
               "or name)", file=sys.stderr)
     if expect and (unexpected := not_prescribed(results)):
         print('  NOT ON THE PRESCRIPTION: ' + '; '.join(unexpected), file=sys.stderr)
+    for r in results if json_out else []:  # the tray's verdict where a reader of the JSON sees it too
+        if 'check' in r: print('\n'.join(check_lines(r['check'], lang)), file=sys.stderr)
 
 # %% ../nbs/08b_run.cli.ipynb #997dca67
 @command('predict')

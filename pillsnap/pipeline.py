@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'EXPECT_MAX', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError',
-           'load_image', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart', 'parse_expect', 'hint',
-           'photo_warning', 'fuse_sides']
+           'UNSEEN_FIELDS', 'CHECK_LEAST', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED',
+           'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart',
+           'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
 import contextlib, re, time, unicodedata
@@ -428,6 +428,7 @@ def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, exp
     if expect:
         ans['expected'] = codes[best] in expect and state != 'unknown'
         if not ans['expected']: ans['best_match'] = cand(best)  # what it looks like instead
+        ans['prescribed'] = {k: round(float(p[col[k]]), 6) for k in dict.fromkeys(expect)}  # for `reconcile`
     return ans
 
 # %% ../nbs/05f_infer.pipeline.ipynb #e706aa86
@@ -497,7 +498,8 @@ def _request(self:Predictor, top_k:int|None, expect)->tuple:
     rx = self.prescription(expect)
     top_k = self.cfg.pipeline.top_k if top_k is None else top_k
     if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
-    return ({'prescription': {k: rx[k] for k in ('matched', 'unmatched')}} if rx else {}), rx and rx['codes'], top_k
+    shown = ('matched', 'unmatched', 'quantities')
+    return ({'prescription': {k: rx[k] for k in shown}} if rx else {}), rx and rx['codes'], top_k
 
 @patch
 def _photos(self:Predictor, images:list)->tuple:
@@ -553,6 +555,33 @@ def _timing(t:list, # perf_counter at the start, and after decoding, finding, id
              **({'read': read} if read is not None else {}), 'total': t[4] - t[0]}
     return {**{k: round(v / n * 1000, 2) for k, v in steps.items()}, 'batch': n}
 
+# %% ../nbs/05f_infer.pipeline.ipynb #e245d54b
+CHECK_LEAST = 0.1  # the least probability a pill gives a prescription line's drugs to fill one of its places
+
+def reconcile(pills:list, # a combo answer's pills, with `prescribed` ({K-code: probability}) and `status`
+              rx:dict, # its `prescription`: `matched` {line: K-codes}, `unmatched`, `quantities` {line: n}
+              least:float=CHECK_LEAST,
+             )->dict: # 'lines', 'extra', 'missing', 'unchecked', 'verdict', 'verdict_ko'; each pill gets its 'line'
+    "A tray of pills against its prescription: prescribed units and pills matched as one assignment, then counted."
+    from scipy.optimize import linear_sum_assignment
+    lines, n = list(rx['matched']), rx.get('quantities') or {}
+    places = [l for l in lines for _ in range(n.get(l, 1))]
+    fit = np.array([[0.0 if p.get('status') == 'unknown' else sum(p.get('prescribed', {}).get(k, 0.0)
+                                                                    for k in rx['matched'][l]) for l in places]
+                    for p in pills], float).reshape(len(pills), len(places))
+    rows, cols = linear_sum_assignment(-np.log(np.clip(fit, 1e-9, 1))) if fit.size else ((), ())
+    took = {int(i): places[j] for i, j in zip(rows, cols) if fit[i, j] >= least}
+    for i, p in enumerate(pills): p['line'] = took.get(i)
+    out = [dict(line=l, codes=rx['matched'][l], expected=n.get(l, 1),
+                pills=[i + 1 for i in sorted(took) if took[i] == l]) for l in lines]
+    for o in out: o['found'] = len(o['pills'])
+    extra, missing = [i + 1 for i in range(len(pills)) if i not in took], sum(o['expected'] - o['found'] for o in out)
+    said = ([(f'{missing} missing', f'{missing}개 부족')] if missing else []) + \
+           ([(f'{len(extra)} extra', f'{len(extra)}개 초과')] if extra else [])
+    return dict(lines=out, extra=extra, missing=missing, unchecked={l: n.get(l, 1) for l in rx.get('unmatched') or []},
+                verdict=', '.join(e for e, _ in said) or 'matches the prescription',
+                verdict_ko=', '.join(k for _, k in said) or '처방과 일치합니다')
+
 # %% ../nbs/05f_infer.pipeline.ipynb #b1adfe67
 @patch
 def predict_batch(self:Predictor, images:list, # photos (anything `load_image` takes)
@@ -579,7 +608,9 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                     'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills)),
                     'image_size': list(size), 'models': self.models(mode), **rx})
     timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
-    for r in out: r['timing_ms'] = dict(timing)
+    for r in out:
+        r['timing_ms'] = dict(timing)
+        if mode == 'combo' and 'prescription' in r: r['check'] = reconcile(r['pills'], r['prescription'])
     return out
 
 # %% ../nbs/05f_infer.pipeline.ipynb #4074e49a
@@ -605,20 +636,31 @@ def _prescription_index(known:set, records:dict)->tuple:
 
 # %% ../nbs/05f_infer.pipeline.ipynb #5ab6f8dd
 EXPECT_MAX = 100  # lines of a prescription at most
+QUANTITY = re.compile(r'^(.*\S)\s+[x×*]\s*(\d+)$', re.I)  # a line's quantity: '넥시움정 20mg x2' (a space, then x)
+
+def _quantities(lines:list)->dict:
+    "{line: quantity} of a prescription's lines ('넥시움정 20mg x2', 'K-016551'): one said twice counts twice."
+    if len(lines) > EXPECT_MAX:  # each line is matched against every name: a bound on a request's work
+        raise ConfigError(f'a prescription of {len(lines)} lines: at most {EXPECT_MAX} (one per drug)')
+    out = {}
+    for line in lines:
+        it, n = m.groups() if (m := QUANTITY.match(line)) else (line, '1')
+        if not 1 <= int(n) <= EXPECT_MAX: raise ConfigError(f'{line!r}: a quantity from 1 to {EXPECT_MAX}')
+        out[it] = out.get(it, 0) + int(n)
+    return out
 
 # %% ../nbs/05f_infer.pipeline.ipynb #250468a4
 def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, product names
                  known:set, # the codes the predictor can answer
                  records:dict|None=None, # {K-code: registry record} with `edi_codes`, `dl_name`, `dl_name_en`
                  index:tuple|None=None, # `_prescription_index(known, records)`, when the caller keeps it
-                )->dict|None: # {codes: the K-codes named, matched: {item: K-codes}, unmatched: [items]}
-    "A prescription as the drugs it names; a `ConfigError` when it names none this predictor knows."
+                )->dict|None: # {codes: K-codes, matched: {item: K-codes}, unmatched: [items], quantities: {item: n}}
+    "A prescription as the drugs it names, each line with its quantity (`name x2`); a `ConfigError` when it names none."
     if expect is None: return None
-    items = [str(c).strip() for c in (re.split(r'[,;\n]', expect) if isinstance(expect, str) else expect)
+    lines = [str(c).strip() for c in (re.split(r'[,;\n]', expect) if isinstance(expect, str) else expect)
              if c is not None and str(c).strip()]
-    if not items: return None
-    if len(items) > EXPECT_MAX:  # each line is matched against every name: a bound on a request's work
-        raise ConfigError(f'a prescription of {len(items)} lines: at most {EXPECT_MAX} (one per drug)')
+    if not lines: return None
+    items = list(quantities := _quantities(lines))
     edi, names = index or _prescription_index(known, records or {})
     matched, unmatched = {}, []
     for it in dict.fromkeys(items):
@@ -635,7 +677,7 @@ def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, prod
                           'experiment (neither trained nor enrolled, by K-code, EDI code or name) — check the codes and '
                           'names, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
     codes = list(dict.fromkeys(k for ks in matched.values() for k in ks))
-    return dict(codes=codes, matched=matched, unmatched=unmatched)
+    return dict(codes=codes, matched=matched, unmatched=unmatched, quantities=quantities)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #444b3840
 @patch

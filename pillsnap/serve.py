@@ -343,7 +343,7 @@ class Batcher:
 async def predict(self:Batcher, images:list, mode:str, top_k:int,
                   deadline:float|None=None, # event-loop time by which inference must have started
                   gone:asyncio.Future|None=None, # done once the client has left
-                  expect:tuple|None=None, # a prescription's K-codes (photos share a batch only with the same one)
+                  expect:str|None=None, # a prescription as written (photos share a batch only with the same one)
                   max_pills:int|None=None, # pills named per photo at most (`Predictor.predict_batch`; public mode)
                  )->list:
     "Predictions for decoded photos, maybe batched with other requests; `Dropped` when refused or no longer wanted."
@@ -379,7 +379,7 @@ async def _next_jobs(self:Batcher)->list:
 _SIDES = 'sides'  # a job of two photos, the two sides of one pill: one answer (`Predictor.predict_sides`)
 
 @patch
-def _answer(self:Batcher, ims:list, mode:str, top_k:int|None, expect:list|None, most:int|None)->list:
+def _answer(self:Batcher, ims:list, mode:str, top_k:int|None, expect:str|None, most:int|None)->list:
     "What the inference thread runs for a group of jobs: their photos in one batch, or each pill's two sides."
     if mode != _SIDES: return self.pred.predict_batch(ims, mode, top_k, expect, most)
     return [self.pred.predict_sides(f, b, top_k, expect) for f, b in zip(ims[::2], ims[1::2])]
@@ -398,7 +398,7 @@ async def _loop(self:Batcher):
             ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
             try:
                 res = await loop.run_in_executor(self.executor, self._answer, ims, mode, top_k,
-                                                 list(expect) if expect else None, most)
+                                                 expect, most)
             except Exception as e:
                 for j in js: j[3].set_exception(e)
                 continue
@@ -777,10 +777,9 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
     except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
     async with self.decoded(request, uploads) as (ims, gone):
         res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
-                                         tuple(rx['codes']) if rx else None,
+                                         expect if rx else None,  # the tray checked against it, quantities and all
                                          (s.public_max_pills or None) if who is not None else None)
     self.spent(who, res * 2 if mode == _SIDES else res)  # both sides: two photos of one pill
-    for r in res if rx else []: r['prescription'] = {k: rx[k] for k in ('matched', 'unmatched')}  # as written
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
     return res
 

@@ -187,6 +187,15 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
 # %% ../nbs/02a_data.sources.ipynb #d18968a6
 _READERS = {'yolo': yolo_source, 'folders': folder_source}
 
+# %% ../nbs/02a_data.sources.ipynb #8d30b16e
+def _read_source(i:int, fmt:str, path:Path, name:str, opts:dict)->tuple:
+    "`data.sources[i]` read by its format's reader; a source that gives nothing is a mistake to say, not a dataset."
+    r, d, problems = _READERS[fmt](path, name, **opts)
+    if not r:
+        said = '; '.join(f'{k}: {len(v)} (e.g. {v[0]})' for k, v in problems.items()) or 'no photos in it'
+        raise ConfigError(f'data.sources[{i}] ({name}, {path}) yields no photo — {said}')
+    return r, d, problems
+
 # %% ../nbs/02a_data.sources.ipynb #562a7c61
 def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside: false}]
                  )->tuple: # (index DataFrame with INDEX_COLUMNS + group, {code: record}, report)
@@ -208,10 +217,7 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
         opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
         if opts and not isinstance(opts['allow_outside'], bool):
             raise ConfigError(f'data.sources[{i}].allow_outside is true or false; got {s!r}')
-        r, d, problems = _READERS[fmt](path, name, **opts)
-        if not r:  # a source that gives nothing is a mistake to say, not an empty dataset to train on
-            said = '; '.join(f'{k}: {len(v)} (e.g. {v[0]})' for k, v in problems.items()) or 'no photos in it'
-            raise ConfigError(f'data.sources[{i}] ({name}, {path}) yields no photo — {said}')
+        r, d, problems = _read_source(i, fmt, path, name, opts)
         rows += r; drugs.update(d)
         report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r),
                             pills=sum(len(x['k_codes']) for x in r), drugs=len(d),

@@ -182,6 +182,14 @@ def test_predict_command_json_table_and_drawing(exp, photos, tmp_path):
     assert json.loads((e/'logs'/'settings.jsonl').read_text().splitlines()[-1])['changed'] == {'pipeline.locate': ['auto', 'photo']}
     code, out, err = _main('predict', photos[0], '--exp', e, '--top-k', '0')
     assert code == 2 and 'top_k must be between 1 and 100' in err
+    # a tray against a prescription with quantities (issue 81): each pill counted once, to a line or left over
+    a_, b_ = sorted(json.loads((e/'data'/'class_map.json').read_text()))[:2]
+    code, out, err = _main('predict', photos[1], '--exp', e, '--json', '--mode', 'combo', '--expect', f'{a_} x2, {b_}')
+    tray = json.loads(out); check = tray['check']
+    assert [(l['line'], l['expected']) for l in check['lines']] == [(a_, 2), (b_, 1)] and tray['prescription']['quantities'] == {a_: 2, b_: 1}
+    assert sum(l['found'] for l in check['lines']) + len(check['extra']) == len(tray['pills'])
+    assert check['missing'] == 3 - sum(l['found'] for l in check['lines']) and '  check: ' in err
+    assert [p['line'] for p in tray['pills']].count(a_) == check['lines'][0]['found']
 
 
 def test_reading_imprints_reranks_and_says_what_was_read(exp, pred, photos):

@@ -242,7 +242,8 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
         name, edi = table[a]['dl_name'].replace(' ', ''), table[other[0]]['edi_codes'][0]  # e.g. 아펜텍정80mg for '아펜텍정 80mg'
         _, out, err = cli('predict', '--exp', exp, '--json', '--expect', f"{name}, {edi[:3]}-{edi[3:]}, no such pill", photos_a[0])
         said = json.loads(out)
-        assert said['prescription'] == {'matched': {name: [a], f'{edi[:3]}-{edi[3:]}': [other[0]]}, 'unmatched': ['no such pill']}
+        assert said['prescription'] == {'matched': {name: [a], f'{edi[:3]}-{edi[3:]}': [other[0]]}, 'unmatched': ['no such pill'],
+                                        'quantities': {name: 1, f'{edi[:3]}-{edi[3:]}': 1, 'no such pill': 1}}
         assert said['pills'][0]['candidates'][0]['k_code'] == a and said['pills'][0]['expected'] is True
         assert 'not matched in the prescription: no such pill' in err
     finally: cli('gallery', '--exp', exp, '--remove', a)

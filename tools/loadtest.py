@@ -8,8 +8,9 @@ and the server's resident memory sampled every second (start, end, slope).
 
 With --flood N it measures public mode instead (serve.public=true): a polite client without a key, from another
 address (127.0.0.2), sends a photo at 80 % of its share (serve.public_per_min) for --seconds alone, then as long
-again while N threads without a key flood from 127.0.0.1; it reports the polite client's latency in both phases and
-what the flood got (its 429s).
+again while N threads without a key flood from 127.0.0.1 with /batch requests of as many many-pill trays as a key-less
+request may carry (serve.public_batch_images; each tray four of the experiment's combination photos side by side),
+in combo mode; it reports the polite client's latency in both phases and what the flood got (its 429s).
 
     python tools/loadtest.py --exp work/exp/demo --flood 8 --seconds 60
 """
@@ -46,9 +47,21 @@ def percentiles(lat:list)->dict:
     return dict(requests=len(lat), p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1))
 
 
-def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list, rate:float=0)->dict:
+def tray(photo:bytes)->bytes:
+    "Four copies of a combination photo side by side, 2 × 2: a tray of many pills (PNG bytes)."
+    import io
+    from PIL import Image
+    im = Image.open(io.BytesIO(photo)).convert('RGB')
+    out = Image.new('RGB', (im.width * 2, im.height * 2))
+    for i in range(4): out.paste(im, (im.width * (i % 2), im.height * (i // 2)))
+    buf = io.BytesIO(); out.save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list, rate:float=0, trays:bytes|None=None)->dict:
     """Public mode: the polite client's latency alone and beside `n` flooding threads (each at most `rate` requests/s, 0: as
-    fast as it can), what the flood got and the server's CPU time beside it."""
+    fast as it can) sending /batch requests of many-pill `trays` in combo mode (None: the polite photo to /predict), what
+    the flood got and the server's CPU time beside it."""
     from pillsnap.config import exp_config
     from pillsnap.server import serving
     s = exp_config(exp, ['serve.public=true', *settings]).serve
@@ -64,11 +77,14 @@ def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list, rate:float
                 time.sleep(max(0, every - (time.perf_counter() - t)))
         return lat, codes
     flooded = []
+    many = [('images', (f'tray{i}.png', trays, 'image/png')) for i in range(s.public_batch_images)] if trays else None
     def flooder(url, until):
         with httpx.Client(timeout=120) as c:
             while time.perf_counter() < until:
                 t = time.perf_counter()
-                flooded.append(c.post(f'{url}/predict', files=files()).status_code)
+                r = (c.post(f'{url}/batch', params={'pipeline': 'combo'}, files=many) if many else
+                     c.post(f'{url}/predict', files=files()))
+                flooded.append(r.status_code)
                 if rate: time.sleep(max(0, 1 / rate - (time.perf_counter() - t)))
     with serving(exp, secrets.token_urlsafe(24), 'serve.public=true', *settings,
                  log_file=exp/'logs'/'loadtest-serve.log') as (url, proc):
@@ -82,6 +98,7 @@ def flood(exp:Path, photo:bytes, n:int, seconds:float, settings:list, rate:float
     codes = np.array(flooded)
     return dict(exp=str(exp), settings=settings, public_per_min=s.public_per_min, public_burst=s.public_burst,
                 flood_threads=n, flood_rate_per_thread=rate or None, seconds=seconds, cpu_count=os.cpu_count(),
+                flood_request=(f'/batch of {s.public_batch_images} trays, combo mode' if trays else '/predict, single mode'),
                 server_cpu_s_beside_flood=round(cpu, 1),
                 polite_alone=dict(**percentiles(alone), errors=sum(c != 200 for c in alone_codes)),
                 polite_beside_flood=dict(**percentiles(beside), errors=sum(c != 200 for c in beside_codes)),
@@ -104,7 +121,8 @@ def main():
     exp = Path(a.exp).resolve()
     photos = sample_photos(exp)
     if a.flood:
-        report = flood(exp, photos['single'], a.flood, a.seconds, a.settings, a.flood_rate)
+        report = flood(exp, photos['single'], a.flood, a.seconds, a.settings, a.flood_rate,
+                       tray(photos['combo']) if 'combo' in photos else None)
         out = Path(a.out or exp/'reports'/f"loadtest-public{'-rate' if a.flood_rate else ''}.json")
         out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))

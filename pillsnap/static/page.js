@@ -1,7 +1,8 @@
 const $ = id => document.getElementById(id);
 const T = {
   en: {tagline: 'identify oral medicines from a photo', drop: 'Drop a photo here or choose one', camera: 'Take a photo', single: 'single pill', combo: 'several pills (combo)',
-       expect: 'Prescription (optional): K-codes, EDI codes or product names, comma-separated', remember: 'remember for this tab', identify: 'Identify', search: 'Search',
+       expect: 'Prescription (optional): K-codes, EDI codes or product names, comma-separated; "x2" after one for two (combo mode checks the tray)',
+       checkword: 'Prescription check:', of: (f, e) => `${f} of ${e}`, left: s => `left over: pill ${s}`, unchecked: s => `not checked (unknown here): ${s}`, remember: 'remember for this tab', identify: 'Identify', search: 'Search',
        search_title: 'Search by what the pill shows', results_here: 'Results appear here.',
        notice: 'pillsnap suggests; it does not decide. Check every answer with a pharmacist before taking or giving a medicine.',
        mode: m => `${m} mode`, pills: n => `${n} pill(s)`, pill: 'Pill', name: 'name', confidence: 'confidence', company: 'company', imprint: 'imprint',
@@ -18,7 +19,8 @@ const T = {
        back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', kept: r => (r.photos ? `Your photo is kept ${r.days ? `for ${r.days} days` : 'until the operator deletes it'}, without location or phone details` : 'Only the answer and a fingerprint of the photo are kept, not the photo') + (r.reviewed ? '; a person reviews each report before it is used.' : '.'),
        thanks: id => `Thank you — report ${id} kept.`},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
-       expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분', remember: '이 탭에서 기억', identify: '식별', search: '검색',
+       expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분; 두 개면 뒤에 "x2" (여러 알약 모드에서 처방과 대조)',
+       checkword: '처방 확인:', of: (f, e) => `${e}개 중 ${f}개`, left: s => `남는 알약: ${s}`, unchecked: s => `확인하지 못함 (모르는 약): ${s}`, remember: '이 탭에서 기억', identify: '식별', search: '검색',
        search_title: '알약에 보이는 것으로 찾기', results_here: '결과가 여기에 표시됩니다.',
        notice: 'pillsnap은 제안할 뿐 결정하지 않습니다. 약을 복용하거나 주기 전에 모든 답을 약사와 확인하세요.',
        mode: m => `${m} 모드`, pills: n => `알약 ${n}개`, pill: '알약', name: '이름', confidence: '확신도', company: '업체', imprint: '각인',
@@ -102,6 +104,13 @@ function notSure(p, i, r) {
   return `<p class="notsure">${esc(t('notsure')((p.between || []).join(', ')))}</p><p class="advice">${esc(t(p.advice || 'none'))}` +
     (apart.length ? ` — ${esc(t('differ'))} ${esc(apart.join('; '))}` : '') + `${tap}</p>`;
 }
+function checklist(c) {
+  const item = (ok, text) => `<li class="${ok ? 'ok' : 'unknown'}">${ok ? '✓' : '✗'} ${esc(text)}</li>`;
+  return `<div class="check"><p><b>${esc(t('checkword'))}</b> ${esc(lang === 'ko' ? c.verdict_ko : c.verdict)}</p><ul>` +
+    c.lines.map(l => item(l.found === l.expected, `${l.line} — ${t('of')(l.found, l.expected)}${l.pills.length ? ` (${t('pill')} ${l.pills.join(', ')})` : ''}`)).join('') +
+    (c.extra.length ? item(false, t('left')(c.extra.join(', '))) : '') +
+    (Object.keys(c.unchecked).length ? item(false, t('unchecked')(Object.keys(c.unchecked).join(', '))) : '') + '</ul></div>';
+}
 function show(r) {
   const rows = p => p.candidates.map((c, j) => `<tr><td>${j + 1}</td><td>${esc(c.k_code)}</td><td>${names(c)}</td>
     <td>${words(c.confidence)} <small>${(c.confidence * 100).toFixed(1)}%</small>${c.in_set ? ' <span class="inset" title="candidate set">✓</span>' : ''}</td>
@@ -117,6 +126,7 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.hints.pills_left) h += `<p class="hint">${esc(hint('pills_left'))}</p>`;  // public mode's bound
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
+  if (r.check) h += checklist(r.check);  // the tray against its prescription: one line per prescribed drug
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
   h += r.pills.map((p, i) => `<div class="pill"><h3><canvas class="thumb" width="72" height="72" data-i="${i}"></canvas>${esc(t('pill'))} ${i + 1}</h3>${verdict(p, i)}${wrong(i)}<table><tr><th>#</th><th>K-code</th><th>${t('name')}</th>
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
