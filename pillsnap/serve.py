@@ -48,6 +48,8 @@ SAID = {  # code: (English, Korean), with {named} parts
     'key_invalid': ('invalid API key', 'API 키가 올바르지 않습니다'),
     'origin_refused': ('a page of {origin} may not send to this service (serve.cors_origins)',
                        '{origin}의 페이지는 이 서비스로 보낼 수 없습니다 (serve.cors_origins)'),
+    'one_at_a_time': ('{who} has a request in progress: without a key, one at a time',
+                      '{who}의 요청이 진행 중입니다: 키 없이는 한 번에 하나씩'),
     'rate_limited': ('{who} has used its share: photos and the pills found in them count '
                      '(serve.public_per_min) — try again in {wait} s',
                      '{who}의 사용량을 모두 썼습니다: 사진과 사진 속 알약 수로 셉니다 '
@@ -592,6 +594,7 @@ class Service:
         self.live = Live(pred, release, reload)  # routes read the predictor through it: a switch is one assignment
         self.public = bool(s.public)  # identify and search without a key, at a rate per client address
         self.rate = RateLimit(s.public_per_min, s.public_burst) if self.public else None
+        self.working = set()  # key-less addresses with a request in progress (public mode: one each)
         self.feedback = Feedback.from_cfg(self.cfg, None if release else self.cfg.paths.exp_dir)  # never into a release
         writable(self.feedback.folder, 'reports of wrong answers (POST /feedback)', 'feedback.dir')  # at start
 
@@ -773,12 +776,17 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
     s, who = self.serve, self.keyless(request)  # a key-less request's work is bounded and counted (public mode)
     if who is not None and len(uploads) > s.public_batch_images:
         raise Refusal(413, 'public_batch', n=len(uploads), most=s.public_batch_images)
+    if who is not None and who in self.working:  # its work is charged once known: one request at a time
+        raise Refusal(429, 'one_at_a_time', {'Retry-After': '1'}, who=who)
     try: rx = await run_in_threadpool(self.live.pred.prescription, expect)  # names matched off the event loop
     except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
-    async with self.decoded(request, uploads) as (ims, gone):
-        res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
-                                         expect if rx else None,  # the tray checked against it, quantities and all
-                                         (s.public_max_pills or None) if who is not None else None)
+    self.working.add(who)
+    try:
+        async with self.decoded(request, uploads) as (ims, gone):
+            res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
+                                             expect if rx else None,  # the tray checked against it, quantities and all
+                                             (s.public_max_pills or None) if who is not None else None)
+    finally: self.working.discard(who)
     self.spent(who, res * 2 if mode == _SIDES else res)  # both sides: two photos of one pill
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
     return res

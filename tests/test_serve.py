@@ -338,7 +338,7 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
 def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, photos):
     "serve.public: the page, /predict and /search need no key; each address gets its share (429 with Retry-After beyond); /enrol keeps its key."
     from pillsnap.server import serving
-    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2', 'feedback.max_mb=0.001',
+    with serving(trained_exp[0], KEY, 'serve.public=true', 'serve.public_per_min=6', 'serve.public_burst=2', 'feedback.max_mb=0.001', 'feedback.keep_photos=true',
                  'serve.public_batch_images=3', 'serve.public_max_pills=1') as (url, proc):
         assert httpx.get(url + '/health').json()['public'] is True
         flood = [post(url, '/predict', photos[0], key=None) for _ in range(3)]
@@ -367,6 +367,10 @@ def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, pho
             tray = fifth.post(url + '/predict', params={'pipeline': 'combo'}, timeout=60,
                               files={'image': ('p.png', photos[1].read_bytes(), 'image/png')}).json()
             assert len(tray['pills']) <= 1 and tray['pills_left'] >= 0 and bool(tray['hints']['pills_left']) == (tray['pills_left'] > 0)
+        sixth = httpx.Client(transport=httpx.HTTPTransport(local_address='127.0.0.6'))
+        with sixth, ThreadPoolExecutor(2) as ex:  # two at once from one address: one answered, the other 429 (one at a
+            both = list(ex.map(lambda _: sixth.post(url + '/batch', files=three, timeout=120).status_code, range(2)))  # time, or its share spent)
+        assert sorted(both) == [200, 429], both
         keyed = post(url, '/predict', photos[1], key=KEY, pipeline='combo').json()
         assert keyed['pills_left'] == 0 and len(keyed['pills']) == len(tray['pills']) + tray['pills_left']  # with a key: all
         assert post(url, '/predict', photos[0], key='wrong-key-0123456789').status_code == 403
