@@ -142,7 +142,8 @@ def _read(p:Path)->dict: return read_json(p)[0] or {}  # missing or damaged: not
 def _training_measurements(paths, t:dict, train_file:Path, put):
     "Training's numbers (throughput, batch, memory, loading time, OOM events, NaN losses, class imbalance) into `put`."
     if t:
-        put('throughput_img_s', t.get('images_per_s'), train_file); put('batch_size', t.get('batch_size'), train_file)
+        put('train_throughput_img_s', t.get('images_per_s'), train_file)
+        put('batch_size', t.get('batch_size'), train_file)
         put('gpu_memory_gb', round(t.get('peak_cuda_mb', 0) / 1024, 2), train_file)
         if t.get('images_per_s'):
             put('data_loading_s', round(t['data_share'] * t['batch_size'] / t['images_per_s'], 4), train_file)
@@ -166,6 +167,17 @@ def _latency_measurements(src:Path, lat:dict|None, put):
     put('classification_ms', (s.get('classify') or {}).get('p50'), src)
     put('detection_ms', (cb.get('detect') or {}).get('p50'), src)
     put('combo_latency_p95_ms', (cb.get('total') or {}).get('p95'), src)
+
+# %% ../nbs/06a_judge.gates.ipynb #d6d4256c
+_BENCH_NAMES = {'torch': 'pytorch', 'onnx': 'onnxruntime', 'onnx-int8': 'onnxruntime-int8'}  # in bench.json
+
+def _serving_measurements(paths, backend:str, put):
+    "Serving throughput: the served backend's classifier crops a second at its best batch (`pillsnap export`'s bench)."
+    src = paths.export/'bench.json'
+    models = ((_read(src).get('classifier') or {}).get('models') or {})
+    served = models.get(_BENCH_NAMES.get(backend, backend)) or {}
+    best = max(served.get('throughput', {}).values(), default=None)
+    put('serving_throughput_img_s', best, src)
 
 # %% ../nbs/06a_judge.gates.ipynb #8a99f2cf
 def measurements(exp:str|Path, # a trained experiment
@@ -197,7 +209,9 @@ def measurements(exp:str|Path, # a trained experiment
         put(name, dv.get(key), paths.detector/'metrics.json')
     _training_measurements(paths, t, train_file, put)
     _latency_measurements(paths.reports/'latency.json', lat, put)
-    _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(exp_config(paths.root))], put)
+    cfg = exp_config(paths.root)  # its settings, read once
+    _serving_measurements(paths, cfg.pipeline.backend, put)
+    _real_measurements(paths, real if real is not None else [s['name'] for s in real_sets(cfg)], put)
     _retrieval_measurements(paths.reports/'retrieval.json', put)
     return m, ev
 
