@@ -521,6 +521,20 @@ def detector_report(exp, # an experiment with a detector (an `Experiment`, or it
 # %% ../nbs/06_judge.evaluate.ipynb #b41d3944
 AP_CONF, AP_MAX_DET = 0.001, 300  # ultralytics' validator's confidence floor and boxes per photo
 
+# %% ../nbs/06_judge.evaluate.ipynb #7a16d156
+def _boxes_at(model, im, truth, # the detector, a photo (as ultralytics decodes it) and its labelled boxes
+              at:dict, # {name: detection size}
+              d, dev)->dict: # the `detector` settings and ultralytics' device
+    "{name: (true positives, confidences)} of a photo's boxes down to the validator's floor at each size (read once)."
+    out = {}
+    for px in dict.fromkeys(at.values()):
+        with quiet_ultralytics(d.verbose):
+            r = predict_by_shape(model, [im], imgsz=px, conf=AP_CONF, iou=d.iou, max_det=AP_MAX_DET, device=dev,
+                                 verbose=False)[0]
+        got = true_positives(r.boxes.xyxy.cpu().numpy(), truth), r.boxes.conf.cpu().numpy()
+        out.update({key: got for key, p in at.items() if p == px})
+    return out
+
 # %% ../nbs/06_judge.evaluate.ipynb #396be64b
 def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
                     weights:str|Path, # detector.safetensors (or an ultralytics .pt)
@@ -561,13 +575,9 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
             for key, v in dict(found=len(match_boxes(b[k], truth)), pills=n,
                                source=(groups or {}).get(Path(f).name) or source_group(Path(f).name)).items():
                 each[key].append(v)
-            at = dict(as_read=sizes[-1], one_size=size)  # the size of the reading that stood, and the detector's
-            for px in dict.fromkeys(at.values()):  # its boxes down to the validator's floor, each size read once
-                with quiet_ultralytics(d.verbose):
-                    r = predict_by_shape(model, [im], imgsz=px, conf=AP_CONF, iou=d.iou, max_det=AP_MAX_DET,
-                                         device=dev, verbose=False)[0]
-                tp, c = true_positives(r.boxes.xyxy.cpu().numpy(), truth), r.boxes.conf.cpu().numpy()
-                for key in (key for key, p in at.items() if p == px): ap[key][0].append(tp); ap[key][1].append(c)
+            # the size of the reading that stood, and the detector's
+            for key, (tp, c) in _boxes_at(model, im, truth, dict(as_read=sizes[-1], one_size=size), d, dev).items():
+                ap[key][0].append(tp); ap[key][1].append(c)
     tp, cf = ap['as_read']; n_true = np.asarray(each['pills'], int)
     pills, matched = int(n_true.sum()), int(sum(each['found']))
     as_read = lambda i: average_precision(np.concatenate([tp[j] for j in i]), np.concatenate([cf[j] for j in i]),

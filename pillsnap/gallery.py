@@ -92,7 +92,59 @@ def different_photos(order:np.ndarray, # positions of one drug's pills, in the o
     "The pills of `order` from different photos, as a user's photos of a drug are."
     return order[~pd.Series(np.asarray(groups)[order]).duplicated().to_numpy()]
 
-# %% ../nbs/05b_infer.gallery.ipynb #6bed8ee9
+# %% ../nbs/05b_infer.gallery.ipynb #fee325ea
+def _open_set_trial(g:Gallery, views, queries, asks, codes, groups, kinds, drugs:list, n_held:int, shots:int, tar:float,
+                    rng)->dict:
+    "One trial of `real_open_set`: some products enrolled from `shots` pills, the others held out; each pill's score."
+    out, trial, known = set(rng.choice(drugs, n_held, replace=False)), g.copy(), []
+    for k in set(codes): trial.remove(k)  # enrolled before under the set's own name: not known here
+    for k in drugs:
+        if k in out: continue
+        idx = rng.permutation(np.flatnonzero(codes == k))
+        first = different_photos(idx[np.argsort(kinds[idx] != 'single', kind='stable')], groups)[:shots]
+        trial.add(k, views[first].flatten(0, 1), photos=len(first),
+                  asks=asks[first].flatten(0, 1) if asks is not None else None)
+        enrolled_from = set(groups[first])  # their photos: no query comes from them
+        known += [i for i in idx if groups[i] not in enrolled_from]
+    unknown = np.flatnonzero(np.isin(codes, list(out)))
+    s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
+    best = dict(known=trial.open_scores(s_known).numpy(), unknown=trial.open_scores(s_unknown).numpy())
+    mine = set(trial.enrolled())  # whose threshold a pill meets: its nearest drug's (`Gallery.thresholds`)
+    enrolled = torch.tensor([k in mine for k in trial.codes])
+    best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(),
+                unknown_enrolled=enrolled[s_unknown.argmax(1)].numpy())
+    o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
+    mode = {m: quantile_hd(best['known'][kinds[known] == m], 1 - tar) for m in REAL_MODES
+            if (kinds[known] == m).sum() >= REAL_MODE_PILLS}  # on pills photographed as each mode asks
+    return dict(**best, threshold=o['threshold'], auroc=o['auroc'], own=trial.enrolment_open_set(tar), mode=mode,
+                kind_known=kinds[known], kind_unknown=kinds[unknown],
+                named=np.array(trial.codes)[s_known.argmax(1).numpy()] == codes[known])
+
+# %% ../nbs/05b_infer.gallery.ipynb #0d2e12dc
+def _by_mode(runs:list, mean)->dict:
+    "Each mode's threshold where every trial had pills of its photos, and what it does to them (`real_open_set`)."
+    by_mode = {}
+    for m in REAL_MODES:
+        if not all(m in r['mode'] for r in runs): continue
+        t = float(np.median([r['mode'][m] for r in runs]))
+        of = lambda r, kind: r[kind][r[f'kind_{kind}'] == m]
+        caught = [(of(r, 'unknown') < t).mean() for r in runs if len(of(r, 'unknown'))]  # trials with such never-seen pills
+        by_mode[m] = dict(threshold=round(t, 4), pills=int(np.mean([len(of(r, 'known')) for r in runs])),
+                          unknown_answered=round(float(np.mean(caught)), 4) if caught else None,
+                          enrolled_called_unknown=mean(lambda r: (of(r, 'known') < t).mean()))
+    return by_mode
+
+def _from_enrolments(runs:list)->dict|None:
+    "Each trial at the threshold its enrolled pills chose, left out in turn (`real_open_set`)."
+    own = [r for r in runs if r['own']]
+    mean_own = lambda f: round(float(np.mean([f(r) for r in own])), 4)
+    return dict(
+        trials=len(own), threshold=round(float(np.median([r['own']['threshold'] for r in own])), 4),
+        auroc_estimated=mean_own(lambda r: r['own']['auroc']),
+        unknown_answered=mean_own(lambda r: (r['unknown'] < r['own']['threshold']).mean()),
+        enrolled_called_unknown=mean_own(lambda r: (r['known'] < r['own']['threshold']).mean())) if own else None
+
+# %% ../nbs/05b_infer.gallery.ipynb #cb779ee4
 def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, never changed
                   emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim): `quarter_turns`
                   codes, # (n,) each pill's drug
@@ -119,58 +171,19 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
     drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
     if len(drugs) < 3: return None
     n_held, studio = min(max(1, round(len(drugs) * held)), len(drugs) - 2), g.meta.get('threshold')
-    runs = []
-    for t in range(trials):
-        rng = np.random.default_rng([seed, t])
-        out, trial, known = set(rng.choice(drugs, n_held, replace=False)), g.copy(), []
-        for k in set(codes): trial.remove(k)  # enrolled before under the set's own name: not known here
-        for k in drugs:
-            if k in out: continue
-            idx = rng.permutation(np.flatnonzero(codes == k))
-            first = different_photos(idx[np.argsort(kinds[idx] != 'single', kind='stable')], groups)[:shots]
-            trial.add(k, views[first].flatten(0, 1), photos=len(first),
-                      asks=asks[first].flatten(0, 1) if asks is not None else None)
-            enrolled_from = set(groups[first])  # their photos: no query comes from them
-            known += [i for i in idx if groups[i] not in enrolled_from]
-        unknown = np.flatnonzero(np.isin(codes, list(out)))
-        s_known, s_unknown = trial.scores(queries[known]), trial.scores(queries[unknown])
-        best = dict(known=trial.open_scores(s_known).numpy(), unknown=trial.open_scores(s_unknown).numpy())
-        mine = set(trial.enrolled())  # whose threshold a pill meets: its nearest drug's (`Gallery.thresholds`)
-        enrolled = torch.tensor([k in mine for k in trial.codes])
-        best.update(known_enrolled=enrolled[s_known.argmax(1)].numpy(),
-                    unknown_enrolled=enrolled[s_unknown.argmax(1)].numpy())
-        o = open_set(best['known'], best['unknown'], tar)  # this trial's threshold and AUROC
-        mode = {m: quantile_hd(best['known'][kinds[known] == m], 1 - tar) for m in REAL_MODES
-                if (kinds[known] == m).sum() >= REAL_MODE_PILLS}  # on pills photographed as each mode asks
-        runs.append(dict(**best, threshold=o['threshold'], auroc=o['auroc'], own=trial.enrolment_open_set(tar), mode=mode,
-                         kind_known=kinds[known], kind_unknown=kinds[unknown],
-                         named=np.array(trial.codes)[s_known.argmax(1).numpy()] == codes[known]))
+    runs = [_open_set_trial(g, views, queries, asks, codes, groups, kinds, drugs, n_held, shots, tar,
+                            np.random.default_rng([seed, t])) for t in range(trials)]
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
     below = lambda r, kind, x, y: r[kind] < (x if y is None else np.where(r[f'{kind}_enrolled'], x, y))
     at = lambda x, y=None: dict(unknown_answered=mean(lambda r: below(r, 'unknown', x, y).mean()),
                                 enrolled_called_unknown=mean(lambda r: below(r, 'known', x, y).mean()))
     thr = float(np.median([r['threshold'] for r in runs]))
-    by_mode = {}
-    for m in REAL_MODES:  # each mode's threshold where every trial had pills of its photos, and what it does to them
-        if not all(m in r['mode'] for r in runs): continue
-        t = float(np.median([r['mode'][m] for r in runs]))
-        of = lambda r, kind: r[kind][r[f'kind_{kind}'] == m]
-        caught = [(of(r, 'unknown') < t).mean() for r in runs if len(of(r, 'unknown'))]  # trials with such never-seen pills
-        by_mode[m] = dict(threshold=round(t, 4), pills=int(np.mean([len(of(r, 'known')) for r in runs])),
-                          unknown_answered=round(float(np.mean(caught)), 4) if caught else None,
-                          enrolled_called_unknown=mean(lambda r: (of(r, 'known') < t).mean()))
-    own = [r for r in runs if r['own']]  # each trial at the threshold its enrolled pills chose, left out in turn
-    mean_own = lambda f: round(float(np.mean([f(r) for r in own])), 4)
-    from_enrolments = dict(
-        trials=len(own), threshold=round(float(np.median([r['own']['threshold'] for r in own])), 4),
-        auroc_estimated=mean_own(lambda r: r['own']['auroc']),
-        unknown_answered=mean_own(lambda r: (r['unknown'] < r['own']['threshold']).mean()),
-        enrolled_called_unknown=mean_own(lambda r: (r['known'] < r['own']['threshold']).mean())) if own else None
     return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=trials, products=len(drugs), held_out=n_held,
-                auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()), by_mode=by_mode,
+                auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
+                by_mode=_by_mode(runs, mean),
                 studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None,
                 at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()},
-                from_enrolments=from_enrolments,
+                from_enrolments=_from_enrolments(runs),
                 with_trained_threshold=(dict(trained_threshold=trained_threshold, **at(thr, trained_threshold))
                                         if trained_threshold is not None else None))
 

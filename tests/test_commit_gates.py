@@ -48,8 +48,8 @@ def test_stored_outputs_carry_no_progress_bars():
 # The house's measures (issue 82), held as the import order is held: each ceiling starts at the figure of 2026-11-29 and
 # only goes down — lower it in the change that allows it. Targets: cells over 30 lines ≤ 25, no function over 40 lines,
 # package lines over 120 characters ≤ 100.
-CEILINGS = dict(cells_over_30=73, functions_over_60=2, long_lines=185, readme_words=3000, benchmarks_words=8000)
-LONG_FUNCTIONS = {'gallery.real_open_set': 80, 'evaluate.detector_counts': 61}  # named exceptions to 60 lines, until split
+CEILINGS = dict(cells_over_30=73, functions_over_60=0, long_lines=183, readme_words=3000, benchmarks_words=8000)
+LONG_FUNCTIONS = {}  # named exceptions to 60 lines (none: gallery.real_open_set and evaluate.detector_counts were split)
 
 
 def _words(nb):
