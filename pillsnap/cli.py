@@ -305,7 +305,8 @@ def pillsnap_gate(
     num = lambda v: '-' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v))
     for c in r['criteria']:
         mark = {True: 'pass', False: 'FAIL', None: 'n/a '}[c['passed']]
-        print(f"  {mark}  {c['criterion']:<26} {c['kind']:<9} {str(c['target']):<30} {num(c['measured'])}")
+        print(f"  {mark}  {c['criterion']:<26} {c['kind']:<9} {str(c['target']):<30} {num(c['measured'])}"
+              + (f"  ({c['note']})" if c.get('note') else ''))  # e.g. a GPU's speed target measured on a CPU
     print(f"  decision {r['decision']} (stage {r['stage']}, performance score {r['performance_score']:.3f})\n"
           f"  written  {paths.reports/'stage_gate.json'}")
     return r
