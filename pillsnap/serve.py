@@ -776,12 +776,12 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
     s, who = self.serve, self.keyless(request)  # a key-less request's work is bounded and counted (public mode)
     if who is not None and len(uploads) > s.public_batch_images:
         raise Refusal(413, 'public_batch', n=len(uploads), most=s.public_batch_images)
-    if who is not None and who in self.working:  # its work is charged once known: one request at a time
-        raise Refusal(429, 'one_at_a_time', {'Retry-After': '1'}, who=who)
-    try: rx = await run_in_threadpool(self.live.pred.prescription, expect)  # names matched off the event loop
-    except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
-    self.working.add(who)
+    if who is not None:  # its work is charged once known: one request at a time (taken before any wait)
+        if who in self.working: raise Refusal(429, 'one_at_a_time', {'Retry-After': '1'}, who=who)
+        self.working.add(who)
     try:
+        try: rx = await run_in_threadpool(self.live.pred.prescription, expect)  # names matched off the event loop
+        except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
         async with self.decoded(request, uploads) as (ims, gone):
             res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
                                              expect if rx else None,  # the tray checked against it, quantities and all
