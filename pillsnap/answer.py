@@ -24,7 +24,7 @@ WORDS = {
                look='photograph it in daylight on a plain ground',
                not_visible='a photo cannot tell them apart: check the package',
                none='their records are alike: check the package', differ='they differ in {}',
-               check='check: {}', of='{} of {}', pills='pill(s) {}', left='left over: pill(s) {}',
+               check='check: {}', of='{} of {}', pills='pill(s) {}', left='left over: pill(s) {}', extra='left over',
                unchecked='not checked (unknown to this experiment): {}',
                fields=dict(print_front='front imprint', print_back='back imprint', line_front='front score line',
                            line_back='back score line', mark_code_front='front mark', mark_code_back='back mark',
@@ -36,7 +36,7 @@ WORDS = {
                look='밝은 곳, 단색 바탕에서 찍어 주세요',
                not_visible='사진으로는 구별할 수 없습니다: 포장을 확인하세요',
                none='기록이 같습니다: 포장을 확인하세요', differ='다른 점: {}',
-               check='처방 확인: {}', of='{}개 중 {}개', pills='알약 {}', left='남는 알약: {}',
+               check='처방 확인: {}', of='{}개 중 {}개', pills='알약 {}', left='남는 알약: {}', extra='남는 알약',
                unchecked='확인하지 못함 (이 실험이 모르는 약): {}',
                fields=dict(print_front='앞면 각인', print_back='뒷면 각인', line_front='앞면 분할선',
                            line_back='뒷면 분할선', mark_code_front='앞면 마크', mark_code_back='뒷면 마크',
@@ -83,7 +83,10 @@ def pill_label(n:int, # the pill's number, from 1
     else: text = f"{n}. {c['k_code']} {name[:24]}\n{c['confidence']:.2f}"
     if p.get('expected') is False:
         text += f"\n{w['off']}" + (f" ({w['looks']} {p['best_match']['k_code']})" if state != 'unknown' else '')
-    return text, 'tomato' if p.get('expected') is False else COLOURS.get(state, 'orange')
+    elif 'line' in p and p['line'] is None and state != 'unknown':
+        text += f"\n{w['extra']}"  # a drug of the prescription, but beyond its count: the tray's check left it over
+    off = p.get('expected') is False or ('line' in p and p['line'] is None)
+    return text, 'tomato' if off else COLOURS.get(state, 'orange')
 
 # %% ../nbs/05h_infer.answer.ipynb #b691afcd
 def place_label(ax, # the photo's axes, laid out (its figure's `tight_layout` done)
@@ -103,6 +106,14 @@ def place_label(ax, # the photo's axes, laid out (its figure's `tight_layout` do
     taken.append(e)
     return t
 
+# %% ../nbs/05h_infer.answer.ipynb #883bb059
+def _title(result:dict, w:dict, lang:str)->str:
+    "A drawing's title: the mode and pills, the combo hint, and the tray's verdict against its prescription."
+    hint = w['combo'] if result['hints']['combo_recommended'] else ''
+    c = result.get('check')
+    said = f"\n{w['check'].format(c['verdict_ko'] if lang == 'ko' else c['verdict'])}" if c else ''
+    return w['mode'].format(result['mode'], len(result['pills'])) + hint + said
+
 # %% ../nbs/05h_infer.answer.ipynb #f5c31b5f
 def draw_prediction(image, # the photo
                     result:dict, # from `Predictor.predict`
@@ -118,8 +129,7 @@ def draw_prediction(image, # the photo
     im = load_image(image)
     fig, ax = plt.subplots(figsize=(6, 6 * im.height / im.width))
     ax.imshow(im); ax.axis('off')
-    hint = w['combo'] if result['hints']['combo_recommended'] else ''
-    ax.set_title(w['mode'].format(result['mode'], len(result['pills'])) + hint, fontsize=9, **fp)
+    ax.set_title(_title(result, w, lang), fontsize=9, **fp)
     fig.tight_layout()  # before the labels: their places are chosen in the final layout
     taken = []
     for n, p in enumerate(result['pills'], 1):
