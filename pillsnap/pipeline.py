@@ -9,7 +9,7 @@ __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOC
            'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
-import contextlib, re, time, unicodedata
+import contextlib, copy, re, time, unicodedata
 from pathlib import Path
 
 from fastcore.basics import patch
@@ -686,8 +686,12 @@ def prescription(self:Predictor, expect)->dict|None:
     if expect is None: return None
     known = frozenset(self.known_codes())
     if getattr(self, '_rx_index', (None,))[0] != known:  # a request's hot path: 4,523 names are not folded each time
-        self._rx_index = (known, _prescription_index(known, {k: self.record(k) for k in known}))
-    return parse_expect(expect, known, index=self._rx_index[1])
+        self._rx_index, self._rx_seen = (known, _prescription_index(known, {k: self.record(k) for k in known})), {}
+    key = expect if isinstance(expect, str) else tuple(map(str, expect))
+    if key not in self._rx_seen:  # the service checks a prescription, then its queue answers with it: parsed once
+        if len(self._rx_seen) >= 64: self._rx_seen.clear()
+        self._rx_seen[key] = parse_expect(expect, known, index=self._rx_index[1])
+    return copy.deepcopy(self._rx_seen[key])
 
 # %% ../nbs/05f_infer.pipeline.ipynb #5f68d31e
 MIN_PHOTO_SIDE = 512  # px: a photo's short side below this rarely shows an imprint legibly

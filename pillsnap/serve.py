@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['SAID', 'KEY_ENV', 'IMAGE_STATUS', 'CLOSE', 'BUCKETS_MS', 'OOM', 'REFUSED_LOG_S', 'ACCESS', 'KEY_HEADER',
            'ENROL_WAIT_S', 'PAGE_FILES', 'PAGE_HEADERS', 'said', 'Refusal', 'api_keys', 'key_matches', 'image_status',
-           'image_code', 'RateLimit', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher', 'Metrics',
-           'Live', 'answer_counts', 'AccessLog', 'writable', 'Service', 'operator_access', 'page_file', 'public_routes',
-           'identify_routes', 'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
+           'image_code', 'client_of', 'RateLimit', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher',
+           'Metrics', 'Live', 'answer_counts', 'AccessLog', 'writable', 'Service', 'operator_access', 'page_file',
+           'public_routes', 'identify_routes', 'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
 
 # %% ../nbs/07c_ship.serve.ipynb #2162f4b4
 import asyncio, collections, functools, hmac, importlib.resources, io, json, math, os, re, signal, tempfile
@@ -159,6 +159,11 @@ def image_code(reason:str)->str:
     return next(('image_' + k.replace(' ', '_').replace('_file', '') for k in IMAGE_STATUS if k in str(reason)),
                 'image_unreadable')
 
+# %% ../nbs/07c_ship.serve.ipynb #6dbeb2d2
+def client_of(scope)->str:
+    "A request's client address: the peer's, or the one a trusted proxy names (`serve.trusted_proxies`, uvicorn's)."
+    return (scope.get('client') or ('',))[0]
+
 # %% ../nbs/07c_ship.serve.ipynb #c21906c7
 class RateLimit:
     "A token bucket per client address: `per_min` units of work a minute, `burst` at once (a photo, a pill)."
@@ -262,7 +267,7 @@ def refusal(self:RequestLimits, scope)->JSONResponse|None:
     if (_in(path, self.keyed) or key and _in(path, self.open)) and not key_matches(key, self.keys):
         return _error(403, 'key_invalid')
     if not key and self.rate is not None and _in(path, self.open):
-        who = (scope.get('client') or ('',))[0]
+        who = client_of(scope)
         if (wait := math.ceil(self.rate.wait(who))) > 0:
             return _error(429, 'rate_limited', {'Retry-After': str(wait)}, who=who, wait=wait)
     length, limit = headers.get(b'content-length'), self.limit(path)
@@ -610,12 +615,12 @@ class Service:
 def keyless(self:Service, request:Request)->str|None: # its address, or None when its work is not counted
     "The client address of a request public mode lets in without a key (a key it sent was checked)."
     if not self.public or request.headers.get('x-api-key'): return None
-    return (request.scope.get('client') or ('',))[0]
+    return client_of(request.scope)
 
 @patch
-def spent(self:Service, who:str|None, results:list):
-    "Charge a key-less request's work past the unit it came in on: every photo, each pill beyond one a photo."
-    if who is not None: self.rate.charge(who, sum(max(1, len(r.get('pills') or ())) for r in results) - 1)
+def spent(self:Service, who:str|None, photos:int, results:list):
+    "Charge a key-less request's work past the unit it came in on: every photo, each pill beyond one an answer."
+    if who is not None: self.rate.charge(who, photos + sum(max(0, len(r.get('pills') or ()) - 1) for r in results) - 1)
 
 # %% ../nbs/07c_ship.serve.ipynb #ce2758f5
 ACCESS = ('serve.public', 'serve.allow_enrol', 'serve.cors_origins', 'serve.env_file', 'serve.host',
@@ -787,7 +792,7 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
                                              expect if rx else None,  # the tray checked against it, quantities and all
                                              (s.public_max_pills or None) if who is not None else None)
     finally: self.working.discard(who)
-    self.spent(who, res * 2 if mode == _SIDES else res)  # both sides: two photos of one pill
+    self.spent(who, len(uploads), res)  # both sides of a pill: two photos, one answer
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
     return res
 

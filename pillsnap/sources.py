@@ -112,9 +112,11 @@ def _read_yaml_head(path:Path)->dict:
 def _label_in(root:Path, # a YOLO source's folder, resolved
               img:Path, # one of its photos
              )->Path|None: # None: the photo lies in no `images` folder of the source
-    "The label file of a source's photo: the last `images` folder below the source's own root becomes `labels`."
-    inside = img.is_relative_to(root)  # an image folder outside it (`allow_outside`): ultralytics' rule on its own path
-    base, parts = (root, img.relative_to(root).parts) if inside else (Path(img.anchor), img.parts[1:])
+    ("The label file of a source's photo: the last `images` folder below the source's own root becomes `labels`"
+     " (ultralytics' rule; `label_of` is it on the whole path).")
+    inside = img.is_relative_to(root)  # an image folder outside it (`allow_outside`): the rule on its own path
+    base = root if inside else Path(img.anchor)
+    parts = img.relative_to(base).parts
     if 'images' not in parts[:-1]: return None
     i = len(parts) - 2 - list(parts[-2::-1]).index('images')
     return base.joinpath(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
@@ -312,10 +314,10 @@ def split_images(data:str|Path, split:str='val')->list:
 
 # %% ../nbs/02a_data.sources.ipynb #2c0275b8
 def label_of(image:Path)->Path:
-    "The YOLO label file of an image (`images` → `labels` in its path)."
-    parts = list(image.parts)
-    i = len(parts) - 1 - parts[::-1].index('images')
-    return Path(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
+    "The YOLO label file of an image (its path's last `images` folder → `labels`: `_label_in` on the whole path)."
+    if (label := _label_in(Path(image.anchor), Path(image))) is None:
+        raise ValueError(f'{image} lies in no folder named images: a YOLO label sits in the matching labels folder')
+    return label
 
 # %% ../nbs/02a_data.sources.ipynb #a979a79d
 REAL_SET_KEYS = {'path', 'name', 'format', 'splits', 'never_seen', 'max_photos'}
