@@ -314,7 +314,7 @@ def split_images(data:str|Path, split:str='val')->list:
 
 # %% ../nbs/02a_data.sources.ipynb #2c0275b8
 def label_of(image:Path)->Path:
-    "The YOLO label file of an image (its path's last `images` folder → `labels`: `_label_in` on the whole path)."
+    "The YOLO label file of an image (its path's last `images` folder → `labels`: a source's rule, on the whole path)."
     if (label := _label_in(Path(image.anchor), Path(image))) is None:
         raise ValueError(f'{image} lies in no folder named images: a YOLO label sits in the matching labels folder')
     return label
