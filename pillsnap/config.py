@@ -252,6 +252,27 @@ def _read_resolved(path:Path)->dict:
         if is_path_setting(key) or key.endswith(PATH_LISTS): apply_settings(cfg, {key: value}, base=base)
     return cfg
 
+# %% ../nbs/00a_config.ipynb #b13f4ab9
+def _fill_from_defaults(cfg:dict, # the settings read from `path`, filled in place
+                        path:Path, # the config file `cfg` was read from (resolved)
+                        defaults:str|Path, # a config whose settings fill the ones `path` lacks (an older snapshot)
+                        base_dir:Path, # the folder `path`'s relative paths start from
+                       )->set: # the dotted settings `defaults` leaves null, which an override may null again
+    "Fill the settings an older snapshot lacks from `defaults`, the ones its models were made with as they were made."
+    base = _read_resolved(Path(defaults))
+    # a snapshot's 5 may go back to the project's null
+    nullable = {k for k, v in flat_settings(base).items() if v is None}
+    if added := _merge_missing(cfg, base):
+        # a setting that changes what a trained model was made with means, where missing, how it was made
+        made = {k: v for k, v in AS_MADE.items() if k in added}
+        apply_settings(cfg, made, base=base_dir)
+        log = get_logger('pillsnap.config')
+        log.info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: "
+                 f"{', '.join(added[:8])}{' …' if len(added) > 8 else ''}"
+                 + (f" — but {', '.join(f'{k}={v}' for k, v in made.items())}, as its models were made"
+                    if made else ''))
+    return nullable
+
 # %% ../nbs/00a_config.ipynb #10a1bfaa
 def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
                 path:str|Path|None=None, # config file (default: `find_config()`)
@@ -263,17 +284,7 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
     cfg, nullable, base_dir = _read_resolved(path), set(), settings_base(path)
     path = path.resolve()
     if defaults and Path(defaults).resolve() != path:
-        base = _read_resolved(Path(defaults))
-        # a snapshot's 5 may go back to the project's null
-        nullable = {k for k, v in flat_settings(base).items() if v is None}
-        if added := _merge_missing(cfg, base):
-            # a setting that changes what a trained model was made with means, where missing, how it was made
-            made = {k: v for k, v in AS_MADE.items() if k in added}
-            apply_settings(cfg, made, base=base_dir)
-            log = get_logger('pillsnap.config')
-            log.info(f"{path} predates {len(added)} setting(s); their defaults from {defaults} apply: "
-                     f"{', '.join(added[:8])}{' …' if len(added) > 8 else ''}"
-                     + (f" — but {', '.join(f'{k}={v}' for k, v in made.items())}, as its models were made" if made else ''))
+        nullable = _fill_from_defaults(cfg, path, defaults, base_dir)
     if preset:
         presets = cfg.get('presets') or {}
         # an experiment snapshot older than `presets:` has them at the top level

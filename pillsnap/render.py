@@ -95,6 +95,27 @@ def _num(x): return int(x) if float(x).is_integer() else float(x)
 
 def _code(rng, n): return ''.join(str(d) for d in rng.integers(0, 10, n))
 
+# %% ../nbs/01a_synth.render.ipynb #0eb5ec1c
+def _registry_dates(rng)->tuple:
+    "(permit year, permit date, image registration date) of a registry record; dates as 'YYYYMMDD'."
+    year = int(rng.integers(1965, 2021))
+    permit = f'{year}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}'
+    regist = f'{max(year, 2004) + int(rng.integers(0, 3))}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}'
+    return year, permit, regist
+
+# %% ../nbs/01a_synth.render.ipynb #b67dff19
+def _appearance(look:dict, # from `drug_look`, plus 'print_front'/'print_back'
+                form_code:str, # the dosage form's name in the chart, e.g. '필름코팅정'
+               )->dict: # `chart` to `line_back`, in label order
+    "The fields of a label that describe how its pill looks: chart text, shape, size, imprint, colours, score lines."
+    colours = look['color1'] + (f', {look["color2"]}' if look['color2'] else '')
+    chart = (f'상부는 {look["color1"]}, 하부는 {look["color2"]}의 경질캡슐이다.' if look['form'] == 'capsule'
+             else f'{colours}의 {look["shape"]} {form_code}')
+    return dict(chart=chart, drug_shape=look['shape'], thick=_num(look['thick']), leng_long=_num(look['long']),
+                leng_short=_num(look['short']), print_front=look['print_front'], print_back=look['print_back'],
+                color_class1=look['color1'], color_class2=look['color2'], line_front=look['line_front'],
+                line_back=look['line_back'])
+
 # %% ../nbs/01a_synth.render.ipynb #e573d2fa
 def drug_record(k_code:str, # 'K-000030'
                 look:dict, # from `drug_look`, plus 'print_front'/'print_back'
@@ -110,13 +131,8 @@ def drug_record(k_code:str, # 'K-000030'
             else int(rng.choice([5, 10, 50, 100])))
     mat, mat_en = _word(rng, 3)
     salt, salt_en = _SALTS[rng.integers(len(_SALTS))]
-    year = int(rng.integers(1965, 2021))
-    permit = f'{year}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}'
-    regist = f'{max(year, 2004) + int(rng.integers(0, 3))}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}'
+    year, permit, regist = _registry_dates(rng)
     edi = [_code(rng, 9)] + ([f'{"ABCDE"[rng.integers(5)]}{_code(rng, 8)}'] if rng.random() < 0.6 else [])
-    colours = look['color1'] + (f', {look["color2"]}' if look['color2'] else '')
-    chart = (f'상부는 {look["color1"]}, 하부는 {look["color2"]}의 경질캡슐이다.' if look['form'] == 'capsule'
-             else f'{colours}의 {look["shape"]} {form_code}')
     return dict(
         dl_idx=str(int(k_code[2:]) - 1), dl_mapping_code=k_code,
         dl_name=f'{stem[0]}{ko_form} {dose}mg', dl_name_en=f'{stem[1]} {en_form} {dose}mg',
@@ -126,10 +142,7 @@ def drug_record(k_code:str, # 'K-000030'
         item_seq=year * 100000 + int(rng.integers(1, 99999)), di_item_permit_date=permit,
         di_class_no=_CLASSES[rng.integers(len(_CLASSES))],
         di_etc_otc_code='전문의약품' if rng.random() < 0.75 else '일반의약품', di_edi_code=','.join(edi),
-        chart=chart, drug_shape=look['shape'], thick=_num(look['thick']), leng_long=_num(look['long']),
-        leng_short=_num(look['short']), print_front=look['print_front'], print_back=look['print_back'],
-        color_class1=look['color1'], color_class2=look['color2'], line_front=look['line_front'],
-        line_back=look['line_back'], img_regist_ts=regist, form_code_name=form_code,
+        **_appearance(look, form_code), img_regist_ts=regist, form_code_name=form_code,
         mark_code_front_anal='', mark_code_back_anal='', mark_code_front_img='', mark_code_back_img='',
         mark_code_front='', mark_code_back='',
         change_date=f'{rng.integers(2015, 2021)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}')
@@ -354,6 +367,30 @@ def _place(sizes, W, H, rng, centred, margin):
     raise ValueError(f"cannot place {len(sizes)} pills without overlap in {W}x{H}: "
                      "use fewer pills per combo or a larger image")
 
+# %% ../nbs/01a_synth.render.ipynb #c6366b68
+def _pose_and_place(pills:list, capture:dict, W:int, H:int, scale:float, rng)->tuple:
+    "(posed pills, their top-left spots) at the release's framing, moved back until the pills fit apart in WxH."
+    for zoom in (1.0, 0.85, 0.72, 0.6, 0.5):  # a crowded combination is shot from further away
+        ppm = 26 * scale * zoom  # pixels per mm at the release's framing
+        posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm), rot, capture['camera_la'], look['thick'] * ppm)
+                 for look, rot in pills]
+        try:
+            return posed, _place([(p.shape[1], p.shape[0]) for p in posed], W, H, rng, len(pills) == 1,
+                                 int(12 * scale) + 2)
+        except ValueError:
+            if zoom == 0.5: raise
+
+# %% ../nbs/01a_synth.render.ipynb #6394027d
+def _studio_shadows(img:np.ndarray, posed:list, spots:list, scale:float):
+    "Darken `img` in place with each pill's soft contact shadow, offset down and right as the studio light casts it."
+    H, W = img.shape[:2]
+    sdx, sdy, blur = max(1, round(4 * scale)), max(1, round(6 * scale)), max(1.0, 5 * scale)
+    for p, (x, y) in zip(posed, spots):
+        h, w = p.shape[:2]
+        shadow = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
+        s = np.asarray(shadow, np.float32)[:min(h, H - y - sdy), :min(w, W - x - sdx)] / 255
+        img[y + sdy:y + sdy + s.shape[0], x + sdx:x + sdx + s.shape[1]] *= (1 - 0.4 * s)[..., None]
+
 # %% ../nbs/01a_synth.render.ipynb #bb42cf53
 def render_photo(pills:list, # (look, rotation) per pill
                  capture:dict, # label capture fields (drug_dir, back_color, light_color, camera_la, ...)
@@ -364,27 +401,14 @@ def render_photo(pills:list, # (look, rotation) per pill
     rng = np.random.default_rng(seed)
     W, H = size
     scale = W / 976
-    for zoom in (1.0, 0.85, 0.72, 0.6, 0.5):  # a crowded combination is shot from further away
-        ppm = 26 * scale * zoom  # pixels per mm at the release's framing
-        posed = [posed_pill(pill_face(look, capture['drug_dir'], ppm), rot, capture['camera_la'], look['thick'] * ppm)
-                 for look, rot in pills]
-        try:
-            spots = _place([(p.shape[1], p.shape[0]) for p in posed], W, H, rng, len(pills) == 1, int(12 * scale) + 2)
-            break
-        except ValueError:
-            if zoom == 0.5: raise
+    posed, spots = _pose_and_place(pills, capture, W, H, scale, rng)
     tint = np.array(LIGHT_TINT[capture['light_color']], np.float32) * rng.uniform(0.93, 1.05)
     yy = np.linspace(-1, 1, H, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, W, dtype=np.float32)[None, :]
     light = (1.03 - 0.05 * yy) * (1 - 0.07 * (xx ** 2 + yy ** 2))
     img = light[..., None] * (np.array(BACK_RGB[capture['back_color']], np.float32) / 255) * tint
     boxes, masks = [], []
-    sdx, sdy, blur = max(1, round(4 * scale)), max(1, round(6 * scale)), max(1.0, 5 * scale)
-    for p, (x, y) in zip(posed, spots):
-        h, w = p.shape[:2]
-        shadow = Image.fromarray((p[..., 3] * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
-        s = np.asarray(shadow, np.float32)[:min(h, H - y - sdy), :min(w, W - x - sdx)] / 255
-        img[y + sdy:y + sdy + s.shape[0], x + sdx:x + sdx + s.shape[1]] *= (1 - 0.4 * s)[..., None]
+    _studio_shadows(img, posed, spots, scale)
     for p, (x, y) in zip(posed, spots):
         h, w = min(p.shape[0], H - y), min(p.shape[1], W - x)
         a = p[:h, :w, 3:]

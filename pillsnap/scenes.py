@@ -41,41 +41,53 @@ def weighted_choice(rng:np.random.Generator, weights:dict):
     "One key of `weights`, drawn with probability proportional to its value."
     return list(weights)[rng.choice(len(weights), p=np.array(list(weights.values())) / sum(weights.values()))]
 
+# %% ../nbs/01_synth.scenes.ipynb #666ff58b
+def _wood(w:int, h:int, rng)->np.ndarray:
+    "Wooden planks: warped grain along the boards, fine streaks and a few seams."
+    base = _colour(rng, [(196, 152, 104), (150, 100, 62), (96, 62, 40), (212, 184, 140)][rng.integers(4)], 0.08)
+    warp = noise(h, w, rng, 4, 3, stretch=6)
+    f = rng.uniform(25, 70)
+    y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (y * f + 1.5 * warp))
+    fine = noise(h, w, rng, 40, 2, stretch=12)
+    t = base * (0.8 + 0.12 * grain[..., None] + 0.12 * fine[..., None])
+    for _ in range(int(rng.integers(0, 3))):  # plank seams
+        y0 = int(rng.integers(h)); t[y0:y0 + max(1, h // 300)] *= 0.75
+    if rng.random() < 0.5: t = np.ascontiguousarray(np.rot90(t)) if h == w else t[:, ::-1]
+    return t
+
+# %% ../nbs/01_synth.scenes.ipynb #97df1c42
+def _fabric(w:int, h:int, rng)->np.ndarray:
+    "Cloth: a fine weave under broad folds."
+    base = _colour(rng, [(40, 40, 44), (60, 70, 110), (150, 40, 50),
+                         (210, 200, 180), (70, 110, 80), (120, 120, 128)][rng.integers(6)], 0.15)
+    p = rng.uniform(2.5, 6)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    weave = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / p) + np.sin(2 * np.pi * yy / p))
+    folds = noise(h, w, rng, 2, 3)
+    return base * ((0.85 + 0.15 * weave) * (0.75 + 0.4 * folds))[..., None]
+
+# %% ../nbs/01_synth.scenes.ipynb #9822c847
+def _paper(w:int, h:int, rng)->np.ndarray:
+    "A sheet of paper, plain or ruled."
+    t = _colour(rng, (236, 234, 226), 0.04) * (0.94 + 0.06 * noise(h, w, rng, 30, 2)[..., None])
+    if rng.random() < 0.5:  # ruled
+        gap, ink = rng.uniform(0.04, 0.08) * h, _colour(rng, (120, 150, 200), 0.1)
+        for y in np.arange(rng.uniform(0, gap), h, gap): t[int(y):int(y) + max(1, h // 400)] = ink
+    return t
+
 # %% ../nbs/01_synth.scenes.ipynb #a65ce102
 def surface(kind:str, w:int, h:int, rng)->np.ndarray:
     "A HxWx3 float32 texture of a surface pills are put down on."
-    if kind == 'wood':
-        base = _colour(rng, [(196, 152, 104), (150, 100, 62), (96, 62, 40), (212, 184, 140)][rng.integers(4)], 0.08)
-        warp = noise(h, w, rng, 4, 3, stretch=6)
-        f = rng.uniform(25, 70)
-        y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
-        grain = 0.5 + 0.5 * np.sin(2 * np.pi * (y * f + 1.5 * warp))
-        fine = noise(h, w, rng, 40, 2, stretch=12)
-        t = base * (0.8 + 0.12 * grain[..., None] + 0.12 * fine[..., None])
-        for _ in range(int(rng.integers(0, 3))):  # plank seams
-            y0 = int(rng.integers(h)); t[y0:y0 + max(1, h // 300)] *= 0.75
-        if rng.random() < 0.5: t = np.ascontiguousarray(np.rot90(t)) if h == w else t[:, ::-1]
-        return t
+    if kind == 'wood': return _wood(w, h, rng)
     if kind == 'stone':
         base = _colour(rng, [(180, 176, 168), (140, 136, 130), (206, 196, 178), (96, 96, 98)][rng.integers(4)], 0.08)
         t = base * (0.8 + 0.3 * noise(h, w, rng, 4, 5)[..., None])
         speck = rng.random((h, w)) < rng.uniform(0.01, 0.06)
         t[speck] *= rng.uniform(0.5, 1.3)
         return t
-    if kind == 'fabric':
-        base = _colour(rng, [(40, 40, 44), (60, 70, 110), (150, 40, 50),
-                             (210, 200, 180), (70, 110, 80), (120, 120, 128)][rng.integers(6)], 0.15)
-        p = rng.uniform(2.5, 6)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        weave = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / p) + np.sin(2 * np.pi * yy / p))
-        folds = noise(h, w, rng, 2, 3)
-        return base * ((0.85 + 0.15 * weave) * (0.75 + 0.4 * folds))[..., None]
-    if kind == 'paper':
-        t = _colour(rng, (236, 234, 226), 0.04) * (0.94 + 0.06 * noise(h, w, rng, 30, 2)[..., None])
-        if rng.random() < 0.5:  # ruled
-            gap, ink = rng.uniform(0.04, 0.08) * h, _colour(rng, (120, 150, 200), 0.1)
-            for y in np.arange(rng.uniform(0, gap), h, gap): t[int(y):int(y) + max(1, h // 400)] = ink
-        return t
+    if kind == 'fabric': return _fabric(w, h, rng)
+    if kind == 'paper': return _paper(w, h, rng)
     if kind == 'metal':
         base = _colour(rng, (170, 172, 176), 0.1)
         return base * (0.75 + 0.3 * noise(h, w, rng, 60, 3, stretch=30)[..., None]
@@ -94,10 +106,9 @@ def surface(kind:str, w:int, h:int, rng)->np.ndarray:
 PALM_RATE = 0.35  # share of wild photos with a hand
 SKIN = ((236, 200, 172), (224, 172, 140), (198, 144, 108), (160, 110, 80), (120, 80, 56), (88, 58, 42))
 
-# %% ../nbs/01_synth.scenes.ipynb #fea75986
-def palm(img:np.ndarray, rng)->np.ndarray:
-    "Draw a hand, palm up, on `img` (in place); returns the palm's mask (where pills can lie)."
-    h, w = img.shape[:2]
+# %% ../nbs/01_synth.scenes.ipynb #022c5c94
+def _hand_silhouette(w:int, h:int, rng)->tuple:
+    "A hand's outline, palm up, as a WxH 'L' mask: palm, four fingers, a thumb, the wrist; (mask, cx, cy, r)."
     m = Image.new('L', (w, h), 0); d = ImageDraw.Draw(m)
     cx, cy = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.4, 0.7)
     r = min(w, h) * rng.uniform(0.28, 0.45)
@@ -114,6 +125,13 @@ def palm(img:np.ndarray, rng)->np.ndarray:
     d.line([(cx, cy), (tx, ty)], fill=255, width=int(r * 0.42))
     d.line([(cx, cy + r), (cx + (rng.uniform(-0.3, 0.3)) * w, h * 1.2)],  # wrist to the frame's edge
            fill=255, width=int(r * 1.4))
+    return m, cx, cy, r
+
+# %% ../nbs/01_synth.scenes.ipynb #fea75986
+def palm(img:np.ndarray, rng)->np.ndarray:
+    "Draw a hand, palm up, on `img` (in place); returns the palm's mask (where pills can lie)."
+    h, w = img.shape[:2]
+    m, cx, cy, r = _hand_silhouette(w, h, rng)
     soft = np.asarray(m.filter(ImageFilter.GaussianBlur(r * 0.25)), np.float32) / 255
     a = np.clip(np.asarray(m.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255, 0, 1)
     skin = _colour(rng, SKIN[rng.integers(len(SKIN))], 0.06)
@@ -136,6 +154,27 @@ def palm(img:np.ndarray, rng)->np.ndarray:
 # %% ../nbs/01_synth.scenes.ipynb #7662dff5
 DISTRACTORS = {'coin': 2, 'button': 2, 'foil': 1, 'cap': 1, 'crumb': 3, 'stick': 1}
 
+# %% ../nbs/01_synth.scenes.ipynb #729cf8e6
+def _button(d:ImageDraw.ImageDraw, S:int, rng):
+    "A sewing button, S px across, drawn with `d`: a coloured disc with two or four holes."
+    col = _rgba(rng, tuple(rng.integers(20, 235, 3)), 0)
+    d.ellipse([0, 0, S - 1, S - 1], fill=col)
+    for k in range(int(rng.choice([2, 4]))):
+        a = k * 2 * math.pi / 4 + 0.4
+        x, y = S / 2 + math.cos(a) * S * 0.15, S / 2 + math.sin(a) * S * 0.15
+        d.ellipse([x - S * 0.05, y - S * 0.05, x + S * 0.05, y + S * 0.05], fill=(0, 0, 0, 0))
+
+# %% ../nbs/01_synth.scenes.ipynb #e7f3a6c1
+def _bottle_cap(d:ImageDraw.ImageDraw, S:int, rng):
+    "A bottle cap seen from above, S px across, drawn with `d`: a coloured disc with a ridged rim."
+    col = _rgba(rng, tuple(rng.integers(20, 235, 3)), 0)
+    d.ellipse([0, 0, S - 1, S - 1], fill=col)
+    for k in range(24):
+        a = k * 2 * math.pi / 24
+        d.line([(S / 2 + math.cos(a) * S * 0.42, S / 2 + math.sin(a) * S * 0.42),
+                (S / 2 + math.cos(a) * S * 0.5, S / 2 + math.sin(a) * S * 0.5)],
+               fill=tuple(int(v * 0.8) for v in col[:3]) + (255,), width=max(1, S // 40))
+
 # %% ../nbs/01_synth.scenes.ipynb #41a70a17
 def distractor(kind:str, size:float, rng)->np.ndarray:
     "An RGBA float32 patch of a small object that is not a pill, about `size` px across."
@@ -148,26 +187,13 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
         d.ellipse([0, 0, S - 1, S - 1], fill=col)
         inner = tuple(int(v * 0.85) for v in col[:3]) + (255,)
         d.ellipse([S * 0.1, S * 0.1, S * 0.9, S * 0.9], outline=inner, width=max(1, S // 30))
-    elif kind == 'button':
-        col = c(tuple(rng.integers(20, 235, 3)), 0)
-        d.ellipse([0, 0, S - 1, S - 1], fill=col)
-        for k in range(int(rng.choice([2, 4]))):
-            a = k * 2 * math.pi / 4 + 0.4
-            x, y = S / 2 + math.cos(a) * S * 0.15, S / 2 + math.sin(a) * S * 0.15
-            d.ellipse([x - S * 0.05, y - S * 0.05, x + S * 0.05, y + S * 0.05], fill=(0, 0, 0, 0))
+    elif kind == 'button': _button(d, S, rng)
     elif kind == 'foil':
         d.rounded_rectangle([0, S * 0.2, S - 1, S * 0.8], radius=S * 0.05, fill=c((200, 202, 208), 0.05))
         for x in (0.25, 0.5, 0.75):
             d.ellipse([S * (x - 0.09), S * 0.38, S * (x + 0.09), S * 0.62],
                       outline=(150, 150, 156, 255), width=max(1, S // 40))
-    elif kind == 'cap':
-        col = c(tuple(rng.integers(20, 235, 3)), 0)
-        d.ellipse([0, 0, S - 1, S - 1], fill=col)
-        for k in range(24):
-            a = k * 2 * math.pi / 24
-            d.line([(S / 2 + math.cos(a) * S * 0.42, S / 2 + math.sin(a) * S * 0.42),
-                    (S / 2 + math.cos(a) * S * 0.5, S / 2 + math.sin(a) * S * 0.5)],
-                   fill=tuple(int(v * 0.8) for v in col[:3]) + (255,), width=max(1, S // 40))
+    elif kind == 'cap': _bottle_cap(d, S, rng)
     elif kind == 'crumb':
         k = int(rng.integers(5, 9)); a = np.sort(rng.uniform(0, 2 * np.pi, k)); rr = rng.uniform(0.25, 0.5, k) * S
         d.polygon([(S / 2 + math.cos(t) * q, S / 2 + math.sin(t) * q) for t, q in zip(a, rr)],
@@ -181,34 +207,42 @@ def distractor(kind:str, size:float, rng)->np.ndarray:
 CLUTTER = {'print': 3, 'device': 2, 'dish': 2, 'cup': 1}  # kind: weight
 CLUTTER_RATE = 0.6  # share of wild photos with a large object at an edge
 
+# %% ../nbs/01_synth.scenes.ipynb #a0a8f171
+def _printed_matter(d:ImageDraw.ImageDraw, W:int, H:int, rng):
+    "A leaflet, a box or a notebook, WxH px, drawn with `d`: a light sheet with lines of text, maybe a coloured band."
+    d.rectangle([0, 0, W - 1, H - 1],
+                fill=_rgba(rng, [(236, 234, 228), (250, 250, 246), (226, 218, 196)][rng.integers(3)], 0.04))
+    if rng.random() < 0.5:
+        d.rectangle([0, 0, W - 1, int(H * rng.uniform(0.1, 0.3))], fill=_rgba(rng, tuple(rng.integers(30, 220, 3)), 0))
+    ink, line = (_rgba(rng, [(30, 30, 36), (40, 50, 110), (120, 30, 30)][rng.integers(3)], 0.1),
+                 max(3, int(rng.uniform(0.02, 0.06) * H)))
+    for y in range(int(H * 0.32), H - line, int(line * rng.uniform(1.4, 2.0))):
+        x = int(W * 0.05)
+        while x < W * 0.95:  # words: short dark dashes of letter height
+            n = int(rng.integers(2, 9)) * line // 2
+            d.rectangle([x, y, min(x + n, W - 1), y + int(line * 0.6)], fill=ink); x += n + line // 2
+
+# %% ../nbs/01_synth.scenes.ipynb #ab62f847
+def _device_slab(d:ImageDraw.ImageDraw, W:int, H:int, rng):
+    "A laptop, a keyboard or a phone, WxH px, drawn with `d`: a dark or grey slab with keys, or a screen."
+    d.rounded_rectangle([0, 0, W - 1, H - 1], radius=int(0.04 * min(W, H)),
+                        fill=_rgba(rng, [(40, 40, 44), (150, 152, 158), (20, 20, 22)][rng.integers(3)], 0.05))
+    if rng.random() < 0.6:
+        k = max(6, int(rng.uniform(0.06, 0.12) * min(W, H)))
+        key = _rgba(rng, [(70, 70, 76), (215, 215, 220)][rng.integers(2)], 0.05)
+        for y in range(k // 2, H - k, int(k * 1.2)):
+            for x in range(k // 2, W - k, int(k * 1.2)):
+                d.rounded_rectangle([x, y, x + k, y + k], radius=k // 6, fill=key)
+    else: d.rectangle([W * 0.06, H * 0.06, W * 0.94, H * 0.94], fill=_rgba(rng, (30, 34, 46), 0.2))
+
 # %% ../nbs/01_synth.scenes.ipynb #d1a8012b
 def clutter(kind:str, w:int, h:int, rng)->np.ndarray:
     "An RGBA float32 HxW patch of a large everyday thing, not a pill: printed matter, a device, a dish or a cup."
     ss = 2; W, H = w * ss, h * ss
     im = Image.new('RGBA', (W, H), (0, 0, 0, 0)); d = ImageDraw.Draw(im)
     c = lambda base, k=0.1: _rgba(rng, base, k)
-    if kind == 'print':  # a leaflet, a box or a notebook: a light sheet with lines of text, sometimes a coloured band
-        d.rectangle([0, 0, W - 1, H - 1],
-                    fill=c([(236, 234, 228), (250, 250, 246), (226, 218, 196)][rng.integers(3)], 0.04))
-        if rng.random() < 0.5:
-            d.rectangle([0, 0, W - 1, int(H * rng.uniform(0.1, 0.3))], fill=c(tuple(rng.integers(30, 220, 3)), 0))
-        ink, line = (c([(30, 30, 36), (40, 50, 110), (120, 30, 30)][rng.integers(3)], 0.1),
-                     max(3, int(rng.uniform(0.02, 0.06) * H)))
-        for y in range(int(H * 0.32), H - line, int(line * rng.uniform(1.4, 2.0))):
-            x = int(W * 0.05)
-            while x < W * 0.95:  # words: short dark dashes of letter height
-                n = int(rng.integers(2, 9)) * line // 2
-                d.rectangle([x, y, min(x + n, W - 1), y + int(line * 0.6)], fill=ink); x += n + line // 2
-    elif kind == 'device':  # a laptop, a keyboard or a phone: a dark or grey slab with keys, or a screen
-        d.rounded_rectangle([0, 0, W - 1, H - 1], radius=int(0.04 * min(W, H)),
-                            fill=c([(40, 40, 44), (150, 152, 158), (20, 20, 22)][rng.integers(3)], 0.05))
-        if rng.random() < 0.6:
-            k = max(6, int(rng.uniform(0.06, 0.12) * min(W, H)))
-            key = c([(70, 70, 76), (215, 215, 220)][rng.integers(2)], 0.05)
-            for y in range(k // 2, H - k, int(k * 1.2)):
-                for x in range(k // 2, W - k, int(k * 1.2)):
-                    d.rounded_rectangle([x, y, x + k, y + k], radius=k // 6, fill=key)
-        else: d.rectangle([W * 0.06, H * 0.06, W * 0.94, H * 0.94], fill=c((30, 34, 46), 0.2))
+    if kind == 'print': _printed_matter(d, W, H, rng)  # a leaflet, a box or a notebook
+    elif kind == 'device': _device_slab(d, W, H, rng)  # a laptop, a keyboard or a phone
     elif kind == 'dish':  # a plate, sometimes with food on it
         d.ellipse([0, 0, W - 1, H - 1],
                   fill=c([(244, 244, 240), (220, 226, 232), (190, 60, 50), (60, 90, 140)][rng.integers(4)], 0.04))
@@ -380,6 +414,17 @@ def _shadows(img:np.ndarray, posed:list, spots:list, away:float, rng):
         if x1 > x0 and y1 > y0:
             img[y0:y1, x0:x1] *= (1 - rng.uniform(0.3, 0.6) * s[y0 - oy:y1 - oy, x0 - ox:x1 - ox])[..., None]
 
+# %% ../nbs/01_synth.scenes.ipynb #38184f60
+def _visible_boxes(vis:list)->tuple:
+    "The boxes [x, y, w, h] of the pills' visible masks, and each mask cut to its box: (boxes, [(mask, x0, y0)])."
+    boxes, masks = [], []
+    for v in vis:
+        ys, xs = np.nonzero(v > 0.5)
+        x0, y0 = int(xs.min()), int(ys.min())
+        boxes.append([x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1])
+        masks.append((v[y0:y0 + boxes[-1][3], x0:x0 + boxes[-1][2]], x0, y0))
+    return boxes, masks
+
 # %% ../nbs/01_synth.scenes.ipynb #9aba49a7
 def wild_photo(posed:list, size:tuple, rng,
                empty:bool=False, # the scene made for these pills, without them: a photo with nothing to box
@@ -406,12 +451,7 @@ def wild_photo(posed:list, size:tuple, rng,
         h, w = p.shape[:2]; a = p[..., 3:]
         img[y:y + h, x:x + w] = img[y:y + h, x:x + w] * (1 - a) + p[..., :3] * a
     img = img * light[..., None] * tint
-    boxes, masks = [], []
-    for v in vis:
-        ys, xs = np.nonzero(v > 0.5)
-        x0, y0 = int(xs.min()), int(ys.min())
-        boxes.append([x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1])
-        masks.append((v[y0:y0 + boxes[-1][3], x0:x0 + boxes[-1][2]], x0, y0))
+    boxes, masks = _visible_boxes(vis)
     return camera(img, rng), boxes, masks, occluded
 
 # %% ../nbs/01_synth.scenes.ipynb #6bc86ad3

@@ -106,6 +106,30 @@ def _unique_capture(rng, code, used):
         if name not in used: used.add(name); return cap, name
     raise ValueError(f'ran out of distinct captures for {code}')
 
+# %% ../nbs/01b_synth.dataset.ipynb #06a382d2
+def _split_jobs(split:str, n_single:int, n_combo:int, drugs:list, photos_per_combo:int, pills_per_combo:tuple,
+                image_size:tuple, classes_per_shard:int, rng, used:set):
+    "The render jobs of one split: `n_single` photos of each drug, then `n_combo` combination photos."
+    lo, hi = pills_per_combo
+    ids = iter(range(1, 10**9)); ann_ids = iter(range(1, 10**9))
+    for i, d in enumerate(drugs):
+        for _ in range(n_single):
+            cap, name = _unique_capture(rng, d['k_code'], used)
+            yield dict(split=split, kind='single', shard=i // classes_per_shard + 1, code=d['k_code'],
+                       name=name, drugs=[d], rotations=[float(cap['camera_lo'])], capture=cap,
+                       size=tuple(image_size), image_id=next(ids), ann_ids=[next(ann_ids)],
+                       seed=int(rng.integers(2**31)))
+    for c in range(math.ceil(n_combo / max(1, photos_per_combo))):
+        members = sorted(rng.choice(len(drugs), int(rng.integers(lo, hi + 1)), replace=False))
+        pills = [drugs[m] for m in members]
+        code = 'K-' + '-'.join(p['k_code'][2:] for p in pills)
+        for _ in range(min(photos_per_combo, n_combo - c * photos_per_combo)):
+            cap, name = _unique_capture(rng, code, used)
+            rots = [float((cap['camera_lo'] + rng.uniform(-180, 180)) % 360) for _ in pills]
+            yield dict(split=split, kind='combo', shard=c // classes_per_shard + 1, code=code, name=name,
+                       drugs=pills, rotations=rots, capture=cap, size=tuple(image_size), image_id=next(ids),
+                       ann_ids=[next(ann_ids) for _ in pills], seed=int(rng.integers(2**31)))
+
 # %% ../nbs/01b_synth.dataset.ipynb #3781af56
 def iter_plan(drugs:list, # from `make_drugs`
               per_class:int, # single photos per class in 'train'
@@ -127,24 +151,8 @@ def iter_plan(drugs:list, # from `make_drugs`
     if combos and not 2 <= lo <= hi <= len(drugs):
         raise ConfigError(f"pills_per_combo={list(pills_per_combo)} needs 2 <= min <= max <= classes ({len(drugs)})")
     for split, n_single, n_combo in (('train', per_class, combos), ('val', val_per_class, (combos + 4) // 5)):
-        ids = iter(range(1, 10**9)); ann_ids = iter(range(1, 10**9))
-        for i, d in enumerate(drugs):
-            for _ in range(n_single):
-                cap, name = _unique_capture(rng, d['k_code'], used)
-                yield place(dict(split=split, kind='single', shard=i // classes_per_shard + 1, code=d['k_code'],
-                                 name=name, drugs=[d], rotations=[float(cap['camera_lo'])], capture=cap,
-                                 size=tuple(image_size), image_id=next(ids), ann_ids=[next(ann_ids)],
-                                 seed=int(rng.integers(2**31))))
-        for c in range(math.ceil(n_combo / max(1, photos_per_combo))):
-            members = sorted(rng.choice(len(drugs), int(rng.integers(lo, hi + 1)), replace=False))
-            pills = [drugs[m] for m in members]
-            code = 'K-' + '-'.join(p['k_code'][2:] for p in pills)
-            for _ in range(min(photos_per_combo, n_combo - c * photos_per_combo)):
-                cap, name = _unique_capture(rng, code, used)
-                rots = [float((cap['camera_lo'] + rng.uniform(-180, 180)) % 360) for _ in pills]
-                yield place(dict(split=split, kind='combo', shard=c // classes_per_shard + 1, code=code, name=name,
-                                 drugs=pills, rotations=rots, capture=cap, size=tuple(image_size), image_id=next(ids),
-                                 ann_ids=[next(ann_ids) for _ in pills], seed=int(rng.integers(2**31))))
+        yield from map(place, _split_jobs(split, n_single, n_combo, drugs, photos_per_combo, pills_per_combo,
+                                          image_size, classes_per_shard, rng, used))
 
 # %% ../nbs/01b_synth.dataset.ipynb #0a59675e
 def plan_dataset(*args, **kwargs)->list:
@@ -269,6 +277,52 @@ def _write_jobs(write, jobs, n:int, out:Path, workers:int, chunk:int):
     for done in pool_map(_write_chunk, chunks, workers if n > 8 else 1): bar.update(done)
     bar.close()
 
+# %% ../nbs/01b_synth.dataset.ipynb #a74ee615
+def _synth_spec(classes:int, per_class:int, combos:int, seed:int, image_size:tuple, val_per_class:int,
+                photos_per_combo:int, pills_per_combo:tuple, classes_per_shard:int, confusable_fraction:float,
+                confusable_group_size:int, quirk_rate:float, scene:str, as_shipped:bool, labels_only:bool)->dict:
+    "The settings that make a synthetic dataset what it is (as `synth_spec.json` records them), once checked."
+    if classes < 1 or per_class < 1:
+        raise ConfigError(f"synth needs classes >= 1 and per_class >= 1 (got {classes}, {per_class})")
+    if labels_only and (as_shipped or scene != 'studio'):
+        raise ConfigError('synth.labels_only writes no pixels: it has no scene and is not shipped as archives')
+    return dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
+                val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
+                classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
+                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate,
+                **({'as_shipped': True} if as_shipped else {}), **({'labels_only': True} if labels_only else {}),
+                **({'scene': scene} if scene != 'studio' else {}))  # a studio spec stays what it was
+
+# %% ../nbs/01b_synth.dataset.ipynb #9246476a
+def _write_release(out:Path, # the dataset root, claimed for `spec`
+                   spec:dict, # the dataset's settings, as `synth_dataset` records them (defaults of its flags left out)
+                   workers:int, # processes (0 = one per core)
+                   log, # where progress goes
+                  )->dict: # the summary, also written to `synth_summary.json`
+    "Write the dataset `spec` describes into `out`: plan its photos, render (or label) them, summarise."
+    t0 = time.perf_counter()
+    classes, image_size, labels_only = spec['classes'], spec['image_size'], spec.get('labels_only', False)
+    drugs = make_drugs(classes, spec['seed'], spec['confusable_fraction'], spec['confusable_group_size'],
+                       spec['quirk_rate'])
+    jobs = iter_plan(drugs, spec['per_class'], spec['val_per_class'], spec['combos'], spec['photos_per_combo'],
+                     spec['pills_per_combo'], image_size, spec['classes_per_shard'], spec['seed'],
+                     spec.get('scene', 'studio'))
+    n = plan_size(classes, spec['per_class'], spec['val_per_class'], spec['combos'])
+    workers = workers or os.cpu_count() or 1
+    write, chunk = (write_labels_job, 512) if labels_only else (write_job, 8)
+    log.info(f"{'writing the labels of' if labels_only else 'rendering'} {n} photos of {classes} drugs "
+             f"at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
+    _write_jobs(write, jobs, n, out, workers, chunk)
+    secs = time.perf_counter() - t0
+    summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(n / secs, 1), workers=workers,
+                   **count_release(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
+                   lookalike_groups=len({d['group'] for d in drugs if d['group'] is not None}))
+    if spec.get('as_shipped'):
+        ship_release(out, out); shutil.rmtree(out/'data')  # only the archives remain, as downloaded
+    _summary_path(out).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    log.info(f"wrote {n} photos in {secs:.1f}s ({summary['images_per_s']} img/s)")
+    return summary
+
 # %% ../nbs/01b_synth.dataset.ipynb #f3e59e60
 def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `data/val`)
                   classes:int=50, # number of drugs (K-codes)
@@ -291,35 +345,11 @@ def synth_dataset(out:str|Path, # dataset root to create (gets `data/train`, `da
                  )->dict: # the summary also written to `synth_summary.json`
     "Write a synthetic dataset in the AI Hub layout and label schema."
     log, out = get_logger('synth'), Path(out)
-    if classes < 1 or per_class < 1:
-        raise ConfigError(f"synth needs classes >= 1 and per_class >= 1 (got {classes}, {per_class})")
-    if labels_only and (as_shipped or scene != 'studio'):
-        raise ConfigError('synth.labels_only writes no pixels: it has no scene and is not shipped as archives')
-    spec = dict(classes=classes, per_class=per_class, combos=combos, seed=seed, image_size=list(image_size),
-                val_per_class=val_per_class, photos_per_combo=photos_per_combo, pills_per_combo=list(pills_per_combo),
-                classes_per_shard=classes_per_shard, confusable_fraction=confusable_fraction,
-                confusable_group_size=confusable_group_size, quirk_rate=quirk_rate,
-                **({'as_shipped': True} if as_shipped else {}), **({'labels_only': True} if labels_only else {}),
-                **({'scene': scene} if scene != 'studio' else {}))  # a studio spec stays what it was
+    spec = _synth_spec(classes, per_class, combos, seed, image_size, val_per_class, photos_per_combo, pills_per_combo,
+                       classes_per_shard, confusable_fraction, confusable_group_size, quirk_rate, scene, as_shipped,
+                       labels_only)
     if (done := _claim_folder(out, spec, force, log)) is not None: return done
-    t0 = time.perf_counter()
-    drugs = make_drugs(classes, seed, confusable_fraction, confusable_group_size, quirk_rate)
-    jobs = iter_plan(drugs, per_class, val_per_class, combos, photos_per_combo, pills_per_combo, image_size,
-                     classes_per_shard, seed, scene)
-    n = plan_size(classes, per_class, val_per_class, combos)
-    workers = workers or os.cpu_count() or 1
-    write, chunk = (write_labels_job, 512) if labels_only else (write_job, 8)
-    log.info(f"{'writing the labels of' if labels_only else 'rendering'} {n} photos of {classes} drugs "
-             f"at {image_size[0]}x{image_size[1]} with {workers} process(es) into {out}")
-    _write_jobs(write, jobs, n, out, workers, chunk)
-    secs = time.perf_counter() - t0
-    summary = dict(spec=spec, seconds=round(secs, 2), images_per_s=round(n / secs, 1), workers=workers,
-                   **count_release(out), quirky_drugs=sum(bool(d['quirks']) for d in drugs),
-                   lookalike_groups=len({d['group'] for d in drugs if d['group'] is not None}))
-    if as_shipped: ship_release(out, out); shutil.rmtree(out/'data')  # only the archives remain, as downloaded
-    _summary_path(out).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
-    log.info(f"wrote {n} photos in {secs:.1f}s ({summary['images_per_s']} img/s)")
-    return summary
+    return _write_release(out, spec, workers, log)
 
 # %% ../nbs/01b_synth.dataset.ipynb #6b42dcad
 def count_release(root:str|Path, # dataset root (holds `data/`)
@@ -350,14 +380,9 @@ def _hangul_font():
                                      'Baekmuk')):
             return f.name
 
-# %% ../nbs/01b_synth.dataset.ipynb #0f7de1eb
-def contact_sheet(root:str|Path, # dataset root
-                  out:str|Path|None=None, # PNG to write (optional)
-                  n:int=48, # classes to show
-                  cols:int=8, # grid columns
-                 ):
-    "A grid of one single-pill crop per class with K-code and name."
-    import matplotlib.pyplot as plt
+# %% ../nbs/01b_synth.dataset.ipynb #928d8b18
+def _typical_singles(root:str|Path, n:int)->list:
+    "The label of one single-pill photo of each of the first `n` classes, in the release's usual look where it has one."
     labels = sorted(Path(root, 'data', 'train', 'labels', 'single').glob('*/*/*.json'))
     def typical(p):  # the release's usual look: front face on light grey
         c = parse_photo_name(p.name)
@@ -366,7 +391,17 @@ def contact_sheet(root:str|Path, # dataset root
     for p in labels:
         code = p.parent.name.removesuffix('_json')
         if code not in picks or typical(p) > typical(picks[code]): picks[code] = p
-    picks = [picks[c] for c in sorted(picks)[:n]]
+    return [picks[c] for c in sorted(picks)[:n]]
+
+# %% ../nbs/01b_synth.dataset.ipynb #0f7de1eb
+def contact_sheet(root:str|Path, # dataset root
+                  out:str|Path|None=None, # PNG to write (optional)
+                  n:int=48, # classes to show
+                  cols:int=8, # grid columns
+                 ):
+    "A grid of one single-pill crop per class with K-code and name."
+    import matplotlib.pyplot as plt
+    picks = _typical_singles(root, n)
     if not picks:
         raise ConfigError(f"no single-pill labels under {root}/data/train — generate a dataset first (pillsnap synth)")
     font, rows = _hangul_font(), math.ceil(len(picks) / cols)
