@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from fastcore.basics import AttrDict
+from fastcore.basics import AttrDict, patch
 from tqdm.auto import tqdm
 
 from .config import ConfigError, UserError, get_logger
@@ -321,6 +321,18 @@ def _index_jobs(root:Path, listing, p:AttrDict):
         w = p.unclaimed[a:a + INDEX_JOB]
         yield str(root), [], list(zip(listing.take(lab_seq[w]).to_pylist(), pills.take(w).to_pylist()))
 
+# %% ../nbs/02_data.aihub.ipynb #62b5a88b
+def _index_report(root:Path, listing, p:AttrDict, indexed:int, conflicts:dict, bad:list, unusable:dict)->dict:
+    "The index's report: what was found and indexed, and every file left out with why (before its timings)."
+    paths = lambda seqs: listing.take(seqs).to_pylist()
+    return dict(root=str(root), files=len(listing), photos=p.n_photos, labels=p.n_labels, indexed=indexed,
+                registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
+                orphan_images=paths(p.orphan_images),
+                orphan_labels=paths(np.sort(p.labels['seq'].to_numpy()[p.unclaimed])),
+                duplicate_images=paths(p.dup_images), duplicate_labels=paths(p.dup_labels),
+                bad_labels=sorted(bad), unusable_photos={k: sorted(v) for k, v in unusable.items()},
+                stray_files=p.n_strays, stray_paths=p.strays)
+
 # %% ../nbs/02_data.aihub.ipynb #ef3c9448
 def _index_tables(root:Path, workers:int, listing, found:dict):
     "The index as Arrow tables in path order, parsed in `workers` processes; `found` gets the drugs and the report."
@@ -339,14 +351,7 @@ def _index_tables(root:Path, workers:int, listing, found:dict):
         bad += nbad; indexed += len(table); bar.update(n)
         yield table
     bar.close()
-    paths = lambda seqs: listing.take(seqs).to_pylist()
-    report = dict(root=str(root), files=len(listing), photos=p.n_photos, labels=p.n_labels, indexed=indexed,
-                  registry_conflicts={k: sorted(v) for k, v in sorted(conflicts.items())},
-                  orphan_images=paths(p.orphan_images),
-                  orphan_labels=paths(np.sort(p.labels['seq'].to_numpy()[p.unclaimed])),
-                  duplicate_images=paths(p.dup_images), duplicate_labels=paths(p.dup_labels),
-                  bad_labels=sorted(bad), unusable_photos={k: sorted(v) for k, v in unusable.items()},
-                  stray_files=p.n_strays, stray_paths=p.strays)
+    report = _index_report(root, listing, p, indexed, conflicts, bad, unusable)
     secs = time.perf_counter() - t0
     report.update(seconds=dict(walk=round(t_walk, 2), total=round(secs, 2)),
                   labels_per_s=round(report['labels'] / max(secs, 1e-9)))
@@ -564,6 +569,21 @@ def _link_unpacked(folder:Path, # a folder an archive was unpacked into, named l
         counts['copied' if link_file(Path(f).resolve(), root/rel) == 'copy' else 'linked'] += 1
     return counts
 
+# %% ../nbs/02_data.aihub.ipynb #843a0f44
+def _extract_members(zf:zipfile.ZipFile, archive:Path, root:Path, kind:str, problem)->Counter:
+    "Copy an open archive's members to their canonical paths under `root`, each refused one to `problem`: the counts."
+    counts = Counter()
+    for info in zf.infolist():
+        if info.is_dir(): continue
+        try: rel = canonical_path(archive, info.filename)
+        except UnsafeMember as e: problem(kind, f'!{info.filename}', str(e)); continue
+        if rel is None: counts['left in the archive'] += 1; continue
+        if _have(root/rel, info): counts['already extracted'] += 1; continue
+        why = _copy_member(zf, info, root/rel, archive.name)
+        if why: problem(kind, f'!{info.filename}', why)
+        else: counts['extracted'] += 1
+    return counts
+
 # %% ../nbs/02_data.aihub.ipynb #9d93c1f9
 def _extract_archive(job:tuple)->dict:
     "Extract one archive (archive, root, marker), or link an unpacked folder's files, unless done: the marker's record."
@@ -585,27 +605,14 @@ def _extract_archive(job:tuple)->dict:
             problem('archive', '', f'not a complete zip ({e}; {st.st_size:,} bytes): the download was cut short '
                                    f'or damaged — download {archive.name} again')
         else:
-            with zf:
-                for info in zf.infolist():
-                    if info.is_dir(): continue
-                    try: rel = canonical_path(archive, info.filename)
-                    except UnsafeMember as e: problem(kind, f'!{info.filename}', str(e)); continue
-                    if rel is None: counts['left in the archive'] += 1; continue
-                    if _have(root/rel, info): counts['already extracted'] += 1; continue
-                    why = _copy_member(zf, info, root/rel, archive.name)
-                    if why: problem(kind, f'!{info.filename}', why)
-                    else: counts['extracted'] += 1
+            with zf: counts = _extract_members(zf, archive, root, kind, problem)
     record = dict(stamp=stamp, counts=dict(counts), problems=problems)
     write_json(marker, record)
     return {**record, 'reused': False}
 
-# %% ../nbs/02_data.aihub.ipynb #fb55c7c2
-def extract_release(root:str|Path, # a download folder with the release archives at any depth
-                    workers:int=0, # processes, one archive each; 0 = one per core
-                   )->dict: # archives, extracted, reused, members (counts), problems (rows of PROBLEM_COLUMNS), seconds
-    "Extract every release archive under `root` into `root/data`, the canonical layout: parallel, verified, resumable."
-    root, log, t0 = Path(root).resolve(), get_logger('aihub'), time.perf_counter()
-    archives, pieces = shipped_archives(root)
+# %% ../nbs/02_data.aihub.ipynb #e2464f49
+def _extract_jobs(root:Path, archives:list, pieces:dict)->tuple:
+    "The extraction jobs (archive, root, marker), largest first, and the problems of unjoined and duplicate archives."
     rel = lambda p: os.path.relpath(p, root)
     problems = [dict(kind='archive', path=rel(a), stage='extract',
                      reason=f'downloaded in {len(ps)} pieces that were never joined — join them in '
@@ -620,16 +627,11 @@ def extract_release(root:str|Path, # a download folder with the release archives
                                         'from it, else the first in path order)', stage='extract'))
         else: first[key] = a; jobs.append((str(a), str(root), str(root/EXTRACT_DIR/(key + '.json'))))
     jobs.sort(key=lambda j: -os.path.getsize(j[0]))  # largest first, so the pool's processes finish together
-    bar = tqdm(total=sum(os.path.getsize(j[0]) for j in jobs), desc='extract', unit='B', unit_scale=True, mininterval=1,
-               disable=None)
-    done = []
-    for r in pool_map(_extract_archive, jobs, workers or os.cpu_count() or 1):
-        done.append(r); bar.update(r['stamp']['size'])
-    bar.close()
-    problems += [p for r in sorted(done, key=lambda r: r['stamp']['archive']) for p in r['problems']]
-    new = [r for r in done if not r['reused']]
-    members = sum((Counter(r['counts']) for r in new), Counter())
-    secs = time.perf_counter() - t0
+    return jobs, problems
+
+# %% ../nbs/02_data.aihub.ipynb #550892cb
+def _log_extract(log, root:Path, done:list, new:list, members:Counter, secs:float, problems:list):
+    "The extraction's log lines: what was extracted or linked, what was reused, and what was refused."
     folders = sum('files' in r['stamp'] for r in new)  # unpacked by hand: linked
     did = ([f'extracted {len(new) - folders} archive(s)'] * (len(new) > folders)
            + [f'linked {folders} unpacked folder(s)'] * bool(folders))
@@ -642,6 +644,26 @@ def extract_release(root:str|Path, # a download folder with the release archives
     if problems:
         log.warning(f"{len(problems)} damaged, refused or unusable archive(s) or member(s), "
                     f"e.g. {problems[0]['path']}: {problems[0]['reason']}")
+
+# %% ../nbs/02_data.aihub.ipynb #fb55c7c2
+def extract_release(root:str|Path, # a download folder with the release archives at any depth
+                    workers:int=0, # processes, one archive each; 0 = one per core
+                   )->dict: # archives, extracted, reused, members (counts), problems (rows of PROBLEM_COLUMNS), seconds
+    "Extract every release archive under `root` into `root/data`, the canonical layout: parallel, verified, resumable."
+    root, log, t0 = Path(root).resolve(), get_logger('aihub'), time.perf_counter()
+    archives, pieces = shipped_archives(root)
+    jobs, problems = _extract_jobs(root, archives, pieces)
+    bar = tqdm(total=sum(os.path.getsize(j[0]) for j in jobs), desc='extract', unit='B', unit_scale=True, mininterval=1,
+               disable=None)
+    done = []
+    for r in pool_map(_extract_archive, jobs, workers or os.cpu_count() or 1):
+        done.append(r); bar.update(r['stamp']['size'])
+    bar.close()
+    problems += [p for r in sorted(done, key=lambda r: r['stamp']['archive']) for p in r['problems']]
+    new = [r for r in done if not r['reused']]
+    members = sum((Counter(r['counts']) for r in new), Counter())
+    secs = time.perf_counter() - t0
+    _log_extract(log, root, done, new, members, secs, problems)
     return dict(archives=len(jobs), extracted=len(new), reused=len(done) - len(new), members=dict(members),
                 problems=problems, seconds=round(secs, 2))
 
@@ -701,18 +723,21 @@ class DrugTable:
         "The class index of `k_code` (None for a drug that is not a class here)."
         return self.records[k_code]['class_index'] if k_code in self.records else None
 
-    def save(self, path:str|Path):
-        "Write the records, class indices included, to `drug_table.json` (atomically)."
-        write_json(path, self.records)
-    @classmethod
-    def load(cls, path:str|Path, # drug_table.json
-             class_map:dict|None=None, # default: class_map.json beside it
-            ):
-        "Read `drug_table.json` (and its class map)."
-        path = Path(path)
-        recs = json.loads(path.read_text(encoding='utf-8'))
-        cmap = load_class_map(path.with_name('class_map.json')) if class_map is None else class_map
-        return cls({k: {f: v for f, v in r.items() if f != 'class_index'} for k, r in recs.items()}, cmap)
+# %% ../nbs/02_data.aihub.ipynb #73c12d88
+@patch
+def save(self:DrugTable, path:str|Path):
+    "Write the records, class indices included, to `drug_table.json` (atomically)."
+    write_json(path, self.records)
+
+@patch(cls_method=True)
+def load(cls:DrugTable, path:str|Path, # drug_table.json
+         class_map:dict|None=None, # default: class_map.json beside it
+        ):
+    "Read `drug_table.json` (and its class map)."
+    path = Path(path)
+    recs = json.loads(path.read_text(encoding='utf-8'))
+    cmap = load_class_map(path.with_name('class_map.json')) if class_map is None else class_map
+    return cls({k: {f: v for f, v in r.items() if f != 'class_index'} for k, r in recs.items()}, cmap)
 
 # %% ../nbs/02_data.aihub.ipynb #66e5a3ab
 def coco_to_yolo(bbox, # [x, y, w, h] in pixels

@@ -220,6 +220,22 @@ def holdout_count(setting, # `split.holdout_drugs`: a share of the run's drugs (
     if x == 0 or x >= 1: return int(x)
     return 0 if drugs < 4 * HOLDOUT_FLOOR else min(HOLDOUT_CAP, max(HOLDOUT_FLOOR, round(x * drugs)))
 
+# %% ../nbs/02b_data.splits.ipynb #891b2ede
+def _choose_classes(singles:pd.DataFrame, combos:pd.DataFrame, max_classes:int|None, seed:int, strata:dict|None,
+                    combo_classes:bool, holdout_drugs:float, only_classes:list|str|None)->tuple:
+    "The run's drugs from AI Hub 'train': (the classes it trains on, the drugs it holds out), both seeded."
+    candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
+    named = named_classes(only_classes, set(singles.code) | (set(candidates) if combo_classes else set()))
+    if named: candidates = [c for c in candidates if c in named]
+    n_run = len(set(candidates)) if max_classes is None else min(max_classes, len(set(candidates)))
+    n_held = holdout_count(holdout_drugs, n_run)
+    held = (set(select_classes([c for c in singles.code if not named or c not in named], n_held, seed + 1))
+            if n_held else set())
+    if held and len(held) >= singles.code.nunique():
+        raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on '
+                          f'({singles.code.nunique()} have single-pill photos)')
+    return select_classes([c for c in candidates if c not in held], max_classes, seed, strata), held
+
 # %% ../nbs/02b_data.splits.ipynb #bd0ad713
 def assign_splits(index:pd.DataFrame, # from `index_release`
                   val_fraction:float=0.15, # share of each class's AI Hub 'train' photos used for validation
@@ -239,18 +255,9 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df['subset'] = None
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
-    candidates = list(singles.code) + ([k for ks in combos.k_codes for k in ks] if combo_classes else [])
-    named = named_classes(only_classes, set(singles.code) | (set(candidates) if combo_classes else set()))
-    if named: candidates = [c for c in candidates if c in named]
-    n_run = len(set(candidates)) if max_classes is None else min(max_classes, len(set(candidates)))
-    n_held = holdout_count(holdout_drugs, n_run)
-    held = (set(select_classes([c for c in singles.code if not named or c not in named], n_held, seed + 1))
-            if n_held else set())
-    if held and len(held) >= singles.code.nunique():
-        raise ConfigError(f'split.holdout_drugs={holdout_drugs} leaves no drug to train on '
-                          f'({singles.code.nunique()} have single-pill photos)')
+    classes, held = _choose_classes(singles, combos, max_classes, seed, strata, combo_classes, holdout_drugs,
+                                    only_classes)
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
-    classes = select_classes([c for c in candidates if c not in held], max_classes, seed, strata)
     singles = singles[singles.code.isin(set(classes))]
     _split_singles(df, singles, val_fraction, seed, max_samples)
     _split_combos(df, combos, val_fraction, seed, max_combos)

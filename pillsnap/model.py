@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .io import atomic_write
@@ -72,30 +73,39 @@ class PillClassifier(nn.Module):
             self.margin_weight = nn.Parameter(torch.randn(n_classes, embed_dim) / embed_dim ** 0.5)
         self.descriptor = dict(POOLED)  # how `embed_logits` describes a crop without an embed layer (`descriptor`)
     def forward(self, x:torch.Tensor)->torch.Tensor: return self.backbone(self.augment(self.normalize(x)))
-    def pooled_logits(self, x:torch.Tensor)->tuple:
-        "(logits, the pooled features the head reads, float32), and the input and feature map they came from."
-        x = self.augment(self.normalize(x))
-        f = self.backbone.forward_features(x)
-        p = self.backbone.forward_head(f, pre_logits=True)
-        return self.backbone.get_classifier()(p), p.float(), x, f
-    def features_logits(self, x:torch.Tensor,
-                        described:bool=True, # also the crop's `descriptor` (False: None in its place, one pass less)
-                       )->tuple: # (logits, features, embeddings)
-        ("(logits, features, embeddings) of one pass. The features are the `embed` layer's output, else the pooled"
-         " features the head reads: what combo mode's pill check reads, whatever the gallery's descriptor."
-         " The embeddings are the features again with an embed layer, else the crop's `descriptor`.")
-        logits, p, x, f = self.pooled_logits(x)
-        feats = self.embed(p).float() if self.embed is not None else p
-        if self.embed is not None or self.descriptor == POOLED: return logits, feats, feats
-        return logits, feats, describe(self.backbone, x, f, self.descriptor) if described else None
-    @property
-    def features_id(self)->str:
-        "The id of its features (`features_logits`; `embedder_id` as the pooled features): a pill check records it."
-        return embedder_id(self, descriptor=POOLED)
-    def embed_logits(self, x:torch.Tensor)->tuple:
-        "(logits, embeddings) of one pass: the `embed` layer's output, else the crop's `descriptor`."
-        logits, _, e = self.features_logits(x)
-        return logits, e
+
+# %% ../nbs/03a_model.ipynb #65a1d83e
+@patch
+def pooled_logits(self:PillClassifier, x:torch.Tensor)->tuple:
+    "(logits, the pooled features the head reads, float32), and the input and feature map they came from."
+    x = self.augment(self.normalize(x))
+    f = self.backbone.forward_features(x)
+    p = self.backbone.forward_head(f, pre_logits=True)
+    return self.backbone.get_classifier()(p), p.float(), x, f
+
+@patch
+def features_logits(self:PillClassifier, x:torch.Tensor,
+                    described:bool=True, # also the crop's `descriptor` (False: None in its place, one pass less)
+                   )->tuple: # (logits, features, embeddings)
+    ("(logits, features, embeddings) of one pass. The features are the `embed` layer's output, else the pooled"
+     " features the head reads: what combo mode's pill check reads, whatever the gallery's descriptor."
+     " The embeddings are the features again with an embed layer, else the crop's `descriptor`.")
+    logits, p, x, f = self.pooled_logits(x)
+    feats = self.embed(p).float() if self.embed is not None else p
+    if self.embed is not None or self.descriptor == POOLED: return logits, feats, feats
+    return logits, feats, describe(self.backbone, x, f, self.descriptor) if described else None
+
+# %% ../nbs/03a_model.ipynb #8987daf4
+@patch(as_prop=True)
+def features_id(self:PillClassifier)->str:
+    "The id of its features (`features_logits`; `embedder_id` as the pooled features): a pill check records it."
+    return embedder_id(self, descriptor=POOLED)
+
+@patch
+def embed_logits(self:PillClassifier, x:torch.Tensor)->tuple:
+    "(logits, embeddings) of one pass: the `embed` layer's output, else the crop's `descriptor`."
+    logits, _, e = self.features_logits(x)
+    return logits, e
 
 # %% ../nbs/03a_model.ipynb #dd0a5789
 def build_classifier(cfg, # resolved settings (`classifier.*`, `loader.gpu_augment`)

@@ -407,6 +407,34 @@ def _cache_step(cfg, splits:list, root:Path, data_dir:Path)->dict:
                                 cfg.data.cache_chunk, cfg.data.cache_quality)
     return caches
 
+# %% ../nbs/02e_data.prepare.ipynb #387de765
+def _yolo_step(cfg, root:Path, data_dir:Path, log)->tuple:
+    "The manifests as the tree and the summary count them, and the detector's YOLO tree: (manifests, data.yaml)."
+    # what the YOLO tree and the summary read, lists left in Arrow: as Python lists the release's training
+    # manifest alone held 1.8 GB (2.5 GB while it was read)
+    counted = lambda n: load_manifest(data_dir, n, columns=COUNTED, arrow=True)
+    manifests = {n: counted(n) for n in ('train', 'val')}
+    with final_evaluation():  # counted for the summary, never loaded as images
+        manifests['test'] = counted('test')
+    yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed, _wild_step(cfg, data_dir, log))
+    if len(held := counted('holdout')):  # never-trained drugs (retrieval): no detector photos
+        manifests['holdout'] = held
+    return manifests, build_yolo_tree(yolo, root, data_dir/'yolo')
+
+# %% ../nbs/02e_data.prepare.ipynb #5c321368
+def _summary_step(manifests:dict, report:dict, caches:dict, overlap:dict, src_report:dict, data_dir:Path, log)->tuple:
+    "Write `summary.json`: the splits' summary with the test overlap and the sources; (summary, unreadable skips)."
+    skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
+    summary = summarize_dataset(manifests, report, dict(skips))
+    summary['test_overlap'] = overlap
+    if lost := overlap['no_training_photo']:
+        log.warning(f"{len(lost)} test drug(s) have no training photo — {', '.join(lost[:5])}"
+                    f"{' …' if len(lost) > 5 else ''}: {overlap['note']} (data/summary.json: test_overlap)")
+    if src_report:
+        summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
+    write_json(data_dir/'summary.json', summary)
+    return summary, skips
+
 # %% ../nbs/02e_data.prepare.ipynb #deb92d9a
 def prepare(exp, # an `Experiment`, or its resolved settings
             force:bool=False, # prepare other data even into an experiment with trained models (`check_prepare`)
@@ -425,26 +453,9 @@ def prepare(exp, # an `Experiment`, or its resolved settings
     overlap = test_overlap(frame, classes); del frame
     DrugTable(drugs, load_class_map(data_dir/'class_map.json')).save(data_dir/'drug_table.json')
     for n in PASTED: _paste_step(cfg, n, root, data_dir, log)
-    # what the YOLO tree and the summary read, lists left in Arrow: as Python lists the release's training
-    # manifest alone held 1.8 GB (2.5 GB while it was read)
-    counted = lambda n: load_manifest(data_dir, n, columns=COUNTED, arrow=True)
-    manifests = {n: counted(n) for n in ('train', 'val')}
-    with final_evaluation():  # counted for the summary, never loaded as images
-        manifests['test'] = counted('test')
-    yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed, _wild_step(cfg, data_dir, log))
-    if len(held := counted('holdout')):  # never-trained drugs (retrieval): no detector photos
-        manifests['holdout'] = held
-    data_yaml = build_yolo_tree(yolo, root, data_dir/'yolo'); del yolo
+    manifests, data_yaml = _yolo_step(cfg, root, data_dir, log)
     caches = _cache_step(cfg, list(manifests), root, data_dir)
-    skips = sum((Counter(m.get('skips', {})) for m in caches.values()), Counter())
-    summary = summarize_dataset(manifests, report, dict(skips))
-    summary['test_overlap'] = overlap
-    if lost := overlap['no_training_photo']:
-        log.warning(f"{len(lost)} test drug(s) have no training photo — {', '.join(lost[:5])}"
-                    f"{' …' if len(lost) > 5 else ''}: {overlap['note']} (data/summary.json: test_overlap)")
-    if src_report:
-        summary['sources'] = {n: {k: v for k, v in r.items() if k != 'left_out_paths'} for n, r in src_report.items()}
-    write_json(data_dir/'summary.json', summary)
+    summary, skips = _summary_step(manifests, report, caches, overlap, src_report, data_dir, log)
     problems = _write_problems(report, caches, data_dir, log, extracted, src_report)
     log.info(f'prepare finished in {time.perf_counter() - t0:.1f}s: '
              + ', '.join(f"{n} {summary[n]['photos']} photos" for n in SPLITS if n in summary)

@@ -121,6 +121,23 @@ def _label_in(root:Path, # a YOLO source's folder, resolved
     i = len(parts) - 2 - list(parts[-2::-1]).index('images')
     return base.joinpath(*parts[:i], 'labels', *parts[i + 1:]).with_suffix('.txt')
 
+# %% ../nbs/02a_data.sources.ipynb #9381b416
+def _yolo_photo(root:Path, img:Path, part:str, name:str, names:list)->tuple:
+    "One photo of a YOLO source (`part`: its split there): (its index row, None), or (None, why it is left out)."
+    lbl = _label_in(root, img)
+    if lbl is None or not os.path.lexists(lbl): return None, 'no label file'
+    size, why = _size(img)
+    pills, why = yolo_boxes(lbl, *size, len(names)) if size else ([], why)
+    if not why and not pills: why = 'no pills in its label'
+    if why: return None, why
+    codes = [f'{name}:{names[c]}' for c, _ in pills]
+    group = f'{name}:{source_group(img.name)}'
+    kind = 'single' if len(pills) == 1 else 'combo'
+    return dict(split='val' if part == 'test' else 'train', part=part, kind=kind, shard=name,
+                code=codes[0] if kind == 'single' else group,
+                image=str(img), labels=[str(lbl)], k_codes=codes, bboxes=[b for _, b in pills],
+                width=size[0], height=size[1], **{k: None for k in CAPTURE_FIELDS}, group=group), None
+
 # %% ../nbs/02a_data.sources.ipynb #30c674de
 def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and the image/label folders
                 name:str, # the source's name: drugs become NAME:class
@@ -142,20 +159,9 @@ def yolo_source(root:str|Path, # folder holding data.yaml (or dataset.yaml) and 
     for s, d in dirs.items():
         for img in sorted(p for p in walk_files(d, hidden=False) if Path(p).suffix.lower() in IMAGE_SUFFIXES):
             img = Path(img)
-            lbl = _label_in(root, img)
-            if lbl is None or not os.path.lexists(lbl):
-                problems.setdefault('no label file', []).append(str(img)); continue
-            size, why = _size(img)
-            pills, why = yolo_boxes(lbl, *size, len(names)) if size else ([], why)
-            if not why and not pills: why = 'no pills in its label'
-            if why: problems.setdefault(why, []).append(str(img)); continue
-            codes = [f'{name}:{names[c]}' for c, _ in pills]
-            group = f'{name}:{source_group(img.name)}'
-            kind = 'single' if len(pills) == 1 else 'combo'
-            rows.append(dict(split='val' if s == 'test' else 'train', part=s, kind=kind, shard=name,
-                             code=codes[0] if kind == 'single' else group,
-                             image=str(img), labels=[str(lbl)], k_codes=codes, bboxes=[b for _, b in pills],
-                             width=size[0], height=size[1], **{k: None for k in CAPTURE_FIELDS}, group=group))
+            row, why = _yolo_photo(root, img, s, name, names)
+            if row is None: problems.setdefault(why, []).append(str(img))
+            else: rows.append(row)
     drugs = {f'{name}:{n}': source_drug(name, n) for n in names}
     return rows, drugs, problems
 
@@ -198,6 +204,24 @@ def _read_source(i:int, fmt:str, path:Path, name:str, opts:dict)->tuple:
         raise ConfigError(f'data.sources[{i}] ({name}, {path}) yields no photo — {said}')
     return r, d, problems
 
+# %% ../nbs/02a_data.sources.ipynb #c356ef16
+def _source_entry(i:int, s, seen:set)->tuple:
+    "`data.sources[i]` checked against the names in `seen`: (format, path, name, reader options), or a clear error."
+    if not isinstance(s, dict) or not s.get('path'):
+        raise ConfigError(f'data.sources[{i}] needs a path (and a format: yolo or folders), got {s!r}')
+    fmt, path = s.get('format', 'yolo'), Path(s['path'])
+    if fmt not in _READERS:
+        raise ConfigError(f"data.sources[{i}].format={fmt!r} — use one of {', '.join(SOURCE_FORMATS)}")
+    if not path.is_dir(): raise ConfigError(f'data.sources[{i}].path {path} is not a folder')
+    name = str(s.get('name') or path.name)
+    if name in seen or ':' in name:
+        raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon '
+                          '— give each source its own name')
+    opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
+    if opts and not isinstance(opts['allow_outside'], bool):
+        raise ConfigError(f'data.sources[{i}].allow_outside is true or false; got {s!r}')
+    return fmt, path, name, opts
+
 # %% ../nbs/02a_data.sources.ipynb #562a7c61
 def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside: false}]
                  )->tuple: # (index DataFrame with INDEX_COLUMNS + group, {code: record}, report)
@@ -205,20 +229,8 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
     log, rows, drugs, report = get_logger('sources'), [], {}, {}
     seen = set()
     for i, s in enumerate(sources or []):
-        if not isinstance(s, dict) or not s.get('path'):
-            raise ConfigError(f'data.sources[{i}] needs a path (and a format: yolo or folders), got {s!r}')
-        fmt, path = s.get('format', 'yolo'), Path(s['path'])
-        if fmt not in _READERS:
-            raise ConfigError(f"data.sources[{i}].format={fmt!r} — use one of {', '.join(SOURCE_FORMATS)}")
-        if not path.is_dir(): raise ConfigError(f'data.sources[{i}].path {path} is not a folder')
-        name = str(s.get('name') or path.name)
-        if name in seen or ':' in name:
-            raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon '
-                              '— give each source its own name')
+        fmt, path, name, opts = _source_entry(i, s, seen)
         seen.add(name)
-        opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
-        if opts and not isinstance(opts['allow_outside'], bool):
-            raise ConfigError(f'data.sources[{i}].allow_outside is true or false; got {s!r}')
         r, d, problems = _read_source(i, fmt, path, name, opts)
         rows += r; drugs.update(d)
         report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r),
