@@ -95,6 +95,30 @@ def pillsnap_config(
     print(yaml.safe_dump(obj2dict(cfg), sort_keys=False, allow_unicode=True), end='')
     return cfg
 
+# %% ../nbs/08b_run.cli.ipynb #e6095f56
+def _synth_flags(cfg, as_shipped:bool, labels_only:bool, sheet:bool):
+    "Refuse `synth`'s flags that exclude each other; pass --as-shipped on with the synth.* settings."
+    if labels_only and sheet: raise ConfigError('--sheet draws photos, and --labels-only writes none')
+    if as_shipped and sheet:
+        raise ConfigError('--sheet draws from the photos on disk, which --as-shipped leaves in archives — '
+                          'make the sheet from a dataset without --as-shipped')
+    # one more `synth_dataset` parameter, passed on with the synth.* settings
+    if as_shipped: cfg.synth['as_shipped'] = True
+
+# %% ../nbs/08b_run.cli.ipynb #fa5b86d8
+def _synth_outputs(cfg, out:Path, summary:dict, as_shipped:bool, sheet:bool, real:str|None):
+    "What `synth` shows after writing: its summary table, where the archives are, and the sheets when asked."
+    from pillsnap.synth import contact_sheet, scene_sheet, summary_table
+    print(summary_table(summary).to_string())
+    if as_shipped:
+        print(f"shipped as {sum(1 for _ in out.rglob('*.zip'))} zip archives in {out} — "
+              f"'pillsnap prepare --root {out}' extracts them")
+    if sheet:
+        contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes)
+        print(f'contact sheet: {out/"contact_sheet.png"}')
+        scene_sheet(out, out/'scene_sheet.png', real=real)
+        print(f'scene sheet: {out/"scene_sheet.png"}')
+
 # %% ../nbs/08b_run.cli.ipynb #7ea3c248
 @command('synth')
 def pillsnap_synth(
@@ -114,28 +138,15 @@ def pillsnap_synth(
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     "Write a synthetic dataset in the AI Hub layout and label schema."
-    from pillsnap.synth import contact_sheet, scene_sheet, summary_table, synth_from
+    from pillsnap.synth import synth_from
     flags = {'synth.classes': classes, 'synth.per_class': per_class, 'synth.combos': combos, 'seed': seed,
              'synth.image_size': image_size, 'synth.scene': scene, 'synth.labels_only': True if labels_only else None}
     cfg = load_config(_overrides(settings, **flags), path=config)
-    if labels_only and sheet: raise ConfigError('--sheet draws photos, and --labels-only writes none')
-    if as_shipped and sheet:
-        raise ConfigError('--sheet draws from the photos on disk, which --as-shipped leaves in archives — '
-                          'make the sheet from a dataset without --as-shipped')
-    # one more `synth_dataset` parameter, passed on with the synth.* settings
-    if as_shipped: cfg.synth['as_shipped'] = True
+    _synth_flags(cfg, as_shipped, labels_only, sheet)
     out = Path(out).resolve()
     setup_logging(cfg)
     summary = synth_from(cfg, out, force)
-    print(summary_table(summary).to_string())
-    if as_shipped:
-        print(f"shipped as {sum(1 for _ in out.rglob('*.zip'))} zip archives in {out} — "
-              f"'pillsnap prepare --root {out}' extracts them")
-    if sheet:
-        contact_sheet(out, out/'contact_sheet.png', n=cfg.synth.sheet_classes)
-        print(f'contact sheet: {out/"contact_sheet.png"}')
-        scene_sheet(out, out/'scene_sheet.png', real=real)
-        print(f'scene sheet: {out/"scene_sheet.png"}')
+    _synth_outputs(cfg, out, summary, as_shipped, sheet, real)
     return summary
 
 # %% ../nbs/08b_run.cli.ipynb #be251a07
@@ -158,6 +169,34 @@ def pillsnap_prepare(
     for k, v in outputs.items(): print(f'  {k:<11} {v}')
     return outputs
 
+# %% ../nbs/08b_run.cli.ipynb #4687ed28
+def _launch_ranks(ex:Experiment, nproc:int, settings:tuple, resume, force:bool, preset, config)->dict:
+    "Run this `train-cls` again in `nproc` processes through torchrun, one rank each; the metrics they wrote."
+    from pillsnap.classifier import check_train_settings
+    from pillsnap.callbacks import launch_processes
+    cfg = ex.cfg
+    check_train_settings(cfg, nproc)
+    argv = ['train-cls', *settings, '--exp', cfg.paths.exp_dir, *(['--resume', resume] if resume else []),
+            *(['--force'] if force else []), *(['--preset', preset] if preset else []),
+            *(['--config', config] if config else [])]
+    launch_processes(nproc, argv)
+    return json.loads((ex.paths.classifier/'metrics.json').read_text())
+
+# %% ../nbs/08b_run.cli.ipynb #4bed4863
+def _train_rank(ex:Experiment, no_notebook:bool, rank:int, world:int)->dict|None:
+    "Train the classifier in this process, rank `rank` of `world`; the first prints and returns the calibrated metrics."
+    from pillsnap.classifier import metrics_table, train_classifier
+    from pillsnap.stages import calibrated, run_job
+    # every process trains here; the first one writes (a papermill kernel per process would be N reports)
+    if world > 1: no_notebook = True
+    paths = ex.start('train-cls') if rank == 0 else ex.paths
+    _, report = run_job('04a_train.classifier', ex, 'train-cls', train_classifier, no_notebook)
+    if rank: return None
+    result = calibrated(ex)
+    print(metrics_table(result).to_string())
+    print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
+    return result
+
 # %% ../nbs/08b_run.cli.ipynb #aac8a3fb
 @command('train-cls')
 def pillsnap_train_cls(
@@ -172,9 +211,8 @@ def pillsnap_train_cls(
 ):
     ("Train the pill classifier (nbs/04a_train.classifier through papermill; "
      "the executed notebook in {exp}/runs/ is the report).")
-    from pillsnap.classifier import check_classifier, check_train_settings, metrics_table, train_classifier
-    from pillsnap.callbacks import check_nproc, launch_processes
-    from pillsnap.stages import calibrated, run_job
+    from pillsnap.classifier import check_classifier
+    from pillsnap.callbacks import check_nproc
     ex = Experiment.new(exp, _overrides(settings, **{'train.resume': resume}), config, preset)
     cfg = ex.cfg
     # fail fast, before the snapshot is written: prepared data that matches, a checkpoint to resume
@@ -182,21 +220,8 @@ def pillsnap_train_cls(
     rank, world, _ = dist_env()
     if world == 1: check_nproc(nproc, cfg.device)
     if nproc > 1 and world == 1:  # launch: the same command in nproc processes (torchrun), each one a rank below
-        check_train_settings(cfg, nproc)
-        argv = ['train-cls', *settings, '--exp', cfg.paths.exp_dir, *(['--resume', resume] if resume else []),
-                *(['--force'] if force else []), *(['--preset', preset] if preset else []),
-                *(['--config', config] if config else [])]
-        launch_processes(nproc, argv)
-        return json.loads((ex.paths.classifier/'metrics.json').read_text())
-    # every process trains here; the first one writes (a papermill kernel per process would be N reports)
-    if world > 1: no_notebook = True
-    paths = ex.start('train-cls') if rank == 0 else ex.paths
-    _, report = run_job('04a_train.classifier', ex, 'train-cls', train_classifier, no_notebook)
-    if rank: return None
-    result = calibrated(ex)
-    print(metrics_table(result).to_string())
-    print(f"  metrics  {paths.classifier/'metrics.json'}" + (f'\n  report   {report}' if report else ''))
-    return result
+        return _launch_ranks(ex, nproc, settings, resume, force, preset, config)
+    return _train_rank(ex, no_notebook, rank, world)
 
 # %% ../nbs/08b_run.cli.ipynb #c42119f6
 def _evaluate_final(ex:Experiment, checkpoint, force:bool)->dict:
@@ -292,6 +317,7 @@ def pillsnap_gate(
     stage:int=None, # the stage to judge it by, 1-4 (default: the experiment's data.stage)
     baseline:str=None, # an earlier experiment whose validation accuracy this one may not fall below by more than the stage's max_acc_drop
     latency_photos:int=20, # validation photos per mode for the latency benchmark (0: reuse reports/latency.json)
+    speed:str=None, # a 'make gpu-check' report (work/gpu-check/gpu_check.json) that timed these models: speed judged on it
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Judge an experiment against its stage's criteria (seeds D-12, D-14) into {exp}/reports/stage_gate.json: "
@@ -301,7 +327,7 @@ def pillsnap_gate(
     paths = ex.paths
     if baseline: require_experiment(baseline, fix='give an experiment with a trained classifier')
     ex.log('gate', writes="'pillsnap gate' (it writes reports/)")
-    r = stage_gate(ex, stage, baseline, latency_photos)
+    r = stage_gate(ex, stage, baseline, latency_photos, speed=speed)
     num = lambda v: '-' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v))
     for c in r['criteria']:
         mark = {True: 'pass', False: 'FAIL', None: 'n/a '}[c['passed']]
@@ -425,6 +451,33 @@ def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, l
     for r in results if json_out else []:  # the tray's verdict where a reader of the JSON sees it too
         if 'check' in r: print('\n'.join(check_lines(r['check'], lang)), file=sys.stderr)
 
+# %% ../nbs/08b_run.cli.ipynb #a3dd1b5b
+def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill:bool)->tuple:
+    "Check `predict`'s flags against each other and split its words: (photos, settings)."
+    from pillsnap.pipeline import BACKENDS, MODES
+    if mode not in MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
+    if lang not in ('en', 'ko'): raise ConfigError(f"--lang must be en or ko (got '{lang}')")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"--backend must be {', '.join(BACKENDS)} (got '{backend}')")
+    images, settings = photos_and_settings(words)
+    if not images: raise ConfigError('give at least one photo')
+    if same_pill and (len(images) != 2 or mode != 'single'):
+        raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
+                          f'photo(s), --mode {mode}) — give its front and back: '
+                          'pillsnap predict FRONT BACK --same-pill')
+    return images, settings
+
+# %% ../nbs/08b_run.cli.ipynb #3243d2bf
+def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backend:str|None):
+    "The experiment's `Predictor` for one `predict` run, the run logged (a sealed release's log says where)."
+    from pillsnap.pipeline import Predictor
+    ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
+    pred = Predictor.from_exp(ex, checkpoint)
+    log = ex.log('predict', log_file=False)
+    if sealed(ex.root):
+        print(f'pillsnap predict: {ex.root} is a sealed release: this run is recorded in {log}', file=sys.stderr)
+    return pred
+
 # %% ../nbs/08b_run.cli.ipynb #997dca67
 @command('predict')
 def pillsnap_predict(
@@ -442,22 +495,8 @@ def pillsnap_predict(
     same_pill:store_true=False, # the two photos are one pill's front and back: one answer from both sides
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
-    from pillsnap.pipeline import BACKENDS, MODES, Predictor
-    if mode not in MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
-    if lang not in ('en', 'ko'): raise ConfigError(f"--lang must be en or ko (got '{lang}')")
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"--backend must be {', '.join(BACKENDS)} (got '{backend}')")
-    images, settings = photos_and_settings(images)
-    if not images: raise ConfigError('give at least one photo')
-    if same_pill and (len(images) != 2 or mode != 'single'):
-        raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
-                          f'photo(s), --mode {mode}) — give its front and back: '
-                          'pillsnap predict FRONT BACK --same-pill')
-    ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
-    pred = Predictor.from_exp(ex, checkpoint)
-    log = ex.log('predict', log_file=False)
-    if sealed(ex.root):
-        print(f'pillsnap predict: {ex.root} is a sealed release: this run is recorded in {log}', file=sys.stderr)
+    images, settings = _predict_photos(images, mode, lang, backend, same_pill)
+    pred = _predictor(exp, settings, config, checkpoint, top_k, backend)
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang)
@@ -499,6 +538,21 @@ def pillsnap_enrol(
     if pred.unknown_below is None and (advice := pred.gallery.threshold_advice): print(f'note: {advice}')
     return r
 
+# %% ../nbs/08b_run.cli.ipynb #abe31087
+def _show_gallery(paths):
+    "Print the experiment's gallery — its unknown thresholds, then its enrolled drugs; the table of them."
+    from pillsnap.retrieval import gallery_table, load_gallery
+    g = load_gallery(paths.retrieval)
+    if g is None:
+        raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
+    t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
+    chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
+    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
+    if g.threshold_advice: print(f'note: {g.threshold_advice}')
+    table = gallery_table(g)
+    print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
+    return table
+
 # %% ../nbs/08b_run.cli.ipynb #db38b0f7
 @command('gallery')
 def pillsnap_gallery(
@@ -515,7 +569,7 @@ def pillsnap_gallery(
 ):
     "List the drugs of the experiment's retrieval gallery; remove one, rebuild it, or measure enrolment (--few-shot)."
     from pillsnap import gallery as galleries  # its `few_shot` would hide the flag of that name
-    from pillsnap.retrieval import gallery_table, load_gallery, remove_drug
+    from pillsnap.retrieval import remove_drug
     from pillsnap.stages import pill_checked
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
     paths = ex.paths
@@ -528,16 +582,17 @@ def pillsnap_gallery(
         galleries.build_gallery(ex)
         pill_checked(ex)  # it reads the classifier's features too
     if remove: print(f'removed {remove}: {remove_drug(paths.root, remove)} prototype(s)')
-    g = load_gallery(paths.retrieval)
-    if g is None:
-        raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
-    t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
-    chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
-    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
-    if g.threshold_advice: print(f'note: {g.threshold_advice}')
-    table = gallery_table(g)
-    print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
-    return table
+    return _show_gallery(paths)
+
+# %% ../nbs/08b_run.cli.ipynb #e40bfc53
+def _found_line(i:int, d:dict)->str:
+    "Search hit `d`, ranked `i`, as one terminal line: code, score, names, imprint, colour and shape."
+    r = d['record']
+    en = ('(' + r['dl_name_en'] + ')') if r.get('dl_name_en') else ''
+    imprint = f"{r.get('print_front') or '·'} / {r.get('print_back') or '·'}"
+    colour = (r.get('color_class1') or '?') + ('/' + r['color_class2'] if r.get('color_class2') else '')
+    return terminal_text(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {en} — "
+                         f"imprint {imprint}, {colour}, {r.get('drug_shape') or '?'}")  # label text, escaped
 
 # %% ../nbs/08b_run.cli.ipynb #4a499dd9
 @command('search')
@@ -564,13 +619,7 @@ def pillsnap_search(
         rows = [{k: v for k, v in d.items() if k != 'record'} | names(d['record']) for d in found]
         print(json.dumps(rows, indent=1, ensure_ascii=False))
     else:
-        for i, d in enumerate(found, 1):
-            r = d['record']
-            en = ('(' + r['dl_name_en'] + ')') if r.get('dl_name_en') else ''
-            imprint = f"{r.get('print_front') or '·'} / {r.get('print_back') or '·'}"
-            colour = (r.get('color_class1') or '?') + ('/' + r['color_class2'] if r.get('color_class2') else '')
-            print(terminal_text(f"{i:>3}. {d['k_code']}  {d['score']:.2f}  {r.get('dl_name') or ''} {en} — "
-                                f"imprint {imprint}, {colour}, {r.get('drug_shape') or '?'}"))  # label text, escaped
+        for i, d in enumerate(found, 1): print(_found_line(i, d))
     return found
 
 # %% ../nbs/08b_run.cli.ipynb #f1a42e08
@@ -602,6 +651,15 @@ def pillsnap_feedback(
               + (f"; {made['pending']} report(s) wait for review (--accept ID)" if made['pending'] else ''))
     return table
 
+# %% ../nbs/08b_run.cli.ipynb #0830d8b7
+def _print_export(result:dict, paths, report):
+    "Print the export's parity (and benchmark) table and where its files and report are."
+    from pillsnap.export import export_table
+    print(export_table(result).to_string())
+    bench = f"\n  bench    {paths.export/'bench.json'}" if 'bench' in result else ''
+    print(f"  files    {paths.export}\n  parity   {paths.export/'parity.json'}{bench}"
+          + (f'\n  report   {report}' if report else ''))
+
 # %% ../nbs/08b_run.cli.ipynb #dde05cd9
 @command('export')
 def pillsnap_export(
@@ -616,7 +674,7 @@ def pillsnap_export(
     ("Export the classifier and detector to ONNX with parity checks, INT8 and a benchmark "
      "(nbs/07_ship.export; files in {exp}/export).")
     from pillsnap.classifier import find_checkpoint
-    from pillsnap.export import export_experiment, export_table
+    from pillsnap.export import export_experiment
     from pillsnap.stages import run_job
     ex = _experiment(exp, settings, config, preset, fix=TRAIN_ONE, **{'export.bench': False if no_bench else None})
     cfg, paths = ex.cfg, ex.paths
@@ -629,11 +687,27 @@ def pillsnap_export(
     if result is None:
         result = dict(parity=json.loads((paths.export/'parity.json').read_text()))
         if cfg.export.bench: result['bench'] = json.loads((paths.export/'bench.json').read_text())
-    print(export_table(result).to_string())
-    bench = f"\n  bench    {paths.export/'bench.json'}" if 'bench' in result else ''
-    print(f"  files    {paths.export}\n  parity   {paths.export/'parity.json'}{bench}"
-          + (f'\n  report   {report}' if report else ''))
+    _print_export(result, paths, report)
     return result
+
+# %% ../nbs/08b_run.cli.ipynb #23847a5f
+def _serve_release(release:str, settings:tuple, flags:dict, config):
+    "Serve a release (or a releases folder's current one, switched on SIGHUP) under the operator's settings."
+    from pillsnap.serve import app_from_release, operator_access
+    from pillsnap.server import run_server
+    from pillsnap.release import MANIFEST, resolve_release
+    over = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
+    where, rel = resolve_release(release), Path(release)
+    # the operator's settings: keys, address, CORS and limits never come from a release
+    cfg = load_config(_overrides(settings, **flags), path=config)
+    operator_access(cfg, _overrides(settings, **flags), config)  # who may reach it: the operator's word only
+    # the log goes beside the releases, never inside one
+    setup_logging(cfg, (rel.parent if (rel/MANIFEST).is_file() else rel)/'logs'/'serve.log')
+    app = app_from_release(release, over, env_file=cfg.serve.env_file, cfg=cfg)
+    print(f"pillsnap serving release {app.state.live.release['version']} ({where}) "
+          f"on http://{cfg.serve.host}:{cfg.serve.port}; kill -HUP {os.getpid()} switches to what "
+          f"{rel}/current points to then; Ctrl-C stops it", flush=True)
+    return run_server(app, cfg)
 
 # %% ../nbs/08b_run.cli.ipynb #9f3d3837
 @command('serve')
@@ -648,24 +722,12 @@ def pillsnap_serve(
 ):
     ("Serve an experiment over HTTP: /predict, /batch, /health, /metrics, the web page at / "
      "(API keys from PILLSNAP_API_KEYS).")
-    from pillsnap.serve import app_from_exp, app_from_release, operator_access
+    from pillsnap.serve import app_from_exp, operator_access
     from pillsnap.server import run_server
     flags = {'serve.host': host, 'serve.port': port, 'pipeline.backend': backend}
-    over = [*settings, *(f'{k}={v}' for k, v in flags.items() if v is not None)]
     if release is not None:
         if exp is not None: raise ConfigError('serve an experiment (--exp) or a release (--release), not both')
-        from pillsnap.release import MANIFEST, resolve_release
-        where, rel = resolve_release(release), Path(release)
-        # the operator's settings: keys, address, CORS and limits never come from a release
-        cfg = load_config(_overrides(settings, **flags), path=config)
-        operator_access(cfg, _overrides(settings, **flags), config)  # who may reach it: the operator's word only
-        # the log goes beside the releases, never inside one
-        setup_logging(cfg, (rel.parent if (rel/MANIFEST).is_file() else rel)/'logs'/'serve.log')
-        app = app_from_release(release, over, env_file=cfg.serve.env_file, cfg=cfg)
-        print(f"pillsnap serving release {app.state.live.release['version']} ({where}) "
-              f"on http://{cfg.serve.host}:{cfg.serve.port}; kill -HUP {os.getpid()} switches to what "
-              f"{rel}/current points to then; Ctrl-C stops it", flush=True)
-        return run_server(app, cfg)
+        return _serve_release(release, settings, flags, config)
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **flags)
     cfg = ex.cfg
     operator_access(cfg, _overrides(settings, **flags), config)  # never the experiment's own snapshot
@@ -674,6 +736,16 @@ def pillsnap_serve(
     print(f'pillsnap serving {cfg.paths.exp_dir} on http://{cfg.serve.host}:{cfg.serve.port} '
           '(web page /, API description /openapi.json); Ctrl-C stops it', flush=True)
     run_server(app, cfg)
+
+# %% ../nbs/08b_run.cli.ipynb #8f874284
+def _pack_new_release(ex:Experiment, where:Path, tag:str|None, checkpoint:str, activate:bool):
+    "Pack the experiment as a new release in `where` (the current one with --activate) and say how to serve it."
+    from pillsnap.release import pack_release, switch_release
+    setup_logging(ex.cfg)
+    made = pack_release(ex, where, tag, checkpoint)
+    if activate: switch_release(where, made.name)
+    serve_it = f' — serve it: pillsnap release --switch {made.name}, then pillsnap serve --release {where}'
+    print(f'packed {made}' + (' (current)' if activate else serve_it))
 
 # %% ../nbs/08b_run.cli.ipynb #0964127e
 @command('release')
@@ -690,19 +762,14 @@ def pillsnap_release(
 ):
     ("Pack an experiment into a versioned, hashed release for serving; "
      "or switch, roll back and list releases (nbs/07a_ship.release).")
-    from pillsnap.release import list_releases, pack_release, rollback_release, switch_release
+    from pillsnap.release import list_releases, rollback_release, switch_release
     ex = Experiment.new(exp, (), config)
-    cfg, where = ex.cfg, Path(root or ex.cfg.paths.releases_dir)
+    where = Path(root or ex.cfg.paths.releases_dir)
     if sum(map(bool, (switch, rollback, list))) > 1: raise ConfigError('use one of --switch, --rollback and --list')
     if switch or rollback:
         now = switch_release(where, switch) if switch else rollback_release(where)
         print(f'{where}/current → {now.name}; a running pillsnap serve --release {where} moves over on SIGHUP')
-    elif not list:
-        setup_logging(cfg)
-        made = pack_release(ex, where, tag, checkpoint)
-        if activate: switch_release(where, made.name)
-        serve_it = f' — serve it: pillsnap release --switch {made.name}, then pillsnap serve --release {where}'
-        print(f'packed {made}' + (' (current)' if activate else serve_it))
+    elif not list: _pack_new_release(ex, where, tag, checkpoint, activate)
     table = list_releases(where)
     print(table.to_string(index=False) if len(table) else f'no release in {where}')
     return table

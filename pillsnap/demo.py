@@ -97,6 +97,26 @@ def _judge_step(exp)->tuple:
              + menu_text(advice))
     return gate, advice, {'stage gate': paths.reports/'stage_gate.json', 'advice': paths.reports/'advice.json'}
 
+# %% ../nbs/08a_run.demo.ipynb #b33b5a57
+def _classifier_only_outputs(paths, metrics:dict, classifier:dict)->dict:
+    "Print the classifier-only demo's closing line; its files, by name."
+    print(f"\npillsnap demo (classifier only) finished: "
+          f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+          f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; "
+          f"report: {classifier['training report']}")
+    return {'metrics': paths.classifier/'metrics.json', 'training report': classifier['training report']}
+
+# %% ../nbs/08a_run.demo.ipynb #dfd54a1c
+def _print_demo_summary(paths, metrics:dict, det:dict, gate:dict, advice:dict, outputs:dict):
+    "Print the whole demo's closing line — its numbers and the gate's decision — and where each output went."
+    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+          f"macro-F1 {metrics['macro_f1']:.3f}; "
+          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; "
+          f"ONNX export passed parity; the service answered; "
+          f"stage {gate['stage']} gate {gate['decision']}, {len(advice['recommendations'])} recommendation(s) "
+          f"(pillsnap advise --exp {paths.root}). Outputs:")
+    for k, v in outputs.items(): print(f'  {k:<16} {v}')
+
 # %% ../nbs/08a_run.demo.ipynb #36ac8418
 def run_demo(settings:list=(), # key=value settings (applied after the preset)
              preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench, bench-det: benchmarks)
@@ -113,12 +133,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     data = _data_step(exp)
     if detector_only: return demo_detector(exp)
     metrics, classifier = _classifier_step(exp)
-    if classifier_only:
-        print(f"\npillsnap demo (classifier only) finished: "
-              f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
-              f"macro-F1 {metrics['macro_f1']:.3f}. Metrics: {paths.classifier/'metrics.json'}; "
-              f"report: {classifier['training report']}")
-        return {'metrics': paths.classifier/'metrics.json', 'training report': classifier['training report']}
+    if classifier_only: return _classifier_only_outputs(paths, metrics, classifier)
     det, detector = _detector_step(exp)
     predicted = demo_predictions(exp)
     exported = _export_step(exp)
@@ -126,13 +141,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
     gate, advice, judged = _judge_step(exp)
     outputs = {**data, **classifier, **detector, **predicted, **exported, **served, **judged,
                'tensorboard': paths.tb, 'config snapshot': paths.config, 'log': paths.logs/'demo.log'}
-    print(f"\npillsnap demo finished: classifier val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
-          f"macro-F1 {metrics['macro_f1']:.3f}; "
-          f"detector mAP@0.5 {det['map50']:.3f}, mAP@0.5:0.95 {det['map50_95']:.3f}; "
-          f"ONNX export passed parity; the service answered; "
-          f"stage {gate['stage']} gate {gate['decision']}, {len(advice['recommendations'])} recommendation(s) "
-          f"(pillsnap advise --exp {paths.root}). Outputs:")
-    for k, v in outputs.items(): print(f'  {k:<16} {v}')
+    _print_demo_summary(paths, metrics, det, gate, advice, outputs)
     return outputs
 
 # %% ../nbs/08a_run.demo.ipynb #cc92a3cb

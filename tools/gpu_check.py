@@ -20,8 +20,10 @@ Steps, each timed and kept in OUT/gpu_check.json (a failing step is recorded wit
      runs): the rungs it climbed and the batch it trained at;
   5. YOLO11m training at 640: photos/s over one epoch of synthetic combination photos;
   6. single and combo mode p50/p95 per backend (PyTorch with autocast, ONNX Runtime with the best provider it has),
-     one request at a time (`measure_latency`), after exporting the experiment.
-It prints the README's GPU rows at the end, naming the device.
+     one request at a time (`measure_latency`: the whole call, detection and classification), after exporting the
+     experiment; and the classifier's serving throughput per backend at batches 1, 8, 32 and 128 (the export's bench).
+It prints the README's GPU rows at the end, naming the device. `pillsnap gate --exp E --speed OUT/gpu_check.json`
+judges a stage's speed targets on these numbers when they timed E's models (EfficientNetV2-S 384, YOLO11m 640).
 """
 import argparse, json, os, sys, time, traceback
 from pathlib import Path
@@ -74,7 +76,7 @@ def main(argv=None):
     report = json.loads(saved.read_text()) if saved.exists() else {}  # earlier steps of this OUT stay
     per_class, combos = a.per_class or (8 if a.tiny else 40), a.combos or (12 if a.tiny else 200)
     report.update(device=torch.cuda.get_device_name() if cuda else 'cpu (no GPU: not a measurement)', tiny=a.tiny,
-                  machine=machine(), torch=torch.__version__, sizes=size)
+                  device_type=dev.type, machine=machine(), torch=torch.__version__, sizes=size)
     steps = {}  # name -> fn; run in the order asked, after all are defined
     run = steps.__setitem__
     cores = len(os.sched_getaffinity(0))
@@ -134,12 +136,17 @@ def main(argv=None):
     def serving():
         from pillsnap.export import export_experiment
         if not (exp/'classifier'/'best.pt').exists(): raise RuntimeError('no classifier to serve: run classifier_eager first')
-        export_experiment(load_config([*base, 'export.bench=false']))
+        batches = [1, 8] if a.tiny else [1, 8, 32, 128]  # serving throughput: the classifier's crops a second per batch
+        export_experiment(load_config([*base, 'export.bench=true', f'export.bench_batches={batches}',
+                                       f"export.bench_runs={20 if a.tiny else 200}", 'export.bench_warmup=20']))
+        bench = json.loads((exp/'export'/'bench.json').read_text())
+        report['serving_throughput'] = {k: m.get('throughput') for k, m in bench['classifier']['models'].items()}
         rows = {}
-        for backend in ('torch', 'onnx'):
+        for backend in ('torch', 'onnx'):  # each mode's whole call and its parts, as `pillsnap gate --speed` reads them
             r = measure_latency(exp, a.photos, backend=backend, device=dev.type,
                                 settings=['detector.conf=0.001', 'detector.max_det=8'])
-            rows[backend] = {m: r[m]['total'] for m in ('single', 'combo') if m in r}
+            rows[backend] = {m: {k: r[m][k] for k in ('total', 'detect', 'classify') if k in r[m]}
+                             for m in ('single', 'combo') if m in r}
         return rows
     run('serving_latency_ms', serving)
     run('classifier_compiled', lambda: train(*fixed, 'train.compile=default'))  # last by default: compiling takes minutes
@@ -162,7 +169,10 @@ def print_rows(r:dict):
     for backend, modes in (r.get('serving_latency_ms') or {}).items():
         if isinstance(modes, dict):
             print(f"| {backend}: single p50/p95, combo (8 pills) p50/p95, ms | "
-                  + ', '.join(f"{m['p50']:.0f}/{m['p95']:.0f}" for m in modes.values() if isinstance(m, dict)) + ' |')
+                  + ', '.join(f"{m['total']['p50']:.0f}/{m['total']['p95']:.0f}" for m in modes.values()
+                              if isinstance(m, dict) and 'total' in m) + ' |')
+    for name, rates in (r.get('serving_throughput') or {}).items():
+        print(f"| {name}: classifier serving throughput, img/s by batch | {rates} |")
 
 
 if __name__ == '__main__': main()
