@@ -195,21 +195,26 @@ class ImprintAux(Callback):
         self.head.to(_device(self.learn))
         self._hook = core(self.model).backbone.get_classifier().register_forward_pre_hook(self._grab)
     def _grab(self, module, args): self.feats = args[0]
-    def after_loss(self):
-        if not self.training or self.feats is None: return
-        y = self.yb[0]
-        target = self.table.to(y.device)[torch.div(y, self.n_classes, rounding_mode='floor'), y % self.n_classes]
-        aux = nn.functional.binary_cross_entropy_with_logits(self.head(self.feats.float()), target)
-        self.learn.loss_grad = self.loss_grad + self.weight * aux
-        self.learn.loss = self.loss_grad.clone()
-    def after_backward(self):  # several processes: the head is outside what DDP averages, so average it here
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            for p in self.head.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad); p.grad /= torch.distributed.get_world_size()
     def after_fit(self):
         if self._hook is not None: self._hook.remove(); self._hook = None
         self.feats = None
+
+# %% ../nbs/04_train.callbacks.ipynb #d2fa1df2
+@patch
+def after_loss(self:ImprintAux):
+    if not self.training or self.feats is None: return
+    y = self.yb[0]
+    target = self.table.to(y.device)[torch.div(y, self.n_classes, rounding_mode='floor'), y % self.n_classes]
+    aux = nn.functional.binary_cross_entropy_with_logits(self.head(self.feats.float()), target)
+    self.learn.loss_grad = self.loss_grad + self.weight * aux
+    self.learn.loss = self.loss_grad.clone()
+
+@patch
+def after_backward(self:ImprintAux):  # several processes: the head is outside what DDP averages, so average it here
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        for p in self.head.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad); p.grad /= torch.distributed.get_world_size()
 
 # %% ../nbs/04_train.callbacks.ipynb #e52df8ee
 MARGINS = ('cosface', 'arcface')
@@ -292,13 +297,19 @@ class Checkpointer(TrackerCallback):
         metrics = zip(self.recorder.metric_names[1:], self.recorder.values[-1])
         self.history.append({'epoch': self.epoch + 1, **{n: float(v) for n, v in metrics}})
         if rank_distrib(): return  # several processes: the first one writes
-        state = self.state(self.epoch + 1)
-        # first: killed before last.pt, a resume redoes this epoch
-        if self.new_best: save_checkpoint(state, self.folder/'best.pt')
-        save_checkpoint(state, self.folder/'last.pt')
-        write_json(self.folder/'history.json', self.history)
-        get_logger('classifier').info(f'epoch {self.epoch + 1}: saved last.pt'
-                                      + (f' and best.pt ({self.monitor}={self.best:.4f})' if self.new_best else ''))
+        self._save_epoch(self.epoch + 1)
+
+# %% ../nbs/04_train.callbacks.ipynb #e33b24ee
+@patch
+def _save_epoch(self:Checkpointer, epoch:int):
+    "Write the checkpoint after `epoch` finished epochs (to `best.pt` too when it improved) and `history.json`."
+    state = self.state(epoch)
+    # first: killed before last.pt, a resume redoes this epoch
+    if self.new_best: save_checkpoint(state, self.folder/'best.pt')
+    save_checkpoint(state, self.folder/'last.pt')
+    write_json(self.folder/'history.json', self.history)
+    get_logger('classifier').info(f'epoch {epoch}: saved last.pt'
+                                  + (f' and best.pt ({self.monitor}={self.best:.4f})' if self.new_best else ''))
 
 # %% ../nbs/04_train.callbacks.ipynb #973d8acc
 @patch
@@ -377,26 +388,53 @@ def _chunked(self:OOMFallback, i, b):
         if self.training and k + size < n:
             self.learn.pct_train -= 1 / (self.n_iter * self.n_epoch); self.learn.train_iter -= 1
 
+# %% ../nbs/04_train.callbacks.ipynb #ccc9b4b8
+@patch
+def _clean_up_oom(self:OOMFallback, acc, # the run's `GradientAccumulation` callback, or None
+                 ):
+    "Drop what the failed batch left behind: autocast, gradients, the accumulation count, cached CUDA memory."
+    if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'):
+        torch.set_autocast_enabled('cuda', False)
+    self.opt.zero_grad()
+    if acc: acc.count = 0
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
+# %% ../nbs/04_train.callbacks.ipynb #f75c6982
+@patch
+def _use_fp16(self:OOMFallback)->bool:
+    "Switch a float32 run on a GPU to fp16 mixed precision; whether it did."
+    if _device(self.learn).type == 'cuda' and find_cb(self.learn, MixedPrecision) is None:
+        mp = MixedPrecision('fp16'); self.learn.add_cb(mp); mp.before_fit()
+        return True
+    return False
+
+# %% ../nbs/04_train.callbacks.ipynb #90a6c382
+@patch
+def _give_up(self:OOMFallback, err, n):
+    "The last rung: save a checkpoint and stop the fit with a message that says what to change."
+    path = self.save(self.learn) if self.save else None
+    msg = (f'CUDA out of memory even with micro-batches of 1 image ({first_line(err)}). '
+           + (f'Saved {path}. ' if path else '')
+           + 'Use a smaller classifier.img_size or classifier.model, or free the GPU; '
+           'then resume with train.resume=last.')
+    self._event('stop', msg, n)
+    self.learn.stopped = msg
+    raise CancelFitException()
+
 # %% ../nbs/04_train.callbacks.ipynb #96254490
 @patch
 def _recover(self:OOMFallback, err, n):
     "Clean up after an OOM and climb one rung (the batch is then redone)."
-    if torch.cuda.is_available() and torch.is_autocast_enabled('cuda'):
-        torch.set_autocast_enabled('cuda', False)
-    self.opt.zero_grad()
     acc = find_cb(self.learn, GradientAccumulation)
-    if acc: acc.count = 0
-    gc.collect()
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    self._clean_up_oom(acc)
     if self.global_bs is None: self.global_bs = acc.n_acc if acc else n
     while True:
         rung = OOM_RUNGS[self.rung]
         if rung == 'empty_cache': self.rung += 1; return self._event(rung, 'emptied the CUDA cache', n)
         if rung == 'fp16':
             self.rung += 1
-            if _device(self.learn).type == 'cuda' and find_cb(self.learn, MixedPrecision) is None:
-                mp = MixedPrecision('fp16'); self.learn.add_cb(mp); mp.before_fit()
-                return self._event(rung, 'switched to fp16 mixed precision', n)
+            if self._use_fp16(): return self._event(rung, 'switched to fp16 mixed precision', n)
             continue
         c = (self.chunk or self.global_bs) // 2
         if c >= 1 and acc is None:
@@ -413,14 +451,7 @@ def _recover(self:OOMFallback, err, n):
             return self._event(rung, f'global batch {self.global_bs} (micro-batches of {c}), '
                                      f'learning rate x{self.lr_scale:g}', n)
         if rung == 'smaller_batch': self.rung += 1; continue
-        path = self.save(self.learn) if self.save else None
-        msg = (f'CUDA out of memory even with micro-batches of 1 image ({first_line(err)}). '
-               + (f'Saved {path}. ' if path else '')
-               + 'Use a smaller classifier.img_size or classifier.model, or free the GPU; '
-               'then resume with train.resume=last.')
-        self._event('stop', msg, n)
-        self.learn.stopped = msg
-        raise CancelFitException()
+        return self._give_up(err, n)
 
 # %% ../nbs/04_train.callbacks.ipynb #f5e868ea
 @patch

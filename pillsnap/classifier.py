@@ -20,6 +20,7 @@ from fastcore.xtras import obj2dict
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
+# %% ../nbs/04a_train.classifier.ipynb #6b4a7153
 from .aihub import DrugTable
 from .io import atomic_write, clean_stale_temps, write_json
 from .config import (Experiment, ConfigError, amp_dtype, code_version, dist_env, exp_paths, get_logger, pick_device,
@@ -106,33 +107,45 @@ def check_train_settings(cfg,
                                  'are drawn — use one')
         read_hard_cases(hc)  # a missing or wrong file: one line now, not after the data is read
 
-# %% ../nbs/04a_train.classifier.ipynb #ac0cc7b9
-def training_loaders(cfg, # resolved settings
-                     d:ClassifierData, # from `classifier_data`
-                     model:nn.Module, # the classifier (the imprint head sizes itself on its features)
-                     bs:int, # batch size (global: several processes share it)
-                     device:torch.device,
-                     ck:dict|None=None, # a checkpoint resumed: its worker count and imprint head
-                    )->tuple: # (fastai `DataLoaders`, `ImprintAux` callback or None, class weights or None, workers)
-    "The training and validation loaders the settings describe: datasets, sampling (weighted or P×K), imprint targets."
-    t, paths, n_classes, pre = cfg.train, exp_paths(cfg.paths.exp_dir), len(d.class_map), d.pre
-    labels = d.train.class_index.values
-    weights = (class_weights(labels, n_classes, cfg.loader.class_weights, cfg.loader.effective_num_beta)
-               if cfg.loader.class_weights else None)
-    skip_dir = paths.logs/'skipped'
-    train_tfms = train_transforms(pre, **(t['augment'] or {}))  # `train.augment`
+# %% ../nbs/04a_train.classifier.ipynb #e628d5c6
+def _datasets(cfg, # resolved settings
+              d:ClassifierData, # from `classifier_data`
+              skip_dir:Path, # where unreadable photos are listed
+             )->tuple: # (training `PillDataset`, validation `PillDataset`)
+    "The training set with its augmentation and the plain validation set, from the crop caches (or the photos)."
+    pre = d.pre
+    train_tfms = train_transforms(pre, **(cfg.train['augment'] or {}))  # `train.augment`
     budget = cfg.loader.max_read_failures  # `loader.max_read_failures`
     train_ds = PillDataset(d.train, d.root, pre, train_tfms, d.train_cache, skip_dir, budget)
     val_ds = PillDataset(d.val, d.root, pre, eval_transforms(pre), d.val_cache, skip_dir, budget)
-    aux = None
-    if t.imprint_aux:
-        vocab, table = imprint_targets(json.loads((paths.data/'drug_table.json').read_text()), d.k_codes)
-        faces = face_codes(d.train.get('drug_dir', [None] * len(d.train)))
-        train_ds.labels = train_ds.labels + n_classes * np.array(faces)
-        aux = ImprintAux(table, t.imprint_aux, core(model).backbone.get_classifier().in_features,
-                         ck.get('imprint_head') if ck else None)
-        get_logger('classifier').info(f'imprint auxiliary task: {len(vocab)} characters '
-                                      f'({vocab[:40]}{"…" if len(vocab) > 40 else ""}), weight {t.imprint_aux}')
+    return train_ds, val_ds
+
+# %% ../nbs/04a_train.classifier.ipynb #ac171770
+def _imprint_aux(t, # `cfg.train`
+                 d:ClassifierData, # from `classifier_data`
+                 model:nn.Module, # the classifier (the head sizes itself on its features)
+                 train_ds:PillDataset, # its labels gain the face each photo shows
+                 drug_table:Path, # the experiment's drug_table.json
+                 ck:dict|None=None, # a checkpoint resumed: its imprint head
+                )->ImprintAux:
+    "The imprint head's callback; the training labels then also say which face each photo shows."
+    vocab, table = imprint_targets(json.loads(drug_table.read_text()), d.k_codes)
+    faces = face_codes(d.train.get('drug_dir', [None] * len(d.train)))
+    train_ds.labels = train_ds.labels + len(d.class_map) * np.array(faces)
+    aux = ImprintAux(table, t.imprint_aux, core(model).backbone.get_classifier().in_features,
+                     ck.get('imprint_head') if ck else None)
+    get_logger('classifier').info(f'imprint auxiliary task: {len(vocab)} characters '
+                                  f'({vocab[:40]}{"…" if len(vocab) > 40 else ""}), weight {t.imprint_aux}')
+    return aux
+
+# %% ../nbs/04a_train.classifier.ipynb #2a6c217f
+def _loader_workers(cfg, # resolved settings
+                    ck:dict|None, # a checkpoint resumed: its worker count
+                    device:torch.device,
+                    train_ds:PillDataset, # what `auto` is tuned on
+                    bs:int, # batch size
+                   )->int:
+    "How many loader processes: the resumed run's count or the setting; for `auto`, none on the CPU, else tuned."
     # a resumed run keeps its count: workers seed augmentation
     workers = ck.get('num_workers', cfg.loader.num_workers) if ck else cfg.loader.num_workers
     if workers == 'auto' and device.type == 'cpu':
@@ -141,6 +154,15 @@ def training_loaders(cfg, # resolved settings
         workers = 0
         get_logger('loaders').info('loader workers: 0 (on the CPU the training itself computes on every core)')
     if workers == 'auto': workers, _ = autotune_num_workers(train_ds, bs)
+    return int(workers)
+
+# %% ../nbs/04a_train.classifier.ipynb #7757b613
+def _train_sampler(cfg, # resolved settings
+                   d:ClassifierData, # from `classifier_data`
+                   weights:np.ndarray|None, # the class weights (`loader.class_weights`), or None
+                  ): # a sampler, or None: shuffled
+    "How training draws its photos: shuffled, class-weighted, in P×K batches, or the earlier hard cases more often."
+    labels, n_classes = d.train.class_index.values, len(d.class_map)
     sampler = (weighted_sampler(labels, weights if weights is not None else class_weights(labels, n_classes), cfg.seed)
                if cfg.loader.weighted_sampler else None)
     if pk := int(cfg.loader.get('pk_per_class') or 0): sampler = PKSampler(labels, pk, cfg.seed)
@@ -150,17 +172,37 @@ def training_loaders(cfg, # resolved settings
         sampler = weighted_sampler(labels, base * mult, cfg.seed)
         get_logger('classifier').info(f'hard cases from {hc}: {int((mult > 1).sum())} drugs drawn '
                                       f'{cfg.loader.hard_case_weight:g} times as often')
+    return sampler
+
+# %% ../nbs/04a_train.classifier.ipynb #ac0cc7b9
+def training_loaders(cfg, # resolved settings
+                     d:ClassifierData, # from `classifier_data`
+                     model:nn.Module, # the classifier (the imprint head sizes itself on its features)
+                     bs:int, # batch size (global: several processes share it)
+                     device:torch.device,
+                     ck:dict|None=None, # a checkpoint resumed: its worker count and imprint head
+                    )->tuple: # (fastai `DataLoaders`, `ImprintAux` callback or None, class weights or None, workers)
+    "The training and validation loaders the settings describe: datasets, sampling (weighted or P×K), imprint targets."
+    t, paths, n_classes = cfg.train, exp_paths(cfg.paths.exp_dir), len(d.class_map)
+    labels = d.train.class_index.values
+    weights = (class_weights(labels, n_classes, cfg.loader.class_weights, cfg.loader.effective_num_beta)
+               if cfg.loader.class_weights else None)
+    skip_dir = paths.logs/'skipped'
+    train_ds, val_ds = _datasets(cfg, d, skip_dir)
+    aux = _imprint_aux(t, d, model, train_ds, paths.data/'drug_table.json', ck) if t.imprint_aux else None
+    workers = _loader_workers(cfg, ck, device, train_ds, bs)
+    sampler = _train_sampler(cfg, d, weights)
     rank, world, _ = dist_env()
     if world > 1:  # several processes: the same global batches, each process its slice (`ShardSampler`)
         bs //= world
         whole = sampler or torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
         sampler = ShardSampler(whole, rank, world, bs)
-    dls = make_loaders(train_ds, val_ds, bs, int(workers), cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
+    dls = make_loaders(train_ds, val_ds, bs, workers, cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError later
         raise ConfigError(f'no training photo could be read ({len(train_ds)} listed) — the reasons are in {skip_dir}; '
                           'pillsnap prepare lists them in data/problems.csv')
-    return dls, aux, weights, int(workers)
+    return dls, aux, weights, workers
 
 # %% ../nbs/04a_train.classifier.ipynb #8275add6
 def training_callbacks(cfg, # resolved settings
@@ -240,6 +282,55 @@ def _batch_and_lr(t, model, img_size:int, device, dtype, ck:dict|None, items:int
                      f'(train.lr_scaling={rule} from train.batch_size, at most ×{most:g})')
     return bs, lr, found
 
+# %% ../nbs/04a_train.classifier.ipynb #912ff557
+def _classifier_model(cfg, # resolved settings
+                      n_classes:int, pre, # the classes and the preprocessing it is built for
+                      device:torch.device,
+                      ck:dict|None=None, # a checkpoint to resume from: its weights
+                     )->nn.Module:
+    "The classifier on its device, with its start weights or a resumed checkpoint's; channels-last when asked."
+    model = build_classifier(cfg, n_classes, pre, load_weights=ck is None).to(device)
+    if ck: model.load_state_dict(ck['model'])
+    if cfg.train.channels_last:  # before compile, so the graph sees it
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+# %% ../nbs/04a_train.classifier.ipynb #c823c77c
+def _checkpoint_meta(cfg, # resolved settings
+                     d:ClassifierData, # from `classifier_data`
+                     bs:int, lr:float, # the run's batch and learning rate
+                     found:int|None, # the batch the GPU search found
+                     workers:int, # loader processes
+                    )->dict:
+    "What every checkpoint of the run records: model, classes, preprocessing, batch, settings and versions."
+    pre = d.pre
+    config = _plain(cfg)  # the numbers it is fed, never `auto`: read as trained whatever timm later records
+    config['classifier'].update(mean=list(pre.mean), std=list(pre.std))
+    return dict(model_name=cfg.classifier.model, n_classes=len(d.class_map), img_size=pre.img_size,
+                preprocess=pre.version, k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found,
+                num_workers=workers, config=config,
+                torch=str(torch.__version__), timm=str(timm.__version__), code=code_version())
+
+# %% ../nbs/04a_train.classifier.ipynb #b1d99da0
+def _distribute(learn:Learner, # from `build_learner`
+                t, # `cfg.train`
+                device:torch.device,
+               ):
+    "In several processes: fastai's DDP through Accelerate (gloo on CPUs), progress bars from the first process only."
+    rank, world, _ = dist_env()
+    if world > 1:
+        learn.add_cb(DistributedTraining(sync_bn=bool(t['sync_bn']) and device.type == 'cuda',
+                                         cpu=device.type == 'cpu'))
+        if rank: learn.remove_cb(ProgressCallback)
+
+# %% ../nbs/04a_train.classifier.ipynb #4b6aae2b
+def _restore_optimizer(learn:Learner, # from `build_learner`
+                       ck:dict, # the checkpoint resumed
+                      ):
+    "The resumed run's optimizer state, and its GradScaler's when it had one."
+    learn.create_opt(); learn.opt.load_state_dict(ck['optimizer'])
+    if ck.get('scaler'): learn.add_cb(_RestoreScaler(ck['scaler']))
+
 # %% ../nbs/04a_train.classifier.ipynb #49acee86
 def build_learner(cfg, # resolved settings
                   d:ClassifierData, # from `classifier_data`
@@ -249,19 +340,12 @@ def build_learner(cfg, # resolved settings
     check_train_settings(cfg)
     t, paths = cfg.train, exp_paths(cfg.paths.exp_dir)
     device, n_classes, pre = _train_device(cfg.device), len(d.class_map), d.pre
-    rank, world, _ = dist_env()
     seed_everything(cfg.seed)
-    model = build_classifier(cfg, n_classes, pre, load_weights=ck is None).to(device)
-    if ck: model.load_state_dict(ck['model'])
-    if t.channels_last: model = model.to(memory_format=torch.channels_last)  # before compile, so the graph sees it
+    model = _classifier_model(cfg, n_classes, pre, device, ck)
     dtype = amp_dtype(t.amp, device)
     bs, lr, found = _batch_and_lr(t, model, pre.img_size, device, dtype, ck, len(d.train))
     dls, aux, weights, workers = training_loaders(cfg, d, model, bs, device, ck)
-    config = _plain(cfg)  # the numbers it is fed, never `auto`: read as trained whatever timm later records
-    config['classifier'].update(mean=list(pre.mean), std=list(pre.std))
-    meta = dict(model_name=cfg.classifier.model, n_classes=n_classes, img_size=pre.img_size, preprocess=pre.version,
-                k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found, num_workers=workers, config=config,
-                torch=str(torch.__version__), timm=str(timm.__version__), code=code_version())
+    meta = _checkpoint_meta(cfg, d, bs, lr, found, workers)
     loss = CrossEntropyLossFlat(weight=weights, label_smoothing=t.label_smoothing)
     if aux: loss = ClassOf(loss, n_classes)
     learn = Learner(dls, model, loss, opt_func=adamw(fused=device.type == 'cuda'), lr=lr,
@@ -271,13 +355,8 @@ def build_learner(cfg, # resolved settings
     trial = next(iter(dls.train))[0].to(device) if t.compile != 'none' else None  # a whole batch, as training sees it
     if trial is not None and t.channels_last: trial = trial.contiguous(memory_format=torch.channels_last)
     learn.model = compile_model(model, t.compile, trial, dtype=dtype)
-    if world > 1:  # fastai's DDP through Accelerate (gloo on CPUs); progress bars from the first process only
-        learn.add_cb(DistributedTraining(sync_bn=bool(t['sync_bn']) and device.type == 'cuda',
-                                         cpu=device.type == 'cpu'))
-        if rank: learn.remove_cb(ProgressCallback)
-    if ck:
-        learn.create_opt(); learn.opt.load_state_dict(ck['optimizer'])
-        if ck.get('scaler'): learn.add_cb(_RestoreScaler(ck['scaler']))
+    _distribute(learn, t, device)
+    if ck: _restore_optimizer(learn, ck)
     learn.precision = str(dtype).replace('torch.', '') if dtype else 'float32'
     learn.start_epoch_ = ck['epoch'] if ck else 0
     learn.schedule = lr_schedule(t.schedule, lr, t.epochs, t.warmup_epochs, t.pct_start)
@@ -304,6 +383,44 @@ def load_predictions(out_dir:str|Path)->tuple: # (float32 logits, labels)
     z = np.load(Path(out_dir)/'val_predictions.npz')
     return z['logits'].astype(np.float32), z['labels']
 
+# %% ../nbs/04a_train.classifier.ipynb #ce1cf188
+def _val_loader(cfg, # resolved settings
+                d:ClassifierData, # from `classifier_data`
+                skip_dir:Path, # where unreadable photos are listed
+               ):
+    "The validation crops in order, at twice the training batch; loader workers only when set to a number."
+    ds = PillDataset(d.val, d.root, d.pre, eval_transforms(d.pre), d.val_cache, skip_dir)
+    workers = 0 if cfg.loader.num_workers == 'auto' else int(cfg.loader.num_workers)
+    return make_loader(ds, cfg.train.batch_size * 2, num_workers=workers)
+
+# %% ../nbs/04a_train.classifier.ipynb #7163169b
+def _val_metrics(probs:np.ndarray, preds:np.ndarray, ys:np.ndarray, # probabilities, predicted and true classes
+                 k_codes:list, # the K-code of each class index
+                )->dict:
+    "The validation metrics with classes named by K-code: overall, per class and the 20 most confused pairs."
+    m = classification_metrics(probs, ys)
+    confused = top_confused(ys, preds, 20)
+    return dict(**{k: v for k, v in m.items() if k != 'per_class'},
+                per_class={k_codes[c]: v for c, v in m['per_class'].items()},
+                top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count']))
+                              for _, r in confused.iterrows()])
+
+# %% ../nbs/04a_train.classifier.ipynb #2e8b751b
+def _write_val_results(out_dir:Path, # where they go
+                       out:dict, # the metrics, for `metrics.json`
+                       d:ClassifierData, # the data evaluated
+                       logits:np.ndarray, probs:np.ndarray, preds:np.ndarray, ys:np.ndarray, # as evaluated
+                       k_codes:list, # the K-code of each class index
+                      ):
+    "`metrics.json`, the validation logits (`save_predictions`), the reliability diagram and the confusion matrix."
+    write_json(out_dir/'metrics.json', out)
+    faces = face_codes(d.val.drug_dir) if 'drug_dir' in d.val and len(ys) == len(d.val) else None  # none skipped
+    save_predictions(out_dir, logits, ys, faces)
+    import matplotlib.pyplot as plt
+    for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
+                      ('confusion', plot_confusion(ys, preds, k_codes))):
+        if fig is not None: fig.savefig(out_dir/f'{name}.png', dpi=100); plt.close(fig)
+
 # %% ../nbs/04a_train.classifier.ipynb #cd607973
 def evaluate_classifier(cfg, # resolved settings
                         checkpoint:str='best', # 'best', 'last' or a path
@@ -319,30 +436,17 @@ def evaluate_classifier(cfg, # resolved settings
     d = d or classifier_data(cfg)
     check_checkpoint(ck, ck['model_name'], len(d.class_map), d.pre.version, path)
     device = pick_device(cfg.device)
-    ds = PillDataset(d.val, d.root, d.pre, eval_transforms(d.pre), d.val_cache, paths.logs/'skipped')
-    workers = 0 if cfg.loader.num_workers == 'auto' else int(cfg.loader.num_workers)
+    loader = _val_loader(cfg, d, paths.logs/'skipped')
     t0 = time.perf_counter()
-    logits, ys = predict_logits(model, make_loader(ds, cfg.train.batch_size * 2, num_workers=workers), device,
-                                amp_dtype(cfg.train.amp, device))
+    logits, ys = predict_logits(model, loader, device, amp_dtype(cfg.train.amp, device))
     temperature = float(ck.get('temperature') or 1.0)
     probs = softmax_t(logits, temperature)
-    m = classification_metrics(probs, ys)
     preds, k_codes = probs.argmax(1), ck['k_codes']
-    confused = top_confused(ys, preds, 20)
+    metrics = _val_metrics(probs, preds, ys, k_codes)
     out = dict(checkpoint=str(path), epoch=ck['epoch'], weights='ema' if ck.get('ema') is not None else 'model',
                model=ck['model_name'], preprocess=ck['preprocess'], temperature=temperature, split='val',
-               seconds=round(time.perf_counter() - t0, 2), skipped=len(d.val) - len(ys),
-               **{k: v for k, v in m.items() if k != 'per_class'},
-               per_class={k_codes[c]: v for c, v in m['per_class'].items()},
-               top_confused=[dict(true=k_codes[r.true], predicted=k_codes[r.predicted], count=int(r['count']))
-                             for _, r in confused.iterrows()])
-    write_json(out_dir/'metrics.json', out)
-    faces = face_codes(d.val.drug_dir) if 'drug_dir' in d.val and len(ys) == len(d.val) else None  # none skipped
-    save_predictions(out_dir, logits, ys, faces)
-    import matplotlib.pyplot as plt
-    for name, fig in (('reliability', plot_reliability(calibration_bins(probs.max(1), preds == ys), out['ece'])),
-                      ('confusion', plot_confusion(ys, preds, k_codes))):
-        if fig is not None: fig.savefig(out_dir/f'{name}.png', dpi=100); plt.close(fig)
+               seconds=round(time.perf_counter() - t0, 2), skipped=len(d.val) - len(ys), **metrics)
+    _write_val_results(out_dir, out, d, logits, probs, preds, ys, k_codes)
     log.info(f"val ({out['images']} crops, {out['classes']} classes) with {path.name} "
              f"(epoch {ck['epoch']}, {out['weights']} weights): "
              f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}, macro-F1 {out['macro_f1']:.4f}, ECE {out['ece']:.4f}")
@@ -537,6 +641,33 @@ def wise_finish(cfg, # resolved settings (`train.wise`, `classifier.*`)
     return ck['wise']
 
 
+# %% ../nbs/04a_train.classifier.ipynb #17c0404d
+def _run_summary(cfg, # resolved settings
+                 d:ClassifierData, # from `classifier_data`
+                 learn:Learner, # from `build_learner`
+                 world:int, # processes
+                )->str:
+    "The line a training run's log opens with: model, data, precision, global batch and device."
+    return (f"training {cfg.classifier.model} on {len(d.train)} crops, {len(d.class_map)} classes, {learn.precision}, "
+            f"batch {learn.dls.train.batch_size * world}"
+            + (f' ({world} processes × {learn.dls.train.batch_size})' if world > 1 else '')
+            + f", {cfg.device} → {learn.dls.device}")
+
+# %% ../nbs/04a_train.classifier.ipynb #38c8800f
+def _evaluate_best(cfg, # resolved settings
+                   d:ClassifierData, # from `classifier_data`
+                   folder:Path, # the classifier's folder
+                   record:dict, # the training record (`_training_record`)
+                  )->dict:
+    "Mix `best.pt` with its start (`train.wise`), evaluate it, and write its `metrics.json` with the training record."
+    # best.pt is rewritten only when the mix is done: a failure keeps it as trained
+    wise = wise_finish(cfg, d, folder/'best.pt')
+    out = evaluate_classifier(cfg, 'best', d)
+    out['training'] = record
+    if wise: out['training']['wise'] = wise
+    write_json(folder/'metrics.json', out)
+    return out
+
 # %% ../nbs/04a_train.classifier.ipynb #71641ed4
 def train_classifier(exp, # an `Experiment`, or its resolved settings
                     )->dict: # metrics.json of the best checkpoint, plus 'training' (time, throughput, precision, ...)
@@ -549,10 +680,7 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
         log.info(f"removed the temporary files of killed checkpoint writes: {', '.join(gone)}")
     learn = build_learner(cfg, d, _resume_point(cfg, d, paths.classifier))
     rank, world, _ = dist_env()
-    log.info(f"training {cfg.classifier.model} on {len(d.train)} crops, {len(d.class_map)} classes, {learn.precision}, "
-             f"batch {learn.dls.train.batch_size * world}"
-             + (f' ({world} processes × {learn.dls.train.batch_size})' if world > 1 else '')
-             + f", {cfg.device} → {learn.dls.device}")
+    log.info(_run_summary(cfg, d, learn, world))
     t0 = time.perf_counter()
     if learn.start_epoch_ < t.epochs:
         learn.fit(t.epochs, start_epoch=learn.start_epoch_, cbs=[ParamScheduler(learn.schedule)])
@@ -566,12 +694,7 @@ def train_classifier(exp, # an `Experiment`, or its resolved settings
         torch.distributed.destroy_process_group(); return {}
     record = _training_record(learn, seconds, world, same, t.channels_last)
     del learn; gc.collect(); torch.cuda.empty_cache()  # what follows needs the card: the trainer's optimizer state goes
-    # best.pt is rewritten only when the mix is done: a failure keeps it as trained
-    wise = wise_finish(cfg, d, paths.classifier/'best.pt')
-    out = evaluate_classifier(cfg, 'best', d)
-    out['training'] = record
-    if wise: out['training']['wise'] = wise
-    write_json(paths.classifier/'metrics.json', out)
+    out = _evaluate_best(cfg, d, paths.classifier, record)
     if world > 1: torch.distributed.destroy_process_group()
     return out
 

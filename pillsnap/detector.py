@@ -125,6 +125,26 @@ def recording_checkpoints():
     try: yield
     finally: tr.strip_optimizer = orig
 
+# %% ../nbs/04b_train.detector.ipynb #82d8cc76
+def _check_resumable(wdir:Path, # the interrupted run's weights folder
+                     safe:Path, # the detector a finished run was saved as
+                    ):
+    "Fail unless the run in `wdir` can resume here: a readable last.pt, not finished, started in this experiment."
+    if not (wdir/'last.pt').is_file(): raise ConfigError(f"nothing to resume: {wdir/'last.pt'} does not exist")
+    if weights_record(wdir).get('finished'):
+        raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: '
+                          'there is nothing to resume, and nothing was changed '
+                          '— to train again, use a new experiment, '
+                          'or train afresh (without resume) with --force to replace it')
+    read_checkpoint(recorded(wdir/'last.pt'))
+    # ultralytics resumes into the folder the run started in, wherever the experiment is now
+    args = wdir.parent/'args.yaml'
+    started = read_yaml(args).get('save_dir') if args.is_file() else None  # the experiment may be someone else's
+    if started and Path(started).resolve() != wdir.parent.resolve():
+        raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, '
+                          'and ultralytics would resume it there — '
+                          'resume it in that experiment, or train afresh here with --force')
+
 # %% ../nbs/04b_train.detector.ipynb #8ed66112
 def check_detector(cfg, # resolved settings
                    force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
@@ -139,21 +159,7 @@ def check_detector(cfg, # resolved settings
                           f"to build {d.model} from its architecture (random weights); nothing is downloaded")
     if d.resume and d.resume != 'last': raise ConfigError(f"detector.resume must be null or last (got {d.resume!r})")
     wdir, safe = paths.detector/'train'/'weights', paths.detector/'detector.safetensors'
-    if d.resume:
-        if not (wdir/'last.pt').is_file(): raise ConfigError(f"nothing to resume: {wdir/'last.pt'} does not exist")
-        if weights_record(wdir).get('finished'):
-            raise ConfigError(f'the detector run in {wdir.parent} finished and was saved as {safe}: '
-                              'there is nothing to resume, and nothing was changed '
-                              '— to train again, use a new experiment, '
-                              'or train afresh (without resume) with --force to replace it')
-        read_checkpoint(recorded(wdir/'last.pt'))
-        # ultralytics resumes into the folder the run started in, wherever the experiment is now
-        args = wdir.parent/'args.yaml'
-        started = read_yaml(args).get('save_dir') if args.is_file() else None  # the experiment may be someone else's
-        if started and Path(started).resolve() != wdir.parent.resolve():
-            raise ConfigError(f'the interrupted run in {wdir.parent} was started in {started}, '
-                              'and ultralytics would resume it there — '
-                              'resume it in that experiment, or train afresh here with --force')
+    if d.resume: _check_resumable(wdir, safe)
     elif safe.is_file() and not force:
         raise ConfigError(f'the experiment already has a trained detector ({safe}); '
                           'train into a new experiment, or pass --force to replace it')
@@ -208,20 +214,18 @@ def detector_start(d, # the `detector` settings
            'detector.weights_path takes a local checkpoint')
     return None, f'random initial weights ({why})'
 
-# %% ../nbs/04b_train.detector.ipynb #ae634093
-def train_detector(exp, # an `Experiment`, or its resolved settings
-                   force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
-                  )->dict: # the metrics.json written
-    "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
+# %% ../nbs/04b_train.detector.ipynb #23dabff3
+def _train_or_resume(cfg, # resolved settings
+                     data:Path, # the data.yaml
+                     run_dir:Path, # ultralytics' run folder
+                     start:str|Path|None, # the weights a fresh run starts from (None: random), from `detector_start`
+                     said:str, # how the log names that start
+                    ):
+    "Train the detector afresh, or resume its interrupted run (nothing to do when that run had finished training)."
     from ultralytics import YOLO
-    exp = Experiment.of(exp)
-    cfg = exp.cfg
-    paths, log, d = exp.paths, get_logger('detector'), cfg.detector
-    data, run_dir = check_detector(cfg, force), paths.detector/'train'
+    d, log = cfg.detector, get_logger('detector')
     wdir = run_dir/'weights'
-    last, best = wdir/'last.pt', wdir/'best.pt'
-    start, said = detector_start(d)  # a resumed run continues from its own last.pt
-    t0 = time.perf_counter()
+    last = wdir/'last.pt'
     with offline_amp_check(), recording_checkpoints(), quiet_ultralytics(d.verbose), weights_only_checkpoints():
         if d.resume and weights_record(wdir).get('trained'):
             log.info(f'{run_dir}: that run finished training; saving and evaluating it')
@@ -238,9 +242,15 @@ def train_detector(exp, # an `Experiment`, or its resolved settings
             log.info(f'training {d.model} on {data} at {d.img_size} px for {d.epochs} epochs, batch {d.batch_size}, '
                      f'from {said}')
             model.train(**_train_args(cfg, data, run_dir))
-    seconds = time.perf_counter() - t0
-    with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
-    safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
+
+# %% ../nbs/04b_train.detector.ipynb #34cc6e59
+def _save_at_best_size(cfg, # resolved settings
+                       yolo, # the trained ultralytics model
+                       safe:Path, # its safe weights, saved again with the size and the threshold
+                       data:Path, # the data.yaml
+                      )->dict: # the validation metrics at that size, with each size's mAP@0.5
+    "Evaluate at each size `detector.detect_size` allows; save the weights with the best and the threshold tuned there."
+    d, log = cfg.detector, get_logger('detector')
     setting = d.get('detect_size')  # None (a snapshot from before the setting) means auto, as in `detection_size`
     auto = setting is None or str(setting).strip().lower() == 'auto'
     sizes = detect_sizes(d.img_size) if auto else [detection_size(setting, None, d.img_size)]
@@ -252,6 +262,27 @@ def train_detector(exp, # an `Experiment`, or its resolved settings
     log.info(f"saved {safe}: detects at {size} px (validation mAP@0.5 "
              + ', '.join(f"{m['map50']:.3f} at {s}" for s, m in runs.items())
              + f"); box threshold tuned on validation photos at that size: {out['tuned_conf']}")
+    return out
+
+# %% ../nbs/04b_train.detector.ipynb #ae634093
+def train_detector(exp, # an `Experiment`, or its resolved settings
+                   force:bool=False, # train afresh even when the experiment has a trained detector (replacing it)
+                  )->dict: # the metrics.json written
+    "Train (or resume) the detector of an experiment, save safe weights, evaluate and draw samples."
+    from ultralytics import YOLO
+    exp = Experiment.of(exp)
+    cfg = exp.cfg
+    paths, d = exp.paths, cfg.detector
+    data, run_dir = check_detector(cfg, force), paths.detector/'train'
+    wdir = run_dir/'weights'
+    last, best = wdir/'last.pt', wdir/'best.pt'
+    start, said = detector_start(d)  # a resumed run continues from its own last.pt
+    t0 = time.perf_counter()
+    _train_or_resume(cfg, data, run_dir, start, said)
+    seconds = time.perf_counter() - t0
+    with weights_only_checkpoints(): yolo = YOLO(str(recorded(best if best.is_file() else last)))
+    safe = save_detector(yolo, paths.detector/'detector.safetensors', d.img_size)
+    out = _save_at_best_size(cfg, yolo, safe, data)
     out['training'] = dict(seconds=round(seconds, 1),
                            epochs=_epochs_done(run_dir),
                            run=str(run_dir),
