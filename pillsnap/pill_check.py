@@ -42,6 +42,20 @@ def scene_boxes(truth:np.ndarray, # the photo's labelled pills, (n, 4) xyxy (may
         if not len(truth) or box_iou(b, truth).max() < 0.1: out.append(b[0])
     return np.array(out).reshape(-1, 4)
 
+# %% ../nbs/05g_infer.pill_check.ipynb #d6643242
+def _photo_boxes(r, # the detector's result on the photo
+                 f:str|Path, im, # the photo's file (its labels are beside it) and its image
+                 scene:int, sizes:np.ndarray, rng, # boxes on nothing to draw (`scene_boxes`), pill sizes seen so far
+                )->tuple: # (boxes (n, 4), confidences (n,), the labelled pills (m, 4), the pill sizes seen)
+    "A photo's boxes to learn from: the detector's, and `scene` boxes on nothing (confidence 0); its labelled pills."
+    b, s = r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)
+    truth = label_boxes(label_of(Path(f)), im.width, im.height)
+    if scene:  # a bare scene (no pill) draws its boxes from the sizes of the pills seen before it
+        if len(truth): sizes = np.r_[sizes, (truth[:, 2:] - truth[:, :2]) / (im.width, im.height)][-256:]
+        extra = scene_boxes(truth, sizes, im.width, im.height, rng, scene)
+        b, s = np.r_[b, extra], np.r_[s, np.zeros(len(extra))]
+    return b, s, truth, sizes
+
 # %% ../nbs/05g_infer.pill_check.ipynb #01e54c3d
 def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and classifier)
                data:str|Path, # a YOLO data.yaml
@@ -64,12 +78,7 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
             res = predict_by_shape(pred.detector, ims, imgsz=pred.detect_size, conf=PILL_FLOOR, iou=d.iou,
                                    max_det=d.max_det, device=yolo_device(pred.device), verbose=False)
         for f, im, r in zip(part, ims, res):
-            b, s = r.boxes.xyxy.cpu().numpy().astype(float), r.boxes.conf.cpu().numpy().astype(float)
-            truth = label_boxes(label_of(Path(f)), im.width, im.height)
-            if scene:  # a bare scene (no pill) draws its boxes from the sizes of the pills seen before it
-                if len(truth): sizes = np.r_[sizes, (truth[:, 2:] - truth[:, :2]) / (im.width, im.height)][-256:]
-                extra = scene_boxes(truth, sizes, im.width, im.height, rng, scene)
-                b, s = np.r_[b, extra], np.r_[s, np.zeros(len(extra))]
+            b, s, truth, sizes = _photo_boxes(r, f, im, scene, sizes, rng)
             if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]

@@ -98,23 +98,25 @@ class PillCheck:
 
     def passes(self, emb)->np.ndarray: return self.scores(emb) >= self.threshold
 
-    def save(self, folder:str|Path)->Path:
-        path = Path(folder)/PILL_CHECK
-        write_json(path, dict(mean=self.mean.tolist(), scale=self.scale.tolist(), coef=self.coef.tolist(),
-                              intercept=self.intercept, threshold=self.threshold, meta=self.meta))
-        return path
+# %% ../nbs/05f_infer.pipeline.ipynb #b4b9ad57
+@patch
+def save(self:PillCheck, folder:str|Path)->Path:
+    path = Path(folder)/PILL_CHECK
+    write_json(path, dict(mean=self.mean.tolist(), scale=self.scale.tolist(), coef=self.coef.tolist(),
+                          intercept=self.intercept, threshold=self.threshold, meta=self.meta))
+    return path
 
-    @classmethod
-    def load(cls, folder:str|Path)->'PillCheck|None': # None when the folder has none
-        "The pill check saved in `folder`; None without one, or (with a warning) when the file is damaged."
-        d, why = read_json(Path(folder)/PILL_CHECK)
-        if d is None:
-            if why != 'missing': get_logger('pipeline').warning(f'{Path(folder)/PILL_CHECK} is {why}: answering without it')
-            return None
-        try: return cls(d['mean'], d['scale'], d['coef'], d['intercept'], d['threshold'], d.get('meta') or {})
-        except (KeyError, TypeError, ValueError) as e:
-            get_logger('pipeline').warning(f'{Path(folder)/PILL_CHECK} is damaged ({e!r}): answering without it')
-            return None
+@patch(cls_method=True)
+def load(cls:PillCheck, folder:str|Path)->'PillCheck|None': # None when the folder has none
+    "The pill check saved in `folder`; None without one, or (with a warning) when the file is damaged."
+    d, why = read_json(Path(folder)/PILL_CHECK)
+    if d is None:
+        if why != 'missing': get_logger('pipeline').warning(f'{Path(folder)/PILL_CHECK} is {why}: answering without it')
+        return None
+    try: return cls(d['mean'], d['scale'], d['coef'], d['intercept'], d['threshold'], d.get('meta') or {})
+    except (KeyError, TypeError, ValueError) as e:
+        get_logger('pipeline').warning(f'{Path(folder)/PILL_CHECK} is damaged ({e!r}): answering without it')
+        return None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #e9dc6b03
 def _fitted(check:PillCheck|None, embedder, exp)->PillCheck|None:
@@ -165,14 +167,7 @@ class Predictor:
         self.model = classifier.to(self.device).eval()
         # on a GPU the PyTorch networks answer in bf16 (fp16 where there is none); float32 on a CPU and in ONNX Runtime
         self.amp = amp_dtype(cfg.pipeline.amp, self.device) if backend == 'torch' else None
-        self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
-        # the calibration of `06_judge.evaluate` (1: none)
-        self.temperature = float(checkpoint.get('temperature') or 1.0)
-        # candidate sets of `06_judge.evaluate` (None: none)
-        self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
-        self.sides_temperature = float(checkpoint.get('sides_temperature') or 1.0)  # two sides fused (`fuse_sides`)
-        self.min_confidence = float(cfg.pipeline.min_confidence)  # below it, an answer is 'not sure' whatever the set
-        self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
+        self._take_classes(checkpoint, drug_table, cfg)
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
         self.pill_check = pill_check if cfg.pipeline.pill_check else None
         over = cfg.retrieval.threshold  # a user's own "unknown" threshold over the tuned ones
@@ -182,20 +177,39 @@ class Predictor:
         self.detector_path = Path(detector_path) if detector_path else None
         self._detector, self.classifier_id = None, classifier_id
         self.log = get_logger('pipeline')
-        self.locate = cfg.pipeline.locate
-        # the counting rules of `detector:`, resolved once for each mode (a wrong one fails here): `05e_infer.reading`
-        self.readings = {one: Reading.of(cfg.detector, one) for one in (False, True)}
-        box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
-        if self.locate not in LOCATORS:
-            raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
-        if self.locate == 'detector' and not self.has_detector:
-            raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — '
-                              'train one with pillsnap train-det, '
-                              'or set pipeline.locate=auto (the localiser when there is no detector)')
-        if not 1 <= int(cfg.pipeline.top_k) <= 100:
-            raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
-        # an experiment snapshot from before OCR has no such key
-        self.ocr = ocr_engine() if cfg.pipeline.ocr else None
+        self._take_settings(cfg)
+
+# %% ../nbs/05f_infer.pipeline.ipynb #836f8a06
+@patch
+def _take_classes(self:Predictor, checkpoint:dict, drug_table:DrugTable, cfg):
+    "Its classes (and the drug table by them) and how sure an answer is: the checkpoint's calibration and sets, the floor."
+    self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
+    # the calibration of `06_judge.evaluate` (1: none)
+    self.temperature = float(checkpoint.get('temperature') or 1.0)
+    # candidate sets of `06_judge.evaluate` (None: none)
+    self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
+    self.sides_temperature = float(checkpoint.get('sides_temperature') or 1.0)  # two sides fused (`fuse_sides`)
+    self.min_confidence = float(cfg.pipeline.min_confidence)  # below it, an answer is 'not sure' whatever the set
+    self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
+
+# %% ../nbs/05f_infer.pipeline.ipynb #f40ccee9
+@patch
+def _take_settings(self:Predictor, cfg):
+    "How it finds, reads and answers a photo (`pipeline.*`, `detector:`): a wrong setting fails here."
+    self.locate = cfg.pipeline.locate
+    # the counting rules of `detector:`, resolved once for each mode (a wrong one fails here): `05e_infer.reading`
+    self.readings = {one: Reading.of(cfg.detector, one) for one in (False, True)}
+    box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
+    if self.locate not in LOCATORS:
+        raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
+    if self.locate == 'detector' and not self.has_detector:
+        raise ConfigError(f'pipeline.locate=detector needs a detector and {self.detector_path} does not exist — '
+                          'train one with pillsnap train-det, '
+                          'or set pipeline.locate=auto (the localiser when there is no detector)')
+    if not 1 <= int(cfg.pipeline.top_k) <= 100:
+        raise ConfigError(f'pipeline.top_k must be between 1 and 100 (got {cfg.pipeline.top_k})')
+    # an experiment snapshot from before OCR has no such key
+    self.ocr = ocr_engine() if cfg.pipeline.ocr else None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #2b22d44b
 def _onnx_backend(folder:Path, # an experiment's export folder
@@ -766,16 +780,10 @@ def models(self:Predictor, mode:str)->dict:
 # %% ../nbs/05f_infer.pipeline.ipynb #f3320317
 K_CODE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
 
-# %% ../nbs/05f_infer.pipeline.ipynb #4f71c19a
+# %% ../nbs/05f_infer.pipeline.ipynb #fa2fb697
 @patch
-@torch.inference_mode()
-def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
-          images:list, # photos of it, one pill each (anything `load_image` takes)
-          name:str|None=None, # its name, when the drug table has no record of it
-          save:bool=True, # write the gallery and the crops (False: this predictor only)
-          wait_s:float=120, # longest wait while another command changes the gallery (`GalleryBusy` after it)
-         )->dict:
-    "Fold photos of a drug into the gallery, without training; what was added."
+def _check_enrolment(self:Predictor, k_code:str, name:str|None, images:list, save:bool):
+    "Refuse an enrolment before any photo is read: a bad code or name, an unwritable folder, no gallery, no photos."
     if not K_CODE.fullmatch(k_code or ''):
         raise ConfigError(f'--code {k_code!r}: use letters, digits, ".", "_" or "-" (at most 64), e.g. K-012345')
     unprintable = lambda ch: unicodedata.category(ch) in ('Cc', 'Cs') or ch in BIDI
@@ -786,13 +794,11 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
         raise ConfigError('this experiment has no gallery built with its classifier — '
                           'build it first: pillsnap gallery --exp EXP --rebuild')
     if not images: raise ConfigError('give at least one photo of the drug')
-    ims = [downscale(load_image(x), self.cfg.pipeline.max_side)[0] for x in images]
-    found = self.find_pill(ims)
-    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))))
-             for im, (b, *_) in zip(ims, found)]
-    turns = self.cfg.retrieval.enrol_turns  # a pill has no 'up': a photo stands for its turns
-    emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
-    asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)  # `calibrate_enrolled`
+
+# %% ../nbs/05f_infer.pipeline.ipynb #9984be09
+@patch
+def _enrol_record(self:Predictor, k_code:str, name:str|None)->dict:
+    "The registry record an enrolment gives its drug: the drug table's when it has one, else the code and the name."
     # the labels' record wins; else what this enrolment says, merged over what the gallery knows
     known = self.table.records.get(k_code)
     if known: rec = {k: v for k, v in known.items() if k != 'class_index'}
@@ -800,10 +806,12 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     if name and known:
         self.log.warning(f"the drug table has a record of {k_code} ({known.get('dl_name')!r}): "
                          f"it is kept, the name {name!r} is not used")
-    # read–change–write under the gallery's lock: nothing another process enrolled is lost
-    if save and self.gallery_dir is not None:
-        self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s, asks)
-    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims), asks=asks).calibrate_enrolled()
+    return rec
+
+# %% ../nbs/05f_infer.pipeline.ipynb #edd8bc43
+@patch
+def _enrolment_answer(self:Predictor, k_code:str, ims:list, found:list, rec:dict)->dict:
+    "What an enrolment answers (and logs): the photos the drug now has, the cosine it is unknown below, a hint."
     rec = self.gallery.drugs.get(k_code, rec)
     photos = sum(e['photos'] for e in self.gallery.entries if e['k_code'] == k_code)
     named = repr(rec['dl_name']) if rec.get('dl_name') else 'no name'
@@ -820,6 +828,31 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
                 trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_below_by_mode=by_mode,
                 unknown_chosen_on=chosen_on,
                 hint=few[0], hint_ko=few[1])
+
+# %% ../nbs/05f_infer.pipeline.ipynb #4f71c19a
+@patch
+@torch.inference_mode()
+def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
+          images:list, # photos of it, one pill each (anything `load_image` takes)
+          name:str|None=None, # its name, when the drug table has no record of it
+          save:bool=True, # write the gallery and the crops (False: this predictor only)
+          wait_s:float=120, # longest wait while another command changes the gallery (`GalleryBusy` after it)
+         )->dict:
+    "Fold photos of a drug into the gallery, without training; what was added."
+    self._check_enrolment(k_code, name, images, save)
+    ims = [downscale(load_image(x), self.cfg.pipeline.max_side)[0] for x in images]
+    found = self.find_pill(ims)
+    crops = [self.pre.finish(self.pre.crop(im, xyxy_to_xywh(clip_box(b, im.width, im.height))))
+             for im, (b, *_) in zip(ims, found)]
+    turns = self.cfg.retrieval.enrol_turns  # a pill has no 'up': a photo stands for its turns
+    emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
+    asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)  # `calibrate_enrolled`
+    rec = self._enrol_record(k_code, name)
+    # read–change–write under the gallery's lock: nothing another process enrolled is lost
+    if save and self.gallery_dir is not None:
+        self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s, asks)
+    else: self.gallery.add(k_code, emb, record=rec, photos=len(ims), asks=asks).calibrate_enrolled()
+    return self._enrolment_answer(k_code, ims, found, rec)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #bd5aa703
 def fuse_sides(p:torch.Tensor, # (sides, drugs) each photo's probabilities over the same drugs

@@ -10,6 +10,7 @@ __all__ = ['SHIPPED', 'CROWD_BAND', 'Reading', 'one_box_per_pill', 'at_frame_edg
 from dataclasses import asdict, dataclass, replace
 
 import cv2
+from fastcore.basics import patch
 import numpy as np
 from PIL import Image
 
@@ -43,12 +44,14 @@ class Reading:
         "Whether a photo's boxes make a crowd under these rules (`crowded`)."
         return crowded(scores, conf, self.crowd)
 
-    def read(self, model, # an ultralytics YOLO
-             images:list, size:int, conf:float, # the photos, the detector's size, the box threshold (`detect_pills`)
-             **kw, # ultralytics' other predict arguments (iou, max_det, device, ...)
-            )->list:
-        "`detect_pills` under these rules: what the predictor and the evaluation both call."
-        return detect_pills(model, images, size, conf, **asdict(self), **kw)
+# %% ../nbs/05e_infer.reading.ipynb #6a16cf2b
+@patch
+def read(self:Reading, model, # an ultralytics YOLO
+         images:list, size:int, conf:float, # the photos, the detector's size, the box threshold (`detect_pills`)
+         **kw, # ultralytics' other predict arguments (iou, max_det, device, ...)
+        )->list:
+    "`detect_pills` under these rules: what the predictor and the evaluation both call."
+    return detect_pills(model, images, size, conf, **asdict(self), **kw)
 
 # %% ../nbs/05e_infer.reading.ipynb #4fe69b75
 # config.yaml's reading rules as the package ships them: the pure functions below default to these, so each is stated once
@@ -168,6 +171,31 @@ def _reading(r, conf:float, crowd:int, floor:float, contain, edge:float=0.0)->tu
     h, w = r.orig_shape[:2]
     return b, s, pills_in_context(b, s, conf, crowd, floor, contain, frame=(w, h), edge=edge)
 
+# %% ../nbs/05e_infer.reading.ipynb #93f93459
+def _read_photo(im, # the photo (PIL image or array)
+                first:tuple, # its reading at the detector's size: (boxes, scores, the indices counted)
+                far:tuple|None, # its reading at the farther size, when every photo is read farther (else None)
+                read_at, # (photo, size) → its reading at that size
+                size:int, small:int, # the detector's size, and the farther one (0: none)
+                conf:float, closer:int, most:int, unsure_share:float, # as `detect_pills` has them
+               )->tuple: # (boxes (n, 4), scores (n,), the indices counted, the sizes it was read at)
+    "One photo read closer while its pills come out small or it is `unsure`, then farther when that reads surer."
+    best = lambda rd: float(rd[1][rd[2]].max()) if len(rd[2]) else -1.0
+    (b, s, k), sizes, side = first, [size], _long_side(im)
+    while True:
+        nxt, doubt = closer_size(b[k], sizes[-1], side, size, closer, most), False
+        if nxt is None and closer and unsure(s[k], conf, unsure_share):  # nothing boxed well: look closer too
+            nxt, doubt = next_size(sizes[-1], side, size, most), True
+        if nxt is None: break
+        rd = read_at(im, nxt)
+        if doubt and best(rd) <= best((b, s, k)): break  # no surer closer: the reading stands
+        (b, s, k), sizes = rd, sizes + [nxt]
+    if far is None and small and doubtful(s[k], conf, unsure_share):  # still unsure, or nothing boxed: a close-up?
+        far = read_at(im, small)
+    if far is not None and best(far) > best((b, s, k)):
+        b, s, k = far; sizes.append(small)  # a close-up's pill, too large for the detector at its size
+    return b, s, k, sizes
+
 # %% ../nbs/05e_infer.reading.ipynb #51c30798
 def detect_pills(model, # an ultralytics YOLO
                  images:list, # PIL images or (h, w, c) arrays (ultralytics' BGR)
@@ -191,26 +219,10 @@ def detect_pills(model, # an ultralytics YOLO
     small = int(32 * np.ceil(size * farther / 32)) if farther else 0  # on YOLO's stride
     small = small if 0 < small < size else 0  # a size below the detector's, or none
     far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every else [None] * len(images)
-    out = []
-    best = lambda rd: float(rd[1][rd[2]].max()) if len(rd[2]) else -1.0
     read = lambda r: _reading(r, conf, crowd, floor, contain, edge)  # one ultralytics result, as combo mode counts it
-    for im, r, f in zip(images, res, far):
-        b, s, k = read(r)
-        sizes, side = [size], _long_side(im)
-        while True:
-            nxt, doubt = closer_size(b[k], sizes[-1], side, size, closer, most), False
-            if nxt is None and closer and unsure(s[k], conf, unsure_share):  # nothing boxed well: look closer too
-                nxt, doubt = next_size(sizes[-1], side, size, most), True
-            if nxt is None: break
-            rd = read(predict_by_shape(model, [im], imgsz=nxt, conf=least, **kw)[0])
-            if doubt and best(rd) <= best((b, s, k)): break  # no surer closer: the reading stands
-            (b, s, k), sizes = rd, sizes + [nxt]
-        if f is None and small and doubtful(s[k], conf, unsure_share):  # still unsure, or nothing boxed: a close-up?
-            f = predict_by_shape(model, [im], imgsz=small, conf=least, **kw)[0]
-        if f is not None and best(fr := read(f)) > best((b, s, k)):
-            b, s, k = fr; sizes.append(small)  # a close-up's pill, too large for the detector at its size
-        out.append((b, s, k, sizes))
-    return out
+    read_at = lambda im, at: read(predict_by_shape(model, [im], imgsz=at, conf=least, **kw)[0])
+    return [_read_photo(im, read(r), None if f is None else read(f), read_at, size, small, conf, closer, most,
+                        unsure_share) for im, r, f in zip(images, res, far)]
 
 # %% ../nbs/05e_infer.reading.ipynb #3b369b30
 def _background_ring(h:int, w:int, ring:float)->np.ndarray:

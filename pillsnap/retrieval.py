@@ -58,9 +58,12 @@ class Gallery:
         self._index()
 
     def __len__(self): return len(self.codes)
-    def __repr__(self):
-        return (f'Gallery({len(self.codes)} drugs, {len(self.entries)} prototypes, {len(self.ex)} exemplars, '
-                f'{sum(e["photos"] for e in self.entries)} photos, dim {self.dim})')
+
+# %% ../nbs/05a_infer.retrieval.ipynb #43f2c880
+@patch
+def __repr__(self:Gallery):
+    return (f'Gallery({len(self.codes)} drugs, {len(self.entries)} prototypes, {len(self.ex)} exemplars, '
+            f'{sum(e["photos"] for e in self.entries)} photos, dim {self.dim})')
 
 # %% ../nbs/05a_infer.retrieval.ipynb #4e8ae758
 @patch
@@ -78,6 +81,29 @@ def unit(self:Gallery, emb:torch.Tensor)->torch.Tensor:
     x = torch.as_tensor(emb, dtype=torch.float32).reshape(-1, self.dim) - self.center
     return nn.functional.normalize(x @ self.whiten if self.whiten is not None else x, dim=1)
 
+# %% ../nbs/05a_infer.retrieval.ipynb #d059b6ef
+@patch
+def _entry_of(self:Gallery, k_code:str, face:int, source:str)->int:
+    "The row of a drug's entry for a face (0 front, 1 back, 2 any); a new, empty one from `source` when it has none."
+    i = next((j for j, e in enumerate(self.entries) if e['k_code'] == k_code and e['face'] == FACE_NAMES[face]), None)
+    if i is None:
+        self.entries.append(dict(k_code=k_code, face=FACE_NAMES[face], photos=0, source=source))
+        self.sums, i = torch.cat([self.sums, torch.zeros(1, self.dim)]), len(self.entries) - 1
+    return i
+
+# %% ../nbs/05a_infer.retrieval.ipynb #cfdbcc9b
+@patch
+def _keep_photos(self:Gallery, i:int, # the entry
+                 emb:torch.Tensor, # (n × views, dim) unit embeddings of its new photos, each photo's views together
+                 n:int, # photos
+                 asks:torch.Tensor|None, # embeddings of the same photos `farther` (None: `emb`)
+                ):
+    "An enrolled entry's new photos kept one by one (`enrolment_open_set`): each photo's views summed."
+    mine = emb.reshape(n, -1, self.dim).sum(1)
+    self.photo_vecs, self.photo_entry = torch.cat([self.photo_vecs, mine]), torch.cat([self.photo_entry, torch.full((n,), i)])
+    asked = self.unit(asks).reshape(n, -1, self.dim).sum(1) if asks is not None else mine
+    self.photo_asks = torch.cat([self.photo_asks, asked])
+
 # %% ../nbs/05a_infer.retrieval.ipynb #118453e9
 @patch
 def add(self:Gallery, k_code:str, # the drug
@@ -92,18 +118,12 @@ def add(self:Gallery, k_code:str, # the drug
      " an enrolled drug's photos are also kept one by one (`enrolment_open_set`).")
     emb = self.unit(emb)
     if not len(emb): return self
-    i = next((j for j, e in enumerate(self.entries) if e['k_code'] == k_code and e['face'] == FACE_NAMES[face]), None)
-    if i is None:
-        self.entries.append(dict(k_code=k_code, face=FACE_NAMES[face], photos=0, source=source))
-        self.sums, i = torch.cat([self.sums, torch.zeros(1, self.dim)]), len(self.entries) - 1
+    i = self._entry_of(k_code, face, source)
     self.sums[i] += emb.sum(0)
     n = len(emb) if photos is None else photos
     self.entries[i]['photos'] += n
     if source == 'enrolled' and n and len(emb) % n == 0:  # each photo's views, summed: its part of the prototype
-        mine = emb.reshape(n, -1, self.dim).sum(1)
-        self.photo_vecs, self.photo_entry = torch.cat([self.photo_vecs, mine]), torch.cat([self.photo_entry, torch.full((n,), i)])
-        asked = self.unit(asks).reshape(n, -1, self.dim).sum(1) if asks is not None else mine
-        self.photo_asks = torch.cat([self.photo_asks, asked])
+        self._keep_photos(i, emb, n, asks)
     room = self.exemplars - int((self.ex_entry == i).sum())
     if room > 0:
         self.ex = torch.cat([self.ex, emb[:room]])

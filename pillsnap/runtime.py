@@ -9,6 +9,7 @@ __all__ = ['ONNX_FORMAT', 'set_onnx_meta', 'onnx_meta', 'export_classifier', 'or
 import json, warnings
 from pathlib import Path
 
+from fastcore.basics import patch
 import torch
 
 from .config import ConfigError, get_logger, pick_device
@@ -48,6 +49,25 @@ class _Outputs(torch.nn.Module):
         logits, feats, emb = self.model.features_logits(x)
         return logits, emb, feats
 
+# %% ../nbs/05_infer.runtime.ipynb #10974a8d
+def _classifier_meta(model:torch.nn.Module, # the classifier, as exported
+                     ck:dict, # its checkpoint
+                     pre, # its preprocessor (`preprocessor_from` the checkpoint's settings)
+                    )->dict:
+    "What an exported classifier carries as metadata: its classes, preprocessing, calibration and embedder."
+    c = ck['config']['classifier']
+    return dict(
+        pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
+        preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
+        background=c.get('background') or 'keep', mean=list(pre.mean), std=list(pre.std),  # the pixels, as trained
+        interpolation=pre.interpolation,
+        cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
+        temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
+        conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
+        embedder=embedder_id(model),  # which weights embed: a gallery built by them matches this file
+        descriptor=getattr(model, 'descriptor', None),  # and how they describe a crop (`03a_model`)
+        features_embedder=model.features_id)  # whose features: a pill check fitted on them matches
+
 # %% ../nbs/05_infer.runtime.ipynb #3d82a8c2
 def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_classifier`)
                       ck:dict, # its checkpoint
@@ -69,16 +89,7 @@ def export_classifier(model:torch.nn.Module, # a `PillClassifier` (from `load_cl
         torch.onnx.export(_Outputs(model).eval(), (x,), str(path), opset_version=opset, dynamo=False,
                           input_names=['images'], output_names=outputs, dynamic_axes=axes)
     onnx.checker.check_model(str(path))
-    set_onnx_meta(path, dict(
-        pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
-        preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
-        background=c.get('background') or 'keep', mean=list(pre.mean), std=list(pre.std),  # the pixels, as trained
-        cache_margin=ck['config']['data']['cache_margin'], epoch=ck['epoch'], input='uint8 RGB N×3×S×S',
-        temperature=float(ck.get('temperature') or 1.0),  # logits / temperature: the calibrated probabilities
-        conformal=ck.get('conformal'),  # the candidate sets' threshold, or None
-        embedder=embedder_id(model),  # which weights embed: a gallery built by them matches this file
-        descriptor=getattr(model, 'descriptor', None),  # and how they describe a crop (`03a_model`)
-        features_embedder=model.features_id))  # whose features: a pill check fitted on them matches
+    set_onnx_meta(path, _classifier_meta(model, ck, pre))
     return path
 
 # %% ../nbs/05_infer.runtime.ipynb #bf06a296
@@ -116,39 +127,47 @@ class OnnxClassifier:
 
     def __call__(self, x:torch.Tensor)->torch.Tensor:
         return torch.from_numpy(self.session.run(['logits'], {'images': x.cpu().numpy()})[0])
-    def features_logits(self, x:torch.Tensor, described:bool=True)->tuple:
-        "(logits, features, embeddings), like the `features_logits` of `PillClassifier` (ONNX Runtime computes all three)."
-        if 'features' in {o.name for o in self.session.get_outputs()}:
-            out = [torch.from_numpy(a) for a in self.session.run(['logits', 'features', 'embedding'][:3 if described else 2],
-                                                                 {'images': x.cpu().numpy()})]
-            return (*out, None) if not described else tuple(out)
-        if self.features_id is None:
-            raise ConfigError(f'{self.path} has no features output and its embedding is not the features (exported before '
-                              'the pill check read them) — export it again: pillsnap export')
-        logits, e = self.embed_logits(x)  # a file from before the features output, whose embedding was the features
-        return logits, e, e
-    @property
-    def features_id(self)->str|None:
-        "The id of the weights whose features this file gives (`embedder_id` of the features; a pill check records it)."
-        m = self.meta
-        return m.get('features_embedder') or (m.get('embedder') if (m.get('descriptor') or POOLED) == POOLED else None)
-    def embed_logits(self, x:torch.Tensor)->tuple:
-        "(logits, embeddings), like the `embed_logits` of `PillClassifier`."
-        if 'embedding' not in {o.name for o in self.session.get_outputs()}:
-            raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — '
-                              'export it again: pillsnap export')
-        outputs = self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()})
-        return tuple(torch.from_numpy(a) for a in outputs)
     def to(self, *args, **kwargs): return self  # the session owns its device
     def eval(self): return self
 
-    @property
-    def checkpoint(self)->dict:
-        "What the predictor reads from a checkpoint: classes, preprocessing, model name."
-        m = self.meta
-        return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'),
-                    temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
-                    config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'],
-                                                clahe=m['clahe'], background=m.get('background'),  # older files: kept
-                                                mean=m.get('mean'), std=m.get('std')),
-                                data=dict(cache_margin=m['cache_margin'])))
+# %% ../nbs/05_infer.runtime.ipynb #18b4a56f
+@patch
+def embed_logits(self:OnnxClassifier, x:torch.Tensor)->tuple:
+    "(logits, embeddings), like the `embed_logits` of `PillClassifier`."
+    if 'embedding' not in {o.name for o in self.session.get_outputs()}:
+        raise ConfigError(f'{self.path} has no embedding output (exported before retrieval) — '
+                          'export it again: pillsnap export')
+    outputs = self.session.run(['logits', 'embedding'], {'images': x.cpu().numpy()})
+    return tuple(torch.from_numpy(a) for a in outputs)
+
+@patch
+def features_logits(self:OnnxClassifier, x:torch.Tensor, described:bool=True)->tuple:
+    "(logits, features, embeddings), like the `features_logits` of `PillClassifier` (ONNX Runtime computes all three)."
+    if 'features' in {o.name for o in self.session.get_outputs()}:
+        out = [torch.from_numpy(a) for a in self.session.run(['logits', 'features', 'embedding'][:3 if described else 2],
+                                                             {'images': x.cpu().numpy()})]
+        return (*out, None) if not described else tuple(out)
+    if self.features_id is None:
+        raise ConfigError(f'{self.path} has no features output and its embedding is not the features (exported before '
+                          'the pill check read them) — export it again: pillsnap export')
+    logits, e = self.embed_logits(x)  # a file from before the features output, whose embedding was the features
+    return logits, e, e
+
+# %% ../nbs/05_infer.runtime.ipynb #ae9e4720
+@patch(as_prop=True)
+def features_id(self:OnnxClassifier)->str|None:
+    "The id of the weights whose features this file gives (`embedder_id` of the features; a pill check records it)."
+    m = self.meta
+    return m.get('features_embedder') or (m.get('embedder') if (m.get('descriptor') or POOLED) == POOLED else None)
+
+@patch(as_prop=True)
+def checkpoint(self:OnnxClassifier)->dict:
+    "What the predictor reads from a checkpoint: classes, preprocessing, model name."
+    m = self.meta
+    return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'),
+                temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
+                config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'],
+                                            clahe=m['clahe'], background=m.get('background'),  # older files: kept
+                                            mean=m.get('mean'), std=m.get('std'),
+                                            interpolation=m.get('interpolation')),  # older files: bilinear
+                            data=dict(cache_margin=m['cache_margin'])))

@@ -92,6 +92,23 @@ def _canonical(value:str|None, names:dict, known:set, what:str)->str|None:
 
 def _has_line(r:dict)->bool: return bool((r.get('line_front') or '').strip() or (r.get('line_back') or '').strip())
 
+# %% ../nbs/05c_infer.search.ipynb #443719b5
+def _drug_match(k:str, r:dict, # a drug's K-code and registry record
+                text:str, sm:list, # the imprint text asked for, and its readings (`_matcher`)
+                color:str|None, shape:str|None, # in the labels' words (`_canonical`)
+                name:str|None, form:str|None, line:bool|None, # as `search_drugs` is given them
+               )->dict:
+    "How well one drug matches what the user sees: each clue's score and their total (`search_drugs`)."
+    s_text = imprint_score(text, r.get('print_front'), r.get('print_back'), sm) if text else 0.0
+    s_col = float(color in (r.get('color_class1'), r.get('color_class2'))) if color else 0.0
+    s_shape = float(shape == r.get('drug_shape')) if shape else 0.0
+    s_name = name_score(name, r.get('dl_name'), r.get('dl_name_en')) if name else 0.0
+    s_form = float(name_key(form) in name_key(r.get('form_code_name') or '')) if form else 0.0
+    s_line = float(_has_line(r) == line) if line is not None else 0.0
+    score = s_text + s_name + 0.25 * (s_col + s_shape + s_form + s_line)
+    return dict(k_code=k, score=round(score, 4), imprint=s_text, name=s_name, color=s_col, shape=s_shape,
+                form=s_form, line=s_line, record=r)
+
 # %% ../nbs/05c_infer.search.ipynb #ffb8b2e8
 def search_drugs(records:dict, # {k_code: registry record}: the drug table, plus enrolled drugs
                  text:str='', # imprint text, e.g. "TQ 250"
@@ -110,17 +127,8 @@ def search_drugs(records:dict, # {k_code: registry record}: the drug table, plus
     colors = {c for r in records.values() for c in (r.get('color_class1'), r.get('color_class2')) if c}
     shapes = {r.get('drug_shape') for r in records.values() if r.get('drug_shape')}
     color, shape = _canonical(color, COLOR_NAMES, colors, 'colour'), _canonical(shape, SHAPE_NAMES, shapes, 'shape')
-    out, sm = [], _matcher(text or '')
-    for k, r in records.items():
-        s_text = imprint_score(text, r.get('print_front'), r.get('print_back'), sm) if text else 0.0
-        s_col = float(color in (r.get('color_class1'), r.get('color_class2'))) if color else 0.0
-        s_shape = float(shape == r.get('drug_shape')) if shape else 0.0
-        s_name = name_score(name, r.get('dl_name'), r.get('dl_name_en')) if name else 0.0
-        s_form = float(name_key(form) in name_key(r.get('form_code_name') or '')) if form else 0.0
-        s_line = float(_has_line(r) == line) if line is not None else 0.0
-        score = s_text + s_name + 0.25 * (s_col + s_shape + s_form + s_line)
-        out.append(dict(k_code=k, score=round(score, 4), imprint=s_text, name=s_name, color=s_col, shape=s_shape,
-                        form=s_form, line=s_line, record=r))
+    sm = _matcher(text or '')
+    out = [_drug_match(k, r, text, sm, color, shape, name, form, line) for k, r in records.items()]
     out.sort(key=lambda d: (-d['score'], d['k_code']))
     return out[:max(1, int(top))]
 
