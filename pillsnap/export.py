@@ -76,6 +76,24 @@ def classifier_parity(model:torch.nn.Module, # the PyTorch classifier
                 top1_torch=right_pt / max(n, 1), top1_onnx=right_ox / max(n, 1),
                 passed=bool(n and mse <= PARITY['logits_mse'] and same == n))
 
+# %% ../nbs/07_ship.export.ipynb #251e31f8
+def _box_counts(pt, ox, images:list, kw:dict, edge:float, verbose:bool)->dict:
+    "Boxes of the PyTorch (`pt`) and ONNX (`ox`) detectors on `images`, matched; unmatched ones split at score `edge`."
+    c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)
+    for i in range(0, len(images), 16):
+        batch = [str(p) for p in images[i:i + 16]]
+        with quiet_ultralytics(verbose):
+            for a, b in zip(pt.predict(batch, **kw), ox.predict(batch, **kw)):
+                ab, asc = a.boxes.xyxy.cpu().numpy(), a.boxes.conf.cpu().numpy()
+                bb, bsc = b.boxes.xyxy.cpu().numpy(), b.boxes.conf.cpu().numpy()
+                m = match_boxes(ab, bb, PARITY['box_iou'], px=0.5)
+                ia, ib = {i for i, _ in m}, {j for _, j in m}
+                loose = [s for k, s in enumerate(asc) if k not in ia] + [s for k, s in enumerate(bsc) if k not in ib]
+                c['boxes_torch'] += len(ab); c['boxes_onnx'] += len(bb); c['matched'] += len(m)
+                c['borderline'] += sum(int(s < edge) for s in loose)
+                c['mismatched'] += sum(int(s >= edge) for s in loose)
+    return c
+
 # %% ../nbs/07_ship.export.ipynb #973ebf44
 def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
                     weights:str|Path, # detector.safetensors
@@ -91,24 +109,12 @@ def detector_parity(cfg, # resolved settings (`detector.*`, `device`)
     kw = dict(imgsz=size, conf=conf, iou=d.iou, max_det=d.max_det, device=yolo_device(pick_device(cfg.device)),
               verbose=False)
     pt, ox = build_detector(d.model, weights), build_detector(d.model, onnx_path)
-    c = dict(boxes_torch=0, boxes_onnx=0, matched=0, borderline=0, mismatched=0)
-    edge = conf + PARITY['borderline']
-    for i in range(0, len(images), 16):
-        batch = [str(p) for p in images[i:i + 16]]
-        with quiet_ultralytics(d.verbose):
-            for a, b in zip(pt.predict(batch, **kw), ox.predict(batch, **kw)):
-                ab, asc = a.boxes.xyxy.cpu().numpy(), a.boxes.conf.cpu().numpy()
-                bb, bsc = b.boxes.xyxy.cpu().numpy(), b.boxes.conf.cpu().numpy()
-                m = match_boxes(ab, bb, PARITY['box_iou'], px=0.5)
-                ia, ib = {i for i, _ in m}, {j for _, j in m}
-                loose = [s for k, s in enumerate(asc) if k not in ia] + [s for k, s in enumerate(bsc) if k not in ib]
-                c['boxes_torch'] += len(ab); c['boxes_onnx'] += len(bb); c['matched'] += len(m)
-                c['borderline'] += sum(int(s < edge) for s in loose)
-                c['mismatched'] += sum(int(s >= edge) for s in loose)
+    c = _box_counts(pt, ox, images, kw, conf + PARITY['borderline'], d.verbose)
     e_pt = evaluate_detector(cfg, weights, data, split, name='parity-torch', imgsz=size)
     e_ox = evaluate_detector(cfg, onnx_path, data, split, name='parity-onnx', imgsz=size)
     diff = abs(e_pt['map50'] - e_ox['map50'])
-    return dict(images=len(images), img_sizes=[e_pt['img_size'], e_ox['img_size']], **c, map50_torch=e_pt['map50'], map50_onnx=e_ox['map50'], map50_diff=round(diff, 4),
+    return dict(images=len(images), img_sizes=[e_pt['img_size'], e_ox['img_size']], **c,
+                map50_torch=e_pt['map50'], map50_onnx=e_ox['map50'], map50_diff=round(diff, 4),
                 map50_95_torch=e_pt['map50_95'], map50_95_onnx=e_ox['map50_95'],
                 passed=bool(c['mismatched'] == 0 and diff <= PARITY['map50_diff']))
 
@@ -143,22 +149,11 @@ def float_ends(path:str|Path)->list:
         else: raw.update(n.output)
     return first + [n.name for n in nodes if n.op_type in ('Gemm', 'MatMul') and not any(o in to_conv for o in n.output)]
 
-# %% ../nbs/07_ship.export.ipynb #7dcb626f
-def quantize_classifier(src:str|Path, # classifier.onnx
-                        dst:str|Path, # the INT8 file to write
-                        calib_loader, # yields (uint8 crops, labels) — training crops
-                        n:int=512, # calibration crops
-                        method:str='minmax', # activation ranges: minmax | percentile (99.999 %) | entropy
-                        keep_float:str='ends', # ends: the first convolution and the heads stay in float | none
-                       )->Path:
-    "Static INT8 quantisation (QDQ, per-channel weights) of an exported classifier; its metadata is kept."
+# %% ../nbs/07_ship.export.ipynb #7f68d58a
+def _quantize_qdq(src:Path, dst:Path, calib_loader, n:int, method:str, keep_float:str):
+    "Pre-process `src` and write its static INT8 quantisation (QDQ, per-channel weights) to `dst`."
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    if method not in CALIBRATIONS:
-        raise ConfigError(f"export.int8_calibration={method!r} — choose one of {', '.join(CALIBRATIONS)}")
-    if keep_float not in ('none', 'ends'):
-        raise ConfigError(f"export.int8_keep_float={keep_float!r} — choose none or ends")
-    src, dst = Path(src), Path(dst)
     pre = dst.with_name(dst.stem + '.pre.onnx')
     calibrate = {'minmax': CalibrationMethod.MinMax, 'percentile': CalibrationMethod.Percentile,
                  'entropy': CalibrationMethod.Entropy}[method]
@@ -174,6 +169,22 @@ def quantize_classifier(src:str|Path, # classifier.onnx
                             nodes_to_exclude=float_ends(pre) if keep_float == 'ends' else [],
                             extra_options={'CalibPercentile': 99.999} if method == 'percentile' else {})
     finally: pre.unlink(missing_ok=True)
+
+# %% ../nbs/07_ship.export.ipynb #7dcb626f
+def quantize_classifier(src:str|Path, # classifier.onnx
+                        dst:str|Path, # the INT8 file to write
+                        calib_loader, # yields (uint8 crops, labels) — training crops
+                        n:int=512, # calibration crops
+                        method:str='minmax', # activation ranges: minmax | percentile (99.999 %) | entropy
+                        keep_float:str='ends', # ends: the first convolution and the heads stay in float | none
+                       )->Path:
+    "Static INT8 quantisation (QDQ, per-channel weights) of an exported classifier; its metadata is kept."
+    if method not in CALIBRATIONS:
+        raise ConfigError(f"export.int8_calibration={method!r} — choose one of {', '.join(CALIBRATIONS)}")
+    if keep_float not in ('none', 'ends'):
+        raise ConfigError(f"export.int8_keep_float={keep_float!r} — choose none or ends")
+    src, dst = Path(src), Path(dst)
+    _quantize_qdq(src, dst, calib_loader, n, method, keep_float)
     how = (f'int8 static QDQ per-channel, {method} ranges from {n} crops'
            + (', ends in float' if keep_float == 'ends' else ''))
     set_onnx_meta(dst, {**onnx_meta(src), 'quantization': how})
@@ -304,6 +315,25 @@ def _int8_export(cfg, model, fp32:Path, tmp:Path, calib_loader, val_loader)->tup
         return None, verdict
     return _replace(tmp, final), verdict
 
+# %% ../nbs/07_ship.export.ipynb #272904b8
+def _final_files(parity:dict, tmp:dict, out:Path)->dict:
+    "Write parity.json; the exported files under their final names, or none and `ExportError` when parity failed."
+    write_json(out/'parity.json', parity)
+    if not parity['passed']:
+        for t in tmp.values(): t.unlink(missing_ok=True)
+        raise ExportError(f"export failed its parity check ({_failed_parity(parity)}) — see {out/'parity.json'}; "
+                          "the previous export is unchanged")
+    files = {'classifier': _replace(tmp['classifier'], out/'classifier.onnx')}
+    if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
+    return files
+
+# %% ../nbs/07_ship.export.ipynb #38f0c9c9
+def _parity_headline(parity:dict)->str:
+    "The numbers a passed parity check is logged with: the classifier's logits MSE, the detector's mAP@0.5."
+    return (f"classifier logits MSE {parity['classifier']['logits_mse']:.2e}"
+            + (f", detector mAP@0.5 {parity['detector']['map50_torch']} vs {parity['detector']['map50_onnx']}"
+               if 'detector' in parity else ''))
+
 # %% ../nbs/07_ship.export.ipynb #cc22f057
 def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.*`, `detector.*`)
                       checkpoint:str='best', # classifier checkpoint: best, last or a path
@@ -324,22 +354,13 @@ def export_experiment(exp, # an `Experiment`, or its resolved settings (`export.
     t0 = time.perf_counter()
     tmp = {k: out/f'{k}.new.onnx' for k in ('classifier', 'classifier.int8', 'detector')}
     parity = _export_with_parity(cfg, model, ck, tmp, loader(val, val_cache), len(val))
-    write_json(out/'parity.json', parity)
-    if not parity['passed']:
-        for t in tmp.values(): t.unlink(missing_ok=True)
-        raise ExportError(f"export failed its parity check ({_failed_parity(parity)}) — see {out/'parity.json'}; "
-                          "the previous export is unchanged")
-    files = {'classifier': _replace(tmp['classifier'], out/'classifier.onnx')}
-    if 'detector' in parity: files['detector'] = _replace(tmp['detector'], out/'detector.onnx')
+    files = _final_files(parity, tmp, out)
     if e.int8:
         int8, parity['int8'] = _int8_export(cfg, model, files['classifier'], tmp['classifier.int8'],
                                             loader(d.train, d.train_cache), loader(val, val_cache))
         if int8: files['classifier_int8'] = int8
         write_json(out/'parity.json', parity)
-    log.info(f"export passed parity in {time.perf_counter() - t0:.1f}s: "
-             f"classifier logits MSE {parity['classifier']['logits_mse']:.2e}"
-             + (f", detector mAP@0.5 {parity['detector']['map50_torch']} vs {parity['detector']['map50_onnx']}"
-                if 'detector' in parity else ''))
+    log.info(f"export passed parity in {time.perf_counter() - t0:.1f}s: {_parity_headline(parity)}")
     result = dict(files={k: str(v) for k, v in files.items()}, parity=parity)
     if e.bench: result['bench'] = bench_experiment(cfg, model, files, loader(val, val_cache))
     return result
@@ -353,11 +374,24 @@ def _first_crops(loader, n:int)->torch.Tensor:
         if sum(map(len, xs)) >= n: break
     return torch.cat(xs)[:n]
 
+# %% ../nbs/07_ship.export.ipynb #1facf228
+def _bench_detector(cfg, onnx_path:str|Path, device)->dict:
+    "The detector's benchmark: PyTorch and ONNX Runtime at the size the predictor detects at."
+    import onnxruntime as ort
+    e = cfg.export
+    safe = exp_paths(cfg.paths.exp_dir).detector/'detector.safetensors'
+    S = detector_size(cfg, safe)  # the size the predictor detects at
+    net = load_detector(safe).model.fuse().eval().to(device)
+    sess = ort.InferenceSession(onnx_path, providers=ort_providers(device))
+    xd = torch.rand(4, 3, S, S)
+    nets = {'pytorch': lambda x: net(x.to(device)), 'onnxruntime': lambda x: sess.run(None, {'images': x.numpy()})}
+    return dict(input=[3, S, S], providers={'pytorch': str(device), 'onnxruntime': sess.get_providers()[0]},
+                models=bench_models(nets, xd, e.bench_warmup, e.bench_runs, e.bench_batches))
+
 # %% ../nbs/07_ship.export.ipynb #b860d7e9
 @torch.inference_mode()
 def bench_experiment(cfg, model, files:dict, val_loader)->dict:
     "The side-by-side benchmark of an export → {exp}/export/bench.json and bench.png."
-    import onnxruntime as ort
     import matplotlib.pyplot as plt
     e, out, log = cfg.export, exp_paths(cfg.paths.exp_dir).export, get_logger('export')
     device = pick_device(cfg.device)
@@ -373,16 +407,7 @@ def bench_experiment(cfg, model, files:dict, val_loader)->dict:
                                  providers={k: getattr(m, 'provider', str(device)) for k, m in cls.items()},
                                  models=bench_models({k: run(m) for k, m in cls.items()}, xs,
                                                      e.bench_warmup, e.bench_runs, e.bench_batches)))
-    if 'detector' in files:
-        safe = exp_paths(cfg.paths.exp_dir).detector/'detector.safetensors'
-        S = detector_size(cfg, safe)  # the size the predictor detects at
-        net = load_detector(safe).model.fuse().eval().to(device)
-        sess = ort.InferenceSession(files['detector'], providers=ort_providers(device))
-        xd = torch.rand(4, 3, S, S)
-        nets = {'pytorch': lambda x: net(x.to(device)), 'onnxruntime': lambda x: sess.run(None, {'images': x.numpy()})}
-        bench['detector'] = dict(input=[3, S, S],
-                                 providers={'pytorch': str(device), 'onnxruntime': sess.get_providers()[0]},
-                                 models=bench_models(nets, xd, e.bench_warmup, e.bench_runs, e.bench_batches))
+    if 'detector' in files: bench['detector'] = _bench_detector(cfg, files['detector'], device)
     write_json(out/'bench.json', bench)
     fig = plot_bench(bench); fig.savefig(out/'bench.png', dpi=100); plt.close(fig)
     for net in ('classifier', 'detector'):

@@ -94,6 +94,31 @@ def bounded_jpeg(image:Image.Image, # the photo as decoded
     buf = io.BytesIO(); im.save(buf, 'JPEG', quality=quality)
     return buf.getvalue(), s
 
+# %% ../nbs/07b_ship.feedback.ipynb #966dcd97
+@patch
+def _store(self:Feedback, rec:dict, image:Image.Image|None):
+    "Write a checked report, and its photo when photos are kept and there is room, within the folder's byte quota."
+    data, rid = None, rec['id']
+    if image is not None and self.keep_photos and self.photos < self.max_photos:
+        data, s = bounded_jpeg(image, self.max_side)
+        if rec['box'] and s != 1: rec['box'] = [round(v * s, 1) for v in rec['box']]  # in the kept photo's pixels
+    elif image is not None and self.keep_photos:
+        self.log.warning(f'feedback: {self.max_photos} photos kept (feedback.max_photos): '
+                         f'report {rid} kept without its photo')
+    with self.lock:
+        size = len(data or b'') + len(json.dumps(rec, ensure_ascii=False, default=str).encode()) + 64
+        if self.used + size > self.max_bytes:
+            raise FeedbackFull(f'the report store is full ({self.used / 2**20:.0f} MB of feedback.max_mb '
+                               f'{self.max_bytes / 2**20:g} MB in {self.folder}): export the reports and clear it')
+        self.folder.mkdir(parents=True, exist_ok=True)
+        before = (self.folder/REPORTS).stat().st_size if (self.folder/REPORTS).is_file() else 0
+        if data is not None:
+            (self.folder/PHOTOS).mkdir(exist_ok=True)
+            atomic_write(self.folder/PHOTOS/f'{rid}.jpg', lambda tmp: Path(tmp).write_bytes(data))
+            rec['photo'], self.photos = f'{PHOTOS}/{rid}.jpg', self.photos + 1
+        append_jsonl(self.folder/REPORTS, rec)
+        self.used += len(data or b'') + (self.folder/REPORTS).stat().st_size - before
+
 # %% ../nbs/07b_ship.feedback.ipynb #b4d3d32a
 @patch
 def add(self:Feedback, image:Image.Image|None, # the photo the answer was about (None: the report alone)
@@ -120,26 +145,7 @@ def add(self:Feedback, image:Image.Image|None, # the photo the answer was about 
                photo_sha256=hashlib.sha256(image.tobytes()).hexdigest() if image is not None else None)
     if image is not None and rec['box'] and not _inside(rec['box'], image.size):
         raise FeedbackError(f"box {rec['box']} lies outside the photo ({image.width}×{image.height} px)")
-    data = None
-    if image is not None and self.keep_photos and self.photos < self.max_photos:
-        data, s = bounded_jpeg(image, self.max_side)
-        if rec['box'] and s != 1: rec['box'] = [round(v * s, 1) for v in rec['box']]  # in the kept photo's pixels
-    elif image is not None and self.keep_photos:
-        self.log.warning(f'feedback: {self.max_photos} photos kept (feedback.max_photos): '
-                         f'report {rid} kept without its photo')
-    with self.lock:
-        size = len(data or b'') + len(json.dumps(rec, ensure_ascii=False, default=str).encode()) + 64
-        if self.used + size > self.max_bytes:
-            raise FeedbackFull(f'the report store is full ({self.used / 2**20:.0f} MB of feedback.max_mb '
-                               f'{self.max_bytes / 2**20:g} MB in {self.folder}): export the reports and clear it')
-        self.folder.mkdir(parents=True, exist_ok=True)
-        before = (self.folder/REPORTS).stat().st_size if (self.folder/REPORTS).is_file() else 0
-        if data is not None:
-            (self.folder/PHOTOS).mkdir(exist_ok=True)
-            atomic_write(self.folder/PHOTOS/f'{rid}.jpg', lambda tmp: Path(tmp).write_bytes(data))
-            rec['photo'], self.photos = f'{PHOTOS}/{rid}.jpg', self.photos + 1
-        append_jsonl(self.folder/REPORTS, rec)
-        self.used += len(data or b'') + (self.folder/REPORTS).stat().st_size - before
+    self._store(rec, image)
     return rec
 
 # %% ../nbs/07b_ship.feedback.ipynb #a964d273

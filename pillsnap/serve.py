@@ -910,10 +910,9 @@ def public_routes(svc:Service)->APIRouter:
     async def static(name:str): return page_file(name)
     return r
 
-# %% ../nbs/07c_ship.serve.ipynb #ea463a2a
-def identify_routes(svc:Service)->APIRouter:
-    "/predict, /batch, /search and /feedback: behind an API key, or open to anyone in public mode (`serve.public`)."
-    r = APIRouter(dependencies=[] if svc.public else [Depends(svc.require_key)])
+# %% ../nbs/07c_ship.serve.ipynb #c43f01af
+def _photo_routes(r:APIRouter, svc:Service):
+    "/predict and /batch on `r`: photos in, the pills identified in them out."
     Mode = Query('single',
                  description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
@@ -938,6 +937,9 @@ def identify_routes(svc:Service)->APIRouter:
         named = svc.uploads(images, 'image {n} ({name})')
         return {'results': await svc.identify(request, named, pipeline, top_k, expect)}
 
+# %% ../nbs/07c_ship.serve.ipynb #660ec713
+def _search_route(r:APIRouter, svc:Service):
+    "/search on `r`: drugs by what the pill shows, or by name."
     @r.get('/search', summary='Drugs by what the pill shows (imprint text, colour, shape, form, score line) or by name')
     async def search(q:str=Query('', max_length=100, description='imprint text as read on the pill, e.g. TQ 250'),
                      color:str|None=Query(None, max_length=30, description='노랑 (as the labels say) or yellow'),
@@ -948,6 +950,9 @@ def identify_routes(svc:Service)->APIRouter:
                      line:bool|None=Query(None, description='a score line on either face: true or false')):
         return await svc.search(q, color, shape, top, name, form, line)
 
+# %% ../nbs/07c_ship.serve.ipynb #c1cf15d1
+def _feedback_route(r:APIRouter, svc:Service):
+    "/feedback on `r`: a report of a wrong answer."
     @r.post('/feedback', summary='Report a wrong answer (kept outside any release; no personal data)')
     async def feedback(request:Request, image:UploadFile|None=File(None, description='the photo the answer was about'),
                        answered:str=Form(..., max_length=64, description="the code the answer named, or 'unknown'"),
@@ -957,6 +962,14 @@ def identify_routes(svc:Service)->APIRouter:
                        box:str|None=Form(None, max_length=100, description="that pill's box: x1,y1,x2,y2"),
                        request_id:str|None=Form(None, max_length=64, description="the answer's X-Request-ID")):
         return await svc.report(request, image, answered, right, pipeline, pill, box, request_id)
+
+# %% ../nbs/07c_ship.serve.ipynb #ea463a2a
+def identify_routes(svc:Service)->APIRouter:
+    "/predict, /batch, /search and /feedback: behind an API key, or open to anyone in public mode (`serve.public`)."
+    r = APIRouter(dependencies=[] if svc.public else [Depends(svc.require_key)])
+    _photo_routes(r, svc)
+    _search_route(r, svc)
+    _feedback_route(r, svc)
     return r
 
 

@@ -169,6 +169,20 @@ def run_server(app:FastAPI, # from `create_app` or `app_from_exp`
     "Serve `app` until Ctrl-C with every limit set: what `pillsnap serve` runs."
     uvicorn.Server(server_config(app, cfg)).run()
 
+# %% ../nbs/07d_ship.server.ipynb #03967ca4
+def _wait_for_health(url:str, proc, timeout:float, see:str):
+    "Wait until the child service answers /health; `JobFailed` when it exits first or `timeout` seconds pass."
+    import urllib.error, urllib.request
+    t0 = time.time()
+    while True:
+        if proc.poll() is not None: raise JobFailed(f'the service exited ({proc.returncode}){see}')
+        try:
+            with urllib.request.urlopen(url + '/health', timeout=2): return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.time() - t0 > timeout:
+                raise JobFailed(f'the service did not start in {timeout:.0f} s{see}') from None
+            time.sleep(0.3)
+
 # %% ../nbs/07d_ship.server.ipynb #c0c49292
 @contextmanager
 def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--release`)
@@ -178,7 +192,7 @@ def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--re
             timeout:float=180, # seconds to wait for /health
            ):
     "`pillsnap serve` in a child process on a free loopback port: (url, process) once /health answers; SIGINT after."
-    import os, signal, socket, subprocess, sys, urllib.error, urllib.request
+    import os, signal, socket, subprocess, sys
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     url, out = f'http://127.0.0.1:{port}', open(log_file, 'w') if log_file else subprocess.DEVNULL
     see = f' — see {log_file}' if log_file else ''
@@ -186,15 +200,7 @@ def serving(exp:str|Path|None, # a trained experiment (None: `args` name a `--re
             '--port', str(port), *args]
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, KEY_ENV: key})
     try:
-        t0 = time.time()
-        while True:
-            if proc.poll() is not None: raise JobFailed(f'the service exited ({proc.returncode}){see}')
-            try:
-                with urllib.request.urlopen(url + '/health', timeout=2): break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.time() - t0 > timeout:
-                    raise JobFailed(f'the service did not start in {timeout:.0f} s{see}') from None
-                time.sleep(0.3)
+        _wait_for_health(url, proc, timeout, see)
         yield url, proc
     finally:
         proc.send_signal(signal.SIGINT)
