@@ -76,6 +76,21 @@ def _speed_where(rows:list, # `judge`'s criteria, changed in place
         if r['criterion'] in SPEED and r['measured'] is not None:
             r['passed'], r['note'] = None, f'a {wanted} target, measured on {measured}: not judged here'
 
+# %% ../nbs/06a_judge.gates.ipynb #50f05da0
+def _target_rows(targets:dict, # a stage's `gate.targets`: criterion -> min or max (and a tolerance)
+                 measured:dict, # flat measured values (None: not measured)
+                )->tuple: # (a criterion row per target, the share of each measured one for the score)
+    "The performance targets as criteria, each with its outcome, and how much of each the experiment reaches."
+    rows, shares = [], []
+    for name, rule in targets.items():
+        v = measured.get(name)
+        target = f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"
+        if rule.get('tolerance'): target += f" ± {rule['tolerance']}"
+        rows.append(dict(criterion=name, kind='target', target=target, measured=v,
+                         passed=None if v is None else _met(rule, v)))
+        if v is not None: shares.append(_share(rule, v))
+    return rows, shares
+
 # %% ../nbs/06a_judge.gates.ipynb #3ed7d10e
 def judge(gate:dict, # a stage's `gate` settings
           measured:dict, # flat measured values (None: not measured)
@@ -88,14 +103,8 @@ def judge(gate:dict, # a stage's `gate` settings
     rows = [dict(criterion=c, kind='mandatory', target=True, measured=checks.get(c), passed=checks.get(c))
             for c in gate['mandatory']]
     rows += go_no_go(gate['go_no_go'], measured, baseline)
-    shares = []
-    for name, rule in gate['targets'].items():
-        v = measured.get(name)
-        target = f">= {rule['min']}" if 'min' in rule else f"<= {rule['max']}"
-        if rule.get('tolerance'): target += f" ± {rule['tolerance']}"
-        rows.append(dict(criterion=name, kind='target', target=target, measured=v,
-                         passed=None if v is None else _met(rule, v)))
-        if v is not None: shares.append(_share(rule, v))
+    targets, shares = _target_rows(gate['targets'], measured)
+    rows += targets
     for r in rows: r['evidence'] = evidence.get(r.pop('of', r['criterion']))
     _speed_where(rows, gate.get('speed_device'), measured.get('speed_device'))
     score = round(float(np.mean(shares)), 4) if shares else 0.0
@@ -217,6 +226,20 @@ def gpu_speed(path:str|Path, # `make gpu-check`'s report (work/gpu-check/gpu_che
     thr = (r.get('serving_throughput') or {}).get(_BENCH_NAMES.get(backend, backend)) or {}
     return {**lat, 'device': 'cuda', 'gpu': r['device']}, max(thr.values(), default=None)
 
+# %% ../nbs/06a_judge.gates.ipynb #abb24d86
+def _classifier_measurements(paths, c:dict, cls_file:Path, put):
+    "The classifier's numbers (accuracy, macro F1, top-5, samples, weakest class, class coverage) into `put`."
+    for name, key in (('classification_accuracy', 'top1'), ('classification_macro_f1', 'macro_f1'),
+                      ('classification_top5', 'top5'), ('n_eval_samples', 'images')):
+        put(name, c.get(key), cls_file)
+    per = c.get('per_class') or {}
+    put('per_class_min_accuracy', min((v['accuracy'] for v in per.values()), default=None), cls_file)
+    pc = cls_file.parent/'per_class.csv'
+    if pc.is_file():
+        put('per_class_min_f1', float(pd.read_csv(pc).f1.min()), pc)
+    n_classes = len(_read(paths.data/'class_map.json'))
+    if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
+
 # %% ../nbs/06a_judge.gates.ipynb #8a99f2cf
 def measurements(exp:str|Path, # a trained experiment
                  latency:dict|None=None, # from `measure_latency` (default: reports/latency.json if present)
@@ -232,16 +255,7 @@ def measurements(exp:str|Path, # a trained experiment
     m, ev = {}, {}
     def put(name, value, src):
         if value is not None: m[name], ev[name] = value, str(src)
-    for name, key in (('classification_accuracy', 'top1'), ('classification_macro_f1', 'macro_f1'),
-                      ('classification_top5', 'top5'), ('n_eval_samples', 'images')):
-        put(name, c.get(key), cls_file)
-    per = c.get('per_class') or {}
-    put('per_class_min_accuracy', min((v['accuracy'] for v in per.values()), default=None), cls_file)
-    pc = cls_file.parent/'per_class.csv'
-    if pc.is_file():
-        put('per_class_min_f1', float(pd.read_csv(pc).f1.min()), pc)
-    n_classes = len(_read(paths.data/'class_map.json'))
-    if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
+    _classifier_measurements(paths, c, cls_file, put)
     for name, key in (('detection_map50', 'map50'), ('detection_map50_95', 'map50_95'),
                       ('detection_precision', 'precision'), ('detection_recall', 'recall')):
         put(name, dv.get(key), paths.detector/'metrics.json')
@@ -283,6 +297,13 @@ def _retrieval_measurements(f:Path, # the experiment's reports/retrieval.json (`
     if 'far' in on: put('never_seen_unknown', round(1 - on['far'], 4), f); put('unknown_auroc', on.get('auroc'), f)
     if 'tar' in (phone or r): put('known_refused', round(1 - (phone or r)['tar'], 4), f)
 
+# %% ../nbs/06a_judge.gates.ipynb #14fbb0a4
+def _batched(r:dict, # a load test's report (tools/loadtest.py, reports/loadtest-*.json)
+            )->bool:
+    "Whether a load test batched its requests, without errors."
+    if not (r.get('batch_size_mean') and r['batch_size_mean'] > 1): return False
+    return not any(m['errors'] for m in r['modes'].values())
+
 # %% ../nbs/06a_judge.gates.ipynb #7b813064
 def mandatory_checks(exp:str|Path, # a trained experiment
                      measured:dict, # from `measurements`
@@ -297,9 +318,6 @@ def mandatory_checks(exp:str|Path, # a trained experiment
         except Exception as e: get_logger('gates').warning(f'{type(e).__name__}: {e}'); return False
     det = paths.detector/'detector.safetensors'
     soak, loads_ = _read(paths.reports/'soak.json'), [_read(p) for p in sorted(paths.reports.glob('loadtest-*.json'))]
-    def batched(r): # a load test that batched, without errors
-        if not (r.get('batch_size_mean') and r['batch_size_mean'] > 1): return False
-        return not any(m['errors'] for m in r['modes'].values())
     return dict(pipeline_runs=pipeline_ok,
                 classifier_loads=loads(lambda: load_checkpoint(paths.classifier/'best.pt')),
                 detector_loads=loads(lambda: load_detector(det)) if det.is_file() else False,
@@ -313,7 +331,7 @@ def mandatory_checks(exp:str|Path, # a trained experiment
                 memory_leak_test=None if not soak
                                  else soak['memory']['fitted_growth_mb'] <= soak.get('max_growth_mb', 20),
                 stability_test_pass=None if not soak else soak['errors'] == 0 and soak['minutes'] >= 30,
-                multi_batch_processing=None if not loads_ else any(batched(r) for r in loads_))
+                multi_batch_processing=None if not loads_ else any(_batched(r) for r in loads_))
 
 # %% ../nbs/06a_judge.gates.ipynb #40b83879
 def with_real_targets(gate:dict, # a stage's `gate` settings
@@ -345,6 +363,38 @@ def _gate_evidence(paths, baseline, evidence:dict)->dict:
               baseline=exp_paths(baseline).root if baseline else None)
     return {k: str(v) for k, v in {**evidence, **ev}.items() if v is not None}
 
+# %% ../nbs/06a_judge.gates.ipynb #7aa53da7
+def _stage_to_judge(cfg, paths, stage:int|None)->int|str:
+    "The stage an experiment is judged by (`stage`, else its data.stage), once it is sure it can be judged."
+    stage = stage if stage is not None else cfg.data.stage
+    if stage is None:
+        raise ConfigError(f'{paths.root} has no data.stage — pass --stage 1-4 to say which stage to judge it by')
+    if str(stage) not in cfg.stages:
+        raise ConfigError(f"unknown stage {stage!r} — choose one of {', '.join(cfg.stages)}")
+    if not (paths.classifier/'best.pt').is_file():
+        raise ConfigError(f'{paths.root} has no trained classifier — pillsnap train-cls --exp {paths.root}')
+    return stage
+
+# %% ../nbs/06a_judge.gates.ipynb #6ab1b6fc
+def _pipeline_latency(exp:Experiment, photos:int)->tuple:
+    "(`measure_latency` on `photos` photos a mode, whether the pipeline ran): (None, None) when none are asked for."
+    if not photos: return None, None
+    try: return measure_latency(exp, photos), True
+    except Exception as e:
+        get_logger('gates').warning(f'the pipeline failed on the validation photos: {type(e).__name__}: {e}')
+        return None, False
+
+# %% ../nbs/06a_judge.gates.ipynb #e7949546
+def _record_gate(paths, out:dict):
+    "Write the decision to reports/stage_gate.json, append it to reports/stage_progress.json and log it."
+    write_json(paths.reports/'stage_gate.json', out)
+    progress = _read(paths.reports/'stage_progress.json') or {'runs': []}
+    progress['runs'].append({k: out[k] for k in ('at', 'stage', 'decision', 'performance_score', 'failed')})
+    write_json(paths.reports/'stage_progress.json', progress)
+    failed = f"; failed: {', '.join(out['failed'])}" if out['failed'] else ''
+    get_logger('gates').info(f"stage {out['stage']} gate: {out['decision']} (score {out['performance_score']:.3f})"
+                             + failed)
+
 # %% ../nbs/06a_judge.gates.ipynb #1b238c14
 def stage_gate(exp:str|Path|Experiment, # a trained experiment (its folder or its `Experiment`)
                stage:int|None=None, # default: the experiment's data.stage
@@ -356,19 +406,9 @@ def stage_gate(exp:str|Path|Experiment, # a trained experiment (its folder or it
     "Judge an experiment against its stage's criteria and record the decision."
     exp = Experiment.of(exp, settings)
     cfg, paths = exp.cfg, exp.paths
-    stage = stage if stage is not None else cfg.data.stage
-    if stage is None:
-        raise ConfigError(f'{paths.root} has no data.stage — pass --stage 1-4 to say which stage to judge it by')
-    if str(stage) not in cfg.stages:
-        raise ConfigError(f"unknown stage {stage!r} — choose one of {', '.join(cfg.stages)}")
-    if not (paths.classifier/'best.pt').is_file():
-        raise ConfigError(f'{paths.root} has no trained classifier — pillsnap train-cls --exp {paths.root}')
-    gpu, (lat, pipeline_ok) = gpu_speed(speed, cfg) if speed else None, (None, None)
-    if latency_photos:
-        try: lat, pipeline_ok = measure_latency(exp, latency_photos), True
-        except Exception as e:
-            get_logger('gates').warning(f'the pipeline failed on the validation photos: {type(e).__name__}: {e}')
-            pipeline_ok = False
+    stage = _stage_to_judge(cfg, paths, stage)
+    gpu = gpu_speed(speed, cfg) if speed else None
+    lat, pipeline_ok = _pipeline_latency(exp, latency_photos)
     sets = real_sets(cfg)
     if sets and latency_photos:  # the real photos, read again with the models as they are now
         real_reports(Predictor.from_exp(exp))
@@ -381,10 +421,5 @@ def stage_gate(exp:str|Path|Experiment, # a trained experiment (its folder or it
     out = dict(experiment=str(paths.root), stage=int(stage), purpose=cfg.stages[str(stage)].get('purpose'),
                at=time.strftime('%Y-%m-%d %H:%M:%S %z'), baseline=str(baseline) if baseline else None,
                machine=machine(), **r, measured=measured)
-    write_json(paths.reports/'stage_gate.json', out)
-    progress = _read(paths.reports/'stage_progress.json') or {'runs': []}
-    progress['runs'].append({k: out[k] for k in ('at', 'stage', 'decision', 'performance_score', 'failed')})
-    write_json(paths.reports/'stage_progress.json', progress)
-    failed = f"; failed: {', '.join(out['failed'])}" if out['failed'] else ''
-    get_logger('gates').info(f"stage {stage} gate: {out['decision']} (score {out['performance_score']:.3f})" + failed)
+    _record_gate(paths, out)
     return out

@@ -35,6 +35,20 @@ def _line_blur(x:torch.Tensor, k:int, t:float)->torch.Tensor:
     ker = (ker / ker.sum()).expand(C, 1, k, k)
     return torch.nn.functional.conv2d(torch.nn.functional.pad(x[None], [c] * 4, mode='replicate'), ker, groups=C)[0]
 
+# %% ../nbs/02d_data.loaders.ipynb #b0784e62
+def _occlude(x:torch.Tensor, # float CHW in [0, 1]
+             r, u, # `PhoneCamera`'s draws: a number in [0, 1), one in [lo, hi)
+            )->torch.Tensor:
+    "Occlusion: a flat-coloured patch over one edge of `x`, up to a fifth of it (a thumb or another pill)."
+    C, H, W = x.shape
+    h, w = int(H * u(0.15, 0.45)), int(W * u(0.15, 0.45))
+    y0, x0 = int(u(0, H - h)), int(u(0, W - w))
+    edge = int(4 * r())  # which edge it comes in from
+    if edge < 2: y0 = 0 if edge == 0 else H - h
+    else: x0 = 0 if edge == 2 else W - w
+    x = x.clone(); x[:, y0:y0 + h, x0:x0 + w] = torch.rand(C, 1, 1)
+    return x
+
 # %% ../nbs/02d_data.loaders.ipynb #b12a7326
 class PhoneCamera(torch.nn.Module):
     ("What a phone does to a pill photo, at random: tilt, a thumb or another pill in the way, white balance, "
@@ -49,13 +63,7 @@ class PhoneCamera(torch.nn.Module):
         u = lambda lo, hi: lo + (hi - lo) * r()
         C, H, W = x.shape
         if r() < 0.4: x = self.tilt(x)
-        if r() < 0.25:  # occlusion: a flat-coloured patch over one edge, up to a fifth of the crop
-            h, w = int(H * u(0.15, 0.45)), int(W * u(0.15, 0.45))
-            y0, x0 = int(u(0, H - h)), int(u(0, W - w))
-            edge = int(4 * r())  # which edge it comes in from
-            if edge < 2: y0 = 0 if edge == 0 else H - h
-            else: x0 = 0 if edge == 2 else W - w
-            x = x.clone(); x[:, y0:y0 + h, x0:x0 + w] = torch.rand(C, 1, 1)
+        if r() < 0.25: x = _occlude(x, r, u)
         if r() < 0.5: x = x * torch.empty(C, 1, 1).uniform_(0.9, 1.1)  # white balance
         if r() < 0.4:  # light falling off across the crop
             a, t = u(0, 0.35), u(0, 2 * math.pi)
@@ -73,6 +81,8 @@ class RandomQuarterTurn(torch.nn.Module):
     "Rotate by 0, 90, 180 or 270 degrees at random (rotations only: imprints are never mirrored)."
     def forward(self, x): return torch.rot90(x, int(torch.randint(4, ())), dims=(-2, -1))
 
+
+# %% ../nbs/02d_data.loaders.ipynb #a2907839
 def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops these transform
                      scale:tuple=(0.6, 1.0), # area range of the random resized crop (of the crop with margin)
                      brightness:float=0.15, contrast:float=0.15, saturation:float=0.05, # colour jitter, hue fixed
@@ -81,7 +91,8 @@ def train_transforms(pre:UnifiedPreprocessor, # the preprocessor whose crops the
                      phone:float=0.5, # share of crops through `PhoneCamera`: tilt, occlusion, light, blur, noise, JPEG
                     )->v2.Compose:
     "Augmentation from a cached crop (uint8 CHW) to an `img_size` uint8 CHW tensor."
-    tfms = [v2.RandomResizedCrop(pre.img_size, scale=tuple(scale), ratio=(0.9, 1.11), antialias=True),
+    tfms = [v2.RandomResizedCrop(pre.img_size, scale=tuple(scale), ratio=(0.9, 1.11), antialias=True,
+                                 interpolation=v2.InterpolationMode(pre.interpolation)),  # the crop's own filter
             RandomQuarterTurn(), v2.ToDtype(torch.float32, scale=True)]
     if rotate: tfms.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR))
     if blur: tfms.append(v2.RandomApply([v2.GaussianBlur(9, sigma=(0.1, 2.0))], p=blur))

