@@ -32,8 +32,8 @@ from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_tra
                               make_loader, make_loaders, PKSampler, ShardSampler, read_hard_cases, train_transforms,
                               weighted_sampler)
 from .prepare import ClassifierData, classifier_data
-from .model import (build_classifier, PillClassifier, check_checkpoint, create_backbone, find_checkpoint, load_checkpoint,
-                            eval_batch, load_classifier, predict_logits, save_checkpoint, softmax_t)
+from .model import (build_classifier, PillClassifier, check_checkpoint, create_backbone, find_checkpoint,
+                            load_checkpoint, eval_batch, load_classifier, predict_logits, save_checkpoint, softmax_t)
 from .metrics import calibration_bins, classification_metrics, top_confused
 from .callbacks import (EMA, Checkpointer, DistributedTraining, ClassOf, ImprintAux, MarginLoss,
                                 OOMFallback, ReseedEpoch, ResumableEarlyStopping, StepLogger, TrainingStopped, adamw,
@@ -90,7 +90,8 @@ def check_train_settings(cfg,
         raise ConfigError(f'loader.pk_per_class={pk}: each of {world} processes takes {t.batch_size // world} photos '
                           f'per batch, which splits runs of {pk} — make train.batch_size a multiple of {world * pk}')
     if not 0 < float(t['wise']) <= 1:
-        raise ConfigError(f'train.wise={t.wise} — the share of the fine-tuned weights kept: more than 0, at most 1 (1: off)')
+        raise ConfigError(f'train.wise={t.wise} — the share of the fine-tuned weights kept: '
+                          'more than 0, at most 1 (1: off)')
     if t.mix not in ('none', 'mixup', 'cutmix'):
         raise ConfigError(f'train.mix={t.mix!r} — choose none, mixup or cutmix')
     if t.imprint_aux and t.mix != 'none':
@@ -200,8 +201,8 @@ def training_loaders(cfg, # resolved settings
     dls = make_loaders(train_ds, val_ds, bs, workers, cfg.seed, sampler, device, pin_memory=cfg.loader.pin_memory,
                        persistent_workers=cfg.loader.persistent_workers, prefetch_factor=cfg.loader.prefetch_factor)
     if next(iter(dls.train), None) is None:  # every photo unreadable: one clear line, not fastai's TypeError later
-        raise ConfigError(f'no training photo could be read ({len(train_ds)} listed) — the reasons are in {skip_dir}; '
-                          'pillsnap prepare lists them in data/problems.csv')
+        raise ConfigError(f'no training photo could be read ({len(train_ds)} listed) — the reasons are in '
+                          f'{skip_dir}; pillsnap prepare lists them in data/problems.csv')
     return dls, aux, weights, workers
 
 # %% ../nbs/04a_train.classifier.ipynb #8275add6

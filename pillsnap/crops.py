@@ -28,7 +28,8 @@ from .data import json_sha256, open_image_safely
 # %% ../nbs/02c_data.crops.ipynb #32fcb19b
 PREPROCESS_VERSION = 'unified-1'
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-BACKGROUNDS = ('keep', 'flat')  # `classifier.background`: the crop around the padded box as photographed, or one flat colour
+BACKGROUNDS = ('keep', 'flat')  # `classifier.background`: the crop around the padded box as photographed,
+                                # or one flat colour
 RESAMPLE = {'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}  # `classifier.interpolation`: how a crop is resized
 
 # %% ../nbs/02c_data.crops.ipynb #9f431b11
@@ -57,7 +58,8 @@ class UnifiedPreprocessor:
                 f':clahe={int(self.clahe)}'
                 f':mean={",".join(f"{m:g}" for m in self.mean)}:std={",".join(f"{s:g}" for s in self.std)}'
                 + (f':bg={self.background}' if self.background != 'keep' else '')  # older versions kept it
-                + (f':interp={self.interpolation}' if self.interpolation != 'bilinear' else ''))  # ... and resized bilinear
+                # ... and resized bilinear
+                + (f':interp={self.interpolation}' if self.interpolation != 'bilinear' else ''))
 
     def __repr__(self): return f'UnifiedPreprocessor({self.version})'
 
@@ -129,14 +131,15 @@ def crop(self:UnifiedPreprocessor, img:Image.Image, # an RGB photo
 def flatten_outside(img:Image.Image, # a crop
                     box, # (x1, y1, x2, y2) in its pixels: the part kept
                     soft:float=2.0, # px over which the edge blends
-                    ring:int=0, # px: the colour is the median of the crop's border ring this wide (0: of all outside `box`)
+                    ring:int=0, # px: colour is the median of the crop's border ring this wide (0: all outside `box`)
                    )->Image.Image:
     ("The crop with all of it outside `box` one flat colour, the median of what was there. From a fixed ring the"
      " colour does not jump when the box moves a fraction of a pixel, as a median over the box's outside would.")
     a = np.array(img)
     h, w = a.shape[:2]
     ramp = lambda n, lo, hi: np.clip(np.minimum(np.arange(n) + 0.5 - lo, hi - np.arange(n) - 0.5) / soft + 0.5, 0, 1)
-    m = (ramp(h, box[1], box[3])[:, None] * ramp(w, box[0], box[2])[None]).astype(np.float32)  # 1 in, 0 out, a ramp between
+    # 1 in, 0 out, a ramp between
+    m = (ramp(h, box[1], box[3])[:, None] * ramp(w, box[0], box[2])[None]).astype(np.float32)
     if (m > 0.999).all(): return img
     if ring > 0: out = np.ones((h, w), bool); out[ring:h - ring, ring:w - ring] = False
     else: out = m < 0.5

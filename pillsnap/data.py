@@ -109,7 +109,8 @@ def downscale(im:Image.Image, # a decoded photo
 def hash_rank(seed:int, # the split seed
               names, # stable names (file names, K-codes); a path counts by its file name
              )->np.ndarray: # a random-looking but reproducible order of `names`
-    "Indices that sort `names` by a seeded hash of each name (of a path, its file name: where the folder is never counts)."
+    ("Indices that sort `names` by a seeded hash of each name (of a path, its file name: where the folder is "
+     "never counts).")
     file_name = lambda n: os.path.basename(str(n).replace('\\', '/'))  # a Windows path too
     keys = [hashlib.blake2b(f'{seed}:{file_name(n)}'.encode(), digest_size=8).digest() for n in names]
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
@@ -186,8 +187,9 @@ def _split_singles(df:pd.DataFrame, singles:pd.DataFrame, val_fraction:float, se
         df.loc[order[:n_val], 'subset'], df.loc[order[n_val:], 'subset'] = 'val', 'train'
     if no_val:
         get_logger('data').warning(f"{len(no_val)} of {singles.code.nunique()} drugs have no validation photo "
-                                   "(a single photo, or every photo from one source photo): validation does not "
-                                   f"measure them — {', '.join(map(str, no_val[:5]))}{' …' if len(no_val) > 5 else ''}")
+                                   "(a single photo, or every photo from one source photo): "
+                                   f"validation does not measure them — {', '.join(map(str, no_val[:5]))}"
+                                   f"{' …' if len(no_val) > 5 else ''}")
 
 # %% ../nbs/02b_data.splits.ipynb #513414c1
 def _split_combos(df:pd.DataFrame, combos:pd.DataFrame, val_fraction:float, seed:int, max_combos:int|None):
@@ -330,12 +332,14 @@ def save_manifests(manifests:dict, out:str|Path)->dict:
         digests[name] = hashlib.sha256((out/f'{name}.parquet').read_bytes()).hexdigest()
     return digests
 
-def _empty_manifest(columns=MANIFEST_COLUMNS)->pd.DataFrame: return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+def _empty_manifest(columns=MANIFEST_COLUMNS)->pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 def read_arrow_lists(path:str|Path, # a Parquet table
                      columns:list|None=None, # only these columns
                     )->pd.DataFrame:
-    "A Parquet table as a DataFrame whose list columns stay in Arrow (`pd.ArrowDtype`): a fifth of Python lists' memory."
+    ("A Parquet table as a DataFrame whose list columns stay in Arrow (`pd.ArrowDtype`): "
+     "a fifth of Python lists' memory.")
     import pyarrow as pa, pyarrow.parquet as pq
     return pq.read_table(path, columns=columns).to_pandas(
         types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
@@ -345,15 +349,15 @@ def load_manifest(data_dir:str|Path, # the experiment's data folder
                   split:str, # 'train', 'val' or 'test'
                   pasted:bool=True, # with the pasted photos of `data.paste_photos` (`01c_synth.paste`), if any
                   columns:list|None=None, # only these columns (None: all of `MANIFEST_COLUMNS`)
-                  arrow:bool=False, # list columns left in Arrow (`pd.ArrowDtype`), not Python lists: a fifth of the memory, for counting
+                  arrow:bool=False, # list columns in Arrow (`pd.ArrowDtype`): 1/5 of Python lists' memory, for counting
                  )->pd.DataFrame:
     "Read one split's manifest; the test split only inside `final_evaluation()`."
     if split not in SPLITS: raise ConfigError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
     if split == 'holdout' and not (Path(data_dir)/'manifests'/'holdout.parquet').exists():
         return _empty_manifest(columns or MANIFEST_COLUMNS)
     if split == 'test' and not _final['open']:
-        raise TestSetLocked("the test split (AI Hub 'val') is reserved for the final evaluation — use the 'val' split "
-                            "for development; `pillsnap evaluate --exp EXP --final` opens it, once "
+        raise TestSetLocked("the test split (AI Hub 'val') is reserved for the final evaluation — use the 'val' "
+                            "split for development; `pillsnap evaluate --exp EXP --final` opens it, once "
                             "(in code: `with final_evaluation():`, pillsnap.evaluate)")
     path = Path(data_dir)/'manifests'/f'{split}.parquet'
     if not path.exists(): raise ConfigError(f"{path} not found — run 'pillsnap prepare' first")

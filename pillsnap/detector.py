@@ -18,9 +18,10 @@ from .io import file_sha256, write_json
 from .config import Experiment, ConfigError, code_version, exp_paths, get_logger, pick_device, read_yaml
 from .metrics import interval_text
 from .sources import detector_data, label_boxes, label_of, split_images
-from .yolo import (PILL_STARTS, TORCH_THREADS, box_threshold, build_detector, detect_sizes, detection_size, detector_arch,
-                           detector_size, evaluate_detector, pick_detect_size, pill_start_file, quiet_ultralytics, read_checkpoint,
-                           recorded_conf, save_detector, shipped_detector, weights_only_checkpoints, yolo_device)
+from .yolo import (PILL_STARTS, TORCH_THREADS, box_threshold, build_detector, detect_sizes, detection_size,
+                           detector_arch, detector_size, evaluate_detector, pick_detect_size, pill_start_file,
+                           quiet_ultralytics, read_checkpoint, recorded_conf, save_detector, shipped_detector,
+                           weights_only_checkpoints, yolo_device)
 
 # %% ../nbs/04b_train.detector.ipynb #6d9cdbe6
 @contextlib.contextmanager
@@ -205,10 +206,11 @@ def detector_start(d, # the `detector` settings
     s = d.get('start', 'auto')
     s = 'none' if s in (None, False) else s
     if s not in ('auto', 'none'):
-        raise ConfigError(f"detector.start={s!r} — use auto (pillsnap's pill start where one ships for detector.model) "
-                          'or none (random weights)')
+        raise ConfigError(f"detector.start={s!r} — use auto (pillsnap's pill start where one ships for "
+                          'detector.model) or none (random weights)')
     if s == 'auto' and (f := pill_start_file(d.model)):
-        return f, f"pillsnap's pill start {f.name} ({PILL_STARTS[d.model]['made']}; detector.start=none for random weights)"
+        return f, (f"pillsnap's pill start {f.name} ({PILL_STARTS[d.model]['made']}; "
+                   "detector.start=none for random weights)")
     why = ('detector.start=none' if s == 'none' else
            f"no pill start ships for {d.model}, only for {', '.join(PILL_STARTS)}; "
            'detector.weights_path takes a local checkpoint')

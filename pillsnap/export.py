@@ -147,7 +147,8 @@ def float_ends(path:str|Path)->list:
         if not any(t in raw for t in n.input): continue
         if n.op_type == 'Conv': first.append(n.name)
         else: raw.update(n.output)
-    return first + [n.name for n in nodes if n.op_type in ('Gemm', 'MatMul') and not any(o in to_conv for o in n.output)]
+    return first + [n.name for n in nodes
+                    if n.op_type in ('Gemm', 'MatMul') and not any(o in to_conv for o in n.output)]
 
 # %% ../nbs/07_ship.export.ipynb #7f68d58a
 def _quantize_qdq(src:Path, dst:Path, calib_loader, n:int, method:str, keep_float:str):
@@ -160,8 +161,9 @@ def _quantize_qdq(src:Path, dst:Path, calib_loader, n:int, method:str, keep_floa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            # ONNX's own shape inference, not ONNX Runtime's symbolic one: that one cannot follow a Resize by scales into
-            # the padding of the TF-style convolutions (`retrieval.scales`) and gives up; the shapes here are static
+            # ONNX's own shape inference, not ONNX Runtime's symbolic one: that one cannot follow a Resize by scales
+            # into the padding of the TF-style convolutions (`retrieval.scales`) and gives up; the shapes here are
+            # static
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), _calibration_reader(calib_loader, n), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -289,7 +291,8 @@ def _export_with_parity(cfg, model, ck:dict, tmp:dict, val_loader, n_val:int)->d
                   classifier=classifier_parity(model, OnnxClassifier(tmp['classifier'], 'cpu'), val_loader))
     weights = paths.detector/'detector.safetensors'
     if weights.is_file():
-        export_detector(weights, tmp['detector'], detector_size(cfg, weights), e.opset, e.dynamic_batch, cfg.detector.verbose)
+        export_detector(weights, tmp['detector'], detector_size(cfg, weights), e.opset, e.dynamic_batch,
+                        cfg.detector.verbose)
         log.info('detector exported; parity on the validation photos')
         parity['detector'] = detector_parity(cfg, weights, tmp['detector'])
     else: log.info(f'no detector in {paths.detector}: the classifier only')

@@ -26,7 +26,7 @@ from .loaders import GpuAugment
 # %% ../nbs/03a_model.ipynb #5a61dd37
 def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
                     n_classes:int, # outputs
-                    pretrained:str|bool='none', # 'none' (random), 'auto', 'timm' (must be reachable) or a `03_pretrained` start
+                    pretrained:str|bool='none', # 'none' (random), 'auto', 'timm' (online) or a `03_pretrained` start
                     weights_path:str|None=None, # a local weights file (.safetensors or .pth), its head replaced
                     drop_rate:float=0.0, # dropout before the head
                    )->nn.Module:
@@ -47,8 +47,9 @@ def create_backbone(name:str, # a timm model name, e.g. tf_efficientnetv2_s
         raise ConfigError(f'classifier.pretrained={pretrained}: the ImageNet weights of {name} could not be fetched '
                           f'({type(e).__name__}: {first_line(e)}) — '
                           'download them where there is internet and set classifier.weights_path, '
-                          'or use the offline start (classifier.model=tf_efficientnet_lite0 classifier.mean=0.5,0.5,0.5 '
-                          'classifier.std=0.5,0.5,0.5), or random weights (classifier.pretrained=none)') from None
+                          'or use the offline start (classifier.model=tf_efficientnet_lite0 '
+                          'classifier.mean=0.5,0.5,0.5 classifier.std=0.5,0.5,0.5), '
+                          'or random weights (classifier.pretrained=none)') from None
 
 # %% ../nbs/03a_model.ipynb #c476cc44
 POOLED = dict(pool='avg', scales=[1.0])  # the head's own features: what a gallery built before `retrieval.pool` holds
@@ -219,7 +220,8 @@ def predict_logits(model:nn.Module, # a `PillClassifier`
         ys.append(yb)
     return torch.cat(logits).numpy(), torch.cat(ys).numpy()
 
-CPU_BATCH = 32  # images per inference pass on a CPU: 2x the throughput of 256 there (EfficientNet-Lite0, 160 px, 2 cores)
+# images per inference pass on a CPU: 2x the throughput of 256 there (EfficientNet-Lite0, 160 px, 2 cores)
+CPU_BATCH = 32
 
 def eval_batch(device, # where the model runs
                batch:int, # the batch asked for
@@ -242,7 +244,7 @@ def softmax_t(logits, # (n, classes) logits
 # %% ../nbs/03a_model.ipynb #f3baf3a2
 def embedder_id(model:nn.Module,
                 params_only:bool=False, # hash the parameters only, not buffers such as batch-norm statistics
-                descriptor:dict|None=None, # the descriptor to name (default: the model's; `POOLED`: the id of its features)
+                descriptor:dict|None=None, # the descriptor to name (default: the model's; `POOLED`: its features' id)
                )->str:
     ("A short hash of a model's weights (its state dict's tensors, in order) and of its retrieval `descriptor`"
      " when not the pooled features: galleries and pill checks record their embedder.")

@@ -24,7 +24,8 @@ PILL_FLOOR = 0.05  # the detector's boxes down to this confidence: its near miss
 PILL_KEEP = 0.99  # its threshold passes this share of the validation photos' pills
 PILL_C = 0.003  # the regression's regularisation: strong, a few thousand boxes against a thousand features
 PILL_MIN = 20  # fewest boxes of each kind to fit on, and of validation pills to set the threshold on
-PILL_SCENE = 3  # boxes on nothing drawn at random in each training photo, sized like its pills: the scene itself as the check's counter-examples
+PILL_SCENE = 3  # boxes on nothing drawn at random in each training photo, sized like its pills: the scene itself
+                # as the check's counter-examples
 
 def scene_boxes(truth:np.ndarray, # the photo's labelled pills, (n, 4) xyxy (may be empty)
                 sizes:np.ndarray, # (m, 2) pill sizes to draw from, as shares of a photo's width and height
@@ -71,7 +72,8 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
     if photos and len(files) > photos:
         files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), photos, replace=False))]
     emb, iou, conf, rng, sizes = [], [], [], np.random.default_rng(seed + 1), np.zeros((0, 2))
-    for k in tqdm(range(0, len(files), 16), desc=f'pill check: {split} photos', unit='batch', mininterval=1, disable=None):
+    for k in tqdm(range(0, len(files), 16), desc=f'pill check: {split} photos', unit='batch', mininterval=1,
+                  disable=None):
         part = files[k:k + 16]
         ims = [load_image(f) for f in part]
         with quiet_ultralytics(d.verbose):
@@ -82,7 +84,8 @@ def pill_boxes(pred:Predictor, # the experiment's predictor (its detector and cl
             if not len(b): continue
             iou.append(box_iou(b, truth).max(1) if len(truth) else np.zeros(len(b))); conf.append(s)
             crops = [pred.pre.finish(pred.pre.crop(im, xyxy_to_xywh(clip_box(x, im.width, im.height)))) for x in b]
-            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device, amp=pred.amp,  # as `check_pills` reads them
+            # as `check_pills` reads them
+            emb.append(embed_crops(pred.model, torch.stack(crops), pred.device, amp=pred.amp,
                                    features=True).numpy())
     if not emb: return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
     return np.concatenate(emb), np.concatenate(iou), np.concatenate(conf)
@@ -100,17 +103,21 @@ def fit_pill_check(train:tuple, # `pill_boxes` of the training photos
     (emb, iou, _), (v_emb, v_iou, v_conf) = train, val
     pill, other = iou >= 0.5, iou < 0.1
     v_pill, v_other = (v_iou >= 0.5) & (v_conf >= box_conf), (v_iou < 0.1) & (v_conf >= box_conf)
-    report = dict(pills=int(pill.sum()), other=int(other.sum()), val_pills=int(v_pill.sum()), val_other=int(v_other.sum()))
+    report = dict(pills=int(pill.sum()), other=int(other.sum()), val_pills=int(v_pill.sum()),
+                  val_other=int(v_other.sum()))
     if min(pill.sum(), other.sum(), v_pill.sum()) < PILL_MIN:
-        return None, {**report, 'why': f'too few boxes to fit on: {pill.sum()} on pills and {other.sum()} on nothing in the '
-                                        f'training photos, {v_pill.sum()} pills in the validation photos (at least {PILL_MIN} each)'}
+        return None, {**report, 'why': f'too few boxes to fit on: {pill.sum()} on pills and {other.sum()} on nothing '
+                                        f'in the training photos, {v_pill.sum()} pills in the validation photos '
+                                        f'(at least {PILL_MIN} each)'}
     x = emb[pill | other] / np.maximum(np.linalg.norm(emb[pill | other], axis=1, keepdims=True), 1e-12)
     scale = StandardScaler().fit(x)
-    reg = LogisticRegression(C=PILL_C, max_iter=2000, class_weight='balanced').fit(scale.transform(x), pill[pill | other])
+    reg = LogisticRegression(C=PILL_C, max_iter=2000,
+                             class_weight='balanced').fit(scale.transform(x), pill[pill | other])
     check = PillCheck(scale.mean_, scale.scale_, reg.coef_[0], reg.intercept_[0], 0.5, meta)
     s = check.scores(v_emb)
     check.threshold = float(np.quantile(s[v_pill], 1 - PILL_KEEP))
-    report.update(threshold=round(check.threshold, 4), val_pills_kept=round(float((s[v_pill] >= check.threshold).mean()), 4),
+    report.update(threshold=round(check.threshold, 4),
+                  val_pills_kept=round(float((s[v_pill] >= check.threshold).mean()), 4),
                   val_other_refused=round(float((s[v_other] < check.threshold).mean()), 4) if v_other.any() else None,
                   val_auroc=round(float(roc_auc_score(np.r_[np.ones(v_pill.sum()), np.zeros(v_other.sum())],
                                                       np.r_[s[v_pill], s[v_other]])), 4) if v_other.any() else None)
@@ -120,7 +127,7 @@ def fit_pill_check(train:tuple, # `pill_boxes` of the training photos
 # %% ../nbs/05g_infer.pill_check.ipynb #ed136746
 def build_pill_check(exp, # an experiment with a trained classifier and detector (folder or `Experiment`)
                      photos:int|None=None, # photos per split to fit and tune on (default: `pipeline.pill_check_photos`)
-                    )->dict: # the report: boxes of each kind, threshold, validation pills kept, others refused; or why not
+                    )->dict: # report: boxes of each kind, threshold, validation pills kept, others refused; or why not
     "Fit the experiment's pill check (`PillCheck`) and save it beside its gallery, or say why there is none."
     exp = Experiment.of(exp)
     folder, log = exp.paths.retrieval, get_logger('pipeline')
@@ -138,6 +145,8 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     folder.mkdir(parents=True, exist_ok=True)
     check.save(folder)
     log.info(f'pill check fitted on {report["pills"]} pill boxes and {report["other"]} boxes on nothing: it passes '
-             f'{report["val_pills_kept"]:.1%} of the validation pills' + (f' and refuses {report["val_other_refused"]:.1%} of '
-             f'{report["val_other"]} boxes on nothing' if report['val_other_refused'] is not None else '') + f' ({folder/PILL_CHECK})')
+             f'{report["val_pills_kept"]:.1%} of the validation pills'
+             + (f' and refuses {report["val_other_refused"]:.1%} of {report["val_other"]} boxes on nothing'
+                if report['val_other_refused'] is not None else '')
+             + f' ({folder/PILL_CHECK})')
     return {'fitted': True, **report}

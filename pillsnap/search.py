@@ -71,15 +71,16 @@ def name_score(query:str, # a name as the user writes it
     return max([1.0 if k == q else 0.8 if k.startswith(q) else 0.5 if q in k else 0.0 for k in keys], default=0.0)
 
 # %% ../nbs/05c_infer.search.ipynb #fd8d2a44
-COLOR_NAMES = {'white': '하양', 'yellow': '노랑', 'orange': '주황', 'pink': '분홍', 'red': '빨강', 'brown': '갈색',
-               'light green': '연두', 'yellowgreen': '연두', 'green': '초록', 'turquoise': '청록', 'teal': '청록',
-               'blue': '파랑', 'navy': '남색', 'indigo': '남색', 'magenta': '자주', 'wine': '자주',
-               'purple': '보라', 'violet': '보라', 'grey': '회색', 'gray': '회색', 'black': '검정',
-               'transparent': '투명', 'clear': '투명'}
-SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'ellipse': '타원형', 'oblong': '장방형',
-               'capsule': '장방형', 'triangle': '삼각형', 'square': '사각형', 'rectangle': '사각형',
-               'diamond': '마름모형', 'rhombus': '마름모형', 'pentagon': '오각형', 'hexagon': '육각형',
-               'octagon': '팔각형', 'semicircle': '반원형', 'half-moon': '반원형', 'other': '기타'}
+COLOR_NAMES = {'white': '하양', 'yellow': '노랑', 'orange': '주황', 'pink': '분홍', 'red': '빨강',
+               'brown': '갈색', 'light green': '연두', 'yellowgreen': '연두', 'green': '초록',
+               'turquoise': '청록', 'teal': '청록', 'blue': '파랑', 'navy': '남색', 'indigo': '남색',
+               'magenta': '자주', 'wine': '자주', 'purple': '보라', 'violet': '보라', 'grey': '회색',
+               'gray': '회색', 'black': '검정', 'transparent': '투명', 'clear': '투명'}
+SHAPE_NAMES = {'round': '원형', 'circle': '원형', 'oval': '타원형', 'ellipse': '타원형',
+               'oblong': '장방형', 'capsule': '장방형', 'triangle': '삼각형', 'square': '사각형',
+               'rectangle': '사각형', 'diamond': '마름모형', 'rhombus': '마름모형', 'pentagon': '오각형',
+               'hexagon': '육각형', 'octagon': '팔각형', 'semicircle': '반원형', 'half-moon': '반원형',
+               'other': '기타'}
 
 # %% ../nbs/05c_infer.search.ipynb #3ceef46d
 def _canonical(value:str|None, names:dict, known:set, what:str)->str|None:

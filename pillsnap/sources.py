@@ -27,7 +27,8 @@ SOURCE_FORMATS = ('yolo', 'folders')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 
 def source_group(name:str)->str:
-    "The source photo of a file name: Roboflow's copies `<source>_jpeg.rf.<hash>.jpg` → `<source>`; others → the stem."
+    ("The source photo of a file name: Roboflow's copies `<source>_jpeg.rf.<hash>.jpg` → `<source>`; "
+     "others → the stem.")
     return re.sub(r'_(jpe?g|png)\.rf\.[0-9a-f]+$', '', Path(name).stem)
 
 def source_drug(source:str, # the source's name
@@ -78,8 +79,9 @@ def _split_dirs(root:Path, # the source's folder, resolved
         found = [c.resolve() for c in named + [root/'images'/s, root/s/'images'] if c.is_dir()]
         inside = [c for c in found if c.is_relative_to(root)]  # after links are followed
         if found and not inside and not allow_outside:
-            raise ConfigError(f"{yml} names {s}: {v!r}, the folder {found[0]} outside {root} — a source reads only its "
-                              "own photos: move them inside, or set allow_outside: true on this entry of data.sources")
+            raise ConfigError(f"{yml} names {s}: {v!r}, the folder {found[0]} outside {root} — a source reads "
+                              "only its own photos: move them inside, or set allow_outside: true on this entry of "
+                              "data.sources")
         if found: out[s] = found[0] if allow_outside else inside[0]
     return out
 
@@ -103,7 +105,8 @@ def _read_yaml_head(path:Path)->dict:
         except yaml.YAMLError: spec = None
         if not isinstance(spec, dict):
             raise ConfigError(f'{path} is not valid YAML ({str(e).splitlines()[0]})') from None
-        get_logger('sources').warning(f'{path}: not YAML after line {mark.line} — read the {mark.line} lines before it')
+        get_logger('sources').warning(f'{path}: not YAML after line {mark.line} — '
+                                      f'read the {mark.line} lines before it')
     if not isinstance(spec, dict):
         raise ConfigError(f'{path} must hold a mapping (names, train, val, test), not {type(spec).__name__}')
     return spec
@@ -326,7 +329,8 @@ def split_images(data:str|Path, split:str='val')->list:
 
 # %% ../nbs/02a_data.sources.ipynb #2c0275b8
 def label_of(image:Path)->Path:
-    "The YOLO label file of an image (its path's last `images` folder → `labels`: a source's rule, on the whole path)."
+    ("The YOLO label file of an image (its path's last `images` folder → `labels`: a source's rule, "
+     "on the whole path).")
     if (label := _label_in(Path(image.anchor), Path(image))) is None:
         raise ValueError(f'{image} lies in no folder named images: a YOLO label sits in the matching labels folder')
     return label

@@ -108,9 +108,10 @@ def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting w
                   path:str|Path, # the .safetensors file to write
                   imgsz:int=640, # training image size
                   conf:float|None=None, # the tuned box threshold (`tuned_conf`), recorded for `detector.conf=auto`
-                  detect_size:int|None=None, # the photo size chosen to detect at, recorded for `detector.detect_size=auto`
+                  detect_size:int|None=None, # the size chosen to detect at, recorded for `detector.detect_size=auto`
                  )->Path:
-    "The detector's weights, architecture, tuned threshold and detection size as one safetensors file (written atomically)."
+    ("The detector's weights, architecture, tuned threshold and detection size as one safetensors file "
+     "(written atomically).")
     from safetensors.torch import save_file
     m, path = yolo.model, Path(path)
     if any(getattr(mod, 'bn', 1) is None for mod in m.modules()) or not hasattr(m, 'yaml'):
@@ -127,7 +128,8 @@ def save_detector(yolo, # an ultralytics YOLO (unfused: save before predicting w
 
 # %% ../nbs/03c_yolo.ipynb #57d90e54
 def detector_meta(path:str|Path)->dict:
-    "The metadata of a pillsnap detector file (format, architecture, names, image size, tuned threshold and detection size or None)."
+    ("The metadata of a pillsnap detector file (format, architecture, names, image size, tuned threshold and "
+     "detection size or None).")
     from safetensors import safe_open
     try:
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
@@ -156,8 +158,8 @@ def recorded_conf(weights:str|Path)->float|None:
     return detector_meta(weights)['conf'] if Path(weights).suffix == '.safetensors' else None
 
 def recorded_detect_size(weights:str|Path)->int|None:
-    ("The photo size a pillsnap detector file — or its ONNX export, which carries it along — was chosen to detect at "
-     "(None when it records none, or is another kind of file).")
+    ("The photo size a pillsnap detector file — or its ONNX export, which carries it along — was chosen to detect "
+     "at (None when it records none, or is another kind of file).")
     p = Path(weights)
     if p.suffix == '.safetensors': return detector_meta(p)['detect_size']
     if p.suffix == '.onnx' and p.is_file():
@@ -186,8 +188,8 @@ def shipped_detector(arch:dict, # an architecture as a model records it (`model.
     have, want = _arch_record(arch), _arch_record(yolo.model.yaml)
     diff = sorted(k for k in have.keys() | want.keys() if have.get(k, ...) != want.get(k, ...))
     if diff:
-        raise ConfigError(f"{source}: its architecture differs from ultralytics' own {name} in {', '.join(diff[:6])} — "
-                          "pillsnap builds only the architectures ultralytics ships; "
+        raise ConfigError(f"{source}: its architecture differs from ultralytics' own {name} in "
+                          f"{', '.join(diff[:6])} — pillsnap builds only the architectures ultralytics ships; "
                           "train the detector with pillsnap")
     return yolo
 
@@ -227,8 +229,8 @@ def read_checkpoint(path:str|Path, # an ultralytics .pt checkpoint
     try:
         with weights_only_checkpoints(): return torch_safe_load(str(path))[0]
     except Exception as e:
-        raise ConfigError(f'{path} is not an ultralytics checkpoint pillsnap can read safely ({first_line(e)[:160]}) — '
-                          'it was not written by this training: delete it and train afresh') from None
+        raise ConfigError(f'{path} is not an ultralytics checkpoint pillsnap can read safely ({first_line(e)[:160]}) '
+                          '— it was not written by this training: delete it and train afresh') from None
 
 # %% ../nbs/03c_yolo.ipynb #4378e310
 PILL_STARTS = {  # `detector.start: auto`: pillsnap's own detectors that training starts from, by architecture
@@ -339,7 +341,8 @@ def box_threshold(setting, # `detector.conf`: a number between 0 and 1, or 'auto
 # %% ../nbs/03c_yolo.ipynb #91ce70af
 def detect_sizes(img_size:int, # the training image size (`detector.img_size`)
                 )->list: # sizes in px, multiples of 32, smallest first
-    "The photo sizes `detector.detect_size=auto` chooses among: the training size times `DETECT_SCALES`, on the stride of 32."
+    ("The photo sizes `detector.detect_size=auto` chooses among: the training size times `DETECT_SCALES`, "
+     "on the stride of 32.")
     return sorted({max(32, round(img_size * s / 32) * 32) for s in DETECT_SCALES})
 
 def pick_detect_size(map50:dict, # {size: mAP@0.5 on the validation photos}
@@ -376,7 +379,7 @@ def evaluate_detector(cfg, # resolved settings (device, image size, thresholds)
                       data:str|Path, # a YOLO data.yaml
                       split:str='val', # the split of `data` to evaluate
                       name:str|None=None, # folder under {exp}/detector for ultralytics' outputs (default: val-SPLIT)
-                      imgsz:int|None=None, # the photo size to detect at (default: `detector_size`, as the predictor detects)
+                      imgsz:int|None=None, # the size to detect at (default: `detector_size`, as the predictor detects)
                      )->dict:
     ("Precision, recall, mAP@0.5 and mAP@0.5:0.95 of a detector on one split of a YOLO dataset, "
      "and its tuned box threshold (`tuned_conf`).")
