@@ -130,8 +130,8 @@ def pillsnap_synth(
     seed:int=None, # random seed (default: seed)
     image_size:str=None, # W,H — e.g. 244,320 for fast tests (default: synth.image_size)
     scene:str=None, # studio, wild (phone-photo scenes) or mixed (default: synth.scene)
-    as_shipped:store_true=False, # write it as AI Hub ships it: zip archives in Korean-named folders, which prepare extracts
-    labels_only:store_true=False, # labels and an empty file per photo, no pixels: the release's scale for measuring prepare (data.cache=false)
+    as_shipped:store_true=False, # as AI Hub ships it: zip archives in Korean-named folders, which prepare extracts
+    labels_only:store_true=False, # labels and empty photo files: the release's scale to time prepare (data.cache=false)
     force:store_true=False, # replace a different synthetic dataset already in OUT
     sheet:store_true=False, # also write OUT/contact_sheet.png
     real:str=None, # with --sheet: a folder of real photos for OUT/scene_sheet.png (the dataset's photos above them)
@@ -157,7 +157,7 @@ def pillsnap_prepare(
     exp:str=None, # experiment folder (default: paths.exp_dir)
     stage:int=None, # progressive-validation stage 1-4 (default: data.stage)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
-    force:store_true=False, # prepare other data even into an experiment with trained models (their drug table and splits are replaced)
+    force:store_true=False, # prepare other data even where models were trained (their drug table and splits replaced)
 ):
     "Index an AI Hub-layout dataset and build an experiment's splits, manifests, YOLO tree and crop cache."
     from pillsnap.prepare import check_prepare, prepare, split_table
@@ -206,7 +206,7 @@ def pillsnap_train_cls(
     force:store_true=False, # train afresh even though the experiment has a trained classifier (it is replaced)
     preset:str=None, # a preset from config.yaml to apply first (e.g. demo, bench)
     no_notebook:store_true=False, # train in this process, without the papermill report
-    nproc:int=1, # training processes on this machine: one per GPU, or gloo processes on a CPU (fastai's DDP through torchrun; no report)
+    nproc:int=1, # processes on this machine: one per GPU, or gloo ones on a CPU (fastai's DDP via torchrun; no report)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Train the pill classifier (nbs/04a_train.classifier through papermill; "
@@ -289,7 +289,7 @@ def pillsnap_evaluate(
     data:str=None, # detector: a YOLO data.yaml to evaluate on (default: the experiment's)
     split:str='val', # detector: the split of that data.yaml
     max_photos:int=None, # pipeline: photos per kind, a seeded sample (default: eval.pipeline_photos; 0: all)
-    final:store_true=False, # open the locked test split, once: classifier, detector and both modes (reports/final_test_results.json)
+    final:store_true=False, # open the locked test split once: all models and modes (reports/final_test_results.json)
     force:store_true=False, # with --final: open it again (recorded)
     no_notebook:store_true=False, # classifier: judge in this process, without the papermill report and its HTML page
     preset:str=None, # a preset from config.yaml to apply first
@@ -303,7 +303,8 @@ def pillsnap_evaluate(
     if what == 'detector' and split == 'test' and not data:
         raise ConfigError(f"the experiment's own test split is locked — pillsnap evaluate --exp {ex.root} --final "
                           "opens it, once (or give another YOLO dataset with --data)")
-    ex.log('evaluate --final' if final else f'evaluate --what {what}', writes="'pillsnap evaluate' (it writes reports/)")
+    ex.log('evaluate --final' if final else f'evaluate --what {what}',
+           writes="'pillsnap evaluate' (it writes reports/)")
     if final: return _evaluate_final(ex, checkpoint, force)
     if what == 'classifier': return _evaluate_classifier(ex, checkpoint, no_notebook)
     if what == 'detector': return _evaluate_detector(ex, checkpoint, data, split)
@@ -315,9 +316,9 @@ def pillsnap_gate(
     *settings:str, # key=value settings over the experiment's snapshot (for this run only, e.g. device=cpu)
     exp:str=None, # experiment folder (default: paths.exp_dir)
     stage:int=None, # the stage to judge it by, 1-4 (default: the experiment's data.stage)
-    baseline:str=None, # an earlier experiment whose validation accuracy this one may not fall below by more than the stage's max_acc_drop
+    baseline:str=None, # an earlier experiment whose validation accuracy this one may trail by at most max_acc_drop
     latency_photos:int=20, # validation photos per mode for the latency benchmark (0: reuse reports/latency.json)
-    speed:str=None, # a 'make gpu-check' report (work/gpu-check/gpu_check.json) that timed these models: speed judged on it
+    speed:str=None, # a 'make gpu-check' report (work/gpu-check/gpu_check.json) timing these models: speed judged on it
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
     ("Judge an experiment against its stage's criteria (seeds D-12, D-14) into {exp}/reports/stage_gate.json: "
@@ -531,8 +532,8 @@ def pillsnap_enrol(
     how = 'also a trained class' if r['trained'] else 'identified from the gallery'
     print(f"enrolled {r['added']} photo(s) of {code}{name}: {r['photos']} in the gallery ({how}); "
           f"pills found by {', '.join(sorted(set(r['found_by'])))}"
-          + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}{mode_words(r.get('unknown_below_by_mode'))}, "
-             f"chosen on {r['unknown_chosen_on']}"
+          + (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}"
+             f"{mode_words(r.get('unknown_below_by_mode'))}, chosen on {r['unknown_chosen_on']}"
              if r.get('unknown_below') is not None and r.get('unknown_chosen_on') else ''))
     if r.get('hint'): print(f"hint: {r['hint']}")
     if pred.unknown_below is None and (advice := pred.gallery.threshold_advice): print(f'note: {advice}')
@@ -547,7 +548,8 @@ def _show_gallery(paths):
         raise ConfigError(f'{paths.root} has no gallery — build it: pillsnap gallery --exp {paths.root} --rebuild')
     t, e = g.meta.get('threshold'), g.meta.get('enrolled_threshold', g.meta.get('threshold'))
     chosen = f", chosen on {g.meta['enrolled_threshold_from']}" if g.meta.get('enrolled_threshold_from') else ''
-    print(f"{g}; unknown below {g.score_words} {t}" + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
+    print(f"{g}; unknown below {g.score_words} {t}"
+          + (f' (enrolled drugs: {g.enrolled_words}{chosen})' if e != t else ''))
     if g.threshold_advice: print(f'note: {g.threshold_advice}')
     table = gallery_table(g)
     print(table.to_string(index=False) if len(table) else '  (no enrolled drugs)')
@@ -559,9 +561,9 @@ def pillsnap_gallery(
     *settings:str, # key=value settings over the experiment's snapshot (for this run only)
     exp:str=None, # experiment folder (default: paths.exp_dir)
     remove:str=None, # remove this drug's enrolled photos and prototypes
-    rebuild:store_true=False, # build the gallery again (trained drugs from their training crops, enrolled drugs from their saved crops), and combo mode's pill check
-    few_shot:store_true=False, # measure enrolment instead: every drug enrolled from 1 and 5 training crops, validation crops identified
-    untrained:store_true=False, # with --few-shot: embed with the configured start (classifier.pretrained), not the trained classifier
+    rebuild:store_true=False, # redo gallery (training crops, enrolled drugs' saved crops) and combo mode's pill check
+    few_shot:store_true=False, # measure enrolment: drugs enrolled from 1, 5 training crops; validation crops identified
+    untrained:store_true=False, # with --few-shot: embed with the configured, untrained start (classifier.pretrained)
     shots:str='1,5', # with --few-shot: photos enrolled per drug, e.g. 1,3,5
     embedder:str=None, # with --few-shot: embed with this experiment's trained classifier (its preprocessing must match)
     draws:int=1, # with --few-shot: enrolments drawn per count (seeds seed, seed+1, ...): mean and each draw
@@ -608,7 +610,8 @@ def pillsnap_search(
     exp:str=None, # experiment folder (default: paths.exp_dir)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
 ):
-    "Find drugs by what the pill shows — imprint text (fuzzy, either face), colour, shape, form, score line — or by name."
+    ("Find drugs by what the pill shows — imprint text (fuzzy, either face), colour, shape, form, score line"
+     " — or by name.")
     from pillsnap.search import search_drugs, searchable_records
     cfg = Experiment.new(exp, (), config).cfg
     if line not in (None, 'yes', 'no'): raise ConfigError(f"--line is yes or no (got '{line}')")

@@ -87,7 +87,8 @@ class PillCheck:
             raise ValueError('a pill check needs mean, scale and coef of one width')
         self.intercept, self.threshold, self.meta = float(intercept), float(threshold), dict(meta)
 
-    def __repr__(self): return f'PillCheck({len(self.coef)}-d, threshold {self.threshold:.3f}, {self.meta.get("embedder")})'
+    def __repr__(self):
+        return f'PillCheck({len(self.coef)}-d, threshold {self.threshold:.3f}, {self.meta.get("embedder")})'
 
     def scores(self, emb)->np.ndarray: # (n,) probability that each crop is a pill
         "The probability that each crop holds a pill, from its (n, dim) features."
@@ -122,12 +123,14 @@ def load(cls:PillCheck, folder:str|Path)->'PillCheck|None': # None when the fold
 def _fitted(check:PillCheck|None, embedder, exp)->PillCheck|None:
     "The pill check when it was fitted with this classifier; else None, with the fix in the log."
     if check is None or check.meta.get('embedder') == embedder(): return check
-    get_logger('pipeline').warning(f"the pill check in {retrieval_dir(exp)} was fitted on another classifier's features: "
-                                   f"combo mode counts without it — fit it again: pillsnap gallery --exp {exp} --rebuild")
+    get_logger('pipeline').warning(
+        f"the pill check in {retrieval_dir(exp)} was fitted on another classifier's features: combo mode counts "
+        f"without it — fit it again: pillsnap gallery --exp {exp} --rebuild")
     return None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #2784d6d0
-NEDRUG_ITEM = 'https://nedrug.mfds.go.kr/pbp/CCBBB01/getItemDetail?itemSeq={}'  # 의약품안전나라's page of a product
+# 의약품안전나라's page of a product
+NEDRUG_ITEM = 'https://nedrug.mfds.go.kr/pbp/CCBBB01/getItemDetail?itemSeq={}'
 
 IMAGE_HOSTS = ('connectdi.com', 'nedrug.mfds.go.kr')  # where the registry's reference images are (and their subdomains)
 
@@ -182,7 +185,8 @@ class Predictor:
 # %% ../nbs/05f_infer.pipeline.ipynb #836f8a06
 @patch
 def _take_classes(self:Predictor, checkpoint:dict, drug_table:DrugTable, cfg):
-    "Its classes (and the drug table by them) and how sure an answer is: the checkpoint's calibration and sets, the floor."
+    ("Its classes (and the drug table by them) and how sure an answer is: the checkpoint's calibration and sets,"
+     " the floor.")
     self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
     # the calibration of `06_judge.evaluate` (1: none)
     self.temperature = float(checkpoint.get('temperature') or 1.0)
@@ -283,7 +287,8 @@ def detector(self:Predictor):
             self.detector_id, recorded, size = _file_id(p, arch), meta['conf'], meta['detect_size']
         self._box_conf = box_threshold(self.cfg.detector.conf, recorded)
         self._detect_size = detection_size(self.cfg.detector.get('detect_size'), size, self.cfg.detector.img_size)
-        self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g}, detects at {self._detect_size} px)')
+        self.log.info(f'loaded detector {self.detector_id} (box threshold {self._box_conf:g}, '
+                      f'detects at {self._detect_size} px)')
     return self._detector
 
 # %% ../nbs/05f_infer.pipeline.ipynb #dbf3e200
@@ -312,8 +317,8 @@ def single_locator(self:Predictor)->str:
 # %% ../nbs/05f_infer.pipeline.ipynb #63be0718
 @patch
 def detect(self:Predictor, images:list,
-           conf:float|None=None, # the least box confidence (default: the box threshold, `detector.conf`, and a crowd's weaker pills)
-           one:bool=False, # one pill a photo (single mode): every photo also read from farther (`detector.farther`), the surer reading standing
+           conf:float|None=None, # least confidence (default: box threshold `detector.conf`, and a crowd's weaker pills)
+           one:bool=False, # one pill a photo (single mode): also read from farther (`detector.farther`), the surer kept
           )->list:
     ("[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill, most confident first: `pills_in_context` at the"
      " box threshold, or `one_box_per_pill` above `conf`; a photo whose pills come out small read again closer, one"
@@ -371,7 +376,8 @@ def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines
      " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
      " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
     g = self.gallery
-    return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0), 0 if self.unknown_below is not None else g.cohort)
+    return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0),
+                        0 if self.unknown_below is not None else g.cohort)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #511066f1
 @patch
@@ -381,7 +387,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
              mode:str|None=None, # the mode the crops come from: its own 'unknown' threshold where a real set chose one
-            )->list: # per crop: 'candidates'; 'status', 'open_score', 'unknown_below' (a gallery), 'expected' (`expect`), 'imprint_read' (`reads`)
+            )->list: # per crop: candidates; status, open_score, unknown_below (gallery); expected, imprint_read (asked)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
     codes, p, cos = self.evidence(crops, reads)
     verdicts = [None] * len(p) if cos is None else self.verdicts(cos, mode)
@@ -496,7 +502,8 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     if not todo: return found
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp, features=True)
+    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp,
+                      features=True)
     refused = {t for t, ok in zip(todo, self.pill_check.passes(emb.numpy())) if not ok}
     out = []
     for i, (b, s) in enumerate(found):
@@ -688,8 +695,8 @@ def parse_expect(expect, # None, a list, or one string: K-codes, EDI codes, prod
         else: unmatched.append(it)
     if not matched:
         raise ConfigError(f"expect: {', '.join(unmatched[:5])}{' …' if len(unmatched) > 5 else ''} not known to this "
-                          'experiment (neither trained nor enrolled, by K-code, EDI code or name) — check the codes and '
-                          'names, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
+                          'experiment (neither trained nor enrolled, by K-code, EDI code or name) — check the codes '
+                          'and names, or enrol the drug first: pillsnap enrol --exp EXP --code CODE PHOTO...')
     codes = list(dict.fromkeys(k for ks in matched.values() for k in ks))
     return dict(codes=codes, matched=matched, unmatched=unmatched, quantities=quantities)
 
@@ -713,23 +720,28 @@ MIN_PHOTO_SIDE = 512  # px: a photo's short side below this rarely shows an impr
 HINTS = {  # code: (English, Korean): what an answer tells its user, in both languages (the page shows the user's)
     'small_photo': ('the photo is {w}×{h} px: below {side} px on its short side an imprint is rarely legible '
                     '— a larger, closer photo helps',
-                    '사진이 {w}×{h} px입니다: 짧은 변이 {side} px보다 작으면 각인을 읽기 어렵습니다 '
-                    '— 더 크고 가까이 찍은 사진이 도움이 됩니다'),
+                    '사진이 {w}×{h} px입니다: 짧은 변이 {side} px보다 작으면 '
+                    '각인을 읽기 어렵습니다 — 더 크고 가까이 찍은 사진이 도움이 됩니다'),
     'several_pills': ('the {finder} sees {seen} pills; combo mode identifies each',
                       '알약 {seen}개가 보입니다: 여러 알약(combo) 모드로 하나씩 식별하세요'),
-    'low_confidence': ('low confidence ({top1:.2f} < {limit}); if the photo shows several pills, combo mode identifies each',
-                       '확신도가 낮습니다 ({top1:.2f} < {limit}): 사진에 알약이 여러 개라면 여러 알약(combo) 모드로 '
-                       '하나씩 식별하세요'),
+    'low_confidence': ('low confidence ({top1:.2f} < {limit}); if the photo shows several pills, '
+                       'combo mode identifies each',
+                       '확신도가 낮습니다 ({top1:.2f} < {limit}): 사진에 알약이 여러 개라면 '
+                       '여러 알약(combo) 모드로 하나씩 식별하세요'),
     'pills_left': ('{left} more pill(s) were found than are named here (at most {most} a photo without a key) '
                    '— photograph fewer at a time',
                    '알약 {left}개가 더 보였지만 이름을 알려 드리지 않았습니다 '
                    '(키 없이는 사진 한 장에 {most}개까지) — 한 번에 더 적게 찍어 주세요'),
-    'few_photos': ('{drug} is enrolled from {n} photo(s): from fewer than {advised} an enrolled drug is named less often '
-                   'and told from drugs never seen less reliably — enrol more, each from another side, distance or light',
-                   '{drug}의 등록 사진이 {n}장입니다: {advised}장보다 적으면 등록한 약을 맞히는 비율이 낮고 처음 보는 약과 '
-                   '구별하기도 어렵습니다 — 다른 면, 거리, 조명에서 찍은 사진을 더 등록하세요'),
+    'few_photos': ('{drug} is enrolled from {n} photo(s): from fewer than {advised} an enrolled drug is named '
+                   'less often and told from drugs never seen less reliably — enrol more, each from another side, '
+                   'distance or light',
+                   '{drug}의 등록 사진이 {n}장입니다: {advised}장보다 적으면 등록한 약을 '
+                   '맞히는 비율이 낮고 처음 보는 약과 구별하기도 어렵습니다 '
+                   '— 다른 면, 거리, 조명에서 찍은 사진을 더 등록하세요'),
 }
-ENROL_ADVISED = 3  # photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85 from 1 / 3 / 5)
+# photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85
+# from 1 / 3 / 5)
+ENROL_ADVISED = 3
 
 # %% ../nbs/05f_infer.pipeline.ipynb #64dda965
 def hint(code:str, **parts)->tuple: # (English, Korean)
@@ -818,7 +830,8 @@ def _enrolment_answer(self:Predictor, k_code:str, ims:list, found:list, rec:dict
     m = self.gallery.meta  # the enrolled drugs' threshold, chosen again on their photos (`calibrate_enrolled`)
     below, chosen_on = m.get('enrolled_threshold', m.get('threshold')), m.get('enrolled_threshold_from')
     by_mode = m.get('enrolled_threshold_by_mode')  # a real set's, one per mode
-    if self.unknown_below is not None: below, chosen_on, by_mode = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)', None
+    if self.unknown_below is not None:
+        below, chosen_on, by_mode = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)', None
     self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
                   + (f'; enrolled drugs are unknown below {below:.3f}{mode_words(by_mode)}, chosen on {chosen_on}'
                      if below is not None and chosen_on else ''))
@@ -846,7 +859,8 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
              for im, (b, *_) in zip(ims, found)]
     turns = self.cfg.retrieval.enrol_turns  # a pill has no 'up': a photo stands for its turns
     emb = embed_crops(self.model, quarter_turns(torch.stack(crops), turns), self.device, 32)
-    asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)  # `calibrate_enrolled`
+    # `calibrate_enrolled`
+    asks = embed_crops(self.model, quarter_turns(farther(torch.stack(crops)), turns), self.device, 32)
     rec = self._enrol_record(k_code, name)
     # read–change–write under the gallery's lock: nothing another process enrolled is lost
     if save and self.gallery_dir is not None:

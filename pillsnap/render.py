@@ -26,34 +26,42 @@ LIGHT_COLORS = {0: '전구색', 1: '주광색', 2: '주백색'}
 CAMERA_LA = (60, 70, 75, 90)
 
 BACK_RGB = {'검은색 배경': (34, 34, 38), '파란색 배경': (62, 96, 160), '연회색 배경': (196, 198, 200)}
-BACK_WEIGHTS = {'검은색 배경': 0.2, '파란색 배경': 0.2, '연회색 배경': 0.6}  # the release is mostly light grey
+# the release is mostly light grey
+BACK_WEIGHTS = {'검은색 배경': 0.2, '파란색 배경': 0.2, '연회색 배경': 0.6}
 LIGHT_TINT = {'전구색': (1.06, 0.99, 0.86), '주광색': (0.97, 1.0, 1.05), '주백색': (1.0, 1.0, 1.0)}
 
-SHAPES = ('원형', '타원형', '장방형', '삼각형', '사각형', '마름모형', '오각형', '육각형', '팔각형', '반원형', '기타')
+SHAPES = ('원형', '타원형', '장방형', '삼각형', '사각형', '마름모형', '오각형', '육각형',
+          '팔각형', '반원형', '기타')
 COLORS = {'하양': (240, 240, 234), '노랑': (236, 212, 86), '주황': (234, 140, 58), '분홍': (236, 160, 178),
           '빨강': (196, 52, 50), '갈색': (138, 88, 52), '연두': (172, 210, 110), '초록': (58, 148, 82),
           '청록': (48, 150, 152), '파랑': (62, 102, 200), '남색': (42, 52, 112), '자주': (140, 42, 102),
           '보라': (132, 92, 172), '회색': (150, 150, 150), '검정': (44, 44, 44), '투명': (214, 224, 230)}
 COLOR_WEIGHTS = {'하양': 8, '노랑': 3, '주황': 2, '분홍': 3, '빨강': 1, '갈색': 1, '연두': 1, '초록': 1,
-                 '청록': 1, '파랑': 1, '남색': 1, '자주': 1, '보라': 1, '회색': 1, '검정': 0.5, '투명': 0.5}
+                 '청록': 1, '파랑': 1, '남색': 1, '자주': 1, '보라': 1, '회색': 1, '검정': 0.5,
+                 '투명': 0.5}
 LINES = ('', '-', '+')  # no score line, one score line, a cross
 
 # %% ../nbs/01a_synth.render.ipynb #3818717f
-_SYLLABLES = (('넥', 'nex'), ('시', 'si'), ('움', 'um'), ('타', 'ta'), ('레', 're'), ('놀', 'nol'), ('펜', 'pen'),
-              ('졸', 'zol'), ('로', 'ro'), ('바', 'ba'), ('텍', 'tec'), ('린', 'rin'), ('세', 'se'), ('라', 'ra'),
-              ('미', 'mi'), ('카', 'ca'), ('도', 'do'), ('나', 'na'), ('리', 'ri'), ('아', 'a'), ('본', 'bon'),
-              ('코', 'co'), ('메', 'me'), ('살', 'sal'), ('디', 'di'), ('엔', 'en'), ('프', 'pro'), ('틴', 'tin'))
-_COMPANIES = (('한빛제약', 'Hanbit Pharm.'), ('미래약품', 'Mirae Pharmaceutical'), ('대웅바이오', 'Daewoong Bio'),
-              ('새한제약', 'Saehan Pharm.'), ('동해제약', 'Donghae Pharm.'), ('서울팜', 'Seoul Pharm'),
-              ('청명제약', 'Cheongmyeong Pharm.'), ('누리약품', 'Nuri Pharmaceutical'), ('태평양신약', 'Taepyeong New Drug'),
+_SYLLABLES = (('넥', 'nex'), ('시', 'si'), ('움', 'um'), ('타', 'ta'), ('레', 're'), ('놀', 'nol'),
+              ('펜', 'pen'), ('졸', 'zol'), ('로', 'ro'), ('바', 'ba'), ('텍', 'tec'), ('린', 'rin'),
+              ('세', 'se'), ('라', 'ra'), ('미', 'mi'), ('카', 'ca'), ('도', 'do'), ('나', 'na'), ('리', 'ri'),
+              ('아', 'a'), ('본', 'bon'), ('코', 'co'), ('메', 'me'), ('살', 'sal'), ('디', 'di'), ('엔', 'en'),
+              ('프', 'pro'), ('틴', 'tin'))
+_COMPANIES = (('한빛제약', 'Hanbit Pharm.'), ('미래약품', 'Mirae Pharmaceutical'),
+              ('대웅바이오', 'Daewoong Bio'), ('새한제약', 'Saehan Pharm.'),
+              ('동해제약', 'Donghae Pharm.'), ('서울팜', 'Seoul Pharm'), ('청명제약', 'Cheongmyeong Pharm.'),
+              ('누리약품', 'Nuri Pharmaceutical'), ('태평양신약', 'Taepyeong New Drug'),
               ('하나제약', 'Hana Pharm.'))
-_SALTS = (('', ''), ('염산염', ' Hydrochloride'), ('나트륨', ' Sodium'), ('말레산염', ' Maleate'), ('칼슘', ' Calcium'))
-_CLASSES = ('[02320]소화성궤양용제', '[02140]혈압강하제', '[01140]해열.진통.소염제', '[03960]당뇨병용제',
-            '[02180]동맥경화용제', '[01170]정신신경용제', '[06150]주로 그람양성, 음성균, 리케치아, 비루스에 작용하는 것',
+_SALTS = (('', ''), ('염산염', ' Hydrochloride'), ('나트륨', ' Sodium'), ('말레산염', ' Maleate'),
+          ('칼슘', ' Calcium'))
+_CLASSES = ('[02320]소화성궤양용제', '[02140]혈압강하제', '[01140]해열.진통.소염제',
+            '[03960]당뇨병용제', '[02180]동맥경화용제', '[01170]정신신경용제',
+            '[06150]주로 그람양성, 음성균, 리케치아, 비루스에 작용하는 것',
             '[03990]따로 분류되지 않는 대사성 의약품', '[02390]기타의 소화기관용약')
 # (form word in the name, English, dl_custom_shape, form_code_name)
 _FORMS = {'film': ('정', 'Tab.', '정제', '필름코팅정'), 'plain': ('정', 'Tab.', '정제', '나정'),
-          'chew': ('츄정', 'Chewable Tab.', '정제, 저작정', '저작정'), 'sr': ('서방정', 'SR Tab.', '정제', '서방성필름코팅정'),
+          'chew': ('츄정', 'Chewable Tab.', '정제, 저작정', '저작정'),
+          'sr': ('서방정', 'SR Tab.', '정제', '서방성필름코팅정'),
           'capsule': ('캡슐', 'Cap.', '경질캡슐제', '경질캡슐제, 산제')}
 
 def _word(rng, n):
@@ -109,8 +117,8 @@ def _appearance(look:dict, # from `drug_look`, plus 'print_front'/'print_back'
                )->dict: # `chart` to `line_back`, in label order
     "The fields of a label that describe how its pill looks: chart text, shape, size, imprint, colours, score lines."
     colours = look['color1'] + (f', {look["color2"]}' if look['color2'] else '')
-    chart = (f'상부는 {look["color1"]}, 하부는 {look["color2"]}의 경질캡슐이다.' if look['form'] == 'capsule'
-             else f'{colours}의 {look["shape"]} {form_code}')
+    chart = (f'상부는 {look["color1"]}, 하부는 {look["color2"]}의 경질캡슐이다.'
+             if look['form'] == 'capsule' else f'{colours}의 {look["shape"]} {form_code}')
     return dict(chart=chart, drug_shape=look['shape'], thick=_num(look['thick']), leng_long=_num(look['long']),
                 leng_short=_num(look['short']), print_front=look['print_front'], print_back=look['print_back'],
                 color_class1=look['color1'], color_class2=look['color2'], line_front=look['line_front'],

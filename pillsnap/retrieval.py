@@ -100,7 +100,8 @@ def _keep_photos(self:Gallery, i:int, # the entry
                 ):
     "An enrolled entry's new photos kept one by one (`enrolment_open_set`): each photo's views summed."
     mine = emb.reshape(n, -1, self.dim).sum(1)
-    self.photo_vecs, self.photo_entry = torch.cat([self.photo_vecs, mine]), torch.cat([self.photo_entry, torch.full((n,), i)])
+    self.photo_vecs, self.photo_entry = (torch.cat([self.photo_vecs, mine]),
+                                         torch.cat([self.photo_entry, torch.full((n,), i)]))
     asked = self.unit(asks).reshape(n, -1, self.dim).sum(1) if asks is not None else mine
     self.photo_asks = torch.cat([self.photo_asks, asked])
 
@@ -112,7 +113,7 @@ def add(self:Gallery, k_code:str, # the drug
         source:str='enrolled',
         record:dict|None=None, # the drug's registry record (enrolled drugs)
         photos:int|None=None, # photos the embeddings come from (default: one each; fewer if a photo gave several views)
-        asks:torch.Tensor|None=None, # embeddings like `emb` of the same photos `farther` (enrolled drugs; default: `emb`)
+        asks:torch.Tensor|None=None, # like `emb`, of the same photos `farther` (enrolled drugs; default: `emb`)
        ):
     ("Fold photos into a drug's prototype for this face (new entry if none); the first are exemplars while room lasts;"
      " an enrolled drug's photos are also kept one by one (`enrolment_open_set`).")
@@ -193,7 +194,7 @@ def open_score(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     return top[:, 0] - top[:, 1:].mean(1)
 
 def verdict_rows(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
-                 threshold:float|torch.Tensor|None, # `open_set`'s, or one per drug (`Gallery.thresholds`): the best drug's
+                 threshold:float|torch.Tensor|None, # `open_set`'s, or per drug (`Gallery.thresholds`): the best drug's
                  min_margin:float=0.0, # the best drug's lead over the second
                  cohort:int=0, # the gallery's `retrieval.cohort` (`open_score`)
                 )->list: # per query: 'status', and with a threshold 'open_score' and 'unknown_below'
@@ -202,7 +203,8 @@ def verdict_rows(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
     top, at = scores.topk(min(2, scores.shape[1]), 1)
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
     thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
-    return [dict(status='unknown' if b < t or m < min_margin else 'identified', open_score=round(b, 4), unknown_below=round(t, 4))
+    return [dict(status='unknown' if b < t or m < min_margin else 'identified', open_score=round(b, 4),
+                 unknown_below=round(t, 4))
             for b, t, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), lead.tolist())]
 
 # %% ../nbs/05a_infer.retrieval.ipynb #4605398c
@@ -235,16 +237,19 @@ def mode_words(by:dict|None, # {mode: threshold} (`enrolled_threshold_by_mode`),
 # %% ../nbs/05a_infer.retrieval.ipynb #c6a9e47a
 @patch(as_prop=True)
 def enrolled_words(self:Gallery)->str:
-    "The enrolled drugs' 'unknown' threshold in words (for logs): one number, and each mode's where a real set chose them."
-    return f"{self.meta.get('enrolled_threshold', self.meta.get('threshold'))}" + mode_words(self.meta.get('enrolled_threshold_by_mode'))
+    ("The enrolled drugs' 'unknown' threshold in words (for logs): one number, and each mode's where a real set"
+     " chose them.")
+    return (f"{self.meta.get('enrolled_threshold', self.meta.get('threshold'))}"
+            + mode_words(self.meta.get('enrolled_threshold_by_mode')))
 
-ONE_THRESHOLD_ADVICE = ("one threshold for both modes, chosen on close-ups: combo mode's pills, among others, score lower "
-                        "and more of them are answered unknown — name labelled photos of your own in eval.real_sets and "
-                        "rebuild the gallery (pillsnap gallery --rebuild) to choose one per mode")
+ONE_THRESHOLD_ADVICE = ("one threshold for both modes, chosen on close-ups: combo mode's pills, among others, "
+                        "score lower and more of them are answered unknown — name labelled photos of your own in "
+                        "eval.real_sets and rebuild the gallery (pillsnap gallery --rebuild) to choose one per mode")
 
 @patch(as_prop=True)
 def threshold_advice(self:Gallery)->str|None:
-    "What to do when the enrolled drugs' threshold was chosen on their enrolment photos alone, one for both modes; else None."
+    ("What to do when the enrolled drugs' threshold was chosen on their enrolment photos alone, one for both modes;"
+     " else None.")
     m = self.meta  # `calibrate_enrolled` keeps `enrolment_open_set` exactly while the enrolment photos chose it
     return ONE_THRESHOLD_ADVICE if 'enrolment_open_set' in m and not m.get('enrolled_threshold_by_mode') else None
 
@@ -280,8 +285,8 @@ def at_threshold(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of 
                  unknown:np.ndarray|None, # ... of photos of drugs never trained on (None: no measurement)
                  threshold:float, # the 'unknown' threshold judged: a score below it is answered unknown
                 )->dict:
-    ("What one threshold does: the share of known photos it lets through (`tar`; refused: 1 − tar), of never-seen ones"
-     " (`far`), and the AUROC.")
+    ("What one threshold does: the share of known photos it lets through (`tar`; refused: 1 − tar), of never-seen"
+     " ones (`far`), and the AUROC.")
     from sklearn.metrics import roc_auc_score
     known = np.asarray(known, dtype=float)
     out = dict(threshold=round(float(threshold), 4), tar=round(float((known >= threshold).mean()), 4), known=len(known))
@@ -311,7 +316,8 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
     return {**at_threshold(known, unknown, thr), 'target_tar': target_tar, **chosen}
 
 # %% ../nbs/05a_infer.retrieval.ipynb #7120170e
-REAL_TAR = 0.9  # retrieval.real_tar: the share of enrolled drugs' photos that pass their threshold (a gallery records it)
+# retrieval.real_tar: the share of enrolled drugs' photos that pass their threshold (a gallery records it)
+REAL_TAR = 0.9
 ENROLMENT_CHECK = dict(drugs=3, photos=10)  # the least enrolled drugs with 2+ photos, and such photos, to choose it on
 FARTHER = 0.5  # an enrolled photo is asked with this share of its crop's detail (`farther`)
 
@@ -320,7 +326,8 @@ def farther(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
            )->torch.Tensor: # (n, 3, S, S) uint8
     ("Crops as the same pill photographed from farther gives them: their detail at `scale` of the resolution, the size"
      " kept. A pill that filled the crop's pixels in its photo is asked as if `scale` × as large there; one already"
-     " smaller than the crop (the crop enlarged it) loses less — a phone photo's pill of 40-140 px under the demo's 160-px crop.")
+     " smaller than the crop (the crop enlarged it) loses less — a phone photo's pill of 40-140 px under the demo's"
+     " 160-px crop.")
     if scale == 1 or not len(crops): return crops
     small = nn.functional.interpolate(crops.float(), scale_factor=scale, mode='bilinear', antialias=True)
     back = nn.functional.interpolate(small, size=crops.shape[-2:], mode='bilinear')
@@ -329,7 +336,8 @@ def farther(crops:torch.Tensor, # (n, 3, S, S) uint8 crops
 # %% ../nbs/05a_infer.retrieval.ipynb #541688cb
 @patch
 def _enrolment_scores(self:Gallery)->tuple: # (known (p,), never seen (p,), drugs): open-set scores of enrolled photos
-    "Each enrolled photo of an entry with another photo: asked with its prototype less itself, and with its drug left out."
+    ("Each enrolled photo of an entry with another photo: asked with its prototype less itself, and with its drug"
+     " left out.")
     n = torch.bincount(self.photo_entry, minlength=len(self.entries))
     ok = n[self.photo_entry] >= 2  # left out, the photo's entry keeps another
     u, at = self.photo_vecs[ok], self.photo_entry[ok]
@@ -368,7 +376,8 @@ def calibrate_enrolled(self:Gallery)->Gallery:
     if t is None or real_before or str(m.get('enrolled_threshold_from', '')).startswith('real photos'): return self
     r = self.enrolment_open_set(m.get('enrolled_tar', REAL_TAR))
     m.pop('enrolment_open_set', None)
-    if r is None: m.update(enrolled_threshold=t, enrolled_threshold_from=m.get('threshold_from', "the trained drugs' threshold"))
+    if r is None: m.update(enrolled_threshold=t,
+                           enrolled_threshold_from=m.get('threshold_from', "the trained drugs' threshold"))
     else: m.update(enrolled_threshold=r['threshold'], enrolment_open_set=r,
                    enrolled_threshold_from=f"the enrolled photos ({r['known']} photos of {r['drugs']} drugs, "
                                            'each left out in turn)')
@@ -521,7 +530,7 @@ def enrolled_crops(exp:str|Path)->dict:
 
 @torch.inference_mode()
 def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64,
-                amp:torch.dtype|None=None, # autocast to this dtype on the device (a predictor's `amp`); None: as the model is
+                amp:torch.dtype|None=None, # autocast dtype on the device (a predictor's `amp`); None: as the model is
                 features:bool=False, # the features (`features_logits`: the pill check's) in place of the embeddings
                )->torch.Tensor:
     "Embeddings (or features) of uint8 crops (n, 3, S, S), batched."
@@ -529,7 +538,8 @@ def embed_crops(model, crops:torch.Tensor, device, batch_size:int=64,
     for i in range(0, len(crops), batch_size):
         x = crops[i:i + batch_size].to(device)
         with torch.autocast(device.type, amp) if amp else contextlib.nullcontext():
-            out.append((model.features_logits(x, described=False) if features else model.embed_logits(x))[1].float().cpu())
+            out.append((model.features_logits(x, described=False) if features
+                        else model.embed_logits(x))[1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 # %% ../nbs/05a_infer.retrieval.ipynb #a32fa384

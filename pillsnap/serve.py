@@ -43,7 +43,8 @@ from .search import search_drugs
 # %% ../nbs/07c_ship.serve.ipynb #2d42be8f
 SAID = {  # code: (English, Korean), with {named} parts
     'headers_too_large': ('request headers over {kb} KB — send fewer or shorter ones (serve.max_header_kb)',
-                          '요청 헤더가 {kb} KB를 넘습니다 — 헤더를 줄여 보내세요 (serve.max_header_kb)'),
+                          '요청 헤더가 {kb} KB를 넘습니다 '
+                          '— 헤더를 줄여 보내세요 (serve.max_header_kb)'),
     'key_missing': ('missing X-API-Key header', 'API 키가 없습니다 — X-API-Key 헤더로 보내세요'),
     'key_invalid': ('invalid API key', 'API 키가 올바르지 않습니다'),
     'origin_refused': ('a page of {origin} may not send to this service (serve.cors_origins)',
@@ -55,9 +56,11 @@ SAID = {  # code: (English, Korean), with {named} parts
                      '{who}의 사용량을 모두 썼습니다: 사진과 사진 속 알약 수로 셉니다 '
                      '(serve.public_per_min) — {wait}초 뒤에 다시 시도하세요'),
     'body_too_large': ('request body over {size} — send a smaller photo (serve.max_upload_mb)',
-                       '요청 본문이 {size}를 넘습니다 — 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
+                       '요청 본문이 {size}를 넘습니다 '
+                       '— 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
     'photo_too_large': ('{what} is over {mb} MB (serve.max_upload_mb)',
-                        '{what}이(가) {mb} MB를 넘습니다 — 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
+                        '{what}이(가) {mb} MB를 넘습니다 '
+                        '— 더 작은 사진을 보내세요 (serve.max_upload_mb)'),
     'too_many_photos': ('{n} photos: at most {most} per request (serve.max_batch_images)',
                         '사진 {n}장: 한 요청에 {most}장까지입니다 (serve.max_batch_images)'),
     'public_batch': ('{n} photos without a key: at most {most} per request (serve.public_batch_images) '
@@ -66,46 +69,64 @@ SAID = {  # code: (English, Korean), with {named} parts
                      '— 더 적게 보내거나 API 키를 쓰세요'),
     'too_many_pixels': ('the photos decode to {mpx} Mpx, over serve.max_decoded_mpx={limit}'
                         ' — send fewer or smaller ones',
-                        '사진을 풀면 {mpx} Mpx로 serve.max_decoded_mpx={limit}를 넘습니다 — 더 적거나 작은 사진을 보내세요'),
+                        '사진을 풀면 {mpx} Mpx로 serve.max_decoded_mpx={limit}를 넘습니다 '
+                        '— 더 적거나 작은 사진을 보내세요'),
     'out_of_memory': ('out of memory on this request — send fewer or smaller photos',
                       '이 요청에 쓸 메모리가 부족합니다 — 더 적거나 작은 사진을 보내세요'),
     'image_empty': ('{what}: {why}', '{what}: 빈 파일입니다'),
-    'image_truncated': ('{what}: {why}', '{what}: 사진 파일이 끝까지 오지 않았습니다 — 다시 보내세요'),
+    'image_truncated': ('{what}: {why}',
+                        '{what}: 사진 파일이 끝까지 오지 않았습니다 — 다시 보내세요'),
     'image_corrupt': ('{what}: {why}', '{what}: 손상된 사진입니다'),
-    'image_too_large': ('{what}: {why}', '{what}: 사진의 픽셀이 너무 많습니다 — 더 작은 사진을 보내세요'),
+    'image_too_large': ('{what}: {why}',
+                        '{what}: 사진의 픽셀이 너무 많습니다 — 더 작은 사진을 보내세요'),
     'image_not_an_image': ('{what}: {why}', '{what}: 사진 파일이 아닙니다 (JPEG, PNG, WebP, HEIC)'),
     'image_unreadable': ('{what}: {why}', '{what}: 사진을 읽을 수 없습니다'),
     'client_gone': ('the client closed the connection', '클라이언트가 연결을 닫았습니다'),
-    'client_gone_early': ('the client closed the connection before inference', '식별 전에 클라이언트가 연결을 닫았습니다'),
+    'client_gone_early': ('the client closed the connection before inference',
+                          '식별 전에 클라이언트가 연결을 닫았습니다'),
     'busy_budget': ('other photos fill serve.max_decoded_mpx={mpx} — retry in {wait} s',
-                    '다른 사진들이 처리 용량을 채우고 있습니다 (serve.max_decoded_mpx={mpx}) — {wait}초 뒤에 다시 시도하세요'),
+                    '다른 사진들이 처리 용량을 채우고 있습니다 (serve.max_decoded_mpx={mpx}) '
+                    '— {wait}초 뒤에 다시 시도하세요'),
     'busy_deadline': ('inference did not start within serve.request_timeout_s={s} s — retry in {wait} s',
-                      '{s}초 안에 식별을 시작하지 못했습니다 (serve.request_timeout_s) — {wait}초 뒤에 다시 시도하세요'),
+                      '{s}초 안에 식별을 시작하지 못했습니다 (serve.request_timeout_s) '
+                      '— {wait}초 뒤에 다시 시도하세요'),
     'busy_queue': ('{n} photos wait for inference (serve.queue_max={most}) — retry in {wait} s',
-                   '사진 {n}장이 식별을 기다립니다 (serve.queue_max={most}) — {wait}초 뒤에 다시 시도하세요'),
+                   '사진 {n}장이 식별을 기다립니다 (serve.queue_max={most}) '
+                   '— {wait}초 뒤에 다시 시도하세요'),
     'bad_request': ('{why}', '요청을 처리할 수 없습니다: {why}'),
     'no_detector': ('combo mode is not available: this experiment has no detector — use pipeline=single',
-                    '여러 알약(combo) 모드를 쓸 수 없습니다: 검출기가 없는 모델입니다 — 알약 하나(single) 모드를 쓰세요'),
+                    '여러 알약(combo) 모드를 쓸 수 없습니다: 검출기가 없는 모델입니다 '
+                    '— 알약 하나(single) 모드를 쓰세요'),
     'back_single': ('a back photo answers one pill from both its sides: send it with pipeline=single',
-                    '반대쪽 면 사진은 알약 하나(single) 모드에서만 씁니다: pipeline=single로 보내세요'),
+                    '반대쪽 면 사진은 알약 하나(single) 모드에서만 씁니다: '
+                    'pipeline=single로 보내세요'),
     'enrol_off': ('enrolment is off on this server — start it with serve.allow_enrol=true',
                   '이 서버는 등록을 받지 않습니다 — serve.allow_enrol=true로 시작하세요'),
-    'gallery_busy': ('{why}', '다른 작업이 갤러리를 바꾸는 중입니다 — {wait}초 뒤에 다시 시도하세요'),
+    'gallery_busy': ('{why}',
+                     '다른 작업이 갤러리를 바꾸는 중입니다 '
+                     '— {wait}초 뒤에 다시 시도하세요'),
     'bad_feedback': ('{why}', '보고를 저장할 수 없습니다: {why}'),
-    'feedback_full': ('{why}', '보고 저장 공간이 가득 찼습니다 (feedback.max_mb): 운영자가 보고를 내보내고 비워야 합니다'),
+    'feedback_full': ('{why}',
+                      '보고 저장 공간이 가득 찼습니다 (feedback.max_mb): '
+                      '운영자가 보고를 내보내고 비워야 합니다'),
     'not_found': ('not found', '찾을 수 없습니다'),
     'invalid_parameters': ('invalid parameters: {names}', '잘못된 매개변수: {names}'),
-    'internal': ('internal error', '서버 내부 오류입니다 — 요청 ID와 함께 관리자에게 알려 주세요'),
+    'internal': ('internal error',
+                 '서버 내부 오류입니다 — 요청 ID와 함께 관리자에게 알려 주세요'),
     'too_many_connections': ('too many connections from {who} (serve.max_connections_per_client) — retry in 1 s',
-                             '{who}의 연결이 너무 많습니다 (serve.max_connections_per_client) — 1초 뒤에 다시 시도하세요'),
+                             '{who}의 연결이 너무 많습니다 (serve.max_connections_per_client) '
+                             '— 1초 뒤에 다시 시도하세요'),
     'no_free_connection': ('the server has no free connection (serve.max_connections) — retry in 1 s',
-                           '서버에 남은 연결이 없습니다 (serve.max_connections) — 1초 뒤에 다시 시도하세요'),
-    'head_too_large': ('request head over {kb} KB (serve.max_header_kb)', '요청 머리가 {kb} KB를 넘습니다 (serve.max_header_kb)'),
+                           '서버에 남은 연결이 없습니다 (serve.max_connections) '
+                           '— 1초 뒤에 다시 시도하세요'),
+    'head_too_large': ('request head over {kb} KB (serve.max_header_kb)',
+                       '요청 머리가 {kb} KB를 넘습니다 (serve.max_header_kb)'),
     'bad_http': ('invalid HTTP request', '올바른 HTTP 요청이 아닙니다'),
     'head_timeout': ('the request head did not arrive in time (serve.header_timeout_s)',
                      '요청 머리가 제시간에 오지 않았습니다 (serve.header_timeout_s)'),
     'body_timeout': ('the request body did not arrive in time: it {why}',
-                     '요청 본문이 제시간에 오지 않았습니다 — 연결이 좋은 곳에서 다시 보내세요'),
+                     '요청 본문이 제시간에 오지 않았습니다 '
+                     '— 연결이 좋은 곳에서 다시 보내세요'),
 }
 
 # %% ../nbs/07c_ship.serve.ipynb #9319934f
@@ -578,8 +599,8 @@ def writable(folder:Path, # a folder the service writes (made when missing)
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.pillsnap-probe-'): pass
     except OSError as e:
-        raise ConfigError(f'{folder} is not writable by this service ({e.strerror or e}): it keeps {what} there — set '
-                          f'{setting} to a folder it may write (under systemd: StateDirectory=pillsnap and '
+        raise ConfigError(f'{folder} is not writable by this service ({e.strerror or e}): it keeps {what} there '
+                          f'— set {setting} to a folder it may write (under systemd: StateDirectory=pillsnap and '
                           f'{setting}=/var/lib/pillsnap/…, see the operations page)') from None
 
 # %% ../nbs/07c_ship.serve.ipynb #4cf5bc59
@@ -835,7 +856,8 @@ async def enrol(self:Service, request:Request, files:list, # `UploadFile`s: phot
     return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'],
             'trained': r['trained'], 'dl_name': r['record'].get('dl_name'),
             'unknown_below': r.get('unknown_below'), 'unknown_below_by_mode': r.get('unknown_below_by_mode'),
-            'unknown_chosen_on': r.get('unknown_chosen_on'), 'hint': r.get('hint'), 'hint_ko': r.get('hint_ko')}  # too few photos of it, in both languages
+            'unknown_chosen_on': r.get('unknown_chosen_on'),
+            'hint': r.get('hint'), 'hint_ko': r.get('hint_ko')}  # too few photos of it, in both languages
 
 # %% ../nbs/07c_ship.serve.ipynb #3559d7ac
 @patch
@@ -946,7 +968,8 @@ def _search_route(r:APIRouter, svc:Service):
                      shape:str|None=Query(None, max_length=30, description='원형 or round'),
                      top:int=Query(10, ge=1, le=50),
                      name:str|None=Query(None, max_length=100, description="the product's name, Korean or English"),
-                     form:str|None=Query(None, max_length=30, description='its form, or part of it: 필름코팅정, 캡슐'),
+                     form:str|None=Query(None, max_length=30,
+                                         description='its form, or part of it: 필름코팅정, 캡슐'),
                      line:bool|None=Query(None, description='a score line on either face: true or false')):
         return await svc.search(q, color, shape, top, name, form, line)
 
