@@ -24,6 +24,7 @@ import yaml
 from sklearn.metrics import (average_precision_score, precision_recall_curve, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
+# %% ../nbs/06_judge.evaluate.ipynb #fd15d78e
 from .model import (find_checkpoint, load_checkpoint, load_classifier, predict_logits, save_checkpoint,
                             softmax_t)
 from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates,
@@ -356,6 +357,23 @@ def plot_curves(probs:np.ndarray, labels:np.ndarray, # (n, classes) probabilitie
     fig.tight_layout()
     return fig
 
+# %% ../nbs/06_judge.evaluate.ipynb #9795feab
+def _dissect(probs:np.ndarray, ys:np.ndarray, k_codes:list, # calibrated probabilities, true classes, class names
+             val:pd.DataFrame, skipped:int, # the validation rows, and how many of their crops could not be read
+             weakest:int, out:Path)->pd.DataFrame:
+    "Per class (per_class.csv), the hard cases (hard_cases.csv) and the curves (curves.png) into `out`; the table."
+    table = per_class_table(probs, ys, k_codes)
+    table.to_csv(out/'per_class.csv', index=False)
+    if skipped:
+        get_logger('evaluate').warning(f"{skipped} validation crops could not be read: "
+                                       "no hard-case list (its rows would not line up)")
+    else: hard_cases(probs, ys, val, k_codes).to_csv(out/'hard_cases.csv', index=False)
+    import matplotlib.pyplot as plt
+    idx = {k: i for i, k in enumerate(k_codes)}
+    fig = plot_curves(probs, ys, k_codes, [idx[k] for k in table.k_code[:weakest]])
+    fig.savefig(out/'curves.png', dpi=100); plt.close(fig)
+    return table
+
 # %% ../nbs/06_judge.evaluate.ipynb #bdaaa4f6
 def classifier_report(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                       checkpoint:str='best', # 'best', 'last' or a path
@@ -372,16 +390,7 @@ def classifier_report(exp, # a trained experiment (an `Experiment`, or its resol
     logits, ys = load_predictions(out)
     probs, k_codes = softmax_t(logits, cal['temperature']), list(d.k_codes)
     del logits
-    table = per_class_table(probs, ys, k_codes)
-    table.to_csv(out/'per_class.csv', index=False)
-    if m['skipped']:
-        get_logger('evaluate').warning(f"{m['skipped']} validation crops could not be read: "
-                                       "no hard-case list (its rows would not line up)")
-    else: hard_cases(probs, ys, d.val, k_codes).to_csv(out/'hard_cases.csv', index=False)
-    import matplotlib.pyplot as plt
-    idx = {k: i for i, k in enumerate(k_codes)}
-    fig = plot_curves(probs, ys, k_codes, [idx[k] for k in table.k_code[:weakest]])
-    fig.savefig(out/'curves.png', dpi=100); plt.close(fig)
+    table = _dissect(probs, ys, k_codes, d.val, m['skipped'], weakest, out)
     m.update(temperature=cal['temperature'], ece_uncalibrated=cal['ece_before'], ece_calibrated=cal['ece_after'],
              candidate_sets=cal.get('candidate_sets'),
              roc_auc_macro=round(float(table.roc_auc.mean()), 4), ap_macro=round(float(table.ap.mean()), 4),
@@ -460,6 +469,17 @@ def _decoded(root:Path, rows:pd.DataFrame, batch:int, threads:int=2):
             if k + 1 < len(parts): ahead = load(parts[k + 1])
             yield part, photos
 
+# %% ../nbs/06_judge.evaluate.ipynb #3ed33267
+def _combo_rates(c:Counter)->dict:
+    "Combo mode's rates from its counts (`_combo_counts`): pills found and named, photos counted and read right."
+    return dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
+                pill_top1=rate(c['identified'], c['pills']),
+                pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
+                extra_detections=c['extra'], count_exact=rate(c['count_exact'], c['photos']),
+                count_mae=rate(c['count_error'], c['photos']),
+                end_to_end=rate(c['end_to_end'], c['photos']),
+                end_to_end_strict=rate(c['end_to_end_strict'], c['photos']))
+
 # %% ../nbs/06_judge.evaluate.ipynb #b45121cf
 def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
                       split:str='val', # manifest split
@@ -482,13 +502,7 @@ def evaluate_pipeline(pred:Predictor, # from `Predictor.from_exp`
         for part, photos in progress_bar(_decoded(root, rows, batch), total=-(-len(rows) // batch), leave=False):
             counts.update(count(pred, photos, part))
     views = ['default', 'true_box', 'photo', 'localiser'] + (['detector'] if pred.has_detector else [])
-    out = dict(split=split, combo=dict(photos=c['photos'], pills=c['pills'], pill_recall=rate(c['found'], c['pills']),
-                                       pill_top1=rate(c['identified'], c['pills']),
-                                       pill_top1_true_boxes=rate(c['identified_true_box'], c['pills']),
-                                       extra_detections=c['extra'], count_exact=rate(c['count_exact'], c['photos']),
-                                       count_mae=rate(c['count_error'], c['photos']),
-                                       end_to_end=rate(c['end_to_end'], c['photos']),
-                                       end_to_end_strict=rate(c['end_to_end_strict'], c['photos'])),
+    out = dict(split=split, combo=_combo_rates(c),
                single=dict(photos=s['photos'], found_by=pred.single_locator, **{v: _single_view(s, v) for v in views}),
                models=pred.models('combo' if pred.has_detector else 'single'))
     if write: write_json(paths.reports/'pipeline.json', out)
@@ -535,6 +549,61 @@ def _boxes_at(model, im, truth, # the detector, a photo (as ultralytics decodes 
         out.update({key: got for key, p in at.items() if p == px})
     return out
 
+# %% ../nbs/06_judge.evaluate.ipynb #23154543
+def _read_photos(files:list, data, # the photos of a split, and the YOLO data.yaml they come from
+                 model, reading:Reading, size:int, conf:float, # the detector, read as combo mode reads a photo
+                 d, dev, batch:int, # the `detector` settings, ultralytics' device, photos per detector call
+                ):
+    "Each photo as (its file, the photo as ultralytics decodes it, its reading: boxes, scores, kept, sizes)."
+    from ultralytics.utils.patches import imread
+    for i in range(0, len(files), batch):
+        part = files[i:i + batch]
+        ims = [imread(str(f)) for f in part]  # decoded as ultralytics decodes a path
+        if any(im is None for im in ims):
+            raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
+        with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
+            res = reading.read(model, ims, size, conf, iou=d.iou, max_det=d.max_det, device=dev, verbose=False)
+        yield from zip(part, ims, res)
+
+# %% ../nbs/06_judge.evaluate.ipynb #188130ff
+def _photo_counts(f, im, read:tuple, # a photo's file, the photo, and its reading (boxes, scores, kept, sizes)
+                  conf:float, size:int, # the box threshold and the size the detector reads at
+                  groups:dict|None, model, d, dev)->dict:
+    "One photo's pills counted against its labels, as `detector_counts` tallies them, and its boxes for the mAPs."
+    b, s, k, sizes = read
+    truth = label_boxes(label_of(Path(f)), im.shape[1], im.shape[0])
+    n = len(truth)
+    return dict(kept=len(k) - n, raw=int((s >= conf).sum()) - n,
+                closer=max(sizes) > size, farther=min(sizes) < size,
+                boxes=len(k),  # the boxes counted
+                found=len(match_boxes(b[k], truth)),  # labelled pills a counted box is on (IoU 0.5)
+                pills=n, source=(groups or {}).get(Path(f).name) or source_group(Path(f).name),
+                # (true positives, confidences) of every box: the size of the reading that stood, and the detector's
+                ap=_boxes_at(model, im, truth, dict(as_read=sizes[-1], one_size=size), d, dev))
+
+# %% ../nbs/06_judge.evaluate.ipynb #1a953f80
+def _count_report(each:list, # `_photo_counts` of every photo
+                  files:list, conf:float, reading:Reading, # the photos, the box threshold, the reading
+                 )->dict:
+    "`detector_counts`' answer: the photos' counts, rates and mAPs, and their 95 % intervals over source photos."
+    col = lambda key: [p[key] for p in each]
+    kept, found, source, n_true = col('kept'), col('found'), col('source'), np.asarray(col('pills'), int)
+    ap = {key: ([p['ap'][key][0] for p in each], [p['ap'][key][1] for p in each]) for key in ('as_read', 'one_size')}
+    (tp, cf), pills, matched = ap['as_read'], int(n_true.sum()), int(sum(found))
+    as_read = lambda i: average_precision(np.concatenate([tp[j] for j in i]), np.concatenate([cf[j] for j in i]),
+                                          int(n_true[i].sum()))['map50']
+    intervals = dict(count_exact=ratio_interval(np.asarray(kept) == 0, np.ones(len(kept)), source),
+                     found=ratio_interval(found, n_true, source),
+                     map50_as_read=grouped_interval(as_read, source))
+    return dict(photos=len(files), sources=len(set(source)), intervals=intervals,
+                pills=pills, box_conf=conf, contain=reading.contain, crowd=reading.crowd, crowd_floor=reading.floor,
+                closer=reading.closer, closer_unsure=reading.unsure_share, farther=reading.farther,
+                read_closer=sum(col('closer')), read_farther=sum(col('farther')),
+                found=rate(matched, pills), on_pill=rate(matched, sum(col('boxes'))),
+                **count_rates(kept), without_nesting_rule=count_rates(col('raw')),
+                as_read=dict(**average_precision(*map(np.concatenate, ap['as_read']), pills),
+                             at_one_size=average_precision(*map(np.concatenate, ap['one_size']), pills)) if files else None)
+
 # %% ../nbs/06_judge.evaluate.ipynb #396be64b
 def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds, `contain`)
                     weights:str|Path, # detector.safetensors (or an ultralytics .pt)
@@ -550,49 +619,14 @@ def detector_counts(cfg, # resolved settings (detector.*: image size, thresholds
      " at the size each photo's standing reading was made at, down to ultralytics' validation threshold, and"
      " (`at_one_size`) of the same boxes read at `detect_size` alone; `intervals`: 95 % intervals of the exact"
      " count, `found` and `as_read`'s mAP@0.5 over the photos' `sources` (`grouped_interval`).")
-    from ultralytics.utils.patches import imread
     d, files = cfg.detector, split_images(data, split)
     model, conf = build_detector(d.model, weights), box_threshold(d.conf, recorded_conf(weights))
     size = detector_size(cfg, weights)  # as the predictor detects
     dev = yolo_device(pick_device(cfg.device))
-    kept, raw, reading = [], [], Reading.of(d)  # as the predictor reads a photo in combo mode
-    closer_read = farther_read = 0
-    boxes = 0  # the boxes counted
-    each = dict(found=[], pills=[], source=[])  # per photo: labelled pills a counted box is on (IoU 0.5), pills, source
-    ap = {'as_read': ([], []), 'one_size': ([], [])}  # (true positives, confidences) of every box, per photo
-    for i in range(0, len(files), batch):
-        part = files[i:i + batch]
-        ims = [imread(str(f)) for f in part]  # decoded as ultralytics decodes a path
-        if any(im is None for im in ims):
-            raise UserError(f"{part[[im is None for im in ims].index(True)]}: not a readable image — remove it from {data}")
-        with quiet_ultralytics(d.verbose):  # each photo as if alone, read closer as the predictor reads it
-            res = reading.read(model, ims, size, conf, iou=d.iou, max_det=d.max_det, device=dev, verbose=False)
-        for f, im, (b, s, k, sizes) in zip(part, ims, res):
-            truth = label_boxes(label_of(Path(f)), im.shape[1], im.shape[0]); n = len(truth)
-            kept.append(len(k) - n); raw.append(int((s >= conf).sum()) - n)
-            closer_read += max(sizes) > size; farther_read += min(sizes) < size
-            boxes += len(k)
-            for key, v in dict(found=len(match_boxes(b[k], truth)), pills=n,
-                               source=(groups or {}).get(Path(f).name) or source_group(Path(f).name)).items():
-                each[key].append(v)
-            # the size of the reading that stood, and the detector's
-            for key, (tp, c) in _boxes_at(model, im, truth, dict(as_read=sizes[-1], one_size=size), d, dev).items():
-                ap[key][0].append(tp); ap[key][1].append(c)
-    tp, cf = ap['as_read']; n_true = np.asarray(each['pills'], int)
-    pills, matched = int(n_true.sum()), int(sum(each['found']))
-    as_read = lambda i: average_precision(np.concatenate([tp[j] for j in i]), np.concatenate([cf[j] for j in i]),
-                                          int(n_true[i].sum()))['map50']
-    intervals = dict(count_exact=ratio_interval(np.asarray(kept) == 0, np.ones(len(kept)), each['source']),
-                     found=ratio_interval(each['found'], n_true, each['source']),
-                     map50_as_read=grouped_interval(as_read, each['source']))
-    return dict(photos=len(files), sources=len(set(each['source'])), intervals=intervals,
-                pills=pills, box_conf=conf, contain=reading.contain, crowd=reading.crowd, crowd_floor=reading.floor,
-                closer=reading.closer, closer_unsure=reading.unsure_share, farther=reading.farther,
-                read_closer=closer_read, read_farther=farther_read,
-                found=rate(matched, pills), on_pill=rate(matched, boxes),
-                **count_rates(kept), without_nesting_rule=count_rates(raw),
-                as_read=dict(**average_precision(*map(np.concatenate, ap['as_read']), pills),
-                             at_one_size=average_precision(*map(np.concatenate, ap['one_size']), pills)) if files else None)
+    reading = Reading.of(d)  # as the predictor reads a photo in combo mode
+    each = [_photo_counts(f, im, read, conf, size, groups, model, d, dev)
+            for f, im, read in _read_photos(files, data, model, reading, size, conf, d, dev, batch)]
+    return _count_report(each, files, conf, reading)
 
 # %% ../nbs/06_judge.evaluate.ipynb #f48014e0
 def real_yolo_tree(rows:pd.DataFrame, # from `real_rows`
@@ -647,6 +681,45 @@ def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
                 known_named_top1=rate(c[f'{mode}_known_named_right'], known - refused),
                 known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused), unknown_auroc=auroc)
 
+# %% ../nbs/06_judge.evaluate.ipynb #7d4a3a56
+def _combo_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a real set's photos, and their rows
+                 known:set, c:Counter, gaps:dict, errors:list, each:dict, # the drugs known; `real_pipeline`'s tallies
+                ):
+    "Combo mode on a batch of a real set's photos: each photo's pills found, counted and named, into the tallies."
+    for r, ks, bs, g in zip(pred.predict_batch(photos, 'combo', top_k=1), part.k_codes, part.bboxes, part.group):
+        pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
+        mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
+        for k, v in dict(found=len(mt), pills=len(ks), source=g).items(): each[k].append(v)
+        c.update(photos=1, known_pills=sum(k in known for k in ks),
+                 named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
+        for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
+                                    r['pills'][p]['candidates'][0]['k_code'] == ks[t])
+
+# %% ../nbs/06_judge.evaluate.ipynb #541037a9
+def _single_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a real set's photos, and their rows
+                  known:set, c:Counter, gaps:dict, # the drugs known, and `real_pipeline`'s tallies
+                  boxes:bool, # the rows' boxes are the pills' (False: the photo is the box)
+                 ):
+    "Single mode on the batch's photos of one pill: the pill found and named, into the tallies."
+    one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
+    for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
+        k, p = part.k_codes.iloc[i][0], r['pills'][0]
+        iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
+        c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
+                 single_found=bool(iou >= 0.5))
+        _open_count(c, gaps, 'single', k in known, p, p['candidates'][0]['k_code'] == k)
+
+# %% ../nbs/06_judge.evaluate.ipynb #661da1b8
+def _real_combo(c:Counter, gaps:dict, errors:list, each:dict)->dict:
+    "Combo mode's numbers on a real set, from `_combo_batch`'s tallies."
+    pills = sum(each['pills'])
+    return dict(photos=c['photos'], pills=pills, pill_recall=rate(sum(each['found']), pills),
+                known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
+                **count_rates(errors), **_open_rates(c, 'combo', gaps), sources=len(set(each['source'])),
+                intervals=dict(  # 95 %, resampling source photos
+                    count_exact=ratio_interval(np.asarray(errors) == 0, np.ones(len(errors)), each['source']),
+                    pill_recall=ratio_interval(each['found'], each['pills'], each['source'])))
+
 # %% ../nbs/06_judge.evaluate.ipynb #4512b9aa
 def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
                   rows:pd.DataFrame, # from `real_rows`
@@ -661,33 +734,12 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
     combo = boxes and pred.has_detector
     rows = rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
-        for r, ks, bs, g in zip(pred.predict_batch(photos, 'combo', top_k=1) if combo else [], part.k_codes, part.bboxes,
-                                part.group):
-            pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
-            mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
-            for k, v in dict(found=len(mt), pills=len(ks), source=g).items(): each[k].append(v)
-            c.update(photos=1, known_pills=sum(k in known for k in ks),
-                     named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
-            for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
-                                        r['pills'][p]['candidates'][0]['k_code'] == ks[t])
-        one = [i for i, ks in enumerate(part.k_codes) if len(ks) == 1]
-        for i, r in zip(one, pred.predict_batch([photos[i] for i in one], 'single', top_k=1) if one else []):
-            k, p = part.k_codes.iloc[i][0], r['pills'][0]
-            iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
-            c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
-                     single_found=bool(iou >= 0.5))
-            _open_count(c, gaps, 'single', k in known, p, p['candidates'][0]['k_code'] == k)
+        if combo: _combo_batch(pred, photos, part, known, c, gaps, errors, each)
+        _single_batch(pred, photos, part, known, c, gaps, boxes)
     single = dict(photos=c['single'], found=rate(c['single_found'], c['single']) if boxes else None,
                   known=c['single_known'], top1=rate(c['single_named'], c['single_known']), **_open_rates(c, 'single', gaps))
     out = dict(combo=None, single=single)
-    if errors:
-        pills = sum(each['pills'])
-        out['combo'] = dict(photos=c['photos'], pills=pills, pill_recall=rate(sum(each['found']), pills),
-                            known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
-                            **count_rates(errors), **_open_rates(c, 'combo', gaps), sources=len(set(each['source'])),
-                            intervals=dict(  # 95 %, resampling source photos
-                                count_exact=ratio_interval(np.asarray(errors) == 0, np.ones(len(errors)), each['source']),
-                                pill_recall=ratio_interval(each['found'], each['pills'], each['source'])))
+    if errors: out['combo'] = _real_combo(c, gaps, errors, each)
     return out
 
 # %% ../nbs/06_judge.evaluate.ipynb #e59e9dc6
@@ -818,6 +870,24 @@ def _test_checks(test:dict, gate:dict|None)->list:
         checks.append(crit('detector_map50', t['detection_map50']['min']))
     return checks
 
+# %% ../nbs/06_judge.evaluate.ipynb #5363eced
+def _test_numbers(cls:dict, pipe:dict, det:dict|None)->dict:
+    "The headline numbers of the test photos, named as `_val_numbers` names the validation ones."
+    return dict(classifier_top1=cls.get('top1'), classifier_macro_f1=cls.get('macro_f1'), classifier_ece=cls.get('ece'),
+                single_top1=(pipe['single'].get('default') or {}).get('top1'),
+                combo_found_and_identified=pipe['combo']['pill_top1'],
+                detector_map50=det and det['map50'])
+
+# %% ../nbs/06_judge.evaluate.ipynb #eb201b9d
+def _verdict(test:dict, cfg)->tuple:
+    "(the checks of the stage's criteria on the test numbers, the verdict they give)."
+    stage = cfg.data.stage
+    checks = _test_checks(test, cfg.stages[str(stage)]['gate'] if stage is not None else None)
+    missed = [c['criterion'] for c in checks if not c['passed']]
+    verdict = ('ready' if checks and not missed
+               else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))
+    return checks, verdict
+
 # %% ../nbs/06_judge.evaluate.ipynb #73fda7a6
 def final_test(exp, # a trained experiment (an `Experiment`, or its resolved settings)
                checkpoint:str='best', # the classifier checkpoint
@@ -838,16 +908,9 @@ def final_test(exp, # a trained experiment (an `Experiment`, or its resolved set
         det = (evaluate_detector(cfg, weights, detector_data(cfg), 'test', name='final-test')
                if weights.is_file() else None)
     val = val or _val_numbers(paths)
-    test = dict(classifier_top1=cls.get('top1'), classifier_macro_f1=cls.get('macro_f1'), classifier_ece=cls.get('ece'),
-                single_top1=(pipe['single'].get('default') or {}).get('top1'),
-                combo_found_and_identified=pipe['combo']['pill_top1'],
-                detector_map50=det and det['map50'])
+    test = _test_numbers(cls, pipe, det)
     gap = {k: round(val[k] - v, 4) for k, v in test.items() if v is not None and val.get(k) is not None}
-    stage = cfg.data.stage
-    checks = _test_checks(test, cfg.stages[str(stage)]['gate'] if stage is not None else None)
-    missed = [c['criterion'] for c in checks if not c['passed']]
-    verdict = ('ready' if checks and not missed
-               else ('improve: ' + ', '.join(missed) if missed else 'no targets for this stage'))
+    checks, verdict = _verdict(test, cfg)
     out = dict(experiment=str(paths.root), checkpoint=str(path), looks=len(openings), opened=openings,
                test=test, val=val, val_minus_test=gap, classifier=cls, pipeline=pipe, detector=det, checks=checks,
                verdict=verdict)

@@ -144,6 +144,40 @@ def _from_enrolments(runs:list)->dict|None:
         unknown_answered=mean_own(lambda r: (r['unknown'] < r['own']['threshold']).mean()),
         enrolled_called_unknown=mean_own(lambda r: (r['known'] < r['own']['threshold']).mean())) if own else None
 
+# %% ../nbs/05b_infer.gallery.ipynb #6162f0d5
+def _open_set_runs(g:Gallery, emb:torch.Tensor, codes, groups, kinds, queries, asks, # as `real_open_set` takes them
+                   shots:int, held:float, trials:int, tar:float, seed:int)->tuple|None:
+    "(products with pills to spare, how many a trial holds out, the seeded trials) of `real_open_set`; None under 3."
+    codes, groups = np.asarray(codes), np.asarray(groups)
+    kinds = np.full(len(codes), 'single') if kinds is None else np.asarray(kinds)
+    views = emb if emb.dim() == 3 else emb[:, None]  # enrolled as every view, asked as `queries` (or as taken)
+    queries = views[:, 0] if queries is None else queries
+    drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
+    if len(drugs) < 3: return None
+    n_held = min(max(1, round(len(drugs) * held)), len(drugs) - 2)
+    return drugs, n_held, [_open_set_trial(g, views, queries, asks, codes, groups, kinds, drugs, n_held, shots, tar,
+                                           np.random.default_rng([seed, t])) for t in range(trials)]
+
+# %% ../nbs/05b_infer.gallery.ipynb #4ad8b640
+def _open_set_report(runs:list, # `_open_set_trial`s
+                     products:int, n_held:int, tar:float, shots:int, # as `real_open_set` chose them
+                     studio:float|None, others:dict|None, trained_threshold:float|None, # the thresholds to compare
+                    )->dict:
+    "`real_open_set`'s answer: the trials' median threshold, and what it and the others do on the same trials."
+    mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
+    below = lambda r, kind, x, y: r[kind] < (x if y is None else np.where(r[f'{kind}_enrolled'], x, y))
+    at = lambda x, y=None: dict(unknown_answered=mean(lambda r: below(r, 'unknown', x, y).mean()),
+                                enrolled_called_unknown=mean(lambda r: below(r, 'known', x, y).mean()))
+    thr = float(np.median([r['threshold'] for r in runs]))
+    return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=len(runs), products=products, held_out=n_held,
+                auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
+                by_mode=_by_mode(runs, mean),
+                studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None,
+                at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()},
+                from_enrolments=_from_enrolments(runs),
+                with_trained_threshold=(dict(trained_threshold=trained_threshold, **at(thr, trained_threshold))
+                                        if trained_threshold is not None else None))
+
 # %% ../nbs/05b_infer.gallery.ipynb #cb779ee4
 def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, never changed
                   emb:torch.Tensor, # (n, dim) embeddings of a real set's pills, or (n, views, dim): `quarter_turns`
@@ -164,28 +198,11 @@ def real_open_set(g:Gallery, # the experiment's gallery: copied for each trial, 
      " pill each where there are such, as `pillsnap enrol` takes them), others held out; a threshold per mode, on the"
      " pills of photos like the ones it asks (`by_mode`); and what the threshold chosen on the enrolled pills alone"
      " does (`Gallery.enrolment_open_set`).")
-    codes, groups = np.asarray(codes), np.asarray(groups)
-    kinds = np.full(len(codes), 'single') if kinds is None else np.asarray(kinds)
-    views = emb if emb.dim() == 3 else emb[:, None]  # enrolled as every view, asked as `queries` (or as taken)
-    queries = views[:, 0] if queries is None else queries
-    drugs = [k for k in sorted(set(codes)) if (codes == k).sum() > shots]
-    if len(drugs) < 3: return None
-    n_held, studio = min(max(1, round(len(drugs) * held)), len(drugs) - 2), g.meta.get('threshold')
-    runs = [_open_set_trial(g, views, queries, asks, codes, groups, kinds, drugs, n_held, shots, tar,
-                            np.random.default_rng([seed, t])) for t in range(trials)]
-    mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
-    below = lambda r, kind, x, y: r[kind] < (x if y is None else np.where(r[f'{kind}_enrolled'], x, y))
-    at = lambda x, y=None: dict(unknown_answered=mean(lambda r: below(r, 'unknown', x, y).mean()),
-                                enrolled_called_unknown=mean(lambda r: below(r, 'known', x, y).mean()))
-    thr = float(np.median([r['threshold'] for r in runs]))
-    return dict(threshold=round(thr, 4), tar=tar, shots=shots, trials=trials, products=len(drugs), held_out=n_held,
-                auroc=mean(lambda r: r['auroc']), **at(thr), enrolled_top1=mean(lambda r: r['named'].mean()),
-                by_mode=_by_mode(runs, mean),
-                studio_threshold=studio, at_studio_threshold=at(studio) if studio is not None else None,
-                at_others={n: dict(threshold=x, **at(x)) for n, x in (others or {}).items()},
-                from_enrolments=_from_enrolments(runs),
-                with_trained_threshold=(dict(trained_threshold=trained_threshold, **at(thr, trained_threshold))
-                                        if trained_threshold is not None else None))
+    studio = g.meta.get('threshold')
+    found = _open_set_runs(g, emb, codes, groups, kinds, queries, asks, shots, held, trials, tar, seed)
+    if found is None: return None
+    drugs, n_held, runs = found
+    return _open_set_report(runs, len(drugs), n_held, tar, shots, studio, others, trained_threshold)
 
 # %% ../nbs/05b_infer.gallery.ipynb #6519777b
 @torch.inference_mode()
@@ -342,26 +359,23 @@ def serving_report(known:np.ndarray, # open-set scores of the studio validation 
     if phone is not None: out.update(phone_val=phone, studio_threshold=studio['threshold'])
     return out
 
-# %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
-def _build_gallery(cfg, checkpoint:str)->tuple:
-    "The gallery of a trained experiment and its report (`build_gallery` without the lock and the writing)."
-    paths, r = exp_paths(cfg.paths.exp_dir), cfg.retrieval
-    path = find_checkpoint(checkpoint, paths.classifier)
-    model, ck = load_classifier(path)
-    described(model, None, cfg)  # a rebuild describes crops as the settings now say
-    d, device = classifier_data(cfg), pick_device(cfg.device)
-    dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
-    g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
-    asked = query_turns(g.meta)  # validation photos are asked as the predictor will ask
-    v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype, turns=asked)
-    v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
-    g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
+# %% ../nbs/05b_infer.gallery.ipynb #5c22a155
+def _holdout_embedded(paths, model:nn.Module, d, device, dtype, asked:int)->tuple:
+    "The held-out drugs' single-pill photos and their (embeddings, logits, positions): Nones when none are held out."
     held = pill_rows(load_manifest(paths.data, 'holdout'), ('single',), known_only=False)
     h_cache = paths.data/'cache'/'holdout'
     h_cache = CropCache(h_cache) if len(held) and cache_fits(h_cache, held, d.pre) else None
     h_emb, h_logits, h_pos = (embed_rows(model, held, d.root, d.pre, h_cache, None, device, dtype, turns=asked)
                               if len(held) else (None, None, None))
-    h_scores = g.scores(h_emb) if h_emb is not None else None
+    return held, h_emb, h_logits, h_pos
+
+# %% ../nbs/05b_infer.gallery.ipynb #b177b1c2
+def _trained_threshold(cfg, g:Gallery, model:nn.Module, ck:dict, d, device, dtype,
+                       v_scores:torch.Tensor, # the validation photos' scores against the gallery
+                       h_scores:torch.Tensor|None, held, h_pos, # the held-out drugs' photos' (None: none held out)
+                      )->tuple: # (its report, the studio photos' `open_set`, the phone-like ones', their open scores)
+    "The trained drugs' 'unknown' threshold, chosen on phone-like validation photos if any, else on studio ones."
+    r = cfg.retrieval
     h_best = g.open_scores(h_scores).numpy() if h_scores is not None else None
     known, max_far = g.open_scores(v_scores).numpy(), r.max_false_accept
     studio = open_set(known, h_best, r.target_tar, max_far)
@@ -370,6 +384,15 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     report = serving_report(known, h_best, studio, phone, r)
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'], g.cohort)
+    return report, studio, phone, phone_best
+
+# %% ../nbs/05b_infer.gallery.ipynb #071f9094
+def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
+                        report:dict, studio:dict, phone:dict|None, phone_best, # `_trained_threshold`'s: completed here
+                       ):
+    ("The enrolled drugs' 'unknown' threshold, into `g.meta` beside the trained drugs': on real photos where there are"
+     " some (`eval.real_sets`), else on the enrolled photos themselves.")
+    r = cfg.retrieval
     real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None,
                            report['threshold'])
     g.meta.update(threshold=report['threshold'], threshold_from=report['threshold_from'],
@@ -385,11 +408,38 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     report.update({k: g.meta[k] for k in ('enrolled_threshold', 'enrolled_threshold_from')})
     if 'enrolment_open_set' in g.meta: report['enrolment_open_set'] = g.meta['enrolment_open_set']
     if real and not phone: report['studio_threshold'] = studio['threshold']
-    v_p_cls, v_truth = torch.as_tensor(softmax_t(v_logits.numpy(), T)), d.val.k_code.values[v_pos]
+
+# %% ../nbs/05b_infer.gallery.ipynb #376c2161
+def _val_top1(g:Gallery, ck:dict, T:float, # the gallery, the classifier's checkpoint and its temperature
+              v_logits:torch.Tensor, v_scores:torch.Tensor, truth, # the validation photos' logits, scores and drugs
+             )->dict:
+    "Top-1 of the validation photos: the classifier fused with the gallery (as served), and the gallery alone."
+    v_p_cls = torch.as_tensor(softmax_t(v_logits.numpy(), T))
     v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'])
-    top1 = lambda named: round(float(np.mean(np.array(named) == v_truth)), 4)
-    report.update(val_top1_with_gallery=top1(_best(v_p, v_codes)),
-                  val_top1_gallery_only=top1(np.array(g.codes)[v_scores.argmax(1).numpy()]))
+    top1 = lambda named: round(float(np.mean(np.array(named) == truth)), 4)
+    return dict(val_top1_with_gallery=top1(_best(v_p, v_codes)),
+                val_top1_gallery_only=top1(np.array(g.codes)[v_scores.argmax(1).numpy()]))
+
+# %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
+def _build_gallery(cfg, checkpoint:str)->tuple:
+    "The gallery of a trained experiment and its report (`build_gallery` without the lock and the writing)."
+    paths = exp_paths(cfg.paths.exp_dir)
+    path = find_checkpoint(checkpoint, paths.classifier)
+    model, ck = load_classifier(path)
+    described(model, None, cfg)  # a rebuild describes crops as the settings now say
+    d, device = classifier_data(cfg), pick_device(cfg.device)
+    dtype, T, t0 = amp_dtype(cfg.train.amp, device), float(ck.get('temperature') or 1.0), time.perf_counter()
+    g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
+    asked = query_turns(g.meta)  # validation photos are asked as the predictor will ask
+    v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype, turns=asked)
+    v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
+    g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
+    held, h_emb, h_logits, h_pos = _holdout_embedded(paths, model, d, device, dtype, asked)
+    h_scores = g.scores(h_emb) if h_emb is not None else None
+    report, studio, phone, phone_best = _trained_threshold(cfg, g, model, ck, d, device, dtype, v_scores, h_scores,
+                                                           held, h_pos)
+    _enrolled_threshold(cfg, g, model, d, device, dtype, report, studio, phone, phone_best)
+    report.update(_val_top1(g, ck, T, v_logits, v_scores, d.val.k_code.values[v_pos]))
     if h_emb is not None:
         h_p_cls, h_rows = torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True)
         report['enrolment'] = _enrolment_benchmark(g, h_emb, h_p_cls, h_rows, ck['k_codes'], cfg.seed)
@@ -457,6 +507,46 @@ def _enrol_embedder(cfg, d, trained:bool, embedder)->tuple:
                           "prepare it with the embedder's classifier.* settings")
     return model, f'the trained classifier of {embedder}' if embedder else 'trained classifier'
 
+# %% ../nbs/05b_infer.gallery.ipynb #4faa94f7
+def _enrol_pool(model:nn.Module, d, per_drug:int, seed:int, device, turns:int)->tuple:
+    "`few_shot`'s enrolment pool: (embeddings, their training rows, image:pill keys, source photos)."
+    t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, seed),
+                                 device, turns=turns)
+    train = d.train.iloc[t_pos].reset_index(drop=True)
+    keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
+    photos = train.image.astype(str).map(source_group).tolist()  # Roboflow's copies of a photo are one photo
+    return t_emb, train, keys, photos
+
+# %% ../nbs/05b_infer.gallery.ipynb #620dd918
+def _enrol_gallery(g:Gallery|None, # the embedder's own gallery, if any
+                   model:nn.Module, pool:torch.Tensor, train:pd.DataFrame, # the embedder, and the pool it embedded
+                   trained:bool, # a trained embedder (this experiment's or another's)
+                   r, # the `retrieval` settings
+                  )->tuple: # (the empty gallery, its whitening, whether centred as the embedder's own gallery)
+    "The empty gallery `few_shot` enrols into, centred and whitened as the gallery's options say."
+    flat = pool.flatten(0, 1)  # the gallery's options as configured, worked out once for every draw
+    # centred as enrolment into the embedder's own gallery is (its trained drugs' mean), else on the pool itself
+    mine = g is not None and g.meta.get('embedder') == embedder_id(model)
+    kind = whitening(r.get('whiten')) if trained else None
+    if mine: center, white, kind = g.center, g.whiten, g.meta.get('whiten', 'total') if g.whiten is not None else None
+    else:  # a pool is whitened only for a trained classifier: an untrained start's features it harms
+        views = pool.shape[1]  # a pill's views belong to its drug and face, as a gallery's photos do
+        groups = np.repeat((train.k_code + ':' + _faces(train).astype(str)).values, views) if kind == 'within' else None
+        center, white = flat.mean(0), whitener(flat, groups) if kind else None
+    return Gallery(pool.shape[-1], center=center, whiten=white, exemplars=r.exemplars), kind, mine
+
+# %% ../nbs/05b_infer.gallery.ipynb #d90dd1dd
+def _drawn_top1(empty:Gallery, pool:torch.Tensor, codes:list, keys:list, # the gallery and the pool, as `enrolled_top1`
+                queries:torch.Tensor, truth, n:int, seed:int, # takes them
+                draws:int, # enrolments drawn (seeds seed, seed + 1, …)
+                photos:list, # each pool row's source photo (`enrolled_top1`'s groups)
+               )->dict:
+    "Top-1 of `draws` enrolments from `n` photos per drug (seeds seed, seed + 1, …): their mean, and each draw's."
+    top = [enrolled_top1(empty, pool, codes, keys, queries, truth, n, seed + j, photos) for j in range(draws)]
+    out = {f'{n}_shot_top1': round(float(np.mean(top)), 4)}
+    if draws > 1: out[f'{n}_shot_draws'] = [round(t, 4) for t in top]
+    return out
+
 # %% ../nbs/05b_infer.gallery.ipynb #65fb6116
 def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved settings)
              shots=(1, 5), # photos enrolled per drug
@@ -473,34 +563,19 @@ def few_shot(exp, # a prepared experiment (an `Experiment`, or its resolved sett
     model, turns = model.eval().to(device), turns or cfg.retrieval.enrol_turns
     g = load_gallery(retrieval_dir(embedder)) if embedder else None  # its crops described as its queries are
     described(model, g, cfg)
-    t_emb, _, t_pos = embed_rows(model, d.train, d.root, d.pre, d.train_cache, _capped(d.train, per_drug, cfg.seed),
-                                 device, turns=turns)
+    t_emb, train, keys, photos = _enrol_pool(model, d, per_drug, cfg.seed, device, turns)
     r = cfg.retrieval
     asked = int(r.query_turns)
     v_emb, _, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, turns=asked)
-    train, truth = d.train.iloc[t_pos].reset_index(drop=True), d.val.k_code.values[v_pos]
-    keys = (train.image.astype(str) + ':' + train.pill.astype(str)).tolist()
-    photos = train.image.astype(str).map(source_group).tolist()  # Roboflow's copies of a photo are one photo
-    flat = t_emb.flatten(0, 1)  # the gallery's options as configured, worked out once for every draw
-    # centred as enrolment into the embedder's own gallery is (its trained drugs' mean), else on the pool itself
-    mine = g is not None and g.meta.get('embedder') == embedder_id(model)
-    kind = whitening(r.get('whiten')) if trained or embedder else None
-    if mine: center, white, kind = g.center, g.whiten, g.meta.get('whiten', 'total') if g.whiten is not None else None
-    else:  # a pool is whitened only for a trained classifier: an untrained start's features it harms
-        views = t_emb.shape[1]  # a pill's views belong to its drug and face, as a gallery's photos do
-        groups = np.repeat((train.k_code + ':' + _faces(train).astype(str)).values, views) if kind == 'within' else None
-        center, white = flat.mean(0), whitener(flat, groups) if kind else None
-    empty = Gallery(t_emb.shape[-1], center=center, whiten=white, exemplars=r.exemplars)
+    empty, kind, mine = _enrol_gallery(g, model, t_emb, train, bool(trained or embedder), r)
     out = dict(embedder=embedded_by, model=cfg.classifier.model, descriptor=descriptor_words(model.descriptor),
                turns=turns, query_turns=asked,
-               whitened=white is not None, whitening=kind,
+               whitened=empty.whiten is not None, whitening=kind,
                centre="the embedder's gallery" if mine else 'the enrolment pool',
                drugs=int(train.k_code.nunique()), queries=len(v_pos), draws=draws)
+    codes, truth = train.k_code.tolist(), d.val.k_code.values[v_pos]
     for n in shots:
-        top = [enrolled_top1(empty, t_emb, train.k_code.tolist(), keys, v_emb, truth, n, cfg.seed + j, photos)
-               for j in range(draws)]
-        out[f'{n}_shot_top1'] = round(float(np.mean(top)), 4)
-        if draws > 1: out[f'{n}_shot_draws'] = [round(t, 4) for t in top]
+        out.update(_drawn_top1(empty, t_emb, codes, keys, v_emb, truth, n, cfg.seed, draws, photos))
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #6a27267b
