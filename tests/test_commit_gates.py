@@ -46,10 +46,12 @@ def test_stored_outputs_carry_no_progress_bars():
 
 
 # The house's measures (issue 82), held as the import order is held: each ceiling starts at the figure of 2026-11-29 and
-# only goes down — lower it in the change that allows it. Targets: cells over 30 lines ≤ 25, no function over 40 lines,
-# package lines over 120 characters ≤ 100.
-CEILINGS = dict(cells_over_30=73, functions_over_60=0, long_lines=183, readme_words=3000, benchmarks_words=8000)
-LONG_FUNCTIONS = {}  # named exceptions to 60 lines (none: gallery.real_open_set and evaluate.detector_counts were split)
+# only goes down — lower it in the change that allows it. Targets (met): cells over 30 lines ≤ 25, no function over 40
+# lines, package lines over 120 characters ≤ 100.
+CEILINGS = dict(cells_over_30=5, functions_over_40=0, long_lines=87, readme_words=3000, benchmarks_words=8000)
+LONG_FUNCTIONS = {}  # named exceptions to 40 lines (none: every function is 32 lines or fewer)
+# The long-line floor: nbdev writes each module's docstring (the notebook's one-line description) and its `__all__`
+# as it writes them, on lines no notebook cell holds.
 
 
 def _words(nb):
@@ -61,11 +63,12 @@ def test_the_house_does_not_grow():
     sys.path.insert(0, str(ROOT/'tools'))
     import house
     seen = dict(cells_over_30=sum(n > 30 for _, n in house.cells(ROOT)),
-                functions_over_60=sum(n > 60 for n, _ in house.functions(ROOT, 10_000)),
+                functions_over_40=sum(n > max(40, LONG_FUNCTIONS.get(name, 40))
+                                      for n, name in house.functions(ROOT, 10_000)),
                 long_lines=house.long_lines(ROOT),
                 readme_words=len((ROOT/'README.md').read_text(encoding='utf-8').split()),
                 benchmarks_words=_words(ROOT/'nbs'/'90_benchmarks.ipynb'))
     grown = {k: f'{v} > {CEILINGS[k]}' for k, v in seen.items() if v > CEILINGS[k]}
     assert not grown, f'the house grew past its ceilings: {grown} — split, shorten or move the new text (issue 82)'
-    over = {name: n for n, name in house.functions(ROOT, 10_000) if n > 60 and n > LONG_FUNCTIONS.get(name, 60)}
-    assert not over, f'functions over 60 lines that are not named exceptions (or grew past theirs): {over}'
+    over = {name: n for n, name in house.functions(ROOT, 10_000) if n > 40 and n > LONG_FUNCTIONS.get(name, 40)}
+    assert not over, f'functions over 40 lines that are not named exceptions (or grew past theirs): {over}'
