@@ -12,6 +12,11 @@ With --configs it times the candidates of a CPU deployment instead, one experime
 benchmarks page puts each beside the accuracy measured for its models elsewhere):
 
     python tools/bench_cpu_serving.py --out work/bench-cpu-grid --configs all --backends onnx,onnx-int8
+
+With --rules EXP it times a trained experiment (its own validation photos, its served backend) with today's
+defaults and again with each reading rule or gallery option turned off: what each costs in single and combo mode.
+
+    python tools/bench_cpu_serving.py --out work/bench-cpu-rules --rules work/exp/demo
 """
 import argparse, json, os, shutil, subprocess, sys, time
 from pathlib import Path
@@ -48,8 +53,10 @@ def main(argv=None):
     ap.add_argument('--backends', default='torch,onnx,onnx-int8')
     ap.add_argument('--fresh', action='store_true', help='rebuild the experiment even if it exists')
     ap.add_argument('--configs', default=None, help=f"candidates to time (comma-separated, or all): {', '.join(CONFIGS)}")
+    ap.add_argument('--rules', default=None, help='a trained experiment: the cost of each reading rule and gallery option')
     a = ap.parse_args(argv)
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    if a.rules: return rule_costs(Path(a.rules), a.photos, out)
     names = list(CONFIGS) if a.configs == 'all' else a.configs.split(',') if a.configs else [None]
     reports = {}
     for name in names:
@@ -99,6 +106,41 @@ def time_exp(exp:Path, photos:int, backends:list, models:list, build:dict)->dict
             rows[backend]['combo_8'] = {q: round(c['total'][q] - c['classify'][q] + eight[q], 1) for q in ('p50', 'p95')}
         print(exp.name, backend, json.dumps(rows[backend]), flush=True)
     return dict(models=models, machine=machine(), cpu_count=os.cpu_count(), photos=photos, build=build, latency_ms=rows)
+
+
+# each reading rule and gallery option of today's defaults, and the setting that turns it off
+RULES = {'look closer (detector.closer)': 'detector.closer=0', 'read farther (detector.farther)': 'detector.farther=0',
+         'detect size auto (detector.detect_size)': None,  # filled in: the detector's training size
+         'the pill check (pipeline.pill_check)': 'pipeline.pill_check=false',
+         'gallery views per photo (retrieval.query_turns)': 'retrieval.query_turns=1',
+         'crowds (detector.crowd)': 'detector.crowd=0', 'nested boxes (detector.contain)': 'detector.contain=0',
+         'cut-off boxes (detector.edge)': 'detector.edge=0'}
+
+
+def rule_costs(exp:Path, photos:int, out:Path)->dict:
+    "p50/p95 of single and combo mode with today's defaults, then with each rule off: its cost is the difference."
+    from pillsnap.config import exp_config
+    from pillsnap.gates import machine, measure_latency
+    saved = exp/'reports'/'latency.json'
+    kept = saved.read_bytes() if saved.is_file() else None  # the experiment's own reading stays
+    size = exp_config(exp).detector.img_size
+    rows = {}
+    try:
+        for name, off in [('today\'s defaults', None), *RULES.items()]:
+            off = off or (f'detector.detect_size={size}' if 'detect_size' in name else None)
+            r = measure_latency(exp, photos, device='cpu', settings=[off] if off else [])
+            rows[name] = dict(off=off, **{m: r[m]['total'] for m in ('single', 'combo') if m in r})
+            print(f"{name:<48} " + '  '.join(f"{m} {v['p50']:.0f}/{v['p95']:.0f} ms" for m, v in rows[name].items()
+                                            if isinstance(v, dict)), flush=True)
+    finally:
+        if kept is not None: saved.write_bytes(kept)
+    base = rows["today's defaults"]
+    for name, r in rows.items():  # a rule's cost: the defaults' time less the time without it
+        r['cost_ms'] = {m: {q: round(base[m][q] - r[m][q], 1) for q in ('p50', 'p95')} for m in ('single', 'combo')
+                        if m in r and m in base}
+    report = dict(experiment=str(exp), machine=machine(), cpu_count=os.cpu_count(), photos=photos, rules=rows)
+    (out/'rule_costs.json').write_text(json.dumps(report, indent=1))
+    return report
 
 
 def identify_eight(exp:Path, backend:str, calls:int)->dict:
