@@ -235,7 +235,8 @@ def apply_stage(cfg:dict, # nested settings, changed in place
     return cfg
 
 # %% ../nbs/00a_config.ipynb #c2ae770e
-AS_MADE = {'classifier.background': 'keep'}  # settings newer than the snapshots that lack them, whose models were made so
+AS_MADE = {'classifier.background': 'keep',  # settings newer than the snapshots that lack them, whose models were made so
+           'classifier.interpolation': 'bilinear'}
 
 def _merge_missing(cfg:dict, base:dict)->list:
     "Copy into `cfg` the keys of `base` it lacks (recursively); the dotted keys added."
