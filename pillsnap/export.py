@@ -132,6 +132,7 @@ def _calibration_reader(loader, n:int):
         def get_next(self): return next(self.it, None)
     return Reader()
 
+# %% ../nbs/07_ship.export.ipynb #91149f7a
 CALIBRATIONS = ('minmax', 'percentile', 'entropy')
 
 def float_ends(path:str|Path)->list:

@@ -83,6 +83,7 @@ def summarize_dataset(manifests:dict, # {split: manifest}
 CAPTURE_EN = {'검은색 배경': 'black', '파란색 배경': 'blue', '연회색 배경': 'light grey',
               '전구색': 'warm', '주광색': 'daylight', '주백색': 'neutral'}
 
+# %% ../nbs/02e_data.prepare.ipynb #580e5387
 def plot_summary(summary:dict, # from `summarize_dataset`
                  manifests:dict, # the same manifests
                 ):

@@ -48,7 +48,7 @@ def test_stored_outputs_carry_no_progress_bars():
 # The house's measures (issue 82), held as the import order is held: each ceiling starts at the figure of 2026-11-29 and
 # only goes down — lower it in the change that allows it. Targets (met): cells over 30 lines ≤ 25, no function over 40
 # lines, package lines over 120 characters ≤ 100.
-CEILINGS = dict(cells_over_30=5, functions_over_40=0, long_lines=87, readme_words=3000, benchmarks_words=8000)
+CEILINGS = dict(cells_over_30=3, functions_over_40=0, long_lines=87, readme_words=3000, benchmarks_words=8000)
 LONG_FUNCTIONS = {}  # named exceptions to 40 lines (none: every function is 32 lines or fewer)
 # The long-line floor: nbdev writes each module's docstring (the notebook's one-line description) and its `__all__`
 # as it writes them, on lines no notebook cell holds.
