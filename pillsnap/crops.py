@@ -6,7 +6,7 @@
 __all__ = ['PREPROCESS_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BACKGROUNDS', 'RESAMPLE', 'CACHE_FORMAT', 'NORM_AUTO',
            'UnifiedPreprocessor', 'crop_square', 'flatten_outside', 'equalize', 'BatchNormalize', 'rows_digest',
            'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache', 'start_normalisation', 'normalisation',
-           'interpolation', 'preprocessor_from']
+           'interpolation', 'start_interpolation', 'preprocessor_from']
 
 # %% ../nbs/02c_data.crops.ipynb #5fc95e1d
 import hashlib, io, math, os, shutil, time, zlib
@@ -426,9 +426,13 @@ def interpolation(c, # the `classifier` settings (or a checkpoint's)
     "`classifier.interpolation`: `auto` is the one timm's registry records for the start (bicubic for most)."
     v = c.get('interpolation')
     if v is None: return 'bilinear'  # a checkpoint older than the setting
-    if v != NORM_AUTO: return v
+    return start_interpolation(c['model']) if v == NORM_AUTO else v
+
+def start_interpolation(model:str, # a timm model name
+                       )->str: # bilinear | bicubic
+    "The resize filter timm's registry records for `model`'s pretrained weights (bilinear for a model it lacks)."
     import timm
-    s = timm.models.get_pretrained_cfg(c['model'])
+    s = timm.models.get_pretrained_cfg(model)
     return s.interpolation if s is not None and s.interpolation in RESAMPLE else 'bilinear'
 
 # %% ../nbs/02c_data.crops.ipynb #40eb7c08

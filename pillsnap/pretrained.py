@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .crops import NORM_AUTO, interpolation, normalisation, start_normalisation
+from .crops import interpolation, normalisation, start_interpolation, start_normalisation
 from .io import file_sha256
 
 # %% ../nbs/03_pretrained.ipynb #5b322f7e
@@ -115,7 +115,7 @@ def check_start(c, # the `classifier` settings
     if name == 'none': return  # random weights: any normalisation
     m = c.get('model')
     s = STARTS.get(name) or dict(model=m, **dict(zip(('mean', 'std'), start_normalisation(m))),
-                                 interpolation=interpolation({'model': m, 'interpolation': NORM_AUTO}))
+                                 interpolation=start_interpolation(m))
     same = lambda a, b: len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-4 for x, y in zip(a, b))
     mean, std = normalisation({**c, 'model': s['model']})  # `auto`: the start's own
     have = dict(model=m, mean=mean, std=std)
