@@ -24,6 +24,7 @@ WORDS = {
                look='photograph it in daylight on a plain ground',
                not_visible='a photo cannot tell them apart: check the package',
                none='their records are alike: check the package', differ='they differ in {}',
+               unrecorded='no record says how one of them looks: compare the pill with its package',
                check='check: {}', of='{} of {}', pills='pill(s) {}', left='left over: pill(s) {}', extra='left over',
                unchecked='not checked (unknown to this experiment): {}',
                fields=dict(print_front='front imprint', print_back='back imprint', line_front='front score line',
@@ -36,6 +37,7 @@ WORDS = {
                look='밝은 곳, 단색 바탕에서 찍어 주세요',
                not_visible='사진으로는 구별할 수 없습니다: 포장을 확인하세요',
                none='기록이 같습니다: 포장을 확인하세요', differ='다른 점: {}',
+               unrecorded='생김새 기록이 없는 약이 있습니다: 알약을 포장과 비교해 보세요',
                check='처방 확인: {}', of='{}개 중 {}개', pills='알약 {}', left='남는 알약: {}', extra='남는 알약',
                unchecked='확인하지 못함 (이 실험이 모르는 약): {}',
                fields=dict(print_front='앞면 각인', print_back='뒷면 각인', line_front='앞면 분할선',
@@ -170,7 +172,8 @@ def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn
     out = [f"{r.get('image', 'photo')}{sides}, {len(r['pills'])} pill(s), {r['timing_ms']['total']:.0f} ms" +
            (f"; hint: {h['reason']}" if h['combo_recommended'] else '') +
            (f"; {h['photo_warning']}" if h.get('photo_warning') else '')]
-    if r['pills']: out.append(terminal_text(prediction_table(r).to_string(index=False), keep='\n'))  # label text
+    table = prediction_table(r).fillna('')  # an enrolled product has no company or imprint: blank, not NaN
+    if r['pills']: out.append(terminal_text(table.to_string(index=False), keep='\n'))  # label text
     w = words(lang)
     out += [f"  pill {n}: {w['not_sure']} — {', '.join(p['between'])}: {advice_words(p, lang)}"
             for n, p in enumerate(r['pills'], 1) if p.get('status') == 'not sure']

@@ -13,7 +13,7 @@ __all__ = ['PACKAGED_CONFIG', 'YAML_MAX_BYTES', 'WIDENED', 'PATH_LISTS', 'AS_MAD
            'amp_dtype']
 
 # %% ../nbs/00a_config.ipynb #0dde7a8f
-import contextlib, difflib, functools, logging, logging.handlers, os, random, stat, subprocess
+import contextlib, copy, difflib, functools, logging, logging.handlers, os, random, stat, subprocess
 from pathlib import Path
 
 import numpy as np
@@ -275,17 +275,24 @@ def _fill_from_defaults(cfg:dict, # the settings read from `path`, filled in pla
     return nullable
 
 # %% ../nbs/00a_config.ipynb #10a1bfaa
-def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
-                path:str|Path|None=None, # config file (default: `find_config()`)
-                preset:str|None=None, # name of a mapping of dotted settings in the file, e.g. 'demo'
-                defaults:str|Path|None=None, # a config whose settings fill the ones `path` lacks (an older snapshot)
-               )->AttrDict:
-    "The resolved configuration: file (over `defaults`), then `preset`, then `overrides`; paths made absolute."
+def _read_settings(path:str|Path|None, # config file (default: `find_config()`)
+                   defaults:str|Path|None=None, # a config whose settings fill the ones `path` lacks
+                  )->tuple: # (settings, nullable, base folder, path): what `_settings_on` resolves
+    "A config file read once, its paths made absolute and what it lacks filled from `defaults`."
     path = Path(path) if path else find_config()
     cfg, nullable, base_dir = _read_resolved(path), set(), settings_base(path)
     path = path.resolve()
     if defaults and Path(defaults).resolve() != path:
         nullable = _fill_from_defaults(cfg, path, defaults, base_dir)
+    return cfg, nullable, base_dir, path
+
+# %% ../nbs/00a_config.ipynb #048f186a
+def _settings_on(read:tuple, # from `_read_settings`, left unchanged
+                 preset:str|None=None, # name of a mapping of dotted settings in the file
+                 overrides:list|dict=(), # `key=value` words or a mapping (highest priority)
+                )->AttrDict:
+    "A file's settings as `_read_settings` read them, with `preset` then `overrides` on top."
+    cfg, nullable, base_dir, path = copy.deepcopy(read[0]), *read[1:]
     if preset:
         presets = cfg.get('presets') or {}
         # an experiment snapshot older than `presets:` has them at the top level
@@ -302,6 +309,15 @@ def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` 
     cfg['config_file'] = str(path)
     return dict2obj(cfg, list_func=list)
 
+# %% ../nbs/00a_config.ipynb #1ae4aaa6
+def load_config(overrides:list|dict=(), # `key=value` words or a `{key: value}` mapping (highest priority)
+                path:str|Path|None=None, # config file (default: `find_config()`)
+                preset:str|None=None, # name of a mapping of dotted settings in the file, e.g. 'demo'
+                defaults:str|Path|None=None, # a config whose settings fill the ones `path` lacks (an older snapshot)
+               )->AttrDict:
+    "The resolved configuration: file (over `defaults`), then `preset`, then `overrides`; paths made absolute."
+    return _settings_on(_read_settings(path, defaults), preset, overrides)
+
 # %% ../nbs/00a_config.ipynb #dbe3b280
 class NotAnExperiment(ConfigError):
     "A folder without the settings snapshot (`config.yaml`) that makes a folder an experiment."
@@ -317,19 +333,24 @@ def require_experiment(root:str|Path, # the folder a command was given
     return root
 
 # %% ../nbs/00a_config.ipynb #02d74ef0
+def _snapshot(exp:str|Path, # an experiment folder with a config.yaml snapshot
+              config:str|Path|None=None, # defaults an older snapshot lacks (default: the package's own)
+             )->tuple: # `_read_settings` of the snapshot
+    "An experiment's snapshot read once over the current defaults."
+    root = require_experiment(exp)
+    # one default per setting: what a snapshot lacks comes from the package's config.yaml, never from whatever
+    # config.yaml lies nearest the working folder (which would make an experiment read differently per folder)
+    defaults = Path(config) if config else PACKAGED_CONFIG if PACKAGED_CONFIG.is_file() else None
+    return _read_settings(root/'config.yaml', defaults)
+
 def exp_config(exp:str|Path, # an experiment folder with a config.yaml snapshot
                overrides:list|dict=(), # `key=value` words or a mapping, over the snapshot
                config:str|Path|None=None, # defaults an older snapshot lacks (default: the package's own, wherever it runs)
                preset:str|None=None, # a preset of the snapshot to apply first
               )->AttrDict:
     "The settings of an existing experiment: its snapshot over the current defaults, then `overrides`."
-    root = require_experiment(exp)
-    # one default per setting: what a snapshot lacks comes from the package's config.yaml, never from whatever
-    # config.yaml lies nearest the working folder (which would make an experiment read differently per folder)
-    defaults = Path(config) if config else PACKAGED_CONFIG if PACKAGED_CONFIG.is_file() else None
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
-    settings = {'paths.exp_dir': str(root.resolve()), **overrides}
-    return load_config(settings, path=root/'config.yaml', preset=preset, defaults=defaults)
+    return _settings_on(_snapshot(exp, config), preset, {'paths.exp_dir': str(Path(exp).resolve()), **overrides})
 
 # %% ../nbs/00a_config.ipynb #f46e9c7b
 def load_dotenv(path:str|Path='.env', # a file of `KEY=value` lines
@@ -534,13 +555,12 @@ def run_config(exp:str|Path|None, # the experiment folder (default: paths.exp_di
     "A command's settings: an experiment's snapshot, or the project's config for a new one, with `overrides` on top."
     overrides = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
     root = Path(exp) if exp else Path(load_config(path=config).paths.exp_dir)
-    if (root/'config.yaml').is_file():
-        cfg = exp_config(root, overrides, config, preset)
-        # nothing on the command line: nothing changed
-        base = exp_config(root, {}, config) if overrides or preset else cfg
-    else:
-        base = load_config(path=config)
-        cfg = load_config({**overrides, 'paths.exp_dir': str(root.resolve())}, path=config, preset=preset)
+    here = {'paths.exp_dir': str(root.resolve())}
+    # the file is read once; what the command line changed is its settings with and without the line
+    if (root/'config.yaml').is_file(): read, settings = _snapshot(root, config), {**here, **overrides}
+    else: read, settings = _read_settings(config), {**overrides, **here}
+    cfg = _settings_on(read, preset, settings)
+    base = _settings_on(read, None, here) if overrides or preset else cfg
     return cfg, {k: v for k, v in settings_changes(base, cfg).items() if k != 'paths.exp_dir'}
 
 # %% ../nbs/00a_config.ipynb #d211e453

@@ -410,13 +410,16 @@ def _field_value(v)->str:
 
 def tell_apart(records:list, # the candidates' registry records (`Predictor.record`), best first
                sides:int=1, # photos of the pill the answer saw: 1, or 2 (`predict_sides`)
-              )->dict: # 'differ': {field: [value per record]}; 'advice': other_side|closer|look|not_visible|none
+              )->dict: # 'differ': {field: [values]}; 'advice': unrecorded|other_side|closer|look|not_visible|none
     "What tells candidates apart: the fields of their records that differ, and what the user can do about it."
     differ = {f: [_field_value(r.get(f)) for r in records] for f in (*SIDE_FIELDS['front'], *SIDE_FIELDS['back'],
                                                                      *LOOK_FIELDS, *UNSEEN_FIELDS)}
     differ = {f: v for f, v in differ.items() if len(set(v)) > 1}
     on = {s: any(f in differ for f in fs) for s, fs in SIDE_FIELDS.items()}
-    if on['front'] != on['back'] and sides == 1: advice = 'other_side'  # one side's marks differ: show both sides
+    seen = (*SIDE_FIELDS['front'], *SIDE_FIELDS['back'], *LOOK_FIELDS)
+    # a drug enrolled from photos alone has no record of its looks: nothing to compare, nothing to claim
+    if not all(any(_field_value(r.get(f)) for f in seen) for r in records): advice = 'unrecorded'
+    elif on['front'] != on['back'] and sides == 1: advice = 'other_side'  # one side's marks differ: show both sides
     elif on['front'] or on['back']: advice = 'closer'  # the marks differ where the photos were: a sharper look at them
     elif any(f in differ for f in LOOK_FIELDS): advice = 'look'  # shape or colour: in daylight, on a plain ground
     elif differ: advice = 'not_visible'  # only size, thickness or strength: a photo cannot tell them apart

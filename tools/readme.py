@@ -10,11 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_LINK = re.compile(r'\]\(([0-9][0-9a-z]*_[\w.-]+\.ipynb(?:#[^)\s]*)?)\)')  # dotted names too: 01_synth.scenes.ipynb
+IMAGE_LINK = re.compile(r'\]\(([\w.-]+\.(?:png|jpg))\)')  # a picture beside index.ipynb: ![…](real-tray.jpg)
 
 
 def nb_links(md:str)->str:
-    "Relative links to notebooks (`](90_benchmarks.ipynb#data)`) as seen from the repository root (`](nbs/90_benchmarks.ipynb#data)`)."
-    return NB_LINK.sub(r'](nbs/\1)', md)
+    "Relative links to notebooks (`](90_benchmarks.ipynb#data)`) and pictures as seen from the repository root (`](nbs/90_benchmarks.ipynb#data)`)."
+    return IMAGE_LINK.sub(r'](nbs/\1)', NB_LINK.sub(r'](nbs/\1)', md))
 
 
 def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
