@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'TRAIN_ONE', 'command', 'usage', 'main', 'pillsnap_config', 'pillsnap_synth', 'pillsnap_prepare',
            'pillsnap_train_cls', 'pillsnap_evaluate', 'pillsnap_gate', 'pillsnap_advise', 'pillsnap_train_det',
-           'photos_and_settings', 'pillsnap_predict', 'pillsnap_enrol', 'pillsnap_gallery', 'pillsnap_search',
-           'pillsnap_feedback', 'pillsnap_export', 'pillsnap_serve', 'pillsnap_release', 'pillsnap_demo']
+           'photos_and_settings', 'pillsnap_predict', 'pillsnap_count', 'pillsnap_enrol', 'pillsnap_gallery',
+           'pillsnap_search', 'pillsnap_feedback', 'pillsnap_checks', 'pillsnap_export', 'pillsnap_serve',
+           'pillsnap_release', 'pillsnap_demo']
 
 # %% ../nbs/08b_run.cli.ipynb #64181ba7
 import difflib, json, os, re, sys
@@ -418,13 +419,14 @@ def photos_and_settings(words:tuple)->tuple:
     return [w for w in words if w not in settings], settings
 
 # %% ../nbs/08b_run.cli.ipynb #ec3ae769
-def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None, lang:str)->tuple:
+def _answers(pred, images:list, mode:str, expect, same_pill:bool, draw:str|None, lang:str, boxes=None)->tuple:
     "([answer], [(photo, why unreadable)]) for `predict`."
     from pillsnap.answer import draw_prediction
     from pillsnap.pipeline import ImageError
     one, results, failed = len(images) == 1 or same_pill, [], []
     for f in images[:1] if same_pill else images:
-        try: r = pred.predict_sides(*images, expect=expect) if same_pill else pred.predict(f, mode, expect=expect)
+        try: r = (pred.predict_sides(*images, expect=expect) if same_pill
+                  else pred.predict(f, mode, expect=expect, boxes=boxes))
         except ImageError as e:
             if one: raise UserError(f"cannot read {'a side' if same_pill else f}: {e}") from None
             failed.append((f, str(e))); print(f'pillsnap predict: cannot read {f}: {e}', file=sys.stderr); continue
@@ -453,8 +455,10 @@ def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, l
         if 'check' in r: print('\n'.join(check_lines(r['check'], lang)), file=sys.stderr)
 
 # %% ../nbs/08b_run.cli.ipynb #a3dd1b5b
-def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill:bool)->tuple:
-    "Check `predict`'s flags against each other and split its words: (photos, settings)."
+def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill:bool,
+                    boxes:str|None=None, # `--boxes`: "x1,y1,x2,y2;x1,y1,x2,y2" (one photo's pills, in its pixels)
+                   )->tuple:
+    "Check `predict`'s flags against each other and split its words: (photos, settings, the boxes given or None)."
     from pillsnap.pipeline import BACKENDS, MODES
     if mode not in MODES: raise ConfigError(f"--mode must be single or combo (got '{mode}')")
     if lang not in ('en', 'ko'): raise ConfigError(f"--lang must be en or ko (got '{lang}')")
@@ -466,7 +470,14 @@ def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill
         raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
                           f'photo(s), --mode {mode}) — give its front and back: '
                           'pillsnap predict FRONT BACK --same-pill')
-    return images, settings
+    if boxes is not None and (len(images) != 1 or same_pill):
+        raise ConfigError(f"--boxes gives the pills of one photo (got {len(images)} photo(s)"
+                          f"{', --same-pill' if same_pill else ''})")
+    try: given = None if boxes is None else [[float(v) for v in b.split(',')] for b in boxes.split(';') if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--boxes {boxes!r}: x1,y1,x2,y2 for each pill in the photo's pixels, "
+                          "';' between pills") from None
+    return images, settings, given
 
 # %% ../nbs/08b_run.cli.ipynb #3243d2bf
 def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backend:str|None):
@@ -494,18 +505,42 @@ def pillsnap_predict(
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
     expect:str=None, # a prescription: K-codes, EDI codes or names (comma-separated); each pill is ranked among them
     same_pill:store_true=False, # the two photos are one pill's front and back: one answer from both sides
+    boxes:str=None, # the one photo's pills as a user sees them, "x1,y1,x2,y2;x1,y1,x2,y2" (pixels): none detected
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
-    images, settings = _predict_photos(images, mode, lang, backend, same_pill)
+    images, settings, given = _predict_photos(images, mode, lang, backend, same_pill, boxes)
     pred = _predictor(exp, settings, config, checkpoint, top_k, backend)
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
-    results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang)
+    results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang, given)
     _print_answers(results, failed, json_out, one, expect, lang)
     if failed:
         reasons = '; '.join(f'{f} ({why})' for f, why in failed)
         raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read '
                           f'(the others were answered): {reasons}')
+    return results
+
+# %% ../nbs/08b_run.cli.ipynb #f7eb21e2
+@command('count')
+def pillsnap_count(
+    *images:str, # photos to count the pills in, and key=value settings over the experiment's snapshot
+    exp:str=None, # experiment folder with a trained detector (default: paths.exp_dir)
+    json_out:store_true=False, # print each photo's count and boxes as JSON (also: --json)
+    backend:str=None, # torch (detector.safetensors) or onnx (the export's detector.onnx; default: pipeline.backend)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
+):
+    "Count the pills in photos: their boxes, none identified (the detector alone: the classifier is never loaded)."
+    from pillsnap.pipeline import Counter, ImageError
+    images, settings = photos_and_settings(images)
+    if not images: raise ConfigError('give at least one photo')
+    counter = Counter.from_exp(_experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.backend': backend}))
+    results = []
+    for f in images:
+        try: results.append({'image': str(f), **counter.count(f)})
+        except ImageError as e: raise UserError(f'cannot read {f}: {e}') from None
+    if json_out: print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+    for r in () if json_out else results:
+        print(f"{terminal_text(r['image'])}: {r['count']} pill(s) ({r['timing_ms']['total']:.0f} ms)")
     return results
 
 # %% ../nbs/08b_run.cli.ipynb #16648f96
@@ -652,6 +687,29 @@ def pillsnap_feedback(
               f"(and feedback.csv, {made['reports']} report(s))"
               + (f"; skipped, their box outside their photo: {', '.join(made['skipped'])}" if made['skipped'] else '')
               + (f"; {made['pending']} report(s) wait for review (--accept ID)" if made['pending'] else ''))
+    return table
+
+# %% ../nbs/08b_run.cli.ipynb #a2b87226
+@command('checks')
+def pillsnap_checks(
+    *settings:str, # key=value settings over the experiment's snapshot (for this run only)
+    exp:str=None, # experiment folder (default: paths.exp_dir)
+    list:store_true=False, # print the checks, newest first
+    last:int=50, # checks printed at most, the newest (0: every one)
+    export:str=None, # write every check to this CSV file (cells a spreadsheet reads as text)
+    config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
+):
+    "List the tray checks (combo answers to a prescription) the service kept, newest first; export them as CSV."
+    from pillsnap.checks import CheckJournal
+    ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
+    journal = CheckJournal.from_cfg(ex.cfg, ex.root)
+    journal.prune()
+    table = journal.table()
+    print(f'{journal.folder}: {len(table)} check(s), {int(table.corrected.gt(0).sum())} corrected, '
+          f'{int(table.has_photo.sum())} with a photo')
+    if list and len(table):  # the journal's text as escapes, never terminal sequences
+        print(table.iloc[::-1][:last or None].map(terminal_text).to_string(index=False))
+    if export: print(f'exported {journal.export(export)} check(s) to {export}')
     return table
 
 # %% ../nbs/08b_run.cli.ipynb #0830d8b7

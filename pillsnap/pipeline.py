@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'CHECK_LEAST', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS', 'ENROL_ADVISED',
-           'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Predictor', 'tell_apart',
-           'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
+           'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_LEAST', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS',
+           'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Counter',
+           'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
 import contextlib, copy, re, time, unicodedata
@@ -151,8 +151,38 @@ def registry(rec:dict)->dict:
 # %% ../nbs/05f_infer.pipeline.ipynb #3c055292
 LOCATORS = ('auto', 'detector', 'localiser', 'photo')  # how single mode finds its pill (`pipeline.locate`)
 
+# %% ../nbs/05f_infer.pipeline.ipynb #00d08d76
+class Counter:
+    "An experiment's detector (loaded on first use) and its reading rules: the pills in a photo, no classifier."
+    def __init__(self, cfg, # resolved settings (`detector.*`, `pipeline.*`, `device`)
+                 detector_path:str|Path|None=None, # detector.safetensors or detector.onnx (loaded on first use)
+                 device:str='auto', # auto | cpu | cuda | cuda:N
+                 backend:str='torch', # what runs the networks: torch | onnx | onnx-int8
+                ):
+        self.cfg, self.device, self.backend = cfg, pick_device(device), backend
+        # on a GPU the PyTorch networks answer in bf16 (fp16 where there is none); float32 on a CPU and in ONNX Runtime
+        self.amp = amp_dtype(cfg.pipeline.amp, self.device) if backend == 'torch' else None
+        self.detector_path = Path(detector_path) if detector_path else None
+        self._detector, self.log = None, get_logger('pipeline')
+        # the counting rules of `detector:`, resolved once for each mode (a wrong one fails here): `05e_infer.reading`
+        self.readings = {one: Reading.of(cfg.detector, one) for one in (False, True)}
+        box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
+
+    @classmethod
+    def from_exp(cls, exp:str|Path|Experiment, # a trained experiment: its folder, or its `Experiment`
+                 device:str|None=None, # default: the experiment's `device` setting
+                 settings:list|dict=(), # key=value settings (or a mapping) over the experiment's config snapshot
+                 backend:str|None=None, # torch (detector.safetensors) | onnx | onnx-int8 (the export's detector.onnx)
+                ):
+        "The counter of a trained experiment: its detector alone (loaded on first use), never its classifier."
+        exp = Experiment.of(exp, settings, fix=f'train one with pillsnap train-det --exp {Path(exp)}')
+        backend = backend or exp.cfg.pipeline.backend
+        if backend not in BACKENDS: raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+        path = exp.paths.detector/'detector.safetensors' if backend == 'torch' else exp.paths.export/'detector.onnx'
+        return cls(exp.cfg, path, device or exp.cfg.device, backend)
+
 # %% ../nbs/05f_infer.pipeline.ipynb #12280fd5
-class Predictor:
+class Predictor(Counter):
     "An experiment's classifier (and lazily its detector) behind one `predict` call."
     def __init__(self, classifier:torch.nn.Module, # a `PillClassifier`
                  checkpoint:dict, # its checkpoint (class list, preprocessing, id)
@@ -166,20 +196,14 @@ class Predictor:
                  gallery_dir:str|Path|None=None, # where enrolment saves it
                  pill_check:PillCheck|None=None, # combo mode's check that a box holds a pill (`build_pill_check`)
                 ):
-        self.device, self.backend = pick_device(device), backend
+        super().__init__(cfg, detector_path, device, backend)
         self.model = classifier.to(self.device).eval()
-        # on a GPU the PyTorch networks answer in bf16 (fp16 where there is none); float32 on a CPU and in ONNX Runtime
-        self.amp = amp_dtype(cfg.pipeline.amp, self.device) if backend == 'torch' else None
         self._take_classes(checkpoint, drug_table, cfg)
         self.gallery, self.gallery_dir = gallery, Path(gallery_dir) if gallery_dir else None
         self.pill_check = pill_check if cfg.pipeline.pill_check else None
         over = cfg.retrieval.threshold  # a user's own "unknown" threshold over the tuned ones
         self.unknown_below = float(over) if over is not None else None
-        c = checkpoint['config']
-        self.pre = preprocessor_from(c)
-        self.detector_path = Path(detector_path) if detector_path else None
-        self._detector, self.classifier_id = None, classifier_id
-        self.log = get_logger('pipeline')
+        self.pre, self.classifier_id = preprocessor_from(checkpoint['config']), classifier_id
         self._take_settings(cfg)
 
 # %% ../nbs/05f_infer.pipeline.ipynb #836f8a06
@@ -201,9 +225,6 @@ def _take_classes(self:Predictor, checkpoint:dict, drug_table:DrugTable, cfg):
 def _take_settings(self:Predictor, cfg):
     "How it finds, reads and answers a photo (`pipeline.*`, `detector:`): a wrong setting fails here."
     self.locate = cfg.pipeline.locate
-    # the counting rules of `detector:`, resolved once for each mode (a wrong one fails here): `05e_infer.reading`
-    self.readings = {one: Reading.of(cfg.detector, one) for one in (False, True)}
-    box_threshold(cfg.detector.conf)  # a wrong detector.conf fails here, not at the first combo photo
     if self.locate not in LOCATORS:
         raise ConfigError(f"pipeline.locate must be one of {', '.join(LOCATORS)} (got {self.locate!r})")
     if self.locate == 'detector' and not self.has_detector:
@@ -267,13 +288,14 @@ def record(self:Predictor, k_code:str)->dict:
 
 # %% ../nbs/05f_infer.pipeline.ipynb #ac23c1a6
 @patch(as_prop=True)
-def detector(self:Predictor):
+def detector(self:Counter):
     "The YOLO detector, loaded on first use."
     if self._detector is None:
         if self.detector_path is None or not self.detector_path.is_file():
             onnx = self.detector_path and self.detector_path.suffix == '.onnx'
             fix = 'run pillsnap export' if onnx else 'train one with pillsnap train-det'
-            raise ConfigError(f'combo mode needs a detector and {self.detector_path} does not exist — {fix}')
+            raise ConfigError(f'combo mode and counting need a detector and {self.detector_path} does not exist '
+                              f'— {fix}')
         p = self.detector_path
         self._detector = build_detector(self.cfg.detector.model, p)
         if p.suffix == '.onnx':
@@ -293,19 +315,19 @@ def detector(self:Predictor):
 
 # %% ../nbs/05f_infer.pipeline.ipynb #dbf3e200
 @patch(as_prop=True)
-def box_conf(self:Predictor)->float:
+def box_conf(self:Counter)->float:
     "The least confidence of a detected pill: `detector.conf`, or with auto the one tuned on validation (loads it)."
     self.detector  # loaded on first use, with the threshold its file records
     return self._box_conf
 
 @patch(as_prop=True)
-def detect_size(self:Predictor)->int:
+def detect_size(self:Counter)->int:
     "The photo size it detects at: `detector.detect_size`, or with auto the one chosen on validation (loads it)."
     self.detector
     return self._detect_size
 
 @patch(as_prop=True)
-def has_detector(self:Predictor)->bool:
+def has_detector(self:Counter)->bool:
     "Whether the experiment has a detector (combo mode, and single mode's pill finder)."
     return self._detector is not None or (self.detector_path is not None and self.detector_path.is_file())
 
@@ -316,7 +338,7 @@ def single_locator(self:Predictor)->str:
 
 # %% ../nbs/05f_infer.pipeline.ipynb #63be0718
 @patch
-def detect(self:Predictor, images:list,
+def detect(self:Counter, images:list,
            conf:float|None=None, # least confidence (default: box threshold `detector.conf`, and a crowd's weaker pills)
            one:bool=False, # one pill a photo (single mode): also read from farther (`detector.farther`), the surer kept
           )->list:
@@ -517,8 +539,9 @@ def check_pills(self:Predictor, ims:list, # RGB photos
 
 # %% ../nbs/05f_infer.pipeline.ipynb #2398c370
 @patch
-def _request(self:Predictor, top_k:int|None, expect)->tuple:
-    "(the prescription as an answer shows it, its K-codes, top_k) of a request, checked."
+def _request(self:Predictor, top_k:int|None, expect, mode:str='single')->tuple:
+    "(the prescription as an answer shows it, its K-codes, top_k) of a request, checked with its mode."
+    if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
     rx = self.prescription(expect)
     top_k = self.cfg.pipeline.top_k if top_k is None else top_k
     if not 1 <= top_k <= 100: raise ConfigError(f'top_k must be between 1 and 100 (got {top_k})')
@@ -526,7 +549,7 @@ def _request(self:Predictor, top_k:int|None, expect)->tuple:
     return ({'prescription': {k: rx[k] for k in shown}} if rx else {}), rx and rx['codes'], top_k
 
 @patch
-def _photos(self:Predictor, images:list)->tuple:
+def _photos(self:Counter, images:list)->tuple:
     "(each photo's size as sent, the photos shrunk to `pipeline.max_side`)."
     sizes, ims = [], []
     for x in images:
@@ -579,6 +602,50 @@ def _timing(t:list, # perf_counter at the start, and after decoding, finding, id
              **({'read': read} if read is not None else {}), 'total': t[4] - t[0]}
     return {**{k: round(v / n * 1000, 2) for k, v in steps.items()}, 'batch': n}
 
+# %% ../nbs/05f_infer.pipeline.ipynb #ca855f55
+BOXES_MAX = 100  # boxes a user may give one photo: a bound on a request's work (serve.public_max_pills: less)
+
+def check_boxes(boxes, # [[x1, y1, x2, y2], ...] in the photo's own pixels
+                size:tuple, # the photo's (width, height) as sent
+                mode:str='combo', # single: exactly one box; combo: up to `most`
+                most:int|None=None, # boxes a photo takes at most (None: `BOXES_MAX`)
+               )->np.ndarray: # (n, 4) float
+    "The boxes a user gave a photo, checked: numbers, each inside the photo with a size; a `ConfigError` says why not."
+    boxes = boxes.tolist() if isinstance(boxes, np.ndarray) else boxes
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not isinstance(boxes, (list, tuple)) or not all(
+            isinstance(b, (list, tuple)) and len(b) == 4 and all(map(number, b)) for b in boxes):
+        raise ConfigError("boxes: a list of [x1, y1, x2, y2] boxes, four numbers each, in the photo's pixels")
+    least, most = (1, 1) if mode == 'single' else (0, min(most or BOXES_MAX, BOXES_MAX))
+    if not least <= len(boxes) <= most:
+        raise ConfigError(f'{len(boxes)} boxes for one photo: ' + ('single mode takes exactly one (combo mode, several)'
+                                                                   if mode == 'single' else f'at most {most}'))
+    b, (w, h) = np.array(boxes, np.float64).reshape(-1, 4), size
+    bad = (~np.isfinite(b).all(1) | (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h)
+           | (b[:, 2] - b[:, 0] < 1) | (b[:, 3] - b[:, 1] < 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f'box {i + 1} {list(boxes[i])}: a box lies inside the {w}×{h} photo, '
+                          'x1 < x2 and y1 < y2, at least a pixel each way')
+    return b
+
+# %% ../nbs/05f_infer.pipeline.ipynb #8c6e2330
+@patch
+def _find_given(self:Predictor, ims:list, sizes:list, mode:str, most:int|None=None, # as `_find` takes them
+                boxes:list|None=None, # per photo, the boxes a user gave it (`check_boxes`), or None: its pills found
+               )->tuple: # `_find`'s (found, seen, left)
+    "`_find` for the photos without boxes given; the boxes a user gave the others, as found by the user."
+    boxes = boxes or [None] * len(ims)
+    ask = [i for i, b in enumerate(boxes) if b is None]
+    found, seen, left = (list(map(list, self._find([ims[i] for i in ask], mode, most)))
+                         if ask else ([], [], []))
+    for i, (b, im, size) in enumerate(zip(boxes, ims, sizes)):  # in order: the photos before `i` are in place
+        if b is None: continue
+        to_net = np.array([im.width / size[0], im.height / size[1]] * 2)
+        found.insert(i, [(bx * to_net, None, 'user') for bx in check_boxes(b, size, mode, most)])
+        seen.insert(i, None); left.insert(i, 0)
+    return found, seen, left
+
 # %% ../nbs/05f_infer.pipeline.ipynb #e245d54b
 CHECK_LEAST = 0.1  # the least probability a pill gives a prescription line's drugs to fill one of its places
 
@@ -613,14 +680,14 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                   top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
                   expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
                   max_pills:int|None=None, # pills named per photo at most, the most confident (None: every one found)
+                  boxes:list|None=None, # per photo, the pills' boxes a user gave (`check_boxes`), or None: found
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema; `pills_left` counts the pills found beyond `max_pills`."
-    if mode not in MODES: raise ConfigError(f"mode must be 'single' or 'combo' (got {mode!r})")
-    rx, expect, top_k = self._request(top_k, expect)
+    rx, expect, top_k = self._request(top_k, expect, mode)
     t0 = time.perf_counter()
     sizes, ims = self._photos(images)
     t1 = time.perf_counter()
-    found, seen, left = self._find(ims, mode, max_pills)
+    found, seen, left = self._find_given(ims, sizes, mode, max_pills, boxes)
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     answers = iter(self.identify(crops, top_k, expect, reads, mode))
@@ -643,9 +710,10 @@ def predict(self:Predictor, image, # a photo (anything `load_image` takes)
             mode:str='single', # single | combo — the user's choice
             top_k:int|None=None, # candidates per pill (default: pipeline.top_k)
             expect:list|str|None=None, # a prescription's K-codes (`predict_batch`)
+            boxes:list|None=None, # the pills' boxes a user gave, [[x1, y1, x2, y2], ...] in its pixels: none found
            )->dict:
     "The prediction for one photo."
-    return self.predict_batch([image], mode, top_k, expect)[0]
+    return self.predict_batch([image], mode, top_k, expect, boxes=None if boxes is None else [boxes])[0]
 
 # %% ../nbs/05f_infer.pipeline.ipynb #9ab5394d
 def _prescription_index(known:set, records:dict)->tuple:
@@ -870,6 +938,31 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
         self.gallery = enrol_into(self.gallery_dir, self.gallery, k_code, emb, crops, rec, len(ims), wait_s, asks)
     else: self.gallery.add(k_code, emb, record=rec, photos=len(ims), asks=asks).calibrate_enrolled()
     return self._enrolment_answer(k_code, ims, found, rec)
+
+# %% ../nbs/05f_infer.pipeline.ipynb #3574db3c
+@patch
+def count_batch(self:Counter, images:list, # photos (anything `load_image` takes)
+               )->list: # per photo: count, boxes (in its own pixels), det_scores, image_size, models, timing_ms
+    "The pills in many photos counted as combo mode reads them (`detect`), none identified."
+    t0 = time.perf_counter()
+    sizes, ims = self._photos(images)
+    t1 = time.perf_counter()
+    found = self.detect(ims)
+    t2 = time.perf_counter()
+    timing = {k: v for k, v in _timing([t0, t1, t2, t2, t2], None, len(ims)).items() if k != 'classify'}
+    out = []
+    for im, size, (boxes, scores) in zip(ims, sizes, found):
+        placed = [_placed(im, size, b, float(s), 'detector') for b, s in zip(boxes, scores)]
+        out.append({'count': len(placed), 'boxes': [p['box'] for p in placed],
+                    'det_scores': [p['det_score'] for p in placed], 'image_size': list(size),
+                    'models': {'detector': self.detector_id}, 'timing_ms': dict(timing)})
+    return out
+
+@patch
+def count(self:Counter, image, # a photo (anything `load_image` takes)
+         )->dict:
+    "One photo's pills counted (`count_batch`)."
+    return self.count_batch([image])[0]
 
 # %% ../nbs/05f_infer.pipeline.ipynb #bd5aa703
 def fuse_sides(p:torch.Tensor, # (sides, drugs) each photo's probabilities over the same drugs

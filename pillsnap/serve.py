@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['SAID', 'KEY_ENV', 'IMAGE_STATUS', 'CLOSE', 'BUCKETS_MS', 'OOM', 'REFUSED_LOG_S', 'ACCESS', 'KEY_HEADER',
-           'ENROL_WAIT_S', 'PAGE_FILES', 'PAGE_HEADERS', 'said', 'Refusal', 'api_keys', 'key_matches', 'image_status',
-           'image_code', 'client_of', 'RateLimit', 'RequestLimits', 'photo_pixels', 'PixelBudget', 'Dropped', 'Batcher',
-           'Metrics', 'Live', 'answer_counts', 'AccessLog', 'writable', 'Service', 'operator_access', 'page_file',
-           'public_routes', 'identify_routes', 'keyed_routes', 'create_app', 'app_from_exp', 'app_from_release']
+           'ENROL_WAIT_S', 'PAGE_FILES', 'PAGE_HEADERS', 'BOXES', 'said', 'Refusal', 'api_keys', 'key_matches',
+           'image_status', 'image_code', 'client_of', 'RateLimit', 'RequestLimits', 'photo_pixels', 'PixelBudget',
+           'Dropped', 'Batcher', 'Metrics', 'Live', 'answer_counts', 'AccessLog', 'writable', 'Service',
+           'operator_access', 'page_file', 'public_routes', 'form_boxes', 'identify_routes', 'keyed_routes',
+           'create_app', 'app_from_exp', 'app_from_release']
 
 # %% ../nbs/07c_ship.serve.ipynb #2162f4b4
 import asyncio, collections, functools, hmac, importlib.resources, io, json, math, os, re, signal, tempfile
@@ -30,12 +31,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+# %% ../nbs/07c_ship.serve.ipynb #987e54ab
 import pillsnap
 from .config import (PACKAGED_CONFIG, ConfigError, Experiment, first_line, get_logger, load_config, load_dotenv,
                              secret)
+from .checks import CheckError, CheckJournal, CheckUnknown, key_fingerprint
 from .data import pil_open
-from .feedback import Feedback, FeedbackError, FeedbackFull
-from .pipeline import ImageError, Predictor, load_image, registry
+from .feedback import Feedback, FeedbackError, FeedbackFull, StoreFull
+from .pipeline import ImageError, Predictor, check_boxes, load_image, registry
 from .release import resolve_release, verify_release
 from .retrieval import GalleryBusy, gallery_lock
 from .search import search_drugs
@@ -97,6 +100,8 @@ SAID = {  # code: (English, Korean), with {named} parts
     'no_detector': ('combo mode is not available: this experiment has no detector — use pipeline=single',
                     '여러 알약(combo) 모드를 쓸 수 없습니다: 검출기가 없는 모델입니다 '
                     '— 알약 하나(single) 모드를 쓰세요'),
+    'no_detector_count': ('counting is not available: this experiment has no detector',
+                          '알약 세기를 쓸 수 없습니다: 검출기가 없는 모델입니다'),
     'back_single': ('a back photo answers one pill from both its sides: send it with pipeline=single',
                     '반대쪽 면 사진은 알약 하나(single) 모드에서만 씁니다: '
                     'pipeline=single로 보내세요'),
@@ -109,6 +114,10 @@ SAID = {  # code: (English, Korean), with {named} parts
     'feedback_full': ('{why}',
                       '보고 저장 공간이 가득 찼습니다 (feedback.max_mb): '
                       '운영자가 보고를 내보내고 비워야 합니다'),
+    'bad_correction': ('{why}', '정정을 저장할 수 없습니다: {why}'),
+    'check_unknown': ('{why}', '그런 처방 확인 기록이 없습니다: {why}'),
+    'checks_full': ('{why}', '처방 확인 기록 저장 공간이 가득 찼습니다 (checks.max_mb): '
+                             '운영자가 기록을 내보내고 비워야 합니다'),
     'not_found': ('not found', '찾을 수 없습니다'),
     'invalid_parameters': ('invalid parameters: {names}', '잘못된 매개변수: {names}'),
     'internal': ('internal error',
@@ -373,13 +382,14 @@ async def predict(self:Batcher, images:list, mode:str, top_k:int,
                   gone:asyncio.Future|None=None, # done once the client has left
                   expect:str|None=None, # a prescription as written (photos share a batch only with the same one)
                   max_pills:int|None=None, # pills named per photo at most (`Predictor.predict_batch`; public mode)
+                  boxes:list|None=None, # per photo, the pills' boxes its user gave (`Predictor.predict_batch`), or None
                  )->list:
     "Predictions for decoded photos, maybe batched with other requests; `Dropped` when refused or no longer wanted."
     if self.waiting and sum(self.waiting.values()) + len(images) > self.queue_max: raise Dropped('queue full')
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     self.waiting[fut] = len(images)
-    self.queue.put_nowait((images, mode, top_k, fut, expect, max_pills))
+    self.queue.put_nowait((images, mode, top_k, fut, expect, max_pills, boxes or [None] * len(images)))
     timeout = None if deadline is None else max(0.0, deadline - loop.time())
     done, _ = await asyncio.wait([fut, *([gone] if gone else [])], timeout=timeout,
                                  return_when=asyncio.FIRST_COMPLETED)
@@ -405,12 +415,17 @@ async def _next_jobs(self:Batcher)->list:
 
 # %% ../nbs/07c_ship.serve.ipynb #c044a775
 _SIDES = 'sides'  # a job of two photos, the two sides of one pill: one answer (`Predictor.predict_sides`)
+_COUNT = 'count'  # a job whose pills are counted, none identified (`Counter.count_batch`)
 
 @patch
-def _answer(self:Batcher, ims:list, mode:str, top_k:int|None, expect:str|None, most:int|None)->list:
-    "What the inference thread runs for a group of jobs: their photos in one batch, or each pill's two sides."
-    if mode != _SIDES: return self.pred.predict_batch(ims, mode, top_k, expect, most)
-    return [self.pred.predict_sides(f, b, top_k, expect) for f, b in zip(ims[::2], ims[1::2])]
+def _answer(self:Batcher, ims:list, mode:str, top_k:int|None, expect:str|None, most:int|None,
+            boxes:list, # per photo, the pills' boxes its user gave, or None
+           )->list:
+    "What the inference thread runs for a group of jobs: their photos in one batch, counted, or each pill's two sides."
+    if mode == _COUNT: return self.pred.count_batch(ims)
+    if mode == _SIDES: return [self.pred.predict_sides(f, b, top_k, expect) for f, b in zip(ims[::2], ims[1::2])]
+    given = (boxes,) if any(b is not None for b in boxes) else ()  # a photo's pills its user gave: not found again
+    return self.pred.predict_batch(ims, mode, top_k, expect, most, *given)
 
 # %% ../nbs/07c_ship.serve.ipynb #39fd161a
 @patch
@@ -426,7 +441,7 @@ async def _loop(self:Batcher):
             ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
             try:
                 res = await loop.run_in_executor(self.executor, self._answer, ims, mode, top_k,
-                                                 expect, most)
+                                                 expect, most, [b for j in js for b in j[6]])
             except Exception as e:
                 for j in js: j[3].set_exception(e)
                 continue
@@ -524,6 +539,8 @@ async def switch(self:Live, batcher:Batcher)->dict:
 def answer_counts(results:list, # the predictor's answers to one request
                  )->dict:
     "What the access log says about an answer: counts only, never which drugs."
+    if results and 'count' in results[0]: return dict(mode='count', photos=len(results),
+                                                      pills=sum(r['count'] for r in results))
     pills = [p for r in results for p in r['pills']]
     return dict(mode=results[0]['mode'] if results else None, photos=len(results), pills=len(pills),
                 unknown=sum(p.get('status') == 'unknown' for p in pills),
@@ -623,6 +640,8 @@ class Service:
         self.working = set()  # key-less addresses with a request in progress (public mode: one each)
         self.feedback = Feedback.from_cfg(self.cfg, None if release else self.cfg.paths.exp_dir)  # never into a release
         writable(self.feedback.folder, 'reports of wrong answers (POST /feedback)', 'feedback.dir')  # at start
+        self.checks = CheckJournal.from_cfg(self.cfg, None if release else self.cfg.paths.exp_dir)
+        writable(self.checks.folder, "the tray checks' journal (combo answers to a prescription)", 'checks.dir')
 
     def modes(self)->list: return ['single', 'combo'] if self.live.pred.has_detector else ['single']
 
@@ -679,6 +698,7 @@ async def lifespan(self:Service, app=None):
     pred, b = self.live.pred, self.batcher
     await b.start()
     await run_in_threadpool(self.feedback.prune)  # photos past feedback.keep_days
+    await run_in_threadpool(self.checks.prune)  # and past checks.keep_days
     if pred.has_detector: await b.run(lambda: pred.detector)  # load it now, on the thread that will use it
     # the page's switch signal never ends a service: a release switches, else it is logged (signals: the main thread's)
     if hasattr(signal, 'SIGHUP') and threading.current_thread() is threading.main_thread():
@@ -789,16 +809,24 @@ async def decoded(self:Service, request:Request, # its `state.deadline` bounds t
     except Dropped as e: raise self.dropped(e) from None
     finally: budget.give(held); gone.cancel()
 
+# %% ../nbs/07c_ship.serve.ipynb #47a41818
+@patch
+def can_find(self:Service, mode:str, boxes:list|None):
+    "A 400 when no detector would find a request's pills: a count, or combo mode where the user gave no boxes."
+    given = boxes is not None and None not in boxes  # the user gave every photo's pills: nothing to detect
+    if (mode == _COUNT or mode == 'combo' and not given) and not self.live.pred.has_detector:
+        raise Refusal(400, 'no_detector_count' if mode == _COUNT else 'no_detector')
+
 # %% ../nbs/07c_ship.serve.ipynb #9bf0f8ff
 @patch
 async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
-                   mode:str, # single | combo
+                   mode:str, # single | combo, or `_COUNT` (the pills counted, none identified)
                    top_k:int|None, # candidates per pill (None: `pipeline.top_k`)
                    expect:str|None=None, # a prescription: K-codes, EDI codes or product names, comma-separated
+                   boxes:list|None=None, # per upload, the pills' boxes its user gave (`check_boxes`), or None: found
                   )->list:
     "Predictions for `uploads`, decoded within the pixel budget and queued before the deadline, unless the client left."
-    if mode == 'combo' and not self.live.pred.has_detector:
-        raise Refusal(400, 'no_detector')
+    self.can_find(mode, boxes)
     s, who = self.serve, self.keyless(request)  # a key-less request's work is bounded and counted (public mode)
     if who is not None and len(uploads) > s.public_batch_images:
         raise Refusal(413, 'public_batch', n=len(uploads), most=s.public_batch_images)
@@ -809,9 +837,12 @@ async def identify(self:Service, request:Request, uploads:list, # [(file, name)]
         try: rx = await run_in_threadpool(self.live.pred.prescription, expect)  # names matched off the event loop
         except ConfigError as e: raise Refusal(400, 'bad_request', why=e) from None
         async with self.decoded(request, uploads) as (ims, gone):
+            most = (s.public_max_pills or None) if who is not None else None
+            for im, b in zip(ims, boxes or ()):  # a wrong box is its request's 400 here, never its batch's failure
+                if b is not None: check_boxes(b, im.size, mode, most)
             res = await self.batcher.predict(ims, mode, top_k, request.state.deadline, gone,
-                                             expect if rx else None,  # the tray checked against it, quantities and all
-                                             (s.public_max_pills or None) if who is not None else None)
+                                             expect if rx else None, most, boxes)  # the tray checked against it
+            if rx and mode == 'combo': await self.journal(request, ims, res, expect)  # the tray checks' record
     finally: self.working.discard(who)
     self.spent(who, len(uploads), res)  # both sides of a pill: two photos, one answer
     request.state.answer = answer_counts(res)  # for the access log: counts only, never which drugs (health data)
@@ -902,6 +933,36 @@ async def report(self:Service, request:Request, upload:UploadFile|None, # the ph
                                   photo=bool(rec['photo']))))
     return {'id': rec['id'], 'photo_kept': bool(rec['photo'])}
 
+# %% ../nbs/07c_ship.serve.ipynb #03762ab4
+@patch
+async def journal(self:Service, request:Request, ims:list, # the photos answered
+                  results:list, # their answers: each with a `check` is a tray check
+                  expect:str, # the prescription as written
+                 ):
+    "Keep each tray check of a request in the journal (`checks.*`), off the inference thread; never fails the answer."
+    key, rid = key_fingerprint(request.headers.get('x-api-key')), getattr(request.state, 'request_id', None)
+    for im, r in zip(ims, results):
+        if 'check' not in r: continue
+        try: r['check']['id'] = (await run_in_threadpool(self.checks.record, r, expect, im, key, rid))['id']
+        except Exception as e:  # the answer is sent all the same; the log tells the operator what to mend
+            self.log.error(f'request {rid}: its tray check was not kept in the journal ({first_line(e)})')
+
+# %% ../nbs/07c_ship.serve.ipynb #f4238597
+@patch
+async def correct_check(self:Service, request:Request, check_id:str, # the check's id (its answer's `check.id`)
+                        verdict:str, # the verdict as found, e.g. 'matches the prescription'
+                        codes:str|None=None, # the right codes of pills named wrongly: '1=K-016551, 3=K-000250'
+                       )->dict:
+    "Keep a correction of a tray check; what /checks/{id}/correct answers."
+    fix = functools.partial(self.checks.record_correction, check_id, verdict, codes,
+                            key_fingerprint(request.headers.get('x-api-key')))
+    try: rec = await run_in_threadpool(fix)
+    except StoreFull as e: raise Refusal(507, 'checks_full', why=e) from None
+    except CheckUnknown as e: raise Refusal(404, 'check_unknown', why=e) from None
+    except CheckError as e: raise Refusal(422, 'bad_correction', why=e) from None
+    self.log.info(json.dumps(dict(event='check_corrected', id=check_id, correction=rec['id'])))
+    return {'id': rec['id'], 'corrected': check_id, 'verdict': rec['verdict'], 'codes': rec['codes']}
+
 # %% ../nbs/07c_ship.serve.ipynb #f21f3ceb
 PAGE_FILES = {'index.html': 'text/html; charset=utf-8',
               'page.css': 'text/css; charset=utf-8',
@@ -932,9 +993,21 @@ def public_routes(svc:Service)->APIRouter:
     async def static(name:str): return page_file(name)
     return r
 
+# %% ../nbs/07c_ship.serve.ipynb #d0a6054a
+BOXES = Form(None, max_length=20000,
+             description="the pills' boxes a user gave, as JSON [[x1, y1, x2, y2], ...] in the photo's pixels: "
+                         "each box is identified, none detected (combo mode: up to 100, without a key "
+                         "serve.public_max_pills; single mode: one)")
+
+def form_boxes(text:str)->list:
+    "The `boxes` form field as a list (`check_boxes` checks it against the photo); a 400 when it is no JSON."
+    try: return json.loads(text)
+    except (ValueError, RecursionError): raise Refusal(400, 'bad_request', why='boxes: send JSON, '
+                                                                             '[[x1, y1, x2, y2], ...]') from None
+
 # %% ../nbs/07c_ship.serve.ipynb #c43f01af
 def _photo_routes(r:APIRouter, svc:Service):
-    "/predict and /batch on `r`: photos in, the pills identified in them out."
+    "/predict and /batch on `r`: photos in, the pills identified in them out (or in the boxes a user gave)."
     Mode = Query('single',
                  description='single: one pill, the photo is classified; combo: every detected pill is classified')
     TopK = Query(None, ge=1, le=100, description='candidates per pill (default: pipeline.top_k)')
@@ -946,11 +1019,13 @@ def _photo_routes(r:APIRouter, svc:Service):
     async def predict(request:Request, image:UploadFile=File(..., description='the photo (JPEG, PNG, WebP, HEIC, …)'),
                       back:UploadFile|None=File(None, description="the same pill's other side: one answer from both "
                                                                   "(single mode)"),
-                      pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK, expect:str|None=Expect):
+                      pipeline:Literal['single', 'combo']=Mode, top_k:int|None=TopK, expect:str|None=Expect,
+                      boxes:str|None=BOXES):
         if back is not None:
-            if pipeline != 'single': raise Refusal(400, 'back_single')
+            if pipeline != 'single' or boxes is not None: raise Refusal(400, 'back_single')
             return await svc.identify_sides(request, image, back, top_k, expect)
-        return (await svc.identify(request, [(image, 'image')], pipeline, top_k, expect))[0]
+        given = None if boxes is None else [form_boxes(boxes)]
+        return (await svc.identify(request, [(image, 'image')], pipeline, top_k, expect, given))[0]
 
     @r.post('/batch', summary='Identify the pills in several photos')
     async def batch(request:Request,
@@ -986,11 +1061,29 @@ def _feedback_route(r:APIRouter, svc:Service):
                        request_id:str|None=Form(None, max_length=64, description="the answer's X-Request-ID")):
         return await svc.report(request, image, answered, right, pipeline, pill, box, request_id)
 
+# %% ../nbs/07c_ship.serve.ipynb #051648ec
+def _checks_route(r:APIRouter, svc:Service):
+    "/checks/{id}/correct on `r`: a correction of a tray check."
+    @r.post('/checks/{check_id}/correct', summary="Correct a tray check's verdict (a later line of the journal)")
+    async def correct(request:Request, check_id:str,
+                      verdict:str=Form(..., max_length=200, description="the verdict as found, e.g. '1 missing'"),
+                      codes:str|None=Form(None, max_length=2000,
+                                          description='right codes of pills named wrongly: 1=K-016551, 3=K-000250')):
+        return await svc.correct_check(request, check_id, verdict, codes)
+
+# %% ../nbs/07c_ship.serve.ipynb #274085bb
+def _count_route(r:APIRouter, svc:Service):
+    "/count on `r`: the pills in one photo counted, none identified (the detector alone: fast)."
+    @r.post('/count', summary='Count the pills in one photo: their boxes, none identified (no classifier: fast)')
+    async def count(request:Request, image:UploadFile=File(..., description='the photo (JPEG, PNG, WebP, HEIC, …)')):
+        return (await svc.identify(request, [(image, 'image')], _COUNT, None))[0]
+
 # %% ../nbs/07c_ship.serve.ipynb #ea463a2a
 def identify_routes(svc:Service)->APIRouter:
-    "/predict, /batch, /search and /feedback: behind an API key, or open to anyone in public mode (`serve.public`)."
+    "/predict, /batch, /count, /search and /feedback: behind an API key, or open to anyone in public mode."
     r = APIRouter(dependencies=[] if svc.public else [Depends(svc.require_key)])
     _photo_routes(r, svc)
+    _count_route(r, svc)
     _search_route(r, svc)
     _feedback_route(r, svc)
     return r
@@ -998,8 +1091,9 @@ def identify_routes(svc:Service)->APIRouter:
 
 # %% ../nbs/07c_ship.serve.ipynb #c0390373
 def keyed_routes(svc:Service)->APIRouter:
-    "The routes behind an API key in every mode: /enrol and /metrics."
+    "The routes behind an API key in every mode: /enrol, /metrics and a tray check's correction."
     r = APIRouter(dependencies=[Depends(svc.require_key)])
+    _checks_route(r, svc)
     @r.post('/enrol', summary='Add a drug (or more photos of one) to the gallery, without training (serve.allow_enrol)')
     async def enrol(request:Request, images:list[UploadFile]=File(..., description='photos of the drug, one pill each'),
                     code:str=Form(..., max_length=64, description="the drug's code, e.g. its K-code"),

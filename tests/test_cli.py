@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli_main, run_cli
 
 
 @pytest.mark.slow  # two launches of pillsnap
@@ -64,3 +64,26 @@ def test_demo_detector_only_runs_the_bench_det_preset_without_a_classifier(tmp_p
     assert list((exp/'runs').glob('train-det-*.ipynb')) and not list((exp/'runs').glob('train-cls-*.ipynb'))
     both = run_cli('demo', '--classifier-only', '--detector-only', check=False)
     assert both.returncode == 2 and 'exclude each other' in both.stderr
+
+
+def test_count_never_loads_the_classifier_and_predict_takes_boxes(trained_exp, monkeypatch):
+    "`pillsnap count` (issue 81): the count and the boxes, the classifier never loaded; `predict --boxes`: each box identified."
+    import pillsnap.pipeline
+    from pillsnap.config import load_config
+    from pillsnap.data import load_manifest
+    exp = trained_exp[0]
+    m = load_manifest(exp/'data', 'val')
+    photo = Path(load_config(path=exp/'config.yaml').data.root)/m[m.kind == 'combo'].image.iloc[0]
+    def refuse(*a, **k): raise AssertionError('counting loaded the classifier')
+    with monkeypatch.context() as mp:
+        mp.setattr(pillsnap.pipeline, 'load_classifier', refuse)
+        n = json.loads(cli_main('count', '--exp', exp, photo, '--json')[1])
+        text = cli_main('count', '--exp', exp, photo, photo)[1]
+    assert n['count'] == len(n['boxes']) > 0 and 'candidates' not in json.dumps(n)
+    assert [l.split(' (')[0] for l in text.splitlines()] == [f"{photo}: {n['count']} pill(s)"] * 2  # a line a photo
+    given = n['boxes'][:2] + [[0.0, 0.0, 30.0, 30.0]]
+    a = json.loads(cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--json',
+                            '--boxes', ';'.join(','.join(map(str, b)) for b in given))[1])
+    assert [p['box'] for p in a['pills']] == given and {p['found_by'] for p in a['pills']} == {'user'}
+    code, _, err = cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--boxes', '0,0,30', check=False)
+    assert code == 2 and 'four numbers each' in err

@@ -188,8 +188,8 @@ def test_the_documented_unit_keeps_reports_and_an_unwritable_folder_stops_the_st
     keys = dict(l.split('=', 1) for l in unit.splitlines() if '=' in l and not l.startswith('#'))
     state = '/var/lib/' + keys['StateDirectory']  # systemd makes it, writable by the service's user
     args = shlex.split(keys['ExecStart'])[2:]
-    writes = [a.split('=', 1)[1] for a in args if a.startswith('feedback.dir=')]
-    assert writes and all(w.startswith(state + '/') for w in writes), (writes, state)  # every folder it writes is one systemd opens
+    writes = [a.split('=', 1)[1] for a in args if a.startswith(('feedback.dir=', 'checks.dir='))]
+    assert len(writes) == 2 and all(w.startswith(state + '/') for w in writes), (writes, state)  # every folder it writes is one systemd opens
     root, var = tmp_path/'releases', tmp_path/'state'
     cli('release', '--exp', trained_exp[0], '--tag', 'v1', '--activate', '--root', root)
     mine = [a.replace('/srv/pillsnap/work/releases', str(root)).replace(state, str(var)) for a in args if a not in ('--backend', 'onnx')]  # no ONNX files in the tiny release

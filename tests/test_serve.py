@@ -334,6 +334,34 @@ def test_a_wrong_answer_is_reported_listed_and_exported(server, photos, trained_
     assert [p.parent.name for p in (tmp_path/'hard').glob('*/*.jpg')].count('K-777777') == 1
 
 
+def test_a_tray_check_is_kept_in_the_journal_corrected_listed_and_exported(server, photos, trained_exp, tmp_path):
+    "Issue 81 §4: a combo answer to a prescription writes one journal line (verdict, key fingerprint, no photo); a correction and pillsnap checks read it."
+    from pillsnap.checks import key_fingerprint
+    url, exp = server[0], trained_exp[0]
+    journal, code = exp/'checks'/'checks.jsonl', next(iter(json.loads((exp/'data'/'class_map.json').read_text())))
+    before = journal.read_text().splitlines() if journal.exists() else []
+    files = {'image': (photos[1].name, photos[1].read_bytes(), 'image/png')}
+    ask = lambda mode, key=KEY: httpx.post(url + '/predict', params={'pipeline': mode}, files=files, headers={'X-API-Key': key},
+                                           data={'expect': f'=HYPERLINK("x"), {code} x2'}, timeout=60)
+    r = ask('combo')
+    assert r.status_code == 200 and ask('single').status_code == 200, r.text  # a single-pill answer is no tray check
+    lines = journal.read_text().splitlines()
+    assert len(lines) == len(before) + 1, lines[len(before):]
+    line, check = json.loads(lines[-1]), r.json()['check']
+    assert (line['id'], line['check']['verdict'], line['request_id']) == (check['id'], check['verdict'], r.headers['X-Request-ID'])
+    assert line['key'] == key_fingerprint(KEY) and KEY not in lines[-1] and line['prescription'].endswith(f'{code} x2')
+    assert line['photo'] is None and len(line['photo_sha256']) == 64 and not (exp/'checks'/'photos').exists()  # no photo unless asked
+    fix = lambda key=KEY: httpx.post(url + f"/checks/{check['id']}/correct", data={'verdict': 'matches the prescription'},
+                                     headers={'X-API-Key': key} if key else {}, timeout=60)
+    assert (fix(None).status_code, fix().status_code) == (401, 200)
+    out = subprocess.run([str(BIN/'pillsnap'), 'checks', '--exp', str(exp), '--list', '--export', str(tmp_path/'checks.csv')],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = next(l for l in out.stdout.splitlines() if check['id'] in l)
+    assert 'matches the prescription' in row and key_fingerprint(KEY) in row and '1 corrected' in out.stdout
+    assert "'=HYPERLINK" in (tmp_path/'checks.csv').read_text()  # a formula in a prescription stays text in the spreadsheet
+
+
 @pytest.mark.slow  # a second server
 def test_public_mode_answers_without_a_key_at_a_rate_per_client(trained_exp, photos):
     "serve.public: the page, /predict and /search need no key; each address gets its share (429 with Retry-After beyond); /enrol keeps its key."
@@ -606,6 +634,83 @@ def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
         assert (tmp_path/f'page-{size[0]}.png').stat().st_size > 10_000
     finally: drv.quit()
 
+
+def test_given_boxes_are_identified_and_count_answers_boxes_only(server, photos):
+    "/predict with `boxes` (issue 81): each box identified, none detected, the tray recounted; a wrong box is a 400 that says why;"
+    " /count answers the count and the boxes only, behind the same key."
+    url, photo, key = server[0], photos[1], {'X-API-Key': KEY}
+    ask = lambda path, params=None, **data: httpx.post(url + path, params=params or {}, data=data, headers=key, timeout=60,
+                                                       files={'image': (photo.name, photo.read_bytes(), 'image/png')})
+    k = ask('/predict', {'pipeline': 'combo'}).json()['pills'][0]['candidates'][0]['k_code']
+    given = [[0, 0, 40, 40], [50, 60, 120, 140.5]]
+    r = ask('/predict', {'pipeline': 'combo', 'top_k': 2}, boxes=json.dumps(given), expect=k)
+    assert r.status_code == 200, r.text
+    a = r.json(); check_prediction(a, 'combo', 1)  # ranked among the prescribed: one candidate each
+    assert [p['box'] for p in a['pills']] == given and {p['found_by'] for p in a['pills']} == {'user'}
+    assert a['check']['lines'][0]['found'] + len(a['check']['extra']) == 2  # both pills counted against the prescription
+    for params, boxes, why in (({'pipeline': 'combo'}, '[[0, 0, 9999, 40]]', 'box 1 [0, 0, 9999, 40]: a box lies inside'),
+                               ({'pipeline': 'combo'}, '0,0,40,40', 'boxes: send JSON'),
+                               ({'pipeline': 'single'}, json.dumps(given), 'single mode takes exactly one')):
+        bad = ask('/predict', params, boxes=boxes)
+        assert (bad.status_code, bad.json()['code']) == (400, 'bad_request') and why in bad.json()['detail'], bad.text
+    n = ask('/count')
+    assert n.status_code == 200 and set(n.json()) == {'count', 'boxes', 'det_scores', 'image_size', 'models', 'timing_ms'}, n.text
+    assert n.json()['count'] == len(n.json()['boxes']) == len(n.json()['det_scores']) > 0
+    assert n.json()['det_scores'] == sorted(n.json()['det_scores'], reverse=True)
+    assert httpx.post(url + '/count', files={'image': ('p.png', photo.read_bytes())}).status_code == 401
+
+
+PRESS = """const [x0, y0, x1, y1] = arguments[0], c = document.getElementById('canvas'), r = c.getBoundingClientRect();
+    const s = Math.min(1, 640 / img.width) * r.width / c.width;  // photo px to CSS px
+    const at = (x, y) => ({clientX: r.left + x * s, clientY: r.top + y * s, pointerId: 1, pointerType: 'touch', bubbles: true});
+    c.dispatchEvent(new PointerEvent('pointerdown', at(x0, y0))); c.dispatchEvent(new PointerEvent('pointerup', at(x1, y1)));"""
+
+
+@pytest.mark.slow  # drives Chromium
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
+def test_the_page_corrects_a_count_at_a_phones_width(server, photos):
+    "At a phone's width (issue 81): pills numbered alike on the drawing and in the list; a tap on a box takes it off and"
+    " the count drops; a drag adds a box and the count rises — each time the server identifies the boxes given."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+              '--window-size=412,915'): opts.add_argument(a)
+    opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {'width': 412, 'height': 915, 'pixelRatio': 2.6, 'touch': True}})
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    boxes = lambda: drv.execute_script('return answer.pills.map(p => p.box)')
+    def answered():
+        WebDriverWait(drv, 60).until(lambda d: d.execute_script('return !asking') and d.find_element(By.ID, 'status').text)
+        assert drv.find_element(By.ID, 'status').text.startswith('done'), drv.find_element(By.ID, 'status').text
+    try:
+        drv.get(server[0] + '/')
+        drv.find_element(By.ID, 'key').send_keys(KEY)
+        drv.find_element(By.ID, 'file').send_keys(str(photos[1]))
+        drv.find_element(By.CSS_SELECTOR, 'input[name=mode][value=combo]').click()
+        drv.find_element(By.ID, 'go').click()
+        WebDriverWait(drv, 60).until(lambda d: d.find_element(By.ID, 'status').text.startswith('done'))
+        before = boxes()
+        assert len(before) > 1 and drv.find_element(By.ID, 'fix').is_displayed()
+        heads = [h.text for h in drv.find_elements(By.CSS_SELECTOR, '#results .pill h3')]
+        assert heads == [f'Pill {i + 1}' for i in range(len(before))], heads  # the list's numbers, as the drawing's labels
+        small = min(before, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))  # its centre lies in no smaller box
+        drv.execute_script(PRESS, [(small[0] + small[2]) / 2, (small[1] + small[3]) / 2] * 2)  # a tap
+        answered()
+        after = boxes()
+        assert len(after) == len(before) - 1 and small not in after and all(b in before for b in after), (before, after)
+        assert drv.execute_script("return answer.pills.every(p => p.found_by === 'user') && answer.mode === 'combo'")
+        drv.execute_script(PRESS, [10, 10, 60, 50])  # a drag
+        answered()
+        again = boxes()
+        assert len(again) == len(after) + 1 and again[:-1] == after, (after, again)
+        assert all(abs(v - w) <= 0.2 for v, w in zip(again[-1], [10, 10, 60, 50])), again[-1]
+        assert f'Pill {len(again)}' in drv.find_element(By.ID, 'results').text
+        width, inner = drv.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= inner  # still no sideways scroll
+    finally: drv.quit()
 
 @pytest.mark.slow  # a second server
 def test_forwarded_addresses_are_believed_from_named_proxies_only(trained_exp):

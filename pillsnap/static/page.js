@@ -18,7 +18,8 @@ const T = {
        mark_code_front: 'front mark', mark_code_back: 'back mark', drug_shape: 'shape', color_class1: 'colour', color_class2: 'second colour', leng_long: 'length',
        leng_short: 'width', thick: 'thickness', dl_name: 'name'},
        back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', kept: r => (r.photos ? `Your photo is kept ${r.days ? `for ${r.days} days` : 'until the operator deletes it'}, without location or phone details` : 'Only the answer and a fingerprint of the photo are kept, not the photo') + (r.reviewed ? '; a person reviews each report before it is used.' : '.'),
-       thanks: id => `Thank you — report ${id} kept.`},
+       thanks: id => `Thank you — report ${id} kept.`,
+       fix: 'Wrong count? Tap a box to take it off; drag over a missed pill (or tap it) to add one: the pills are identified again.'},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분; 두 개면 뒤에 "x2" (여러 알약 모드에서 처방과 대조)',
        checkword: '처방 확인:', of: (f, e) => `${e}개 중 ${f}개`, left: s => `남는 알약: ${s}`, unchecked: s => `확인하지 못함 (모르는 약): ${s}`, remember: '이 탭에서 기억', identify: '식별', search: '검색',
@@ -37,7 +38,8 @@ const T = {
        mark_code_front: '앞면 마크', mark_code_back: '뒷면 마크', drug_shape: '모양', color_class1: '색', color_class2: '두 번째 색', leng_long: '장축',
        leng_short: '단축', thick: '두께', dl_name: '제품명'},
        back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', kept: r => (r.photos ? `사진은 ${r.days ? r.days + '일 동안' : '운영자가 지울 때까지'} 보관됩니다 (위치·기기 정보 없이)` : '답과 사진의 지문(해시)만 보관하고 사진은 보관하지 않습니다') + (r.reviewed ? '. 모든 보고는 사람이 검토한 뒤에만 쓰입니다.' : '.'),
-       thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`}};
+       thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`,
+       fix: '개수가 틀렸나요? 상자를 누르면 지워지고, 빠진 알약 위를 끌면(또는 누르면) 상자가 생깁니다: 알약을 다시 식별합니다.'}};
 let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
 let reports = {photos: false, days: 0, reviewed: false};  // what a report keeps (/health): said before one is sent
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
@@ -71,7 +73,8 @@ function links(c) {  // the official record and the reference image: links to fo
   return c.links ? [a(c.links.record, 'record'), a(c.links.image, 'image')].filter(Boolean).join('<br>') : '';
 }
 function draw(result) {
-  const c = $('canvas'), scale = Math.min(1, 640 / img.width);
+  const c = $('canvas'), scale = Math.min(1, 640 / img.width), editable = !!(result && result.sides !== 2);
+  c.classList.toggle('edit', editable); $('fix').hidden = !editable;  // a count the user can correct
   c.width = img.width * scale; c.height = img.height * scale;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0, c.width, c.height);
   if (!result) return;
@@ -184,6 +187,39 @@ async function identify(back) {  // the chosen photo (and, for one pill, its oth
   await call(`predict?pipeline=${mode}&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
   $('go').disabled = false;
 }
+// A count the user corrects on the drawing: a tap on a box takes it off, a drag (or a tap where no box is) adds one; then
+// the photo is asked again with the boxes left and the new one (`boxes`): the server identifies each and recounts.
+let press = null, asking = false;  // where the pointer went down (client px), and whether a recount is on its way
+function inPhoto(x, y) {  // a point of the page (client px) in the photo's own pixels
+  const c = $('canvas'), r = c.getBoundingClientRect(), s = Math.min(1, 640 / img.width);
+  return [(x - r.left) * c.width / r.width / s, (y - r.top) * c.height / r.height / s];
+}
+function fitBox([x1, y1, x2, y2]) {  // a box kept inside the photo, at least 2 px each way, to 0.1 px
+  const W = img.width, H = img.height, c = (v, m) => Math.round(Math.min(Math.max(v, 0), m) * 10) / 10;
+  const a = [c(Math.min(x1, x2), W - 2), c(Math.min(y1, y2), H - 2)];
+  return [...a, c(Math.max(x1, x2, a[0] + 2), W), c(Math.max(y1, y2, a[1] + 2), H)];
+}
+function corrected(boxes, [x0, y0], [x1, y1], dragged) {  // the boxes after one tap or drag
+  if (dragged) return [...boxes, fitBox([x0, y0, x1, y1])];
+  const area = b => (b[2] - b[0]) * (b[3] - b[1]);
+  const hit = boxes.map((b, i) => [i, b]).filter(([, b]) => b[0] <= x1 && x1 <= b[2] && b[1] <= y1 && y1 <= b[3]);
+  if (hit.length) { const i = hit.sort((a, b) => area(a[1]) - area(b[1]))[0][0]; return boxes.filter((_, j) => j !== i); }
+  const sides = boxes.map(b => Math.sqrt(area(b))).sort((a, b) => a - b);  // a missed pill: sized like the others
+  const half = (sides.length ? sides[sides.length >> 1] : Math.min(img.width, img.height) / 8) / 2;
+  return [...boxes, fitBox([x1 - half, y1 - half, x1 + half, y1 + half])];
+}
+$('canvas').onpointerdown = e => { if (!asking && answer && answer.sides !== 2) { press = [e.clientX, e.clientY]; e.preventDefault(); } };
+$('canvas').onpointerup = async e => {
+  if (!press) return;
+  const dragged = Math.hypot(e.clientX - press[0], e.clientY - press[1]) > 10;  // CSS px: a finger's tap wobbles less
+  const boxes = corrected(answer.pills.map(p => p.box), inPhoto(...press), inPhoto(e.clientX, e.clientY), dragged);
+  press = null; asking = true;
+  const body = new FormData();
+  body.append('image', photo); body.append('boxes', JSON.stringify(boxes));
+  if ($('expect').value.trim()) body.append('expect', $('expect').value.trim());
+  await call(`predict?pipeline=combo&top_k=${encodeURIComponent($('topk').value)}`, {method: 'POST', headers: keyHeader(), body}, r => { draw(r); show(r); });
+  asking = false;
+};
 $('backfile').onchange = e => { if (e.target.files[0]) identify(e.target.files[0]); };
 $('results').onclick = async e => {
   if (e.target.id === 'addback' || e.target.classList.contains('turnover')) return $('backfile').click();  // a phone offers its camera for the other side  // "this answer is wrong": the right drug if known, then a report with the photo
