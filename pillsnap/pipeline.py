@@ -360,6 +360,7 @@ def detect(self:Counter, images:list,
 @torch.inference_mode()
 def evidence(self:Predictor, crops:list, # uint8 CHW tensors
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
+             views:int|None=None, # each crop's views in the gallery (default and most: its `retrieval.query_turns`)
             )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) best cosines or None without a gallery)
     "What the classifier, the gallery and the imprint reads say of every crop, batched."
     codes, ps, cos, g, bs = self.k_codes, [], [], self.gallery, self.cfg.pipeline.batch_size
@@ -370,8 +371,8 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             with amp: logits = self.model(x)
             p = (logits.float() / self.temperature).softmax(1).cpu()
         else:
-            with amp:  # asked as the gallery's thresholds were chosen
-                logits, emb = embed_query(self.model, x, query_turns(g.meta))
+            with amp:  # asked as the gallery's thresholds were chosen, or from fewer views when the service is busy
+                logits, emb = embed_query(self.model, x, min(views or query_turns(g.meta), query_turns(g.meta)))
             cos.append(g.scores(emb.float().cpu()))
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
             codes, p = fuse(p_cls, self.k_codes, cos[-1], g.codes, g.meta['scale'])
@@ -409,9 +410,10 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
              mode:str|None=None, # the mode the crops come from: its own 'unknown' threshold where a real set chose one
+             views:int|None=None, # each crop's views in the gallery (`evidence`)
             )->list: # per crop: candidates; status, open_score, unknown_below (gallery); expected, imprint_read (asked)
     "The answer for every crop, batched: classifier, gallery and imprint read together."
-    codes, p, cos = self.evidence(crops, reads)
+    codes, p, cos = self.evidence(crops, reads, views)
     verdicts = [None] * len(p) if cos is None else self.verdicts(cos, mode)
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, v) for row, v in zip(p, verdicts)]
@@ -681,6 +683,7 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                   expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
                   max_pills:int|None=None, # pills named per photo at most, the most confident (None: every one found)
                   boxes:list|None=None, # per photo, the pills' boxes a user gave (`check_boxes`), or None: found
+                  views:int|None=None, # each pill's views in the gallery (`evidence`): 1 when the service is busy
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema; `pills_left` counts the pills found beyond `max_pills`."
     rx, expect, top_k = self._request(top_k, expect, mode)
@@ -690,13 +693,12 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     found, seen, left = self._find_given(ims, sizes, mode, max_pills, boxes)
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
-    answers = iter(self.identify(crops, top_k, expect, reads, mode))
-    t3 = time.perf_counter()
-    out = []
+    answers = iter(self.identify(crops, top_k, expect, reads, mode, views))
+    t3, out = time.perf_counter(), []
     for im, size, fs, n_seen, n_left in zip(ims, sizes, found, seen, left):
         pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
         out.append({'mode': mode, 'pills': pills, 'pills_left': n_left,
-                    'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills)),
+                    'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills), self._fewer(views)),
                     'image_size': list(size), 'models': self.models(mode), **rx})
     timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
     for r in out:
@@ -803,6 +805,10 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
                    '— photograph fewer at a time',
                    '알약 {left}개가 더 보였지만 이름을 알려 드리지 않았습니다 '
                    '(키 없이는 사진 한 장에 {most}개까지) — 한 번에 더 적게 찍어 주세요'),
+    'busy_views': ('the service is busy: each pill was compared from {views} view(s) instead of {full}, so more pills '
+                   'may be answered unknown — ask again in a moment for the full comparison',
+                   '서비스가 바쁩니다: 알약마다 {full}개 대신 {views}개 방향으로만 비교해 "알 수 없음"이 더 많을 수 '
+                   '있습니다 — 잠시 후 다시 물으면 모두 비교합니다'),
     'few_photos': ('{drug} is enrolled from {n} photo(s): from fewer than {advised} an enrolled drug is named '
                    'less often and told from drugs never seen less reliably — enrol more, each from another side, '
                    'distance or light',
@@ -810,6 +816,8 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
                    '맞히는 비율이 낮고 처음 보는 약과 구별하기도 어렵습니다 '
                    '— 다른 면, 거리, 조명에서 찍은 사진을 더 등록하세요'),
 }
+
+# %% ../nbs/05f_infer.pipeline.ipynb #3ae71e26
 # photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85
 # from 1 / 3 / 5)
 ENROL_ADVISED = 3
@@ -827,6 +835,13 @@ def photo_warning(size:tuple, # the photo's (width, height) as sent
 
 # %% ../nbs/05f_infer.pipeline.ipynb #85dd27bb
 @patch
+def _fewer(self:Predictor, views:int|None)->tuple|None:
+    "(views, the gallery's own) when `views` asks fewer than the gallery's `retrieval.query_turns`; else None."
+    full = query_turns(self.gallery.meta) if self.gallery is not None else None
+    return (views, full) if views and full and views < full else None
+
+# %% ../nbs/05f_infer.pipeline.ipynb #f0560e02
+@patch
 def _hint_counts(self:Predictor, ims:list)->list:
     if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
     return [len(b) for b, _ in self.detect(ims)]
@@ -834,10 +849,12 @@ def _hint_counts(self:Predictor, ims:list)->list:
 @patch
 def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
            left:tuple=(0, None), # (pills found but not named, the most named a photo)
+           fewer:tuple|None=None, # (views each pill was read from, the gallery's own) when fewer (`_fewer`)
           )->dict:
     said = {'photo_warning': ('small_photo', dict(w=size[0], h=size[1], side=MIN_PHOTO_SIDE))
             if min(size) < MIN_PHOTO_SIDE else None, 'reason': None,
-            'pills_left': ('pills_left', dict(left=left[0], most=left[1])) if left[0] else None}
+            'pills_left': ('pills_left', dict(left=left[0], most=left[1])) if left[0] else None,
+            'busy': ('busy_views', dict(views=fewer[0], full=fewer[1])) if fewer else None}
     top1 = pills[0]['candidates'][0]['confidence'] if mode == 'single' else 1.0
     limit = self.cfg.pipeline.combo_hint_confidence
     if mode == 'single' and seen is not None and seen > 1:
@@ -846,7 +863,7 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
     elif mode == 'single' and top1 < limit: said['reason'] = ('low_confidence', dict(top1=top1, limit=limit))
     text = {k: hint(v[0], **v[1]) if v else (None, None) for k, v in said.items()}
     return {'combo_recommended': said['reason'] is not None, 'reason': text['reason'][0],
-            'photo_warning': text['photo_warning'][0], 'pills_left': text['pills_left'][0],
+            'photo_warning': text['photo_warning'][0], 'pills_left': text['pills_left'][0], 'busy': text['busy'][0],
             'codes': {k: v and v[0] for k, v in said.items()},  # each message's code, and its Korean text
             'ko': {k: v[1] for k, v in text.items()}}
 
@@ -977,6 +994,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
                   back, # a photo of the same pill turned over
                   top_k:int|None=None, # candidates (default: pipeline.top_k)
                   expect:list|str|None=None, # a prescription (`parse_expect`): K-codes, EDI codes or names
+                  views:int|None=None, # each side's views in the gallery (`evidence`): 1 when the service is busy
                  )->dict: # a single-mode prediction with `sides: 2`; its pill's `back`: where the back photo shows it
     "One pill from photos of both its sides: each side read as single mode reads it, the evidence fused."
     rx, expect, top_k = self._request(top_k, expect)
@@ -986,7 +1004,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     found, seen, _ = self._find(ims, 'single')
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
-    codes, p, cos = self.evidence(crops, reads)
+    codes, p, cos = self.evidence(crops, reads, views)
     verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True), 'single')[0]
     col = {k: j for j, k in enumerate(codes)}
     pill = self._answer(fuse_sides(p, self.sides_temperature), codes, col, top_k, expect, verdict, sides=2)
@@ -995,7 +1013,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     if reads is not None: front_at['imprint_read'], back_at['imprint_read'] = reads
     pills = [{**front_at, **pill, 'back': {**back_at, 'image_size': list(sizes[1])}}]
     n_seen = max((s for s in seen if s is not None), default=None)  # either photo showing several pills
-    return {'mode': 'single', 'sides': 2, 'pills': pills, 'image_size': list(sizes[0]),
-            'pills_left': 0, 'hints': self._hints('single', pills, n_seen, min(sizes, key=min)),
+    return {'mode': 'single', 'sides': 2, 'pills': pills, 'image_size': list(sizes[0]), 'pills_left': 0,
+            'hints': self._hints('single', pills, n_seen, min(sizes, key=min), (0, None), self._fewer(views)),
             'models': self.models('single'), **rx,
             'timing_ms': _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, 2)}

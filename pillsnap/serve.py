@@ -354,9 +354,10 @@ class Batcher:
                  batch_max:int=8, # photos per batch at most
                  window_ms:float=2.0, # how long the first job waits for company
                  queue_max:int=64, # photos waiting at most (a job is always taken when nothing waits)
+                 busy:int=0, # photos waiting behind a batch from which its pills are read from one view (0: never)
                 ):
         self.pred, self.batch_max, self.window = pred, max(1, int(batch_max)), max(0.0, float(window_ms)) / 1000
-        self.queue_max, self.photo_s = max(1, int(queue_max)), 0.1
+        self.queue_max, self.photo_s, self.busy = max(1, int(queue_max)), 0.1, max(0, int(busy))
         self.executor, self.queue, self.task, self.batches, self.waiting, self.running = None, None, None, [], {}, set()
 
     async def start(self):
@@ -420,12 +421,20 @@ _COUNT = 'count'  # a job whose pills are counted, none identified (`Counter.cou
 @patch
 def _answer(self:Batcher, ims:list, mode:str, top_k:int|None, expect:str|None, most:int|None,
             boxes:list, # per photo, the pills' boxes its user gave, or None
+            views:int|None=None, # each pill's views in the gallery: 1 when the service is busy (`_views`)
            )->list:
     "What the inference thread runs for a group of jobs: their photos in one batch, counted, or each pill's two sides."
     if mode == _COUNT: return self.pred.count_batch(ims)
-    if mode == _SIDES: return [self.pred.predict_sides(f, b, top_k, expect) for f, b in zip(ims[::2], ims[1::2])]
+    fewer = {'views': views} if views else {}  # a busy service's reading (`Predictor.evidence`)
+    if mode == _SIDES: return [self.pred.predict_sides(f, b, top_k, expect, **fewer) 
+                               for f, b in zip(ims[::2], ims[1::2])]
     given = (boxes,) if any(b is not None for b in boxes) else ()  # a photo's pills its user gave: not found again
-    return self.pred.predict_batch(ims, mode, top_k, expect, most, *given)
+    return self.pred.predict_batch(ims, mode, top_k, expect, most, *given, **fewer)
+
+@patch
+def _views(self:Batcher)->int|None:
+    "1 while `busy` photos or more wait behind the batch about to run: its pills are each read from one view."
+    return 1 if self.busy and sum(self.waiting.values()) >= self.busy else None
 
 # %% ../nbs/07c_ship.serve.ipynb #39fd161a
 @patch
@@ -441,7 +450,7 @@ async def _loop(self:Batcher):
             ims, t0, self.running = [im for j in js for im in j[0]], loop.time(), {j[3] for j in js}
             try:
                 res = await loop.run_in_executor(self.executor, self._answer, ims, mode, top_k,
-                                                 expect, most, [b for j in js for b in j[6]])
+                                                 expect, most, [b for j in js for b in j[6]], self._views())
             except Exception as e:
                 for j in js: j[3].set_exception(e)
                 continue
@@ -632,7 +641,7 @@ class Service:
         self.cfg, self.keys, self.log, self.started = cfg or pred.cfg, keys, get_logger('serve'), time.time()
         s = self.serve = self.cfg.serve
         self.mb = int(s.max_upload_mb * 2**20)  # one upload's bytes at most
-        self.batcher = Batcher(pred, s.batch_max, s.batch_window_ms, s.queue_max)
+        self.batcher = Batcher(pred, s.batch_max, s.batch_window_ms, s.queue_max, s.busy_photos)
         self.budget, self.metrics = PixelBudget(s.max_decoded_mpx * 1e6), Metrics()
         self.live = Live(pred, release, reload)  # routes read the predictor through it: a switch is one assignment
         self.public = bool(s.public)  # identify and search without a key, at a rate per client address

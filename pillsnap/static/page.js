@@ -130,6 +130,7 @@ function show(r) {
   if (r.hints.combo_recommended) h += `<p class="hint">${esc(hint('reason'))}</p>`;
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.hints.pills_left) h += `<p class="hint">${esc(hint('pills_left'))}</p>`;  // public mode's bound
+  if (r.hints.busy) h += `<p class="hint">${esc(hint('busy'))}</p>`;  // a busy service's lighter reading
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   if (r.check) h += checklist(r.check);  // the tray against its prescription: one line per prescribed drug
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
