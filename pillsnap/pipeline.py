@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_LEAST', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS',
-           'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Counter',
-           'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
+           'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_LEAST', 'CHECK_UNKNOWN', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE',
+           'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry',
+           'Counter', 'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning',
+           'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
 import contextlib, copy, re, time, unicodedata
@@ -648,20 +649,29 @@ def _find_given(self:Predictor, ims:list, sizes:list, mode:str, most:int|None=No
         seen.insert(i, None); left.insert(i, 0)
     return found, seen, left
 
-# %% ../nbs/05f_infer.pipeline.ipynb #e245d54b
+# %% ../nbs/05f_infer.pipeline.ipynb #a4a5e84f
 CHECK_LEAST = 0.1  # the least probability a pill gives a prescription line's drugs to fill one of its places
+# ... and a pill the gallery answers 'unknown': even odds, the prescription's own evidence against the open set's
+# (synthetic trays: prescribed pills placed 50 % -> 69 %, other pills left over 98.9 % -> 97.8 %; nbs/95_log 2026-11-29)
+CHECK_UNKNOWN = 0.5
 
+def _fit(p:dict, codes:list, unknown_least:float)->float:
+    "The probability pill `p` gives one line's drugs (`codes`); 0 for an 'unknown' pill below `unknown_least`."
+    v = sum(p.get('prescribed', {}).get(k, 0.0) for k in codes)
+    return v if p.get('status') != 'unknown' or v >= unknown_least else 0.0
+
+# %% ../nbs/05f_infer.pipeline.ipynb #e245d54b
 def reconcile(pills:list, # a combo answer's pills, with `prescribed` ({K-code: probability}) and `status`
               rx:dict, # its `prescription`: `matched` {line: K-codes}, `unmatched`, `quantities` {line: n}
               least:float=CHECK_LEAST,
+              unknown_least:float=CHECK_UNKNOWN, # the same for a pill the gallery answers 'unknown'
              )->dict: # 'lines', 'extra', 'missing', 'unchecked', 'verdict', 'verdict_ko'; each pill gets its 'line'
     "A tray of pills against its prescription: prescribed units and pills matched as one assignment, then counted."
     from scipy.optimize import linear_sum_assignment
     lines, n = list(rx['matched']), rx.get('quantities') or {}
     places = [l for l in lines for _ in range(n.get(l, 1))]
-    fit = np.array([[0.0 if p.get('status') == 'unknown' else sum(p.get('prescribed', {}).get(k, 0.0)
-                                                                    for k in rx['matched'][l]) for l in places]
-                    for p in pills], float).reshape(len(pills), len(places))
+    fit = np.array([[_fit(p, rx['matched'][l], unknown_least) for l in places] for p in pills],
+                   float).reshape(len(pills), len(places))
     rows, cols = linear_sum_assignment(-np.log(np.clip(fit, 1e-9, 1))) if fit.size else ((), ())
     took = {int(i): places[j] for i, j in zip(rows, cols) if fit[i, j] >= least}
     for i, p in enumerate(pills): p['line'] = took.get(i)
