@@ -4,7 +4,9 @@ Serves an experiment (`serving`, a real uvicorn in a child process), opens the p
 (412×915, emulated: a Chromium window is at least 500 px wide) and at a desktop's (1280×800), identifies one
 photo in combo mode and saves what the screen shows, results included (the whole page, scaled to 1×):
 
-    python tools/page_screenshots.py --exp work/exp/demo [--photo PHOTO] [--lang ko] [--out nbs]
+    python tools/page_screenshots.py --exp work/exp/demo [--photo PHOTO] [--expect PRESCRIPTION] [--lang ko] [--out nbs]
+
+With --expect the photo is asked with that prescription: the page shows the tray's checklist beside its numbered pills.
 
 Needs Debian's chromium and chromium-driver (`make test` installs them) and selenium (a test dependency).
 """
@@ -46,7 +48,7 @@ def browser(width:int, height:int):
     return webdriver.Chrome(service=Service(shutil.which('chromedriver')), options=opts)
 
 
-def shoot(url:str, key:str, photo:Path, width:int, height:int, lang:str, out:Path)->Path:
+def shoot(url:str, key:str, photo:Path, width:int, height:int, lang:str, out:Path, expect:str|None=None)->Path:
     "Identify `photo` in combo mode on the page and save the whole page as a PNG."
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -56,6 +58,7 @@ def shoot(url:str, key:str, photo:Path, width:int, height:int, lang:str, out:Pat
         if lang == 'ko': drv.find_element(By.ID, 'lang').click()
         if drv.find_element(By.ID, 'keyrow').is_displayed(): drv.find_element(By.ID, 'key').send_keys(key)
         drv.find_element(By.ID, 'file').send_keys(str(photo))
+        if expect: drv.find_element(By.ID, 'expect').send_keys(expect)
         drv.find_element(By.CSS_SELECTOR, 'input[name=mode][value=combo]').click()
         drv.find_element(By.ID, 'go').click()
         WebDriverWait(drv, 120).until(lambda d: d.find_element(By.ID, 'status').text.startswith(('done', '완료')))
@@ -73,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--exp', required=True)
     ap.add_argument('--photo', default=None, help='the photo to identify (default: a validation combination photo)')
+    ap.add_argument('--expect', default=None, help="a prescription, e.g. 'K-001900 x2, 넥시움정 20mg' (the tray's checklist)")
     ap.add_argument('--lang', default='en', choices=['en', 'ko'])
     ap.add_argument('--out', default='nbs', help='folder for page-phone.png and page-desktop.png')
     a = ap.parse_args()
@@ -83,7 +87,7 @@ def main():
     key = secrets.token_urlsafe(24)
     with serving(exp, key, log_file=exp/'logs'/'screenshots-serve.log') as (url, _):
         for name, (w, h) in {'phone': (412, 915), 'desktop': (1280, 800)}.items():
-            p = shoot(url, key, photo, w, h, a.lang, out/f"page-{name}{'-ko' if a.lang == 'ko' else ''}.png")
+            p = shoot(url, key, photo, w, h, a.lang, out/f"page-{name}{'-ko' if a.lang == 'ko' else ''}.png", a.expect)
             print(p, Image.open(p).size, f'{p.stat().st_size / 1024:.0f} kB')
 
 

@@ -81,9 +81,10 @@ function draw(result) {
   g.lineWidth = 3; g.font = '13px system-ui';
   const taken = [];  // the labels drawn so far: pills side by side must not hide each other's
   result.pills.forEach((p, i) => {
-    const [x1, y1, x2, y2] = p.box.map(v => v * scale), top = p.candidates[0];
+    const off = p.expected === false, top = off && p.best_match ? p.best_match : p.candidates[0];  // not prescribed: what it looks like
+    const [x1, y1, x2, y2] = p.box.map(v => v * scale);
     const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
-    const label = p.status === 'unknown' ? '?' : p.status === 'not sure' ? `? ${(p.between || []).slice(0, 2).join(' / ')}` : `${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
+    const label = p.status === 'unknown' ? '?' : p.status === 'not sure' ? `? ${(p.between || []).slice(0, 2).join(' / ')}` : `${off ? '✗ ' : ''}${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
     g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : p.status === 'not sure' ? '#f2c200' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const txt = `${i + 1}. ${label}`;
     const w = g.measureText(txt).width + 8, [lx, ly] = spot(taken, [x1, y1, x2, y2], w, 18, c.width, c.height);
