@@ -157,6 +157,8 @@ def prediction_table(r:dict)->pd.DataFrame:
     for row in rows:  # retrieval's verdicts, when the answer has them
         p = r['pills'][row['pill'] - 1]
         if 'status' in p: row['status'] = p['status']
+        if p.get('status') == 'unknown':  # its nearest drug is no answer: the code and score stay, the name goes
+            row.update(name=None, company=None, imprint='')
         if 'between' in p: row['between'] = ' / '.join(p['between'])
         if 'expected' in p: row['expected'] = p['expected']
         if 'imprint_read' in p: row['read'] = p['imprint_read']  # pipeline.ocr: what was read on the pill
