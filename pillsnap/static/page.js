@@ -124,7 +124,7 @@ function show(r) {
     <td>${esc((c.edi_codes || []).join(', '))}</td><td>${links(c)}</td></tr>`).join('');
   const verdict = (p, i) => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') + notSure(p, i, r) +
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
-    (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
+    (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match && p.status !== 'unknown' ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
   let h = `<p><b>${esc(t('mode')(r.mode))}</b>${r.sides === 2 ? ' (' + esc(t('sides')) + ')' : ''} — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.mode === 'single' && r.sides !== 2) h += `<p><button type="button" id="addback" class="second">${esc(t('back'))}</button></p>`;
   const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
