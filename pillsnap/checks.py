@@ -7,8 +7,7 @@ __all__ = ['JOURNAL', 'checks_folder', 'key_fingerprint', 'check_line', 'CheckEr
            'CheckJournal']
 
 # %% ../nbs/07ba_ship.checks.ipynb #c8c05ee6
-import hashlib, json, re, uuid
-from datetime import datetime, timezone
+import hashlib, json, re
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .config import UserError
-from .feedback import PhotoStore, StoreFull, photo_sha256
+from .feedback import PhotoStore, StoreFull, new_line, photo_sha256
 from .io import atomic_write, csv_cell, read_jsonl
 
 # %% ../nbs/07ba_ship.checks.ipynb #95e70cd3
@@ -53,8 +52,8 @@ def check_line(answer:dict, # a combo answer with its `check` (`Predictor.predic
               )->dict:
     "The journal's line for one tray check: what was asked, what was answered and the verdict; no photo, no names."
     rx = expect if isinstance(expect, str) else ', '.join(map(str, expect))
-    return dict(id=uuid.uuid4().hex[:16], time=datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
-                request_id=request_id, key=key, models=answer.get('models') or {}, prescription=rx[:_RX_CHARS],
+    return dict(**new_line(), request_id=request_id, key=key, models=answer.get('models') or {},
+                prescription=rx[:_RX_CHARS],
                 image_size=answer.get('image_size'), pills=[_pill(p, i + 1) for i, p in enumerate(answer['pills'])],
                 check=dict(answer['check']), photo=None, photo_sha256=None)
 
@@ -129,8 +128,7 @@ def record_correction(self:CheckJournal, check_id:str, # the check's id (`record
     "Keep a correction of a check: a later line naming it (the check's own line is never rewritten)."
     if not isinstance(verdict, str) or not 0 < len(verdict.strip()) <= _VERDICT_CHARS:
         raise CheckError(f'verdict must be text of 1 to {_VERDICT_CHARS} characters (got {str(verdict)[:80]!r})')
-    rec = dict(id=uuid.uuid4().hex[:16], time=datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
-               corrected=check_id, verdict=verdict.strip(), codes=_codes(codes), key=key)
+    rec = dict(**new_line(), corrected=check_id, verdict=verdict.strip(), codes=_codes(codes), key=key)
     if not (isinstance(check_id, str) and _ID.fullmatch(check_id) and self._known(check_id)):
         raise CheckUnknown(f'no check {str(check_id)[:40]!r} in {self.folder} — pillsnap checks --list lists them')
     self._store(rec, None)
@@ -148,7 +146,7 @@ def checks(self:CheckJournal)->list:
         r['corrections'] = fixes.get(r['id'], [])
         said = r['check'].get('verdict') if isinstance(r.get('check'), dict) else None
         r['final'] = r['corrections'][-1].get('verdict') if r['corrections'] else said
-        r['has_photo'] = isinstance(r.get('photo'), str) and (self.folder/r['photo']).is_file()
+        r['has_photo'] = self.has_photo(r)
     return out
 
 @patch

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['REPORTS', 'PHOTOS', 'REVIEWS', 'USABLE', 'feedback_folder', 'FeedbackError', 'StoreFull', 'FeedbackFull',
-           'PhotoStore', 'Feedback', 'bounded_jpeg', 'photo_sha256']
+           'PhotoStore', 'Feedback', 'bounded_jpeg', 'photo_sha256', 'new_line']
 
 # %% ../nbs/07b_ship.feedback.ipynb #afe60866
 import hashlib, io, json, threading, time, uuid
@@ -134,6 +134,18 @@ def _store(self:PhotoStore, rec:dict, image:Image.Image|None):
         append_jsonl(self.folder/self.lines, rec)
         self.used += len(data or b'') + (self.folder/self.lines).stat().st_size - before
 
+# %% ../nbs/07b_ship.feedback.ipynb #7a6d73e7
+@patch
+def has_photo(self:PhotoStore, r:dict)->bool:
+    "Whether line `r`'s photo is still in the folder (retention and the photo cap delete some)."
+    return isinstance(r.get('photo'), str) and (self.folder/r['photo']).is_file()
+
+def _utc_now()->str: return datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+def new_line()->dict:
+    "A new line's `id` (16 hex digits) and `time` (UTC): what every report, check and correction starts from."
+    return dict(id=uuid.uuid4().hex[:16], time=_utc_now())
+
 # %% ../nbs/07b_ship.feedback.ipynb #b4d3d32a
 @patch
 def add(self:Feedback, image:Image.Image|None, # the photo the answer was about (None: the report alone)
@@ -153,9 +165,7 @@ def add(self:Feedback, image:Image.Image|None, # the photo the answer was about 
             raise FeedbackError(f'{k} must be text of 1 to {_FIELD_MAX[k]} characters (got {str(v)[:80]!r})')
     if pill is not None and (not isinstance(pill, int) or pill < 0):
         raise FeedbackError(f'pill must be 0 or more (got {pill!r})')
-    rid = uuid.uuid4().hex[:16]
-    when = datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
-    rec = dict(id=rid, time=when, **fields, pill=pill, box=_box(box), models=models or {}, photo=None,
+    rec = dict(**new_line(), **fields, pill=pill, box=_box(box), models=models or {}, photo=None,
                review='reviewed' if reviewed else 'pending',  # training data from anyone waits for a reviewer
                photo_sha256=photo_sha256(image) if image is not None else None)
     if image is not None and rec['box'] and not _inside(rec['box'], image.size):
@@ -170,7 +180,7 @@ def reports(self:Feedback)->list:
     out, said = read_jsonl(self.folder/REPORTS, 'feedback'), {}
     for d in read_jsonl(self.folder/REVIEWS, 'feedback'): said[d.get('id')] = d.get('review')
     for r in out:
-        r['has_photo'] = bool(r.get('photo')) and (self.folder/r['photo']).is_file()
+        r['has_photo'] = self.has_photo(r)
         r['review'] = said.get(r['id']) or r.get('review') or 'pending'  # kept before reviews: waits for one
     return out
 
@@ -204,7 +214,7 @@ def review(self:Feedback, ids:list, # report ids (`table`'s id column)
     known = {r['id'] for r in self.reports()}
     if missing := [i for i in ids if i not in known]:
         raise FeedbackError(f"no report {', '.join(missing)} in {self.folder} — pillsnap feedback lists them")
-    when = datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    when = _utc_now()
     with self.lock:
         for i in ids: append_jsonl(self.folder/REVIEWS, dict(id=i, review=('rejected', 'accepted')[accept], time=when))
     return list(ids)
