@@ -480,15 +480,25 @@ def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill
     return images, settings, given
 
 # %% ../nbs/08b_run.cli.ipynb #3243d2bf
-def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backend:str|None):
-    "The experiment's `Predictor` for one `predict` run, the run logged (a sealed release's log says where)."
+def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backend:str|None)->tuple:
+    "(the experiment's `Predictor` for one `predict` run, its folder), the run logged (a sealed release's log says where)."
     from pillsnap.pipeline import Predictor
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
     pred = Predictor.from_exp(ex, checkpoint)
     log = ex.log('predict', log_file=False)
     if sealed(ex.root):
         print(f'pillsnap predict: {ex.root} is a sealed release: this run is recorded in {log}', file=sys.stderr)
-    return pred
+    return pred, ex.root
+
+# %% ../nbs/08b_run.cli.ipynb #c4e81a07
+def _keep_checks(cfg, root:Path, results:list, expect:str):
+    "`predict --journal`: each answer's tray check kept in the experiment's journal (`checks.*`), its id in the answer."
+    from pillsnap.checks import CheckJournal
+    from pillsnap.pipeline import load_image
+    journal = CheckJournal.from_cfg(cfg, root)
+    for r in results:
+        r['check']['id'] = journal.record(r, expect, load_image(r['image']))['id']
+    print(f'pillsnap predict: {len(results)} tray check(s) kept in {journal.folder}', file=sys.stderr)
 
 # %% ../nbs/08b_run.cli.ipynb #997dca67
 @command('predict')
@@ -506,13 +516,18 @@ def pillsnap_predict(
     expect:str=None, # a prescription: K-codes, EDI codes or names (comma-separated); each pill is ranked among them
     same_pill:store_true=False, # the two photos are one pill's front and back: one answer from both sides
     boxes:str=None, # the one photo's pills as a user sees them, "x1,y1,x2,y2;x1,y1,x2,y2" (pixels): none detected
+    journal:store_true=False, # keep each tray check (combo mode, --expect) in the journal, as the service does
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
     images, settings, given = _predict_photos(images, mode, lang, backend, same_pill, boxes)
-    pred = _predictor(exp, settings, config, checkpoint, top_k, backend)
+    if journal and not (mode == 'combo' and expect):
+        raise ConfigError('--journal keeps tray checks: give the tray with --mode combo and its prescription '
+                          'with --expect')
+    pred, root = _predictor(exp, settings, config, checkpoint, top_k, backend)
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang, given)
+    if journal: _keep_checks(pred.cfg, root, results, expect)
     _print_answers(results, failed, json_out, one, expect, lang)
     if failed:
         reasons = '; '.join(f'{f} ({why})' for f, why in failed)

@@ -705,11 +705,11 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     crops, reads, t_read = self._crops(ims, found)
     answers = iter(self.identify(crops, top_k, expect, reads, mode, views))
     t3, out = time.perf_counter(), []
-    for im, size, fs, n_seen, n_left in zip(ims, sizes, found, seen, left):
+    for im, size, fs, n_seen, n_left, given in zip(ims, sizes, found, seen, left, boxes or [None] * len(ims)):
         pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
         out.append({'mode': mode, 'pills': pills, 'pills_left': n_left,
                     'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills), self._fewer(views)),
-                    'image_size': list(size), 'models': self.models(mode), **rx})
+                    'image_size': list(size), 'models': self.models(mode, given is None), **rx})
     timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
     for r in out:
         r['timing_ms'] = dict(timing)
@@ -879,9 +879,11 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
 
 # %% ../nbs/05f_infer.pipeline.ipynb #05c5aadb
 @patch
-def models(self:Predictor, mode:str)->dict:
+def models(self:Predictor, mode:str,
+           found:bool=True, # False when the user gave every pill's box: no detector found them
+          )->dict:
     "The ids of the networks and preprocessing that made an answer."
-    det = mode == 'combo' or self.single_locator == 'detector' or self._detector is not None
+    det = found and (mode == 'combo' or self.single_locator == 'detector' or self._detector is not None)
     gallery = self.gallery
     return {'classifier': self.classifier_id, 'detector': getattr(self, 'detector_id', None) if det else None,
             'preprocess': self.pre.version,

@@ -66,8 +66,9 @@ def test_demo_detector_only_runs_the_bench_det_preset_without_a_classifier(tmp_p
     assert both.returncode == 2 and 'exclude each other' in both.stderr
 
 
-def test_count_never_loads_the_classifier_and_predict_takes_boxes(trained_exp, monkeypatch):
-    "`pillsnap count` (issue 81): the count and the boxes, the classifier never loaded; `predict --boxes`: each box identified."
+def test_count_never_loads_the_classifier_and_predict_takes_boxes(trained_exp, monkeypatch, tmp_path):
+    """`pillsnap count` (issue 81): the count and the boxes, the classifier never loaded; `predict --boxes`: each box
+    identified, no detector named; `predict --journal`: the tray check kept in the journal `checks` lists."""
     import pillsnap.pipeline
     from pillsnap.config import load_config
     from pillsnap.data import load_manifest
@@ -85,5 +86,15 @@ def test_count_never_loads_the_classifier_and_predict_takes_boxes(trained_exp, m
     a = json.loads(cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--json',
                             '--boxes', ';'.join(','.join(map(str, b)) for b in given))[1])
     assert [p['box'] for p in a['pills']] == given and {p['found_by'] for p in a['pills']} == {'user'}
+    assert a['models']['detector'] is None and a['models']['classifier']  # no detector found these pills
+    rx, kept_in = f"{a['pills'][0]['candidates'][0]['k_code']} x2", f'checks.dir={tmp_path}'
+    code, out, err = cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--json', '--expect', rx,
+                              '--journal', kept_in)
+    listed = cli_main('checks', '--exp', exp, '--list', kept_in)[1]
+    assert json.loads(out)['check']['id'] in listed and listed.startswith(f'{tmp_path}: 1 check(s)')
+    assert 'tray check(s) kept in' in err
+    code, _, err = cli_main('predict', '--exp', exp, photo, '--journal', check=False)
+    assert code == 2 and '--mode combo' in err
+    assert len((tmp_path/'checks.jsonl').read_text().splitlines()) == 1  # the refused run kept nothing
     code, _, err = cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--boxes', '0,0,30', check=False)
     assert code == 2 and 'four numbers each' in err
