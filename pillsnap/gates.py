@@ -127,35 +127,41 @@ def machine()->dict:
     return dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count(),
                 torch=torch.__version__, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
-# %% ../nbs/06a_judge.gates.ipynb #bacf8db4
+# %% ../nbs/06a_judge.gates.ipynb #c7d1e2f3
 def _pct(a, q): return round(float(np.percentile(a, q)), 2) if len(a) else None
 
+def _timed_photos(pred, data:Path, kind:str, images:list|None)->list:
+    "The photos a mode is timed on: the validation split's of its kind, or the ones given (every kind)."
+    if images is not None: return [Path(f) for f in images]
+    m = load_manifest(data, 'val')
+    return [Path(pred.cfg.data.root)/p for p in m[m.kind == kind].image]
+
+# %% ../nbs/06a_judge.gates.ipynb #bacf8db4
 def measure_latency(exp:str|Path|Experiment, # a trained experiment (its folder or its `Experiment`)
                     photos:int=20, # timed calls per mode (validation photos, taken again in turn when fewer)
                     backend:str|None=None, # torch | onnx (default: onnx when exported)
                     device:str|None=None, # default: the experiment's
                     settings:list|dict=(), # key=value settings (or a mapping) over the experiment's snapshot
-                   )->dict: # written to {exp}/reports/latency.json
+                    images:list|None=None, # photos to time in both modes instead (e.g. real phone photos): not written
+                   )->dict: # written to {exp}/reports/latency.json (its validation photos)
     "Per-photo latency of single mode (and combo mode, with a detector): p50 and p95 of the whole call and its parts."
     exp = Experiment.of(exp, settings)
     paths = exp.paths
     backend = backend or ('onnx' if (paths.export/'classifier.onnx').is_file() else 'torch')
     pred = Predictor.from_exp(exp, backend=backend, device=device)
-    m = load_manifest(paths.data, 'val')
-    root = Path(pred.cfg.data.root)
     out = dict(backend=backend, device=str(pred.device), machine=machine(), photos=photos)
-    for mode, kind in (('single', 'single'), ('combo', 'combo')):
-        rows = m[m.kind == kind].image
-        if not len(rows) or (mode == 'combo' and not pred.has_detector): continue
-        rows = rows.iloc[np.arange(photos) % len(rows)]
+    for mode in ('single', 'combo'):
+        rows = _timed_photos(pred, paths.data, mode, images)
+        if not rows or (mode == 'combo' and not pred.has_detector): continue
+        rows = [rows[i % len(rows)] for i in range(photos)]
         times, pills = [], []
-        for i, p in enumerate([*rows.iloc[:2], *rows]):  # two warm-up calls
-            r = pred.predict(root/p, mode)
+        for i, p in enumerate([*rows[:2], *rows]):  # two warm-up calls
+            r = pred.predict(p, mode)
             if i >= 2: times.append(r['timing_ms']); pills.append(len(r['pills']))
         out[mode] = {k: dict(p50=_pct([t[k] for t in times], 50), p95=_pct([t[k] for t in times], 95))
                      for k in ('total', 'detect', 'classify')}
         out[mode].update(photos=len(times), pills=dict(min=min(pills), max=max(pills)))  # crops classified per photo
-    write_json(paths.reports/'latency.json', out)
+    if images is None: write_json(paths.reports/'latency.json', out)
     return out
 
 # %% ../nbs/06a_judge.gates.ipynb #c1bcb243

@@ -17,8 +17,11 @@ With --rules EXP it times a trained experiment (its own validation photos, its s
 defaults and again with each reading rule or gallery option turned off: what each costs in single and combo mode.
 
     python tools/bench_cpu_serving.py --out work/bench-cpu-rules --rules work/exp/demo
+
+With --images, --rules times those photos in both modes instead of the experiment's validation photos (real phone
+photos: their size and their pills, e.g. --images 'work/realdata/pushin-pill/images/eval/*.jpg').
 """
-import argparse, json, os, shutil, subprocess, sys, time
+import argparse, glob, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +57,10 @@ def main(argv=None):
     ap.add_argument('--fresh', action='store_true', help='rebuild the experiment even if it exists')
     ap.add_argument('--configs', default=None, help=f"candidates to time (comma-separated, or all): {', '.join(CONFIGS)}")
     ap.add_argument('--rules', default=None, help='a trained experiment: the cost of each reading rule and gallery option')
+    ap.add_argument('--images', default=None, help="with --rules: a glob of photos to time instead of its validation photos")
     a = ap.parse_args(argv)
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    if a.rules: return rule_costs(Path(a.rules), a.photos, out)
+    if a.rules: return rule_costs(Path(a.rules), a.photos, out, sorted(glob.glob(a.images)) if a.images else None)
     names = list(CONFIGS) if a.configs == 'all' else a.configs.split(',') if a.configs else [None]
     reports = {}
     for name in names:
@@ -117,8 +121,9 @@ RULES = {'look closer (detector.closer)': 'detector.closer=0', 'read farther (de
          'cut-off boxes (detector.edge)': 'detector.edge=0'}
 
 
-def rule_costs(exp:Path, photos:int, out:Path)->dict:
+def rule_costs(exp:Path, photos:int, out:Path, images:list|None=None)->dict:
     "p50/p95 of single and combo mode with today's defaults, then with each rule off: its cost is the difference."
+    if images is not None and not images: raise SystemExit('--images matched no photo')
     from pillsnap.config import exp_config
     from pillsnap.gates import machine, measure_latency
     saved = exp/'reports'/'latency.json'
@@ -128,7 +133,7 @@ def rule_costs(exp:Path, photos:int, out:Path)->dict:
     try:
         for name, off in [('today\'s defaults', None), *RULES.items()]:
             off = off or (f'detector.detect_size={size}' if 'detect_size' in name else None)
-            r = measure_latency(exp, photos, device='cpu', settings=[off] if off else [])
+            r = measure_latency(exp, photos, device='cpu', settings=[off] if off else [], images=images)
             rows[name] = dict(off=off, **{m: r[m]['total'] for m in ('single', 'combo') if m in r})
             print(f"{name:<48} " + '  '.join(f"{m} {v['p50']:.0f}/{v['p95']:.0f} ms" for m, v in rows[name].items()
                                             if isinstance(v, dict)), flush=True)
@@ -138,7 +143,8 @@ def rule_costs(exp:Path, photos:int, out:Path)->dict:
     for name, r in rows.items():  # a rule's cost: the defaults' time less the time without it
         r['cost_ms'] = {m: {q: round(base[m][q] - r[m][q], 1) for q in ('p50', 'p95')} for m in ('single', 'combo')
                         if m in r and m in base}
-    report = dict(experiment=str(exp), machine=machine(), cpu_count=os.cpu_count(), photos=photos, rules=rows)
+    report = dict(experiment=str(exp), machine=machine(), cpu_count=os.cpu_count(), photos=photos, rules=rows,
+                  timed_on=f'{len(images)} photos given' if images else 'its validation photos')
     (out/'rule_costs.json').write_text(json.dumps(report, indent=1))
     return report
 
