@@ -264,7 +264,8 @@ def _evaluate_detector(ex:Experiment, checkpoint, data:str|None, split:str)->dic
     src = Path(data).resolve() if data else detector_data(ex.cfg)
     if not src.is_file(): raise ConfigError(f'no YOLO data.yaml at {src}')
     result, out = detector_report(ex, src, split)
-    real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint), ('detector',))  # eval.real_sets
+    # eval.real_sets, with the checkpoint named (exported or not)
+    real = {} if data else real_reports(Predictor.from_exp(ex, checkpoint, backend='torch'), ('detector',))
     cols = [det_table(r['detector']).set_axis([f'real:{n}'], axis=1) for n, r in real.items() if r.get('detector')]
     print(pd.concat([det_table(result), *cols], axis=1).to_string()); print(f"  written  {out}")
     if real: print(f"  real     {paths.reports/'real'} ({', '.join(real)})")
@@ -274,7 +275,7 @@ def _evaluate_detector(ex:Experiment, checkpoint, data:str|None, split:str)->dic
 def _evaluate_pipeline(ex:Experiment, checkpoint, max_photos:int|None)->dict:
     from pillsnap.evaluate import evaluate_pipeline, pipeline_table, real_reports, real_table
     from pillsnap.pipeline import Predictor
-    pred = Predictor.from_exp(ex, checkpoint)
+    pred = Predictor.from_exp(ex, checkpoint, backend='torch')  # the checkpoint named, exported or not
     result, real = evaluate_pipeline(pred, max_photos=max_photos), real_reports(pred, ('pipeline',))
     print(pipeline_table(result).to_string()); print(f"  written  {ex.paths.reports/'pipeline.json'}")
     if real: print(real_table(real).to_string()); print(f"  real     {ex.paths.reports/'real'} ({', '.join(real)})")

@@ -166,7 +166,8 @@ def demo_predictions(exp)->dict:
     "Predict a single-pill and a combination validation photo, and a fresh wild scene; write predict-{name}.json/.png."
     exp = Experiment.of(exp)
     cfg, paths, log = exp.cfg, exp.paths, get_logger('demo')
-    pred, m = Predictor.from_exp(paths.root), load_manifest(paths.data, 'val')
+    pred = Predictor.from_exp(paths.root, backend='torch')  # the trained checkpoint: the export comes later
+    m = load_manifest(paths.data, 'val')
     out = {}
     for mode, kind in (('single', 'single'), ('combo', 'combo')):
         rows = m[m.kind == kind]

@@ -903,7 +903,7 @@ def final_test(exp, # a trained experiment (an `Experiment`, or its resolved set
     log.info(f'opening the test split of {paths.root} (look {len(openings)})')
     with final_evaluation():
         cls = _test_classifier(cfg, path)
-        pipe = evaluate_pipeline(Predictor.from_exp(exp, str(path)), 'test', write=False)
+        pipe = evaluate_pipeline(Predictor.from_exp(exp, str(path), backend='torch'), 'test', write=False)
         weights = paths.detector/'detector.safetensors'
         det = (evaluate_detector(cfg, weights, detector_data(cfg), 'test', name='final-test')
                if weights.is_file() else None)

@@ -132,7 +132,7 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     exp = Experiment.of(exp)
     folder, log = exp.paths.retrieval, get_logger('pipeline')
     (folder/PILL_CHECK).unlink(missing_ok=True)  # the old one read another classifier's features, or is being replaced
-    pred = Predictor.from_exp(exp)
+    pred = Predictor.from_exp(exp, backend='torch')  # the checkpoint's features, before any export (`features_id`)
     if not pred.has_detector: return {'fitted': False, 'why': f'{pred.detector_path} does not exist'}
     data, seed = detector_data(exp.cfg), int(exp.cfg.seed)
     photos = int(photos or exp.cfg.pipeline.pill_check_photos)

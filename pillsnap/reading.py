@@ -65,12 +65,12 @@ def _inside(boxes:np.ndarray)->np.ndarray:
 
 def one_box_per_pill(boxes:np.ndarray, # (n, 4) x1 y1 x2 y2, as the detector gave them
                      scores:np.ndarray, # (n,) their confidences
-                     contain:float|None=SHIPPED.contain, # nested: at least this share of a box in another (None: never)
+                     contain:float|None=SHIPPED.contain, # nested: this share of a box or more in another (0: never)
                     )->np.ndarray: # indices of the boxes kept, most confident first
     "Drop boxes around piles and the weaker of nested boxes, so each pill is counted once."
     boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1)
     order = np.argsort(-scores, kind='stable')
-    if contain is None or len(boxes) < 2: return order
+    if not contain or len(boxes) < 2: return order  # 0 is off, as for the other rules (not 'any overlap nests')
     nested = _inside(boxes) >= contain
     np.fill_diagonal(nested, False)
     keep = np.ones(len(boxes), bool)
