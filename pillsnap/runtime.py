@@ -121,6 +121,9 @@ class OnnxClassifier:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # errors only
+        # its threads sleep between calls instead of spinning: spinning, they took the cores from the detector's
+        # session run next (2 cores: the ONNX detector 63 -> 26 ms a photo, the CPU profile; nbs/90_benchmarks)
+        so.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(str(path), so, providers=ort_providers(device))
         self.provider = self.session.get_providers()[0]
         get_logger('runtime').info(f'ONNX Runtime {ort.__version__} runs {self.path.name} on {self.provider}')

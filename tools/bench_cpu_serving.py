@@ -19,7 +19,11 @@ defaults and again with each reading rule or gallery option turned off: what eac
     python tools/bench_cpu_serving.py --out work/bench-cpu-rules --rules work/exp/demo
 
 With --images, --rules times those photos in both modes instead of the experiment's validation photos (real phone
-photos: their size and their pills, e.g. --images 'work/realdata/pushin-pill/images/eval/*.jpg').
+photos: their size and their pills); --pills LO,HI keeps the photos of a YOLO tree whose labels hold LO to HI pills
+(trays of 5-8):
+
+    python tools/bench_cpu_serving.py --out work/bench-cpu-real --rules work/exp/cpu --photos 60 \
+        --images 'work/realdata/pushin-pill/images/*/*.jpg' [--pills 5,8]
 """
 import argparse, glob, json, os, shutil, subprocess, sys, time
 from pathlib import Path
@@ -58,9 +62,10 @@ def main(argv=None):
     ap.add_argument('--configs', default=None, help=f"candidates to time (comma-separated, or all): {', '.join(CONFIGS)}")
     ap.add_argument('--rules', default=None, help='a trained experiment: the cost of each reading rule and gallery option')
     ap.add_argument('--images', default=None, help="with --rules: a glob of photos to time instead of its validation photos")
+    ap.add_argument('--pills', default=None, help='with --images of a YOLO tree: only photos labelled with LO,HI pills')
     a = ap.parse_args(argv)
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    if a.rules: return rule_costs(Path(a.rules), a.photos, out, sorted(glob.glob(a.images)) if a.images else None)
+    if a.rules: return rule_costs(Path(a.rules), a.photos, out, photos_given(a.images, a.pills))
     names = list(CONFIGS) if a.configs == 'all' else a.configs.split(',') if a.configs else [None]
     reports = {}
     for name in names:
@@ -119,6 +124,18 @@ RULES = {'look closer (detector.closer)': 'detector.closer=0', 'read farther (de
          'gallery views per photo (retrieval.query_turns)': 'retrieval.query_turns=1',
          'crowds (detector.crowd)': 'detector.crowd=0', 'nested boxes (detector.contain)': 'detector.contain=0',
          'cut-off boxes (detector.edge)': 'detector.edge=0'}
+
+
+def photos_given(pattern:str|None, pills:str|None)->list|None:
+    "The photos --images names, and with --pills those whose YOLO label (labels/ beside images/) holds LO to HI pills."
+    if pattern is None: return None
+    photos = sorted(glob.glob(pattern))
+    if pills is None: return photos
+    lo, hi = map(int, pills.split(','))
+    def count(f):
+        lab = Path(f).parents[2]/'labels'/Path(f).parent.name/f'{Path(f).stem}.txt'
+        return sum(1 for l in lab.read_text().splitlines() if l.strip()) if lab.is_file() else -1
+    return [f for f in photos if lo <= count(f) <= hi]
 
 
 def rule_costs(exp:Path, photos:int, out:Path, images:list|None=None)->dict:
