@@ -148,7 +148,7 @@ def draw_prediction(image, # the photo
 
 # %% ../nbs/05h_infer.answer.ipynb #2bbd3e9c
 def prediction_table(r:dict)->pd.DataFrame:
-    "One row per pill and candidate of a prediction; what a pill or drug lacks is blank (an enrolled product's company)."
+    "One row per pill and candidate of a prediction; what a pill or drug lacks is blank (an enrolled drug's company)."
     rows = [{'pill': i + 1, 'box': ','.join(f'{v:.0f}' for v in p['box']), 'found_by': p.get('found_by'),
              'det_score': p['det_score'], 'rank': j + 1, 'k_code': c['k_code'], 'confidence': round(c['confidence'], 3),
              'name': c.get('dl_name'), 'company': c.get('dl_company'),
@@ -163,7 +163,7 @@ def prediction_table(r:dict)->pd.DataFrame:
         if 'expected' in p: row['expected'] = p['expected']
         if 'imprint_read' in p: row['read'] = p['imprint_read']  # pipeline.ocr: what was read on the pill
         if 'back' in p: row['back_box'] = ','.join(f'{v:.0f}' for v in p['back']['box'])  # `predict_sides`
-    return pd.DataFrame(rows).fillna('')  # blank, not NaN: a pill 'identified' has no 'between', nor a user's box a score
+    return pd.DataFrame(rows).fillna('')  # not NaN: an 'identified' pill has no 'between', a user's box no score
 
 # %% ../nbs/05h_infer.answer.ipynb #ea02b0c9
 def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn`) as `pillsnap predict` keeps them

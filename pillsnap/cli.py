@@ -458,6 +458,7 @@ def _print_answers(results:list, failed:list, json_out:bool, one:bool, expect, l
 # %% ../nbs/08b_run.cli.ipynb #a3dd1b5b
 def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill:bool,
                     boxes:str|None=None, # `--boxes`: "x1,y1,x2,y2;x1,y1,x2,y2" (one photo's pills, in its pixels)
+                    journal:bool=False, expect:str|None=None, # `--journal` keeps a tray check: combo mode, `--expect`
                    )->tuple:
     "Check `predict`'s flags against each other and split its words: (photos, settings, the boxes given or None)."
     from pillsnap.pipeline import BACKENDS, MODES
@@ -471,6 +472,9 @@ def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill
         raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
                           f'photo(s), --mode {mode}) — give its front and back: '
                           'pillsnap predict FRONT BACK --same-pill')
+    if journal and (mode != 'combo' or not expect):
+        raise ConfigError('--journal keeps tray checks: give the tray with --mode combo and its prescription '
+                          'with --expect')
     if boxes is not None and (len(images) != 1 or same_pill):
         raise ConfigError(f"--boxes gives the pills of one photo (got {len(images)} photo(s)"
                           f"{', --same-pill' if same_pill else ''})")
@@ -482,7 +486,7 @@ def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill
 
 # %% ../nbs/08b_run.cli.ipynb #3243d2bf
 def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backend:str|None)->tuple:
-    "(the experiment's `Predictor` for one `predict` run, its folder), the run logged (a sealed release's log says where)."
+    "(the experiment's `Predictor` for one `predict` run, its folder), the run logged (a sealed release says where)."
     from pillsnap.pipeline import Predictor
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.top_k': top_k, 'pipeline.backend': backend})
     pred = Predictor.from_exp(ex, checkpoint)
@@ -520,20 +524,15 @@ def pillsnap_predict(
     journal:store_true=False, # keep each tray check (combo mode, --expect) in the journal, as the service does
 ):
     "Identify the pills in photos with a trained experiment (prints a table, or the JSON schema with --json)."
-    images, settings, given = _predict_photos(images, mode, lang, backend, same_pill, boxes)
-    if journal and not (mode == 'combo' and expect):
-        raise ConfigError('--journal keeps tray checks: give the tray with --mode combo and its prescription '
-                          'with --expect')
+    images, settings, given = _predict_photos(images, mode, lang, backend, same_pill, boxes, journal, expect)
     pred, root = _predictor(exp, settings, config, checkpoint, top_k, backend)
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang, given)
     if journal: _keep_checks(pred.cfg, root, results, expect)
     _print_answers(results, failed, json_out, one, expect, lang)
-    if failed:
-        reasons = '; '.join(f'{f} ({why})' for f, why in failed)
-        raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read '
-                          f'(the others were answered): {reasons}')
+    if failed: raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): '
+                                 + '; '.join(f'{f} ({why})' for f, why in failed))
     return results
 
 # %% ../nbs/08b_run.cli.ipynb #f7eb21e2

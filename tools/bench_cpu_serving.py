@@ -117,11 +117,11 @@ def time_exp(exp:Path, photos:int, backends:list, models:list, build:dict)->dict
     return dict(models=models, machine=machine(), cpu_count=os.cpu_count(), photos=photos, build=build, latency_ms=rows)
 
 
-# each reading rule and gallery option of today's defaults, and the setting that turns it off
+# each reading rule of today's defaults, and the setting that turns it off (the gallery's views per query are its own,
+# chosen when it was built with its thresholds: `pillsnap gallery --rebuild retrieval.query_turns=1`, not a setting here)
 RULES = {'look closer (detector.closer)': 'detector.closer=0', 'read farther (detector.farther)': 'detector.farther=0',
          'detect size auto (detector.detect_size)': None,  # filled in: the detector's training size
          'the pill check (pipeline.pill_check)': 'pipeline.pill_check=false',
-         'gallery views per photo (retrieval.query_turns)': 'retrieval.query_turns=1',
          'crowds (detector.crowd)': 'detector.crowd=0', 'nested boxes (detector.contain)': 'detector.contain=0',
          'cut-off boxes (detector.edge)': 'detector.edge=0'}
 
