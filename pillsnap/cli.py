@@ -496,14 +496,15 @@ def _predictor(exp, settings:list, config, checkpoint:str, top_k:int|None, backe
     return pred, ex.root
 
 # %% ../nbs/08b_run.cli.ipynb #c4e81a07
-def _keep_checks(cfg, root:Path, results:list, expect:str):
+def _keep_checks(cfg, root:Path, results:list, expect:str)->str|None: # why a check was not kept, or None
     "`predict --journal`: each answer's tray check kept in the experiment's journal (`checks.*`), its id in the answer."
     from pillsnap.checks import CheckJournal
     from pillsnap.pipeline import load_image
-    journal = CheckJournal.from_cfg(cfg, root)
-    for r in results:
-        r['check']['id'] = journal.record(r, expect, load_image(r['image']))['id']
-    print(f'pillsnap predict: {len(results)} tray check(s) kept in {journal.folder}', file=sys.stderr)
+    journal, kept = CheckJournal.from_cfg(cfg, root), 0
+    for r in (r for r in results if 'check' in r):
+        try: r['check']['id'] = journal.record(r, expect, load_image(r['image']))['id']; kept += 1
+        except (OSError, UserError) as e: return f'{r["image"]}: not kept in {journal.folder} ({e})'  # answers print
+    print(f'pillsnap predict: {kept} tray check(s) kept in {journal.folder}', file=sys.stderr)
 
 # %% ../nbs/08b_run.cli.ipynb #997dca67
 @command('predict')
@@ -529,8 +530,9 @@ def pillsnap_predict(
     one = len(images) == 1 or same_pill  # one answer
     if draw: _check_drawable(Path(draw) if one else Path(draw)/'x.png')
     results, failed = _answers(pred, images, mode, expect, same_pill, draw, lang, given)
-    if journal: _keep_checks(pred.cfg, root, results, expect)
+    unkept = _keep_checks(pred.cfg, root, results, expect) if journal else None
     _print_answers(results, failed, json_out, one, expect, lang)
+    if unkept: raise ConfigError(f'the tray check was not kept — {unkept}')
     if failed: raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): '
                                  + '; '.join(f'{f} ({why})' for f, why in failed))
     return results

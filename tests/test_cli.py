@@ -95,6 +95,10 @@ def test_count_never_loads_the_classifier_and_predict_takes_boxes(trained_exp, m
     assert 'tray check(s) kept in' in err
     code, _, err = cli_main('predict', '--exp', exp, photo, '--journal', check=False)
     assert code == 2 and '--mode combo' in err
+    (blocked := tmp_path/'a-file').write_text('')  # a journal that cannot be written: the answer is printed all the same
+    code, out, err = cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--json', '--expect', rx, '--journal',
+                              f'checks.dir={blocked}', check=False)
+    assert code == 2 and 'not kept' in err and json.loads(out)['pills']
     assert len((tmp_path/'checks.jsonl').read_text().splitlines()) == 1  # the refused run kept nothing
     code, _, err = cli_main('predict', '--exp', exp, photo, '--mode', 'combo', '--boxes', '0,0,30', check=False)
     assert code == 2 and 'four numbers each' in err
