@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .config import UserError
-from .feedback import PhotoStore, StoreFull, new_line, photo_sha256
+from .feedback import PhotoStore, StoreFull, check_text, new_line, photo_sha256
 from .io import atomic_write, csv_cell, read_jsonl
 
 # %% ../nbs/07ba_ship.checks.ipynb #95e70cd3
@@ -126,8 +126,7 @@ def record_correction(self:CheckJournal, check_id:str, # the check's id (`record
                       key:str|None=None, # the fingerprint of the key that corrects
                      )->dict: # the correction as kept
     "Keep a correction of a check: a later line naming it (the check's own line is never rewritten)."
-    if not isinstance(verdict, str) or not 0 < len(verdict.strip()) <= _VERDICT_CHARS:
-        raise CheckError(f'verdict must be text of 1 to {_VERDICT_CHARS} characters (got {str(verdict)[:80]!r})')
+    check_text('verdict', verdict, _VERDICT_CHARS, CheckError)
     rec = dict(**new_line(), corrected=check_id, verdict=verdict.strip(), codes=_codes(codes), key=key)
     if not (isinstance(check_id, str) and _ID.fullmatch(check_id) and self._known(check_id)):
         raise CheckUnknown(f'no check {str(check_id)[:40]!r} in {self.folder} — pillsnap checks --list lists them')

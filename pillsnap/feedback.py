@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['REPORTS', 'PHOTOS', 'REVIEWS', 'USABLE', 'feedback_folder', 'FeedbackError', 'StoreFull', 'FeedbackFull',
-           'PhotoStore', 'Feedback', 'bounded_jpeg', 'photo_sha256', 'new_line']
+           'PhotoStore', 'Feedback', 'bounded_jpeg', 'photo_sha256', 'new_line', 'check_text']
 
 # %% ../nbs/07b_ship.feedback.ipynb #afe60866
 import hashlib, io, json, threading, time, uuid
@@ -146,6 +146,12 @@ def new_line()->dict:
     "A new line's `id` (16 hex digits) and `time` (UTC): what every report, check and correction starts from."
     return dict(id=uuid.uuid4().hex[:16], time=_utc_now())
 
+def check_text(name:str, value, # a line's field, by name, and its value
+               most:int, error:type): # the most characters; the error to raise
+    "Refuse a field of a line that is not text of 1 to `most` characters (a report's, a check's), naming it."
+    if not isinstance(value, str) or not value.strip() or len(value) > most:
+        raise error(f'{name} must be text of 1 to {most} characters (got {str(value)[:80]!r})')
+
 # %% ../nbs/07b_ship.feedback.ipynb #b4d3d32a
 @patch
 def add(self:Feedback, image:Image.Image|None, # the photo the answer was about (None: the report alone)
@@ -161,8 +167,7 @@ def add(self:Feedback, image:Image.Image|None, # the photo the answer was about 
     "Keep one report (and its photo, bounded and re-encoded without metadata, when photos are kept and there is room)."
     fields = dict(answered=answered, right=right or None, request_id=request_id or None, mode=mode)
     for k, v in fields.items():
-        if v is not None and (not isinstance(v, str) or not v.strip() or len(v) > _FIELD_MAX[k]):
-            raise FeedbackError(f'{k} must be text of 1 to {_FIELD_MAX[k]} characters (got {str(v)[:80]!r})')
+        if v is not None: check_text(k, v, _FIELD_MAX[k], FeedbackError)
     if pill is not None and (not isinstance(pill, int) or pill < 0):
         raise FeedbackError(f'pill must be 0 or more (got {pill!r})')
     rec = dict(**new_line(), **fields, pill=pill, box=_box(box), models=models or {}, photo=None,
