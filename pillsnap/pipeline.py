@@ -4,10 +4,9 @@
 
 # %% auto #0
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
-           'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_LEAST', 'CHECK_UNKNOWN', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE',
-           'HINTS', 'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry',
-           'Counter', 'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning',
-           'fuse_sides']
+           'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_ODDS', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS',
+           'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Counter',
+           'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
 import contextlib, copy, re, time, unicodedata
@@ -477,6 +476,8 @@ def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, exp
         ans['expected'] = codes[best] in expect and state != 'unknown'
         if not ans['expected']: ans['best_match'] = cand(best)  # what it looks like instead
         ans['prescribed'] = {k: round(float(p[col[k]]), 6) for k in dict.fromkeys(expect)}  # for `reconcile`
+        off = torch.ones(len(codes), dtype=torch.bool); off[[col[k] for k in expect]] = False
+        ans['off_prescription'] = round(float(p[off].max()), 6) if off.any() else 0.0  # the likeliest drug off it
     return ans
 
 # %% ../nbs/05f_infer.pipeline.ipynb #e706aa86
@@ -650,30 +651,32 @@ def _find_given(self:Predictor, ims:list, sizes:list, mode:str, most:int|None=No
     return found, seen, left
 
 # %% ../nbs/05f_infer.pipeline.ipynb #a4a5e84f
-CHECK_LEAST = 0.1  # the least probability a pill gives a prescription line's drugs to fill one of its places
-# ... and a pill the gallery answers 'unknown': even odds, the prescription's own evidence against the open set's
-# (synthetic trays: prescribed pills placed 50 % -> 69 %, other pills left over 98.9 % -> 97.8 %; nbs/95_log 2026-11-29)
-CHECK_UNKNOWN = 0.5
+# how much likelier a pill on a tray is a given prescribed drug than a given drug off its prescription (synthetic
+# trays, verdict right 0.20 -> 0.82, pills not prescribed left over 30 -> 27 of 30; nbs/95_log 2026-11-29)
+CHECK_ODDS = 100.0
 
-def _fit(p:dict, codes:list, unknown_least:float)->float:
-    "The probability pill `p` gives one line's drugs (`codes`); 0 for an 'unknown' pill below `unknown_least`."
-    v = sum(p.get('prescribed', {}).get(k, 0.0) for k in codes)
-    return v if p.get('status') != 'unknown' or v >= unknown_least else 0.0
+def _weights(p:dict, lines:dict, odds:float)->tuple:
+    "({line: the probability pill `p` gives its drugs}, its weight left over: the likeliest drug off them / `odds`)."
+    got = p.get('prescribed') or {}
+    return {l: sum(got.get(k, 0.0) for k in codes) for l, codes in lines.items()}, p.get('off_prescription', 0.0) / odds
 
 # %% ../nbs/05f_infer.pipeline.ipynb #e245d54b
 def reconcile(pills:list, # a combo answer's pills, with `prescribed` ({K-code: probability}) and `status`
               rx:dict, # its `prescription`: `matched` {line: K-codes}, `unmatched`, `quantities` {line: n}
-              least:float=CHECK_LEAST,
-              unknown_least:float=CHECK_UNKNOWN, # the same for a pill the gallery answers 'unknown'
+              odds:float=CHECK_ODDS, # a prescribed drug's odds on a tray against the likeliest drug off it
              )->dict: # 'lines', 'extra', 'missing', 'unchecked', 'verdict', 'verdict_ko'; each pill gets its 'line'
-    "A tray of pills against its prescription: prescribed units and pills matched as one assignment, then counted."
+    ("A tray of pills against its prescription: each pill fills a prescribed unit or is left over, the likeliest"
+     " reading of the whole tray as one assignment, then counted.")
     from scipy.optimize import linear_sum_assignment
     lines, n = list(rx['matched']), rx.get('quantities') or {}
     places = [l for l in lines for _ in range(n.get(l, 1))]
-    fit = np.array([[_fit(p, rx['matched'][l], unknown_least) for l in places] for p in pills],
-                   float).reshape(len(pills), len(places))
-    rows, cols = linear_sum_assignment(-np.log(np.clip(fit, 1e-9, 1))) if fit.size else ((), ())
-    took = {int(i): places[j] for i, j in zip(rows, cols) if fit[i, j] >= least}
+    cost = np.full((len(pills), len(places) + len(pills)), np.inf)  # a place a unit, then each pill's 'left over'
+    for i, p in enumerate(pills):
+        fit, left = _weights(p, rx['matched'], odds)
+        with np.errstate(divide='ignore'): cost[i, :len(places)] = -np.log([fit[l] for l in places])  # none: never
+        cost[i, len(places) + i] = -np.log(left) if left > 0 else 1e6  # left over: always possible, the last resort
+    rows, cols = linear_sum_assignment(cost) if len(pills) else ((), ())
+    took = {int(i): places[j] for i, j in zip(rows, cols) if j < len(places)}
     for i, p in enumerate(pills): p['line'] = took.get(i)
     out = [dict(line=l, codes=rx['matched'][l], expected=n.get(l, 1),
                 pills=[i + 1 for i in sorted(took) if took[i] == l]) for l in lines]
