@@ -83,11 +83,14 @@ def pill_label(n:int, # the pill's number, from 1
     if state == 'unknown': text = f"{n}. {w['unknown']}"
     elif state == 'not sure': text = f"{n}. {w['not_sure']}: {' / '.join(p.get('between', [c['k_code']])[:2])}"
     else: text = f"{n}. {c['k_code']} {name[:24]}\n{c['confidence']:.2f}"
-    if p.get('expected') is False:
+    placed = p.get('line') is not None  # the tray's check gave it a prescribed place: that reading of the tray wins
+    if p.get('expected') is False and not placed:
         text += f"\n{w['off']}" + (f" ({w['looks']} {p['best_match']['k_code']})" if state != 'unknown' else '')
+    elif p.get('expected') is False and state != 'unknown':
+        text += f"\n{w['looks']} {p['best_match']['k_code']}"  # placed, though alone it looks most like a drug off it
     elif 'line' in p and p['line'] is None and state != 'unknown':
         text += f"\n{w['extra']}"  # a drug of the prescription, but beyond its count: the tray's check left it over
-    off = p.get('expected') is False or ('line' in p and p['line'] is None)
+    off = (p.get('expected') is False and not placed) or ('line' in p and p['line'] is None)
     return text, 'tomato' if off else COLOURS.get(state, 'orange')
 
 # %% ../nbs/05h_infer.answer.ipynb #b691afcd
@@ -205,4 +208,5 @@ def not_prescribed(results:list)->list:
         if p.get('status') == 'unknown': return f"{r['image']} pill {i + 1} is unknown"
         name = f" ({p['best_match'].get('dl_name')})" if p['best_match'].get('dl_name') else ''
         return f"{r['image']} pill {i + 1} looks like {p['best_match']['k_code']}{name}"
-    return [said(r, i, p) for r in results for i, p in enumerate(r['pills']) if p.get('expected') is False]
+    return [said(r, i, p) for r in results for i, p in enumerate(r['pills'])
+            if p.get('expected') is False and p.get('line') is None]  # a tray's check may place it all the same

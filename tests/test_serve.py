@@ -544,21 +544,24 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
                  'pills': [{'box': [10, 10, 60, 60], 'status': 'identified', 'candidates': [c('K-1')]},
                            {'box': [120, 10, 170, 60], 'status': 'not sure', 'between': ['K-2', 'K-3'], 'advice': 'other_side',
                             'differ': {'print_back': ['A', 'B']}, 'candidates': [c('K-2'), c('K-3')]},
-                           {'box': [10, 120, 60, 170], 'status': 'unknown', 'candidates': [c('K-4')]}],
-                 'check': {'lines': [{'line': 'K-1 x', 'expected': 2, 'found': 1, 'pills': [1]}, {'line': 'K-2', 'expected': 1, 'found': 1, 'pills': [2]}],
-                           'extra': [3], 'unchecked': {}, 'verdict': '1 missing, 1 extra', 'verdict_ko': '1개 부족, 1개 초과'}}  # issue 81: the tray's checklist
+                           {'box': [10, 120, 60, 170], 'status': 'unknown', 'candidates': [c('K-4')]},
+                           # the tray's check placed it on K-1 though alone it looks most like K-9: prescribed, not red
+                           {'box': [120, 120, 170, 170], 'status': 'identified', 'expected': False, 'line': 'K-1 x', 'best_match': c('K-9'),
+                            'candidates': [c('K-1')]}],
+                 'check': {'lines': [{'line': 'K-1 x', 'expected': 2, 'found': 2, 'pills': [1, 4]}, {'line': 'K-2', 'expected': 1, 'found': 1, 'pills': [2]}],
+                           'extra': [3], 'unchecked': {}, 'verdict': '1 extra', 'verdict_ko': '1개 초과'}}  # issue 81: the tray's checklist
         drv.execute_script('const a = arguments[0]; window.kept = last; last = () => { draw(a); show(a); }; last();', three)
         shown = drv.find_element(By.ID, 'results').text
         assert 'Not sure — it could be K-2, K-3.' in shown and 'Photograph the other side too — they differ in back imprint A vs B' in shown
         assert 'Unknown — this pill looks like none' in shown and len(drv.find_elements(By.CSS_SELECTOR, '#results .turnover')) == 1
-        assert 'Prescription check: 1 missing, 1 extra' in shown and '✗ K-1 x — 1 of 2 (Pill 1)' in shown and '✓ K-2 — 1 of 1 (Pill 2)' in shown
-        assert '✗ left over: pill 3' in shown
+        assert 'Prescription check: 1 extra' in shown and '✓ K-1 x — 2 of 2 (Pill 1, 4)' in shown and '✓ K-2 — 1 of 1 (Pill 2)' in shown
+        assert '✗ left over: pill 3' in shown and 'on the prescription' in shown and 'NOT on the prescription' not in shown
         colours = drv.execute_script("""const c = document.getElementById('canvas'), g = c.getContext('2d'), s = Math.min(1, 640 / img.width);
-            return [[10, 10], [120, 10], [10, 120]].map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s) + 5, 1, 1).data.slice(0, 3)));""")
-        assert colours == [[255, 140, 0], [242, 194, 0], [217, 48, 37]], colours  # orange, yellow, red: each box's edge
+            return [[10, 10], [120, 10], [10, 120], [120, 120]].map(([x, y]) => Array.from(g.getImageData(Math.round(x * s), Math.round(y * s) + 5, 1, 1).data.slice(0, 3)));""")
+        assert colours == [[255, 140, 0], [242, 194, 0], [217, 48, 37], [255, 140, 0]], colours  # orange, yellow, red, orange: each box's edge
         drv.find_element(By.ID, 'lang').click()
         assert '확실하지 않음' in drv.find_element(By.ID, 'results').text and '뒷면도 찍어 주세요' in drv.find_element(By.ID, 'results').text
-        assert '처방 확인: 1개 부족, 1개 초과' in drv.find_element(By.ID, 'results').text and '2개 중 1개' in drv.find_element(By.ID, 'results').text
+        assert '처방 확인: 1개 초과' in drv.find_element(By.ID, 'results').text and '2개 중 2개' in drv.find_element(By.ID, 'results').text
         drv.find_element(By.ID, 'lang').click()
         drv.execute_script('last = window.kept; last();')  # the server's answer again
         drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug

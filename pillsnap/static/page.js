@@ -81,11 +81,11 @@ function draw(result) {
   g.lineWidth = 3; g.font = '13px system-ui';
   const taken = [];  // the labels drawn so far: pills side by side must not hide each other's
   result.pills.forEach((p, i) => {
-    const off = p.expected === false, top = off && p.best_match ? p.best_match : p.candidates[0];  // not prescribed: what it looks like
+    const off = p.expected === false && !p.line, top = off && p.best_match ? p.best_match : p.candidates[0];  // not prescribed (nor placed by the tray's check): what it looks like
     const [x1, y1, x2, y2] = p.box.map(v => v * scale);
     const name = lang === 'ko' ? top.dl_name || top.dl_name_en : top.dl_name_en || top.dl_name;
     const label = p.status === 'unknown' ? '?' : p.status === 'not sure' ? `? ${(p.between || []).slice(0, 2).join(' / ')}` : `${off ? '✗ ' : ''}${name || top.k_code} ${(top.confidence * 100).toFixed(0)}%`;
-    g.strokeStyle = p.status === 'unknown' || p.expected === false ? '#d93025' : p.status === 'not sure' ? '#f2c200' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    g.strokeStyle = p.status === 'unknown' || off ? '#d93025' : p.status === 'not sure' ? '#f2c200' : '#ff8c00'; g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const txt = `${i + 1}. ${label}`;
     const w = g.measureText(txt).width + 8, [lx, ly] = spot(taken, [x1, y1, x2, y2], w, 18, c.width, c.height);
     g.fillStyle = g.strokeStyle; g.fillRect(lx, ly, w, 18);
@@ -124,7 +124,7 @@ function show(r) {
     <td>${esc((c.edi_codes || []).join(', '))}</td><td>${links(c)}</td></tr>`).join('');
   const verdict = (p, i) => (p.status === 'unknown' ? `<p class="unknown">${esc(t('unknown'))}</p>` : '') + notSure(p, i, r) +
     (p.imprint_read ? `<p class="read">${esc(t('read')(p.imprint_read))}</p>` : '') +
-    (p.expected === true ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match && p.status !== 'unknown' ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');
+    (p.expected === true || p.line ? `<p class="ok">✓ ${esc(t('expected'))}</p>` : p.expected === false ? `<p class="unknown">✗ ${esc(t('unexpected')(p.best_match && p.status !== 'unknown' ? (p.best_match.dl_name || p.best_match.k_code) : ''))}</p>` : '');  // the tray's check placed it: prescribed
   let h = `<p><b>${esc(t('mode')(r.mode))}</b>${r.sides === 2 ? ' (' + esc(t('sides')) + ')' : ''} — ${esc(t('pills')(r.pills.length))}, ${r.timing_ms.total.toFixed(0)} ms</p>`;
   if (r.mode === 'single' && r.sides !== 2) h += `<p><button type="button" id="addback" class="second">${esc(t('back'))}</button></p>`;
   const hint = k => (lang === 'ko' && r.hints.ko && r.hints.ko[k]) || r.hints[k];  // the server's hints, in both languages
