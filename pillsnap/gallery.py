@@ -311,7 +311,8 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: #
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
         unknown = g.open_scores(g.scores(h_emb)).numpy() if len(h_pos) else None
     best = g.open_scores(s).numpy()
-    return {**open_set(best, unknown, cfg.retrieval.target_tar, cfg.retrieval.max_false_accept), 'pills': len(pos),
+    r = cfg.retrieval
+    return {**open_set(best, unknown, r.target_tar, r.max_false_accept, r.get('max_refused')), 'pills': len(pos),
             'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}, best
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227
@@ -357,6 +358,11 @@ def serving_report(known:np.ndarray, # open-set scores of the studio validation 
            'threshold_from': 'phone-like validation photos (data.paste_val_photos)' if phone is not None
                              else 'studio validation photos'}
     if phone is not None: out.update(phone_val=phone, studio_threshold=studio['threshold'])
+    if 'not_sure_from' in serving:  # below it 'unknown', between it and the threshold 'not sure': studio photos there
+        low = serving['not_sure_from']
+        share = lambda x: round(float((np.asarray(x) < low).mean()), 4)
+        out.update(not_sure_from=low, max_refused=serving['max_refused'], refused=share(known),
+                   **({'unseen_unknown': share(unknown)} if unknown is not None else {}))
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #5c22a155
@@ -378,7 +384,7 @@ def _trained_threshold(cfg, g:Gallery, model:nn.Module, ck:dict, d, device, dtyp
     r = cfg.retrieval
     h_best = g.open_scores(h_scores).numpy() if h_scores is not None else None
     known, max_far = g.open_scores(v_scores).numpy(), r.max_false_accept
-    studio = open_set(known, h_best, r.target_tar, max_far)
+    studio = open_set(known, h_best, r.target_tar, max_far, r.get('max_refused'))
     g.meta.update(min_margin=float(r.min_margin))
     phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
     report = serving_report(known, h_best, studio, phone, r)
@@ -396,7 +402,7 @@ def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
     real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None,
                            report['threshold'])
     g.meta.update(threshold=report['threshold'], threshold_from=report['threshold_from'],
-                  enrolled_tar=float(r.real_tar))
+                  not_sure_from=report.get('not_sure_from'), enrolled_tar=float(r.real_tar))
     if real is not None:  # enrolled drugs, photographed like the pills asked of them: real photos over both
         g.meta.update(enrolled_threshold=real['threshold'], enrolled_threshold_from=f"real photos ({', '.join(real['sets'])})")
         if real['by_mode']:  # each mode's own, chosen on the pills of photos like the ones it asks
@@ -469,10 +475,12 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
                 f"{report['held_out_photos']} photos of held-out drugs let through, {1 - report['tar']:.1%} of known "
                 "drugs' refused" if 'auroc' in report
                 else ' (no held-out drugs to measure it: split.holdout_drugs)')
+    band = (f"; 'not sure' from {report['not_sure_from']:.3f}, below it {report['refused']:.1%} of the known drugs' "
+            "studio photos refused" if 'not_sure_from' in report else '')
     log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"
              f" unknown below {g.score_words} {report['threshold']:.3f} (chosen on {report['threshold_from']})"
              + (f", enrolled drugs below {g.enrolled_words} (chosen on {report['enrolled_threshold_from']})"
-                if report['enrolled_threshold_from'] != report['threshold_from'] else '') + measured)
+                if report['enrolled_threshold_from'] != report['threshold_from'] else '') + measured + band)
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #43b12986

@@ -398,9 +398,9 @@ def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines
     ("The gallery's verdict on each pill, 'identified' or 'unknown', with the score it was judged on and the threshold"
      " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
      " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
-    g = self.gallery
-    return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0),
-                        0 if self.unknown_below is not None else g.cohort)
+    g, own = self.gallery, self.unknown_below is not None  # the user's own threshold: one, no band
+    return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0), 0 if own else g.cohort,
+                        None if own else g.refusals(mode))
 
 # %% ../nbs/05f_infer.pipeline.ipynb #511066f1
 @patch
@@ -464,10 +464,11 @@ def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, exp
     else: order = p.topk(min(top_k, len(codes))).indices.tolist()
     ans = {'candidates': [cand(j) for j in order[:top_k]]}
     if verdict: ans.update(verdict)  # 'status', and the score and threshold it was judged on
-    if state != 'unknown' and (self.set_threshold is not None or self.min_confidence > 0):
+    if state != 'unknown' and (self.set_threshold is not None or self.min_confidence > 0 or state == 'not sure'):
         top = p.topk(min(SET_MAX, len(codes))).indices.tolist()
         among = [j for j in top if in_set(j)] if self.set_threshold is not None else top[:1]
-        if float(p[best]) < self.min_confidence: among = top[:max(2, len(among))]  # unsure of the best: the next too
+        if float(p[best]) < self.min_confidence or state == 'not sure':  # unsure of the best, or the gallery of the
+            among = top[:max(2, len(among))]                               # pill (`Gallery.refusals`): the next too
         ans['status'] = 'not sure' if len(among) > 1 else 'identified'
         if len(among) > 1:
             ans['between'] = [codes[j] for j in among]

@@ -197,15 +197,21 @@ def verdict_rows(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
                  threshold:float|torch.Tensor|None, # `open_set`'s, or per drug (`Gallery.thresholds`): the best drug's
                  min_margin:float=0.0, # the best drug's lead over the second
                  cohort:int=0, # the gallery's `retrieval.cohort` (`open_score`)
-                )->list: # per query: 'status', and with a threshold 'open_score' and 'unknown_below'
-    "Each query's verdict, 'identified' or 'unknown', with the score it was judged on and the threshold it was held to."
+                 refuse:float|torch.Tensor|None=None, # below it 'unknown', between it and `threshold` 'not sure'
+                                                       # (`Gallery.refusals`); None: `threshold` alone
+                )->list: # per query: 'status'; with a threshold 'open_score', 'unknown_below' (and 'identified_from')
+    ("Each query's verdict, 'identified', 'not sure' or 'unknown', with the score it was judged on and the"
+     " thresholds it was held to (its best drug's).")
     if threshold is None or not scores.shape[1]: return [dict(status='identified') for _ in range(len(scores))]
     top, at = scores.topk(min(2, scores.shape[1]), 1)
     lead = top[:, 0] - top[:, 1] if top.shape[1] > 1 else torch.full((len(top),), 2.0)
-    thr = threshold[at[:, 0]] if torch.is_tensor(threshold) else torch.full((len(top),), float(threshold))
-    return [dict(status='unknown' if b < t or m < min_margin else 'identified', open_score=round(b, 4),
-                 unknown_below=round(t, 4))
-            for b, t, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), lead.tolist())]
+    per = lambda x: x[at[:, 0]] if torch.is_tensor(x) else torch.full((len(top),), float(x))
+    thr = per(threshold)
+    low = torch.minimum(per(refuse), thr) if refuse is not None else thr
+    said = lambda b, t, r, m: 'unknown' if b < r or m < min_margin else 'not sure' if b < t else 'identified'
+    return [dict(status=said(b, t, r, m), open_score=round(b, 4), unknown_below=round(r, 4),
+                 **({'identified_from': round(t, 4)} if r < t else {}))
+            for b, t, r, m in zip(open_score(scores, cohort).tolist(), thr.tolist(), low.tolist(), lead.tolist())]
 
 # %% ../nbs/05a_infer.retrieval.ipynb #4605398c
 def status(scores:torch.Tensor, # (m, drugs) `Gallery.scores`
@@ -265,6 +271,18 @@ def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode
     enrolled = set(self.enrolled())
     return torch.tensor([e if k in enrolled else t for k in self.codes], dtype=torch.float32)
 
+# %% ../nbs/05a_infer.retrieval.ipynb #a7b8c9d0
+@patch
+def refusals(self:Gallery, mode:str|None=None, # the mode asking (`thresholds`)
+            )->torch.Tensor|None: # (drugs,) in `codes` order; None: no band (one threshold: `thresholds`)
+    ("Each drug's refusal threshold: a trained drug's pill scoring between it and the drug's `thresholds` is 'not"
+     " sure', below it 'unknown' (`not_sure_from`, chosen with `retrieval.max_refused`); an enrolled drug keeps one.")
+    t, low = self.thresholds(mode), self.meta.get('not_sure_from')
+    if t is None or low is None: return None
+    enrolled = set(self.enrolled())
+    return torch.tensor([float(t[i]) if k in enrolled else min(low, float(t[i])) for i, k in enumerate(self.codes)],
+                        dtype=torch.float32)
+
 # %% ../nbs/05a_infer.retrieval.ipynb #c6764f65
 def quantile_hd(x:np.ndarray, # scores (one at least)
                 q:float, # the quantile, between 0 and 1
@@ -302,6 +320,8 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
              unknown:np.ndarray|None=None, # ... of photos of drugs never trained on (None: no measurement)
              target_tar:float=0.95, # share of known photos that must pass, when no `max_far` chooses
              max_far:float|None=None, # share of never-seen photos allowed through (`retrieval.max_false_accept`)
+             max_refused:float|None=None, # share of known photos it may refuse (`retrieval.max_refused`): the pills
+                                          # between this threshold and the chosen one are 'not sure' (`not_sure_from`)
             )->dict:
     ("The 'unknown' threshold, and how well it separates known from never-seen drugs: chosen for the stated risk —"
      " the lowest that lets at most `max_far` of the never-seen photos through — where there are `MIN_UNKNOWN` of"
@@ -313,7 +333,11 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
     by_risk = max_far is not None and unknown is not None and len(unknown) >= MIN_UNKNOWN
     thr = quantile_hd(unknown, 1 - max_far) if by_risk else quantile_hd(known, 1 - target_tar)
     chosen = dict(chosen_by='max_false_accept', max_false_accept=max_far) if by_risk else dict(chosen_by='target_tar')
-    return {**at_threshold(known, unknown, thr), 'target_tar': target_tar, **chosen}
+    out = {**at_threshold(known, unknown, thr), 'target_tar': target_tar, **chosen}
+    if by_risk and max_refused is not None and (low := quantile_hd(known, max_refused)) < thr:
+        out.update(not_sure_from=low, max_refused=max_refused, refused=round(float((known < low).mean()), 4),
+                   unseen_unknown=round(float((np.asarray(unknown) < low).mean()), 4))
+    return out
 
 # %% ../nbs/05a_infer.retrieval.ipynb #7120170e
 # retrieval.real_tar: the share of enrolled drugs' photos that pass their threshold (a gallery records it)
