@@ -27,7 +27,8 @@ from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets, source_group
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
-                                described, descriptor_words, farther, open_score, open_set, at_threshold, quantile_hd)
+                                described, descriptor_words, farther, open_score, open_set, at_threshold, band_shares,
+                                quantile_hd)
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -360,9 +361,7 @@ def serving_report(known:np.ndarray, # open-set scores of the studio validation 
     if phone is not None: out.update(phone_val=phone, studio_threshold=studio['threshold'])
     if 'not_sure_from' in serving:  # below it 'unknown', between it and the threshold 'not sure': studio photos there
         low = serving['not_sure_from']
-        share = lambda x: round(float((np.asarray(x) < low).mean()), 4)
-        out.update(not_sure_from=low, max_refused=serving['max_refused'], refused=share(known),
-                   **({'unseen_unknown': share(unknown)} if unknown is not None else {}))
+        out.update(not_sure_from=low, max_refused=serving['max_refused'], **band_shares(known, unknown, low))
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #5c22a155

@@ -395,9 +395,10 @@ def thresholds(self:Predictor, mode:str|None=None, # the mode asking (`Gallery.t
 def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines (`evidence`)
              mode:str|None=None, # the mode asking: a real set may have chosen its threshold (`Gallery.thresholds`)
             )->list: # per row: 'status', and with a threshold the pill's 'open_score' and its 'unknown_below'
-    ("The gallery's verdict on each pill, 'identified' or 'unknown', with the score it was judged on and the threshold"
-     " it was held to (its best drug's): the user's own threshold is a cosine of the best drug (`retrieval.threshold`),"
-     " the tuned ones are on the gallery's open-set score (`Gallery.open_scores`).")
+    ("The gallery's verdict on each pill, 'identified', 'not sure' or 'unknown', with the score it was judged on and"
+     " the thresholds it was held to (its best drug's; `Gallery.refusals`' band below the tuned one): the user's own"
+     " threshold is a cosine of the best drug (`retrieval.threshold`), the tuned ones are on the gallery's open-set"
+     " score (`Gallery.open_scores`).")
     g, own = self.gallery, self.unknown_below is not None  # the user's own threshold: one, no band
     return verdict_rows(cos, self.thresholds(mode), g.meta.get('min_margin', 0.0), 0 if own else g.cohort,
                         None if own else g.refusals(mode))

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ONE_THRESHOLD_ADVICE', 'MIN_UNKNOWN', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER',
            'ENROLMENTS', 'Gallery', 'open_score', 'verdict_rows', 'status', 'mode_words', 'quantile_hd', 'at_threshold',
-           'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments', 'enrol_into',
-           'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query',
-           'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words', 'described', 'gallery_table',
-           'remove_drug']
+           'band_shares', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments',
+           'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns',
+           'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words', 'described',
+           'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -280,8 +280,7 @@ def refusals(self:Gallery, mode:str|None=None, # the mode asking (`thresholds`)
     t, low = self.thresholds(mode), self.meta.get('not_sure_from')
     if t is None or low is None: return None
     enrolled = set(self.enrolled())
-    return torch.tensor([float(t[i]) if k in enrolled else min(low, float(t[i])) for i, k in enumerate(self.codes)],
-                        dtype=torch.float32)
+    return torch.where(torch.tensor([k in enrolled for k in self.codes]), t, t.clamp(max=low))
 
 # %% ../nbs/05a_infer.retrieval.ipynb #c6764f65
 def quantile_hd(x:np.ndarray, # scores (one at least)
@@ -315,6 +314,13 @@ def at_threshold(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of 
         out.update(unknown=len(unknown), auroc=round(float(auroc), 4), far=far)
     return out
 
+def band_shares(known:np.ndarray, unknown:np.ndarray|None, # open-set scores of known and never-seen drugs' photos
+                low:float, # the refusal threshold (`open_set`'s `not_sure_from`)
+               )->dict:
+    "What a refusal threshold does (`at_threshold` at it): known photos `refused`, never-seen ones `unseen_unknown`."
+    at = at_threshold(known, unknown, low)
+    return dict(refused=round(1 - at['tar'], 4), **({'unseen_unknown': round(1 - at['far'], 4)} if 'far' in at else {}))
+
 # %% ../nbs/05a_infer.retrieval.ipynb #afd0da1e
 def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of validation photos of known drugs
              unknown:np.ndarray|None=None, # ... of photos of drugs never trained on (None: no measurement)
@@ -335,8 +341,7 @@ def open_set(known:np.ndarray, # open-set scores (`Gallery.open_scores`) of vali
     chosen = dict(chosen_by='max_false_accept', max_false_accept=max_far) if by_risk else dict(chosen_by='target_tar')
     out = {**at_threshold(known, unknown, thr), 'target_tar': target_tar, **chosen}
     if by_risk and max_refused is not None and (low := quantile_hd(known, max_refused)) < thr:
-        out.update(not_sure_from=low, max_refused=max_refused, refused=round(float((known < low).mean()), 4),
-                   unseen_unknown=round(float((np.asarray(unknown) < low).mean()), 4))
+        out.update(not_sure_from=low, max_refused=max_refused, **band_shares(known, unknown, low))
     return out
 
 # %% ../nbs/05a_infer.retrieval.ipynb #7120170e
