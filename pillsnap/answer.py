@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['WORDS', 'MM_FIELDS', 'COLOURS', 'words', 'advice_words', 'hangul_font', 'pill_label', 'place_label',
-           'draw_prediction', 'prediction_table', 'answer_lines', 'check_lines', 'not_prescribed']
+           'draw_prediction', 'prediction_table', 'answer_lines', 'doubt_words', 'check_lines', 'not_prescribed']
 
 # %% ../nbs/05h_infer.answer.ipynb #0f078799
 import functools
@@ -119,6 +119,15 @@ def _title(result:dict, w:dict, lang:str)->str:
     said = f"\n{w['check'].format(c['verdict_ko'] if lang == 'ko' else c['verdict'])}" if c else ''
     return w['mode'].format(result['mode'], len(result['pills'])) + hint + said
 
+# %% ../nbs/05h_infer.answer.ipynb #d0b7a1eb
+def _draw_doubt(ax, taken:list, result:dict, fp:dict):
+    "The boxes a count in doubt may have missed (`count_doubt`), dashed, each labelled '?'."
+    from matplotlib.patches import Rectangle
+    for x1, y1, x2, y2 in (result.get('count_doubt') or {}).get('maybe_missed', []):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.5, ec='deepskyblue', ls='--'))
+        place_label(ax, taken, [x1, y1, x2, y2], '?', fontsize=7, color='black',
+                    bbox=dict(fc='deepskyblue', ec='none', pad=1, alpha=0.85), **fp)
+
 # %% ../nbs/05h_infer.answer.ipynb #f5c31b5f
 def draw_prediction(image, # the photo
                     result:dict, # from `Predictor.predict`
@@ -144,6 +153,7 @@ def draw_prediction(image, # the photo
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=edge))
         place_label(ax, taken, p['box'], text, fontsize=7, color='black',
                     bbox=dict(fc=colour, ec='none', pad=1, alpha=0.85), **fp)
+    _draw_doubt(ax, taken, result, fp)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=120); plt.close(fig)
@@ -182,9 +192,20 @@ def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn
     w = words(lang)
     out += [f"  pill {n}: {w['not_sure']} — {', '.join(p['between'])}: {advice_words(p, lang)}"
             for n, p in enumerate(r['pills'], 1) if p.get('status') == 'not sure']
+    said = h.get('ko', {}) if lang == 'ko' else h
+    out += [f"  {said[k]}" for k in ('missed', 'odd') if said.get(k)]  # the count in doubt (`count_doubt`)
     if 'check' in r: out += check_lines(r['check'], lang)
     if 'drawn' in r: out.append(f"  drawn: {r['drawn']}")
     return out
+
+# %% ../nbs/05h_infer.answer.ipynb #d0b7a1e6
+def doubt_words(d:dict|None, # a count's `count_doubt`
+               )->str: # '' when the count is not in doubt
+    "What `pillsnap count` says of a count in doubt, in one clause."
+    if not d: return ''
+    said = ([f"{len(d['maybe_missed'])} box(es) maybe missed"] if d['maybe_missed'] else []) + \
+           ([f"box(es) {', '.join(map(str, d['odd_size']))} sized unlike the others"] if d['odd_size'] else [])
+    return f"; the count may be off: {', '.join(said)}"
 
 # %% ../nbs/05h_infer.answer.ipynb #9210e41d
 def check_lines(c:dict, # an answer's `check` (`reconcile`)

@@ -547,6 +547,7 @@ def pillsnap_count(
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
 ):
     "Count the pills in photos: their boxes, none identified (the detector alone: the classifier is never loaded)."
+    from pillsnap.answer import doubt_words
     from pillsnap.pipeline import Counter, ImageError
     images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo')
@@ -557,7 +558,8 @@ def pillsnap_count(
         except ImageError as e: raise UserError(f'cannot read {f}: {e}') from None
     if json_out: print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
     for r in () if json_out else results:
-        print(f"{terminal_text(r['image'])}: {r['count']} pill(s) ({r['timing_ms']['total']:.0f} ms)")
+        print(f"{terminal_text(r['image'])}: {r['count']} pill(s) ({r['timing_ms']['total']:.0f} ms)"
+              f"{doubt_words(r['count_doubt'])}")
     return results
 
 # %% ../nbs/08b_run.cli.ipynb #16648f96

@@ -689,7 +689,8 @@ def _combo_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a 
     for r, ks, bs, g in zip(pred.predict_batch(photos, 'combo', top_k=1), part.k_codes, part.bboxes, part.group):
         pb = np.array([p['box'] for p in r['pills']]).reshape(-1, 4)
         mt = match_boxes(pb, xywh_to_xyxy(bs)); errors.append(len(pb) - len(ks))
-        for k, v in dict(found=len(mt), pills=len(ks), source=g).items(): each[k].append(v)
+        for k, v in dict(found=len(mt), pills=len(ks), source=g, doubt=bool(r.get('count_doubt'))).items():
+            each[k].append(v)
         c.update(photos=1, known_pills=sum(k in known for k in ks),
                  named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
         for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
@@ -712,10 +713,14 @@ def _single_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a
 # %% ../nbs/06_judge.evaluate.ipynb #661da1b8
 def _real_combo(c:Counter, gaps:dict, errors:list, each:dict)->dict:
     "Combo mode's numbers on a real set, from `_combo_batch`'s tallies."
-    pills = sum(each['pills'])
+    pills, wrong, doubt = sum(each['pills']), np.asarray(errors) != 0, np.asarray(each['doubt'], bool)
     return dict(photos=c['photos'], pills=pills, pill_recall=rate(sum(each['found']), pills),
                 known_pills=c['known_pills'], pill_top1=rate(c['named'], c['known_pills']),
                 **count_rates(errors), **_open_rates(c, 'combo', gaps), sources=len(set(each['source'])),
+                count_doubt=dict(  # the answers' `count_doubt`: said of the photos miscounted, and of the others
+                    miscounted_flagged=rate(int((wrong & doubt).sum()), int(wrong.sum())),
+                    right_flagged=rate(int((~wrong & doubt).sum()), int((~wrong).sum())),
+                    exact_unflagged=rate(int((~wrong & ~doubt).sum()), int((~doubt).sum()))),
                 intervals=dict(  # 95 %, resampling source photos
                     count_exact=ratio_interval(np.asarray(errors) == 0, np.ones(len(errors)), each['source']),
                     pill_recall=ratio_interval(each['found'], each['pills'], each['source'])))
@@ -730,7 +735,7 @@ def real_pipeline(pred:Predictor, # from `Predictor.from_exp`
      " answered 'unknown' where they do not (and where they do).")
     from fastprogress.fastprogress import progress_bar
     known, c, errors, gaps = pred.known_codes(), Counter(), [], {}
-    each = dict(found=[], pills=[], source=[])  # combo mode per photo, for the intervals
+    each = dict(found=[], pills=[], source=[], doubt=[])  # combo mode per photo, for the intervals and the doubt
     combo = boxes and pred.has_detector
     rows = rows.assign(k_codes=rows.k_codes.map(lambda ks: [_as_known(k, known) for k in ks]))
     for part, photos in progress_bar(_decoded(Path(), rows, batch), total=-(-len(rows) // batch), leave=False):
@@ -791,6 +796,9 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'combo count exact 95%': interval_text((cb.get('intervals') or {}).get('count_exact')),
                 'source photos': cb.get('sources'),
                 'combo count MAE': cb.get('count_mae'), 'combo top-1 (known drugs)': cb.get('pill_top1'),
+                'combo miscounted, said in doubt': (cb.get('count_doubt') or {}).get('miscounted_flagged'),
+                'combo counted right, said in doubt': (cb.get('count_doubt') or {}).get('right_flagged'),
+                'combo count exact when not in doubt': (cb.get('count_doubt') or {}).get('exact_unflagged'),
                 'single found': sg.get('found'), 'single top-1 (known drugs)': sg.get('top1'),
                 'combo known called unknown': cb.get('known_called_unknown'),
                 'combo never-seen answered unknown': cb.get('never_seen_answered_unknown'),

@@ -26,7 +26,7 @@ from .data import MAX_PIXELS, downscale, open_image_safely, to_rgb
 from .crops import preprocessor_from
 from .yolo import (DEFAULT_CONF, box_threshold, build_detector, detection_size, detector_meta, fp16_args,
                            quiet_ultralytics, yolo_device)
-from .reading import Reading, locate_pills
+from .reading import Reading, locate_pills, odd_sized
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
 from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, mode_words,
@@ -341,10 +341,12 @@ def single_locator(self:Predictor)->str:
 def detect(self:Counter, images:list,
            conf:float|None=None, # least confidence (default: box threshold `detector.conf`, and a crowd's weaker pills)
            one:bool=False, # one pill a photo (single mode): also read from farther (`detector.farther`), the surer kept
+           missed:bool=False, # also each photo's boxes not counted that may be pills (`Reading.missed`)
           )->list:
     ("[(boxes (n, 4) xyxy, scores (n,))] per photo, one box per pill, most confident first: `pills_in_context` at the"
      " box threshold, or `one_box_per_pill` above `conf`; a photo whose pills come out small read again closer, one"
-     " left `doubtful` (with `one`, every photo) read from farther, for a close-up's pills (`detect_pills`).")
+     " left `doubtful` (with `one`, every photo) read from farther, for a close-up's pills (`detect_pills`);"
+     " with `missed`, a third item: the boxes (m, 4) maybe missed.")
     d, reading = self.cfg.detector, self.readings[bool(one)]
     if conf is not None: reading = reading.above()  # every box above `conf`: no rule of context
     conf = self.box_conf if conf is None else conf
@@ -353,7 +355,9 @@ def detect(self:Counter, images:list,
         out = reading.read(self.detector, images, self.detect_size, conf, iou=d.iou, max_det=d.max_det,
                            device=yolo_device(self.device), verbose=False,
                            **fp16_args(self.amp is not None))  # ultralytics' fp16 on a GPU
-    return [(b[k], s[k]) for b, s, k, _ in out]
+    if not missed: return [(b[k], s[k]) for b, s, k, _ in out]
+    frames = [(im.shape[1], im.shape[0]) if hasattr(im, 'shape') else im.size for im in images]
+    return [(b[k], s[k], b[reading.missed(b, s, k, conf, f)]) for (b, s, k, _), f in zip(out, frames)]
 
 # %% ../nbs/05f_infer.pipeline.ipynb #7010d0d9
 @patch
@@ -569,14 +573,18 @@ def _find(self:Predictor, ims:list, mode:str,
           most:int|None=None, # pills kept per photo, the most confident (None: all; a public service's bound on work)
          )->tuple:
     ("([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None,"
-     " the pills found beyond `most` per photo).")
+     " the pills found beyond `most` per photo, combo mode's doubt per photo or None: (the boxes maybe missed,"
+     " the indices of the pills found sized unlike the others)).")
     if mode == 'combo':
-        found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in self.check_pills(ims, self.detect(ims))]
+        read = self.detect(ims, missed=True)
+        kept = self.check_pills(ims, [r[:2] for r in read])
+        found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in kept]
         left = [max(0, len(f) - most) if most else 0 for f in found]
-        return [f[:most] if most else f for f in found], [None] * len(ims), left
+        doubt = [(r[2], odd_sized(d[0])) for r, d in zip(read, kept)]
+        return [f[:most] if most else f for f in found], [None] * len(ims), left, doubt
     pills = self.find_pill(ims)
     seen = self._hint_counts(ims) if self.single_locator == 'photo' else [p[3] for p in pills]
-    return [[p[:3]] for p in pills], seen, [0] * len(ims)
+    return [[p[:3]] for p in pills], seen, [0] * len(ims), [None] * len(ims)
 
 @patch
 def _crops(self:Predictor, ims:list, found:list)->tuple:
@@ -607,6 +615,18 @@ def _timing(t:list, # perf_counter at the start, and after decoding, finding, id
     steps = {'decode': t[1] - t[0], 'detect': t[2] - t[1], 'classify': t[3] - t[2] - (read or 0),
              **({'read': read} if read is not None else {}), 'total': t[4] - t[0]}
     return {**{k: round(v / n * 1000, 2) for k, v in steps.items()}, 'batch': n}
+
+# %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1e7
+def _doubt(im:Image.Image, size:tuple, # the photo as the networks saw it, and its size as sent
+           doubt:tuple|None, # `_find`'s doubt for it
+           pills:int, # the pills its answer names
+          )->dict|None: # {'maybe_missed': boxes in the photo's pixels, 'odd_size': pill numbers}, or None: no doubt
+    "What an answer says of a count in doubt (`maybe_missed`, `odd_sized`)."
+    if doubt is None: return None
+    missed, odd = doubt
+    out = {'maybe_missed': [_placed(im, size, b, None, 'detector')['box'] for b in missed],
+           'odd_size': [int(i) + 1 for i in odd if i < pills]}
+    return out if out['maybe_missed'] or out['odd_size'] else None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #ca855f55
 BOXES_MAX = 100  # boxes a user may give one photo: a bound on a request's work (serve.public_max_pills: less)
@@ -639,18 +659,18 @@ def check_boxes(boxes, # [[x1, y1, x2, y2], ...] in the photo's own pixels
 @patch
 def _find_given(self:Predictor, ims:list, sizes:list, mode:str, most:int|None=None, # as `_find` takes them
                 boxes:list|None=None, # per photo, the boxes a user gave it (`check_boxes`), or None: its pills found
-               )->tuple: # `_find`'s (found, seen, left)
-    "`_find` for the photos without boxes given; the boxes a user gave the others, as found by the user."
+               )->tuple: # `_find`'s (found, seen, left, doubt)
+    "`_find` for the photos without boxes given; the boxes a user gave the others, as found by the user (no doubt)."
     boxes = boxes or [None] * len(ims)
     ask = [i for i, b in enumerate(boxes) if b is None]
-    found, seen, left = (list(map(list, self._find([ims[i] for i in ask], mode, most)))
-                         if ask else ([], [], []))
+    found, seen, left, doubt = (list(map(list, self._find([ims[i] for i in ask], mode, most)))
+                                if ask else ([], [], [], []))
     for i, (b, im, size) in enumerate(zip(boxes, ims, sizes)):  # in order: the photos before `i` are in place
         if b is None: continue
         to_net = np.array([im.width / size[0], im.height / size[1]] * 2)
         found.insert(i, [(bx * to_net, None, 'user') for bx in check_boxes(b, size, mode, most)])
-        seen.insert(i, None); left.insert(i, 0)
-    return found, seen, left
+        seen.insert(i, None); left.insert(i, 0); doubt.insert(i, None)
+    return found, seen, left, doubt
 
 # %% ../nbs/05f_infer.pipeline.ipynb #a4a5e84f
 # how much likelier a pill on a tray is a given prescribed drug than a given drug off its prescription (synthetic
@@ -666,6 +686,7 @@ def _weights(p:dict, lines:dict, odds:float)->tuple:
 def reconcile(pills:list, # a combo answer's pills, with `prescribed` ({K-code: probability}) and `status`
               rx:dict, # its `prescription`: `matched` {line: K-codes}, `unmatched`, `quantities` {line: n}
               odds:float=CHECK_ODDS, # a prescribed drug's odds on a tray against the likeliest drug off it
+              doubt:bool=False, # the count is in doubt (the answer's `count_doubt`): the verdict says so
              )->dict: # 'lines', 'extra', 'missing', 'unchecked', 'verdict', 'verdict_ko'; each pill gets its 'line'
     ("A tray of pills against its prescription: each pill fills a prescribed unit or is left over, the likeliest"
      " reading of the whole tray as one assignment, then counted.")
@@ -686,9 +707,16 @@ def reconcile(pills:list, # a combo answer's pills, with `prescribed` ({K-code: 
     extra, missing = [i + 1 for i in range(len(pills)) if i not in took], sum(o['expected'] - o['found'] for o in out)
     said = ([(f'{missing} missing', f'{missing}개 부족')] if missing else []) + \
            ([(f'{len(extra)} extra', f'{len(extra)}개 초과')] if extra else [])
+    check = (' — the count may be off: check the drawing', ' — 개수가 틀릴 수 있습니다: 그림을 확인하세요') if doubt else ('', '')
     return dict(lines=out, extra=extra, missing=missing, unchecked={l: n.get(l, 1) for l in rx.get('unmatched') or []},
-                verdict=', '.join(e for e, _ in said) or 'matches the prescription',
-                verdict_ko=', '.join(k for _, k in said) or '처방과 일치합니다')
+                count_doubt=doubt, verdict=(', '.join(e for e, _ in said) or 'matches the prescription') + check[0],
+                verdict_ko=(', '.join(k for _, k in said) or '처방과 일치합니다') + check[1])
+
+# %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1ec
+def _checked(r:dict)->dict:
+    "{'check': `reconcile`} of a combo answer asked with a prescription, its count's doubt said; else nothing."
+    if r['mode'] != 'combo' or 'prescription' not in r: return {}
+    return {'check': reconcile(r['pills'], r['prescription'], doubt=bool(r.get('count_doubt')))}
 
 # %% ../nbs/05f_infer.pipeline.ipynb #b1adfe67
 @patch
@@ -701,24 +729,24 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
                   views:int|None=None, # each pill's views in the gallery (`evidence`): 1 when the service is busy
                  )->list: # one prediction per photo
     "Predictions for many photos, in the prediction schema; `pills_left` counts the pills found beyond `max_pills`."
-    rx, expect, top_k = self._request(top_k, expect, mode)
-    t0 = time.perf_counter()
+    (rx, expect, top_k), t0 = self._request(top_k, expect, mode), time.perf_counter()
     sizes, ims = self._photos(images)
     t1 = time.perf_counter()
-    found, seen, left = self._find_given(ims, sizes, mode, max_pills, boxes)
+    found, seen, left, doubts = self._find_given(ims, sizes, mode, max_pills, boxes)
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     answers = iter(self.identify(crops, top_k, expect, reads, mode, views))
     t3, out = time.perf_counter(), []
-    for im, size, fs, n_seen, n_left, given in zip(ims, sizes, found, seen, left, boxes or [None] * len(ims)):
+    for im, size, fs, n_seen, n_left, given, d in zip(ims, sizes, found, seen, left, boxes or [None] * len(ims),
+                                                      doubts):
         pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
+        doubt = _doubt(im, size, d, len(pills))
         out.append({'mode': mode, 'pills': pills, 'pills_left': n_left,
-                    'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills), self._fewer(views)),
+                    **({'count_doubt': doubt} if mode == 'combo' else {}),
+                    'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills), self._fewer(views), doubt),
                     'image_size': list(size), 'models': self.models(mode, given is None), **rx})
     timing = _timing([t0, t1, t2, t3, time.perf_counter()], t_read if reads is not None else None, len(ims))
-    for r in out:
-        r['timing_ms'] = dict(timing)
-        if mode == 'combo' and 'prescription' in r: r['check'] = reconcile(r['pills'], r['prescription'])
+    for r in out: r.update(timing_ms=dict(timing), **_checked(r))
     return out
 
 # %% ../nbs/05f_infer.pipeline.ipynb #4074e49a
@@ -832,6 +860,17 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
                    '— 다른 면, 거리, 조명에서 찍은 사진을 더 등록하세요'),
 }
 
+# %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1ea
+HINTS |= {  # the count in doubt (05e_infer.reading: `maybe_missed`, `odd_sized`)
+    'maybe_missed': ('{n} more pill(s) may be in the photo, drawn dashed: the count may be off — a tap on a dashed box '
+                     'counts it',
+                     '알약이 {n}개 더 있을 수 있습니다 (점선): 개수가 틀릴 수 있습니다 — 점선 상자를 누르면 셉니다'),
+    'odd_size': ('pill(s) {pills} are sized unlike the others: maybe no pill, or two pills in one box — a tap takes '
+                 'a box off, a drag adds one',
+                 '{pills}번은 다른 알약과 크기가 다릅니다: 알약이 아니거나 두 알약이 한 상자에 있을 수 있습니다 '
+                 '— 누르면 상자를 지우고, 끌면 더합니다'),
+}
+
 # %% ../nbs/05f_infer.pipeline.ipynb #3ae71e26
 # photos per enrolled drug below which enrolment says so (90_benchmarks: real products named 0.65 / 0.79 / 0.85
 # from 1 / 3 / 5)
@@ -861,15 +900,20 @@ def _hint_counts(self:Predictor, ims:list)->list:
     if not (self.cfg.pipeline.detector_hint and self.has_detector): return [None] * len(ims)
     return [len(b) for b, _ in self.detect(ims)]
 
+# %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1e9
 @patch
 def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
            left:tuple=(0, None), # (pills found but not named, the most named a photo)
            fewer:tuple|None=None, # (views each pill was read from, the gallery's own) when fewer (`_fewer`)
+           doubt:dict|None=None, # combo mode's count in doubt (`_doubt`)
           )->dict:
+    doubt = doubt or {}
     said = {'photo_warning': ('small_photo', dict(w=size[0], h=size[1], side=MIN_PHOTO_SIDE))
             if min(size) < MIN_PHOTO_SIDE else None, 'reason': None,
             'pills_left': ('pills_left', dict(left=left[0], most=left[1])) if left[0] else None,
-            'busy': ('busy_views', dict(views=fewer[0], full=fewer[1])) if fewer else None}
+            'busy': ('busy_views', dict(views=fewer[0], full=fewer[1])) if fewer else None,
+            'missed': ('maybe_missed', dict(n=len(doubt['maybe_missed']))) if doubt.get('maybe_missed') else None,
+            'odd': ('odd_size', dict(pills=', '.join(map(str, doubt['odd_size'])))) if doubt.get('odd_size') else None}
     top1 = pills[0]['candidates'][0]['confidence'] if mode == 'single' else 1.0
     limit = self.cfg.pipeline.combo_hint_confidence
     if mode == 'single' and seen is not None and seen > 1:
@@ -879,6 +923,7 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
     text = {k: hint(v[0], **v[1]) if v else (None, None) for k, v in said.items()}
     return {'combo_recommended': said['reason'] is not None, 'reason': text['reason'][0],
             'photo_warning': text['photo_warning'][0], 'pills_left': text['pills_left'][0], 'busy': text['busy'][0],
+            'missed': text['missed'][0], 'odd': text['odd'][0],
             'codes': {k: v and v[0] for k, v in said.items()},  # each message's code, and its Korean text
             'ko': {k: v[1] for k, v in text.items()}}
 
@@ -976,22 +1021,24 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
 # %% ../nbs/05f_infer.pipeline.ipynb #3574db3c
 @patch
 def count_batch(self:Counter, images:list, # photos (anything `load_image` takes)
-               )->list: # per photo: count, boxes (in its own pixels), det_scores, image_size, models, timing_ms
+               )->list: # per photo: count, boxes (own pixels), det_scores, count_doubt, image_size, models, timing_ms
     "The pills in many photos counted as combo mode reads them (`detect`), none identified."
     t0 = time.perf_counter()
     sizes, ims = self._photos(images)
     t1 = time.perf_counter()
-    found = self.detect(ims)
+    found = self.detect(ims, missed=True)
     t2 = time.perf_counter()
     timing = {k: v for k, v in _timing([t0, t1, t2, t2, t2], None, len(ims)).items() if k != 'classify'}
     out = []
-    for im, size, (boxes, scores) in zip(ims, sizes, found):
+    for im, size, (boxes, scores, missed) in zip(ims, sizes, found):
         placed = [_placed(im, size, b, float(s), 'detector') for b, s in zip(boxes, scores)]
         out.append({'count': len(placed), 'boxes': [p['box'] for p in placed],
-                    'det_scores': [p['det_score'] for p in placed], 'image_size': list(size),
+                    'det_scores': [p['det_score'] for p in placed],
+                    'count_doubt': _doubt(im, size, (missed, odd_sized(boxes)), len(placed)), 'image_size': list(size),
                     'models': {'detector': self.detector_id}, 'timing_ms': dict(timing)})
     return out
 
+# %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1e8
 @patch
 def count(self:Counter, image, # a photo (anything `load_image` takes)
          )->dict:
@@ -1018,7 +1065,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     t0 = time.perf_counter()
     sizes, ims = self._photos([front, back])
     t1 = time.perf_counter()
-    found, seen, _ = self._find(ims, 'single')
+    found, seen, *_ = self._find(ims, 'single')
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
     codes, p, cos = self.evidence(crops, reads, views)

@@ -116,6 +116,18 @@ def test_combo_mode_schema(pred, photos):
         for p in r['pills']:
             x1, y1, x2, y2 = p['box']
             assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h and 0 <= p['det_score'] <= 1
+        doubt = r['count_doubt']  # issue 81: None, or what makes the count doubtful, in the photo's pixels and pill numbers
+        assert doubt is None or (set(doubt) == {'maybe_missed', 'odd_size'} and (doubt['maybe_missed'] or doubt['odd_size']))
+        for x1, y1, x2, y2 in (doubt or {}).get('maybe_missed', []): assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+        assert all(1 <= n <= len(r['pills']) for n in (doubt or {}).get('odd_size', []))
+        assert bool(r['hints']['missed']) == bool(doubt and doubt['maybe_missed'])
+    assert 'count_doubt' not in pred.predict(single, 'single')  # one pill: no count to doubt
+    # a detector whose weaker box lies apart from the one it counts, sized like it: the count is said to be in doubt
+    weak = lambda ims, missed=False: [(np.array([[10.0, 10.0, 40.0, 40.0]]), np.array([0.9])) + ((np.array([[60.0, 10.0, 90.0, 40.0]]),) if missed else ())]
+    with mock.patch.object(pred, 'detect', weak):
+        r = pred.predict(combo, 'combo', expect=pred.predict(combo, 'combo')['pills'][0]['candidates'][0]['k_code'])
+    assert r['count_doubt'] == {'maybe_missed': [[60.0, 10.0, 90.0, 40.0]], 'odd_size': []} and '1 more pill' in r['hints']['missed']
+    assert r['check']['count_doubt'] and r['check']['verdict'].endswith('the count may be off: check the drawing')
 
 
 def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
@@ -125,7 +137,8 @@ def test_crop_geometry_clips_boxes_and_pads_crops_at_edges(pred, photos):
     W, H = im.size
     seen = []
     orig = pred.identify
-    pred.detect = lambda ims: [(np.array([[-30.0, -20.0, 40.0, 50.0], [W - 20, H - 30, W + 15, H + 5]]), np.array([0.9, 0.8]))]
+    pred.detect = lambda ims, missed=False: [(np.array([[-30.0, -20.0, 40.0, 50.0], [W - 20, H - 30, W + 15, H + 5]]), np.array([0.9, 0.8]))
+                                             + ((np.zeros((0, 4)),) if missed else ())]  # (and no box maybe missed)
     pred.identify = lambda crops, k, *rest: (seen.extend(crops), orig(crops, k, *rest))[1]
     try: r = pred.predict(im, 'combo')
     finally: del pred.detect, pred.identify

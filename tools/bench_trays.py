@@ -102,7 +102,9 @@ def one_tray(pred:Predictor, drugs:tuple, i:int, case:str, size:tuple, seed:int)
     return dict(tray=i, case=case + (' (never seen)' if unseen else ''), pills=len(truth), found=len(ans['pills']),
                 verdict=c['verdict'], missing=c['missing'], extra=len(c['extra']),
                 verdict_right=c['missing'] == want_missing and len(c['extra']) == want_extra,
-                found_once=found_once([p['box'] for p in ans['pills']], truth), ms=ans['timing_ms']['total'], **placed)
+                found_once=found_once([p['box'] for p in ans['pills']], truth), doubt=bool(ans['count_doubt']),
+                **{k: len((ans['count_doubt'] or {}).get(k, [])) for k in ('maybe_missed', 'odd_size')},
+                ms=ans['timing_ms']['total'], **placed)
 
 
 def summary(rows:list)->dict:
@@ -115,6 +117,11 @@ def summary(rows:list)->dict:
     out['prescribed_pills_placed'] = round(total('prescribed_placed') / max(1, total('prescribed')), 4)
     out['other_pills_left_over'] = round(total('other_left') / max(1, total('other')), 4)
     out['other_pills'] = total('other')
+    wrong = [r for r in rows if r['found'] != r['pills']]  # the answer's count_doubt: said when miscounted, and not
+    out['count_doubt'] = dict(trays=share(rows, 'doubt'), miscounted_flagged=share(wrong, 'doubt'),
+                              right_flagged=share([r for r in rows if r['found'] == r['pills']], 'doubt'),
+                              verdict_wrong_flagged=share([r for r in rows if not r['verdict_right']], 'doubt'),
+                              maybe_missed=share(rows, 'maybe_missed'), odd_size=share(rows, 'odd_size'))
     out['by_case'] = {c: dict(trays=len(rs), verdict_right=share(rs, 'verdict_right'), found_once=share(rs, 'found_once'))
                       for c in sorted({r['case'] for r in rows}) if (rs := [r for r in rows if r['case'] == c])}
     out['by_pills'] = {f'{lo}-{hi}': dict(trays=len(rs), verdict_right=share(rs, 'verdict_right'),

@@ -91,6 +91,12 @@ function draw(result) {
     g.fillStyle = g.strokeStyle; g.fillRect(lx, ly, w, 18);
     g.fillStyle = '#000'; g.fillText(txt, lx + 4, ly + 13);
   });
+  ((result.count_doubt || {}).maybe_missed || []).forEach(b => {  // the count in doubt: boxes maybe missed, dashed; a tap counts one
+    const [x1, y1, x2, y2] = b.map(v => v * scale);
+    g.save(); g.setLineDash([6, 4]); g.lineWidth = 2; g.strokeStyle = '#1a73e8'; g.strokeRect(x1, y1, x2 - x1, y2 - y1); g.restore();
+    const [lx, ly] = spot(taken, [x1, y1, x2, y2], 18, 18, c.width, c.height);
+    g.fillStyle = '#1a73e8'; g.fillRect(lx, ly, 18, 18); g.fillStyle = '#fff'; g.fillText('?', lx + 5, ly + 13);
+  });
 }
 // Where a w×h label goes by its box: above it, inside its top, below it, inside its bottom — the first spot inside
 // the canvas and clear of the labels in `taken` (above it, kept inside, in a heap where none is); added to `taken`.
@@ -132,6 +138,7 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.hints.pills_left) h += `<p class="hint">${esc(hint('pills_left'))}</p>`;  // public mode's bound
   if (r.hints.busy) h += `<p class="hint">${esc(hint('busy'))}</p>`;  // a busy service's lighter reading
+  ['missed', 'odd'].forEach(k => { if (r.hints[k]) h += `<p class="hint doubt">${esc(hint(k))}</p>`; });  // the count in doubt
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   if (r.check) h += checklist(r.check);  // the tray against its prescription: one line per prescribed drug
   const wrong = i => `<p class="fb" data-i="${i}"><button type="button" class="second wrong">${esc(t('wrong'))}</button></p>`;
@@ -201,11 +208,13 @@ function fitBox([x1, y1, x2, y2]) {  // a box kept inside the photo, at least 2 
   const a = [c(Math.min(x1, x2), W - 2), c(Math.min(y1, y2), H - 2)];
   return [...a, c(Math.max(x1, x2, a[0] + 2), W), c(Math.max(y1, y2, a[1] + 2), H)];
 }
-function corrected(boxes, [x0, y0], [x1, y1], dragged) {  // the boxes after one tap or drag
+function corrected(boxes, [x0, y0], [x1, y1], dragged, maybe = []) {  // the boxes after one tap or drag
   if (dragged) return [...boxes, fitBox([x0, y0, x1, y1])];
-  const area = b => (b[2] - b[0]) * (b[3] - b[1]);
-  const hit = boxes.map((b, i) => [i, b]).filter(([, b]) => b[0] <= x1 && x1 <= b[2] && b[1] <= y1 && y1 <= b[3]);
+  const area = b => (b[2] - b[0]) * (b[3] - b[1]), on = b => b[0] <= x1 && x1 <= b[2] && b[1] <= y1 && y1 <= b[3];
+  const hit = boxes.map((b, i) => [i, b]).filter(([, b]) => on(b));
   if (hit.length) { const i = hit.sort((a, b) => area(a[1]) - area(b[1]))[0][0]; return boxes.filter((_, j) => j !== i); }
+  const dashed = maybe.filter(on).sort((a, b) => area(a) - area(b))[0];  // a box maybe missed: counted as drawn
+  if (dashed) return [...boxes, fitBox(dashed)];
   const sides = boxes.map(b => Math.sqrt(area(b))).sort((a, b) => a - b);  // a missed pill: sized like the others
   const half = (sides.length ? sides[sides.length >> 1] : Math.min(img.width, img.height) / 8) / 2;
   return [...boxes, fitBox([x1 - half, y1 - half, x1 + half, y1 + half])];
@@ -214,7 +223,8 @@ $('canvas').onpointerdown = e => { if (!asking && answer && answer.sides !== 2) 
 $('canvas').onpointerup = async e => {
   if (!press) return;
   const dragged = Math.hypot(e.clientX - press[0], e.clientY - press[1]) > 10;  // CSS px: a finger's tap wobbles less
-  const boxes = corrected(answer.pills.map(p => p.box), inPhoto(...press), inPhoto(e.clientX, e.clientY), dragged);
+  const boxes = corrected(answer.pills.map(p => p.box), inPhoto(...press), inPhoto(e.clientX, e.clientY), dragged,
+                          (answer.count_doubt || {}).maybe_missed);
   press = null; asking = true;
   const body = new FormData();
   body.append('image', photo); body.append('boxes', JSON.stringify(boxes));
