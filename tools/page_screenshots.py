@@ -81,7 +81,7 @@ def main():
     ap.add_argument('--out', default='nbs', help='folder for page-phone.png and page-desktop.png')
     a = ap.parse_args()
     exp, out = Path(a.exp).resolve(), Path(a.out)
-    photo = Path(a.photo) if a.photo else sample_photo(exp)
+    photo = (Path(a.photo) if a.photo else sample_photo(exp)).resolve()  # Chromium takes absolute paths only
     from pillsnap.server import serving
     hangul_fonts()
     key = secrets.token_urlsafe(24)
