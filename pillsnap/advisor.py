@@ -158,8 +158,10 @@ def _real_lags(ev:dict)->list:
         v, target, s = m.get(name), _stage_target(ev, name), m.get(studio)
         if v is None: continue
         if (target is not None and v < target) or (s is not None and s - v > REAL_GAP):
+            sure = m.get('real_count_exact_undoubted') if name == 'real_count_exact' else None  # `count_doubt`
             out.append((name, words.format(v=v) + (f' (studio {s:.3f})' if s is not None else '')
-                        + (f', target {target}' if target is not None else '')))
+                        + (f', target {target}' if target is not None else '')
+                        + (f'; {sure:.3f} where the answer did not doubt its count' if sure is not None else '')))
     return out
 
 def rule_real_photos(ev):

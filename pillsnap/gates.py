@@ -281,8 +281,10 @@ def _real_measurements(paths, names:list, put):
     for n in names:
         r, f = _read(paths.reports/'real'/f'{n}.json'), paths.reports/'real'/f'{n}.json'
         p = r.get('pipeline') or {}
+        doubt = (p.get('combo') or {}).get('count_doubt') or {}  # photos whose answer said its count may be off
         for name, v in (('real_detection_map50', (r.get('detector') or {}).get('map50')),
                         ('real_count_exact', (p.get('combo') or {}).get('count_exact')),
+                        ('real_count_exact_undoubted', doubt.get('exact_unflagged')),  # among the others
                         ('real_pill_top1', (p.get('combo') or {}).get('pill_top1')),
                         ('real_single_top1', (p.get('single') or {}).get('top1')),
                         ('real_never_seen_unknown', (p.get('single') or {}).get('never_seen_answered_unknown'))):
