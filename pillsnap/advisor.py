@@ -268,12 +268,15 @@ def rule_open_set(ev):
                    'photos of them', f"{through:.1%} of the held-out drugs' pills pass the 'unknown' threshold "
                    f"(retrieval.max_false_accept {r.max_false_accept:.0%}): too few never-seen photos chose it",
                    {'data.paste_holdout_photos': 200}, files=[f])
-    if refused > 1 - r.target_tar + 0.02:
+    sure = m.get('known_not_sure')  # with the 'not sure' band: refused = answered unknown
+    allowed, by = ((r.max_refused, 'retrieval.max_refused') if sure is not None
+                   else (1 - r.target_tar, 'retrieval.target_tar'))
+    if refused > allowed + 0.02:
         return rec('open_set', f'keeping never-seen pills out refuses {refused:.0%} of known ones: train on more '
                    'phone-like photos', f"at most {r.max_false_accept:.0%} of never-seen pills let through costs "
-                   f"{refused:.1%} of known pills refused (retrieval.target_tar {r.target_tar:.0%} allows "
-                   f"{1 - r.target_tar:.0%}); or accept more never-seen pills through with a higher "
-                   "retrieval.max_false_accept",
+                   f"{refused:.1%} of known pills refused ({by} allows {allowed:.0%}"
+                   + (f"; {sure:.1%} more are answered 'not sure'" if sure is not None else '')
+                   + "); or accept more never-seen pills through with a higher retrieval.max_false_accept",
                    {'data.paste_photos': 2 * int(d.paste_photos or 500)}, files=[f])
     return None
 

@@ -303,7 +303,11 @@ def _retrieval_measurements(f:Path, # the experiment's reports/retrieval.json (`
     put('phone_pill_top1', phone.get('classifier_top1'), f)
     on = phone if 'far' in phone else r  # never-seen pills photographed like the queries, where there are some
     if 'far' in on: put('never_seen_unknown', round(1 - on['far'], 4), f); put('unknown_auroc', on.get('auroc'), f)
-    if 'tar' in (phone or r): put('known_refused', round(1 - (phone or r)['tar'], 4), f)
+    src = phone or r
+    if 'tar' not in src: return
+    band = src.get('refused') is not None  # 'not sure' between the refusal and the serving threshold
+    put('known_refused', round(src['refused'] if band else 1 - src['tar'], 4), f)  # answered unknown
+    put('known_not_sure', round(1 - src['tar'] - src['refused'], 4) if band else None, f)
 
 # %% ../nbs/06a_judge.gates.ipynb #14fbb0a4
 def _batched(r:dict, # a load test's report (tools/loadtest.py, reports/loadtest-*.json)
