@@ -218,6 +218,15 @@ def demo_wild(exp, pred)->dict:
              f"{len(set(found) & set(truth))} of {len(truth)} named right")
     return {'wild prediction': paths.reports/'predict-wild.json', 'wild drawn': paths.reports/'predict-wild.png'}
 
+# %% ../nbs/08a_run.demo.ipynb #a8d1e0f1
+def _enrolled_said(p:dict, # the enrolled drug's pill, as answered after its enrolment
+                   code:str)->str:
+    "Whether the answer names the enrolled drug: first, among a 'not sure' answer's drugs, or not at all."
+    if p['candidates'][0]['k_code'] == code: return 'named'
+    if p.get('status') == 'not sure' and code in p.get('between', []):
+        return f"not sure between {', '.join(p['between'])}: the drug among them, not first"
+    return 'NOT named'
+
 # %% ../nbs/08a_run.demo.ipynb #aed103c3
 def demo_enrol(exp, pred)->dict:
     "Enrol a drug held out of training from a few photos (`05a_infer.retrieval`), then identify another photo of it."
@@ -245,7 +254,7 @@ def demo_enrol(exp, pred)->dict:
              f"was {before['candidates'][0]['k_code']} ({before.get('status', 'no status')}); "
              f"enrolled from {len(shots)} photo(s), another photo of it is now "
              f"{top['k_code']} ({top['confidence']:.2f}, {p.get('status')}) — "
-             f"{'named' if top['k_code'] == code else 'NOT named'}")
+             f"{_enrolled_said(p, code)}")
     return {'enrolled prediction': paths.reports/'predict-enrolled.json'}
 
 # %% ../nbs/08a_run.demo.ipynb #ca3646b9
