@@ -590,6 +590,8 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         assert rec['dl_name'] in first or rec['dl_name'].replace(' ', '') in first.replace(' ', ''), first
         drv.find_element(By.ID, 'lang').click()
         assert '검색' in drv.find_element(By.ID, 'find').text and '약사' in drv.find_element(By.CLASS_NAME, 'notice').text
+        assert drv.find_element(By.ID, 'q').get_attribute('placeholder').startswith('각인')  # the boxes' hints in Korean too
+        assert '후보 수' in drv.find_element(By.XPATH, '//label[input[@id="topk"]]').text
         assert '찾음' in drv.find_element(By.ID, 'results').text  # what is shown is said again in Korean
         drv.find_element(By.ID, 'key').clear(); drv.find_element(By.ID, 'key').send_keys('wrong-key-0123456789abcdef')
         drv.find_element(By.ID, 'go').click()

@@ -19,7 +19,9 @@ const T = {
        leng_short: 'width', thick: 'thickness', dl_name: 'name'},
        back: 'Add the other side of this pill', sides: 'both sides', wrong: 'This answer is wrong', right: 'the right drug, if you know it (K-code or name)', send: 'Send', kept: r => (r.photos ? `Your photo is kept ${r.days ? `for ${r.days} days` : 'until the operator deletes it'}, without location or phone details` : 'Only the answer and a fingerprint of the photo are kept, not the photo') + (r.reviewed ? '; a person reviews each report before it is used.' : '.'),
        thanks: id => `Thank you — report ${id} kept.`,
-       fix: 'Wrong count? Tap a box to take it off; drag over a missed pill (or tap it, or its dashed box) to add one: the pills are identified again.'},
+       fix: 'Wrong count? Tap a box to take it off; drag over a missed pill (or tap it, or its dashed box) to add one: the pills are identified again.',
+       topk: 'candidates', key_ph: 'API key (X-API-Key)', q_ph: 'imprint, e.g. TQ 250', color_ph: 'colour: 노랑 / yellow', shape_ph: 'shape: 원형 / round',
+       name_ph: 'name: 타이레놀 / Tylenol', form_ph: 'form: 필름코팅정 / 캡슐'},
   ko: {tagline: '사진으로 경구약을 식별합니다', drop: '사진을 여기에 끌어 놓거나 선택하세요', camera: '사진 찍기', single: '알약 하나', combo: '여러 알약 (combo)',
        expect: '처방 (선택): K-코드, EDI 코드 또는 제품명, 쉼표로 구분; 두 개면 뒤에 "x2" (여러 알약 모드에서 처방과 대조)',
        checkword: '처방 확인:', of: (f, e) => `${e}개 중 ${f}개`, left: s => `남는 알약: ${s}`, unchecked: s => `확인하지 못함 (모르는 약): ${s}`, remember: '이 탭에서 기억', identify: '식별', search: '검색',
@@ -39,7 +41,9 @@ const T = {
        leng_short: '단축', thick: '두께', dl_name: '제품명'},
        back: '이 알약의 반대쪽 면 추가', sides: '양면', wrong: '이 답이 틀렸어요', right: '맞는 약 (알면: K-코드 또는 제품명)', send: '보내기', kept: r => (r.photos ? `사진은 ${r.days ? r.days + '일 동안' : '운영자가 지울 때까지'} 보관됩니다 (위치·기기 정보 없이)` : '답과 사진의 지문(해시)만 보관하고 사진은 보관하지 않습니다') + (r.reviewed ? '. 모든 보고는 사람이 검토한 뒤에만 쓰입니다.' : '.'),
        thanks: id => `감사합니다 — 보고 ${id}을(를) 저장했습니다.`,
-       fix: '개수가 틀렸나요? 상자를 누르면 지워지고, 빠진 알약 위를 끌면(또는 그 알약이나 점선 상자를 누르면) 상자가 생깁니다: 알약을 다시 식별합니다.'}};
+       fix: '개수가 틀렸나요? 상자를 누르면 지워지고, 빠진 알약 위를 끌면(또는 그 알약이나 점선 상자를 누르면) 상자가 생깁니다: 알약을 다시 식별합니다.',
+       topk: '후보 수', key_ph: 'API 키 (X-API-Key)', q_ph: '각인, 예: TQ 250', color_ph: '색: 노랑 / yellow', shape_ph: '모양: 원형 / round',
+       name_ph: '제품명: 타이레놀 / Tylenol', form_ph: '제형: 필름코팅정 / 캡슐'}};
 let answer = null, rid = null;  // the last answer and its request id, for a report that it is wrong
 let reports = {photos: false, days: 0, reviewed: false};  // what a report keeps (/health): said before one is sent
 let lang = (localStorage.getItem('pillsnap-lang') || navigator.language || 'en').startsWith('ko') ? 'ko' : 'en', photo = null, img = null, last = null;
@@ -47,6 +51,7 @@ const t = k => T[lang][k];
 function applyLang() {
   document.documentElement.lang = lang;
   document.querySelectorAll('[data-t]').forEach(e => { if (!(e.id === 'results' && last)) e.textContent = t(e.dataset.t); });
+  document.querySelectorAll('[data-tp]').forEach(e => { e.placeholder = t(e.dataset.tp); });  // the boxes' hints too
   $('lang').textContent = lang === 'en' ? '한국어' : 'English';
   if (last) last();
 }
