@@ -573,15 +573,13 @@ def _find(self:Predictor, ims:list, mode:str,
           most:int|None=None, # pills kept per photo, the most confident (None: all; a public service's bound on work)
          )->tuple:
     ("([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None,"
-     " the pills found beyond `most` per photo, combo mode's doubt per photo or None: (the boxes maybe missed,"
-     " the indices of the pills found sized unlike the others)).")
+     " the pills found beyond `most` per photo, combo mode's boxes maybe missed per photo (`Reading.missed`) or None).")
     if mode == 'combo':
         read = self.detect(ims, missed=True)
         kept = self.check_pills(ims, [r[:2] for r in read])
         found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in kept]
         left = [max(0, len(f) - most) if most else 0 for f in found]
-        doubt = [(r[2], odd_sized(d[0])) for r, d in zip(read, kept)]
-        return [f[:most] if most else f for f in found], [None] * len(ims), left, doubt
+        return [f[:most] if most else f for f in found], [None] * len(ims), left, [r[2] for r in read]
     pills = self.find_pill(ims)
     seen = self._hint_counts(ims) if self.single_locator == 'photo' else [p[3] for p in pills]
     return [[p[:3]] for p in pills], seen, [0] * len(ims), [None] * len(ims)
@@ -618,14 +616,13 @@ def _timing(t:list, # perf_counter at the start, and after decoding, finding, id
 
 # %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1e7
 def _doubt(im:Image.Image, size:tuple, # the photo as the networks saw it, and its size as sent
-           doubt:tuple|None, # `_find`'s doubt for it
-           pills:int, # the pills its answer names
+           missed:np.ndarray|None, # `_find`'s boxes maybe missed in it (None: no doubt to have, e.g. boxes given)
+           pills:list, # the pills its answer counts, each with its `box` (`_placed`)
           )->dict|None: # {'maybe_missed': boxes in the photo's pixels, 'odd_size': pill numbers}, or None: no doubt
     "What an answer says of a count in doubt (`maybe_missed`, `odd_sized`)."
-    if doubt is None: return None
-    missed, odd = doubt
+    if missed is None: return None
     out = {'maybe_missed': [_placed(im, size, b, None, 'detector')['box'] for b in missed],
-           'odd_size': [int(i) + 1 for i in odd if i < pills]}
+           'odd_size': [int(i) + 1 for i in odd_sized([p['box'] for p in pills])]}
     return out if out['maybe_missed'] or out['odd_size'] else None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #ca855f55
@@ -740,7 +737,7 @@ def predict_batch(self:Predictor, images:list, # photos (anything `load_image` t
     for im, size, fs, n_seen, n_left, given, d in zip(ims, sizes, found, seen, left, boxes or [None] * len(ims),
                                                       doubts):
         pills = [{**_placed(im, size, b, s, how), **next(answers)} for b, s, how in fs]
-        doubt = _doubt(im, size, d, len(pills))
+        doubt = _doubt(im, size, d, pills)
         out.append({'mode': mode, 'pills': pills, 'pills_left': n_left,
                     **({'count_doubt': doubt} if mode == 'combo' else {}),
                     'hints': self._hints(mode, pills, n_seen, size, (n_left, max_pills), self._fewer(views), doubt),
@@ -1034,7 +1031,7 @@ def count_batch(self:Counter, images:list, # photos (anything `load_image` takes
         placed = [_placed(im, size, b, float(s), 'detector') for b, s in zip(boxes, scores)]
         out.append({'count': len(placed), 'boxes': [p['box'] for p in placed],
                     'det_scores': [p['det_score'] for p in placed],
-                    'count_doubt': _doubt(im, size, (missed, odd_sized(boxes)), len(placed)), 'image_size': list(size),
+                    'count_doubt': _doubt(im, size, missed, placed), 'image_size': list(size),
                     'models': {'detector': self.detector_id}, 'timing_ms': dict(timing)})
     return out
 
