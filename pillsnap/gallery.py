@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['WHITENINGS', 'REAL_MODES', 'REAL_MODE_PILLS', 'whitening', 'whitener', 'fit_scale', 'unknown_by_drug',
-           'different_photos', 'real_open_set', 'embed_rows', 'serving_report', 'build_gallery', 'enrolled_top1',
-           'few_shot', 'search_latency']
+           'different_photos', 'real_open_set', 'embed_rows', 'strictest', 'cross_fitted_far', 'serving_report',
+           'build_gallery', 'enrolled_top1', 'few_shot', 'search_latency']
 
 # %% ../nbs/05b_infer.gallery.ipynb #21704c84
 import math, time
@@ -294,27 +294,26 @@ def _real_threshold(cfg, g:Gallery, model, pre, device, dtype, others:dict|None=
     return {**out, 'sets': [s['name'] for s in sets], 'pills': len(pos)}
 
 # %% ../nbs/05b_infer.gallery.ipynb #153159c4
-def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype)->tuple: # (report, open-set scores) or (None, None)
-    ("`open_set` on the phone-like validation pills (`pasted_val`) against the held-out drugs' phone-like pills, "
-     "and how the classifier and the gallery name them.")
+def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype,
+                    )->tuple: # (report, known's open-set scores, (never-seen's, their drugs)) or Nones
+    ("How the classifier and the gallery name the phone-like validation pills (`pasted_val`), and the open-set scores"
+     " of those and of the held-out drugs' phone-like pills (with their drugs), for `strictest`.")
     data, asked = exp_paths(cfg.paths.exp_dir).data, query_turns(g.meta)
     rows = pasted_val(data)
-    if rows is None or not len(rows): return None, None
+    if rows is None or not len(rows): return None, None, None
     emb, logits, pos = embed_rows(model, rows, d.root, d.pre, None, None, device, dtype, turns=asked)
-    if not len(pos): return None, None
+    if not len(pos): return None, None, None
     s, truth = g.scores(emb), rows.k_code.values[pos]
     named = lambda codes, x: round(float(np.mean(np.array(codes)[x.argmax(1).numpy()] == truth)), 4)
     # never-seen drugs on the same kind of scenes (phone-like cosines sit lower whatever the drug); enrolled: known
     held = pasted_val(data, 'holdout')
     held = held[~held.k_code.isin(g.codes)] if held is not None else None
-    unknown = None
+    unknown = drugs = None
     if held is not None and len(held):
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
-        unknown = g.open_scores(g.scores(h_emb)).numpy() if len(h_pos) else None
-    best = g.open_scores(s).numpy()
-    r = cfg.retrieval
-    return {**open_set(best, unknown, r.target_tar, r.max_false_accept, r.get('max_refused')), 'pills': len(pos),
-            'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}, best
+        if len(h_pos): unknown, drugs = g.open_scores(g.scores(h_emb)).numpy(), held.k_code.values[h_pos]
+    report = {'pills': len(pos), 'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}
+    return report, g.open_scores(s).numpy(), (unknown, drugs)
 
 # %% ../nbs/05b_infer.gallery.ipynb #924f1227
 def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)->Gallery:
@@ -344,24 +343,55 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
     return g
 
 # %% ../nbs/05b_infer.gallery.ipynb #882510ea
-def serving_report(known:np.ndarray, # open-set scores of the studio validation photos of known drugs
-                   unknown:np.ndarray|None, # ... of the held-out drugs' studio photos (None: none held out)
-                   studio:dict, # `open_set` of those two: the threshold studio photos choose
-                   phone:dict|None, # `open_set` of the phone-like ones (`_phone_threshold`): it serves, if any
+_LOOKS = {'studio': 'studio validation photos', 'phone-like': 'phone-like validation photos (data.paste_val_photos)'}
+
+def strictest(looks:dict, # look -> (known drugs' open scores, never-seen drugs' or None, their drugs or None)
+              r, # the `retrieval` settings
+             )->tuple: # (each look's `open_set`, the look that serves, its threshold, 'not sure' from or None)
+    ("The trained drugs' threshold: each look's own (`open_set`: where never-seen pills were photographed that way, the"
+     " lowest that lets at most `max_false_accept` of them through), and the strictest of those, so the risk holds on"
+     " every look measured; 'not sure' from the most lenient refusal bound. Without never-seen pills: phone-like's.")
+    own = {k: open_set(kn, un, r.target_tar, r.max_false_accept, r.get('max_refused'))
+           for k, (kn, un, _) in looks.items()}
+    pool = ({k: o for k, o in own.items() if o['chosen_by'] == 'max_false_accept'}
+            or {k: own[k] for k in (['phone-like'] if 'phone-like' in own else list(own))})
+    binds = max(pool, key=lambda k: pool[k]['threshold'])
+    thr = pool[binds]['threshold']
+    low = min((o['not_sure_from'] for o in pool.values() if 'not_sure_from' in o), default=None)
+    return own, binds, thr, (low if low is not None and low < thr else None)
+
+def cross_fitted_far(looks:dict, r)->dict: # look -> share of its never-seen pills let through
+    ("The false-accept rate a drug never seen *and never used to choose* meets: each held-out drug's photos judged at"
+     " the threshold `strictest` chooses without them (leave one drug out), on each look.")
+    drugs = sorted({x for _, un, dd in looks.values() if un is not None for x in dd})
+    if len(drugs) < 2: return {}
+    through = {k: [] for k, (_, un, _) in looks.items() if un is not None}
+    for x in drugs:
+        rest = {k: (kn, *((un[dd != x], dd[dd != x]) if un is not None and (dd != x).any() else (None, None)))
+                for k, (kn, un, dd) in looks.items()}
+        thr = strictest(rest, r)[2]
+        for k in through: through[k] += list(looks[k][1][looks[k][2] == x] >= thr)
+    return {k: round(float(np.mean(v)), 4) for k, v in through.items() if v}
+
+# %% ../nbs/05b_infer.gallery.ipynb #3c7d2e90
+def serving_report(looks:dict, # look -> (known's open scores, never-seen's or None, their drugs or None): `strictest`
                    r, # the `retrieval` settings
                   )->dict:
-    ("The top of `retrieval.json`: the threshold that serves, how it was chosen, and the studio photos' numbers **at"
-     " that threshold** (the phone-like photos' are in `phone_val`, at the same one); the studio photos' own choice is"
-     " only named.")
-    serving = phone if phone is not None else studio  # trained drugs: phone-like photos over studio ones
-    out = {**at_threshold(known, unknown, serving['threshold']), 'chosen_by': serving['chosen_by'],
-           'target_tar': r.target_tar, 'max_false_accept': r.max_false_accept,
-           'threshold_from': 'phone-like validation photos (data.paste_val_photos)' if phone is not None
-                             else 'studio validation photos'}
-    if phone is not None: out.update(phone_val=phone, studio_threshold=studio['threshold'])
-    if 'not_sure_from' in serving:  # below it 'unknown', between it and the threshold 'not sure': studio photos there
-        low = serving['not_sure_from']
-        out.update(not_sure_from=low, max_refused=serving['max_refused'], **band_shares(known, unknown, low))
+    ("The top of `retrieval.json`: the threshold that serves (`strictest`), which look's it is, and the studio photos'"
+     " numbers **at that threshold** — the phone-like photos' in `phone_val`, at the same one; each look's own choice"
+     " is only named (`looks`), and `far_cross_fitted` is the false-accept rate of a drug that did not choose it.")
+    own, binds, thr, low = strictest(looks, r)
+    crossed = cross_fitted_far(looks, r) if own[binds]['chosen_by'] == 'max_false_accept' else {}
+    def at(k):
+        kn, un, _ = looks[k]
+        out = {**at_threshold(kn, un, thr), 'own_threshold': own[k]['threshold']}
+        if low is not None: out.update(not_sure_from=low, max_refused=r.get('max_refused'), **band_shares(kn, un, low))
+        if k in crossed: out['far_cross_fitted'] = crossed[k]
+        return out
+    out = {**at('studio'), 'chosen_by': own[binds]['chosen_by'], 'target_tar': r.target_tar,
+           'max_false_accept': r.max_false_accept, 'threshold_from': _LOOKS[binds],
+           'looks': {k: o['threshold'] for k, o in own.items()}}
+    if 'phone-like' in looks: out.update(phone_val=at('phone-like'), studio_threshold=own['studio']['threshold'])
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #5c22a155
@@ -378,30 +408,39 @@ def _holdout_embedded(paths, model:nn.Module, d, device, dtype, asked:int)->tupl
 def _trained_threshold(cfg, g:Gallery, model:nn.Module, ck:dict, d, device, dtype,
                        v_scores:torch.Tensor, # the validation photos' scores against the gallery
                        h_scores:torch.Tensor|None, held, h_pos, # the held-out drugs' photos' (None: none held out)
-                      )->tuple: # (its report, the studio photos' `open_set`, the phone-like ones', their open scores)
-    "The trained drugs' 'unknown' threshold, chosen on phone-like validation photos if any, else on studio ones."
+                      )->tuple: # (its report, the studio photos' own threshold, `phone_val` or None, its open scores)
+    ("The trained drugs' 'unknown' threshold: the strictest of the studio and phone-like photos' own (`strictest`),"
+     " each chosen on never-seen pills photographed that way.")
     r = cfg.retrieval
     h_best = g.open_scores(h_scores).numpy() if h_scores is not None else None
-    known, max_far = g.open_scores(v_scores).numpy(), r.max_false_accept
-    studio = open_set(known, h_best, r.target_tar, max_far, r.get('max_refused'))
+    h_drugs = held.k_code.values[h_pos] if h_scores is not None else None
+    if h_best is not None and (new := ~np.isin(h_drugs, g.codes)).any():  # enrolled since: known, not never seen
+        h_best, h_drugs = h_best[new], h_drugs[new]
+    elif h_best is not None: h_best = h_drugs = None
     g.meta.update(min_margin=float(r.min_margin))
-    phone, phone_best = _phone_threshold(cfg, g, model, ck, d, device, dtype)
-    report = serving_report(known, h_best, studio, phone, r)
+    known = g.open_scores(v_scores).numpy()
+    looks = {'studio': (known, h_best, h_drugs)}
+    phone, phone_best, phone_never = _phone_threshold(cfg, g, model, ck, d, device, dtype)
+    if phone is not None: looks['phone-like'] = (phone_best, *phone_never)
+    report = serving_report(looks, r)
+    if phone is not None: report['phone_val'] = phone = {**phone, **report['phone_val']}
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'], g.cohort)
-    return report, studio, phone, phone_best
+    return report, report['looks']['studio'], phone, phone_best
 
 # %% ../nbs/05b_infer.gallery.ipynb #071f9094
 def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
-                        report:dict, studio:dict, phone:dict|None, phone_best, # `_trained_threshold`'s: completed here
+                        report:dict, studio:float, phone:dict|None, phone_best, # `_trained_threshold`'s: completed here
                        ):
     ("The enrolled drugs' 'unknown' threshold, into `g.meta` beside the trained drugs': on real photos where there are"
      " some (`eval.real_sets`), else on the enrolled photos themselves.")
     r = cfg.retrieval
-    real = _real_threshold(cfg, g, model, d.pre, device, dtype, {'phone-like': phone['threshold']} if phone else None,
+    phone_own = {'phone-like': phone['own_threshold']} if phone else None
+    real = _real_threshold(cfg, g, model, d.pre, device, dtype, phone_own,
                            report['threshold'])
     g.meta.update(threshold=report['threshold'], threshold_from=report['threshold_from'],
-                  not_sure_from=report.get('not_sure_from'), enrolled_tar=float(r.real_tar))
+                  not_sure_from=report.get('not_sure_from'), enrolled_tar=float(r.real_tar),
+                  phone_threshold=phone['own_threshold'] if phone else None)  # enrolled drugs' with too few photos
     if real is not None:  # enrolled drugs, photographed like the pills asked of them: real photos over both
         g.meta.update(enrolled_threshold=real['threshold'], enrolled_threshold_from=f"real photos ({', '.join(real['sets'])})")
         if real['by_mode']:  # each mode's own, chosen on the pills of photos like the ones it asks
@@ -412,7 +451,7 @@ def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
     else: g.calibrate_enrolled()  # on the enrolled photos themselves when there are enough, else the trained drugs'
     report.update({k: g.meta[k] for k in ('enrolled_threshold', 'enrolled_threshold_from')})
     if 'enrolment_open_set' in g.meta: report['enrolment_open_set'] = g.meta['enrolment_open_set']
-    if real and not phone: report['studio_threshold'] = studio['threshold']
+    if real and not phone: report['studio_threshold'] = studio
 
 # %% ../nbs/05b_infer.gallery.ipynb #376c2161
 def _val_top1(g:Gallery, ck:dict, T:float, # the gallery, the classifier's checkpoint and its temperature
@@ -470,10 +509,14 @@ def build_gallery(exp, # a trained experiment (an `Experiment`, or its resolved 
         g, report = _build_gallery(cfg, checkpoint)
         g.save(paths.retrieval)
     write_json(paths.reports/'retrieval.json', report)
+    crossed = lambda x: f" ({x['far_cross_fitted']:.1%} for a drug not choosing it)" if 'far_cross_fitted' in x else ''
+    phone = report.get('phone_val') or {}
     measured = (f"; at it, studio photos: AUROC {report['auroc']:.3f}, {report['far']:.1%} of "
-                f"{report['held_out_photos']} photos of held-out drugs let through, {1 - report['tar']:.1%} of known "
-                "drugs' refused" if 'auroc' in report
+                f"{report['held_out_photos']} photos of held-out drugs let through{crossed(report)}, "
+                f"{1 - report['tar']:.1%} of known drugs' below it" if 'auroc' in report
                 else ' (no held-out drugs to measure it: split.holdout_drugs)')
+    measured += (f"; phone-like photos: {phone['far']:.1%} of held-out drugs' let through{crossed(phone)}"
+                 if 'far' in phone else '')
     band = (f"; 'not sure' from {report['not_sure_from']:.3f}, below it {report['refused']:.1%} of the known drugs' "
             "studio photos refused" if 'not_sure_from' in report else '')
     log.info(f"gallery: {len(g)} drugs, {len(g.entries)} prototypes ({g.meta['embedding']}, dim {g.dim});"

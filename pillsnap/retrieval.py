@@ -399,14 +399,18 @@ def enrolment_open_set(self:Gallery, tar:float=REAL_TAR, # share of the enrolled
 @patch
 def calibrate_enrolled(self:Gallery)->Gallery:
     ("The enrolled drugs' threshold from their own photos (`enrolment_open_set`), unless a real set chose it;"
-     " with too few photos, the trained drugs' threshold.")
+     " with too few photos, the phone-like photos' own threshold (enrolled photos are phone photos), else the trained"
+     " drugs'.")
     m, t = self.meta, self.meta.get('threshold')
     real_before = 'enrolled_threshold_from' not in m and m.get('enrolled_threshold', t) != t  # a gallery from before
     if t is None or real_before or str(m.get('enrolled_threshold_from', '')).startswith('real photos'): return self
     r = self.enrolment_open_set(m.get('enrolled_tar', REAL_TAR))
     m.pop('enrolment_open_set', None)
-    if r is None: m.update(enrolled_threshold=t,
-                           enrolled_threshold_from=m.get('threshold_from', "the trained drugs' threshold"))
+    if r is None and m.get('phone_threshold') is not None:
+        m.update(enrolled_threshold=m['phone_threshold'],
+                 enrolled_threshold_from='phone-like validation photos (data.paste_val_photos)')
+    elif r is None: m.update(enrolled_threshold=t,
+                             enrolled_threshold_from=m.get('threshold_from', "the trained drugs' threshold"))
     else: m.update(enrolled_threshold=r['threshold'], enrolment_open_set=r,
                    enrolled_threshold_from=f"the enrolled photos ({r['known']} photos of {r['drugs']} drugs, "
                                            'each left out in turn)')
