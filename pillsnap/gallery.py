@@ -390,8 +390,8 @@ def serving_report(looks:dict, # look -> (known's open scores, never-seen's or N
         return out
     out = {**at('studio'), 'chosen_by': own[binds]['chosen_by'], 'target_tar': r.target_tar,
            'max_false_accept': r.max_false_accept, 'threshold_from': _LOOKS[binds],
-           'looks': {k: o['threshold'] for k, o in own.items()}}
-    if 'phone-like' in looks: out.update(phone_val=at('phone-like'), studio_threshold=own['studio']['threshold'])
+           'looks': {k: o['threshold'] for k, o in own.items()}, 'studio_threshold': own['studio']['threshold']}
+    if 'phone-like' in looks: out['phone_val'] = at('phone-like')
     return out
 
 # %% ../nbs/05b_infer.gallery.ipynb #5c22a155
@@ -408,7 +408,7 @@ def _holdout_embedded(paths, model:nn.Module, d, device, dtype, asked:int)->tupl
 def _trained_threshold(cfg, g:Gallery, model:nn.Module, ck:dict, d, device, dtype,
                        v_scores:torch.Tensor, # the validation photos' scores against the gallery
                        h_scores:torch.Tensor|None, held, h_pos, # the held-out drugs' photos' (None: none held out)
-                      )->tuple: # (its report, the studio photos' own threshold, `phone_val` or None, its open scores)
+                      )->tuple: # (its report, `phone_val` or None, the phone-like pills' open scores)
     ("The trained drugs' 'unknown' threshold: the strictest of the studio and phone-like photos' own (`strictest`),"
      " each chosen on never-seen pills photographed that way.")
     r = cfg.retrieval
@@ -426,11 +426,11 @@ def _trained_threshold(cfg, g:Gallery, model:nn.Module, ck:dict, d, device, dtyp
     if phone is not None: report['phone_val'] = phone = {**phone, **report['phone_val']}
     if h_scores is not None:
         report['by_drug'] = unknown_by_drug(h_scores, g.codes, held.k_code.values[h_pos], report['threshold'], g.cohort)
-    return report, report['looks']['studio'], phone, phone_best
+    return report, phone, phone_best
 
 # %% ../nbs/05b_infer.gallery.ipynb #071f9094
 def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
-                        report:dict, studio:float, phone:dict|None, phone_best, # `_trained_threshold`'s: completed here
+                        report:dict, phone:dict|None, phone_best, # `_trained_threshold`'s: completed here
                        ):
     ("The enrolled drugs' 'unknown' threshold, into `g.meta` beside the trained drugs': on real photos where there are"
      " some (`eval.real_sets`), else on the enrolled photos themselves.")
@@ -451,7 +451,6 @@ def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
     else: g.calibrate_enrolled()  # on the enrolled photos themselves when there are enough, else the trained drugs'
     report.update({k: g.meta[k] for k in ('enrolled_threshold', 'enrolled_threshold_from')})
     if 'enrolment_open_set' in g.meta: report['enrolment_open_set'] = g.meta['enrolment_open_set']
-    if real and not phone: report['studio_threshold'] = studio
 
 # %% ../nbs/05b_infer.gallery.ipynb #376c2161
 def _val_top1(g:Gallery, ck:dict, T:float, # the gallery, the classifier's checkpoint and its temperature
@@ -480,9 +479,8 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
     held, h_emb, h_logits, h_pos = _holdout_embedded(paths, model, d, device, dtype, asked)
     h_scores = g.scores(h_emb) if h_emb is not None else None
-    report, studio, phone, phone_best = _trained_threshold(cfg, g, model, ck, d, device, dtype, v_scores, h_scores,
-                                                           held, h_pos)
-    _enrolled_threshold(cfg, g, model, d, device, dtype, report, studio, phone, phone_best)
+    report, phone, phone_best = _trained_threshold(cfg, g, model, ck, d, device, dtype, v_scores, h_scores, held, h_pos)
+    _enrolled_threshold(cfg, g, model, d, device, dtype, report, phone, phone_best)
     report.update(_val_top1(g, ck, T, v_logits, v_scores, d.val.k_code.values[v_pos]))
     if h_emb is not None:
         h_p_cls, h_rows = torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True)
