@@ -296,12 +296,12 @@ def _retrieval_measurements(f:Path, # the experiment's reports/retrieval.json (`
                             put):
     ("The gallery's numbers, all at the threshold that serves: never-seen pills not named on the worse of the two"
      " looks (cross-fitted: drugs that did not choose it), known pills refused and the AUROC (phone-like photos where"
-     " there are some, else studio) — and the classifier's top-1 on phone-like validation pills"
+     " there are some, else studio) — and the answer's top-1 on phone-like validation pills"
      " (data.paste_val_photos).")
     r = _read(f)
     if not r: return
     phone = r.get('phone_val') or {}
-    put('phone_pill_top1', phone.get('classifier_top1'), f)
+    put('phone_pill_top1', phone.get('top1', phone.get('classifier_top1')), f)  # as served (before: the classifier's)
     looks = [x for x in (phone, r) if 'far' in x]  # never-seen pills on phone-like scenes and in the studio
     if looks:  # the worst look, from drugs that did not choose the threshold where `serving_report` could tell
         far = max(x.get('far_cross_fitted', x['far']) for x in looks)

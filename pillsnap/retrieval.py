@@ -543,13 +543,31 @@ def fuse(p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (cali
          scores:torch.Tensor, # (m, drugs) `Gallery.scores`
          codes:list, # the gallery's K-codes (`Gallery.codes`)
          scale:float, # softmax scale of the gallery's cosines (`fit_scale`)
+         weights:dict|None=None, # `fit_fusion`'s: the trained drugs judged by both (None: by the classifier alone)
         )->tuple: # (K-codes, (m, classes + enrolled) probabilities)
     "The classifier's answer extended by the gallery's drugs the classifier does not know."
     known = set(k_codes)
+    if weights: p_cls = _both_judges(p_cls, k_codes, scores, codes, scale, weights)
     new = [j for j, k in enumerate(codes) if k not in known]
     if not new: return list(k_codes), p_cls
     p_gal = torch.softmax(scale * scores.float(), 1)[:, new]
     return list(k_codes) + [codes[j] for j in new], torch.cat([p_cls * (1 - p_gal.sum(1, keepdim=True)), p_gal], 1)
+
+def _trained_cosines(scores:torch.Tensor, k_codes:list, codes:list)->torch.Tensor:
+    "The gallery's cosines in the classifier's column order; a trained drug the gallery lacks gets the row's lowest."
+    col = {k: j for j, k in enumerate(codes)}
+    idx = torch.tensor([col.get(k, -1) for k in k_codes])
+    s = scores.float()
+    out = s[:, idx.clamp(min=0)]
+    if (idx < 0).any(): out[:, idx < 0] = s.min(1, keepdim=True).values
+    return out
+
+def _both_judges(p_cls, k_codes, scores, codes, scale, weights)->torch.Tensor:
+    "softmax(a · log p_classifier + b · scale · cosine) over the trained drugs (`fit_fusion`'s a and b)."
+    z = (float(weights['classifier']) * p_cls.float().clamp_min(1e-12).log()
+         + float(weights['gallery']) * scale * _trained_cosines(scores, k_codes, codes))
+    return z.softmax(1)
+
 
 # %% ../nbs/05a_infer.retrieval.ipynb #62b7217d
 def retrieval_dir(exp:str|Path)->Path:
