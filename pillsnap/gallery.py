@@ -500,11 +500,11 @@ def _join_classifier(cfg, g:Gallery, ck:dict, T:float, v_logits:torch.Tensor, v_
     keep = np.array([k in col for k in truth], dtype=bool)
     if not cfg.retrieval.get('fusion', True) or keep.sum() < MIN_FUSION: return
     p_cls, y = torch.as_tensor(softmax_t(v_logits.numpy(), T))[keep], np.array([col[k] for k in truth[keep]])
-    fit = np.random.default_rng(cfg.seed).permutation(len(y))[:FUSION_ROWS]
-    g.meta['fusion'] = w = fit_fusion(p_cls[fit], v_scores[keep][fit], ck['k_codes'], g.codes, g.meta['scale'], y[fit])
+    fit, kept = np.random.default_rng(cfg.seed).permutation(len(y))[:FUSION_ROWS], v_scores[keep]
+    g.meta['fusion'] = w = fit_fusion(p_cls[fit], kept[fit], ck['k_codes'], g.codes, g.meta['scale'], y[fit])
     target = (ck.get('conformal') or {}).get('target')
     if target:  # the sets of `06_judge.evaluate`, on the answer as served
-        p = fuse(p_cls, ck['k_codes'], v_scores[keep], g.codes, g.meta['scale'], w)[1].numpy()
+        p = fuse(p_cls, ck['k_codes'], kept, g.codes, g.meta['scale'], w)[1].numpy()
         g.meta['conformal'] = dict(target=target, threshold=round(conformal_threshold(p, y, target), 6))
 
 
