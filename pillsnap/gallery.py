@@ -28,7 +28,7 @@ from .sources import real_pills, real_rows, real_sets, source_group
 from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
                                 described, descriptor_words, farther, open_score, open_set, at_threshold, band_shares,
-                                quantile_hd, _trained_cosines)
+                                quantile_hd, trained_cosines)
 from .metrics import conformal_threshold
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
@@ -78,7 +78,7 @@ def fit_fusion(p_cls:torch.Tensor, # (n, classes) the classifier's calibrated pr
      " log-likelihood of the validation photos (a and b ≥ 0).")
     from scipy.optimize import minimize
     lp = p_cls.double().clamp_min(1e-12).log()
-    g = scale * _trained_cosines(scores, k_codes, codes).double()
+    g = scale * trained_cosines(scores, k_codes, codes).double()
     t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     nll = lambda w: float(nn.functional.cross_entropy(math.exp(w[0]) * lp + math.exp(w[1]) * g, t))
     alone = float(nn.functional.cross_entropy(lp, t))

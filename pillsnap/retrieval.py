@@ -6,9 +6,9 @@
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ONE_THRESHOLD_ADVICE', 'MIN_UNKNOWN', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER',
            'ENROLMENTS', 'Gallery', 'open_score', 'verdict_rows', 'status', 'mode_words', 'quantile_hd', 'at_threshold',
            'band_shares', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments',
-           'enrol_into', 'enrolled_records', 'fuse', 'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns',
-           'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor', 'descriptor_words', 'described',
-           'gallery_table', 'remove_drug']
+           'enrol_into', 'enrolled_records', 'fuse', 'trained_cosines', 'retrieval_dir', 'enrolled_crops',
+           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor',
+           'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -553,7 +553,7 @@ def fuse(p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (cali
     p_gal = torch.softmax(scale * scores.float(), 1)[:, new]
     return list(k_codes) + [codes[j] for j in new], torch.cat([p_cls * (1 - p_gal.sum(1, keepdim=True)), p_gal], 1)
 
-def _trained_cosines(scores:torch.Tensor, k_codes:list, codes:list)->torch.Tensor:
+def trained_cosines(scores:torch.Tensor, k_codes:list, codes:list)->torch.Tensor:
     "The gallery's cosines in the classifier's column order; a trained drug the gallery lacks gets the row's lowest."
     col = {k: j for j, k in enumerate(codes)}
     idx = torch.tensor([col.get(k, -1) for k in k_codes])
@@ -565,7 +565,7 @@ def _trained_cosines(scores:torch.Tensor, k_codes:list, codes:list)->torch.Tenso
 def _both_judges(p_cls, k_codes, scores, codes, scale, weights)->torch.Tensor:
     "softmax(a · log p_classifier + b · scale · cosine) over the trained drugs (`fit_fusion`'s a and b)."
     z = (float(weights['classifier']) * p_cls.float().clamp_min(1e-12).log()
-         + float(weights['gallery']) * scale * _trained_cosines(scores, k_codes, codes))
+         + float(weights['gallery']) * scale * trained_cosines(scores, k_codes, codes))
     return z.softmax(1)
 
 
