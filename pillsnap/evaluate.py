@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['SIDE_PAIRS', 'MIN_SIDE_PAIRS', 'SIDE_BOUNDS', 'AP_CONF', 'AP_MAX_DET', 'STAGE_HEADING', 'nll', 'fit_temperature',
-           'top_class', 'cross_fit_ece', 'plot_calibration', 'candidate_sets', 'cross_fit_coverage',
-           'calibration_summary', 'side_pairs', 'sides_temperature', 'calibration_words', 'calibrate_classifier',
-           'one_vs_rest_scores', 'per_class_table', 'hard_cases', 'pooled_values', 'plot_curves', 'classifier_report',
-           'evaluate_pipeline', 'pipeline_table', 'detector_report', 'detector_counts', 'real_yolo_tree',
-           'real_pipeline', 'real_set_report', 'real_reports', 'real_table', 'TestAlreadyOpened', 'final_test',
-           'report_html']
+           'top_class', 'cross_fit_ece', 'plot_calibration', 'conformal_threshold', 'lac_threshold', 'candidate_sets',
+           'cross_fit_coverage', 'calibration_summary', 'side_pairs', 'sides_temperature', 'calibration_words',
+           'calibrate_classifier', 'one_vs_rest_scores', 'per_class_table', 'hard_cases', 'pooled_values',
+           'plot_curves', 'classifier_report', 'evaluate_pipeline', 'pipeline_table', 'detector_report',
+           'detector_counts', 'real_yolo_tree', 'real_pipeline', 'real_set_report', 'real_reports', 'real_table',
+           'TestAlreadyOpened', 'final_test', 'report_html']
 
 # %% ../nbs/06_judge.evaluate.ipynb #f80ba8d6
 import json, time
@@ -27,7 +27,6 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, pr
 # %% ../nbs/06_judge.evaluate.ipynb #fd15d78e
 from .model import (find_checkpoint, load_checkpoint, load_classifier, predict_logits, save_checkpoint,
                             softmax_t)
-from .metrics import conformal_threshold, lac_threshold
 from .metrics import (box_iou, calibration_bins, classification_metrics, clip_box, count_rates,
                               expected_calibration_error, match_boxes, rate, row_blocks, xywh_to_xyxy, xyxy_to_xywh,
                               average_precision, grouped_interval, interval_text, ratio_interval,
@@ -115,6 +114,24 @@ def plot_calibration(logits:np.ndarray, labels:np.ndarray, # validation logits a
     axs[0].set_ylabel('accuracy'); axs[0].legend(loc='upper left', fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06_judge.evaluate.ipynb #fc6265b6
+def conformal_threshold(probs:np.ndarray, labels:np.ndarray, # validation probabilities (calibrated) and true classes
+                        coverage:float=0.9, # the share of sets that must hold the true class
+                       )->float: # a class enters the set when its probability is at least this
+    ("Split-conformal (LAC) threshold: sets {classes with p >= threshold} hold the true class"
+     " with probability >= `coverage`.")
+    labels = np.asarray(labels)
+    return lac_threshold(np.asarray(probs)[np.arange(len(labels)), labels], coverage)
+
+def lac_threshold(p_true:np.ndarray, # the probability of the true class, per validation row
+                  coverage:float=0.9,
+                 )->float:
+    "`conformal_threshold` from the true class's probabilities alone."
+    n = len(p_true)
+    if not n: raise UserError('no validation predictions to fit candidate sets on')
+    level = min(np.ceil((n + 1) * coverage) / n, 1.0)
+    return float(1 - np.quantile(1 - np.asarray(p_true), level, method='higher'))
 
 # %% ../nbs/06_judge.evaluate.ipynb #61615f95
 def candidate_sets(probs:np.ndarray, # (n, classes) probabilities

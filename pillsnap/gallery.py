@@ -29,7 +29,6 @@ from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
                                 described, descriptor_words, farther, open_score, open_set, at_threshold, band_shares,
                                 quantile_hd, trained_cosines)
-from .metrics import conformal_threshold
 
 # %% ../nbs/05b_infer.gallery.ipynb #b1766d9a
 WHITENINGS = ('within', 'total')
@@ -494,18 +493,13 @@ def _join_classifier(cfg, g:Gallery, ck:dict, T:float, v_logits:torch.Tensor, v_
                      least:int=20, # validation photos of trained drugs it needs; fewer: the classifier alone judges
                      rows:int=5000, # at most this many fit the weights (a seeded draw): 180 MB a matrix at 4,523 drugs
                     ):
-    ("Into `g.meta`: the classifier's and the gallery's weights among the trained drugs (`fit_fusion`,"
-     " `retrieval.fusion`), and the candidate sets' threshold chosen again on the answers so fused.")
+    "Into `g.meta`: the classifier's and the gallery's weights among the trained drugs (`fit_fusion`)."
     col = {k: i for i, k in enumerate(ck['k_codes'])}
     keep = np.array([k in col for k in truth], dtype=bool)
     if not cfg.retrieval.get('fusion', True) or keep.sum() < least: return
     p_cls, y = torch.as_tensor(softmax_t(v_logits.numpy(), T))[keep], np.array([col[k] for k in truth[keep]])
     fit, kept = np.random.default_rng(cfg.seed).permutation(len(y))[:rows], v_scores[keep]
-    g.meta['fusion'] = w = fit_fusion(p_cls[fit], kept[fit], ck['k_codes'], g.codes, g.meta['scale'], y[fit])
-    target = (ck.get('conformal') or {}).get('target')
-    if target:  # the sets of `06_judge.evaluate`, on the answer as served
-        p = fuse(p_cls, ck['k_codes'], kept, g.codes, g.meta['scale'], w)[1].numpy()
-        g.meta['conformal'] = dict(target=target, threshold=round(conformal_threshold(p, y, target), 6))
+    g.meta['fusion'] = fit_fusion(p_cls[fit], kept[fit], ck['k_codes'], g.codes, g.meta['scale'], y[fit])
 
 
 # %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
@@ -534,7 +528,6 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     report.update(drugs=len(g), prototypes=len(g.entries), exemplars=len(g.ex), whitened=g.whiten is not None,
                   whitening=g.meta.get('whiten'), query_turns=asked, cohort=g.cohort,
                   embedding=g.meta['embedding'], dim=g.dim, scale=g.meta['scale'], fusion=g.meta.get('fusion'),
-                  candidate_sets=g.meta.get('conformal'),
                   seconds=round(time.perf_counter() - t0, 1))
     report['held_out_photos'] = len(held)
     return g, report

@@ -6,15 +6,12 @@
 __all__ = ['IOUS', 'BOOTSTRAP', 'ROWS', 'clip_box', 'xyxy_to_xywh', 'xywh_to_xyxy', 'box_area', 'box_intersection', 'box_iou',
            'match_boxes', 'true_positives', 'average_precision', 'rate', 'count_rates', 'grouped_interval',
            'ratio_interval', 'interval_text', 'calibration_bins', 'expected_calibration_error', 'row_blocks',
-           'classification_metrics', 'top_confused', 'conformal_threshold', 'lac_threshold']
+           'classification_metrics', 'top_confused']
 
 # %% ../nbs/03b_metrics.ipynb #0f920568
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
-
-from .config import UserError
-
 
 # %% ../nbs/03b_metrics.ipynb #feb15a45
 def clip_box(box, # [x1, y1, x2, y2] in pixels
@@ -195,21 +192,3 @@ def top_confused(targets, preds, # true and predicted class indices
     "The most frequent (true class, predicted class) mistakes."
     wrong = pd.DataFrame(dict(true=np.asarray(targets), predicted=np.asarray(preds))).query('true != predicted')
     return wrong.value_counts().rename('count').reset_index().head(n)
-
-# %% ../nbs/03b_metrics.ipynb #fc6265b6
-def conformal_threshold(probs:np.ndarray, labels:np.ndarray, # validation probabilities (calibrated) and true classes
-                        coverage:float=0.9, # the share of sets that must hold the true class
-                       )->float: # a class enters the set when its probability is at least this
-    ("Split-conformal (LAC) threshold: sets {classes with p >= threshold} hold the true class"
-     " with probability >= `coverage`.")
-    labels = np.asarray(labels)
-    return lac_threshold(np.asarray(probs)[np.arange(len(labels)), labels], coverage)
-
-def lac_threshold(p_true:np.ndarray, # the probability of the true class, per validation row
-                  coverage:float=0.9,
-                 )->float:
-    "`conformal_threshold` from the true class's probabilities alone."
-    n = len(p_true)
-    if not n: raise UserError('no validation predictions to fit candidate sets on')
-    level = min(np.ceil((n + 1) * coverage) / n, 1.0)
-    return float(1 - np.quantile(1 - np.asarray(p_true), level, method='higher'))

@@ -214,21 +214,11 @@ def _take_classes(self:Predictor, checkpoint:dict, drug_table:DrugTable, cfg):
     self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
     # the calibration of `06_judge.evaluate` (1: none)
     self.temperature = float(checkpoint.get('temperature') or 1.0)
+    # candidate sets of `06_judge.evaluate` (None: none)
+    self.set_threshold = (checkpoint.get('conformal') or {}).get('threshold')
     self.sides_temperature = float(checkpoint.get('sides_temperature') or 1.0)  # two sides fused (`fuse_sides`)
     self.min_confidence = float(cfg.pipeline.min_confidence)  # below it, an answer is 'not sure' whatever the set
     self.table = DrugTable(drug_table.records, {k: i for i, k in enumerate(self.k_codes)})  # its classes' indices
-
-def _sets(self:Predictor)->float|None:
-    ("The candidate sets' threshold (None: no sets): one given, else the gallery's where it joins the classifier's"
-     " answer (`05b_infer.gallery`), else the checkpoint's (`06_judge.evaluate`).")
-    if '_sets_given' in self.__dict__: return self._sets_given
-    g = self.gallery
-    return ((g.meta.get('conformal') if g is not None and g.meta.get('fusion') else None)
-            or self.ck.get('conformal') or {}).get('threshold')
-
-def _give_sets(self:Predictor, v:float|None): self._sets_given = v
-Predictor.set_threshold = property(_sets, _give_sets, doc=_sets.__doc__)
-
 
 # %% ../nbs/05f_infer.pipeline.ipynb #f40ccee9
 @patch
@@ -470,18 +460,18 @@ def tell_apart(records:list, # the candidates' registry records (`Predictor.reco
 def _answer(self:Predictor, p:torch.Tensor, codes:list, col:dict, top_k:int, expect:list|None, verdict:dict|None,
             sides:int=1, # photos of the pill (`tell_apart`)
            )->dict:
-    best, state, sets = int(p.argmax()), (verdict or {}).get('status'), self.set_threshold
-    in_set = lambda j: sets is not None and bool(float(p[j]) >= sets or j == best)
+    best, state = int(p.argmax()), (verdict or {}).get('status')
+    in_set = lambda j: self.set_threshold is not None and bool(float(p[j]) >= self.set_threshold or j == best)
     def cand(j):
         return {'k_code': codes[j], 'confidence': round(float(p[j]), 6),
-                **({} if sets is None else {'in_set': in_set(j)}), **registry(self.record(codes[j]))}
+                **({} if self.set_threshold is None else {'in_set': in_set(j)}), **registry(self.record(codes[j]))}
     if expect: order = sorted((col[k] for k in dict.fromkeys(expect)), key=lambda j: -float(p[j]))
     else: order = p.topk(min(top_k, len(codes))).indices.tolist()
     ans = {'candidates': [cand(j) for j in order[:top_k]]}
     if verdict: ans.update(verdict)  # 'status', and the score and threshold it was judged on
-    if state != 'unknown' and (sets is not None or self.min_confidence > 0 or state == 'not sure'):
+    if state != 'unknown' and (self.set_threshold is not None or self.min_confidence > 0 or state == 'not sure'):
         top = p.topk(min(SET_MAX, len(codes))).indices.tolist()
-        among = [j for j in top if in_set(j)] if sets is not None else top[:1]
+        among = [j for j in top if in_set(j)] if self.set_threshold is not None else top[:1]
         if float(p[best]) < self.min_confidence or state == 'not sure':  # unsure of the best, or the gallery of the
             among = top[:max(2, len(among))]                               # pill (`Gallery.refusals`): the next too
         ans['status'] = 'not sure' if len(among) > 1 else 'identified'
