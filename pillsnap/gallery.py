@@ -25,7 +25,7 @@ from .prepare import classifier_data, pasted_val
 from .model import embedder_id, eval_batch, find_checkpoint, load_classifier, softmax_t
 from .schema import face_codes
 from .sources import real_pills, real_rows, real_sets, source_group
-from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records, fuse,
+from .retrieval import (FACE_NAMES, Gallery, embed_crops, embed_query, enrolled_crops, enrolled_records,
                                 gallery_lock, load_gallery, quarter_turns, query_turns, retrieval_dir,
                                 described, descriptor_words, farther, open_score, open_set, at_threshold, band_shares,
                                 quantile_hd, trained_cosines)
@@ -283,7 +283,7 @@ def _enrolment_benchmark(g:Gallery, emb:torch.Tensor, p_cls:torch.Tensor, rows:p
             trial.add(k, emb[order[:n]]); query.extend(order[n:])
         if not query: continue
         q = np.array(sorted(query))
-        codes, p = fuse(p_cls[q], k_codes, trial.scores(emb[q]), trial.codes, g.meta['scale'], g.meta.get('fusion'))
+        codes, p = trial.fused(p_cls[q], k_codes, trial.scores(emb[q]))
         top1 = np.mean(np.array(_best(p, codes)) == rows.k_code.values[q])
         out[f'{n}_shot'] = dict(drugs=len(trial.enrolled()), queries=len(q), top1=round(float(top1), 4))
     return out
@@ -334,7 +334,7 @@ def _phone_threshold(cfg, g:Gallery, model, ck:dict, d, device, dtype,
         h_emb, _, h_pos = embed_rows(model, held, d.root, d.pre, None, None, device, dtype, turns=asked)
         if len(h_pos): unknown, drugs = g.open_scores(g.scores(h_emb)).numpy(), held.k_code.values[h_pos]
     p_cls = torch.as_tensor(softmax_t(logits.numpy(), float(ck.get('temperature') or 1.0)))
-    codes, served = fuse(p_cls, ck['k_codes'], s, g.codes, g.meta['scale'], g.meta.get('fusion'))
+    codes, served = g.fused(p_cls, ck['k_codes'], s)
     report = {'pills': len(pos), 'top1': named(codes, served),  # as served: the classifier and the gallery together
               'classifier_top1': named(ck['k_codes'], logits), 'gallery_top1': named(g.codes, s)}
     return report, g.open_scores(s).numpy(), (unknown, drugs)
@@ -482,7 +482,7 @@ def _val_top1(g:Gallery, ck:dict, T:float, # the gallery, the classifier's check
              )->dict:
     "Top-1 of the validation photos: the classifier fused with the gallery (as served), and the gallery alone."
     v_p_cls = torch.as_tensor(softmax_t(v_logits.numpy(), T))
-    v_codes, v_p = fuse(v_p_cls, ck['k_codes'], v_scores, g.codes, g.meta['scale'], g.meta.get('fusion'))
+    v_codes, v_p = g.fused(v_p_cls, ck['k_codes'], v_scores)
     top1 = lambda named: round(float(np.mean(np.array(named) == truth)), 4)
     return dict(val_top1_with_gallery=top1(_best(v_p, v_codes)),
                 val_top1_classifier=top1(_best(v_p_cls, ck['k_codes'])),

@@ -29,7 +29,7 @@ from .yolo import (DEFAULT_CONF, box_threshold, build_detector, detection_size, 
 from .reading import Reading, locate_pills, odd_sized
 from .runtime import OnnxClassifier, onnx_meta, ort_providers
 from .search import name_key
-from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, fuse, load_gallery, mode_words,
+from .retrieval import (described, embed_crops, embed_query, enrol_into, farther, load_gallery, mode_words,
                                 quarter_turns, query_turns, retrieval_dir, verdict_rows)
 from .ocr import fuse_imprint, ocr_engine, pill_cut, read_imprint
 
@@ -379,7 +379,7 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
                 logits, emb = embed_query(self.model, x, min(views or query_turns(g.meta), query_turns(g.meta)))
             cos.append(g.scores(emb.float().cpu()))
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
-            codes, p = fuse(p_cls, self.k_codes, cos[-1], g.codes, g.meta['scale'], g.meta.get('fusion'))
+            codes, p = g.fused(p_cls, self.k_codes, cos[-1])
         if reads is not None:
             pc = self.cfg.pipeline
             p = fuse_imprint(p, codes, reads[i:i + bs], self.record,

@@ -6,9 +6,9 @@
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ONE_THRESHOLD_ADVICE', 'MIN_UNKNOWN', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER',
            'ENROLMENTS', 'Gallery', 'open_score', 'verdict_rows', 'status', 'mode_words', 'quantile_hd', 'at_threshold',
            'band_shares', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments',
-           'enrol_into', 'enrolled_records', 'fuse', 'trained_cosines', 'retrieval_dir', 'enrolled_crops',
-           'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor', 'config_descriptor',
-           'descriptor_words', 'described', 'gallery_table', 'remove_drug']
+           'enrol_into', 'enrolled_records', 'fuse', 'fusion_columns', 'trained_cosines', 'retrieval_dir',
+           'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor',
+           'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
 import contextlib, time
@@ -73,6 +73,7 @@ def _index(self:Gallery):
     self.column = torch.tensor([col[e['k_code']] for e in self.entries], dtype=torch.long)
     self.vectors = nn.functional.normalize(self.sums, dim=1) if len(self.sums) else self.sums
     self.ex_column = self.column[self.ex_entry] if len(self.ex_entry) else self.ex_entry
+    self._columns = None  # `fused`'s, kept until the drugs change
 
 # %% ../nbs/05a_infer.retrieval.ipynb #1e86beca
 @patch
@@ -544,30 +545,50 @@ def fuse(p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (cali
          codes:list, # the gallery's K-codes (`Gallery.codes`)
          scale:float, # softmax scale of the gallery's cosines (`fit_scale`)
          weights:dict|None=None, # `fit_fusion`'s: the trained drugs judged by both (None: by the classifier alone)
+         columns:tuple|None=None, # `fusion_columns(k_codes, codes)`, when the caller keeps it (`Gallery.fused`)
         )->tuple: # (K-codes, (m, classes + enrolled) probabilities)
     "The classifier's answer extended by the gallery's drugs the classifier does not know."
-    known = set(k_codes)
-    if weights: p_cls = _both_judges(p_cls, k_codes, scores, codes, scale, weights)
-    new = [j for j, k in enumerate(codes) if k not in known]
+    idx, new = columns or fusion_columns(k_codes, codes)
+    if weights: p_cls = _both_judges(p_cls, scores, idx, scale, weights)
     if not new: return list(k_codes), p_cls
     p_gal = torch.softmax(scale * scores.float(), 1)[:, new]
     return list(k_codes) + [codes[j] for j in new], torch.cat([p_cls * (1 - p_gal.sum(1, keepdim=True)), p_gal], 1)
 
-def trained_cosines(scores:torch.Tensor, k_codes:list, codes:list)->torch.Tensor:
+def fusion_columns(k_codes:list, codes:list)->tuple:
+    ("Where `fuse` finds the drugs: each trained drug's column among the gallery's (-1 where the gallery lacks it),"
+     " and the gallery's columns of drugs the classifier does not know.")
+    col, known = {k: j for j, k in enumerate(codes)}, set(k_codes)
+    return (torch.tensor([col.get(k, -1) for k in k_codes], dtype=torch.long),
+            [j for j, k in enumerate(codes) if k not in known])
+
+# %% ../nbs/05a_infer.retrieval.ipynb #f05e0c1c
+def trained_cosines(scores:torch.Tensor, k_codes:list, codes:list,
+                    idx:torch.Tensor|None=None, # `fusion_columns`' first part, when the caller keeps it
+                   )->torch.Tensor:
     "The gallery's cosines in the classifier's column order; a trained drug the gallery lacks gets the row's lowest."
-    col = {k: j for j, k in enumerate(codes)}
-    idx = torch.tensor([col.get(k, -1) for k in k_codes])
+    idx = fusion_columns(k_codes, codes)[0] if idx is None else idx
     s = scores.float()
     out = s[:, idx.clamp(min=0)]
     if (idx < 0).any(): out[:, idx < 0] = s.min(1, keepdim=True).values
     return out
 
-def _both_judges(p_cls, k_codes, scores, codes, scale, weights)->torch.Tensor:
+def _both_judges(p_cls, scores, idx, scale, weights)->torch.Tensor:
     "softmax(a · log p_classifier + b · scale · cosine) over the trained drugs (`fit_fusion`'s a and b)."
     z = (float(weights['classifier']) * p_cls.float().clamp_min(1e-12).log()
-         + float(weights['gallery']) * scale * trained_cosines(scores, k_codes, codes))
+         + float(weights['gallery']) * scale * trained_cosines(scores, None, None, idx))
     return z.softmax(1)
 
+# %% ../nbs/05a_infer.retrieval.ipynb #f05e0c1b
+@patch
+def fused(self:Gallery, p_cls:torch.Tensor, # (m, classes) the classifier's probabilities (calibrated)
+          k_codes:list, # the classifier's K-code per class
+          scores:torch.Tensor, # (m, drugs) `Gallery.scores`
+         )->tuple: # (K-codes, (m, classes + enrolled) probabilities)
+    ("`fuse` with this gallery's drugs, scale and weights (`fit_fusion`; a gallery from before it has none: the"
+     " classifier alone), the columns kept until the classifier or the gallery's drugs change.")
+    key, kept = tuple(k_codes), getattr(self, '_columns', None)  # read once: an enrolment may reset it meanwhile
+    if kept is None or kept[0] != key: kept = self._columns = (key, fusion_columns(k_codes, self.codes))
+    return fuse(p_cls, k_codes, scores, self.codes, self.meta['scale'], self.meta.get('fusion'), kept[1])
 
 # %% ../nbs/05a_infer.retrieval.ipynb #62b7217d
 def retrieval_dir(exp:str|Path)->Path:
