@@ -318,3 +318,24 @@ def test_both_sides_meet_each_drug_s_faces_in_the_gallery(exp, pred):
     assert fused['status'] == 'unknown'  # the back matches no face well enough
     assert fused['open_score'] <= fused['unknown_below'] == round(p.unknown_below, 4)  # judged on the fused best cosine
     assert p.predict(front)['pills'][0]['status'] == 'identified'  # the front alone does
+
+
+def test_count_rules_tool_reads_every_rule_off_in_turn(exp, tmp_path):
+    "tools/count_rules.py: each counting rule off in turn, then none, scored per set, with a photo's milliseconds."
+    import subprocess, sys
+    tree = exp[0]/'data'/'yolo'
+    out = tmp_path/'rules.json'
+    r = subprocess.run([sys.executable, 'tools/count_rules.py', '--exp', str(exp[0]), '--set', f'a={tree}:val',
+                        '--set', f'b={tree}:test', '--most', '2', '--repeats', '1', '--json', str(out)],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())['results']
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location('count_rules', Path(__file__).resolve().parents[1]/'tools'/'count_rules.py')
+    tool = module_from_spec(spec); spec.loader.exec_module(tool)
+    assert list(res) == ['every rule', *tool.RULES, 'none']
+    for label, row in res.items():
+        assert row['ms'] > 0 and {'a', 'b'} <= set(row), label
+        for s in ('a', 'b'):
+            assert row[s]['photos'] == 2 and 0 <= row[s]['exact'] <= 1 and 0 <= row[s]['found'] <= 1 and row[s]['extra'] >= 0
+    assert '| without pill check (pipeline.pill_check) |' in r.stdout and '| no rule |' in r.stdout
