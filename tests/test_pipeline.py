@@ -339,3 +339,22 @@ def test_count_rules_tool_reads_every_rule_off_in_turn(exp, tmp_path):
         for s in ('a', 'b'):
             assert row[s]['photos'] == 2 and 0 <= row[s]['exact'] <= 1 and 0 <= row[s]['found'] <= 1 and row[s]['extra'] >= 0
     assert '| without pill check (pipeline.pill_check) |' in r.stdout and '| no rule |' in r.stdout
+
+
+def test_lookalike_errors_tool_splits_the_wrong_answers(exp, tmp_path):
+    "tools/lookalike_errors.py: top-1 as served, and how many wrong answers share the truth's shape and colours."
+    import re, shutil, subprocess, sys
+    tool = lambda e: subprocess.run([sys.executable, 'tools/lookalike_errors.py', str(e)], capture_output=True, text=True,
+                                    cwd=Path(__file__).resolve().parents[1], timeout=600)
+    mine = tmp_path/'exp'
+    shutil.copytree(exp[0], mine, symlinks=True)
+    r = tool(mine)
+    assert r.returncode != 0 and 'pillsnap gallery --exp' in r.stderr  # no gallery yet: says how to build one
+    cli('gallery', '--exp', mine, '--rebuild')
+    r = tool(mine)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r'studio: (\d+) pills, top-1 ([\d.]+); wrong answers that are look-alikes (\d+) of (\d+); '
+                  r'right shape and colours ([\d.]+)', r.stdout)
+    assert m, r.stdout
+    n, top1, alike, wrong, loose = int(m[1]), float(m[2]), int(m[3]), int(m[4]), float(m[5])
+    assert n > 0 and alike <= wrong and abs(wrong - round(n * (1 - top1))) <= 1 and loose >= top1
