@@ -5,8 +5,9 @@
 
 Four kinds of pills, each crop cut from its labelled box and asked as single mode asks it (`Predictor.identify`):
 known drugs' validation photos (studio), the drugs held out of training (`split.holdout_drugs`, studio), and both pasted on
-phone-like scenes (`data.paste_val_photos`, `data.paste_holdout_photos`). For known drugs it also gives the top-1 and,
-of the pills answered "identified", the share named right. Nothing in the experiment is written.
+phone-like scenes (`data.paste_val_photos`, `data.paste_holdout_photos`). For known drugs it also gives the top-1, of
+the pills answered "identified" the share named right, and of those answered "not sure" the share whose candidates
+(`between`) hold the truth and how many candidates they name. Nothing in the experiment is written.
 """
 import argparse, collections, json
 from pathlib import Path
@@ -18,8 +19,8 @@ from pillsnap.pipeline import Predictor, load_image
 from pillsnap.prepare import pasted_val
 
 
-def statuses(pred:Predictor, rows, root:Path, batch:int=32)->dict:
-    "Status shares, top-1 and the identified pills' top-1 of one kind of pill."
+def statuses(pred:Predictor, rows, root:Path, batch:int=32, known:bool=True)->dict:
+    "Status shares, top-1, the identified pills' top-1 and the 'not sure' pills' candidates of one kind of pill."
     crops, truth = [], rows.k_code.tolist()
     for r in rows.itertuples():
         p = Path(r.image)
@@ -28,8 +29,13 @@ def statuses(pred:Predictor, rows, root:Path, batch:int=32)->dict:
     said = collections.Counter(a.get('status', 'identified') for a in ans)
     right = [a['candidates'][0]['k_code'] == t for a, t in zip(ans, truth)]
     named = [r for r, a in zip(right, ans) if a.get('status', 'identified') == 'identified']
-    return dict(pills=len(ans), **{s: round(said[s] / len(ans), 4) for s in ('identified', 'not sure', 'unknown')},
-                top1=round(float(np.mean(right)), 4), identified_right=round(float(np.mean(named)), 4) if named else None)
+    unsure = [(a['between'], t) for a, t in zip(ans, truth) if a.get('status') == 'not sure']
+    out = dict(pills=len(ans), **{s: round(said[s] / len(ans), 4) for s in ('identified', 'not sure', 'unknown')},
+               top1=round(float(np.mean(right)), 4), identified_right=round(float(np.mean(named)), 4) if named else None)
+    if known and unsure:  # a 'not sure' answer is worth its candidates: the truth among them, and how many to check
+        out.update(not_sure_holds=round(float(np.mean([t in b for b, t in unsure])), 4),
+                   not_sure_candidates=round(float(np.mean([len(b) for b, _ in unsure])), 2))
+    return out
 
 
 def main():
@@ -43,7 +49,7 @@ def main():
     kinds = {'studio, known': pill_rows(load_manifest(data, 'val'), ('single',)),
              'studio, never seen': pill_rows(load_manifest(data, 'holdout'), ('single',), known_only=False),
              'phone-like, known': pasted_val(data), 'phone-like, never seen': pasted_val(data, 'holdout')}
-    out = {k: statuses(pred, rows, root) for k, rows in kinds.items() if rows is not None and len(rows)}
+    out = {k: statuses(pred, rows, root, known='known' in k) for k, rows in kinds.items() if rows is not None and len(rows)}
     print(json.dumps(out, indent=1))
 
 
