@@ -17,16 +17,15 @@ import argparse, json, sys, time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pillsnap.data import downscale         # noqa: E402
-from pillsnap.metrics import box_iou        # noqa: E402
+from pillsnap.metrics import match_boxes    # noqa: E402
 from pillsnap.pipeline import Predictor, load_image  # noqa: E402
 from pillsnap.reading import Reading        # noqa: E402
+from pillsnap.sources import label_boxes    # noqa: E402
 
 # each rule, and the settings that turn it off (`detector.closer: 0` also stops the reading closer when unsure)
 RULES = {
@@ -41,13 +40,6 @@ RULES = {
 KEYS = ('crowd', 'crowd_floor', 'contain', 'edge', 'closer', 'closer_most', 'closer_unsure', 'farther', 'doubt')
 
 
-def labelled(lab:Path, W:int, H:int)->np.ndarray:
-    "A YOLO label file's boxes as xyxy pixels of a W×H photo."
-    rows = [list(map(float, l.split()[1:5])) for l in lab.read_text().splitlines() if l.strip()]
-    return np.array([[(x - w / 2) * W, (y - h / 2) * H, (x + w / 2) * W, (y + h / 2) * H]
-                     for x, y, w, h in rows], float).reshape(-1, 4)
-
-
 def photos_of(spec:str, p:Predictor, most:int=0)->tuple:
     "(name, [(photo as combo mode reads it, its labelled boxes)]) of a NAME=TREE:SPLIT set (its first `most`; 0: all)."
     name, where = spec.split('=', 1)
@@ -57,7 +49,7 @@ def photos_of(spec:str, p:Predictor, most:int=0)->tuple:
         lab = Path(tree)/'labels'/split/f'{img.stem}.txt'
         if not lab.exists(): continue
         im = downscale(load_image(img), p.cfg.pipeline.max_side)[0]  # as a request's photo is
-        out.append((im, labelled(lab, *im.size)))
+        out.append((im, label_boxes(lab, *im.size)))
     if not out: raise SystemExit(f'{spec}: no labelled photos in {tree}/images/{split}')
     return name, out
 
@@ -83,10 +75,7 @@ def read_set(p:Predictor, photos:list)->tuple:
 def scores(photos:list, boxes:list)->dict:
     "Photos counted exactly, mean count error, pills found (IoU >= 0.5, one to one), boxes on no pill."
     n = np.array([len(gt) for _, gt in photos]); k = np.array([len(b) for b in boxes])
-    hits = 0
-    for (_, gt), b in zip(photos, boxes):
-        if len(gt) and len(b):
-            iou = box_iou(b, gt); r, c = linear_sum_assignment(-iou); hits += int((iou[r, c] >= 0.5).sum())
+    hits = sum(len(match_boxes(b, gt)) for (_, gt), b in zip(photos, boxes))
     return dict(photos=len(n), exact=round(float(np.mean(n == k)), 3), mae=round(float(np.mean(np.abs(n - k))), 2),
                 found=round(hits / max(int(n.sum()), 1), 3), extra=int(k.sum() - hits))
 
