@@ -502,6 +502,24 @@ def _join_classifier(cfg, g:Gallery, ck:dict, T:float, v_logits:torch.Tensor, v_
     g.meta['fusion'] = fit_fusion(p_cls[fit], kept[fit], ck['k_codes'], g.codes, g.meta['scale'], y[fit])
 
 
+# %% ../nbs/05b_infer.gallery.ipynb #e7f1a2c4
+def _fit_judges(cfg, g:Gallery, model, ck:dict, d, device, dtype,
+                val:tuple, # the validation photos as taken: their logits, `Gallery.scores` and drugs
+                rows:int=5000, # at most this many are asked again from farther (a seeded draw)
+               )->dict: # top-1 of the validation photos from farther (`_val_top1`)
+    ("Into `g.meta`: the scale (`fit_scale`) and the two judges' weights (`_join_classifier`), fitted on the"
+     " validation photos as taken and again from farther (`farther`): the pills a tray or a phone photo shows.")
+    take = np.sort(np.random.default_rng(cfg.seed).permutation(len(d.val))[:rows])
+    f_emb, f_logits, f_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, take, device, dtype,
+                                        turns=query_turns(g.meta), far=True)
+    f_scores, T = g.scores(f_emb), float(ck.get('temperature') or 1.0)
+    logits, scores = torch.cat([val[0], f_logits]), torch.cat([val[1], f_scores])
+    truth, col = np.concatenate([val[2], d.val.k_code.values[f_pos]]), {k: i for i, k in enumerate(g.codes)}
+    g.meta['scale'] = fit_scale(scores, [col[k] for k in truth])
+    _join_classifier(cfg, g, ck, T, logits, scores, truth)
+    return _val_top1(g, ck, T, f_logits, f_scores, d.val.k_code.values[f_pos])
+
+
 # %% ../nbs/05b_infer.gallery.ipynb #b8d4f65a
 def _build_gallery(cfg, checkpoint:str)->tuple:
     "The gallery of a trained experiment and its report (`build_gallery` without the lock and the writing)."
@@ -514,14 +532,13 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     g = _trained_gallery(cfg, model, ck, path, d, device, dtype)
     asked = query_turns(g.meta)  # validation photos are asked as the predictor will ask
     v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype, turns=asked)
-    v_scores, col = g.scores(v_emb), {k: i for i, k in enumerate(g.codes)}
-    g.meta['scale'] = fit_scale(v_scores, [col[k] for k in d.val.k_code.values[v_pos]])
-    _join_classifier(cfg, g, ck, T, v_logits, v_scores, d.val.k_code.values[v_pos])
+    v_scores = g.scores(v_emb)
+    farther_val = _fit_judges(cfg, g, model, ck, d, device, dtype, (v_logits, v_scores, d.val.k_code.values[v_pos]))
     held, h_emb, h_logits, h_pos = _holdout_embedded(paths, model, d, device, dtype, asked)
     h_scores = g.scores(h_emb) if h_emb is not None else None
     report, phone, phone_best = _trained_threshold(cfg, g, model, ck, d, device, dtype, v_scores, h_scores, held, h_pos)
     _enrolled_threshold(cfg, g, model, d, device, dtype, report, phone, phone_best)
-    report.update(_val_top1(g, ck, T, v_logits, v_scores, d.val.k_code.values[v_pos]))
+    report.update(_val_top1(g, ck, T, v_logits, v_scores, d.val.k_code.values[v_pos]), farther_val=farther_val)
     if h_emb is not None:
         h_p_cls, h_rows = torch.as_tensor(softmax_t(h_logits.numpy(), T)), held.iloc[h_pos].reset_index(drop=True)
         report['enrolment'] = _enrolment_benchmark(g, h_emb, h_p_cls, h_rows, ck['k_codes'], cfg.seed)

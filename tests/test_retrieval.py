@@ -56,6 +56,10 @@ def test_training_builds_a_gallery_of_the_trained_drugs_measured_on_held_out_dru
     assert 0 <= report['auroc'] <= 1 and 0 <= report['far'] <= 1 and report['unknown'] == sum(map(len, held_out.values()))
     assert abs(report['tar'] - 0.95) <= 0.1 and -1 <= report['threshold'] <= 1
     assert set(report['enrolment']) <= {'1_shot', '5_shot'} and report['enrolment']['1_shot']['drugs'] == 2
+    # the scale and the two judges' weights were fitted on the validation photos as taken and from farther too
+    far = report['farther_val']
+    assert set(far) == {'val_top1_with_gallery', 'val_top1_classifier', 'val_top1_gallery_only'}, far
+    assert all(0 <= v <= 1 for v in far.values()) and report['scale'] == g.meta['scale'] > 0
     listed = cli('gallery', '--exp', exp)[1]
     assert '10 drugs' in listed and '(no enrolled drugs)' in listed
 
