@@ -39,6 +39,7 @@ def _data_step(exp)->dict:
     (paths.reports/'synth_summary.json').write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     sheet = paths.reports/'contact_sheet.png'
     contact_sheet(cfg.data.root, sheet, n=cfg.synth.sheet_classes)
+    _fresh_gallery(paths, log)
     prepared = prepare(exp, force=True)  # the demo remakes its own experiment
     log.info('experiment data\n' + split_table(json.loads(Path(prepared['summary']).read_text())).to_string())
     return {'dataset': cfg.data.root,
@@ -48,6 +49,18 @@ def _data_step(exp)->dict:
             'yolo data': prepared['yolo'],
             'crop cache': prepared['cache'],
             'data summary': prepared['summary']}
+
+# %% ../nbs/08a_run.demo.ipynb #e7a1c3d5
+def _fresh_gallery(paths, log):
+    "An earlier demo's gallery in this experiment removed, with what it enrolled; said when there was one."
+    import shutil
+    if not paths.retrieval.exists(): return
+    drugs = sorted(x.name for x in (paths.retrieval/'enrolled').glob('*') if x.is_dir())
+    shutil.rmtree(paths.retrieval)
+    log.info(f"an earlier demo's gallery removed from {paths.retrieval}"
+             + (f" with its enrolled drugs ({', '.join(drugs)})" if drugs else '')
+             + ': the demo remakes its experiment (enrol drugs of your own in an experiment of your own)')
+
 
 # %% ../nbs/08a_run.demo.ipynb #2e924167
 def _classifier_step(exp)->tuple:
