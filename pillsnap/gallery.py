@@ -505,7 +505,7 @@ def _join_classifier(cfg, g:Gallery, ck:dict, T:float, v_logits:torch.Tensor, v_
 # %% ../nbs/05b_infer.gallery.ipynb #e7f1a2c4
 def _fit_judges(cfg, g:Gallery, model, ck:dict, d, device, dtype,
                 val:tuple, # the validation photos as taken: their logits, `Gallery.scores` and drugs
-                rows:int=5000, # at most this many are asked again from farther (a seeded draw)
+                rows:int=5000, # at most this many of each set fit them, those asked again from farther among them
                )->dict: # top-1 of the validation photos from farther (`_val_top1`)
     ("Into `g.meta`: the scale (`fit_scale`) and the two judges' weights (`_join_classifier`), fitted on the"
      " validation photos as taken and again from farther (`farther`): the pills a tray or a phone photo shows.")
@@ -513,8 +513,9 @@ def _fit_judges(cfg, g:Gallery, model, ck:dict, d, device, dtype,
     f_emb, f_logits, f_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, take, device, dtype,
                                         turns=query_turns(g.meta), far=True)
     f_scores, T = g.scores(f_emb), float(ck.get('temperature') or 1.0)
-    logits, scores = torch.cat([val[0], f_logits]), torch.cat([val[1], f_scores])
-    truth, col = np.concatenate([val[2], d.val.k_code.values[f_pos]]), {k: i for i, k in enumerate(g.codes)}
+    near = np.sort(np.random.default_rng(cfg.seed).permutation(len(val[1]))[:rows])  # the release's: megabytes
+    logits, scores = torch.cat([val[0][near], f_logits]), torch.cat([val[1][near], f_scores])
+    truth, col = np.concatenate([val[2][near], d.val.k_code.values[f_pos]]), {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(scores, [col[k] for k in truth])
     _join_classifier(cfg, g, ck, T, logits, scores, truth)
     return _val_top1(g, ck, T, f_logits, f_scores, d.val.k_code.values[f_pos])
