@@ -504,18 +504,19 @@ def _join_classifier(cfg, g:Gallery, ck:dict, T:float, v_logits:torch.Tensor, v_
 
 # %% ../nbs/05b_infer.gallery.ipynb #e7f1a2c4
 def _fit_judges(cfg, g:Gallery, model, ck:dict, d, device, dtype,
-                val:tuple, # the validation photos as taken: their logits, `Gallery.scores` and drugs
-                rows:int=5000, # at most this many of each set fit them, those asked again from farther among them
+                val:tuple, # the validation photos as taken: their positions in `d.val`, logits, `Gallery.scores`
+                rows:int=5000, # at most this many of them fit (a seeded draw), each as taken and from farther
                )->dict: # top-1 of the validation photos from farther (`_val_top1`)
     ("Into `g.meta`: the scale (`fit_scale`) and the two judges' weights (`_join_classifier`), fitted on the"
      " validation photos as taken and again from farther (`farther`): the pills a tray or a phone photo shows.")
-    take = np.sort(np.random.default_rng(cfg.seed).permutation(len(d.val))[:rows])
-    f_emb, f_logits, f_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, take, device, dtype,
+    pos, v_logits, v_scores = val
+    near = np.sort(np.random.default_rng(cfg.seed).permutation(len(pos))[:rows])  # the release's: megabytes
+    f_emb, f_logits, f_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, pos[near], device, dtype,
                                         turns=query_turns(g.meta), far=True)
     f_scores, T = g.scores(f_emb), float(ck.get('temperature') or 1.0)
-    near = np.sort(np.random.default_rng(cfg.seed).permutation(len(val[1]))[:rows])  # the release's: megabytes
-    logits, scores = torch.cat([val[0][near], f_logits]), torch.cat([val[1][near], f_scores])
-    truth, col = np.concatenate([val[2][near], d.val.k_code.values[f_pos]]), {k: i for i, k in enumerate(g.codes)}
+    logits, scores = torch.cat([v_logits[near], f_logits]), torch.cat([v_scores[near], f_scores])
+    truth = np.concatenate([d.val.k_code.values[pos[near]], d.val.k_code.values[f_pos]])
+    col = {k: i for i, k in enumerate(g.codes)}
     g.meta['scale'] = fit_scale(scores, [col[k] for k in truth])
     _join_classifier(cfg, g, ck, T, logits, scores, truth)
     return _val_top1(g, ck, T, f_logits, f_scores, d.val.k_code.values[f_pos])
@@ -534,7 +535,7 @@ def _build_gallery(cfg, checkpoint:str)->tuple:
     asked = query_turns(g.meta)  # validation photos are asked as the predictor will ask
     v_emb, v_logits, v_pos = embed_rows(model, d.val, d.root, d.pre, d.val_cache, None, device, dtype, turns=asked)
     v_scores = g.scores(v_emb)
-    farther_val = _fit_judges(cfg, g, model, ck, d, device, dtype, (v_logits, v_scores, d.val.k_code.values[v_pos]))
+    farther_val = _fit_judges(cfg, g, model, ck, d, device, dtype, (v_pos, v_logits, v_scores))
     held, h_emb, h_logits, h_pos = _holdout_embedded(paths, model, d, device, dtype, asked)
     h_scores = g.scores(h_emb) if h_emb is not None else None
     report, phone, phone_best = _trained_threshold(cfg, g, model, ck, d, device, dtype, v_scores, h_scores, held, h_pos)
