@@ -13,31 +13,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pillsnap.config import Experiment          # noqa: E402
-from pillsnap.metrics import box_iou            # noqa: E402
+from pillsnap.metrics import box_iou, match_boxes  # noqa: E402
 from pillsnap.pipeline import Counter           # noqa: E402
-
-
-def labelled(lab:Path, W:int, H:int)->list:
-    "A YOLO label file's boxes as xyxy pixels."
-    rows = [list(map(float, l.split()[1:5])) for l in lab.read_text().splitlines() if l.strip()]
-    return [[(x - w / 2) * W, (y - h / 2) * H, (x + w / 2) * W, (y + h / 2) * H] for x, y, w, h in rows]
+from pillsnap.sources import label_boxes        # noqa: E402
 
 
 def pills_of(counter:Counter, img:Path, lab:Path)->list:
     "One row per labelled pill of a photo: its size, the photo's pills, touching, found."
     im = Image.open(img).convert('RGB'); W, H = im.size
-    gt = labelled(lab, W, H)
-    if not gt: return []
+    gt = label_boxes(lab, W, H)
+    if not len(gt): return []
     boxes, hit = counter.count_batch([im])[0]['boxes'], np.zeros(len(gt), bool)
-    if boxes:
-        iou = box_iou(boxes, gt); r, c = linear_sum_assignment(-iou)
-        hit[c[iou[r, c] >= 0.5]] = True
+    hit[[t for _, t in match_boxes(boxes, gt)]] = True
     near = box_iou(gt, gt); np.fill_diagonal(near, 0)
     return [dict(photo=img.name, n=len(gt), found=len(boxes), side=max(b[2] - b[0], b[3] - b[1]) / max(W, H),
                  touch=bool(near[k].any()), hit=bool(hit[k])) for k, b in enumerate(gt)]
