@@ -3,6 +3,7 @@
     python tools/gpu_check.py --out work/gpu-check            (make gpu-check; ~11 minutes on one H100, estimated)
     python tools/gpu_check.py --out /tmp/gc --tiny            (the same steps with tiny models: checks the tool on a CPU)
     python tools/gpu_check.py --out work/gpu-check --steps auto_batch,oom_ladder   (some steps; added to OUT's report)
+    python tools/gpu_check.py --out work/gpu-check --throughput-batches 1,8,32 --throughput-runs 30   (ONNX Runtime on a CPU)
 
 Every step trains in one experiment, prepared once (the crop cache and YOLO tree are built a single time), with the
 loader's workers fixed at min(cores, 8) on a GPU (autotuning them costs ~35 s a run); the compiled run, the slowest
@@ -58,6 +59,10 @@ def main(argv=None):
     ap.add_argument('--steps', default=','.join(STEPS), help=f'comma-separated steps to run in this order, of: {", ".join(STEPS)}')
     ap.add_argument('--per-class', type=int, default=None, help='synthetic photos per drug (40 drugs; default 40, tiny 8)')
     ap.add_argument('--combos', type=int, default=None, help='synthetic combination photos (default 200, tiny 12)')
+    ap.add_argument('--throughput-batches', default=None,
+                    help='batches of the serving throughput bench, comma-separated (default 1,8,32,128; tiny 1,8): '
+                         'fewer where ONNX Runtime has only the CPU, whose batch 128 takes minutes')
+    ap.add_argument('--throughput-runs', type=int, default=None, help='timed calls per batch there (default 200, tiny 20)')
     a = ap.parse_args(argv)
     from pillsnap.classifier import train_classifier
     from pillsnap.config import load_config, save_config, setup_logging
@@ -136,9 +141,11 @@ def main(argv=None):
     def serving():
         from pillsnap.export import export_experiment
         if not (exp/'classifier'/'best.pt').exists(): raise RuntimeError('no classifier to serve: run classifier_eager first')
-        batches = [1, 8] if a.tiny else [1, 8, 32, 128]  # serving throughput: the classifier's crops a second per batch
+        batches = ([int(b) for b in a.throughput_batches.split(',')] if a.throughput_batches
+                   else [1, 8] if a.tiny else [1, 8, 32, 128])  # serving throughput: the classifier's crops a second per batch
+        runs = a.throughput_runs or (20 if a.tiny else 200)
         export_experiment(load_config([*base, 'export.bench=true', f'export.bench_batches={batches}',
-                                       f"export.bench_runs={20 if a.tiny else 200}", 'export.bench_warmup=20']))
+                                       f"export.bench_runs={runs}", f'export.bench_warmup={min(20, runs)}']))
         bench = json.loads((exp/'export'/'bench.json').read_text())
         report['serving_throughput'] = {k: m.get('throughput') for k, m in bench['classifier']['models'].items()}
         rows = {}
