@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pillsnap-installed
 
-.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-phone-gpu det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
+.PHONY: install demo bench-cls bench-det bench-pipeline bench-wild bench-phone bench-phone-gpu det-start bench-real bench-retrieval bench-prepare bench-report rehearse gpu-check gpu-wheels install-gpu bench-cpu bench-int8 bench-ocr soak test test-fast browser lab docs readme house clean-work
 
 # Reinstalls only when pyproject.toml changes (or the venv is missing). `make install GPU=1` puts ONNX Runtime's CUDA build
 # (onnxruntime-gpu) in place of the CPU one and remembers it ($(VENV)/.pillsnap-gpu): every later `make install` keeps it,
@@ -138,6 +138,18 @@ rehearse: install
 # out-of-memory ladder, YOLO11m training, serving p50/p95 per backend; JSON and the README's rows (nbs/90_benchmarks.ipynb).
 gpu-check: install
 	$(BIN)/python tools/gpu_check.py --out work/gpu-check
+
+# For a GPU machine without internet whose Python (3.12, x86-64) already holds PyTorch, timm, ONNX, OpenCV and scikit-learn,
+# as lent GPU machines here do: the wheels gpu-check imports beyond those, at this venv's versions, into .whl/ (~40 MB;
+# polars 1.9, one 33 MB wheel: ultralytics' trainer reads its results with it). There: `pip install --no-index --no-deps
+# --target DIR .whl/*.whl`, DIR first on PYTHONPATH, the checkout second (nbs/95_log, 2026-11-30: the list found on one H200).
+GPU_WHEELS := beartype defusedxml fastai fastcore fastdownload fastprogress fasttransform httpcore2 httpx2 itsdangerous \
+  pillow_heif plum-dispatch python-fasthtml python-multipart sniffio starlette ultralytics ultralytics-thop
+gpu-wheels: install
+	@mkdir -p .whl && $(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$(for p in $(GPU_WHEELS); do echo "$$p==$$($(BIN)/python -m pip show $$p | sed -n 's/^Version: //p')"; done) polars==1.9.0
+	@ls .whl
 
 # ONNX Runtime's CUDA (and TensorRT, where installed) provider for `serve --backend onnx` and the export's parity check on a GPU:
 # the same as `make install GPU=1` (kept across reinstalls), then the providers it offers.

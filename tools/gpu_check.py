@@ -8,7 +8,8 @@
 Every step trains in one experiment, prepared once (the crop cache and YOLO tree are built a single time), with the
 loader's workers fixed at min(cores, 8) on a GPU (autotuning them costs ~35 s a run); the compiled run, the slowest
 (~4 minutes on one H100, most of it compiling), comes last, so a run cut off keeps every other row. The estimate
-adds the steps' times measured on one H100 (2026-11-26), auto batch and serving guessed at 1 and 2 minutes; where a
+adds the steps' times measured on one H100 (2026-11-26), auto batch and serving guessed at 1 and 2 minutes (on one H200,
+2026-11-30, serving's export took 113 s and its bench 51 s; a machine without internet: `make gpu-wheels`); where a
 command may run 10 minutes at most, run it as two: `--steps classifier_eager,gpu_resident_tensors,auto_batch,
 oom_ladder,detector_training` and then `--steps serving_latency_ms,classifier_compiled` with the same --out.
 
@@ -144,7 +145,8 @@ def main(argv=None):
         batches = ([int(b) for b in a.throughput_batches.split(',')] if a.throughput_batches
                    else [1, 8] if a.tiny else [1, 8, 32, 128])  # serving throughput: the classifier's crops a second per batch
         runs = a.throughput_runs or (20 if a.tiny else 200)
-        export_experiment(load_config([*base, 'export.bench=true', f'export.bench_batches={batches}',
+        # INT8 is the CPU's format (tools/bench_int8.py): on one H200 its calibration and parity took ~95 of the export's 113 s
+        export_experiment(load_config([*base, 'export.bench=true', f'export.bench_batches={batches}', f'export.int8={not cuda}',
                                        f"export.bench_runs={runs}", f'export.bench_warmup={min(20, runs)}']))
         bench = json.loads((exp/'export'/'bench.json').read_text())
         report['serving_throughput'] = {k: m.get('throughput') for k, m in bench['classifier']['models'].items()}
