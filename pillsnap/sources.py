@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SOURCE_FORMATS', 'IMAGE_SUFFIXES', 'YOLO_IMAGE_TYPES', 'REAL_SET_KEYS', 'source_group', 'source_drug', 'yolo_boxes',
-           'yolo_source', 'folder_source', 'index_sources', 'example_sources', 'read_data_yaml', 'detector_data',
-           'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows', 'real_pills']
+           'yolo_source', 'folder_source', 'reference_split', 'index_sources', 'example_sources', 'read_data_yaml',
+           'detector_data', 'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows', 'real_pills']
 
 # %% ../nbs/02a_data.sources.ipynb #3ff512d0
 import os, re, stat, sys
@@ -194,6 +194,42 @@ def folder_source(root:str|Path, # ROOT/{ID}/*.jpg
                              width=size[0], height=size[1],
                              **{k: None for k in CAPTURE_FIELDS}, group=f'{name}:{f.name}/{source_group(img.name)}'))
     return rows, drugs, problems
+
+# %% ../nbs/02a_data.sources.ipynb #c4a8f2e6
+def _products(src:Path)->dict:
+    "A reference set's photos by product (the file name up to its first underscore): SRC/images/*, else SRC/*."
+    folder = src/'images' if (src/'images').is_dir() else src
+    photos = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(HIDDEN))
+    if not photos: raise ConfigError(f'{folder} holds no photos ({", ".join(IMAGE_SUFFIXES)})')
+    by = {}
+    for f in photos: by.setdefault(f.name.split('_')[0], []).append(f)
+    return by
+
+
+# %% ../nbs/02a_data.sources.ipynb #e2b6c1f9
+def reference_split(src:str|Path, # a reference set: SRC/images/{product}_*.jpg (or the photos directly in SRC)
+                    out:str|Path, # written: OUT/train/{product}/*.jpg and OUT/never-seen/images/*.jpg
+                    share:float=0.5, # of the products to train on; the rest are never seen
+                    most:int|None=None, # train on at most this many products (a seeded sample of that share)
+                    seed:int=0,
+                   )->dict: # products and photos on each side, and the two settings to use them
+    "Split a reference set's products into class folders to train on and a never-seen set to judge, by a seeded hash."
+    import hashlib, shutil
+    if not 0 < share < 1: raise ConfigError(f'share: the part of the products to train on, in (0, 1); got {share}')
+    src, out = Path(src), Path(out); by = _products(src)
+    rank = lambda p: int(hashlib.sha256(f'{seed}:{p}'.encode()).hexdigest(), 16) / 2**256  # the product's place
+    train = sorted((p for p in by if rank(p) < share), key=rank)[:most]
+    sides = {'train': {p: out/'train'/p for p in train},
+             'never-seen': {p: out/'never-seen'/'images' for p in by if rank(p) >= share}}
+    for sub, where in sides.items():
+        if (out/sub).exists(): shutil.rmtree(out/sub)  # a split made again replaces the last, never mixes with it
+        for p, d in where.items():
+            d.mkdir(parents=True, exist_ok=True)
+            for f in by[p]: shutil.copyfile(f, d/f.name)
+    n = {k: (len(v), sum(len(by[p]) for p in v)) for k, v in sides.items()}
+    return dict(train_products=n['train'][0], train_photos=n['train'][1], never_seen_products=n['never-seen'][0],
+                never_seen_photos=n['never-seen'][1], source=f"{{path: {out/'train'}, format: folders}}",
+                real_set=f"{{path: {out/'never-seen'}, never_seen: true}}")
 
 # %% ../nbs/02a_data.sources.ipynb #d18968a6
 _READERS = {'yolo': yolo_source, 'folders': folder_source}
