@@ -308,7 +308,8 @@ def _checkpoint_meta(cfg, # resolved settings
     config = _plain(cfg)  # the numbers it is fed, never `auto`: read as trained whatever timm later records
     config['classifier'].update(mean=list(pre.mean), std=list(pre.std))
     return dict(model_name=cfg.classifier.model, n_classes=len(d.class_map), img_size=pre.img_size,
-                preprocess=pre.version, k_codes=d.k_codes, batch_size=bs, lr=lr, auto_batch=found,
+                preprocess=pre.version, k_codes=d.k_codes, teach_only=list(d.teach_only), batch_size=bs, lr=lr,
+                auto_batch=found,
                 num_workers=workers, config=config,
                 torch=str(torch.__version__), timm=str(timm.__version__), code=code_version())
 

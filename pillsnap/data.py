@@ -250,6 +250,7 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                   mix:float|None=None, # release photos' share of training when `data.sources` add real ones (None: all)
                   holdout_drugs:float=0, # drugs kept out of training (`holdout_count`): their photos are 'holdout'
                   only_classes:list|str|None=None, # `data.classes`: K-codes to train on (list or 'K-1,K-2'); None: all
+                  teach_only:list|None=None, # sources whose drugs train but never answer (`teaching_sources`)
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
@@ -257,16 +258,18 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df['subset'] = None
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
-    classes, held = _choose_classes(singles, combos, max_classes, seed, strata, combo_classes, holdout_drugs,
-                                    only_classes)
+    taught = (singles.code.str.startswith(tuple(f'{n}:' for n in teach_only)) if teach_only
+              else pd.Series(False, index=singles.index))
+    classes, held = _choose_classes(singles[~taught], combos, max_classes, seed, strata, combo_classes,
+                                    holdout_drugs, only_classes)
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
-    singles = singles[singles.code.isin(set(classes))]
-    _split_singles(df, singles, val_fraction, seed, max_samples)
+    _split_singles(df, singles[singles.code.isin(set(classes))], val_fraction, seed, max_samples)
     _split_combos(df, combos, val_fraction, seed, max_combos)
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
+    df.loc[singles.index[taught], 'subset'] = 'train'  # every photo of a drug that teaches, none to judge by
     if mix is not None: _mix(df, mix, seed)
-    return df, classes
+    return df, classes + sorted(set(singles.code[taught]))
 
 # %% ../nbs/02b_data.splits.ipynb #5bd24846
 def _groups(g:pd.DataFrame)->list:

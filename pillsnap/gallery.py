@@ -355,8 +355,9 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
                           embedding=embedding, query_turns=int(r.query_turns), whiten=kind,
                           cohort=int(r.cohort),
                           descriptor=dict(model.descriptor)))
+    taught = set(ck.get('teach_only') or ())  # drugs that taught the classifier: in the centre, never answers
     for (k, f), idx in rows.groupby(['k_code', 'face']).indices.items():
-        g.add(k, emb[idx], int(f), 'trained')
+        if k not in taught: g.add(k, emb[idx], int(f), 'trained')
     records = enrolled_records(paths.retrieval)
     for k, files in enrolled_crops(paths.root).items():
         raw, turns = _read_crops(files), r.enrol_turns

@@ -23,7 +23,7 @@ from .config import Experiment, ConfigError, exp_paths, get_logger, load_config
 from .io import file_sha256, read_json, read_parquet_lists, write_json, write_parquet, write_text
 from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset, wild_dataset
-from .sources import index_sources
+from .sources import index_sources, teaching_sources
 from .data import (MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest,
                            final_evaluation, hash_rank, load_manifest, pill_rows, read_arrow_lists, write_manifests)
 from .crops import CropCache, UnifiedPreprocessor, build_cache, cache_fits, preprocessor_from, rows_digest
@@ -138,6 +138,7 @@ def split_settings(cfg)->dict:
                 **({'combo_classes': True} if cfg.data.get('combo_crops') else {}),
                 **({'holdout_drugs': cfg.split.holdout_drugs} if cfg.split.get('holdout_drugs') else {}),
                 **({'only_classes': cfg.data.classes} if cfg.data.get('classes') else {}),
+                **({'teach_only': taught} if (taught := teaching_sources(cfg.data.get('sources'))) else {}),
                 # older splits.json stay valid
                 **({'max_combos': cfg.data.max_combos} if cfg.data.get('max_combos') is not None else {}))
 
@@ -498,6 +499,7 @@ class ClassifierData:
     val:pd.DataFrame # validation pills
     train_cache:CropCache|None=None # their crop caches (None: read the photos)
     val_cache:CropCache|None=None
+    teach_only:tuple=() # K-codes that train but never answer (`data.sources` with `answers: false`)
 
 # %% ../nbs/02e_data.prepare.ipynb #6d6f8dca
 def classifier_data(cfg, # resolved settings
@@ -512,8 +514,9 @@ def classifier_data(cfg, # resolved settings
         raise ConfigError(f"the experiment's data does not match the settings ({why}) — "
                           f"run 'pillsnap prepare --exp {paths.root}' again")
     pre, cmap = preprocessor_from(cfg), load_class_map(data_dir/'class_map.json')
-    out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap,
-               k_codes=[k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])])
+    k_codes, taught = [k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])], split_settings(cfg).get('teach_only')
+    out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap, k_codes=k_codes,
+               teach_only=tuple(k for k in k_codes if ':' in k and k.split(':')[0] in (taught or ())))
     for name in ('train', 'val'):
         rows = classifier_rows(load_manifest(data_dir, name), cfg)
         if not len(rows):

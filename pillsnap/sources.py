@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['SOURCE_FORMATS', 'IMAGE_SUFFIXES', 'YOLO_IMAGE_TYPES', 'REAL_SET_KEYS', 'source_group', 'source_drug', 'yolo_boxes',
-           'yolo_source', 'folder_source', 'reference_split', 'index_sources', 'example_sources', 'read_data_yaml',
-           'detector_data', 'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows', 'real_pills']
+           'yolo_source', 'folder_source', 'reference_split', 'teaching_sources', 'index_sources', 'example_sources',
+           'read_data_yaml', 'detector_data', 'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows',
+           'real_pills']
 
 # %% ../nbs/02a_data.sources.ipynb #3ff512d0
 import os, re, stat, sys
@@ -257,12 +258,22 @@ def _source_entry(i:int, s, seen:set)->tuple:
         raise ConfigError(f'data.sources[{i}].name {name!r} is taken or has a colon '
                           '— give each source its own name')
     opts = {'allow_outside': s['allow_outside']} if 'allow_outside' in s else {}
-    if opts and not isinstance(opts['allow_outside'], bool):
-        raise ConfigError(f'data.sources[{i}].allow_outside is true or false; got {s!r}')
+    for key in ('allow_outside', 'answers'):
+        if key in s and not isinstance(s[key], bool):
+            raise ConfigError(f'data.sources[{i}].{key} is true or false; got {s!r}')
+    if s.get('answers') is False and fmt != 'folders':
+        raise ConfigError(f'data.sources[{i}].answers: false is for class-folder sources (format: folders), whose '
+                          f'photos show one pill each; {name} is {fmt}')
     return fmt, path, name, opts
 
+def teaching_sources(sources:list, # `data.sources`
+                    )->list: # their names, in order
+    "The names of the sources whose drugs the classifier learns from but never answers (`answers: false`)."
+    return [str(s.get('name') or Path(s['path']).name) for s in sources or []
+            if isinstance(s, dict) and s.get('path') and s.get('answers') is False]
+
 # %% ../nbs/02a_data.sources.ipynb #562a7c61
-def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside: false}]
+def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, name, allow_outside, answers}]
                  )->tuple: # (index DataFrame with INDEX_COLUMNS + group, {code: record}, report)
     "Index every configured source; a clear error for a setting that cannot work."
     log, rows, drugs, report = get_logger('sources'), [], {}, {}
@@ -274,7 +285,7 @@ def index_sources(sources:list, # `data.sources`: [{path, format: yolo|folders, 
         rows += r; drugs.update(d)
         report[name] = dict(path=str(path.resolve()), format=fmt, photos=len(r),
                             pills=sum(len(x['k_codes']) for x in r), drugs=len(d),
-                            splits=dict(Counter(x['split'] for x in r)),
+                            splits=dict(Counter(x['split'] for x in r)), answers=s.get('answers', True),
                             left_out={k: len(v) for k, v in problems.items()},
                             left_out_paths={k: v[:20] for k, v in problems.items()})
         log.info(f"source {name}: {len(r)} photos, {report[name]['pills']} pills of {len(d)} drugs from {path}" +
