@@ -254,12 +254,10 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
                  )->tuple: # (index with a 'subset' column, chosen K-codes)
     "Split AI Hub 'train' into train/val (stratified, grouped) and make AI Hub 'val' the test set."
     if not 0 < val_fraction < 1: raise ConfigError(f'split.val_fraction must be between 0 and 1 (got {val_fraction})')
-    df = index.copy()  # file names are taken per drug where needed: 2.6 M of them at once are a quarter gigabyte
-    df['subset'] = None
+    df = index.assign(subset=None)  # file names are taken per drug where needed: 2.6 M at once are a quarter gigabyte
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
-    taught = (singles.code.str.startswith(tuple(f'{n}:' for n in teach_only)) if teach_only
-              else pd.Series(False, index=singles.index))
+    taught = singles.code.str.startswith(tuple(f'{n}:' for n in teach_only or ()))  # no source: none
     classes, held = _choose_classes(singles[~taught], combos, max_classes, seed, strata, combo_classes,
                                     holdout_drugs, only_classes)
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'

@@ -75,20 +75,14 @@ class PillClassifier(nn.Module):
         self.descriptor = dict(POOLED)  # how `embed_logits` describes a crop without an embed layer (`descriptor`)
         self.register_buffer('unanswered', None, persistent=False)  # classes it never answers (`silence`)
     def forward(self, x:torch.Tensor)->torch.Tensor: return self.answers(self.backbone(self.augment(self.normalize(x))))
-    def answers(self, logits:torch.Tensor)->torch.Tensor:
-        "The logits, those of the classes it never answers (`silence`) at `NEVER`."
-        return logits if self.unanswered is None else logits.masked_fill(self.unanswered, NEVER)
 
-# %% ../nbs/03a_model.ipynb #65a1d83e
-@patch
-def pooled_logits(self:PillClassifier, x:torch.Tensor)->tuple:
-    "(logits, the pooled features the head reads, float32), and the input and feature map they came from."
-    x = self.augment(self.normalize(x))
-    f = self.backbone.forward_features(x)
-    p = self.backbone.forward_head(f, pre_logits=True)
-    return self.answers(self.backbone.get_classifier()(p)), p.float(), x, f
-
+# %% ../nbs/03a_model.ipynb #d6b2f0a1
 NEVER = -1e4  # the logit of a class never answered: no probability after any softmax, and finite in float16
+
+@patch
+def answers(self:PillClassifier, logits:torch.Tensor)->torch.Tensor:
+    "The logits, those of the classes it never answers (`silence`) at `NEVER`."
+    return logits if self.unanswered is None else logits.masked_fill(self.unanswered, NEVER)
 
 @patch
 def silence(self:PillClassifier, classes:list, # class indices the model learnt from but never answers
@@ -98,6 +92,15 @@ def silence(self:PillClassifier, classes:list, # class indices the model learnt 
     mask[list(classes)] = True
     self.unanswered = mask.to(next(self.parameters()).device) if mask.any() else None
     return self
+
+# %% ../nbs/03a_model.ipynb #65a1d83e
+@patch
+def pooled_logits(self:PillClassifier, x:torch.Tensor)->tuple:
+    "(logits, the pooled features the head reads, float32), and the input and feature map they came from."
+    x = self.augment(self.normalize(x))
+    f = self.backbone.forward_features(x)
+    p = self.backbone.forward_head(f, pre_logits=True)
+    return self.answers(self.backbone.get_classifier()(p)), p.float(), x, f
 
 @patch
 def features_logits(self:PillClassifier, x:torch.Tensor,

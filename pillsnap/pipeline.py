@@ -212,6 +212,7 @@ def _take_classes(self:Predictor, checkpoint:dict, drug_table:DrugTable, cfg):
     ("Its classes (and the drug table by them) and how sure an answer is: the checkpoint's calibration and sets,"
      " the floor.")
     self.ck, self.cfg, self.k_codes = checkpoint, cfg, list(checkpoint['k_codes'])
+    self.taught = set(checkpoint.get('teach_only') or ())  # drugs that taught the classifier: never a candidate
     # the calibration of `06_judge.evaluate` (1: none)
     self.temperature = float(checkpoint.get('temperature') or 1.0)
     # candidate sets of `06_judge.evaluate` (None: none)
@@ -359,6 +360,15 @@ def detect(self:Counter, images:list,
     frames = [(im.shape[1], im.shape[0]) if hasattr(im, 'shape') else im.size for im in images]
     return [(b[k], s[k], b[reading.missed(b, s, k, conf, f)]) for (b, s, k, _), f in zip(out, frames)]
 
+# %% ../nbs/05f_infer.pipeline.ipynb #c5a1e9f0
+@patch
+def _answerable(self:Predictor, codes:list, p:torch.Tensor)->tuple:
+    ("(codes, p) without the drugs that taught the classifier and are never answers: their probabilities are 0"
+     " (`silence`), and they are no candidate either, whatever `top_k` asks.")
+    if not self.taught: return codes, p
+    keep = [j for j, k in enumerate(codes) if k not in self.taught]
+    return [codes[j] for j in keep], p[:, keep]
+
 # %% ../nbs/05f_infer.pipeline.ipynb #7010d0d9
 @patch
 @torch.inference_mode()
@@ -385,7 +395,8 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
                              float(pc.ocr_weight), int(pc.ocr_top))
         ps.append(p)
-    return codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)), torch.cat(cos) if cos else None
+    codes, p = self._answerable(codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)))
+    return codes, p, torch.cat(cos) if cos else None
 
 # %% ../nbs/05f_infer.pipeline.ipynb #518aff1d
 @patch

@@ -58,6 +58,7 @@ def _classifier_meta(model:torch.nn.Module, # the classifier, as exported
     c = ck['config']['classifier']
     return dict(
         pillsnap_format=ONNX_FORMAT, model_name=ck['model_name'], k_codes=list(ck['k_codes']),
+        teach_only=list(ck.get('teach_only') or ()),  # classes it learnt from but never answers (`silence`)
         preprocess=ck['preprocess'], img_size=c['img_size'], crop_padding=c['crop_padding'], clahe=c['clahe'],
         background=c.get('background') or 'keep', mean=list(pre.mean), std=list(pre.std),  # the pixels, as trained
         interpolation=pre.interpolation,
@@ -167,7 +168,8 @@ def features_id(self:OnnxClassifier)->str|None:
 def checkpoint(self:OnnxClassifier)->dict:
     "What the predictor reads from a checkpoint: classes, preprocessing, model name."
     m = self.meta
-    return dict(k_codes=m['k_codes'], model_name=m['model_name'], preprocess=m['preprocess'], epoch=m.get('epoch'),
+    return dict(k_codes=m['k_codes'], teach_only=m.get('teach_only') or [], model_name=m['model_name'],
+                preprocess=m['preprocess'], epoch=m.get('epoch'),
                 temperature=float(m.get('temperature', 1.0)), conformal=m.get('conformal'),
                 config=dict(classifier=dict(img_size=m['img_size'], crop_padding=m['crop_padding'],
                                             clahe=m['clahe'], background=m.get('background'),  # older files: kept

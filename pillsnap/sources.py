@@ -229,7 +229,8 @@ def reference_split(src:str|Path, # a reference set: SRC/images/{product}_*.jpg 
             for f in by[p]: shutil.copyfile(f, d/f.name)
     n = {k: (len(v), sum(len(by[p]) for p in v)) for k, v in sides.items()}
     return dict(train_products=n['train'][0], train_photos=n['train'][1], never_seen_products=n['never-seen'][0],
-                never_seen_photos=n['never-seen'][1], source=f"{{path: {out/'train'}, format: folders}}",
+                never_seen_photos=n['never-seen'][1],
+                source=f"{{path: {out/'train'}, format: folders, name: {out.name}, answers: false}}",
                 real_set=f"{{path: {out/'never-seen'}, never_seen: true}}")
 
 # %% ../nbs/02a_data.sources.ipynb #d18968a6

@@ -484,3 +484,18 @@ def test_real_end_to_end_chooses_the_threshold_on_the_sets_training_photos(exp, 
     single = json.loads(r.stdout[r.stdout.index('\n{') + 1:])['single']
     assert single['photos'] == 2 * 4 * 2 and 0 <= single['known_called_unknown'] <= 1
     assert (Path(exp)/'retrieval'/'gallery.json').read_bytes() == before
+
+
+def test_a_source_that_teaches_is_learnt_but_never_answered(tiny_root, tmp_path):
+    ("data.sources with answers: false: its drugs train the classifier on every photo, and neither the served model nor"
+     " the gallery ever names them, however many candidates are asked for.")
+    from pillsnap.model import load_checkpoint
+    from pillsnap.retrieval import load_gallery
+    ref, e = _phone_folders(tmp_path/'ref', photos=3), tmp_path/'exp'
+    cli('prepare', '--root', tiny_root, '--exp', e, *SETTINGS, f'data.sources=[{{path: {ref}, format: folders, name: ref, answers: false}}]')
+    cli('train-cls', '--exp', e, '--no-notebook')
+    ck, taught = load_checkpoint(e/'classifier'/'best.pt'), {f'ref:{p}' for p in ('advil', 'tylenol', 'midol', 'altoid')}
+    assert set(ck['teach_only']) == taught and taught <= set(ck['k_codes']) and len(ck['k_codes']) == 10 + 4
+    assert not taught & set(load_gallery(e/'retrieval').codes)  # no prototype: the gallery cannot name them either
+    pill = predict_json(e, str(sorted((ref/'advil').iterdir())[0]), '--top-k', '100')['pills'][0]  # a taught drug's photo
+    assert len(pill['candidates']) == 10 and not taught & {c['k_code'] for c in pill['candidates']}

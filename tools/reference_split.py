@@ -2,9 +2,10 @@
 
     python tools/reference_split.py ../shared/realdata/c3pi-reference work/realdata/c3pi --most 1000
 
-Then train with the first half as a class-folder source and judge "unknown" on the other (the lines it prints):
+Then train with the first half as a class-folder source that teaches without answering, and judge "unknown" on the
+other (the lines it prints):
 
-    pillsnap demo --classifier-only "data.sources=[{path: work/realdata/c3pi/train, format: folders, name: c3pi}]"
+    pillsnap demo --classifier-only "data.sources=[{path: work/realdata/c3pi/train, format: folders, name: c3pi, answers: false}]"
     pillsnap evaluate --exp work/exp/demo --what pipeline "eval.real_sets=[{path: work/realdata/c3pi/never-seen, never_seen: true}]"
 """
 import argparse, json, sys
