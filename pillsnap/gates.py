@@ -234,7 +234,8 @@ def gpu_speed(path:str|Path, # `make gpu-check`'s report (work/gpu-check/gpu_che
 
 # %% ../nbs/06a_judge.gates.ipynb #abb24d86
 def _classifier_measurements(paths, c:dict, cls_file:Path, put):
-    "The classifier's numbers (accuracy, macro F1, top-5, samples, weakest class, class coverage) into `put`."
+    ("The classifier's numbers (accuracy, macro F1, top-5, samples, weakest class, class coverage: of the drugs it"
+     " answers, not those that only taught it) into `put`.")
     for name, key in (('classification_accuracy', 'top1'), ('classification_macro_f1', 'macro_f1'),
                       ('classification_top5', 'top5'), ('n_eval_samples', 'images')):
         put(name, c.get(key), cls_file)
@@ -243,7 +244,8 @@ def _classifier_measurements(paths, c:dict, cls_file:Path, put):
     pc = cls_file.parent/'per_class.csv'
     if pc.is_file():
         put('per_class_min_f1', float(pd.read_csv(pc).f1.min()), pc)
-    n_classes = len(_read(paths.data/'class_map.json'))
+    taught = set((_read(paths.data/'splits.json').get('settings') or {}).get('teach_only') or ())  # never answers
+    n_classes = sum(k.split(':')[0] not in taught for k in _read(paths.data/'class_map.json'))
     if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
 
 # %% ../nbs/06a_judge.gates.ipynb #8a99f2cf

@@ -499,3 +499,6 @@ def test_a_source_that_teaches_is_learnt_but_never_answered(tiny_root, tmp_path)
     assert not taught & set(load_gallery(e/'retrieval').codes)  # no prototype: the gallery cannot name them either
     pill = predict_json(e, str(sorted((ref/'advil').iterdir())[0]), '--top-k', '100')['pills'][0]  # a taught drug's photo
     assert len(pill['candidates']) == 10 and not taught & {c['k_code'] for c in pill['candidates']}
+    from pillsnap.gates import measurements  # the gate's class coverage counts the drugs it answers
+    validated = json.loads((e/'classifier'/'metrics.json').read_text())['classes']
+    assert measurements(e)[0]['class_coverage'] == round(validated / 10, 4) > 0.5
