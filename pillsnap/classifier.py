@@ -19,6 +19,7 @@ import torch
 from fastcore.xtras import obj2dict
 from sklearn.metrics import confusion_matrix
 from torch import nn
+from torch.utils.data import WeightedRandomSampler
 
 # %% ../nbs/04a_train.classifier.ipynb #6b4a7153
 from .aihub import DrugTable
@@ -29,8 +30,8 @@ from .schema import face_codes
 from .data import capped_rows
 from .pretrained import resolve_start
 from .loaders import (PillDataset, autotune_num_workers, class_weights, eval_transforms, hard_case_weights,
-                              make_loader, make_loaders, PKSampler, ShardSampler, read_hard_cases, train_transforms,
-                              weighted_sampler)
+                              make_loader, make_loaders, PKSampler, ShardSampler, read_hard_cases, teaching_draws,
+                              TeachingSampler, train_transforms, weighted_sampler)
 from .prepare import ClassifierData, classifier_data
 from .model import (build_classifier, PillClassifier, check_checkpoint, create_backbone, find_checkpoint,
                             load_checkpoint, eval_batch, load_classifier, predict_logits, save_checkpoint, softmax_t)
@@ -158,6 +159,26 @@ def _loader_workers(cfg, # resolved settings
     return int(workers)
 
 # %% ../nbs/04a_train.classifier.ipynb #7757b613
+def _teaching_capped(cfg, # resolved settings
+                     d:ClassifierData, # from `classifier_data`
+                     sampler, # what `_train_sampler` chose: None (shuffled), weighted or P×K
+                    ):
+    "The sampler, with the photos of drugs that only teach kept to `loader.teach_share` of each epoch."
+    labels, share = d.train.class_index.values, cfg.loader.get('teach_share')
+    teach = np.isin(labels, [d.class_map[k] for k in d.teach_only])
+    n_teach, n_answer = int(teach.sum()), int((~teach).sum())
+    if (n := teaching_draws(n_answer, n_teach, share)) >= n_teach: return sampler
+    if isinstance(sampler, PKSampler):
+        raise ConfigError(f'loader.pk_per_class draws every drug each epoch, and loader.teach_share={share} draws {n} '
+                          f'of the {n_teach} teaching photos — set loader.teach_share: 1 or loader.pk_per_class: 0')
+    get_logger('classifier').info(f'{n} of the {n_teach} photos of drugs that only teach drawn afresh each epoch, '
+                                  f'beside {n_answer} (loader.teach_share={share})')
+    if sampler is None: return TeachingSampler(teach, n, cfg.seed)
+    w, f = sampler.weights.clone(), n / (n_answer + n)  # weighted: the teaching photos' mass cut to their share
+    if (mt := w[teach].sum()) / (w.sum()) > f: w[teach] *= f / (1 - f) * w[~teach].sum() / mt
+    return WeightedRandomSampler(w, n_answer + n, replacement=True, generator=sampler.generator)
+
+# %% ../nbs/04a_train.classifier.ipynb #8aa09fa1
 def _train_sampler(cfg, # resolved settings
                    d:ClassifierData, # from `classifier_data`
                    weights:np.ndarray|None, # the class weights (`loader.class_weights`), or None
@@ -173,7 +194,7 @@ def _train_sampler(cfg, # resolved settings
         sampler = weighted_sampler(labels, base * mult, cfg.seed)
         get_logger('classifier').info(f'hard cases from {hc}: {int((mult > 1).sum())} drugs drawn '
                                       f'{cfg.loader.hard_case_weight:g} times as often')
-    return sampler
+    return _teaching_capped(cfg, d, sampler)
 
 # %% ../nbs/04a_train.classifier.ipynb #ac0cc7b9
 def training_loaders(cfg, # resolved settings

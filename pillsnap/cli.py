@@ -862,7 +862,8 @@ def pillsnap_demo(
     classifier_only:store_true=False, # stop after the classifier (make bench-cls)
     detector_only:store_true=False, # train and evaluate only the detector (make bench-det)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
+    reference:str=None, # a reference set of other real pills (c3pi-reference): 1,000 products teach, never answered
 ):
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are (the tour of `08a_run.demo`)."
     from pillsnap.demo import run_demo
-    return run_demo(list(settings), preset, classifier_only, detector_only, config)
+    return run_demo(list(settings), preset, classifier_only, detector_only, config, reference)

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'HOLDOUT_FLOOR', 'HOLDOUT_CAP', 'MANIFEST_COLUMNS',
            'SPLITS', 'to_rgb', 'pil_open', 'open_image_safely', 'downscale', 'hash_rank', 'capped_rows',
-           'select_classes', 'per_class_quota', 'named_classes', 'holdout_count', 'assign_splits', 'TestSetLocked',
-           'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests', 'read_arrow_lists',
-           'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release', 'data_digest',
-           'json_sha256', 'check_splits']
+           'select_classes', 'per_class_quota', 'named_classes', 'holdout_count', 'taught', 'assign_splits',
+           'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests',
+           'read_arrow_lists', 'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release',
+           'data_digest', 'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
 import contextlib, functools, hashlib, io, json, os, sys, warnings
@@ -238,6 +238,14 @@ def _choose_classes(singles:pd.DataFrame, combos:pd.DataFrame, max_classes:int|N
                           f'({singles.code.nunique()} have single-pill photos)')
     return select_classes([c for c in candidates if c not in held], max_classes, seed, strata), held
 
+# %% ../nbs/02b_data.splits.ipynb #8a73ccc8
+def taught(codes, # K-codes: a list, an array or a Series
+           names, # teaching sources' names (`teaching_sources`, or a split's recorded `teach_only`)
+          )->np.ndarray: # one bool per code
+    "Which codes came from a source that teaches without answering: a source's codes are `NAME:…`."
+    if not names: return np.zeros(len(codes), bool)  # the release's 2.6 M codes are not read for nothing
+    return pd.Series(list(codes), dtype=object).astype(str).str.startswith(tuple(f'{n}:' for n in names)).to_numpy()
+
 # %% ../nbs/02b_data.splits.ipynb #bd0ad713
 def assign_splits(index:pd.DataFrame, # from `index_release`
                   val_fraction:float=0.15, # share of each class's AI Hub 'train' photos used for validation
@@ -257,17 +265,17 @@ def assign_splits(index:pd.DataFrame, # from `index_release`
     df = index.assign(subset=None)  # file names are taken per drug where needed: 2.6 M at once are a quarter gigabyte
     singles = df[(df.split == 'train') & (df.kind == 'single')]
     combos = df[(df.split == 'train') & (df.kind == 'combo')]
-    taught = singles.code.str.startswith(tuple(f'{n}:' for n in teach_only or ()))  # no source: none
-    classes, held = _choose_classes(singles[~taught], combos, max_classes, seed, strata, combo_classes,
+    teach = taught(singles.code, teach_only)  # no source: none
+    classes, held = _choose_classes(singles[~teach], combos, max_classes, seed, strata, combo_classes,
                                     holdout_drugs, only_classes)
     df.loc[singles.index[singles.code.isin(held)], 'subset'] = 'holdout'
     _split_singles(df, singles[singles.code.isin(set(classes))], val_fraction, seed, max_samples)
     _split_combos(df, combos, val_fraction, seed, max_combos)
     test = df[(df.split == 'val') & ((df.kind == 'combo') | df.code.isin(set(classes)))]
     df.loc[test.index, 'subset'] = 'test'
-    df.loc[singles.index[taught], 'subset'] = 'train'  # every photo of a drug that teaches, none to judge by
+    df.loc[singles.index[teach], 'subset'] = 'train'  # every photo of a drug that teaches, none to judge by
     if mix is not None: _mix(df, mix, seed)
-    return df, classes + sorted(set(singles.code[taught]))
+    return df, classes + sorted(set(singles.code[teach]))
 
 # %% ../nbs/02b_data.splits.ipynb #5bd24846
 def _groups(g:pd.DataFrame)->list:

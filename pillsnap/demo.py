@@ -19,7 +19,7 @@ from .render import make_drugs, render_wild
 from .synth import contact_sheet, synth_from
 from .prepare import prepare, split_table
 from .classifier import metrics_table, train_classifier
-from .sources import detector_data
+from .sources import detector_data, reference_split
 from .detector import det_table, train_detector
 from .evaluate import detector_report
 from .gates import stage_gate
@@ -130,19 +130,44 @@ def _print_demo_summary(paths, metrics:dict, det:dict, gate:dict, advice:dict, o
           f"(pillsnap advise --exp {paths.root}). Outputs:")
     for k, v in outputs.items(): print(f'  {k:<16} {v}')
 
+# %% ../nbs/08a_run.demo.ipynb #ad398969
+_REFERENCE_PRODUCTS = 1000  # a reference set's products that teach the demo's classifier (300 taught less: dated log)
+
+def _with_reference(cfg, # resolved settings
+                    reference:str|None, # a reference set of other real pills (SRC/images/{product}_*.jpg), or None
+                   )->str: # what to log once the run has started
+    "Add a reference set's products to `cfg` as a source that teaches without answering; the line that says so."
+    if not reference:
+        return ('no reference set (--reference): the classifier learns from rendered pills only, and "unknown" on '
+                'real photos is weaker — the guide: Photos of other real pills')
+    if not Path(reference).is_dir():
+        raise ConfigError(f'--reference {reference} is not a folder — give a reference set of real pill photos '
+                          '(SRC/images/{product}_*.jpg, such as c3pi-reference), or leave --reference out')
+    out = Path(cfg.paths.exp_dir)/'reference'
+    s = reference_split(reference, out, most=_REFERENCE_PRODUCTS)
+    cfg.data.sources = [*(cfg.data.get('sources') or []),
+                        dict(path=str(out/'train'), format='folders', name=out.name, answers=False)]
+    return (f"reference set {reference}: {s['train_products']} products ({s['train_photos']} photos) teach the "
+            f"classifier and are never answered; {s['never_seen_products']} more are never seen, to judge 'unknown' "
+            f"by: pillsnap evaluate --exp {cfg.paths.exp_dir} --what pipeline \"eval.real_sets=[{s['real_set']}]\"")
+
 # %% ../nbs/08a_run.demo.ipynb #36ac8418
 def run_demo(settings:list=(), # key=value settings (applied after the preset)
              preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench, bench-det: benchmarks)
              classifier_only:bool=False, # stop after the classifier (make bench-cls)
              detector_only:bool=False, # train and evaluate only the detector (make bench-det)
              config:str|None=None, # config file (default: the nearest config.yaml, else the installed defaults)
+             reference:str|None=None, # a reference set of other real pills that teaches without answering
             )->dict: # what was written, by name
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
     if classifier_only and detector_only:
         raise ConfigError('--classifier-only and --detector-only exclude each other: '
                           'choose one (or neither for the whole demo)')
-    exp = Experiment(load_config(list(settings), path=config, preset=preset))
+    cfg = load_config(list(settings), path=config, preset=preset)
+    said = _with_reference(cfg, reference) if not detector_only else None
+    exp = Experiment(cfg)
     paths = exp.start('demo')
+    if said: get_logger('demo').info(said)
     data = _data_step(exp)
     if detector_only: return demo_detector(exp)
     metrics, classifier = _classifier_step(exp)

@@ -16,7 +16,7 @@ import torch
 
 from .model import load_checkpoint
 from .config import ConfigError, Experiment, exp_config, exp_paths, get_logger
-from .data import load_manifest, pill_rows
+from .data import load_manifest, pill_rows, taught
 from .yolo import load_detector
 from .evaluate import real_reports
 from .sources import real_sets
@@ -244,8 +244,8 @@ def _classifier_measurements(paths, c:dict, cls_file:Path, put):
     pc = cls_file.parent/'per_class.csv'
     if pc.is_file():
         put('per_class_min_f1', float(pd.read_csv(pc).f1.min()), pc)
-    taught = set((_read(paths.data/'splits.json').get('settings') or {}).get('teach_only') or ())  # never answers
-    n_classes = sum(k.split(':')[0] not in taught for k in _read(paths.data/'class_map.json'))
+    teach = (_read(paths.data/'splits.json').get('settings') or {}).get('teach_only')  # sources that never answer
+    n_classes = int((~taught(list(_read(paths.data/'class_map.json')), teach)).sum())
     if c and n_classes: put('class_coverage', round(c['classes'] / n_classes, 4), cls_file)
 
 # %% ../nbs/06a_judge.gates.ipynb #8a99f2cf

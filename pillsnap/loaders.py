@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SKIPPED_AT_BUILD', 'PhoneCamera', 'RandomQuarterTurn', 'train_transforms', 'eval_transforms', 'ReadFailures',
            'PillDataset', 'collate_skipping', 'skip_counts', 'seed_worker', 'make_loader', 'make_loaders', 'GpuAugment',
-           'class_weights', 'weighted_sampler', 'read_hard_cases', 'hard_case_weights', 'PKSampler', 'ShardSampler',
-           'autotune_num_workers']
+           'class_weights', 'weighted_sampler', 'read_hard_cases', 'hard_case_weights', 'PKSampler', 'teaching_draws',
+           'TeachingSampler', 'ShardSampler', 'autotune_num_workers']
 
 # %% ../nbs/02d_data.loaders.ipynb #29b843b6
 import json, math, os, time, warnings
@@ -325,6 +325,34 @@ class PKSampler(torch.utils.data.Sampler):
                         else torch.randint(len(items), (self.k,), generator=g))
                 out.extend(items[pick.numpy()].tolist())
         return iter(out[:self.n])
+
+# %% ../nbs/02d_data.loaders.ipynb #c8b7032a
+def teaching_draws(n_answer:int, # training items of drugs the model answers
+                   n_teach:int, # training items of drugs that only teach (`answers: false`)
+                   share:float|None, # the most of an epoch they may take (`loader.teach_share`); 1 or None: all
+                  )->int: # teaching items to draw per epoch
+    "How many teaching items an epoch takes: all of them, or as many as keep them to `share` of the epoch."
+    if share is None or share == 1: return n_teach
+    if not 0 < share < 1:
+        raise ConfigError(f'loader.teach_share must be above 0 and at most 1 (got {share}) — 1 takes every photo '
+                          'of a teaching source each epoch')
+    return min(n_teach, max(1, round(share / (1 - share) * n_answer)))
+
+class TeachingSampler(torch.utils.data.Sampler):
+    "Every answering item each epoch, and `n` teaching items drawn afresh each epoch: all in random order."
+    def __init__(self, teach, # one bool per training item: True where its drug only teaches
+                 n:int, # teaching items per epoch (`teaching_draws`)
+                 seed:int=42,
+                ):
+        teach = np.asarray(teach, bool)
+        self.answer, self.teach, self.n = np.flatnonzero(~teach), np.flatnonzero(teach), min(int(n), int(teach.sum()))
+        self.generator = torch.Generator().manual_seed(seed)
+    def __len__(self): return len(self.answer) + self.n
+    def __iter__(self):
+        g = self.generator
+        pick = self.teach[torch.randperm(len(self.teach), generator=g)[:self.n].numpy()]
+        items = np.concatenate([self.answer, pick])
+        return iter(items[torch.randperm(len(items), generator=g).numpy()].tolist())
 
 # %% ../nbs/02d_data.loaders.ipynb #80132c4b
 class ShardSampler(torch.utils.data.Sampler):

@@ -25,7 +25,8 @@ from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset, wild_dataset
 from .sources import index_sources, teaching_sources
 from .data import (MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest,
-                           final_evaluation, hash_rank, load_manifest, pill_rows, read_arrow_lists, write_manifests)
+                           final_evaluation, hash_rank, load_manifest, pill_rows, read_arrow_lists, taught,
+                           write_manifests)
 from .crops import CropCache, UnifiedPreprocessor, build_cache, cache_fits, preprocessor_from, rows_digest
 
 # %% ../nbs/02e_data.prepare.ipynb #a0d38dd3
@@ -422,7 +423,8 @@ def _yolo_step(cfg, root:Path, data_dir:Path, log)->tuple:
     manifests = {n: counted(n) for n in ('train', 'val')}
     with final_evaluation():  # counted for the summary, never loaded as images
         manifests['test'] = counted('test')
-    yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed, _wild_step(cfg, data_dir, log))
+    yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed, _wild_step(cfg, data_dir, log),
+                        teaching_sources(cfg.data.get('sources')))
     if len(held := counted('holdout')):  # never-trained drugs (retrieval): no detector photos
         manifests['holdout'] = held
     return manifests, build_yolo_tree(yolo, root, data_dir/'yolo')
@@ -473,14 +475,15 @@ def prepare(exp, # an `Experiment`, or its resolved settings
                 summary=data_dir/'summary.json', problems=problems)
 
 # %% ../nbs/02e_data.prepare.ipynb #e2d15ddd
-def _yolo_splits(manifests, singles_per_class, seed, scenes=None):
-    "The detector's photos: every combination photo and scene photo, plus a few single-pill photos per class."
+def _yolo_splits(manifests, singles_per_class, seed, scenes=None, teach_only=()):
+    "The detector's photos: every combination and scene photo, a few single-pill photos per class (none that teach)."
     out = {}
     for n, m in manifests.items():
         pasted = is_pasted(m).to_numpy()
         wild = scenes[scenes.split == n].drop(columns='split') if scenes is not None else m.iloc[:0]
         # rows chosen by name and code, then taken once: a manifest's copies are most of prepare's memory
-        single = m[['image', 'code']][~pasted & (m.kind == 'single').to_numpy()]
+        # a teaching source's photo is its box, which is no pill's box: it teaches the classifier alone
+        single = m[['image', 'code']][~pasted & (m.kind == 'single').to_numpy() & ~taught(m.code, teach_only)]
         keep = ([g.index[hash_rank(seed, g.image)[:singles_per_class]] for _, g in single.groupby('code')]
                 if singles_per_class else [])
         combo = m.index[~pasted & (m.kind == 'combo').to_numpy()]
@@ -514,9 +517,10 @@ def classifier_data(cfg, # resolved settings
         raise ConfigError(f"the experiment's data does not match the settings ({why}) — "
                           f"run 'pillsnap prepare --exp {paths.root}' again")
     pre, cmap = preprocessor_from(cfg), load_class_map(data_dir/'class_map.json')
-    k_codes, taught = [k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])], split_settings(cfg).get('teach_only')
+    k_codes = [k for k, _ in sorted(cmap.items(), key=lambda kv: kv[1])]
+    teach = taught(k_codes, split_settings(cfg).get('teach_only'))
     out = dict(pre=pre, root=Path(cfg.data.root), class_map=cmap, k_codes=k_codes,
-               teach_only=tuple(k for k in k_codes if ':' in k and k.split(':')[0] in (taught or ())))
+               teach_only=tuple(k for k, t in zip(k_codes, teach) if t))
     for name in ('train', 'val'):
         rows = classifier_rows(load_manifest(data_dir, name), cfg)
         if not len(rows):
