@@ -138,8 +138,8 @@ def _with_reference(cfg, # resolved settings
                    )->str: # what to log once the run has started
     "Add a reference set's products to `cfg` as a source that teaches without answering; the line that says so."
     if not reference:
-        return ('no reference set (--reference): the classifier learns from rendered pills only, and "unknown" on '
-                'real photos is weaker — the guide: Photos of other real pills')
+        return ('no reference set (--reference): the classifier learns from rendered pills only — the guide: '
+                'Photos of other real pills')
     if not Path(reference).is_dir():
         raise ConfigError(f'--reference {reference} is not a folder — give a reference set of real pill photos '
                           '(SRC/images/{product}_*.jpg, such as c3pi-reference), or leave --reference out')
