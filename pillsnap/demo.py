@@ -135,8 +135,12 @@ _REFERENCE_PRODUCTS = 1000  # a reference set's products that teach the demo's c
 
 def _with_reference(cfg, # resolved settings
                     reference:str|None, # a reference set of other real pills (SRC/images/{product}_*.jpg), or None
-                   )->str: # what to log once the run has started
+                    detector_only:bool=False, # the run trains no classifier
+                   )->str|None: # what to log once the run has started
     "Add a reference set's products to `cfg` as a source that teaches without answering; the line that says so."
+    if detector_only:
+        if reference: raise ConfigError('--reference teaches the classifier; --detector-only trains none: drop one')
+        return None
     if not reference:
         return ('no reference set (--reference): the classifier learns from rendered pills only — the guide: '
                 'Photos of other real pills')
@@ -164,7 +168,7 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
         raise ConfigError('--classifier-only and --detector-only exclude each other: '
                           'choose one (or neither for the whole demo)')
     cfg = load_config(list(settings), path=config, preset=preset)
-    said = _with_reference(cfg, reference) if not detector_only else None
+    said = _with_reference(cfg, reference, detector_only)
     exp = Experiment(cfg)
     paths = exp.start('demo')
     if said: get_logger('demo').info(said)
