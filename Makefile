@@ -40,9 +40,13 @@ $(STAMP): pyproject.toml
 # (nbs/08a_run.demo: --reference; 1,000 of its products teach, the rest are kept apart to judge "unknown" by). Not the
 # default: real-photo trials gain, the enrolment path and the demo's time lose (nbs/95_log.ipynb, 2026-12-01).
 REFERENCE ?=
+# DETECTOR_PHOTOS: real photos with every pill boxed (a Roboflow YOLO export) whose training photos teach the demo's detector
+# alone, split by source photo (nbs/08a_run.demo: --detector-photos); pushin-pill's when ../shared/realdata holds it.
+# DETECTOR_PHOTOS= (empty): rendered scenes only.
+DETECTOR_PHOTOS ?= $(wildcard ../shared/realdata/pushin-pill)
 
 demo: install
-	$(BIN)/pillsnap demo $(if $(REFERENCE),--reference $(REFERENCE))
+	$(BIN)/pillsnap demo $(if $(REFERENCE),--reference $(REFERENCE)) $(if $(DETECTOR_PHOTOS),--detector-photos $(DETECTOR_PHOTOS))
 
 # The CPU accuracy benchmark of the classifier (nbs/90_benchmarks.ipynb): 50 drugs at 488x640, resnet10t at 128 px.
 bench-cls: install

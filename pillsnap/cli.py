@@ -863,7 +863,8 @@ def pillsnap_demo(
     detector_only:store_true=False, # train and evaluate only the detector (make bench-det)
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults)
     reference:str=None, # a reference set of other real pills (c3pi-reference): 1,000 products teach, never answered
+    detector_photos:str=None, # real photos, every pill boxed (a YOLO export): its train photos teach the detector
 ):
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are (the tour of `08a_run.demo`)."
     from pillsnap.demo import run_demo
-    return run_demo(list(settings), preset, classifier_only, detector_only, config, reference)
+    return run_demo(list(settings), preset, classifier_only, detector_only, config, reference, detector_photos)

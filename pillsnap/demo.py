@@ -19,7 +19,7 @@ from .render import make_drugs, render_wild
 from .synth import contact_sheet, synth_from
 from .prepare import prepare, split_table
 from .classifier import metrics_table, train_classifier
-from .sources import detector_data, reference_split
+from .sources import detector_data, detector_photos, real_tree, reference_split
 from .detector import det_table, train_detector
 from .evaluate import detector_report
 from .gates import stage_gate
@@ -155,6 +155,30 @@ def _with_reference(cfg, # resolved settings
             f"classifier and are never answered; {s['never_seen_products']} more are never seen, to judge 'unknown' "
             f"by: pillsnap evaluate --exp {cfg.paths.exp_dir} --what pipeline \"eval.real_sets=[{s['real_set']}]\"")
 
+# %% ../nbs/08a_run.demo.ipynb #d9f5a7b2
+def _with_detector_photos(cfg, # resolved settings
+                          photos:str|None, # a Roboflow export of real photos with their pills boxed, or None
+                          classifier_only:bool=False, # the run trains no detector
+                         )->str|None: # what to log once the run has started
+    "Lay out a real photo set by source photo and add its training photos to the detector's; the line that says so."
+    if classifier_only and photos:
+        raise ConfigError('--detector-photos teaches the detector; --classifier-only trains none: drop one')
+    if classifier_only: return None
+    if not photos:
+        return ('no real photos for the detector (--detector-photos): it learns from rendered scenes only — '
+                'the guide: Real photos for counting')
+    if not Path(photos).is_dir():
+        raise ConfigError(f'--detector-photos {photos} is not a folder — give a YOLO export of real photos '
+                          '(images/ and labels/ with train, val and test, such as pushin-pill), or leave it out')
+    out = Path(cfg.paths.exp_dir)/'real'/Path(photos).resolve().name
+    n = real_tree(photos, out)
+    cfg.data.detector_photos = [*(cfg.data.get('detector_photos') or []), str(out)]
+    sets = f"{{path: {out}, splits: [test], name: eval}}, {{path: {out}, splits: [val], name: holdout}}"
+    return (f"real photos {photos}: {n['train']['images']} training photos ({n['train']['sources']} source photos) "
+            f"teach the detector, never the classifier; {n['holdout']['images']} held out and {n['eval']['images']} "
+            f"more judge the count: pillsnap evaluate --exp {cfg.paths.exp_dir} --what pipeline "
+            f"\"eval.real_sets=[{sets}]\"")
+
 # %% ../nbs/08a_run.demo.ipynb #36ac8418
 def run_demo(settings:list=(), # key=value settings (applied after the preset)
              preset:str='demo', # the preset of config.yaml that sizes the run (demo; bench, bench-det: benchmarks)
@@ -162,16 +186,16 @@ def run_demo(settings:list=(), # key=value settings (applied after the preset)
              detector_only:bool=False, # train and evaluate only the detector (make bench-det)
              config:str|None=None, # config file (default: the nearest config.yaml, else the installed defaults)
              reference:str|None=None, # a reference set of other real pills that teaches without answering
+             detector_photos:str|None=None, # real photos with their pills boxed that teach the detector alone
             )->dict: # what was written, by name
     "Run pillsnap end to end on the embedded synthetic data and say where the outputs are."
     if classifier_only and detector_only:
         raise ConfigError('--classifier-only and --detector-only exclude each other: '
                           'choose one (or neither for the whole demo)')
     cfg = load_config(list(settings), path=config, preset=preset)
-    said = _with_reference(cfg, reference, detector_only)
-    exp = Experiment(cfg)
-    paths = exp.start('demo')
-    if said: get_logger('demo').info(said)
+    said = _with_reference(cfg, reference, detector_only), _with_detector_photos(cfg, detector_photos, classifier_only)
+    paths = (exp := Experiment(cfg)).start('demo')
+    for line in filter(None, said): get_logger('demo').info(line)
     data = _data_step(exp)
     if detector_only: return demo_detector(exp)
     metrics, classifier = _classifier_step(exp)

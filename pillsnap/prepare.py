@@ -23,7 +23,7 @@ from .config import Experiment, ConfigError, exp_paths, get_logger, load_config
 from .io import file_sha256, read_json, read_parquet_lists, write_json, write_parquet, write_text
 from .schema import CAPTURE_FIELDS
 from .paste import paste_dataset, wild_dataset
-from .sources import index_sources, teaching_sources
+from .sources import detector_photos, index_sources, teaching_sources
 from .data import (MANIFEST_COLUMNS, SPLITS, json_sha256, assign_splits, check_splits, data_digest,
                            final_evaluation, hash_rank, load_manifest, pill_rows, read_arrow_lists, taught,
                            write_manifests)
@@ -425,6 +425,9 @@ def _yolo_step(cfg, root:Path, data_dir:Path, log)->tuple:
         manifests['test'] = counted('test')
     yolo = _yolo_splits(manifests, cfg.data.yolo_singles_per_class, cfg.split.seed, _wild_step(cfg, data_dir, log),
                         teaching_sources(cfg.data.get('sources')))
+    if len(real := detector_photos(cfg.data.get('detector_photos'))):  # real photos: the detector's training alone
+        yolo['train'] = pd.concat([yolo['train'], real], ignore_index=True)
+        log.info(f'{len(real)} real photos of data.detector_photos join the detector\'s training photos')
     if len(held := counted('holdout')):  # never-trained drugs (retrieval): no detector photos
         manifests['holdout'] = held
     return manifests, build_yolo_tree(yolo, root, data_dir/'yolo')

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['SOURCE_FORMATS', 'IMAGE_SUFFIXES', 'YOLO_IMAGE_TYPES', 'REAL_SET_KEYS', 'source_group', 'source_drug', 'yolo_boxes',
            'yolo_source', 'folder_source', 'reference_split', 'teaching_sources', 'index_sources', 'example_sources',
-           'read_data_yaml', 'detector_data', 'label_boxes', 'split_images', 'label_of', 'real_sets', 'real_rows',
-           'real_pills']
+           'real_tree', 'detector_photos', 'read_data_yaml', 'detector_data', 'label_boxes', 'split_images', 'label_of',
+           'real_sets', 'real_rows', 'real_pills']
 
 # %% ../nbs/02a_data.sources.ipynb #3ff512d0
-import os, re, stat, sys
+import hashlib, os, re, stat, sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from PIL import Image
 
 from .aihub import INDEX_COLUMNS, LABEL_MAX_BYTES, MAX_BOXES, validate_bbox
 from .config import ConfigError, UserError, exp_paths, get_logger, parse_yaml, read_yaml, yaml_text
-from .io import HIDDEN, file_kind, read_bounded, walk_files
+from .io import HIDDEN, file_kind, link_file, read_bounded, walk_files
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS
 
 # %% ../nbs/02a_data.sources.ipynb #9f49510c
@@ -323,6 +323,56 @@ def example_sources(d:str|Path, # folder to write them in
         for s in range(3): photo(d/'crops'/k/f'{k}_{s}.jpg')
     return [dict(path=str(y), format='yolo', name='phone'), dict(path=str(d/'crops'), format='folders')]
 
+
+# %% ../nbs/02a_data.sources.ipynb #d2e8f1a5
+def real_tree(src:str|Path, # a Roboflow YOLO export: images/ and labels/ with train, val and test
+              out:str|Path, # the tree to write: images/ and labels/ of train, holdout, eval (every box class 0)
+              holdout:float=0.15, # share of the training source photos held out (all copies of each together)
+              seed:int=42, # which ones: the same seed, the same split
+             )->dict: # per split: images, source photos, pills
+    "A real photo set split by source photo: training photos, a held-out share of them, and `eval` (its val and test)."
+    src, out = Path(src).resolve(), Path(out)
+    if not (src/'images'/'train').is_dir():
+        raise ConfigError(f'{src} has no images/train folder — give a YOLO export laid out as '
+                          'images/{train,val,test} and labels/{train,val,test} (Roboflow\'s, such as pushin-pill)')
+    images = {s: sorted((src/'images'/s).glob('*.jpg')) for s in ('train', 'val', 'test')}
+    rank = lambda s: hashlib.sha256(f'{seed}:{s}'.encode()).hexdigest()
+    sources = sorted({source_group(f.name) for f in images['train']}, key=rank)
+    held = set(sources[:max(1, round(len(sources) * holdout))])
+    splits = {'train': [f for f in images['train'] if source_group(f.name) not in held],
+              'holdout': [f for f in images['train'] if source_group(f.name) in held],
+              'eval': images['val'] + images['test']}
+    counts, spec = {}, {'train': 'images/train', 'val': 'images/holdout', 'test': 'images/eval', 'names': {0: 'pill'}}
+    for split, files in splits.items():
+        for d in ('images', 'labels'): (out/d/split).mkdir(parents=True, exist_ok=True)
+        counts[split] = dict(images=len(files), sources=len({source_group(f.name) for f in files}), pills=0)
+        for f in files:
+            lbl = src/'labels'/f.parent.name/f'{f.stem}.txt'
+            lines = [l.split() for l in (lbl.read_text().splitlines() if lbl.is_file() else []) if l.strip()]
+            link_file(f, out/'images'/split/f.name)
+            (out/'labels'/split/f'{f.stem}.txt').write_text(''.join('0 ' + ' '.join(l[1:]) + '\n' for l in lines))
+            counts[split]['pills'] += len(lines)
+    (out/'data.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
+    return counts
+
+# %% ../nbs/02a_data.sources.ipynb #e3f9a2b6
+def detector_photos(paths:list|None, # `data.detector_photos`: YOLO trees (e.g. `real_tree`'s)
+                   )->pd.DataFrame: # image (absolute), bboxes ([x, y, w, h] px), width, height: a row per photo
+    "The training photos of `data.detector_photos`, every box a pill: for the detector's training photos alone."
+    rows, log = [], get_logger('sources')
+    for i, p in enumerate(paths or []):
+        if not Path(p).is_dir():
+            raise ConfigError(f'data.detector_photos[{i}]: {p} is not a folder — name a YOLO tree whose train photos '
+                              'teach the detector (pillsnap demo --detector-photos lays one out), or drop the entry')
+        got, _, problems = yolo_source(p, f'detector-photos-{i}')
+        train = [r for r in got if r['part'] == 'train']
+        if not train:
+            raise ConfigError(f'data.detector_photos[{i}]: {p} has no training photo with a pill '
+                              '(images/train beside labels/train)')
+        if problems: log.warning(f'data.detector_photos[{i}]: left out ' + ', '.join(f'{len(v)} ({k})'
+                                                                                    for k, v in problems.items()))
+        rows += [dict(image=r['image'], bboxes=r['bboxes'], width=r['width'], height=r['height']) for r in train]
+    return pd.DataFrame(rows, columns=['image', 'bboxes', 'width', 'height'])
 
 # %% ../nbs/02a_data.sources.ipynb #82ac40d8
 def read_data_yaml(path:str|Path, # a YOLO data.yaml
