@@ -193,7 +193,8 @@ def answer_lines(r:dict, # an answer, with its `image` (and `back_image`, `drawn
     out += [f"  pill {n}: {w['not_sure']} — {', '.join(p['between'])}: {advice_words(p, lang)}"
             for n, p in enumerate(r['pills'], 1) if p.get('status') == 'not sure']
     said = h.get('ko', {}) if lang == 'ko' else h
-    out += [f"  {said[k]}" for k in ('missed', 'odd') if said.get(k)]  # the count in doubt (`count_doubt`)
+    # why single mode's pill is unknown (the pill check), and the count in doubt (`count_doubt`)
+    out += [f"  {said[k]}" for k in ('unlike', 'missed', 'odd') if said.get(k)]
     if 'check' in r: out += check_lines(r['check'], lang)
     if 'drawn' in r: out.append(f"  drawn: {r['drawn']}")
     return out

@@ -140,7 +140,7 @@ def build_pill_check(exp, # an experiment with a trained classifier and detector
     check, report = fit_pill_check(train, val, pred.box_conf, {'embedder': pred.model.features_id, 'photos': photos,
                                                                 'scene': PILL_SCENE})
     if check is None:
-        log.warning(f'no pill check for {exp.paths.root}: {report["why"]}; combo mode counts without it')
+        log.warning(f'no pill check for {exp.paths.root}: {report["why"]}; both modes answer without it')
         return {'fitted': False, **report}
     folder.mkdir(parents=True, exist_ok=True)
     check.save(folder)

@@ -124,7 +124,7 @@ def _fitted(check:PillCheck|None, embedder, exp)->PillCheck|None:
     "The pill check when it was fitted with this classifier; else None, with the fix in the log."
     if check is None or check.meta.get('embedder') == embedder(): return check
     get_logger('pipeline').warning(
-        f"the pill check in {retrieval_dir(exp)} was fitted on another classifier's features: combo mode counts "
+        f"the pill check in {retrieval_dir(exp)} was fitted on another classifier's features: both modes answer "
         f"without it — fit it again: pillsnap gallery --exp {exp} --rebuild")
     return None
 
@@ -375,18 +375,21 @@ def _answerable(self:Predictor, codes:list, p:torch.Tensor)->tuple:
 def evidence(self:Predictor, crops:list, # uint8 CHW tensors
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
              views:int|None=None, # each crop's views in the gallery (default and most: its `retrieval.query_turns`)
-            )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) best cosines or None without a gallery)
+             features:bool=False, # also each crop's features, from the same pass (`embed_query`: the pill check's)
+            )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) best cosines or None without a gallery
+                      # [, (n, dim) features])
     "What the classifier, the gallery and the imprint reads say of every crop, batched."
-    codes, ps, cos, g, bs = self.k_codes, [], [], self.gallery, self.cfg.pipeline.batch_size
+    codes, ps, cos, fs, g, bs = self.k_codes, [], [], [], self.gallery, self.cfg.pipeline.batch_size
     for i in range(0, len(crops), bs):
         x = torch.stack(crops[i:i + bs]).to(self.device)
         amp = torch.autocast(self.device.type, self.amp) if self.amp else contextlib.nullcontext()
         if g is None:
-            with amp: logits = self.model(x)
+            with amp: logits, *f = self.model.features_logits(x, described=False)[:2] if features else (self.model(x),)
             p = (logits.float() / self.temperature).softmax(1).cpu()
         else:
             with amp:  # asked as the gallery's thresholds were chosen, or from fewer views when the service is busy
-                logits, emb = embed_query(self.model, x, min(views or query_turns(g.meta), query_turns(g.meta)))
+                logits, emb, *f = embed_query(self.model, x, min(views or query_turns(g.meta), query_turns(g.meta)),
+                                              features)
             cos.append(g.scores(emb.float().cpu()))
             p_cls = (logits.float().cpu() / self.temperature).softmax(1)
             codes, p = g.fused(p_cls, self.k_codes, cos[-1])
@@ -394,9 +397,10 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             pc = self.cfg.pipeline
             p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
                              float(pc.ocr_weight), int(pc.ocr_top))
-        ps.append(p)
+        ps.append(p); fs += [f[0].float().cpu()] if features else []
     codes, p = self._answerable(codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)))
-    return codes, p, torch.cat(cos) if cos else None
+    out = (codes, p, torch.cat(cos) if cos else None)
+    return (*out, torch.cat(fs) if fs else torch.zeros(0, 0)) if features else out
 
 # %% ../nbs/05f_infer.pipeline.ipynb #518aff1d
 @patch
@@ -421,16 +425,40 @@ def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines
 # %% ../nbs/05f_infer.pipeline.ipynb #511066f1
 @patch
 @torch.inference_mode()
+def pill_scores(self:Predictor, crops:list, # uint8 CHW tensors: the classifier's crops
+               )->np.ndarray|None: # (n,) the probability that each crop holds a pill; None without a pill check
+    "The pill check's word on every crop (`PillCheck.scores`), batched."
+    if self.pill_check is None or not len(crops): return None
+    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp,
+                      features=True)
+    return self.pill_check.scores(emb.numpy())
+
+@patch
+def _pill_verdicts(self:Predictor, scores:np.ndarray|None, # `pill_scores` of the crops (None: no pill check)
+                   verdicts:list, # the gallery's (`verdicts`), or None each
+                  )->list:
+    ("Single mode's verdicts with the pill check's word, `pill_score`: a crop that does not look like a pill is"
+     " 'unknown', whatever the gallery says of it.")
+    if scores is None: return verdicts
+    return [{**(v or {}), 'pill_score': round(float(s), 4), **({'status': 'unknown'} if s < self.pill_check.threshold
+                                                               else {})} for v, s in zip(verdicts, scores)]
+
+@patch
+@torch.inference_mode()
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
              top_k:int=5,
              expect:list|None=None, # a prescription's K-codes: candidates come from these; each pill says if it is one
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
-             mode:str|None=None, # the mode the crops come from: its own 'unknown' threshold where a real set chose one
+             mode:str|None=None, # the mode the crops come from: its own 'unknown' threshold where a real set chose one;
+                                 # single: the pill check asked too
              views:int|None=None, # each crop's views in the gallery (`evidence`)
-            )->list: # per crop: candidates; status, open_score, unknown_below (gallery); expected, imprint_read (asked)
-    "The answer for every crop, batched: classifier, gallery and imprint read together."
-    codes, p, cos = self.evidence(crops, reads, views)
+            )->list: # per crop: candidates; status, open_score, unknown_below (gallery); pill_score (single mode's
+                     # pill check); expected, imprint_read (asked)
+    "The answer for every crop, batched: classifier, gallery, imprint read and, in single mode, the pill check together."
+    asked = mode == 'single' and self.pill_check is not None
+    codes, p, cos, *f = self.evidence(crops, reads, views, features=asked)
     verdicts = [None] * len(p) if cos is None else self.verdicts(cos, mode)
+    if asked: verdicts = self._pill_verdicts(self.pill_check.scores(f[0].numpy()), verdicts)
     col = {k: j for j, k in enumerate(codes)}
     out = [self._answer(row, codes, col, top_k, expect, v) for row, v in zip(p, verdicts)]
     for a, read in zip(out, reads or ()): a['imprint_read'] = read
@@ -548,9 +576,7 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     if not todo: return found
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp,
-                      features=True)
-    refused = {t for t, ok in zip(todo, self.pill_check.passes(emb.numpy())) if not ok}
+    refused = {t for t, s in zip(todo, self.pill_scores(crops)) if s < self.pill_check.threshold}
     out = []
     for i, (b, s) in enumerate(found):
         keep = [j for j in range(len(b)) if (i, j) not in refused] or ([int(np.argmax(s))] if len(s) else [])
@@ -869,7 +895,7 @@ HINTS = {  # code: (English, Korean): what an answer tells its user, in both lan
 }
 
 # %% ../nbs/05f_infer.pipeline.ipynb #f0d7a1ea
-HINTS |= {  # the count in doubt (05e_infer.reading: `maybe_missed`, `odd_sized`)
+HINTS |= {  # the count in doubt (05e_infer.reading: `maybe_missed`, `odd_sized`); single mode's pill check
     'maybe_missed': ('{n} more pill(s) may be in the photo, drawn dashed: the count may be off — a tap on a dashed box '
                      'counts it',
                      '알약이 {n}개 더 있을 수 있습니다 (점선): 개수가 틀릴 수 있습니다 — 점선 상자를 누르면 셉니다'),
@@ -877,6 +903,10 @@ HINTS |= {  # the count in doubt (05e_infer.reading: `maybe_missed`, `odd_sized`
                  'a box off, a drag adds one',
                  '{pills}번은 다른 알약과 크기가 다릅니다: 알약이 아니거나 두 알약이 한 상자에 있을 수 있습니다 '
                  '— 누르면 상자를 지우고, 끌면 더합니다'),
+    'unlike_pill': ('this does not look like the pills the model learnt from, so it is answered unknown: if it is a pill, '
+                    'photograph it alone, close up, on a plain background',
+                    '학습한 알약과 닮지 않아 "알 수 없음"으로 답했습니다: 알약이라면 단색 바탕에 한 알만 가까이 '
+                    '찍어 주세요'),
 }
 
 # %% ../nbs/05f_infer.pipeline.ipynb #3ae71e26
@@ -924,14 +954,18 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
             'odd': ('odd_size', dict(pills=', '.join(map(str, doubt['odd_size'])))) if doubt.get('odd_size') else None}
     top1 = pills[0]['candidates'][0]['confidence'] if mode == 'single' else 1.0
     limit = self.cfg.pipeline.combo_hint_confidence
+    unlike = mode == 'single' and self.pill_check is not None and \
+        pills[0].get('pill_score', 1.0) < self.pill_check.threshold  # single mode's pill check: why it is unknown
+    said['unlike'] = ('unlike_pill', {}) if unlike else None
     if mode == 'single' and seen is not None and seen > 1:
         finder = pills[0]['found_by'] if pills[0]['found_by'] != 'photo' else 'detector'
         said['reason'] = ('several_pills', dict(finder=finder, seen=seen))
-    elif mode == 'single' and top1 < limit: said['reason'] = ('low_confidence', dict(top1=top1, limit=limit))
+    elif mode == 'single' and top1 < limit and not unlike:
+        said['reason'] = ('low_confidence', dict(top1=top1, limit=limit))
     text = {k: hint(v[0], **v[1]) if v else (None, None) for k, v in said.items()}
     return {'combo_recommended': said['reason'] is not None, 'reason': text['reason'][0],
             'photo_warning': text['photo_warning'][0], 'pills_left': text['pills_left'][0], 'busy': text['busy'][0],
-            'missed': text['missed'][0], 'odd': text['odd'][0],
+            'missed': text['missed'][0], 'odd': text['odd'][0], 'unlike': text['unlike'][0],
             'codes': {k: v and v[0] for k, v in said.items()},  # each message's code, and its Korean text
             'ko': {k: v[1] for k, v in text.items()}}
 
@@ -1076,8 +1110,10 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
     found, seen, *_ = self._find(ims, 'single')
     t2 = time.perf_counter()
     crops, reads, t_read = self._crops(ims, found)
-    codes, p, cos = self.evidence(crops, reads, views)
+    codes, p, cos, *f = self.evidence(crops, reads, views, features=self.pill_check is not None)
     verdict = None if cos is None else self.verdicts(cos.mean(0, keepdim=True), 'single')[0]
+    if f:  # the pill check: no pill when neither side looks like one
+        verdict = self._pill_verdicts(self.pill_check.scores(f[0].numpy()).max(keepdims=True), [verdict])[0]
     col = {k: j for j, k in enumerate(codes)}
     pill = self._answer(fuse_sides(p, self.sides_temperature), codes, col, top_k, expect, verdict, sides=2)
     t3 = time.perf_counter()

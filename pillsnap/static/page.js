@@ -143,6 +143,7 @@ function show(r) {
   if (r.hints.photo_warning) h += `<p class="hint">${esc(hint('photo_warning'))}</p>`;
   if (r.hints.pills_left) h += `<p class="hint">${esc(hint('pills_left'))}</p>`;  // public mode's bound
   if (r.hints.busy) h += `<p class="hint">${esc(hint('busy'))}</p>`;  // a busy service's lighter reading
+  if (r.hints.unlike) h += `<p class="hint">${esc(hint('unlike'))}</p>`;  // single mode's pill check: why it is unknown
   ['missed', 'odd'].forEach(k => { if (r.hints[k]) h += `<p class="hint doubt">${esc(hint(k))}</p>`; });  // the count in doubt
   if (r.prescription && r.prescription.unmatched.length) h += `<p class="hint">${esc(t('unmatched')(r.prescription.unmatched.join(', ')))}</p>`;
   if (r.check) h += checklist(r.check);  // the tray against its prescription: one line per prescribed drug
