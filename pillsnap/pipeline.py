@@ -376,8 +376,7 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
              reads:list|None=None, # the imprint read on each crop (`pipeline.ocr`): re-ranks its top candidates
              views:int|None=None, # each crop's views in the gallery (default and most: its `retrieval.query_turns`)
              features:bool=False, # also each crop's features, from the same pass (`embed_query`: the pill check's)
-            )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) best cosines or None without a gallery
-                      # [, (n, dim) features])
+            )->tuple: # (K-codes, (n, codes) probabilities, (n, gallery drugs) cosines or None: no gallery[, features])
     "What the classifier, the gallery and the imprint reads say of every crop, batched."
     codes, ps, cos, fs, g, bs = self.k_codes, [], [], [], self.gallery, self.cfg.pipeline.batch_size
     for i in range(0, len(crops), bs):
@@ -395,8 +394,7 @@ def evidence(self:Predictor, crops:list, # uint8 CHW tensors
             codes, p = g.fused(p_cls, self.k_codes, cos[-1])
         if reads is not None:
             pc = self.cfg.pipeline
-            p = fuse_imprint(p, codes, reads[i:i + bs], self.record,
-                             float(pc.ocr_weight), int(pc.ocr_top))
+            p = fuse_imprint(p, codes, reads[i:i + bs], self.record, float(pc.ocr_weight), int(pc.ocr_top))
         ps.append(p); fs += [f[0].float().cpu()] if features else []
     codes, p = self._answerable(codes, torch.cat(ps) if ps else torch.zeros(0, len(codes)))
     out = (codes, p, torch.cat(cos) if cos else None)
@@ -427,7 +425,7 @@ def verdicts(self:Predictor, cos:torch.Tensor, # (m, gallery drugs) best cosines
 @torch.inference_mode()
 def pill_scores(self:Predictor, crops:list, # uint8 CHW tensors: the classifier's crops
                )->np.ndarray|None: # (n,) the probability that each crop holds a pill; None without a pill check
-    "The pill check's word on every crop (`PillCheck.scores`), batched."
+    "The pill check's word on every crop, batched: the probability that each holds a pill."
     if self.pill_check is None or not len(crops): return None
     emb = embed_crops(self.model, torch.stack(crops), self.device, self.cfg.pipeline.batch_size, self.amp,
                       features=True)
@@ -443,6 +441,7 @@ def _pill_verdicts(self:Predictor, scores:np.ndarray|None, # `pill_scores` of th
     return [{**(v or {}), 'pill_score': round(float(s), 4), **({'status': 'unknown'} if s < self.pill_check.threshold
                                                                else {})} for v, s in zip(verdicts, scores)]
 
+# %% ../nbs/05f_infer.pipeline.ipynb #a7c31d52
 @patch
 @torch.inference_mode()
 def identify(self:Predictor, crops:list, # uint8 CHW tensors
@@ -454,7 +453,7 @@ def identify(self:Predictor, crops:list, # uint8 CHW tensors
              views:int|None=None, # each crop's views in the gallery (`evidence`)
             )->list: # per crop: candidates; status, open_score, unknown_below (gallery); pill_score (single mode's
                      # pill check); expected, imprint_read (asked)
-    "The answer for every crop, batched: classifier, gallery, imprint read and, in single mode, the pill check together."
+    "The answer for every crop, batched: classifier, gallery, imprint read and (single mode) pill check together."
     asked = mode == 'single' and self.pill_check is not None
     codes, p, cos, *f = self.evidence(crops, reads, views, features=asked)
     verdicts = [None] * len(p) if cos is None else self.verdicts(cos, mode)
@@ -566,21 +565,23 @@ def find_pill(self:Predictor, ims:list, # RGB photos, one pill each
 @patch
 @torch.inference_mode()
 def check_pills(self:Predictor, ims:list, # RGB photos
-                found:list, # `detect`'s [(boxes (n, 4), scores (n,))] for them
+                found:list, # `detect`'s [(boxes (n, 4), scores (n,)[, boxes maybe missed (m, 4)])] for them
                )->list: # the same, less the boxes whose crop the pill check says is not a pill
     ("Combo mode's boxes after the pill check: in a photo that is no crowd, a box whose crop is no pill's goes — "
-     "but never the photo's most confident box (combo mode's photo shows pills: a check that refuses them all errs).")
+     "but never the photo's most confident box (combo mode's photo shows pills: a check that refuses them all errs);"
+     " so does a box maybe missed whose crop is no pill's.")
     if self.pill_check is None: return found
-    crowd = self.readings[False].crowded
-    todo = [(i, j) for i, (b, s) in enumerate(found) if not crowd(s, self.box_conf) for j in range(len(b))]
-    if not todo: return found
-    crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(found[i][0][j], ims[i].width, ims[i].height))))
+    crowd, out = self.readings[False].crowded, []
+    asked = [np.r_[f[0], *f[2:]].reshape(-1, 4) if not crowd(f[1], self.box_conf) else np.zeros((0, 4))
+             for f in found]  # a photo's boxes, counted and maybe missed: none in a crowd
+    todo = [(i, j) for i, b in enumerate(asked) for j in range(len(b))]
+    crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(asked[i][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    refused = {t for t, s in zip(todo, self.pill_scores(crops)) if s < self.pill_check.threshold}
-    out = []
-    for i, (b, s) in enumerate(found):
-        keep = [j for j in range(len(b)) if (i, j) not in refused] or ([int(np.argmax(s))] if len(s) else [])
-        out.append((b[keep], s[keep]))
+    ok = [np.ones(len(f[0]) + sum(map(len, f[2:])), bool) for f in found]
+    for (i, j), s in zip(todo, self.pill_scores(crops) if todo else ()): ok[i][j] = s >= self.pill_check.threshold
+    for (b, s, *m), k in zip(found, ok):
+        keep = np.flatnonzero(k[:len(b)]) if k[:len(b)].any() or not len(s) else [int(np.argmax(s))]
+        out.append((b[keep], s[keep], *(m and [m[0][k[len(b):]]])))
     return out
 
 
@@ -612,9 +613,8 @@ def _find(self:Predictor, ims:list, mode:str,
     ("([(box, detector score or None, found_by)] per photo, the pills single mode's finder saw per photo or None,"
      " the pills found beyond `most` per photo, combo mode's boxes maybe missed per photo (`Reading.missed`) or None).")
     if mode == 'combo':
-        read = self.detect(ims, missed=True)
-        kept = self.check_pills(ims, [r[:2] for r in read])
-        found = [[(b, float(s), 'detector') for b, s in zip(*d)] for d in kept]
+        read = self.check_pills(ims, self.detect(ims, missed=True))  # its boxes maybe missed checked too
+        found = [[(b, float(s), 'detector') for b, s in zip(*d[:2])] for d in read]
         left = [max(0, len(f) - most) if most else 0 for f in found]
         return [f[:most] if most else f for f in found], [None] * len(ims), left, [r[2] for r in read]
     pills = self.find_pill(ims)
@@ -903,8 +903,8 @@ HINTS |= {  # the count in doubt (05e_infer.reading: `maybe_missed`, `odd_sized`
                  'a box off, a drag adds one',
                  '{pills}번은 다른 알약과 크기가 다릅니다: 알약이 아니거나 두 알약이 한 상자에 있을 수 있습니다 '
                  '— 누르면 상자를 지우고, 끌면 더합니다'),
-    'unlike_pill': ('this does not look like the pills the model learnt from, so it is answered unknown: if it is a pill, '
-                    'photograph it alone, close up, on a plain background',
+    'unlike_pill': ('this does not look like the pills the model learnt from, so it is answered unknown: '
+                    'if it is a pill, photograph it alone, close up, on a plain background',
                     '학습한 알약과 닮지 않아 "알 수 없음"으로 답했습니다: 알약이라면 단색 바탕에 한 알만 가까이 '
                     '찍어 주세요'),
 }
@@ -1103,8 +1103,7 @@ def predict_sides(self:Predictor, front, # a photo of the pill (anything `load_i
                   views:int|None=None, # each side's views in the gallery (`evidence`): 1 when the service is busy
                  )->dict: # a single-mode prediction with `sides: 2`; its pill's `back`: where the back photo shows it
     "One pill from photos of both its sides: each side read as single mode reads it, the evidence fused."
-    rx, expect, top_k = self._request(top_k, expect)
-    t0 = time.perf_counter()
+    (rx, expect, top_k), t0 = self._request(top_k, expect), time.perf_counter()
     sizes, ims = self._photos([front, back])
     t1 = time.perf_counter()
     found, seen, *_ = self._find(ims, 'single')

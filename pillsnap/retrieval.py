@@ -627,14 +627,14 @@ def embed_query(model, # has `embed_logits`: a `PillClassifier` or an `OnnxClass
                 x:torch.Tensor, # (n, 3, S, S) crops, on the model's device
                 turns:int=1, # views of each crop (`quarter_turns`; `retrieval.query_turns`)
                 features:bool=False, # also the features of the crops as taken (`features_logits`: the pill check's)
-               )->tuple: # (logits (n, classes) of the crops as taken, embeddings (n, dim) or (n, turns, dim)[, features])
+               )->tuple: # (logits (n, classes) of the crops as taken, embeddings (n, dim) or (n, turns, dim)
+                         # [, features (n, dim)])
     ("A query seen every way up: one pass over its `quarter_turns`, the logits of the crop as taken, "
      "every view's embedding (and, asked, the crop's features as taken, from the same pass).")
     views = quarter_turns(x, turns) if turns > 1 else x
-    if features: logits, f, e = model.features_logits(views)
-    else: logits, e = model.embed_logits(views)
+    logits, *f, e = model.features_logits(views) if features else model.embed_logits(views)
     out = (logits[::turns], e.reshape(len(x), turns, -1) if turns > 1 else e)
-    return (*out, f[::turns]) if features else out
+    return (*out, f[0][::turns]) if features else out
 
 def query_turns(meta:dict)->int:
     "The views a gallery's queries are embedded from: what it was built with (`retrieval.query_turns`; 1 before it)."
