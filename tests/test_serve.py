@@ -540,7 +540,8 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         # the three statuses as the page shows them: identified, not sure (the drugs, what tells them apart, the other side in
         # one tap) and unknown, each drawn in its colour (the answer made up: a tiny model's answer to one photo cannot be chosen)
         c = lambda k: {'k_code': k, 'confidence': 0.5, 'dl_name': 'Drug ' + k, 'edi_codes': []}
-        doubt = {'combo_recommended': False, 'missed': '1 more pill(s) may be in the photo, drawn dashed'}  # issue 81: the count in doubt
+        doubt = {'combo_recommended': False, 'missed': '1 more pill(s) may be in the photo, drawn dashed',  # issue 81: the count in doubt
+                 'unlike': 'this does not look like the pills the model learnt from', 'ko': {'unlike': '학습한 알약과 닮지 않아'}}  # why unknown
         three = {'mode': 'single', 'sides': 1, 'image_size': [320, 244], 'hints': doubt, 'timing_ms': {'total': 12},
                  'count_doubt': {'maybe_missed': [[200, 100, 240, 140]], 'odd_size': []},
                  'pills': [{'box': [10, 10, 60, 60], 'status': 'identified', 'candidates': [c('K-1')]},
@@ -564,10 +565,11 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
         dashed = drv.execute_script("""const g = document.getElementById('canvas').getContext('2d'), s = Math.min(1, 640 / img.width);
             return Array.from(g.getImageData(Math.round(200 * s) + 2, Math.round(100 * s), 1, 1).data.slice(0, 3));""")
         assert dashed[2] > 180 and dashed[0] < 90, dashed  # the box maybe missed: blue, dashed
-        assert '1 more pill(s) may be in the photo, drawn dashed' in shown
+        assert '1 more pill(s) may be in the photo, drawn dashed' in shown and 'does not look like the pills the model learnt' in shown
         drv.find_element(By.ID, 'lang').click()
         assert '확실하지 않음' in drv.find_element(By.ID, 'results').text and '뒷면도 찍어 주세요' in drv.find_element(By.ID, 'results').text
         assert '처방 확인: 1개 초과' in drv.find_element(By.ID, 'results').text and '2개 중 2개' in drv.find_element(By.ID, 'results').text
+        assert '학습한 알약과 닮지 않아' in drv.find_element(By.ID, 'results').text  # the server's hint, in the user's language
         drv.find_element(By.ID, 'lang').click()
         drv.execute_script('last = window.kept; last();')  # the server's answer again
         drv.find_element(By.CSS_SELECTOR, '.pill .wrong').click()  # "this answer is wrong", with the right drug
