@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['REFIT_CHUNK_MB', 'WISE_HEAD_CROPS', 'check_classifier', 'uses_margin', 'check_train_settings', 'training_loaders',
            'training_callbacks', 'FloatImages', 'build_learner', 'save_predictions', 'load_faces', 'load_predictions',
-           'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start', 'fit_softmax',
-           'refit_head', 'wise_finish', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
+           'eval_loader', 'evaluate_classifier', 'plot_reliability', 'plot_confusion', 'plot_history', 'mix_with_start',
+           'fit_softmax', 'refit_head', 'wise_finish', 'train_classifier', 'metrics_table', 'plot_confused_pairs']
 
 # %% ../nbs/04a_train.classifier.ipynb #9fd9b125
 import gc, json, time, warnings
@@ -407,14 +407,19 @@ def load_predictions(out_dir:str|Path)->tuple: # (float32 logits, labels)
     return z['logits'].astype(np.float32), z['labels']
 
 # %% ../nbs/04a_train.classifier.ipynb #ce1cf188
+def eval_loader(cfg, # resolved settings
+                ds:PillDataset, # crops to read in order
+               ):
+    "A dataset's crops in order, at twice the training batch; loader workers only when set to a number."
+    workers = 0 if cfg.loader.num_workers == 'auto' else int(cfg.loader.num_workers)
+    return make_loader(ds, cfg.train.batch_size * 2, num_workers=workers)
+
 def _val_loader(cfg, # resolved settings
                 d:ClassifierData, # from `classifier_data`
                 skip_dir:Path, # where unreadable photos are listed
                ):
-    "The validation crops in order, at twice the training batch; loader workers only when set to a number."
-    ds = PillDataset(d.val, d.root, d.pre, eval_transforms(d.pre), d.val_cache, skip_dir)
-    workers = 0 if cfg.loader.num_workers == 'auto' else int(cfg.loader.num_workers)
-    return make_loader(ds, cfg.train.batch_size * 2, num_workers=workers)
+    "The validation crops in order (`eval_loader`)."
+    return eval_loader(cfg, PillDataset(d.val, d.root, d.pre, eval_transforms(d.pre), d.val_cache, skip_dir))
 
 # %% ../nbs/04a_train.classifier.ipynb #7163169b
 def _val_metrics(probs:np.ndarray, preds:np.ndarray, ys:np.ndarray, # probabilities, predicted and true classes

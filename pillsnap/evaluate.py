@@ -32,10 +32,10 @@ from .metrics import (box_iou, calibration_bins, classification_metrics, clip_bo
                               average_precision, grouped_interval, interval_text, ratio_interval,
                               true_positives)
 from .prepare import classifier_data
-from .classifier import evaluate_classifier, load_faces, load_predictions
+from .classifier import eval_loader, evaluate_classifier, load_faces, load_predictions
 from .config import Experiment, UserError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import final_evaluation, load_manifest, pill_rows
-from .loaders import PillDataset, eval_transforms, make_loader
+from .loaders import PillDataset, eval_transforms
 from .aihub import yolo_label
 from .prepare import crop_kinds
 from .sources import real_rows, real_sets, source_group
@@ -844,9 +844,7 @@ def _test_classifier(cfg, path:Path)->dict:
     if cache: build_cache(rows, d.root, d.pre, cache, cfg.data.workers, quality=cfg.data.cache_quality)
     ds = PillDataset(rows, d.root, d.pre, eval_transforms(d.pre), cache, paths.logs/'skipped')
     device = pick_device(cfg.device)
-    workers = 0 if cfg.loader.num_workers == 'auto' else int(cfg.loader.num_workers)  # as validation reads (04a)
-    loader = make_loader(ds, cfg.train.batch_size * 2, num_workers=workers)
-    logits, ys = predict_logits(model, loader, device, amp_dtype(cfg.train.amp, device))
+    logits, ys = predict_logits(model, eval_loader(cfg, ds), device, amp_dtype(cfg.train.amp, device))  # as validation
     m = classification_metrics(softmax_t(logits, float(ck.get('temperature') or 1.0)), ys)
     return {k: v for k, v in m.items() if k != 'per_class'} | dict(skipped=len(rows) - len(ys))
 
