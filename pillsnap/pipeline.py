@@ -97,7 +97,9 @@ class PillCheck:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return expit(((x - self.mean) / self.scale) @ self.coef + self.intercept)
 
-    def passes(self, emb)->np.ndarray: return self.scores(emb) >= self.threshold
+    def passes(self, scores)->np.ndarray: # (n,) bool: the crop holds a pill
+        "Whether each crop's `scores` pass the threshold: the one place the check says yes or no."
+        return np.asarray(scores) >= self.threshold
 
 # %% ../nbs/05f_infer.pipeline.ipynb #b4b9ad57
 @patch
@@ -438,8 +440,8 @@ def _pill_verdicts(self:Predictor, scores:np.ndarray|None, # `pill_scores` of th
     ("Single mode's verdicts with the pill check's word, `pill_score`: a crop that does not look like a pill is"
      " 'unknown', whatever the gallery says of it.")
     if scores is None: return verdicts
-    return [{**(v or {}), 'pill_score': round(float(s), 4), **({'status': 'unknown'} if s < self.pill_check.threshold
-                                                               else {})} for v, s in zip(verdicts, scores)]
+    return [{**(v or {}), 'pill_score': round(float(s), 4), **({} if ok else {'status': 'unknown'})}
+            for v, s, ok in zip(verdicts, scores, self.pill_check.passes(scores))]
 
 # %% ../nbs/05f_infer.pipeline.ipynb #a7c31d52
 @patch
@@ -577,11 +579,12 @@ def check_pills(self:Predictor, ims:list, # RGB photos
     todo = [(i, j) for i, b in enumerate(asked) for j in range(len(b))]
     crops = [self.pre.finish(self.pre.crop(ims[i], xyxy_to_xywh(clip_box(asked[i][j], ims[i].width, ims[i].height))))
              for i, j in todo]
-    ok = [np.ones(len(f[0]) + sum(map(len, f[2:])), bool) for f in found]
-    for (i, j), s in zip(todo, self.pill_scores(crops) if todo else ()): ok[i][j] = s >= self.pill_check.threshold
-    for (b, s, *m), k in zip(found, ok):
-        keep = np.flatnonzero(k[:len(b)]) if k[:len(b)].any() or not len(s) else [int(np.argmax(s))]
-        out.append((b[keep], s[keep], *(m and [m[0][k[len(b):]]])))
+    ok = [np.ones(len(f[0]) + sum(map(len, f[2:])), bool) for f in found]  # a crowd's: none asked, all stand
+    for (i, j), yes in zip(todo, self.pill_check.passes(self.pill_scores(crops)) if todo else ()): ok[i][j] = yes
+    for (b, s, *missed), k in zip(found, ok):
+        n = len(b)
+        keep = np.flatnonzero(k[:n]) if k[:n].any() or not len(s) else [int(np.argmax(s))]
+        out.append((b[keep], s[keep], *(m[k[n:]] for m in missed)))
     return out
 
 
@@ -955,7 +958,7 @@ def _hints(self:Predictor, mode:str, pills:list, seen:int|None, size:tuple,
     top1 = pills[0]['candidates'][0]['confidence'] if mode == 'single' else 1.0
     limit = self.cfg.pipeline.combo_hint_confidence
     unlike = mode == 'single' and self.pill_check is not None and \
-        pills[0].get('pill_score', 1.0) < self.pill_check.threshold  # single mode's pill check: why it is unknown
+        not self.pill_check.passes(pills[0].get('pill_score', 1.0))  # single mode's pill check: why it is unknown
     said['unlike'] = ('unlike_pill', {}) if unlike else None
     if mode == 'single' and seen is not None and seen > 1:
         finder = pills[0]['found_by'] if pills[0]['found_by'] != 'photo' else 'detector'
