@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['COUNTED', 'CAPTURE_EN', 'SPLIT_COLUMNS', 'PASTED', 'summarize_dataset', 'plot_summary', 'test_overlap',
            'split_settings', 'data_identity', 'check_prepare', 'crop_kinds', 'is_pasted', 'classifier_rows',
-           'index_tables', 'split_frame', 'pasted_val', 'prepare', 'ClassifierData', 'classifier_data', 'split_table']
+           'index_tables', 'split_frame', 'pills_to_paste', 'pasted_val', 'prepare', 'ClassifierData',
+           'classifier_data', 'split_table']
 
 # %% ../nbs/02e_data.prepare.ipynb #3c2bad85
 import shutil, time
@@ -321,6 +322,12 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
 PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}
 
 # %% ../nbs/02e_data.prepare.ipynb #60c846af
+def pills_to_paste(cfg, data_dir:Path, split:str)->pd.DataFrame: # one row per pill (`pill_rows`)
+    ("The pills a split's pasted photos are cut from: its single-pill photos' — never a teaching source's (its photo is"
+     " its box, no pill's: it teaches the classifier as it is, and the pasted photos teach the detector too).")
+    pills = pill_rows(load_manifest(data_dir, split, pasted=False), known_only=split != 'holdout')  # held out: no class
+    return pills[~taught(pills.k_code, teaching_sources(cfg.data.get('sources')))].reset_index(drop=True)
+
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`; held-out drugs: "
      "`data.paste_holdout_photos`; made only beside training's), cut from its own single-pill photos; made once per "
@@ -329,8 +336,7 @@ def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     path, rec = data_dir/'manifests'/f'{name}.parquet', data_dir/f'{name}.json'
     n = (cfg.data.paste_photos if split == 'train' else
          cfg.data.get(f'paste_{split}_photos', 0) * (cfg.data.paste_photos > 0))
-    known = split != 'holdout'  # held-out drugs are in no class map
-    pills = pill_rows(load_manifest(data_dir, split, pasted=False), known_only=known) if n else []  # read only to paste
+    pills = pills_to_paste(cfg, data_dir, split) if n else []  # read only to paste
     if not len(pills):  # none asked for, or no pill to paste (no drug held out)
         path.unlink(missing_ok=True); rec.unlink(missing_ok=True); return False
     seed = cfg.split.seed + list(PASTED).index(split)  # other scenes for each split's pills
