@@ -321,13 +321,14 @@ def _write_problems(report:dict, caches:dict, data_dir:Path, log, extracted:list
 # each split's pasted photos: their folder and manifest
 PASTED = {'train': 'pasted', 'val': 'pasted-val', 'holdout': 'pasted-holdout'}
 
-# %% ../nbs/02e_data.prepare.ipynb #60c846af
+# %% ../nbs/02e_data.prepare.ipynb #27bc54a1
 def pills_to_paste(cfg, data_dir:Path, split:str)->pd.DataFrame: # one row per pill (`pill_rows`)
     ("The pills a split's pasted photos are cut from: its single-pill photos' — never a teaching source's (its photo is"
      " its box, no pill's: it teaches the classifier as it is, and the pasted photos teach the detector too).")
     pills = pill_rows(load_manifest(data_dir, split, pasted=False), known_only=split != 'holdout')  # held out: no class
     return pills[~taught(pills.k_code, teaching_sources(cfg.data.get('sources')))].reset_index(drop=True)
 
+# %% ../nbs/02e_data.prepare.ipynb #60c846af
 def _paste_step(cfg, split:str, root:Path, data_dir:Path, log)->bool:
     ("A split's pasted photos (training: `data.paste_photos`; validation: `data.paste_val_photos`; held-out drugs: "
      "`data.paste_holdout_photos`; made only beside training's), cut from its own single-pill photos; made once per "
