@@ -121,13 +121,17 @@ def fit_pill_check(train:tuple, # `pill_boxes` of the training photos
     check = PillCheck(scale.mean_, scale.scale_, reg.coef_[0], reg.intercept_[0], 0.5, meta)
     s = check.scores(v_emb)
     check.threshold = float(np.quantile(s[v_pill], 1 - PILL_KEEP))
+    report.update(val_auroc=round(float(roc_auc_score(np.r_[np.ones(v_pill.sum()), np.zeros(v_other.sum())],
+                                                      np.r_[s[v_pill], s[v_other]])), 4) if v_other.any() else None)
+    return check, _kept(check, report, s, v_pill, v_other)
+
+def _kept(check, report:dict, s, v_pill, v_other)->dict:
+    "Into `report` and `check.meta`: the threshold, and what it keeps of the validation pills and refuses of the rest."
     report.update(threshold=round(check.threshold, 4),
                   val_pills_kept=round(float((s[v_pill] >= check.threshold).mean()), 4),
-                  val_other_refused=round(float((s[v_other] < check.threshold).mean()), 4) if v_other.any() else None,
-                  val_auroc=round(float(roc_auc_score(np.r_[np.ones(v_pill.sum()), np.zeros(v_other.sum())],
-                                                      np.r_[s[v_pill], s[v_other]])), 4) if v_other.any() else None)
+                  val_other_refused=round(float((s[v_other] < check.threshold).mean()), 4) if v_other.any() else None)
     check.meta.update(report)
-    return check, report
+    return report
 
 # %% ../nbs/05g_infer.pill_check.ipynb #0b8a2754
 def real_threshold(train:tuple, # `pill_boxes` of the training photos (the check's fit), each box's source photo too
@@ -156,15 +160,12 @@ def real_threshold(train:tuple, # `pill_boxes` of the training photos (the check
 def _chosen_on_real(check, report:dict, val:tuple, box_conf:float, r:dict|None):
     "Into `check` and `report`: `real_threshold`'s choice, and what it keeps of the validation photos' boxes."
     if r is None: return
-    s, v_iou, v_conf = check.scores(val[0]), val[1], val[2]
+    v_iou, v_conf = val[1], val[2]
     v_pill, v_other = (v_iou >= 0.5) & (v_conf >= box_conf), (v_iou < 0.1) & (v_conf >= box_conf)
     check.threshold = r['threshold']
-    report.update(threshold=round(r['threshold'], 4),
-                  threshold_from=f"{r['pills']} pills in {r['photos']} real source photos (data.detector_photos), "
-                                 'each scored by a check fitted without it',
-                  val_pills_kept=round(float((s[v_pill] >= check.threshold).mean()), 4),
-                  val_other_refused=round(float((s[v_other] < check.threshold).mean()), 4) if v_other.any() else None)
-    check.meta.update(report)
+    report['threshold_from'] = (f"{r['pills']} pills in {r['photos']} real source photos (data.detector_photos), "
+                                'each scored by a check fitted without it')
+    _kept(check, report, check.scores(val[0]), v_pill, v_other)
 
 # %% ../nbs/05g_infer.pill_check.ipynb #ed136746
 def build_pill_check(exp, # an experiment with a trained classifier and detector (folder or `Experiment`)
