@@ -371,7 +371,7 @@ def _trained_gallery(cfg, model:nn.Module, ck:dict, path:Path, d, device, dtype)
                           descriptor=dict(model.descriptor)))
     for (k, f), idx in rows.groupby(['k_code', 'face']).indices.items():
         if k not in taught: g.add(k, emb[idx], int(f), 'trained')
-    records = enrolled_records(paths.retrieval)
+    records = enrolled_records(paths.retrieval, held=True)  # `build_gallery` holds the lock
     for k, files in enrolled_crops(paths.root).items():
         raw, turns = _read_crops(files), r.enrol_turns
         asks = embed_crops(model.to(device), quarter_turns(farther(raw), turns), device)  # `calibrate_enrolled`

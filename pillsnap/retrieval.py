@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['GALLERY_FORMAT', 'FACE_NAMES', 'ONE_THRESHOLD_ADVICE', 'MIN_UNKNOWN', 'REAL_TAR', 'ENROLMENT_CHECK', 'FARTHER',
            'ENROLMENTS', 'Gallery', 'open_score', 'verdict_rows', 'status', 'mode_words', 'quantile_hd', 'at_threshold',
-           'band_shares', 'open_set', 'farther', 'load_gallery', 'GalleryBusy', 'gallery_lock', 'journal', 'enrolments',
-           'enrol_into', 'enrolled_records', 'fuse', 'fusion_columns', 'trained_cosines', 'retrieval_dir',
-           'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns', 'gallery_descriptor',
-           'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
+           'band_shares', 'open_set', 'farther', 'GalleryBusy', 'gallery_lock', 'GalleryTorn', 'load_gallery',
+           'journal', 'enrolments', 'enrol_into', 'enrolled_records', 'fuse', 'fusion_columns', 'trained_cosines',
+           'retrieval_dir', 'enrolled_crops', 'embed_crops', 'quarter_turns', 'embed_query', 'query_turns',
+           'gallery_descriptor', 'config_descriptor', 'descriptor_words', 'described', 'gallery_table', 'remove_drug']
 
 # %% ../nbs/05a_infer.retrieval.ipynb #0a4170ad
-import contextlib, time
+import contextlib, hashlib, time
 from pathlib import Path
 
 import numpy as np
@@ -439,28 +439,7 @@ def save(self:Gallery, folder:str|Path)->Path:
                                            sha256=file_sha256(_tensor_file(folder))))
     return folder/'gallery.json'
 
-# %% ../nbs/05a_infer.retrieval.ipynb #50b0f0e1
-def load_gallery(folder:str|Path, # an experiment's retrieval folder
-                )->Gallery|None: # None when there is no gallery
-    "Read a saved gallery, or `UserError` saying what is wrong with it."
-    from safetensors.torch import load_file
-    folder = Path(folder)
-    rec, why = read_json(folder/'gallery.json')
-    if why == 'missing': return None
-    fix = f' — rebuild it: pillsnap gallery --exp {folder.parent} --rebuild'
-    if why or not isinstance(rec, dict) or rec.get('format') != GALLERY_FORMAT:
-        raise UserError(f"{folder/'gallery.json'} is {why or 'not a pillsnap gallery'}{fix}")
-    f = _tensor_file(folder)
-    if not f.is_file() or file_sha256(f) != rec.get('sha256'):
-        raise UserError(f'{f} is missing or does not match gallery.json{fix}')
-    t = load_file(str(f))
-    return Gallery(rec['dim'], t['sums'], rec['entries'], rec['drugs'], rec['meta'], t.get('center'), t.get('whiten'),
-                   rec.get('exemplars', 0), t.get('ex'), t.get('ex_entry'), t.get('photo_vecs'), t.get('photo_entry'),
-                   t.get('photo_asks'))
-
-# %% ../nbs/05a_infer.retrieval.ipynb #5134220c
-ENROLMENTS = 'enrolled.jsonl'  # beside gallery.json: one JSON line per enrolment or removal, only ever appended
-
+# %% ../nbs/05a_infer.retrieval.ipynb #16067020
 class GalleryBusy(UserError):
     "Another command is changing the gallery (an enrolment, a removal or a rebuild) and did not finish in time."
 
@@ -471,6 +450,46 @@ def gallery_lock(folder:str|Path, # an experiment's retrieval folder
     busy = GalleryBusy(f'the gallery in {folder} is being changed by another command (an enrolment, '
                        f'a removal or a rebuild) for over {wait_s:g} s — try again when it is done')
     return file_lock(Path(folder)/'.lock', wait_s, busy)
+
+# %% ../nbs/05a_infer.retrieval.ipynb #50b0f0e1
+class GalleryTorn(UserError):
+    "gallery.safetensors is not the file gallery.json was written with."
+
+def _read_gallery(folder:Path)->Gallery|None:
+    "One read of gallery.json and the tensors it names, hashed and loaded from the same bytes."
+    from safetensors.torch import load
+    rec, why = read_json(folder/'gallery.json')
+    if why == 'missing': return None
+    fix = f' — rebuild it: pillsnap gallery --exp {folder.parent} --rebuild'
+    if why or not isinstance(rec, dict) or rec.get('format') != GALLERY_FORMAT:
+        raise UserError(f"{folder/'gallery.json'} is {why or 'not a pillsnap gallery'}{fix}")
+    f = _tensor_file(folder)
+    data = f.read_bytes() if f.is_file() else b''
+    if hashlib.sha256(data).hexdigest() != rec.get('sha256'):
+        raise GalleryTorn(f'{f} is missing or does not match gallery.json{fix}')
+    t = load(data)
+    return Gallery(rec['dim'], t['sums'], rec['entries'], rec['drugs'], rec['meta'], t.get('center'), t.get('whiten'),
+                   rec.get('exemplars', 0), t.get('ex'), t.get('ex_entry'), t.get('photo_vecs'), t.get('photo_entry'),
+                   t.get('photo_asks'))
+
+# %% ../nbs/05a_infer.retrieval.ipynb #b799a779
+def load_gallery(folder:str|Path, # an experiment's retrieval folder
+                 held:bool=False, # this process holds the gallery's lock (`gallery_lock`): no change is under way
+                )->Gallery|None: # None when there is no gallery
+    ("Read a saved gallery, or `UserError` saying what is wrong with it. Read while another process saves one"
+     " (its tensors written, its gallery.json not yet), it waits for that change under the gallery's lock.")
+    folder = Path(folder)
+    try: return _read_gallery(folder)
+    except GalleryTorn as e:
+        if held: raise
+        torn = e
+    with contextlib.ExitStack() as stack:
+        try: stack.enter_context(gallery_lock(folder))
+        except OSError: raise torn from None  # a folder no one can lock is no one's to change
+        return _read_gallery(folder)
+
+# %% ../nbs/05a_infer.retrieval.ipynb #5134220c
+ENROLMENTS = 'enrolled.jsonl'  # beside gallery.json: one JSON line per enrolment or removal, only ever appended
 
 # %% ../nbs/05a_infer.retrieval.ipynb #c742ce9c
 def journal(folder:str|Path, # an experiment's retrieval folder
@@ -514,7 +533,7 @@ def enrol_into(folder:str|Path, # an experiment's retrieval folder
     "Fold a drug's photos into the gallery on disk as it is now, under its lock, with its crops and a journal line."
     folder = Path(folder)
     with gallery_lock(folder, wait_s):
-        now = load_gallery(folder)  # what other processes enrolled or removed since `g` was read
+        now = load_gallery(folder, held=True)  # what other processes enrolled or removed since `g` was read
         now = g if now is None else now
         if now.meta.get('embedder') != g.meta.get('embedder'):
             raise ConfigError(f'the gallery in {folder} was rebuilt with another classifier since this command started '
@@ -530,10 +549,12 @@ def enrol_into(folder:str|Path, # an experiment's retrieval folder
     return now
 
 # %% ../nbs/05a_infer.retrieval.ipynb #1a98ba9e
-def enrolled_records(folder:Path)->dict:
+def enrolled_records(folder:Path, # an experiment's retrieval folder
+                     held:bool=False, # this process holds the gallery's lock (a rebuild)
+                    )->dict:
     "{K-code: registry record} of enrolled drugs: the journal's, or for a gallery older than it, its own if readable."
     if (folder/ENROLMENTS).exists(): return enrolments(folder)
-    try: old = load_gallery(folder)
+    try: old = load_gallery(folder, held)
     except UserError as e:
         get_logger('retrieval').warning(f'{e}: enrolled drugs keep their codes, not their names'); old = None
     return dict(old.drugs) if old is not None else {}
@@ -690,7 +711,7 @@ def remove_drug(exp:str|Path, # the experiment
     import shutil
     folder = retrieval_dir(exp)
     with gallery_lock(folder):
-        g = load_gallery(folder)
+        g = load_gallery(folder, held=True)
         if g is None: raise ConfigError(f'{exp} has no gallery — nothing to remove')
         if k_code not in g.enrolled():
             trained = ' (it is a trained class: retrain without it)' if k_code in g.codes else ''
