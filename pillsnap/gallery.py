@@ -478,6 +478,7 @@ def _enrolled_threshold(cfg, g:Gallery, model:nn.Module, d, device, dtype,
                            report['threshold'])
     g.meta.update(threshold=report['threshold'], threshold_from=report['threshold_from'],
                   not_sure_from=report.get('not_sure_from'), enrolled_tar=float(r.real_tar),
+                  enrolled_max_far=float(r.max_false_accept),
                   phone_threshold=phone['own_threshold'] if phone else None)  # enrolled drugs' with too few photos
     if real is not None:  # enrolled drugs, photographed like the pills asked of them: real photos over both
         g.meta.update(enrolled_threshold=real['threshold'], enrolled_threshold_from=f"real photos ({', '.join(real['sets'])})")

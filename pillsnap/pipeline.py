@@ -1025,16 +1025,19 @@ def _enrolment_answer(self:Predictor, k_code:str, ims:list, found:list, rec:dict
     m = self.gallery.meta  # the enrolled drugs' threshold, chosen again on their photos (`calibrate_enrolled`)
     below, chosen_on = m.get('enrolled_threshold', m.get('threshold')), m.get('enrolled_threshold_from')
     by_mode = m.get('enrolled_threshold_by_mode')  # a real set's, one per mode
+    hi = m.get('enrolled_identified_from')  # 'not sure' below it (`calibrate_enrolled`'s band)
     if self.unknown_below is not None:
         below, chosen_on, by_mode = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)', None
+        hi = None
     self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
-                  + (f'; enrolled drugs are unknown below {below:.3f}{mode_words(by_mode)}, chosen on {chosen_on}'
+                  + (f'; enrolled drugs are unknown below {below:.3f}{mode_words(by_mode)}'
+                     + (f", 'not sure' below {hi:.3f}" if hi else '') + f', chosen on {chosen_on}'
                      if below is not None and chosen_on else ''))
     few = (hint('few_photos', drug=k_code, n=photos, advised=ENROL_ADVISED)
            if photos < ENROL_ADVISED and k_code not in self.k_codes else (None, None))  # a trained drug is named anyway
     return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
                 trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_below_by_mode=by_mode,
-                unknown_chosen_on=chosen_on,
+                identified_from=hi, unknown_chosen_on=chosen_on,
                 hint=few[0], hint_ko=few[1])
 
 # %% ../nbs/05f_infer.pipeline.ipynb #4f71c19a

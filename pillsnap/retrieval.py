@@ -246,8 +246,9 @@ def mode_words(by:dict|None, # {mode: threshold} (`enrolled_threshold_by_mode`),
 def enrolled_words(self:Gallery)->str:
     ("The enrolled drugs' 'unknown' threshold in words (for logs): one number, and each mode's where a real set"
      " chose them.")
+    hi = self.meta.get('enrolled_identified_from')  # `calibrate_enrolled`'s band
     return (f"{self.meta.get('enrolled_threshold', self.meta.get('threshold'))}"
-            + mode_words(self.meta.get('enrolled_threshold_by_mode')))
+            + mode_words(self.meta.get('enrolled_threshold_by_mode')) + (f" ('not sure' below {hi})" if hi else ''))
 
 ONE_THRESHOLD_ADVICE = ("one threshold for both modes, chosen on close-ups: combo mode's pills, among others, "
                         "score lower and more of them are answered unknown — name labelled photos of your own in "
@@ -260,15 +261,18 @@ def threshold_advice(self:Gallery)->str|None:
     m = self.meta  # `calibrate_enrolled` keeps `enrolment_open_set` exactly while the enrolment photos chose it
     return ONE_THRESHOLD_ADVICE if 'enrolment_open_set' in m and not m.get('enrolled_threshold_by_mode') else None
 
+# %% ../nbs/05a_infer.retrieval.ipynb #28be91a1
 @patch
 def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode asking, when a real set chose its own
               )->torch.Tensor|None: # (drugs,) in `codes` order; None: no threshold tuned
-    ("Each drug's 'unknown' threshold: an enrolled drug's prototype is made of photos like the ones asked"
+    ("Each drug's threshold to be identified: an enrolled drug's prototype is made of photos like the ones asked"
      " (`enrolled_threshold`, chosen on real photos when a real set is named: there, each mode's own, on the pills of"
-     " photos like the ones it asks), a trained drug's of studio crops (`threshold`).")
-    t = self.meta.get('threshold')
+     " photos like the ones it asks; `enrolled_identified_from` where its own photos chose a band), a trained drug's"
+     " of studio crops (`threshold`).")
+    t, m = self.meta.get('threshold'), self.meta
     if t is None: return None
-    e = (self.meta.get('enrolled_threshold_by_mode') or {}).get(mode, self.meta.get('enrolled_threshold', t))
+    e = (m.get('enrolled_threshold_by_mode') or {}).get(mode, m.get('enrolled_threshold', t))
+    e = max(e, m['enrolled_identified_from']) if m.get('enrolled_identified_from') is not None else e
     enrolled = set(self.enrolled())
     return torch.tensor([e if k in enrolled else t for k in self.codes], dtype=torch.float32)
 
@@ -276,12 +280,16 @@ def thresholds(self:Gallery, mode:str|None=None, # 'single' or 'combo': the mode
 @patch
 def refusals(self:Gallery, mode:str|None=None, # the mode asking (`thresholds`)
             )->torch.Tensor|None: # (drugs,) in `codes` order; None: no band (one threshold: `thresholds`)
-    ("Each drug's refusal threshold: a trained drug's pill scoring between it and the drug's `thresholds` is 'not"
-     " sure', below it 'unknown' (`not_sure_from`, chosen with `retrieval.max_refused`); an enrolled drug keeps one.")
-    t, low = self.thresholds(mode), self.meta.get('not_sure_from')
-    if t is None or low is None: return None
+    ("Each drug's refusal threshold: a pill scoring between it and the drug's `thresholds` is 'not sure', below it"
+     " 'unknown' — a trained drug's from `not_sure_from` (chosen with `retrieval.max_refused`), an enrolled drug's"
+     " from `enrolled_threshold` where its own photos chose a band (`calibrate_enrolled`), else none.")
+    m = self.meta
+    t, low = self.thresholds(mode), m.get('not_sure_from')
+    e_low = m.get('enrolled_threshold') if m.get('enrolled_identified_from') is not None else None
+    if t is None or (low is None and e_low is None): return None
+    band = lambda x: t if x is None else t.clamp(max=x)
     enrolled = set(self.enrolled())
-    return torch.where(torch.tensor([k in enrolled for k in self.codes]), t, t.clamp(max=low))
+    return torch.where(torch.tensor([k in enrolled for k in self.codes]), band(e_low), band(low))
 
 # %% ../nbs/05a_infer.retrieval.ipynb #c6764f65
 def quantile_hd(x:np.ndarray, # scores (one at least)
@@ -391,12 +399,21 @@ def _enrolment_scores(self:Gallery)->tuple: # (known (p,), never seen (p,), drug
 # %% ../nbs/05a_infer.retrieval.ipynb #a5706789
 @patch
 def enrolment_open_set(self:Gallery, tar:float=REAL_TAR, # share of the enrolled photos that must pass
+                       max_far:float|None=None, # share of them, their drug left out, that may still be identified
                       )->dict|None: # `open_set`'s report and `drugs`; None: too few photos (`ENROLMENT_CHECK`)
-    "The enrolled drugs' 'unknown' threshold chosen on their own photos, each left out in turn."
+    ("The enrolled drugs' 'unknown' threshold chosen on their own photos, each left out in turn; with `max_far`, also"
+     " where 'identified' starts (`identified_from`): the lowest that identifies at most `max_far` of the photos asked"
+     " with their drug left out. Between the two they are 'not sure'.")
     known, never, drugs = self._enrolment_scores()
     if drugs < ENROLMENT_CHECK['drugs'] or len(known) < ENROLMENT_CHECK['photos']: return None
-    return {**open_set(known, never, tar), 'drugs': drugs}
+    r = {**open_set(known, never, tar), 'drugs': drugs}
+    if max_far is not None and (hi := quantile_hd(never, 1 - max_far)) > r['threshold']:
+        at = at_threshold(known, never, hi)
+        r.update(identified_from=at['threshold'], max_false_accept=max_far,
+                 known_identified=at['tar'], never_identified=at['far'])
+    return r
 
+# %% ../nbs/05a_infer.retrieval.ipynb #94b979df
 @patch
 def calibrate_enrolled(self:Gallery)->Gallery:
     ("The enrolled drugs' threshold from their own photos (`enrolment_open_set`), unless a real set chose it;"
@@ -405,8 +422,8 @@ def calibrate_enrolled(self:Gallery)->Gallery:
     m, t = self.meta, self.meta.get('threshold')
     real_before = 'enrolled_threshold_from' not in m and m.get('enrolled_threshold', t) != t  # a gallery from before
     if t is None or real_before or str(m.get('enrolled_threshold_from', '')).startswith('real photos'): return self
-    r = self.enrolment_open_set(m.get('enrolled_tar', REAL_TAR))
-    m.pop('enrolment_open_set', None)
+    r = self.enrolment_open_set(m.get('enrolled_tar', REAL_TAR), m.get('enrolled_max_far'))
+    m.pop('enrolment_open_set', None); m.pop('enrolled_identified_from', None)
     if r is None and m.get('phone_threshold') is not None:
         m.update(enrolled_threshold=m['phone_threshold'],
                  enrolled_threshold_from='phone-like validation photos (data.paste_val_photos)')
@@ -415,6 +432,7 @@ def calibrate_enrolled(self:Gallery)->Gallery:
     else: m.update(enrolled_threshold=r['threshold'], enrolment_open_set=r,
                    enrolled_threshold_from=f"the enrolled photos ({r['known']} photos of {r['drugs']} drugs, "
                                            'each left out in turn)')
+    if r is not None and 'identified_from' in r: m['enrolled_identified_from'] = r['identified_from']
     return self
 
 # %% ../nbs/05a_infer.retrieval.ipynb #7a9e7062

@@ -896,7 +896,7 @@ async def enrol(self:Service, request:Request, files:list, # `UploadFile`s: phot
     return {'k_code': r['k_code'], 'added': r['added'], 'photos': r['photos'], 'found_by': r['found_by'],
             'trained': r['trained'], 'dl_name': r['record'].get('dl_name'),
             'unknown_below': r.get('unknown_below'), 'unknown_below_by_mode': r.get('unknown_below_by_mode'),
-            'unknown_chosen_on': r.get('unknown_chosen_on'),
+            'identified_from': r.get('identified_from'), 'unknown_chosen_on': r.get('unknown_chosen_on'),
             'hint': r.get('hint'), 'hint_ko': r.get('hint_ko')}  # too few photos of it, in both languages
 
 # %% ../nbs/07c_ship.serve.ipynb #3559d7ac

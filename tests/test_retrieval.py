@@ -265,6 +265,7 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
             # one enrolled drug: too few photos to choose on — the trained drugs' threshold, and the answer says where it came from
             assert r.json()['unknown_chosen_on'] == 'studio validation photos' and -1 <= r.json()['unknown_below'] <= 1
             assert r.json()['unknown_below_by_mode'] is None  # one per mode only where a real set chose them
+            assert r.json()['identified_from'] is None  # no 'not sure' band from one drug's photos
             assert r.json()['hint'].startswith(f'{a} is enrolled from 1 photo(s)') and '등록 사진이 1장' in r.json()['hint_ko']
             assert httpx.post(url + '/enrol', files=[('images', b'x')], data={'code': a}).status_code == 401  # a key, always
             bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
@@ -401,7 +402,10 @@ def test_without_a_real_set_the_enrolled_photos_choose_the_enrolled_drugs_thresh
     g = load_gallery(e/'retrieval')
     own = g.meta['enrolment_open_set']
     assert (own['known'], own['drugs'], own['threshold']) == (10, 3, g.meta['enrolled_threshold']) and 0 <= own['auroc'] <= 1
-    assert g.thresholds().tolist() == pytest.approx([own['threshold'] if k in g.enrolled() else trained['threshold'] for k in g.codes])
+    ident = own.get('identified_from', own['threshold'])  # where 'identified' starts: a band above it where its photos ask one
+    assert g.thresholds().tolist() == pytest.approx([ident if k in g.enrolled() else trained['threshold'] for k in g.codes])
+    assert ('identified_from' in own) == ("'not sure' below" in out) == (g.meta.get('enrolled_identified_from') is not None)
+    if 'identified_from' in own: assert g.refusals()[g.codes.index('NEW-3')] == pytest.approx(own['threshold'])
     assert 'note: one threshold for both modes, chosen on close-ups' in out  # and what would choose one per mode
     listing = cli('gallery', '--exp', e)[1]
     assert 'chosen on the enrolled photos' in listing and 'eval.real_sets' in listing
