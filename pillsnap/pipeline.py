@@ -487,7 +487,9 @@ def tell_apart(records:list, # the candidates' registry records (`Predictor.reco
     on = {s: any(f in differ for f in fs) for s, fs in SIDE_FIELDS.items()}
     seen = (*SIDE_FIELDS['front'], *SIDE_FIELDS['back'], *LOOK_FIELDS)
     # a drug enrolled from photos alone has no record of its looks: nothing to compare, nothing to claim
-    if not all(any(_field_value(r.get(f)) for f in seen) for r in records): advice = 'unrecorded'
+    if not all(any(_field_value(r.get(f)) for f in seen) for r in records):
+        advice = 'unrecorded'  # a blank there is not recorded, not absent: only fields every candidate fills tell apart
+        differ = {f: v for f, v in differ.items() if all(v)}
     elif on['front'] != on['back'] and sides == 1: advice = 'other_side'  # one side's marks differ: show both sides
     elif on['front'] or on['back']: advice = 'closer'  # the marks differ where the photos were: a sharper look at them
     elif any(f in differ for f in LOOK_FIELDS): advice = 'look'  # shape or colour: in daylight, on a plain ground
