@@ -477,6 +477,7 @@ def _field_value(v)->str:
     s = re.sub(r'\s+', ' ', str(v if v is not None else '')).strip()
     return '' if s in ('', '-', '0', '0.0', 'None', 'nan') else s
 
+# %% ../nbs/05f_infer.pipeline.ipynb #5fa5391d
 def tell_apart(records:list, # the candidates' registry records (`Predictor.record`), best first
                sides:int=1, # photos of the pill the answer saw: 1, or 2 (`predict_sides`)
               )->dict: # 'differ': {field: [values]}; 'advice': unrecorded|other_side|closer|look|not_visible|none
