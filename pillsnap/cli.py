@@ -562,15 +562,6 @@ def pillsnap_count(
               f"{doubt_words(r['count_doubt'])}")
     return results
 
-# %% ../nbs/08b_run.cli.ipynb #754a3571
-def _enrolled_words(r:dict)->str: # `Predictor.enrol`'s answer
-    "What an enrolment says of the enrolled drugs' thresholds: unknown below, 'not sure' below, and what chose them."
-    from pillsnap.retrieval import mode_words
-    if r.get('unknown_below') is None or not r.get('unknown_chosen_on'): return ''
-    return (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}{mode_words(r.get('unknown_below_by_mode'))}"
-            + (f", 'not sure' below {r['identified_from']:.3f}" if r.get('identified_from') else '')
-            + f", chosen on {r['unknown_chosen_on']}")
-
 # %% ../nbs/08b_run.cli.ipynb #16648f96
 @command('enrol')
 def pillsnap_enrol(
@@ -581,7 +572,7 @@ def pillsnap_enrol(
     config:str=None, # config file (default: the nearest config.yaml, else the installed defaults), for --exp's default
 ):
     "Add a drug (or more photos of one) to the experiment's gallery, without training."
-    from pillsnap.pipeline import ImageError, Predictor
+    from pillsnap.pipeline import ImageError, Predictor, enrolment_words
     if not code: raise ConfigError('give the drug\'s code: --code K-012345')
     images, settings = photos_and_settings(images)
     if not images: raise ConfigError('give at least one photo of the drug')
@@ -593,7 +584,7 @@ def pillsnap_enrol(
     name = f" ({r['record'].get('dl_name')})" if r['record'].get('dl_name') else ''
     how = 'also a trained class' if r['trained'] else 'identified from the gallery'
     print(f"enrolled {r['added']} photo(s) of {code}{name}: {r['photos']} in the gallery ({how}); "
-          f"pills found by {', '.join(sorted(set(r['found_by'])))}{_enrolled_words(r)}")
+          f"pills found by {', '.join(sorted(set(r['found_by'])))}{enrolment_words(r)}")
     if r.get('hint'): print(f"hint: {r['hint']}")
     if pred.unknown_below is None and (advice := pred.gallery.threshold_advice): print(f'note: {advice}')
     return r

@@ -6,7 +6,8 @@
 __all__ = ['MODES', 'BACKENDS', 'PILL_CHECK', 'NEDRUG_ITEM', 'IMAGE_HOSTS', 'LOCATORS', 'SET_MAX', 'SIDE_FIELDS', 'LOOK_FIELDS',
            'UNSEEN_FIELDS', 'BOXES_MAX', 'CHECK_ODDS', 'EXPECT_MAX', 'QUANTITY', 'MIN_PHOTO_SIDE', 'HINTS',
            'ENROL_ADVISED', 'K_CODE', 'ImageError', 'load_image', 'PillCheck', 'registry_links', 'registry', 'Counter',
-           'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning', 'fuse_sides']
+           'Predictor', 'tell_apart', 'check_boxes', 'reconcile', 'parse_expect', 'hint', 'photo_warning',
+           'enrolment_words', 'fuse_sides']
 
 # %% ../nbs/05f_infer.pipeline.ipynb #1d223ce6
 import contextlib, copy, re, time, unicodedata
@@ -1032,16 +1033,21 @@ def _enrolment_answer(self:Predictor, k_code:str, ims:list, found:list, rec:dict
     if self.unknown_below is not None:
         below, chosen_on, by_mode = self.unknown_below, 'retrieval.threshold (a best cosine, set by hand)', None
         hi = None
-    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery"
-                  + (f'; enrolled drugs are unknown below {below:.3f}{mode_words(by_mode)}'
-                     + (f", 'not sure' below {hi:.3f}" if hi else '') + f', chosen on {chosen_on}'
-                     if below is not None and chosen_on else ''))
     few = (hint('few_photos', drug=k_code, n=photos, advised=ENROL_ADVISED)
            if photos < ENROL_ADVISED and k_code not in self.k_codes else (None, None))  # a trained drug is named anyway
-    return dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
-                trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_below_by_mode=by_mode,
-                identified_from=hi, unknown_chosen_on=chosen_on,
-                hint=few[0], hint_ko=few[1])
+    r = dict(k_code=k_code, added=len(ims), photos=photos, found_by=[f[2] for f in found],
+             trained=k_code in self.k_codes, record=rec, unknown_below=below, unknown_below_by_mode=by_mode,
+             identified_from=hi, unknown_chosen_on=chosen_on,
+             hint=few[0], hint_ko=few[1])
+    self.log.info(f"enrolled {len(ims)} photo(s) of {k_code} ({named}): {photos} in the gallery{enrolment_words(r)}")
+    return r
+
+def enrolment_words(r:dict)->str: # `Predictor.enrol`'s answer
+    "What an enrolment says of the enrolled drugs' thresholds: unknown below, 'not sure' below, and what chose them."
+    if r.get('unknown_below') is None or not r.get('unknown_chosen_on'): return ''
+    return (f"; enrolled drugs are unknown below {r['unknown_below']:.3f}{mode_words(r.get('unknown_below_by_mode'))}"
+            + (f", 'not sure' below {r['identified_from']:.3f}" if r.get('identified_from') else '')
+            + f", chosen on {r['unknown_chosen_on']}")
 
 # %% ../nbs/05f_infer.pipeline.ipynb #4f71c19a
 @patch
