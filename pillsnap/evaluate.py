@@ -653,24 +653,30 @@ def _as_known(code:str, known:set)->str:
 # %% ../nbs/06_judge.evaluate.ipynb #dd7237e3
 def _open_count(c:Counter, gaps:dict, mode:str, known:bool,
                 pill:dict, # its answer: 'status', 'open_score' and 'unknown_below' when there is a gallery
-                right:bool=False, # a known drug's pill: its first candidate is the drug
+                truth:str|None=None, # a known drug's pill: the drug
                ):
     ("Count one answered pill: known or not, and whether it was answered unknown (no status, no gallery: not counted);"
-     " for a known drug, whether its first candidate was right, refused or not. `gaps[mode]` keeps each pill's score"
+     " for a known drug, whether its first candidate was right, refused or not, and when 'not sure' whether the"
+     " candidates it names (`between`) hold the drug, and how many they are. `gaps[mode]` keeps each pill's score"
      " less its threshold (known drugs' first), for the AUROC.")
     status = pill.get('status')
     if status is None: return
-    kind, refused = "known" if known else "never", status == 'unknown'
-    c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused,
-              f'{mode}_{kind}_not_sure': status == 'not sure'})
-    if known: c.update({f'{mode}_known_named_right': not refused and right, f'{mode}_known_unknown_wrong': refused and not right})
+    kind, refused, unsure = "known" if known else "never", status == 'unknown', status == 'not sure'
+    c.update({f'{mode}_{kind}_answered': 1, f'{mode}_{kind}_unknown': refused, f'{mode}_{kind}_not_sure': unsure})
+    if known:
+        right, between = (pill.get('candidates') or [{}])[0].get('k_code') == truth, pill.get('between') or []
+        c.update({f'{mode}_known_named_right': not refused and right, f'{mode}_known_unknown_wrong': refused and not right,
+                  f'{mode}_known_not_sure_holds': unsure and truth in between,
+                  f'{mode}_known_not_sure_between': len(between) if unsure else 0})
     if 'open_score' in pill: gaps.setdefault(mode, ([], []))[0 if known else 1].append(pill['open_score'] - pill['unknown_below'])
 
+# %% ../nbs/06_judge.evaluate.ipynb #b786eed5
 def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
     ("The share of answered pills of known drugs called unknown, and of never-seen drugs' answered unknown; of the known"
      " drugs' pills named (not unknown), the share named right; of those called unknown, the share whose first"
-     " candidate was wrong anyway (a refusal that spared a wrong name); and how well the rule tells the two apart"
-     " at any threshold (the AUROC of score less threshold, when both kinds were answered).")
+     " candidate was wrong anyway (a refusal that spared a wrong name); of those answered 'not sure', the share whose"
+     " candidates hold the drug and how many they name (what a 'not sure' is worth); and how well the rule tells the"
+     " two apart at any threshold (the AUROC of score less threshold, when both kinds were answered).")
     known, never, refused = c[f'{mode}_known_answered'], c[f'{mode}_never_answered'], c[f'{mode}_known_unknown']
     k, u = (gaps or {}).get(mode, ([], []))
     auroc = round(float(roc_auc_score([1] * len(k) + [0] * len(u), [*k, *u])), 4) if k and u else None
@@ -678,6 +684,9 @@ def _open_rates(c:Counter, mode:str, gaps:dict|None=None)->dict:
                 never_seen_answered_unknown=rate(c[f'{mode}_never_unknown'], never),
                 never_seen_not_sure=rate(c[f'{mode}_never_not_sure'], never),
                 known_not_sure=rate(c[f'{mode}_known_not_sure'], known),
+                known_not_sure_holds=rate(c[f'{mode}_known_not_sure_holds'], c[f'{mode}_known_not_sure']),
+                known_not_sure_candidates=(round(c[f'{mode}_known_not_sure_between'] / c[f'{mode}_known_not_sure'], 2)
+                                           if c[f'{mode}_known_not_sure'] else None),
                 known_named_top1=rate(c[f'{mode}_known_named_right'], known - refused),
                 known_refused_were_wrong=rate(c[f'{mode}_known_unknown_wrong'], refused), unknown_auroc=auroc)
 
@@ -693,8 +702,7 @@ def _combo_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a 
             each[k].append(v)
         c.update(photos=1, known_pills=sum(k in known for k in ks),
                  named=sum(r['pills'][p]['candidates'][0]['k_code'] == ks[t] for p, t in mt))
-        for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p],
-                                    r['pills'][p]['candidates'][0]['k_code'] == ks[t])
+        for p, t in mt: _open_count(c, gaps, 'combo', ks[t] in known, r['pills'][p], ks[t])
 
 # %% ../nbs/06_judge.evaluate.ipynb #541037a9
 def _single_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a real set's photos, and their rows
@@ -708,7 +716,7 @@ def _single_batch(pred:Predictor, photos:list, part:pd.DataFrame, # a batch of a
         iou = box_iou([p['box']], xywh_to_xyxy(part.bboxes.iloc[i][:1]))[0, 0] if boxes else 0.0
         c.update(single=1, single_known=k in known, single_named=p['candidates'][0]['k_code'] == k,
                  single_found=bool(iou >= 0.5))
-        _open_count(c, gaps, 'single', k in known, p, p['candidates'][0]['k_code'] == k)
+        _open_count(c, gaps, 'single', k in known, p, k)
 
 # %% ../nbs/06_judge.evaluate.ipynb #661da1b8
 def _real_combo(c:Counter, gaps:dict, errors:list, each:dict)->dict:
@@ -804,6 +812,7 @@ def real_table(reports:dict, # {name: `real_set_report` result}
                 'combo never-seen answered unknown': cb.get('never_seen_answered_unknown'),
                 'combo known named, top-1': cb.get('known_named_top1'),
                 'combo known refused, were wrong': cb.get('known_refused_were_wrong'),
+                'combo known not sure, the drug among them': cb.get('known_not_sure_holds'),
                 'combo unknown AUROC': cb.get('unknown_auroc'),
                 'single never-seen answered unknown': sg.get('never_seen_answered_unknown'),
                 'single never-seen not sure': sg.get('never_seen_not_sure')}
