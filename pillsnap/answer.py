@@ -24,7 +24,8 @@ WORDS = {
                look='photograph it in daylight on a plain ground',
                not_visible='a photo cannot tell them apart: check the package',
                none='their records are alike: check the package', differ='they differ in {}',
-               unrecorded='no record says how one of them looks: compare the pill with its package',
+               unrecorded=('no record says how one of them looks: compare the pill with the photos they were enrolled'
+                           ' from, and with its package'),
                check='check: {}', of='{} of {}', pills='pill(s) {}', left='left over: pill(s) {}', extra='left over',
                unchecked='not checked (unknown to this experiment): {}',
                fields=dict(print_front='front imprint', print_back='back imprint', line_front='front score line',
@@ -37,7 +38,7 @@ WORDS = {
                look='밝은 곳, 단색 바탕에서 찍어 주세요',
                not_visible='사진으로는 구별할 수 없습니다: 포장을 확인하세요',
                none='기록이 같습니다: 포장을 확인하세요', differ='다른 점: {}',
-               unrecorded='생김새 기록이 없는 약이 있습니다: 알약을 포장과 비교해 보세요',
+               unrecorded='생김새 기록이 없는 약이 있습니다: 알약을 등록 사진, 포장과 비교해 보세요',
                check='처방 확인: {}', of='{}개 중 {}개', pills='알약 {}', left='남는 알약: {}', extra='남는 알약',
                unchecked='확인하지 못함 (이 실험이 모르는 약): {}',
                fields=dict(print_front='앞면 각인', print_back='뒷면 각인', line_front='앞면 분할선',

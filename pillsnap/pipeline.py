@@ -1075,6 +1075,16 @@ def enrol(self:Predictor, k_code:str, # the drug's code (e.g. its K-code)
     else: self.gallery.add(k_code, emb, record=rec, photos=len(ims), asks=asks).calibrate_enrolled()
     return self._enrolment_answer(k_code, ims, found, rec)
 
+# %% ../nbs/05f_infer.pipeline.ipynb #75256ff7
+@patch
+def enrolment_photo(self:Predictor, k_code:str, # a drug's code, as the answers name it
+                   )->Path|None: # its first enrolled photo's crop (PNG); None: not enrolled, or nothing kept
+    ("The first photo a drug was enrolled from, as the gallery keeps it (the pill's crop): what a pill answered 'not"
+     " sure' can be compared with where the candidates' records say nothing of their looks (`tell_apart`'s"
+     " 'unrecorded'). Only a drug of the gallery's enrolled ones: a code is never a path.")
+    if self.gallery is None or self.gallery_dir is None or k_code not in self.gallery.enrolled(): return None
+    return next(iter(sorted((self.gallery_dir/'enrolled'/k_code).glob('*.png'))), None)
+
 # %% ../nbs/05f_infer.pipeline.ipynb #3574db3c
 @patch
 def count_batch(self:Counter, images:list, # photos (anything `load_image` takes)

@@ -119,6 +119,10 @@ SAID = {  # code: (English, Korean), with {named} parts
     'checks_full': ('{why}', '처방 확인 기록 저장 공간이 가득 찼습니다 (checks.max_mb): '
                              '운영자가 기록을 내보내고 비워야 합니다'),
     'not_found': ('not found', '찾을 수 없습니다'),
+    'no_enrolment_photo': ('{k_code} has no enrolment photo: only a drug enrolled from photos'
+                           ' (pillsnap enrol, POST /enrol) keeps one',
+                           '{k_code}에는 등록 사진이 없습니다: 사진으로 등록한 약'
+                           '(pillsnap enrol, POST /enrol)만 사진이 있습니다'),
     'invalid_parameters': ('invalid parameters: {names}', '잘못된 매개변수: {names}'),
     'internal': ('internal error',
                  '서버 내부 오류입니다 — 요청 ID와 함께 관리자에게 알려 주세요'),
@@ -1057,6 +1061,17 @@ def _search_route(r:APIRouter, svc:Service):
                      line:bool|None=Query(None, description='a score line on either face: true or false')):
         return await svc.search(q, color, shape, top, name, form, line)
 
+# %% ../nbs/07c_ship.serve.ipynb #e3ebd0aa
+def _drug_photo_route(r:APIRouter, svc:Service):
+    "/drugs/{k_code}/photo on `r`: the photo a drug was enrolled from, to compare a 'not sure' pill with."
+    @r.get('/drugs/{k_code}/photo', response_class=Response,
+           summary="The photo a drug was enrolled from (the pill's crop, PNG), to compare a 'not sure' pill with")
+    async def drug_photo(k_code:str):
+        f = svc.live.pred.enrolment_photo(k_code) if len(k_code) <= 64 else None
+        if f is None: raise Refusal(404, 'no_enrolment_photo', k_code=k_code[:64])
+        return Response(await run_in_threadpool(f.read_bytes), media_type='image/png',
+                        headers={'Cache-Control': 'private, max-age=60', 'X-Content-Type-Options': 'nosniff'})
+
 # %% ../nbs/07c_ship.serve.ipynb #c1cf15d1
 def _feedback_route(r:APIRouter, svc:Service):
     "/feedback on `r`: a report of a wrong answer."
@@ -1089,11 +1104,13 @@ def _count_route(r:APIRouter, svc:Service):
 
 # %% ../nbs/07c_ship.serve.ipynb #ea463a2a
 def identify_routes(svc:Service)->APIRouter:
-    "/predict, /batch, /count, /search and /feedback: behind an API key, or open to anyone in public mode."
+    ("/predict, /batch, /count, /search, an enrolled drug's photo and /feedback: behind an API key, or open to anyone"
+     " in public mode.")
     r = APIRouter(dependencies=[] if svc.public else [Depends(svc.require_key)])
     _photo_routes(r, svc)
     _count_route(r, svc)
     _search_route(r, svc)
+    _drug_photo_route(r, svc)
     _feedback_route(r, svc)
     return r
 

@@ -1,13 +1,14 @@
 """Retrieval through the command line and the HTTP API: an embedding trained with the margin loss and P×K batches, the gallery built
 after training, enrolment of a drug held out of training and its removal, 'unknown', and the prescription check (`--expect`)."""
-import json
+import io, json
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from conftest import BIN, cli_main
-from test_serve import KEY
+from test_serve import CHROMIUM, DRIVER, KEY
 
 SETTINGS = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
             'loader.num_workers=0', 'data.workers=1', 'classifier.embed_dim=16', 'loader.pk_per_class=4', 'split.holdout_drugs=2']
@@ -254,6 +255,31 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
     finally: cli('gallery', '--exp', exp, '--remove', a)
 
 
+def page_shows_the_enrolment_photo(url:str, code:str):
+    "The page beside a 'not sure' between drugs without a record of their looks: the enrolled one's photo (the other has none)."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'): opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        drv.get(url + '/')
+        drv.find_element(By.ID, 'key').send_keys(KEY)
+        c = lambda k: {'k_code': k, 'confidence': 0.5, 'dl_name': 'Drug ' + k, 'edi_codes': []}
+        unsure = {'mode': 'single', 'sides': 1, 'image_size': [320, 244], 'hints': {}, 'timing_ms': {'total': 1},
+                  'pills': [{'box': [10, 10, 60, 60], 'status': 'not sure', 'between': [code, 'K-000001'], 'advice': 'unrecorded',
+                             'differ': {}, 'candidates': [c(code), c('K-000001')]}]}
+        drv.execute_script('show(arguments[0]);', unsure)
+        WebDriverWait(drv, 30).until(lambda d: d.execute_script(
+            "const i = document.querySelector('#results .refs img'); return !!i && i.complete && i.naturalWidth > 0;"))
+        assert [f.text for f in drv.find_elements(By.CSS_SELECTOR, '#results .refs figure')] == [code]
+        assert 'compare the pill with the photos they were enrolled from' in drv.find_element(By.ID, 'results').text
+    finally: drv.quit()
+
+
 def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, held_out):
     from pillsnap.server import serving
     (a, photos_a), (_, photos_b) = sorted(held_out.items())
@@ -271,6 +297,16 @@ def test_the_api_enrols_answers_from_the_gallery_and_checks_a_prescription(exp, 
             bad = httpx.post(url + '/enrol', headers=h, files=[('images', photos_a[0].read_bytes())], data={'code': '../x'}, timeout=60)
             assert bad.status_code == 400 and 'letters, digits' in bad.json()['detail']
             assert '1 enrolled' in httpx.get(url + '/health').json()['models']['gallery']
+            # the photo it was enrolled from, to compare a 'not sure' pill with: behind the key, none for a trained drug
+            got = httpx.get(f'{url}/drugs/{a}/photo', headers=h, timeout=30)
+            assert got.status_code == 200 and got.headers['content-type'] == 'image/png', got.text
+            assert Image.open(io.BytesIO(got.content)).size[0] >= 32
+            assert httpx.get(f'{url}/drugs/{a}/photo', timeout=30).status_code == 401
+            trained = sorted(json.loads((exp/'data'/'class_map.json').read_text()))[0]
+            none = httpx.get(f'{url}/drugs/{trained}/photo', headers=h, timeout=30)
+            assert none.status_code == 404 and 'no enrolment photo' in none.json()['detail'] and '등록 사진' in none.json()['detail_ko']
+            assert httpx.get(f'{url}/drugs/..%2Fgallery.json/photo', headers=h, timeout=30).status_code == 404
+            if CHROMIUM and DRIVER: page_shows_the_enrolment_photo(url, a)
             send = lambda **data: httpx.post(url + '/predict', headers=h, files={'image': photos_a[0].read_bytes()}, data=data, timeout=60)
             r = send()
             assert r.status_code == 200 and r.json()['pills'][0]['candidates'][0]['k_code'] == a and r.json()['pills'][0]['status'] != 'unknown'

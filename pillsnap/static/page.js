@@ -13,7 +13,7 @@ const T = {
        links: 'links', record: 'official record', image: 'reference image',
        notsure: b => `Not sure — it could be ${b}.`, other_side: 'Photograph the other side too', closer: 'Photograph the imprint closer and sharper',
        look: 'Photograph it in daylight on a plain ground', not_visible: 'A photo cannot tell them apart: check the package', none: 'Their records are alike: check the package',
-       unrecorded: 'No record says how one of them looks: compare the pill with its package',
+       unrecorded: 'No record says how one of them looks: compare the pill with the photos they were enrolled from, and with its package',
        differ: 'they differ in', vs: ' vs ', fields: {print_front: 'front imprint', print_back: 'back imprint', line_front: 'front score line', line_back: 'back score line',
        mark_code_front: 'front mark', mark_code_back: 'back mark', drug_shape: 'shape', color_class1: 'colour', color_class2: 'second colour', leng_long: 'length',
        leng_short: 'width', thick: 'thickness', dl_name: 'name'},
@@ -35,7 +35,7 @@ const T = {
        links: '링크', record: '의약품안전나라', image: '낱알 사진',
        notsure: b => `확실하지 않음 — ${b} 중 하나일 수 있습니다.`, other_side: '뒷면도 찍어 주세요', closer: '각인이 잘 보이게 가까이 찍어 주세요',
        look: '밝은 곳, 단색 바탕에서 찍어 주세요', not_visible: '사진으로는 구별할 수 없습니다: 포장을 확인하세요', none: '기록이 같습니다: 포장을 확인하세요',
-       unrecorded: '생김새 기록이 없는 약이 있습니다: 알약을 포장과 비교해 보세요',
+       unrecorded: '생김새 기록이 없는 약이 있습니다: 알약을 등록 사진, 포장과 비교해 보세요',
        differ: '다른 점:', vs: ' 대 ', fields: {print_front: '앞면 각인', print_back: '뒷면 각인', line_front: '앞면 분할선', line_back: '뒷면 분할선',
        mark_code_front: '앞면 마크', mark_code_back: '뒷면 마크', drug_shape: '모양', color_class1: '색', color_class2: '두 번째 색', leng_long: '장축',
        leng_short: '단축', thick: '두께', dl_name: '제품명'},
@@ -118,8 +118,20 @@ function notSure(p, i, r) {
   const unit = (f, v) => ['leng_long', 'leng_short', 'thick'].includes(f) && v ? `${v} mm` : (v || '—');
   const apart = Object.entries(p.differ || {}).slice(0, 2).map(([f, vs]) => `${t('fields')[f] || f} ${vs.map(v => unit(f, v)).join(t('vs'))}`);
   const tap = p.advice === 'other_side' && r.mode === 'single' && r.sides !== 2 ? ` <button type="button" class="second turnover">${esc(t('back'))}</button>` : '';
+  const refs = p.advice === 'unrecorded' ? `<div class="refs" data-codes="${esc((p.between || []).join('\n'))}"></div>` : '';
   return `<p class="notsure">${esc(t('notsure')((p.between || []).join(', ')))}</p><p class="advice">${esc(t(p.advice || 'none'))}` +
-    (apart.length ? ` — ${esc(t('differ'))} ${esc(apart.join('; '))}` : '') + `${tap}</p>`;
+    (apart.length ? ` — ${esc(t('differ'))} ${esc(apart.join('; '))}` : '') + `${tap}</p>${refs}`;
+}
+// Beside a 'not sure' whose drugs have no record of their looks: each candidate's enrolment photo, where the gallery
+// keeps one (GET drugs/{code}/photo, with the key; a drug without one shows nothing).
+function refPhotos() {
+  document.querySelectorAll('#results .refs').forEach(div => div.dataset.codes.split('\n').filter(Boolean).forEach(async code => {
+    const res = await fetch(`drugs/${encodeURIComponent(code)}/photo`, {headers: keyHeader()}).catch(() => null);
+    if (!res || !res.ok) return;
+    const fig = document.createElement('figure'), im = document.createElement('img'), cap = document.createElement('figcaption');
+    im.src = URL.createObjectURL(await res.blob()); im.alt = cap.textContent = code;
+    fig.append(im, cap); div.append(fig);
+  }));
 }
 function checklist(c) {
   const item = (ok, text) => `<li class="${ok ? 'ok' : 'unknown'}">${ok ? '✓' : '✗'} ${esc(text)}</li>`;
@@ -152,6 +164,7 @@ function show(r) {
     <th>${t('confidence')}</th><th>${t('company')}</th><th>${t('imprint')}</th><th>${t('shape')}</th><th>${t('colour')}</th><th>EDI</th><th>${t('links')}</th></tr>${rows(p)}</table></div>`).join('');
   if (r.pills.some(p => p.candidates.some(c => c.in_set !== undefined))) h += `<p class="note"><span class="inset">✓</span> ${esc(t('inset'))}</p>`;
   $('results').innerHTML = h;
+  refPhotos();
   document.querySelectorAll('#results canvas.thumb').forEach(c => {  // each pill's crop, square, from the photo as chosen
     const [x1, y1, x2, y2] = r.pills[+c.dataset.i].box, s = Math.max(x2 - x1, y2 - y1, 1);
     if (img && img.complete) c.getContext('2d').drawImage(img, x1 + (x2 - x1 - s) / 2, y1 + (y2 - y1 - s) / 2, s, s, 0, 0, 72, 72);
