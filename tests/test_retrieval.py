@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import BIN, cli_main
-from test_serve import CHROMIUM, DRIVER, KEY
+from test_serve import CHROMIUM, DRIVER, KEY, headless_chromium
 
 SETTINGS = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
             'loader.num_workers=0', 'data.workers=1', 'classifier.embed_dim=16', 'loader.pk_per_class=4', 'split.holdout_drugs=2']
@@ -257,14 +257,9 @@ def test_unknown_and_the_prescription_check_through_the_cli(exp, held_out):
 
 def page_shows_the_enrolment_photo(url:str, code:str):
     "The page beside a 'not sure' between drugs without a record of their looks: the enrolled one's photo (the other has none)."
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'): opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv = headless_chromium()
     try:
         drv.get(url + '/')
         drv.find_element(By.ID, 'key').send_keys(KEY)

@@ -500,19 +500,26 @@ def test_slow_uploads_without_a_key_do_not_slow_anyone_down(trained_exp):
 CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 
 
+def headless_chromium(*args:str, phone:tuple|None=None):
+    "Debian's Chromium, headless, through chromedriver (`args`: more switches; `phone`: a phone's (width, height) emulated, touch included)."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', *args): opts.add_argument(a)
+    if phone: opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {'width': phone[0], 'height': phone[1], 'pixelRatio': 2.6,
+                                                                                 'touch': True}})
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
 @pytest.mark.slow  # drives Chromium
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
 def test_web_page_in_headless_chromium(server, photos, trained_exp):
     "Upload a synthetic combination photo in the page, in combo mode, and see the boxes and candidates; search by imprint; switch to Korean."
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     url = server[0]
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'): opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv = headless_chromium()
     try:
         drv.get(url + '/')
         assert 'pillsnap' in drv.title
@@ -605,18 +612,10 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
 @pytest.mark.parametrize('size', [(412, 915), (1280, 800)])
 def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
     "At a phone's width no sideways scroll (one column, candidates as cards) and every control reachable; the camera offered."
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              f'--window-size={size[0]},{size[1]}'): opts.add_argument(a)
-    if size[0] < 600:  # a window is at least 500 px wide: a phone's 412 px viewport is emulated, touch included
-        opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {'width': size[0], 'height': size[1], 'pixelRatio': 2.6,
-                                                                            'touch': True}})
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    # a window is at least 500 px wide: a phone's 412 px viewport is emulated, touch included
+    drv = headless_chromium(f'--window-size={size[0]},{size[1]}', phone=size if size[0] < 600 else None)
     fits = "return [document.documentElement.scrollWidth, window.innerWidth]"
     try:
         drv.get(server[0] + '/')
@@ -684,16 +683,9 @@ PRESS = """const [x0, y0, x1, y1] = arguments[0], c = document.getElementById('c
 def test_the_page_corrects_a_count_at_a_phones_width(server, photos):
     "At a phone's width (issue 81): pills numbered alike on the drawing and in the list; a tap on a box takes it off and"
     " the count drops; a drag adds a box and the count rises — each time the server identifies the boxes given."
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              '--window-size=412,915'): opts.add_argument(a)
-    opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {'width': 412, 'height': 915, 'pixelRatio': 2.6, 'touch': True}})
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv = headless_chromium('--window-size=412,915', phone=(412, 915))
     boxes = lambda: drv.execute_script('return answer.pills.map(p => p.box)')
     def answered():
         WebDriverWait(drv, 60).until(lambda d: d.execute_script('return !asking') and d.find_element(By.ID, 'status').text)
