@@ -341,20 +341,91 @@ def test_count_rules_tool_reads_every_rule_off_in_turn(exp, tmp_path):
     assert '| without pill check (pipeline.pill_check) |' in r.stdout and '| no rule |' in r.stdout
 
 
-def test_lookalike_errors_tool_splits_the_wrong_answers(exp, tmp_path):
-    "tools/lookalike_errors.py: top-1 as served, and how many wrong answers share the truth's shape and colours."
-    import re, shutil, subprocess, sys
-    tool = lambda e: subprocess.run([sys.executable, 'tools/lookalike_errors.py', str(e)], capture_output=True, text=True,
-                                    cwd=Path(__file__).resolve().parents[1], timeout=600)
-    mine = tmp_path/'exp'
+def run_tool(name:str, *args):
+    "Run `tools/NAME.py ARGS` as its command line does, from the repository's root."
+    import subprocess, sys
+    return subprocess.run([sys.executable, f'tools/{name}.py', *map(str, args)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=600)
+
+
+@pytest.fixture(scope='module')
+def galleried(exp, tmp_path_factory):
+    "A copy of the tiny experiment with its gallery built, for the tools behind the README's rows (they write nothing in it)."
+    import shutil
+    mine = tmp_path_factory.mktemp('galleried')/'exp'
     shutil.copytree(exp[0], mine, symlinks=True)
-    r = tool(mine)
-    assert r.returncode != 0 and 'pillsnap gallery --exp' in r.stderr  # no gallery yet: says how to build one
     cli('gallery', '--exp', mine, '--rebuild')
-    r = tool(mine)
+    return mine
+
+
+def test_lookalike_errors_tool_splits_the_wrong_answers(exp, galleried, tmp_path):
+    "tools/lookalike_errors.py: top-1 as served, and how many wrong answers share the truth's shape and colours."
+    import re, shutil
+    bare = tmp_path/'exp'
+    shutil.copytree(exp[0], bare, symlinks=True)
+    r = run_tool('lookalike_errors', bare)
+    assert r.returncode != 0 and 'pillsnap gallery --exp' in r.stderr  # no gallery yet: says how to build one
+    r = run_tool('lookalike_errors', galleried)
     assert r.returncode == 0, r.stderr[-2000:]
     m = re.search(r'studio: (\d+) pills, top-1 ([\d.]+); wrong answers that are look-alikes (\d+) of (\d+); '
                   r'right shape and colours ([\d.]+)', r.stdout)
     assert m, r.stdout
     n, top1, alike, wrong, loose = int(m[1]), float(m[2]), int(m[3]), int(m[4]), float(m[5])
     assert n > 0 and alike <= wrong and abs(wrong - round(n * (1 - top1))) <= 1 and loose >= top1
+
+
+@pytest.mark.slow  # launches the tool twice
+def test_open_set_statuses_tool_shares_each_kind_of_pill(galleried):
+    "tools/open_set_statuses.py (the README's open-set rows): each kind of pill's statuses sum to one, over every pill of it."
+    from pillsnap.data import load_manifest, pill_rows
+    r = run_tool('open_set_statuses', galleried)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert set(out) == {'studio, known'}  # the tiny experiment holds no drug out and pastes no phone-like photos
+    known = out['studio, known']
+    assert known['pills'] == len(pill_rows(load_manifest(galleried/'data', 'val'), ('single',)))
+    assert abs(known['identified'] + known['not sure'] + known['unknown'] - 1) < 1e-3 and 0 <= known['top1'] <= 1
+    assert known['identified_right'] is None or 0 <= known['identified_right'] <= 1
+    strict = json.loads(run_tool('open_set_statuses', galleried, 'retrieval.threshold=1.5').stdout)['studio, known']
+    assert strict['unknown'] == 1 and strict['pills'] == known['pills']  # its settings reach the predictor: none passes
+
+
+@pytest.mark.slow  # launches the tool
+def test_two_sided_tool_reads_four_ways_of_answering(galleried, tmp_path):
+    "tools/bench_two_sided.py (the README's both-sides row): front, back, the surer side and both fused, over the same pairs."
+    r = run_tool('bench_two_sided', '--exp', galleried, '--pairs', 20, '--out', tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path/'two_sided.json').read_text())
+    ways = res['all']
+    assert list(ways) == ['front', 'back', 'surer side', 'both sides'] and 0 < res['pairs'] <= 20
+    assert all(w['pairs'] == res['pairs'] and 0 <= w['top1'] <= w['top5'] <= 1 and 0 <= w['ece'] <= 1 for w in ways.values())
+    f, b = ways['front']['top1'], ways['back']['top1']  # the surer side is one side's answer, pair by pair
+    assert max(0, f + b - 1) - 1e-9 <= ways['surer side']['top1'] <= min(1, f + b) + 1e-9
+    assert '| all |' in r.stdout and '| both sides |' in r.stdout
+
+
+@pytest.mark.slow  # launches the tool
+def test_tray_tool_judges_each_tray_against_its_prescription(galleried, tmp_path):
+    "tools/bench_trays.py (the README's tray rows): every tray asked with its prescription, the summary from its rows."
+    r = run_tool('bench_trays', '--exp', galleried, '--trays', 4, '--size', 244, 320, '--out', tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path/'bench_trays.json').read_text())
+    rows = res['rows']
+    assert res['trays'] == len(rows) == 4 and [x['case'] for x in rows] == ['exact', 'exact', 'exact', 'extra']
+    assert res['verdict_right'] == round(float(np.mean([x['verdict_right'] for x in rows])), 4)
+    assert sum(c['trays'] for c in res['by_case'].values()) == 4 and all(4 <= x['pills'] <= 16 for x in rows)
+    assert all(x['found_once'] <= (x['found'] == x['pills']) for x in rows)  # found once: as many boxes as pills
+
+
+@pytest.mark.slow  # launches the tool, which times every rule
+def test_cpu_serving_tool_times_each_rule_turned_off(galleried, tmp_path):
+    "tools/bench_cpu_serving.py --rules (the README's CPU-profile latency row): both modes timed with each rule off, its cost beside."
+    r = run_tool('bench_cpu_serving', '--out', tmp_path, '--rules', galleried, '--photos', 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path/'rule_costs.json').read_text())
+    rules, base = res['rules'], res['rules']["today's defaults"]
+    assert res['photos'] == 2 and base['off'] is None and len(rules) > 1 and all(v['off'] for k, v in rules.items() if v is not base)
+    for v in rules.values():
+        for mode in ('single', 'combo'):
+            assert 0 < v[mode]['p50'] <= v[mode]['p95']
+            assert abs(v['cost_ms'][mode]['p50'] - round(base[mode]['p50'] - v[mode]['p50'], 1)) <= 0.11  # the cost: defaults less rule off
