@@ -182,9 +182,9 @@ TEST_WORKERS ?= 2
 test: install browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load
 
-# The fast tier (under 5 minutes on 2 cores): everything but the tests marked slow (training, kill/resume, demo, browser).
+# The fast tier: everything but the tests marked slow (training, kill/resume, demo, browser), in TEST_WORKERS processes too.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist load -m "not slow"
 
 # The web page's test drives Debian's Chromium headless (no browser download); installed when missing and apt is usable.
 browser:
