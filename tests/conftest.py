@@ -28,6 +28,20 @@ def run_cli(*args, cwd=ROOT, env=None, check=True):
     return r
 
 
+def run_tool(name:str, *args, timeout:int=600):
+    "Run `tools/NAME.py ARGS` as its command line does, from the repository's root; returns the CompletedProcess."
+    return subprocess.run([str(BIN/'python'), f'tools/{name}.py', *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load_tool(name:str):
+    "`tools/NAME.py` as a module (its constants and functions), without running it."
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location(name, ROOT/'tools'/f'{name}.py')
+    tool = module_from_spec(spec); spec.loader.exec_module(tool)
+    return tool
+
+
 def cli_main(*args, check=True):
     "The `pillsnap` command in this process (no interpreter start-up): (exit status, stdout, stderr)."
     import contextlib, io

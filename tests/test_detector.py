@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, EXP_TINY, cli
+from conftest import BIN, EXP_TINY, cli, run_tool
 
 TINY_DET = ['data.paste_photos=0', 'data.wild_photos=0', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
             'detector.close_mosaic=0', 'data.workers=1', 'data.cache=false']
@@ -282,8 +282,7 @@ def test_reframe_photos_carries_every_pill_into_tiled_and_zoomed_photos(tmp_path
     Image.new('RGB', (50, 50)).save(src/'images'/'test'/'odd.jpg'); (src/'labels'/'test'/'odd.txt').write_text('0 0.5 0.5 0.2 0.2\n')
     (src/'data.yaml').write_text(yaml.safe_dump(dict(path=str(src), train='images/test', val='images/val', test='images/test',
                                                      names={0: 'pill'})))
-    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'out'), '--k', '2',
-                        '--scale', '2'], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    r = run_tool('reframe_photos', src/'data.yaml', tmp_path/'out', '--k', 2, '--scale', 2)
     assert r.returncode == 0, r.stderr
     out = tmp_path/'out'/'k2'
     photos = sorted((out/'images'/'test').iterdir())
@@ -293,11 +292,9 @@ def test_reframe_photos_carries_every_pill_into_tiled_and_zoomed_photos(tmp_path
     # p1 sits top right: its pill at x 0.3 of its photo -> (40 + 12) / 80 of the tiled photo's width, y 30 / 120
     assert np.allclose(rows[1, 1:], [(40 + 0.3 * 40) / 80, 30 / 120, 0.05, 0.05], atol=1e-4)
     assert yaml.safe_load((out/'data.yaml').read_text())['test'] == 'images/test'
-    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'o3'), '--k', '3'],
-                       cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    r = run_tool('reframe_photos', src/'data.yaml', tmp_path/'o3', '--k', 3)
     assert r.returncode != 0 and 'fewer than 9 photos of one size' in (r.stdout + r.stderr)
-    r = subprocess.run([str(BIN/'python'), 'tools/reframe_photos.py', str(src/'data.yaml'), str(tmp_path/'z'), '--k',
-                        '--zoom', '0.5'], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    r = run_tool('reframe_photos', src/'data.yaml', tmp_path/'z', '--k', '--zoom', 0.5)
     assert r.returncode == 0, r.stderr
     zoomed = sorted((tmp_path/'z'/'zoom0.5'/'images'/'test').iterdir())
     assert len(zoomed) == 6 and Image.open(zoomed[0]).size == (640, 640)  # every photo of one pill, cut around it

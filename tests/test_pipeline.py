@@ -8,7 +8,7 @@ from unittest import mock
 import torch
 from PIL import Image
 
-from conftest import cli_main, cli
+from conftest import cli_main, cli, load_tool, run_tool
 
 
 @pytest.fixture(scope='module')
@@ -322,30 +322,18 @@ def test_both_sides_meet_each_drug_s_faces_in_the_gallery(exp, pred):
 
 def test_count_rules_tool_reads_every_rule_off_in_turn(exp, tmp_path):
     "tools/count_rules.py: each counting rule off in turn, then none, scored per set, with a photo's milliseconds."
-    import subprocess, sys
     tree = exp[0]/'data'/'yolo'
     out = tmp_path/'rules.json'
-    r = subprocess.run([sys.executable, 'tools/count_rules.py', '--exp', str(exp[0]), '--set', f'a={tree}:val',
-                        '--set', f'b={tree}:test', '--most', '2', '--repeats', '1', '--json', str(out)],
-                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    r = run_tool('count_rules', '--exp', exp[0], '--set', f'a={tree}:val', '--set', f'b={tree}:test', '--most', 2,
+                 '--repeats', 1, '--json', out)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())['results']
-    from importlib.util import module_from_spec, spec_from_file_location
-    spec = spec_from_file_location('count_rules', Path(__file__).resolve().parents[1]/'tools'/'count_rules.py')
-    tool = module_from_spec(spec); spec.loader.exec_module(tool)
-    assert list(res) == ['every rule', *tool.RULES, 'none']
+    assert list(res) == ['every rule', *load_tool('count_rules').RULES, 'none']
     for label, row in res.items():
         assert row['ms'] > 0 and {'a', 'b'} <= set(row), label
         for s in ('a', 'b'):
             assert row[s]['photos'] == 2 and 0 <= row[s]['exact'] <= 1 and 0 <= row[s]['found'] <= 1 and row[s]['extra'] >= 0
     assert '| without pill check (pipeline.pill_check) |' in r.stdout and '| no rule |' in r.stdout
-
-
-def run_tool(name:str, *args):
-    "Run `tools/NAME.py ARGS` as its command line does, from the repository's root."
-    import subprocess, sys
-    return subprocess.run([sys.executable, f'tools/{name}.py', *map(str, args)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=600)
 
 
 @pytest.fixture(scope='module')
@@ -411,7 +399,8 @@ def test_tray_tool_judges_each_tray_against_its_prescription(galleried, tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path/'bench_trays.json').read_text())
     rows = res['rows']
-    assert res['trays'] == len(rows) == 4 and [x['case'] for x in rows] == ['exact', 'exact', 'exact', 'extra']
+    cases = load_tool('bench_trays').CASES  # of every ten trays: trays 0-2 exact, tray 3 one pill more than prescribed
+    assert res['trays'] == len(rows) == 4 and [x['case'] for x in rows] == [cases.get(i, 'exact') for i in range(4)] == ['exact'] * 3 + ['extra']
     assert res['verdict_right'] == round(float(np.mean([x['verdict_right'] for x in rows])), 4)
     assert sum(c['trays'] for c in res['by_case'].values()) == 4 and all(4 <= x['pills'] <= 16 for x in rows)
     assert all(x['found_once'] <= (x['found'] == x['pills']) for x in rows)  # found once: as many boxes as pills
@@ -424,7 +413,7 @@ def test_cpu_serving_tool_times_each_rule_turned_off(galleried, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path/'rule_costs.json').read_text())
     rules, base = res['rules'], res['rules']["today's defaults"]
-    assert res['photos'] == 2 and base['off'] is None and len(rules) > 1 and all(v['off'] for k, v in rules.items() if v is not base)
+    assert res['photos'] == 2 and base['off'] is None and len(rules) > 1 and all(v['off'] for v in rules.values() if v is not base)
     for v in rules.values():
         for mode in ('single', 'combo'):
             assert 0 < v[mode]['p50'] <= v[mode]['p95']

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import BIN, cli_main
+from conftest import BIN, cli_main, run_tool
 from test_serve import CHROMIUM, DRIVER, KEY, headless_chromium
 
 SETTINGS = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01', 'train.epochs=2',
@@ -202,11 +202,9 @@ def _phone_folders(root, products=('advil', 'tylenol', 'midol', 'altoid'), photo
 
 def test_unknown_with_the_trained_classifier_against_its_start(exp, tmp_path):
     "tools/unknown_vs_start.py: the same real-photo trials with best.pt and with its start untrained; the experiment unchanged."
-    import subprocess
     report = Path(exp)/'reports'/'retrieval.json'
     before = report.read_bytes()
-    r = subprocess.run([str(BIN/'python'), 'tools/unknown_vs_start.py', str(exp), '--real', str(_phone_folders(tmp_path/'phone'))],
-                       cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    r = run_tool('unknown_vs_start', exp, '--real', _phone_folders(tmp_path/'phone'))
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout[r.stdout.index('\n{') + 1:])
     assert list(out)[0] == 'trained' and list(out)[1].startswith('start (') and len(out) == 2
@@ -500,12 +498,9 @@ def _phone_yolo(root, products=('advil', 'tylenol', 'midol', 'altoid'), singles=
 def test_real_end_to_end_chooses_the_threshold_on_the_sets_training_photos(exp, tmp_path):
     ("tools/real_end_to_end.py --threshold-on train: the copy's threshold chosen per mode on the set's training photos,"
      " none of a held-out product's pills among them; the experiment unchanged.")
-    import subprocess
     real, out = _phone_yolo(tmp_path/'phone'), tmp_path/'e2e'
     before = (Path(exp)/'retrieval'/'gallery.json').read_bytes()
-    r = subprocess.run([str(BIN/'python'), 'tools/real_end_to_end.py', str(exp), str(out), '--real', str(real),
-                        '--hold-out', '1', '--seed', '0', '--threshold-on', 'train'],
-                       cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    r = run_tool('real_end_to_end', exp, out, '--real', real, '--hold-out', 1, '--seed', 0, '--threshold-on', 'train')
     assert r.returncode == 0, r.stderr[-3000:]
     held = r.stdout.split('held out: ')[1].split("'")[1].split(':')[1]
     meta = json.loads((out/'retrieval'/'gallery.json').read_text())['meta']
