@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'MAX_PHOTO_BYTES', 'MAX_ASPECT', 'PHOTO_FORMATS', 'HOLDOUT_FLOOR', 'HOLDOUT_CAP', 'MANIFEST_COLUMNS',
-           'SPLITS', 'to_rgb', 'pil_open', 'open_image_safely', 'downscale', 'hash_rank', 'capped_rows',
-           'select_classes', 'per_class_quota', 'named_classes', 'holdout_count', 'taught', 'assign_splits',
-           'TestSetLocked', 'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests',
-           'read_arrow_lists', 'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release',
-           'data_digest', 'json_sha256', 'check_splits']
+           'SPLITS', 'to_rgb', 'open_image_safely', 'downscale', 'hash_rank', 'capped_rows', 'select_classes',
+           'per_class_quota', 'named_classes', 'holdout_count', 'taught', 'assign_splits', 'TestSetLocked',
+           'final_evaluation', 'test_split_open', 'make_manifests', 'save_manifests', 'read_arrow_lists',
+           'load_manifest', 'manifest_schema', 'write_manifests', 'pill_rows', 'example_release', 'data_digest',
+           'json_sha256', 'check_splits']
 
 # %% ../nbs/02b_data.splits.ipynb #f3d1f5a8
-import contextlib, functools, hashlib, io, json, os, sys, warnings
+import contextlib, functools, hashlib, io, json, os, warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from fastcore.basics import AttrDict
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import ConfigError, UserError, get_logger
-from .io import file_sha256, read_bounded, read_json, read_parquet_lists, write_batches, write_parquet
+from .io import file_sha256, pil_open, read_bounded, read_json, read_parquet_lists, write_batches, write_parquet
 from .schema import CAPTURE_FIELDS
 
 # %% ../nbs/02b_data.splits.ipynb #aa4d6d92
@@ -42,11 +42,6 @@ def to_rgb(im:Image.Image)->Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/02b_data.splits.ipynb #277ec9d6
-def pil_open():
-    "Pillow's own `Image.open`: importing ultralytics swaps in one that tries a HEIF plugin on unknown bytes."
-    patches = sys.modules.get('ultralytics.utils.patches')
-    return getattr(patches, '_image_open', Image.open)
-
 def _refusal(w:int, h:int, max_pixels:int)->str|None:
     "Why a photo of this header size is not decoded, if it is not."
     if w * h > max_pixels: return 'too large'

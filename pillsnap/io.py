@@ -6,10 +6,10 @@
 __all__ = ['RESOURCE_ERRNOS', 'HIDDEN', 'BIDI', 'atomic_write', 'clean_stale_temps', 'short_of_resources', 'write_text',
            'write_json', 'read_json', 'file_kind', 'read_bounded', 'append_jsonl', 'read_jsonl', 'file_lock',
            'write_parquet', 'python_lists', 'read_parquet_lists', 'write_batches', 'file_sha256', 'iter_files',
-           'walk_files', 'pool_map', 'link_file', 'terminal_text', 'csv_cell']
+           'walk_files', 'pool_map', 'link_file', 'pil_open', 'terminal_text', 'csv_cell']
 
 # %% ../nbs/00_io.ipynb #61ba0ee0
-import errno, hashlib, json, logging, os, shutil, stat
+import errno, hashlib, json, logging, os, shutil, stat, sys
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 # %% ../nbs/00_io.ipynb #889604cf
 def atomic_write(path:str|Path, # the file to (re)write
@@ -246,6 +247,12 @@ def link_file(src:str|Path, # the file
     try: os.link(src, dst); return 'hardlink'
     except OSError: pass
     shutil.copy2(src, dst); return 'copy'
+
+# %% ../nbs/00_io.ipynb #f4c6cf02
+def pil_open():
+    "Pillow's own `Image.open`: importing ultralytics swaps in one that tries a HEIF plugin on unknown bytes."
+    patches = sys.modules.get('ultralytics.utils.patches')
+    return getattr(patches, '_image_open', Image.open)
 
 # %% ../nbs/00_io.ipynb #b5894d4b
 BIDI = set('\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069')  # embeddings, overrides and isolates

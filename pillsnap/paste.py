@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import ConfigError
-from .io import atomic_write, pool_map
+from .io import atomic_write, pil_open, pool_map
 from .render import make_drugs, render_wild
 from .scenes import wild_photo, wild_ppm
 
@@ -71,7 +71,7 @@ def _paste_job(job):
     pills, codes = [], []
     for image, box, code in picked:
         try:
-            with Image.open(image) as im: img = np.asarray(im.convert('RGB'))
+            with pil_open()(image) as im: img = np.asarray(im.convert('RGB'))
         # prepare lists unreadable photos in problems.csv
         except (OSError, ValueError, Image.DecompressionBombError): continue
         pills.append(matte(img, box)); codes.append(code)

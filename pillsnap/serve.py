@@ -36,7 +36,7 @@ import pillsnap
 from .config import (PACKAGED_CONFIG, ConfigError, Experiment, first_line, get_logger, load_config, load_dotenv,
                              secret)
 from .checks import CheckError, CheckJournal, CheckUnknown, key_fingerprint
-from .data import pil_open
+from .io import pil_open
 from .feedback import Feedback, FeedbackError, FeedbackFull, StoreFull
 from .pipeline import ImageError, Predictor, check_boxes, load_image, registry
 from .release import resolve_release, verify_release

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .aihub import INDEX_COLUMNS, LABEL_MAX_BYTES, MAX_BOXES, validate_bbox
 from .config import ConfigError, UserError, exp_paths, get_logger, parse_yaml, read_yaml, yaml_text
-from .io import HIDDEN, file_kind, link_file, read_bounded, walk_files
+from .io import HIDDEN, file_kind, link_file, pil_open, read_bounded, walk_files
 from .schema import CAPTURE_FIELDS, REGISTRY_FIELDS
 
 # %% ../nbs/02a_data.sources.ipynb #9f49510c
@@ -92,7 +92,7 @@ def _size(path)->tuple:
     except OSError as e: return None, f'unreadable photo ({e.strerror})'
     if not stat.S_ISREG(mode): return None, f'not a regular file ({file_kind(mode)})'
     try:
-        with Image.open(path) as im: return im.size, None
+        with pil_open()(path) as im: return im.size, None
     except Exception as e: return None, f'unreadable photo ({type(e).__name__})'
 
 # %% ../nbs/02a_data.sources.ipynb #d88fec43
