@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli, run_cli
 
 SETTINGS = ('data.paste_photos=0', 'data.wild_photos=0', 'classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
 
 
 def prepare(root, exp, *settings):
-    return run_cli('prepare', '--root', root, '--exp', exp, *SETTINGS, *settings)
+    "`pillsnap prepare` in this test process (`cli`: no interpreter start-up, a dozen calls); its console script is run below."
+    return cli('prepare', '--root', root, '--exp', exp, *SETTINGS, *settings)
 
 
 def manifests(exp):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import cli
 
-pytestmark = pytest.mark.slow  # two synth and several prepare runs of the console script
+pytestmark = pytest.mark.slow  # two synth and several prepare runs (in this process: `cli`, the console script's code)
 
 TINY = ('--classes', '4', '--per-class', '2', '--combos', '2', '--image-size', '244,320', '--seed', '7')
 SETTINGS = ('data.paste_photos=0', 'data.wild_photos=0', 'classifier.img_size=64', 'data.workers=1', 'split.val_fraction=0.34')
@@ -43,8 +43,8 @@ def copy_download(download, to):
 @pytest.fixture(scope='module')
 def releases(tmp_path_factory):
     base = tmp_path_factory.mktemp('releases')
-    run_cli('synth', base/'canonical', *TINY)
-    r = run_cli('synth', base/'download', *TINY, '--as-shipped')
+    cli('synth', base/'canonical', *TINY)
+    r = cli('synth', base/'download', *TINY, '--as-shipped')
     assert 'zip archives' in r.stdout
     return base/'canonical', base/'download'
 
@@ -53,8 +53,8 @@ def releases(tmp_path_factory):
 def prepared(releases, tmp_path_factory):
     canonical, download = releases
     exps = tmp_path_factory.mktemp('exps')
-    run_cli('prepare', '--root', canonical, '--exp', exps/'canonical', *SETTINGS)
-    first = run_cli('prepare', '--root', download, '--exp', exps/'download', *SETTINGS)
+    cli('prepare', '--root', canonical, '--exp', exps/'canonical', *SETTINGS)
+    first = cli('prepare', '--root', download, '--exp', exps/'download', *SETTINGS)
     return exps/'canonical', exps/'download', first.stdout + first.stderr
 
 
@@ -89,7 +89,7 @@ def test_a_second_prepare_does_not_extract_again(releases, prepared, tmp_path):
     _, download = releases
     files = [p for p in (download/'data').rglob('*') if p.is_file()]
     stamps = {p: p.stat().st_mtime_ns for p in files}
-    r = run_cli('prepare', '--root', download, '--exp', tmp_path/'again', *SETTINGS)
+    r = cli('prepare', '--root', download, '--exp', tmp_path/'again', *SETTINGS)
     log = r.stdout + r.stderr
     assert 'extracted before' in log and 'reusing them' in log and 'archive(s) into' not in log
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
@@ -103,7 +103,7 @@ def test_a_damaged_member_is_named_and_everything_else_is_prepared(releases, pre
     with open(archive, 'r+b') as f:  # rewrite 16 bytes in the middle of the photo's bytes
         f.seek(data_offset(archive, victim) + victim.compress_size // 2); old = f.read(16)
         f.seek(-16, 1); f.write(bytes(b ^ 0xFF for b in old))
-    run_cli('prepare', '--root', dl, '--exp', tmp_path/'exp', *SETTINGS)
+    cli('prepare', '--root', dl, '--exp', tmp_path/'exp', *SETTINGS)
     problems = pd.read_csv(tmp_path/'exp'/'data'/'problems.csv')
     extract = problems[problems.stage == 'extract']
     assert list(extract.kind) == ['photo'] and extract.path.item() == f'{archive.relative_to(dl).as_posix()}!{victim.filename}'
@@ -124,7 +124,7 @@ def test_a_member_that_would_escape_the_tree_is_refused(releases, tmp_path):
     evil = ('../../../../../../escaped.json', f'{tmp_path}/absolute-escaped.json')
     with zipfile.ZipFile(archive, 'a') as zf:
         for name in evil: zf.writestr(name, '{}')
-    run_cli('prepare', '--root', dl, '--exp', tmp_path/'exp', *SETTINGS)
+    cli('prepare', '--root', dl, '--exp', tmp_path/'exp', *SETTINGS)
     problems = pd.read_csv(tmp_path/'exp'/'data'/'problems.csv')
     refused = problems[problems.stage == 'extract']
     assert sorted(refused.path) == sorted(f'{archive.relative_to(dl).as_posix()}!{n}' for n in evil)
@@ -138,7 +138,7 @@ def test_prepare_reads_a_download_unpacked_by_hand_without_copying_it(releases, 
     unpacked = tmp_path/'unpacked'
     for a in download.rglob('*.zip'):  # what an unzip tool makes of each archive: a folder named like it, beside where it was
         with zipfile.ZipFile(a) as zf: zf.extractall(unpacked/a.relative_to(download).parent/a.stem)
-    r = run_cli('prepare', '--root', unpacked, '--exp', tmp_path/'exp', *SETTINGS)
+    r = cli('prepare', '--root', unpacked, '--exp', tmp_path/'exp', *SETTINGS)
     assert 'linked' in r.stdout + r.stderr and 'unpacked folder(s) into' in r.stdout + r.stderr
     a, b = manifests(exp_canonical), manifests(tmp_path/'exp')
     for n in a: pd.testing.assert_frame_equal(a[n], b[n])
