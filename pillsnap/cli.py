@@ -467,7 +467,7 @@ def _predict_photos(words:tuple, mode:str, lang:str, backend:str|None, same_pill
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"--backend must be {', '.join(BACKENDS)} (got '{backend}')")
     images, settings = photos_and_settings(words)
-    if not images: raise ConfigError('give at least one photo')
+    if not images: raise UserError('give at least one photo')
     if same_pill and (len(images) != 2 or mode != 'single'):
         raise ConfigError(f'--same-pill answers one pill from two photos of it in single mode (got {len(images)} '
                           f'photo(s), --mode {mode}) — give its front and back: '
@@ -533,7 +533,7 @@ def pillsnap_predict(
     unkept = _keep_checks(pred.cfg, root, results, expect) if journal else None
     _print_answers(results, failed, json_out, one, expect, lang)
     if unkept: raise ConfigError(f'the tray check was not kept — {unkept}')
-    if failed: raise ConfigError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): '
+    if failed: raise UserError(f'{len(failed)} of {len(images)} photos could not be read (the others were answered): '
                                  + '; '.join(f'{f} ({why})' for f, why in failed))
     return results
 
@@ -550,7 +550,7 @@ def pillsnap_count(
     from pillsnap.answer import doubt_words
     from pillsnap.pipeline import Counter, ImageError
     images, settings = photos_and_settings(images)
-    if not images: raise ConfigError('give at least one photo')
+    if not images: raise UserError('give at least one photo')
     counter = Counter.from_exp(_experiment(exp, settings, config, fix=TRAIN_ONE, **{'pipeline.backend': backend}))
     results = []
     for f in images:
@@ -575,7 +575,7 @@ def pillsnap_enrol(
     from pillsnap.pipeline import ImageError, Predictor, enrolment_words
     if not code: raise ConfigError('give the drug\'s code: --code K-012345')
     images, settings = photos_and_settings(images)
-    if not images: raise ConfigError('give at least one photo of the drug')
+    if not images: raise UserError('give at least one photo of the drug')
     ex = _experiment(exp, settings, config, fix=TRAIN_ONE)
     check_writable(ex.root, "'pillsnap enrol' (it adds to the gallery)")
     pred = Predictor.from_exp(ex)

@@ -1004,7 +1004,7 @@ def _check_enrolment(self:Predictor, k_code:str, name:str|None, images:list, sav
     if self.gallery is None:
         raise ConfigError('this experiment has no gallery built with its classifier — '
                           'build it first: pillsnap gallery --exp EXP --rebuild')
-    if not images: raise ConfigError('give at least one photo of the drug')
+    if not images: raise UserError('give at least one photo of the drug')
 
 # %% ../nbs/05f_infer.pipeline.ipynb #9984be09
 @patch
