@@ -71,6 +71,12 @@ def tiny_root(tmp_path_factory):
     return root
 
 
+def prepare_exp(root:Path, exp:Path, *settings:str)->Path:
+    "`pillsnap prepare` of `root` into `exp` in this process: the prepared experiment a module's fixture shares (copy it before training in it)."
+    cli('prepare', '--root', root, '--exp', exp, *settings)
+    return exp
+
+
 @pytest.fixture(scope='session')
 def real_labels():
     return [json.loads(p.read_text(encoding='utf-8')) for p in sorted(SAMPLES.glob('*.json'))]

@@ -3,7 +3,7 @@ import json, re, shutil, signal, subprocess, sys, time
 
 import pytest
 
-from conftest import BIN, cli
+from conftest import BIN, cli, prepare_exp
 
 TINY_TRAIN = ['data.paste_photos=0', 'data.wild_photos=0', 'classifier.pretrained=none', 'train.augment.phone=0', 'classifier.model=test_efficientnet', 'classifier.img_size=64', 'train.batch_size=8', 'train.lr=0.01',
               'loader.num_workers=0', 'train.log_every=2', 'data.workers=1']
@@ -13,9 +13,7 @@ STEP_LINE = re.compile(r'e=\d+ s=\d+ loss=[\d.]+ lr=[\d.e-]+ data=[\d.]+s comp=[
 @pytest.fixture(scope='module')
 def prepared(tiny_root, tmp_path_factory):
     "An experiment folder with prepared data (copy it before training in it)."
-    exp = tmp_path_factory.mktemp('cls')/'prepared'
-    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_TRAIN)
-    return exp
+    return prepare_exp(tiny_root, tmp_path_factory.mktemp('cls')/'prepared', *TINY_TRAIN)
 
 
 def fresh(prepared, tmp_path, name):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, EXP_TINY, cli, run_tool
+from conftest import BIN, EXP_TINY, cli, prepare_exp, run_tool
 
 TINY_DET = ['data.paste_photos=0', 'data.wild_photos=0', 'detector.model=yolo11n', 'detector.img_size=128', 'detector.batch_size=8', 'detector.workers=0',
             'detector.close_mosaic=0', 'data.workers=1', 'data.cache=false']
@@ -14,9 +14,7 @@ TINY_DET = ['data.paste_photos=0', 'data.wild_photos=0', 'detector.model=yolo11n
 @pytest.fixture(scope='module')
 def det_exp(tiny_root, tmp_path_factory):
     "An experiment folder with prepared data (its YOLO tree)."
-    exp = tmp_path_factory.mktemp('det')/'exp'
-    cli('prepare', '--root', tiny_root, '--exp', exp, *TINY_DET)
-    return exp
+    return prepare_exp(tiny_root, tmp_path_factory.mktemp('det')/'exp', *TINY_DET)
 
 
 def _rows(exp):
