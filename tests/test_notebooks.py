@@ -2,7 +2,7 @@
 
 Each notebook runs in a process of its own, as `nbdev-test NOTEBOOK` would run it, but forked from one server process per test
 process that has already imported torch, timm, fastai, ultralytics and pillsnap (`multiprocessing`'s forkserver with a preload):
-a notebook starts in a fresh process without paying the ten seconds of imports again (44 notebooks: about 7 minutes of a run)."""
+a notebook starts in a fresh process without paying its ten seconds of imports (49 notebooks: about eight minutes of a run)."""
 import multiprocessing, os, sys, tempfile
 
 import pytest
