@@ -1,5 +1,5 @@
 "Shared fixtures, and the one summary line CI counts: `N passed, N failed`."
-import json, os, subprocess, sys, types
+import json, os, shutil, subprocess, sys, types
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if os.environ.get('PYTEST_XDIST_WORKER'): os.environ.setdefault('OMP_NUM_THREADS', '1')
 BIN = Path(sys.executable).parent
 SAMPLES = ROOT/'tests'/'data'/'aihub'
+# The web page's and the advisor menu's tests drive Debian's Chromium headless (`make browser` installs it).
+CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
+needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                    reason='Debian chromium and chromium-driver are not installed (make test installs them)')
 
 
 def pytest_terminal_summary(terminalreporter):

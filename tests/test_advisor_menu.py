@@ -1,12 +1,9 @@
 "The advisor's ipywidgets menu as users see it: a real JupyterLab server, a notebook run in headless Chromium, the widget read off the page."
-import json, os, secrets, shutil, socket, subprocess, sys, time
+import json, os, secrets, socket, subprocess, sys, time
 
 import pytest
 
-from conftest import cli
-
-CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
-
+from conftest import CHROMIUM, DRIVER, cli, needs_chromium
 
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -45,7 +42,7 @@ def notebook(*cells):
 
 
 @pytest.mark.slow  # a JupyterLab server, a kernel and Chromium
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
+@needs_chromium
 def test_advisor_menu_renders_in_jupyterlab(lab, tmp_path):
     "The menu of a judged experiment shows the gate's decision and every recommendation; choosing another one updates its settings diff from the kernel."
     from selenium import webdriver

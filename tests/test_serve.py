@@ -1,5 +1,5 @@
 "The HTTP service on a real uvicorn server: auth, CORS, schema, limits, the bad-input corpus, concurrency, logs, the web page in Chromium."
-import io, json, os, random, shutil, socket, struct, subprocess, sys, threading, time, zlib
+import io, json, os, random, socket, struct, subprocess, sys, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import BIN
+from conftest import BIN, CHROMIUM, DRIVER, needs_chromium
 
 KEY, KEY2 = 'test-key-0123456789abcdef', 'other-key-fedcba9876543210'
 
@@ -497,7 +497,6 @@ def test_slow_uploads_without_a_key_do_not_slow_anyone_down(trained_exp):
     assert set(r['attackers_answered']) == {'HTTP/1.1 401 Unauthorized'}, r
 
 
-CHROMIUM, DRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 
 
 def headless_chromium(*args:str, phone:tuple|None=None):
@@ -513,7 +512,7 @@ def headless_chromium(*args:str, phone:tuple|None=None):
 
 
 @pytest.mark.slow  # drives Chromium
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
+@needs_chromium
 def test_web_page_in_headless_chromium(server, photos, trained_exp):
     "Upload a synthetic combination photo in the page, in combo mode, and see the boxes and candidates; search by imprint; switch to Korean."
     from selenium.webdriver.common.by import By
@@ -609,6 +608,7 @@ def test_web_page_in_headless_chromium(server, photos, trained_exp):
     finally: drv.quit()
 
 
+@needs_chromium
 @pytest.mark.parametrize('size', [(412, 915), (1280, 800)])
 def test_the_page_fits_a_phone_and_a_desktop(server, photos, size, tmp_path):
     "At a phone's width no sideways scroll (one column, candidates as cards) and every control reachable; the camera offered."
@@ -679,7 +679,7 @@ PRESS = """const [x0, y0, x1, y1] = arguments[0], c = document.getElementById('c
 
 
 @pytest.mark.slow  # drives Chromium
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason='Debian chromium and chromium-driver are not installed (make test installs them)')
+@needs_chromium
 def test_the_page_corrects_a_count_at_a_phones_width(server, photos):
     "At a phone's width (issue 81): pills numbered alike on the drawing and in the list; a tap on a box takes it off and"
     " the count drops; a drag adds a box and the count rises — each time the server identifies the boxes given."
