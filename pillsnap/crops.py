@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PREPROCESS_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'BACKGROUNDS', 'RESAMPLE', 'CACHE_FORMAT', 'NORM_AUTO',
            'UnifiedPreprocessor', 'crop_square', 'flatten_outside', 'equalize', 'BatchNormalize', 'rows_digest',
-           'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache', 'start_normalisation', 'normalisation',
-           'interpolation', 'start_interpolation', 'preprocessor_from']
+           'build_cache', 'cache_fits', 'CacheDamaged', 'CropCache', 'decode_crop', 'start_normalisation',
+           'normalisation', 'interpolation', 'start_interpolation', 'preprocessor_from']
 
 # %% ../nbs/02c_data.crops.ipynb #5fc95e1d
 import hashlib, io, math, os, shutil, time, zlib
@@ -16,6 +16,7 @@ from pathlib import Path
 from fastcore.basics import patch
 import numpy as np
 import pandas as pd
+import cv2
 import torch
 from PIL import Image
 from torchvision.transforms import v2
@@ -153,7 +154,6 @@ def flatten_outside(img:Image.Image, # a crop
 
 def equalize(img:Image.Image)->Image.Image:
     "CLAHE on the L channel of Lab: local contrast up, hues unchanged."
-    import cv2
     lab = cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
@@ -392,6 +392,14 @@ def get(self:CropCache, i:int)->bytes|None:
         raise CacheDamaged(f'part-{k:05d}.bin is unreadable ({e.strerror})') from e
     if len(jpg) != b - a or zlib.crc32(jpg) != crcs[j]: raise CacheDamaged(f'row {i} does not match its checksum')
     return jpg
+
+# %% ../nbs/02c_data.crops.ipynb #47dceffa
+def decode_crop(data:bytes, # a crop's JPEG (`CropCache.get`), or an image file's bytes
+               )->torch.Tensor: # uint8 (3, H, W), RGB
+    "The pixels of an encoded crop, as the loaders feed them; `ValueError` for bytes no decoder reads."
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if a is None: raise ValueError(f'{len(data)} bytes that are not an image')
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
 
 # %% ../nbs/02c_data.crops.ipynb #b41f4272
 NORM_AUTO = 'auto'  # classifier.mean / classifier.std: the start's own

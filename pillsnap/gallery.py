@@ -19,7 +19,7 @@ from torch import nn
 from .io import write_json
 from .config import Experiment, ConfigError, amp_dtype, exp_paths, get_logger, pick_device
 from .data import capped_rows, hash_rank, load_manifest, pill_rows
-from .crops import cache_fits, CropCache
+from .crops import cache_fits, CropCache, decode_crop
 from .loaders import PillDataset, eval_transforms, make_loader
 from .prepare import classifier_data, pasted_val
 from .model import embedder_id, eval_batch, find_checkpoint, load_classifier, softmax_t
@@ -277,8 +277,7 @@ def _capped(rows:pd.DataFrame, per_drug:int, seed:int)->np.ndarray:
     return capped_rows(rows.assign(face=_faces(rows)), per_drug, seed, ('k_code', 'face'))
 
 def _read_crops(files:list)->torch.Tensor:
-    from torchvision.io import read_image, ImageReadMode
-    return torch.stack([read_image(str(f), ImageReadMode.RGB) for f in files])
+    return torch.stack([decode_crop(Path(f).read_bytes()) for f in files])
 
 # %% ../nbs/05b_infer.gallery.ipynb #6405e297
 def _best(p:torch.Tensor, codes:list)->list: return [codes[j] for j in p.argmax(1).tolist()]

@@ -18,12 +18,11 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from .config import ConfigError, JobFailed, UserError, get_logger
 from .data import open_image_safely
-from .crops import CacheDamaged, CropCache, UnifiedPreprocessor, rows_digest
+from .crops import CacheDamaged, CropCache, UnifiedPreprocessor, decode_crop, rows_digest
 
 # %% ../nbs/02d_data.loaders.ipynb #19d4bd35
 def _line_blur(x:torch.Tensor, k:int, t:float)->torch.Tensor:
@@ -147,8 +146,8 @@ def crop(self:PillDataset, i:int):
         try:
             data = self.cache.get(i)
             if data is None: return None, SKIPPED_AT_BUILD
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB), None
-        except (CacheDamaged, RuntimeError) as e: self._cache_failed(e)  # RuntimeError: the JPEG decoder's
+            return decode_crop(data), None
+        except (CacheDamaged, ValueError) as e: self._cache_failed(e)  # ValueError: bytes no decoder reads
     img, why = open_image_safely(self.root/self.images[i])
     if img is None: return None, why
     return v2.functional.to_image(self.pre.crop(img, self.bboxes[i])), None
@@ -279,7 +278,8 @@ def weighted_sampler(labels, # class index per training item
                      seed:int=42,
                     )->WeightedRandomSampler:
     "Draw items with probability proportional to their class weight (with replacement, one epoch's worth)."
-    return WeightedRandomSampler(weights[torch.as_tensor(np.asarray(labels))].double(), len(labels), replacement=True,
+    # the labels copied: a pandas column's array is read-only, which torch warns of when it shares one
+    return WeightedRandomSampler(weights[torch.tensor(np.asarray(labels))].double(), len(labels), replacement=True,
                                  generator=torch.Generator().manual_seed(seed))
 
 # %% ../nbs/02d_data.loaders.ipynb #f8e085d0
