@@ -5,6 +5,7 @@ import pytest
 
 from conftest import CHROMIUM, DRIVER, cli, needs_chromium
 
+
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 

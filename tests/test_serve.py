@@ -497,8 +497,6 @@ def test_slow_uploads_without_a_key_do_not_slow_anyone_down(trained_exp):
     assert set(r['attackers_answered']) == {'HTTP/1.1 401 Unauthorized'}, r
 
 
-
-
 def headless_chromium(*args:str, phone:tuple|None=None):
     "Debian's Chromium, headless, through chromedriver (`args`: more switches; `phone`: a phone's (width, height) emulated, touch included)."
     from selenium import webdriver
